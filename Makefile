@@ -1,0 +1,112 @@
+# stemsplit - top-level build.  `make` builds ./stemsplit; see README.md.
+#
+#   make                 build ./stemsplit (CPU backend)
+#   make check           build and run every test; last line "N passed, N failed[, N skipped]"
+#   make asan            ASan+UBSan build in build/asan and the whole test suite under it
+#   make install         PREFIX=/usr/local DESTDIR= : binary, man page, share/stemsplit/models
+#   make bench           benchmarks (scripts/bench-*.sh) that can run on this machine
+#   make clean
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+DATADIR := $(PREFIX)/share/stemsplit
+PKG     ?= pkg-config
+VERSION := 0.1.0
+GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+# Sanitizer build: SAN=1 (set by `make asan`) builds into build/asan.
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD   ?= build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     ?= -O1
+else
+BUILD   ?= build/release
+SANFLAGS :=
+OPT     ?= -O2
+endif
+
+PKGS := sndfile samplerate fftw3f libcjson
+UNAME_S := $(shell uname -s)
+ifeq ($(UNAME_S),Darwin)
+BLAS_CFLAGS := -DSS_ACCELERATE=1
+BLAS_LIBS   := -framework Accelerate
+else
+BLAS_CFLAGS := $(shell $(PKG) --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell $(PKG) --libs openblas 2>/dev/null || echo -lopenblas)
+endif
+
+DEP_CFLAGS := $(shell $(PKG) --cflags $(PKGS))
+DEP_LIBS   := $(shell $(PKG) --libs $(PKGS))
+
+WARN   := -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2
+CFLAGS ?= $(OPT) -g
+ALL_CFLAGS := -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread \
+	-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+	-DSS_VERSION='"$(VERSION)"' -DSS_GIT_COMMIT='"$(GIT_COMMIT)"' -DSS_DATADIR='"$(DATADIR)"' \
+	-Isrc $(DEP_CFLAGS) $(BLAS_CFLAGS)
+ALL_LDFLAGS := $(SANFLAGS) -pthread $(LDFLAGS)
+LIBS := $(DEP_LIBS) $(BLAS_LIBS) -lm -ldl
+
+LIB_SRCS := $(filter-out src/cli.c,$(wildcard src/*.c)) $(wildcard kernels/cpu/*.c) $(wildcard models/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(BUILD)/src/cli.o
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+LIBSS    := $(BUILD)/libstemsplit.a
+BIN      := $(BUILD)/stemsplit
+
+.PHONY: all check asan install uninstall bench clean tests
+.DELETE_ON_ERROR:
+
+all: stemsplit
+
+# ./stemsplit is the release build; the asan build stays in build/asan/.
+ifeq ($(SAN),1)
+stemsplit: $(BIN)
+else
+stemsplit: $(BIN)
+	cp $(BIN) $@
+endif
+
+$(BIN): $(CLI_OBJ) $(LIBSS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(LIBSS): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(LIBSS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -o $@ $< $(LIBSS) $(ALL_LDFLAGS) $(LIBS)
+
+tests: $(TEST_BINS) $(BIN)
+
+check: tests
+	@STEMSPLIT=$(abspath $(BIN)) SS_TEST_BIN=$(abspath $(BUILD)/tests) SAN=$(SAN) sh tests/run.sh
+
+asan:
+	$(MAKE) SAN=1 check
+
+install: stemsplit
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(DATADIR)/models
+	install -m 755 stemsplit $(DESTDIR)$(PREFIX)/bin/stemsplit
+	install -m 644 man/stemsplit.1 $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
+	install -m 644 models/*.safetensors $(DESTDIR)$(DATADIR)/models/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/stemsplit $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
+	rm -rf $(DESTDIR)$(DATADIR)
+
+bench: stemsplit
+	sh scripts/bench-engine.sh
+
+clean:
+	rm -rf build stemsplit
+
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BINS:=.d)

@@ -1,0 +1,48 @@
+/* cpu_ops.h - the CPU reference kernels behind every backend op.
+ *
+ * These are the CPU backend's ops and the fallback the dispatcher in
+ * src/backend.c uses for any op another backend leaves NULL.  Contracts
+ * (shapes, layouts, in-place rules) are those of the wrappers in
+ * src/backend.h; each takes the pool to parallelise over (may be NULL).
+ * They cannot fail except for host allocation (SS_E_NOMEM).
+ */
+#ifndef SS_CPU_OPS_H
+#define SS_CPU_OPS_H
+
+#include "../../src/backend.h"
+#include "../../src/threadpool.h"
+
+/* elementwise and layout: kernels/cpu/elementwise.c */
+ss_status ss_cpu_fill(ss_pool *p, float *y, float v, size_t n);
+ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src, size_t spitch,
+                        size_t rows, size_t cols);
+ss_status ss_cpu_add(ss_pool *p, float *y, const float *a, const float *b, size_t n);
+ss_status ss_cpu_scale(ss_pool *p, float *y, const float *x, float alpha, size_t n);
+ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
+                                const float *scale, const float *bias);
+ss_status ss_cpu_row_affine(ss_pool *p, float *y, const float *x, int rows, int64_t len,
+                            const float *scale, const float *shift);
+ss_status ss_cpu_row_moments(ss_pool *p, float *mean, float *std, const float *x, int rows, int64_t len);
+ss_status ss_cpu_gelu(ss_pool *p, float *y, const float *x, size_t n);
+ss_status ss_cpu_glu(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len);
+ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale);
+ss_status ss_cpu_transpose(ss_pool *p, float *y, const float *x, int batch, int rows, int cols);
+
+/* normalisation, matmul, convolution: kernels/cpu/nn.c */
+ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
+                            int groups, const float *gamma, const float *beta, float eps);
+ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
+                            const float *gamma, const float *beta, float eps);
+ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
+ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                        const float *bias, float *y);
+ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y);
+
+/* spectral: kernels/cpu/stft.c (FFTW3f) */
+ss_status ss_cpu_stft(ss_pool *p, const ss_stft_desc *d, const float *x, float *spec);
+ss_status ss_cpu_istft(ss_pool *p, const ss_stft_desc *d, const float *spec, float *x);
+/* Release cached FFTW plans and windows (at exit). */
+void ss_cpu_stft_cleanup(void);
+
+#endif

@@ -1,0 +1,87 @@
+/* audio.h - decoding and encoding audio files (libsndfile) and resampling
+ * (libsamplerate), streamed in blocks so memory never grows with track length.
+ *
+ * Samples are float, interleaved by frame (frame = one sample per channel).
+ * Writers never leave a half-written file: they write to a temporary file in
+ * the target directory and rename it into place on ss_audio_commit().
+ */
+#ifndef SS_AUDIO_H
+#define SS_AUDIO_H
+
+#include <stdint.h>
+
+#include "error.h"
+
+/* ---- reading ---------------------------------------------------------------- */
+
+typedef struct ss_audio_reader ss_audio_reader;
+
+typedef struct ss_audio_info {
+    int64_t frames;        /* length in frames                                 */
+    int samplerate;        /* Hz                                               */
+    int channels;          /* as stored in the file                            */
+    char format[64];       /* e.g. "WAV PCM 16", "FLAC PCM 24"                 */
+} ss_audio_info;
+
+/* Open `path` ("-" = standard input, spooled to a temporary file that is
+ * removed on close).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
+ * not audio libsndfile can decode, or when it has 0 channels. */
+ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
+/* Read up to `n` frames into buf (n * channels floats); *got = frames read,
+ * 0 at end of file.  SS_E_IO on a read error (e.g. file truncated meanwhile). */
+ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err);
+/* Back to the first frame (for the second pass). */
+ss_status ss_audio_rewind(ss_audio_reader *r, ss_error *err);
+void ss_audio_close(ss_audio_reader *r);
+
+/* Does libsndfile recognise this file as audio?  (Opens and closes it.) */
+int ss_audio_probe(const char *path);
+
+/* ---- writing ---------------------------------------------------------------- */
+
+typedef enum ss_file_format { SS_FILE_WAV = 0, SS_FILE_FLAC } ss_file_format;
+typedef enum ss_sample_format { SS_SAMPLE_S16 = 0, SS_SAMPLE_S24, SS_SAMPLE_F32 } ss_sample_format;
+
+const char *ss_file_format_ext(ss_file_format f);      /* "wav", "flac" */
+int ss_file_format_parse(const char *s);                /* -1 if unknown  */
+int ss_sample_format_parse(const char *s);              /* "s16|s24|f32", -1 if unknown */
+
+typedef struct ss_audio_writer ss_audio_writer;
+
+/* Create a hidden temporary file beside `path` (same directory, so the final
+ * rename is atomic).  Nothing appears at `path` until ss_audio_commit().
+ * SS_E_CANTCREAT when the directory is missing or not writable; SS_E_USAGE
+ * for an impossible combination (FLAC with f32 samples). */
+ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format sfmt,
+                          int samplerate, int channels, ss_audio_writer **out, ss_error *err);
+/* Samples beyond [-1, 1] are clipped by integer formats.  SS_E_IO on a write
+ * error (disk full, file-size limit, directory removed). */
+ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, ss_error *err);
+/* Finish the file, flush it to disk and rename it to its final path.  On
+ * failure the temporary file is removed.  Frees w in every case. */
+ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err);
+/* Drop the temporary file.  Frees w.  NULL is allowed. */
+void ss_audio_abort(ss_audio_writer *w);
+
+/* ---- resampling --------------------------------------------------------------- */
+
+typedef struct ss_resampler ss_resampler;
+
+/* A streaming converter from in_rate to out_rate for `channels` interleaved
+ * channels that will receive exactly `in_frames` input frames in total and
+ * produce exactly ss_resampled_length(in_frames, in_rate, out_rate) output
+ * frames (libsamplerate's SRC_SINC_BEST_QUALITY, delay compensated). */
+ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_frames,
+                           ss_resampler **out, ss_error *err);
+/* Push n input frames; output frames are appended to out (capacity out_cap
+ * frames; ss_resampler_max_out(rs, n) is always enough) and *got is set.  The
+ * call that pushes the last input frame also flushes the tail. */
+ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float *out,
+                            int64_t out_cap, int64_t *got, ss_error *err);
+int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n);
+void ss_resampler_free(ss_resampler *rs);
+
+/* round(frames * out_rate / in_rate) */
+int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate);
+
+#endif

@@ -1,0 +1,240 @@
+/* backend.h - the device abstraction every model is written against.
+ *
+ * Three ideas kept apart (after ggml-backend):
+ *   device  - what exists: enumeration, name, memory, usability;
+ *   backend - a running context on one device: init, ops, synchronise;
+ *   buffer  - memory on that device: alloc, release, upload, download.
+ *
+ * Memory is addressed with plain pointers returned by ss_alloc(); on the CPU
+ * they are host pointers, on a GPU they are device pointers that only the
+ * backend's ops may dereference.  All tensors are fp32, row-major, contiguous
+ * unless a descriptor gives strides; shapes are given in the comments as
+ * [dim0, dim1, ...] with the last dimension contiguous.
+ *
+ * Errors are sticky (like cudaGetLastError): an op that fails records the
+ * error in the backend, and every later op is a no-op until the caller reads
+ * it with ss_backend_status().  Model code therefore calls a sequence of ops
+ * and checks once, at the end of its forward pass.
+ *
+ * Every op in ss_backend_iface is optional.  A NULL entry means the one public
+ * wrapper below runs the CPU reference kernel instead (downloading inputs and
+ * uploading outputs when the device memory is not host memory), so callers
+ * never test for NULL.
+ */
+#ifndef SS_BACKEND_H
+#define SS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define SS_BACKEND_API_VERSION 1
+
+typedef struct ss_backend ss_backend;            /* opaque running context */
+
+typedef enum ss_precision {
+    SS_PREC_FP32 = 0,  /* strict IEEE fp32 everywhere                     */
+    SS_PREC_TF32,      /* fp32 storage, tf32 tensor-core matmuls          */
+    SS_PREC_BF16,      /* bf16 matmul inputs, fp32 accumulation           */
+    SS_PREC_FP16       /* fp16 matmul inputs, fp32 accumulation           */
+} ss_precision;
+
+const char *ss_precision_name(ss_precision p);
+/* Parse "fp32|tf32|bf16|fp16"; returns -1 when unknown. */
+int ss_precision_parse(const char *s);
+
+typedef struct ss_device_info {
+    char backend[16];     /* "cpu", "cuda", "mps"                              */
+    int index;            /* index within the backend                          */
+    char name[128];       /* human name, e.g. "x86_64 (16 cores)"              */
+    uint64_t mem_total;   /* bytes, 0 when unknown                             */
+    uint64_t mem_free;    /* bytes, 0 when unknown                             */
+    int usable;           /* 1 when a backend can be started on it             */
+    char note[160];       /* extra facts or why it is not usable               */
+} ss_device_info;
+
+typedef struct ss_backend_params {
+    int device;              /* index within the backend                       */
+    int threads;             /* CPU worker threads; 0 = one per online core    */
+    ss_precision precision;  /* requested precision                            */
+} ss_backend_params;
+
+/* ---- op descriptors -------------------------------------------------------- */
+
+/* C = alpha * op(A) @ op(B) + beta * C, row-major, `batch` independent products.
+ * op(A) is [m, k], op(B) is [k, n], C is [m, n]; lda/ldb/ldc are row pitches in
+ * elements of the matrices as stored; stride_* are element offsets between
+ * consecutive batch items (ignored when batch == 1). */
+typedef struct ss_gemm_desc {
+    int trans_a, trans_b;
+    int m, n, k;
+    float alpha, beta;
+    int lda, ldb, ldc;
+    int batch;
+    int64_t stride_a, stride_b, stride_c;
+} ss_gemm_desc;
+
+/* 2-D convolution (1-D is h == 1, kh == 1).
+ *   x [batch, cin, h, w]   w [cout, cin, kh, kw]   bias [cout] or NULL
+ *   y [batch, cout, oh, ow], oh = (h + 2*ph - dh*(kh-1) - 1) / sh + 1 (same for w) */
+typedef struct ss_conv2d_desc {
+    int batch, cin, h, w;
+    int cout, kh, kw;
+    int sh, sw;      /* stride   */
+    int ph, pw;      /* zero padding on both sides */
+    int dh, dw;      /* dilation */
+} ss_conv2d_desc;
+
+/* 2-D transposed convolution, PyTorch semantics with padding 0.
+ *   x [batch, cin, h, w]   w [cin, cout, kh, kw]   bias [cout] or NULL
+ *   y [batch, cout, (h-1)*sh + kh, (w-1)*sw + kw] */
+typedef struct ss_convt2d_desc {
+    int batch, cin, h, w;
+    int cout, kh, kw;
+    int sh, sw;
+} ss_convt2d_desc;
+
+/* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
+ * window=hann_window(n_fft) (periodic), normalized=True, onesided).
+ *   signal [batch, length]  <->  spec [batch, 2, n_fft/2 + 1, frames]
+ * with frames = length / hop + 1 and the real plane before the imaginary one.
+ * Reflect padding needs length > n_fft / 2. */
+typedef struct ss_stft_desc {
+    int batch;
+    int64_t length;
+    int n_fft, hop;
+} ss_stft_desc;
+
+static inline int64_t ss_stft_frames(const ss_stft_desc *d) { return d->length / d->hop + 1; }
+
+/* ---- the vtable a backend fills ------------------------------------------- */
+
+typedef struct ss_backend_iface {
+    int api_version;               /* SS_BACKEND_API_VERSION                  */
+    const char *name;              /* "cpu", "cuda", "mps"                    */
+
+    /* device */
+    int (*device_count)(void);                                /* 0 if none    */
+    ss_status (*device_info)(int index, ss_device_info *out);
+
+    /* backend */
+    ss_status (*init)(const ss_backend_params *p, void **ctx, ss_error *err);
+    void (*free)(void *ctx);
+    /* optional, NULL = ops complete before they return */
+    ss_status (*synchronize)(void *ctx, ss_error *err);
+    /* optional, NULL = precision is always fp32 */
+    ss_precision (*precision)(void *ctx);
+    /* optional, NULL = 1 thread */
+    int (*threads)(void *ctx);
+
+    /* buffer */
+    int host_memory;               /* 1 when ss_alloc() returns host memory   */
+    void *(*alloc)(void *ctx, size_t bytes);                  /* NULL if OOM  */
+    void (*release)(void *ctx, void *ptr);
+    ss_status (*upload)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
+    ss_status (*download)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
+
+    /* ops: every entry optional (NULL = CPU fallback); each returns SS_OK or
+     * fills err.  In-place use (y == x) is allowed where the wrapper says so. */
+    ss_status (*fill)(void *ctx, float *y, float v, size_t n, ss_error *err);
+    ss_status (*copy2d)(void *ctx, float *dst, size_t dpitch, const float *src, size_t spitch,
+                        size_t rows, size_t cols, ss_error *err);
+    ss_status (*add)(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err);
+    ss_status (*scale)(void *ctx, float *y, const float *x, float alpha, size_t n, ss_error *err);
+    ss_status (*channel_affine)(void *ctx, float *y, const float *x, int batch, int ch, int64_t len,
+                                const float *scale, const float *bias, ss_error *err);
+    ss_status (*row_affine)(void *ctx, float *y, const float *x, int rows, int64_t len,
+                            const float *scale, const float *shift, ss_error *err);
+    ss_status (*row_moments)(void *ctx, float *mean, float *std, const float *x, int rows,
+                             int64_t len, ss_error *err);
+    ss_status (*gelu)(void *ctx, float *y, const float *x, size_t n, ss_error *err);
+    ss_status (*glu)(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err);
+    ss_status (*softmax)(void *ctx, float *y, const float *x, int rows, int len, float scale, ss_error *err);
+    ss_status (*transpose)(void *ctx, float *y, const float *x, int batch, int rows, int cols, ss_error *err);
+    ss_status (*group_norm)(void *ctx, float *y, const float *x, int batch, int ch, int64_t len,
+                            int groups, const float *gamma, const float *beta, float eps, ss_error *err);
+    ss_status (*layer_norm)(void *ctx, float *y, const float *x, int rows, int dim,
+                            const float *gamma, const float *beta, float eps, ss_error *err);
+    ss_status (*gemm)(void *ctx, const ss_gemm_desc *d, const float *a, const float *b, float *c, ss_error *err);
+    ss_status (*conv2d)(void *ctx, const ss_conv2d_desc *d, const float *x, const float *w,
+                        const float *bias, float *y, ss_error *err);
+    ss_status (*conv_transpose2d)(void *ctx, const ss_convt2d_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y, ss_error *err);
+    ss_status (*stft)(void *ctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err);
+    ss_status (*istft)(void *ctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err);
+} ss_backend_iface;
+
+/* ---- registry and device selection ---------------------------------------- */
+
+/* Backends compiled into this binary, CPU last; NULL-terminated. */
+const ss_backend_iface *const *ss_backend_list(void);
+const ss_backend_iface *ss_backend_find(const char *name);
+
+/* Resolve a --device string ("auto", "cpu", "cuda", "cuda:N", "mps") to a
+ * running backend.  `note` (may be NULL) receives one line saying what was
+ * chosen and why (printed under -v).  SS_E_USAGE for a malformed string,
+ * SS_E_DEVICE when the device is not compiled in or not usable. */
+ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
+                          char *note, size_t note_size, ss_error *err);
+void ss_backend_close(ss_backend *be);
+
+const ss_backend_iface *ss_backend_iface_of(const ss_backend *be);
+const ss_device_info *ss_backend_device(const ss_backend *be);
+ss_precision ss_backend_precision(const ss_backend *be);
+int ss_backend_threads(const ss_backend *be);
+
+/* The sticky error: SS_OK, or the first failure since the last call (which
+ * is copied into err and then cleared).  Synchronises first. */
+ss_status ss_backend_status(ss_backend *be, ss_error *err);
+
+/* ---- buffers ---------------------------------------------------------------- */
+
+/* n floats of device memory (uninitialised), or NULL with the sticky error set. */
+float *ss_alloc(ss_backend *be, size_t n);
+void ss_free(ss_backend *be, float *p);
+ss_status ss_upload(ss_backend *be, float *dst, const float *src, size_t n);
+ss_status ss_download(ss_backend *be, float *dst, const float *src, size_t n);
+
+/* ---- ops (public wrappers; every one works on every backend) ------------------ */
+
+void ss_fill(ss_backend *be, float *y, float v, size_t n);                       /* y[i] = v */
+/* copy `rows` rows of `cols` floats; pitches in floats */
+void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size_t spitch,
+               size_t rows, size_t cols);
+void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n);  /* y = a + b, in place ok */
+void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n);   /* y = alpha x, in place ok */
+/* x, y [batch, ch, len]: y = x * scale[c] + bias[c]; scale/bias may be NULL; in place ok */
+void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
+                       const float *scale, const float *bias);
+/* x, y [rows, len]: y = x * scale[r] + shift[r] (device vectors [rows]); in place ok */
+void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t len,
+                   const float *scale, const float *shift);
+/* x [rows, len] -> mean [rows], std [rows] (unbiased, as torch.std) on the device */
+void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int rows, int64_t len);
+void ss_gelu(ss_backend *be, float *y, const float *x, size_t n);                 /* exact erf GELU, in place ok */
+/* x [batch, 2*ch, len] -> y [batch, ch, len] = x[:, :ch] * sigmoid(x[:, ch:]) */
+void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len);
+/* x, y [rows, len]: y = softmax(scale * x) along len; in place ok */
+void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, float scale);
+/* x [batch, rows, cols] -> y [batch, cols, rows]; not in place */
+void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols);
+/* x, y [batch, ch, len]: GroupNorm(groups) with affine gamma/beta [ch] (may be NULL); in place ok */
+void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
+                   int groups, const float *gamma, const float *beta, float eps);
+/* x, y [rows, dim]: LayerNorm over dim with gamma/beta [dim] (may be NULL); in place ok */
+void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
+                   const float *gamma, const float *beta, float eps);
+void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, float *c);
+void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
+               const float *bias, float *y);
+void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
+                         const float *bias, float *y);
+void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec);
+void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x);
+
+/* Output sizes of the convolutions. */
+static inline int ss_conv_out(int in, int k, int s, int p, int dil) { return (in + 2 * p - dil * (k - 1) - 1) / s + 1; }
+static inline int ss_convt_out(int in, int k, int s) { return (in - 1) * s + k; }
+
+#endif

@@ -1,0 +1,66 @@
+/* model.h - loading a separation model and running its forward pass.
+ *
+ * Each architecture lives in one file under models/ and registers an ss_arch
+ * (name -> load, forward, valid_length, free) in the table in src/model.c.
+ * Architectures are written against the backend interface only (backend.h).
+ * The architecture is chosen by the safetensors metadata key
+ * "stemsplit.architecture"; see docs/model-format.md.
+ */
+#ifndef SS_MODEL_H
+#define SS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "error.h"
+#include "safetensors.h"
+
+#define SS_MAX_SOURCES 16
+#define SS_MAX_NAME 64
+
+typedef struct ss_model_info {
+    char name[SS_MAX_NAME];                   /* file name without .safetensors      */
+    char architecture[SS_MAX_NAME];           /* "htdemucs", "bandsplit", ...         */
+    int n_sources;
+    char sources[SS_MAX_SOURCES][SS_MAX_NAME];/* e.g. drums, bass, other, vocals      */
+    int samplerate;                           /* Hz                                   */
+    int channels;                             /* audio channels the model takes       */
+    int64_t segment_num, segment_den;         /* training segment, seconds, num/den   */
+    int64_t segment_length;                   /* floor(samplerate * segment) samples  */
+    uint64_t parameters;                      /* number of weights                    */
+} ss_model_info;
+
+typedef struct ss_arch {
+    const char *name;
+    /* Check and load the weights of `st` (info already filled from the
+     * stemsplit.* metadata), upload them to `be`, return a private state. */
+    ss_status (*load)(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err);
+    /* x [batch, channels, length] -> y [batch, n_sources, channels, length],
+     * both device memory of `be`; `length` is a value valid_length returned. */
+    ss_status (*forward)(void *state, ss_backend *be, const float *x, float *y, int batch,
+                         int64_t length, ss_error *err);
+    /* The input length the model wants for a chunk of `length` samples
+     * (demucs's valid_length); NULL means `length` itself. */
+    int64_t (*valid_length)(void *state, int64_t length);
+    void (*free)(void *state, ss_backend *be);
+} ss_arch;
+
+typedef struct ss_model ss_model;
+
+/* Find a model by path or NAME: an existing path is used as is; a NAME is
+ * looked up as NAME.safetensors in $STEMSPLIT_MODEL_PATH (colon list),
+ * ~/.local/share/stemsplit/models and SS_DATADIR/models.  SS_E_NOINPUT
+ * listing the places searched when not found. */
+ss_status ss_model_resolve(const char *name_or_path, char *out, size_t out_size, ss_error *err);
+
+ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_error *err);
+const ss_model_info *ss_model_get_info(const ss_model *m);
+ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err);
+int64_t ss_model_valid_length(ss_model *m, int64_t length);
+void ss_model_free(ss_model *m);
+
+/* Architectures compiled in (NULL-terminated). */
+const ss_arch *const *ss_arch_list(void);
+
+#endif
