@@ -1,0 +1,247 @@
+/* stft.c - torch.stft / torch.istft on the CPU with FFTW3 (single precision).
+ *
+ * Semantics (see ss_stft_desc in backend.h): center=True with reflect padding
+ * of n_fft/2 on both sides, periodic Hann window, normalized=True (spectrum
+ * scaled by 1/sqrt(n_fft)), onesided.  Spectra are [batch, 2, F, frames]:
+ * the real plane, then the imaginary plane.  The inverse divides the windowed
+ * overlap-add by the summed squared window, as torch.istft does, and returns
+ * exactly `length` samples.
+ */
+#include "cpu_ops.h"
+
+#include <fftw3.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- plans and windows, cached per n_fft (plan creation is not thread-safe) --- */
+
+#define MAX_PLANS 8
+
+typedef struct fft_plan {
+    int n_fft;               /* transform size                 */
+    fftwf_plan fwd;          /* real -> half complex           */
+    fftwf_plan inv;          /* half complex -> real           */
+    float *window;           /* periodic Hann, n_fft samples   */
+} fft_plan;
+
+static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
+static fft_plan plans[MAX_PLANS];
+static int n_plans;
+
+static const fft_plan *get_plan(int n_fft)
+{
+    const fft_plan *found = NULL;
+    pthread_mutex_lock(&plan_mu);
+    for (int i = 0; i < n_plans; i++)
+        if (plans[i].n_fft == n_fft)
+            found = &plans[i];
+    if (!found && n_plans < MAX_PLANS) {
+        int nb = n_fft / 2 + 1;
+        float *in = fftwf_malloc(sizeof(float) * (size_t)n_fft);
+        fftwf_complex *out = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
+        float *win = malloc(sizeof(float) * (size_t)n_fft);
+        if (in && out && win) {
+            fft_plan *p = &plans[n_plans];
+            p->fwd = fftwf_plan_dft_r2c_1d(n_fft, in, out, FFTW_ESTIMATE);
+            p->inv = fftwf_plan_dft_c2r_1d(n_fft, out, in, FFTW_ESTIMATE);
+            if (p->fwd && p->inv) {
+                for (int i = 0; i < n_fft; i++)
+                    win[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n_fft));
+                p->window = win;
+                p->n_fft = n_fft;
+                win = NULL;
+                found = p;
+                n_plans++;
+            } else {
+                if (p->fwd) fftwf_destroy_plan(p->fwd);
+                if (p->inv) fftwf_destroy_plan(p->inv);
+            }
+        }
+        fftwf_free(in);
+        fftwf_free(out);
+        free(win);
+    }
+    pthread_mutex_unlock(&plan_mu);
+    return found;
+}
+
+void ss_cpu_stft_cleanup(void)
+{
+    pthread_mutex_lock(&plan_mu);
+    for (int i = 0; i < n_plans; i++) {
+        fftwf_destroy_plan(plans[i].fwd);
+        fftwf_destroy_plan(plans[i].inv);
+        free(plans[i].window);
+    }
+    n_plans = 0;
+    fftwf_cleanup();
+    pthread_mutex_unlock(&plan_mu);
+}
+
+/* Index into x[0..len) of position i in the reflect-padded signal (repeated
+ * mirroring, so it is defined for any padding; torch needs pad < len). */
+static int64_t reflect_index(int64_t i, int64_t len)
+{
+    if (len == 1)
+        return 0;
+    int64_t period = 2 * (len - 1);
+    i %= period;
+    if (i < 0)
+        i += period;
+    return i < len ? i : period - i;
+}
+
+/* ---- forward ----------------------------------------------------------------- */
+
+#define FRAMES_PER_TASK 16
+
+typedef struct stft_job {
+    const ss_stft_desc *d;
+    const fft_plan *plan;
+    const float *x;          /* [batch, length]               */
+    float *spec;             /* [batch, 2, F, frames]         */
+    int64_t frames;
+    int64_t blocks;          /* frame blocks per batch row    */
+    int fail;                /* a task could not allocate     */
+} stft_job;
+
+static void stft_task(void *arg, int64_t t)
+{
+    stft_job *j = arg;
+    const ss_stft_desc *d = j->d;
+    int n = d->n_fft, nb = n / 2 + 1;
+    int64_t b = t / j->blocks, f0 = (t % j->blocks) * FRAMES_PER_TASK;
+    int64_t f1 = f0 + FRAMES_PER_TASK < j->frames ? f0 + FRAMES_PER_TASK : j->frames;
+    float *in = fftwf_malloc(sizeof(float) * (size_t)n);
+    fftwf_complex *out = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
+    if (!in || !out) {
+        j->fail = 1;
+        fftwf_free(in);
+        fftwf_free(out);
+        return;
+    }
+    const float *x = j->x + b * d->length;
+    float *re = j->spec + b * 2 * (int64_t)nb * j->frames, *im = re + (int64_t)nb * j->frames;
+    float norm = 1.0f / sqrtf((float)n);
+    for (int64_t f = f0; f < f1; f++) {
+        int64_t start = f * d->hop - n / 2;
+        for (int i = 0; i < n; i++)
+            in[i] = x[reflect_index(start + i, d->length)] * j->plan->window[i];
+        fftwf_execute_dft_r2c(j->plan->fwd, in, out);
+        for (int k = 0; k < nb; k++) {
+            re[(int64_t)k * j->frames + f] = out[k][0] * norm;
+            im[(int64_t)k * j->frames + f] = out[k][1] * norm;
+        }
+    }
+    fftwf_free(in);
+    fftwf_free(out);
+}
+
+ss_status ss_cpu_stft(ss_pool *p, const ss_stft_desc *d, const float *x, float *spec)
+{
+    const fft_plan *plan = get_plan(d->n_fft);
+    if (!plan)
+        return SS_E_NOMEM;
+    stft_job job = {d, plan, x, spec, ss_stft_frames(d), 0, 0};
+    job.blocks = (job.frames + FRAMES_PER_TASK - 1) / FRAMES_PER_TASK;
+    ss_pool_for(p, d->batch * job.blocks, stft_task, &job);
+    return job.fail ? SS_E_NOMEM : SS_OK;
+}
+
+/* ---- inverse ------------------------------------------------------------------ */
+
+typedef struct istft_job {
+    const ss_stft_desc *d;
+    const fft_plan *plan;
+    const float *spec;       /* [batch, 2, F, frames]                */
+    float *x;                /* [batch, length]                      */
+    float *frames_buf;       /* [batch, frames, n_fft] windowed      */
+    int64_t frames;
+    int64_t blocks;
+    int fail;
+} istft_job;
+
+static void istft_frames_task(void *arg, int64_t t)
+{
+    istft_job *j = arg;
+    const ss_stft_desc *d = j->d;
+    int n = d->n_fft, nb = n / 2 + 1;
+    int64_t b = t / j->blocks, f0 = (t % j->blocks) * FRAMES_PER_TASK;
+    int64_t f1 = f0 + FRAMES_PER_TASK < j->frames ? f0 + FRAMES_PER_TASK : j->frames;
+    float *outr = fftwf_malloc(sizeof(float) * (size_t)n);
+    fftwf_complex *in = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
+    if (!in || !outr) {
+        j->fail = 1;
+        fftwf_free(in);
+        fftwf_free(outr);
+        return;
+    }
+    const float *re = j->spec + b * 2 * (int64_t)nb * j->frames, *im = re + (int64_t)nb * j->frames;
+    /* normalized: undo the forward's 1/sqrt(n); the c2r transform is unnormalised (x n) */
+    float norm = sqrtf((float)n) / (float)n;
+    for (int64_t f = f0; f < f1; f++) {
+        for (int k = 0; k < nb; k++) {
+            in[k][0] = re[(int64_t)k * j->frames + f];
+            in[k][1] = im[(int64_t)k * j->frames + f];
+        }
+        in[0][1] = 0.0f;          /* a real signal's DC and Nyquist bins are real */
+        in[nb - 1][1] = 0.0f;
+        fftwf_execute_dft_c2r(j->plan->inv, in, outr);
+        float *dst = j->frames_buf + (b * j->frames + f) * n;
+        for (int i = 0; i < n; i++)
+            dst[i] = outr[i] * norm * j->plan->window[i];
+    }
+    fftwf_free(in);
+    fftwf_free(outr);
+}
+
+static void istft_ola_task(void *arg, int64_t b)
+{
+    istft_job *j = arg;
+    const ss_stft_desc *d = j->d;
+    int n = d->n_fft;
+    int64_t full = (int64_t)n + d->hop * (j->frames - 1);
+    float *acc = calloc((size_t)full, sizeof *acc);
+    float *env = calloc((size_t)full, sizeof *env);
+    if (!acc || !env) {
+        j->fail = 1;
+        free(acc);
+        free(env);
+        return;
+    }
+    for (int64_t f = 0; f < j->frames; f++) {
+        const float *src = j->frames_buf + (b * j->frames + f) * n;
+        float *a = acc + f * d->hop, *e = env + f * d->hop;
+        for (int i = 0; i < n; i++) {
+            a[i] += src[i];
+            e[i] += j->plan->window[i] * j->plan->window[i];
+        }
+    }
+    float *x = j->x + b * d->length;
+    int64_t start = n / 2;
+    for (int64_t i = 0; i < d->length; i++) {
+        int64_t k = start + i;
+        x[i] = (k < full && env[k] > 1e-11f) ? acc[k] / env[k] : 0.0f;
+    }
+    free(acc);
+    free(env);
+}
+
+ss_status ss_cpu_istft(ss_pool *p, const ss_stft_desc *d, const float *spec, float *x)
+{
+    const fft_plan *plan = get_plan(d->n_fft);
+    if (!plan)
+        return SS_E_NOMEM;
+    istft_job job = {d, plan, spec, x, NULL, ss_stft_frames(d), 0, 0};
+    job.blocks = (job.frames + FRAMES_PER_TASK - 1) / FRAMES_PER_TASK;
+    job.frames_buf = malloc(sizeof(float) * (size_t)d->batch * (size_t)job.frames * (size_t)d->n_fft);
+    if (!job.frames_buf)
+        return SS_E_NOMEM;
+    ss_pool_for(p, d->batch * job.blocks, istft_frames_task, &job);
+    if (!job.fail)
+        ss_pool_for(p, d->batch, istft_ola_task, &job);
+    free(job.frames_buf);
+    return job.fail ? SS_E_NOMEM : SS_OK;
+}

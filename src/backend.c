@@ -1,0 +1,487 @@
+/* backend.c - backend registry, device selection, buffers, and the one public
+ * wrapper per op, which runs the backend's kernel or, when the backend leaves
+ * the slot NULL, the CPU reference kernel (kernels/cpu) on host mirrors. */
+#include "backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/cpu/cpu_ops.h"
+#include "threadpool.h"
+
+extern const ss_backend_iface ss_backend_cpu;
+#ifdef SS_WITH_CUDA
+extern const ss_backend_iface ss_backend_cuda;
+#endif
+#ifdef SS_WITH_METAL
+extern const ss_backend_iface ss_backend_metal;
+#endif
+
+struct ss_backend {
+    const ss_backend_iface *iface;  /* the vtable                              */
+    void *ctx;                      /* the backend's own context               */
+    ss_device_info dev;             /* the device it runs on                   */
+    ss_error err;                   /* sticky error (code SS_OK when none)     */
+    ss_pool *pool;                  /* threads for CPU (fallback) kernels      */
+    int threads;                    /* size of pool                            */
+};
+
+static const ss_backend_iface *const backends[] = {
+#ifdef SS_WITH_CUDA
+    &ss_backend_cuda,
+#endif
+#ifdef SS_WITH_METAL
+    &ss_backend_metal,
+#endif
+    &ss_backend_cpu,
+    NULL,
+};
+
+const ss_backend_iface *const *ss_backend_list(void) { return backends; }
+
+const ss_backend_iface *ss_backend_find(const char *name)
+{
+    for (int i = 0; backends[i]; i++)
+        if (strcmp(backends[i]->name, name) == 0)
+            return backends[i];
+    return NULL;
+}
+
+const char *ss_precision_name(ss_precision p)
+{
+    switch (p) {
+    case SS_PREC_FP32: return "fp32";
+    case SS_PREC_TF32: return "tf32";
+    case SS_PREC_BF16: return "bf16";
+    case SS_PREC_FP16: return "fp16";
+    }
+    return "?";
+}
+
+int ss_precision_parse(const char *s)
+{
+    for (int p = SS_PREC_FP32; p <= SS_PREC_FP16; p++)
+        if (strcmp(s, ss_precision_name((ss_precision)p)) == 0)
+            return p;
+    return -1;
+}
+
+/* ---- opening a device --------------------------------------------------------- */
+
+static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_params *p,
+                       ss_backend **out, ss_error *err)
+{
+    ss_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return ss_fail(err, SS_E_NOMEM, "out of memory starting the %s backend", bi->name);
+    be->iface = bi;
+    ss_status st = bi->device_info(index, &be->dev);
+    if (st != SS_OK) {
+        free(be);
+        return ss_fail(err, SS_E_DEVICE, "%s:%d: no such device", bi->name, index);
+    }
+    ss_backend_params bp = *p;
+    bp.device = index;
+    st = bi->init(&bp, &be->ctx, err);
+    if (st != SS_OK) {
+        free(be);
+        return st;
+    }
+    be->threads = p->threads > 0 ? p->threads : ss_cpu_count();
+    be->pool = ss_pool_new(be->threads);
+    if (!be->pool) {
+        bi->free(be->ctx);
+        free(be);
+        return ss_fail(err, SS_E_NOMEM, "cannot start %d worker threads", p->threads);
+    }
+    *out = be;
+    return SS_OK;
+}
+
+static int usable(const ss_backend_iface *bi, int index)
+{
+    ss_device_info info;
+    return index < bi->device_count() && bi->device_info(index, &info) == SS_OK && info.usable;
+}
+
+ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
+                          char *note, size_t note_size, ss_error *err)
+{
+    char name[32];
+    int index = 0;
+    const char *colon = strchr(device, ':');
+    size_t nlen = colon ? (size_t)(colon - device) : strlen(device);
+    if (nlen == 0 || nlen >= sizeof name)
+        return ss_fail(err, SS_E_USAGE, "--device %s: expected auto, cpu, cuda, cuda:N or mps", device);
+    memcpy(name, device, nlen);
+    name[nlen] = '\0';
+    if (colon) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || v < 0 || v > 1024)
+            return ss_fail(err, SS_E_USAGE, "--device %s: bad device index '%s'", device, colon + 1);
+        index = (int)v;
+    }
+    if (note && note_size)
+        note[0] = '\0';
+
+    if (strcmp(name, "auto") == 0) {
+        if (colon)
+            return ss_fail(err, SS_E_USAGE, "--device %s: auto takes no index", device);
+        char why[256] = "";
+        for (int i = 0; backends[i]; i++) {
+            const ss_backend_iface *bi = backends[i];
+            if (usable(bi, 0)) {
+                ss_error e2 = {0};
+                if (start(bi, 0, p, out, &e2) == SS_OK) {
+                    if (note)
+                        snprintf(note, note_size, "auto: chose %s:0 (%s)%s%s", bi->name,
+                                 (*out)->dev.name, why[0] ? "; " : "", why);
+                    return SS_OK;
+                }
+                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s",
+                         why[0] ? "; " : "", bi->name, e2.msg);
+            } else if (strcmp(bi->name, "cpu") != 0) {
+                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device",
+                         why[0] ? "; " : "", bi->name);
+            }
+        }
+        return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
+    }
+
+    if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0 && strcmp(name, "mps") != 0)
+        return ss_fail(err, SS_E_USAGE, "--device %s: unknown device (expected auto, cpu, cuda, cuda:N or mps)",
+                       device);
+    const ss_backend_iface *bi = ss_backend_find(name);
+    if (!bi) {
+        if (strcmp(name, "cuda") == 0)
+            return ss_fail(err, SS_E_DEVICE, "--device %s: this stemsplit was built without CUDA support "
+                           "(rebuild with `make CUDA=1` on a machine with nvcc)", device);
+#ifdef __APPLE__
+        return ss_fail(err, SS_E_DEVICE, "--device %s: this stemsplit was built without Metal support", device);
+#else
+        return ss_fail(err, SS_E_DEVICE, "--device %s: Metal (mps) is only available on Apple machines", device);
+#endif
+    }
+    int count = bi->device_count();
+    if (index >= count)
+        return ss_fail(err, SS_E_DEVICE, "--device %s: no such device (%d %s device%s found)", device,
+                       count, bi->name, count == 1 ? "" : "s");
+    ss_status st = start(bi, index, p, out, err);
+    if (st == SS_OK && note)
+        snprintf(note, note_size, "using %s:%d (%s)", bi->name, index, (*out)->dev.name);
+    return st;
+}
+
+void ss_backend_close(ss_backend *be)
+{
+    if (!be)
+        return;
+    be->iface->free(be->ctx);
+    ss_pool_free(be->pool);
+    free(be);
+}
+
+const ss_backend_iface *ss_backend_iface_of(const ss_backend *be) { return be->iface; }
+const ss_device_info *ss_backend_device(const ss_backend *be) { return &be->dev; }
+int ss_backend_threads(const ss_backend *be) { return be->threads; }
+
+ss_precision ss_backend_precision(const ss_backend *be)
+{
+    return be->iface->precision ? be->iface->precision(be->ctx) : SS_PREC_FP32;
+}
+
+ss_status ss_backend_status(ss_backend *be, ss_error *err)
+{
+    if (be->err.code == SS_OK && be->iface->synchronize)
+        be->iface->synchronize(be->ctx, &be->err);
+    ss_status st = be->err.code;
+    if (st != SS_OK) {
+        ss_fail(err, st, "%s", be->err.msg);
+        ss_error_clear(&be->err);
+    }
+    return st;
+}
+
+/* ---- buffers -------------------------------------------------------------------- */
+
+#define LIVE(be) ((be)->err.code == SS_OK)
+
+float *ss_alloc(ss_backend *be, size_t n)
+{
+    if (!LIVE(be))
+        return NULL;
+    float *p = be->iface->alloc(be->ctx, (n ? n : 1) * sizeof(float));
+    if (!p)
+        ss_fail(&be->err, SS_E_DEVICE, "%s: out of device memory allocating %zu MiB",
+                be->dev.name, (n * sizeof(float)) >> 20);
+    return p;
+}
+
+void ss_free(ss_backend *be, float *p)
+{
+    if (p)
+        be->iface->release(be->ctx, p);
+}
+
+ss_status ss_upload(ss_backend *be, float *dst, const float *src, size_t n)
+{
+    if (!LIVE(be))
+        return be->err.code;
+    return be->iface->upload(be->ctx, dst, src, n * sizeof(float), &be->err);
+}
+
+ss_status ss_download(ss_backend *be, float *dst, const float *src, size_t n)
+{
+    if (!LIVE(be))
+        return be->err.code;
+    return be->iface->download(be->ctx, dst, src, n * sizeof(float), &be->err);
+}
+
+/* ---- CPU fallback on host mirrors ---------------------------------------------------
+ * A backend whose memory is host memory runs the CPU kernel in place.  For any
+ * other, inputs are downloaded into host mirrors, the CPU kernel runs, and the
+ * output is uploaded back.  mirrors[] are freed by fb_end(). */
+
+typedef struct fallback {
+    ss_backend *be;
+    void *host[6];          /* host mirrors to free   */
+    int n;
+} fallback;
+
+/* Host view of `n` floats of device memory `p`; copies them when `load`. */
+static float *fb_view(fallback *fb, const float *p, size_t n, int load)
+{
+    ss_backend *be = fb->be;
+    if (!p || be->iface->host_memory)
+        return (float *)p;
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) {
+        ss_fail(&be->err, SS_E_NOMEM, "out of host memory in the CPU fallback (%zu MiB)", (n * 4) >> 20);
+        return NULL;
+    }
+    fb->host[fb->n++] = h;
+    if (load && be->iface->download(be->ctx, h, p, n * sizeof *h, &be->err) != SS_OK)
+        return NULL;
+    return h;
+}
+
+/* Upload the result mirror `h` to device `p` (no-op on host memory) and free mirrors. */
+static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t n)
+{
+    ss_backend *be = fb->be;
+    if (st != SS_OK)
+        ss_fail(&be->err, st, "%s: CPU kernel failed: %s", be->dev.name, ss_status_name(st));
+    else if (p && h != p && LIVE(be))
+        be->iface->upload(be->ctx, p, h, n * sizeof *h, &be->err);
+    for (int i = 0; i < fb->n; i++)
+        free(fb->host[i]);
+}
+
+/* Dispatch: the backend's op when present, else the block after the macro. */
+#define DISPATCH(be, op, ...)                                                  \
+    do {                                                                       \
+        if (!LIVE(be))                                                         \
+            return;                                                            \
+        if ((be)->iface->op) {                                                 \
+            (be)->iface->op((be)->ctx, __VA_ARGS__, &(be)->err);               \
+            return;                                                            \
+        }                                                                      \
+    } while (0)
+
+#define FB_OK(be) (LIVE(be))
+
+void ss_fill(ss_backend *be, float *y, float v, size_t n)
+{
+    DISPATCH(be, fill, y, v, n);
+    fallback fb = {be, {0}, 0};
+    float *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_fill(be->pool, hy, v, n) : SS_OK, y, hy, n);
+}
+
+void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size_t spitch,
+               size_t rows, size_t cols)
+{
+    DISPATCH(be, copy2d, dst, dpitch, src, spitch, rows, cols);
+    if (rows == 0 || cols == 0)
+        return;
+    size_t dn = (rows - 1) * dpitch + cols, sn = (rows - 1) * spitch + cols;
+    fallback fb = {be, {0}, 0};
+    float *hd = fb_view(&fb, dst, dn, 1);   /* keep what lies between the rows */
+    float *hs = fb_view(&fb, src, sn, 1);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_copy2d(be->pool, hd, dpitch, hs, spitch, rows, cols) : SS_OK, dst, hd, dn);
+}
+
+void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    DISPATCH(be, add, y, a, b, n);
+    fallback fb = {be, {0}, 0};
+    float *ha = fb_view(&fb, a, n, 1), *hb = fb_view(&fb, b, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_add(be->pool, hy, ha, hb, n) : SS_OK, y, hy, n);
+}
+
+void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n)
+{
+    DISPATCH(be, scale, y, x, alpha, n);
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_scale(be->pool, hy, hx, alpha, n) : SS_OK, y, hy, n);
+}
+
+void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
+                       const float *scale, const float *bias)
+{
+    DISPATCH(be, channel_affine, y, x, batch, ch, len, scale, bias);
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    float *hs = fb_view(&fb, scale, (size_t)ch, 1), *hb = fb_view(&fb, bias, (size_t)ch, 1);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_channel_affine(be->pool, hy, hx, batch, ch, len, hs, hb) : SS_OK, y, hy, n);
+}
+
+void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t len,
+                   const float *scale, const float *shift)
+{
+    DISPATCH(be, row_affine, y, x, rows, len, scale, shift);
+    size_t n = (size_t)rows * (size_t)len;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hs = fb_view(&fb, scale, (size_t)rows, 1);
+    float *ht = fb_view(&fb, shift, (size_t)rows, 1), *hy = n ? fb_view(&fb, y, n, 0) : y;
+    fb_end(&fb, FB_OK(be) ? ss_cpu_row_affine(be->pool, hy, hx, rows, len, hs, ht) : SS_OK, y, hy, n);
+}
+
+void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int rows, int64_t len)
+{
+    DISPATCH(be, row_moments, mean, std, x, rows, len);
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, (size_t)rows * (size_t)len, 1);
+    float *hm = fb_view(&fb, mean, (size_t)rows, 0), *hs = fb_view(&fb, std, (size_t)rows, 0);
+    ss_status st = FB_OK(be) ? ss_cpu_row_moments(be->pool, hm, hs, hx, rows, len) : SS_OK;
+    if (st == SS_OK && hs != std && LIVE(be))
+        be->iface->upload(be->ctx, std, hs, (size_t)rows * sizeof *hs, &be->err);
+    fb_end(&fb, st, mean, hm, (size_t)rows);
+}
+
+void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
+{
+    DISPATCH(be, gelu, y, x, n);
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_gelu(be->pool, hy, hx, n) : SS_OK, y, hy, n);
+}
+
+void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len)
+{
+    DISPATCH(be, glu, y, x, batch, ch, len);
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, 2 * n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_glu(be->pool, hy, hx, batch, ch, len) : SS_OK, y, hy, n);
+}
+
+void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, float scale)
+{
+    DISPATCH(be, softmax, y, x, rows, len, scale);
+    size_t n = (size_t)rows * (size_t)len;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_softmax(be->pool, hy, hx, rows, len, scale) : SS_OK, y, hy, n);
+}
+
+void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols)
+{
+    DISPATCH(be, transpose, y, x, batch, rows, cols);
+    size_t n = (size_t)batch * (size_t)rows * (size_t)cols;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_transpose(be->pool, hy, hx, batch, rows, cols) : SS_OK, y, hy, n);
+}
+
+void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
+                   int groups, const float *gamma, const float *beta, float eps)
+{
+    DISPATCH(be, group_norm, y, x, batch, ch, len, groups, gamma, beta, eps);
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    float *hg = fb_view(&fb, gamma, (size_t)ch, 1), *hb = fb_view(&fb, beta, (size_t)ch, 1);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_group_norm(be->pool, hy, hx, batch, ch, len, groups, hg, hb, eps) : SS_OK,
+           y, hy, n);
+}
+
+void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
+                   const float *gamma, const float *beta, float eps)
+{
+    DISPATCH(be, layer_norm, y, x, rows, dim, gamma, beta, eps);
+    size_t n = (size_t)rows * (size_t)dim;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    float *hg = fb_view(&fb, gamma, (size_t)dim, 1), *hb = fb_view(&fb, beta, (size_t)dim, 1);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_layer_norm(be->pool, hy, hx, rows, dim, hg, hb, eps) : SS_OK, y, hy, n);
+}
+
+/* Elements a strided matrix operand spans. */
+static size_t span(int batch, int64_t stride, int rows, int ld)
+{
+    return (size_t)(batch - 1) * (size_t)stride + (size_t)rows * (size_t)ld;
+}
+
+void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, float *c)
+{
+    DISPATCH(be, gemm, d, a, b, c);
+    size_t na = span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda);
+    size_t nb = span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb);
+    size_t nc = span(d->batch, d->stride_c, d->m, d->ldc);
+    fallback fb = {be, {0}, 0};
+    float *ha = fb_view(&fb, a, na, 1), *hb = fb_view(&fb, b, nb, 1);
+    float *hc = fb_view(&fb, c, nc, d->beta != 0.0f);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_gemm(be->pool, d, ha, hb, hc) : SS_OK, c, hc, nc);
+}
+
+void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
+               const float *bias, float *y)
+{
+    DISPATCH(be, conv2d, d, x, w, bias, y);
+    int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cout * d->cin * d->kh * d->kw;
+    size_t ny = (size_t)d->batch * d->cout * oh * ow;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
+    float *hb = fb_view(&fb, bias, (size_t)d->cout, 1);
+    float *hy = fb_view(&fb, y, ny, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_conv2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
+}
+
+void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
+                         const float *bias, float *y)
+{
+    DISPATCH(be, conv_transpose2d, d, x, w, bias, y);
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cin * d->cout * d->kh * d->kw;
+    size_t ny = (size_t)d->batch * d->cout * oh * ow;
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
+    float *hb = fb_view(&fb, bias, (size_t)d->cout, 1), *hy = fb_view(&fb, y, ny, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_conv_transpose2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
+}
+
+void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec)
+{
+    DISPATCH(be, stft, d, x, spec);
+    size_t nx = (size_t)d->batch * (size_t)d->length;
+    size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
+    fallback fb = {be, {0}, 0};
+    float *hx = fb_view(&fb, x, nx, 1), *hs = fb_view(&fb, spec, ns, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_stft(be->pool, d, hx, hs) : SS_OK, spec, hs, ns);
+}
+
+void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x)
+{
+    DISPATCH(be, istft, d, spec, x);
+    size_t nx = (size_t)d->batch * (size_t)d->length;
+    size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
+    fallback fb = {be, {0}, 0};
+    float *hs = fb_view(&fb, spec, ns, 1), *hx = fb_view(&fb, x, nx, 0);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_istft(be->pool, d, hs, hx) : SS_OK, x, hx, nx);
+}

@@ -1,0 +1,137 @@
+/* threadpool.c - fixed pool of workers for parallel for-loops (see threadpool.h). */
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct ss_pool {
+    int n_threads;                 /* workers + the calling thread            */
+    pthread_t *workers;            /* n_threads - 1 worker threads            */
+    pthread_mutex_t mu;            /* guards every field below                */
+    pthread_cond_t wake;           /* a new job or shutdown                   */
+    pthread_cond_t done;           /* the last index of a job finished        */
+    void (*fn)(void *, int64_t);   /* current job                             */
+    void *arg;                     /* its argument                            */
+    int64_t n;                     /* its size                                */
+    int64_t next;                  /* next index to hand out                  */
+    int64_t finished;              /* indices completed                       */
+    uint64_t generation;           /* bumped per job so workers see new ones  */
+    int stop;                      /* shutdown requested                      */
+};
+
+int ss_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Take indices until the job is exhausted; called with mu held, returns with it held. */
+static void pool_drain(ss_pool *p)
+{
+    while (p->next < p->n) {
+        int64_t i = p->next++;
+        void (*fn)(void *, int64_t) = p->fn;
+        void *arg = p->arg;
+        pthread_mutex_unlock(&p->mu);
+        fn(arg, i);
+        pthread_mutex_lock(&p->mu);
+        if (++p->finished == p->n)
+            pthread_cond_broadcast(&p->done);
+    }
+}
+
+static void *pool_worker(void *arg)
+{
+    ss_pool *p = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->generation == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->stop)
+            break;
+        seen = p->generation;
+        pool_drain(p);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+ss_pool *ss_pool_new(int threads)
+{
+    if (threads <= 0)
+        threads = ss_cpu_count();
+    ss_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->n_threads = threads;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->wake, NULL) != 0 || pthread_cond_init(&p->done, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    if (threads > 1) {
+        p->workers = calloc((size_t)threads - 1, sizeof *p->workers);
+        if (!p->workers) {
+            p->n_threads = 1;
+            ss_pool_free(p);
+            return NULL;
+        }
+        for (int i = 0; i < threads - 1; i++) {
+            if (pthread_create(&p->workers[i], NULL, pool_worker, p) != 0) {
+                p->n_threads = i + 1;   /* only join the ones that started */
+                ss_pool_free(p);
+                return NULL;
+            }
+        }
+    }
+    return p;
+}
+
+void ss_pool_free(ss_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_threads - 1 && p->workers; i++)
+        pthread_join(p->workers[i], NULL);
+    free(p->workers);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+int ss_pool_threads(const ss_pool *p) { return p ? p->n_threads : 1; }
+
+void ss_pool_for(ss_pool *p, int64_t n, void (*fn)(void *arg, int64_t i), void *arg)
+{
+    if (n <= 0)
+        return;
+    if (!p || p->n_threads <= 1 || n == 1) {
+        for (int64_t i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->n = n;
+    p->next = 0;
+    p->finished = 0;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pool_drain(p);
+    while (p->finished < p->n)
+        pthread_cond_wait(&p->done, &p->mu);
+    p->fn = NULL;
+    pthread_mutex_unlock(&p->mu);
+}
