@@ -1,0 +1,60 @@
+/* identity.c - a test architecture: every source is the input times a gain.
+ *
+ *   weights:  gain [n_sources]          (metadata as in docs/model-format.md)
+ *   forward:  x [B, C, T] -> y [B, S, C, T],  y[b, s] = gain[s] * x[b]
+ *
+ * With unit gains it reconstructs its input exactly, which is what the
+ * chunking engine's tests need: any error is the engine's. */
+#include <stdlib.h>
+
+#include "../src/model.h"
+
+typedef struct identity {
+    int n_sources;              /* S                  */
+    int channels;               /* C                  */
+    float gain[SS_MAX_SOURCES]; /* gain [S], on host  */
+} identity;
+
+static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err)
+{
+    (void)be;
+    const ss_st_tensor *t;
+    int64_t shape[1] = {info->n_sources};
+    ss_status s = ss_st_get(st, "gain", 1, shape, &t, err);
+    if (s != SS_OK || (s = ss_st_check_all_used(st, err)) != SS_OK)
+        return s;
+    identity *m = calloc(1, sizeof *m);
+    if (!m)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", ss_st_path(st));
+    m->n_sources = info->n_sources;
+    m->channels = info->channels;
+    ss_st_to_f32(t, m->gain);
+    *state = m;
+    return SS_OK;
+}
+
+static ss_status identity_forward(void *state, ss_backend *be, const float *x, float *y, int batch,
+                                  int64_t length, ss_error *err)
+{
+    (void)err;
+    const identity *m = state;
+    size_t n = (size_t)m->channels * (size_t)length;       /* one item of x: [C, T] */
+    for (int b = 0; b < batch; b++)
+        for (int s = 0; s < m->n_sources; s++)
+            ss_scale(be, y + ((size_t)b * m->n_sources + s) * n, x + (size_t)b * n, m->gain[s], n);
+    return SS_OK;
+}
+
+static void identity_free(void *state, ss_backend *be)
+{
+    (void)be;
+    free(state);
+}
+
+const ss_arch ss_arch_identity = {
+    .name = "identity",
+    .load = identity_load,
+    .forward = identity_forward,
+    .valid_length = NULL,
+    .free = identity_free,
+};

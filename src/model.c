@@ -1,0 +1,248 @@
+/* model.c - model lookup, the architecture table, and the stemsplit.* metadata
+ * every model file carries (docs/model-format.md). */
+#include "model.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern const ss_arch ss_arch_identity;
+extern const ss_arch ss_arch_bandsplit;
+
+static const ss_arch *const arches[] = {
+    &ss_arch_bandsplit,
+    &ss_arch_identity,
+    NULL,
+};
+
+const ss_arch *const *ss_arch_list(void) { return arches; }
+
+struct ss_model {
+    ss_model_info info;        /* public facts                       */
+    const ss_arch *arch;       /* the architecture's vtable          */
+    void *state;               /* the architecture's loaded weights  */
+    ss_backend *be;            /* where the weights live             */
+};
+
+/* ---- finding a model file -------------------------------------------------------- */
+
+static int is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Try dir/NAME.safetensors; append dir to `tried`. */
+static int try_dir(const char *dir, const char *name, char *out, size_t out_size, char *tried, size_t tsize)
+{
+    if (!dir || !*dir)
+        return 0;
+    int n = snprintf(out, out_size, "%s/%s.safetensors", dir, name);
+    if (n > 0 && (size_t)n < out_size && is_file(out))
+        return 1;
+    size_t used = strlen(tried);
+    snprintf(tried + used, tsize - used, "%s%s", used ? ", " : "", dir);
+    return 0;
+}
+
+ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_error *err)
+{
+    if (!name || !*name)
+        return ss_fail(err, SS_E_USAGE, "no model given: use -m MODEL or set STEMSPLIT_MODEL");
+    if (strchr(name, '/') || is_file(name)) {
+        if (!is_file(name))
+            return ss_fail(err, SS_E_NOINPUT, "%s: model file not found", name);
+        if ((size_t)snprintf(out, out_size, "%s", name) >= out_size)
+            return ss_fail(err, SS_E_USAGE, "%s: path too long", name);
+        return SS_OK;
+    }
+    char tried[2048] = "", dir[PATH_MAX];
+    const char *mp = getenv("STEMSPLIT_MODEL_PATH");
+    if (mp) {
+        const char *p = mp;
+        while (*p) {
+            size_t len = strcspn(p, ":");
+            if (len > 0 && len < sizeof dir) {
+                memcpy(dir, p, len);
+                dir[len] = '\0';
+                if (try_dir(dir, name, out, out_size, tried, sizeof tried))
+                    return SS_OK;
+            }
+            p += len + (p[len] == ':');
+        }
+    }
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/stemsplit/models", xdg);
+    else if (home)
+        snprintf(dir, sizeof dir, "%s/.local/share/stemsplit/models", home);
+    else
+        dir[0] = '\0';
+    if (try_dir(dir, name, out, out_size, tried, sizeof tried))
+        return SS_OK;
+    if (try_dir(SS_DATADIR "/models", name, out, out_size, tried, sizeof tried))
+        return SS_OK;
+    /* beside the executable: ./models (source tree) and ../share/stemsplit/models (bundle) */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(dir, sizeof dir, "%.*s/models", PATH_MAX - 16, exe);
+            if (try_dir(dir, name, out, out_size, tried, sizeof tried))
+                return SS_OK;
+            snprintf(dir, sizeof dir, "%.*s/../share/stemsplit/models", PATH_MAX - 32, exe);
+            if (try_dir(dir, name, out, out_size, tried, sizeof tried))
+                return SS_OK;
+        }
+    }
+    return ss_fail(err, SS_E_NOINPUT, "model '%s' not found: no file of that name, and no %s.safetensors in %s",
+                   name, name, tried);
+}
+
+/* ---- metadata --------------------------------------------------------------------- */
+
+static int valid_source_name(const char *s, size_t len)
+{
+    if (len == 0 || len >= SS_MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static ss_status read_info(const ss_st *st, const char *path, ss_model_info *info, ss_error *err)
+{
+    memset(info, 0, sizeof *info);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t blen = strlen(base);
+    if (blen > 12 && strcmp(base + blen - 12, ".safetensors") == 0)
+        blen -= 12;
+    snprintf(info->name, sizeof info->name, "%.*s", (int)(blen < SS_MAX_NAME - 1 ? blen : SS_MAX_NAME - 1), base);
+
+    const char *arch = ss_st_meta(st, "stemsplit.architecture");
+    if (!arch)
+        return ss_fail(err, SS_E_DATA, "%s: not a stemsplit model: metadata 'stemsplit.architecture' is missing "
+                       "(convert demucs checkpoints with scripts/convert-demucs.py)", path);
+    if (strlen(arch) >= SS_MAX_NAME)
+        return ss_fail(err, SS_E_DATA, "%s: architecture name too long", path);
+    snprintf(info->architecture, sizeof info->architecture, "%s", arch);
+
+    const char *src = ss_st_meta(st, "stemsplit.sources");
+    if (!src)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'stemsplit.sources' is missing", path);
+    for (const char *p = src;;) {
+        size_t len = strcspn(p, ",");
+        if (info->n_sources == SS_MAX_SOURCES)
+            return ss_fail(err, SS_E_DATA, "%s: more than %d sources", path, SS_MAX_SOURCES);
+        if (!valid_source_name(p, len))
+            return ss_fail(err, SS_E_DATA, "%s: bad source name '%.*s' in stemsplit.sources "
+                           "(letters, digits, '_' and '-' only)", path, (int)(len < 80 ? len : 80), p);
+        memcpy(info->sources[info->n_sources], p, len);
+        info->sources[info->n_sources++][len] = '\0';
+        for (int i = 0; i < info->n_sources - 1; i++)
+            if (strcmp(info->sources[i], info->sources[info->n_sources - 1]) == 0)
+                return ss_fail(err, SS_E_DATA, "%s: source '%s' listed twice", path, info->sources[i]);
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+
+    int64_t v;
+    ss_status s = ss_st_meta_int(st, "stemsplit.samplerate", &v, err);
+    if (s != SS_OK)
+        return s;
+    if (v < 1000 || v > 768000)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.samplerate %lld Hz is out of range", path, (long long)v);
+    info->samplerate = (int)v;
+    if ((s = ss_st_meta_int(st, "stemsplit.channels", &v, err)) != SS_OK)
+        return s;
+    if (v < 1 || v > 8)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %lld is out of range (1..8)", path, (long long)v);
+    info->channels = (int)v;
+    if ((s = ss_st_meta_fraction(st, "stemsplit.segment", &info->segment_num, &info->segment_den, err)) != SS_OK)
+        return s;
+    if (info->segment_num <= 0 || info->segment_num / info->segment_den > 3600)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.segment must be between 0 and 3600 seconds", path);
+    info->segment_length = (int64_t)info->samplerate * info->segment_num / info->segment_den;
+    if (info->segment_length < 1)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.segment is shorter than one sample", path);
+    for (int i = 0; i < ss_st_count(st); i++)
+        info->parameters += (uint64_t)ss_st_tensor_at(st, i)->numel;
+    return SS_OK;
+}
+
+/* ---- loading and running ------------------------------------------------------------ */
+
+ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_error *err)
+{
+    ss_st *st = NULL;
+    ss_status s = ss_st_open(path, &st, err);
+    if (s != SS_OK)
+        return s;
+    ss_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        ss_st_close(st);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
+    }
+    m->be = be;
+    if ((s = read_info(st, path, &m->info, err)) != SS_OK)
+        goto fail;
+    for (int i = 0; arches[i]; i++)
+        if (strcmp(arches[i]->name, m->info.architecture) == 0)
+            m->arch = arches[i];
+    if (!m->arch) {
+        char known[256] = "";
+        for (int i = 0; arches[i]; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", arches[i]->name);
+        s = ss_fail(err, SS_E_DATA, "%s: unknown architecture '%s' (this build knows: %s)", path,
+                    m->info.architecture, known);
+        goto fail;
+    }
+    if ((s = m->arch->load(st, &m->info, be, &m->state, err)) != SS_OK)
+        goto fail;
+    if ((s = ss_backend_status(be, err)) != SS_OK)
+        goto fail;
+    ss_st_close(st);
+    *out = m;
+    return SS_OK;
+fail:
+    if (m->state)
+        m->arch->free(m->state, be);
+    ss_st_close(st);
+    free(m);
+    return s;
+}
+
+const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }
+
+ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err)
+{
+    ss_status s = m->arch->forward(m->state, m->be, x, y, batch, length, err);
+    if (s != SS_OK)
+        return s;
+    return ss_backend_status(m->be, err);
+}
+
+int64_t ss_model_valid_length(ss_model *m, int64_t length)
+{
+    return m->arch->valid_length ? m->arch->valid_length(m->state, length) : length;
+}
+
+void ss_model_free(ss_model *m)
+{
+    if (!m)
+        return;
+    m->arch->free(m->state, m->be);
+    free(m);
+}
