@@ -1,0 +1,369 @@
+/* nn.c - CPU kernels for normalisation, matrix products and convolutions.
+ *
+ * Contracts are those of the wrappers in src/backend.h.  Norm statistics are
+ * accumulated in double (two passes: mean, then squared deviations).  Matrix
+ * products go to cblas_sgemm (OpenBLAS threads itself); convolutions lower to
+ * sgemm through im2col (conv2d) or col2im (transposed conv2d), a block of
+ * output positions at a time so the column buffer stays small.  The pool is
+ * used for the memory-bound loops around the gemms.
+ */
+#include "cpu_ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef SS_ACCELERATE
+#include <Accelerate/Accelerate.h>
+#else
+#include <cblas.h>
+#endif
+
+/* Elements handled by one task of a memory-bound parallel loop. */
+#define NN_CHUNK ((int64_t)1 << 15)
+/* Floats in one im2col / col2im column buffer (16 MiB). */
+#define NN_COL_FLOATS ((size_t)1 << 22)
+
+/* ---- group norm ---------------------------------------------------------------- */
+
+/* A group is `n` contiguous floats; it is cut into chunks of NN_CHUNK so that
+ * even one huge group (GroupNorm(1, C)) spreads over the pool. */
+typedef struct gn_job {
+    float *y;
+    const float *x;
+    int ch, groups;
+    int64_t len;
+    int64_t group_n;          /* (ch / groups) * len                      */
+    int64_t chunks_per_group; /* ceil(group_n / NN_CHUNK)                 */
+    const float *gamma, *beta;
+    double *partial;          /* [batch * groups * chunks_per_group]      */
+    double *mean, *rstd;      /* [batch * groups]                          */
+} gn_job;
+
+static void gn_sum(void *arg, int64_t t)
+{
+    gn_job *j = arg;
+    int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
+    int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
+    const float *x = j->x + g * j->group_n;
+    double s = 0.0;
+    for (int64_t i = lo; i < hi; i++)
+        s += x[i];
+    j->partial[t] = s;
+}
+
+static void gn_sqdev(void *arg, int64_t t)
+{
+    gn_job *j = arg;
+    int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
+    int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
+    const float *x = j->x + g * j->group_n;
+    double m = j->mean[g], s = 0.0;
+    for (int64_t i = lo; i < hi; i++) {
+        double d = x[i] - m;
+        s += d * d;
+    }
+    j->partial[t] = s;
+}
+
+/* one task per (batch, channel) row of `len` floats */
+static void gn_apply(void *arg, int64_t r)
+{
+    gn_job *j = arg;
+    int c = (int)(r % j->ch);
+    int64_t g = (r / j->ch) * j->groups + c / (j->ch / j->groups);
+    /* y = (x - mean) * a + b in double: folding the mean into b would cancel
+     * badly when the variance is tiny */
+    double m = j->mean[g], a = j->rstd[g] * (j->gamma ? j->gamma[c] : 1.0f);
+    double b = j->beta ? j->beta[c] : 0.0;
+    const float *x = j->x + r * j->len;
+    float *y = j->y + r * j->len;
+    for (int64_t i = 0; i < j->len; i++)
+        y[i] = (float)(((double)x[i] - m) * a + b);
+}
+
+ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
+                            int groups, const float *gamma, const float *beta, float eps)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (groups <= 0 || ch % groups != 0)
+        return SS_E_INTERNAL;
+    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len,
+                .group_n = (int64_t)(ch / groups) * len, .gamma = gamma, .beta = beta};
+    j.chunks_per_group = (j.group_n + NN_CHUNK - 1) / NN_CHUNK;
+    int64_t ng = (int64_t)batch * groups, nt = ng * j.chunks_per_group;
+    j.partial = malloc((size_t)nt * sizeof *j.partial);
+    j.mean = malloc((size_t)ng * sizeof *j.mean);
+    j.rstd = malloc((size_t)ng * sizeof *j.rstd);
+    if (!j.partial || !j.mean || !j.rstd) {
+        free(j.partial);
+        free(j.mean);
+        free(j.rstd);
+        return SS_E_NOMEM;
+    }
+    ss_pool_for(p, nt, gn_sum, &j);
+    for (int64_t g = 0; g < ng; g++) {
+        double s = 0.0;
+        for (int64_t c = 0; c < j.chunks_per_group; c++)
+            s += j.partial[g * j.chunks_per_group + c];
+        j.mean[g] = s / (double)j.group_n;
+    }
+    ss_pool_for(p, nt, gn_sqdev, &j);
+    for (int64_t g = 0; g < ng; g++) {
+        double s = 0.0;
+        for (int64_t c = 0; c < j.chunks_per_group; c++)
+            s += j.partial[g * j.chunks_per_group + c];
+        j.rstd[g] = 1.0 / sqrt(s / (double)j.group_n + (double)eps);
+    }
+    ss_pool_for(p, (int64_t)batch * ch, gn_apply, &j);
+    free(j.partial);
+    free(j.mean);
+    free(j.rstd);
+    return SS_OK;
+}
+
+/* ---- layer norm ---------------------------------------------------------------- */
+
+typedef struct ln_job {
+    float *y;
+    const float *x;
+    int rows, dim, rows_per_task;
+    const float *gamma, *beta;
+    float eps;
+} ln_job;
+
+static void ln_rows(void *arg, int64_t t)
+{
+    ln_job *j = arg;
+    int r0 = (int)t * j->rows_per_task;
+    int r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int r = r0; r < r1; r++) {
+        const float *x = j->x + (int64_t)r * j->dim;
+        float *y = j->y + (int64_t)r * j->dim;
+        double s = 0.0;
+        for (int i = 0; i < j->dim; i++)
+            s += x[i];
+        double m = s / j->dim, v = 0.0;
+        for (int i = 0; i < j->dim; i++) {
+            double d = x[i] - m;
+            v += d * d;
+        }
+        double rs = 1.0 / sqrt(v / j->dim + (double)j->eps);
+        for (int i = 0; i < j->dim; i++) {
+            double z = (x[i] - m) * rs;
+            if (j->gamma)
+                z *= j->gamma[i];
+            if (j->beta)
+                z += j->beta[i];
+            y[i] = (float)z;
+        }
+    }
+}
+
+ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
+                            const float *gamma, const float *beta, float eps)
+{
+    if (rows <= 0 || dim <= 0)
+        return SS_OK;
+    ln_job j = {.y = y, .x = x, .rows = rows, .dim = dim, .gamma = gamma, .beta = beta, .eps = eps};
+    j.rows_per_task = (int)(NN_CHUNK / dim) > 0 ? (int)(NN_CHUNK / dim) : 1;
+    ss_pool_for(p, (rows + j.rows_per_task - 1) / j.rows_per_task, ln_rows, &j);
+    return SS_OK;
+}
+
+/* ---- gemm ------------------------------------------------------------------------ */
+
+ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c)
+{
+    (void)p;
+    if (d->m <= 0 || d->n <= 0 || d->batch <= 0)
+        return SS_OK;
+    for (int i = 0; i < d->batch; i++) {
+        const float *ai = a + (d->batch > 1 ? i * d->stride_a : 0);
+        const float *bi = b + (d->batch > 1 ? i * d->stride_b : 0);
+        float *ci = c + (d->batch > 1 ? i * d->stride_c : 0);
+        if (d->k <= 0) {
+            /* empty product: C = beta C (BLAS may not touch C at all) */
+            for (int r = 0; r < d->m; r++)
+                for (int q = 0; q < d->n; q++)
+                    ci[(int64_t)r * d->ldc + q] = d->beta == 0.0f ? 0.0f : d->beta * ci[(int64_t)r * d->ldc + q];
+            continue;
+        }
+        cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans,
+                    d->trans_b ? CblasTrans : CblasNoTrans, d->m, d->n, d->k, d->alpha, ai, d->lda,
+                    bi, d->ldb, d->beta, ci, d->ldc);
+    }
+    return SS_OK;
+}
+
+/* ---- conv2d: im2col + sgemm ------------------------------------------------------ */
+
+/* Column block [cin*kh*kw, ncols] for output positions [p0, p0 + ncols) of one
+ * batch item; one task per row (ci, ki, kj). */
+typedef struct im2col_job {
+    const ss_conv2d_desc *d;
+    const float *x;    /* [cin, h, w] of this batch item */
+    float *col;        /* [cin*kh*kw, ncols]              */
+    int oh, ow;
+    int64_t p0, ncols;
+} im2col_job;
+
+static void im2col_row(void *arg, int64_t r)
+{
+    const im2col_job *j = arg;
+    const ss_conv2d_desc *d = j->d;
+    int kj = (int)(r % d->kw), ki = (int)((r / d->kw) % d->kh), ci = (int)(r / ((int64_t)d->kw * d->kh));
+    const float *xc = j->x + (int64_t)ci * d->h * d->w;
+    float *out = j->col + r * j->ncols;
+    int64_t q = 0;
+    int oy = (int)(j->p0 / j->ow), ox = (int)(j->p0 % j->ow);
+    while (q < j->ncols) {
+        int run = j->ow - ox;
+        if (run > j->ncols - q)
+            run = (int)(j->ncols - q);
+        int iy = oy * d->sh - d->ph + ki * d->dh;
+        if (iy < 0 || iy >= d->h) {
+            memset(out + q, 0, (size_t)run * sizeof *out);
+        } else {
+            const float *xr = xc + (int64_t)iy * d->w;
+            int ix = ox * d->sw - d->pw + kj * d->dw;
+            if (d->sw == 1 && ix >= 0 && ix + run <= d->w) {
+                memcpy(out + q, xr + ix, (size_t)run * sizeof *out);
+            } else {
+                for (int t = 0; t < run; t++, ix += d->sw)
+                    out[q + t] = (ix >= 0 && ix < d->w) ? xr[ix] : 0.0f;
+            }
+        }
+        q += run;
+        ox = 0;
+        oy++;
+    }
+}
+
+ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                        const float *bias, float *y)
+{
+    int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh);
+    int ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    if (d->batch <= 0 || d->cout <= 0 || oh <= 0 || ow <= 0)
+        return SS_OK;
+    int64_t npos = (int64_t)oh * ow, kdim = (int64_t)d->cin * d->kh * d->kw;
+    int64_t in_size = (int64_t)d->cin * d->h * d->w, out_size = (int64_t)d->cout * npos;
+
+    /* bias first, then accumulate the product with beta = 1 */
+    float beta = 0.0f;
+    if (bias) {
+        for (int b = 0; b < d->batch; b++)
+            for (int co = 0; co < d->cout; co++) {
+                float *yr = y + b * out_size + co * npos;
+                for (int64_t i = 0; i < npos; i++)
+                    yr[i] = bias[co];
+            }
+        beta = 1.0f;
+    }
+
+    int pointwise = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+    if (pointwise) {
+        /* y[b] [cout, h*w] = w [cout, cin] @ x[b] [cin, h*w] */
+        for (int b = 0; b < d->batch; b++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)npos, d->cin, 1.0f,
+                        w, d->cin, x + b * in_size, (int)npos, beta, y + b * out_size, (int)npos);
+        return SS_OK;
+    }
+
+    int64_t block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
+    if (block < 256)
+        block = 256;
+    if (block > npos)
+        block = npos;
+    float *col = malloc((size_t)(kdim * block) * sizeof *col);
+    if (!col)
+        return SS_E_NOMEM;
+    for (int b = 0; b < d->batch; b++) {
+        for (int64_t p0 = 0; p0 < npos; p0 += block) {
+            int64_t nc = npos - p0 < block ? npos - p0 : block;
+            im2col_job j = {.d = d, .x = x + b * in_size, .col = col, .oh = oh, .ow = ow,
+                            .p0 = p0, .ncols = nc};
+            ss_pool_for(p, kdim, im2col_row, &j);
+            /* y[b][:, p0:p0+nc] = w [cout, kdim] @ col [kdim, nc] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)nc, (int)kdim, 1.0f,
+                        w, (int)kdim, col, (int)nc, beta, y + b * out_size + p0, (int)npos);
+        }
+    }
+    free(col);
+    return SS_OK;
+}
+
+/* ---- transposed conv2d: sgemm + col2im ------------------------------------------- */
+
+/* Scatter-add a column block [cout*kh*kw, ncols] (input positions
+ * [p0, p0 + ncols)) into y [cout, oh, ow]; one task per output channel so no
+ * two tasks touch the same memory. */
+typedef struct col2im_job {
+    const ss_convt2d_desc *d;
+    const float *col;
+    float *y;          /* [cout, oh, ow] of this batch item */
+    int oh, ow;
+    int64_t p0, ncols;
+} col2im_job;
+
+static void col2im_channel(void *arg, int64_t co)
+{
+    const col2im_job *j = arg;
+    const ss_convt2d_desc *d = j->d;
+    float *yc = j->y + co * (int64_t)j->oh * j->ow;
+    for (int ki = 0; ki < d->kh; ki++)
+        for (int kj = 0; kj < d->kw; kj++) {
+            const float *c = j->col + ((co * d->kh + ki) * (int64_t)d->kw + kj) * j->ncols;
+            int iy = (int)(j->p0 / d->w), ix = (int)(j->p0 % d->w);
+            for (int64_t q = 0; q < j->ncols; q++) {
+                yc[(int64_t)(iy * d->sh + ki) * j->ow + ix * d->sw + kj] += c[q];
+                if (++ix == d->w) {
+                    ix = 0;
+                    iy++;
+                }
+            }
+        }
+}
+
+ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y)
+{
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    if (d->batch <= 0 || d->cout <= 0 || d->h <= 0 || d->w <= 0)
+        return SS_OK;
+    int64_t npos = (int64_t)d->h * d->w, opos = (int64_t)oh * ow;
+    int64_t kdim = (int64_t)d->cout * d->kh * d->kw;
+    int64_t in_size = (int64_t)d->cin * npos, out_size = (int64_t)d->cout * opos;
+
+    for (int b = 0; b < d->batch; b++)
+        for (int co = 0; co < d->cout; co++) {
+            float *yr = y + b * out_size + co * opos;
+            float v = bias ? bias[co] : 0.0f;
+            for (int64_t i = 0; i < opos; i++)
+                yr[i] = v;
+        }
+
+    int64_t block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
+    if (block < 256)
+        block = 256;
+    if (block > npos)
+        block = npos;
+    float *col = malloc((size_t)(kdim * block) * sizeof *col);
+    if (!col)
+        return SS_E_NOMEM;
+    for (int b = 0; b < d->batch; b++) {
+        for (int64_t p0 = 0; p0 < npos; p0 += block) {
+            int64_t nc = npos - p0 < block ? npos - p0 : block;
+            /* col [kdim, nc] = w^T (w is [cin, kdim]) @ x[b][:, p0:p0+nc] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)nc, d->cin, 1.0f,
+                        w, (int)kdim, x + b * in_size + p0, (int)npos, 0.0f, col, (int)nc);
+            col2im_job j = {.d = d, .col = col, .y = y + b * out_size, .oh = oh, .ow = ow,
+                            .p0 = p0, .ncols = nc};
+            ss_pool_for(p, d->cout, col2im_channel, &j);
+        }
+    }
+    free(col);
+    return SS_OK;
+}

@@ -1,0 +1,325 @@
+/* test_nn.c - the CPU nn kernels (kernels/cpu/nn.c) against direct loops in
+ * double precision on random inputs with odd sizes. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "../kernels/cpu/cpu_ops.h"
+#include "test.h"
+
+#define TOL 1e-5
+
+static ss_pool *pool;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+}
+
+static float *rand_buf(size_t n, float offset)
+{
+    float *p = malloc(n * sizeof *p);
+    if (p)
+        for (size_t i = 0; i < n; i++)
+            p[i] = offset + frand();
+    return p;
+}
+
+/* ||y - ref|| / ||ref|| */
+static double rel_l2(const float *y, const double *ref, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* ---- conv2d ---------------------------------------------------------------- */
+
+static void conv2d_ref(const ss_conv2d_desc *d, const float *x, const float *w, const float *bias, double *y)
+{
+    int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    for (int b = 0; b < d->batch; b++)
+        for (int co = 0; co < d->cout; co++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double s = bias ? bias[co] : 0.0;
+                    for (int ci = 0; ci < d->cin; ci++)
+                        for (int ki = 0; ki < d->kh; ki++)
+                            for (int kj = 0; kj < d->kw; kj++) {
+                                int iy = oy * d->sh - d->ph + ki * d->dh, ix = ox * d->sw - d->pw + kj * d->dw;
+                                if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w)
+                                    continue;
+                                s += (double)x[(((int64_t)b * d->cin + ci) * d->h + iy) * d->w + ix] *
+                                     w[(((int64_t)co * d->cin + ci) * d->kh + ki) * d->kw + kj];
+                            }
+                    y[(((int64_t)b * d->cout + co) * oh + oy) * ow + ox] = s;
+                }
+}
+
+/* NULL when it passes, else a static message */
+static double conv2d_case(ss_conv2d_desc d, int with_bias)
+{
+    int oh = ss_conv_out(d.h, d.kh, d.sh, d.ph, d.dh), ow = ss_conv_out(d.w, d.kw, d.sw, d.pw, d.dw);
+    size_t nx = (size_t)d.batch * d.cin * d.h * d.w, nw = (size_t)d.cout * d.cin * d.kh * d.kw;
+    size_t ny = (size_t)d.batch * d.cout * oh * ow;
+    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
+    float *y = rand_buf(ny, 0.0f); /* garbage in y: the kernel must overwrite it */
+    double *ref = malloc(ny * sizeof *ref);
+    double err = 1.0;
+    if (x && w && bias && y && ref) {
+        conv2d_ref(&d, x, w, with_bias ? bias : NULL, ref);
+        if (ss_cpu_conv2d(pool, &d, x, w, with_bias ? bias : NULL, y) == SS_OK)
+            err = rel_l2(y, ref, ny);
+    }
+    free(x);
+    free(w);
+    free(bias);
+    free(y);
+    free(ref);
+    return err;
+}
+
+static void test_conv2d_general(void)
+{
+    /* batch, cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw */
+    static const ss_conv2d_desc cases[] = {
+        {2, 3, 7, 11, 5, 3, 2, 2, 1, 1, 0, 1, 2},
+        {3, 2, 9, 5, 4, 2, 3, 1, 2, 0, 2, 3, 1},
+        {1, 5, 13, 17, 3, 3, 3, 1, 1, 1, 1, 1, 1},     /* 3x3 "same" (decoder rewrite) */
+        {2, 4, 33, 7, 6, 8, 1, 4, 1, 2, 0, 1, 1},      /* freq conv [8,1] stride [4,1] */
+        {3, 6, 1, 29, 2, 1, 3, 1, 1, 0, 4, 1, 4},      /* dilated 1-D (DConv) */
+        {2, 3, 1, 41, 5, 1, 8, 1, 4, 0, 2, 1, 1},      /* strided 1-D (time encoder) */
+        {2, 7, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1},       /* pointwise */
+        {1, 3, 4, 5, 2, 1, 1, 2, 1, 1, 0, 1, 1},       /* 1x1 with stride and pad */
+        {2, 48, 3, 7000, 3, 3, 3, 1, 1, 1, 1, 1, 1},   /* more positions than one column block */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int wb = 0; wb < 2; wb++) {
+            double e = conv2d_case(cases[i], wb);
+            CHECK(e <= TOL, "case %zu bias %d: relative L2 %.3g", i, wb, e);
+        }
+}
+
+/* ---- transposed conv2d ---------------------------------------------------------- */
+
+static void convt2d_ref(const ss_convt2d_desc *d, const float *x, const float *w, const float *bias, double *y)
+{
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    for (int b = 0; b < d->batch; b++)
+        for (int co = 0; co < d->cout; co++)
+            for (int i = 0; i < oh * ow; i++)
+                y[((int64_t)b * d->cout + co) * oh * ow + i] = bias ? bias[co] : 0.0;
+    for (int b = 0; b < d->batch; b++)
+        for (int ci = 0; ci < d->cin; ci++)
+            for (int iy = 0; iy < d->h; iy++)
+                for (int ix = 0; ix < d->w; ix++) {
+                    double xv = x[(((int64_t)b * d->cin + ci) * d->h + iy) * d->w + ix];
+                    for (int co = 0; co < d->cout; co++)
+                        for (int ki = 0; ki < d->kh; ki++)
+                            for (int kj = 0; kj < d->kw; kj++)
+                                y[(((int64_t)b * d->cout + co) * oh + iy * d->sh + ki) * ow + ix * d->sw + kj] +=
+                                    xv * w[(((int64_t)ci * d->cout + co) * d->kh + ki) * d->kw + kj];
+                }
+}
+
+static double convt2d_case(ss_convt2d_desc d, int with_bias)
+{
+    int oh = ss_convt_out(d.h, d.kh, d.sh), ow = ss_convt_out(d.w, d.kw, d.sw);
+    size_t nx = (size_t)d.batch * d.cin * d.h * d.w, nw = (size_t)d.cin * d.cout * d.kh * d.kw;
+    size_t ny = (size_t)d.batch * d.cout * oh * ow;
+    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
+    float *y = rand_buf(ny, 0.0f);
+    double *ref = malloc(ny * sizeof *ref);
+    double err = 1.0;
+    if (x && w && bias && y && ref) {
+        convt2d_ref(&d, x, w, with_bias ? bias : NULL, ref);
+        if (ss_cpu_conv_transpose2d(pool, &d, x, w, with_bias ? bias : NULL, y) == SS_OK)
+            err = rel_l2(y, ref, ny);
+    }
+    free(x);
+    free(w);
+    free(bias);
+    free(y);
+    free(ref);
+    return err;
+}
+
+static void test_conv_transpose2d(void)
+{
+    /* batch, cin, h, w, cout, kh, kw, sh, sw */
+    static const ss_convt2d_desc cases[] = {
+        {2, 3, 5, 7, 4, 3, 2, 2, 1},
+        {3, 4, 9, 6, 5, 8, 1, 4, 1},     /* freq decoder [8,1] stride [4,1] */
+        {2, 5, 1, 23, 3, 1, 8, 1, 4},    /* time decoder */
+        {1, 2, 4, 5, 3, 2, 2, 3, 3},     /* stride > kernel: gaps */
+        {2, 3, 3, 3, 2, 1, 1, 1, 1},     /* pointwise */
+        {2, 40, 2, 60000, 5, 2, 3, 2, 2},/* more positions than one column block */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int wb = 0; wb < 2; wb++) {
+            double e = convt2d_case(cases[i], wb);
+            CHECK(e <= TOL, "case %zu bias %d: relative L2 %.3g", i, wb, e);
+        }
+}
+
+/* ---- gemm ------------------------------------------------------------------------ */
+
+static void test_gemm(void)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int batch = 1; batch <= 3; batch += 2) {
+                int m = 13, n = 7, k = 19;
+                int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
+                int rows_a = ta ? k : m, rows_b = tb ? n : k;
+                int64_t sa = (int64_t)rows_a * lda + 4, sb = (int64_t)rows_b * ldb + 1, sc = (int64_t)m * ldc + 3;
+                size_t na = (size_t)(sa * batch), nb = (size_t)(sb * batch), nc = (size_t)(sc * batch);
+                float *a = rand_buf(na, 0.0f), *b = rand_buf(nb, 0.0f), *c = rand_buf(nc, 0.0f);
+                double *ref = malloc(nc * sizeof *ref);
+                float *c_ref_in = malloc(nc * sizeof *c_ref_in);
+                CHECK(a && b && c && ref && c_ref_in, "out of memory");
+                memcpy(c_ref_in, c, nc * sizeof *c);
+                ss_gemm_desc d = {.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .alpha = 0.75f,
+                                  .beta = -0.5f, .lda = lda, .ldb = ldb, .ldc = ldc, .batch = batch,
+                                  .stride_a = sa, .stride_b = sb, .stride_c = sc};
+                for (size_t i = 0; i < nc; i++)
+                    ref[i] = c[i];
+                for (int bi = 0; bi < batch; bi++)
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double s = 0.0;
+                            for (int q = 0; q < k; q++) {
+                                double av = ta ? a[bi * sa + (int64_t)q * lda + i] : a[bi * sa + (int64_t)i * lda + q];
+                                double bv = tb ? b[bi * sb + (int64_t)j * ldb + q] : b[bi * sb + (int64_t)q * ldb + j];
+                                s += av * bv;
+                            }
+                            int64_t ci = bi * sc + (int64_t)i * ldc + j;
+                            ref[ci] = 0.75 * s - 0.5 * (double)c_ref_in[ci];
+                        }
+                ss_status st = ss_cpu_gemm(pool, &d, a, b, c);
+                double e = rel_l2(c, ref, nc);
+                free(a);
+                free(b);
+                free(c);
+                free(ref);
+                free(c_ref_in);
+                CHECK(st == SS_OK, "status %d", (int)st);
+                CHECK(e <= TOL, "ta %d tb %d batch %d: relative L2 %.3g", ta, tb, batch, e);
+            }
+}
+
+/* ---- group norm / layer norm -------------------------------------------------------- */
+
+static double group_norm_case(int batch, int ch, int64_t len, int groups, int affine, int in_place,
+                              float offset)
+{
+    size_t n = (size_t)batch * ch * len;
+    float *x = rand_buf(n, offset), *gamma = rand_buf((size_t)ch, 1.0f), *beta = rand_buf((size_t)ch, 0.0f);
+    float *y = in_place ? x : malloc(n * sizeof *y);
+    double *ref = malloc(n * sizeof *ref);
+    double err = 1.0;
+    if (x && gamma && beta && y && ref) {
+        int64_t gn = (int64_t)(ch / groups) * len;
+        for (int64_t g = 0; g < (int64_t)batch * groups; g++) {
+            const float *xg = x + g * gn;
+            double m = 0.0, v = 0.0;
+            for (int64_t i = 0; i < gn; i++)
+                m += xg[i];
+            m /= (double)gn;
+            for (int64_t i = 0; i < gn; i++)
+                v += ((double)xg[i] - m) * ((double)xg[i] - m);
+            v /= (double)gn;
+            for (int64_t i = 0; i < gn; i++) {
+                int c = (int)((g % groups) * (ch / groups) + i / len);
+                double z = ((double)xg[i] - m) / sqrt(v + 1e-5);
+                ref[g * gn + i] = affine ? z * gamma[c] + beta[c] : z;
+            }
+        }
+        if (ss_cpu_group_norm(pool, y, x, batch, ch, len, groups, affine ? gamma : NULL,
+                              affine ? beta : NULL, 1e-5f) == SS_OK)
+            err = rel_l2(y, ref, n);
+    }
+    if (!in_place)
+        free(y);
+    free(x);
+    free(gamma);
+    free(beta);
+    free(ref);
+    return err;
+}
+
+static void test_group_norm(void)
+{
+    struct { int batch, ch; int64_t len; int groups, affine, in_place; float offset; } cases[] = {
+        {2, 12, 37, 4, 1, 0, 0.0f},
+        {3, 6, 11, 1, 0, 1, 0.5f},
+        {1, 8, 1, 8, 1, 0, 0.0f},
+        {2, 5, 30001, 1, 1, 1, 100.0f},   /* one group bigger than a chunk, far from zero */
+        {1, 16, 9000, 4, 1, 0, -3.0f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double e = group_norm_case(cases[i].batch, cases[i].ch, cases[i].len, cases[i].groups,
+                                   cases[i].affine, cases[i].in_place, cases[i].offset);
+        CHECK(e <= TOL, "case %zu: relative L2 %.3g", i, e);
+    }
+}
+
+static void test_layer_norm(void)
+{
+    int shapes[][2] = {{1, 7}, {37, 384}, {5000, 3}, {3, 1000}};
+    for (size_t s = 0; s < 4; s++)
+        for (int affine = 0; affine < 2; affine++) {
+            int rows = shapes[s][0], dim = shapes[s][1];
+            size_t n = (size_t)rows * dim;
+            float *x = rand_buf(n, 2.0f), *gamma = rand_buf((size_t)dim, 1.0f), *beta = rand_buf((size_t)dim, 0.0f);
+            double *ref = malloc(n * sizeof *ref);
+            CHECK(x && gamma && beta && ref, "out of memory");
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + (size_t)r * dim;
+                double m = 0.0, v = 0.0;
+                for (int i = 0; i < dim; i++)
+                    m += xr[i];
+                m /= dim;
+                for (int i = 0; i < dim; i++)
+                    v += ((double)xr[i] - m) * ((double)xr[i] - m);
+                v /= dim;
+                for (int i = 0; i < dim; i++) {
+                    double z = ((double)xr[i] - m) / sqrt(v + 1e-5);
+                    ref[(size_t)r * dim + i] = affine ? z * gamma[i] + beta[i] : z;
+                }
+            }
+            ss_status st = ss_cpu_layer_norm(pool, x, x, rows, dim, affine ? gamma : NULL,
+                                             affine ? beta : NULL, 1e-5f);
+            double e = rel_l2(x, ref, n);
+            free(x);
+            free(gamma);
+            free(beta);
+            free(ref);
+            CHECK(st == SS_OK, "status %d", (int)st);
+            CHECK(e <= TOL, "rows %d dim %d affine %d: relative L2 %.3g", rows, dim, affine, e);
+        }
+}
+
+int main(void)
+{
+    pool = ss_pool_new(3);
+    if (!pool) {
+        printf("FAIL test_nn: cannot start a thread pool\n");
+        return 1;
+    }
+    RUN(test_gemm);
+    RUN(test_conv2d_general);
+    RUN(test_conv_transpose2d);
+    RUN(test_group_norm);
+    RUN(test_layer_norm);
+    ss_pool_free(pool);
+    return test_summary();
+}
