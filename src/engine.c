@@ -1,0 +1,483 @@
+/* engine.c - streaming, batched apply_model (see engine.h).
+ *
+ * Positions are in frames of the model-rate mixture, whose samples outside
+ * [0, length) are zero.  A pass k (one per shift, or a single unshifted pass)
+ * covers the view [v0_k, v0_k + V_k) of that signal; its chunks start at
+ * view offsets 0, stride, 2*stride, ...  Chunks of all passes are run in order
+ * of their start in the mixture, so input is read once, front to back, and
+ * output becomes final front to back.  Each pass keeps its own weighted sum
+ * and weight sum over a sliding window; frames before every pass's next chunk
+ * are final and are pushed.
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Python's random module (MT19937, random.seed(int), randint) ------------------ */
+
+typedef struct mt19937 {
+    uint32_t s[624];
+    int i;
+} mt19937;
+
+static void mt_init(mt19937 *m, uint32_t seed)
+{
+    m->s[0] = seed;
+    for (int i = 1; i < 624; i++)
+        m->s[i] = 1812433253u * (m->s[i - 1] ^ (m->s[i - 1] >> 30)) + (uint32_t)i;
+    m->i = 624;
+}
+
+static void mt_init_by_array(mt19937 *m, const uint32_t *key, int len)
+{
+    mt_init(m, 19650218u);
+    int i = 1, j = 0;
+    for (int k = 624 > len ? 624 : len; k; k--) {
+        m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
+        i++;
+        j++;
+        if (i >= 624) {
+            m->s[0] = m->s[623];
+            i = 1;
+        }
+        if (j >= len)
+            j = 0;
+    }
+    for (int k = 623; k; k--) {
+        m->s[i] = (m->s[i] ^ ((m->s[i - 1] ^ (m->s[i - 1] >> 30)) * 1566083941u)) - (uint32_t)i;
+        i++;
+        if (i >= 624) {
+            m->s[0] = m->s[623];
+            i = 1;
+        }
+    }
+    m->s[0] = 0x80000000u;
+}
+
+static uint32_t mt_next(mt19937 *m)
+{
+    if (m->i >= 624) {
+        for (int k = 0; k < 624; k++) {
+            uint32_t y = (m->s[k] & 0x80000000u) | (m->s[(k + 1) % 624] & 0x7fffffffu);
+            m->s[k] = m->s[(k + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+        }
+        m->i = 0;
+    }
+    uint32_t y = m->s[m->i++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= y >> 18;
+    return y;
+}
+
+void ss_py_randint(uint64_t seed, int64_t hi, int n, int64_t *out)
+{
+    mt19937 m;
+    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    mt_init_by_array(&m, key, key[1] ? 2 : 1);
+    uint64_t width = (uint64_t)hi + 1;
+    int bits = 0;
+    while (bits < 32 && (width >> bits))
+        bits++;
+    for (int i = 0; i < n; i++) {
+        uint32_t r;
+        do
+            r = mt_next(&m) >> (32 - bits);
+        while (r >= width);
+        out[i] = (int64_t)r;
+    }
+}
+
+/* ---- the run ------------------------------------------------------------------------ */
+
+typedef struct pass {
+    int64_t v0, V;          /* view start (mixture coordinates) and length        */
+    int64_t next;           /* view offset of the next chunk; >= V when done      */
+    float *acc;             /* [S*C, win] weighted sums, window starts at `out0`  */
+    float *wsum;            /* [win] summed weights                                */
+} pass;
+
+typedef struct job {
+    int k;                  /* pass                                               */
+    int64_t c;              /* view offset of the chunk                           */
+    int64_t clen;           /* chunk length                                       */
+    int64_t valid;          /* model input length                                 */
+    int64_t read0;          /* first mixture frame the model input starts at      */
+} job;
+
+typedef struct run {
+    ss_model *m;
+    ss_backend *be;
+    const ss_engine_params *p;
+    int C, S;               /* channels, sources                                  */
+    int64_t L;              /* mixture length                                     */
+    int64_t seg, stride;    /* chunk length and step                              */
+    float *weight;          /* [seg] triangular window                            */
+    int n_pass;
+    pass *passes;
+    /* input window: mixture frames [in0, in0 + in_n) in planar [C, in_cap] */
+    float *in;
+    int64_t in0, in_n, in_cap;
+    int64_t pulled;         /* frames pulled so far (== mixture position)         */
+    /* output window: frames [out0, out0 + win) of every pass's acc/wsum */
+    int64_t out0, win;
+    float *outbuf;          /* [S*C, win] finished frames handed to push          */
+    /* batch buffers */
+    int64_t valid_max;      /* largest model input length                         */
+    float *host_x;          /* [batch, C, valid_max]                              */
+    float *host_y;          /* [batch, S, C, valid_max]                           */
+    float *dev_x, *dev_y;   /* device copies                                      */
+    ss_engine_pull pull;
+    void *pull_arg;
+    ss_engine_push push;
+    void *push_arg;
+} run;
+
+/* Segment length and stride for a model and params; 0 stride on bad params. */
+static void geometry(ss_model *m, const ss_engine_params *p, int64_t *seg, int64_t *stride)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    *seg = p->segment > 0 ? (int64_t)(info->samplerate * p->segment) : info->segment_length;
+    *stride = (int64_t)((1.0 - p->overlap) * (double)*seg);
+}
+
+int64_t ss_engine_chunks(ss_model *m, const ss_engine_params *p, int64_t length)
+{
+    int64_t seg, stride;
+    geometry(m, p, &seg, &stride);
+    if (stride < 1 || length <= 0)
+        return 0;
+    if (p->shifts <= 0)
+        return (length + stride - 1) / stride;
+    int64_t max_shift = (int64_t)(0.5 * ss_model_get_info(m)->samplerate), total = 0;
+    int64_t *off = malloc(sizeof *off * (size_t)p->shifts);
+    if (!off)
+        return 0;
+    ss_py_randint(p->seed, max_shift, p->shifts, off);
+    for (int k = 0; k < p->shifts; k++)
+        total += (length + max_shift - off[k] + stride - 1) / stride;
+    free(off);
+    return total;
+}
+
+/* The next job in mixture order, or 0 when every pass is done. */
+static int next_job(run *r, job *j)
+{
+    int best = -1;
+    for (int k = 0; k < r->n_pass; k++) {
+        const pass *ps = &r->passes[k];
+        if (ps->next < ps->V && (best < 0 || ps->v0 + ps->next < r->passes[best].v0 + r->passes[best].next))
+            best = k;
+    }
+    if (best < 0)
+        return 0;
+    pass *ps = &r->passes[best];
+    j->k = best;
+    j->c = ps->next;
+    j->clen = ps->V - ps->next < r->seg ? ps->V - ps->next : r->seg;
+    j->valid = ss_model_valid_length(r->m, j->clen);
+    j->read0 = ps->v0 + j->c - (j->valid - j->clen) / 2;
+    ps->next += r->stride;
+    return 1;
+}
+
+/* Lowest mixture frame any future job can read, and the first frame not yet final. */
+static int64_t future_read_min(const run *r)
+{
+    int64_t lo = INT64_MAX;
+    for (int k = 0; k < r->n_pass; k++) {
+        const pass *ps = &r->passes[k];
+        if (ps->next < ps->V) {
+            int64_t v = ps->v0 + ps->next - r->valid_max;
+            if (v < lo)
+                lo = v;
+        }
+    }
+    return lo;
+}
+
+static int64_t final_upto(const run *r)
+{
+    int64_t lo = r->L;
+    for (int k = 0; k < r->n_pass; k++) {
+        const pass *ps = &r->passes[k];
+        if (ps->next < ps->V && ps->v0 + ps->next < lo)
+            lo = ps->v0 + ps->next;
+    }
+    return lo;
+}
+
+/* Make mixture frames up to `upto` (exclusive) available, dropping frames before `keep`. */
+static ss_status fill_input(run *r, int64_t keep, int64_t upto, ss_error *err)
+{
+    if (upto > r->L)
+        upto = r->L;
+    if (keep > r->in0) {                        /* drop frames nobody needs any more */
+        int64_t drop = keep - r->in0 < r->in_n ? keep - r->in0 : r->in_n;
+        for (int c = 0; c < r->C; c++)
+            memmove(r->in + c * r->in_cap, r->in + c * r->in_cap + drop, sizeof(float) * (size_t)(r->in_n - drop));
+        r->in0 += drop;
+        r->in_n -= drop;
+        if (r->in_n == 0)
+            r->in0 = r->pulled;
+    }
+    while (r->pulled < upto) {
+        int64_t room = r->in_cap - r->in_n, want = upto - r->pulled;
+        if (room <= 0)
+            return ss_fail(err, SS_E_INTERNAL, "engine: input window overflow");
+        int64_t got = 0;
+        ss_status s = r->pull(r->pull_arg, r->in + r->in_n, r->in_cap, want < room ? want : room, &got, err);
+        if (s != SS_OK)
+            return s;
+        if (got <= 0)
+            return ss_fail(err, SS_E_IO, "input ended after %lld of %lld frames", (long long)r->pulled,
+                           (long long)r->L);
+        r->in_n += got;
+        r->pulled += got;
+    }
+    return SS_OK;
+}
+
+/* Copy mixture frames [read0, read0 + n) (zeros outside [0, L)) into dst [C, pitch]. */
+static void gather(const run *r, int64_t read0, int64_t n, float *dst, int64_t pitch)
+{
+    for (int c = 0; c < r->C; c++) {
+        const float *src = r->in + c * r->in_cap;
+        float *d = dst + c * pitch;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t pos = read0 + i;
+            d[i] = (pos >= 0 && pos < r->L && pos >= r->in0 && pos < r->in0 + r->in_n) ? src[pos - r->in0] : 0.0f;
+        }
+    }
+}
+
+/* Overlap-add a chunk's trimmed output y [S, C, valid] into its pass. */
+static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
+{
+    pass *ps = &r->passes[j->k];
+    int64_t start = ps->v0 + j->c - r->out0;          /* window index of the chunk's first frame */
+    int64_t trim = (j->valid - j->clen) / 2;
+    if (start < -r->win || start + j->clen > r->win)
+        return ss_fail(err, SS_E_INTERNAL, "engine: output window overflow");
+    for (int64_t i = 0; i < j->clen; i++) {
+        int64_t w = start + i;
+        if (w >= 0)                                   /* frames before out0 lie before the mixture */
+            ps->wsum[w] += r->weight[i];
+    }
+    for (int row = 0; row < r->S * r->C; row++) {
+        const float *src = y + row * j->valid + trim;
+        float *acc = ps->acc + row * r->win;
+        for (int64_t i = 0; i < j->clen; i++) {
+            int64_t w = start + i;
+            if (w >= 0)
+                acc[w] += r->weight[i] * src[i];
+        }
+    }
+    return SS_OK;
+}
+
+/* Push frames [out0, upto) and slide every pass's window. */
+static ss_status flush_output(run *r, int64_t upto, ss_error *err)
+{
+    int64_t n = upto - r->out0;
+    if (n <= 0)
+        return SS_OK;
+    int rows = r->S * r->C;
+    for (int row = 0; row < rows; row++) {
+        float *o = r->outbuf + row * r->win;
+        for (int64_t i = 0; i < n; i++) {
+            float sum = 0.0f;
+            for (int k = 0; k < r->n_pass; k++) {
+                const pass *ps = &r->passes[k];
+                sum += ps->acc[row * r->win + i] / ps->wsum[i];
+            }
+            o[i] = r->n_pass > 1 ? sum / (float)r->n_pass : sum;
+        }
+    }
+    ss_status s = r->push(r->push_arg, r->outbuf, r->win, n, err);
+    if (s != SS_OK)
+        return s;
+    for (int k = 0; k < r->n_pass; k++) {
+        pass *ps = &r->passes[k];
+        for (int row = 0; row < rows; row++) {
+            float *acc = ps->acc + row * r->win;
+            memmove(acc, acc + n, sizeof(float) * (size_t)(r->win - n));
+            memset(acc + r->win - n, 0, sizeof(float) * (size_t)n);
+        }
+        memmove(ps->wsum, ps->wsum + n, sizeof(float) * (size_t)(r->win - n));
+        memset(ps->wsum + r->win - n, 0, sizeof(float) * (size_t)n);
+    }
+    r->out0 = upto;
+    return SS_OK;
+}
+
+/* Run the model on a batch of jobs with the same valid length; input frames
+ * before `keep` are no longer needed by any later job. */
+static ss_status run_batch(run *r, const job *jobs, int nb, int64_t keep, ss_error *err)
+{
+    int64_t valid = jobs[0].valid;
+    size_t xn = (size_t)r->C * (size_t)valid, yn = (size_t)r->S * xn;
+    int64_t read_end = 0;
+    for (int b = 0; b < nb; b++)
+        if (jobs[b].read0 + valid > read_end)
+            read_end = jobs[b].read0 + valid;
+    if (jobs[0].read0 < keep)
+        keep = jobs[0].read0;
+    ss_status s = fill_input(r, keep, read_end, err);
+    if (s != SS_OK)
+        return s;
+    for (int b = 0; b < nb; b++)
+        gather(r, jobs[b].read0, valid, r->host_x + b * xn, valid);
+    if ((s = ss_upload(r->be, r->dev_x, r->host_x, (size_t)nb * xn)) != SS_OK)
+        return ss_backend_status(r->be, err);
+    if ((s = ss_model_forward(r->m, r->dev_x, r->dev_y, nb, valid, err)) != SS_OK)
+        return s;
+    if ((s = ss_download(r->be, r->host_y, r->dev_y, (size_t)nb * yn)) != SS_OK)
+        return ss_backend_status(r->be, err);
+    for (int b = 0; b < nb; b++)
+        if ((s = accumulate(r, &jobs[b], r->host_y + b * yn, err)) != SS_OK)
+            return s;
+    return SS_OK;
+}
+
+static void run_free(run *r)
+{
+    free(r->weight);
+    if (r->passes)
+        for (int k = 0; k < r->n_pass; k++) {
+            free(r->passes[k].acc);
+            free(r->passes[k].wsum);
+        }
+    free(r->passes);
+    free(r->in);
+    free(r->outbuf);
+    free(r->host_x);
+    free(r->host_y);
+    ss_free(r->be, r->dev_x);
+    ss_free(r->be, r->dev_y);
+}
+
+ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
+                        ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
+                        ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    run r = {.m = m, .be = be, .p = p, .C = info->channels, .S = info->n_sources, .L = length,
+             .pull = pull, .pull_arg = pull_arg, .push = push, .push_arg = push_arg};
+    if (length <= 0)
+        return SS_OK;
+    if (p->overlap < 0 || p->overlap >= 1)
+        return ss_fail(err, SS_E_USAGE, "--overlap %g: must be in [0, 1)", p->overlap);
+    if (p->batch < 1 || p->shifts < 0)
+        return ss_fail(err, SS_E_USAGE, "--batch must be >= 1 and --shifts >= 0");
+    geometry(m, p, &r.seg, &r.stride);
+    if (r.seg < 1 || r.stride < 1)
+        return ss_fail(err, SS_E_USAGE, "segment %.3g s with overlap %g leaves no step between chunks",
+                       p->segment > 0 ? p->segment : (double)info->segment_length / info->samplerate, p->overlap);
+    if (p->segment > 0 && ss_model_valid_length(m, r.seg) < r.seg)
+        return ss_fail(err, SS_E_USAGE, "--segment %g is longer than model %s allows", p->segment, info->name);
+
+    ss_status s = SS_OK;
+    /* triangular weights, max 1 in the middle (transition power 1) */
+    r.weight = malloc(sizeof *r.weight * (size_t)r.seg);
+    int64_t half = r.seg / 2, wmax = half > r.seg - half ? half : r.seg - half;
+    if (!r.weight)
+        goto nomem;
+    for (int64_t i = 0; i < r.seg; i++) {
+        int64_t w = i < half ? i + 1 : r.seg - i;
+        r.weight[i] = (float)w / (float)wmax;
+    }
+
+    /* passes */
+    int64_t max_shift = (int64_t)(0.5 * info->samplerate);
+    r.n_pass = p->shifts > 0 ? p->shifts : 1;
+    r.passes = calloc((size_t)r.n_pass, sizeof *r.passes);
+    if (!r.passes)
+        goto nomem;
+    if (p->shifts > 0) {
+        int64_t *off = malloc(sizeof *off * (size_t)p->shifts);
+        if (!off)
+            goto nomem;
+        ss_py_randint(p->seed, max_shift, p->shifts, off);
+        for (int k = 0; k < p->shifts; k++) {
+            r.passes[k].v0 = off[k] - max_shift;
+            r.passes[k].V = length + max_shift - off[k];
+        }
+        free(off);
+    } else {
+        r.passes[0].v0 = 0;
+        r.passes[0].V = length;
+    }
+
+    /* windows: a batch spans batch*stride frames per pass, plus a chunk, plus shift spread */
+    r.valid_max = ss_model_valid_length(m, r.seg);
+    int64_t spread = p->shifts > 0 ? max_shift : 0;
+    r.win = (int64_t)p->batch * r.stride + r.seg + spread + 2 * r.valid_max + 16;
+    r.in_cap = r.win + r.valid_max;
+    size_t rows = (size_t)r.S * (size_t)r.C;
+    for (int k = 0; k < r.n_pass; k++) {
+        r.passes[k].acc = calloc(rows * (size_t)r.win, sizeof(float));
+        r.passes[k].wsum = calloc((size_t)r.win, sizeof(float));
+        if (!r.passes[k].acc || !r.passes[k].wsum)
+            goto nomem;
+    }
+    r.in = malloc(sizeof(float) * (size_t)r.C * (size_t)r.in_cap);
+    r.outbuf = malloc(sizeof(float) * rows * (size_t)r.win);
+    r.host_x = malloc(sizeof(float) * (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
+    r.host_y = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
+    if (!r.in || !r.outbuf || !r.host_x || !r.host_y)
+        goto nomem;
+    r.dev_x = ss_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
+    r.dev_y = ss_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
+    if ((s = ss_backend_status(be, err)) != SS_OK)
+        goto done;
+    r.in0 = r.out0 = 0;
+    /* shifted passes start before frame 0; accumulate() skips frames before the mixture */
+
+    int64_t total = ss_engine_chunks(m, p, length), done = 0;
+    job *batch = malloc(sizeof *batch * (size_t)p->batch);
+    if (!batch)
+        goto nomem;
+    job pending;
+    int have_pending = next_job(&r, &pending);
+    while (have_pending) {
+        int nb = 0;
+        while (have_pending && nb < p->batch && (nb == 0 || pending.valid == batch[0].valid)) {
+            batch[nb++] = pending;
+            have_pending = next_job(&r, &pending);
+        }
+        if (p->cancel && *p->cancel) {
+            s = ss_fail(err, SS_E_INTERRUPT, "interrupted");
+            break;
+        }
+        int64_t keep = future_read_min(&r);
+        if (have_pending && pending.read0 < keep)
+            keep = pending.read0;
+        if ((s = run_batch(&r, batch, nb, keep, err)) != SS_OK)
+            break;
+        /* the pending job's pass has not advanced past it yet: count it as not done */
+        int64_t upto = final_upto(&r);
+        if (have_pending) {
+            int64_t pend = r.passes[pending.k].v0 + pending.c;
+            if (pend < upto)
+                upto = pend;
+        }
+        if ((s = flush_output(&r, upto, err)) != SS_OK)
+            break;
+        done += nb;
+        if (p->progress)
+            p->progress(p->progress_arg, done, total);
+    }
+    free(batch);
+    if (s == SS_OK)
+        s = flush_output(&r, length, err);
+    goto done;
+nomem:
+    s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
+done:
+    run_free(&r);
+    return s;
+}
