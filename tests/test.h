@@ -17,7 +17,7 @@
 static int test_failed_now;      /* the running case has failed        */
 static int test_skipped_now;     /* the running case asked to be skipped */
 static int test_n_fail;
-static char test_why[512];
+static char test_why[2048];
 
 #define CHECK(cond, ...)                                                           \
     do {                                                                           \
