@@ -1,0 +1,522 @@
+/* cli.c - the stemsplit command: options, device and model set-up, the loop
+ * over input files, reports, and the mapping of errors to sysexits codes. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kernels/cpu/cpu_ops.h"
+#include "audio.h"
+#include "backend.h"
+#include "engine.h"
+#include "model.h"
+#include "report.h"
+#include "separate.h"
+#include "template.h"
+
+/* ---- options, with every default in one place ------------------------------------- */
+
+typedef struct options {
+    const char *model;          /* -m: path or NAME (env STEMSPLIT_MODEL)           */
+    const char *out_dir;        /* -o                                                */
+    const char *filename;       /* --filename template                               */
+    const char *device;         /* -d (env STEMSPLIT_DEVICE)                         */
+    const char *precision;      /* --precision                                       */
+    const char *stems;          /* --stems a,b                                       */
+    const char *two_stems;      /* --two-stems X                                     */
+    double segment;             /* --segment seconds (0 = model's)                   */
+    double overlap;             /* --overlap                                         */
+    int shifts;                 /* --shifts                                          */
+    unsigned long long seed;    /* --seed                                            */
+    int batch;                  /* --batch                                           */
+    int threads;                /* -j (0 = all cores)                                */
+    const char *format;         /* --format                                          */
+    const char *sample_format;  /* --sample-format                                   */
+    const char *clip;           /* --clip                                            */
+    const char *report_json;    /* --report-json FILE                                */
+    int quiet, verbose;         /* -q, -v                                            */
+    int list_devices;           /* --list-devices                                    */
+} options;
+
+static const options defaults = {
+    .model = NULL, .out_dir = "separated", .filename = "{track}/{stem}.{ext}", .device = "auto",
+    .precision = "fp32", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
+    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
+    .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0,
+};
+
+static const char *prog = "stemsplit";
+
+static void usage(FILE *f)
+{
+    const options *d = &defaults;
+    fprintf(f,
+        "Usage: %s [OPTIONS] FILE...\n"
+        "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
+        "FILE may be - for standard input.  Stems go to OUT/{track}/{stem}.{ext} by default.\n"
+        "\n"
+        "Model and device:\n"
+        "  -m, --model PATH|NAME    model file, or NAME.safetensors looked up in $STEMSPLIT_MODEL_PATH,\n"
+        "                           ~/.local/share/stemsplit/models and %s/models (env STEMSPLIT_MODEL)\n"
+        "  -d, --device DEV         auto, cpu, cuda, cuda:N or mps (env STEMSPLIT_DEVICE; default %s)\n"
+        "      --precision P        fp32, tf32, bf16 or fp16 (default %s; the CPU always computes in fp32)\n"
+        "      --list-devices       list the backends compiled in and their devices, then exit\n"
+        "  -j, --threads N          CPU threads (default: all cores)\n"
+        "\n"
+        "Output:\n"
+        "  -o, --out DIR            output directory (default %s)\n"
+        "      --filename TEMPLATE  output path under DIR (default %s);\n"
+        "                           fields {track} {stem} {ext} {model} {dir}\n"
+        "      --stems A,B          write only these stems\n"
+        "      --two-stems STEM     write STEM and no_STEM (the sum of the other stems)\n"
+        "      --format F           wav or flac (default %s)\n"
+        "      --sample-format S    s16, s24 or f32 (default %s; flac takes s16 or s24)\n"
+        "      --clip MODE          rescale, clamp or none (default %s): rescale scales all stems of a\n"
+        "                           file down together if any would clip\n"
+        "\n"
+        "Separation:\n"
+        "      --segment SEC        chunk length in seconds (default: the model's)\n"
+        "      --overlap F          overlap between chunks, 0 <= F < 1 (default %.2f)\n"
+        "      --shifts N           average N passes with random time shifts (default %d)\n"
+        "      --seed N             seed for --shifts (default %llu)\n"
+        "      --batch N            chunks per forward call (default %d)\n"
+        "\n"
+        "Reporting:\n"
+        "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
+        "  -q, --quiet              print only errors\n"
+        "  -v, --verbose            print the device, model and chunking chosen\n"
+        "      --version            print the version and exit\n"
+        "  -h, --help               print this help and exit\n"
+        "\n"
+        "Exit status: 0 ok, 64 usage, 65 bad model or audio data, 66 input missing,\n"
+        "69 device unavailable, 70 internal error, 73 cannot create output, 74 I/O error,\n"
+        "130/143 interrupted.  See stemsplit(1).\n",
+        prog, SS_DATADIR, d->device, d->precision, d->out_dir, d->filename, d->format, d->sample_format,
+        d->clip, d->overlap, d->shifts, d->seed, d->batch);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
+    return 64;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum {
+    OPT_FILENAME = 256, OPT_PRECISION, OPT_LIST_DEVICES, OPT_STEMS, OPT_TWO_STEMS, OPT_SEGMENT, OPT_OVERLAP,
+    OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+    {"model", required_argument, NULL, 'm'},
+    {"out", required_argument, NULL, 'o'},
+    {"filename", required_argument, NULL, OPT_FILENAME},
+    {"device", required_argument, NULL, 'd'},
+    {"precision", required_argument, NULL, OPT_PRECISION},
+    {"list-devices", no_argument, NULL, OPT_LIST_DEVICES},
+    {"stems", required_argument, NULL, OPT_STEMS},
+    {"two-stems", required_argument, NULL, OPT_TWO_STEMS},
+    {"segment", required_argument, NULL, OPT_SEGMENT},
+    {"overlap", required_argument, NULL, OPT_OVERLAP},
+    {"shifts", required_argument, NULL, OPT_SHIFTS},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"threads", required_argument, NULL, 'j'},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"sample-format", required_argument, NULL, OPT_SAMPLE_FORMAT},
+    {"clip", required_argument, NULL, OPT_CLIP},
+    {"report-json", required_argument, NULL, OPT_REPORT_JSON},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parse argv into o; returns -1 to go on, else an exit code. */
+static int parse_args(int argc, char **argv, options *o)
+{
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:d:j:qvh", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'o': o->out_dir = optarg; break;
+        case OPT_FILENAME: o->filename = optarg; break;
+        case 'd': o->device = optarg; break;
+        case OPT_PRECISION: o->precision = optarg; break;
+        case OPT_LIST_DEVICES: o->list_devices = 1; break;
+        case OPT_STEMS: o->stems = optarg; break;
+        case OPT_TWO_STEMS: o->two_stems = optarg; break;
+        case OPT_SEGMENT:
+            if (parse_double(optarg, 0.01, 3600, &o->segment))
+                return usage_error("--segment '%s': expected seconds between 0.01 and 3600", optarg);
+            break;
+        case OPT_OVERLAP:
+            if (parse_double(optarg, 0, 0.99, &o->overlap))
+                return usage_error("--overlap '%s': expected a fraction in [0, 0.99]", optarg);
+            break;
+        case OPT_SHIFTS:
+            if (parse_int(optarg, 0, 100, &o->shifts))
+                return usage_error("--shifts '%s': expected an integer in 0..100", optarg);
+            break;
+        case OPT_SEED: {
+            char *end;
+            errno = 0;
+            o->seed = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-')
+                return usage_error("--seed '%s': expected a non-negative integer", optarg);
+            break;
+        }
+        case OPT_BATCH:
+            if (parse_int(optarg, 1, 1024, &o->batch))
+                return usage_error("--batch '%s': expected an integer in 1..1024", optarg);
+            break;
+        case 'j':
+            if (parse_int(optarg, 1, 1024, &o->threads))
+                return usage_error("--threads '%s': expected an integer in 1..1024", optarg);
+            break;
+        case OPT_FORMAT: o->format = optarg; break;
+        case OPT_SAMPLE_FORMAT: o->sample_format = optarg; break;
+        case OPT_CLIP: o->clip = optarg; break;
+        case OPT_REPORT_JSON: o->report_json = optarg; break;
+        case 'q': o->quiet = 1; break;
+        case 'v': o->verbose++; break;
+        case OPT_VERSION:
+            printf("stemsplit %s (%s)\n", SS_VERSION, SS_GIT_COMMIT);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            return usage_error("option '%s' needs an argument", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    return -1;
+}
+
+/* ---- devices ----------------------------------------------------------------------- */
+
+static void list_devices(void)
+{
+    const ss_backend_iface *const *list = ss_backend_list();
+    for (int i = 0; list[i]; i++) {
+        int n = list[i]->device_count();
+        printf("%s: %d device%s\n", list[i]->name, n, n == 1 ? "" : "s");
+        for (int k = 0; k < n; k++) {
+            ss_device_info info;
+            if (list[i]->device_info(k, &info) != SS_OK)
+                continue;
+            printf("  %s:%d  %s  memory %.1f GiB total, %.1f GiB free  %s  %s\n", info.backend, k, info.name,
+                   info.mem_total / 1073741824.0, info.mem_free / 1073741824.0,
+                   info.usable ? "usable" : "NOT usable", info.note);
+        }
+    }
+#ifndef SS_WITH_CUDA
+    printf("cuda: not compiled in (built without CUDA support)\n");
+#endif
+#if !defined(SS_WITH_METAL)
+    printf("mps: not compiled in (%s)\n",
+#ifdef __APPLE__
+           "built without Metal support"
+#else
+           "Metal is only available on Apple machines"
+#endif
+    );
+#endif
+}
+
+/* ---- signals and progress ------------------------------------------------------------ */
+
+static volatile sig_atomic_t cancel_signal;
+
+static void on_signal(int sig) { cancel_signal = sig; }
+
+typedef struct progress {
+    int enabled;                 /* stderr is a terminal and not -q   */
+    const char *name;            /* file being separated              */
+    double t0;                   /* start of the file                 */
+} progress;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void show_progress(void *arg, int64_t done, int64_t total)
+{
+    const progress *p = arg;
+    if (!p->enabled || total <= 0)
+        return;
+    int width = 30, fill = (int)(width * done / total);
+    double el = now() - p->t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    fprintf(stderr, "\r%.40s [%.*s%*s] %lld/%lld chunks, ETA %d:%02d ", p->name, fill,
+            "##############################", width - fill, "", (long long)done, (long long)total,
+            (int)eta / 60, (int)eta % 60);
+    if (done == total)
+        fprintf(stderr, "\r%*s\r", 100, "");
+    fflush(stderr);
+}
+
+/* ---- stems selection ------------------------------------------------------------------- */
+
+static int source_index(const ss_model_info *info, const char *name, size_t len)
+{
+    for (int i = 0; i < info->n_sources; i++)
+        if (strlen(info->sources[i]) == len && strncmp(info->sources[i], name, len) == 0)
+            return i;
+    return -1;
+}
+
+static void list_sources(const ss_model_info *info, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < info->n_sources; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? ", " : "", info->sources[i]);
+}
+
+static int choose_stems(const options *o, const ss_model_info *info, ss_sep_params *sp)
+{
+    char known[SS_MAX_SOURCES * SS_MAX_NAME];
+    list_sources(info, known, sizeof known);
+    sp->stems = 0;
+    sp->two_stems = -1;
+    if (o->stems && o->two_stems)
+        return usage_error("%s: --stems and --two-stems cannot be used together", "options");
+    if (o->two_stems) {
+        sp->two_stems = source_index(info, o->two_stems, strlen(o->two_stems));
+        if (sp->two_stems < 0) {
+            fprintf(stderr, "%s: --two-stems %s: model %s has no such stem (it has: %s)\n", prog, o->two_stems,
+                    info->name, known);
+            return 64;
+        }
+    }
+    if (o->stems) {
+        for (const char *p = o->stems;;) {
+            size_t len = strcspn(p, ",");
+            int i = source_index(info, p, len);
+            if (i < 0) {
+                fprintf(stderr, "%s: --stems: model %s has no stem '%.*s' (it has: %s)\n", prog, info->name,
+                        (int)len, p, known);
+                return 64;
+            }
+            sp->stems |= 1u << i;
+            if (!p[len])
+                break;
+            p += len + 1;
+        }
+    }
+    return -1;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf)
+        return -1;
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *p = c;
+            if (!c)
+                break;
+        }
+    }
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) && access(path, W_OK | X_OK) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    options o = defaults;
+    const char *env;
+    if ((env = getenv("STEMSPLIT_MODEL")) && *env)
+        o.model = env;
+    if ((env = getenv("STEMSPLIT_DEVICE")) && *env)
+        o.device = env;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    if (o.list_devices) {
+        list_devices();
+        return 0;
+    }
+    if (optind >= argc)
+        return usage_error("no input files%s", " (give one or more audio files, or - for standard input)");
+    ss_error err = {0};
+    ss_sep_params sp = {.out_dir = o.out_dir, .filename = o.filename};
+    int v;
+    if ((v = ss_file_format_parse(o.format)) < 0)
+        return usage_error("--format '%s': expected wav or flac", o.format);
+    sp.format = (ss_file_format)v;
+    if ((v = ss_sample_format_parse(o.sample_format)) < 0)
+        return usage_error("--sample-format '%s': expected s16, s24 or f32", o.sample_format);
+    sp.sample_format = (ss_sample_format)v;
+    if (sp.format == SS_FILE_FLAC && sp.sample_format == SS_SAMPLE_F32)
+        return usage_error("%s: FLAC cannot store 32-bit float samples; use --sample-format s16 or s24",
+                           "--format flac --sample-format f32");
+    if ((v = ss_clip_parse(o.clip)) < 0)
+        return usage_error("--clip '%s': expected rescale, clamp or none", o.clip);
+    sp.clip = (ss_clip)v;
+    int prec = ss_precision_parse(o.precision);
+    if (prec < 0)
+        return usage_error("--precision '%s': expected fp32, tf32, bf16 or fp16", o.precision);
+    if (ss_template_check(o.filename, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return 64;
+    }
+
+    /* device */
+    ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
+    ss_backend *be = NULL;
+    char note[512];
+    if (ss_backend_open(o.device, &bp, &be, note, sizeof note, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return ss_exit_code(err.code);
+    }
+    const ss_device_info *dev = ss_backend_device(be);
+    if (o.verbose) {
+        fprintf(stderr, "%s: %s\n", prog, note);
+        fprintf(stderr, "%s: device %s:%d %s, memory %.1f GiB (%.1f GiB free), precision %s, %d threads\n", prog,
+                dev->backend, dev->index, dev->name, dev->mem_total / 1073741824.0, dev->mem_free / 1073741824.0,
+                ss_precision_name(ss_backend_precision(be)), ss_backend_threads(be));
+        if (prec != SS_PREC_FP32 && ss_backend_precision(be) == SS_PREC_FP32)
+            fprintf(stderr, "%s: --precision %s: the %s backend computes in fp32\n", prog, o.precision, dev->backend);
+    }
+
+    /* model */
+    char model_path[PATH_MAX];
+    ss_model *model = NULL;
+    if (!o.model) {
+        ss_backend_close(be);
+        return usage_error("no model given%s", ": use -m MODEL (e.g. -m bandsplit4) or set STEMSPLIT_MODEL");
+    }
+    if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
+        ss_model_load(model_path, be, &model, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        ss_backend_close(be);
+        return ss_exit_code(err.code);
+    }
+    const ss_model_info *info = ss_model_get_info(model);
+    if ((rc = choose_stems(&o, info, &sp)) >= 0)
+        goto out;
+    if (o.verbose) {
+        char known[SS_MAX_SOURCES * SS_MAX_NAME];
+        list_sources(info, known, sizeof known);
+        fprintf(stderr, "%s: model %s (%s, %s), %llu parameters, %d Hz, %d channels, segment %.2f s, sources %s\n",
+                prog, info->name, info->architecture, model_path, (unsigned long long)info->parameters,
+                info->samplerate, info->channels, (double)info->segment_num / info->segment_den, known);
+        fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
+    }
+    if (mkdir_p(o.out_dir) != 0) {
+        fprintf(stderr, "%s: %s: cannot create or write the output directory: %s\n", prog, o.out_dir,
+                strerror(errno ? errno : EACCES));
+        rc = 73;
+        goto out;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGXFSZ, SIG_IGN);      /* a file-size limit becomes a write error, not a kill */
+
+    progress pr = {.enabled = !o.quiet && isatty(2)};
+    sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .shifts = o.shifts,
+                                   .seed = o.seed, .batch = o.batch, .progress = show_progress,
+                                   .progress_arg = &pr, .cancel = &cancel_signal};
+    ss_report *rep = ss_report_new();
+    if (!rep) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        rc = 70;
+        goto out;
+    }
+    ss_report_set_device(rep, dev, ss_backend_precision(be), ss_backend_threads(be));
+    ss_report_set_model(rep, info);
+    double t0 = now();
+    rc = 0;
+    for (int i = optind; i < argc && !cancel_signal; i++) {
+        ss_file_report *fr = ss_report_add(rep, argv[i]);
+        if (!fr) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            rc = 70;
+            break;
+        }
+        pr.name = argv[i];
+        pr.t0 = now();
+        ss_error_clear(&err);
+        ss_status s = ss_separate(model, be, &sp, argv[i], "", fr, &err);
+        if (s != SS_OK) {
+            if (pr.enabled)
+                fprintf(stderr, "\n");
+            ss_report_set_error(fr, SS_FILE_FAILED, err.msg);
+            fprintf(stderr, "%s: %s\n", prog, err.msg);
+            if (rc == 0)
+                rc = ss_exit_code(s);
+        } else if (!o.quiet) {
+            ss_report_print_file(rep, fr, stderr);
+        }
+    }
+    if (cancel_signal)
+        rc = 128 + cancel_signal;
+    double wall = now() - t0;
+    if (!o.quiet)
+        ss_report_print_total(rep, wall, stderr);
+    if (o.report_json && ss_report_write_json(rep, o.report_json, wall, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        if (rc == 0)
+            rc = ss_exit_code(err.code);
+    }
+    ss_report_free(rep);
+out:
+    ss_model_free(model);
+    ss_backend_close(be);
+    ss_cpu_stft_cleanup();
+    return rc;
+}

@@ -1,0 +1,263 @@
+/* report.c - per-file and total real-time-factor reports, text and JSON. */
+#include "report.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct ss_report {
+    ss_file_report *files;     /* entries in order added           */
+    int n, cap;
+    char backend[16];          /* device facts                     */
+    char device[128];
+    char precision[8];
+    int threads;
+    char model[SS_MAX_NAME];   /* model facts                      */
+    char arch[SS_MAX_NAME];
+    char sources[SS_MAX_SOURCES * SS_MAX_NAME];
+    unsigned long long parameters;
+};
+
+static char *dupstr(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+ss_report *ss_report_new(void) { return calloc(1, sizeof(ss_report)); }
+
+void ss_report_free(ss_report *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n; i++) {
+        ss_file_report *f = &r->files[i];
+        free(f->input);
+        for (int k = 0; k < f->n_outputs; k++)
+            free(f->outputs[k]);
+        free(f->outputs);
+        free(f->error);
+    }
+    free(r->files);
+    free(r);
+}
+
+void ss_report_set_device(ss_report *r, const ss_device_info *dev, ss_precision prec, int threads)
+{
+    snprintf(r->backend, sizeof r->backend, "%s", dev->backend);
+    snprintf(r->device, sizeof r->device, "%s", dev->name);
+    snprintf(r->precision, sizeof r->precision, "%s", ss_precision_name(prec));
+    r->threads = threads;
+}
+
+void ss_report_set_model(ss_report *r, const ss_model_info *info)
+{
+    snprintf(r->model, sizeof r->model, "%s", info->name);
+    snprintf(r->arch, sizeof r->arch, "%s", info->architecture);
+    r->sources[0] = '\0';
+    for (int i = 0; i < info->n_sources; i++)
+        snprintf(r->sources + strlen(r->sources), sizeof r->sources - strlen(r->sources), "%s%s",
+                 i ? "," : "", info->sources[i]);
+    r->parameters = info->parameters;
+}
+
+ss_file_report *ss_report_add(ss_report *r, const char *input)
+{
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 16;
+        ss_file_report *f = realloc(r->files, sizeof *f * (size_t)cap);
+        if (!f)
+            return NULL;
+        r->files = f;
+        r->cap = cap;
+    }
+    ss_file_report *f = &r->files[r->n];
+    memset(f, 0, sizeof *f);
+    if (!(f->input = dupstr(input)))
+        return NULL;
+    r->n++;
+    return f;
+}
+
+ss_status ss_report_add_output(ss_file_report *f, const char *path)
+{
+    char **o = realloc(f->outputs, sizeof *o * (size_t)(f->n_outputs + 1));
+    if (!o)
+        return SS_E_NOMEM;
+    f->outputs = o;
+    if (!(o[f->n_outputs] = dupstr(path)))
+        return SS_E_NOMEM;
+    f->n_outputs++;
+    return SS_OK;
+}
+
+void ss_report_set_error(ss_file_report *f, ss_file_status st, const char *msg)
+{
+    f->status = st;
+    free(f->error);
+    f->error = msg ? dupstr(msg) : NULL;
+}
+
+int ss_report_count(const ss_report *r, ss_file_status st)
+{
+    int n = 0;
+    for (int i = 0; i < r->n; i++)
+        n += r->files[i].status == st;
+    return n;
+}
+
+static double rtf(double audio, double wall) { return wall > 0 ? audio / wall : 0.0; }
+
+void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out)
+{
+    if (f->status == SS_FILE_SKIPPED) {
+        fprintf(out, "%s: skipped (%s)\n", f->input, f->error ? f->error : "");
+        return;
+    }
+    if (f->status == SS_FILE_FAILED) {
+        fprintf(out, "%s: failed: %s\n", f->input, f->error ? f->error : "");
+        return;
+    }
+    fprintf(out, "%s: %.1f s of audio in %.2f s, %.1fx realtime (%s %s, %s; decode %.2f s, infer %.2f s, "
+            "encode %.2f s)\n", f->input, f->audio_seconds, f->wall_seconds, rtf(f->audio_seconds, f->wall_seconds),
+            r->backend, r->precision, r->model, f->decode, f->infer, f->encode);
+}
+
+static double total_audio(const ss_report *r)
+{
+    double a = 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->files[i].status == SS_FILE_OK)
+            a += r->files[i].audio_seconds;
+    return a;
+}
+
+void ss_report_print_total(const ss_report *r, double wall, FILE *out)
+{
+    double audio = total_audio(r);
+    int ok = ss_report_count(r, SS_FILE_OK), failed = ss_report_count(r, SS_FILE_FAILED),
+        skipped = ss_report_count(r, SS_FILE_SKIPPED);
+    fprintf(out, "total: %d file%s separated, %d failed, %d skipped; %.1f s of audio in %.2f s, %.1fx realtime "
+            "(%s: %s, %s, %d thread%s; model %s)\n", ok, ok == 1 ? "" : "s", failed, skipped, audio, wall,
+            rtf(audio, wall), r->backend, r->device, r->precision, r->threads, r->threads == 1 ? "" : "s", r->model);
+    if (failed) {
+        fprintf(out, "failed:\n");
+        for (int i = 0; i < r->n; i++)
+            if (r->files[i].status == SS_FILE_FAILED)
+                fprintf(out, "  %s: %s\n", r->files[i].input, r->files[i].error ? r->files[i].error : "");
+    }
+}
+
+static const char *status_word(ss_file_status s)
+{
+    return s == SS_FILE_OK ? "ok" : s == SS_FILE_FAILED ? "failed" : "skipped";
+}
+
+/* Build the document; NULL when out of memory. */
+static cJSON *build_json(const ss_report *r, double wall)
+{
+    cJSON *root = cJSON_CreateObject(), *dev = cJSON_CreateObject(), *model = cJSON_CreateObject();
+    cJSON *files = cJSON_CreateArray(), *total = cJSON_CreateObject(), *srcs = cJSON_CreateArray();
+    if (!root || !dev || !model || !files || !total || !srcs) {
+        cJSON_Delete(root); cJSON_Delete(dev); cJSON_Delete(model);
+        cJSON_Delete(files); cJSON_Delete(total); cJSON_Delete(srcs);
+        return NULL;
+    }
+    cJSON_AddItemToObject(root, "version", cJSON_CreateString(SS_VERSION));
+    cJSON_AddItemToObject(root, "git_commit", cJSON_CreateString(SS_GIT_COMMIT));
+    cJSON_AddItemToObject(root, "device", dev);
+    cJSON_AddItemToObject(dev, "backend", cJSON_CreateString(r->backend));
+    cJSON_AddItemToObject(dev, "name", cJSON_CreateString(r->device));
+    cJSON_AddItemToObject(dev, "precision", cJSON_CreateString(r->precision));
+    cJSON_AddItemToObject(dev, "threads", cJSON_CreateNumber(r->threads));
+    cJSON_AddItemToObject(root, "model", model);
+    cJSON_AddItemToObject(model, "name", cJSON_CreateString(r->model));
+    cJSON_AddItemToObject(model, "architecture", cJSON_CreateString(r->arch));
+    for (const char *p = r->sources; *p;) {
+        size_t len = strcspn(p, ",");
+        char name[SS_MAX_NAME];
+        snprintf(name, sizeof name, "%.*s", (int)len, p);
+        cJSON_AddItemToArray(srcs, cJSON_CreateString(name));
+        p += len + (p[len] == ',');
+    }
+    cJSON_AddItemToObject(model, "sources", srcs);
+    cJSON_AddItemToObject(model, "parameters", cJSON_CreateNumber((double)r->parameters));
+    cJSON_AddItemToObject(root, "files", files);
+    for (int i = 0; i < r->n; i++) {
+        const ss_file_report *f = &r->files[i];
+        cJSON *o = cJSON_CreateObject(), *outs = cJSON_CreateArray(), *st = cJSON_CreateObject();
+        if (!o || !outs || !st) {
+            cJSON_Delete(o); cJSON_Delete(outs); cJSON_Delete(st); cJSON_Delete(root);
+            return NULL;
+        }
+        cJSON_AddItemToArray(files, o);
+        cJSON_AddItemToObject(o, "input", cJSON_CreateString(f->input));
+        cJSON_AddItemToObject(o, "status", cJSON_CreateString(status_word(f->status)));
+        if (f->error)
+            cJSON_AddItemToObject(o, "error", cJSON_CreateString(f->error));
+        for (int k = 0; k < f->n_outputs; k++)
+            cJSON_AddItemToArray(outs, cJSON_CreateString(f->outputs[k]));
+        cJSON_AddItemToObject(o, "outputs", outs);
+        cJSON_AddItemToObject(o, "audio_seconds", cJSON_CreateNumber(f->audio_seconds));
+        cJSON_AddItemToObject(o, "wall_seconds", cJSON_CreateNumber(f->wall_seconds));
+        cJSON_AddItemToObject(o, "rtf", cJSON_CreateNumber(rtf(f->audio_seconds, f->wall_seconds)));
+        cJSON_AddItemToObject(o, "stages", st);
+        cJSON_AddItemToObject(st, "decode", cJSON_CreateNumber(f->decode));
+        cJSON_AddItemToObject(st, "infer", cJSON_CreateNumber(f->infer));
+        cJSON_AddItemToObject(st, "encode", cJSON_CreateNumber(f->encode));
+    }
+    double audio = total_audio(r);
+    cJSON_AddItemToObject(root, "total", total);
+    cJSON_AddItemToObject(total, "files", cJSON_CreateNumber(ss_report_count(r, SS_FILE_OK)));
+    cJSON_AddItemToObject(total, "failed", cJSON_CreateNumber(ss_report_count(r, SS_FILE_FAILED)));
+    cJSON_AddItemToObject(total, "skipped", cJSON_CreateNumber(ss_report_count(r, SS_FILE_SKIPPED)));
+    cJSON_AddItemToObject(total, "audio_seconds", cJSON_CreateNumber(audio));
+    cJSON_AddItemToObject(total, "wall_seconds", cJSON_CreateNumber(wall));
+    cJSON_AddItemToObject(total, "rtf", cJSON_CreateNumber(rtf(audio, wall)));
+    return root;
+}
+
+ss_status ss_report_write_json(const ss_report *r, const char *path, double wall, ss_error *err)
+{
+    cJSON *doc = build_json(r, wall);
+    char *text = doc ? cJSON_Print(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!text)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory building the report", path);
+    ss_status s = SS_OK;
+    FILE *f = NULL;
+    char tmp[4096];
+    int fd = -1;
+    if (strcmp(path, "-") == 0) {
+        if (fputs(text, stdout) < 0 || fputc('\n', stdout) < 0 || fflush(stdout) != 0)
+            s = ss_fail(err, SS_E_IO, "standard output: cannot write the report: %s", strerror(errno));
+        free(text);
+        return s;
+    }
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp) {
+        free(text);
+        return ss_fail(err, SS_E_CANTCREAT, "%s: path too long", path);
+    }
+    if ((fd = mkstemp(tmp)) < 0 || !(f = fdopen(fd, "w"))) {
+        s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create the report: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(text);
+        return s;
+    }
+    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        s = ss_fail(err, SS_E_IO, "%s: cannot write the report: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(text);
+    return s;
+}

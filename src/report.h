@@ -1,0 +1,43 @@
+/* report.h - what a run did: the per-file lines on stderr, the totals, and
+ * the --report-json document (schema in man/stemsplit.1, REPORT JSON). */
+#ifndef SS_REPORT_H
+#define SS_REPORT_H
+
+#include <stdio.h>
+
+#include "backend.h"
+#include "error.h"
+#include "model.h"
+
+typedef enum ss_file_status { SS_FILE_OK = 0, SS_FILE_FAILED, SS_FILE_SKIPPED } ss_file_status;
+
+typedef struct ss_file_report {
+    char *input;              /* input path as given                         */
+    char **outputs;           /* stems written (final paths)                 */
+    int n_outputs;
+    double audio_seconds;     /* input duration                              */
+    double wall_seconds;      /* whole file, decode to last rename           */
+    double decode, infer, encode; /* seconds per stage                       */
+    ss_file_status status;
+    char *error;              /* message when failed or skipped, else NULL   */
+} ss_file_report;
+
+typedef struct ss_report ss_report;
+
+ss_report *ss_report_new(void);
+void ss_report_free(ss_report *r);
+void ss_report_set_device(ss_report *r, const ss_device_info *dev, ss_precision prec, int threads);
+void ss_report_set_model(ss_report *r, const ss_model_info *info);
+/* A new entry for `input` (NULL when out of memory).  Valid until the next add. */
+ss_file_report *ss_report_add(ss_report *r, const char *input);
+ss_status ss_report_add_output(ss_file_report *f, const char *path);
+void ss_report_set_error(ss_file_report *f, ss_file_status st, const char *msg);
+int ss_report_count(const ss_report *r, ss_file_status st);
+
+/* "song.flac: 212.4 s of audio in 9.1 s, 23.4x realtime (cpu, htdemucs)" */
+void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out);
+void ss_report_print_total(const ss_report *r, double wall_seconds, FILE *out);
+/* Write the JSON document (temporary file + rename). */
+ss_status ss_report_write_json(const ss_report *r, const char *path, double wall_seconds, ss_error *err);
+
+#endif

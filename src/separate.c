@@ -1,0 +1,526 @@
+/* separate.c - one file through decode, separation and encode (see separate.h). */
+#include "separate.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "template.h"
+
+#define BLOCK 32768              /* frames per decode block */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *ss_clip_name(ss_clip c)
+{
+    return c == SS_CLIP_RESCALE ? "rescale" : c == SS_CLIP_CLAMP ? "clamp" : "none";
+}
+
+int ss_clip_parse(const char *s)
+{
+    for (int c = SS_CLIP_RESCALE; c <= SS_CLIP_NONE; c++)
+        if (strcmp(s, ss_clip_name((ss_clip)c)) == 0)
+            return c;
+    return -1;
+}
+
+/* ---- the outputs of one file ------------------------------------------------------ */
+
+typedef struct output {
+    char name[SS_MAX_NAME + 3];   /* stem name ("vocals", "no_vocals")               */
+    uint32_t sources;             /* bit i: source i is summed into this output      */
+    char path[PATH_MAX];          /* final path                                      */
+    ss_resampler *rs;             /* model rate -> input rate                        */
+    ss_audio_writer *w;           /* the encoder (clamp/none), or NULL               */
+    int stage_fd;                 /* unlinked raw f32 staging file (rescale), or -1  */
+    int64_t written;              /* frames delivered so far (capped at the length)  */
+} output;
+
+/* Name of the track: the input's base name without its extension. */
+static void track_name(const char *input, char *out, size_t size)
+{
+    if (strcmp(input, "-") == 0) {
+        snprintf(out, size, "stdin");
+        return;
+    }
+    const char *base = strrchr(input, '/');
+    base = base ? base + 1 : input;
+    const char *dot = strrchr(base, '.');
+    size_t len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    snprintf(out, size, "%.*s", (int)(len < size - 1 ? len : size - 1), base);
+}
+
+/* The outputs the parameters ask for, with their paths. */
+static ss_status plan_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                              output *outs, int *n_out, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    char track[NAME_MAX + 1], rel[PATH_MAX];
+    track_name(input, track, sizeof track);
+    int n = 0;
+    uint32_t all = info->n_sources >= 32 ? 0xffffffffu : (1u << info->n_sources) - 1;
+    if (p->two_stems >= 0) {
+        outs[n].sources = 1u << p->two_stems;
+        snprintf(outs[n++].name, sizeof outs[0].name, "%s", info->sources[p->two_stems]);
+        outs[n].sources = all & ~(1u << p->two_stems);
+        snprintf(outs[n++].name, sizeof outs[0].name, "no_%s", info->sources[p->two_stems]);
+    } else {
+        for (int i = 0; i < info->n_sources; i++)
+            if (!p->stems || (p->stems & (1u << i))) {
+                outs[n].sources = 1u << i;
+                snprintf(outs[n++].name, sizeof outs[0].name, "%s", info->sources[i]);
+            }
+    }
+    for (int i = 0; i < n; i++) {
+        ss_template_fields f = {track, outs[i].name, ss_file_format_ext(p->format), info->name, reldir ? reldir : ""};
+        ss_status s = ss_template_expand(p->filename, &f, rel, sizeof rel, err);
+        if (s != SS_OK)
+            return s;
+        if ((size_t)snprintf(outs[i].path, sizeof outs[i].path, "%s/%s", p->out_dir, rel) >= sizeof outs[i].path)
+            return ss_fail(err, SS_E_USAGE, "%s/%s: output path too long", p->out_dir, rel);
+        for (int j = 0; j < i; j++)
+            if (strcmp(outs[i].path, outs[j].path) == 0)
+                return ss_fail(err, SS_E_USAGE, "--filename '%s' writes stems '%s' and '%s' of %s to the same file "
+                               "%s (use {stem})", p->filename, outs[j].name, outs[i].name, input, outs[i].path);
+        outs[i].stage_fd = -1;
+    }
+    *n_out = n;
+    return SS_OK;
+}
+
+ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                              void (*fn)(void *arg, const char *path), void *arg, ss_error *err)
+{
+    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
+    if (!outs)
+        return ss_fail(err, SS_E_NOMEM, "out of memory");
+    int n = 0;
+    ss_status s = plan_outputs(m, p, input, reldir, outs, &n, err);
+    for (int i = 0; s == SS_OK && i < n; i++)
+        fn(arg, outs[i].path);
+    free(outs);
+    return s;
+}
+
+/* mkdir -p the directory part of path. */
+static ss_status make_parents(const char *path, ss_error *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return SS_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+                return ss_fail(err, SS_E_CANTCREAT, "%s: cannot create directory: %s", dir, strerror(errno));
+            struct stat sb;
+            if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+                return ss_fail(err, SS_E_CANTCREAT, "%s: not a directory", dir);
+            *p = c;
+            if (!c)
+                break;
+        }
+    }
+    return SS_OK;
+}
+
+/* ---- decode side -------------------------------------------------------------------- */
+
+typedef struct decoder {
+    ss_audio_reader *rd;
+    const char *input;
+    int cin, cm;             /* file channels, model channels                   */
+    float *raw;              /* [BLOCK, cin] from the file                       */
+    float *mapped;           /* [BLOCK, cm] in model channels                    */
+    ss_resampler *rs;        /* input rate -> model rate                         */
+    float *fifo;             /* [cap, cm] model-rate frames not yet handed out   */
+    int64_t fifo_n, fifo_cap;
+    int64_t file_left;       /* frames still to read from the file               */
+    double mean, std;        /* normalisation                                    */
+    double seconds;          /* time spent decoding                              */
+} decoder;
+
+/* File layout -> model channels: mono duplicated, or averaged down to mono. */
+static void map_channels(const decoder *d, const float *in, float *out, int64_t n)
+{
+    if (d->cin == d->cm) {
+        memcpy(out, in, sizeof(float) * (size_t)(n * d->cm));
+    } else if (d->cin == 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (int c = 0; c < d->cm; c++)
+                out[i * d->cm + c] = in[i];
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float s = 0.0f;
+            for (int c = 0; c < d->cin; c++)
+                s += in[i * d->cin + c];
+            out[i] = s / (float)d->cin;
+        }
+    }
+}
+
+/* Pass 1: mean and unbiased std of the mono mix (mean over channels), as the
+ * demucs CLI computes them, with NaN/Inf refused. */
+static ss_status decode_stats(decoder *d, int64_t frames, ss_error *err)
+{
+    double mean = 0.0, m2 = 0.0;
+    int64_t n = 0;
+    while (n < frames) {
+        int64_t got = 0;
+        ss_status s = ss_audio_read(d->rd, d->raw, BLOCK, &got, err);
+        if (s != SS_OK)
+            return s;
+        if (got == 0)
+            return ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", d->input,
+                           (long long)n, (long long)frames);
+        map_channels(d, d->raw, d->mapped, got);
+        for (int64_t i = 0; i < got; i++) {
+            double v = 0.0;
+            for (int c = 0; c < d->cm; c++)
+                v += d->mapped[i * d->cm + c];
+            v /= d->cm;
+            if (!isfinite(v))
+                return ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", d->input,
+                               (long long)(n + i));
+            double delta = v - mean;
+            mean += delta / (double)(n + i + 1);
+            m2 += delta * (v - mean);
+        }
+        n += got;
+    }
+    d->mean = mean;
+    d->std = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+    if (!(d->std > 1e-8))      /* digital silence: only remove the mean */
+        d->std = 1.0;
+    return ss_audio_rewind(d->rd, err);
+}
+
+/* Engine pull: normalised model-rate frames, planar [cm, cap]. */
+static ss_status decode_pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
+{
+    decoder *d = arg;
+    double t0 = now();
+    while (d->fifo_n < n && d->file_left > 0) {
+        int64_t want = d->file_left < BLOCK ? d->file_left : BLOCK, r = 0;
+        ss_status s = ss_audio_read(d->rd, d->raw, want, &r, err);
+        if (s != SS_OK)
+            return s;
+        if (r == 0)
+            return ss_fail(err, SS_E_IO, "%s: read error: the file ended early (was it truncated?)", d->input);
+        d->file_left -= r;
+        map_channels(d, d->raw, d->mapped, r);
+        int64_t need = d->fifo_n + ss_resampler_max_out(d->rs, r);
+        if (need > d->fifo_cap) {
+            float *f = realloc(d->fifo, sizeof(float) * (size_t)(need * d->cm));
+            if (!f)
+                return ss_fail(err, SS_E_NOMEM, "%s: out of memory decoding", d->input);
+            d->fifo = f;
+            d->fifo_cap = need;
+        }
+        int64_t out = 0;
+        if ((s = ss_resampler_push(d->rs, d->mapped, r, d->fifo + d->fifo_n * d->cm, d->fifo_cap - d->fifo_n,
+                                   &out, err)) != SS_OK)
+            return s;
+        d->fifo_n += out;
+    }
+    int64_t k = d->fifo_n < n ? d->fifo_n : n;
+    float mean = (float)d->mean, inv = (float)(1.0 / d->std);
+    for (int c = 0; c < d->cm; c++)
+        for (int64_t i = 0; i < k; i++)
+            buf[c * cap + i] = (d->fifo[i * d->cm + c] - mean) * inv;
+    memmove(d->fifo, d->fifo + k * d->cm, sizeof(float) * (size_t)((d->fifo_n - k) * d->cm));
+    d->fifo_n -= k;
+    *got = k;
+    d->seconds += now() - t0;
+    return SS_OK;
+}
+
+/* ---- encode side -------------------------------------------------------------------- */
+
+typedef struct encoder {
+    const ss_sep_params *p;
+    output *outs;
+    int n_out;
+    int S, C;                 /* sources, channels                               */
+    int64_t length;           /* frames each output must have (input length)     */
+    double mean, std;         /* de-normalisation                                */
+    float *mix;               /* [n, C] interleaved output at model rate         */
+    float *res;               /* resampled frames                                */
+    int64_t mix_cap, res_cap;
+    float peak;               /* largest |sample| over all outputs               */
+    double seconds;           /* time spent encoding                             */
+} encoder;
+
+static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_error *err)
+{
+    if (o->written + n > e->length)            /* resampling may give one frame too many */
+        n = e->length - o->written;
+    if (n <= 0)
+        return SS_OK;
+    size_t count = (size_t)(n * e->C);
+    if (e->p->clip == SS_CLIP_CLAMP)
+        for (size_t i = 0; i < count; i++)
+            buf[i] = buf[i] > 0.99f ? 0.99f : buf[i] < -0.99f ? -0.99f : buf[i];
+    if (o->stage_fd >= 0) {
+        for (size_t i = 0; i < count; i++)
+            if (fabsf(buf[i]) > e->peak)
+                e->peak = fabsf(buf[i]);
+        const char *b = (const char *)buf;
+        size_t left = count * sizeof(float);
+        while (left) {
+            ssize_t w = write(o->stage_fd, b, left);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return ss_fail(err, SS_E_IO, "%s: cannot write temporary data: %s", o->path,
+                               w < 0 ? strerror(errno) : "no space");
+            b += w;
+            left -= (size_t)w;
+        }
+    } else {
+        ss_status s = ss_audio_write(o->w, buf, n, err);
+        if (s != SS_OK)
+            return s;
+    }
+    o->written += n;
+    return SS_OK;
+}
+
+static ss_status ensure(float **buf, int64_t *cap, int64_t need)
+{
+    if (need <= *cap)
+        return SS_OK;
+    float *b = realloc(*buf, sizeof(float) * (size_t)need);
+    if (!b)
+        return SS_E_NOMEM;
+    *buf = b;
+    *cap = need;
+    return SS_OK;
+}
+
+/* Engine push: stems [S, C, n] (planar, row pitch `pitch`), normalised. */
+static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
+{
+    encoder *e = arg;
+    double t0 = now();
+    ss_status s = SS_OK;
+    float mean = (float)e->mean, std = (float)e->std;
+    if (ensure(&e->mix, &e->mix_cap, n * e->C) != SS_OK)
+        return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
+    for (int k = 0; k < e->n_out && s == SS_OK; k++) {
+        output *o = &e->outs[k];
+        for (int64_t i = 0; i < n; i++)
+            for (int c = 0; c < e->C; c++) {
+                float v = 0.0f;
+                for (int src = 0; src < e->S; src++)
+                    if (o->sources & (1u << src))
+                        v += stems[((int64_t)src * e->C + c) * pitch + i] * std + mean;
+                e->mix[i * e->C + c] = v;
+            }
+        int64_t need = ss_resampler_max_out(o->rs, n) * e->C, got = 0;
+        if (ensure(&e->res, &e->res_cap, need) != SS_OK)
+            return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
+        if ((s = ss_resampler_push(o->rs, e->mix, n, e->res, need / e->C, &got, err)) == SS_OK)
+            s = write_frames(e, o, e->res, got, err);
+    }
+    e->seconds += now() - t0;
+    return s;
+}
+
+/* Pad every output to the input's length (resampling may give one frame less). */
+static ss_status pad_outputs(encoder *e, ss_error *err)
+{
+    for (int k = 0; k < e->n_out; k++) {
+        output *o = &e->outs[k];
+        while (o->written < e->length) {
+            int64_t n = e->length - o->written < 1024 ? e->length - o->written : 1024;
+            if (ensure(&e->res, &e->res_cap, n * e->C) != SS_OK)
+                return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
+            memset(e->res, 0, sizeof(float) * (size_t)(n * e->C));
+            ss_status s = write_frames(e, o, e->res, n, err);
+            if (s != SS_OK)
+                return s;
+        }
+    }
+    return SS_OK;
+}
+
+/* Rescale mode: encode every staged output scaled by 1 / max(1.01 * peak, 1). */
+static ss_status encode_staged(encoder *e, int rate, ss_error *err)
+{
+    float scale = 1.0f / fmaxf(1.01f * e->peak, 1.0f);
+    for (int k = 0; k < e->n_out; k++) {
+        output *o = &e->outs[k];
+        ss_status s = ss_audio_create(o->path, e->p->format, e->p->sample_format, rate, e->C, &o->w, err);
+        if (s != SS_OK)
+            return s;
+        if (lseek(o->stage_fd, 0, SEEK_SET) != 0)
+            return ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path, strerror(errno));
+        if (ensure(&e->res, &e->res_cap, (int64_t)BLOCK * e->C) != SS_OK)
+            return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
+        for (int64_t left = e->length; left > 0;) {
+            int64_t n = left < BLOCK ? left : BLOCK;
+            size_t bytes = sizeof(float) * (size_t)(n * e->C), have = 0;
+            while (have < bytes) {
+                ssize_t r = read(o->stage_fd, (char *)e->res + have, bytes - have);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    return ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path,
+                                   r < 0 ? strerror(errno) : "short file");
+                have += (size_t)r;
+            }
+            for (int64_t i = 0; i < n * e->C; i++)
+                e->res[i] *= scale;
+            if ((s = ss_audio_write(o->w, e->res, n, err)) != SS_OK)
+                return s;
+            left -= n;
+        }
+    }
+    return SS_OK;
+}
+
+/* An unlinked temporary file in the directory of path (so it shares its disk). */
+static int stage_file(const char *path, ss_error *err)
+{
+    char tmp[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int dlen = slash ? (int)(slash - path) : 0;
+    snprintf(tmp, sizeof tmp, "%.*s%s.stemsplit-stage-XXXXXX", dlen, path, slash ? "/" : "");
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        ss_fail(err, SS_E_CANTCREAT, "%s: cannot create a temporary file: %s", tmp, strerror(errno));
+        return -1;
+    }
+    unlink(tmp);
+    return fd;
+}
+
+/* ---- the whole file --------------------------------------------------------------------- */
+
+ss_status ss_separate(ss_model *m, ss_backend *be, const ss_sep_params *p, const char *input,
+                      const char *reldir, ss_file_report *rep, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    double t0 = now();
+    decoder d = {.input = input, .cm = info->channels};
+    encoder e = {.p = p, .S = info->n_sources, .C = info->channels};
+    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
+    ss_audio_info ai;
+    ss_status s;
+    if (!outs)
+        return ss_fail(err, SS_E_NOMEM, "out of memory");
+    e.outs = outs;
+    if ((s = plan_outputs(m, p, input, reldir, outs, &e.n_out, err)) != SS_OK)
+        goto done;
+    if ((s = ss_audio_open(input, &d.rd, &ai, err)) != SS_OK)
+        goto done;
+    d.cin = ai.channels;
+    rep->audio_seconds = (double)ai.frames / ai.samplerate;
+    if (ai.frames <= 0) {
+        s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
+        goto done;
+    }
+    if (d.cin != d.cm && d.cin != 1 && d.cm != 1) {
+        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono or %d-channel audio)",
+                    input, d.cin, info->name, d.cm, d.cm);
+        goto done;
+    }
+    d.raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d.cin);
+    d.mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d.cm > d.cin ? d.cm : d.cin));
+    if (!d.raw || !d.mapped) {
+        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+        goto done;
+    }
+
+    /* pass 1: statistics */
+    if ((s = decode_stats(&d, ai.frames, err)) != SS_OK)
+        goto done;
+    d.seconds = now() - t0;
+    int64_t model_len = ss_resampled_length(ai.frames, ai.samplerate, info->samplerate);
+    d.file_left = ai.frames;
+    e.length = ai.frames;
+    e.mean = d.mean;
+    e.std = d.std;
+    if ((s = ss_resampler_new(d.cm, ai.samplerate, info->samplerate, ai.frames, &d.rs, err)) != SS_OK)
+        goto done;
+
+    /* outputs: temporary files beside their final paths */
+    for (int k = 0; k < e.n_out; k++) {
+        output *o = &outs[k];
+        if ((s = make_parents(o->path, err)) != SS_OK)
+            goto done;
+        if ((s = ss_resampler_new(e.C, info->samplerate, ai.samplerate, model_len, &o->rs, err)) != SS_OK)
+            goto done;
+        if (p->clip == SS_CLIP_RESCALE) {
+            if ((o->stage_fd = stage_file(o->path, err)) < 0) {
+                s = err->code;
+                goto done;
+            }
+        } else if ((s = ss_audio_create(o->path, p->format, p->sample_format, ai.samplerate, e.C, &o->w, err)) != SS_OK) {
+            goto done;
+        }
+    }
+
+    /* pass 2: separate */
+    double t_engine = now();
+    if ((s = ss_engine_run(m, be, &p->engine, model_len, decode_pull, &d, encode_push, &e, err)) != SS_OK)
+        goto done;
+    double engine_wall = now() - t_engine;
+    double t_enc = now();
+    if ((s = pad_outputs(&e, err)) != SS_OK)
+        goto done;
+    if (p->clip == SS_CLIP_RESCALE && (s = encode_staged(&e, ai.samplerate, err)) != SS_OK)
+        goto done;
+    for (int k = 0; k < e.n_out; k++) {
+        ss_audio_writer *w = outs[k].w;
+        outs[k].w = NULL;
+        if ((s = ss_audio_commit(w, err)) != SS_OK)
+            goto done;
+        if (ss_report_add_output(rep, outs[k].path) != SS_OK) {
+            s = ss_fail(err, SS_E_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    double wall = now() - t0;
+    rep->decode = d.seconds;
+    rep->encode = e.seconds + (now() - t_enc);
+    rep->infer = engine_wall - (d.seconds - (t_engine - t0)) - e.seconds;
+    if (rep->infer < 0)
+        rep->infer = 0;
+    rep->wall_seconds = wall;
+done:
+    for (int k = 0; k < SS_MAX_SOURCES + 1; k++) {
+        ss_audio_abort(outs[k].w);
+        ss_resampler_free(outs[k].rs);
+        if (outs[k].stage_fd > 0)
+            close(outs[k].stage_fd);
+    }
+    if (d.rd)
+        ss_audio_close(d.rd);
+    ss_resampler_free(d.rs);
+    free(d.raw);
+    free(d.mapped);
+    free(d.fifo);
+    free(e.mix);
+    free(e.res);
+    free(outs);
+    if (s != SS_OK)
+        rep->wall_seconds = now() - t0;
+    return s;
+}
