@@ -4,8 +4,11 @@
  *   forward:  x [B, C, T] -> y [B, S, C, T],  y[b, s] = gain[s] * x[b]
  *
  * With unit gains it reconstructs its input exactly, which is what the
- * chunking engine's tests need: any error is the engine's. */
+ * chunking engine's tests need: any error is the engine's.  Optional metadata
+ * identity.pad = "segment" makes valid_length() ask for a whole training
+ * segment, as HTDemucs does, so the engine's padding path is exercised. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "../src/model.h"
 
@@ -13,6 +16,7 @@ typedef struct identity {
     int n_sources;              /* S                  */
     int channels;               /* C                  */
     float gain[SS_MAX_SOURCES]; /* gain [S], on host  */
+    int64_t pad_to;             /* 0, or the segment length valid_length() pads to */
 } identity;
 
 static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err)
@@ -29,6 +33,13 @@ static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend 
     m->n_sources = info->n_sources;
     m->channels = info->channels;
     ss_st_to_f32(t, m->gain);
+    const char *pad = ss_st_meta(st, "identity.pad");
+    if (pad && strcmp(pad, "segment") == 0) {
+        m->pad_to = info->segment_length;
+    } else if (pad && strcmp(pad, "none") != 0) {
+        free(m);
+        return ss_fail(err, SS_E_DATA, "%s: identity.pad '%s': expected segment or none", ss_st_path(st), pad);
+    }
     *state = m;
     return SS_OK;
 }
@@ -45,6 +56,12 @@ static ss_status identity_forward(void *state, ss_backend *be, const float *x, f
     return SS_OK;
 }
 
+static int64_t identity_valid_length(void *state, int64_t length)
+{
+    const identity *m = state;
+    return length < m->pad_to ? m->pad_to : length;
+}
+
 static void identity_free(void *state, ss_backend *be)
 {
     (void)be;
@@ -55,6 +72,6 @@ const ss_arch ss_arch_identity = {
     .name = "identity",
     .load = identity_load,
     .forward = identity_forward,
-    .valid_length = NULL,
+    .valid_length = identity_valid_length,
     .free = identity_free,
 };
