@@ -1,0 +1,825 @@
+/* audio.c - reading and writing audio files with libsndfile, resampling with
+ * libsamplerate (see audio.h).
+ *
+ * Every file handed to libsndfile is opened by us and passed in with
+ * sf_open_fd(..., close_desc = 0), so we keep the descriptor: the reader can
+ * report open(2) errors precisely, and the writer can fsync(2) the file after
+ * sf_close() has written the final header (WAV sizes, FLAC STREAMINFO).
+ */
+#include "audio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <samplerate.h>
+#include <sndfile.h>
+
+/* How "-" is named in messages. */
+#define SS_STDIN_NAME "standard input"
+
+/* ---- small helpers -------------------------------------------------------------- */
+
+/* Copy a libsndfile message into buf without its trailing period/blanks. */
+static const char *tidy_sf_message(const char *msg, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", msg ? msg : "unknown error");
+    size_t len = strlen(buf);
+    while (len > 0 && (buf[len - 1] == '.' || buf[len - 1] == ' ' || buf[len - 1] == '\n'))
+        buf[--len] = '\0';
+    return buf;
+}
+
+/* write(2) all of buf, retrying on EINTR and partial writes; 0 or -1 (errno). */
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* "WAV PCM 16"-style description of a libsndfile format. */
+static void describe_format(int format, char *out, size_t cap)
+{
+    SF_FORMAT_INFO fi;
+    char major[48] = "unknown";
+    memset(&fi, 0, sizeof fi);
+    fi.format = format & SF_FORMAT_TYPEMASK;
+    if (sf_command(NULL, SFC_GET_FORMAT_INFO, &fi, (int)sizeof fi) == 0 && fi.name) {
+        snprintf(major, sizeof major, "%s", fi.name);
+        char *paren = strstr(major, " (");
+        if (paren)
+            *paren = '\0';
+    }
+    const char *sub = NULL;
+    switch (format & SF_FORMAT_SUBMASK) {
+    case SF_FORMAT_PCM_S8: sub = "PCM S8"; break;
+    case SF_FORMAT_PCM_U8: sub = "PCM U8"; break;
+    case SF_FORMAT_PCM_16: sub = "PCM 16"; break;
+    case SF_FORMAT_PCM_24: sub = "PCM 24"; break;
+    case SF_FORMAT_PCM_32: sub = "PCM 32"; break;
+    case SF_FORMAT_FLOAT:  sub = "FLOAT"; break;
+    case SF_FORMAT_DOUBLE: sub = "DOUBLE"; break;
+    default: break;
+    }
+    if (!sub) {
+        memset(&fi, 0, sizeof fi);
+        fi.format = format & SF_FORMAT_SUBMASK;
+        if (sf_command(NULL, SFC_GET_FORMAT_INFO, &fi, (int)sizeof fi) == 0 && fi.name)
+            sub = fi.name;
+    }
+    if (sub)
+        snprintf(out, cap, "%s %s", major, sub);
+    else
+        snprintf(out, cap, "%s", major);
+}
+
+/* ---- reading ---------------------------------------------------------------------- */
+
+struct ss_audio_reader {
+    SNDFILE *sf;        /* libsndfile handle reading fd                              */
+    int fd;             /* our descriptor (for "-": a spooled, already unlinked copy) */
+    char *name;         /* path used in messages ("standard input" for "-")          */
+    int channels;       /* channels per frame                                        */
+    int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
+    int64_t pos;        /* frames delivered since open or the last rewind            */
+};
+
+/* Open a named input file read-only; SS_E_NOINPUT with strerror on failure. */
+static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
+{
+    int fd;
+    do
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(EISDIR));
+    }
+    *fdp = fd;
+    return SS_OK;
+}
+
+/* Copy all of standard input into an unlinked temporary file in $TMPDIR (or
+ * /tmp) and return it rewound, so libsndfile can seek in it. */
+static ss_status spool_stdin(int *fdp, ss_error *err)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    size_t len = strlen(dir) + sizeof "/stemsplit-stdin-XXXXXX";
+    char *tmpl = malloc(len);
+    if (!tmpl)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
+    snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
+    int fd = mkstemp(tmpl);
+    if (fd < 0) {
+        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot create a temporary file in %s to hold it: %s",
+                               SS_STDIN_NAME, dir, strerror(errno));
+        free(tmpl);
+        return st;
+    }
+    /* Unlink at once: the data lives only as long as the descriptor, even if
+     * we are killed. */
+    if (unlink(tmpl) != 0) {
+        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot remove temporary file %s: %s",
+                               SS_STDIN_NAME, tmpl, strerror(errno));
+        close(fd);
+        free(tmpl);
+        return st;
+    }
+    free(tmpl);
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+    enum { CHUNK = 1 << 16 };
+    char *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
+    }
+    ss_status st = SS_OK;
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, CHUNK);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", SS_STDIN_NAME, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        if (write_all(fd, buf, (size_t)n) != 0) {
+            st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s",
+                         SS_STDIN_NAME, dir, strerror(errno));
+            break;
+        }
+        total += (uint64_t)n;
+    }
+    free(buf);
+    if (st == SS_OK && total == 0)
+        st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", SS_STDIN_NAME);
+    if (st == SS_OK && lseek(fd, 0, SEEK_SET) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", SS_STDIN_NAME,
+                     strerror(errno));
+    if (st != SS_OK) {
+        close(fd);
+        return st;
+    }
+    *fdp = fd;
+    return SS_OK;
+}
+
+/* Standard input: use it directly when it is a regular (seekable) file,
+ * otherwise spool it. */
+static ss_status open_stdin(int *fdp, ss_error *err)
+{
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) != 0)
+        return ss_fail(err, SS_E_NOINPUT, "%s: %s", SS_STDIN_NAME, strerror(errno));
+    if (S_ISREG(st.st_mode) && lseek(STDIN_FILENO, 0, SEEK_CUR) >= 0) {
+        int fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+            return ss_fail(err, SS_E_NOINPUT, "%s: %s", SS_STDIN_NAME, strerror(errno));
+        *fdp = fd;
+        return SS_OK;
+    }
+    if (isatty(STDIN_FILENO))
+        return ss_fail(err, SS_E_NOINPUT, "%s: is a terminal; pipe audio into it or name a file",
+                       SS_STDIN_NAME);
+    return spool_stdin(fdp, err);
+}
+
+ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_open: NULL argument");
+    int from_stdin = strcmp(path, "-") == 0;
+    const char *name = from_stdin ? SS_STDIN_NAME : path;
+
+    int fd = -1;
+    ss_status st = from_stdin ? open_stdin(&fd, err) : open_input_file(path, &fd, err);
+    if (st != SS_OK)
+        return st;
+
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    SNDFILE *sf = sf_open_fd(fd, SFM_READ, &sfi, 0);
+    if (!sf) {
+        char why[256];
+        tidy_sf_message(sf_strerror(NULL), why, sizeof why);
+        close(fd);
+        return ss_fail(err, SS_E_DATA, "%s: not an audio file libsndfile can read (%s)", name, why);
+    }
+    if (sfi.channels < 1 || sfi.samplerate < 1) {
+        sf_close(sf);
+        close(fd);
+        return ss_fail(err, SS_E_DATA, "%s: audio file has %d channels at %d Hz", name,
+                       sfi.channels, sfi.samplerate);
+    }
+
+    ss_audio_reader *r = calloc(1, sizeof *r);
+    char *copy = strdup(name);
+    if (!r || !copy) {
+        free(r);
+        free(copy);
+        sf_close(sf);
+        close(fd);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    }
+    r->sf = sf;
+    r->fd = fd;
+    r->name = copy;
+    r->channels = sfi.channels;
+    r->frames = (sfi.frames < 0 || sfi.frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi.frames;
+    r->pos = 0;
+
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->frames = r->frames;
+        info->samplerate = sfi.samplerate;
+        info->channels = sfi.channels;
+        describe_format(sfi.format, info->format, sizeof info->format);
+    }
+    *out = r;
+    return SS_OK;
+}
+
+ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err)
+{
+    if (got)
+        *got = 0;
+    if (!r || !got || (n > 0 && !buf))
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_read: NULL argument");
+    if (n <= 0)
+        return SS_OK;
+    sf_count_t k = sf_readf_float(r->sf, buf, (sf_count_t)n);
+    if (k < 0)
+        k = 0;
+    r->pos += k;
+    *got = k;
+    if (k < n) {
+        /* Short read: the end of the file, unless it came before the length
+         * announced at open (the file shrank) or libsndfile saw an error. */
+        int truncated = r->frames >= 0 && r->pos < r->frames;
+        if (truncated || (r->frames < 0 && sf_error(r->sf) != SF_ERR_NO_ERROR)) {
+            if (sf_error(r->sf) != SF_ERR_NO_ERROR) {
+                char why[256];
+                tidy_sf_message(sf_strerror(r->sf), why, sizeof why);
+                return ss_fail(err, SS_E_IO, "%s: read error after %" PRId64 " frames: %s",
+                               r->name, r->pos, why);
+            }
+            return ss_fail(err, SS_E_IO, "%s: read error: file ended after %" PRId64 " of %" PRId64
+                           " frames", r->name, r->pos, r->frames);
+        }
+    }
+    return SS_OK;
+}
+
+ss_status ss_audio_rewind(ss_audio_reader *r, ss_error *err)
+{
+    if (!r)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_rewind: NULL reader");
+    if (sf_seek(r->sf, 0, SEEK_SET) < 0) {
+        char why[256];
+        tidy_sf_message(sf_strerror(r->sf), why, sizeof why);
+        return ss_fail(err, SS_E_IO, "%s: cannot rewind: %s", r->name, why);
+    }
+    r->pos = 0;
+    return SS_OK;
+}
+
+void ss_audio_close(ss_audio_reader *r)
+{
+    if (!r)
+        return;
+    if (r->sf)
+        sf_close(r->sf);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->name);
+    free(r);
+}
+
+int ss_audio_probe(const char *path)
+{
+    if (!path)
+        return 0;
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    SNDFILE *sf = sf_open(path, SFM_READ, &sfi);
+    if (!sf)
+        return 0;
+    int ok = sfi.channels >= 1;
+    sf_close(sf);
+    return ok;
+}
+
+/* ---- formats --------------------------------------------------------------------- */
+
+const char *ss_file_format_ext(ss_file_format f)
+{
+    switch (f) {
+    case SS_FILE_WAV:  return "wav";
+    case SS_FILE_FLAC: return "flac";
+    }
+    return "wav";
+}
+
+int ss_file_format_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (strcasecmp(s, "wav") == 0)
+        return SS_FILE_WAV;
+    if (strcasecmp(s, "flac") == 0)
+        return SS_FILE_FLAC;
+    return -1;
+}
+
+int ss_sample_format_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (strcasecmp(s, "s16") == 0)
+        return SS_SAMPLE_S16;
+    if (strcasecmp(s, "s24") == 0)
+        return SS_SAMPLE_S24;
+    if (strcasecmp(s, "f32") == 0)
+        return SS_SAMPLE_F32;
+    return -1;
+}
+
+/* ---- writing ---------------------------------------------------------------------- */
+
+struct ss_audio_writer {
+    SNDFILE *sf;        /* libsndfile handle writing fd (NULL once closed)           */
+    int fd;             /* descriptor of the temporary file (-1 once closed)         */
+    char *path;         /* final path, target of the rename in ss_audio_commit()     */
+    char *tmp;          /* hidden temporary file beside path                         */
+    int channels;       /* channels per frame                                        */
+};
+
+/* 64-bit mixer (splitmix64 finaliser). */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15u;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9u;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBu;
+    return x ^ (x >> 31);
+}
+
+/* Create tmp (whose name ends in "XXXXXX") exclusively, like mkstemp(3) but
+ * with mode 0666 so the kernel applies the umask (and default ACLs) exactly
+ * as for any new file; this avoids a racy umask() query to fchmod later.
+ * Returns the descriptor or -1 with errno set. */
+static int create_exclusive(char *tmp)
+{
+    static const char alphabet[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    static atomic_uint_fast64_t counter;
+    size_t len = strlen(tmp);
+    if (len < 6) {
+        errno = EINVAL;
+        return -1;
+    }
+    char *x = tmp + len - 6;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
+                        ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&ts ^
+                        mix64(atomic_fetch_add(&counter, 1));
+        uint64_t v = mix64(seed);
+        for (int i = 0; i < 6; i++) {
+            x[i] = alphabet[v % (sizeof alphabet - 1)];
+            v /= sizeof alphabet - 1;
+        }
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST && errno != EINTR)
+            return -1;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* "dir/.base.tmp-XXXXXX" for path "dir/base" (".base.tmp-XXXXXX" without a
+ * directory).  NULL when out of memory. */
+static char *temp_name_for(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    const char *base = path + dirlen;
+    size_t len = dirlen + 1 + strlen(base) + sizeof ".tmp-XXXXXX";
+    char *tmp = malloc(len);
+    if (!tmp)
+        return NULL;
+    snprintf(tmp, len, "%.*s.%s.tmp-XXXXXX", (int)dirlen, path, base);
+    return tmp;
+}
+
+ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format sfmt,
+                          int samplerate, int channels, ss_audio_writer **out, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_create: NULL argument");
+    if (samplerate < 1 || channels < 1)
+        return ss_fail(err, SS_E_USAGE, "%s: cannot write audio with %d channels at %d Hz", path,
+                       channels, samplerate);
+
+    int major;
+    switch (fmt) {
+    case SS_FILE_WAV:  major = SF_FORMAT_WAV; break;
+    case SS_FILE_FLAC: major = SF_FORMAT_FLAC; break;
+    default:
+        return ss_fail(err, SS_E_USAGE, "%s: unknown output file format %d", path, (int)fmt);
+    }
+    int sub;
+    switch (sfmt) {
+    case SS_SAMPLE_S16: sub = SF_FORMAT_PCM_16; break;
+    case SS_SAMPLE_S24: sub = SF_FORMAT_PCM_24; break;
+    case SS_SAMPLE_F32: sub = SF_FORMAT_FLOAT; break;
+    default:
+        return ss_fail(err, SS_E_USAGE, "%s: unknown sample format %d", path, (int)sfmt);
+    }
+    if (fmt == SS_FILE_FLAC && sfmt == SS_SAMPLE_F32)
+        return ss_fail(err, SS_E_USAGE,
+                       "FLAC cannot store 32-bit float samples; use --sample-format s16 or s24");
+
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    sfi.samplerate = samplerate;
+    sfi.channels = channels;
+    sfi.format = major | sub;
+    if (!sf_format_check(&sfi))
+        return ss_fail(err, SS_E_USAGE, "%s: %s cannot store %d channels at %d Hz", path,
+                       fmt == SS_FILE_FLAC ? "FLAC" : "WAV", channels, samplerate);
+
+    struct stat st;
+    if (path[0] == '\0')
+        return ss_fail(err, SS_E_CANTCREAT, "(empty output path): %s", strerror(ENOENT));
+    if (path[strlen(path) - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+        return ss_fail(err, SS_E_CANTCREAT, "%s: %s", path, strerror(EISDIR));
+
+    ss_audio_writer *w = calloc(1, sizeof *w);
+    char *pcopy = strdup(path);
+    char *tmp = temp_name_for(path);
+    if (!w || !pcopy || !tmp) {
+        free(w);
+        free(pcopy);
+        free(tmp);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while creating it", path);
+    }
+    int fd = create_exclusive(tmp);
+    if (fd < 0) {
+        ss_status s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create file: %s", path, strerror(errno));
+        free(w);
+        free(pcopy);
+        free(tmp);
+        return s;
+    }
+    SNDFILE *sf = sf_open_fd(fd, SFM_WRITE, &sfi, 0);
+    if (!sf) {
+        char why[256];
+        tidy_sf_message(sf_strerror(NULL), why, sizeof why);
+        ss_status s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot start writing %s: %s", path,
+                              fmt == SS_FILE_FLAC ? "FLAC" : "WAV", why);
+        close(fd);
+        unlink(tmp);
+        free(w);
+        free(pcopy);
+        free(tmp);
+        return s;
+    }
+    if (sub != SF_FORMAT_FLOAT)
+        sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+
+    w->sf = sf;
+    w->fd = fd;
+    w->path = pcopy;
+    w->tmp = tmp;
+    w->channels = channels;
+    *out = w;
+    return SS_OK;
+}
+
+ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, ss_error *err)
+{
+    if (!w || (frames > 0 && !buf))
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_write: NULL argument");
+    if (!w->sf)
+        return ss_fail(err, SS_E_INTERNAL, "%s: write after the file was closed", w->path);
+    if (frames <= 0)
+        return SS_OK;
+    errno = 0;
+    sf_count_t n = sf_writef_float(w->sf, buf, (sf_count_t)frames);
+    int e = errno;
+    if (n != frames) {
+        char why[256];
+        if (e != 0)
+            snprintf(why, sizeof why, "%s", strerror(e));
+        else if (sf_error(w->sf) != SF_ERR_NO_ERROR)
+            tidy_sf_message(sf_strerror(w->sf), why, sizeof why);
+        else
+            snprintf(why, sizeof why, "only %lld of %" PRId64 " frames written", (long long)n, frames);
+        return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, why);
+    }
+    return SS_OK;
+}
+
+/* Release everything w holds; with drop, also remove the temporary file. */
+static void writer_free(ss_audio_writer *w, int drop)
+{
+    if (w->sf)
+        sf_close(w->sf);
+    if (w->fd >= 0)
+        close(w->fd);
+    if (drop && w->tmp)
+        unlink(w->tmp);
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+/* Best effort: make the rename durable by syncing the directory. */
+static void sync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (!slash) {
+        dir = strdup(".");
+    } else {
+        size_t len = slash == path ? 1 : (size_t)(slash - path);
+        dir = malloc(len + 1);
+        if (dir) {
+            memcpy(dir, path, len);
+            dir[len] = '\0';
+        }
+    }
+    if (!dir)
+        return;
+    int fd = open(dir, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
+ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
+{
+    if (!w)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_commit: NULL writer");
+    ss_status st = SS_OK;
+
+    /* sf_close writes the final header (and, for FLAC, the last block). */
+    int had_error = w->sf ? sf_error(w->sf) : SF_ERR_NO_ERROR;
+    char why[256] = "";
+    if (had_error != SF_ERR_NO_ERROR)
+        tidy_sf_message(sf_strerror(w->sf), why, sizeof why);
+    errno = 0;
+    int ce = w->sf ? sf_close(w->sf) : 0;
+    int e = errno;
+    w->sf = NULL;
+    if (had_error != SF_ERR_NO_ERROR)
+        st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, why);
+    else if (ce != 0)
+        st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
+                     e ? strerror(e) : tidy_sf_message(sf_error_number(ce), why, sizeof why));
+
+    if (st == SS_OK && fsync(w->fd) != 0 && errno != EINVAL && errno != ENOTSUP)
+        st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
+    if (w->fd >= 0) {
+        if (close(w->fd) != 0 && st == SS_OK && errno != EINTR)
+            st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
+        w->fd = -1;
+    }
+    if (st == SS_OK && rename(w->tmp, w->path) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot move finished file %s into place: %s", w->path,
+                     w->tmp, strerror(errno));
+    if (st == SS_OK)
+        sync_parent_dir(w->path);
+    writer_free(w, st != SS_OK);
+    return st;
+}
+
+void ss_audio_abort(ss_audio_writer *w)
+{
+    if (w)
+        writer_free(w, 1);
+}
+
+/* ---- resampling ------------------------------------------------------------------- */
+
+struct ss_resampler {
+    SRC_STATE *src;     /* libsamplerate state; NULL for a passthrough (equal rates) */
+    int channels;       /* interleaved channels per frame                            */
+    double ratio;       /* out_rate / in_rate                                        */
+    int64_t in_total;   /* input frames announced to ss_resampler_new()              */
+    int64_t in_done;    /* input frames pushed so far                                */
+    int64_t out_total;  /* output frames to produce in all                           */
+    int64_t out_done;   /* output frames delivered so far                            */
+    int flushed;        /* the tail has been flushed and padded                      */
+};
+
+/* Slack added to ceil(n * ratio) in ss_resampler_max_out(): libsamplerate
+ * emits at most one or two frames more than n * ratio for n pushed frames. */
+#define SS_RESAMPLE_SLACK 16
+
+/* Largest chunk handed to one src_process() call (keeps long conversions safe). */
+#define SS_RESAMPLE_CHUNK ((int64_t)1 << 20)
+
+int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate)
+{
+    if (frames <= 0 || in_rate <= 0 || out_rate <= 0)
+        return 0;
+    /* frames * out / in, rounded half up, exactly: with frames = q*in + r,
+     * the result is q*out + floor((2*r*out + in) / (2*in)); r < in < 2^31 and
+     * out < 2^31, so 2*r*out + in < 2^63 fits an unsigned 64-bit integer. */
+    uint64_t in = (uint64_t)in_rate, outr = (uint64_t)out_rate;
+    uint64_t q = (uint64_t)frames / in, r = (uint64_t)frames % in;
+    uint64_t frac = (2 * r * outr + in) / (2 * in);
+    if (q > (uint64_t)(INT64_MAX - (int64_t)frac) / outr)
+        return INT64_MAX;
+    return (int64_t)(q * outr + frac);
+}
+
+ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_frames,
+                           ss_resampler **out, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!out)
+        return ss_fail(err, SS_E_INTERNAL, "ss_resampler_new: NULL argument");
+    if (channels < 1 || in_rate < 1 || out_rate < 1 || in_frames < 0)
+        return ss_fail(err, SS_E_INTERNAL, "resampler: invalid setup (%d channels, %d -> %d Hz, %"
+                       PRId64 " frames)", channels, in_rate, out_rate, in_frames);
+    double ratio = (double)out_rate / (double)in_rate;
+    if (in_rate != out_rate && !src_is_valid_ratio(ratio))
+        return ss_fail(err, SS_E_USAGE, "cannot resample from %d Hz to %d Hz (ratio out of range)",
+                       in_rate, out_rate);
+    ss_resampler *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
+    rs->channels = channels;
+    rs->ratio = ratio;
+    rs->in_total = in_frames;
+    rs->out_total = in_rate == out_rate ? in_frames : ss_resampled_length(in_frames, in_rate, out_rate);
+    if (in_rate != out_rate) {
+        int e = 0;
+        rs->src = src_new(SRC_SINC_BEST_QUALITY, channels, &e);
+        if (!rs->src) {
+            free(rs);
+            return ss_fail(err, e == 1 /* SRC_ERR_MALLOC_FAILED */ ? SS_E_NOMEM : SS_E_INTERNAL,
+                           "resampler: cannot start libsamplerate (%d -> %d Hz, %d channels): %s",
+                           in_rate, out_rate, channels, src_strerror(e));
+        }
+    }
+    *out = rs;
+    return SS_OK;
+}
+
+int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n)
+{
+    if (!rs || n < 0)
+        return 0;
+    int64_t left = rs->out_total - rs->out_done;
+    if (!rs->src)
+        return n < left ? n : left;
+    /* The push that completes the input delivers everything that is left. */
+    if (rs->in_done + n >= rs->in_total)
+        return left;
+    double bound = (double)n * rs->ratio + 1.0 + SS_RESAMPLE_SLACK;
+    if (bound >= (double)left)
+        return left;
+    return (int64_t)bound;
+}
+
+ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float *out,
+                            int64_t out_cap, int64_t *got, ss_error *err)
+{
+    if (got)
+        *got = 0;
+    if (!rs || !got || n < 0 || out_cap < 0 || (n > 0 && !in))
+        return ss_fail(err, SS_E_INTERNAL, "ss_resampler_push: invalid argument");
+    if (n > rs->in_total - rs->in_done)
+        return ss_fail(err, SS_E_INTERNAL, "resampler: %" PRId64 " frames pushed beyond the %"
+                       PRId64 " announced", n - (rs->in_total - rs->in_done), rs->in_total);
+    size_t ch = (size_t)rs->channels;
+    int last = rs->in_done + n == rs->in_total;
+
+    if (!rs->src) {
+        if (n > out_cap)
+            return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64
+                           " frames too small for %" PRId64, out_cap, n);
+        if (n > 0)
+            memcpy(out, in, (size_t)n * ch * sizeof *out);
+        rs->in_done += n;
+        rs->out_done += n;
+        rs->flushed = last;
+        *got = n;
+        return SS_OK;
+    }
+    if (rs->flushed)
+        return SS_OK; /* n is 0 here: everything was pushed before */
+
+    int64_t used = 0, made = 0;
+    for (;;) {
+        int64_t want = rs->out_total - rs->out_done - made;
+        if (want <= 0)
+            break; /* all output produced: the rest of the input only adds excess */
+        int64_t room = out_cap - made;
+        if (room <= 0) {
+            if (used >= n && !last)
+                break;
+            return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64
+                           " frames too small", out_cap);
+        }
+        int64_t chunk = n - used < SS_RESAMPLE_CHUNK ? n - used : SS_RESAMPLE_CHUNK;
+        if (chunk == 0 && !last)
+            break;
+        int64_t space = room < want ? room : want;
+        if (space > SS_RESAMPLE_CHUNK)
+            space = SS_RESAMPLE_CHUNK;
+
+        SRC_DATA d;
+        memset(&d, 0, sizeof d);
+        d.data_in = chunk > 0 ? in + (size_t)used * ch : NULL;
+        d.input_frames = (long)chunk;
+        d.data_out = out + (size_t)made * ch;
+        d.output_frames = (long)space;
+        d.end_of_input = last && used + chunk == n;
+        d.src_ratio = rs->ratio;
+        int e = src_process(rs->src, &d);
+        if (e != 0)
+            return ss_fail(err, SS_E_INTERNAL, "resampler: libsamplerate failed: %s", src_strerror(e));
+        used += d.input_frames_used;
+        made += d.output_frames_gen;
+        if (d.input_frames_used == 0 && d.output_frames_gen == 0) {
+            if (d.end_of_input)
+                break; /* tail fully flushed */
+            if (chunk > 0)
+                return ss_fail(err, SS_E_INTERNAL, "resampler: libsamplerate made no progress");
+            break;
+        }
+    }
+    rs->in_done += n; /* input beyond the output target is dropped on purpose */
+    if (last) {
+        int64_t pad = rs->out_total - rs->out_done - made;
+        if (pad > out_cap - made)
+            return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64
+                           " frames too small for the tail", out_cap);
+        if (pad > 0) {
+            memset(out + (size_t)made * ch, 0, (size_t)pad * ch * sizeof *out);
+            made += pad;
+        }
+        rs->flushed = 1;
+    }
+    rs->out_done += made;
+    *got = made;
+    return SS_OK;
+}
+
+void ss_resampler_free(ss_resampler *rs)
+{
+    if (!rs)
+        return;
+    if (rs->src)
+        src_delete(rs->src);
+    free(rs);
+}

@@ -1,0 +1,951 @@
+/* test_audio.c - audio file reading/writing and resampling (src/audio.c).
+ *
+ * Every file lives in one mkdtemp(3) directory that is removed at the end;
+ * each case works in its own subdirectory so "directory is empty" checks are
+ * exact.  Cases that need a different stdin or resource limits run in a
+ * forked child that reports through its exit status.
+ */
+#include "test.h"
+
+#include "audio.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char g_root[256];   /* the mkdtemp directory holding everything */
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+/* A fresh empty directory g_root/name; returns its path in a static buffer. */
+static const char *subdir(const char *name)
+{
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s/%s", g_root, name);
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        fprintf(stderr, "mkdir %s: %s\n", buf, strerror(errno));
+    return buf;
+}
+
+/* Number of entries in dir other than "." and ".."; first name into first. */
+static int count_entries(const char *dir, char *first, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    if (first && cap)
+        first[0] = '\0';
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (n == 0 && first)
+            snprintf(first, cap, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                    continue;
+                char child[1024];
+                snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+                remove_tree(child);
+            }
+            closedir(d);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* Deterministic test signal in [-0.9, 0.9]: two sines per channel + noise. */
+static float *make_signal(int64_t frames, int channels, uint32_t seed)
+{
+    float *x = malloc((size_t)frames * (size_t)channels * sizeof *x);
+    if (!x)
+        return NULL;
+    uint32_t s = seed * 2654435761u + 1u;
+    for (int64_t i = 0; i < frames; i++) {
+        for (int c = 0; c < channels; c++) {
+            s = s * 1664525u + 1013904223u;
+            double noise = ((double)(s >> 8) / (double)(1u << 24)) * 2.0 - 1.0;
+            double t = (double)i / 44100.0;
+            double v = 0.45 * sin(2 * M_PI * (220.0 + 110.0 * c) * t) +
+                       0.3 * sin(2 * M_PI * 3520.0 * t + c) + 0.15 * noise;
+            x[i * channels + c] = (float)v;
+        }
+    }
+    return x;
+}
+
+/* Write frames of x to path in one go and commit. */
+static ss_status write_file(const char *path, ss_file_format ff, ss_sample_format sf, int rate,
+                            int channels, const float *x, int64_t frames, ss_error *err)
+{
+    ss_audio_writer *w = NULL;
+    ss_status st = ss_audio_create(path, ff, sf, rate, channels, &w, err);
+    if (st != SS_OK)
+        return st;
+    st = ss_audio_write(w, x, frames, err);
+    if (st != SS_OK) {
+        ss_audio_abort(w);
+        return st;
+    }
+    return ss_audio_commit(w, err);
+}
+
+/* Read all of r (in blocks of `block` frames) into a new buffer. */
+static ss_status read_all(ss_audio_reader *r, int channels, int64_t cap, int64_t block,
+                          float **out, int64_t *frames, ss_error *err)
+{
+    float *buf = malloc((size_t)(cap + block) * (size_t)channels * sizeof *buf);
+    *out = buf;
+    *frames = 0;
+    if (!buf)
+        return ss_fail(err, SS_E_NOMEM, "test: out of memory");
+    for (;;) {
+        int64_t got = 0;
+        ss_status st = ss_audio_read(r, buf + *frames * channels, block, &got, err);
+        *frames += got;
+        if (st != SS_OK)
+            return st;
+        if (got == 0 || *frames > cap)
+            return SS_OK;
+    }
+}
+
+/* ---- round trips ---------------------------------------------------------------------- */
+
+/* Write a known stereo signal, read it back, return max abs error (or -1). */
+static void roundtrip(ss_file_format ff, ss_sample_format sfm, const char *name, double tol,
+                      const char *want_format)
+{
+    const char *dir = subdir(name);
+    char path[600];
+    snprintf(path, sizeof path, "%s/out.%s", dir, ss_file_format_ext(ff));
+    const int64_t n = 30000;
+    float *x = make_signal(n, 2, 7);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, ff, sfm, 44100, 2, x, n, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "write: %s", err.msg);
+
+    ss_audio_reader *r = NULL;
+    ss_audio_info info;
+    st = ss_audio_open(path, &r, &info, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "open: %s", err.msg);
+    float *y = NULL;
+    int64_t got = 0;
+    st = read_all(r, 2, n, 1000, &y, &got, &err);
+    ss_audio_close(r);
+    double maxerr = 0;
+    if (st == SS_OK && got == n)
+        for (int64_t i = 0; i < n * 2; i++)
+            maxerr = fmax(maxerr, fabs((double)x[i] - (double)y[i]));
+    free(x);
+    free(y);
+    CHECK(st == SS_OK, "read: %s", err.msg);
+    CHECK(info.frames == n && info.channels == 2 && info.samplerate == 44100,
+          "info %lld frames %d ch %d Hz", (long long)info.frames, info.channels, info.samplerate);
+    CHECK(strcmp(info.format, want_format) == 0, "format \"%s\", want \"%s\"", info.format, want_format);
+    CHECK(got == n, "read %lld of %lld frames", (long long)got, (long long)n);
+    CHECK(maxerr <= tol, "max error %.3g > %.3g", maxerr, tol);
+}
+
+/* One quantisation step of a b-bit format is 2^-(b-1).  libsndfile scales
+ * by 2^(b-1)-1 when writing and by 2^-(b-1) when reading, so a sample x can
+ * come back off by half a step plus |x| * 2^-(b-1) <= 0.9 step: allow one
+ * step plus the scale mismatch, i.e. 1.5 steps at most. */
+static void test_wav_s16_roundtrip_within_quantisation_step(void)
+{
+    roundtrip(SS_FILE_WAV, SS_SAMPLE_S16, "wav16", 1.5 / 32768.0, "WAV PCM 16");
+}
+static void test_wav_s24_roundtrip_within_quantisation_step(void)
+{
+    roundtrip(SS_FILE_WAV, SS_SAMPLE_S24, "wav24", 1.5 / 8388608.0, "WAV PCM 24");
+}
+static void test_wav_f32_roundtrip_is_exact(void)
+{
+    roundtrip(SS_FILE_WAV, SS_SAMPLE_F32, "wavf32", 0.0, "WAV FLOAT");
+}
+static void test_flac_s16_roundtrip_within_quantisation_step(void)
+{
+    roundtrip(SS_FILE_FLAC, SS_SAMPLE_S16, "flac16", 1.5 / 32768.0, "FLAC PCM 16");
+}
+static void test_flac_s24_roundtrip_within_quantisation_step(void)
+{
+    roundtrip(SS_FILE_FLAC, SS_SAMPLE_S24, "flac24", 1.5 / 8388608.0, "FLAC PCM 24");
+}
+
+/* Integer formats clip out-of-range samples instead of wrapping around. */
+static void test_s16_clips_out_of_range_samples(void)
+{
+    const char *dir = subdir("clip");
+    char path[600];
+    snprintf(path, sizeof path, "%s/clip.wav", dir);
+    float x[4] = {1.5f, -1.5f, 1.0f, -1.0f};
+    ss_error err = {0};
+    CHECK(write_file(path, SS_FILE_WAV, SS_SAMPLE_S16, 8000, 1, x, 4, &err) == SS_OK, "%s", err.msg);
+    ss_audio_reader *r = NULL;
+    CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    float y[8] = {0};
+    int64_t got = 0;
+    ss_status st = ss_audio_read(r, y, 8, &got, &err);
+    ss_audio_close(r);
+    CHECK(st == SS_OK && got == 4, "read %lld: %s", (long long)got, err.msg);
+    CHECK(y[0] > 0.999f && y[1] < -0.999f && y[2] > 0.999f && y[3] < -0.999f,
+          "got %g %g %g %g", y[0], y[1], y[2], y[3]);
+}
+
+/* ---- writer atomicity ---------------------------------------------------------------- */
+
+static void test_writer_final_path_appears_only_on_commit(void)
+{
+    const char *dir = subdir("atomic");
+    char path[600], name[256];
+    snprintf(path, sizeof path, "%s/song.wav", dir);
+    mode_t old_mask = umask(022);
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_create(path, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err);
+    umask(old_mask);
+    CHECK(st == SS_OK, "%s", err.msg);
+    float x[200] = {0};
+    st = ss_audio_write(w, x, 100, &err);
+    int n = count_entries(dir, name, sizeof name);
+    int final_exists = access(path, F_OK) == 0;
+    if (st != SS_OK || n != 1 || final_exists || strncmp(name, ".song.wav.tmp-", 14) != 0) {
+        ss_audio_abort(w);
+        CHECK(st == SS_OK, "%s", err.msg);
+        CHECK(!final_exists, "%s exists before commit", path);
+        CHECK(n == 1, "%d entries before commit", n);
+        CHECK(0, "temporary file is \"%s\", want .song.wav.tmp-XXXXXX", name);
+    }
+    CHECK(ss_audio_commit(w, &err) == SS_OK, "%s", err.msg);
+    n = count_entries(dir, name, sizeof name);
+    CHECK(n == 1 && strcmp(name, "song.wav") == 0, "%d entries after commit, first \"%s\"", n, name);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0, "stat: %s", strerror(errno));
+    CHECK((sb.st_mode & 0777) == 0644, "mode %o with umask 022, want 644", (unsigned)(sb.st_mode & 0777));
+}
+
+static void test_commit_replaces_existing_file_only_at_commit(void)
+{
+    const char *dir = subdir("replace");
+    char path[600];
+    snprintf(path, sizeof path, "%s/old.wav", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "fopen: %s", strerror(errno));
+    fputs("old", f);
+    fclose(f);
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    CHECK(ss_audio_create(path, SS_FILE_WAV, SS_SAMPLE_S16, 8000, 1, &w, &err) == SS_OK, "%s", err.msg);
+    struct stat sb;
+    int before = stat(path, &sb) == 0 ? (int)sb.st_size : -1;
+    float x[10] = {0};
+    ss_status st = ss_audio_write(w, x, 10, &err);
+    if (st != SS_OK)
+        ss_audio_abort(w);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(ss_audio_commit(w, &err) == SS_OK, "%s", err.msg);
+    CHECK(before == 3, "old file had %d bytes while writing, want 3", before);
+    CHECK(ss_audio_probe(path) == 1, "committed file is not audio");
+}
+
+static void test_writer_abort_leaves_directory_empty(void)
+{
+    const char *dir = subdir("abort");
+    char path[600];
+    snprintf(path, sizeof path, "%s/gone.flac", dir);
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    CHECK(ss_audio_create(path, SS_FILE_FLAC, SS_SAMPLE_S24, 48000, 2, &w, &err) == SS_OK, "%s", err.msg);
+    float *x = make_signal(5000, 2, 3);
+    ss_status st = x ? ss_audio_write(w, x, 5000, &err) : SS_E_NOMEM;
+    free(x);
+    ss_audio_abort(w);
+    ss_audio_abort(NULL);
+    CHECK(st == SS_OK, "%s", err.msg);
+    int n = count_entries(dir, NULL, 0);
+    CHECK(n == 0, "%d entries left after abort", n);
+}
+
+static void test_create_in_missing_directory_is_cantcreat(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/no/such/dir/out.wav", g_root);
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_create(path, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err);
+    if (w)
+        ss_audio_abort(w);
+    CHECK(st == SS_E_CANTCREAT, "status %d (%s)", (int)st, err.msg);
+    CHECK(w == NULL, "writer returned on failure");
+    CHECK(strstr(err.msg, path) != NULL, "message \"%s\" does not name the path", err.msg);
+    CHECK(strstr(err.msg, "No such file or directory") != NULL, "message \"%s\" lacks the reason", err.msg);
+}
+
+static void test_create_over_directory_is_cantcreat(void)
+{
+    const char *dir = subdir("isdir");
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_create(dir, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err);
+    if (w)
+        ss_audio_abort(w);
+    CHECK(st == SS_E_CANTCREAT, "status %d (%s)", (int)st, err.msg);
+    CHECK(strstr(err.msg, dir) != NULL, "message \"%s\" does not name the path", err.msg);
+}
+
+static void test_flac_with_f32_is_usage_error(void)
+{
+    const char *dir = subdir("flacf32");
+    char path[600];
+    snprintf(path, sizeof path, "%s/x.flac", dir);
+    ss_audio_writer *w = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_create(path, SS_FILE_FLAC, SS_SAMPLE_F32, 44100, 2, &w, &err);
+    if (w)
+        ss_audio_abort(w);
+    CHECK(st == SS_E_USAGE, "status %d (%s)", (int)st, err.msg);
+    CHECK(strstr(err.msg, "FLAC cannot store 32-bit float") != NULL, "message \"%s\"", err.msg);
+    CHECK(count_entries(dir, NULL, 0) == 0, "file left behind");
+}
+
+/* With RLIMIT_FSIZE low (and SIGXFSZ ignored, as the CLI does), a write
+ * that crosses the limit fails with SS_E_IO naming the file. */
+static void test_write_past_file_size_limit_is_io_error(void)
+{
+    const char *dir = subdir("fsize");
+    char path[600];
+    snprintf(path, sizeof path, "%s/big.wav", dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl;
+        getrlimit(RLIMIT_FSIZE, &rl);
+        rl.rlim_cur = 65536;
+        setrlimit(RLIMIT_FSIZE, &rl);
+        float *x = make_signal(44100, 2, 1);
+        ss_audio_writer *w = NULL;
+        ss_error err = {0};
+        int rc = 0;
+        if (!x || ss_audio_create(path, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err) != SS_OK) {
+            fprintf(stderr, "create: %s\n", err.msg);
+            rc = 10;
+        } else {
+            ss_status st = ss_audio_write(w, x, 44100, &err);
+            if (st != SS_E_IO) {
+                fprintf(stderr, "write status %d: %s\n", (int)st, err.msg);
+                rc = 11;
+            } else if (!strstr(err.msg, path) || !strstr(err.msg, "write failed")) {
+                fprintf(stderr, "message: %s\n", err.msg);
+                rc = 12;
+            }
+            ss_audio_abort(w);
+        }
+        free(x);
+        exit(rc);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    CHECK(count_entries(dir, NULL, 0) == 0, "temporary file left after abort");
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static void test_mono_file_reads_as_one_channel(void)
+{
+    const char *dir = subdir("mono");
+    char path[600];
+    snprintf(path, sizeof path, "%s/mono.wav", dir);
+    float *x = make_signal(1000, 1, 5);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, SS_FILE_WAV, SS_SAMPLE_F32, 22050, 1, x, 1000, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    ss_audio_reader *r = NULL;
+    ss_audio_info info;
+    st = ss_audio_open(path, &r, &info, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    float *y = NULL;
+    int64_t got = 0;
+    st = read_all(r, 1, 1000, 333, &y, &got, &err);
+    ss_audio_close(r);
+    int same = st == SS_OK && got == 1000 && memcmp(x, y, 1000 * sizeof *x) == 0;
+    free(x);
+    free(y);
+    CHECK(info.channels == 1 && info.samplerate == 22050 && info.frames == 1000,
+          "info %d ch %d Hz %lld frames", info.channels, info.samplerate, (long long)info.frames);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(same, "samples differ (read %lld)", (long long)got);
+}
+
+static void test_text_file_named_wav_is_data_error(void)
+{
+    const char *dir = subdir("text");
+    char path[600];
+    snprintf(path, sizeof path, "%s/notes.wav", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "fopen: %s", strerror(errno));
+    fputs("this is not audio, just some text that happens to be called .wav\n", f);
+    fclose(f);
+    ss_audio_reader *r = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_open(path, &r, NULL, &err);
+    if (r)
+        ss_audio_close(r);
+    CHECK(st == SS_E_DATA, "status %d (%s)", (int)st, err.msg);
+    CHECK(r == NULL, "reader returned on failure");
+    CHECK(strstr(err.msg, path) != NULL, "message \"%s\" does not name the path", err.msg);
+    CHECK(strstr(err.msg, "not an audio file") != NULL, "message \"%s\"", err.msg);
+    CHECK(ss_audio_probe(path) == 0, "probe accepted a text file");
+}
+
+static void test_missing_file_is_noinput(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/does-not-exist.wav", g_root);
+    ss_audio_reader *r = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_open(path, &r, NULL, &err);
+    if (r)
+        ss_audio_close(r);
+    CHECK(st == SS_E_NOINPUT, "status %d (%s)", (int)st, err.msg);
+    char want[700];
+    snprintf(want, sizeof want, "%s: No such file or directory", path);
+    CHECK(strcmp(err.msg, want) == 0, "message \"%s\"", err.msg);
+    CHECK(ss_audio_probe(path) == 0, "probe accepted a missing file");
+}
+
+static void test_directory_as_input_is_noinput(void)
+{
+    const char *dir = subdir("dirinput");
+    ss_audio_reader *r = NULL;
+    ss_error err = {0};
+    ss_status st = ss_audio_open(dir, &r, NULL, &err);
+    if (r)
+        ss_audio_close(r);
+    CHECK(st == SS_E_NOINPUT, "status %d (%s)", (int)st, err.msg);
+    CHECK(strstr(err.msg, dir) != NULL, "message \"%s\"", err.msg);
+}
+
+static void test_rewind_then_reread_gives_identical_samples(void)
+{
+    const char *dir = subdir("rewind");
+    char path[600];
+    snprintf(path, sizeof path, "%s/r.flac", dir);
+    const int64_t n = 20000;
+    float *x = make_signal(n, 2, 11);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, SS_FILE_FLAC, SS_SAMPLE_S16, 44100, 2, x, n, &err);
+    free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    ss_audio_reader *r = NULL;
+    CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    float *a = NULL, *b = NULL;
+    int64_t na = 0, nb = 0;
+    st = read_all(r, 2, n, 4096, &a, &na, &err);
+    if (st == SS_OK)
+        st = ss_audio_rewind(r, &err);
+    if (st == SS_OK)
+        st = read_all(r, 2, n, 1000, &b, &nb, &err);
+    ss_audio_close(r);
+    int same = st == SS_OK && na == n && nb == n && memcmp(a, b, (size_t)n * 2 * sizeof *a) == 0;
+    free(a);
+    free(b);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(same, "second pass differs (%lld vs %lld frames)", (long long)na, (long long)nb);
+}
+
+/* A WAV or FLAC file that shrinks on disk after it was opened: reading
+ * must fail with SS_E_IO naming the file, not end quietly. */
+static void truncated_after_open(ss_file_format ff, const char *name)
+{
+    const char *dir = subdir(name);
+    char path[600];
+    snprintf(path, sizeof path, "%s/t.%s", dir, ss_file_format_ext(ff));
+    const int64_t n = 44100;
+    float *x = make_signal(n, 2, 13);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, 2, x, n, &err);
+    free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    ss_audio_reader *r = NULL;
+    CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    struct stat sb;
+    int tr = stat(path, &sb) == 0 ? truncate(path, sb.st_size / 2) : -1;
+    if (tr != 0)
+        ss_audio_close(r);
+    CHECK(tr == 0, "truncate: %s", strerror(errno));
+    float *y = NULL;
+    int64_t got = 0;
+    st = read_all(r, 2, n, 4096, &y, &got, &err);
+    ss_audio_close(r);
+    free(y);
+    CHECK(st == SS_E_IO, "status %d after %lld frames (%s)", (int)st, (long long)got, err.msg);
+    CHECK(got < n, "read %lld frames", (long long)got);
+    CHECK(strstr(err.msg, path) != NULL, "message \"%s\" does not name the file", err.msg);
+}
+static void test_wav_truncated_after_open_is_io_error(void)
+{
+    truncated_after_open(SS_FILE_WAV, "truncwav");
+}
+static void test_flac_truncated_after_open_is_io_error(void)
+{
+    truncated_after_open(SS_FILE_FLAC, "truncflac");
+}
+
+/* Child side of the stdin tests: open "-", check nothing is left in the
+ * spool directory, read everything and compare with the signal. */
+static int child_read_stdin(const char *spool_dir, const float *x, int64_t n)
+{
+    setenv("TMPDIR", spool_dir, 1);
+    ss_audio_reader *r = NULL;
+    ss_audio_info info;
+    ss_error err = {0};
+    if (ss_audio_open("-", &r, &info, &err) != SS_OK) {
+        fprintf(stderr, "open -: %s\n", err.msg);
+        return 20;
+    }
+    int rc = 0;
+    int left = count_entries(spool_dir, NULL, 0);
+    float *y = NULL;
+    int64_t got = 0;
+    ss_status st = read_all(r, 2, n, 777, &y, &got, &err);
+    if (left != 0) {
+        fprintf(stderr, "%d files visible in TMPDIR while reading stdin\n", left);
+        rc = 21;
+    } else if (info.frames != n || info.channels != 2) {
+        fprintf(stderr, "info %lld frames %d channels\n", (long long)info.frames, info.channels);
+        rc = 22;
+    } else if (st != SS_OK || got != n) {
+        fprintf(stderr, "read %lld frames: %s\n", (long long)got, err.msg);
+        rc = 23;
+    } else if (memcmp(x, y, (size_t)n * 2 * sizeof *x) != 0) {
+        fprintf(stderr, "samples differ\n");
+        rc = 24;
+    } else if (ss_audio_rewind(r, &err) != SS_OK) {
+        fprintf(stderr, "rewind: %s\n", err.msg);
+        rc = 25;
+    }
+    free(y);
+    ss_audio_close(r);
+    return rc;
+}
+
+/* Make a WAV of the signal; returns 0 or the failing status. */
+static int make_stdin_source(const char *dir, char *path, size_t cap, float **x, int64_t n)
+{
+    snprintf(path, cap, "%s/in.wav", dir);
+    *x = make_signal(n, 2, 17);
+    if (!*x)
+        return SS_E_NOMEM;
+    ss_error err = {0};
+    return (int)write_file(path, SS_FILE_WAV, SS_SAMPLE_F32, 44100, 2, *x, n, &err);
+}
+
+static void test_stdin_pipe_is_spooled_and_read(void)
+{
+    const char *dir = subdir("stdinpipe");
+    char spool[600], path[600];
+    snprintf(spool, sizeof spool, "%s/spool", dir);
+    CHECK(mkdir(spool, 0777) == 0, "mkdir: %s", strerror(errno));
+    const int64_t n = 50000;   /* 400 KB: more than a pipe buffer */
+    float *x = NULL;
+    int st = make_stdin_source(dir, path, sizeof path, &x, n);
+    if (st != 0)
+        free(x);
+    CHECK(st == 0, "cannot make source file (%d)", st);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        free(x);
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int p[2];
+        if (pipe(p) != 0)
+            _exit(30);
+        pid_t feeder = fork();
+        if (feeder == 0) {
+            /* Feed the file through the pipe, then exit without cleanup. */
+            close(p[0]);
+            int fd = open(path, O_RDONLY);
+            char buf[8192];
+            ssize_t k;
+            while (fd >= 0 && (k = read(fd, buf, sizeof buf)) > 0)
+                if (write(p[1], buf, (size_t)k) != k)
+                    _exit(1);
+            _exit(0);
+        }
+        close(p[1]);
+        dup2(p[0], STDIN_FILENO);
+        close(p[0]);
+        int rc = feeder < 0 ? 31 : child_read_stdin(spool, x, n);
+        int fst = 0;
+        if (feeder > 0)
+            waitpid(feeder, &fst, 0);
+        free(x);
+        exit(rc);
+    }
+    free(x);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    CHECK(count_entries(spool, NULL, 0) == 0, "spool file left behind");
+}
+
+static void test_stdin_regular_file_is_read_directly(void)
+{
+    const char *dir = subdir("stdinfile");
+    char spool[600], path[600];
+    snprintf(spool, sizeof spool, "%s/spool", dir);
+    CHECK(mkdir(spool, 0777) == 0, "mkdir: %s", strerror(errno));
+    const int64_t n = 3000;
+    float *x = NULL;
+    int st = make_stdin_source(dir, path, sizeof path, &x, n);
+    if (st != 0)
+        free(x);
+    CHECK(st == 0, "cannot make source file (%d)", st);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        free(x);
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
+            _exit(40);
+        close(fd);
+        int rc = child_read_stdin(spool, x, n);
+        free(x);
+        exit(rc);
+    }
+    free(x);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+}
+
+static void test_stdin_garbage_or_empty_is_data_error(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int p[2];
+        if (pipe(p) != 0)
+            _exit(50);
+        if (write(p[1], "garbage, not audio\n", 19) != 19)
+            _exit(51);
+        close(p[1]);
+        dup2(p[0], STDIN_FILENO);
+        close(p[0]);
+        setenv("TMPDIR", g_root, 1);
+        ss_audio_reader *r = NULL;
+        ss_error err = {0};
+        ss_status st = ss_audio_open("-", &r, NULL, &err);
+        ss_audio_close(r);
+        if (st != SS_E_DATA || !strstr(err.msg, "standard input")) {
+            fprintf(stderr, "status %d: %s\n", (int)st, err.msg);
+            exit(52);
+        }
+        /* and an empty stdin */
+        if (pipe(p) != 0)
+            _exit(53);
+        close(p[1]);
+        dup2(p[0], STDIN_FILENO);
+        close(p[0]);
+        ss_error_clear(&err);
+        r = NULL;
+        st = ss_audio_open("-", &r, NULL, &err);
+        ss_audio_close(r);
+        if (st != SS_E_DATA || !strstr(err.msg, "standard input: empty")) {
+            fprintf(stderr, "empty: status %d: %s\n", (int)st, err.msg);
+            exit(54);
+        }
+        exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+}
+
+/* ---- formats -------------------------------------------------------------------------- */
+
+static void test_format_names_parse_and_print(void)
+{
+    CHECK(strcmp(ss_file_format_ext(SS_FILE_WAV), "wav") == 0, "wav ext");
+    CHECK(strcmp(ss_file_format_ext(SS_FILE_FLAC), "flac") == 0, "flac ext");
+    CHECK(ss_file_format_parse("wav") == SS_FILE_WAV, "parse wav");
+    CHECK(ss_file_format_parse("FLAC") == SS_FILE_FLAC, "parse FLAC");
+    CHECK(ss_file_format_parse("mp3") == -1 && ss_file_format_parse(NULL) == -1, "parse bad");
+    CHECK(ss_sample_format_parse("s16") == SS_SAMPLE_S16, "s16");
+    CHECK(ss_sample_format_parse("s24") == SS_SAMPLE_S24, "s24");
+    CHECK(ss_sample_format_parse("f32") == SS_SAMPLE_F32, "f32");
+    CHECK(ss_sample_format_parse("s32") == -1 && ss_sample_format_parse("") == -1, "bad sample format");
+}
+
+/* ---- resampling ----------------------------------------------------------------------- */
+
+/* Resample x (n frames, ch channels) pushing `block` frames at a time with
+ * output buffers of exactly ss_resampler_max_out(); *y gets the output. */
+static ss_status resample_blocks(const float *x, int64_t n, int ch, int in_rate, int out_rate,
+                                 int64_t block, float **y, int64_t *ny, ss_error *err)
+{
+    *y = NULL;
+    *ny = 0;
+    ss_resampler *rs = NULL;
+    ss_status st = ss_resampler_new(ch, in_rate, out_rate, n, &rs, err);
+    if (st != SS_OK)
+        return st;
+    int64_t want = ss_resampled_length(n, in_rate, out_rate);
+    float *outbuf = malloc((size_t)(want + 1) * (size_t)ch * sizeof *outbuf);
+    float *tmp = NULL;
+    if (!outbuf) {
+        ss_resampler_free(rs);
+        return ss_fail(err, SS_E_NOMEM, "test: out of memory");
+    }
+    int64_t done = 0, pos = 0;
+    do {
+        int64_t k = n - pos < block ? n - pos : block;
+        int64_t cap = ss_resampler_max_out(rs, k);
+        free(tmp);
+        tmp = malloc((size_t)(cap + 1) * (size_t)ch * sizeof *tmp);
+        if (!tmp) {
+            st = ss_fail(err, SS_E_NOMEM, "test: out of memory");
+            break;
+        }
+        int64_t got = 0;
+        st = ss_resampler_push(rs, x + pos * ch, k, tmp, cap, &got, err);
+        if (st != SS_OK)
+            break;
+        if (done + got > want) {
+            st = ss_fail(err, SS_E_INTERNAL, "test: %lld frames, more than %lld",
+                         (long long)(done + got), (long long)want);
+            break;
+        }
+        memcpy(outbuf + done * ch, tmp, (size_t)got * (size_t)ch * sizeof *tmp);
+        done += got;
+        pos += k;
+    } while (pos < n);
+    free(tmp);
+    ss_resampler_free(rs);
+    *y = outbuf;
+    *ny = done;
+    return st;
+}
+
+static void test_resampler_exact_length_identical_for_any_block_size(void)
+{
+    static const int rates[][2] = {{48000, 44100}, {44100, 48000}, {22050, 44100}};
+    static const int64_t blocks[] = {1, 7, 4096, 1 << 30};
+    const int64_t n = 12345;
+    float *x = make_signal(n, 2, 19);
+    CHECK(x != NULL, "out of memory");
+    for (size_t ri = 0; ri < sizeof rates / sizeof rates[0]; ri++) {
+        int64_t want = ss_resampled_length(n, rates[ri][0], rates[ri][1]);
+        float *ref = NULL;
+        int64_t nref = 0;
+        for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+            float *y = NULL;
+            int64_t ny = 0;
+            ss_error err = {0};
+            ss_status st = resample_blocks(x, n, 2, rates[ri][0], rates[ri][1], blocks[bi], &y, &ny, &err);
+            int same = 1;
+            if (st == SS_OK && ny == want && ref)
+                same = memcmp(ref, y, (size_t)ny * 2 * sizeof *y) == 0;
+            if (!ref) {
+                ref = y;
+                nref = ny;
+            } else {
+                free(y);
+            }
+            if (st != SS_OK || ny != want || !same) {
+                free(ref);
+                free(x);
+            }
+            CHECK(st == SS_OK, "%d->%d block %lld: %s", rates[ri][0], rates[ri][1],
+                  (long long)blocks[bi], err.msg);
+            CHECK(ny == want, "%d->%d block %lld: %lld frames, want %lld", rates[ri][0],
+                  rates[ri][1], (long long)blocks[bi], (long long)ny, (long long)want);
+            CHECK(same, "%d->%d block %lld: output differs from block %lld", rates[ri][0],
+                  rates[ri][1], (long long)blocks[bi], (long long)blocks[0]);
+        }
+        (void)nref;
+        free(ref);
+    }
+    free(x);
+}
+
+static void test_resampler_equal_rates_is_exact_copy(void)
+{
+    const int64_t n = 10007;
+    float *x = make_signal(n, 3, 23);
+    CHECK(x != NULL, "out of memory");
+    float *y = NULL;
+    int64_t ny = 0;
+    ss_error err = {0};
+    ss_status st = resample_blocks(x, n, 3, 44100, 44100, 1000, &y, &ny, &err);
+    int same = st == SS_OK && ny == n && memcmp(x, y, (size_t)n * 3 * sizeof *x) == 0;
+    free(x);
+    free(y);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(same, "passthrough changed the samples (%lld frames)", (long long)ny);
+}
+
+/* A 48 kHz sine resampled to 44.1 kHz lines up in phase with a 44.1 kHz
+ * sine generated directly: libsamplerate compensates its filter delay. */
+static void test_resampler_48k_sine_matches_analytic_44k_sine(void)
+{
+    const int64_t n = 48000;
+    const double f[2] = {997.0, 5000.0};
+    float *x = malloc((size_t)n * 2 * sizeof *x);
+    CHECK(x != NULL, "out of memory");
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < 2; c++)
+            x[i * 2 + c] = (float)(0.5 * sin(2 * M_PI * f[c] * (double)i / 48000.0));
+    float *y = NULL;
+    int64_t ny = 0;
+    ss_error err = {0};
+    ss_status st = resample_blocks(x, n, 2, 48000, 44100, 4096, &y, &ny, &err);
+    free(x);
+    double maxerr = 0;
+    if (st == SS_OK)
+        for (int64_t i = 200; i < ny - 200; i++)
+            for (int c = 0; c < 2; c++) {
+                double ref = 0.5 * sin(2 * M_PI * f[c] * (double)i / 44100.0);
+                maxerr = fmax(maxerr, fabs(ref - (double)y[i * 2 + c]));
+            }
+    /* The flushed tail carries signal too (it is not zero padding). */
+    double tailpeak = 0;
+    for (int64_t i = ny - 60; st == SS_OK && i < ny; i++)
+        tailpeak = fmax(tailpeak, fabs((double)y[i * 2]));
+    free(y);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(ny == 44100, "%lld frames", (long long)ny);
+    CHECK(maxerr < 1e-3, "max error %.3g away from the edges", maxerr);
+    CHECK(tailpeak > 0.3, "last 60 frames peak at %.3g: tail not flushed", tailpeak);
+}
+
+static void test_resampler_zero_frames_gives_zero_frames(void)
+{
+    ss_resampler *rs = NULL;
+    ss_error err = {0};
+    CHECK(ss_resampler_new(2, 48000, 44100, 0, &rs, &err) == SS_OK, "%s", err.msg);
+    float out[16];
+    int64_t got = -1;
+    ss_status st = ss_resampler_push(rs, NULL, 0, out, ss_resampler_max_out(rs, 0), &got, &err);
+    int64_t max0 = ss_resampler_max_out(rs, 0);
+    ss_resampler_free(rs);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(got == 0, "got %lld frames", (long long)got);
+    CHECK(max0 == 0, "max_out %lld", (long long)max0);
+}
+
+static void test_resampler_rejects_push_beyond_announced_length(void)
+{
+    ss_resampler *rs = NULL;
+    ss_error err = {0};
+    CHECK(ss_resampler_new(1, 48000, 44100, 4, &rs, &err) == SS_OK, "%s", err.msg);
+    float in[8] = {0}, out[64];
+    int64_t got = 0;
+    ss_status st = ss_resampler_push(rs, in, 8, out, 64, &got, &err);
+    ss_resampler_free(rs);
+    CHECK(st == SS_E_INTERNAL, "status %d", (int)st);
+}
+
+static void test_resampled_length_rounds_half_up_exactly(void)
+{
+    CHECK(ss_resampled_length(48000, 48000, 44100) == 44100, "1 s");
+    CHECK(ss_resampled_length(12345, 48000, 44100) == 11342, "%lld", (long long)ss_resampled_length(12345, 48000, 44100));
+    CHECK(ss_resampled_length(1, 44100, 22050) == 1, "0.5 rounds up");
+    CHECK(ss_resampled_length(3, 44100, 22050) == 2, "1.5 rounds up");
+    CHECK(ss_resampled_length(48123, 48000, 44100) == 44213, "48123");
+    CHECK(ss_resampled_length(0, 48000, 44100) == 0, "zero");
+    CHECK(ss_resampled_length(1000000000000LL, 44100, 384000) == 8707482993197LL, "%lld",
+          (long long)ss_resampled_length(1000000000000LL, 44100, 384000));
+    CHECK(ss_resampled_length(1000000000000LL, 48000, 44100) == 918750000000LL, "10^12 down");
+    CHECK(ss_resampled_length(1000000000000LL, 384000, 1) == 2604167, "10^12 to 1 Hz");
+    CHECK(ss_resampled_length(999999999999LL, 7, 384000) == 54857142857088000LL, "%lld",
+          (long long)ss_resampled_length(999999999999LL, 7, 384000));
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_root, sizeof g_root, "%s/ss-test-audio.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(g_root)) {
+        printf("FAIL mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    RUN(test_wav_s16_roundtrip_within_quantisation_step);
+    RUN(test_wav_s24_roundtrip_within_quantisation_step);
+    RUN(test_wav_f32_roundtrip_is_exact);
+    RUN(test_flac_s16_roundtrip_within_quantisation_step);
+    RUN(test_flac_s24_roundtrip_within_quantisation_step);
+    RUN(test_s16_clips_out_of_range_samples);
+    RUN(test_writer_final_path_appears_only_on_commit);
+    RUN(test_commit_replaces_existing_file_only_at_commit);
+    RUN(test_writer_abort_leaves_directory_empty);
+    RUN(test_create_in_missing_directory_is_cantcreat);
+    RUN(test_create_over_directory_is_cantcreat);
+    RUN(test_flac_with_f32_is_usage_error);
+    RUN(test_write_past_file_size_limit_is_io_error);
+    RUN(test_mono_file_reads_as_one_channel);
+    RUN(test_text_file_named_wav_is_data_error);
+    RUN(test_missing_file_is_noinput);
+    RUN(test_directory_as_input_is_noinput);
+    RUN(test_rewind_then_reread_gives_identical_samples);
+    RUN(test_wav_truncated_after_open_is_io_error);
+    RUN(test_flac_truncated_after_open_is_io_error);
+    RUN(test_stdin_pipe_is_spooled_and_read);
+    RUN(test_stdin_regular_file_is_read_directly);
+    RUN(test_stdin_garbage_or_empty_is_data_error);
+    RUN(test_format_names_parse_and_print);
+    RUN(test_resampler_exact_length_identical_for_any_block_size);
+    RUN(test_resampler_equal_rates_is_exact_copy);
+    RUN(test_resampler_48k_sine_matches_analytic_44k_sine);
+    RUN(test_resampler_zero_frames_gives_zero_frames);
+    RUN(test_resampler_rejects_push_beyond_announced_length);
+    RUN(test_resampled_length_rounds_half_up_exactly);
+    remove_tree(g_root);
+    return test_summary();
+}
