@@ -11,6 +11,7 @@
 #ifndef SS_TEST_H
 #define SS_TEST_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,17 +20,27 @@ static int test_skipped_now;     /* the running case asked to be skipped */
 static int test_n_fail;
 static char test_why[2048];
 
-#define CHECK(cond, ...)                                                           \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            int test_len_ = snprintf(test_why, sizeof test_why, "%s:%d: %s: ",     \
-                                     __FILE__, __LINE__, #cond);                   \
-            if (test_len_ > 0 && (size_t)test_len_ < sizeof test_why)              \
-                snprintf(test_why + test_len_, sizeof test_why - (size_t)test_len_, \
-                         __VA_ARGS__);                                             \
-            test_failed_now = 1;                                                   \
-            return;                                                                \
-        }                                                                          \
+/* Record why the running case failed (printf-style reason). */
+static void test_fail_(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void test_fail_(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    int n = snprintf(test_why, sizeof test_why, "%s:%d: %s: ", file, line, cond);
+    if (n > 0 && (size_t)n < sizeof test_why) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(test_why + n, sizeof test_why - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    test_failed_now = 1;
+}
+
+#define CHECK(cond, ...)                                                \
+    do {                                                                \
+        if (!(cond)) {                                                  \
+            test_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);         \
+            return;                                                     \
+        }                                                               \
     } while (0)
 
 #define SKIP(...)                                                 \

@@ -1,0 +1,340 @@
+/* test_cli_e2e.c - the real stemsplit binary ($STEMSPLIT) end to end with the
+ * shipped bandsplit4 model: stems sum back to the mixture, names follow the
+ * template, the JSON report is consistent, resampling keeps the input rate,
+ * mono, stdin, --stems, --two-stems, formats, silence and clip rescaling. */
+#include <cJSON.h>
+#include <math.h>
+#include <sndfile.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static char dir[] = "/tmp/ss-e2e-XXXXXX";
+static const char *bin, *root;
+static char model[1024];
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Write n frames of a test mixture (sines + noise, peak about `amp`). */
+static int write_mix(const char *path, int rate, int channels, int64_t n, double amp, int format)
+{
+    SF_INFO info = {.samplerate = rate, .channels = channels, .format = format};
+    SNDFILE *f = sf_open(path, SFM_WRITE, &info);
+    if (!f)
+        return -1;
+    float *buf = malloc(sizeof(float) * (size_t)(n * channels));
+    srand(3);
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < channels; c++) {
+            double t = (double)i / rate;
+            double v = 0.4 * sin(2 * M_PI * 110 * t + c) + 0.3 * sin(2 * M_PI * 700 * t) +
+                       0.2 * sin(2 * M_PI * 3100 * t + 0.5 * c) + 0.1 * sin(2 * M_PI * 9000 * t);
+            v += 0.05 * ((double)rand() / RAND_MAX - 0.5) * (rate <= 44100);   /* noise only below 44.1k */
+            buf[i * channels + c] = (float)(amp * v);
+        }
+    int ok = sf_writef_float(f, buf, n) == n;
+    free(buf);
+    sf_close(f);
+    return ok ? 0 : -1;
+}
+
+/* Read a whole file; returns frames, fills *data (malloc'd) and info. */
+static int64_t read_all(const char *path, float **data, SF_INFO *info)
+{
+    memset(info, 0, sizeof *info);
+    SNDFILE *f = sf_open(path, SFM_READ, info);
+    if (!f)
+        return -1;
+    *data = malloc(sizeof(float) * (size_t)(info->frames * info->channels + 1));
+    int64_t got = sf_readf_float(f, *data, info->frames);
+    sf_close(f);
+    return got;
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Mean of the mono mix (mean over channels) of a whole file: demucs adds it
+ * back to every source when it de-normalises, so S stems sum to the mixture
+ * plus (S - 1) times this. */
+static double mix_mean(const float *m, int64_t n, int channels)
+{
+    double sum = 0;
+    for (int64_t i = 0; i < n * channels; i++)
+        sum += m[i];
+    return sum / (double)(n * channels);
+}
+
+/* max |sum of stems - (mix + 3 mean)| over frames [skip, n - skip) for the given
+ * stem files of the 4-source model (see mix_mean). */
+static double sum_error(const char *mix, const char *const *stems, int n_stems, int64_t skip, int *frames_ok)
+{
+    float *m = NULL, *s = NULL;
+    SF_INFO mi, si;
+    int64_t n = read_all(mix, &m, &mi);
+    double *acc = calloc((size_t)(n * 2 > 0 ? n * 2 : 1), sizeof *acc);
+    *frames_ok = n > 0;
+    for (int k = 0; k < n_stems; k++) {
+        int64_t sn = read_all(stems[k], &s, &si);
+        if (sn != n || si.samplerate != mi.samplerate || si.channels != 2) {
+            fprintf(stderr, "%s: %lld frames at %d Hz, %d ch; mix %lld at %d Hz\n", stems[k], (long long)sn,
+                    si.samplerate, si.channels, (long long)n, mi.samplerate);
+            *frames_ok = 0;
+        }
+        for (int64_t i = 0; sn == n && i < n * 2; i++)
+            acc[i] += s[i];
+        free(s);
+    }
+    double e = 0, extra = n > 0 ? 3 * mix_mean(m, n, mi.channels) : 0;
+    for (int64_t i = skip; *frames_ok && i < n - skip; i++)
+        for (int c = 0; c < 2; c++) {
+            float mv = mi.channels == 1 ? m[i] : m[i * 2 + c];
+            e = fmax(e, fabs(acc[i * 2 + c] - mv - extra));
+        }
+    free(m);
+    free(acc);
+    return e;
+}
+
+static void test_stems_sum_to_mixture_f32(void)
+{
+    char mix[1200];
+    snprintf(mix, sizeof mix, "%s/mix.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100 * 23 / 2, 0.5, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    int rc = run("%s -q -d cpu -m %s --sample-format f32 -o %s/out %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    const char *names[] = {"low", "lowmid", "highmid", "high"};
+    char paths[4][1300];
+    const char *p[4];
+    for (int k = 0; k < 4; k++) {
+        snprintf(paths[k], sizeof paths[k], "%s/out/mix/%s.wav", dir, names[k]);
+        p[k] = paths[k];
+        CHECK(exists(p[k]), "%s missing", p[k]);
+    }
+    int ok;
+    double e = sum_error(mix, p, 4, 0, &ok);
+    CHECK(ok, "frame counts differ");
+    CHECK(e <= 1e-5, "stems sum to the mixture within %g (want <= 1e-5)", e);
+}
+
+static void test_template_and_json_report(void)
+{
+    char mix[1200], rep[1200];
+    snprintf(mix, sizeof mix, "%s/song two.wav", dir);
+    snprintf(rep, sizeof rep, "%s/report.json", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100 * 3, 0.5, SF_FORMAT_WAV | SF_FORMAT_PCM_16) == 0, "write");
+    int rc = run("%s -q -m %s -o %s/tpl --filename '{model}/{track}-{stem}.{ext}' --report-json %s '%s'", bin,
+                 model, dir, rep, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    char path[1400];
+    snprintf(path, sizeof path, "%s/tpl/bandsplit4/song two-vocals.wav", dir);
+    CHECK(!exists(path), "a stem that the model does not have was written");
+    const char *names[] = {"low", "lowmid", "highmid", "high"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(path, sizeof path, "%s/tpl/bandsplit4/song two-%s.wav", dir, names[k]);
+        CHECK(exists(path), "%s missing", path);
+    }
+    FILE *f = fopen(rep, "r");
+    CHECK(f, "no report");
+    char *text = calloc(1, 1 << 20);
+    size_t len = fread(text, 1, (1 << 20) - 1, f);
+    fclose(f);
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    CHECK(len > 0 && doc, "report does not parse as JSON");
+    cJSON *files = cJSON_GetObjectItem(doc, "files"), *total = cJSON_GetObjectItem(doc, "total");
+    cJSON *dev = cJSON_GetObjectItem(doc, "device"), *mod = cJSON_GetObjectItem(doc, "model");
+    int ok = cJSON_IsArray(files) && cJSON_GetArraySize(files) == 1 && total && dev && mod;
+    cJSON *f0 = ok ? cJSON_GetArrayItem(files, 0) : NULL;
+    double audio = f0 ? cJSON_GetNumberValue(cJSON_GetObjectItem(f0, "audio_seconds")) : -1;
+    double wall = f0 ? cJSON_GetNumberValue(cJSON_GetObjectItem(f0, "wall_seconds")) : -1;
+    double rtf = f0 ? cJSON_GetNumberValue(cJSON_GetObjectItem(f0, "rtf")) : -1;
+    cJSON *st = f0 ? cJSON_GetObjectItem(f0, "stages") : NULL;
+    double stages = st ? cJSON_GetNumberValue(cJSON_GetObjectItem(st, "decode")) +
+                         cJSON_GetNumberValue(cJSON_GetObjectItem(st, "infer")) +
+                         cJSON_GetNumberValue(cJSON_GetObjectItem(st, "encode")) : -1;
+    const char *in_json = f0 ? cJSON_GetStringValue(cJSON_GetObjectItem(f0, "input")) : NULL;
+    char in[1200];
+    snprintf(in, sizeof in, "%s", in_json ? in_json : "(none)");
+    cJSON *outs = f0 ? cJSON_GetObjectItem(f0, "outputs") : NULL;
+    const char *bj = cJSON_GetStringValue(cJSON_GetObjectItem(dev, "backend"));
+    const char *aj = cJSON_GetStringValue(cJSON_GetObjectItem(mod, "architecture"));
+    char backend[32], arch[32];
+    snprintf(backend, sizeof backend, "%s", bj ? bj : "");
+    snprintf(arch, sizeof arch, "%s", aj ? aj : "");
+    double params = cJSON_GetNumberValue(cJSON_GetObjectItem(mod, "parameters"));
+    double tfiles = cJSON_GetNumberValue(cJSON_GetObjectItem(total, "files"));
+    double taudio = cJSON_GetNumberValue(cJSON_GetObjectItem(total, "audio_seconds"));
+    double twall = cJSON_GetNumberValue(cJSON_GetObjectItem(total, "wall_seconds"));
+    double trtf = cJSON_GetNumberValue(cJSON_GetObjectItem(total, "rtf"));
+    int outs_ok = cJSON_GetArraySize(outs) == 4;
+    for (int k = 0; outs_ok && k < 4; k++)
+        outs_ok = exists(cJSON_GetStringValue(cJSON_GetArrayItem(outs, k)));
+    int git_ok = cJSON_IsString(cJSON_GetObjectItem(doc, "git_commit")) && cJSON_IsString(cJSON_GetObjectItem(doc, "version"));
+    cJSON_Delete(doc);
+    CHECK(ok && git_ok, "report lacks files/total/device/model/version/git_commit");
+    CHECK(strcmp(in, mix) == 0, "input is '%s'", in);
+    CHECK(outs_ok, "outputs do not list the 4 files written");
+    CHECK(fabs(audio - 3.0) < 1e-6, "audio_seconds %g, want 3", audio);
+    CHECK(wall > 0 && fabs(rtf - audio / wall) <= 1e-6 * rtf, "rtf %g != audio/wall %g", rtf, audio / wall);
+    CHECK(stages >= 0 && stages <= wall * 1.05 + 0.01, "stages sum %g > wall %g", stages, wall);
+    CHECK(strcmp(backend, "cpu") == 0 && strcmp(arch, "bandsplit") == 0, "device %s, model %s", backend, arch);
+    CHECK(params == 4 * 2049, "parameters %g", params);
+    CHECK(tfiles == 1 && fabs(taudio - audio) < 1e-9 && twall >= wall && fabs(trtf - taudio / twall) <= 1e-6 * trtf,
+          "totals inconsistent: files %g audio %g wall %g rtf %g", tfiles, taudio, twall, trtf);
+}
+
+static void test_48k_input_comes_back_at_48k(void)
+{
+    char mix[1200], paths[4][1300];
+    const char *p[4], *names[] = {"low", "lowmid", "highmid", "high"};
+    snprintf(mix, sizeof mix, "%s/m48.wav", dir);
+    CHECK(write_mix(mix, 48000, 2, 48000 * 4 + 17, 0.5, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    int rc = run("%s -q -m %s --sample-format f32 -o %s/o48 %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    for (int k = 0; k < 4; k++) {
+        snprintf(paths[k], sizeof paths[k], "%s/o48/m48/%s.wav", dir, names[k]);
+        p[k] = paths[k];
+    }
+    int ok;
+    double e = sum_error(mix, p, 4, 2000, &ok);   /* sum_error checks rate and length too */
+    CHECK(ok, "outputs are not 48 kHz stereo of the input's length");
+    CHECK(e <= 2e-3, "48k -> 44.1k -> 48k stems sum to the mixture within %g (want <= 2e-3)", e);
+}
+
+static void test_mono_input_two_stems_and_stems_subset(void)
+{
+    char mix[1200], a[1300], b[1300];
+    snprintf(mix, sizeof mix, "%s/mono.flac", dir);
+    CHECK(write_mix(mix, 44100, 1, 44100 * 2, 0.5, SF_FORMAT_FLAC | SF_FORMAT_PCM_24) == 0, "write");
+    int rc = run("%s -q -m %s --two-stems lowmid --sample-format f32 -o %s/two %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    snprintf(a, sizeof a, "%s/two/mono/lowmid.wav", dir);
+    snprintf(b, sizeof b, "%s/two/mono/no_lowmid.wav", dir);
+    const char *p[2] = {a, b};
+    int ok;
+    double e = sum_error(mix, p, 2, 0, &ok);
+    CHECK(ok, "two-stems outputs missing or wrong length");
+    CHECK(e <= 1e-5, "lowmid + no_lowmid differs from the mono mixture by %g", e);
+    rc = run("%s -q -m %s --stems high,low --format flac --sample-format s24 -o %s/sub %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    snprintf(a, sizeof a, "%s/sub/mono/high.flac", dir);
+    snprintf(b, sizeof b, "%s/sub/mono/low.flac", dir);
+    CHECK(exists(a) && exists(b), "--stems outputs missing");
+    snprintf(a, sizeof a, "%s/sub/mono/lowmid.flac", dir);
+    CHECK(!exists(a), "--stems wrote a stem not asked for");
+    float *d = NULL;
+    SF_INFO info;
+    snprintf(a, sizeof a, "%s/sub/mono/high.flac", dir);
+    int64_t n = read_all(a, &d, &info);
+    free(d);
+    CHECK(n == 44100 * 2 && (info.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_FLAC &&
+          (info.format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_24, "flac s24 output has format %x", info.format);
+}
+
+static void test_stdin_input(void)
+{
+    char mix[1200], a[1300];
+    snprintf(mix, sizeof mix, "%s/pipe.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100, 0.5, SF_FORMAT_WAV | SF_FORMAT_PCM_16) == 0, "write");
+    int rc = run("cat %s | %s -q -m %s -o %s/stdin -", mix, bin, model, dir);
+    CHECK(rc == 0, "exit %d", rc);
+    snprintf(a, sizeof a, "%s/stdin/stdin/low.wav", dir);
+    CHECK(exists(a), "%s missing", a);
+}
+
+static void test_silence_gives_silence_not_nan(void)
+{
+    char mix[1200], a[1300];
+    snprintf(mix, sizeof mix, "%s/silence.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100, 0.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    int rc = run("%s -q -m %s --sample-format f32 -o %s/sil %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    snprintf(a, sizeof a, "%s/sil/silence/low.wav", dir);
+    float *d = NULL;
+    SF_INFO info;
+    int64_t n = read_all(a, &d, &info);
+    int bad = n != 44100;
+    for (int64_t i = 0; !bad && i < n * 2; i++)
+        bad = !isfinite(d[i]) || fabsf(d[i]) > 1e-6f;
+    free(d);
+    CHECK(!bad, "silence did not give finite silence");
+}
+
+static void test_clip_rescale_scales_all_stems_together(void)
+{
+    char mix[1200], paths[4][1300];
+    const char *p[4], *names[] = {"low", "lowmid", "highmid", "high"};
+    snprintf(mix, sizeof mix, "%s/loud.wav", dir);
+    /* peak ~3: the low band alone (110 Hz at 1.2) goes past full scale */
+    CHECK(write_mix(mix, 44100, 2, 44100 * 2, 3.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    int rc = run("%s -q -m %s --sample-format f32 -o %s/loud %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    float *m = NULL, *s = NULL;
+    SF_INFO mi, si;
+    int64_t n = read_all(mix, &m, &mi);
+    double *acc = calloc((size_t)n * 2, sizeof *acc), peak = 0;
+    for (int k = 0; k < 4; k++) {
+        snprintf(paths[k], sizeof paths[k], "%s/loud/loud/%s.wav", dir, names[k]);
+        p[k] = paths[k];
+        int64_t sn = read_all(p[k], &s, &si);
+        for (int64_t i = 0; sn == n && i < n * 2; i++) {
+            acc[i] += s[i];
+            peak = fmax(peak, fabs(s[i]));
+        }
+        free(s);
+    }
+    /* the sum must be (mixture + 3 mean) times one common factor < 1 */
+    double num = 0, den = 0, extra = 3 * mix_mean(m, n, 2);
+    for (int64_t i = 0; i < n * 2; i++) {
+        num += acc[i] * (m[i] + extra);
+        den += (m[i] + extra) * (m[i] + extra);
+    }
+    double g = num / den, e = 0;
+    for (int64_t i = 0; i < n * 2; i++)
+        e = fmax(e, fabs(acc[i] - g * (m[i] + extra)));
+    free(m);
+    free(acc);
+    CHECK(peak <= 1.0 / 1.01 + 1e-6, "peak after rescale %g", peak);
+    CHECK(g < 0.99 && e < 1e-5, "stems not scaled together: gain %g, residual %g", g, e);
+}
+
+int main(void)
+{
+    bin = getenv("STEMSPLIT");
+    root = getenv("SS_ROOT");
+    if (!bin || !root) {
+        printf("SKIP e2e: STEMSPLIT and SS_ROOT are set by make check\n");
+        return 0;
+    }
+    snprintf(model, sizeof model, "%s/models/bandsplit4.safetensors", root);
+    if (!mkdtemp(dir)) {
+        printf("FAIL setup: mkdtemp\n");
+        return 1;
+    }
+    RUN(test_stems_sum_to_mixture_f32);
+    RUN(test_template_and_json_report);
+    RUN(test_48k_input_comes_back_at_48k);
+    RUN(test_mono_input_two_stems_and_stems_subset);
+    RUN(test_stdin_input);
+    RUN(test_silence_gives_silence_not_nan);
+    RUN(test_clip_rescale_scales_all_stems_together);
+    run("rm -rf %s", dir);
+    return test_summary();
+}
