@@ -1,0 +1,74 @@
+# t_cli_errors.sh - bad input gets the documented exit code, a message naming
+# the file, and leaves no partial output behind.
+. "$(dirname "$0")/lib.sh"
+M="$SS_ROOT/models/bandsplit4.safetensors"
+python3 -c 'import wave,struct,math
+w=wave.open("'"$T"'/ok.wav","wb"); w.setnchannels(2); w.setsampwidth(2); w.setframerate(44100)
+w.writeframes(b"".join(struct.pack("<hh",int(8000*math.sin(i/7)),int(8000*math.cos(i/9))) for i in range(44100))); w.close()' 2>/dev/null ||
+    "$STEMSPLIT" --version >/dev/null   # python3 is needed only to make ok.wav
+# no file left in DIR: not a stem, not a hidden temporary
+empty_dir() { [ ! -d "$1" ] || [ -z "$(find "$1" -type f)" ]; }
+
+expect_exit missing_input_is_66 66 "$STEMSPLIT" -q -m "$M" -o "$T/o1" "$T/nope.wav"
+check missing_input_message_names_file grep -q "$T/nope.wav" "$T/out.missing_input_is_66"
+check missing_input_leaves_nothing empty_dir "$T/o1"
+
+echo "this is not audio" > "$T/text.wav"
+expect_exit text_as_wav_is_65 65 "$STEMSPLIT" -q -m "$M" -o "$T/o2" "$T/text.wav"
+check text_as_wav_message_names_file grep -q "text.wav" "$T/out.text_as_wav_is_65"
+check text_as_wav_leaves_nothing empty_dir "$T/o2"
+
+head -c 3000 "$M" > "$T/corrupt.safetensors"
+expect_exit corrupt_model_is_65 65 "$STEMSPLIT" -q -m "$T/corrupt.safetensors" -o "$T/o3" "$T/ok.wav"
+check corrupt_model_message_names_file grep -q "corrupt.safetensors" "$T/out.corrupt_model_is_65"
+check corrupt_model_leaves_nothing empty_dir "$T/o3"
+
+expect_exit unknown_option_is_64 64 "$STEMSPLIT" --no-such-option "$T/ok.wav"
+expect_exit no_input_files_is_64 64 "$STEMSPLIT" -m "$M"
+expect_exit bad_overlap_is_64 64 "$STEMSPLIT" -m "$M" --overlap 1.5 "$T/ok.wav"
+expect_exit bad_template_is_64 64 "$STEMSPLIT" -m "$M" --filename '{track}/{nope}.{ext}' "$T/ok.wav"
+expect_exit template_escaping_out_dir_is_64 64 "$STEMSPLIT" -m "$M" --filename '../{stem}.{ext}' "$T/ok.wav"
+expect_exit template_without_stem_is_64 64 "$STEMSPLIT" -m "$M" -o "$T/o4" --filename '{track}.{ext}' "$T/ok.wav"
+check template_collision_leaves_nothing empty_dir "$T/o4"
+expect_exit unknown_stem_is_64 64 "$STEMSPLIT" -m "$M" --stems vocals "$T/ok.wav"
+expect_exit flac_f32_is_64 64 "$STEMSPLIT" -m "$M" --format flac --sample-format f32 "$T/ok.wav"
+expect_exit unknown_model_name_is_66 66 "$STEMSPLIT" -m no-such-model "$T/ok.wav"
+
+expect_exit cuda_in_cpu_build_is_69 69 "$STEMSPLIT" -m "$M" -d cuda "$T/ok.wav"
+check cuda_message_says_built_without grep -q "built without CUDA support" "$T/out.cuda_in_cpu_build_is_69"
+expect_exit mps_off_apple_is_69 69 "$STEMSPLIT" -m "$M" -d mps "$T/ok.wav"
+expect_exit env_device_is_used 69 env STEMSPLIT_DEVICE=cuda:1 "$STEMSPLIT" -m "$M" "$T/ok.wav"
+expect_exit flag_beats_env_device 0 env STEMSPLIT_DEVICE=cuda "$STEMSPLIT" -q -d cpu -m "$M" -o "$T/o5" "$T/ok.wav"
+expect_exit bad_device_string_is_64 64 "$STEMSPLIT" -m "$M" -d gpu "$T/ok.wav"
+
+: > "$T/plainfile"
+expect_exit unwritable_output_dir_is_73 73 "$STEMSPLIT" -q -m "$M" -o "$T/plainfile/sub" "$T/ok.wav"
+
+# A good file and a bad one: the good one is written, the exit status reports the failure.
+expect_exit mixed_batch_reports_failure 65 "$STEMSPLIT" -q -m "$M" -o "$T/o6" "$T/text.wav" "$T/ok.wav"
+check mixed_batch_writes_good_file test -f "$T/o6/ok/low.wav"
+check mixed_batch_no_temporaries sh -c "[ -z \"\$(find '$T/o6' -name '.*')\" ]"
+
+# A model found by NAME through STEMSPLIT_MODEL_PATH and STEMSPLIT_MODEL
+mkdir -p "$T/models" && cp "$M" "$T/models/mine.safetensors"
+expect_exit model_by_name_from_env_path 0 env STEMSPLIT_MODEL_PATH="$T/nowhere:$T/models" STEMSPLIT_MODEL=mine \
+    "$STEMSPLIT" -q -o "$T/o7" "$T/ok.wav"
+
+# A file-size limit while writing: I/O error (74), nothing left behind.
+expect_exit file_size_limit_is_74 74 sh -c "ulimit -f 64; exec '$STEMSPLIT' -q -m '$M' --clip none -o '$T/o8' '$T/ok.wav'"
+check file_size_limit_leaves_nothing empty_dir "$T/o8"
+
+# --help, the man page and the README name the same options.
+"$STEMSPLIT" --help > "$T/help" 2>&1
+opts=$(grep -o -- '--[a-z][a-z-]*' "$T/help" | sort -u)
+missing=""
+for o in $opts; do
+    grep -q -- "$(printf '%s' "$o" | sed 's/-/\\\\-/g')" "$SS_ROOT/man/stemsplit.1" || grep -q -- "$o" "$SS_ROOT/man/stemsplit.1" || missing="$missing $o"
+done
+if [ -z "$missing" ] && [ -n "$opts" ]; then pass help_options_are_in_man_page; else fail help_options_are_in_man_page "not in man/stemsplit.1:$missing"; fi
+missing=""
+for o in $(grep -o -- '--[a-z][a-z-]*' "$SS_ROOT/man/stemsplit.1" "$SS_ROOT/README.md" | sed 's/.*://' | sort -u); do
+    case $o in --recursive|--files-from|--skip-existing|--no-clobber|--shard|--dtype|--weights|--full) continue ;; esac
+    grep -q -- "$o" "$T/help" || missing="$missing $o"
+done
+if [ -z "$missing" ]; then pass documented_options_exist; else fail documented_options_exist "documented but not in --help:$missing"; fi
