@@ -12,8 +12,10 @@
 
 extern const ss_arch ss_arch_identity;
 extern const ss_arch ss_arch_bandsplit;
+extern const ss_arch ss_arch_htdemucs;
 
 static const ss_arch *const arches[] = {
+    &ss_arch_htdemucs,
     &ss_arch_bandsplit,
     &ss_arch_identity,
     NULL,
