@@ -1,0 +1,85 @@
+#!/bin/sh
+# download-model.sh NAME - download a released demucs v4 model, verify its
+# checksum, convert it with convert-demucs.py and install it as
+#   ${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
+# Known names and files: scripts/models.txt (override: STEMSPLIT_MODELS_TABLE).
+# Base URL: STEMSPLIT_DOWNLOAD_BASE (default the official demucs location;
+# file:///dir/ works too).  Needs curl or wget, sha256sum (or shasum), python3.
+# Exit: 0 installed or already present, 64 usage/unknown name, 65 checksum
+# mismatch or unconvertible file, 69 download failed, 73 cannot install.
+set -u
+prog=download-model.sh
+here=$(cd "$(dirname "$0")" && pwd)
+table=${STEMSPLIT_MODELS_TABLE:-$here/models.txt}
+base=${STEMSPLIT_DOWNLOAD_BASE:-https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/}
+case $base in */) ;; *) base=$base/ ;; esac
+
+die() { code=$1; shift; echo "$prog: $*" >&2; exit "$code"; }
+known() { grep -v '^[[:space:]]*#' "$table" | awk 'NF { print $1 }' | tr '\n' ' '; }
+
+[ $# -eq 1 ] || die 64 "usage: $prog NAME (one of: $(known 2>/dev/null))"
+name=$1
+[ -r "$table" ] || die 64 "cannot read the model table $table"
+case $name in ''|*[!A-Za-z0-9_.-]*) die 64 "bad model name '$name'" ;; esac
+line=$(grep -v '^[[:space:]]*#' "$table" | awk -v n="$name" '$1 == n { $1 = ""; print; exit }')
+[ -n "$line" ] || die 64 "unknown model '$name'; known models: $(known)"
+
+files='' weights=''
+for f in $line; do
+    case $f in
+        weights=*) weights=${f#weights=} ;;
+        *-*.th) files="$files $f" ;;
+        *) die 64 "$table: bad entry '$f' for $name" ;;
+    esac
+done
+[ -n "$files" ] || die 64 "$table: no files for $name"
+
+dir=${XDG_DATA_HOME:-${HOME:?HOME not set}/.local/share}/stemsplit/models
+dest=$dir/$name.safetensors
+if [ -e "$dest" ]; then
+    echo "$prog: $name is already installed: $dest"
+    echo "next: stemsplit -m $name SONG.wav"
+    exit 0
+fi
+
+if command -v sha256sum >/dev/null 2>&1; then sha() { sha256sum "$1" | awk '{ print $1 }'; }
+elif command -v shasum >/dev/null 2>&1; then sha() { shasum -a 256 "$1" | awk '{ print $1 }'; }
+else die 69 "need sha256sum or shasum"; fi
+
+fetch() { # URL OUT
+    case $1 in
+        file://*) cp "${1#file://}" "$2" 2>/dev/null ;;
+        *) if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o "$2" "$1"
+           elif command -v wget >/dev/null 2>&1; then wget -q -O "$2" "$1"
+           else die 69 "need curl or wget"; fi ;;
+    esac
+}
+
+mkdir -p "$dir" || die 73 "cannot create $dir"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/stemsplit-dl.XXXXXX") || die 73 "cannot create a temporary directory"
+part="$dir/.$name.safetensors.part.$$"
+trap 'rm -rf "$tmp"; rm -f "$part"' EXIT
+trap 'exit 130' INT TERM
+
+inputs=''
+for f in $files; do
+    echo "$prog: downloading $base$f" >&2
+    fetch "$base$f" "$tmp/$f" || die 69 "download of $base$f failed"
+    want=${f#*-}; want=${want%.th}
+    got=$(sha "$tmp/$f")
+    case $got in
+        "$want"*) ;;
+        *) die 65 "checksum mismatch for $f: sha256 $got does not start with $want" ;;
+    esac
+    inputs="$inputs $tmp/$f"
+done
+
+set -- -o "$part" --name "$name"
+[ -n "$weights" ] && set -- "$@" --weights "$weights"
+# shellcheck disable=SC2086
+python3 "$here/convert-demucs.py" "$@" $inputs
+rc=$?
+[ $rc -eq 0 ] || die "$rc" "conversion of $name failed"
+mv -f "$part" "$dest" || die 73 "cannot install $dest"
+echo "$prog: installed $name: $dest"
+echo "next: stemsplit -m $name SONG.wav"

@@ -1,0 +1,68 @@
+#!/bin/sh
+# t_download.sh - scripts/download-model.sh against a local "server" directory
+# (STEMSPLIT_DOWNLOAD_BASE=file://...), with the fixture checkpoints standing
+# in for the released ones.  No network.
+. "$(dirname "$0")/lib.sh"
+DL="$SS_ROOT/scripts/download-model.sh"
+FIX="$SS_ROOT/tests/fixtures/htdemucs"
+for tool in python3 awk; do
+    command -v $tool >/dev/null 2>&1 || { skip download "$tool not found"; exit 0; }
+done
+if command -v sha256sum >/dev/null 2>&1; then sha() { sha256sum "$1" | awk '{ print $1 }'; }
+elif command -v shasum >/dev/null 2>&1; then sha() { shasum -a 256 "$1" | awk '{ print $1 }'; }
+else skip download "no sha256sum or shasum"; exit 0; fi
+[ -f "$FIX/t1_base/model.th" ] && [ -f "$FIX/bag2/model1.th" ] || { skip download "fixtures missing"; exit 0; }
+
+srv="$T/srv"; mkdir -p "$srv"
+export XDG_DATA_HOME="$T/xdg" STEMSPLIT_DOWNLOAD_BASE="file://$srv"
+models="$XDG_DATA_HOME/stemsplit/models"
+unset STEMSPLIT_MODELS_TABLE
+
+# The official table: unknown names, checksum mismatch, failed download.
+expect_exit unknown_name 64 sh "$DL" no_such_model
+check unknown_name_lists_known grep -q "htdemucs_ft" "$T/out.unknown_name"
+expect_exit no_args 64 sh "$DL"
+cp "$FIX/t1_base/model.th" "$srv/955717e8-8726e21a.th"       # right name, wrong bytes
+expect_exit checksum_mismatch 65 sh "$DL" htdemucs
+check checksum_message grep -q "checksum mismatch for 955717e8-8726e21a.th" "$T/out.checksum_mismatch"
+check mismatch_installs_nothing test ! -e "$models/htdemucs.safetensors"
+check mismatch_leaves_no_part sh -c "! ls -A '$models' 2>/dev/null | grep -q ."
+expect_exit download_failed 69 sh "$DL" htdemucs_6s          # file absent on the server
+check failed_installs_nothing test ! -e "$models/htdemucs_6s.safetensors"
+
+# A table whose checksums match the fixtures: success, bag, already installed.
+s1=$(sha "$FIX/t1_base/model.th" | cut -c1-8)
+b0=$(sha "$FIX/bag2/model0.th" | cut -c1-8)
+b1=$(sha "$FIX/bag2/model1.th" | cut -c1-8)
+cp "$FIX/t1_base/model.th" "$srv/0000aaaa-$s1.th"
+cp "$FIX/bag2/model0.th" "$srv/0000bbb0-$b0.th"
+cp "$FIX/bag2/model1.th" "$srv/0000bbb1-$b1.th"
+cat >"$T/models.txt" <<EOT
+# test table
+tiny     0000aaaa-$s1.th
+tinybag  0000bbb0-$b0.th 0000bbb1-$b1.th weights=1,0,0.25,1;0,1,0.75,0.5
+EOT
+export STEMSPLIT_MODELS_TABLE="$T/models.txt"
+expect_exit install_single 0 sh "$DL" tiny
+check installed_single test -s "$models/tiny.safetensors"
+check prints_next_command grep -q "next: stemsplit -m tiny" "$T/out.install_single"
+cat >"$T/meta.py" <<'EOT'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+m = json.loads(b[8:8 + n])["__metadata__"]
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    if m.get(k) != v:
+        print("%s: %r, want %r" % (k, m.get(k), v)); sys.exit(1)
+EOT
+check single_metadata python3 "$T/meta.py" "$models/tiny.safetensors" stemsplit.architecture=htdemucs stemsplit.name=tiny
+expect_exit install_bag 0 sh "$DL" tinybag
+check bag_metadata python3 "$T/meta.py" "$models/tinybag.safetensors" stemsplit.bag=2 \
+    'stemsplit.bag.weights=1,0,0.25,1;0,1,0.75,0.5'
+before=$(sha "$models/tiny.safetensors")
+rm -f "$srv/0000aaaa-$s1.th"                                 # must not be fetched again
+expect_exit already_installed 0 sh "$DL" tiny
+check already_installed_message grep -q "already installed" "$T/out.already_installed"
+check already_installed_untouched test "$before" = "$(sha "$models/tiny.safetensors")"
+check no_part_files sh -c "! ls -A '$models' | grep -q part"
+exit 0
