@@ -101,11 +101,11 @@ CASES = [
     },
 ]
 
-# The released `htdemucs` (955717e8): the class defaults plus what demucs's
-# training config and grids/mmi.py set for it (dconv_mode 3, bottom_channels
-# 512, t_dropout 0.02 -- inactive at inference, t_sparse_attn_window 400 --
-# unused without sparse attention, multi_freqs [] -- same as None) and a
-# segment of 39/5 s (7.8 s, what `demucs` reports as the model's maximum).
+# The released `htdemucs` (955717e8) checkpoint's kwargs: demucs's training
+# config for HTDemucs plus grids/mmi.py (dconv_mode 3, bottom_channels 512,
+# t_dropout 0.02 -- inactive at inference; t_sparse_attn_window 400 -- unused
+# without sparse attention; multi_freqs [] -- same as None) and segment 39/5 s
+# (7.8 s), as other ports of the released model also record them.
 FULL_KWARGS = dict(sources=SOURCES4, audio_channels=2, samplerate=SR, segment=Fraction(39, 5),
                    channels=48, channels_time=None, growth=2, nfft=4096, wiener_iters=0,
                    end_iters=0, wiener_residual=False, cac=True, depth=4, rewrite=True,
@@ -337,11 +337,20 @@ def build_full(out_dir, seconds=30.0):
         f.write("")
     mix = make_mix(int(seconds * SR), 2, 4244)
     write_wav_f32(os.path.join(out_dir, "mix.wav"), mix.numpy())
-    stems, _ = separate(model, mix, 2)
-    write_safetensors(os.path.join(out_dir, "ref.safetensors"), [("stems", stems.numpy())], {
+    stems, wnorm = separate(model, mix, 2)
+    tensors = [("stems", stems.numpy())]
+    tl = int(model.segment * model.samplerate)
+    if wnorm.shape[-1] >= tl:
+        x = wnorm[None, :, :tl].contiguous()
+        with torch.no_grad():
+            y = model(x)
+        tensors += [("forward_in", x.numpy()), ("forward_out", y.numpy())]
+    write_safetensors(os.path.join(out_dir, "ref.safetensors"), tensors, {
         "sources": ",".join(model.sources), "samplerate": model.samplerate,
         "segment": str(model.segment), "shifts": 0, "overlap": 0.25, "split": "true",
-        "torch": torch.__version__, "case": "full"})
+        "torch": torch.__version__, "case": "full",
+        "models": json.dumps([{"args": [], "kwargs": {k: (str(v) if isinstance(v, Fraction) else v)
+                                                      for k, v in FULL_KWARGS.items()}}])})
     print("full: stems %s rms out %.4f  %.1fs" % (tuple(stems.shape),
           float(stems.pow(2).mean().sqrt()), time.perf_counter() - t0))
 
