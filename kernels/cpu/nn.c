@@ -199,6 +199,22 @@ ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const f
 
 /* ---- conv2d: im2col + sgemm ------------------------------------------------------ */
 
+/* y [batch, ch, len] = bias[c] (0 without bias); one task per row */
+typedef struct bias_job {
+    float *y;
+    const float *bias;
+    int ch;
+    int64_t len;
+} bias_job;
+
+static void bias_fill_row(void *arg, int64_t r)
+{
+    const bias_job *j = arg;
+    float v = j->bias ? j->bias[r % j->ch] : 0.0f, *y = j->y + r * j->len;
+    for (int64_t i = 0; i < j->len; i++)
+        y[i] = v;
+}
+
 /* Column block [cin*kh*kw, ncols] for output positions [p0, p0 + ncols) of one
  * batch item; one task per row (ci, ki, kj). */
 typedef struct im2col_job {
@@ -254,12 +270,8 @@ ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, con
     /* bias first, then accumulate the product with beta = 1 */
     float beta = 0.0f;
     if (bias) {
-        for (int b = 0; b < d->batch; b++)
-            for (int co = 0; co < d->cout; co++) {
-                float *yr = y + b * out_size + co * npos;
-                for (int64_t i = 0; i < npos; i++)
-                    yr[i] = bias[co];
-            }
+        bias_job bj = {.y = y, .bias = bias, .ch = d->cout, .len = npos};
+        ss_pool_for(npos >= 4096 ? p : NULL, (int64_t)d->batch * d->cout, bias_fill_row, &bj);
         beta = 1.0f;
     }
 
@@ -337,13 +349,8 @@ ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const fl
     int64_t kdim = (int64_t)d->cout * d->kh * d->kw;
     int64_t in_size = (int64_t)d->cin * npos, out_size = (int64_t)d->cout * opos;
 
-    for (int b = 0; b < d->batch; b++)
-        for (int co = 0; co < d->cout; co++) {
-            float *yr = y + b * out_size + co * opos;
-            float v = bias ? bias[co] : 0.0f;
-            for (int64_t i = 0; i < opos; i++)
-                yr[i] = v;
-        }
+    bias_job bj = {.y = y, .bias = bias, .ch = d->cout, .len = opos};
+    ss_pool_for(opos >= 4096 ? p : NULL, (int64_t)d->batch * d->cout, bias_fill_row, &bj);
 
     int64_t block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
     if (block < 256)
