@@ -25,6 +25,7 @@ import argparse
 import array
 import collections
 import fractions
+import io
 import itertools
 import json
 import math
@@ -90,9 +91,6 @@ class ModelClass:
 
     def __repr__(self):
         return "%s.%s" % (self.module, self.name)
-
-    def __reduce__(self):
-        raise TypeError("not picklable")
 
 
 class DType:
@@ -262,8 +260,6 @@ class Checkpoint:
             if head[:1] == b"\x80" or head[:2] == b"\x8a\x0a":
                 raise Refuse("legacy (non-zip, torch < 1.6) checkpoint format is not supported; "
                              "re-save it with torch >= 1.6")
-            if len(head) > 262 or head[:5] == b"ustar":
-                pass
             raise Refuse("not a torch checkpoint (not a zip archive)")
         try:
             self.zip = zipfile.ZipFile(path)
@@ -286,7 +282,6 @@ class Checkpoint:
         info = self.zip.getinfo(pkls[0])
         if info.file_size > 256 << 20:
             raise Refuse("data.pkl is implausibly large (%d bytes)" % info.file_size)
-        import io
         data = self.zip.read(pkls[0])
         try:
             self.obj = RestrictedUnpickler(io.BytesIO(data), self.storages).load()
