@@ -1767,6 +1767,11 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
     float *one = bag->ws.buf[W_BAG];
     ss_fill(be, y, 0.0f, n);
     for (int i = 0; i < bag->n; i++) {
+        int used = 0;
+        for (int k = 0; k < S; k++)
+            used |= bag->w[i * S + k] != 0.0f;
+        if (!used)                                      /* contributes nothing */
+            continue;
         if ((s = model_forward(bag->m[i], &bag->ws, be, x, one, batch, length, err)) != SS_OK)
             return s;
         ss_channel_affine(be, one, one, batch, S, item, bag->wdev + (size_t)i * S, NULL);

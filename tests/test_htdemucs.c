@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../src/model.h"
+#include "st_write.h"
 #include "test.h"
 
 #define TOL 1e-4
@@ -374,6 +375,133 @@ static void test_cli_parity(void)
         cli_case(exe, cases[i]);
 }
 
+/* ---- 3. refusals --------------------------------------------------------------------- */
+
+/* Copy model `src` to `dst` with metadata key `key` set to `val` (NULL: keep),
+ * tensor `drop` left out (NULL: none) and, if `extra`, one more tensor. */
+static int rewrite_model(const char *src, const char *dst, const char *key, const char *val, const char *drop,
+                         int extra)
+{
+    ss_error err = {0};
+    ss_st *st = NULL;
+    if (ss_st_open(src, &st, &err) != SS_OK)
+        return -1;
+    int n = ss_st_count(st), m = 0, rc = -1;
+    size_t msize = 1 << 16, used = 0;
+    char *meta = malloc(msize);
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    const float **data = calloc((size_t)n + 1, sizeof *data);
+    int64_t (*shapes)[ST_WRITE_MAX_DIMS] = calloc((size_t)n + 1, sizeof *shapes);
+    int *ndims = calloc((size_t)n + 1, sizeof *ndims);
+    static const float extra_data[3] = {1, 2, 3};
+    if (!meta || !names || !data || !shapes || !ndims)
+        goto out;
+    used += (size_t)snprintf(meta, msize, "{");
+    for (int i = 0; i < ss_st_meta_count(st) && used < msize; i++) {
+        const char *k, *v;
+        ss_st_meta_at(st, i, &k, &v);
+        if (key && strcmp(k, key) == 0)
+            v = val;
+        used += (size_t)snprintf(meta + used, msize - used, "%s\"%s\":\"%s\"", i ? "," : "", k, v);
+    }
+    if (used + 2 >= msize)
+        goto out;
+    strcat(meta, "}");
+    for (int i = 0; i < n; i++) {
+        const ss_st_tensor *t = ss_st_tensor_at(st, i);
+        if (drop && strcmp(t->name, drop) == 0)
+            continue;
+        float *f = tensor_f32(t);
+        if (!f)
+            goto out;
+        names[m] = t->name;
+        data[m] = f;
+        ndims[m] = t->ndim;
+        for (int d = 0; d < t->ndim; d++)
+            shapes[m][d] = t->shape[d];
+        m++;
+    }
+    if (extra) {
+        names[m] = "bogus.extra";
+        data[m] = extra_data;
+        ndims[m] = 1;
+        shapes[m][0] = 3;
+        m++;
+    }
+    rc = st_write_f32(dst, meta, m, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
+out:
+    for (int i = 0; data && i < m; i++)
+        if (data[i] != extra_data)
+            free((void *)data[i]);
+    free(meta);
+    free(names);
+    free(data);
+    free(shapes);
+    free(ndims);
+    ss_st_close(st);
+    return rc;
+}
+
+static void test_refusals(void)
+{
+    if (!have_python())
+        SKIP("python3 not found (needed by scripts/convert-demucs.py)");
+    char base[1200], bad[1200], why[1024];
+    fmt(base, sizeof base, "%s/refuse_base.safetensors", tmpdir);
+    fmt(bad, sizeof bad, "%s/refuse.safetensors", tmpdir);
+    CHECK(convert_case("t1_base", base, why, sizeof why) == 0, "%s", why);
+    static const struct {
+        const char *key, *val, *drop;
+        int extra;
+        const char *expect;             /* in the error message */
+    } variants[] = {
+        {NULL, NULL, NULL, 0, NULL},                              /* the copy itself loads */
+        {"htdemucs.t_sparse_self_attn", "true", NULL, 0, "t_sparse_self_attn"},
+        {"htdemucs.t_sparse_cross_attn", "true", NULL, 0, "t_sparse_cross_attn"},
+        {"htdemucs.cac", "false", NULL, 0, "cac"},
+        {"htdemucs.multi_freqs", "0.25,0.5", NULL, 0, "multi_freqs"},
+        {"htdemucs.t_emb", "cape", NULL, 0, "t_emb"},
+        {"htdemucs.t_sin_random_shift", "2", NULL, 0, "t_sin_random_shift"},
+        {"htdemucs.t_group_norm", "true", NULL, 0, "t_group_norm"},
+        {"htdemucs.t_norm_first", "false", NULL, 0, "t_norm_first"},
+        {"htdemucs.t_gelu", "false", NULL, 0, "t_gelu"},
+        {"htdemucs.depth", "5", NULL, 0, "kernel_size"},           /* would merge the branches */
+        {"htdemucs.channels", "9", NULL, 0, "encoder.0.conv.weight"},
+        {"htdemucs.nfft", "banana", NULL, 0, "htdemucs.nfft"},
+        {NULL, NULL, "crosstransformer.norm_in.weight", 0, "crosstransformer.norm_in.weight"},
+        {NULL, NULL, NULL, 1, "bogus.extra"},
+    };
+    ss_backend *be = NULL;
+    ss_backend_params bp = {0};
+    ss_error err = {0};
+    CHECK(ss_backend_open("cpu", &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        ss_model *m = NULL;
+        ss_error_clear(&err);
+        if (rewrite_model(base, bad, variants[i].key, variants[i].val, variants[i].drop, variants[i].extra) != 0) {
+            ss_backend_close(be);
+            CHECK(0, "cannot write %s", bad);
+        }
+        ss_status st = ss_model_load(bad, be, &m, &err);
+        ss_model_free(m);
+        if (!variants[i].expect) {
+            if (st != SS_OK)
+                ss_backend_close(be);
+            CHECK(st == SS_OK, "unmodified copy refused: %s", err.msg);
+            continue;
+        }
+        if (st != SS_E_DATA || !strstr(err.msg, variants[i].expect))
+            ss_backend_close(be);
+        CHECK(st == SS_E_DATA, "%s=%s / drop %s / extra %d: status %d (%s), expected SS_E_DATA",
+              variants[i].key ? variants[i].key : "-", variants[i].val ? variants[i].val : "-",
+              variants[i].drop ? variants[i].drop : "-", variants[i].extra, (int)st, err.msg);
+        CHECK(strstr(err.msg, variants[i].expect), "message '%s' does not name '%s'", err.msg, variants[i].expect);
+    }
+    ss_backend_close(be);
+    unlink(bad);
+    unlink(base);
+}
+
 /* ---- main ---------------------------------------------------------------------------- */
 
 static int cmp_names(const void *a, const void *b) { return strcmp(a, b); }
@@ -409,6 +537,7 @@ int main(void)
     }
     RUN(test_forward);
     RUN(test_cli_parity);
+    RUN(test_refusals);
     char log[1200];
     fmt(log, sizeof log, "%s/convert.log", tmpdir);
     unlink(log);
