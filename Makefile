@@ -110,3 +110,6 @@ clean:
 	rm -rf build stemsplit
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BINS:=.d)
+
+# the CUDA backend and `make bundle` (kernels/cuda/cuda.mk)
+include kernels/cuda/cuda.mk

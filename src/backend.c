@@ -12,7 +12,7 @@
 
 extern const ss_backend_iface ss_backend_cpu;
 #ifdef SS_WITH_CUDA
-extern const ss_backend_iface ss_backend_cuda;
+static const ss_backend_iface ss_backend_cuda;
 #endif
 #ifdef SS_WITH_METAL
 extern const ss_backend_iface ss_backend_metal;
@@ -39,6 +39,184 @@ static const ss_backend_iface *const backends[] = {
 };
 
 const ss_backend_iface *const *ss_backend_list(void) { return backends; }
+
+/* ---- the CUDA backend: a module loaded at run time ------------------------------
+ * A build with CUDA support (SS_WITH_CUDA) links no CUDA library.  The "cuda"
+ * entry of the registry is a stub: the first time it is asked for devices it
+ * probes the driver (libcuda.so.1: cuInit, cuDeviceGetCount) and only when a
+ * GPU is there dlopen()s libstemsplit-cuda.so (which brings cuBLAS and cuFFT)
+ * from beside the executable, ../lib, ../lib/stemsplit, the build directory or
+ * PREFIX/lib/stemsplit ($STEMSPLIT_CUDA_MODULE overrides), and takes its vtable
+ * from ss_cuda_module().  Any failure leaves 0 devices and the reason, which
+ * ss_backend_unavailable() returns. */
+
+static const ss_backend_iface *resolve(const ss_backend_iface *bi);
+
+#ifdef SS_WITH_CUDA
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+#ifndef SS_CUDA_BUILD_DIR
+#define SS_CUDA_BUILD_DIR "."
+#endif
+#ifndef SS_LIBDIR
+#define SS_LIBDIR "/usr/local/lib/stemsplit"
+#endif
+#define SS_CUDA_MODULE "libstemsplit-cuda.so"
+
+static const ss_backend_iface *cuda_real;     /* the module's vtable once loaded  */
+static int cuda_tried;
+static char cuda_why[600];
+
+/* Number of GPUs the driver sees, without loading any CUDA runtime library. */
+static int cuda_driver_probe(void)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(cuda_why, sizeof cuda_why, "no NVIDIA driver: %.300s", e ? e : "libcuda.so.1 not found");
+        return 0;
+    }
+    typedef int (*init_fn)(unsigned);
+    typedef int (*count_fn)(int *);
+    init_fn cu_init;
+    count_fn cu_count;
+    *(void **)&cu_init = dlsym(h, "cuInit");
+    *(void **)&cu_count = dlsym(h, "cuDeviceGetCount");
+    int n = 0, rc;
+    if (!cu_init || !cu_count) {
+        snprintf(cuda_why, sizeof cuda_why, "libcuda.so.1 lacks cuInit/cuDeviceGetCount");
+        n = 0;
+    } else if ((rc = cu_init(0)) != 0) {
+        snprintf(cuda_why, sizeof cuda_why, "the NVIDIA driver failed to start (cuInit error %d%s)", rc,
+                 rc == 100 ? ": no CUDA-capable device" : "");
+        n = 0;
+    } else if (cu_count(&n) != 0 || n <= 0) {
+        snprintf(cuda_why, sizeof cuda_why, "the NVIDIA driver reports no GPU");
+        n = 0;
+    }
+    /* libcuda stays loaded: the module uses it */
+    return n;
+}
+
+static void cuda_load(void)
+{
+    if (cuda_tried)
+        return;
+    cuda_tried = 1;
+    if (cuda_driver_probe() <= 0)
+        return;
+    char exe[PATH_MAX], dir[PATH_MAX] = ".";
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(dir, sizeof dir, "%s", exe[0] ? exe : "/");
+        }
+    }
+    const char *env = getenv("STEMSPLIT_CUDA_MODULE");
+    char cand[7][PATH_MAX + 64];
+    int nc = 0;
+    if (env && *env)
+        snprintf(cand[nc++], sizeof cand[0], "%s", env);
+    snprintf(cand[nc++], sizeof cand[0], "%s/" SS_CUDA_MODULE, dir);
+    snprintf(cand[nc++], sizeof cand[0], "%s/../lib/" SS_CUDA_MODULE, dir);
+    snprintf(cand[nc++], sizeof cand[0], "%s/../lib/stemsplit/" SS_CUDA_MODULE, dir);
+    snprintf(cand[nc++], sizeof cand[0], "%s/../" SS_CUDA_MODULE, dir);
+    snprintf(cand[nc++], sizeof cand[0], "%s", SS_CUDA_BUILD_DIR "/" SS_CUDA_MODULE);
+    snprintf(cand[nc++], sizeof cand[0], "%s", SS_LIBDIR "/" SS_CUDA_MODULE);
+    snprintf(cuda_why, sizeof cuda_why, "%s not found beside the executable, in ../lib[/stemsplit] or %s",
+             SS_CUDA_MODULE, SS_LIBDIR);
+    for (int i = 0; i < nc; i++) {
+        if (access(cand[i], R_OK) != 0)
+            continue;
+        void *h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *e = dlerror();
+            snprintf(cuda_why, sizeof cuda_why, "cannot load %.200s: %.300s", cand[i], e ? e : "?");
+            return;
+        }
+        typedef const ss_backend_iface *(*entry_fn)(int, const char **);
+        entry_fn entry;
+        *(void **)&entry = dlsym(h, "ss_cuda_module");
+        const char *why = NULL;
+        const ss_backend_iface *bi = entry ? entry(SS_BACKEND_API_VERSION, &why) : NULL;
+        if (!bi || bi->api_version != SS_BACKEND_API_VERSION) {
+            snprintf(cuda_why, sizeof cuda_why, "%.200s: %.300s", cand[i],
+                     !entry ? "no ss_cuda_module symbol" : why ? why : "backend API version mismatch");
+            dlclose(h);
+            return;
+        }
+        cuda_real = bi;
+        if (bi->device_count() <= 0)
+            snprintf(cuda_why, sizeof cuda_why, "%.500s", why && *why ? why : "the CUDA runtime sees no GPU");
+        else
+            cuda_why[0] = '\0';
+        return;
+    }
+}
+
+static int cuda_stub_count(void)
+{
+    cuda_load();
+    return cuda_real ? cuda_real->device_count() : 0;
+}
+
+static ss_status cuda_stub_info(int index, ss_device_info *out)
+{
+    cuda_load();
+    return cuda_real ? cuda_real->device_info(index, out) : SS_E_DEVICE;
+}
+
+static ss_status cuda_stub_init(const ss_backend_params *p, void **ctx, ss_error *err)
+{
+    cuda_load();
+    if (!cuda_real)
+        return ss_fail(err, SS_E_DEVICE, "no CUDA device available (%s)", cuda_why);
+    return cuda_real->init(p, ctx, err);
+}
+
+static void cuda_stub_free(void *ctx) { (void)ctx; }
+
+static const ss_backend_iface ss_backend_cuda = {
+    .api_version = SS_BACKEND_API_VERSION,
+    .name = "cuda",
+    .device_count = cuda_stub_count,
+    .device_info = cuda_stub_info,
+    .init = cuda_stub_init,
+    .free = cuda_stub_free,
+};
+
+static const ss_backend_iface *resolve(const ss_backend_iface *bi)
+{
+    if (bi == &ss_backend_cuda) {
+        cuda_load();
+        return cuda_real ? cuda_real : bi;
+    }
+    return bi;
+}
+
+const char *ss_backend_unavailable(const ss_backend_iface *bi)
+{
+    if (bi == &ss_backend_cuda || (cuda_real && bi == cuda_real)) {
+        cuda_load();
+        if (!cuda_real || cuda_real->device_count() <= 0)
+            return cuda_why[0] ? cuda_why : "no CUDA device";
+    }
+    return NULL;
+}
+#else
+static const ss_backend_iface *resolve(const ss_backend_iface *bi) { return bi; }
+
+const char *ss_backend_unavailable(const ss_backend_iface *bi)
+{
+    (void)bi;
+    return NULL;
+}
+#endif
 
 const ss_backend_iface *ss_backend_find(const char *name)
 {
@@ -72,6 +250,7 @@ int ss_precision_parse(const char *s)
 static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_params *p,
                        ss_backend **out, ss_error *err)
 {
+    bi = resolve(bi);
     ss_backend *be = calloc(1, sizeof *be);
     if (!be)
         return ss_fail(err, SS_E_NOMEM, "out of memory starting the %s backend", bi->name);
@@ -129,7 +308,7 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
     if (strcmp(name, "auto") == 0) {
         if (colon)
             return ss_fail(err, SS_E_USAGE, "--device %s: auto takes no index", device);
-        char why[256] = "";
+        char why[512] = "";
         for (int i = 0; backends[i]; i++) {
             const ss_backend_iface *bi = backends[i];
             if (usable(bi, 0)) {
@@ -143,8 +322,9 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
                 snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s",
                          why[0] ? "; " : "", bi->name, e2.msg);
             } else if (strcmp(bi->name, "cpu") != 0) {
-                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device",
-                         why[0] ? "; " : "", bi->name);
+                const char *u = ss_backend_unavailable(bi);
+                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device%s%.160s%s",
+                         why[0] ? "; " : "", bi->name, u ? " (" : "", u ? u : "", u ? ")" : "");
             }
         }
         return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
@@ -165,6 +345,9 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
 #endif
     }
     int count = bi->device_count();
+    const char *unavail = ss_backend_unavailable(bi);
+    if (count == 0 && unavail)
+        return ss_fail(err, SS_E_DEVICE, "--device %s: no CUDA device available (%s)", device, unavail);
     if (index >= count)
         return ss_fail(err, SS_E_DEVICE, "--device %s: no such device (%d %s device%s found)", device,
                        count, bi->name, count == 1 ? "" : "s");

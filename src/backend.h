@@ -170,6 +170,9 @@ typedef struct ss_backend_iface {
 /* Backends compiled into this binary, CPU last; NULL-terminated. */
 const ss_backend_iface *const *ss_backend_list(void);
 const ss_backend_iface *ss_backend_find(const char *name);
+/* Why a compiled-in backend has no device (e.g. the CUDA module or driver is
+ * missing), or NULL when it has devices or gives no reason. */
+const char *ss_backend_unavailable(const ss_backend_iface *bi);
 
 /* Resolve a --device string ("auto", "cpu", "cuda", "cuda:N", "mps") to a
  * running backend.  `note` (may be NULL) receives one line saying what was

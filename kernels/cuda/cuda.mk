@@ -1,0 +1,68 @@
+# kernels/cuda/cuda.mk - the CUDA backend's part of the build (included by the Makefile).
+#
+#   kernels/cuda/*.cu -> $(BUILD)/libstemsplit-cuda.so, loaded at run time by src/backend.c.
+#   Built when nvcc is found (PATH or /usr/local/cuda/bin) or with CUDA=1; CUDA=0 never.
+#   CUDA_ARCHS (default "80 90") picks the SASS targets; PTX for the last one is embedded.
+#   The main binary links no CUDA library, so a CUDA build still runs with --device cpu
+#   on a machine without a GPU or driver.
+#
+#   make bundle      relocatable folder $(BUNDLE): bin/stemsplit + lib/ (the module and the
+#                    non-system shared libraries, rpath $ORIGIN/../lib); BUNDLE_CUDA_LIBS=0
+#                    leaves cuBLAS/cuFFT out (the module then finds them in $(CUDA_HOME)/lib64,
+#                    beside itself, or via LD_LIBRARY_PATH).
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+ifeq ($(origin CUDA),undefined)
+CUDA := $(if $(NVCC),1,0)
+endif
+CUDA_ARCHS ?= 80 90
+BUNDLE ?= dist/stemsplit-$(VERSION)
+BUNDLE_CUDA_LIBS ?= 1
+SS_LIBDIR := $(PREFIX)/lib/stemsplit
+CUDA_MOD :=
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found (put it on PATH or set NVCC=/path/to/nvcc))
+endif
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
+CUDA_MOD  := $(BUILD)/libstemsplit-cuda.so
+CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
+CUDA_OBJS := $(CUDA_SRCS:%.cu=$(BUILD)/%.o)
+CUDA_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	-gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS))
+NVCCFLAGS ?= -O3
+CUDA_FLAGS := -std=c++17 $(NVCCFLAGS) $(CUDA_GENCODE) \
+	-Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror -Werror all-warnings -Isrc
+CUDA_DEFS := -DSS_WITH_CUDA -DSS_CUDA_BUILD_DIR='"$(abspath $(BUILD))"' -DSS_LIBDIR='"$(SS_LIBDIR)"'
+
+$(BUILD)/src/backend.o: ALL_CFLAGS += $(CUDA_DEFS)
+stemsplit: $(CUDA_MOD)
+tests: $(CUDA_MOD)
+
+$(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu src/backend.h src/error.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_FLAGS) -c $< -o $@
+
+$(CUDA_MOD): $(CUDA_OBJS)
+	$(NVCC) -shared -cudart static -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcufft \
+	    -Xlinker -rpath -Xlinker '$$ORIGIN:$$ORIGIN/../lib:$(CUDA_HOME)/lib64'
+endif
+
+# backend.o depends on whether the CUDA stub is compiled in
+$(BUILD)/src/backend.o: $(BUILD)/cuda-$(CUDA).flag
+$(BUILD)/cuda-$(CUDA).flag:
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/cuda-*.flag
+	@touch $@
+
+.PHONY: bundle install-cuda
+install: install-cuda
+install-cuda: stemsplit
+	@if [ -n "$(CUDA_MOD)" ]; then install -d $(DESTDIR)$(SS_LIBDIR) && \
+	    install -m 755 $(CUDA_MOD) $(DESTDIR)$(SS_LIBDIR)/libstemsplit-cuda.so; fi
+
+bundle: $(CLI_OBJ) $(LIBSS) $(CUDA_MOD)
+	rm -rf $(BUNDLE)
+	mkdir -p $(BUNDLE)/bin $(BUNDLE)/lib
+	$(CC) $(ALL_LDFLAGS) -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib' -o $(BUNDLE)/bin/stemsplit \
+	    $(CLI_OBJ) $(LIBSS) $(LIBS)
+	sh scripts/bundle-libs.sh $(BUNDLE) $(BUNDLE_CUDA_LIBS) $(BUNDLE)/bin/stemsplit $(CUDA_MOD)
