@@ -240,7 +240,9 @@ static void list_devices(void)
     const ss_backend_iface *const *list = ss_backend_list();
     for (int i = 0; list[i]; i++) {
         int n = list[i]->device_count();
-        printf("%s: %d device%s\n", list[i]->name, n, n == 1 ? "" : "s");
+        const char *why = n == 0 ? ss_backend_unavailable(list[i]) : NULL;
+        printf("%s: %d device%s%s%s%s\n", list[i]->name, n, n == 1 ? "" : "s", why ? " (" : "", why ? why : "",
+               why ? ")" : "");
         for (int k = 0; k < n; k++) {
             ss_device_info info;
             if (list[i]->device_info(k, &info) != SS_OK)
@@ -250,9 +252,8 @@ static void list_devices(void)
                    info.usable ? "usable" : "NOT usable", info.note);
         }
     }
-#ifndef SS_WITH_CUDA
-    printf("cuda: not compiled in (built without CUDA support)\n");
-#endif
+    if (!ss_backend_find("cuda"))
+        printf("cuda: not compiled in (built without CUDA support)\n");
 #if !defined(SS_WITH_METAL)
     printf("mps: not compiled in (%s)\n",
 #ifdef __APPLE__
