@@ -80,7 +80,18 @@ typedef struct cuda_ctx {
     int window_n;
     plan_entry plans[N_PLANS];
     unsigned long plan_clock;
+    size_t base_used;        /* device memory in use when the backend started */
+    size_t peak_used;        /* most seen since (sampled at synchronisations) */
 } cuda_ctx;
+
+/* Sample device memory in use (all of this process's allocations, cuBLAS and
+ * cuFFT workspaces included) for the peak that STEMSPLIT_CUDA_STATS prints. */
+static void sample_memory(cuda_ctx *c)
+{
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > c->peak_used)
+        c->peak_used = tot - fr;
+}
 
 /* Scratch budget for one im2col/FFT chunk (floats). */
 #define CHUNK_FLOATS ((size_t)48 << 20)
@@ -163,6 +174,10 @@ static void cu_free(void *vctx)
     cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    const char *st = getenv("STEMSPLIT_CUDA_STATS");
+    if (st && *st && c->blas)
+        fprintf(stderr, "cuda: peak device memory in use %.1f MiB (%.1f MiB above the %.1f MiB at start)\n",
+                c->peak_used / 1048576.0, (c->peak_used - c->base_used) / 1048576.0, c->base_used / 1048576.0);
     for (int i = 0; i < N_PLANS; i++)
         if (c->plans[i].n)
             cufftDestroy(c->plans[i].plan);
@@ -197,6 +212,8 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     cublasSetStream(c->blas, c->stream);
     cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    sample_memory(c);
+    c->base_used = c->peak_used;
     *out = c;
     return SS_OK;
 }
@@ -207,6 +224,7 @@ static ss_status cu_synchronize(void *vctx, ss_error *err)
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e == cudaSuccess)
         e = cudaGetLastError();
+    sample_memory(c);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "synchronize");
 }
 
@@ -245,6 +263,7 @@ static ss_status cu_download(void *vctx, void *dst, const void *src, size_t byte
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(c->stream);
+    sample_memory(c);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
 }
 

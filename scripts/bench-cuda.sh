@@ -1,0 +1,48 @@
+#!/bin/sh
+# bench-cuda.sh STEMSPLIT WORKDIR [SECONDS] [PRECISIONS] [BATCH]
+# stemsplit on the GPU vs the PyTorch reference (demucs apply_model, same GPU,
+# same run): the full-size htdemucs configuration (WORKDIR/model.th, made by
+# parity-full.sh or make-reference.py --full; random weights), a SECONDS-long
+# stereo 44.1 kHz mixture (default 600).  stemsplit runs once per precision in
+# PRECISIONS (default "default fp32"; "default" = no --precision option), end to
+# end (file in -> stems on disk; model load excluded: the wall time of its JSON
+# report), --batch BATCH when given.  PyTorch (fp32, shifts 0) is timed twice on
+# apply_model with the CLI normalisation (audio already decoded) and the faster
+# run is kept.  Prints both real-time factors, their ratio and peak GPU memory
+# (stemsplit: device memory in use sampled by the backend, STEMSPLIT_CUDA_STATS;
+# PyTorch: torch.cuda.max_memory_allocated).
+set -eu
+bin=$1 work=$2 secs=${3:-600} precs=${4:-default fp32} batch=${5:-}
+here=$(cd "$(dirname "$0")" && pwd)
+[ -f "$work/model.th" ] || python3 "$here/make-reference.py" --full "$work" --seconds 30 --threads "$(nproc)"
+[ -f "$work/model.safetensors" ] || python3 "$here/convert-demucs.py" -o "$work/model.safetensors" "$work/model.th"
+mix="$work/bench-$secs.wav"
+[ -f "$mix" ] || python3 "$here/bench-torch.py" mix "$mix" "$secs"
+echo "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1), $(nproc) cores"
+t1=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
+t2=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
+echo "pytorch: $t1"
+echo "pytorch: $t2"
+for p in $precs; do
+    popt=""
+    [ "$p" = default ] || popt="--precision $p"
+    rm -rf "$work/bench-out"
+    # shellcheck disable=SC2086
+    STEMSPLIT_CUDA_STATS=1 "$bin" -v -d cuda $popt ${batch:+--batch $batch} -m "$work/model.safetensors" \
+        -o "$work/bench-out" --report-json "$work/bench-$p.json" "$mix" 2>"$work/bench-$p.log" || {
+        cat "$work/bench-$p.log"; exit 1; }
+    grep -E "precision|batch|peak|realtime" "$work/bench-$p.log" | sed 's/^/  /'
+    python3 - "$work/bench-$p.json" "$t1" "$t2" "$p" "$work/bench-$p.log" <<'PY'
+import json, re, sys
+rep = json.load(open(sys.argv[1]))
+ss = rep["total"]
+pt = min((json.loads(sys.argv[2]), json.loads(sys.argv[3])), key=lambda r: r["wall_seconds"])
+log = open(sys.argv[5]).read()
+m = re.search(r"peak device memory in use ([0-9.]+) MiB", log)
+peak = float(m.group(1)) / 1024 if m else float("nan")
+print("%s (%s): stemsplit %.1fx realtime (%.2f s), pytorch fp32 %.1fx realtime (%.2f s), ratio %.2f; "
+      "peak GPU memory stemsplit %.2f GiB, pytorch %.2f GiB"
+      % (sys.argv[4], rep["device"]["precision"], ss["rtf"], ss["wall_seconds"], pt["rtf"], pt["wall_seconds"], ss["rtf"] / pt["rtf"], peak,
+         pt.get("peak_gpu_bytes", 0) / 2**30))
+PY
+done

@@ -1,0 +1,349 @@
+/* test_cuda_ops.c - every CUDA backend op against the CPU backend on random
+ * inputs, odd sizes included.  Each case is SKIPped when this build has no
+ * CUDA backend or the machine has no usable GPU. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "test.h"
+
+static ss_backend *cpu, *gpu;
+static char gpu_why[1100];
+static int gpu_is_cpu;        /* SS_TEST_CUDA_AS_CPU: the 'GPU' is a second CPU backend */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(void)   /* uniform(-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (2.0 / 16777216.0) - 1.0);
+}
+
+static float *rnd(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand();
+    return p;
+}
+
+/* device copy of host h (n floats) */
+static float *up(const float *h, size_t n)
+{
+    float *d = ss_alloc(gpu, n);
+    if (d && h)
+        ss_upload(gpu, d, h, n);
+    return d;
+}
+
+/* host copy of device d; poisoned outputs are filled with NaN first by poison() */
+static float *down(const float *d, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    ss_download(gpu, h, d, n);
+    return h;
+}
+
+static float *poison(size_t n)
+{
+    float *d = ss_alloc(gpu, n);
+    ss_fill(gpu, d, NAN, n);
+    return d;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        if (a[i] != a[i])
+            return INFINITY;
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#define NEED_GPU()                                     \
+    do {                                               \
+        if (!gpu)                                      \
+            SKIP("no CUDA device: %s", gpu_why);       \
+    } while (0)
+
+#define STATUS_OK()                                                                  \
+    do {                                                                             \
+        ss_error e_ = {0};                                                           \
+        CHECK(ss_backend_status(gpu, &e_) == SS_OK, "cuda: %s", e_.msg);             \
+        CHECK(ss_backend_status(cpu, &e_) == SS_OK, "cpu: %s", e_.msg);              \
+    } while (0)
+
+#define CMP(gd, ref, n, tol, what)                                                   \
+    do {                                                                             \
+        float *h_ = down(gd, n);                                                     \
+        double r_ = rel_l2(h_, ref, n);                                              \
+        free(h_);                                                                    \
+        CHECK(r_ <= (tol), "%s: relative L2 %.3g > %.1g", what, r_, (double)(tol)); \
+    } while (0)
+
+static void test_elementwise(void)
+{
+    NEED_GPU();
+    size_t n = 100003;
+    int B = 3, C = 7;
+    int64_t L = n / 21 + 1;
+    size_t m = (size_t)B * C * (size_t)L;
+    float *a = rnd(2 * m), *b = rnd(m), *s = rnd(C), *t = rnd(C), *y = malloc(2 * m * sizeof *y);
+    float *da = up(a, 2 * m), *db = up(b, m), *ds = up(s, C), *dt = up(t, C), *dy = poison(2 * m);
+    ss_fill(cpu, y, 0.25f, n); ss_fill(gpu, dy, 0.25f, n); CMP(dy, y, n, 0, "fill");
+    ss_add(cpu, y, a, b, m); ss_add(gpu, dy, da, db, m); CMP(dy, y, m, 0, "add");
+    ss_scale(cpu, y, a, -1.7f, m); ss_scale(gpu, dy, da, -1.7f, m); CMP(dy, y, m, 0, "scale");
+    ss_gelu(cpu, y, a, m); ss_gelu(gpu, dy, da, m); CMP(dy, y, m, 1e-6, "gelu");
+    ss_glu(cpu, y, a, B, C, L); ss_glu(gpu, dy, da, B, C, L); CMP(dy, y, m, 1e-6, "glu");
+    ss_channel_affine(cpu, y, a, B, C, L, s, t); ss_channel_affine(gpu, dy, da, B, C, L, ds, dt);
+    CMP(dy, y, m, 1e-7, "channel_affine");
+    ss_channel_affine(cpu, y, a, B, C, L, NULL, t); ss_channel_affine(gpu, dy, da, B, C, L, NULL, dt);
+    CMP(dy, y, m, 1e-7, "channel_affine bias only");
+    ss_row_affine(cpu, y, a, C, (int64_t)B * L, s, t); ss_row_affine(gpu, dy, da, C, (int64_t)B * L, ds, dt);
+    CMP(dy, y, m, 1e-7, "row_affine");
+    /* copy2d into a strided destination, keeping what lies between rows */
+    ss_fill(cpu, y, 3.0f, 2 * m); ss_fill(gpu, dy, 3.0f, 2 * m);
+    ss_copy2d(cpu, y + 5, 301, a + 2, 257, 600, 255); ss_copy2d(gpu, dy + 5, 301, da + 2, 257, 600, 255);
+    CMP(dy, y, 2 * m, 0, "copy2d");
+    STATUS_OK();
+    ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, ds); ss_free(gpu, dt); ss_free(gpu, dy);
+    free(a); free(b); free(s); free(t); free(y);
+}
+
+static void test_reductions(void)
+{
+    NEED_GPU();
+    int rows = 37, len = 1023;
+    size_t n = (size_t)rows * len;
+    float *x = rnd(n), *y = malloc(n * sizeof *y), *g = rnd(len), *bb = rnd(len), m[64], sd[64];
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * 3.0f + 0.5f;
+    float *dx = up(x, n), *dy = poison(n), *dg = up(g, len), *db = up(bb, len), *dm = poison(64), *ds = poison(64);
+    ss_softmax(cpu, y, x, rows, len, 0.37f); ss_softmax(gpu, dy, dx, rows, len, 0.37f); CMP(dy, y, n, 1e-6, "softmax");
+    ss_layer_norm(cpu, y, x, rows, len, g, bb, 1e-5f); ss_layer_norm(gpu, dy, dx, rows, len, dg, db, 1e-5f);
+    CMP(dy, y, n, 1e-6, "layer_norm");
+    ss_layer_norm(cpu, y, x, (int)n / 385, 385, NULL, NULL, 1e-5f);
+    ss_layer_norm(gpu, dy, dx, (int)n / 385, 385, NULL, NULL, 1e-5f);
+    CMP(dy, y, (n / 385) * 385, 1e-6, "layer_norm no affine");
+    ss_row_moments(cpu, m, sd, x, rows, len); ss_row_moments(gpu, dm, ds, dx, rows, len);
+    CMP(dm, m, (size_t)rows, 1e-6, "row_moments mean");
+    CMP(ds, sd, (size_t)rows, 1e-6, "row_moments std");
+    /* group norm: GroupNorm(1, C), GroupNorm(4, C) with and without affine */
+    int B = 3, C = 12;
+    int64_t L = (int64_t)n / (B * C);
+    size_t k = (size_t)B * C * (size_t)L;
+    ss_group_norm(cpu, y, x, B, C, L, 1, g, bb, 1e-5f); ss_group_norm(gpu, dy, dx, B, C, L, 1, dg, db, 1e-5f);
+    CMP(dy, y, k, 1e-6, "group_norm 1 group");
+    ss_group_norm(cpu, y, x, B, C, L, 4, NULL, NULL, 1e-5f); ss_group_norm(gpu, dy, dx, B, C, L, 4, NULL, NULL, 1e-5f);
+    CMP(dy, y, k, 1e-6, "group_norm 4 groups");
+    ss_transpose(cpu, y, x, 3, 101, (int)(n / 303)); ss_transpose(gpu, dy, dx, 3, 101, (int)(n / 303));
+    CMP(dy, y, 3 * 101 * (n / 303), 0, "transpose");
+    STATUS_OK();
+    ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dg); ss_free(gpu, db); ss_free(gpu, dm); ss_free(gpu, ds);
+    free(x); free(y); free(g); free(bb);
+}
+
+static void test_gemm(void)
+{
+    NEED_GPU();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int m = 67, n = 131, k = 45, batch = 3;
+            int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 5;
+            int64_t sa = (int64_t)(ta ? k : m) * lda + 7, sb = (int64_t)(tb ? n : k) * ldb, sc = (int64_t)m * ldc + 2;
+            size_t na = (size_t)(batch * sa), nb = (size_t)(batch * sb), nc = (size_t)(batch * sc);
+            float *a = rnd(na), *b = rnd(nb), *c = rnd(nc);
+            float *da = up(a, na), *db = up(b, nb), *dc = up(c, nc);
+            ss_gemm_desc d = {ta, tb, m, n, k, 0.7f, 0.5f, lda, ldb, ldc, batch, sa, sb, sc};
+            ss_gemm(cpu, &d, a, b, c);
+            ss_gemm(gpu, &d, da, db, dc);
+            CMP(dc, c, nc, 1e-6, "gemm");
+            ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, dc);
+            free(a); free(b); free(c);
+        }
+    /* k = 0: C = beta C */
+    float c0[6] = {1, 2, 3, 4, 5, 6}, *dc = up(c0, 6);
+    ss_gemm_desc d = {0, 0, 2, 3, 0, 1.0f, 0.5f, 1, 3, 3, 1, 0, 0, 0};
+    ss_gemm(cpu, &d, c0, c0, c0);
+    ss_gemm(gpu, &d, dc, dc, dc);
+    CMP(dc, c0, 6, 0, "gemm k=0");
+    ss_free(gpu, dc);
+    STATUS_OK();
+}
+
+static void conv_case(const ss_conv2d_desc *d, const char *what, int with_bias)
+{
+    int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cout * d->cin * d->kh * d->kw;
+    size_t ny = (size_t)d->batch * d->cout * oh * ow;
+    float *x = rnd(nx), *w = rnd(nw), *b = rnd(d->cout), *y = malloc(ny * sizeof *y);
+    float *dx = up(x, nx), *dw = up(w, nw), *db = up(b, d->cout), *dy = poison(ny);
+    ss_conv2d(cpu, d, x, w, with_bias ? b : NULL, y);
+    ss_conv2d(gpu, d, dx, dw, with_bias ? db : NULL, dy);
+    float *h = down(dy, ny);
+    double r = rel_l2(h, y, ny);
+    if (r > 1e-6) {
+        test_fail_(__FILE__, __LINE__, what, "relative L2 %.3g", r);
+    }
+    free(h);
+    ss_free(gpu, dx); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dy);
+    free(x); free(w); free(b); free(y);
+}
+
+static void test_conv2d(void)
+{
+    NEED_GPU();
+    ss_conv2d_desc a = {2, 5, 1, 301, 7, 1, 3, 1, 1, 0, 1, 1, 2};      /* 1-D, dilation 2 */
+    conv_case(&a, "conv1d k3 dil2", 1);
+    ss_conv2d_desc b = {3, 4, 37, 11, 6, 8, 1, 4, 1, 2, 0, 1, 1};      /* freq conv [8,1] stride 4 */
+    conv_case(&b, "conv2d [8,1]/4", 1);
+    ss_conv2d_desc c = {2, 9, 5, 13, 11, 1, 1, 1, 1, 0, 0, 1, 1};      /* pointwise */
+    conv_case(&c, "conv2d 1x1", 1);
+    ss_conv2d_desc e = {1, 3, 9, 10, 4, 3, 5, 2, 3, 1, 2, 2, 1};       /* everything odd */
+    conv_case(&e, "conv2d 3x5 s2x3 p1x2 d2", 0);
+    ss_conv2d_desc f = {2, 2, 1, 4001, 48, 1, 8, 1, 4, 0, 2, 1, 1};    /* time conv k8 s4 */
+    conv_case(&f, "conv1d k8 s4", 1);
+    if (test_failed_now)
+        return;
+    STATUS_OK();
+}
+
+static void convt_case(const ss_convt2d_desc *d, const char *what, int with_bias)
+{
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cin * d->cout * d->kh * d->kw;
+    size_t ny = (size_t)d->batch * d->cout * oh * ow;
+    float *x = rnd(nx), *w = rnd(nw), *b = rnd(d->cout), *y = malloc(ny * sizeof *y);
+    float *dx = up(x, nx), *dw = up(w, nw), *db = up(b, d->cout), *dy = poison(ny);
+    ss_conv_transpose2d(cpu, d, x, w, with_bias ? b : NULL, y);
+    ss_conv_transpose2d(gpu, d, dx, dw, with_bias ? db : NULL, dy);
+    float *h = down(dy, ny);
+    double r = rel_l2(h, y, ny);
+    if (r > 1e-6)
+        test_fail_(__FILE__, __LINE__, what, "relative L2 %.3g", r);
+    free(h);
+    ss_free(gpu, dx); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dy);
+    free(x); free(w); free(b); free(y);
+}
+
+static void test_conv_transpose2d(void)
+{
+    NEED_GPU();
+    ss_convt2d_desc a = {3, 6, 33, 7, 5, 8, 1, 4, 1};     /* freq [8,1] stride 4 */
+    convt_case(&a, "convt [8,1]/4", 1);
+    ss_convt2d_desc b = {2, 7, 1, 501, 3, 1, 8, 1, 4};    /* time k8 s4 */
+    convt_case(&b, "convt1d k8 s4", 1);
+    ss_convt2d_desc c = {1, 3, 5, 6, 4, 3, 5, 2, 3};      /* odd */
+    convt_case(&c, "convt 3x5 s2x3", 0);
+    if (test_failed_now)
+        return;
+    STATUS_OK();
+}
+
+static void test_stft(void)
+{
+    NEED_GPU();
+    int sizes[2][3] = {{4096, 1024, 3}, {512, 128, 5}};
+    for (int t = 0; t < 2; t++) {
+        ss_stft_desc d = {.batch = sizes[t][2], .length = 12345 + 1000 * t, .n_fft = sizes[t][0], .hop = sizes[t][1]};
+        size_t nx = (size_t)d.batch * (size_t)d.length;
+        size_t ns = (size_t)d.batch * 2 * (size_t)(d.n_fft / 2 + 1) * (size_t)ss_stft_frames(&d);
+        float *x = rnd(nx), *s = malloc(ns * sizeof *s), *x2 = malloc(nx * sizeof *x2);
+        float *dx = up(x, nx), *ds = poison(ns), *dx2 = poison(nx);
+        ss_stft(cpu, &d, x, s);
+        ss_stft(gpu, &d, dx, ds);
+        CMP(ds, s, ns, 2e-6, "stft");
+        for (size_t i = 0; i < ns; i++)          /* an arbitrary spectrum, not only a consistent one */
+            s[i] += 0.1f * frand();
+        ss_upload(gpu, ds, s, ns);
+        ss_istft(cpu, &d, s, x2);
+        ss_istft(gpu, &d, ds, dx2);
+        CMP(dx2, x2, nx, 2e-6, "istft");
+        ss_free(gpu, dx); ss_free(gpu, ds); ss_free(gpu, dx2);
+        free(x); free(s); free(x2);
+    }
+    STATUS_OK();
+}
+
+static void test_precisions(void)
+{
+    NEED_GPU();
+    if (gpu_is_cpu)
+        SKIP("SS_TEST_CUDA_AS_CPU: no precision modes on the CPU");
+    /* tensor-core modes: a gemm lands within their expected error, not bit-exact */
+    const char *names[] = {"tf32", "bf16", "fp16"};
+    double tol[] = {3e-3, 2e-2, 3e-3};
+    for (int p = 0; p < 3; p++) {
+        ss_backend_params bp = {.device = 0, .threads = 1, .precision = (ss_precision)ss_precision_parse(names[p])};
+        ss_backend *g = NULL;
+        ss_error err = {0};
+        CHECK(ss_backend_open("cuda", &bp, &g, NULL, 0, &err) == SS_OK, "%s: %s", names[p], err.msg);
+        CHECK(ss_backend_precision(g) == bp.precision, "%s: precision not kept", names[p]);
+        int m = 129, n = 257, k = 511;
+        float *a = rnd((size_t)m * k), *b = rnd((size_t)k * n), *c = malloc((size_t)m * n * sizeof *c);
+        float *da = ss_alloc(g, (size_t)m * k), *db = ss_alloc(g, (size_t)k * n), *dc = ss_alloc(g, (size_t)m * n);
+        ss_upload(g, da, a, (size_t)m * k);
+        ss_upload(g, db, b, (size_t)k * n);
+        ss_gemm_desc d = {0, 0, m, n, k, 1.0f, 0.0f, k, n, n, 1, 0, 0, 0};
+        ss_gemm(cpu, &d, a, b, c);
+        ss_gemm(g, &d, da, db, dc);
+        float *h = malloc((size_t)m * n * sizeof *h);
+        ss_download(g, h, dc, (size_t)m * n);
+        double r = rel_l2(h, c, (size_t)m * n);
+        ss_status st = ss_backend_status(g, &err);
+        ss_free(g, da); ss_free(g, db); ss_free(g, dc);
+        ss_backend_close(g);
+        free(a); free(b); free(c); free(h);
+        CHECK(st == SS_OK, "%s: %s", names[p], err.msg);
+        CHECK(r < tol[p] && r > 0, "%s gemm: relative L2 %.3g (expected (0, %.0e))", names[p], r, tol[p]);
+    }
+}
+
+static void test_out_of_memory(void)
+{
+    NEED_GPU();
+    float *p = ss_alloc(gpu, (size_t)1 << 42);    /* 16 TiB */
+    ss_error err = {0};
+    ss_status st = ss_backend_status(gpu, &err);
+    CHECK(p == NULL && st == SS_E_DEVICE, "alloc of 16 TiB: %p, status %d", (void *)p, (int)st);
+    CHECK(strstr(err.msg, "out of device memory") != NULL, "message: %s", err.msg);
+    float *q = ss_alloc(gpu, 1000);                /* and the backend still works */
+    ss_fill(gpu, q, 1.0f, 1000);
+    ss_free(gpu, q);
+    CHECK(ss_backend_status(gpu, &err) == SS_OK, "after OOM: %s", err.msg);
+}
+
+int main(void)
+{
+    ss_error err = {0};
+    ss_backend_params bp = {.device = 0, .threads = 4, .precision = SS_PREC_FP32};
+    if (ss_backend_open("cpu", &bp, &cpu, NULL, 0, &err) != SS_OK) {
+        printf("FAIL open_cpu: %s\n", err.msg);
+        return 1;
+    }
+    /* SS_TEST_CUDA_AS_CPU=1 runs the cases against a second CPU backend (checks the test itself) */
+    const char *as_cpu = getenv("SS_TEST_CUDA_AS_CPU");
+    gpu_is_cpu = as_cpu && *as_cpu == '1';
+    if (ss_backend_open(as_cpu && *as_cpu == '1' ? "cpu" : "cuda", &bp, &gpu, NULL, 0, &err) != SS_OK) {
+        snprintf(gpu_why, sizeof gpu_why, "%s", err.msg);
+        gpu = NULL;
+    }
+    RUN(test_elementwise);
+    RUN(test_reductions);
+    RUN(test_gemm);
+    RUN(test_conv2d);
+    RUN(test_conv_transpose2d);
+    RUN(test_stft);
+    RUN(test_precisions);
+    RUN(test_out_of_memory);
+    ss_backend_close(gpu);
+    ss_backend_close(cpu);
+    return test_summary();
+}
