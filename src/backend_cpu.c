@@ -20,7 +20,7 @@
 #endif
 
 typedef struct cpu_ctx {
-    int threads;           /* worker threads (also given to OpenBLAS) */
+    int threads;           /* worker threads of the kernels' pool */
 } cpu_ctx;
 
 static int cpu_device_count(void) { return 1; }
@@ -79,7 +79,9 @@ static ss_status cpu_init(const ss_backend_params *p, void **ctx, ss_error *err)
         return ss_fail(err, SS_E_NOMEM, "out of memory starting the CPU backend");
     c->threads = p->threads > 0 ? p->threads : ss_cpu_count();
 #if defined(OPENBLAS_VERSION)
-    openblas_set_num_threads(c->threads);
+    /* the kernels spread single-threaded BLAS calls over our own pool (nn.c):
+     * OpenBLAS's threads would only spin against it */
+    openblas_set_num_threads(1);
 #endif
     *ctx = c;
     return SS_OK;

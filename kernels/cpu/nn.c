@@ -2,10 +2,14 @@
  *
  * Contracts are those of the wrappers in src/backend.h.  Norm statistics are
  * accumulated in double (two passes: mean, then squared deviations).  Matrix
- * products go to cblas_sgemm (OpenBLAS threads itself); convolutions lower to
- * sgemm through im2col (conv2d) or col2im (transposed conv2d), a block of
- * output positions at a time so the column buffer stays small.  The pool is
- * used for the memory-bound loops around the gemms.
+ * products go to single-threaded cblas_sgemm calls spread over the pool (the
+ * CPU backend keeps OpenBLAS at one thread, so its own threads never spin
+ * against ours): many independent products run one per task, one large
+ * product is cut into column (or row) blocks.  Convolutions lower to sgemm
+ * through im2col (conv2d) or col2im (transposed conv2d), a block of output
+ * positions at a time so the column buffer stays small; a batch of many
+ * items (the frequency-branch DConv sees one item per frequency row) runs one
+ * item per task.
  */
 #include "cpu_ops.h"
 
@@ -23,6 +27,62 @@
 #define NN_CHUNK ((int64_t)1 << 15)
 /* Floats in one im2col / col2im column buffer (16 MiB). */
 #define NN_COL_FLOATS ((size_t)1 << 22)
+/* Products smaller than this many multiply-adds run in one call. */
+#define NN_GEMM_SPLIT ((int64_t)1 << 21)
+
+/* ---- sgemm spread over the pool ------------------------------------------------- */
+
+typedef struct gemm_job {
+    int ta, tb, m, n, k;       /* as cblas_sgemm, row-major          */
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int lda, ldb, ldc;
+    int split_n;               /* 1: blocks of columns, 0: of rows   */
+    int block;                 /* columns or rows per task           */
+} gemm_job;
+
+static void gemm_block(void *arg, int64_t t)
+{
+    const gemm_job *j = arg;
+    int lo = (int)t * j->block, len = j->block;
+    if (j->split_n) {
+        if (lo + len > j->n)
+            len = j->n - lo;
+        const float *b = j->tb ? j->b + (int64_t)lo * j->ldb : j->b + lo;
+        cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+                    j->m, len, j->k, j->alpha, j->a, j->lda, b, j->ldb, j->beta, j->c + lo, j->ldc);
+    } else {
+        if (lo + len > j->m)
+            len = j->m - lo;
+        const float *a = j->ta ? j->a + lo : j->a + (int64_t)lo * j->lda;
+        cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+                    len, j->n, j->k, j->alpha, a, j->lda, j->b, j->ldb, j->beta, j->c + (int64_t)lo * j->ldc,
+                    j->ldc);
+    }
+}
+
+/* C = alpha op(A) op(B) + beta C (row-major), cut into blocks over the pool. */
+static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc)
+{
+    int threads = ss_pool_threads(p);
+    gemm_job j = {ta, tb, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, 1, n};
+    if (threads > 1 && (int64_t)m * n * k >= NN_GEMM_SPLIT) {
+        /* split the longer side in blocks that are multiples of 16, a few per thread */
+        j.split_n = n >= m;
+        int side = j.split_n ? n : m, tasks = 2 * threads;
+        j.block = (side + tasks - 1) / tasks;
+        j.block = (j.block + 15) / 16 * 16;
+        if (j.block < 32)
+            j.block = 32;
+    } else {
+        j.split_n = 1;
+        j.block = n;
+    }
+    int side = j.split_n ? n : m;
+    ss_pool_for(j.block >= side ? NULL : p, (side + j.block - 1) / j.block, gemm_block, &j);
+}
 
 /* ---- group norm ---------------------------------------------------------------- */
 
@@ -174,26 +234,46 @@ ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int 
 
 /* ---- gemm ------------------------------------------------------------------------ */
 
+typedef struct gemm_batch_job {
+    const ss_gemm_desc *d;
+    const float *a, *b;
+    float *c;
+} gemm_batch_job;
+
+/* One whole product of the batch, single-threaded. */
+static void gemm_item(void *arg, int64_t i)
+{
+    const gemm_batch_job *j = arg;
+    const ss_gemm_desc *d = j->d;
+    const float *ai = j->a + i * d->stride_a, *bi = j->b + i * d->stride_b;
+    float *ci = j->c + i * d->stride_c;
+    cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans, d->trans_b ? CblasTrans : CblasNoTrans,
+                d->m, d->n, d->k, d->alpha, ai, d->lda, bi, d->ldb, d->beta, ci, d->ldc);
+}
+
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c)
 {
-    (void)p;
     if (d->m <= 0 || d->n <= 0 || d->batch <= 0)
         return SS_OK;
-    for (int i = 0; i < d->batch; i++) {
-        const float *ai = a + (d->batch > 1 ? i * d->stride_a : 0);
-        const float *bi = b + (d->batch > 1 ? i * d->stride_b : 0);
-        float *ci = c + (d->batch > 1 ? i * d->stride_c : 0);
-        if (d->k <= 0) {
-            /* empty product: C = beta C (BLAS may not touch C at all) */
+    if (d->k <= 0) {
+        /* empty product: C = beta C (BLAS may not touch C at all) */
+        for (int i = 0; i < d->batch; i++) {
+            float *ci = c + (d->batch > 1 ? i * d->stride_c : 0);
             for (int r = 0; r < d->m; r++)
                 for (int q = 0; q < d->n; q++)
                     ci[(int64_t)r * d->ldc + q] = d->beta == 0.0f ? 0.0f : d->beta * ci[(int64_t)r * d->ldc + q];
-            continue;
         }
-        cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans,
-                    d->trans_b ? CblasTrans : CblasNoTrans, d->m, d->n, d->k, d->alpha, ai, d->lda,
-                    bi, d->ldb, d->beta, ci, d->ldc);
+        return SS_OK;
     }
+    if (d->batch > 1 && d->batch >= ss_pool_threads(p)) {
+        gemm_batch_job j = {d, a, b, c};
+        ss_pool_for(p, d->batch, gemm_item, &j);
+        return SS_OK;
+    }
+    for (int i = 0; i < d->batch; i++)
+        par_sgemm(p, d->trans_a, d->trans_b, d->m, d->n, d->k, d->alpha, a + (d->batch > 1 ? i * d->stride_a : 0),
+                  d->lda, b + (d->batch > 1 ? i * d->stride_b : 0), d->ldb, d->beta,
+                  c + (d->batch > 1 ? i * d->stride_c : 0), d->ldc);
     return SS_OK;
 }
 
@@ -257,6 +337,46 @@ static void im2col_row(void *arg, int64_t r)
     }
 }
 
+typedef struct conv_job {
+    const ss_conv2d_desc *d;
+    const float *x, *w;
+    float *y;
+    int oh, ow;
+    int64_t npos, kdim, in_size, out_size, block;
+    float beta;          /* 1 when y already holds the bias          */
+    ss_pool *pool;       /* set: parallelise inside one item         */
+    int fail;            /* a column buffer could not be allocated   */
+} conv_job;
+
+/* y[b] = w @ im2col(x[b]) (+ y[b] when beta is 1), block by block. */
+static void conv_item(void *arg, int64_t b)
+{
+    conv_job *j = arg;
+    const ss_conv2d_desc *d = j->d;
+    const float *xb = j->x + b * j->in_size;
+    float *yb = j->y + b * j->out_size;
+    if (d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0) {
+        /* pointwise: y[b] [cout, h*w] = w [cout, cin] @ x[b] [cin, h*w] */
+        par_sgemm(j->pool, 0, 0, d->cout, (int)j->npos, d->cin, 1.0f, j->w, d->cin, xb, (int)j->npos, j->beta,
+                  yb, (int)j->npos);
+        return;
+    }
+    float *col = malloc((size_t)(j->kdim * j->block) * sizeof *col);
+    if (!col) {
+        j->fail = 1;
+        return;
+    }
+    for (int64_t p0 = 0; p0 < j->npos; p0 += j->block) {
+        int64_t nc = j->npos - p0 < j->block ? j->npos - p0 : j->block;
+        im2col_job ij = {.d = d, .x = xb, .col = col, .oh = j->oh, .ow = j->ow, .p0 = p0, .ncols = nc};
+        ss_pool_for(j->pool, j->kdim, im2col_row, &ij);
+        /* y[b][:, p0:p0+nc] = w [cout, kdim] @ col [kdim, nc] */
+        par_sgemm(j->pool, 0, 0, d->cout, (int)nc, (int)j->kdim, 1.0f, j->w, (int)j->kdim, col, (int)nc, j->beta,
+                  yb + p0, (int)j->npos);
+    }
+    free(col);
+}
+
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y)
 {
@@ -275,36 +395,26 @@ ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, con
         beta = 1.0f;
     }
 
-    int pointwise = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
-    if (pointwise) {
-        /* y[b] [cout, h*w] = w [cout, cin] @ x[b] [cin, h*w] */
-        for (int b = 0; b < d->batch; b++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)npos, d->cin, 1.0f,
-                        w, d->cin, x + b * in_size, (int)npos, beta, y + b * out_size, (int)npos);
-        return SS_OK;
+    conv_job cj = {.d = d, .x = x, .w = w, .y = y, .oh = oh, .ow = ow, .npos = npos, .kdim = kdim,
+                   .in_size = in_size, .out_size = out_size, .beta = beta};
+    cj.block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
+    if (cj.block < 256)
+        cj.block = 256;
+    if (cj.block > npos)
+        cj.block = npos;
+    if (d->batch > 1 && d->batch >= ss_pool_threads(p)) {
+        /* many items: one item per task, each with its own (smaller) column buffer */
+        if (cj.block * kdim > (int64_t)(NN_COL_FLOATS / 8))
+            cj.block = (int64_t)(NN_COL_FLOATS / 8) / kdim > 256 ? (int64_t)(NN_COL_FLOATS / 8) / kdim : 256;
+        if (cj.block > npos)
+            cj.block = npos;
+        ss_pool_for(p, d->batch, conv_item, &cj);
+        return cj.fail ? SS_E_NOMEM : SS_OK;
     }
-
-    int64_t block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
-    if (block < 256)
-        block = 256;
-    if (block > npos)
-        block = npos;
-    float *col = malloc((size_t)(kdim * block) * sizeof *col);
-    if (!col)
-        return SS_E_NOMEM;
-    for (int b = 0; b < d->batch; b++) {
-        for (int64_t p0 = 0; p0 < npos; p0 += block) {
-            int64_t nc = npos - p0 < block ? npos - p0 : block;
-            im2col_job j = {.d = d, .x = x + b * in_size, .col = col, .oh = oh, .ow = ow,
-                            .p0 = p0, .ncols = nc};
-            ss_pool_for(p, kdim, im2col_row, &j);
-            /* y[b][:, p0:p0+nc] = w [cout, kdim] @ col [kdim, nc] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)nc, (int)kdim, 1.0f,
-                        w, (int)kdim, col, (int)nc, beta, y + b * out_size + p0, (int)npos);
-        }
-    }
-    free(col);
-    return SS_OK;
+    cj.pool = p;
+    for (int64_t b = 0; b < d->batch && !cj.fail; b++)
+        conv_item(&cj, b);
+    return cj.fail ? SS_E_NOMEM : SS_OK;
 }
 
 /* ---- transposed conv2d: sgemm + col2im ------------------------------------------- */
@@ -339,6 +449,38 @@ static void col2im_channel(void *arg, int64_t co)
         }
 }
 
+typedef struct convt_job {
+    const ss_convt2d_desc *d;
+    const float *x, *w;
+    float *y;
+    int oh, ow;
+    int64_t npos, kdim, in_size, out_size, block;
+    ss_pool *pool;       /* set: parallelise inside one item       */
+    int fail;            /* a column buffer could not be allocated */
+} convt_job;
+
+/* y[b] += col2im(w^T @ x[b]), block by block of input positions. */
+static void convt_item(void *arg, int64_t b)
+{
+    convt_job *j = arg;
+    const ss_convt2d_desc *d = j->d;
+    float *col = malloc((size_t)(j->kdim * j->block) * sizeof *col);
+    if (!col) {
+        j->fail = 1;
+        return;
+    }
+    for (int64_t p0 = 0; p0 < j->npos; p0 += j->block) {
+        int64_t nc = j->npos - p0 < j->block ? j->npos - p0 : j->block;
+        /* col [kdim, nc] = w^T (w is [cin, kdim]) @ x[b][:, p0:p0+nc] */
+        par_sgemm(j->pool, 1, 0, (int)j->kdim, (int)nc, d->cin, 1.0f, j->w, (int)j->kdim,
+                  j->x + b * j->in_size + p0, (int)j->npos, 0.0f, col, (int)nc);
+        col2im_job cj = {.d = d, .col = col, .y = j->y + b * j->out_size, .oh = j->oh, .ow = j->ow,
+                         .p0 = p0, .ncols = nc};
+        ss_pool_for(j->pool, d->cout, col2im_channel, &cj);
+    }
+    free(col);
+}
+
 ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
                                   const float *bias, float *y)
 {
@@ -352,25 +494,19 @@ ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const fl
     bias_job bj = {.y = y, .bias = bias, .ch = d->cout, .len = opos};
     ss_pool_for(opos >= 4096 ? p : NULL, (int64_t)d->batch * d->cout, bias_fill_row, &bj);
 
-    int64_t block = (int64_t)(NN_COL_FLOATS / (size_t)kdim);
-    if (block < 256)
-        block = 256;
-    if (block > npos)
-        block = npos;
-    float *col = malloc((size_t)(kdim * block) * sizeof *col);
-    if (!col)
-        return SS_E_NOMEM;
-    for (int b = 0; b < d->batch; b++) {
-        for (int64_t p0 = 0; p0 < npos; p0 += block) {
-            int64_t nc = npos - p0 < block ? npos - p0 : block;
-            /* col [kdim, nc] = w^T (w is [cin, kdim]) @ x[b][:, p0:p0+nc] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)nc, d->cin, 1.0f,
-                        w, (int)kdim, x + b * in_size + p0, (int)npos, 0.0f, col, (int)nc);
-            col2im_job j = {.d = d, .col = col, .y = y + b * out_size, .oh = oh, .ow = ow,
-                            .p0 = p0, .ncols = nc};
-            ss_pool_for(p, d->cout, col2im_channel, &j);
-        }
+    convt_job cj = {.d = d, .x = x, .w = w, .y = y, .oh = oh, .ow = ow, .npos = npos, .kdim = kdim,
+                    .in_size = in_size, .out_size = out_size};
+    int per_item = d->batch > 1 && d->batch >= ss_pool_threads(p);
+    int64_t cap = (int64_t)(per_item ? NN_COL_FLOATS / 8 : NN_COL_FLOATS);
+    cj.block = cap / kdim > 256 ? cap / kdim : 256;
+    if (cj.block > npos)
+        cj.block = npos;
+    if (per_item) {
+        ss_pool_for(p, d->batch, convt_item, &cj);
+    } else {
+        cj.pool = p;
+        for (int64_t b = 0; b < d->batch && !cj.fail; b++)
+            convt_item(&cj, b);
     }
-    free(col);
-    return SS_OK;
+    return cj.fail ? SS_E_NOMEM : SS_OK;
 }
