@@ -1,5 +1,6 @@
-/* cli.c - the stemsplit command: options, device and model set-up, the loop
- * over input files, reports, and the mapping of errors to sysexits codes. */
+/* cli.c - the stemsplit command: options, inputs, device and model set-up,
+ * the batch over the input files (src/batch.c), reports, and the mapping of
+ * errors to sysexits codes. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include "../kernels/cpu/cpu_ops.h"
 #include "audio.h"
 #include "backend.h"
+#include "batch.h"
 #include "engine.h"
 #include "model.h"
 #include "report.h"
@@ -44,13 +46,19 @@ typedef struct options {
     const char *report_json;    /* --report-json FILE                                */
     int quiet, verbose;         /* -q, -v                                            */
     int list_devices;           /* --list-devices                                    */
+    int recursive;              /* -r                                                */
+    const char *files_from;     /* --files-from LIST                                 */
+    int skip_existing;          /* --skip-existing                                   */
+    int no_clobber;             /* --no-clobber                                      */
+    int shard_index, shard_count; /* --shard I/N (0/0 = all)                         */
 } options;
 
 static const options defaults = {
-    .model = NULL, .out_dir = "separated", .filename = "{track}/{stem}.{ext}", .device = "auto",
+    .model = NULL, .out_dir = "separated", .filename = "{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "fp32", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
     .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
-    .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0,
+    .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .recursive = 0, .files_from = NULL,
+    .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
 };
 
 static const char *prog = "stemsplit";
@@ -59,9 +67,10 @@ static void usage(FILE *f)
 {
     const options *d = &defaults;
     fprintf(f,
-        "Usage: %s [OPTIONS] FILE...\n"
+        "Usage: %s [OPTIONS] FILE|DIR...\n"
         "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
-        "FILE may be - for standard input.  Stems go to OUT/{track}/{stem}.{ext} by default.\n"
+        "FILE may be - for standard input; DIR gives the audio files in it.  Stems go to\n"
+        "OUT/{track}/{stem}.{ext} by default ({dir}/ first for files found in a DIR).\n"
         "\n"
         "Model and device:\n"
         "  -m, --model PATH|NAME    model file, or NAME.safetensors looked up in $STEMSPLIT_MODEL_PATH,\n"
@@ -72,8 +81,8 @@ static void usage(FILE *f)
         "  -j, --threads N          CPU threads (default: all cores)\n"
         "\n"
         "Output:\n"
-        "  -o, --out DIR            output directory (default %s)\n"
-        "      --filename TEMPLATE  output path under DIR (default %s);\n"
+        "  -o, --out OUT            output directory (default %s)\n"
+        "      --filename TEMPLATE  output path under OUT (default %s);\n"
         "                           fields {track} {stem} {ext} {model} {dir}\n"
         "      --stems A,B          write only these stems\n"
         "      --two-stems STEM     write STEM and no_STEM (the sum of the other stems)\n"
@@ -81,6 +90,13 @@ static void usage(FILE *f)
         "      --sample-format S    s16, s24 or f32 (default %s; flac takes s16 or s24)\n"
         "      --clip MODE          rescale, clamp or none (default %s): rescale scales all stems of a\n"
         "                           file down together if any would clip\n"
+        "\n"
+        "Inputs and batches:\n"
+        "  -r, --recursive          take the audio files in the sub-folders of each DIR too\n"
+        "      --files-from LIST    also take the paths in LIST, one per line (- for standard input)\n"
+        "      --skip-existing      skip a track whose stems all exist already (to resume a batch)\n"
+        "      --no-clobber         an existing stem is an error for its track (default: replace it)\n"
+        "      --shard I/N          separate only part I of N balanced parts of the inputs\n"
         "\n"
         "Separation:\n"
         "      --segment SEC        chunk length in seconds (default: the model's)\n"
@@ -141,6 +157,7 @@ static int parse_double(const char *s, double lo, double hi, double *out)
 enum {
     OPT_FILENAME = 256, OPT_PRECISION, OPT_LIST_DEVICES, OPT_STEMS, OPT_TWO_STEMS, OPT_SEGMENT, OPT_OVERLAP,
     OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
+    OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD,
 };
 
 static const struct option long_opts[] = {
@@ -162,6 +179,11 @@ static const struct option long_opts[] = {
     {"sample-format", required_argument, NULL, OPT_SAMPLE_FORMAT},
     {"clip", required_argument, NULL, OPT_CLIP},
     {"report-json", required_argument, NULL, OPT_REPORT_JSON},
+    {"recursive", no_argument, NULL, 'r'},
+    {"files-from", required_argument, NULL, OPT_FILES_FROM},
+    {"skip-existing", no_argument, NULL, OPT_SKIP_EXISTING},
+    {"no-clobber", no_argument, NULL, OPT_NO_CLOBBER},
+    {"shard", required_argument, NULL, OPT_SHARD},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -174,7 +196,7 @@ static int parse_args(int argc, char **argv, options *o)
 {
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:o:d:j:qvh", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:o:d:j:rqvh", long_opts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'o': o->out_dir = optarg; break;
@@ -216,6 +238,26 @@ static int parse_args(int argc, char **argv, options *o)
         case OPT_SAMPLE_FORMAT: o->sample_format = optarg; break;
         case OPT_CLIP: o->clip = optarg; break;
         case OPT_REPORT_JSON: o->report_json = optarg; break;
+        case 'r': o->recursive = 1; break;
+        case OPT_FILES_FROM: o->files_from = optarg; break;
+        case OPT_SKIP_EXISTING: o->skip_existing = 1; break;
+        case OPT_NO_CLOBBER: o->no_clobber = 1; break;
+        case OPT_SHARD: {
+            char *end;
+            errno = 0;
+            long i = strtol(optarg, &end, 10), n = 0;
+            if (!errno && end != optarg && *end == '/') {
+                char *num = end + 1;
+                n = strtol(num, &end, 10);
+                if (errno || end == num || *end)
+                    n = 0;
+            }
+            if (n < 1 || n > 1000000 || i < 1 || i > n)
+                return usage_error("--shard '%s': expected I/N with 1 <= I <= N <= 1000000 (e.g. 2/8)", optarg);
+            o->shard_index = (int)i;
+            o->shard_count = (int)n;
+            break;
+        }
         case 'q': o->quiet = 1; break;
         case 'v': o->verbose++; break;
         case OPT_VERSION:
@@ -271,32 +313,11 @@ static volatile sig_atomic_t cancel_signal;
 
 static void on_signal(int sig) { cancel_signal = sig; }
 
-typedef struct progress {
-    int enabled;                 /* stderr is a terminal and not -q   */
-    const char *name;            /* file being separated              */
-    double t0;                   /* start of the file                 */
-} progress;
-
 static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void show_progress(void *arg, int64_t done, int64_t total)
-{
-    const progress *p = arg;
-    if (!p->enabled || total <= 0)
-        return;
-    int width = 30, fill = (int)(width * done / total);
-    double el = now() - p->t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\r%.40s [%.*s%*s] %lld/%lld chunks, ETA %d:%02d ", p->name, fill,
-            "##############################", width - fill, "", (long long)done, (long long)total,
-            (int)eta / 60, (int)eta % 60);
-    if (done == total)
-        fprintf(stderr, "\r%*s\r", 100, "");
-    fflush(stderr);
 }
 
 /* ---- stems selection ------------------------------------------------------------------- */
@@ -372,6 +393,46 @@ static int mkdir_p(const char *path)
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) && access(path, W_OK | X_OK) == 0 ? 0 : -1;
 }
 
+/* The input list: arguments, then --files-from, expanded (folders, -r). */
+static int collect_inputs(const options *o, int argc, char **argv, ss_batch_list *l)
+{
+    ss_error err = {0};
+    ss_batch_scan sc = {.recursive = o->recursive};
+    struct stat sb;
+    if (stat(o->out_dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {      /* never read our own output */
+        sc.have_skip = 1;
+        sc.skip_dev = sb.st_dev;
+        sc.skip_ino = sb.st_ino;
+    }
+    int stdin_inputs = 0;
+    for (int i = optind; i < argc; i++) {
+        stdin_inputs += strcmp(argv[i], "-") == 0;
+        if (ss_batch_add(l, argv[i], &sc, &err) != SS_OK)
+            goto fail;
+    }
+    if (o->files_from) {
+        if (strcmp(o->files_from, "-") == 0 && stdin_inputs)
+            return usage_error("%s", "--files-from - and the input - cannot both read standard input");
+        size_t before = l->n;
+        if (ss_batch_add_from(l, o->files_from, &sc, &err) != SS_OK)
+            goto fail;
+        for (size_t i = before; i < l->n; i++)
+            if (strcmp(l->v[i].path, "-") == 0 && (++stdin_inputs, strcmp(o->files_from, "-") == 0))
+                return usage_error("%s", "--files-from -: the list names - (standard input), which it is reading");
+    }
+    if (stdin_inputs > 1)
+        return usage_error("%s", "- (standard input) is given more than once");
+    if (l->n == 0) {
+        fprintf(stderr, "%s: no audio files found in the inputs given (%zu folder%s searched%s)\n", prog, l->dirs,
+                l->dirs == 1 ? "" : "s", o->recursive || l->dirs == 0 ? "" : "; -r descends into sub-folders");
+        return 66;
+    }
+    return -1;
+fail:
+    fprintf(stderr, "%s: %s\n", prog, err.msg);
+    return ss_exit_code(err.code);
+}
+
 int main(int argc, char **argv)
 {
     options o = defaults;
@@ -387,8 +448,8 @@ int main(int argc, char **argv)
         list_devices();
         return 0;
     }
-    if (optind >= argc)
-        return usage_error("no input files%s", " (give one or more audio files, or - for standard input)");
+    if (optind >= argc && !o.files_from)
+        return usage_error("no input files%s", " (give audio files, folders, --files-from LIST, or - for standard input)");
     ss_error err = {0};
     ss_sep_params sp = {.out_dir = o.out_dir, .filename = o.filename};
     int v;
@@ -411,13 +472,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return 64;
     }
+    if (!o.model)
+        return usage_error("no model given%s", ": use -m MODEL (e.g. -m bandsplit4) or set STEMSPLIT_MODEL");
+
+    /* inputs */
+    ss_batch_list inputs = {0};
+    if ((rc = collect_inputs(&o, argc, argv, &inputs)) >= 0) {
+        ss_batch_list_free(&inputs);
+        return rc;
+    }
 
     /* device */
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
     ss_backend *be = NULL;
+    ss_model *model = NULL;
+    ss_report *rep = NULL;
     char note[512];
     if (ss_backend_open(o.device, &bp, &be, note, sizeof note, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
+        ss_batch_list_free(&inputs);
         return ss_exit_code(err.code);
     }
     const ss_device_info *dev = ss_backend_device(be);
@@ -430,18 +503,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: --precision %s: the %s backend computes in fp32\n", prog, o.precision, dev->backend);
     }
 
-    /* model */
+    /* model: loaded once for every file */
     char model_path[PATH_MAX];
-    ss_model *model = NULL;
-    if (!o.model) {
-        ss_backend_close(be);
-        return usage_error("no model given%s", ": use -m MODEL (e.g. -m bandsplit4) or set STEMSPLIT_MODEL");
-    }
     if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
         ss_model_load(model_path, be, &model, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
-        ss_backend_close(be);
-        return ss_exit_code(err.code);
+        rc = ss_exit_code(err.code);
+        goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
@@ -454,6 +522,22 @@ int main(int argc, char **argv)
                 info->samplerate, info->channels, (double)info->segment_num / info->segment_den, known);
         fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
     }
+
+    /* the whole list, before sharding, so that every shard refuses the same clashes */
+    if (ss_batch_check_collisions(model, &sp, &inputs, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        rc = ss_exit_code(err.code);
+        goto out;
+    }
+    size_t all_inputs = inputs.n;
+    if (o.shard_count > 0 && ss_batch_shard(&inputs, o.shard_index, o.shard_count, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        rc = ss_exit_code(err.code);
+        goto out;
+    }
+    if (o.verbose)
+        fprintf(stderr, "%s: %zu input file%s%s\n", prog, inputs.n, inputs.n == 1 ? "" : "s",
+                o.shard_count ? " in this shard" : "");
     if (mkdir_p(o.out_dir) != 0) {
         fprintf(stderr, "%s: %s: cannot create or write the output directory: %s\n", prog, o.out_dir,
                 strerror(errno ? errno : EACCES));
@@ -468,44 +552,42 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGXFSZ, SIG_IGN);      /* a file-size limit becomes a write error, not a kill */
 
-    progress pr = {.enabled = !o.quiet && isatty(2)};
     sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .shifts = o.shifts,
-                                   .seed = o.seed, .batch = o.batch, .progress = show_progress,
-                                   .progress_arg = &pr, .cancel = &cancel_signal};
-    ss_report *rep = ss_report_new();
-    if (!rep) {
+                                   .seed = o.seed, .batch = o.batch, .cancel = &cancel_signal};
+    if (!(rep = ss_report_new())) {
         fprintf(stderr, "%s: out of memory\n", prog);
         rc = 70;
         goto out;
     }
     ss_report_set_device(rep, dev, ss_backend_precision(be), ss_backend_threads(be));
     ss_report_set_model(rep, info);
-    double t0 = now();
-    rc = 0;
-    for (int i = optind; i < argc && !cancel_signal; i++) {
-        ss_file_report *fr = ss_report_add(rep, argv[i]);
-        if (!fr) {
+    if (o.shard_count > 0)
+        ss_report_set_shard(rep, o.shard_index, o.shard_count, (long long)all_inputs);
+    for (size_t i = 0; i < inputs.n; i++)
+        if (!ss_report_add(rep, inputs.v[i].path)) {
             fprintf(stderr, "%s: out of memory\n", prog);
             rc = 70;
-            break;
+            goto out;
         }
-        pr.name = argv[i];
-        pr.t0 = now();
-        ss_error_clear(&err);
-        ss_status s = ss_separate(model, be, &sp, argv[i], "", fr, &err);
-        if (s != SS_OK) {
-            if (pr.enabled)
-                fprintf(stderr, "\n");
-            ss_report_set_error(fr, SS_FILE_FAILED, err.msg);
-            fprintf(stderr, "%s: %s\n", prog, err.msg);
-            if (rc == 0)
-                rc = ss_exit_code(s);
-        } else if (!o.quiet) {
-            ss_report_print_file(rep, fr, stderr);
-        }
+    env = getenv("STEMSPLIT_NO_PIPELINE");
+    ss_batch_params bparams = {.sep = &sp, .skip_existing = o.skip_existing, .no_clobber = o.no_clobber,
+                               .pipeline = !(env && *env && strcmp(env, "0") != 0), .quiet = o.quiet,
+                               .progress = !o.quiet && isatty(2), .prog = prog, .cancel = &cancel_signal};
+    ss_status first_failure = SS_OK;
+    double t0 = now();
+    if (ss_batch_run(model, be, &bparams, &inputs, rep, &first_failure, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        rc = ss_exit_code(err.code);
+        goto out;
     }
-    if (cancel_signal)
+    rc = ss_exit_code(first_failure);
+    if (cancel_signal) {
         rc = 128 + cancel_signal;
+        int left = ss_report_count(rep, SS_FILE_SKIPPED);
+        fprintf(stderr, "%s: interrupted by %s; finished tracks are kept, temporary files removed%s\n", prog,
+                cancel_signal == SIGTERM ? "SIGTERM" : "SIGINT",
+                left || ss_report_count(rep, SS_FILE_FAILED) ? "; rerun with --skip-existing to continue" : "");
+    }
     double wall = now() - t0;
     if (!o.quiet)
         ss_report_print_total(rep, wall, stderr);
@@ -514,8 +596,9 @@ int main(int argc, char **argv)
         if (rc == 0)
             rc = ss_exit_code(err.code);
     }
-    ss_report_free(rep);
 out:
+    ss_report_free(rep);
+    ss_batch_list_free(&inputs);
     ss_model_free(model);
     ss_backend_close(be);
     ss_cpu_stft_cleanup();

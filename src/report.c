@@ -18,6 +18,8 @@ struct ss_report {
     char arch[SS_MAX_NAME];
     char sources[SS_MAX_SOURCES * SS_MAX_NAME];
     unsigned long long parameters;
+    int shard_index, shard_count;   /* --shard, 0 when not used    */
+    long long shard_inputs;
 };
 
 static char *dupstr(const char *s)
@@ -94,6 +96,18 @@ ss_status ss_report_add_output(ss_file_report *f, const char *path)
         return SS_E_NOMEM;
     f->n_outputs++;
     return SS_OK;
+}
+
+ss_file_report *ss_report_file(ss_report *r, int i)
+{
+    return i >= 0 && i < r->n ? &r->files[i] : NULL;
+}
+
+void ss_report_set_shard(ss_report *r, int index, int count, long long inputs)
+{
+    r->shard_index = index;
+    r->shard_count = count;
+    r->shard_inputs = inputs;
 }
 
 void ss_report_set_error(ss_file_report *f, ss_file_status st, const char *msg)
@@ -187,6 +201,17 @@ static cJSON *build_json(const ss_report *r, double wall)
     }
     cJSON_AddItemToObject(model, "sources", srcs);
     cJSON_AddItemToObject(model, "parameters", cJSON_CreateNumber((double)r->parameters));
+    if (r->shard_count > 0) {
+        cJSON *sh = cJSON_CreateObject();
+        if (!sh) {
+            cJSON_Delete(root); cJSON_Delete(files); cJSON_Delete(total);
+            return NULL;
+        }
+        cJSON_AddItemToObject(root, "shard", sh);
+        cJSON_AddItemToObject(sh, "index", cJSON_CreateNumber(r->shard_index));
+        cJSON_AddItemToObject(sh, "count", cJSON_CreateNumber(r->shard_count));
+        cJSON_AddItemToObject(sh, "inputs", cJSON_CreateNumber((double)r->shard_inputs));
+    }
     cJSON_AddItemToObject(root, "files", files);
     for (int i = 0; i < r->n; i++) {
         const ss_file_report *f = &r->files[i];

@@ -31,6 +31,11 @@ void ss_report_set_model(ss_report *r, const ss_model_info *info);
 /* A new entry for `input` (NULL when out of memory).  Valid until the next add. */
 ss_file_report *ss_report_add(ss_report *r, const char *input);
 ss_status ss_report_add_output(ss_file_report *f, const char *path);
+/* Entry i (in order added), NULL when out of range.  Stable once no more are added. */
+ss_file_report *ss_report_file(ss_report *r, int i);
+/* This run was part `index` of `count` (--shard) of a list of `inputs` files:
+ * the JSON gets "shard": {"index", "count", "inputs"}. */
+void ss_report_set_shard(ss_report *r, int index, int count, long long inputs);
 void ss_report_set_error(ss_file_report *f, ss_file_status st, const char *msg);
 int ss_report_count(const ss_report *r, ss_file_status st);
 

@@ -411,116 +411,183 @@ static int stage_file(const char *path, ss_error *err)
     return fd;
 }
 
-/* ---- the whole file --------------------------------------------------------------------- */
+/* ---- the whole file, in three stages ------------------------------------------------------ */
+
+struct ss_sep_job {
+    const ss_sep_params *p;
+    ss_model *m;
+    const char *input;
+    ss_file_report *rep;
+    ss_audio_info ai;
+    decoder d;
+    encoder e;
+    output *outs;
+    int64_t model_len;
+    double stats_s;           /* pass 1                                          */
+    double infer_wall;        /* stage 2 as a whole                              */
+    double commit_s;          /* stage 3                                         */
+    int inferred;             /* stage 2 done: stage 3 may run                   */
+};
+
+void ss_sep_job_free(ss_sep_job *j)
+{
+    if (!j)
+        return;
+    for (int k = 0; k < SS_MAX_SOURCES + 1; k++) {
+        ss_audio_abort(j->outs[k].w);
+        ss_resampler_free(j->outs[k].rs);
+        if (j->outs[k].stage_fd >= 0)
+            close(j->outs[k].stage_fd);
+    }
+    if (j->d.rd)
+        ss_audio_close(j->d.rd);
+    ss_resampler_free(j->d.rs);
+    free(j->d.raw);
+    free(j->d.mapped);
+    free(j->d.fifo);
+    free(j->e.mix);
+    free(j->e.res);
+    free(j->outs);
+    free(j);
+}
+
+/* Stage times into the report; wall = the stages' own time, queues excluded. */
+static void fill_times(ss_sep_job *j)
+{
+    ss_file_report *r = j->rep;
+    double pull = j->d.seconds, push = j->e.seconds;
+    r->decode = j->stats_s + pull;
+    r->encode = push + j->commit_s;
+    r->infer = j->infer_wall - pull - push;
+    if (r->infer < 0)
+        r->infer = 0;
+    r->wall_seconds = j->stats_s + j->infer_wall + j->commit_s;
+}
+
+ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                         ss_file_report *rep, ss_sep_job **out, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    double t0 = now();
+    ss_status s;
+    *out = NULL;
+    ss_sep_job *j = calloc(1, sizeof *j);
+    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
+    if (!j || !outs) {
+        free(j);
+        free(outs);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+    }
+    for (int k = 0; k < SS_MAX_SOURCES + 1; k++)
+        outs[k].stage_fd = -1;
+    *j = (ss_sep_job){.p = p, .m = m, .input = input, .rep = rep, .outs = outs,
+                      .d = {.input = input, .cm = info->channels},
+                      .e = {.p = p, .S = info->n_sources, .C = info->channels, .outs = outs}};
+    decoder *d = &j->d;
+    ss_audio_info *ai = &j->ai;
+    if ((s = plan_outputs(m, p, input, reldir, outs, &j->e.n_out, err)) != SS_OK)
+        goto fail;
+    if ((s = ss_audio_open(input, &d->rd, ai, err)) != SS_OK)
+        goto fail;
+    d->cin = ai->channels;
+    rep->audio_seconds = (double)ai->frames / ai->samplerate;
+    if (ai->frames <= 0) {
+        s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
+        goto fail;
+    }
+    if (d->cin != d->cm && d->cin != 1 && d->cm != 1) {
+        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono or %d-channel audio)",
+                    input, d->cin, info->name, d->cm, d->cm);
+        goto fail;
+    }
+    d->raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d->cin);
+    d->mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d->cm > d->cin ? d->cm : d->cin));
+    if (!d->raw || !d->mapped) {
+        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+        goto fail;
+    }
+    /* pass 1: statistics */
+    if ((s = decode_stats(d, ai->frames, err)) != SS_OK)
+        goto fail;
+    j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
+    d->file_left = ai->frames;
+    j->e.length = ai->frames;
+    j->e.mean = d->mean;
+    j->e.std = d->std;
+    if ((s = ss_resampler_new(d->cm, ai->samplerate, info->samplerate, ai->frames, &d->rs, err)) != SS_OK)
+        goto fail;
+    j->stats_s = now() - t0;
+    *out = j;
+    return SS_OK;
+fail:
+    j->stats_s = now() - t0;
+    fill_times(j);
+    ss_sep_job_free(j);
+    return s;
+}
+
+ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(j->m);
+    const ss_sep_params *p = j->p;
+    double t0 = now();
+    ss_status s = SS_OK;
+    /* outputs: temporary files beside their final paths */
+    for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
+        output *o = &j->outs[k];
+        if ((s = make_parents(o->path, err)) != SS_OK)
+            break;
+        if ((s = ss_resampler_new(j->e.C, info->samplerate, j->ai.samplerate, j->model_len, &o->rs, err)) != SS_OK)
+            break;
+        if (p->clip == SS_CLIP_RESCALE) {
+            if ((o->stage_fd = stage_file(o->path, err)) < 0)
+                s = err->code;
+        } else {
+            s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w, err);
+        }
+    }
+    /* pass 2: separate */
+    if (s == SS_OK)
+        s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
+    if (s == SS_OK)
+        s = pad_outputs(&j->e, err);
+    /* the input is no longer needed: release it before the job waits for stage 3 */
+    if (j->d.rd) {
+        ss_audio_close(j->d.rd);
+        j->d.rd = NULL;
+    }
+    j->infer_wall = now() - t0;
+    j->inferred = s == SS_OK;
+    fill_times(j);
+    return s;
+}
+
+ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
+{
+    double t0 = now();
+    ss_status s = SS_OK;
+    if (!j->inferred)
+        return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
+    if (j->p->clip == SS_CLIP_RESCALE)
+        s = encode_staged(&j->e, j->ai.samplerate, err);
+    for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
+        ss_audio_writer *w = j->outs[k].w;
+        j->outs[k].w = NULL;
+        if ((s = ss_audio_commit(w, err)) == SS_OK && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK)
+            s = ss_fail(err, SS_E_NOMEM, "out of memory");
+    }
+    j->commit_s = now() - t0;
+    fill_times(j);
+    return s;
+}
 
 ss_status ss_separate(ss_model *m, ss_backend *be, const ss_sep_params *p, const char *input,
                       const char *reldir, ss_file_report *rep, ss_error *err)
 {
-    const ss_model_info *info = ss_model_get_info(m);
-    double t0 = now();
-    decoder d = {.input = input, .cm = info->channels};
-    encoder e = {.p = p, .S = info->n_sources, .C = info->channels};
-    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
-    ss_audio_info ai;
-    ss_status s;
-    if (!outs)
-        return ss_fail(err, SS_E_NOMEM, "out of memory");
-    e.outs = outs;
-    if ((s = plan_outputs(m, p, input, reldir, outs, &e.n_out, err)) != SS_OK)
-        goto done;
-    if ((s = ss_audio_open(input, &d.rd, &ai, err)) != SS_OK)
-        goto done;
-    d.cin = ai.channels;
-    rep->audio_seconds = (double)ai.frames / ai.samplerate;
-    if (ai.frames <= 0) {
-        s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
-        goto done;
-    }
-    if (d.cin != d.cm && d.cin != 1 && d.cm != 1) {
-        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono or %d-channel audio)",
-                    input, d.cin, info->name, d.cm, d.cm);
-        goto done;
-    }
-    d.raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d.cin);
-    d.mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d.cm > d.cin ? d.cm : d.cin));
-    if (!d.raw || !d.mapped) {
-        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
-        goto done;
-    }
-
-    /* pass 1: statistics */
-    if ((s = decode_stats(&d, ai.frames, err)) != SS_OK)
-        goto done;
-    d.seconds = now() - t0;
-    int64_t model_len = ss_resampled_length(ai.frames, ai.samplerate, info->samplerate);
-    d.file_left = ai.frames;
-    e.length = ai.frames;
-    e.mean = d.mean;
-    e.std = d.std;
-    if ((s = ss_resampler_new(d.cm, ai.samplerate, info->samplerate, ai.frames, &d.rs, err)) != SS_OK)
-        goto done;
-
-    /* outputs: temporary files beside their final paths */
-    for (int k = 0; k < e.n_out; k++) {
-        output *o = &outs[k];
-        if ((s = make_parents(o->path, err)) != SS_OK)
-            goto done;
-        if ((s = ss_resampler_new(e.C, info->samplerate, ai.samplerate, model_len, &o->rs, err)) != SS_OK)
-            goto done;
-        if (p->clip == SS_CLIP_RESCALE) {
-            if ((o->stage_fd = stage_file(o->path, err)) < 0) {
-                s = err->code;
-                goto done;
-            }
-        } else if ((s = ss_audio_create(o->path, p->format, p->sample_format, ai.samplerate, e.C, &o->w, err)) != SS_OK) {
-            goto done;
-        }
-    }
-
-    /* pass 2: separate */
-    double t_engine = now();
-    if ((s = ss_engine_run(m, be, &p->engine, model_len, decode_pull, &d, encode_push, &e, err)) != SS_OK)
-        goto done;
-    double engine_wall = now() - t_engine;
-    double t_enc = now();
-    if ((s = pad_outputs(&e, err)) != SS_OK)
-        goto done;
-    if (p->clip == SS_CLIP_RESCALE && (s = encode_staged(&e, ai.samplerate, err)) != SS_OK)
-        goto done;
-    for (int k = 0; k < e.n_out; k++) {
-        ss_audio_writer *w = outs[k].w;
-        outs[k].w = NULL;
-        if ((s = ss_audio_commit(w, err)) != SS_OK)
-            goto done;
-        if (ss_report_add_output(rep, outs[k].path) != SS_OK) {
-            s = ss_fail(err, SS_E_NOMEM, "out of memory");
-            goto done;
-        }
-    }
-    double wall = now() - t0;
-    rep->decode = d.seconds;
-    rep->encode = e.seconds + (now() - t_enc);
-    rep->infer = engine_wall - (d.seconds - (t_engine - t0)) - e.seconds;
-    if (rep->infer < 0)
-        rep->infer = 0;
-    rep->wall_seconds = wall;
-done:
-    for (int k = 0; k < SS_MAX_SOURCES + 1; k++) {
-        ss_audio_abort(outs[k].w);
-        ss_resampler_free(outs[k].rs);
-        if (outs[k].stage_fd > 0)
-            close(outs[k].stage_fd);
-    }
-    if (d.rd)
-        ss_audio_close(d.rd);
-    ss_resampler_free(d.rs);
-    free(d.raw);
-    free(d.mapped);
-    free(d.fifo);
-    free(e.mix);
-    free(e.res);
-    free(outs);
-    if (s != SS_OK)
-        rep->wall_seconds = now() - t0;
+    ss_sep_job *j = NULL;
+    ss_status s = ss_sep_prepare(m, p, input, reldir, rep, &j, err);
+    if (s == SS_OK && (s = ss_sep_infer(j, be, err)) == SS_OK)
+        s = ss_sep_commit(j, err);
+    ss_sep_job_free(j);
     return s;
 }

@@ -32,9 +32,31 @@ typedef struct ss_sep_params {
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.
- * Fills rep (outputs, durations, stage times). */
+ * Fills rep (outputs, durations, stage times).  The same as the three stages
+ * below run one after the other. */
 ss_status ss_separate(ss_model *m, ss_backend *be, const ss_sep_params *p, const char *input,
                       const char *reldir, ss_file_report *rep, ss_error *err);
+
+/* ---- the same in three stages, for a pipeline over many files ---------------------------
+ *
+ *   ss_sep_prepare  plan the outputs, open the input, check it, statistics pass
+ *                   (pass 1); no backend work, so it may run on another thread
+ *   ss_sep_infer    temporary outputs, engine (pass 2: decode, infer, stems);
+ *                   the thread that owns the backend
+ *   ss_sep_commit   rescale pass (--clip rescale), encode, rename every stem into
+ *                   place; any thread
+ *
+ * A job is used by one thread at a time; hand it over with a lock (a queue).
+ * `input`, `p` and `rep` must stay valid until ss_sep_job_free().  After a
+ * failed stage the job must only be freed; freeing a job that has not been
+ * committed removes all its temporary files. */
+typedef struct ss_sep_job ss_sep_job;
+
+ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                         ss_file_report *rep, ss_sep_job **out, ss_error *err);
+ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err);
+ss_status ss_sep_commit(ss_sep_job *j, ss_error *err);
+void ss_sep_job_free(ss_sep_job *j);       /* NULL is allowed */
 
 /* Output paths `input` would get (for collision checks): calls fn for each. */
 ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,

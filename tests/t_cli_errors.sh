@@ -77,7 +77,7 @@ done
 if [ -z "$missing" ] && [ -n "$opts" ]; then pass help_options_are_in_man_page; else fail help_options_are_in_man_page "not in man/stemsplit.1:$missing"; fi
 missing=""
 for o in $(grep -o -- '--[a-z][a-z-]*' "$SS_ROOT/man/stemsplit.1" "$SS_ROOT/README.md" | sed 's/.*://' | sort -u); do
-    case $o in --recursive|--files-from|--skip-existing|--no-clobber|--shard|--dtype|--weights|--full) continue ;; esac
+    case $o in --dtype|--weights|--full) continue ;; esac
     grep -q -- "$o" "$T/help" || missing="$missing $o"
 done
 if [ -z "$missing" ]; then pass documented_options_exist; else fail documented_options_exist "documented but not in --help:$missing"; fi
