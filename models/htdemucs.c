@@ -1149,18 +1149,10 @@ static void copy(ss_backend *be, float *dst, const float *src, size_t n)
 /* [B, X, Y, T] -> [B, Y, X, T] */
 static void swap12(ss_backend *be, float *dst, const float *src, int B, int X, int Y, int64_t T)
 {
-    size_t t = (size_t)T;
-    for (int b = 0; b < B; b++) {
-        if (X <= Y) {
-            for (int x = 0; x < X; x++)
-                ss_copy2d(be, dst + ((size_t)b * Y * X + x) * t, (size_t)X * t,
-                          src + ((size_t)b * X + x) * Y * t, t, (size_t)Y, t);
-        } else {
-            for (int y = 0; y < Y; y++)
-                ss_copy2d(be, dst + ((size_t)b * Y + y) * X * t, t,
-                          src + ((size_t)b * X * Y + y) * t, (size_t)Y * t, (size_t)X, t);
-        }
-    }
+    int64_t x = X, y = Y;
+    const int64_t shape[4] = {B, y, x, T};
+    const int64_t ds[4] = {y * x * T, x * T, T, 1}, ss[4] = {x * y * T, T, y * T, 1};
+    ss_copy4d(be, dst, ds, src, ss, shape);
 }
 
 /* DConv: x [n, ch, T] += sum of the residual layers, in place.
@@ -1524,9 +1516,11 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
         return s;
     ss_stft_desc sd = {.batch = (int)rows, .length = g.ls, .n_fft = hp->nfft, .hop = m->hop};
     ss_stft(be, &sd, sig, spec);
-    for (size_t r = 0; r < rows * 2; r++)
-        ss_copy2d(be, xf + r * fq * T, (size_t)T, spec + r * (fq + 1) * (T + 4) + 2, (size_t)T + 4, (size_t)fq,
-                  (size_t)T);
+    {
+        const int64_t shape[4] = {1, (int64_t)rows * 2, fq, T};
+        const int64_t ds[4] = {0, (int64_t)fq * T, T, 1}, ss[4] = {0, (int64_t)(fq + 1) * (T + 4), T + 4, 1};
+        ss_copy4d(be, xf, ds, spec + 2, ss, shape);
+    }
 
     /* 3. normalise: xf = (xf - mean) / (1e-5 + std), xt = (mix - meant) / (1e-5 + stdt), per item */
     float *stats = ws->buf[W_STATS];                 /* [8, B]: mean std scale shift, then for time */
@@ -1587,9 +1581,11 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     /* 7. undo the normalisation, iSTFT (pad the bin and frames back), add the branches */
     ss_row_affine(be, xo, xo, B, (int64_t)S * 2 * C * fq * T, std, mean);
     ss_fill(be, spec, 0.0f, srows * 2 * (fq + 1) * (T + 4));
-    for (size_t r = 0; r < srows * 2; r++)
-        ss_copy2d(be, spec + r * (fq + 1) * (T + 4) + 2, (size_t)T + 4, xo + r * fq * T, (size_t)T, (size_t)fq,
-                  (size_t)T);
+    {
+        const int64_t shape[4] = {1, (int64_t)srows * 2, fq, T};
+        const int64_t ds[4] = {0, (int64_t)(fq + 1) * (T + 4), T + 4, 1}, ss[4] = {0, (int64_t)fq * T, T, 1};
+        ss_copy4d(be, spec + 2, ds, xo, ss, shape);
+    }
     float *wave = ws->buf[W_WAVE];
     ss_stft_desc id = {.batch = (int)srows, .length = g.ls, .n_fft = hp->nfft, .hop = m->hop};
     ss_istft(be, &id, spec, wave);                                          /* [B*S*C, Ls]          */

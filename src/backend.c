@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../kernels/cpu/cpu_ops.h"
 #include "threadpool.h"
@@ -25,7 +26,14 @@ struct ss_backend {
     ss_error err;                   /* sticky error (code SS_OK when none)     */
     ss_pool *pool;                  /* threads for CPU (fallback) kernels      */
     int threads;                    /* size of pool                            */
+    struct ss_prof {                /* STEMSPLIT_PROFILE: time per op          */
+        const char *op;
+        long calls;
+        double seconds;
+    } *prof;
 };
+
+#define SS_PROF_OPS 40
 
 static const ss_backend_iface *const backends[] = {
 #ifdef SS_WITH_CUDA
@@ -274,6 +282,9 @@ static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_p
         free(be);
         return ss_fail(err, SS_E_NOMEM, "cannot start %d worker threads", p->threads);
     }
+    const char *pe = getenv("STEMSPLIT_PROFILE");
+    if (pe && *pe == '1')
+        be->prof = calloc(SS_PROF_OPS, sizeof *be->prof);
     *out = be;
     return SS_OK;
 }
@@ -361,6 +372,16 @@ void ss_backend_close(ss_backend *be)
 {
     if (!be)
         return;
+    if (be->prof) {
+        double tot = 0;
+        for (int i = 0; i < SS_PROF_OPS && be->prof[i].op; i++)
+            tot += be->prof[i].seconds;
+        fprintf(stderr, "profile (%s): %.3f s in ops\n", be->iface->name, tot);
+        for (int i = 0; i < SS_PROF_OPS && be->prof[i].op; i++)
+            fprintf(stderr, "  %-18s %8ld calls %9.3f s %5.1f%%\n", be->prof[i].op, be->prof[i].calls,
+                    be->prof[i].seconds, tot > 0 ? 100.0 * be->prof[i].seconds / tot : 0.0);
+        free(be->prof);
+    }
     be->iface->free(be->ctx);
     ss_pool_free(be->pool);
     free(be);
@@ -468,12 +489,46 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
         if (!LIVE(be))                                                         \
             return;                                                            \
         if ((be)->iface->op) {                                                 \
+            double t0_ = (be)->prof ? prof_begin(be) : 0.0;                    \
             (be)->iface->op((be)->ctx, __VA_ARGS__, &(be)->err);               \
+            if ((be)->prof)                                                    \
+                prof_end(be, #op, t0_);                                        \
             return;                                                            \
         }                                                                      \
     } while (0)
 
 #define FB_OK(be) (LIVE(be))
+
+/* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
+ * timed; ss_backend_close() prints the totals per op on stderr. */
+static double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double prof_begin(ss_backend *be)
+{
+    if (be->iface->synchronize)
+        be->iface->synchronize(be->ctx, &be->err);
+    return prof_now();
+}
+
+static void prof_end(ss_backend *be, const char *op, double t0)
+{
+    if (be->iface->synchronize)
+        be->iface->synchronize(be->ctx, &be->err);
+    double dt = prof_now() - t0;
+    for (int i = 0; i < SS_PROF_OPS; i++) {
+        if (!be->prof[i].op || strcmp(be->prof[i].op, op) == 0) {
+            be->prof[i].op = op;
+            be->prof[i].calls++;
+            be->prof[i].seconds += dt;
+            return;
+        }
+    }
+}
 
 void ss_fill(ss_backend *be, float *y, float v, size_t n)
 {
@@ -647,6 +702,30 @@ void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *
     float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
     float *hb = fb_view(&fb, bias, (size_t)d->cout, 1), *hy = fb_view(&fb, y, ny, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_conv_transpose2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
+}
+
+/* Elements a strided 4-D view spans (0 for an empty shape). */
+static size_t span4(const int64_t stride[4], const int64_t shape[4])
+{
+    int64_t e = 1;
+    for (int i = 0; i < 4; i++) {
+        if (shape[i] <= 0)
+            return 0;
+        e += (shape[i] - 1) * stride[i];
+    }
+    return (size_t)e;
+}
+
+void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float *src, const int64_t sstride[4],
+               const int64_t shape[4])
+{
+    DISPATCH(be, copy4d, dst, dstride, src, sstride, shape);
+    size_t nd = span4(dstride, shape), ns = span4(sstride, shape);
+    if (!nd)
+        return;
+    fallback fb = {be, {0}, 0};
+    float *hd = fb_view(&fb, dst, nd, 1), *hs = fb_view(&fb, src, ns, 1);
+    fb_end(&fb, FB_OK(be) ? ss_cpu_copy4d(be->pool, hd, dstride, hs, sstride, shape) : SS_OK, dst, hd, nd);
 }
 
 void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec)

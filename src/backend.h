@@ -163,6 +163,10 @@ typedef struct ss_backend_iface {
                                   const float *bias, float *y, ss_error *err);
     ss_status (*stft)(void *ctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err);
     ss_status (*istft)(void *ctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err);
+
+    /* ---- appended ops (optional like the others; NULL = CPU fallback) ---- */
+    ss_status (*copy4d)(void *ctx, float *dst, const int64_t dstride[4], const float *src,
+                        const int64_t sstride[4], const int64_t shape[4], ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -233,6 +237,11 @@ void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const fl
                const float *bias, float *y);
 void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
                          const float *bias, float *y);
+/* Strided copy: dst[i0,i1,i2,i3] = src[i0,i1,i2,i3] over shape[4], element strides
+ * (>= 0) per dimension for each side (permutations, crops, pads in one call); the
+ * two must not overlap.  Elements of dst outside the pattern are kept. */
+void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float *src, const int64_t sstride[4],
+               const int64_t shape[4]);
 void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec);
 void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x);
 

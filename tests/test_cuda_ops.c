@@ -112,6 +112,17 @@ static void test_elementwise(void)
     ss_fill(cpu, y, 3.0f, 2 * m); ss_fill(gpu, dy, 3.0f, 2 * m);
     ss_copy2d(cpu, y + 5, 301, a + 2, 257, 600, 255); ss_copy2d(gpu, dy + 5, 301, da + 2, 257, 600, 255);
     CMP(dy, y, 2 * m, 0, "copy2d");
+    /* copy4d: [B, X, Y, T] -> [B, Y, X, T] into a strided destination, and a crop */
+    {
+        const int64_t shape[4] = {3, 7, 11, 101};
+        const int64_t pd[4] = {7 * 11 * 103, 11 * 103, 103, 1}, ps[4] = {11 * 7 * 101, 101, 7 * 101, 1};
+        ss_fill(cpu, y, 2.0f, 2 * m); ss_fill(gpu, dy, 2.0f, 2 * m);
+        ss_copy4d(cpu, y + 1, pd, a, ps, shape); ss_copy4d(gpu, dy + 1, pd, da, ps, shape);
+        CMP(dy, y, 2 * m, 0, "copy4d permute");
+        const int64_t s2[4] = {1, 5, 13, 1}, d2[4] = {0, 13 * 3, 3, 1}, sh2[4] = {1, 40, 13, 3};
+        ss_copy4d(cpu, y, d2, a + 2, s2, sh2); ss_copy4d(gpu, dy, d2, da + 2, s2, sh2);
+        CMP(dy, y, 2 * m, 0, "copy4d crop");
+    }
     STATUS_OK();
     ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, ds); ss_free(gpu, dt); ss_free(gpu, dy);
     free(a); free(b); free(s); free(t); free(y);

@@ -28,6 +28,10 @@ ss_status ss_cpu_glu(ss_pool *p, float *y, const float *x, int batch, int ch, in
 ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale);
 ss_status ss_cpu_transpose(ss_pool *p, float *y, const float *x, int batch, int rows, int cols);
 
+/* strided 4-D copy: kernels/cpu/strided.c */
+ss_status ss_cpu_copy4d(ss_pool *p, float *dst, const int64_t dstride[4], const float *src,
+                        const int64_t sstride[4], const int64_t shape[4]);
+
 /* normalisation, matmul, convolution: kernels/cpu/nn.c */
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                             int groups, const float *gamma, const float *beta, float eps);

@@ -406,6 +406,42 @@ static ss_status cu_glu(void *vctx, float *y, const float *x, int batch, int ch,
     return SS_OK;
 }
 
+typedef struct dims4 {
+    int64_t d[4], s[4], n[4];
+} dims4;
+
+__global__ void k_copy4d(float *dst, const float *src, dims4 g, size_t n)
+{
+    GRID_LOOP(i, n) {
+        int64_t k = (int64_t)i, i3 = k % g.n[3];
+        k /= g.n[3];
+        int64_t i2 = k % g.n[2];
+        k /= g.n[2];
+        int64_t i1 = k % g.n[1], i0 = k / g.n[1];
+        dst[i0 * g.d[0] + i1 * g.d[1] + i2 * g.d[2] + i3 * g.d[3]] =
+            src[i0 * g.s[0] + i1 * g.s[1] + i2 * g.s[2] + i3 * g.s[3]];
+    }
+}
+
+static ss_status cu_copy4d(void *vctx, float *dst, const int64_t dstride[4], const float *src,
+                           const int64_t sstride[4], const int64_t shape[4], ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    dims4 g;
+    size_t n = 1;
+    for (int i = 0; i < 4; i++) {
+        if (shape[i] <= 0)
+            return SS_OK;
+        g.d[i] = dstride[i];
+        g.s[i] = sstride[i];
+        g.n[i] = shape[i];
+        n *= (size_t)shape[i];
+    }
+    LAUNCH(k_copy4d, n, dst, src, g, n);
+    CK_LAUNCH(c, err, "copy4d");
+    return SS_OK;
+}
+
 /* ---- reductions ---------------------------------------------------------------------- */
 
 template <typename T>
@@ -1087,6 +1123,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->conv_transpose2d = cu_conv_transpose2d;
     f->stft = cu_stft;
     f->istft = cu_istft;
+    f->copy4d = cu_copy4d;
     if (why) *why = g_why;
     return f;
 }
