@@ -433,6 +433,16 @@ fail:
     return ss_exit_code(err.code);
 }
 
+/* Device memory a run with `batch` segments per forward call needs, in bytes: the
+ * weights, the backend's scratch, and the model's activations per segment (about
+ * 192 floats per input sample and channel, measured for HTDemucs on an H100).
+ * An estimate, for choosing --batch; the CUDA context itself is not included. */
+static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
+{
+    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 192u;
+    return info->parameters * 4u + ((uint64_t)256 << 20) + (uint64_t)batch * per_item;
+}
+
 int main(int argc, char **argv)
 {
     options o = defaults;
@@ -512,6 +522,34 @@ int main(int argc, char **argv)
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
+    if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
+        /* GPU memory: lower --batch until the estimate fits the free memory; with
+         * -d auto, use the CPU when even one segment does not fit */
+        int asked = o.batch;
+        uint64_t need = gpu_memory_estimate(info, o.batch);
+        while (o.batch > 1 && need > dev->mem_free)
+            need = gpu_memory_estimate(info, --o.batch);
+        if (o.verbose || o.batch != asked)
+            fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
+                    need / 1073741824.0, dev->mem_free / 1073741824.0,
+                    o.batch != asked ? "; --batch lowered to fit" : "");
+        if (need > dev->mem_free && strcmp(o.device, "auto") == 0) {
+            fprintf(stderr, "%s: auto: %s has too little free memory for this model; using the CPU\n", prog,
+                    dev->name);
+            ss_model_free(model);
+            model = NULL;
+            ss_backend_close(be);
+            be = NULL;
+            if (ss_backend_open("cpu", &bp, &be, note, sizeof note, &err) != SS_OK ||
+                ss_model_load(model_path, be, &model, &err) != SS_OK) {
+                fprintf(stderr, "%s: %s\n", prog, err.msg);
+                rc = ss_exit_code(err.code);
+                goto out;
+            }
+            dev = ss_backend_device(be);
+            info = ss_model_get_info(model);
+        }
+    }
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
         goto out;
     if (o.verbose) {
