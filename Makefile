@@ -111,5 +111,46 @@ clean:
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BINS:=.d)
 
+# ---- fuzzing (clang + libFuzzer; not part of `make check`) -----------------------------
+#   make fuzz                  build the harnesses in build/fuzz and run each for FUZZ_TIME s
+#   make fuzz FUZZ_TIME=600    longer; FUZZ_ONLY=audio runs one harness; FUZZ_TIME=0 only builds
+# Seeds come from tests/fuzz/corpus/NAME; the growing corpus and any crash-* files stay in
+# build/fuzz/corpus/NAME and build/fuzz/.  tests/test_fault_fuzz.c replays the seeds and
+# tests/fuzz/regress/ in `make check`.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+FUZZ_NAMES   := st_header st_tensors template audio
+FUZZ_ONLY    ?= $(FUZZ_NAMES)
+FUZZ_TIME    ?= 60
+FUZZ_FLAGS   ?= -jobs=1 -workers=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+# the harnesses need the readers and the models, not the pipeline or the CLI
+FUZZ_LIB_SRCS := $(filter src/audio.c src/safetensors.c src/template.c src/error.c src/model.c src/backend%.c \
+                   src/threadpool.c kernels/% models/%,$(LIB_SRCS))
+
+.PHONY: fuzz fuzz-build fuzz-lib
+fuzz: fuzz-build
+	@if [ "$(FUZZ_TIME)" -gt 0 ]; then failed=""; for n in $(FUZZ_ONLY); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/log/$$n; \
+	    echo "fuzz_$$n: $(FUZZ_TIME) s, log in $(FUZZ_BUILD)/log/$$n"; \
+	    (cd $(FUZZ_BUILD)/log/$$n && LSAN_OPTIONS=suppressions=$(abspath tests/fuzz/lsan.supp) \
+	     $(abspath $(FUZZ_BUILD))/fuzz_$$n $(FUZZ_FLAGS) -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=$(abspath $(FUZZ_BUILD))/ $(abspath $(FUZZ_BUILD))/corpus/$$n \
+	        $(abspath tests/fuzz/corpus)/$$n) || failed="$$failed $$n"; \
+	    tail -n 25 $(FUZZ_BUILD)/log/$$n/fuzz-0.log 2>/dev/null | grep -E '^(#|stat::|==|SUMMARY)' | tail -n 12; \
+	done; if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs in $(FUZZ_BUILD)/)"; exit 1; fi; fi
+
+fuzz-build: $(FUZZ_BINS)
+
+# the library, instrumented for coverage, by a sub-make into build/fuzz
+fuzz-lib:
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) BUILD=$(FUZZ_BUILD) SAN=0 OPT=-O1 SANFLAGS='$(FUZZ_SAN)' \
+	    LIB_SRCS='$(FUZZ_LIB_SRCS)' $(FUZZ_BUILD)/libstemsplit.a
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/*.h fuzz-lib
+	$(FUZZ_CC) $(ALL_CFLAGS) -O1 $(FUZZ_SAN) -o $@ $< $(FUZZ_BUILD)/libstemsplit.a \
+	    -fsanitize=fuzzer,address,undefined -pthread $(LIBS)
+
 # the CUDA backend and `make bundle` (kernels/cuda/cuda.mk)
 include kernels/cuda/cuda.mk

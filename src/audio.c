@@ -97,9 +97,18 @@ static void describe_format(int format, char *out, size_t cap)
 
 /* ---- reading ---------------------------------------------------------------------- */
 
+/* A read-only file in memory behind libsndfile's virtual I/O. */
+typedef struct mem_file {
+    const unsigned char *data;  /* the caller's bytes (not copied)                   */
+    sf_count_t size;            /* bytes at data                                     */
+    sf_count_t pos;             /* current offset, 0 .. size (seeks are clamped)     */
+} mem_file;
+
 struct ss_audio_reader {
-    SNDFILE *sf;        /* libsndfile handle reading fd                              */
-    int fd;             /* our descriptor (for "-": a spooled, already unlinked copy) */
+    SNDFILE *sf;        /* libsndfile handle reading fd or mem                       */
+    int fd;             /* our descriptor (for "-": a spooled, already unlinked copy);
+                           -1 for audio in memory                                    */
+    mem_file mem;       /* audio in memory (ss_audio_open_memory), else unused       */
     char *name;         /* path used in messages ("standard input" for "-")          */
     int channels;       /* channels per frame                                        */
     int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
@@ -219,6 +228,41 @@ static ss_status open_stdin(int *fdp, ss_error *err)
     return spool_stdin(fdp, err);
 }
 
+/* The second half of every open: check what libsndfile found, fill info.
+ * r already holds sf and fd (or mem); on failure r is closed (sf, fd and all). */
+static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *sfi, const char *name,
+                               ss_audio_reader **out, ss_audio_info *info, ss_error *err)
+{
+    ss_status st = SS_OK;
+    if (!sf) {
+        char why[256];
+        tidy_sf_message(sf_strerror(NULL), why, sizeof why);
+        st = ss_fail(err, SS_E_DATA, "%s: not an audio file libsndfile can read (%s)", name, why);
+    } else if (sfi->channels < 1 || sfi->samplerate < 1) {
+        st = ss_fail(err, SS_E_DATA, "%s: audio file has %d channels at %d Hz", name, sfi->channels,
+                     sfi->samplerate);
+    } else if (!(r->name = strdup(name))) {
+        st = ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    }
+    r->sf = sf;
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    r->channels = sfi->channels;
+    r->frames = (sfi->frames < 0 || sfi->frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi->frames;
+    r->pos = 0;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->frames = r->frames;
+        info->samplerate = sfi->samplerate;
+        info->channels = sfi->channels;
+        describe_format(sfi->format, info->format, sizeof info->format);
+    }
+    *out = r;
+    return SS_OK;
+}
+
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err)
 {
     if (out)
@@ -232,48 +276,77 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
     ss_status st = from_stdin ? open_stdin(&fd, err) : open_input_file(path, &fd, err);
     if (st != SS_OK)
         return st;
-
-    SF_INFO sfi;
-    memset(&sfi, 0, sizeof sfi);
-    SNDFILE *sf = sf_open_fd(fd, SFM_READ, &sfi, 0);
-    if (!sf) {
-        char why[256];
-        tidy_sf_message(sf_strerror(NULL), why, sizeof why);
-        close(fd);
-        return ss_fail(err, SS_E_DATA, "%s: not an audio file libsndfile can read (%s)", name, why);
-    }
-    if (sfi.channels < 1 || sfi.samplerate < 1) {
-        sf_close(sf);
-        close(fd);
-        return ss_fail(err, SS_E_DATA, "%s: audio file has %d channels at %d Hz", name,
-                       sfi.channels, sfi.samplerate);
-    }
-
     ss_audio_reader *r = calloc(1, sizeof *r);
-    char *copy = strdup(name);
-    if (!r || !copy) {
-        free(r);
-        free(copy);
-        sf_close(sf);
+    if (!r) {
         close(fd);
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
     }
-    r->sf = sf;
     r->fd = fd;
-    r->name = copy;
-    r->channels = sfi.channels;
-    r->frames = (sfi.frames < 0 || sfi.frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi.frames;
-    r->pos = 0;
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    return reader_finish(r, sf_open_fd(fd, SFM_READ, &sfi, 0), &sfi, name, out, info, err);
+}
 
-    if (info) {
-        memset(info, 0, sizeof *info);
-        info->frames = r->frames;
-        info->samplerate = sfi.samplerate;
-        info->channels = sfi.channels;
-        describe_format(sfi.format, info->format, sizeof info->format);
-    }
-    *out = r;
-    return SS_OK;
+/* ---- virtual I/O on memory ---- */
+
+static sf_count_t mem_get_filelen(void *user) { return ((mem_file *)user)->size; }
+
+static sf_count_t mem_seek(sf_count_t offset, int whence, void *user)
+{
+    mem_file *m = user;
+    sf_count_t base = whence == SEEK_CUR ? m->pos : whence == SEEK_END ? m->size : 0;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
+        return -1;
+    /* clamp to [0, size] without overflowing on a hostile offset */
+    if (offset < 0)
+        m->pos = offset < -base ? 0 : base + offset;
+    else
+        m->pos = offset > m->size - base ? m->size : base + offset;
+    return m->pos;
+}
+
+static sf_count_t mem_read(void *ptr, sf_count_t count, void *user)
+{
+    mem_file *m = user;
+    if (count <= 0)
+        return 0;
+    sf_count_t left = m->size - m->pos;
+    if (count > left)
+        count = left;
+    memcpy(ptr, m->data + m->pos, (size_t)count);
+    m->pos += count;
+    return count;
+}
+
+static sf_count_t mem_write(const void *ptr, sf_count_t count, void *user)
+{
+    (void)ptr, (void)count, (void)user;
+    return 0; /* read-only */
+}
+
+static sf_count_t mem_tell(void *user) { return ((mem_file *)user)->pos; }
+
+ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, ss_audio_reader **out,
+                               ss_audio_info *info, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!out || (!data && size > 0))
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_open_memory: NULL argument");
+    if (!name)
+        name = "(memory)";
+    if ((uint64_t)size > (uint64_t)INT64_MAX)
+        return ss_fail(err, SS_E_DATA, "%s: too large", name);
+    ss_audio_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    r->fd = -1;
+    r->mem.data = data;
+    r->mem.size = (sf_count_t)size;
+    static SF_VIRTUAL_IO vio = {mem_get_filelen, mem_seek, mem_read, mem_write, mem_tell};
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    return reader_finish(r, sf_open_virtual(&vio, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
 }
 
 ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err)

@@ -9,6 +9,7 @@
 #define SS_AUDIO_H
 
 #include <stdint.h>
+#include <stddef.h>
 
 #include "error.h"
 
@@ -27,6 +28,12 @@ typedef struct ss_audio_info {
  * removed on close).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
  * not audio libsndfile can decode, or when it has 0 channels. */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
+/* The same for `size` bytes of an audio file in memory (libsndfile virtual
+ * I/O; the bytes are not copied and must outlive the reader).  `name` (NULL:
+ * "(memory)") is used in messages.  Reading, rewinding and closing are those
+ * of ss_audio_open(). */
+ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, ss_audio_reader **out,
+                               ss_audio_info *info, ss_error *err);
 /* Read up to `n` frames into buf (n * channels floats); *got = frames read,
  * 0 at end of file.  SS_E_IO on a read error (e.g. file truncated meanwhile). */
 ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err);
