@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend_cpu.h"
 #include "threadpool.h"
 
 #if defined(SS_ACCELERATE)
@@ -18,6 +19,63 @@
 #else
 #include <cblas.h>
 #endif
+
+/* ---- BLAS kernel selection ------------------------------------------------------- */
+
+#if defined(OPENBLAS_VERSION)
+/* OpenBLAS's generic fallbacks for CPUs it does not know */
+static int blas_generic(const char *core)
+{
+    static const char *const generic[] = {"Prescott", "Katmai", "Coppermine", "Northwood", "Core2",
+                                          "Penryn", "Dunnington", "Nehalem", "Atom", "Unknown"};
+    for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
+        if (strcmp(core, generic[i]) == 0)
+            return 1;
+    return 0;
+}
+#endif
+
+void ss_cpu_blas_preflight(char **argv)
+{
+#if defined(OPENBLAS_VERSION) && defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+    const char *core = openblas_get_corename();
+    if (getenv("OPENBLAS_CORETYPE") || !core || !blas_generic(core))
+        return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (!want || setenv("OPENBLAS_CORETYPE", want, 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");     /* exec failed: carry on with the generic kernels */
+#else
+    (void)argv;
+#endif
+}
+
+void ss_cpu_blas_describe(char *out, size_t size)
+{
+#if defined(OPENBLAS_VERSION)
+    const char *v = OPENBLAS_VERSION;           /* " OpenBLAS 0.3.21 " */
+    while (*v == ' ')
+        v++;
+    int len = (int)strlen(v);
+    while (len > 0 && v[len - 1] == ' ')
+        len--;
+    snprintf(out, size, "%.*s (%s kernels%s)", len, v, openblas_get_corename(),
+             getenv("OPENBLAS_CORETYPE") ? ", from OPENBLAS_CORETYPE" : "");
+#elif defined(SS_ACCELERATE)
+    snprintf(out, size, "Accelerate");
+#else
+    snprintf(out, size, "CBLAS");
+#endif
+}
+
+/* ---- the backend -------------------------------------------------------------------- */
 
 typedef struct cpu_ctx {
     int threads;           /* worker threads of the kernels' pool */
@@ -68,7 +126,9 @@ static ss_status cpu_device_info(int index, ss_device_info *out)
         out->mem_free = avail > 0 ? (uint64_t)avail * (uint64_t)page : 0;
     }
     out->usable = 1;
-    snprintf(out->note, sizeof out->note, "%d cores, fp32, FFTW3f + CBLAS", ss_cpu_count());
+    char blas[96];
+    ss_cpu_blas_describe(blas, sizeof blas);
+    snprintf(out->note, sizeof out->note, "%d cores, fp32, FFTW3f + %s", ss_cpu_count(), blas);
     return SS_OK;
 }
 

@@ -17,6 +17,7 @@
 #include "../kernels/cpu/cpu_ops.h"
 #include "audio.h"
 #include "backend.h"
+#include "backend_cpu.h"
 #include "batch.h"
 #include "engine.h"
 #include "model.h"
@@ -445,6 +446,7 @@ static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
 
 int main(int argc, char **argv)
 {
+    ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
     options o = defaults;
     const char *env;
     if ((env = getenv("STEMSPLIT_MODEL")) && *env)
