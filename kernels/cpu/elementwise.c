@@ -215,24 +215,33 @@ typedef struct rows_job {
     const float *s, *t;     /* per-row or per-channel operands   */
     float *mean, *std;      /* moments outputs                   */
     float scale;            /* softmax temperature               */
+    int64_t rows;           /* number of rows                    */
+    int64_t rows_per_task;  /* rows handled by one task          */
 } rows_job;
 
-static void channel_affine_row(void *arg, int64_t r)
+/* rows [t * rows_per_task, ...) of x, y [batch*ch, len]; short rows are grouped
+ * so that one task always has about BLOCK elements */
+static void channel_affine_rows(void *arg, int64_t t)
 {
     const rows_job *j = arg;
-    int c = (int)(r % j->ch);
-    float s = j->s ? j->s[c] : 1.0f, t = j->t ? j->t[c] : 0.0f;
-    const float *x = j->x + r * j->len;
-    float *y = j->y + r * j->len;
-    for (int64_t i = 0; i < j->len; i++)
-        y[i] = x[i] * s + t;
+    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        int c = (int)(r % j->ch);
+        float s = j->s ? j->s[c] : 1.0f, b = j->t ? j->t[c] : 0.0f;
+        const float *x = j->x + r * j->len;
+        float *y = j->y + r * j->len;
+        for (int64_t i = 0; i < j->len; i++)
+            y[i] = x[i] * s + b;
+    }
 }
 
 ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                                 const float *scale, const float *bias)
 {
     rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .s = scale, .t = bias};
-    ss_pool_for(len >= 256 ? p : NULL, (int64_t)batch * ch, channel_affine_row, &job);
+    job.rows = (int64_t)batch * ch;
+    job.rows_per_task = len >= BLOCK ? 1 : (BLOCK + len - 1) / (len > 0 ? len : 1);
+    ss_pool_for(p, (job.rows + job.rows_per_task - 1) / job.rows_per_task, channel_affine_rows, &job);
     return SS_OK;
 }
 

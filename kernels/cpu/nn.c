@@ -86,6 +86,55 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 /* ---- group norm ---------------------------------------------------------------- */
 
+#if defined(__GNUC__) && !defined(__clang__)
+#define NN_VECTORISE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#else
+#define NN_VECTORISE
+#endif
+#define NN_LANES 8
+
+/* sum of x[0..n) and of (x - m)^2, in double, in NN_LANES interleaved partial
+ * sums (a fixed order, so the result does not depend on the vector width) */
+NN_VECTORISE static double sum_span(const float *x, int64_t n)
+{
+    double acc[NN_LANES] = {0};
+    int64_t i = 0;
+    for (; i + NN_LANES <= n; i += NN_LANES)
+        for (int k = 0; k < NN_LANES; k++)
+            acc[k] += x[i + k];
+    double s = 0.0;
+    for (; i < n; i++)
+        s += x[i];
+    for (int k = 0; k < NN_LANES; k++)
+        s += acc[k];
+    return s;
+}
+
+NN_VECTORISE static double sqdev_span(const float *x, int64_t n, double m)
+{
+    double acc[NN_LANES] = {0};
+    int64_t i = 0;
+    for (; i + NN_LANES <= n; i += NN_LANES)
+        for (int k = 0; k < NN_LANES; k++) {
+            double d = x[i + k] - m;
+            acc[k] += d * d;
+        }
+    double s = 0.0;
+    for (; i < n; i++)
+        s += (x[i] - m) * (x[i] - m);
+    for (int k = 0; k < NN_LANES; k++)
+        s += acc[k];
+    return s;
+}
+
+/* y = (x - m) * a + b in double: folding the mean into b would cancel badly
+ * when the variance is tiny */
+NN_VECTORISE static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)(((double)x[i] - m) * a + b);
+}
+
 /* A group is `n` contiguous floats; it is cut into chunks of NN_CHUNK so that
  * even one huge group (GroupNorm(1, C)) spreads over the pool. */
 typedef struct gn_job {
@@ -105,11 +154,7 @@ static void gn_sum(void *arg, int64_t t)
     gn_job *j = arg;
     int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
     int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
-    const float *x = j->x + g * j->group_n;
-    double s = 0.0;
-    for (int64_t i = lo; i < hi; i++)
-        s += x[i];
-    j->partial[t] = s;
+    j->partial[t] = sum_span(j->x + g * j->group_n + lo, hi - lo);
 }
 
 static void gn_sqdev(void *arg, int64_t t)
@@ -117,13 +162,7 @@ static void gn_sqdev(void *arg, int64_t t)
     gn_job *j = arg;
     int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
     int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
-    const float *x = j->x + g * j->group_n;
-    double m = j->mean[g], s = 0.0;
-    for (int64_t i = lo; i < hi; i++) {
-        double d = x[i] - m;
-        s += d * d;
-    }
-    j->partial[t] = s;
+    j->partial[t] = sqdev_span(j->x + g * j->group_n + lo, hi - lo, j->mean[g]);
 }
 
 /* one task per (batch, channel) row of `len` floats */
@@ -132,14 +171,8 @@ static void gn_apply(void *arg, int64_t r)
     gn_job *j = arg;
     int c = (int)(r % j->ch);
     int64_t g = (r / j->ch) * j->groups + c / (j->ch / j->groups);
-    /* y = (x - mean) * a + b in double: folding the mean into b would cancel
-     * badly when the variance is tiny */
-    double m = j->mean[g], a = j->rstd[g] * (j->gamma ? j->gamma[c] : 1.0f);
-    double b = j->beta ? j->beta[c] : 0.0;
-    const float *x = j->x + r * j->len;
-    float *y = j->y + r * j->len;
-    for (int64_t i = 0; i < j->len; i++)
-        y[i] = (float)(((double)x[i] - m) * a + b);
+    double a = j->rstd[g] * (j->gamma ? j->gamma[c] : 1.0f), b = j->beta ? j->beta[c] : 0.0;
+    affine_span(j->y + r * j->len, j->x + r * j->len, j->len, j->mean[g], a, b);
 }
 
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
