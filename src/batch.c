@@ -714,6 +714,8 @@ ss_status ss_batch_run(ss_model *m, ss_backend *be, const ss_batch_params *bp, c
                 break;
             k = next++;
         }
+        if (*bp->cancel)              /* not started: reported as such below */
+            break;
         item *it = &items[k];
         if (it->state == IT_NEW)
             prepare_item(b, it);

@@ -417,9 +417,13 @@ static int collect_inputs(const options *o, int argc, char **argv, ss_batch_list
         size_t before = l->n;
         if (ss_batch_add_from(l, o->files_from, &sc, &err) != SS_OK)
             goto fail;
-        for (size_t i = before; i < l->n; i++)
-            if (strcmp(l->v[i].path, "-") == 0 && (++stdin_inputs, strcmp(o->files_from, "-") == 0))
+        for (size_t i = before; i < l->n; i++) {
+            if (strcmp(l->v[i].path, "-") != 0)
+                continue;
+            if (strcmp(o->files_from, "-") == 0)
                 return usage_error("%s", "--files-from -: the list names - (standard input), which it is reading");
+            stdin_inputs++;
+        }
     }
     if (stdin_inputs > 1)
         return usage_error("%s", "- (standard input) is given more than once");
