@@ -186,6 +186,7 @@ typedef struct ht_ws {
     int64_t length;          /* ... and this input length (0 = none)  */
     size_t cap[W_COUNT];     /* floats allocated                      */
     float *buf[W_COUNT];
+    int heads_batched;       /* W_SCORES holds every head of an item  */
 } ht_ws;
 
 /* Sizes that depend on (batch, length): computed by ht_plan. */
@@ -1324,6 +1325,23 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     float *qb = ws->buf[W_QB], *kv = ws->buf[W_KV], *ctx = ws->buf[W_CTX], *sc = ws->buf[W_SCORES];
     linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D);                          /* [B*Nq, D]  */
     linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D); /* [B*Nk, 2D] k | v */
+    if (ws->heads_batched) {
+        /* one strided-batched product per item over all heads (devices: fewer, larger launches) */
+        for (int b = 0; b < B; b++) {
+            const float *qh = qb + (size_t)b * nq * D, *kh = kv + (size_t)b * nk * 2 * D, *vh = kh + D;
+            ss_gemm_desc s = {.trans_b = 1, .m = nq, .n = nk, .k = hd, .alpha = 1.0f, .beta = 0.0f, .lda = D,
+                              .ldb = 2 * D, .ldc = nk, .batch = heads, .stride_a = hd, .stride_b = hd,
+                              .stride_c = (int64_t)nq * nk};
+            ss_gemm(be, &s, qh, kh, sc);                                    /* sc [heads, Nq, Nk]   */
+            ss_softmax(be, sc, sc, heads * nq, nk, 1.0f / sqrtf((float)hd));
+            ss_gemm_desc o = {.m = nq, .n = hd, .k = nk, .alpha = 1.0f, .beta = 0.0f, .lda = nk, .ldb = 2 * D,
+                              .ldc = D, .batch = heads, .stride_a = (int64_t)nq * nk, .stride_b = hd,
+                              .stride_c = hd};
+            ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D);             /* ctx [Nq, D], by head */
+        }
+        linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D);
+        return;
+    }
     for (int b = 0; b < B; b++)
         for (int hh = 0; hh < heads; hh++) {
             const float *qh = qb + (size_t)b * nq * D + (size_t)hh * hd;
@@ -1748,6 +1766,14 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
                 return s;
         if (bag->n > 1)
             need[W_BAG] = (size_t)batch * bag->sources * bag->channels * length;
+        /* off host memory, attention runs every head of an item in one batched product */
+        bag->ws.heads_batched = !ss_backend_iface_of(be)->host_memory;
+        if (bag->ws.heads_batched) {
+            int heads = 1;
+            for (int i = 0; i < bag->n; i++)
+                heads = bag->m[i]->hp.t_heads > heads ? bag->m[i]->hp.t_heads : heads;
+            need[W_SCORES] *= (size_t)heads;
+        }
         if ((s = ws_ensure(&bag->ws, be, need, err)) != SS_OK)
             return s;
         bag->ws.batch = batch;
