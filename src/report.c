@@ -162,8 +162,13 @@ void ss_report_print_total(const ss_report *r, double wall, FILE *out)
     if (failed) {
         fprintf(out, "failed:\n");
         for (int i = 0; i < r->n; i++)
-            if (r->files[i].status == SS_FILE_FAILED)
-                fprintf(out, "  %s: %s\n", r->files[i].input, r->files[i].error ? r->files[i].error : "");
+            if (r->files[i].status == SS_FILE_FAILED) {
+                const char *in = r->files[i].input, *e = r->files[i].error ? r->files[i].error : "";
+                if (strncmp(e, in, strlen(in)) == 0 && e[strlen(in)] == ':')    /* the message names it */
+                    fprintf(out, "  %s\n", e);
+                else
+                    fprintf(out, "  %s: %s\n", in, e);
+            }
     }
 }
 
