@@ -103,8 +103,11 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/stemsplit $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
 	rm -rf $(DESTDIR)$(DATADIR)
 
+# On any machine: batch throughput with the shipped model.  The side-by-side
+# PyTorch benchmarks need torch and the demucs source (see scripts/bench-cpu.sh,
+# scripts/bench-cuda.sh and docs/performance.md).
 bench: stemsplit
-	sh scripts/bench-engine.sh
+	sh scripts/bench-batch.sh 40 1
 
 clean:
 	rm -rf build stemsplit
