@@ -12,6 +12,7 @@
 #include "engine.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +126,8 @@ typedef struct run {
     /* output window: frames [out0, out0 + win) of every pass's acc/wsum */
     int64_t out0, win;
     float *outbuf;          /* [S*C, win] finished frames handed to push          */
+    float *outbuf2;         /* the other half of the double buffer (writer)       */
+    struct writer *wr;      /* pushes finished blocks on its own thread           */
     /* batch buffers */
     int64_t valid_max;      /* largest model input length                         */
     float *host_x;          /* [batch, C, valid_max]                              */
@@ -279,6 +282,101 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
     return SS_OK;
 }
 
+/* ---- the writer: push() runs on its own thread, one block behind the model,
+ * so that encoding overlaps the next batch's device work.  Blocks are pushed
+ * in order; the first failure is kept and returned by the next writer_wait(). */
+
+typedef struct writer {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy, quit;            /* a block is handed over / the thread should end */
+    const float *buf;
+    int64_t pitch, n;
+    ss_engine_push push;
+    void *arg;
+    ss_status st;
+    ss_error err;
+} writer;
+
+static void *writer_main(void *arg)
+{
+    writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->busy && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->busy)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        ss_status s = w->st == SS_OK ? w->push(w->arg, w->buf, w->pitch, w->n, &w->err) : w->st;
+        pthread_mutex_lock(&w->mu);
+        w->st = s;
+        w->busy = 0;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Wait until the writer is idle; its status (copying its error into err). */
+static ss_status writer_wait(writer *w, ss_error *err)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    ss_status s = w->st;
+    pthread_mutex_unlock(&w->mu);
+    if (s != SS_OK)
+        ss_fail(err, s, "%s", w->err.msg);
+    return s;
+}
+
+static void writer_submit(writer *w, const float *buf, int64_t pitch, int64_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->buf = buf;
+    w->pitch = pitch;
+    w->n = n;
+    w->busy = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static writer *writer_start(ss_engine_push push, void *arg)
+{
+    writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->push = push;
+    w->arg = arg;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->th, NULL, writer_main, w) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void writer_stop(writer *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
 /* Push frames [out0, upto) and slide every pass's window. */
 static ss_status flush_output(run *r, int64_t upto, ss_error *err)
 {
@@ -297,9 +395,18 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
             o[i] = r->n_pass > 1 ? sum / (float)r->n_pass : sum;
         }
     }
-    ss_status s = r->push(r->push_arg, r->outbuf, r->win, n, err);
-    if (s != SS_OK)
+    ss_status s;
+    if (r->wr) {
+        /* hand the block to the writer thread and keep computing into the other buffer */
+        if ((s = writer_wait(r->wr, err)) != SS_OK)
+            return s;
+        writer_submit(r->wr, r->outbuf, r->win, n);
+        float *t = r->outbuf;
+        r->outbuf = r->outbuf2;
+        r->outbuf2 = t;
+    } else if ((s = r->push(r->push_arg, r->outbuf, r->win, n, err)) != SS_OK) {
         return s;
+    }
     for (int k = 0; k < r->n_pass; k++) {
         pass *ps = &r->passes[k];
         for (int row = 0; row < rows; row++) {
@@ -345,6 +452,9 @@ static ss_status run_batch(run *r, const job *jobs, int nb, int64_t keep, ss_err
 
 static void run_free(run *r)
 {
+    writer_stop(r->wr);
+    r->wr = NULL;
+    free(r->outbuf2);
     free(r->weight);
     if (r->passes)
         for (int k = 0; k < r->n_pass; k++) {
@@ -426,6 +536,10 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     }
     r.in = malloc(sizeof(float) * (size_t)r.C * (size_t)r.in_cap);
     r.outbuf = malloc(sizeof(float) * rows * (size_t)r.win);
+    r.outbuf2 = malloc(sizeof(float) * rows * (size_t)r.win);
+    if (!r.outbuf2)
+        goto nomem;
+    r.wr = writer_start(push, push_arg);   /* NULL: push on this thread */
     r.host_x = malloc(sizeof(float) * (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
     r.host_y = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
     if (!r.in || !r.outbuf || !r.host_x || !r.host_y)
@@ -474,6 +588,11 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     free(batch);
     if (s == SS_OK)
         s = flush_output(&r, length, err);
+    if (r.wr) {
+        ss_status ws = writer_wait(r.wr, err);
+        if (s == SS_OK)
+            s = ws;
+    }
     goto done;
 nomem:
     s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
