@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,38 +361,79 @@ static ss_status pad_outputs(encoder *e, ss_error *err)
     return SS_OK;
 }
 
-/* Rescale mode: encode every staged output scaled by 1 / max(1.01 * peak, 1). */
+/* One staged output of the rescale mode, encoded on its own thread. */
+typedef struct stage_job {
+    const encoder *e;
+    output *o;
+    int rate;
+    float scale;
+    ss_status status;        /* result of this output                */
+    ss_error err;            /* its message                          */
+} stage_job;
+
+/* Read back one staged output, scale it and encode it into its writer. */
+static void *encode_one(void *arg)
+{
+    stage_job *j = arg;
+    const encoder *e = j->e;
+    output *o = j->o;
+    ss_error *err = &j->err;
+    float *buf = malloc(sizeof(float) * (size_t)BLOCK * (size_t)e->C);
+    ss_status s = SS_OK;
+    if (!buf)
+        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+    else if ((s = ss_audio_create(o->path, e->p->format, e->p->sample_format, j->rate, e->C, &o->w, err)) == SS_OK &&
+             lseek(o->stage_fd, 0, SEEK_SET) != 0)
+        s = ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path, strerror(errno));
+    for (int64_t left = e->length; s == SS_OK && left > 0;) {
+        int64_t n = left < BLOCK ? left : BLOCK;
+        size_t bytes = sizeof(float) * (size_t)(n * e->C), have = 0;
+        while (s == SS_OK && have < bytes) {
+            ssize_t r = read(o->stage_fd, (char *)buf + have, bytes - have);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                s = ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path,
+                            r < 0 ? strerror(errno) : "short file");
+            else
+                have += (size_t)r;
+        }
+        if (s != SS_OK)
+            break;
+        for (int64_t i = 0; i < n * e->C; i++)
+            buf[i] *= j->scale;
+        s = ss_audio_write(o->w, buf, n, err);
+        left -= n;
+    }
+    free(buf);
+    j->status = s;
+    return NULL;
+}
+
+/* Rescale mode: encode every staged output scaled by 1 / max(1.01 * peak, 1),
+ * the outputs in parallel (one thread each; the first error is reported). */
 static ss_status encode_staged(encoder *e, int rate, ss_error *err)
 {
+    stage_job jobs[SS_MAX_SOURCES + 1];
+    pthread_t tid[SS_MAX_SOURCES + 1];
+    int started[SS_MAX_SOURCES + 1] = {0};
     float scale = 1.0f / fmaxf(1.01f * e->peak, 1.0f);
     for (int k = 0; k < e->n_out; k++) {
-        output *o = &e->outs[k];
-        ss_status s = ss_audio_create(o->path, e->p->format, e->p->sample_format, rate, e->C, &o->w, err);
-        if (s != SS_OK)
-            return s;
-        if (lseek(o->stage_fd, 0, SEEK_SET) != 0)
-            return ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path, strerror(errno));
-        if (ensure(&e->res, &e->res_cap, (int64_t)BLOCK * e->C) != SS_OK)
-            return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
-        for (int64_t left = e->length; left > 0;) {
-            int64_t n = left < BLOCK ? left : BLOCK;
-            size_t bytes = sizeof(float) * (size_t)(n * e->C), have = 0;
-            while (have < bytes) {
-                ssize_t r = read(o->stage_fd, (char *)e->res + have, bytes - have);
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0)
-                    return ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path,
-                                   r < 0 ? strerror(errno) : "short file");
-                have += (size_t)r;
-            }
-            for (int64_t i = 0; i < n * e->C; i++)
-                e->res[i] *= scale;
-            if ((s = ss_audio_write(o->w, e->res, n, err)) != SS_OK)
-                return s;
-            left -= n;
-        }
+        jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
+        if (k > 0)
+            started[k] = pthread_create(&tid[k], NULL, encode_one, &jobs[k]) == 0;
     }
+    if (e->n_out > 0)
+        encode_one(&jobs[0]);
+    for (int k = 1; k < e->n_out; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            encode_one(&jobs[k]);          /* no thread to be had: encode it here */
+    }
+    for (int k = 0; k < e->n_out; k++)
+        if (jobs[k].status != SS_OK)
+            return ss_fail(err, jobs[k].status, "%s", jobs[k].err.msg);
     return SS_OK;
 }
 
