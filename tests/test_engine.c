@@ -85,7 +85,7 @@ static double run_case(int64_t n, int shifts, int batch, int threads, float *y_o
     float *x = malloc(sizeof(float) * 2 * (size_t)n), *y = calloc(4 * (size_t)n, sizeof(float));
     srand(7);
     for (int64_t i = 0; i < 2 * n; i++)
-        x[i] = (float)rand() / RAND_MAX - 0.5f;
+        x[i] = (float)((double)rand() / RAND_MAX - 0.5);
     stream s = {x, y, n, 0, 0, 333};
     ss_engine_params p = {.overlap = 0.25, .shifts = shifts, .seed = 42, .batch = batch};
     double maxerr = -1;
