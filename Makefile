@@ -2,6 +2,7 @@
 #
 #   make                 build ./stemsplit (CPU backend)
 #   make check           build and run every test; last line "N passed, N failed[, N skipped]"
+#   make check-metal     only the Metal kernel tests (grid emulator); part of make check
 #   make asan            ASan+UBSan build in build/asan and the whole test suite under it
 #   make install         PREFIX=/usr/local DESTDIR= : binary, man page, share/stemsplit/models
 #   make bench           benchmarks (scripts/bench-*.sh) that can run on this machine
@@ -157,3 +158,5 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/*.h fuzz-lib
 
 # the CUDA backend and `make bundle` (kernels/cuda/cuda.mk)
 include kernels/cuda/cuda.mk
+# the Metal backend (macOS) and its emulated kernels for `make check` / `make check-metal`
+include kernels/metal/metal.mk
