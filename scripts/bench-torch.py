@@ -2,7 +2,7 @@
 """bench-torch.py - the PyTorch reference side of the benchmarks.
 
   bench-torch.py mix OUT.wav SECONDS         write the deterministic test mixture
-  bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda]
+  bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps]
                                              time the demucs CLI computation
                                              (normalise, apply_model split=True
                                              overlap=0.25 shifts=0, de-normalise)
@@ -44,7 +44,8 @@ def main():
         return
     model_path, mix_path, threads = sys.argv[2], sys.argv[3], int(sys.argv[4])
     device = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "--device" else "cpu"
-    torch.set_num_threads(threads)
+    if threads > 0:                      # 0: leave torch its default
+        torch.set_num_threads(threads)
     ch, a = read_wav(mix_path)
     wav = torch.frombuffer(bytearray(a.tobytes()), dtype=torch.float32).view(-1, ch).t().contiguous()
     model, _ = mr.load_model(model_path)
