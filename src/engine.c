@@ -147,25 +147,6 @@ static void geometry(ss_model *m, const ss_engine_params *p, int64_t *seg, int64
     *stride = (int64_t)((1.0 - p->overlap) * (double)*seg);
 }
 
-int64_t ss_engine_chunks(ss_model *m, const ss_engine_params *p, int64_t length)
-{
-    int64_t seg, stride;
-    geometry(m, p, &seg, &stride);
-    if (stride < 1 || length <= 0)
-        return 0;
-    if (p->shifts <= 0)
-        return (length + stride - 1) / stride;
-    int64_t max_shift = (int64_t)(0.5 * ss_model_get_info(m)->samplerate), total = 0;
-    int64_t *off = malloc(sizeof *off * (size_t)p->shifts);
-    if (!off)
-        return 0;
-    ss_py_randint(p->seed, max_shift, p->shifts, off);
-    for (int k = 0; k < p->shifts; k++)
-        total += (length + max_shift - off[k] + stride - 1) / stride;
-    free(off);
-    return total;
-}
-
 /* The next job in mixture order, or 0 when every pass is done. */
 static int next_job(run *r, job *j)
 {
@@ -551,7 +532,9 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     r.in0 = r.out0 = 0;
     /* shifted passes start before frame 0; accumulate() skips frames before the mixture */
 
-    int64_t total = ss_engine_chunks(m, p, length), done = 0;
+    int64_t total = 0, done = 0;                /* chunks of all passes, for progress */
+    for (int k = 0; k < r.n_pass; k++)
+        total += (r.passes[k].V + r.stride - 1) / r.stride;
     job *batch = malloc(sizeof *batch * (size_t)p->batch);
     if (!batch)
         goto nomem;

@@ -42,9 +42,6 @@ typedef ss_status (*ss_engine_pull)(void *arg, float *buf, int64_t cap, int64_t 
  * between consecutive channel rows (row (s, c) starts at (s*C + c) * pitch). */
 typedef ss_status (*ss_engine_push)(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err);
 
-/* Number of model calls' worth of chunks a run of `length` frames takes. */
-int64_t ss_engine_chunks(ss_model *m, const ss_engine_params *p, int64_t length);
-
 /* Separate `length` frames pulled from `pull` into stems pushed to `push`. */
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
                         ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
