@@ -21,12 +21,6 @@
  * Numerical Recipes (fractional error < 1.2e-7), which also avoids the
  * cancellation of 1 + erf(x) for negative x. */
 
-#if defined(__GNUC__) && !defined(__clang__)
-/* gcc vectorises at -O2 only when no scalar epilogue is needed: ask for it here */
-#define SS_VECTORISE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#else
-#define SS_VECTORISE                          /* clang vectorises at -O2 */
-#endif
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
     (!defined(__clang__) || __clang_major__ >= 14)
 #define SS_SIMD_CLONES SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))

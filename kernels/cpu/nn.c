@@ -86,16 +86,11 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 /* ---- group norm ---------------------------------------------------------------- */
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define NN_VECTORISE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#else
-#define NN_VECTORISE
-#endif
 #define NN_LANES 8
 
 /* sum of x[0..n) and of (x - m)^2, in double, in NN_LANES interleaved partial
  * sums (a fixed order, so the result does not depend on the vector width) */
-NN_VECTORISE static double sum_span(const float *x, int64_t n)
+SS_VECTORISE static double sum_span(const float *x, int64_t n)
 {
     double acc[NN_LANES] = {0};
     int64_t i = 0;
@@ -110,7 +105,7 @@ NN_VECTORISE static double sum_span(const float *x, int64_t n)
     return s;
 }
 
-NN_VECTORISE static double sqdev_span(const float *x, int64_t n, double m)
+SS_VECTORISE static double sqdev_span(const float *x, int64_t n, double m)
 {
     double acc[NN_LANES] = {0};
     int64_t i = 0;
@@ -129,7 +124,7 @@ NN_VECTORISE static double sqdev_span(const float *x, int64_t n, double m)
 
 /* y = (x - m) * a + b in double: folding the mean into b would cancel badly
  * when the variance is tiny */
-NN_VECTORISE static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
+SS_VECTORISE static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = (float)(((double)x[i] - m) * a + b);
