@@ -46,6 +46,10 @@ typedef struct output {
     ss_audio_writer *w;           /* the encoder (clamp/none), or NULL               */
     int stage_fd;                 /* unlinked raw f32 staging file (rescale), or -1  */
     int64_t written;              /* frames delivered so far (capped at the length)  */
+    float peak;                   /* largest |sample| staged so far (rescale)        */
+    float *mix;                   /* [n, C] this output's block at model rate        */
+    float *res;                   /* its resampled frames                            */
+    int64_t mix_cap, res_cap;
 } output;
 
 /* Name of the track: the input's base name without its extension. */
@@ -260,10 +264,6 @@ typedef struct encoder {
     int S, C;                 /* sources, channels                               */
     int64_t length;           /* frames each output must have (input length)     */
     double mean, std;         /* de-normalisation                                */
-    float *mix;               /* [n, C] interleaved output at model rate         */
-    float *res;               /* resampled frames                                */
-    int64_t mix_cap, res_cap;
-    float peak;               /* largest |sample| over all outputs               */
     double seconds;           /* time spent encoding                             */
 } encoder;
 
@@ -278,9 +278,10 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
         for (size_t i = 0; i < count; i++)
             buf[i] = buf[i] > 0.99f ? 0.99f : buf[i] < -0.99f ? -0.99f : buf[i];
     if (o->stage_fd >= 0) {
+        float peak = o->peak;
         for (size_t i = 0; i < count; i++)
-            if (fabsf(buf[i]) > e->peak)
-                e->peak = fabsf(buf[i]);
+            peak = fmaxf(peak, fabsf(buf[i]));
+        o->peak = peak;
         const char *b = (const char *)buf;
         size_t left = count * sizeof(float);
         while (left) {
@@ -314,33 +315,78 @@ static ss_status ensure(float **buf, int64_t *cap, int64_t need)
     return SS_OK;
 }
 
-/* Engine push: stems [S, C, n] (planar, row pitch `pitch`), normalised. */
+/* One output's share of a pushed block: sum its sources, de-normalise,
+ * resample and write.  Outputs touch only their own state, so they run in
+ * parallel (push_block). */
+typedef struct push_job {
+    encoder *e;
+    output *o;
+    const float *stems;
+    int64_t pitch, n;
+    ss_status status;
+    ss_error err;
+} push_job;
+
+static void *push_one(void *arg)
+{
+    push_job *j = arg;
+    encoder *e = j->e;
+    output *o = j->o;
+    const float *stems = j->stems;
+    int64_t n = j->n, pitch = j->pitch;
+    float mean = (float)e->mean, std = (float)e->std;
+    j->status = SS_OK;
+    if (ensure(&o->mix, &o->mix_cap, n * e->C) != SS_OK) {
+        j->status = ss_fail(&j->err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < e->C; c++) {
+            float v = 0.0f;
+            for (int src = 0; src < e->S; src++)
+                if (o->sources & (1u << src))
+                    v += stems[((int64_t)src * e->C + c) * pitch + i] * std + mean;
+            o->mix[i * e->C + c] = v;
+        }
+    int64_t need = ss_resampler_max_out(o->rs, n) * e->C, got = 0;
+    if (ensure(&o->res, &o->res_cap, need) != SS_OK) {
+        j->status = ss_fail(&j->err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+        return NULL;
+    }
+    ss_status s = ss_resampler_push(o->rs, o->mix, n, o->res, need / e->C, &got, &j->err);
+    if (s == SS_OK)
+        s = write_frames(e, o, o->res, got, &j->err);
+    j->status = s;
+    return NULL;
+}
+
+/* Engine push: stems [S, C, n] (planar, row pitch `pitch`), normalised; every
+ * output on its own thread (the first on this one). */
 static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
 {
     encoder *e = arg;
     double t0 = now();
-    ss_status s = SS_OK;
-    float mean = (float)e->mean, std = (float)e->std;
-    if (ensure(&e->mix, &e->mix_cap, n * e->C) != SS_OK)
-        return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
-    for (int k = 0; k < e->n_out && s == SS_OK; k++) {
-        output *o = &e->outs[k];
-        for (int64_t i = 0; i < n; i++)
-            for (int c = 0; c < e->C; c++) {
-                float v = 0.0f;
-                for (int src = 0; src < e->S; src++)
-                    if (o->sources & (1u << src))
-                        v += stems[((int64_t)src * e->C + c) * pitch + i] * std + mean;
-                e->mix[i * e->C + c] = v;
-            }
-        int64_t need = ss_resampler_max_out(o->rs, n) * e->C, got = 0;
-        if (ensure(&e->res, &e->res_cap, need) != SS_OK)
-            return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
-        if ((s = ss_resampler_push(o->rs, e->mix, n, e->res, need / e->C, &got, err)) == SS_OK)
-            s = write_frames(e, o, e->res, got, err);
+    push_job jobs[SS_MAX_SOURCES + 1];
+    pthread_t tid[SS_MAX_SOURCES + 1];
+    int started[SS_MAX_SOURCES + 1] = {0};
+    for (int k = 0; k < e->n_out; k++) {
+        jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
+        if (k > 0)
+            started[k] = pthread_create(&tid[k], NULL, push_one, &jobs[k]) == 0;
+    }
+    if (e->n_out > 0)
+        push_one(&jobs[0]);
+    for (int k = 1; k < e->n_out; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            push_one(&jobs[k]);            /* no thread to be had: do it here */
     }
     e->seconds += now() - t0;
-    return s;
+    for (int k = 0; k < e->n_out; k++)
+        if (jobs[k].status != SS_OK)
+            return ss_fail(err, jobs[k].status, "%s", jobs[k].err.msg);
+    return SS_OK;
 }
 
 /* Pad every output to the input's length (resampling may give one frame less). */
@@ -350,10 +396,10 @@ static ss_status pad_outputs(encoder *e, ss_error *err)
         output *o = &e->outs[k];
         while (o->written < e->length) {
             int64_t n = e->length - o->written < 1024 ? e->length - o->written : 1024;
-            if (ensure(&e->res, &e->res_cap, n * e->C) != SS_OK)
+            if (ensure(&o->res, &o->res_cap, n * e->C) != SS_OK)
                 return ss_fail(err, SS_E_NOMEM, "out of memory encoding");
-            memset(e->res, 0, sizeof(float) * (size_t)(n * e->C));
-            ss_status s = write_frames(e, o, e->res, n, err);
+            memset(o->res, 0, sizeof(float) * (size_t)(n * e->C));
+            ss_status s = write_frames(e, o, o->res, n, err);
             if (s != SS_OK)
                 return s;
         }
@@ -417,7 +463,10 @@ static ss_status encode_staged(encoder *e, int rate, ss_error *err)
     stage_job jobs[SS_MAX_SOURCES + 1];
     pthread_t tid[SS_MAX_SOURCES + 1];
     int started[SS_MAX_SOURCES + 1] = {0};
-    float scale = 1.0f / fmaxf(1.01f * e->peak, 1.0f);
+    float peak = 0.0f;
+    for (int k = 0; k < e->n_out; k++)
+        peak = fmaxf(peak, e->outs[k].peak);
+    float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
     for (int k = 0; k < e->n_out; k++) {
         jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
         if (k > 0)
@@ -480,6 +529,8 @@ void ss_sep_job_free(ss_sep_job *j)
         ss_resampler_free(j->outs[k].rs);
         if (j->outs[k].stage_fd >= 0)
             close(j->outs[k].stage_fd);
+        free(j->outs[k].mix);
+        free(j->outs[k].res);
     }
     if (j->d.rd)
         ss_audio_close(j->d.rd);
@@ -487,8 +538,6 @@ void ss_sep_job_free(ss_sep_job *j)
     free(j->d.raw);
     free(j->d.mapped);
     free(j->d.fifo);
-    free(j->e.mix);
-    free(j->e.res);
     free(j->outs);
     free(j);
 }
