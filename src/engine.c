@@ -13,8 +13,10 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- Python's random module (MT19937, random.seed(int), randint) ------------------ */
 
@@ -99,6 +101,7 @@ typedef struct pass {
     int64_t next;           /* view offset of the next chunk; >= V when done      */
     float *acc;             /* [S*C, win] weighted sums, window starts at `out0`  */
     float *wsum;            /* [win] summed weights                                */
+    int64_t hi;             /* window frames [hi, win) of acc/wsum are all zero   */
 } pass;
 
 typedef struct job {
@@ -108,6 +111,21 @@ typedef struct job {
     int64_t valid;          /* model input length                                 */
     int64_t read0;          /* first mixture frame the model input starts at      */
 } job;
+
+/* Writer item: a finished block [S*C, n] with row pitch `pitch`. */
+typedef struct block {
+    const float *buf;
+    int64_t pitch, n;
+} block;
+
+/* Post item: a batch's downloaded output y [nb, S, C, valid] and the frame
+ * before which the output is final once it is added. */
+typedef struct post_item {
+    const job *jobs;
+    int nb;
+    const float *y;
+    int64_t upto;
+} post_item;
 
 typedef struct run {
     ss_model *m;
@@ -127,17 +145,32 @@ typedef struct run {
     int64_t out0, win;
     float *outbuf;          /* [S*C, win] finished frames handed to push          */
     float *outbuf2;         /* the other half of the double buffer (writer)       */
-    struct writer *wr;      /* pushes finished blocks on its own thread           */
+    struct worker *wr;      /* pushes finished blocks on its own thread           */
+    block wblock;           /* the block the writer has                           */
+    struct worker *post;    /* overlap-adds batches on its own thread             */
+    post_item pitem;        /* the batch it has                                   */
+    job *pjobs;             /* [batch] that batch's jobs                          */
     /* batch buffers */
     int64_t valid_max;      /* largest model input length                         */
     float *host_x;          /* [batch, C, valid_max]                              */
-    float *host_y;          /* [batch, S, C, valid_max]                           */
+    float *host_y;          /* [batch, S, C, valid_max] next download             */
+    float *host_y2;         /* the other half of the double buffer (post)         */
     float *dev_x, *dev_y;   /* device copies                                      */
     ss_engine_pull pull;
     void *pull_arg;
     ss_engine_push push;
     void *push_arg;
+    /* STEMSPLIT_PROFILE=1: where the engine's time goes, printed at the end */
+    int prof;
+    double t_device, t_post, t_wait;  /* run_batch; post stage; main waiting on post */
 } run;
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Segment length and stride for a model and params; 0 stride on bad params. */
 static void geometry(ss_model *m, const ss_engine_params *p, int64_t *seg, int64_t *stride)
@@ -251,6 +284,8 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
         if (w >= 0)                                   /* frames before out0 lie before the mixture */
             ps->wsum[w] += r->weight[i];
     }
+    if (start + j->clen > ps->hi)
+        ps->hi = start + j->clen;
     for (int row = 0; row < r->S * r->C; row++) {
         const float *src = y + row * j->valid + trim;
         float *acc = ps->acc + row * r->win;
@@ -263,26 +298,30 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
     return SS_OK;
 }
 
-/* ---- the writer: push() runs on its own thread, one block behind the model,
- * so that encoding overlaps the next batch's device work.  Blocks are pushed
- * in order; the first failure is kept and returned by the next writer_wait(). */
+/* ---- workers: single-slot hand-off threads.  The device loop (main thread)
+ * hands each batch's downloaded output to the `post` worker, which overlap-adds
+ * it and slides the windows while the device runs the next batch; `post` hands
+ * finished blocks to the `writer` worker, which runs push() (encoding) one block
+ * behind.  An item is owned by the worker from submit until the next wait; the
+ * first failure is kept and returned by every later wait. */
 
-typedef struct writer {
+typedef ss_status (*worker_fn)(void *ctx, void *item, ss_error *err);
+
+typedef struct worker {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy, quit;            /* a block is handed over / the thread should end */
-    const float *buf;
-    int64_t pitch, n;
-    ss_engine_push push;
-    void *arg;
+    int busy, quit;            /* an item is handed over / the thread should end */
+    void *item;
+    worker_fn fn;
+    void *ctx;
     ss_status st;
     ss_error err;
-} writer;
+} worker;
 
-static void *writer_main(void *arg)
+static void *worker_main(void *arg)
 {
-    writer *w = arg;
+    worker *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->busy && !w->quit)
@@ -290,7 +329,7 @@ static void *writer_main(void *arg)
         if (!w->busy)
             break;
         pthread_mutex_unlock(&w->mu);
-        ss_status s = w->st == SS_OK ? w->push(w->arg, w->buf, w->pitch, w->n, &w->err) : w->st;
+        ss_status s = w->st == SS_OK ? w->fn(w->ctx, w->item, &w->err) : w->st;
         pthread_mutex_lock(&w->mu);
         w->st = s;
         w->busy = 0;
@@ -300,8 +339,8 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Wait until the writer is idle; its status (copying its error into err). */
-static ss_status writer_wait(writer *w, ss_error *err)
+/* Wait until the worker is idle; its status (copying its error into err). */
+static ss_status worker_wait(worker *w, ss_error *err)
 {
     pthread_mutex_lock(&w->mu);
     while (w->busy)
@@ -313,27 +352,26 @@ static ss_status writer_wait(writer *w, ss_error *err)
     return s;
 }
 
-static void writer_submit(writer *w, const float *buf, int64_t pitch, int64_t n)
+/* Hand over an item (the worker must be idle: worker_wait first). */
+static void worker_submit(worker *w, void *item)
 {
     pthread_mutex_lock(&w->mu);
-    w->buf = buf;
-    w->pitch = pitch;
-    w->n = n;
+    w->item = item;
     w->busy = 1;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
-static writer *writer_start(ss_engine_push push, void *arg)
+static worker *worker_start(worker_fn fn, void *ctx)
 {
-    writer *w = calloc(1, sizeof *w);
+    worker *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    w->push = push;
-    w->arg = arg;
+    w->fn = fn;
+    w->ctx = ctx;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (pthread_create(&w->th, NULL, writer_main, w) != 0) {
+    if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
         free(w);
@@ -342,7 +380,7 @@ static writer *writer_start(ss_engine_push push, void *arg)
     return w;
 }
 
-static void writer_stop(writer *w)
+static void worker_stop(worker *w)
 {
     if (!w)
         return;
@@ -356,6 +394,13 @@ static void writer_stop(writer *w)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w);
+}
+
+static ss_status writer_fn(void *ctx, void *item, ss_error *err)
+{
+    run *r = ctx;
+    const block *b = item;
+    return r->push(r->push_arg, b->buf, b->pitch, b->n, err);
 }
 
 /* Push frames [out0, upto) and slide every pass's window. */
@@ -379,31 +424,36 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     ss_status s;
     if (r->wr) {
         /* hand the block to the writer thread and keep computing into the other buffer */
-        if ((s = writer_wait(r->wr, err)) != SS_OK)
+        if ((s = worker_wait(r->wr, err)) != SS_OK)
             return s;
-        writer_submit(r->wr, r->outbuf, r->win, n);
+        r->wblock = (block){r->outbuf, r->win, n};
+        worker_submit(r->wr, &r->wblock);
         float *t = r->outbuf;
         r->outbuf = r->outbuf2;
         r->outbuf2 = t;
     } else if ((s = r->push(r->push_arg, r->outbuf, r->win, n, err)) != SS_OK) {
         return s;
     }
+    /* slide the windows by n; only [0, hi) holds data, the rest is zero already */
     for (int k = 0; k < r->n_pass; k++) {
         pass *ps = &r->passes[k];
+        int64_t live = ps->hi > n ? ps->hi - n : 0;       /* frames that move down */
+        int64_t dirty = ps->hi < r->win ? ps->hi : r->win; /* frames that held data */
         for (int row = 0; row < rows; row++) {
             float *acc = ps->acc + row * r->win;
-            memmove(acc, acc + n, sizeof(float) * (size_t)(r->win - n));
-            memset(acc + r->win - n, 0, sizeof(float) * (size_t)n);
+            memmove(acc, acc + n, sizeof(float) * (size_t)live);
+            memset(acc + live, 0, sizeof(float) * (size_t)(dirty - live));
         }
-        memmove(ps->wsum, ps->wsum + n, sizeof(float) * (size_t)(r->win - n));
-        memset(ps->wsum + r->win - n, 0, sizeof(float) * (size_t)n);
+        memmove(ps->wsum, ps->wsum + n, sizeof(float) * (size_t)live);
+        memset(ps->wsum + live, 0, sizeof(float) * (size_t)(dirty - live));
+        ps->hi = live;
     }
     r->out0 = upto;
     return SS_OK;
 }
 
-/* Run the model on a batch of jobs with the same valid length; input frames
- * before `keep` are no longer needed by any later job. */
+/* Run the model on a batch of jobs with the same valid length into host_y;
+ * input frames before `keep` are no longer needed by any later job. */
 static ss_status run_batch(run *r, const job *jobs, int nb, int64_t keep, ss_error *err)
 {
     int64_t valid = jobs[0].valid;
@@ -425,16 +475,53 @@ static ss_status run_batch(run *r, const job *jobs, int nb, int64_t keep, ss_err
         return s;
     if ((s = ss_download(r->be, r->host_y, r->dev_y, (size_t)nb * yn)) != SS_OK)
         return ss_backend_status(r->be, err);
-    for (int b = 0; b < nb; b++)
-        if ((s = accumulate(r, &jobs[b], r->host_y + b * yn, err)) != SS_OK)
-            return s;
+    return SS_OK;
+}
+
+/* Overlap-add a downloaded batch and push what became final. */
+static ss_status post_batch(run *r, const post_item *it, ss_error *err)
+{
+    size_t yn = (size_t)r->S * (size_t)r->C * (size_t)it->jobs[0].valid;
+    double t0 = seconds_now();
+    ss_status s = SS_OK;
+    for (int b = 0; b < it->nb && s == SS_OK; b++)
+        s = accumulate(r, &it->jobs[b], it->y + b * yn, err);
+    if (s == SS_OK)
+        s = flush_output(r, it->upto, err);
+    r->t_post += seconds_now() - t0;
+    return s;
+}
+
+static ss_status post_fn(void *ctx, void *item, ss_error *err) { return post_batch(ctx, item, err); }
+
+/* Hand host_y's batch to the post worker (or add it here without one) and
+ * swap the download buffers. */
+static ss_status post_submit(run *r, const job *jobs, int nb, int64_t upto, ss_error *err)
+{
+    ss_status s;
+    double t0 = seconds_now();
+    if (r->post && (s = worker_wait(r->post, err)) != SS_OK)
+        return s;
+    r->t_wait += seconds_now() - t0;
+    memcpy(r->pjobs, jobs, sizeof *jobs * (size_t)nb);
+    r->pitem = (post_item){r->pjobs, nb, r->host_y, upto};
+    if (!r->post)
+        return post_batch(r, &r->pitem, err);
+    worker_submit(r->post, &r->pitem);
+    float *t = r->host_y;
+    r->host_y = r->host_y2;
+    r->host_y2 = t;
     return SS_OK;
 }
 
 static void run_free(run *r)
 {
-    writer_stop(r->wr);
+    worker_stop(r->post);
+    r->post = NULL;
+    worker_stop(r->wr);
     r->wr = NULL;
+    free(r->pjobs);
+    free(r->host_y2);
     free(r->outbuf2);
     free(r->weight);
     if (r->passes)
@@ -520,16 +607,22 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     r.outbuf2 = malloc(sizeof(float) * rows * (size_t)r.win);
     if (!r.outbuf2)
         goto nomem;
-    r.wr = writer_start(push, push_arg);   /* NULL: push on this thread */
     r.host_x = malloc(sizeof(float) * (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
     r.host_y = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
-    if (!r.in || !r.outbuf || !r.host_x || !r.host_y)
+    r.host_y2 = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
+    r.pjobs = malloc(sizeof *r.pjobs * (size_t)p->batch);
+    if (!r.in || !r.outbuf || !r.host_x || !r.host_y || !r.host_y2 || !r.pjobs)
         goto nomem;
+    /* without threads (NULL) each stage runs on this thread instead */
+    r.wr = worker_start(writer_fn, &r);
+    r.post = worker_start(post_fn, &r);
     r.dev_x = ss_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
     r.dev_y = ss_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
     if ((s = ss_backend_status(be, err)) != SS_OK)
         goto done;
     r.in0 = r.out0 = 0;
+    const char *pe = getenv("STEMSPLIT_PROFILE");
+    r.prof = pe && *pe == '1';
     /* shifted passes start before frame 0; accumulate() skips frames before the mixture */
 
     int64_t total = 0, done = 0;                /* chunks of all passes, for progress */
@@ -553,8 +646,10 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         int64_t keep = future_read_min(&r);
         if (have_pending && pending.read0 < keep)
             keep = pending.read0;
+        double t0 = seconds_now();
         if ((s = run_batch(&r, batch, nb, keep, err)) != SS_OK)
             break;
+        r.t_device += seconds_now() - t0;
         /* the pending job's pass has not advanced past it yet: count it as not done */
         int64_t upto = final_upto(&r);
         if (have_pending) {
@@ -562,20 +657,29 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
             if (pend < upto)
                 upto = pend;
         }
-        if ((s = flush_output(&r, upto, err)) != SS_OK)
+        if ((s = post_submit(&r, batch, nb, upto, err)) != SS_OK)
             break;
         done += nb;
         if (p->progress)
             p->progress(p->progress_arg, done, total);
     }
     free(batch);
+    if (r.post) {
+        ss_status ps = worker_wait(r.post, s == SS_OK ? err : &(ss_error){0});
+        if (s == SS_OK)
+            s = ps;
+    }
     if (s == SS_OK)
         s = flush_output(&r, length, err);
     if (r.wr) {
-        ss_status ws = writer_wait(r.wr, err);
+        ss_status ws = worker_wait(r.wr, s == SS_OK ? err : &(ss_error){0});
         if (s == SS_OK)
             s = ws;
     }
+    if (r.prof)
+        fprintf(stderr, "engine profile: %lld chunks; device loop %.3f s (input, upload, forward, download), "
+                "overlap-add %.3f s on its thread, device loop waiting for it %.3f s\n",
+                (long long)done, r.t_device, r.t_post, r.t_wait);
     goto done;
 nomem:
     s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
