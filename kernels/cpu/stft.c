@@ -152,24 +152,36 @@ ss_status ss_cpu_stft(ss_pool *p, const ss_stft_desc *d, const float *x, float *
 
 /* ---- inverse ------------------------------------------------------------------ */
 
+/* The inverse transforms each frame and overlap-adds it straight into x (the
+ * samples of the padded signal that x keeps), with no buffer of all frames.
+ * Tasks take a block of frames of one row; a block's output overlaps only
+ * its neighbours' (block_frames * hop >= n_fft - hop), so the even blocks run
+ * together, then the odd ones: no two tasks touch the same samples, and the
+ * order of the sums does not depend on the number of threads. */
 typedef struct istft_job {
     const ss_stft_desc *d;
     const fft_plan *plan;
-    const float *spec;       /* [batch, 2, F, frames]                */
-    float *x;                /* [batch, length]                      */
-    float *frames_buf;       /* [batch, frames, n_fft] windowed      */
+    const float *spec;       /* [batch, 2, F, frames]                    */
+    float *x;                /* [batch, length]                          */
+    const float *env;        /* [length] summed squared window at x      */
     int64_t frames;
-    int64_t blocks;
+    int64_t block_frames;    /* frames per task                          */
+    int64_t blocks;          /* frame blocks per row                     */
+    int64_t half;            /* blocks of this phase per row             */
+    int parity;              /* 0: even blocks, 1: odd blocks            */
     int fail;
 } istft_job;
 
-static void istft_frames_task(void *arg, int64_t t)
+static void istft_block_task(void *arg, int64_t t)
 {
     istft_job *j = arg;
     const ss_stft_desc *d = j->d;
     int n = d->n_fft, nb = n / 2 + 1;
-    int64_t b = t / j->blocks, f0 = (t % j->blocks) * FRAMES_PER_TASK;
-    int64_t f1 = f0 + FRAMES_PER_TASK < j->frames ? f0 + FRAMES_PER_TASK : j->frames;
+    int64_t b = t / j->half, blk = 2 * (t % j->half) + j->parity;
+    if (blk >= j->blocks)
+        return;
+    int64_t f0 = blk * j->block_frames;
+    int64_t f1 = f0 + j->block_frames < j->frames ? f0 + j->block_frames : j->frames;
     float *outr = fftwf_malloc(sizeof(float) * (size_t)n);
     fftwf_complex *in = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
     if (!in || !outr) {
@@ -179,8 +191,10 @@ static void istft_frames_task(void *arg, int64_t t)
         return;
     }
     const float *re = j->spec + b * 2 * (int64_t)nb * j->frames, *im = re + (int64_t)nb * j->frames;
+    float *x = j->x + b * d->length;
     /* normalized: undo the forward's 1/sqrt(n); the c2r transform is unnormalised (x n) */
     float norm = sqrtf((float)n) / (float)n;
+    const float *win = j->plan->window;
     for (int64_t f = f0; f < f1; f++) {
         for (int k = 0; k < nb; k++) {
             in[k][0] = re[(int64_t)k * j->frames + f];
@@ -189,44 +203,29 @@ static void istft_frames_task(void *arg, int64_t t)
         in[0][1] = 0.0f;          /* a real signal's DC and Nyquist bins are real */
         in[nb - 1][1] = 0.0f;
         fftwf_execute_dft_c2r(j->plan->inv, in, outr);
-        float *dst = j->frames_buf + (b * j->frames + f) * n;
-        for (int i = 0; i < n; i++)
-            dst[i] = outr[i] * norm * j->plan->window[i];
+        /* frame sample i lands on padded position f hop + i, i.e. x[f hop + i - n/2] */
+        int64_t o = f * d->hop - n / 2;
+        int64_t i0 = o < 0 ? -o : 0, i1 = d->length - o < n ? d->length - o : n;
+        for (int64_t i = i0; i < i1; i++)
+            x[o + i] += outr[i] * norm * win[i];
     }
     fftwf_free(in);
     fftwf_free(outr);
 }
 
-static void istft_ola_task(void *arg, int64_t b)
+/* x[b] = 0 before the overlap-add, x[b] /= env after it */
+static void istft_zero_row(void *arg, int64_t b)
 {
     istft_job *j = arg;
-    const ss_stft_desc *d = j->d;
-    int n = d->n_fft;
-    int64_t full = (int64_t)n + d->hop * (j->frames - 1);
-    float *acc = calloc((size_t)full, sizeof *acc);
-    float *env = calloc((size_t)full, sizeof *env);
-    if (!acc || !env) {
-        j->fail = 1;
-        free(acc);
-        free(env);
-        return;
-    }
-    for (int64_t f = 0; f < j->frames; f++) {
-        const float *src = j->frames_buf + (b * j->frames + f) * n;
-        float *a = acc + f * d->hop, *e = env + f * d->hop;
-        for (int i = 0; i < n; i++) {
-            a[i] += src[i];
-            e[i] += j->plan->window[i] * j->plan->window[i];
-        }
-    }
-    float *x = j->x + b * d->length;
-    int64_t start = n / 2;
-    for (int64_t i = 0; i < d->length; i++) {
-        int64_t k = start + i;
-        x[i] = (k < full && env[k] > 1e-11f) ? acc[k] / env[k] : 0.0f;
-    }
-    free(acc);
-    free(env);
+    memset(j->x + b * j->d->length, 0, (size_t)j->d->length * sizeof(float));
+}
+
+static void istft_norm_row(void *arg, int64_t b)
+{
+    istft_job *j = arg;
+    float *x = j->x + b * j->d->length;
+    for (int64_t i = 0; i < j->d->length; i++)
+        x[i] = j->env[i] > 1e-11f ? x[i] / j->env[i] : 0.0f;
 }
 
 ss_status ss_cpu_istft(ss_pool *p, const ss_stft_desc *d, const float *spec, float *x)
@@ -234,14 +233,31 @@ ss_status ss_cpu_istft(ss_pool *p, const ss_stft_desc *d, const float *spec, flo
     const fft_plan *plan = get_plan(d->n_fft);
     if (!plan)
         return SS_E_NOMEM;
-    istft_job job = {d, plan, spec, x, NULL, ss_stft_frames(d), 0, 0};
-    job.blocks = (job.frames + FRAMES_PER_TASK - 1) / FRAMES_PER_TASK;
-    job.frames_buf = malloc(sizeof(float) * (size_t)d->batch * (size_t)job.frames * (size_t)d->n_fft);
-    if (!job.frames_buf)
+    if (d->batch <= 0 || d->length <= 0)
+        return SS_OK;
+    int n = d->n_fft;
+    istft_job job = {.d = d, .plan = plan, .spec = spec, .x = x, .frames = ss_stft_frames(d)};
+    /* the summed squared window of every frame at each kept sample, frame by frame */
+    float *env = calloc((size_t)d->length, sizeof *env);
+    if (!env)
         return SS_E_NOMEM;
-    ss_pool_for(p, d->batch * job.blocks, istft_frames_task, &job);
+    for (int64_t f = 0; f < job.frames; f++) {
+        int64_t o = f * d->hop - n / 2;
+        int64_t i0 = o < 0 ? -o : 0, i1 = d->length - o < n ? d->length - o : n;
+        for (int64_t i = i0; i < i1; i++)
+            env[o + i] += plan->window[i] * plan->window[i];
+    }
+    job.env = env;
+    job.block_frames = FRAMES_PER_TASK;
+    if (job.block_frames * d->hop < n - d->hop)       /* blocks two apart must not overlap */
+        job.block_frames = (n - 1) / d->hop + 1;
+    job.blocks = (job.frames + job.block_frames - 1) / job.block_frames;
+    job.half = (job.blocks + 1) / 2;
+    ss_pool_for(p, d->batch, istft_zero_row, &job);
+    for (job.parity = 0; job.parity < 2 && !job.fail; job.parity++)
+        ss_pool_for(p, d->batch * job.half, istft_block_task, &job);
     if (!job.fail)
-        ss_pool_for(p, d->batch, istft_ola_task, &job);
-    free(job.frames_buf);
+        ss_pool_for(p, d->batch, istft_norm_row, &job);
+    free(env);
     return job.fail ? SS_E_NOMEM : SS_OK;
 }
