@@ -1,7 +1,8 @@
 /* nn.c - CPU kernels for normalisation, matrix products and convolutions.
  *
  * Contracts are those of the wrappers in src/backend.h.  Norm statistics are
- * accumulated in double (two passes: mean, then squared deviations).  Matrix
+ * accumulated in double (group norm: one pass of shifted sums per chunk, the
+ * chunks merged in order; layer norm: mean, then squared deviations).  Matrix
  * products go to single-threaded cblas_sgemm calls spread over the pool (the
  * CPU backend keeps OpenBLAS at one thread, so its own threads never spin
  * against ours): many independent products run one per task, one large
@@ -88,38 +89,32 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 #define NN_LANES 8
 
-/* sum of x[0..n) and of (x - m)^2, in double, in NN_LANES interleaved partial
- * sums (a fixed order, so the result does not depend on the vector width) */
-SS_VECTORISE static double sum_span(const float *x, int64_t n)
+/* sums of d = x - k and of d^2 over x[0..n), in double, in NN_LANES
+ * interleaved partial sums (a fixed order, so the result does not depend on
+ * the vector width).  k is a value of the span: shifting by it keeps the sum
+ * of squares free of cancellation, so one pass gives the statistics. */
+SS_VECTORISE static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
 {
-    double acc[NN_LANES] = {0};
+    double a1[NN_LANES] = {0}, a2[NN_LANES] = {0};
     int64_t i = 0;
     for (; i + NN_LANES <= n; i += NN_LANES)
-        for (int k = 0; k < NN_LANES; k++)
-            acc[k] += x[i + k];
-    double s = 0.0;
-    for (; i < n; i++)
-        s += x[i];
-    for (int k = 0; k < NN_LANES; k++)
-        s += acc[k];
-    return s;
-}
-
-SS_VECTORISE static double sqdev_span(const float *x, int64_t n, double m)
-{
-    double acc[NN_LANES] = {0};
-    int64_t i = 0;
-    for (; i + NN_LANES <= n; i += NN_LANES)
-        for (int k = 0; k < NN_LANES; k++) {
-            double d = x[i + k] - m;
-            acc[k] += d * d;
+        for (int l = 0; l < NN_LANES; l++) {
+            double d = (double)x[i + l] - k;
+            a1[l] += d;
+            a2[l] += d * d;
         }
-    double s = 0.0;
-    for (; i < n; i++)
-        s += (x[i] - m) * (x[i] - m);
-    for (int k = 0; k < NN_LANES; k++)
-        s += acc[k];
-    return s;
+    double t1 = 0.0, t2 = 0.0;
+    for (; i < n; i++) {
+        double d = (double)x[i] - k;
+        t1 += d;
+        t2 += d * d;
+    }
+    for (int l = 0; l < NN_LANES; l++) {
+        t1 += a1[l];
+        t2 += a2[l];
+    }
+    *s1 = t1;
+    *s2 = t2;
 }
 
 /* y = (x - m) * a + b in double: folding the mean into b would cancel badly
@@ -140,24 +135,22 @@ typedef struct gn_job {
     int64_t group_n;          /* (ch / groups) * len                      */
     int64_t chunks_per_group; /* ceil(group_n / NN_CHUNK)                 */
     const float *gamma, *beta;
-    double *partial;          /* [batch * groups * chunks_per_group]      */
+    double *partial;          /* [batch * groups * chunks_per_group, 2]:
+                                 chunk mean and sum of squared deviations */
     double *mean, *rstd;      /* [batch * groups]                          */
 } gn_job;
 
-static void gn_sum(void *arg, int64_t t)
+/* one pass per chunk: its mean and sum of squared deviations (M2) */
+static void gn_stats(void *arg, int64_t t)
 {
     gn_job *j = arg;
     int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
     int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
-    j->partial[t] = sum_span(j->x + g * j->group_n + lo, hi - lo);
-}
-
-static void gn_sqdev(void *arg, int64_t t)
-{
-    gn_job *j = arg;
-    int64_t g = t / j->chunks_per_group, c = t % j->chunks_per_group;
-    int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
-    j->partial[t] = sqdev_span(j->x + g * j->group_n + lo, hi - lo, j->mean[g]);
+    const float *x = j->x + g * j->group_n + lo;
+    double n = (double)(hi - lo), k = x[0], s1, s2;
+    shifted_sums(x, hi - lo, k, &s1, &s2);
+    j->partial[2 * t] = k + s1 / n;
+    j->partial[2 * t + 1] = s2 - s1 * s1 / n > 0.0 ? s2 - s1 * s1 / n : 0.0;
 }
 
 /* one task per (batch, channel) row of `len` floats */
@@ -181,7 +174,7 @@ ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int
                 .group_n = (int64_t)(ch / groups) * len, .gamma = gamma, .beta = beta};
     j.chunks_per_group = (j.group_n + NN_CHUNK - 1) / NN_CHUNK;
     int64_t ng = (int64_t)batch * groups, nt = ng * j.chunks_per_group;
-    j.partial = malloc((size_t)nt * sizeof *j.partial);
+    j.partial = malloc((size_t)nt * 2 * sizeof *j.partial);
     j.mean = malloc((size_t)ng * sizeof *j.mean);
     j.rstd = malloc((size_t)ng * sizeof *j.rstd);
     if (!j.partial || !j.mean || !j.rstd) {
@@ -190,19 +183,21 @@ ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int
         free(j.rstd);
         return SS_E_NOMEM;
     }
-    ss_pool_for(p, nt, gn_sum, &j);
+    ss_pool_for(p, nt, gn_stats, &j);
     for (int64_t g = 0; g < ng; g++) {
-        double s = 0.0;
-        for (int64_t c = 0; c < j.chunks_per_group; c++)
-            s += j.partial[g * j.chunks_per_group + c];
-        j.mean[g] = s / (double)j.group_n;
-    }
-    ss_pool_for(p, nt, gn_sqdev, &j);
-    for (int64_t g = 0; g < ng; g++) {
-        double s = 0.0;
-        for (int64_t c = 0; c < j.chunks_per_group; c++)
-            s += j.partial[g * j.chunks_per_group + c];
-        j.rstd[g] = 1.0 / sqrt(s / (double)j.group_n + (double)eps);
+        /* merge the chunks in order (Chan et al.): counts na, nb -> na + nb */
+        const double *q = j.partial + 2 * g * j.chunks_per_group;
+        double mean = q[0], m2 = q[1], na = (double)(NN_CHUNK < j.group_n ? NN_CHUNK : j.group_n);
+        for (int64_t c = 1; c < j.chunks_per_group; c++) {
+            int64_t lo = c * NN_CHUNK;
+            double nb = (double)(lo + NN_CHUNK < j.group_n ? NN_CHUNK : j.group_n - lo), nab = na + nb;
+            double delta = q[2 * c] - mean;
+            mean += delta * (nb / nab);
+            m2 += q[2 * c + 1] + delta * delta * (na * nb / nab);
+            na = nab;
+        }
+        j.mean[g] = mean;
+        j.rstd[g] = 1.0 / sqrt(m2 / (double)j.group_n + (double)eps);
     }
     ss_pool_for(p, (int64_t)batch * ch, gn_apply, &j);
     free(j.partial);
@@ -279,6 +274,47 @@ static void gemm_item(void *arg, int64_t i)
                 d->m, d->n, d->k, d->alpha, ai, d->lda, bi, d->ldb, d->beta, ci, d->ldc);
 }
 
+/* A rank-1 product (k == 1, e.g. a bias broadcast over rows as ones b^T):
+ * C = alpha a b^T + beta C in one pass; BLAS would first scale C by beta in
+ * a pass of its own.  Tasks take rows of one batch item. */
+typedef struct rank1_job {
+    const ss_gemm_desc *d;
+    const float *a, *b;
+    float *c;
+    int rows_per_task, tasks_per_item;
+} rank1_job;
+
+SS_VECTORISE static void rank1_row(float *c, const float *b, int64_t bstride, int n, float alpha_a, float beta)
+{
+    if (beta == 0.0f) {
+        if (bstride == 1)
+            for (int q = 0; q < n; q++)
+                c[q] = alpha_a * b[q];
+        else
+            for (int q = 0; q < n; q++)
+                c[q] = alpha_a * b[q * bstride];
+    } else {
+        for (int q = 0; q < n; q++)
+            c[q] = alpha_a * b[q * bstride] + beta * c[q];
+    }
+}
+
+static void rank1_rows(void *arg, int64_t t)
+{
+    const rank1_job *j = arg;
+    const ss_gemm_desc *d = j->d;
+    int64_t item = t / j->tasks_per_item;
+    int r0 = (int)(t % j->tasks_per_item) * j->rows_per_task;
+    int r1 = r0 + j->rows_per_task < d->m ? r0 + j->rows_per_task : d->m;
+    const float *a = j->a + (d->batch > 1 ? item * d->stride_a : 0);
+    const float *b = j->b + (d->batch > 1 ? item * d->stride_b : 0);
+    float *c = j->c + (d->batch > 1 ? item * d->stride_c : 0);
+    /* op(A) [m, 1]: a[r] (stored [1, m]) or a[r * lda]; op(B) [1, n]: b[q] or b[q * ldb] */
+    int64_t as = d->trans_a ? 1 : d->lda, bs = d->trans_b ? d->ldb : 1;
+    for (int r = r0; r < r1; r++)
+        rank1_row(c + (int64_t)r * d->ldc, b, bs, d->n, d->alpha * a[r * as], d->beta);
+}
+
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c)
 {
     if (d->m <= 0 || d->n <= 0 || d->batch <= 0)
@@ -291,6 +327,13 @@ ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const f
                 for (int q = 0; q < d->n; q++)
                     ci[(int64_t)r * d->ldc + q] = d->beta == 0.0f ? 0.0f : d->beta * ci[(int64_t)r * d->ldc + q];
         }
+        return SS_OK;
+    }
+    if (d->k == 1) {
+        rank1_job j = {d, a, b, c, 0, 0};
+        j.rows_per_task = (int)(NN_CHUNK / d->n) > 0 ? (int)(NN_CHUNK / d->n) : 1;
+        j.tasks_per_item = (d->m + j.rows_per_task - 1) / j.rows_per_task;
+        ss_pool_for(p, (int64_t)d->batch * j.tasks_per_item, rank1_rows, &j);
         return SS_OK;
     }
     if (d->batch > 1 && d->batch >= ss_pool_threads(p)) {
