@@ -152,12 +152,38 @@ ss_status ss_cpu_fill(ss_pool *p, float *y, float v, size_t n)
     return SS_OK;
 }
 
+/* copy2d: pieces of COPY_PIECE floats of each row, one task per piece */
+#define COPY_PIECE ((size_t)1 << 16)
+
+typedef struct copy2d_job {
+    float *dst;
+    const float *src;
+    size_t dpitch, spitch, cols, pieces;   /* pieces per row */
+} copy2d_job;
+
+static void copy2d_piece(void *arg, int64_t t)
+{
+    const copy2d_job *j = arg;
+    size_t r = (size_t)t / j->pieces, lo = (size_t)t % j->pieces * COPY_PIECE;
+    size_t n = j->cols - lo < COPY_PIECE ? j->cols - lo : COPY_PIECE;
+    memcpy(j->dst + r * j->dpitch + lo, j->src + r * j->spitch + lo, n * sizeof *j->dst);
+}
+
 ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src, size_t spitch,
                         size_t rows, size_t cols)
 {
-    (void)p;
-    for (size_t r = 0; r < rows; r++)
-        memmove(dst + r * dpitch, src + r * spitch, cols * sizeof *dst);
+    if (rows == 0 || cols == 0)
+        return SS_OK;
+    uintptr_t d0 = (uintptr_t)dst, d1 = (uintptr_t)(dst + (rows - 1) * dpitch + cols);
+    uintptr_t s0 = (uintptr_t)src, s1 = (uintptr_t)(src + (rows - 1) * spitch + cols);
+    int overlap = d0 < s1 && s0 < d1;
+    if (overlap || rows * cols < 2 * COPY_PIECE || ss_pool_threads(p) <= 1) {
+        for (size_t r = 0; r < rows; r++)
+            memmove(dst + r * dpitch, src + r * spitch, cols * sizeof *dst);
+        return SS_OK;
+    }
+    copy2d_job job = {dst, src, dpitch, spitch, cols, (cols + COPY_PIECE - 1) / COPY_PIECE};
+    ss_pool_for(p, (int64_t)(rows * job.pieces), copy2d_piece, &job);
     return SS_OK;
 }
 
@@ -229,9 +255,41 @@ static void channel_affine_rows(void *arg, int64_t t)
     }
 }
 
+/* len == 1: a per-element affine along the last axis of [batch, ch]; tasks
+ * take rows_per_task items of ch floats */
+SS_VECTORISE static void affine_vec(float *y, const float *x, const float *s, const float *t, int n)
+{
+    if (s && t)
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * s[i] + t[i];
+    else if (s)
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * s[i] + 0.0f;
+    else if (t)
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * 1.0f + t[i];
+    else
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * 1.0f + 0.0f;
+}
+
+static void channel_affine_items(void *arg, int64_t t)
+{
+    const rows_job *j = arg;
+    int64_t b0 = t * j->rows_per_task, b1 = b0 + j->rows_per_task < j->rows ? b0 + j->rows_per_task : j->rows;
+    for (int64_t b = b0; b < b1; b++)
+        affine_vec(j->y + b * j->ch, j->x + b * j->ch, j->s, j->t, j->ch);
+}
+
 ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                                 const float *scale, const float *bias)
 {
+    if (len == 1 && ch > 0) {
+        rows_job job = {.y = y, .x = x, .ch = ch, .s = scale, .t = bias, .rows = batch};
+        job.rows_per_task = (BLOCK + ch - 1) / ch;
+        ss_pool_for(p, (job.rows + job.rows_per_task - 1) / job.rows_per_task, channel_affine_items, &job);
+        return SS_OK;
+    }
     rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .s = scale, .t = bias};
     job.rows = (int64_t)batch * ch;
     job.rows_per_task = len >= BLOCK ? 1 : (BLOCK + len - 1) / (len > 0 ? len : 1);
