@@ -93,8 +93,8 @@ typedef struct ht_dconv_layer {
     ht_conv conv1;           /* Conv1d(ch, hidden, 3, dilation d, padding d)  w [hidden, ch, 3] */
     ht_affine norm1;         /* GroupNorm(1, hidden)                                        */
     ht_conv conv2;           /* Conv1d(hidden, 2 ch, 1)                       w [2ch, hidden, 1] */
-    ht_affine norm2;         /* GroupNorm(1, 2 ch)                                          */
-    float *scale;            /* LayerScale [ch]                                             */
+    ht_affine norm2;         /* GroupNorm(1, 2 ch); the first ch channels carry the LayerScale */
+    float *scale;            /* LayerScale [ch] (folded into norm2 at load)                  */
 } ht_dconv_layer;
 
 typedef struct ht_dconv {    /* DConv residual branch on [n, ch, T] */
@@ -123,10 +123,10 @@ typedef struct ht_tlayer {   /* MyTransformerEncoderLayer or CrossTransformerEnc
     ht_affine norm_out;      /* GroupNorm(1, D) over tokens and channels, when t_norm_out  */
     float *in_w;             /* attention in_proj_weight [3D, D] (q, k, v rows)            */
     float *in_b;             /* in_proj_bias [3D]                                          */
-    float *out_w, *out_b;    /* out_proj [D, D], [D]                                       */
+    float *out_w, *out_b;    /* out_proj [D, D], [D] (rows scaled by gamma1 at load)       */
     float *l1_w, *l1_b;      /* linear1 [H, D], [H]                                        */
-    float *l2_w, *l2_b;      /* linear2 [D, H], [D]                                        */
-    float *gamma1, *gamma2;  /* LayerScale [D] (NULL without t_layer_scale)                */
+    float *l2_w, *l2_b;      /* linear2 [D, H], [D] (rows scaled by gamma2 at load)        */
+    float *gamma1, *gamma2;  /* LayerScale [D] (NULL without t_layer_scale); folded       */
 } ht_tlayer;
 
 typedef struct ht_model {    /* one HTDemucs */
@@ -859,6 +859,63 @@ static void model_free(ht_model *m, ss_backend *be)
     free(m);
 }
 
+/* w [rows, cols] and b [rows] (device) scaled row by row by g [rows]. */
+static ss_status scale_rows(ss_backend *be, float *w, float *b, const float *g, int rows, int cols,
+                            const char *path, ss_error *err)
+{
+    size_t nw = (size_t)rows * cols;
+    float *hw = malloc((nw + 2 * (size_t)rows) * sizeof *hw);
+    if (!hw)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
+    float *hb = hw + nw, *hg = hb + rows;
+    ss_download(be, hw, w, nw);
+    ss_download(be, hb, b, (size_t)rows);
+    ss_download(be, hg, g, (size_t)rows);
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++)
+            hw[(size_t)r * cols + c] *= hg[r];
+        hb[r] *= hg[r];
+    }
+    ss_upload(be, w, hw, nw);
+    ss_upload(be, b, hb, (size_t)rows);
+    free(hw);
+    return ss_backend_status(be, err);
+}
+
+/* Fold every LayerScale into the weights before it, so that a forward pass
+ * spends no op (no pass over an activation tensor) on it:
+ *   transformer: x + g (h W^T + b) = x + h (diag(g) W)^T + g b, and the
+ *     product is accumulated straight into x;
+ *   DConv: s (a sigmoid(z)) = (s a) sigmoid(z) with a the first ch channels
+ *     of GroupNorm norm2, whose gamma and beta are scaled by s.
+ * Exact up to float rounding. */
+static ss_status fold_layer_scales(ht_model *m, ss_backend *be, const char *path, ss_error *err)
+{
+    ss_status s = SS_OK;
+    int D = m->tdim, H = m->thidden;
+    for (int i = 0; i < m->hp.t_layers && s == SS_OK; i++)
+        for (int br = 0; br < 2 && s == SS_OK; br++) {
+            ht_tlayer *l = br ? &m->layers_t[i] : &m->layers[i];
+            if (l->gamma1 && (s = scale_rows(be, l->out_w, l->out_b, l->gamma1, D, D, path, err)) == SS_OK)
+                s = scale_rows(be, l->l2_w, l->l2_b, l->gamma2, D, H, path, err);
+            l->gamma1 = l->gamma2 = NULL;
+        }
+    ht_layer *branches[4] = {m->enc, m->tenc, m->dec, m->tdec};
+    for (int k = 0; k < 4 && s == SS_OK; k++)
+        for (int i = 0; i < m->hp.depth && s == SS_OK; i++) {
+            ht_layer *ly = &branches[k][i];
+            if (!ly->has_dconv)
+                continue;
+            int ch = k < 2 ? ly->cout : ly->cin;
+            for (int d = 0; d < ly->dconv.depth && s == SS_OK; d++) {
+                ht_dconv_layer *dl = &ly->dconv.l[d];
+                s = scale_rows(be, dl->norm2.w, dl->norm2.b, dl->scale, ch, 1, path, err);
+                dl->scale = NULL;
+            }
+        }
+    return s;
+}
+
 /* Model `idx` of a bag (-1: the file holds one model). */
 static ss_status model_load(ss_st *st, int idx, const ss_model_info *info, ss_backend *be, ht_model **out,
                             ss_error *err)
@@ -878,6 +935,8 @@ static ss_status model_load(ss_st *st, int idx, const ss_model_info *info, ss_ba
         s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", md.path);
     if (s == SS_OK)
         s = table_load(&t, m, st, be, err);
+    if (s == SS_OK)
+        s = fold_layer_scales(m, be, md.path, err);
     if (s == SS_OK && emb) {
         /* x += freq_emb * (W[f, c] * emb_scale), stored transposed [c, f] */
         int c1 = m->xch[1], f1 = m->fq / m->hp.stride;
@@ -1169,8 +1228,7 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
         ss_gelu(be, h, h, nh);
         conv_fwd(be, &l->conv2, h, g, n, 1, (int)T);                        /* [n, 2ch, T]     */
         ss_group_norm(be, g, g, n, 2 * ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
-        ss_glu(be, o, g, n, ch, T);                                         /* [n, ch, T]      */
-        ss_channel_affine(be, o, o, n, ch, T, l->scale, NULL);              /* LayerScale      */
+        ss_glu(be, o, g, n, ch, T);                 /* [n, ch, T], LayerScale folded into norm2 */
         ss_add(be, x, x, o, nc);
     }
 }
@@ -1304,27 +1362,28 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 
 /* ---- transformer --------------------------------------------------------------- */
 
-/* y [rows, out] = x [rows, in] @ w^T (w [out, in]) + b [out] */
+/* y [rows, out] = x [rows, in] @ w^T (w [out, in]) + b [out]; acc: y += that */
 static void linear(ht_ws *ws, ss_backend *be, float *y, const float *x, const float *w, const float *b, int rows,
-                   int in, int out)
+                   int in, int out, int acc)
 {
-    ss_gemm_desc bias = {.m = rows, .n = out, .k = 1, .alpha = 1.0f, .beta = 0.0f, .lda = 1, .ldb = out,
-                         .ldc = out, .batch = 1};
-    ss_gemm(be, &bias, ws->buf[W_ONES], b, y);                              /* y = 1 b^T            */
+    ss_gemm_desc bias = {.m = rows, .n = out, .k = 1, .alpha = 1.0f, .beta = acc ? 1.0f : 0.0f, .lda = 1,
+                         .ldb = out, .ldc = out, .batch = 1};
+    ss_gemm(be, &bias, ws->buf[W_ONES], b, y);                              /* y (+)= 1 b^T         */
     ss_gemm_desc d = {.trans_b = 1, .m = rows, .n = out, .k = in, .alpha = 1.0f, .beta = 1.0f, .lda = in,
                       .ldb = in, .ldc = out, .batch = 1};
     ss_gemm(be, &d, x, w, y);                                               /* y += x w^T           */
 }
 
 /* Multi-head attention (nn.MultiheadAttention, batch first) with its in/out
- * projections: out [B*Nq, D] = MHA(q [B*Nq, D], kv [B*Nk, D]).  out may be q. */
+ * projections, added to the residual stream: out [B*Nq, D] += MHA(q [B*Nq, D],
+ * kv [B*Nk, D]) (LayerScale folded into out_proj).  out must not be q or kv. */
 static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, const float *qin, int nq,
                 const float *kvin, int nk, int B, float *out)
 {
     int D = m->tdim, heads = m->hp.t_heads, hd = D / heads;
     float *qb = ws->buf[W_QB], *kv = ws->buf[W_KV], *ctx = ws->buf[W_CTX], *sc = ws->buf[W_SCORES];
-    linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D);                          /* [B*Nq, D]  */
-    linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D); /* [B*Nk, 2D] k | v */
+    linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D, 0);                          /* [B*Nq, D]  */
+    linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D, 0); /* [B*Nk, 2D] k | v */
     if (ws->heads_batched) {
         /* one strided-batched product per item over all heads (devices: fewer, larger launches) */
         for (int b = 0; b < B; b++) {
@@ -1339,7 +1398,7 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
                               .stride_c = hd};
             ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D);             /* ctx [Nq, D], by head */
         }
-        linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D);
+        linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);
         return;
     }
     for (int b = 0; b < B; b++)
@@ -1355,15 +1414,7 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
                               .lda = nk, .ldb = 2 * D, .ldc = D, .batch = 1};
             ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D + (size_t)hh * hd); /* [Nq, hd] of ctx */
         }
-    linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D);
-}
-
-/* x += gamma * y  over [rows, D] (gamma NULL: 1) */
-static void residual(ss_backend *be, float *x, float *y, const float *gamma, int rows, int D)
-{
-    if (gamma)
-        ss_channel_affine(be, y, y, rows, D, 1, gamma, NULL);
-    ss_add(be, x, x, y, (size_t)rows * D);
+    linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);
 }
 
 /* The feed-forward half and norm_out of a layer on x [B*N, D] (pre-norm `n`). */
@@ -1373,10 +1424,9 @@ static void ff_block(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlay
     int D = m->tdim, H = m->thidden, rows = B * N;
     float *t = ws->buf[W_LNQ], *hid = ws->buf[W_HID];
     ss_layer_norm(be, t, x, rows, D, n->w, n->b, HT_EPS);
-    linear(ws, be, hid, t, l->l1_w, l->l1_b, rows, D, H);                   /* [B*N, H]             */
+    linear(ws, be, hid, t, l->l1_w, l->l1_b, rows, D, H, 0);                /* [B*N, H]             */
     ss_gelu(be, hid, hid, (size_t)rows * H);
-    linear(ws, be, t, hid, l->l2_w, l->l2_b, rows, H, D);                   /* [B*N, D]             */
-    residual(be, x, t, l->gamma2, rows, D);
+    linear(ws, be, x, hid, l->l2_w, l->l2_b, rows, H, D, 1);                /* x [B*N, D] += ...    */
     if (m->hp.t_norm_out) {                                                 /* GroupNorm(1, D) over (N, D) */
         ss_group_norm(be, x, x, B, 1, (int64_t)N * D, 1, NULL, NULL, HT_EPS);
         ss_channel_affine(be, x, x, rows, D, 1, l->norm_out.w, l->norm_out.b);
@@ -1389,8 +1439,7 @@ static void self_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tl
     int D = m->tdim;
     float *t = ws->buf[W_LNQ];
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, t, N, B, t);
-    residual(be, x, t, l->gamma1, B * N, D);
+    mha(m, ws, be, l, t, N, t, N, B, x);
     ff_block(m, ws, be, l, &l->norm2, x, B, N);
 }
 
@@ -1402,8 +1451,7 @@ static void cross_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_t
     int D = m->tdim;
     float *t = ws->buf[W_LNQ];
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, k, nk, B, t);
-    residual(be, x, t, l->gamma1, B * N, D);
+    mha(m, ws, be, l, t, N, k, nk, B, x);
     ff_block(m, ws, be, l, &l->norm3, x, B, N);
 }
 
