@@ -1510,12 +1510,22 @@ static void transformer_fwd(const ht_model *m, ht_ws *ws, ss_backend *be, int B,
  * ========================================================================== */
 
 /* pad1d(x, (pl, pr), mode="reflect") of rows [rows, L] -> dst [rows, L + pl + pr],
- * zero-extending first when L is too short to reflect, as demucs does.
- * TODO(backend): a reversed (negative-stride) copy op would keep this on the device. */
+ * zero-extending first when L is too short to reflect, as demucs does.  On the
+ * device as three copies (the edges reversed) when L > max(pl, pr), the case of
+ * every model input; through the host otherwise. */
 static ss_status reflect_pad(ss_backend *be, float *dst, const float *src, int rows, int64_t L, int64_t pl,
                              int64_t pr, ss_error *err)
 {
     int64_t lo = L + pl + pr, mx = pl > pr ? pl : pr, el = 0, er = 0;
+    if (L > mx) {
+        /* dst[pl + i] = src[i]; dst[i] = src[pl - i] (i < pl); dst[pl + L + t] = src[L - 2 - t] */
+        ss_copy2d(be, dst + pl, (size_t)lo, src, (size_t)L, (size_t)rows, (size_t)L);
+        const int64_t ds[4] = {0, lo, 0, 1}, ss[4] = {0, L, 0, -1};
+        const int64_t shl[4] = {1, rows, 1, pl}, shr[4] = {1, rows, 1, pr};
+        ss_copy4d(be, dst, ds, src + pl, ss, shl);
+        ss_copy4d(be, dst + pl + L, ds, src + L - 2, ss, shr);
+        return SS_OK;
+    }
     if (L <= mx) {
         int64_t extra = mx - L + 1;
         er = pr < extra ? pr : extra;

@@ -705,27 +705,32 @@ void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *
 }
 
 /* Elements a strided 4-D view spans (0 for an empty shape). */
-static size_t span4(const int64_t stride[4], const int64_t shape[4])
+/* Lowest and highest element offset a strided 4-D view reaches; 0 when empty. */
+static int span4(const int64_t stride[4], const int64_t shape[4], int64_t *lo, int64_t *hi)
 {
-    int64_t e = 1;
+    *lo = *hi = 0;
     for (int i = 0; i < 4; i++) {
         if (shape[i] <= 0)
             return 0;
-        e += (shape[i] - 1) * stride[i];
+        int64_t e = (shape[i] - 1) * stride[i];
+        *(e < 0 ? lo : hi) += e;
     }
-    return (size_t)e;
+    return 1;
 }
 
 void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float *src, const int64_t sstride[4],
                const int64_t shape[4])
 {
     DISPATCH(be, copy4d, dst, dstride, src, sstride, shape);
-    size_t nd = span4(dstride, shape), ns = span4(sstride, shape);
-    if (!nd)
+    int64_t dlo, dhi, slo, shi;
+    if (!span4(dstride, shape, &dlo, &dhi) || !span4(sstride, shape, &slo, &shi))
         return;
+    size_t nd = (size_t)(dhi - dlo + 1), ns = (size_t)(shi - slo + 1);
     fallback fb = {be, {0}, 0};
-    float *hd = fb_view(&fb, dst, nd, 1), *hs = fb_view(&fb, src, ns, 1);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_copy4d(be->pool, hd, dstride, hs, sstride, shape) : SS_OK, dst, hd, nd);
+    /* views of [ptr + lo, ptr + hi]; the kernel gets the element at offset 0 */
+    float *hd = fb_view(&fb, dst + dlo, nd, 1), *hs = fb_view(&fb, src + slo, ns, 1);
+    fb_end(&fb, FB_OK(be) && hd && hs ? ss_cpu_copy4d(be->pool, hd - dlo, dstride, hs - slo, sstride, shape) : SS_OK,
+           dst + dlo, hd, nd);
 }
 
 void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec)

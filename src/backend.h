@@ -238,7 +238,8 @@ void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const fl
 void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
                          const float *bias, float *y);
 /* Strided copy: dst[i0,i1,i2,i3] = src[i0,i1,i2,i3] over shape[4], element strides
- * (>= 0) per dimension for each side (permutations, crops, pads in one call); the
+ * per dimension for each side (permutations, crops, pads in one call); a negative
+ * stride walks backwards from the pointer (reversals, e.g. reflect padding).  The
  * two must not overlap.  Elements of dst outside the pattern are kept. */
 void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float *src, const int64_t sstride[4],
                const int64_t shape[4]);

@@ -122,6 +122,9 @@ static void test_elementwise(void)
         const int64_t s2[4] = {1, 5, 13, 1}, d2[4] = {0, 13 * 3, 3, 1}, sh2[4] = {1, 40, 13, 3};
         ss_copy4d(cpu, y, d2, a + 2, s2, sh2); ss_copy4d(gpu, dy, d2, da + 2, s2, sh2);
         CMP(dy, y, 2 * m, 0, "copy4d crop");
+        const int64_t dr[4] = {0, 50, 0, 1}, sr[4] = {0, 257, 0, -1}, shr[4] = {1, 30, 1, 50};
+        ss_copy4d(cpu, y, dr, a + 100, sr, shr); ss_copy4d(gpu, dy, dr, da + 100, sr, shr);
+        CMP(dy, y, 2 * m, 0, "copy4d reversed");
     }
     STATUS_OK();
     ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, ds); ss_free(gpu, dt); ss_free(gpu, dy);

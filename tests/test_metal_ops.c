@@ -222,6 +222,11 @@ static void test_copies(void)
     ss_copy4d(cpu, d4, dst, s4, sst, shape);
     ss_copy4d(mtl, md4, dst, ms4, sst, shape);
     EXPECT("copy4d", mtl, md4, d4, nd4);
+    /* reversed rows (negative stride), as in reflect padding */
+    const int64_t dr[4] = {0, 7, 0, 1}, sr[4] = {0, 9, 0, -1}, shr[4] = {1, 40, 1, 7};
+    ss_copy4d(cpu, d4, dr, s4 + 8, sr, shr);
+    ss_copy4d(mtl, md4, dr, ms4 + 8, sr, shr);
+    EXPECT("copy4d reversed", mtl, md4, d4, nd4);
     ss_free(cpu, s), ss_free(cpu, dc), ss_free(cpu, s4), ss_free(cpu, d4);
     ss_free(mtl, ms), ss_free(mtl, dm), ss_free(mtl, ms4), ss_free(mtl, md4);
 }

@@ -308,6 +308,31 @@ static void test_layer_norm(void)
         }
 }
 
+/* Negative strides: reflect padding (numpy's "reflect") of rows [3, 10] by (4, 3)
+ * as three copies, two of them reversed, as models/htdemucs.c does it. */
+static void test_copy4d_reversed(void)
+{
+    enum { R = 3, L = 10, PL = 4, PR = 3, LO = L + PL + PR };
+    float src[R * L], dst[R * LO];
+    for (int i = 0; i < R * L; i++)
+        src[i] = (float)i;
+    for (int i = 0; i < R * LO; i++)
+        dst[i] = -1.0f;
+    const int64_t mid[4] = {1, R, 1, L}, dm[4] = {0, LO, 0, 1}, sm[4] = {0, L, 0, 1};
+    const int64_t ds[4] = {0, LO, 0, 1}, ss[4] = {0, L, 0, -1};
+    const int64_t shl[4] = {1, R, 1, PL}, shr[4] = {1, R, 1, PR};
+    CHECK(ss_cpu_copy4d(pool, dst + PL, dm, src, sm, mid) == SS_OK, "middle");
+    CHECK(ss_cpu_copy4d(pool, dst, ds, src + PL, ss, shl) == SS_OK, "left");
+    CHECK(ss_cpu_copy4d(pool, dst + PL + L, ds, src + L - 2, ss, shr) == SS_OK, "right");
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < LO; i++) {
+            int j = i - PL;
+            j = j < 0 ? -j : j >= L ? 2 * (L - 1) - j : j;
+            CHECK(dst[r * LO + i] == src[r * L + j], "row %d index %d: %g, want %g", r, i, dst[r * LO + i],
+                  src[r * L + j]);
+        }
+}
+
 int main(void)
 {
     pool = ss_pool_new(3);
@@ -320,6 +345,7 @@ int main(void)
     RUN(test_conv_transpose2d);
     RUN(test_group_norm);
     RUN(test_layer_norm);
+    RUN(test_copy4d_reversed);
     ss_pool_free(pool);
     return test_summary();
 }
