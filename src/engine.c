@@ -160,9 +160,11 @@ typedef struct run {
     void *pull_arg;
     ss_engine_push push;
     void *push_arg;
-    /* STEMSPLIT_PROFILE=1: where the engine's time goes, printed at the end */
+    /* STEMSPLIT_PROFILE=1 or =engine: where the engine's time goes, printed at the end */
     int prof;
-    double t_device, t_post, t_wait;  /* run_batch; post stage; main waiting on post */
+    double t_input;         /* decoding, gathering and uploading inputs           */
+    double t_device;        /* forward passes and downloads                       */
+    double t_post, t_wait;  /* post stage; the device loop waiting on it          */
 } run;
 
 static double seconds_now(void)
@@ -452,28 +454,57 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     return SS_OK;
 }
 
-/* Run the model on a batch of jobs with the same valid length into host_y;
- * input frames before `keep` are no longer needed by any later job. */
-static ss_status run_batch(run *r, const job *jobs, int nb, int64_t keep, ss_error *err)
+/* A batch of jobs with one valid length: the geometry the device loop needs. */
+typedef struct batch {
+    job *jobs;
+    int nb;
+    int64_t keep;           /* input frames before it are needed by no later job   */
+    int64_t upto;           /* output before it is final once the batch is added  */
+} batch;
+
+/* Take the next batch from the job stream (*pending is the first job not yet
+ * taken); nb = 0 at the end. */
+static void take_batch(run *r, batch *bt, job *pending, int *have_pending)
 {
-    int64_t valid = jobs[0].valid;
-    size_t xn = (size_t)r->C * (size_t)valid, yn = (size_t)r->S * xn;
+    bt->nb = 0;
+    while (*have_pending && bt->nb < r->p->batch && (bt->nb == 0 || pending->valid == bt->jobs[0].valid)) {
+        bt->jobs[bt->nb++] = *pending;
+        *have_pending = next_job(r, pending);
+    }
+    if (!bt->nb)
+        return;
+    bt->keep = future_read_min(r);
+    if (*have_pending && pending->read0 < bt->keep)
+        bt->keep = pending->read0;
+    if (bt->jobs[0].read0 < bt->keep)
+        bt->keep = bt->jobs[0].read0;
+    /* the pending job's pass has not advanced past it yet: count it as not done */
+    bt->upto = final_upto(r);
+    if (*have_pending) {
+        int64_t pend = r->passes[pending->k].v0 + pending->c;
+        if (pend < bt->upto)
+            bt->upto = pend;
+    }
+}
+
+/* Decode the mixture up to the end of a batch's inputs. */
+static ss_status batch_input(run *r, const batch *bt, ss_error *err)
+{
     int64_t read_end = 0;
-    for (int b = 0; b < nb; b++)
-        if (jobs[b].read0 + valid > read_end)
-            read_end = jobs[b].read0 + valid;
-    if (jobs[0].read0 < keep)
-        keep = jobs[0].read0;
-    ss_status s = fill_input(r, keep, read_end, err);
-    if (s != SS_OK)
-        return s;
-    for (int b = 0; b < nb; b++)
-        gather(r, jobs[b].read0, valid, r->host_x + b * xn, valid);
-    if ((s = ss_upload(r->be, r->dev_x, r->host_x, (size_t)nb * xn)) != SS_OK)
-        return ss_backend_status(r->be, err);
-    if ((s = ss_model_forward(r->m, r->dev_x, r->dev_y, nb, valid, err)) != SS_OK)
-        return s;
-    if ((s = ss_download(r->be, r->host_y, r->dev_y, (size_t)nb * yn)) != SS_OK)
+    for (int b = 0; b < bt->nb; b++)
+        if (bt->jobs[b].read0 + bt->jobs[b].valid > read_end)
+            read_end = bt->jobs[b].read0 + bt->jobs[b].valid;
+    return fill_input(r, bt->keep, read_end, err);
+}
+
+/* Gather a batch's inputs and upload them to dev_x. */
+static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
+{
+    int64_t valid = bt->jobs[0].valid;
+    size_t xn = (size_t)r->C * (size_t)valid;
+    for (int b = 0; b < bt->nb; b++)
+        gather(r, bt->jobs[b].read0, valid, r->host_x + b * xn, valid);
+    if (ss_upload(r->be, r->dev_x, r->host_x, (size_t)bt->nb * xn) != SS_OK)
         return ss_backend_status(r->be, err);
     return SS_OK;
 }
@@ -622,48 +653,63 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         goto done;
     r.in0 = r.out0 = 0;
     const char *pe = getenv("STEMSPLIT_PROFILE");
-    r.prof = pe && *pe == '1';
+    r.prof = pe && (*pe == '1' || strcmp(pe, "engine") == 0);   /* "engine": without op timing */
     /* shifted passes start before frame 0; accumulate() skips frames before the mixture */
 
     int64_t total = 0, done = 0;                /* chunks of all passes, for progress */
     for (int k = 0; k < r.n_pass; k++)
         total += (r.passes[k].V + r.stride - 1) / r.stride;
-    job *batch = malloc(sizeof *batch * (size_t)p->batch);
-    if (!batch)
-        goto nomem;
+    /* The device loop.  A backend may run the forward pass asynchronously
+     * (CUDA): the next batch's input is decoded while the device works on this
+     * one, and its download waits for the device. */
+    job *jobs_a = malloc(sizeof *jobs_a * (size_t)p->batch), *jobs_b = malloc(sizeof *jobs_b * (size_t)p->batch);
+    batch cur = {.jobs = jobs_a}, nxt = {.jobs = jobs_b};
     job pending;
     int have_pending = next_job(&r, &pending);
-    while (have_pending) {
-        int nb = 0;
-        while (have_pending && nb < p->batch && (nb == 0 || pending.valid == batch[0].valid)) {
-            batch[nb++] = pending;
-            have_pending = next_job(&r, &pending);
-        }
+    if (!jobs_a || !jobs_b)
+        s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
+    else
+        take_batch(&r, &cur, &pending, &have_pending);
+    double t0 = seconds_now();
+    if (s == SS_OK && cur.nb && (s = batch_input(&r, &cur, err)) == SS_OK)
+        s = batch_upload(&r, &cur, err);
+    r.t_input += seconds_now() - t0;
+    while (s == SS_OK && cur.nb) {
         if (p->cancel && *p->cancel) {
             s = ss_fail(err, SS_E_INTERRUPT, "interrupted");
             break;
         }
-        int64_t keep = future_read_min(&r);
-        if (have_pending && pending.read0 < keep)
-            keep = pending.read0;
-        double t0 = seconds_now();
-        if ((s = run_batch(&r, batch, nb, keep, err)) != SS_OK)
+        int64_t valid = cur.jobs[0].valid;
+        size_t yn = (size_t)r.S * (size_t)r.C * (size_t)valid;
+        t0 = seconds_now();
+        if ((s = ss_model_forward(m, r.dev_x, r.dev_y, cur.nb, valid, err)) != SS_OK)
             break;
-        r.t_device += seconds_now() - t0;
-        /* the pending job's pass has not advanced past it yet: count it as not done */
-        int64_t upto = final_upto(&r);
-        if (have_pending) {
-            int64_t pend = r.passes[pending.k].v0 + pending.c;
-            if (pend < upto)
-                upto = pend;
+        double t1 = seconds_now();
+        take_batch(&r, &nxt, &pending, &have_pending);
+        if (nxt.nb && (s = batch_input(&r, &nxt, err)) != SS_OK)
+            break;
+        double t2 = seconds_now();
+        if (ss_download(be, r.host_y, r.dev_y, (size_t)cur.nb * yn) != SS_OK) {
+            s = ss_backend_status(be, err);
+            break;
         }
-        if ((s = post_submit(&r, batch, nb, upto, err)) != SS_OK)
+        double t3 = seconds_now();
+        if ((s = post_submit(&r, cur.jobs, cur.nb, cur.upto, err)) != SS_OK)
             break;
-        done += nb;
+        done += cur.nb;
         if (p->progress)
             p->progress(p->progress_arg, done, total);
+        double t4 = seconds_now();
+        if (nxt.nb && (s = batch_upload(&r, &nxt, err)) != SS_OK)
+            break;
+        r.t_device += (t1 - t0) + (t3 - t2);
+        r.t_input += (t2 - t1) + (seconds_now() - t4);
+        batch t = cur;
+        cur = nxt;
+        nxt = t;
     }
-    free(batch);
+    free(jobs_a);
+    free(jobs_b);
     if (r.post) {
         ss_status ps = worker_wait(r.post, s == SS_OK ? err : &(ss_error){0});
         if (s == SS_OK)
@@ -677,9 +723,9 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
             s = ws;
     }
     if (r.prof)
-        fprintf(stderr, "engine profile: %lld chunks; device loop %.3f s (input, upload, forward, download), "
-                "overlap-add %.3f s on its thread, device loop waiting for it %.3f s\n",
-                (long long)done, r.t_device, r.t_post, r.t_wait);
+        fprintf(stderr, "engine profile: %lld chunks; device loop: input (decode, gather, upload) %.3f s, "
+                "forward + download %.3f s, waiting for overlap-add %.3f s; overlap-add %.3f s on its thread\n",
+                (long long)done, r.t_input, r.t_device, r.t_wait, r.t_post);
     goto done;
 nomem:
     s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
