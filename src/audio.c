@@ -5,7 +5,13 @@
  * sf_open_fd(..., close_desc = 0), so we keep the descriptor: the reader can
  * report open(2) errors precisely, and the writer can fsync(2) the file after
  * sf_close() has written the final header (WAV sizes, FLAC STREAMINFO).
+ * While a file is written, writeback is started every WRITEBACK_BYTES
+ * (sync_file_range on Linux) so that the fsync(2) at commit has little left to
+ * flush instead of the whole file at once.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE             /* sync_file_range */
+#endif
 #include "audio.h"
 
 #include <errno.h>
@@ -462,7 +468,10 @@ struct ss_audio_writer {
     char *path;         /* final path, target of the rename in ss_audio_commit()     */
     char *tmp;          /* hidden temporary file beside path                         */
     int channels;       /* channels per frame                                        */
+    int64_t unsynced;   /* samples written since writeback was last started          */
 };
+
+#define WRITEBACK_BYTES (32 << 20)
 
 /* 64-bit mixer (splitmix64 finaliser). */
 static uint64_t mix64(uint64_t x)
@@ -631,6 +640,13 @@ ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, s
         else
             snprintf(why, sizeof why, "only %lld of %" PRId64 " frames written", (long long)n, frames);
         return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, why);
+    }
+    w->unsynced += frames * w->channels;
+    if (w->unsynced * (int64_t)sizeof(float) >= WRITEBACK_BYTES) {
+        w->unsynced = 0;
+#if defined(__linux__)
+        (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* start, don't wait; errors: fsync */
+#endif
     }
     return SS_OK;
 }

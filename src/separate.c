@@ -180,7 +180,9 @@ static void map_channels(const decoder *d, const float *in, float *out, int64_t 
 }
 
 /* Pass 1: mean and unbiased std of the mono mix (mean over channels), as the
- * demucs CLI computes them, with NaN/Inf refused. */
+ * demucs CLI computes them, with NaN/Inf refused.  Each block's mean and sum of
+ * squared deviations (two passes over the block in cache), merged into the
+ * running ones with Chan et al.'s pairwise update: no division per sample. */
 static ss_status decode_stats(decoder *d, int64_t frames, ss_error *err)
 {
     double mean = 0.0, m2 = 0.0;
@@ -194,18 +196,33 @@ static ss_status decode_stats(decoder *d, int64_t frames, ss_error *err)
             return ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", d->input,
                            (long long)n, (long long)frames);
         map_channels(d, d->raw, d->mapped, got);
+        double sum = 0.0;
         for (int64_t i = 0; i < got; i++) {
             double v = 0.0;
             for (int c = 0; c < d->cm; c++)
                 v += d->mapped[i * d->cm + c];
-            v /= d->cm;
-            if (!isfinite(v))
-                return ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", d->input,
-                               (long long)(n + i));
-            double delta = v - mean;
-            mean += delta / (double)(n + i + 1);
-            m2 += delta * (v - mean);
+            sum += v / d->cm;
         }
+        if (!isfinite(sum))
+            for (int64_t i = 0; i < got; i++) {
+                double v = 0.0;
+                for (int c = 0; c < d->cm; c++)
+                    v += d->mapped[i * d->cm + c];
+                if (!isfinite(v))
+                    return ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", d->input,
+                                   (long long)(n + i));
+            }
+        double bmean = sum / (double)got, bm2 = 0.0;
+        for (int64_t i = 0; i < got; i++) {
+            double v = 0.0;
+            for (int c = 0; c < d->cm; c++)
+                v += d->mapped[i * d->cm + c];
+            v = v / d->cm - bmean;
+            bm2 += v * v;
+        }
+        double delta = bmean - mean, tot = (double)(n + got);
+        mean += delta * (double)got / tot;
+        m2 += bm2 + delta * delta * (double)n * (double)got / tot;
         n += got;
     }
     d->mean = mean;
