@@ -8,7 +8,9 @@
 # end (file in -> stems on disk; model load excluded: the wall time of its JSON
 # report), --batch BATCH when given.  PyTorch (fp32, shifts 0) is timed twice on
 # apply_model with the CLI normalisation (audio already decoded) and the faster
-# run is kept.  Prints both real-time factors, their ratio and peak GPU memory
+# run is kept; and twice end to end like the demucs CLI (decode, separate,
+# rescale, 16-bit WAVs written: bench-torch.py --e2e), the faster kept.  Prints
+# the real-time factors, stemsplit's ratio to each and peak GPU memory
 # (stemsplit: device memory in use sampled by the backend, STEMSPLIT_CUDA_STATS;
 # PyTorch: torch.cuda.max_memory_allocated).
 set -eu
@@ -21,8 +23,12 @@ mix="$work/bench-$secs.wav"
 echo "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1), $(nproc) cores"
 t1=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
 t2=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
+t3=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
+t4=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
 echo "pytorch: $t1"
 echo "pytorch: $t2"
+echo "pytorch: $t3"
+echo "pytorch: $t4"
 for p in $precs; do
     popt=""
     [ "$p" = default ] || popt="--precision $p"
@@ -32,17 +38,19 @@ for p in $precs; do
         -o "$work/bench-out" --report-json "$work/bench-$p.json" "$mix" 2>"$work/bench-$p.log" || {
         cat "$work/bench-$p.log"; exit 1; }
     grep -E "precision|batch|peak|realtime" "$work/bench-$p.log" | sed 's/^/  /'
-    python3 - "$work/bench-$p.json" "$t1" "$t2" "$p" "$work/bench-$p.log" <<'PY'
+    python3 - "$work/bench-$p.json" "$t1" "$t2" "$p" "$work/bench-$p.log" "$t3" "$t4" <<'PY'
 import json, re, sys
 rep = json.load(open(sys.argv[1]))
 ss = rep["total"]
 pt = min((json.loads(sys.argv[2]), json.loads(sys.argv[3])), key=lambda r: r["wall_seconds"])
+pe = min((json.loads(sys.argv[6]), json.loads(sys.argv[7])), key=lambda r: r["wall_seconds"])
 log = open(sys.argv[5]).read()
 m = re.search(r"peak device memory in use ([0-9.]+) MiB", log)
 peak = float(m.group(1)) / 1024 if m else float("nan")
-print("%s (%s): stemsplit %.1fx realtime (%.2f s), pytorch fp32 %.1fx realtime (%.2f s), ratio %.2f; "
-      "peak GPU memory stemsplit %.2f GiB, pytorch %.2f GiB"
-      % (sys.argv[4], rep["device"]["precision"], ss["rtf"], ss["wall_seconds"], pt["rtf"], pt["wall_seconds"], ss["rtf"] / pt["rtf"], peak,
+print("%s (%s): stemsplit %.1fx realtime (%.2f s); pytorch fp32 model only %.1fx (%.2f s): ratio %.2f; "
+      "pytorch fp32 end to end %.1fx (%.2f s): ratio %.2f; peak GPU memory stemsplit %.2f GiB, pytorch %.2f GiB"
+      % (sys.argv[4], rep["device"]["precision"], ss["rtf"], ss["wall_seconds"], pt["rtf"], pt["wall_seconds"],
+         ss["rtf"] / pt["rtf"], pe["rtf"], pe["wall_seconds"], ss["rtf"] / pe["rtf"], peak,
          pt.get("peak_gpu_bytes", 0) / 2**30))
 PY
 done

@@ -2,14 +2,19 @@
 """bench-torch.py - the PyTorch reference side of the benchmarks.
 
   bench-torch.py mix OUT.wav SECONDS         write the deterministic test mixture
-  bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps]
+  bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps] [--e2e OUTDIR]
                                              time the demucs CLI computation
                                              (normalise, apply_model split=True
                                              overlap=0.25 shifts=0, de-normalise)
                                              and print one JSON line
 
 Needs torch and the demucs source (.ref/demucs, .ref/stubs; see ../shared/README.md).
-The audio is decoded outside the timed region; the model is loaded before it.
+The model is loaded before the timed region.  Without --e2e the audio is decoded
+outside it and nothing is written (the model computation alone); with --e2e the
+timed region is file in -> stems on disk like the demucs CLI: decode the WAV,
+separate, rescale each stem as demucs's save_audio does (clip="rescale"), write
+16-bit WAVs into OUTDIR (numpy + the wave module: torchaudio.save needs
+torchcodec, which the GPU machine lacks).
 """
 import importlib.util, json, os, struct, sys, time, array
 
@@ -43,11 +48,27 @@ def main():
         mr.write_wav_f32(sys.argv[2], mix.numpy())
         return
     model_path, mix_path, threads = sys.argv[2], sys.argv[3], int(sys.argv[4])
-    device = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "--device" else "cpu"
+    opts = dict(zip(sys.argv[5::2], sys.argv[6::2]))
+    device = opts.get("--device", "cpu")
+    e2e = opts.get("--e2e")
     if threads > 0:                      # 0: leave torch its default
         torch.set_num_threads(threads)
-    ch, a = read_wav(mix_path)
-    wav = torch.frombuffer(bytearray(a.tobytes()), dtype=torch.float32).view(-1, ch).t().contiguous()
+    import numpy as np, wave
+
+    def decode():
+        ch, a = read_wav(mix_path)
+        return torch.from_numpy(np.frombuffer(a, dtype=np.float32).reshape(-1, ch).T.copy())
+
+    def write_stems(out, names):
+        os.makedirs(e2e, exist_ok=True)
+        for stem, name in zip(out, names):
+            stem = stem / max(1.01 * stem.abs().max().item(), 1)           # demucs prevent_clip rescale
+            pcm = (stem.numpy().T * 32767.0).round().clip(-32768, 32767).astype("<i2")
+            with wave.open(os.path.join(e2e, name + ".wav"), "wb") as w:
+                w.setnchannels(pcm.shape[1]); w.setsampwidth(2); w.setframerate(mr.SR)
+                w.writeframes(pcm.tobytes())
+
+    wav = None if e2e else decode()
     model, _ = mr.load_model(model_path)
     model.to(device)
     from demucs.apply import apply_model
@@ -55,6 +76,8 @@ def main():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    if e2e:
+        wav = decode()
     x = wav.to(device)
     ref = x.mean(0)
     mean, std = ref.mean(), ref.std()
@@ -62,9 +85,11 @@ def main():
         out = apply_model(model, ((x - mean) / std)[None], shifts=0, split=True, overlap=0.25,
                           device=device)[0]
     out = (out * std + mean).cpu()
+    if e2e:
+        write_stems(out, model.sources)
     wall = time.perf_counter() - t0
     seconds = wav.shape[-1] / mr.SR
-    res = {"impl": "pytorch", "device": device, "threads": threads, "audio_seconds": seconds,
+    res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "audio_seconds": seconds,
            "wall_seconds": wall, "rtf": seconds / wall, "torch": torch.__version__}
     if device == "cuda":
         res["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
