@@ -139,7 +139,7 @@ static void par_range(ss_pool *p, range_job *job)
     ss_pool_for(p, (int64_t)((job->n + BLOCK - 1) / BLOCK), range_task, job);
 }
 
-static void fill_body(const range_job *j, size_t lo, size_t hi)
+SS_VECTORISE static void fill_body(const range_job *j, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++)
         j->y[i] = j->v;
@@ -187,7 +187,7 @@ ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src,
     return SS_OK;
 }
 
-static void add_body(const range_job *j, size_t lo, size_t hi)
+SS_VECTORISE static void add_body(const range_job *j, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++)
         j->y[i] = j->a[i] + j->b[i];
@@ -200,7 +200,7 @@ ss_status ss_cpu_add(ss_pool *p, float *y, const float *a, const float *b, size_
     return SS_OK;
 }
 
-static void scale_body(const range_job *j, size_t lo, size_t hi)
+SS_VECTORISE static void scale_body(const range_job *j, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++)
         j->y[i] = j->v * j->a[i];
@@ -241,7 +241,7 @@ typedef struct rows_job {
 
 /* rows [t * rows_per_task, ...) of x, y [batch*ch, len]; short rows are grouped
  * so that one task always has about BLOCK elements */
-static void channel_affine_rows(void *arg, int64_t t)
+SS_VECTORISE static void channel_affine_rows(void *arg, int64_t t)
 {
     const rows_job *j = arg;
     int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
@@ -297,7 +297,7 @@ ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch,
     return SS_OK;
 }
 
-static void row_affine_row(void *arg, int64_t r)
+SS_VECTORISE static void row_affine_row(void *arg, int64_t r)
 {
     const rows_job *j = arg;
     float s = j->s[r], t = j->t[r];

@@ -216,7 +216,7 @@ typedef struct ln_job {
     float eps;
 } ln_job;
 
-static void ln_rows(void *arg, int64_t t)
+SS_VECTORISE static void ln_rows(void *arg, int64_t t)
 {
     ln_job *j = arg;
     int r0 = (int)t * j->rows_per_task;
@@ -233,14 +233,20 @@ static void ln_rows(void *arg, int64_t t)
             v += d * d;
         }
         double rs = 1.0 / sqrt(v / j->dim + (double)j->eps);
-        for (int i = 0; i < j->dim; i++) {
-            double z = (x[i] - m) * rs;
-            if (j->gamma)
-                z *= j->gamma[i];
-            if (j->beta)
-                z += j->beta[i];
-            y[i] = (float)z;
-        }
+        const float *g = j->gamma, *b = j->beta;
+        int n = j->dim;
+        if (g && b)            /* one loop per case, so that each vectorises */
+            for (int i = 0; i < n; i++)
+                y[i] = (float)((x[i] - m) * rs * g[i] + b[i]);
+        else if (g)
+            for (int i = 0; i < n; i++)
+                y[i] = (float)((x[i] - m) * rs * g[i]);
+        else if (b)
+            for (int i = 0; i < n; i++)
+                y[i] = (float)((x[i] - m) * rs + b[i]);
+        else
+            for (int i = 0; i < n; i++)
+                y[i] = (float)((x[i] - m) * rs);
     }
 }
 
@@ -358,7 +364,7 @@ typedef struct bias_job {
     int64_t len;
 } bias_job;
 
-static void bias_fill_row(void *arg, int64_t r)
+SS_VECTORISE static void bias_fill_row(void *arg, int64_t r)
 {
     const bias_job *j = arg;
     float v = j->bias ? j->bias[r % j->ch] : 0.0f, *y = j->y + r * j->len;
