@@ -296,8 +296,10 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
             buf[i] = buf[i] > 0.99f ? 0.99f : buf[i] < -0.99f ? -0.99f : buf[i];
     if (o->stage_fd >= 0) {
         float peak = o->peak;
-        for (size_t i = 0; i < count; i++)
-            peak = fmaxf(peak, fabsf(buf[i]));
+        for (size_t i = 0; i < count; i++) {
+            float a = fabsf(buf[i]);
+            peak = a > peak ? a : peak;          /* NaN is skipped, as fmaxf would (no libm call) */
+        }
         o->peak = peak;
         const char *b = (const char *)buf;
         size_t left = count * sizeof(float);
@@ -332,16 +334,47 @@ static ss_status ensure(float **buf, int64_t *cap, int64_t need)
     return SS_OK;
 }
 
+/* The outcome of one output's job; the first member of every per-output job. */
+typedef struct out_result {
+    ss_status status;
+    ss_error err;
+} out_result;
+
+/* Run fn on n jobs of `size` bytes each (each starting with its out_result),
+ * one thread per job (the first on this thread; a job whose thread cannot be
+ * had runs here too); the first failure is returned with its message. */
+static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size, ss_error *err)
+{
+    pthread_t tid[SS_MAX_SOURCES + 1];
+    int started[SS_MAX_SOURCES + 1] = {0};
+    char *job = jobs;
+    for (int k = 1; k < n; k++)
+        started[k] = pthread_create(&tid[k], NULL, fn, job + (size_t)k * size) == 0;
+    if (n > 0)
+        fn(job);
+    for (int k = 1; k < n; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            fn(job + (size_t)k * size);
+    }
+    for (int k = 0; k < n; k++) {
+        const out_result *r = (const out_result *)(job + (size_t)k * size);
+        if (r->status != SS_OK)
+            return ss_fail(err, r->status, "%s", r->err.msg);
+    }
+    return SS_OK;
+}
+
 /* One output's share of a pushed block: sum its sources, de-normalise,
  * resample and write.  Outputs touch only their own state, so they run in
  * parallel (push_block). */
 typedef struct push_job {
+    out_result res;
     encoder *e;
     output *o;
     const float *stems;
     int64_t pitch, n;
-    ss_status status;
-    ss_error err;
 } push_job;
 
 static void *push_one(void *arg)
@@ -352,28 +385,32 @@ static void *push_one(void *arg)
     const float *stems = j->stems;
     int64_t n = j->n, pitch = j->pitch;
     float mean = (float)e->mean, std = (float)e->std;
-    j->status = SS_OK;
+    j->res.status = SS_OK;
     if (ensure(&o->mix, &o->mix_cap, n * e->C) != SS_OK) {
-        j->status = ss_fail(&j->err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+        j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++)
+    /* mix [n, C] = sum over its sources, in source order, of stem * std + mean */
+    memset(o->mix, 0, sizeof(float) * (size_t)(n * e->C));
+    for (int src = 0; src < e->S; src++) {
+        if (!(o->sources & (1u << src)))
+            continue;
         for (int c = 0; c < e->C; c++) {
-            float v = 0.0f;
-            for (int src = 0; src < e->S; src++)
-                if (o->sources & (1u << src))
-                    v += stems[((int64_t)src * e->C + c) * pitch + i] * std + mean;
-            o->mix[i * e->C + c] = v;
+            const float *row = stems + ((int64_t)src * e->C + c) * pitch;
+            float *m = o->mix + c;
+            for (int64_t i = 0; i < n; i++)
+                m[i * e->C] += row[i] * std + mean;
         }
+    }
     int64_t need = ss_resampler_max_out(o->rs, n) * e->C, got = 0;
     if (ensure(&o->res, &o->res_cap, need) != SS_OK) {
-        j->status = ss_fail(&j->err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+        j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
         return NULL;
     }
-    ss_status s = ss_resampler_push(o->rs, o->mix, n, o->res, need / e->C, &got, &j->err);
+    ss_status s = ss_resampler_push(o->rs, o->mix, n, o->res, need / e->C, &got, &j->res.err);
     if (s == SS_OK)
-        s = write_frames(e, o, o->res, got, &j->err);
-    j->status = s;
+        s = write_frames(e, o, o->res, got, &j->res.err);
+    j->res.status = s;
     return NULL;
 }
 
@@ -384,26 +421,11 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
     encoder *e = arg;
     double t0 = now();
     push_job jobs[SS_MAX_SOURCES + 1];
-    pthread_t tid[SS_MAX_SOURCES + 1];
-    int started[SS_MAX_SOURCES + 1] = {0};
-    for (int k = 0; k < e->n_out; k++) {
-        jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
-        if (k > 0)
-            started[k] = pthread_create(&tid[k], NULL, push_one, &jobs[k]) == 0;
-    }
-    if (e->n_out > 0)
-        push_one(&jobs[0]);
-    for (int k = 1; k < e->n_out; k++) {
-        if (started[k])
-            pthread_join(tid[k], NULL);
-        else
-            push_one(&jobs[k]);            /* no thread to be had: do it here */
-    }
-    e->seconds += now() - t0;
     for (int k = 0; k < e->n_out; k++)
-        if (jobs[k].status != SS_OK)
-            return ss_fail(err, jobs[k].status, "%s", jobs[k].err.msg);
-    return SS_OK;
+        jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
+    ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
+    e->seconds += now() - t0;
+    return s;
 }
 
 /* Pad every output to the input's length (resampling may give one frame less). */
@@ -426,12 +448,11 @@ static ss_status pad_outputs(encoder *e, ss_error *err)
 
 /* One staged output of the rescale mode, encoded on its own thread. */
 typedef struct stage_job {
+    out_result res;
     const encoder *e;
     output *o;
     int rate;
     float scale;
-    ss_status status;        /* result of this output                */
-    ss_error err;            /* its message                          */
 } stage_job;
 
 /* Read back one staged output, scale it and encode it into its writer. */
@@ -440,7 +461,7 @@ static void *encode_one(void *arg)
     stage_job *j = arg;
     const encoder *e = j->e;
     output *o = j->o;
-    ss_error *err = &j->err;
+    ss_error *err = &j->res.err;
     float *buf = malloc(sizeof(float) * (size_t)BLOCK * (size_t)e->C);
     ss_status s = SS_OK;
     if (!buf)
@@ -469,7 +490,7 @@ static void *encode_one(void *arg)
         left -= n;
     }
     free(buf);
-    j->status = s;
+    j->res.status = s;
     return NULL;
 }
 
@@ -478,29 +499,13 @@ static void *encode_one(void *arg)
 static ss_status encode_staged(encoder *e, int rate, ss_error *err)
 {
     stage_job jobs[SS_MAX_SOURCES + 1];
-    pthread_t tid[SS_MAX_SOURCES + 1];
-    int started[SS_MAX_SOURCES + 1] = {0};
     float peak = 0.0f;
     for (int k = 0; k < e->n_out; k++)
         peak = fmaxf(peak, e->outs[k].peak);
     float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
-    for (int k = 0; k < e->n_out; k++) {
-        jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
-        if (k > 0)
-            started[k] = pthread_create(&tid[k], NULL, encode_one, &jobs[k]) == 0;
-    }
-    if (e->n_out > 0)
-        encode_one(&jobs[0]);
-    for (int k = 1; k < e->n_out; k++) {
-        if (started[k])
-            pthread_join(tid[k], NULL);
-        else
-            encode_one(&jobs[k]);          /* no thread to be had: encode it here */
-    }
     for (int k = 0; k < e->n_out; k++)
-        if (jobs[k].status != SS_OK)
-            return ss_fail(err, jobs[k].status, "%s", jobs[k].err.msg);
-    return SS_OK;
+        jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
+    return each_output(e->n_out, encode_one, jobs, sizeof *jobs, err);
 }
 
 /* An unlinked temporary file in the directory of path (so it shares its disk). */
