@@ -80,6 +80,7 @@ ss_file_report *ss_report_add(ss_report *r, const char *input)
     }
     ss_file_report *f = &r->files[r->n];
     memset(f, 0, sizeof *f);
+    f->gain = 1.0;
     if (!(f->input = dupstr(input)))
         return NULL;
     r->n++;
@@ -138,8 +139,11 @@ void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out
         return;
     }
     fprintf(out, "%s: %.1f s of audio in %.2f s, %.1fx realtime (%s %s, %s; decode %.2f s, infer %.2f s, "
-            "encode %.2f s)\n", f->input, f->audio_seconds, f->wall_seconds, rtf(f->audio_seconds, f->wall_seconds),
+            "encode %.2f s)", f->input, f->audio_seconds, f->wall_seconds, rtf(f->audio_seconds, f->wall_seconds),
             r->backend, r->precision, r->model, f->decode, f->infer, f->encode);
+    if (f->gain < 1.0)
+        fprintf(out, "; stems scaled by %.3g to stay below full scale", f->gain);
+    fputc('\n', out);
 }
 
 static double total_audio(const ss_report *r)
@@ -236,6 +240,8 @@ static cJSON *build_json(const ss_report *r, double wall)
         cJSON_AddItemToObject(o, "audio_seconds", cJSON_CreateNumber(f->audio_seconds));
         cJSON_AddItemToObject(o, "wall_seconds", cJSON_CreateNumber(f->wall_seconds));
         cJSON_AddItemToObject(o, "rtf", cJSON_CreateNumber(rtf(f->audio_seconds, f->wall_seconds)));
+        if (f->status == SS_FILE_OK)
+            cJSON_AddItemToObject(o, "gain", cJSON_CreateNumber(f->gain));
         cJSON_AddItemToObject(o, "stages", st);
         cJSON_AddItemToObject(st, "decode", cJSON_CreateNumber(f->decode));
         cJSON_AddItemToObject(st, "infer", cJSON_CreateNumber(f->infer));

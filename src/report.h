@@ -18,6 +18,7 @@ typedef struct ss_file_report {
     double audio_seconds;     /* input duration                              */
     double wall_seconds;      /* whole file, decode to last rename           */
     double decode, infer, encode; /* seconds per stage                       */
+    double gain;              /* factor --clip rescale scaled the stems by (1: none) */
     ss_file_status status;
     char *error;              /* message when failed or skipped, else NULL   */
 } ss_file_report;

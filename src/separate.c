@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,7 @@ typedef struct output {
     uint32_t sources;             /* bit i: source i is summed into this output      */
     char path[PATH_MAX];          /* final path                                      */
     ss_resampler *rs;             /* model rate -> input rate                        */
-    ss_audio_writer *w;           /* the encoder (clamp/none), or NULL               */
+    ss_audio_writer *w;           /* the encoder, or NULL (see write_frames)         */
     int stage_fd;                 /* unlinked raw f32 staging file (rescale), or -1  */
     int64_t written;              /* frames delivered so far (capped at the length)  */
     float peak;                   /* largest |sample| staged so far (rescale)        */
@@ -282,7 +283,13 @@ typedef struct encoder {
     int64_t length;           /* frames each output must have (input length)     */
     double mean, std;         /* de-normalisation                                */
     double seconds;           /* time spent encoding                             */
+    atomic_int rescale;       /* rescale mode: some output's peak needs scaling  */
+    float gain;               /* the scale the rescale pass applied              */
 } encoder;
+
+/* Rescale mode scales every output by 1 / max(1.01 * peak, 1): by exactly 1,
+ * i.e. not at all, while 1.01 * peak <= 1. */
+static int needs_rescale(float peak) { return 1.01f * peak > 1.0f; }
 
 static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_error *err)
 {
@@ -295,6 +302,10 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
         for (size_t i = 0; i < count; i++)
             buf[i] = buf[i] > 0.99f ? 0.99f : buf[i] < -0.99f ? -0.99f : buf[i];
     if (o->stage_fd >= 0) {
+        /* rescale mode: stage the block for the scaled pass after the last one,
+         * and, while no output has needed scaling yet, also encode it as it is:
+         * if the whole track ends below the limit, that file is final and the
+         * pass after the last block is skipped (same bytes: the scale is 1) */
         float peak = o->peak;
         for (size_t i = 0; i < count; i++) {
             float a = fabsf(buf[i]);
@@ -313,7 +324,13 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
             b += w;
             left -= (size_t)w;
         }
-    } else {
+        if (o->w && (needs_rescale(peak) || atomic_load(&e->rescale))) {
+            atomic_store(&e->rescale, 1);
+            ss_audio_abort(o->w);                /* the scaled pass will write it */
+            o->w = NULL;
+        }
+    }
+    if (o->w) {
         ss_status s = ss_audio_write(o->w, buf, n, err);
         if (s != SS_OK)
             return s;
@@ -494,15 +511,27 @@ static void *encode_one(void *arg)
     return NULL;
 }
 
-/* Rescale mode: encode every staged output scaled by 1 / max(1.01 * peak, 1),
- * the outputs in parallel (one thread each; the first error is reported). */
+/* Rescale mode, after the last block: nothing to do when every output was
+ * encoded as it came and the peak needs no scaling; otherwise drop those files
+ * and encode every staged output scaled by 1 / max(1.01 * peak, 1), the
+ * outputs in parallel (one thread each; the first error is reported). */
 static ss_status encode_staged(encoder *e, int rate, ss_error *err)
 {
     stage_job jobs[SS_MAX_SOURCES + 1];
     float peak = 0.0f;
-    for (int k = 0; k < e->n_out; k++)
+    int direct = 1;                          /* every output was encoded as it came */
+    for (int k = 0; k < e->n_out; k++) {
         peak = fmaxf(peak, e->outs[k].peak);
+        direct = direct && e->outs[k].w;
+    }
+    if (direct && !needs_rescale(peak))
+        return SS_OK;
+    for (int k = 0; k < e->n_out; k++) {
+        ss_audio_abort(e->outs[k].w);
+        e->outs[k].w = NULL;
+    }
     float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
+    e->gain = scale;
     for (int k = 0; k < e->n_out; k++)
         jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
     return each_output(e->n_out, encode_one, jobs, sizeof *jobs, err);
@@ -595,7 +624,7 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         outs[k].stage_fd = -1;
     *j = (ss_sep_job){.p = p, .m = m, .input = input, .rep = rep, .outs = outs,
                       .d = {.input = input, .cm = info->channels},
-                      .e = {.p = p, .S = info->n_sources, .C = info->channels, .outs = outs}};
+                      .e = {.p = p, .S = info->n_sources, .C = info->channels, .outs = outs, .gain = 1.0f}};
     decoder *d = &j->d;
     ss_audio_info *ai = &j->ai;
     if ((s = plan_outputs(m, p, input, reldir, outs, &j->e.n_out, err)) != SS_OK)
@@ -652,12 +681,10 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
             break;
         if ((s = ss_resampler_new(j->e.C, info->samplerate, j->ai.samplerate, j->model_len, &o->rs, err)) != SS_OK)
             break;
-        if (p->clip == SS_CLIP_RESCALE) {
-            if ((o->stage_fd = stage_file(o->path, err)) < 0)
-                s = err->code;
-        } else {
+        if (p->clip == SS_CLIP_RESCALE && (o->stage_fd = stage_file(o->path, err)) < 0)
+            s = err->code;
+        else
             s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w, err);
-        }
     }
     /* pass 2: separate */
     if (s == SS_OK)
@@ -681,8 +708,8 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
     ss_status s = SS_OK;
     if (!j->inferred)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
-    if (j->p->clip == SS_CLIP_RESCALE)
-        s = encode_staged(&j->e, j->ai.samplerate, err);
+    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, err)) == SS_OK)
+        j->rep->gain = j->e.gain;
     for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
         ss_audio_writer *w = j->outs[k].w;
         j->outs[k].w = NULL;

@@ -277,42 +277,96 @@ static void test_silence_gives_silence_not_nan(void)
     CHECK(!bad, "silence did not give finite silence");
 }
 
-static void test_clip_rescale_scales_all_stems_together(void)
+/* The four stems of `mix` separated into DIR/<sub>/<track>/: their sum must be
+ * (mixture + 3 mean) times one common factor < 1, and no sample past 1/1.01. */
+static void check_rescaled(const char *mix, const char *sub, const char *track)
 {
-    char mix[1200], paths[4][1300];
-    const char *p[4], *names[] = {"low", "lowmid", "highmid", "high"};
-    snprintf(mix, sizeof mix, "%s/loud.wav", dir);
-    /* peak ~3: the low band alone (110 Hz at 1.2) goes past full scale */
-    CHECK(write_mix(mix, 44100, 2, 44100 * 2, 3.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
-    int rc = run("%s -q -m %s --sample-format f32 -o %s/loud %s", bin, model, dir, mix);
-    CHECK(rc == 0, "exit %d", rc);
+    char path[1300];
+    const char *names[] = {"low", "lowmid", "highmid", "high"};
     float *m = NULL, *s = NULL;
     SF_INFO mi, si;
     int64_t n = read_all(mix, &m, &mi);
     double *acc = calloc((size_t)n * 2, sizeof *acc), peak = 0;
-    for (int k = 0; k < 4; k++) {
-        snprintf(paths[k], sizeof paths[k], "%s/loud/loud/%s.wav", dir, names[k]);
-        p[k] = paths[k];
-        int64_t sn = read_all(p[k], &s, &si);
-        for (int64_t i = 0; sn == n && i < n * 2; i++) {
+    int bad = !acc;
+    for (int k = 0; k < 4 && !bad; k++) {
+        snprintf(path, sizeof path, "%s/%s/%s/%s.wav", dir, sub, track, names[k]);
+        int64_t sn = read_all(path, &s, &si);
+        bad = sn != n;
+        for (int64_t i = 0; !bad && i < n * 2; i++) {
             acc[i] += s[i];
             peak = fmax(peak, fabs(s[i]));
         }
         free(s);
     }
-    /* the sum must be (mixture + 3 mean) times one common factor < 1 */
-    double num = 0, den = 0, extra = 3 * mix_mean(m, n, 2);
-    for (int64_t i = 0; i < n * 2; i++) {
+    double num = 0, den = 0, extra = 3 * mix_mean(m, n, 2), g = 0, e = 0;
+    for (int64_t i = 0; !bad && i < n * 2; i++) {
         num += acc[i] * (m[i] + extra);
         den += (m[i] + extra) * (m[i] + extra);
     }
-    double g = num / den, e = 0;
-    for (int64_t i = 0; i < n * 2; i++)
+    g = bad ? 0 : num / den;
+    for (int64_t i = 0; !bad && i < n * 2; i++)
         e = fmax(e, fabs(acc[i] - g * (m[i] + extra)));
     free(m);
     free(acc);
-    CHECK(peak <= 1.0 / 1.01 + 1e-6, "peak after rescale %g", peak);
-    CHECK(g < 0.99 && e < 1e-5, "stems not scaled together: gain %g, residual %g", g, e);
+    CHECK(!bad, "%s: stems missing or of the wrong length", sub);
+    CHECK(peak <= 1.0 / 1.01 + 1e-6, "%s: peak after rescale %g", sub, peak);
+    CHECK(g < 0.99 && e < 1e-5, "%s: stems not scaled together: gain %g, residual %g", sub, g, e);
+}
+
+static void test_clip_rescale_scales_all_stems_together(void)
+{
+    char mix[1200];
+    snprintf(mix, sizeof mix, "%s/loud.wav", dir);
+    /* peak ~3: the low band alone (110 Hz at 1.2) goes past full scale */
+    CHECK(write_mix(mix, 44100, 2, 44100 * 2, 3.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    int rc = run("%s -q -m %s --sample-format f32 -o %s/loud %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    check_rescaled(mix, "loud", "loud");
+}
+
+/* Loud only in its last second, separated in 1 s segments: the first blocks
+ * fit, so the stems are first encoded as they come; the late peak must still
+ * rescale every stem, all of it. */
+static void test_clip_rescale_late_peak(void)
+{
+    char mix[1200];
+    snprintf(mix, sizeof mix, "%s/late.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100 * 5, 1.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    float *m = NULL;
+    SF_INFO mi;
+    int64_t n = read_all(mix, &m, &mi);
+    CHECK(n == 44100 * 5, "read back %lld frames", (long long)n);
+    for (int64_t i = 0; i < n * 2; i++)
+        m[i] *= i < (n - 44100) * 2 ? 0.2f : 3.0f;
+    SF_INFO wi = {.samplerate = 44100, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &wi);
+    CHECK(f && sf_writef_float(f, m, n) == n, "rewrite");
+    sf_close(f);
+    free(m);
+    int rc = run("%s -m %s --segment 1 --sample-format f32 -o %s/late %s > %s/late.txt 2>&1", bin, model, dir, mix, dir);
+    CHECK(rc == 0, "exit %d", rc);
+    check_rescaled(mix, "late", "late");
+    CHECK(run("grep -q 'late.wav: .*stems scaled by 0\\.' %s/late.txt", dir) == 0,
+          "the report does not say the stems were scaled");
+}
+
+/* Nothing near full scale: rescale must leave the stems exactly as --clip none writes them. */
+static void test_clip_rescale_quiet_is_untouched(void)
+{
+    char mix[1200], a[1300], b[1300];
+    snprintf(mix, sizeof mix, "%s/quiet.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100 * 3, 0.3, SF_FORMAT_WAV | SF_FORMAT_PCM_16) == 0, "write");
+    int rc = run("%s -m %s --segment 1 -o %s/qr --report-json %s/qr.json %s 2>/dev/null", bin, model, dir, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    CHECK(run("grep -q '\"gain\":[[:space:]]*1[,}]' %s/qr.json", dir) == 0, "report gain is not 1");
+    rc = run("%s -q -m %s --segment 1 --clip none -o %s/qn %s", bin, model, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    const char *names[] = {"low", "lowmid", "highmid", "high"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(a, sizeof a, "%s/qr/quiet/%s.wav", dir, names[k]);
+        snprintf(b, sizeof b, "%s/qn/quiet/%s.wav", dir, names[k]);
+        CHECK(run("cmp -s %s %s", a, b) == 0, "%s differs between --clip rescale and none", names[k]);
+    }
 }
 
 int main(void)
@@ -335,6 +389,8 @@ int main(void)
     RUN(test_stdin_input);
     RUN(test_silence_gives_silence_not_nan);
     RUN(test_clip_rescale_scales_all_stems_together);
+    RUN(test_clip_rescale_late_peak);
+    RUN(test_clip_rescale_quiet_is_untouched);
     run("rm -rf %s", dir);
     return test_summary();
 }
