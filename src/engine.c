@@ -509,9 +509,11 @@ static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
     return SS_OK;
 }
 
-/* Overlap-add a downloaded batch and push what became final. */
-static ss_status post_batch(run *r, const post_item *it, ss_error *err)
+/* Overlap-add a downloaded batch (a post_item) and push what became final. */
+static ss_status post_batch(void *ctx, void *item, ss_error *err)
 {
+    run *r = ctx;
+    const post_item *it = item;
     size_t yn = (size_t)r->S * (size_t)r->C * (size_t)it->jobs[0].valid;
     double t0 = seconds_now();
     ss_status s = SS_OK;
@@ -522,8 +524,6 @@ static ss_status post_batch(run *r, const post_item *it, ss_error *err)
     r->t_post += seconds_now() - t0;
     return s;
 }
-
-static ss_status post_fn(void *ctx, void *item, ss_error *err) { return post_batch(ctx, item, err); }
 
 /* Hand host_y's batch to the post worker (or add it here without one) and
  * swap the download buffers. */
@@ -646,7 +646,7 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         goto nomem;
     /* without threads (NULL) each stage runs on this thread instead */
     r.wr = worker_start(writer_fn, &r);
-    r.post = worker_start(post_fn, &r);
+    r.post = worker_start(post_batch, &r);
     r.dev_x = ss_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
     r.dev_y = ss_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
     if ((s = ss_backend_status(be, err)) != SS_OK)

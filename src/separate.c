@@ -385,7 +385,7 @@ static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size
 
 /* One output's share of a pushed block: sum its sources, de-normalise,
  * resample and write.  Outputs touch only their own state, so they run in
- * parallel (push_block). */
+ * parallel (encode_push). */
 typedef struct push_job {
     out_result res;
     encoder *e;
