@@ -108,6 +108,60 @@ static void test_conv2d_general(void)
         }
 }
 
+/* 3x3, stride 1, padding 1 goes through Winograd F(2x2, 3x3): odd and even
+ * planes, single rows and columns, several channel counts, batch > 1, and
+ * planes bigger than one block of tiles (blocks that end mid-row and span
+ * batch items), output channels in several groups. */
+static void test_conv2d_winograd(void)
+{
+    /* batch, cin, h, w, cout */
+    static const int cases[][5] = {
+        {1, 1, 1, 1, 1},   {1, 3, 1, 9, 2},    {2, 2, 8, 1, 3},    {1, 4, 2, 2, 5},
+        {3, 5, 7, 11, 4},  {2, 8, 16, 24, 16}, {1, 17, 9, 130, 9}, {2, 48, 13, 37, 96},
+        {1, 96, 6, 21, 192}, {3, 64, 33, 129, 64},
+        {2, 384, 5, 7, 700},   /* transformed filters in 3 groups of output channels */
+    };
+    double worst = 0.0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int wb = 0; wb < 2; wb++) {
+            ss_conv2d_desc d = {cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],
+                                3, 3, 1, 1, 1, 1, 1, 1};
+            double e = conv2d_case(d, wb);
+            CHECK(e <= TOL, "case %zu bias %d: relative L2 %.3g", i, wb, e);
+            worst = e > worst ? e : worst;
+        }
+    fprintf(stderr, "winograd conv2d: worst relative L2 %.3g\n", worst);
+}
+
+/* The same bits whatever the thread count (and with no pool). */
+static void test_conv2d_winograd_threads(void)
+{
+    ss_conv2d_desc d = {2, 40, 45, 263, 24, 3, 3, 1, 1, 1, 1, 1, 1};
+    size_t nx = (size_t)d.batch * d.cin * d.h * d.w, nw = (size_t)d.cout * d.cin * 9;
+    size_t ny = (size_t)d.batch * d.cout * d.h * d.w;
+    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
+    float *y1 = rand_buf(ny, 0.0f), *y2 = rand_buf(ny, 0.0f), *y3 = rand_buf(ny, 0.0f);
+    ss_pool *p2 = ss_pool_new(2);
+    int ok = x && w && bias && y1 && y2 && y3 && p2;
+    ss_status s1 = SS_OK, s2 = SS_OK, s3 = SS_OK;
+    if (ok) {
+        s1 = ss_cpu_conv2d(NULL, &d, x, w, bias, y1);
+        s2 = ss_cpu_conv2d(p2, &d, x, w, bias, y2);
+        s3 = ss_cpu_conv2d(pool, &d, x, w, bias, y3);
+    }
+    int same = ok && memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
+    ss_pool_free(p2);
+    free(x);
+    free(w);
+    free(bias);
+    free(y1);
+    free(y2);
+    free(y3);
+    CHECK(ok, "out of memory");
+    CHECK(s1 == SS_OK && s2 == SS_OK && s3 == SS_OK, "status %d %d %d", (int)s1, (int)s2, (int)s3);
+    CHECK(same, "outputs differ between 1, 2 and 3 threads");
+}
+
 /* ---- transposed conv2d ---------------------------------------------------------- */
 
 static void convt2d_ref(const ss_convt2d_desc *d, const float *x, const float *w, const float *bias, double *y)
@@ -342,6 +396,8 @@ int main(void)
     }
     RUN(test_gemm);
     RUN(test_conv2d_general);
+    RUN(test_conv2d_winograd);
+    RUN(test_conv2d_winograd_threads);
     RUN(test_conv_transpose2d);
     RUN(test_group_norm);
     RUN(test_layer_norm);

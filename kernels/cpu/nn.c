@@ -454,9 +454,261 @@ static void conv_item(void *arg, int64_t b)
     free(col);
 }
 
+/* ---- conv2d 3x3, stride 1, padding 1: Winograd F(2x2, 3x3) ------------------------ */
+
+/* Lavin & Gray's minimal filtering: each 2x2 output tile is A^T [(G g G^T) .* (B^T d B)] A
+ * for the 4x4 input tile d (stride 2, padding included) and the 3x3 filter g, with
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1].
+ * Summed over input channels the elementwise product becomes 16 independent
+ * products U[k] [cout, cin] @ V[k] [cin, tiles] -> M[k] [cout, tiles], 2.25x fewer
+ * multiply-adds than the direct (im2col) product.  Tiles are numbered over
+ * (batch, tile row, tile column) and handled a block of WG_BLOCK_FLOATS at a
+ * time (V and M together), so the buffers stay bounded whatever the plane
+ * size; the block size depends only on the shape, and every task (one input
+ * channel, one of the 16 products, one output channel) does a fixed piece of
+ * work, so the result does not depend on the thread count. */
+
+/* Floats in one block of transformed inputs and products (16 MiB, as im2col). */
+#define WG_BLOCK_FLOATS NN_COL_FLOATS
+/* Tile columns transformed from one stack buffer. */
+#define WG_CHUNK 64
+
+/* The transforms only add and subtract, so AVX2 / AVX-512 clones give the
+ * same bits as the baseline code. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
+    (!defined(__clang__) || __clang_major__ >= 14)
+#define WG_SIMD SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WG_SIMD SS_VECTORISE
+#endif
+
+typedef struct wino_job {
+    const ss_conv2d_desc *d;
+    const float *x, *w, *bias;
+    float *y;
+    float *u;             /* [16, cg, cin] of the group  */
+    float *v;             /* [16, cin, nt] of the block  */
+    float *m;             /* [16, cg, nt] of the block   */
+    int th, tw;           /* tile rows and columns of one plane */
+    int co0, cg;          /* output channels [co0, co0 + cg)    */
+    int64_t t0, nt;       /* tiles [t0, t0 + nt) of this block  */
+} wino_job;
+
+/* U[k][c][ci] = (G g G^T)[k] for output channel co0 + c of the group; in
+ * double, rounded once. */
+static void wino_filter(void *arg, int64_t c)
+{
+    const wino_job *j = arg;
+    int cin = j->d->cin;
+    for (int ci = 0; ci < cin; ci++) {
+        const float *g = j->w + ((j->co0 + c) * (int64_t)cin + ci) * 9;
+        double t[4][3];                               /* G g */
+        for (int q = 0; q < 3; q++) {
+            double g0 = g[q], g1 = g[3 + q], g2 = g[6 + q];
+            t[0][q] = g0;
+            t[1][q] = 0.5 * (g0 + g1 + g2);
+            t[2][q] = 0.5 * (g0 - g1 + g2);
+            t[3][q] = g2;
+        }
+        for (int r = 0; r < 4; r++) {                 /* (G g) G^T */
+            double u[4] = {t[r][0], 0.5 * (t[r][0] + t[r][1] + t[r][2]), 0.5 * (t[r][0] - t[r][1] + t[r][2]),
+                           t[r][2]};
+            for (int q = 0; q < 4; q++)
+                j->u[((int64_t)(r * 4 + q) * j->cg + c) * cin + ci] = (float)u[q];
+        }
+    }
+}
+
+/* The 16 components of B^T d B for n tiles from 4 padded input rows (tile i
+ * covers columns 2i .. 2i+3), component k stored at v[k * ks + i]. */
+WG_SIMD static void wino_input_span(const float *r0, const float *r1, const float *r2, const float *r3, int n,
+                                    float *v, int64_t ks)
+{
+    float w[4][2 * WG_CHUNK + 2];
+    for (int c = 0; c < 2 * n + 2; c++) {             /* B^T d */
+        w[0][c] = r0[c] - r2[c];
+        w[1][c] = r1[c] + r2[c];
+        w[2][c] = r2[c] - r1[c];
+        w[3][c] = r1[c] - r3[c];
+    }
+    for (int q = 0; q < 4; q++) {                     /* (B^T d) B */
+        float *restrict v0 = v + (4 * q) * ks, *restrict v1 = v0 + ks, *restrict v2 = v1 + ks;
+        float *restrict v3 = v2 + ks;
+        const float *wq = w[q];
+        for (int i = 0; i < n; i++) {
+            float a = wq[2 * i], b = wq[2 * i + 1], c = wq[2 * i + 2], e = wq[2 * i + 3];
+            v0[i] = a - c;
+            v1[i] = b + c;
+            v2[i] = c - b;
+            v3[i] = b - e;
+        }
+    }
+}
+
+/* V[k][ci][t - t0] = (B^T d B)[k] for every tile t of the block; one task per
+ * input channel.  The row transform runs along whole padded rows (contiguous),
+ * the column transform picks 4 columns at stride 2. */
+static void wino_input(void *arg, int64_t ci)
+{
+    const wino_job *j = arg;
+    const ss_conv2d_desc *d = j->d;
+    int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
+    float r[4][2 * WG_CHUNK + 2];
+    while (t < t1) {
+        int64_t b = t / plane_tiles;
+        int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
+        int n = j->tw - tx0;
+        if (n > WG_CHUNK)
+            n = WG_CHUNK;
+        if (n > t1 - t)
+            n = (int)(t1 - t);
+        const float *xc = j->x + (b * d->cin + ci) * (int64_t)d->h * d->w;
+        int ix0 = 2 * tx0 - 1, len = 2 * n + 2;
+        /* columns [ix0, ix0 + len) of the 4 input rows, zero outside the plane */
+        int lo = ix0 < 0 ? -ix0 : 0, hi = ix0 + len > d->w ? d->w - ix0 : len;
+        for (int q = 0; q < 4; q++) {
+            int iy = 2 * ty - 1 + q;
+            if (iy < 0 || iy >= d->h) {
+                memset(r[q], 0, (size_t)len * sizeof r[q][0]);
+                continue;
+            }
+            for (int c = 0; c < lo; c++)
+                r[q][c] = 0.0f;
+            memcpy(r[q] + lo, xc + (int64_t)iy * d->w + ix0 + lo, (size_t)(hi - lo) * sizeof r[q][0]);
+            for (int c = hi; c < len; c++)
+                r[q][c] = 0.0f;
+        }
+        float *v = j->v + (int64_t)ci * j->nt + (t - j->t0);
+        int64_t ks = (int64_t)d->cin * j->nt;         /* stride between the 16 components */
+        wino_input_span(r[0], r[1], r[2], r[3], n, v, ks);
+        t += n;
+    }
+}
+
+/* M[k] [cg, nt] = U[k] [cg, cin] @ V[k] [cin, nt]; one task per k. */
+static void wino_gemm(void *arg, int64_t k)
+{
+    const wino_job *j = arg;
+    int cin = j->d->cin, cg = j->cg, nt = (int)j->nt;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cg, nt, cin, 1.0f, j->u + k * cg * (int64_t)cin, cin,
+                j->v + k * cin * (int64_t)nt, nt, 0.0f, j->m + k * cg * (int64_t)nt, nt);
+}
+
+/* o[q] = (A^T m A)[q] + bias for n tiles whose 16 components lie ks apart. */
+WG_SIMD static void wino_output_span(const float *m, int64_t ks, int n, float bias, float *restrict o0,
+                                     float *restrict o1, float *restrict o2, float *restrict o3)
+{
+    const float *m0 = m, *m1 = m0 + ks, *m2 = m1 + ks, *m3 = m2 + ks, *m4 = m3 + ks, *m5 = m4 + ks;
+    const float *m6 = m5 + ks, *m7 = m6 + ks, *m8 = m7 + ks, *m9 = m8 + ks, *m10 = m9 + ks, *m11 = m10 + ks;
+    const float *m12 = m11 + ks, *m13 = m12 + ks, *m14 = m13 + ks, *m15 = m14 + ks;
+    for (int i = 0; i < n; i++) {
+        /* A^T M: rows 0+1+2 and 1-2-3 of every column */
+        float a0 = m0[i] + m4[i] + m8[i], a1 = m1[i] + m5[i] + m9[i];
+        float a2 = m2[i] + m6[i] + m10[i], a3 = m3[i] + m7[i] + m11[i];
+        float b0 = m4[i] - m8[i] - m12[i], b1 = m5[i] - m9[i] - m13[i];
+        float b2 = m6[i] - m10[i] - m14[i], b3 = m7[i] - m11[i] - m15[i];
+        /* (A^T M) A */
+        o0[i] = bias + (a0 + a1 + a2);
+        o1[i] = bias + (a1 - a2 - a3);
+        o2[i] = bias + (b0 + b1 + b2);
+        o3[i] = bias + (b1 - b2 - b3);
+    }
+}
+
+/* y[2i] = e[i], y[2i + 1] = f[i] */
+WG_SIMD static void wino_interleave(float *restrict y, const float *e, const float *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        y[2 * i] = e[i];
+        y[2 * i + 1] = f[i];
+    }
+}
+
+/* y = A^T M A + bias for every tile of the block; one task per output
+ * channel co0 + c of the group. */
+static void wino_output(void *arg, int64_t c)
+{
+    const wino_job *j = arg;
+    const ss_conv2d_desc *d = j->d;
+    int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
+    int64_t ks = (int64_t)j->cg * j->nt, co = j->co0 + c;
+    float bias = j->bias ? j->bias[co] : 0.0f;
+    float o[4][WG_CHUNK];
+    while (t < t1) {
+        int64_t b = t / plane_tiles;
+        int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
+        int n = j->tw - tx0;
+        if (n > WG_CHUNK)
+            n = WG_CHUNK;
+        if (n > t1 - t)
+            n = (int)(t1 - t);
+        const float *m = j->m + c * j->nt + (t - j->t0);
+        wino_output_span(m, ks, n, bias, o[0], o[1], o[2], o[3]);
+        float *yc = j->y + (b * d->cout + co) * (int64_t)d->h * d->w;
+        for (int q = 0; q < 2; q++) {
+            int oy = 2 * ty + q;
+            if (oy >= d->h)
+                break;
+            float *yr = yc + (int64_t)oy * d->w + 2 * tx0;
+            int full = n;                             /* tiles whose both columns exist */
+            if (2 * (tx0 + n) > d->w)
+                full = n - 1;
+            wino_interleave(yr, o[2 * q], o[2 * q + 1], full);
+            if (full < n)
+                yr[2 * full] = o[2 * q][full];
+        }
+        t += n;
+    }
+}
+
+static ss_status conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                 const float *bias, float *y)
+{
+    wino_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .th = (d->h + 1) / 2, .tw = (d->w + 1) / 2};
+    int64_t tiles = (int64_t)d->batch * j.th * j.tw, budget = (int64_t)WG_BLOCK_FLOATS, cin = d->cin;
+    /* output channels in groups whose transformed filters take at most half the
+     * budget (the input transform is redone per group), tiles in blocks that
+     * fill the rest */
+    int groups = 1;
+    while (groups < d->cout && 16 * cin * ((d->cout + groups - 1) / groups) > budget / 2)
+        groups++;
+    int cg = (d->cout + groups - 1) / groups;
+    int64_t block = (budget - 16 * cin * cg) / (16 * (cin + cg));
+    if (block < 64)
+        block = 64;
+    if (block > tiles)
+        block = tiles;
+    j.u = malloc((size_t)(16 * cin * cg) * sizeof *j.u);
+    float *buf = malloc((size_t)(16 * block * (cin + cg)) * sizeof *buf);
+    if (!j.u || !buf) {
+        free(j.u);
+        free(buf);
+        return SS_E_NOMEM;
+    }
+    for (j.co0 = 0; j.co0 < d->cout; j.co0 += j.cg) {
+        j.cg = d->cout - j.co0 < cg ? d->cout - j.co0 : cg;
+        ss_pool_for(p, j.cg, wino_filter, &j);
+        for (j.t0 = 0; j.t0 < tiles; j.t0 += j.nt) {
+            j.nt = tiles - j.t0 < block ? tiles - j.t0 : block;
+            j.v = buf;
+            j.m = buf + 16 * j.nt * cin;
+            ss_pool_for(p, cin, wino_input, &j);
+            ss_pool_for(p, 16, wino_gemm, &j);
+            ss_pool_for(p, j.cg, wino_output, &j);
+        }
+    }
+    free(j.u);
+    free(buf);
+    return SS_OK;
+}
+
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y)
 {
+    if (d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 && d->dh == 1 &&
+        d->dw == 1 && d->batch > 0 && d->cin > 0 && d->cout > 0 && d->h > 0 && d->w > 0)
+        return conv2d_winograd(p, d, x, w, bias, y);
     int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh);
     int ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
     if (d->batch <= 0 || d->cout <= 0 || oh <= 0 || ow <= 0)
