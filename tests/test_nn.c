@@ -64,8 +64,8 @@ static void conv2d_ref(const ss_conv2d_desc *d, const float *x, const float *w, 
                 }
 }
 
-/* NULL when it passes, else a static message */
-static double conv2d_case(ss_conv2d_desc d, int with_bias)
+/* relative L2 error of ss_cpu_conv2d (tile 0) or of Winograd F(tile x tile, 3x3) */
+static double conv2d_case(ss_conv2d_desc d, int with_bias, int tile)
 {
     int oh = ss_conv_out(d.h, d.kh, d.sh, d.ph, d.dh), ow = ss_conv_out(d.w, d.kw, d.sw, d.pw, d.dw);
     size_t nx = (size_t)d.batch * d.cin * d.h * d.w, nw = (size_t)d.cout * d.cin * d.kh * d.kw;
@@ -76,7 +76,9 @@ static double conv2d_case(ss_conv2d_desc d, int with_bias)
     double err = 1.0;
     if (x && w && bias && y && ref) {
         conv2d_ref(&d, x, w, with_bias ? bias : NULL, ref);
-        if (ss_cpu_conv2d(pool, &d, x, w, with_bias ? bias : NULL, y) == SS_OK)
+        ss_status st = tile ? ss_cpu_conv2d_winograd(pool, &d, x, w, with_bias ? bias : NULL, y, tile)
+                            : ss_cpu_conv2d(pool, &d, x, w, with_bias ? bias : NULL, y);
+        if (st == SS_OK)
             err = rel_l2(y, ref, ny);
     }
     free(x);
@@ -103,12 +105,13 @@ static void test_conv2d_general(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int wb = 0; wb < 2; wb++) {
-            double e = conv2d_case(cases[i], wb);
+            double e = conv2d_case(cases[i], wb, 0);
             CHECK(e <= TOL, "case %zu bias %d: relative L2 %.3g", i, wb, e);
         }
 }
 
-/* 3x3, stride 1, padding 1 goes through Winograd F(2x2, 3x3): odd and even
+/* 3x3, stride 1, padding 1 goes through Winograd F(4x4, 3x3) (F(2x2, 3x3) on
+ * request): odd and even
  * planes, single rows and columns, several channel counts, batch > 1, and
  * planes bigger than one block of tiles (blocks that end mid-row and span
  * batch items), output channels in several groups. */
@@ -121,16 +124,24 @@ static void test_conv2d_winograd(void)
         {1, 96, 6, 21, 192}, {3, 64, 33, 129, 64},
         {2, 384, 5, 7, 700},   /* transformed filters in 3 groups of output channels */
     };
-    double worst = 0.0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        for (int wb = 0; wb < 2; wb++) {
-            ss_conv2d_desc d = {cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],
-                                3, 3, 1, 1, 1, 1, 1, 1};
-            double e = conv2d_case(d, wb);
-            CHECK(e <= TOL, "case %zu bias %d: relative L2 %.3g", i, wb, e);
-            worst = e > worst ? e : worst;
-        }
-    fprintf(stderr, "winograd conv2d: worst relative L2 %.3g\n", worst);
+    for (int tile = 0; tile <= 4; tile += 2) {        /* 0: ss_cpu_conv2d's choice */
+        double worst = 0.0;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            for (int wb = 0; wb < 2; wb++) {
+                ss_conv2d_desc d = {cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],
+                                    3, 3, 1, 1, 1, 1, 1, 1};
+                double e = conv2d_case(d, wb, tile);
+                CHECK(e <= TOL, "tile %d case %zu bias %d: relative L2 %.3g", tile, i, wb, e);
+                worst = e > worst ? e : worst;
+            }
+        fprintf(stderr, "conv2d 3x3 tile %d: worst relative L2 %.3g\n", tile, worst);
+    }
+    /* other geometries are refused */
+    ss_conv2d_desc bad = {1, 2, 5, 5, 2, 3, 3, 2, 1, 1, 1, 1, 1};
+    float buf[64] = {0};
+    CHECK(ss_cpu_conv2d_winograd(pool, &bad, buf, buf, NULL, buf, 4) == SS_E_USAGE, "stride 2 accepted");
+    bad.sh = 1;
+    CHECK(ss_cpu_conv2d_winograd(pool, &bad, buf, buf, NULL, buf, 3) == SS_E_USAGE, "tile 3 accepted");
 }
 
 /* The same bits whatever the thread count (and with no pool). */
@@ -144,12 +155,13 @@ static void test_conv2d_winograd_threads(void)
     ss_pool *p2 = ss_pool_new(2);
     int ok = x && w && bias && y1 && y2 && y3 && p2;
     ss_status s1 = SS_OK, s2 = SS_OK, s3 = SS_OK;
-    if (ok) {
-        s1 = ss_cpu_conv2d(NULL, &d, x, w, bias, y1);
-        s2 = ss_cpu_conv2d(p2, &d, x, w, bias, y2);
-        s3 = ss_cpu_conv2d(pool, &d, x, w, bias, y3);
+    int same = ok;
+    for (int tile = 2; tile <= 4 && same; tile += 2) {
+        s1 = ss_cpu_conv2d_winograd(NULL, &d, x, w, bias, y1, tile);
+        s2 = ss_cpu_conv2d_winograd(p2, &d, x, w, bias, y2, tile);
+        s3 = ss_cpu_conv2d_winograd(pool, &d, x, w, bias, y3, tile);
+        same = memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
     }
-    int same = ok && memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
     ss_pool_free(p2);
     free(x);
     free(w);

@@ -48,6 +48,12 @@ ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int 
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y);
+/* 3x3, stride 1, padding 1, dilation 1 only (else SS_E_USAGE), by Winograd
+ * F(tile x tile, 3x3), tile 2 or 4; ss_cpu_conv2d uses tile 4 for that
+ * geometry.  Relative error about 3x (tile 2) or 10x (tile 4) that of the
+ * direct product. */
+ss_status ss_cpu_conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                 const float *bias, float *y, int tile);
 ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
                                   const float *bias, float *y);
 

@@ -10,7 +10,9 @@
  * through im2col (conv2d) or col2im (transposed conv2d), a block of output
  * positions at a time so the column buffer stays small; a batch of many
  * items (the frequency-branch DConv sees one item per frequency row) runs one
- * item per task.
+ * item per task.  3x3 convolutions with stride 1 and padding 1 (the decoder
+ * rewrite convs) go through Winograd F(4x4, 3x3) instead: 36 products of
+ * transformed filters and tiles, 4x fewer multiply-adds.
  */
 #include "cpu_ops.h"
 
@@ -454,28 +456,35 @@ static void conv_item(void *arg, int64_t b)
     free(col);
 }
 
-/* ---- conv2d 3x3, stride 1, padding 1: Winograd F(2x2, 3x3) ------------------------ */
+/* ---- conv2d 3x3, stride 1, padding 1: Winograd F(2x2, 3x3) / F(4x4, 3x3) ------------ */
 
-/* Lavin & Gray's minimal filtering: each 2x2 output tile is A^T [(G g G^T) .* (B^T d B)] A
- * for the 4x4 input tile d (stride 2, padding included) and the 3x3 filter g, with
+/* Lavin & Gray's minimal filtering: each m x m output tile (m = 2 or 4) is
+ * A^T [(G g G^T) .* (B^T d B)] A for the a x a input tile d (a = m + 2, stride m,
+ * padding included) and the 3x3 filter g.  F(2x2, 3x3):
  *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
- *   A^T = [1 1 1 0; 0 1 -1 -1].
- * Summed over input channels the elementwise product becomes 16 independent
- * products U[k] [cout, cin] @ V[k] [cin, tiles] -> M[k] [cout, tiles], 2.25x fewer
- * multiply-adds than the direct (im2col) product.  Tiles are numbered over
- * (batch, tile row, tile column) and handled a block of WG_BLOCK_FLOATS at a
- * time (V and M together), so the buffers stay bounded whatever the plane
- * size; the block size depends only on the shape, and every task (one input
- * channel, one of the 16 products, one output channel) does a fixed piece of
- * work, so the result does not depend on the thread count. */
+ *   A^T = [1 1 1 0; 0 1 -1 -1]
+ * F(4x4, 3x3):
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+ * Summed over input channels the elementwise product becomes a*a independent
+ * products U[k] [cout, cin] @ V[k] [cin, tiles] -> M[k] [cout, tiles]: 2.25x
+ * (m = 2) or 4x (m = 4) fewer multiply-adds than the direct (im2col) product.
+ * Tiles are numbered over (batch, tile row, tile column) and handled a block
+ * at a time, output channels a group at a time, so that U, V and M stay within
+ * WG_BUDGET floats whatever the plane size; block and group sizes depend only
+ * on the shape, and every task (one input channel, one product, one output
+ * channel) does a fixed piece of work, so the result does not depend on the
+ * thread count. */
 
-/* Floats in one block of transformed inputs and products (16 MiB, as im2col). */
-#define WG_BLOCK_FLOATS NN_COL_FLOATS
+/* Floats of transformed filters, inputs and products (16 MiB, as im2col). */
+#define WG_BUDGET ((int64_t)NN_COL_FLOATS)
 /* Tile columns transformed from one stack buffer. */
 #define WG_CHUNK 64
 
-/* The transforms only add and subtract, so AVX2 / AVX-512 clones give the
- * same bits as the baseline code. */
+/* The transforms only add, subtract and scale by constants (no contraction
+ * in ISO C mode), so AVX2 / AVX-512 clones give the same bits as the
+ * baseline code. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
     (!defined(__clang__) || __clang_major__ >= 14)
 #define WG_SIMD SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -487,74 +496,129 @@ typedef struct wino_job {
     const ss_conv2d_desc *d;
     const float *x, *w, *bias;
     float *y;
-    float *u;             /* [16, cg, cin] of the group  */
-    float *v;             /* [16, cin, nt] of the block  */
-    float *m;             /* [16, cg, nt] of the block   */
-    int th, tw;           /* tile rows and columns of one plane */
-    int co0, cg;          /* output channels [co0, co0 + cg)    */
-    int64_t t0, nt;       /* tiles [t0, t0 + nt) of this block  */
+    float *u;             /* [a*a, cg, cin] of the group  */
+    float *v;             /* [a*a, cin, nt] of the block  */
+    float *m;             /* [a*a, cg, nt] of the block   */
+    int tm, ta;           /* output tile m, input tile a = m + 2 */
+    int th, tw;           /* tile rows and columns of one plane  */
+    int co0, cg;          /* output channels [co0, co0 + cg)     */
+    int64_t t0, nt;       /* tiles [t0, t0 + nt) of this block   */
 } wino_job;
 
-/* U[k][c][ci] = (G g G^T)[k] for output channel co0 + c of the group; in
+/* G for m = 2 and m = 4 (a x 3, row-major) */
+static const double wg_g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double wg_g4[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+
+/* u[k * ku + i] = (G g G^T)[k] for n filters whose 9 taps are g[e][i]; in
  * double, rounded once. */
+WG_SIMD static void wino_filter_span(const double (*g)[WG_CHUNK], int n, int a, float *u, int64_t ku)
+{
+    const double(*gm)[3] = a == 4 ? wg_g2 : wg_g4;
+    double t[6][3][WG_CHUNK];                         /* G g */
+    for (int r = 0; r < a; r++)
+        for (int q = 0; q < 3; q++) {
+            double c0 = gm[r][0], c1 = gm[r][1], c2 = gm[r][2];
+            for (int i = 0; i < n; i++)
+                t[r][q][i] = c0 * g[q][i] + c1 * g[3 + q][i] + c2 * g[6 + q][i];
+        }
+    for (int r = 0; r < a; r++)                       /* (G g) G^T */
+        for (int q = 0; q < a; q++) {
+            double c0 = gm[q][0], c1 = gm[q][1], c2 = gm[q][2];
+            float *restrict uk = u + (r * a + q) * ku;
+            for (int i = 0; i < n; i++)
+                uk[i] = (float)(c0 * t[r][0][i] + c1 * t[r][1][i] + c2 * t[r][2][i]);
+        }
+}
+
+/* U[k][c][ci] = (G g G^T)[k] for output channel co0 + c of the group. */
 static void wino_filter(void *arg, int64_t c)
 {
     const wino_job *j = arg;
     int cin = j->d->cin;
-    for (int ci = 0; ci < cin; ci++) {
-        const float *g = j->w + ((j->co0 + c) * (int64_t)cin + ci) * 9;
-        double t[4][3];                               /* G g */
-        for (int q = 0; q < 3; q++) {
-            double g0 = g[q], g1 = g[3 + q], g2 = g[6 + q];
-            t[0][q] = g0;
-            t[1][q] = 0.5 * (g0 + g1 + g2);
-            t[2][q] = 0.5 * (g0 - g1 + g2);
-            t[3][q] = g2;
-        }
-        for (int r = 0; r < 4; r++) {                 /* (G g) G^T */
-            double u[4] = {t[r][0], 0.5 * (t[r][0] + t[r][1] + t[r][2]), 0.5 * (t[r][0] - t[r][1] + t[r][2]),
-                           t[r][2]};
-            for (int q = 0; q < 4; q++)
-                j->u[((int64_t)(r * 4 + q) * j->cg + c) * cin + ci] = (float)u[q];
-        }
+    const float *w = j->w + (j->co0 + c) * (int64_t)cin * 9;
+    double g[9][WG_CHUNK];
+    for (int ci0 = 0; ci0 < cin; ci0 += WG_CHUNK) {
+        int n = cin - ci0 < WG_CHUNK ? cin - ci0 : WG_CHUNK;
+        for (int i = 0; i < n; i++)
+            for (int e = 0; e < 9; e++)
+                g[e][i] = w[(int64_t)(ci0 + i) * 9 + e];
+        wino_filter_span((const double(*)[WG_CHUNK])g, n, j->ta, j->u + c * (int64_t)cin + ci0,
+                         (int64_t)j->cg * cin);
     }
 }
 
-/* The 16 components of B^T d B for n tiles from 4 padded input rows (tile i
- * covers columns 2i .. 2i+3), component k stored at v[k * ks + i]. */
-WG_SIMD static void wino_input_span(const float *r0, const float *r1, const float *r2, const float *r3, int n,
-                                    float *v, int64_t ks)
+/* The 16 components of B^T d B (m = 2) for n tiles from 4 padded input rows
+ * (tile i covers columns 2i .. 2i+3), component k stored at v[k * ks + i]. */
+WG_SIMD static void wino_input2(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
 {
     float w[4][2 * WG_CHUNK + 2];
     for (int c = 0; c < 2 * n + 2; c++) {             /* B^T d */
-        w[0][c] = r0[c] - r2[c];
-        w[1][c] = r1[c] + r2[c];
-        w[2][c] = r2[c] - r1[c];
-        w[3][c] = r1[c] - r3[c];
+        w[0][c] = r[0][c] - r[2][c];
+        w[1][c] = r[1][c] + r[2][c];
+        w[2][c] = r[2][c] - r[1][c];
+        w[3][c] = r[1][c] - r[3][c];
     }
     for (int q = 0; q < 4; q++) {                     /* (B^T d) B */
         float *restrict v0 = v + (4 * q) * ks, *restrict v1 = v0 + ks, *restrict v2 = v1 + ks;
         float *restrict v3 = v2 + ks;
         const float *wq = w[q];
         for (int i = 0; i < n; i++) {
-            float a = wq[2 * i], b = wq[2 * i + 1], c = wq[2 * i + 2], e = wq[2 * i + 3];
-            v0[i] = a - c;
-            v1[i] = b + c;
-            v2[i] = c - b;
-            v3[i] = b - e;
+            float x0 = wq[2 * i], x1 = wq[2 * i + 1], x2 = wq[2 * i + 2], x3 = wq[2 * i + 3];
+            v0[i] = x0 - x2;
+            v1[i] = x1 + x2;
+            v2[i] = x2 - x1;
+            v3[i] = x1 - x3;
+        }
+    }
+}
+
+/* The 36 components of B^T d B (m = 4) for n tiles from 6 padded input rows
+ * (tile i covers columns 4i .. 4i+5), component k stored at v[k * ks + i]. */
+WG_SIMD static void wino_input4(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
+{
+    float w[6][4 * WG_CHUNK + 2];
+    for (int c = 0; c < 4 * n + 2; c++) {             /* B^T d */
+        float r0 = r[0][c], r1 = r[1][c], r2 = r[2][c], r3 = r[3][c], r4 = r[4][c], r5 = r[5][c];
+        w[0][c] = 4.0f * (r0 - r2) + (r4 - r2);
+        w[1][c] = (r3 + r4) - 4.0f * (r1 + r2);
+        w[2][c] = 4.0f * (r1 - r2) + (r4 - r3);
+        w[3][c] = 2.0f * (r3 - r1) + (r4 - r2);
+        w[4][c] = 2.0f * (r1 - r3) + (r4 - r2);
+        w[5][c] = 4.0f * (r1 - r3) + (r5 - r3);
+    }
+    for (int q = 0; q < 6; q++) {                     /* (B^T d) B */
+        float *restrict v0 = v + (6 * q) * ks, *restrict v1 = v0 + ks, *restrict v2 = v1 + ks;
+        float *restrict v3 = v2 + ks, *restrict v4 = v3 + ks, *restrict v5 = v4 + ks;
+        const float *wq = w[q];
+        for (int i = 0; i < n; i++) {
+            float x0 = wq[4 * i], x1 = wq[4 * i + 1], x2 = wq[4 * i + 2];
+            float x3 = wq[4 * i + 3], x4 = wq[4 * i + 4], x5 = wq[4 * i + 5];
+            v0[i] = 4.0f * (x0 - x2) + (x4 - x2);
+            v1[i] = (x3 + x4) - 4.0f * (x1 + x2);
+            v2[i] = 4.0f * (x1 - x2) + (x4 - x3);
+            v3[i] = 2.0f * (x3 - x1) + (x4 - x2);
+            v4[i] = 2.0f * (x1 - x3) + (x4 - x2);
+            v5[i] = 4.0f * (x1 - x3) + (x5 - x3);
         }
     }
 }
 
 /* V[k][ci][t - t0] = (B^T d B)[k] for every tile t of the block; one task per
  * input channel.  The row transform runs along whole padded rows (contiguous),
- * the column transform picks 4 columns at stride 2. */
+ * the column transform picks a columns at stride m. */
 static void wino_input(void *arg, int64_t ci)
 {
     const wino_job *j = arg;
     const ss_conv2d_desc *d = j->d;
+    int tm = j->tm, a = j->ta;
     int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
-    float r[4][2 * WG_CHUNK + 2];
+    int64_t ks = (int64_t)d->cin * j->nt;             /* stride between the a*a components */
+    float r[6][4 * WG_CHUNK + 2];
     while (t < t1) {
         int64_t b = t / plane_tiles;
         int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
@@ -564,11 +628,11 @@ static void wino_input(void *arg, int64_t ci)
         if (n > t1 - t)
             n = (int)(t1 - t);
         const float *xc = j->x + (b * d->cin + ci) * (int64_t)d->h * d->w;
-        int ix0 = 2 * tx0 - 1, len = 2 * n + 2;
-        /* columns [ix0, ix0 + len) of the 4 input rows, zero outside the plane */
+        int ix0 = tm * tx0 - 1, len = tm * n + 2;
+        /* columns [ix0, ix0 + len) of the a input rows, zero outside the plane */
         int lo = ix0 < 0 ? -ix0 : 0, hi = ix0 + len > d->w ? d->w - ix0 : len;
-        for (int q = 0; q < 4; q++) {
-            int iy = 2 * ty - 1 + q;
+        for (int q = 0; q < a; q++) {
+            int iy = tm * ty - 1 + q;
             if (iy < 0 || iy >= d->h) {
                 memset(r[q], 0, (size_t)len * sizeof r[q][0]);
                 continue;
@@ -580,8 +644,10 @@ static void wino_input(void *arg, int64_t ci)
                 r[q][c] = 0.0f;
         }
         float *v = j->v + (int64_t)ci * j->nt + (t - j->t0);
-        int64_t ks = (int64_t)d->cin * j->nt;         /* stride between the 16 components */
-        wino_input_span(r[0], r[1], r[2], r[3], n, v, ks);
+        if (tm == 2)
+            wino_input2(r, n, v, ks);
+        else
+            wino_input4(r, n, v, ks);
         t += n;
     }
 }
@@ -595,13 +661,14 @@ static void wino_gemm(void *arg, int64_t k)
                 j->v + k * cin * (int64_t)nt, nt, 0.0f, j->m + k * cg * (int64_t)nt, nt);
 }
 
-/* o[q] = (A^T m A)[q] + bias for n tiles whose 16 components lie ks apart. */
-WG_SIMD static void wino_output_span(const float *m, int64_t ks, int n, float bias, float *restrict o0,
-                                     float *restrict o1, float *restrict o2, float *restrict o3)
+/* o[r][q][i] = (A^T M A)[r][q] + bias (m = 2) for n tiles whose 16
+ * components lie ks apart from m. */
+WG_SIMD static void wino_output2(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
 {
     const float *m0 = m, *m1 = m0 + ks, *m2 = m1 + ks, *m3 = m2 + ks, *m4 = m3 + ks, *m5 = m4 + ks;
     const float *m6 = m5 + ks, *m7 = m6 + ks, *m8 = m7 + ks, *m9 = m8 + ks, *m10 = m9 + ks, *m11 = m10 + ks;
     const float *m12 = m11 + ks, *m13 = m12 + ks, *m14 = m13 + ks, *m15 = m14 + ks;
+    float *restrict o00 = o[0][0], *restrict o01 = o[0][1], *restrict o10 = o[1][0], *restrict o11 = o[1][1];
     for (int i = 0; i < n; i++) {
         /* A^T M: rows 0+1+2 and 1-2-3 of every column */
         float a0 = m0[i] + m4[i] + m8[i], a1 = m1[i] + m5[i] + m9[i];
@@ -609,20 +676,66 @@ WG_SIMD static void wino_output_span(const float *m, int64_t ks, int n, float bi
         float b0 = m4[i] - m8[i] - m12[i], b1 = m5[i] - m9[i] - m13[i];
         float b2 = m6[i] - m10[i] - m14[i], b3 = m7[i] - m11[i] - m15[i];
         /* (A^T M) A */
-        o0[i] = bias + (a0 + a1 + a2);
-        o1[i] = bias + (a1 - a2 - a3);
-        o2[i] = bias + (b0 + b1 + b2);
-        o3[i] = bias + (b1 - b2 - b3);
+        o00[i] = bias + (a0 + a1 + a2);
+        o01[i] = bias + (a1 - a2 - a3);
+        o10[i] = bias + (b0 + b1 + b2);
+        o11[i] = bias + (b1 - b2 - b3);
     }
 }
 
-/* y[2i] = e[i], y[2i + 1] = f[i] */
-WG_SIMD static void wino_interleave(float *restrict y, const float *e, const float *f, int n)
+/* The 4 rows of A^T (m = 4) applied to x0..x5, the columns of one tile */
+#define WG_AT4(x0, x1, x2, x3, x4, x5, y0, y1, y2, y3)                   \
+    do {                                                                  \
+        float p_ = x1 + x2, q_ = x1 - x2, r_ = x3 + x4, s_ = x3 - x4;     \
+        y0 = x0 + p_ + r_;                                                \
+        y1 = q_ + 2.0f * s_;                                              \
+        y2 = p_ + 4.0f * r_;                                              \
+        y3 = (q_ + 8.0f * s_) + x5;                                       \
+    } while (0)
+
+/* o[r][q][i] = (A^T M A)[r][q] + bias (m = 4) for n tiles whose 36
+ * components lie ks apart from m. */
+WG_SIMD static void wino_output4(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
 {
-    for (int i = 0; i < n; i++) {
-        y[2 * i] = e[i];
-        y[2 * i + 1] = f[i];
+    float t[4][6][WG_CHUNK];                          /* A^T M */
+    for (int c = 0; c < 6; c++) {
+        const float *m0 = m + c * ks, *m1 = m0 + 6 * ks, *m2 = m1 + 6 * ks, *m3 = m2 + 6 * ks;
+        const float *m4 = m3 + 6 * ks, *m5 = m4 + 6 * ks;
+        float *restrict t0 = t[0][c], *restrict t1 = t[1][c], *restrict t2 = t[2][c], *restrict t3 = t[3][c];
+        for (int i = 0; i < n; i++)
+            WG_AT4(m0[i], m1[i], m2[i], m3[i], m4[i], m5[i], t0[i], t1[i], t2[i], t3[i]);
     }
+    for (int r = 0; r < 4; r++) {                     /* (A^T M) A */
+        float *restrict o0 = o[r][0], *restrict o1 = o[r][1], *restrict o2 = o[r][2], *restrict o3 = o[r][3];
+        const float(*tr)[WG_CHUNK] = t[r];
+        for (int i = 0; i < n; i++) {
+            float y0, y1, y2, y3;
+            WG_AT4(tr[0][i], tr[1][i], tr[2][i], tr[3][i], tr[4][i], tr[5][i], y0, y1, y2, y3);
+            o0[i] = bias + y0;
+            o1[i] = bias + y1;
+            o2[i] = bias + y2;
+            o3[i] = bias + y3;
+        }
+    }
+}
+
+/* y[tm * i + q] = o[q][i] for q < cols (the last tile may be cut short) */
+WG_SIMD static void wino_interleave(float *restrict y, const float (*o)[WG_CHUNK], int tm, int n, int cols)
+{
+    if (tm == 2)
+        for (int i = 0; i < n; i++) {
+            y[2 * i] = o[0][i];
+            y[2 * i + 1] = o[1][i];
+        }
+    else
+        for (int i = 0; i < n; i++) {
+            y[4 * i] = o[0][i];
+            y[4 * i + 1] = o[1][i];
+            y[4 * i + 2] = o[2][i];
+            y[4 * i + 3] = o[3][i];
+        }
+    for (int q = 0; q < cols; q++)
+        y[tm * n + q] = o[q][n];
 }
 
 /* y = A^T M A + bias for every tile of the block; one task per output
@@ -631,10 +744,11 @@ static void wino_output(void *arg, int64_t c)
 {
     const wino_job *j = arg;
     const ss_conv2d_desc *d = j->d;
+    int tm = j->tm;
     int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
     int64_t ks = (int64_t)j->cg * j->nt, co = j->co0 + c;
     float bias = j->bias ? j->bias[co] : 0.0f;
-    float o[4][WG_CHUNK];
+    float o[4][4][WG_CHUNK];
     while (t < t1) {
         int64_t b = t / plane_tiles;
         int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
@@ -644,43 +758,50 @@ static void wino_output(void *arg, int64_t c)
         if (n > t1 - t)
             n = (int)(t1 - t);
         const float *m = j->m + c * j->nt + (t - j->t0);
-        wino_output_span(m, ks, n, bias, o[0], o[1], o[2], o[3]);
-        float *yc = j->y + (b * d->cout + co) * (int64_t)d->h * d->w;
-        for (int q = 0; q < 2; q++) {
-            int oy = 2 * ty + q;
-            if (oy >= d->h)
-                break;
-            float *yr = yc + (int64_t)oy * d->w + 2 * tx0;
-            int full = n;                             /* tiles whose both columns exist */
-            if (2 * (tx0 + n) > d->w)
-                full = n - 1;
-            wino_interleave(yr, o[2 * q], o[2 * q + 1], full);
-            if (full < n)
-                yr[2 * full] = o[2 * q][full];
+        if (tm == 2)
+            wino_output2(m, ks, n, bias, o);
+        else
+            wino_output4(m, ks, n, bias, o);
+        /* the last tile of the row may stick out of the plane */
+        int full = n, cols = 0;
+        if (tm * (tx0 + n) > d->w) {
+            full = n - 1;
+            cols = d->w - tm * (tx0 + full);
         }
+        float *yc = j->y + (b * d->cout + co) * (int64_t)d->h * d->w;
+        for (int r = 0; r < tm && tm * ty + r < d->h; r++)
+            wino_interleave(yc + (int64_t)(tm * ty + r) * d->w + tm * tx0, (const float(*)[WG_CHUNK])o[r], tm,
+                            full, cols);
         t += n;
     }
 }
 
-static ss_status conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
-                                 const float *bias, float *y)
+ss_status ss_cpu_conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                 const float *bias, float *y, int tile)
 {
-    wino_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .th = (d->h + 1) / 2, .tw = (d->w + 1) / 2};
-    int64_t tiles = (int64_t)d->batch * j.th * j.tw, budget = (int64_t)WG_BLOCK_FLOATS, cin = d->cin;
+    if (!(d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 && d->dh == 1 &&
+          d->dw == 1) || (tile != 2 && tile != 4))
+        return SS_E_USAGE;
+    if (d->batch <= 0 || d->cin <= 0 || d->cout <= 0 || d->h <= 0 || d->w <= 0)
+        return SS_OK;
+    wino_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .tm = tile, .ta = tile + 2};
+    j.th = (d->h + j.tm - 1) / j.tm;
+    j.tw = (d->w + j.tm - 1) / j.tm;
+    int64_t tiles = (int64_t)d->batch * j.th * j.tw, cin = d->cin, kk = (int64_t)j.ta * j.ta;
     /* output channels in groups whose transformed filters take at most half the
      * budget (the input transform is redone per group), tiles in blocks that
      * fill the rest */
     int groups = 1;
-    while (groups < d->cout && 16 * cin * ((d->cout + groups - 1) / groups) > budget / 2)
+    while (groups < d->cout && kk * cin * ((d->cout + groups - 1) / groups) > WG_BUDGET / 2)
         groups++;
     int cg = (d->cout + groups - 1) / groups;
-    int64_t block = (budget - 16 * cin * cg) / (16 * (cin + cg));
+    int64_t block = (WG_BUDGET - kk * cin * cg) / (kk * (cin + cg));
     if (block < 64)
         block = 64;
     if (block > tiles)
         block = tiles;
-    j.u = malloc((size_t)(16 * cin * cg) * sizeof *j.u);
-    float *buf = malloc((size_t)(16 * block * (cin + cg)) * sizeof *buf);
+    j.u = malloc((size_t)(kk * cin * cg) * sizeof *j.u);
+    float *buf = malloc((size_t)(kk * block * (cin + cg)) * sizeof *buf);
     if (!j.u || !buf) {
         free(j.u);
         free(buf);
@@ -692,9 +813,9 @@ static ss_status conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const floa
         for (j.t0 = 0; j.t0 < tiles; j.t0 += j.nt) {
             j.nt = tiles - j.t0 < block ? tiles - j.t0 : block;
             j.v = buf;
-            j.m = buf + 16 * j.nt * cin;
+            j.m = buf + kk * j.nt * cin;
             ss_pool_for(p, cin, wino_input, &j);
-            ss_pool_for(p, 16, wino_gemm, &j);
+            ss_pool_for(p, kk, wino_gemm, &j);
             ss_pool_for(p, j.cg, wino_output, &j);
         }
     }
@@ -707,8 +828,8 @@ ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, con
                         const float *bias, float *y)
 {
     if (d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 && d->dh == 1 &&
-        d->dw == 1 && d->batch > 0 && d->cin > 0 && d->cout > 0 && d->h > 0 && d->w > 0)
-        return conv2d_winograd(p, d, x, w, bias, y);
+        d->dw == 1)
+        return ss_cpu_conv2d_winograd(p, d, x, w, bias, y, 4);
     int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh);
     int ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
     if (d->batch <= 0 || d->cout <= 0 || oh <= 0 || ow <= 0)
