@@ -1,10 +1,13 @@
 /* audio.c - reading and writing audio files with libsndfile, resampling with
  * libsamplerate (see audio.h).
  *
- * Every file handed to libsndfile is opened by us and passed in with
- * sf_open_fd(..., close_desc = 0), so we keep the descriptor: the reader can
- * report open(2) errors precisely, and the writer can fsync(2) the file after
+ * Every file handed to libsndfile is opened by us, so the reader can report
+ * open(2) errors precisely and the writer can fsync(2) the file after
  * sf_close() has written the final header (WAV sizes, FLAC STREAMINFO).
+ * libsndfile gets a duplicate of our descriptor that it owns (close_desc = 1):
+ * since 1.0.31 it closes the descriptor when an open fails whatever close_desc
+ * says (libsndfile issues 948, 949), and closing ours again afterwards could
+ * close a number another thread had just been given (a stem being written).
  * While a file is written, writeback is started every WRITEBACK_BYTES
  * (sync_file_range on Linux) so that the fsync(2) at commit has little left to
  * flush instead of the whole file at once.
@@ -120,6 +123,15 @@ struct ss_audio_reader {
     int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
     int64_t pos;        /* frames delivered since open or the last rewind            */
 };
+
+/* libsndfile on its own duplicate of fd (see the top of this file); NULL with
+ * *dup_failed set when no descriptor could be had. */
+static SNDFILE *sf_open_dup(int fd, int mode, SF_INFO *sfi, int *dup_failed)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    *dup_failed = d < 0;
+    return d < 0 ? NULL : sf_open_fd(d, mode, sfi, SF_TRUE);
+}
 
 /* Open a named input file read-only; SS_E_NOINPUT with strerror on failure. */
 static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
@@ -290,7 +302,14 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
     r->fd = fd;
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
-    return reader_finish(r, sf_open_fd(fd, SFM_READ, &sfi, 0), &sfi, name, out, info, err);
+    int dup_failed;
+    SNDFILE *sf = sf_open_dup(fd, SFM_READ, &sfi, &dup_failed);
+    if (dup_failed) {
+        st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+        ss_audio_close(r);
+        return st;
+    }
+    return reader_finish(r, sf, &sfi, name, out, info, err);
 }
 
 /* ---- virtual I/O on memory ---- */
@@ -595,10 +614,14 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         free(tmp);
         return s;
     }
-    SNDFILE *sf = sf_open_fd(fd, SFM_WRITE, &sfi, 0);
+    int dup_failed;
+    SNDFILE *sf = sf_open_dup(fd, SFM_WRITE, &sfi, &dup_failed);
     if (!sf) {
         char why[256];
-        tidy_sf_message(sf_strerror(NULL), why, sizeof why);
+        if (dup_failed)
+            snprintf(why, sizeof why, "%s", strerror(errno));
+        else
+            tidy_sf_message(sf_strerror(NULL), why, sizeof why);
         ss_status s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot start writing %s: %s", path,
                               fmt == SS_FILE_FLAC ? "FLAC" : "WAV", why);
         close(fd);
