@@ -24,6 +24,22 @@
 
 static char g_root[256];   /* the mkdtemp directory holding everything */
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+/* Every close(2) of this program comes here, libsndfile's included (the
+ * executable's definition interposes): a descriptor closed twice shows up as
+ * EBADF.  In a threaded program the second close can hit a number another
+ * thread has been given meanwhile, e.g. a stem being written. */
+static int g_close_ebadf;
+int close(int fd)
+{
+    long r = syscall(SYS_close, fd);
+    if (r != 0 && errno == EBADF)
+        g_close_ebadf++;
+    return (int)r;
+}
+#endif
+
 /* ---- helpers ----------------------------------------------------------------------- */
 
 /* A fresh empty directory g_root/name; returns its path in a static buffer. */
@@ -435,6 +451,39 @@ static void test_text_file_named_wav_is_data_error(void)
     CHECK(strstr(err.msg, path) != NULL, "message \"%s\" does not name the path", err.msg);
     CHECK(strstr(err.msg, "not an audio file") != NULL, "message \"%s\"", err.msg);
     CHECK(ss_audio_probe(path) == 0, "probe accepted a text file");
+}
+
+/* Opening a file libsndfile refuses, and a good one, and writing one: no
+ * descriptor is closed twice (libsndfile >= 1.0.31 closes a descriptor handed
+ * to a failing sf_open_fd whatever close_desc says). */
+static void test_each_descriptor_closed_once(void)
+{
+#if defined(__linux__)
+    const char *dir = subdir("close_once");
+    char bad[600], good[600];
+    snprintf(bad, sizeof bad, "%s/text.wav", dir);
+    snprintf(good, sizeof good, "%s/good.wav", dir);
+    FILE *f = fopen(bad, "w");
+    CHECK(f != NULL, "fopen: %s", strerror(errno));
+    fputs("not audio\n", f);
+    fclose(f);
+    float x[2 * 441] = {0};
+    ss_error err = {0};
+    CHECK(write_file(good, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, x, 441, &err) == SS_OK, "%s", err.msg);
+    int before = g_close_ebadf;
+    ss_audio_reader *r = NULL;
+    CHECK(ss_audio_open(bad, &r, NULL, &err) == SS_E_DATA, "text file opened: %s", err.msg);
+    CHECK(g_close_ebadf == before, "refused open: a descriptor was closed twice");
+    CHECK(ss_audio_open(good, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    ss_audio_close(r);
+    ss_audio_writer *w = NULL;
+    snprintf(good, sizeof good, "%s/out.wav", dir);
+    CHECK(ss_audio_create(good, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err) == SS_OK, "%s", err.msg);
+    ss_audio_abort(w);
+    CHECK(g_close_ebadf == before, "open/close, create/abort: a descriptor was closed twice");
+#else
+    SKIP("close(2) interposition is set up for Linux only");
+#endif
 }
 
 static void test_missing_file_is_noinput(void)
@@ -932,6 +981,7 @@ int main(void)
     RUN(test_mono_file_reads_as_one_channel);
     RUN(test_text_file_named_wav_is_data_error);
     RUN(test_missing_file_is_noinput);
+    RUN(test_each_descriptor_closed_once);
     RUN(test_directory_as_input_is_noinput);
     RUN(test_rewind_then_reread_gives_identical_samples);
     RUN(test_wav_truncated_after_open_is_io_error);
