@@ -608,6 +608,22 @@ WG_SIMD static void wino_input4(float (*r)[4 * WG_CHUNK + 2], int n, float *v, i
     }
 }
 
+/* The run of tiles from tile t: batch item *b, tile row *ty, first tile
+ * column *tx0; returns its length (within the row, before t1, <= WG_CHUNK). */
+static int tile_run(const wino_job *j, int64_t t, int64_t t1, int64_t *b, int *ty, int *tx0)
+{
+    int64_t plane_tiles = (int64_t)j->th * j->tw;
+    *b = t / plane_tiles;
+    *ty = (int)(t % plane_tiles / j->tw);
+    *tx0 = (int)(t % plane_tiles % j->tw);
+    int n = j->tw - *tx0;
+    if (n > WG_CHUNK)
+        n = WG_CHUNK;
+    if (n > t1 - t)
+        n = (int)(t1 - t);
+    return n;
+}
+
 /* V[k][ci][t - t0] = (B^T d B)[k] for every tile t of the block; one task per
  * input channel.  The row transform runs along whole padded rows (contiguous),
  * the column transform picks a columns at stride m. */
@@ -616,17 +632,12 @@ static void wino_input(void *arg, int64_t ci)
     const wino_job *j = arg;
     const ss_conv2d_desc *d = j->d;
     int tm = j->tm, a = j->ta;
-    int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
+    int64_t t = j->t0, t1 = j->t0 + j->nt;
     int64_t ks = (int64_t)d->cin * j->nt;             /* stride between the a*a components */
     float r[6][4 * WG_CHUNK + 2];
     while (t < t1) {
-        int64_t b = t / plane_tiles;
-        int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
-        int n = j->tw - tx0;
-        if (n > WG_CHUNK)
-            n = WG_CHUNK;
-        if (n > t1 - t)
-            n = (int)(t1 - t);
+        int64_t b;
+        int ty, tx0, n = tile_run(j, t, t1, &b, &ty, &tx0);
         const float *xc = j->x + (b * d->cin + ci) * (int64_t)d->h * d->w;
         int ix0 = tm * tx0 - 1, len = tm * n + 2;
         /* columns [ix0, ix0 + len) of the a input rows, zero outside the plane */
@@ -745,18 +756,13 @@ static void wino_output(void *arg, int64_t c)
     const wino_job *j = arg;
     const ss_conv2d_desc *d = j->d;
     int tm = j->tm;
-    int64_t plane_tiles = (int64_t)j->th * j->tw, t = j->t0, t1 = j->t0 + j->nt;
+    int64_t t = j->t0, t1 = j->t0 + j->nt;
     int64_t ks = (int64_t)j->cg * j->nt, co = j->co0 + c;
     float bias = j->bias ? j->bias[co] : 0.0f;
     float o[4][4][WG_CHUNK];
     while (t < t1) {
-        int64_t b = t / plane_tiles;
-        int ty = (int)(t % plane_tiles / j->tw), tx0 = (int)(t % plane_tiles % j->tw);
-        int n = j->tw - tx0;
-        if (n > WG_CHUNK)
-            n = WG_CHUNK;
-        if (n > t1 - t)
-            n = (int)(t1 - t);
+        int64_t b;
+        int ty, tx0, n = tile_run(j, t, t1, &b, &ty, &tx0);
         const float *m = j->m + c * j->nt + (t - j->t0);
         if (tm == 2)
             wino_output2(m, ks, n, bias, o);
