@@ -118,13 +118,18 @@ typedef struct block {
     int64_t pitch, n;
 } block;
 
-/* Post item: a batch's downloaded output y [nb, S, C, valid] and the frame
- * before which the output is final once it is added. */
-typedef struct post_item {
-    const job *jobs;
+/* A batch of jobs with one valid length: the geometry the device loop needs. */
+typedef struct batch {
+    job *jobs;
     int nb;
+    int64_t keep;           /* input frames before it are needed by no later job   */
+    int64_t upto;           /* output before it is final once the batch is added  */
+} batch;
+
+/* Post item: a batch and its downloaded output y [nb, S, C, valid]. */
+typedef struct post_item {
+    batch b;                /* its jobs: a copy the device loop does not reuse     */
     const float *y;
-    int64_t upto;
 } post_item;
 
 typedef struct run {
@@ -454,14 +459,6 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     return SS_OK;
 }
 
-/* A batch of jobs with one valid length: the geometry the device loop needs. */
-typedef struct batch {
-    job *jobs;
-    int nb;
-    int64_t keep;           /* input frames before it are needed by no later job   */
-    int64_t upto;           /* output before it is final once the batch is added  */
-} batch;
-
 /* Take the next batch from the job stream (*pending is the first job not yet
  * taken); nb = 0 at the end. */
 static void take_batch(run *r, batch *bt, job *pending, int *have_pending)
@@ -514,28 +511,30 @@ static ss_status post_batch(void *ctx, void *item, ss_error *err)
 {
     run *r = ctx;
     const post_item *it = item;
-    size_t yn = (size_t)r->S * (size_t)r->C * (size_t)it->jobs[0].valid;
+    const batch *bt = &it->b;
+    size_t yn = (size_t)r->S * (size_t)r->C * (size_t)bt->jobs[0].valid;
     double t0 = seconds_now();
     ss_status s = SS_OK;
-    for (int b = 0; b < it->nb && s == SS_OK; b++)
-        s = accumulate(r, &it->jobs[b], it->y + b * yn, err);
+    for (int b = 0; b < bt->nb && s == SS_OK; b++)
+        s = accumulate(r, &bt->jobs[b], it->y + b * yn, err);
     if (s == SS_OK)
-        s = flush_output(r, it->upto, err);
+        s = flush_output(r, bt->upto, err);
     r->t_post += seconds_now() - t0;
     return s;
 }
 
 /* Hand host_y's batch to the post worker (or add it here without one) and
  * swap the download buffers. */
-static ss_status post_submit(run *r, const job *jobs, int nb, int64_t upto, ss_error *err)
+static ss_status post_submit(run *r, const batch *bt, ss_error *err)
 {
     ss_status s;
     double t0 = seconds_now();
     if (r->post && (s = worker_wait(r->post, err)) != SS_OK)
         return s;
     r->t_wait += seconds_now() - t0;
-    memcpy(r->pjobs, jobs, sizeof *jobs * (size_t)nb);
-    r->pitem = (post_item){r->pjobs, nb, r->host_y, upto};
+    memcpy(r->pjobs, bt->jobs, sizeof *bt->jobs * (size_t)bt->nb);
+    r->pitem = (post_item){*bt, r->host_y};
+    r->pitem.b.jobs = r->pjobs;
     if (!r->post)
         return post_batch(r, &r->pitem, err);
     worker_submit(r->post, &r->pitem);
@@ -694,7 +693,7 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
             break;
         }
         double t3 = seconds_now();
-        if ((s = post_submit(&r, cur.jobs, cur.nb, cur.upto, err)) != SS_OK)
+        if ((s = post_submit(&r, &cur, err)) != SS_OK)
             break;
         done += cur.nb;
         if (p->progress)
