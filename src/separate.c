@@ -180,6 +180,15 @@ static void map_channels(const decoder *d, const float *in, float *out, int64_t 
     }
 }
 
+/* Frame i of the mapped block as mono: the mean over the model's channels. */
+static double mono_at(const decoder *d, int64_t i)
+{
+    double v = 0.0;
+    for (int c = 0; c < d->cm; c++)
+        v += d->mapped[i * d->cm + c];
+    return v / d->cm;
+}
+
 /* Pass 1: mean and unbiased std of the mono mix (mean over channels), as the
  * demucs CLI computes them, with NaN/Inf refused.  Each block's mean and sum of
  * squared deviations (two passes over the block in cache), merged into the
@@ -198,27 +207,16 @@ static ss_status decode_stats(decoder *d, int64_t frames, ss_error *err)
                            (long long)n, (long long)frames);
         map_channels(d, d->raw, d->mapped, got);
         double sum = 0.0;
-        for (int64_t i = 0; i < got; i++) {
-            double v = 0.0;
-            for (int c = 0; c < d->cm; c++)
-                v += d->mapped[i * d->cm + c];
-            sum += v / d->cm;
-        }
-        if (!isfinite(sum))
-            for (int64_t i = 0; i < got; i++) {
-                double v = 0.0;
-                for (int c = 0; c < d->cm; c++)
-                    v += d->mapped[i * d->cm + c];
-                if (!isfinite(v))
+        for (int64_t i = 0; i < got; i++)
+            sum += mono_at(d, i);
+        if (!isfinite(sum))                     /* some sample is NaN or infinite: which */
+            for (int64_t i = 0; i < got; i++)
+                if (!isfinite(mono_at(d, i)))
                     return ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", d->input,
                                    (long long)(n + i));
-            }
         double bmean = sum / (double)got, bm2 = 0.0;
         for (int64_t i = 0; i < got; i++) {
-            double v = 0.0;
-            for (int c = 0; c < d->cm; c++)
-                v += d->mapped[i * d->cm + c];
-            v = v / d->cm - bmean;
+            double v = mono_at(d, i) - bmean;
             bm2 += v * v;
         }
         double delta = bmean - mean, tot = (double)(n + got);
