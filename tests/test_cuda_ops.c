@@ -108,6 +108,13 @@ static void test_elementwise(void)
     CMP(dy, y, m, 1e-7, "channel_affine bias only");
     ss_row_affine(cpu, y, a, C, (int64_t)B * L, s, t); ss_row_affine(gpu, dy, da, C, (int64_t)B * L, ds, dt);
     CMP(dy, y, m, 1e-7, "row_affine");
+    /* rows shorter than a block (the flat kernels; the ones above run by rows) */
+    size_t ms = (size_t)B * 50 * C * 5;
+    ss_glu(cpu, y, a, B * 50, C, 5); ss_glu(gpu, dy, da, B * 50, C, 5); CMP(dy, y, ms, 1e-6, "glu short rows");
+    ss_channel_affine(cpu, y, a, B * 50, C, 5, s, t); ss_channel_affine(gpu, dy, da, B * 50, C, 5, ds, dt);
+    CMP(dy, y, ms, 1e-7, "channel_affine short rows");
+    ss_row_affine(cpu, y, a, C, 9, s, t); ss_row_affine(gpu, dy, da, C, 9, ds, dt);
+    CMP(dy, y, (size_t)C * 9, 1e-7, "row_affine short rows");
     /* copy2d into a strided destination, keeping what lies between rows */
     ss_fill(cpu, y, 3.0f, 2 * m); ss_fill(gpu, dy, 3.0f, 2 * m);
     ss_copy2d(cpu, y + 5, 301, a + 2, 257, 600, 255); ss_copy2d(gpu, dy + 5, 301, da + 2, 257, 600, 255);
@@ -157,6 +164,8 @@ static void test_reductions(void)
     CMP(dy, y, k, 1e-6, "group_norm 1 group");
     ss_group_norm(cpu, y, x, B, C, L, 4, NULL, NULL, 1e-5f); ss_group_norm(gpu, dy, dx, B, C, L, 4, NULL, NULL, 1e-5f);
     CMP(dy, y, k, 1e-6, "group_norm 4 groups");
+    ss_group_norm(cpu, y, x, B * 40, C, 7, 4, g, bb, 1e-5f); ss_group_norm(gpu, dy, dx, B * 40, C, 7, 4, dg, db, 1e-5f);
+    CMP(dy, y, (size_t)B * 40 * C * 7, 1e-6, "group_norm short rows");
     ss_transpose(cpu, y, x, 3, 101, (int)(n / 303)); ss_transpose(gpu, dy, dx, 3, 101, (int)(n / 303));
     CMP(dy, y, 3 * 101 * (n / 303), 0, "transpose");
     STATUS_OK();

@@ -282,6 +282,21 @@ static unsigned grid_for(size_t n)
 #define GRID_LOOP(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); \
                              i += (size_t)gridDim.x * blockDim.x)
 
+/* Row launches for [rows, len] work: blockIdx.x is the row (its indices are
+ * worked out once per thread, not per element), blockIdx.y and the threads
+ * stride along it.  Used when rows are long enough to fill a block. */
+#define ROW_MIN 64
+#define ROW_LOOP(j, len) for (int64_t j = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; j < (len); \
+                              j += (int64_t)gridDim.y * blockDim.x)
+
+static int use_rows(size_t rows, int64_t len) { return len >= ROW_MIN && rows > 0 && rows <= 0x7fffffffu; }
+
+static dim3 row_grid(size_t rows, int64_t len)
+{
+    int64_t by = (len + TPB - 1) / TPB;
+    return dim3((unsigned)rows, (unsigned)(by > 64 ? 64 : by));
+}
+
 __global__ void k_fill(float *y, float v, size_t n) { GRID_LOOP(i, n) y[i] = v; }
 
 __global__ void k_copy2d(float *dst, size_t dp, const float *src, size_t sp, size_t rows, size_t cols)
@@ -305,6 +320,21 @@ __global__ void k_channel_affine(float *y, const float *x, size_t n, int ch, int
     }
 }
 
+__global__ void k_channel_affine_rows(float *y, const float *x, int ch, int64_t len, const float *s, const float *t)
+{
+    int c = (int)(blockIdx.x % (unsigned)ch);
+    float sv = s ? s[c] : 1.0f, tv = t ? t[c] : 0.0f;
+    size_t base = (size_t)blockIdx.x * (size_t)len;
+    ROW_LOOP(j, len) y[base + j] = x[base + j] * sv + tv;
+}
+
+__global__ void k_row_affine_rows(float *y, const float *x, int64_t len, const float *s, const float *t)
+{
+    float sv = s[blockIdx.x], tv = t[blockIdx.x];
+    size_t base = (size_t)blockIdx.x * (size_t)len;
+    ROW_LOOP(j, len) y[base + j] = x[base + j] * sv + tv;
+}
+
 __global__ void k_row_affine(float *y, const float *x, size_t n, int64_t len, const float *s, const float *t)
 {
     GRID_LOOP(i, n) {
@@ -326,7 +356,17 @@ __global__ void k_glu(float *y, const float *x, size_t n, int ch, int64_t len)
     }
 }
 
+/* y row (b, c) = x row (b, c) * sigmoid(x row (b, ch + c)) */
+__global__ void k_glu_rows(float *y, const float *x, int ch, int64_t len)
+{
+    unsigned b = blockIdx.x / (unsigned)ch, c = blockIdx.x % (unsigned)ch;
+    const float *a = x + ((size_t)b * 2 * ch + c) * (size_t)len, *g = a + (size_t)ch * (size_t)len;
+    float *yr = y + (size_t)blockIdx.x * (size_t)len;
+    ROW_LOOP(j, len) yr[j] = a[j] / (1.0f + expf(-g[j]));
+}
+
 #define LAUNCH(kern, n, ...) kern<<<grid_for(n), TPB, 0, c->stream>>>(__VA_ARGS__)
+#define LAUNCH_ROWS(kern, rows, len, ...) kern<<<row_grid(rows, len), TPB, 0, c->stream>>>(__VA_ARGS__)
 
 static ss_status cu_fill(void *vctx, float *y, float v, size_t n, ss_error *err)
 {
@@ -369,9 +409,12 @@ static ss_status cu_channel_affine(void *vctx, float *y, const float *x, int bat
                                    const float *scale, const float *bias, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len, rows = (size_t)batch * (size_t)ch;
     if (!n) return SS_OK;
-    LAUNCH(k_channel_affine, n, y, x, n, ch, len, scale, bias);
+    if (use_rows(rows, len))
+        LAUNCH_ROWS(k_channel_affine_rows, rows, len, y, x, ch, len, scale, bias);
+    else
+        LAUNCH(k_channel_affine, n, y, x, n, ch, len, scale, bias);
     CK_LAUNCH(c, err, "channel_affine");
     return SS_OK;
 }
@@ -382,7 +425,10 @@ static ss_status cu_row_affine(void *vctx, float *y, const float *x, int rows, i
     cuda_ctx *c = (cuda_ctx *)vctx;
     size_t n = (size_t)rows * (size_t)len;
     if (!n) return SS_OK;
-    LAUNCH(k_row_affine, n, y, x, n, len, scale, shift);
+    if (use_rows((size_t)rows, len))
+        LAUNCH_ROWS(k_row_affine_rows, (size_t)rows, len, y, x, len, scale, shift);
+    else
+        LAUNCH(k_row_affine, n, y, x, n, len, scale, shift);
     CK_LAUNCH(c, err, "row_affine");
     return SS_OK;
 }
@@ -399,9 +445,12 @@ static ss_status cu_gelu(void *vctx, float *y, const float *x, size_t n, ss_erro
 static ss_status cu_glu(void *vctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len, rows = (size_t)batch * (size_t)ch;
     if (!n) return SS_OK;
-    LAUNCH(k_glu, n, y, x, n, ch, len);
+    if (use_rows(rows, len))
+        LAUNCH_ROWS(k_glu_rows, rows, len, y, x, ch, len);
+    else
+        LAUNCH(k_glu, n, y, x, n, ch, len);
     CK_LAUNCH(c, err, "glu");
     return SS_OK;
 }
@@ -410,14 +459,15 @@ typedef struct dims4 {
     int64_t d[4], s[4], n[4];
 } dims4;
 
-__global__ void k_copy4d(float *dst, const float *src, dims4 g, size_t n)
+template <typename I>   /* index type: unsigned when n < 2^31 (cheaper division) */
+__global__ void k_copy4d(float *dst, const float *src, dims4 g, I n)
 {
-    GRID_LOOP(i, n) {
-        int64_t k = (int64_t)i, i3 = k % g.n[3];
-        k /= g.n[3];
-        int64_t i2 = k % g.n[2];
-        k /= g.n[2];
-        int64_t i1 = k % g.n[1], i0 = k / g.n[1];
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I k = i / (I)g.n[3];
+        int64_t i3 = (int64_t)(i - k * (I)g.n[3]);
+        I k2 = k / (I)g.n[2];
+        int64_t i2 = (int64_t)(k - k2 * (I)g.n[2]);
+        int64_t i1 = (int64_t)(k2 % (I)g.n[1]), i0 = (int64_t)(k2 / (I)g.n[1]);
         dst[i0 * g.d[0] + i1 * g.d[1] + i2 * g.d[2] + i3 * g.d[3]] =
             src[i0 * g.s[0] + i1 * g.s[1] + i2 * g.s[2] + i3 * g.s[3]];
     }
@@ -437,7 +487,10 @@ static ss_status cu_copy4d(void *vctx, float *dst, const int64_t dstride[4], con
         g.n[i] = shape[i];
         n *= (size_t)shape[i];
     }
-    LAUNCH(k_copy4d, n, dst, src, g, n);
+    if (n < 0x80000000u)
+        LAUNCH(k_copy4d<unsigned>, n, dst, src, g, (unsigned)n);
+    else
+        LAUNCH(k_copy4d<size_t>, n, dst, src, g, n);
     CK_LAUNCH(c, err, "copy4d");
     return SS_OK;
 }
@@ -553,6 +606,22 @@ __global__ void k_gn_apply(float *y, const float *x, const double *acc, size_t n
     }
 }
 
+__global__ void k_gn_apply_rows(float *y, const float *x, const double *acc, int ch, int groups, int64_t len,
+                                int64_t gn, const float *gamma, const float *beta, float eps, int act)
+{
+    int cc = (int)(blockIdx.x % (unsigned)ch);
+    size_t g = (size_t)(blockIdx.x / (unsigned)ch) * groups + cc / (ch / groups);
+    double m = acc[2 * g] / (double)gn;
+    double var = acc[2 * g + 1] / (double)gn - m * m;
+    float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    float a = rs * (gamma ? gamma[cc] : 1.0f), b = beta ? beta[cc] : 0.0f, mf = (float)m;
+    size_t base = (size_t)blockIdx.x * (size_t)len;
+    ROW_LOOP(j, len) {
+        float v = (x[base + j] - mf) * a + b;
+        y[base + j] = act ? gelu_f(v) : v;
+    }
+}
+
 static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, int batch, int ch, int64_t len, int groups,
                                 const float *gamma, const float *beta, float eps, int act, ss_error *err)
 {
@@ -565,8 +634,11 @@ static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, int batch
     if (!acc) return err->code;
     if (stats(c, acc, x, ng, gn, err) != SS_OK)
         return err->code;
-    size_t n = (size_t)batch * ch * (size_t)len;
-    LAUNCH(k_gn_apply, n, y, x, acc, n, ch, groups, len, gn, gamma, beta, eps, act);
+    size_t n = (size_t)batch * ch * (size_t)len, rows = (size_t)batch * ch;
+    if (use_rows(rows, len))
+        LAUNCH_ROWS(k_gn_apply_rows, rows, len, y, x, acc, ch, groups, len, gn, gamma, beta, eps, act);
+    else
+        LAUNCH(k_gn_apply, n, y, x, acc, n, ch, groups, len, gn, gamma, beta, eps, act);
     CK_LAUNCH(c, err, "group_norm");
     return SS_OK;
 }
@@ -764,6 +836,34 @@ __global__ void k_im2col(float *col, const float *x, conv_geom g, int nb, int64_
     }
 }
 
+/* The same by rows: row (b, r) of col is one (item, channel, tap); its output
+ * positions [p0, p0 + ncols) < 2^31 take a 32-bit division each. */
+__global__ void k_im2col_rows(float *col, const float *x, conv_geom g, int kdim, int p0, int ncols)
+{
+    unsigned b = blockIdx.x / (unsigned)kdim, r = blockIdx.x % (unsigned)kdim;
+    int kj = (int)(r % (unsigned)g.kw), ki = (int)((r / (unsigned)g.kw) % (unsigned)g.kh),
+        ci = (int)(r / (unsigned)(g.kw * g.kh));
+    const float *xb = x + ((size_t)b * g.cin + ci) * (size_t)g.h * (size_t)g.w;
+    float *cr = col + (size_t)blockIdx.x * (size_t)ncols;
+    int yoff = ki * g.dh - g.ph, xoff = kj * g.dw - g.pw;
+    for (int q = blockIdx.y * blockDim.x + threadIdx.x; q < ncols; q += gridDim.y * blockDim.x) {
+        int p = p0 + q, oy = p / g.ow, ox = p - oy * g.ow;
+        int iy = oy * g.sh + yoff, ix = ox * g.sw + xoff;
+        cr[q] = (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xb[(size_t)iy * g.w + ix] : 0.0f;
+    }
+}
+
+/* col [nb, kdim, ncols] from x, by rows when the sizes allow it. */
+static void im2col(cuda_ctx *c, float *col, const float *x, const conv_geom &g, int nb, int64_t kdim, int64_t p0,
+                   int64_t ncols)
+{
+    size_t rows = (size_t)nb * (size_t)kdim;
+    if (rows <= 0x7fffffffu && p0 + ncols <= 0x7fffffff && kdim <= 0x7fffffff)
+        LAUNCH_ROWS(k_im2col_rows, rows, ncols, col, x, g, (int)kdim, (int)p0, (int)ncols);
+    else
+        LAUNCH(k_im2col, rows * (size_t)ncols, col, x, g, nb, p0, ncols);
+}
+
 static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
                            float *y, ss_error *err)
 {
@@ -788,8 +888,7 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
             if (!col) return err->code;
             for (int b0 = 0; b0 < d->batch; b0 += nb) {
                 int cnt = d->batch - b0 < nb ? d->batch - b0 : nb;
-                size_t n = (size_t)cnt * per_item;
-                LAUNCH(k_im2col, n, col, x + b0 * in_size, g, cnt, (int64_t)0, npos);
+                im2col(c, col, x + b0 * in_size, g, cnt, kdim, 0, npos);
                 if (gemm_rm(c, 0, 0, d->cout, (int)npos, (int)kdim, 1.0f, w, (int)kdim, 0, col, (int)npos, per_item,
                             0.0f, y + b0 * out_size, (int)npos, out_size, cnt, err) != SS_OK)
                     return err->code;
@@ -802,7 +901,7 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
             for (int b = 0; b < d->batch; b++)
                 for (int64_t p0 = 0; p0 < npos; p0 += block) {
                     int64_t nc = npos - p0 < block ? npos - p0 : block;
-                    LAUNCH(k_im2col, (size_t)kdim * nc, col, x + b * in_size, g, 1, p0, nc);
+                    im2col(c, col, x + b * in_size, g, 1, kdim, p0, nc);
                     if (gemm_rm(c, 0, 0, d->cout, (int)nc, (int)kdim, 1.0f, w, (int)kdim, 0, col, (int)nc, 0, 0.0f,
                                 y + b * out_size + p0, (int)npos, 0, 1, err) != SS_OK)
                         return err->code;
@@ -810,24 +909,29 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
         }
     }
     if (bias) {
-        size_t n = (size_t)d->batch * out_size;
-        LAUNCH(k_channel_affine, n, y, y, n, d->cout, npos, (const float *)NULL, bias);
+        size_t n = (size_t)d->batch * out_size, rows = (size_t)d->batch * d->cout;
+        if (use_rows(rows, npos))
+            LAUNCH_ROWS(k_channel_affine_rows, rows, npos, y, y, d->cout, npos, (const float *)NULL, bias);
+        else
+            LAUNCH(k_channel_affine, n, y, y, n, d->cout, npos, (const float *)NULL, bias);
     }
     CK_LAUNCH(c, err, "conv2d");
     return SS_OK;
 }
 
 /* y [nb, cout, oh, ow] = bias + gather of col [nb, cout*kh*kw, h*w] */
+template <typename I>   /* index type: unsigned when n < 2^31 (cheaper division) */
 __global__ void k_col2im(float *y, const float *col, const float *bias, int nb, int cout, int h, int w, int kh,
                          int kw, int sh, int sw, int oh, int ow)
 {
-    size_t n = (size_t)nb * cout * oh * ow;
+    I n = (I)nb * (I)cout * (I)oh * (I)ow;
     int64_t npos = (int64_t)h * w;
-    GRID_LOOP(i, n) {
-        int ox = (int)(i % ow), oy = (int)((i / ow) % oh);
-        int64_t bc = (int64_t)(i / ((size_t)ow * oh));
-        int co = (int)(bc % cout);
-        int64_t b = bc / cout;
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I t = i / (I)ow;
+        int ox = (int)(i - t * (I)ow), oy = (int)(t % (I)oh);
+        I bc = t / (I)oh;
+        int co = (int)(bc % (I)cout);
+        int64_t b = (int64_t)(bc / (I)cout);
         float v = bias ? bias[co] : 0.0f;
         const float *cb = col + (b * cout + co) * (int64_t)kh * kw * npos;
         for (int ki = oy % sh; ki < kh; ki += sh) {
@@ -865,8 +969,12 @@ static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const
                     in_size, 0.0f, col, (int)npos, per_item, cnt, err) != SS_OK)
             return err->code;
         size_t n = (size_t)cnt * out_size;
-        LAUNCH(k_col2im, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh, d->sw, oh,
-               ow);
+        if (n < 0x80000000u)
+            LAUNCH(k_col2im<unsigned>, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh,
+                   d->sw, oh, ow);
+        else
+            LAUNCH(k_col2im<size_t>, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh,
+                   d->sw, oh, ow);
     }
     CK_LAUNCH(c, err, "conv_transpose2d");
     return SS_OK;
