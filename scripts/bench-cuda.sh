@@ -12,7 +12,10 @@
 # rescale, 16-bit WAVs written: bench-torch.py --e2e), the faster kept.  Prints
 # the real-time factors, stemsplit's ratio to each and peak GPU memory
 # (stemsplit: device memory in use sampled by the backend, STEMSPLIT_CUDA_STATS;
-# PyTorch: torch.cuda.max_memory_allocated).
+# PyTorch: torch.cuda.max_memory_allocated).  PyTorch's defaults run its CUDA
+# convolutions in TF32 (torch.backends.cudnn.allow_tf32); it is also timed with
+# TF32 off (--fp32 strict, once model only and once end to end), the fair
+# comparison for stemsplit's strict fp32.
 set -eu
 bin=$1 work=$2 secs=${3:-600} precs=${4:-default fp32} batch=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,10 +28,14 @@ t1=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --de
 t2=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
 t3=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
 t4=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
+t5=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --fp32 strict)
+t6=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --fp32 strict --e2e "$work/torch-out")
 echo "pytorch: $t1"
 echo "pytorch: $t2"
 echo "pytorch: $t3"
 echo "pytorch: $t4"
+echo "pytorch: $t5"
+echo "pytorch: $t6"
 for p in $precs; do
     popt=""
     [ "$p" = default ] || popt="--precision $p"
@@ -38,7 +45,7 @@ for p in $precs; do
         -o "$work/bench-out" --report-json "$work/bench-$p.json" "$mix" 2>"$work/bench-$p.log" || {
         cat "$work/bench-$p.log"; exit 1; }
     grep -E "precision|batch|peak|realtime" "$work/bench-$p.log" | sed 's/^/  /'
-    python3 - "$work/bench-$p.json" "$t1" "$t2" "$p" "$work/bench-$p.log" "$t3" "$t4" <<'PY'
+    python3 - "$work/bench-$p.json" "$t1" "$t2" "$p" "$work/bench-$p.log" "$t3" "$t4" "$t5" "$t6" <<'PY'
 import json, re, sys
 rep = json.load(open(sys.argv[1]))
 ss = rep["total"]
@@ -47,10 +54,12 @@ pe = min((json.loads(sys.argv[6]), json.loads(sys.argv[7])), key=lambda r: r["wa
 log = open(sys.argv[5]).read()
 m = re.search(r"peak device memory in use ([0-9.]+) MiB", log)
 peak = float(m.group(1)) / 1024 if m else float("nan")
+ps, pse = json.loads(sys.argv[8]), json.loads(sys.argv[9])
 print("%s (%s): stemsplit %.1fx realtime (%.2f s); pytorch fp32 model only %.1fx (%.2f s): ratio %.2f; "
-      "pytorch fp32 end to end %.1fx (%.2f s): ratio %.2f; peak GPU memory stemsplit %.2f GiB, pytorch %.2f GiB"
+      "pytorch fp32 end to end %.1fx (%.2f s): ratio %.2f; pytorch strict fp32 (TF32 off) model only %.1fx: "
+      "ratio %.2f, end to end %.1fx: ratio %.2f; peak GPU memory stemsplit %.2f GiB, pytorch %.2f GiB"
       % (sys.argv[4], rep["device"]["precision"], ss["rtf"], ss["wall_seconds"], pt["rtf"], pt["wall_seconds"],
-         ss["rtf"] / pt["rtf"], pe["rtf"], pe["wall_seconds"], ss["rtf"] / pe["rtf"], peak,
-         pt.get("peak_gpu_bytes", 0) / 2**30))
+         ss["rtf"] / pt["rtf"], pe["rtf"], pe["wall_seconds"], ss["rtf"] / pe["rtf"], ps["rtf"], ss["rtf"] / ps["rtf"],
+         pse["rtf"], ss["rtf"] / pse["rtf"], peak, pt.get("peak_gpu_bytes", 0) / 2**30))
 PY
 done

@@ -3,6 +3,7 @@
 
   bench-torch.py mix OUT.wav SECONDS         write the deterministic test mixture
   bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps] [--e2e OUTDIR]
+                                             [--fp32 default|strict]
                                              time the demucs CLI computation
                                              (normalise, apply_model split=True
                                              overlap=0.25 shifts=0, de-normalise)
@@ -14,7 +15,9 @@ outside it and nothing is written (the model computation alone); with --e2e the
 timed region is file in -> stems on disk like the demucs CLI: decode the WAV,
 separate, rescale each stem as demucs's save_audio does (clip="rescale"), write
 16-bit WAVs into OUTDIR (numpy + the wave module: torchaudio.save needs
-torchcodec, which the GPU machine lacks).
+torchcodec, which the GPU machine lacks).  --fp32 strict turns off TF32 for
+cuDNN convolutions and cuBLAS matmuls (PyTorch's own default runs its CUDA
+convolutions in TF32); the JSON line says which settings were in force.
 """
 import importlib.util, json, os, struct, sys, time, array
 
@@ -51,6 +54,12 @@ def main():
     opts = dict(zip(sys.argv[5::2], sys.argv[6::2]))
     device = opts.get("--device", "cpu")
     e2e = opts.get("--e2e")
+    fp32 = opts.get("--fp32", "default")
+    if fp32 not in ("default", "strict"):
+        sys.exit("bench-torch.py: --fp32 takes default or strict, not %r" % fp32)
+    if fp32 == "strict":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if threads > 0:                      # 0: leave torch its default
         torch.set_num_threads(threads)
     import numpy as np, wave
@@ -90,7 +99,8 @@ def main():
     wall = time.perf_counter() - t0
     seconds = wav.shape[-1] / mr.SR
     res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "audio_seconds": seconds,
-           "wall_seconds": wall, "rtf": seconds / wall, "torch": torch.__version__}
+           "wall_seconds": wall, "rtf": seconds / wall, "torch": torch.__version__, "fp32": fp32,
+           "cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
     if device == "cuda":
         res["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
     print(json.dumps(res))
