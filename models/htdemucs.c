@@ -1370,7 +1370,7 @@ static void linear(ht_ws *ws, ss_backend *be, float *y, const float *x, const fl
                          .ldb = out, .ldc = out, .batch = 1};
     ss_gemm(be, &bias, ws->buf[W_ONES], b, y);                              /* y (+)= 1 b^T         */
     ss_gemm_desc d = {.trans_b = 1, .m = rows, .n = out, .k = in, .alpha = 1.0f, .beta = 1.0f, .lda = in,
-                      .ldb = in, .ldc = out, .batch = 1};
+                      .ldb = in, .ldc = out, .batch = 1, .reduced = 1};
     ss_gemm(be, &d, x, w, y);                                               /* y += x w^T           */
 }
 
@@ -1390,12 +1390,12 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
             const float *qh = qb + (size_t)b * nq * D, *kh = kv + (size_t)b * nk * 2 * D, *vh = kh + D;
             ss_gemm_desc s = {.trans_b = 1, .m = nq, .n = nk, .k = hd, .alpha = 1.0f, .beta = 0.0f, .lda = D,
                               .ldb = 2 * D, .ldc = nk, .batch = heads, .stride_a = hd, .stride_b = hd,
-                              .stride_c = (int64_t)nq * nk};
+                              .stride_c = (int64_t)nq * nk, .reduced = 1};
             ss_gemm(be, &s, qh, kh, sc);                                    /* sc [heads, Nq, Nk]   */
             ss_softmax(be, sc, sc, heads * nq, nk, 1.0f / sqrtf((float)hd));
             ss_gemm_desc o = {.m = nq, .n = hd, .k = nk, .alpha = 1.0f, .beta = 0.0f, .lda = nk, .ldb = 2 * D,
                               .ldc = D, .batch = heads, .stride_a = (int64_t)nq * nk, .stride_b = hd,
-                              .stride_c = hd};
+                              .stride_c = hd, .reduced = 1};
             ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D);             /* ctx [Nq, D], by head */
         }
         linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);
@@ -1407,11 +1407,11 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
             const float *kh = kv + (size_t)b * nk * 2 * D + (size_t)hh * hd;
             const float *vh = kh + D;
             ss_gemm_desc s = {.trans_b = 1, .m = nq, .n = nk, .k = hd, .alpha = 1.0f, .beta = 0.0f,
-                              .lda = D, .ldb = 2 * D, .ldc = nk, .batch = 1};
+                              .lda = D, .ldb = 2 * D, .ldc = nk, .batch = 1, .reduced = 1};
             ss_gemm(be, &s, qh, kh, sc);                                    /* sc [Nq, Nk] = q k^T  */
             ss_softmax(be, sc, sc, nq, nk, 1.0f / sqrtf((float)hd));
             ss_gemm_desc o = {.m = nq, .n = hd, .k = nk, .alpha = 1.0f, .beta = 0.0f,
-                              .lda = nk, .ldb = 2 * D, .ldc = D, .batch = 1};
+                              .lda = nk, .ldb = 2 * D, .ldc = D, .batch = 1, .reduced = 1};
             ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D + (size_t)hh * hd); /* [Nq, hd] of ctx */
         }
     linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);

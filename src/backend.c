@@ -241,13 +241,15 @@ const char *ss_precision_name(ss_precision p)
     case SS_PREC_TF32: return "tf32";
     case SS_PREC_BF16: return "bf16";
     case SS_PREC_FP16: return "fp16";
+    case SS_PREC_MIXED: return "mixed";
+    case SS_PREC_AUTO: return "auto";
     }
     return "?";
 }
 
 int ss_precision_parse(const char *s)
 {
-    for (int p = SS_PREC_FP32; p <= SS_PREC_FP16; p++)
+    for (int p = SS_PREC_FP32; p <= SS_PREC_AUTO; p++)
         if (strcmp(s, ss_precision_name((ss_precision)p)) == 0)
             return p;
     return -1;

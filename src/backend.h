@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 1
+#define SS_BACKEND_API_VERSION 2
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -37,11 +37,14 @@ typedef enum ss_precision {
     SS_PREC_FP32 = 0,  /* strict IEEE fp32 everywhere                     */
     SS_PREC_TF32,      /* fp32 storage, tf32 tensor-core matmuls          */
     SS_PREC_BF16,      /* bf16 matmul inputs, fp32 accumulation           */
-    SS_PREC_FP16       /* fp16 matmul inputs, fp32 accumulation           */
+    SS_PREC_FP16,      /* fp16 matmul inputs, fp32 accumulation           */
+    SS_PREC_MIXED,     /* tf32 for the products a model marks `reduced`,
+                        * fp32 for the rest (convolutions)                */
+    SS_PREC_AUTO       /* the backend's default: mixed on CUDA, else fp32 */
 } ss_precision;
 
 const char *ss_precision_name(ss_precision p);
-/* Parse "fp32|tf32|bf16|fp16"; returns -1 when unknown. */
+/* Parse "fp32|tf32|bf16|fp16|mixed|auto"; returns -1 when unknown. */
 int ss_precision_parse(const char *s);
 
 typedef struct ss_device_info {
@@ -65,7 +68,10 @@ typedef struct ss_backend_params {
 /* C = alpha * op(A) @ op(B) + beta * C, row-major, `batch` independent products.
  * op(A) is [m, k], op(B) is [k, n], C is [m, n]; lda/ldb/ldc are row pitches in
  * elements of the matrices as stored; stride_* are element offsets between
- * consecutive batch items (ignored when batch == 1). */
+ * consecutive batch items (ignored when batch == 1).  reduced = 1 marks a
+ * product whose result tolerates tf32 inputs (10-bit mantissa): --precision
+ * mixed computes only these on tensor cores; fp32 ignores it, and tf32, bf16
+ * and fp16 use their reduced mode for every product. */
 typedef struct ss_gemm_desc {
     int trans_a, trans_b;
     int m, n, k;
@@ -73,6 +79,7 @@ typedef struct ss_gemm_desc {
     int lda, ldb, ldc;
     int batch;
     int64_t stride_a, stride_b, stride_c;
+    int reduced;
 } ss_gemm_desc;
 
 /* 2-D convolution (1-D is h == 1, kh == 1).

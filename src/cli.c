@@ -56,7 +56,7 @@ typedef struct options {
 
 static const options defaults = {
     .model = NULL, .out_dir = "separated", .filename = "{dir}/{track}/{stem}.{ext}", .device = "auto",
-    .precision = "fp32", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
+    .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
     .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .recursive = 0, .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
@@ -77,7 +77,8 @@ static void usage(FILE *f)
         "  -m, --model PATH|NAME    model file, or NAME.safetensors looked up in $STEMSPLIT_MODEL_PATH,\n"
         "                           ~/.local/share/stemsplit/models and %s/models (env STEMSPLIT_MODEL)\n"
         "  -d, --device DEV         auto, cpu, cuda, cuda:N or mps (env STEMSPLIT_DEVICE; default %s)\n"
-        "      --precision P        fp32, tf32, bf16 or fp16 (default %s; the CPU always computes in fp32)\n"
+        "      --precision P        GPU matrix products: auto, fp32, tf32, bf16, fp16 or mixed (default %s:\n"
+        "                           mixed on CUDA, fp32 elsewhere; the CPU always computes in fp32)\n"
         "      --list-devices       list the backends compiled in and their devices, then exit\n"
         "  -j, --threads N          CPU threads (default: all cores)\n"
         "\n"
@@ -483,7 +484,7 @@ int main(int argc, char **argv)
     sp.clip = (ss_clip)v;
     int prec = ss_precision_parse(o.precision);
     if (prec < 0)
-        return usage_error("--precision '%s': expected fp32, tf32, bf16 or fp16", o.precision);
+        return usage_error("--precision '%s': expected auto, fp32, tf32, bf16, fp16 or mixed", o.precision);
     if (ss_template_check(o.filename, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return 64;
@@ -515,7 +516,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: device %s:%d %s, memory %.1f GiB (%.1f GiB free), precision %s, %d threads\n", prog,
                 dev->backend, dev->index, dev->name, dev->mem_total / 1073741824.0, dev->mem_free / 1073741824.0,
                 ss_precision_name(ss_backend_precision(be)), ss_backend_threads(be));
-        if (prec != SS_PREC_FP32 && ss_backend_precision(be) == SS_PREC_FP32)
+        if (prec != SS_PREC_FP32 && prec != SS_PREC_AUTO && ss_backend_precision(be) == SS_PREC_FP32)
             fprintf(stderr, "%s: --precision %s: the %s backend computes in fp32\n", prog, o.precision, dev->backend);
     }
 

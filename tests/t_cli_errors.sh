@@ -33,6 +33,14 @@ check template_collision_leaves_nothing empty_dir "$T/o4"
 expect_exit unknown_stem_is_64 64 "$STEMSPLIT" -m "$M" --stems vocals "$T/ok.wav"
 expect_exit flac_f32_is_64 64 "$STEMSPLIT" -m "$M" --format flac --sample-format f32 "$T/ok.wav"
 expect_exit unknown_model_name_is_66 66 "$STEMSPLIT" -m no-such-model "$T/ok.wav"
+expect_exit bad_precision_is_64 64 "$STEMSPLIT" -m "$M" --precision fp8 "$T/ok.wav"
+check bad_precision_lists_modes grep -q "expected auto, fp32, tf32, bf16, fp16 or mixed" "$T/out.bad_precision_is_64"
+# the default (auto) is fp32 on the CPU, without the note a reduced request gets
+"$STEMSPLIT" -v -d cpu -m "$M" -o "$T/o5" "$T/ok.wav" >"$T/prec_auto.out" 2>&1
+check cpu_default_precision_is_fp32 grep -q "precision fp32" "$T/prec_auto.out"
+check cpu_default_precision_no_note sh -c "! grep -q 'computes in fp32' '$T/prec_auto.out'"
+"$STEMSPLIT" -v -d cpu --precision mixed -m "$M" -o "$T/o6" "$T/ok.wav" >"$T/prec_mixed.out" 2>&1
+check cpu_mixed_request_says_fp32 grep -q "precision mixed: the cpu backend computes in fp32" "$T/prec_mixed.out"
 
 cuda_state=$("$STEMSPLIT" --list-devices | grep '^cuda: ')
 case $cuda_state in

@@ -184,7 +184,7 @@ static void test_gemm(void)
             size_t na = (size_t)(batch * sa), nb = (size_t)(batch * sb), nc = (size_t)(batch * sc);
             float *a = rnd(na), *b = rnd(nb), *c = rnd(nc);
             float *da = up(a, na), *db = up(b, nb), *dc = up(c, nc);
-            ss_gemm_desc d = {ta, tb, m, n, k, 0.7f, 0.5f, lda, ldb, ldc, batch, sa, sb, sc};
+            ss_gemm_desc d = {ta, tb, m, n, k, 0.7f, 0.5f, lda, ldb, ldc, batch, sa, sb, sc, 0};
             ss_gemm(cpu, &d, a, b, c);
             ss_gemm(gpu, &d, da, db, dc);
             CMP(dc, c, nc, 1e-6, "gemm");
@@ -193,7 +193,7 @@ static void test_gemm(void)
         }
     /* k = 0: C = beta C */
     float c0[6] = {1, 2, 3, 4, 5, 6}, *dc = up(c0, 6);
-    ss_gemm_desc d = {0, 0, 2, 3, 0, 1.0f, 0.5f, 1, 3, 3, 1, 0, 0, 0};
+    ss_gemm_desc d = {0, 0, 2, 3, 0, 1.0f, 0.5f, 1, 3, 3, 1, 0, 0, 0, 0};
     ss_gemm(cpu, &d, c0, c0, c0);
     ss_gemm(gpu, &d, dc, dc, dc);
     CMP(dc, c0, 6, 0, "gemm k=0");
@@ -295,38 +295,65 @@ static void test_stft(void)
     STATUS_OK();
 }
 
+/* One m x n x k product on a backend opened with precision `name`: *out = its
+ * relative L2 against the CPU's fp32 result (-1 when it could not run);
+ * `reduced` as in ss_gemm_desc. */
+static void precision_gemm(const char *name, int reduced, double *out)
+{
+    *out = -1.0;
+    ss_backend_params bp = {.device = 0, .threads = 1, .precision = (ss_precision)ss_precision_parse(name)};
+    ss_backend *g = NULL;
+    ss_error err = {0};
+    CHECK(ss_backend_open("cuda", &bp, &g, NULL, 0, &err) == SS_OK, "%s: %s", name, err.msg);
+    CHECK(ss_backend_precision(g) == bp.precision, "%s: precision not kept", name);
+    int m = 129, n = 257, k = 511;
+    float *a = rnd((size_t)m * k), *b = rnd((size_t)k * n), *c = malloc((size_t)m * n * sizeof *c);
+    float *da = ss_alloc(g, (size_t)m * k), *db = ss_alloc(g, (size_t)k * n), *dc = ss_alloc(g, (size_t)m * n);
+    ss_upload(g, da, a, (size_t)m * k);
+    ss_upload(g, db, b, (size_t)k * n);
+    ss_gemm_desc d = {0, 0, m, n, k, 1.0f, 0.0f, k, n, n, 1, 0, 0, 0, reduced};
+    ss_gemm(cpu, &d, a, b, c);
+    ss_gemm(g, &d, da, db, dc);
+    float *h = malloc((size_t)m * n * sizeof *h);
+    ss_download(g, h, dc, (size_t)m * n);
+    double r = rel_l2(h, c, (size_t)m * n);
+    ss_status st = ss_backend_status(g, &err);
+    ss_free(g, da); ss_free(g, db); ss_free(g, dc);
+    ss_backend_close(g);
+    free(a); free(b); free(c); free(h);
+    CHECK(st == SS_OK, "%s: %s", name, err.msg);
+    *out = r;
+}
+
 static void test_precisions(void)
 {
     NEED_GPU();
     if (gpu_is_cpu)
         SKIP("SS_TEST_CUDA_AS_CPU: no precision modes on the CPU");
-    /* tensor-core modes: a gemm lands within their expected error, not bit-exact */
+    /* tensor-core modes: a gemm lands within their expected error, not bit-exact,
+     * whether or not the product is marked reduced */
     const char *names[] = {"tf32", "bf16", "fp16"};
     double tol[] = {3e-3, 2e-2, 3e-3};
-    for (int p = 0; p < 3; p++) {
-        ss_backend_params bp = {.device = 0, .threads = 1, .precision = (ss_precision)ss_precision_parse(names[p])};
-        ss_backend *g = NULL;
-        ss_error err = {0};
-        CHECK(ss_backend_open("cuda", &bp, &g, NULL, 0, &err) == SS_OK, "%s: %s", names[p], err.msg);
-        CHECK(ss_backend_precision(g) == bp.precision, "%s: precision not kept", names[p]);
-        int m = 129, n = 257, k = 511;
-        float *a = rnd((size_t)m * k), *b = rnd((size_t)k * n), *c = malloc((size_t)m * n * sizeof *c);
-        float *da = ss_alloc(g, (size_t)m * k), *db = ss_alloc(g, (size_t)k * n), *dc = ss_alloc(g, (size_t)m * n);
-        ss_upload(g, da, a, (size_t)m * k);
-        ss_upload(g, db, b, (size_t)k * n);
-        ss_gemm_desc d = {0, 0, m, n, k, 1.0f, 0.0f, k, n, n, 1, 0, 0, 0};
-        ss_gemm(cpu, &d, a, b, c);
-        ss_gemm(g, &d, da, db, dc);
-        float *h = malloc((size_t)m * n * sizeof *h);
-        ss_download(g, h, dc, (size_t)m * n);
-        double r = rel_l2(h, c, (size_t)m * n);
-        ss_status st = ss_backend_status(g, &err);
-        ss_free(g, da); ss_free(g, db); ss_free(g, dc);
-        ss_backend_close(g);
-        free(a); free(b); free(c); free(h);
-        CHECK(st == SS_OK, "%s: %s", names[p], err.msg);
-        CHECK(r < tol[p] && r > 0, "%s gemm: relative L2 %.3g (expected (0, %.0e))", names[p], r, tol[p]);
-    }
+    for (int p = 0; p < 3; p++)
+        for (int reduced = 0; reduced < 2; reduced++) {
+            double r;
+            precision_gemm(names[p], reduced, &r);
+            if (test_failed_now)
+                return;
+            CHECK(r < tol[p] && r > 0, "%s gemm (reduced %d): relative L2 %.3g (expected (0, %.0e))", names[p],
+                  reduced, r, tol[p]);
+        }
+    /* mixed: a marked product on tensor cores (tf32 error), an unmarked one in
+     * fp32 (cuBLAS fp32 vs the CPU's sgemm: summation order only) */
+    double r1, r0, f;
+    precision_gemm("mixed", 1, &r1);
+    precision_gemm("mixed", 0, &r0);
+    precision_gemm("fp32", 1, &f);
+    if (test_failed_now)
+        return;
+    CHECK(r1 < 3e-3 && r1 > 1e-5, "mixed, reduced product: relative L2 %.3g (expected tf32's error)", r1);
+    CHECK(r0 < 1e-5, "mixed, unmarked product: relative L2 %.3g (expected fp32's)", r0);
+    CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
 }
 
 static void test_out_of_memory(void)

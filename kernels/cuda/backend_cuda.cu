@@ -196,7 +196,7 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     if (!c)
         return fail(err, SS_E_NOMEM, "out of memory starting the CUDA backend");
     c->device = p->device;
-    c->prec = p->precision;
+    c->prec = p->precision == SS_PREC_AUTO ? SS_PREC_MIXED : p->precision;   /* the default: see --help */
     cudaError_t e = cudaSetDevice(p->device);
     if (e == cudaSuccess)
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
@@ -758,9 +758,12 @@ static ss_status cu_transpose(void *vctx, float *y, const float *x, int batch, i
 
 /* ---- matrix products ---------------------------------------------------------------- */
 
-static cublasComputeType_t compute_type(ss_precision p)
+/* The compute type of a product: `reduced` products (ss_gemm_desc.reduced) take
+ * tf32 under --precision mixed; convolutions and unmarked products stay fp32. */
+static cublasComputeType_t compute_type(ss_precision p, int reduced)
 {
     switch (p) {
+    case SS_PREC_MIXED: return reduced ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     case SS_PREC_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
     case SS_PREC_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
     case SS_PREC_FP16: return CUBLAS_COMPUTE_32F_FAST_16F;
@@ -771,14 +774,14 @@ static cublasComputeType_t compute_type(ss_precision p)
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C, batched with element strides. */
 static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                          int64_t sa, const float *b, int ldb, int64_t sb, float beta, float *cc, int ldc, int64_t sc,
-                         int batch, ss_error *err)
+                         int batch, int reduced, ss_error *err)
 {
     if (m <= 0 || n <= 0 || batch <= 0)
         return SS_OK;
     /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
     cublasStatus_t st = cublasGemmStridedBatchedEx(
         c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
-        sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F, ldc, sc, batch, compute_type(c->prec),
+        sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F, ldc, sc, batch, compute_type(c->prec, reduced),
         CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
@@ -808,7 +811,7 @@ static ss_status cu_gemm(void *vctx, const ss_gemm_desc *d, const float *a, cons
     int64_t sa = d->batch > 1 ? d->stride_a : 0, sb = d->batch > 1 ? d->stride_b : 0,
             sc = d->batch > 1 ? d->stride_c : 0;
     return gemm_rm(c, d->trans_a, d->trans_b, d->m, d->n, d->k, d->alpha, a, d->lda, sa, b, d->ldb, sb, d->beta, cc,
-                   d->ldc, sc, d->batch, err);
+                   d->ldc, sc, d->batch, d->reduced, err);
 }
 
 /* ---- convolutions ------------------------------------------------------------------- */
@@ -876,7 +879,7 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
     int pointwise = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
     if (pointwise) {
         if (gemm_rm(c, 0, 0, d->cout, (int)npos, d->cin, 1.0f, w, d->cin, 0, x, (int)npos, in_size, 0.0f, y,
-                    (int)npos, out_size, d->batch, err) != SS_OK)
+                    (int)npos, out_size, d->batch, 0, err) != SS_OK)
             return err->code;
     } else {
         conv_geom g = {d->cin, d->h, d->w, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw, d->dh, d->dw, oh, ow};
@@ -890,7 +893,7 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
                 int cnt = d->batch - b0 < nb ? d->batch - b0 : nb;
                 im2col(c, col, x + b0 * in_size, g, cnt, kdim, 0, npos);
                 if (gemm_rm(c, 0, 0, d->cout, (int)npos, (int)kdim, 1.0f, w, (int)kdim, 0, col, (int)npos, per_item,
-                            0.0f, y + b0 * out_size, (int)npos, out_size, cnt, err) != SS_OK)
+                            0.0f, y + b0 * out_size, (int)npos, out_size, cnt, 0, err) != SS_OK)
                     return err->code;
             }
         } else {
@@ -903,7 +906,7 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
                     int64_t nc = npos - p0 < block ? npos - p0 : block;
                     im2col(c, col, x + b * in_size, g, 1, kdim, p0, nc);
                     if (gemm_rm(c, 0, 0, d->cout, (int)nc, (int)kdim, 1.0f, w, (int)kdim, 0, col, (int)nc, 0, 0.0f,
-                                y + b * out_size + p0, (int)npos, 0, 1, err) != SS_OK)
+                                y + b * out_size + p0, (int)npos, 0, 1, 0, err) != SS_OK)
                         return err->code;
                 }
         }
@@ -966,7 +969,7 @@ static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const
         int cnt = d->batch - b0 < nb ? d->batch - b0 : nb;
         /* col[b] [kdim, npos] = w^T (w [cin, kdim]) @ x[b] [cin, npos] */
         if (gemm_rm(c, 1, 0, (int)kdim, (int)npos, d->cin, 1.0f, w, (int)kdim, 0, x + b0 * in_size, (int)npos,
-                    in_size, 0.0f, col, (int)npos, per_item, cnt, err) != SS_OK)
+                    in_size, 0.0f, col, (int)npos, per_item, cnt, 0, err) != SS_OK)
             return err->code;
         size_t n = (size_t)cnt * out_size;
         if (n < 0x80000000u)
