@@ -1603,21 +1603,10 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     float *mean = stats, *std = stats + B, *meant = stats + 4 * B, *stdt = stats + 5 * B;
     ss_row_moments(be, mean, std, xf, B, (int64_t)2 * C * fq * T);
     ss_row_moments(be, meant, stdt, mix, B, (int64_t)C * L);
-    float host[8 * SS_MAX_SOURCES];
-    float *hs = B <= SS_MAX_SOURCES ? host : malloc((size_t)8 * B * sizeof *hs);
-    if (!hs)
-        return ss_fail(err, SS_E_NOMEM, "htdemucs: out of memory");
-    ss_download(be, hs, stats, (size_t)8 * B);
-    for (int k = 0; k < 2; k++)
-        for (int b = 0; b < B; b++) {
-            float *blk = hs + 4 * k * B;
-            float sc = 1.0f / (1e-5f + blk[B + b]);
-            blk[2 * B + b] = sc;
-            blk[3 * B + b] = -blk[b] * sc;
-        }
-    ss_upload(be, stats, hs, (size_t)8 * B);
-    if (hs != host)
-        free(hs);
+    for (int k = 0; k < 2; k++) {                    /* scale = 1 / (1e-5 + std), shift = -mean * scale */
+        float *blk = stats + 4 * k * B;
+        ss_standardize_coef(be, blk + 2 * B, blk + 3 * B, blk, blk + B, B, 1e-5f);
+    }
     ss_row_affine(be, xf, xf, B, (int64_t)2 * C * fq * T, stats + 2 * B, stats + 3 * B);
     ss_row_affine(be, xt, mix, B, (int64_t)C * L, stats + 6 * B, stats + 7 * B);
 

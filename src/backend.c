@@ -603,6 +603,25 @@ void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int
     fb_end(&fb, st, mean, hm, (size_t)rows);
 }
 
+void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float *mean, const float *std, int n,
+                         float eps)
+{
+    DISPATCH(be, standardize_coef, scale, shift, mean, std, n, eps);
+    size_t un = n > 0 ? (size_t)n : 0;
+    fallback fb = {be, {0}, 0};
+    float *hm = fb_view(&fb, mean, un, 1), *hs = fb_view(&fb, std, un, 1);
+    float *hsc = fb_view(&fb, scale, un, 0), *hsh = fb_view(&fb, shift, un, 0);
+    if (FB_OK(be))
+        for (size_t i = 0; i < un; i++) {
+            float sc = 1.0f / (eps + hs[i]);
+            hsc[i] = sc;
+            hsh[i] = -hm[i] * sc;
+        }
+    if (hsh != shift && LIVE(be))
+        be->iface->upload(be->ctx, shift, hsh, un * sizeof *hsh, &be->err);
+    fb_end(&fb, SS_OK, scale, hsc, un);
+}
+
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
 {
     DISPATCH(be, gelu, y, x, n);

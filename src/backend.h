@@ -174,6 +174,8 @@ typedef struct ss_backend_iface {
     /* ---- appended ops (optional like the others; NULL = CPU fallback) ---- */
     ss_status (*copy4d)(void *ctx, float *dst, const int64_t dstride[4], const float *src,
                         const int64_t sstride[4], const int64_t shape[4], ss_error *err);
+    ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
+                                  int n, float eps, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -226,6 +228,11 @@ void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t l
                    const float *scale, const float *shift);
 /* x [rows, len] -> mean [rows], std [rows] (unbiased, as torch.std) on the device */
 void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int rows, int64_t len);
+/* mean, std [n] -> scale [n] = 1 / (eps + std), shift [n] = -mean * scale: the
+ * ss_row_affine coefficients of (x - mean) / (eps + std), computed on the device
+ * (no host round trip); scale and shift must not overlap mean or std */
+void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float *mean, const float *std, int n,
+                         float eps);
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n);                 /* exact erf GELU, in place ok */
 /* x [batch, 2*ch, len] -> y [batch, ch, len] = x[:, :ch] * sigmoid(x[:, ch:]) */
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len);

@@ -156,6 +156,13 @@ static void test_reductions(void)
     ss_row_moments(cpu, m, sd, x, rows, len); ss_row_moments(gpu, dm, ds, dx, rows, len);
     CMP(dm, m, (size_t)rows, 1e-6, "row_moments mean");
     CMP(ds, sd, (size_t)rows, 1e-6, "row_moments std");
+    float sc[64], sh[64], *dsc = poison(64), *dsh = poison(64);
+    ss_standardize_coef(cpu, sc, sh, m, sd, rows, 1e-5f);
+    ss_standardize_coef(gpu, dsc, dsh, dm, ds, rows, 1e-5f);
+    for (int i = 0; i < rows; i++)
+        CHECK(sc[i] == 1.0f / (1e-5f + sd[i]) && sh[i] == -m[i] * sc[i], "standardize_coef (cpu) row %d", i);
+    CMP(dsc, sc, (size_t)rows, 1e-6, "standardize_coef scale");
+    CMP(dsh, sh, (size_t)rows, 1e-6, "standardize_coef shift");
     /* group norm: GroupNorm(1, C), GroupNorm(4, C) with and without affine */
     int B = 3, C = 12;
     int64_t L = (int64_t)n / (B * C);
@@ -170,6 +177,7 @@ static void test_reductions(void)
     CMP(dy, y, 3 * 101 * (n / 303), 0, "transpose");
     STATUS_OK();
     ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dg); ss_free(gpu, db); ss_free(gpu, dm); ss_free(gpu, ds);
+    ss_free(gpu, dsc); ss_free(gpu, dsh);
     free(x); free(y); free(g); free(bb);
 }
 

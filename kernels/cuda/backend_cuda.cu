@@ -573,6 +573,26 @@ __global__ void k_moments(float *mean, float *sd, const double *acc, int rows, i
     sd[r] = len > 1 ? (float)sqrt(ss / (double)(len - 1)) : nanf("");
 }
 
+__global__ void k_standardize_coef(float *scale, float *shift, const float *mean, const float *sd, int n, float eps)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    float sc = 1.0f / (eps + sd[i]);
+    scale[i] = sc;
+    shift[i] = -mean[i] * sc;
+}
+
+static ss_status cu_standardize_coef(void *vctx, float *scale, float *shift, const float *mean, const float *sd,
+                                     int n, float eps, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (n <= 0) return SS_OK;
+    k_standardize_coef<<<(n + 127) / 128, 128, 0, c->stream>>>(scale, shift, mean, sd, n, eps);
+    CK_LAUNCH(c, err, "standardize_coef");
+    return SS_OK;
+}
+
 static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float *x, int rows, int64_t len,
                                 ss_error *err)
 {
@@ -1235,6 +1255,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->stft = cu_stft;
     f->istft = cu_istft;
     f->copy4d = cu_copy4d;
+    f->standardize_coef = cu_standardize_coef;
     if (why) *why = g_why;
     return f;
 }
