@@ -1663,7 +1663,7 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
         ss_copy2d(be, xc, (size_t)length, to, (size_t)L, srows, (size_t)length);
         ss_add(be, y, y, xc, srows * length);
     }
-    return ss_backend_status(be, err);
+    return ss_backend_check(be, err);
 }
 
 /* ============================================================================
@@ -1847,7 +1847,22 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
         ss_add(be, y, y, one, n);
     }
     ss_channel_affine(be, y, y, batch, S, item, bag->wdev + (size_t)bag->n * S, NULL);
-    return ss_backend_status(be, err);
+    return ss_backend_check(be, err);
+}
+
+/* Every step of the forward pass is a device op once the workspace and the
+ * positional embeddings exist for these arguments (the first call makes them),
+ * except reflect_pad's host path for inputs too short to reflect. */
+static int ht_graph_ok(void *state, int batch, int64_t length)
+{
+    ht_bag *bag = state;
+    ss_error e = {0};
+    for (int i = 0; i < bag->n; i++) {
+        ht_geom g;
+        if (model_plan(bag->m[i], batch, length, &g, NULL, &e) != SS_OK || g.L <= g.pad_l || g.L <= g.pad_r)
+            return 0;
+    }
+    return 1;
 }
 
 const ss_arch ss_arch_htdemucs = {
@@ -1856,4 +1871,5 @@ const ss_arch ss_arch_htdemucs = {
     .forward = ht_forward,
     .valid_length = ht_valid_length,
     .free = ht_free,
+    .graph_ok = ht_graph_ok,
 };

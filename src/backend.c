@@ -393,6 +393,47 @@ const ss_backend_iface *ss_backend_iface_of(const ss_backend *be) { return be->i
 const ss_device_info *ss_backend_device(const ss_backend *be) { return &be->dev; }
 int ss_backend_threads(const ss_backend *be) { return be->threads; }
 
+int ss_graph_available(const ss_backend *be)
+{
+    const char *e = getenv("STEMSPLIT_GRAPHS");
+    return be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch && be->iface->graph_free &&
+           !be->prof && !(e && strcmp(e, "0") == 0);
+}
+
+ss_status ss_graph_begin(ss_backend *be, ss_error *err)
+{
+    if (!(be->err.code == SS_OK))
+        return ss_backend_status(be, err);
+    return be->iface->graph_begin(be->ctx, err);
+}
+
+ss_status ss_graph_end(ss_backend *be, void **graph, ss_error *err)
+{
+    *graph = NULL;
+    ss_status s = be->iface->graph_end(be->ctx, graph, err);
+    if (s == SS_OK && !(be->err.code == SS_OK)) {          /* an op failed while recording */
+        s = ss_backend_status(be, err);
+        be->iface->graph_free(be->ctx, *graph);
+        *graph = NULL;
+    }
+    if (s != SS_OK)
+        ss_error_clear(&be->err);
+    return s;
+}
+
+ss_status ss_graph_launch(ss_backend *be, void *graph, ss_error *err)
+{
+    if (!(be->err.code == SS_OK))
+        return ss_backend_status(be, err);
+    return be->iface->graph_launch(be->ctx, graph, err);
+}
+
+void ss_graph_free(ss_backend *be, void *graph)
+{
+    if (graph)
+        be->iface->graph_free(be->ctx, graph);
+}
+
 ss_precision ss_backend_precision(const ss_backend *be)
 {
     return be->iface->precision ? be->iface->precision(be->ctx) : SS_PREC_FP32;
@@ -402,6 +443,16 @@ ss_status ss_backend_status(ss_backend *be, ss_error *err)
 {
     if (be->err.code == SS_OK && be->iface->synchronize)
         be->iface->synchronize(be->ctx, &be->err);
+    ss_status st = be->err.code;
+    if (st != SS_OK) {
+        ss_fail(err, st, "%s", be->err.msg);
+        ss_error_clear(&be->err);
+    }
+    return st;
+}
+
+ss_status ss_backend_check(ss_backend *be, ss_error *err)
+{
     ss_status st = be->err.code;
     if (st != SS_OK) {
         ss_fail(err, st, "%s", be->err.msg);

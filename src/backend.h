@@ -176,6 +176,15 @@ typedef struct ss_backend_iface {
                         const int64_t sstride[4], const int64_t shape[4], ss_error *err);
     ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
                                   int n, float eps, ss_error *err);
+
+    /* Optional op recording (CUDA graphs): between graph_begin and graph_end the
+     * ops are recorded, not run; graph_end returns a handle that graph_launch
+     * replays (same pointers, same shapes) and graph_free releases.  A host
+     * round trip while recording fails the recording.  NULL = not supported. */
+    ss_status (*graph_begin)(void *ctx, ss_error *err);
+    ss_status (*graph_end)(void *ctx, void **graph, ss_error *err);
+    ss_status (*graph_launch)(void *ctx, void *graph, ss_error *err);
+    void (*graph_free)(void *ctx, void *graph);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -198,11 +207,25 @@ void ss_backend_close(ss_backend *be);
 const ss_backend_iface *ss_backend_iface_of(const ss_backend *be);
 const ss_device_info *ss_backend_device(const ss_backend *be);
 ss_precision ss_backend_precision(const ss_backend *be);
+/* Op recording (see graph_begin in the vtable): available when the backend has
+ * it, ops are not being profiled (STEMSPLIT_PROFILE=1) and STEMSPLIT_GRAPHS is
+ * not 0.  ss_graph_end returns the handle in *graph, or fails (the recorded
+ * ops did not run; the backend's sticky error is cleared so the caller can
+ * run them again directly). */
+int ss_graph_available(const ss_backend *be);
+ss_status ss_graph_begin(ss_backend *be, ss_error *err);
+ss_status ss_graph_end(ss_backend *be, void **graph, ss_error *err);
+ss_status ss_graph_launch(ss_backend *be, void *graph, ss_error *err);
+void ss_graph_free(ss_backend *be, void *graph);
 int ss_backend_threads(const ss_backend *be);
 
 /* The sticky error: SS_OK, or the first failure since the last call (which
  * is copied into err and then cleared).  Synchronises first. */
 ss_status ss_backend_status(ss_backend *be, ss_error *err);
+/* The same without synchronising: the errors known so far (failed launches);
+ * what the queued ops hit shows at the next download or ss_backend_status.
+ * For the end of a forward pass, so the host may go on while the device runs. */
+ss_status ss_backend_check(ss_backend *be, ss_error *err);
 
 /* ---- buffers ---------------------------------------------------------------- */
 

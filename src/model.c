@@ -23,11 +23,26 @@ static const ss_arch *const arches[] = {
 
 const ss_arch *const *ss_arch_list(void) { return arches; }
 
+/* A recorded forward pass, replayed for the same arguments. */
+typedef struct graph_entry {
+    const float *x;
+    float *y;
+    int batch;
+    int64_t length;
+    void *graph;
+} graph_entry;
+
+#define SS_GRAPHS 4
+
 struct ss_model {
     ss_model_info info;        /* public facts                       */
     const ss_arch *arch;       /* the architecture's vtable          */
     void *state;               /* the architecture's loaded weights  */
     ss_backend *be;            /* where the weights live             */
+    graph_entry graphs[SS_GRAPHS]; /* recorded passes (op recording)  */
+    int n_graphs;
+    graph_entry last;          /* arguments of the last direct pass  */
+    int graphs_off;            /* a recording failed: run directly   */
 };
 
 /* ---- finding a model file -------------------------------------------------------- */
@@ -228,12 +243,65 @@ fail:
 
 const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }
 
+static int same_args(const graph_entry *g, const float *x, const float *y, int batch, int64_t length)
+{
+    return g->x == x && g->y == y && g->batch == batch && g->length == length;
+}
+
+static void drop_graphs(ss_model *m)
+{
+    for (int i = 0; i < m->n_graphs; i++)
+        ss_graph_free(m->be, m->graphs[i].graph);
+    m->n_graphs = 0;
+}
+
+/* With op recording (CUDA graphs): the first pass with new arguments runs
+ * directly (it may allocate and grow buffers, so every recording made before it
+ * is dropped: their pointers may be stale); the second is recorded and
+ * launched; later ones replay the recording.  A failed recording (the model did
+ * a host round trip after all) turns recording off for the model and runs the
+ * pass directly: same result, only slower. */
 ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err)
 {
-    ss_status s = m->arch->forward(m->state, m->be, x, y, batch, length, err);
+    ss_backend *be = m->be;
+    int rec = !m->graphs_off && m->arch->graph_ok && ss_graph_available(be) &&
+              m->arch->graph_ok(m->state, batch, length);
+    if (rec) {
+        for (int i = 0; i < m->n_graphs; i++)
+            if (same_args(&m->graphs[i], x, y, batch, length))
+                return ss_graph_launch(be, m->graphs[i].graph, err);
+        if (same_args(&m->last, x, y, batch, length)) {
+            ss_error rerr = {0};
+            void *g = NULL;
+            ss_status s = ss_graph_begin(be, &rerr);
+            if (s == SS_OK) {
+                ss_status fs = m->arch->forward(m->state, be, x, y, batch, length, &rerr);
+                s = ss_graph_end(be, &g, &rerr);
+                if (s == SS_OK && fs != SS_OK) {
+                    ss_graph_free(be, g);
+                    g = NULL;
+                    s = fs;
+                }
+            }
+            if (s == SS_OK) {
+                if (m->n_graphs == SS_GRAPHS) {            /* the oldest goes */
+                    ss_graph_free(be, m->graphs[0].graph);
+                    memmove(m->graphs, m->graphs + 1, sizeof m->graphs[0] * (SS_GRAPHS - 1));
+                    m->n_graphs--;
+                }
+                m->graphs[m->n_graphs++] = (graph_entry){x, y, batch, length, g};
+                return ss_graph_launch(be, g, err);
+            }
+            m->graphs_off = 1;                              /* run directly from now on */
+            drop_graphs(m);
+        }
+    }
+    drop_graphs(m);
+    m->last = (graph_entry){x, y, batch, length, NULL};
+    ss_status s = m->arch->forward(m->state, be, x, y, batch, length, err);
     if (s != SS_OK)
         return s;
-    return ss_backend_status(m->be, err);
+    return ss_backend_check(be, err);          /* no wait: the caller's download does */
 }
 
 int64_t ss_model_valid_length(ss_model *m, int64_t length)
@@ -245,6 +313,7 @@ void ss_model_free(ss_model *m)
 {
     if (!m)
         return;
+    drop_graphs(m);
     m->arch->free(m->state, m->be);
     free(m);
 }

@@ -44,6 +44,11 @@ typedef struct ss_arch {
      * (demucs's valid_length); NULL means `length` itself. */
     int64_t (*valid_length)(void *state, int64_t length);
     void (*free)(void *state, ss_backend *be);
+    /* Optional: 1 when forward() with these arguments, after one ordinary
+     * call with the same arguments, only queues device ops (no host round
+     * trip, no allocation, same pointers every time), so that a backend with
+     * op recording (CUDA graphs) may record it once and replay it.  NULL = never. */
+    int (*graph_ok)(void *state, int batch, int64_t length);
 } ss_arch;
 
 typedef struct ss_model ss_model;

@@ -364,6 +364,51 @@ static void test_precisions(void)
     CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
 }
 
+/* Op recording: a recorded pass runs only when launched, replays with the
+ * current contents of its inputs, and a host round trip while recording fails
+ * the recording without leaving an error behind. */
+static void test_graphs(void)
+{
+    NEED_GPU();
+    if (gpu_is_cpu)
+        SKIP("SS_TEST_CUDA_AS_CPU: the CPU backend records nothing");
+    CHECK(ss_graph_available(gpu), "CUDA backend without op recording");
+    size_t n = 4099;
+    float *a = rnd(n), *b = rnd(n), *ref = malloc(n * sizeof *ref), *h = malloc(n * sizeof *h);
+    float *da = up(a, n), *db = up(b, n), *dy = poison(n);
+    ss_error err = {0};
+    void *g = NULL;
+    CHECK(ss_graph_begin(gpu, &err) == SS_OK, "begin: %s", err.msg);
+    ss_add(gpu, dy, da, db, n);                    /* y = 2.5 (a + b) */
+    ss_scale(gpu, dy, dy, 2.5f, n);
+    CHECK(ss_graph_end(gpu, &g, &err) == SS_OK && g, "end: %s", err.msg);
+    ss_download(gpu, h, dy, n);
+    CHECK(isnan(h[0]) && isnan(h[n - 1]), "recorded ops ran before the launch: y[0] = %g", h[0]);
+    for (int rep = 0; rep < 2; rep++) {            /* new inputs, same recording */
+        for (size_t i = 0; i < n; i++) {
+            a[i] += 1.0f;
+            ref[i] = 2.5f * (a[i] + b[i]);
+        }
+        ss_upload(gpu, da, a, n);
+        CHECK(ss_graph_launch(gpu, g, &err) == SS_OK, "launch: %s", err.msg);
+        CMP(dy, ref, n, 0, "replayed add + scale");
+    }
+    ss_graph_free(gpu, g);
+    /* a download inside a recording: the recording fails, the backend goes on */
+    CHECK(ss_graph_begin(gpu, &err) == SS_OK, "begin: %s", err.msg);
+    ss_add(gpu, dy, da, db, n);
+    ss_download(gpu, h, dy, n);
+    ss_status st = ss_graph_end(gpu, &g, &err);
+    CHECK(st != SS_OK && g == NULL, "a recording with a download succeeded");
+    ss_add(gpu, dy, da, db, n);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = a[i] + b[i];
+    CMP(dy, ref, n, 0, "add after a failed recording");
+    STATUS_OK();
+    ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, dy);
+    free(a); free(b); free(ref); free(h);
+}
+
 static void test_out_of_memory(void)
 {
     NEED_GPU();
@@ -400,6 +445,7 @@ int main(void)
     RUN(test_conv_transpose2d);
     RUN(test_stft);
     RUN(test_precisions);
+    RUN(test_graphs);
     RUN(test_out_of_memory);
     ss_backend_close(gpu);
     ss_backend_close(cpu);

@@ -80,6 +80,8 @@ typedef struct cuda_ctx {
     int window_n;
     plan_entry plans[N_PLANS];
     unsigned long plan_clock;
+    int capturing;           /* between graph_begin and graph_end             */
+    void *blas_ws;           /* cuBLAS workspace (set, so recording allocates nothing) */
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
 } cuda_ctx;
@@ -183,6 +185,7 @@ static void cu_free(void *vctx)
             cufftDestroy(c->plans[i].plan);
     if (c->blas)
         cublasDestroy(c->blas);
+    cudaFree(c->blas_ws);
     cudaFree(c->scratch);
     cudaFree(c->window);
     if (c->stream)
@@ -212,6 +215,18 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     cublasSetStream(c->blas, c->stream);
     cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    /* our own workspace, so that a recorded product never allocates (32 MiB:
+     * NVIDIA's recommendation for Hopper); without it cuBLAS keeps its own */
+    const size_t blas_ws = (size_t)32 << 20;
+    if (cudaMalloc(&c->blas_ws, blas_ws) == cudaSuccess) {
+        if (cublasSetWorkspace(c->blas, c->blas_ws, blas_ws) != CUBLAS_STATUS_SUCCESS) {
+            cudaFree(c->blas_ws);
+            c->blas_ws = NULL;
+        }
+    } else {
+        c->blas_ws = NULL;
+        cudaGetLastError();
+    }
     sample_memory(c);
     c->base_used = c->peak_used;
     *out = c;
@@ -221,11 +236,63 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
 static ss_status cu_synchronize(void *vctx, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    if (c->capturing) {             /* recording: nothing has run yet, launch errors only */
+        cudaError_t le = cudaGetLastError();
+        return le == cudaSuccess ? SS_OK : cuda_fail(err, le, "synchronize");
+    }
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e == cudaSuccess)
         e = cudaGetLastError();
     sample_memory(c);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "synchronize");
+}
+
+/* ---- op recording (CUDA graphs) ------------------------------------------------------ */
+
+/* Thread-local capture: a synchronising call from this thread (a download, a
+ * cudaMalloc) invalidates the recording instead of running; other threads are
+ * not affected. */
+static ss_status cu_graph_begin(void *vctx, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return cuda_fail(err, e, "graph capture");
+    c->capturing = 1;
+    return SS_OK;
+}
+
+static ss_status cu_graph_end(void *vctx, void **out, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    c->capturing = 0;
+    if (e == cudaSuccess)
+        e = cudaGraphInstantiate(&x, g, 0);
+    if (g)
+        cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();                      /* not sticky: the stream runs on */
+        return fail(err, SS_E_DEVICE, "cuda: recording a graph failed: %s", cudaGetErrorString(e));
+    }
+    *out = (void *)x;
+    return SS_OK;
+}
+
+static ss_status cu_graph_launch(void *vctx, void *graph, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "graph launch");
+}
+
+static void cu_graph_free(void *vctx, void *graph)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaStreamSynchronize(c->stream);            /* no launch of it still in flight */
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
 static ss_precision cu_precision(void *vctx) { return ((cuda_ctx *)vctx)->prec; }
@@ -1256,6 +1323,10 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->istft = cu_istft;
     f->copy4d = cu_copy4d;
     f->standardize_coef = cu_standardize_coef;
+    f->graph_begin = cu_graph_begin;
+    f->graph_end = cu_graph_end;
+    f->graph_launch = cu_graph_launch;
+    f->graph_free = cu_graph_free;
     if (why) *why = g_why;
     return f;
 }
