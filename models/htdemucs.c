@@ -156,6 +156,13 @@ typedef struct ht_model {    /* one HTDemucs */
  * Workspace: every activation buffer, allocated once per (batch, length)
  * ========================================================================== */
 
+/* Attention scores held at once on devices (floats): 256 MiB, the eight heads
+ * of the full-size model's frequency branch (2688 x 2688 each) in one batched
+ * product; longer segments get groups of fewer heads instead of a larger
+ * buffer.  (A 64 MiB budget, two heads per product, saved 290 MiB of device
+ * memory but cost 3% of the forward time on an H100.) */
+#define HT_SCORES_FLOATS ((size_t)64 << 20)
+
 enum {
     W_MIXP,    /* [B, C, L]               input zero-padded to the training length   */
     W_SIG,     /* [B*C, Ls]               reflect-padded signal for the STFT         */
@@ -186,7 +193,7 @@ typedef struct ht_ws {
     int64_t length;          /* ... and this input length (0 = none)  */
     size_t cap[W_COUNT];     /* floats allocated                      */
     float *buf[W_COUNT];
-    int heads_batched;       /* W_SCORES holds every head of an item  */
+    int heads_batched;       /* batched attention products over heads */
 } ht_ws;
 
 /* Sizes that depend on (batch, length): computed by ht_plan. */
@@ -1220,16 +1227,13 @@ static void swap12(ss_backend *be, float *dst, const float *src, int B, int X, i
 static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int n, int64_t T, float *h, float *g,
                       float *o)
 {
-    size_t nh = (size_t)n * dc->hidden * T, nc = (size_t)n * ch * T;
     for (int d = 0; d < dc->depth; d++) {
         const ht_dconv_layer *l = &dc->l[d];
         conv_fwd(be, &l->conv1, x, h, n, 1, (int)T);                        /* [n, hidden, T]  */
-        ss_group_norm(be, h, h, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-        ss_gelu(be, h, h, nh);
+        ss_group_norm_gelu(be, h, h, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
         conv_fwd(be, &l->conv2, h, g, n, 1, (int)T);                        /* [n, 2ch, T]     */
-        ss_group_norm(be, g, g, n, 2 * ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
-        ss_glu(be, o, g, n, ch, T);                 /* [n, ch, T], LayerScale folded into norm2 */
-        ss_add(be, x, x, o, nc);
+        /* x += glu(norm2(g)) [n, ch, T], LayerScale folded into norm2; o: scratch */
+        ss_group_norm_glu_add(be, x, g, o, n, ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
     }
 }
 
@@ -1385,19 +1389,25 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D, 0);                          /* [B*Nq, D]  */
     linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D, 0); /* [B*Nk, 2D] k | v */
     if (ws->heads_batched) {
-        /* one strided-batched product per item over all heads (devices: fewer, larger launches) */
-        for (int b = 0; b < B; b++) {
-            const float *qh = qb + (size_t)b * nq * D, *kh = kv + (size_t)b * nk * 2 * D, *vh = kh + D;
-            ss_gemm_desc s = {.trans_b = 1, .m = nq, .n = nk, .k = hd, .alpha = 1.0f, .beta = 0.0f, .lda = D,
-                              .ldb = 2 * D, .ldc = nk, .batch = heads, .stride_a = hd, .stride_b = hd,
-                              .stride_c = (int64_t)nq * nk, .reduced = 1};
-            ss_gemm(be, &s, qh, kh, sc);                                    /* sc [heads, Nq, Nk]   */
-            ss_softmax(be, sc, sc, heads * nq, nk, 1.0f / sqrtf((float)hd));
-            ss_gemm_desc o = {.m = nq, .n = hd, .k = nk, .alpha = 1.0f, .beta = 0.0f, .lda = nk, .ldb = 2 * D,
-                              .ldc = D, .batch = heads, .stride_a = (int64_t)nq * nk, .stride_b = hd,
-                              .stride_c = hd, .reduced = 1};
-            ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D);             /* ctx [Nq, D], by head */
-        }
+        /* one strided-batched product per item and group of heads (devices: fewer, larger
+         * launches), as many heads per group as W_SCORES holds */
+        size_t fit = ws->cap[W_SCORES] / ((size_t)nq * (size_t)nk);
+        int hg = fit < 1 ? 1 : fit > (size_t)heads ? heads : (int)fit;
+        for (int b = 0; b < B; b++)
+            for (int h0 = 0; h0 < heads; h0 += hg) {
+                int nh = heads - h0 < hg ? heads - h0 : hg;
+                const float *qh = qb + (size_t)b * nq * D + (size_t)h0 * hd;
+                const float *kh = kv + (size_t)b * nk * 2 * D + (size_t)h0 * hd, *vh = kh + D;
+                ss_gemm_desc s = {.trans_b = 1, .m = nq, .n = nk, .k = hd, .alpha = 1.0f, .beta = 0.0f, .lda = D,
+                                  .ldb = 2 * D, .ldc = nk, .batch = nh, .stride_a = hd, .stride_b = hd,
+                                  .stride_c = (int64_t)nq * nk, .reduced = 1};
+                ss_gemm(be, &s, qh, kh, sc);                                /* sc [nh, Nq, Nk]      */
+                ss_softmax(be, sc, sc, nh * nq, nk, 1.0f / sqrtf((float)hd));
+                ss_gemm_desc o = {.m = nq, .n = hd, .k = nk, .alpha = 1.0f, .beta = 0.0f, .lda = nk,
+                                  .ldb = 2 * D, .ldc = D, .batch = nh, .stride_a = (int64_t)nq * nk,
+                                  .stride_b = hd, .stride_c = hd, .reduced = 1};
+                ss_gemm(be, &o, sc, vh, ctx + (size_t)b * nq * D + (size_t)h0 * hd); /* ctx heads h0.. */
+            }
         linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);
         return;
     }
@@ -1819,7 +1829,9 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
             int heads = 1;
             for (int i = 0; i < bag->n; i++)
                 heads = bag->m[i]->hp.t_heads > heads ? bag->m[i]->hp.t_heads : heads;
-            need[W_SCORES] *= (size_t)heads;
+            /* as many heads per product as fit HT_SCORES_FLOATS (at least one) */
+            size_t fit = need[W_SCORES] ? HT_SCORES_FLOATS / need[W_SCORES] : (size_t)heads;
+            need[W_SCORES] *= fit < 1 ? 1 : fit > (size_t)heads ? (size_t)heads : fit;
         }
         if ((s = ws_ensure(&bag->ws, be, need, err)) != SS_OK)
             return s;

@@ -720,6 +720,23 @@ void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, 
            y, hy, n);
 }
 
+void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len, int groups,
+                        const float *gamma, const float *beta, float eps)
+{
+    DISPATCH(be, group_norm_gelu, y, x, batch, ch, len, groups, gamma, beta, eps);
+    ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
+    ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
+}
+
+void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, int batch, int ch, int64_t len,
+                           int groups, const float *gamma, const float *beta, float eps)
+{
+    DISPATCH(be, group_norm_glu_add, x, g, batch, ch, len, groups, gamma, beta, eps);
+    ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
+    ss_glu(be, tmp, g, batch, ch, len);
+    ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
+}
+
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps)
 {

@@ -173,6 +173,41 @@ static void test_reductions(void)
     CMP(dy, y, k, 1e-6, "group_norm 4 groups");
     ss_group_norm(cpu, y, x, B * 40, C, 7, 4, g, bb, 1e-5f); ss_group_norm(gpu, dy, dx, B * 40, C, 7, 4, dg, db, 1e-5f);
     CMP(dy, y, (size_t)B * 40 * C * 7, 1e-6, "group_norm short rows");
+    /* fused passes against the CPU's composition of the unfused ops: long and short rows,
+     * 1 and 4 groups, with and without affine */
+    {
+        const int shapes[][3] = {{3, 12, 97}, {40, 6, 7}};       /* batch, ch, len */
+        for (int si = 0; si < 2; si++)
+            for (int groups = 1; groups <= 4; groups += 3) {
+                int bt = shapes[si][0], ch = shapes[si][1];
+                int64_t ln = shapes[si][2];
+                size_t nx = (size_t)bt * ch * (size_t)ln, ng = 2 * nx;
+                float *hx = rnd(nx), *hg = rnd(ng), *ga = rnd((size_t)2 * ch), *be_ = rnd((size_t)2 * ch);
+                float *hg2 = malloc(ng * sizeof *hg2), *tmp = malloc(nx * sizeof *tmp), *ref = malloc(nx * sizeof *ref);
+                memcpy(hg2, hg, ng * sizeof *hg2);
+                memcpy(ref, hx, nx * sizeof *ref);
+                float *ddx = up(hx, nx), *ddg = up(hg, ng), *dga = up(ga, (size_t)2 * ch), *dbe = up(be_, (size_t)2 * ch);
+                float *dtmp = poison(nx), *dgel = poison(ng);
+                int aff = groups == 1;
+                ss_group_norm_glu_add(cpu, ref, hg2, tmp, bt, ch, ln, groups, aff ? ga : NULL, aff ? be_ : NULL, 1e-5f);
+                ss_group_norm_glu_add(gpu, ddx, ddg, dtmp, bt, ch, ln, groups, aff ? dga : NULL, aff ? dbe : NULL,
+                                      1e-5f);
+                CMP(ddx, ref, nx, 1e-6, "group_norm_glu_add");
+                float *hgk = down(ddg, ng);                /* the fused op leaves g as it was */
+                int kept = hgk && memcmp(hgk, hg, ng * sizeof *hg) == 0;
+                free(hgk);
+                ss_upload(gpu, ddg, hg, ng);               /* (the composition normalised it) */
+                ss_group_norm(cpu, hg2, hg, bt, 2 * ch, ln, groups, ga, be_, 1e-5f);
+                ss_gelu(cpu, hg2, hg2, ng);
+                ss_group_norm_gelu(gpu, dgel, ddg, bt, 2 * ch, ln, groups, dga, dbe, 1e-5f);
+                CMP(dgel, hg2, ng, 1e-6, "group_norm_gelu");
+                ss_free(gpu, ddx); ss_free(gpu, ddg); ss_free(gpu, dga); ss_free(gpu, dbe); ss_free(gpu, dtmp);
+                ss_free(gpu, dgel);
+                free(hx); free(hg); free(ga); free(be_); free(hg2); free(tmp); free(ref);
+                if (!gpu_is_cpu)
+                    CHECK(kept, "group_norm_glu_add (fused) changed g");
+            }
+    }
     ss_transpose(cpu, y, x, 3, 101, (int)(n / 303)); ss_transpose(gpu, dy, dx, 3, 101, (int)(n / 303));
     CMP(dy, y, 3 * 101 * (n / 303), 0, "transpose");
     STATUS_OK();

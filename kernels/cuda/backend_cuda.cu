@@ -730,6 +730,84 @@ static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, int batch
     return SS_OK;
 }
 
+static ss_status cu_group_norm_gelu(void *vctx, float *y, const float *x, int batch, int ch, int64_t len,
+                                    int groups, const float *gamma, const float *beta, float eps, ss_error *err)
+{
+    return group_norm_act((cuda_ctx *)vctx, y, x, batch, ch, len, groups, gamma, beta, eps, 1, err);
+}
+
+/* x [batch, ch, len] += glu(group_norm(g)): the GLU's two halves are channels c and
+ * ch + c of g [batch, 2ch, len]; same arithmetic as k_gn_apply_rows, k_glu_rows and
+ * k_add one after the other.  gn_coef: mean, scale, shift of channel cc of item b. */
+__device__ __forceinline__ void gn_coef(float *co, const double *acc, int b, int cc, int per, int groups, int64_t gn,
+                                        const float *gamma, const float *beta, float eps)
+{
+    size_t grp = (size_t)b * groups + cc / per;
+    double m = acc[2 * grp] / (double)gn;
+    double var = acc[2 * grp + 1] / (double)gn - m * m;
+    float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    co[0] = (float)m;
+    co[1] = rs * (gamma ? gamma[cc] : 1.0f);
+    co[2] = beta ? beta[cc] : 0.0f;
+}
+
+__device__ __forceinline__ float gn_glu(float a, float b, const float *ca, const float *cb)
+{
+    float va = (a - ca[0]) * ca[1] + ca[2];
+    float vb = (b - cb[0]) * cb[1] + cb[2];
+    return va / (1.0f + expf(-vb));
+}
+
+/* One output row (b, c) per blockIdx.x. */
+__global__ void k_gn_glu_add_rows(float *x, const float *g, const double *acc, int ch, int groups, int64_t len,
+                                  int64_t gn, const float *gamma, const float *beta, float eps)
+{
+    int b = (int)(blockIdx.x / (unsigned)ch), c = (int)(blockIdx.x % (unsigned)ch), per = 2 * ch / groups;
+    float ca[3], cb[3];
+    gn_coef(ca, acc, b, c, per, groups, gn, gamma, beta, eps);
+    gn_coef(cb, acc, b, c + ch, per, groups, gn, gamma, beta, eps);
+    const float *ga = g + ((size_t)b * 2 * ch + c) * (size_t)len, *gb = ga + (size_t)ch * (size_t)len;
+    float *xr = x + (size_t)blockIdx.x * (size_t)len;
+    ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu(ga[j], gb[j], ca, cb);
+}
+
+/* Short rows: one thread per element of x. */
+__global__ void k_gn_glu_add(float *x, const float *g, const double *acc, size_t n, int ch, int groups, int64_t len,
+                             int64_t gn, const float *gamma, const float *beta, float eps)
+{
+    GRID_LOOP(i, n) {
+        size_t row = i / (size_t)len, j = i % (size_t)len;
+        int b = (int)(row / (size_t)ch), c = (int)(row % (size_t)ch), per = 2 * ch / groups;
+        float ca[3], cb[3];
+        gn_coef(ca, acc, b, c, per, groups, gn, gamma, beta, eps);
+        gn_coef(cb, acc, b, c + ch, per, groups, gn, gamma, beta, eps);
+        const float *ga = g + ((size_t)b * 2 * ch + c) * (size_t)len + j;
+        x[i] = x[i] + gn_glu(ga[0], ga[(size_t)ch * (size_t)len], ca, cb);
+    }
+}
+
+static ss_status cu_group_norm_glu_add(void *vctx, float *x, const float *g, int batch, int ch, int64_t len,
+                                       int groups, const float *gamma, const float *beta, float eps, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (groups <= 0 || (2 * ch) % groups)
+        return fail(err, SS_E_INTERNAL, "cuda group_norm_glu_add: %d channels in %d groups", 2 * ch, groups);
+    size_t rows = (size_t)batch * ch, n = rows * (size_t)len;
+    int64_t ng = (int64_t)batch * groups, gn = (int64_t)(2 * ch / groups) * len;
+    double *acc = (double *)scratch(c, (size_t)ng * 2 * sizeof(double), err);
+    if (!acc) return err->code;
+    if (stats(c, acc, g, ng, gn, err) != SS_OK)
+        return err->code;
+    if (use_rows(rows, len))
+        LAUNCH_ROWS(k_gn_glu_add_rows, rows, len, x, g, acc, ch, groups, len, gn, gamma, beta, eps);
+    else
+        LAUNCH(k_gn_glu_add, n, x, g, acc, n, ch, groups, len, gn, gamma, beta, eps);
+    CK_LAUNCH(c, err, "group_norm_glu_add");
+    return SS_OK;
+}
+
 static ss_status cu_group_norm(void *vctx, float *y, const float *x, int batch, int ch, int64_t len, int groups,
                                const float *gamma, const float *beta, float eps, ss_error *err)
 {
@@ -1323,6 +1401,8 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->istft = cu_istft;
     f->copy4d = cu_copy4d;
     f->standardize_coef = cu_standardize_coef;
+    f->group_norm_gelu = cu_group_norm_gelu;
+    f->group_norm_glu_add = cu_group_norm_glu_add;
     f->graph_begin = cu_graph_begin;
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
