@@ -64,7 +64,9 @@ static void conv2d_ref(const ss_conv2d_desc *d, const float *x, const float *w, 
                 }
 }
 
-/* relative L2 error of ss_cpu_conv2d (tile 0) or of Winograd F(tile x tile, 3x3) */
+/* relative L2 error of ss_cpu_conv2d (tile 0), of Winograd F(tile x tile, 3x3)
+ * (tile 2, 4) or of the direct 1-D path (tile CONV_DIRECT) */
+#define CONV_DIRECT (-1)
 static double conv2d_case(ss_conv2d_desc d, int with_bias, int tile)
 {
     int oh = ss_conv_out(d.h, d.kh, d.sh, d.ph, d.dh), ow = ss_conv_out(d.w, d.kw, d.sw, d.pw, d.dw);
@@ -76,8 +78,10 @@ static double conv2d_case(ss_conv2d_desc d, int with_bias, int tile)
     double err = 1.0;
     if (x && w && bias && y && ref) {
         conv2d_ref(&d, x, w, with_bias ? bias : NULL, ref);
-        ss_status st = tile ? ss_cpu_conv2d_winograd(pool, &d, x, w, with_bias ? bias : NULL, y, tile)
-                            : ss_cpu_conv2d(pool, &d, x, w, with_bias ? bias : NULL, y);
+        const float *b = with_bias ? bias : NULL;
+        ss_status st = tile == CONV_DIRECT ? ss_cpu_conv2d_direct1d(pool, &d, x, w, b, y)
+                       : tile             ? ss_cpu_conv2d_winograd(pool, &d, x, w, b, y, tile)
+                                          : ss_cpu_conv2d(pool, &d, x, w, b, y);
         if (st == SS_OK)
             err = rel_l2(y, ref, ny);
     }
@@ -160,6 +164,92 @@ static void test_conv2d_winograd_threads(void)
         s1 = ss_cpu_conv2d_winograd(NULL, &d, x, w, bias, y1, tile);
         s2 = ss_cpu_conv2d_winograd(p2, &d, x, w, bias, y2, tile);
         s3 = ss_cpu_conv2d_winograd(pool, &d, x, w, bias, y3, tile);
+        same = memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
+    }
+    ss_pool_free(p2);
+    free(x);
+    free(w);
+    free(bias);
+    free(y1);
+    free(y2);
+    free(y3);
+    CHECK(ok, "out of memory");
+    CHECK(s1 == SS_OK && s2 == SS_OK && s3 == SS_OK, "status %d %d %d", (int)s1, (int)s2, (int)s3);
+    CHECK(same, "outputs differ between 1, 2 and 3 threads");
+}
+
+/* 1-D, stride 1 (kh 1, ph 0): one sgemm per tap on x in place.  Through
+ * ss_cpu_conv2d (which sends kw > 1 or pw > 0 there) and called directly (the
+ * pointwise ones too): odd sizes, dilation 1 to 4, padding equal to, smaller
+ * and larger than the dilation (output columns no tap reaches), input shorter
+ * than the kernel span, planes of several rows, batch 1 and batch > threads
+ * (the pool has 3), rows longer than one column block (cache-sized blocks,
+ * evened out: tails and tap boundaries inside blocks). */
+static void test_conv2d_direct1d(void)
+{
+    /* batch, cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw */
+    static const ss_conv2d_desc cases[] = {
+        {1, 48, 1, 336, 6, 1, 3, 1, 1, 0, 1, 1, 1},    /* DConv conv1, dilation 1 */
+        {5, 7, 1, 37, 3, 1, 3, 1, 1, 0, 2, 1, 2},      /* dilation 2, batch > threads */
+        {2, 5, 1, 29, 9, 1, 3, 1, 1, 0, 4, 1, 4},      /* dilation 4 */
+        {7, 1, 1, 1, 1, 1, 3, 1, 1, 0, 1, 1, 1},       /* one column, one channel */
+        {1, 3, 1, 11, 4, 1, 3, 1, 1, 0, 1, 1, 3},      /* padding < dilation */
+        {3, 4, 1, 13, 5, 1, 3, 1, 1, 0, 5, 1, 2},      /* padding > dilation */
+        {2, 3, 1, 4, 2, 1, 3, 1, 1, 0, 6, 1, 2},       /* shorter than the span; edge columns get no tap */
+        {1, 2, 1, 2, 3, 1, 5, 1, 1, 0, 4, 1, 2},       /* span 9 on 2 columns */
+        {2, 6, 1, 17, 4, 1, 2, 1, 1, 0, 1, 1, 3},      /* even kernel */
+        {2, 3, 4, 9, 5, 1, 3, 1, 1, 0, 1, 1, 1},       /* several rows */
+        {2, 3, 2, 7, 4, 1, 1, 1, 1, 0, 2, 1, 1},       /* 1x1 with padding */
+        {1, 48, 1, 5000, 6, 1, 3, 1, 1, 0, 2, 1, 2},   /* several column blocks */
+        {1, 384, 1, 700, 48, 1, 3, 1, 1, 0, 4, 1, 4},  /* narrow blocks (large cin), odd tail */
+        {9, 33, 1, 251, 17, 1, 3, 1, 1, 0, 1, 1, 1},
+    };
+    /* pointwise: ss_cpu_conv2d keeps these on its own sgemm, the direct path takes them too */
+    static const ss_conv2d_desc pointwise[] = {
+        {3, 7, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1},
+        {1, 6, 1, 5000, 96, 1, 1, 1, 1, 0, 0, 1, 1},
+        {4, 12, 1, 336, 24, 1, 1, 1, 1, 0, 0, 1, 1},
+    };
+    double worst = 0.0;
+    for (int via = 0; via < 2; via++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            for (int wb = 0; wb < 2; wb++) {
+                double e = conv2d_case(cases[i], wb, via ? CONV_DIRECT : 0);
+                CHECK(e <= TOL, "%s case %zu bias %d: relative L2 %.3g", via ? "direct" : "conv2d", i, wb, e);
+                worst = e > worst ? e : worst;
+            }
+    for (size_t i = 0; i < sizeof pointwise / sizeof pointwise[0]; i++)
+        for (int wb = 0; wb < 2; wb++) {
+            double e = conv2d_case(pointwise[i], wb, CONV_DIRECT);
+            CHECK(e <= TOL, "pointwise case %zu bias %d: relative L2 %.3g", i, wb, e);
+            worst = e > worst ? e : worst;
+        }
+    fprintf(stderr, "conv2d direct 1-D: worst relative L2 %.3g\n", worst);
+    /* other geometries are refused */
+    ss_conv2d_desc bad = {1, 2, 5, 5, 2, 3, 3, 1, 1, 1, 1, 1, 1};
+    float buf[64] = {0};
+    CHECK(ss_cpu_conv2d_direct1d(pool, &bad, buf, buf, NULL, buf) == SS_E_USAGE, "kh 3 accepted");
+    bad = (ss_conv2d_desc){1, 2, 1, 5, 2, 1, 3, 1, 2, 0, 1, 1, 1};
+    CHECK(ss_cpu_conv2d_direct1d(pool, &bad, buf, buf, NULL, buf) == SS_E_USAGE, "stride 2 accepted");
+    bad = (ss_conv2d_desc){1, 2, 1, 5, 2, 1, 3, 1, 1, 1, 1, 1, 1};
+    CHECK(ss_cpu_conv2d_direct1d(pool, &bad, buf, buf, NULL, buf) == SS_E_USAGE, "ph 1 accepted");
+}
+
+/* The direct path gives the same bits whatever the thread count. */
+static void test_conv2d_direct1d_threads(void)
+{
+    ss_conv2d_desc d = {2, 48, 1, 3001, 12, 1, 3, 1, 1, 0, 2, 1, 2};
+    int ow = ss_conv_out(d.w, d.kw, d.sw, d.pw, d.dw);
+    size_t nx = (size_t)d.batch * d.cin * d.w, nw = (size_t)d.cout * d.cin * d.kw, ny = (size_t)d.batch * d.cout * ow;
+    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
+    float *y1 = rand_buf(ny, 0.0f), *y2 = rand_buf(ny, 0.0f), *y3 = rand_buf(ny, 0.0f);
+    ss_pool *p2 = ss_pool_new(2);
+    int ok = x && w && bias && y1 && y2 && y3 && p2, same = ok;
+    ss_status s1 = SS_OK, s2 = SS_OK, s3 = SS_OK;
+    for (int wb = 0; wb < 2 && same; wb++) {
+        s1 = ss_cpu_conv2d_direct1d(NULL, &d, x, w, wb ? bias : NULL, y1);
+        s2 = ss_cpu_conv2d_direct1d(p2, &d, x, w, wb ? bias : NULL, y2);
+        s3 = ss_cpu_conv2d_direct1d(pool, &d, x, w, wb ? bias : NULL, y3);
         same = memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
     }
     ss_pool_free(p2);
@@ -410,6 +500,8 @@ int main(void)
     RUN(test_conv2d_general);
     RUN(test_conv2d_winograd);
     RUN(test_conv2d_winograd_threads);
+    RUN(test_conv2d_direct1d);
+    RUN(test_conv2d_direct1d_threads);
     RUN(test_conv_transpose2d);
     RUN(test_group_norm);
     RUN(test_layer_norm);

@@ -54,6 +54,11 @@ ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, con
  * direct product. */
 ss_status ss_cpu_conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                                  const float *bias, float *y, int tile);
+/* kh 1, stride 1, vertical padding 0 and dilation 1 only (else SS_E_USAGE):
+ * one sgemm per tap on the input shifted in place, no im2col; ss_cpu_conv2d
+ * uses it for that geometry (the DConv 1-D and pointwise convolutions). */
+ss_status ss_cpu_conv2d_direct1d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                 const float *bias, float *y);
 ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
                                   const float *bias, float *y);
 

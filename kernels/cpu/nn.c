@@ -12,7 +12,9 @@
  * items (the frequency-branch DConv sees one item per frequency row) runs one
  * item per task.  3x3 convolutions with stride 1 and padding 1 (the decoder
  * rewrite convs) go through Winograd F(4x4, 3x3) instead: 36 products of
- * transformed filters and tiles, 4x fewer multiply-adds.
+ * transformed filters and tiles, 4x fewer multiply-adds.  1-D convolutions
+ * with stride 1 and more than one tap (the DConv dilated convs) need no
+ * im2col at all: one product per tap on the input read in place.
  */
 #include "cpu_ops.h"
 
@@ -830,12 +832,136 @@ ss_status ss_cpu_conv2d_winograd(ss_pool *p, const ss_conv2d_desc *d, const floa
     return SS_OK;
 }
 
+/* ---- conv2d 1-D, stride 1: one sgemm per tap, no im2col ----------------------------- */
+
+/* kh 1, stride 1, no vertical padding: row r of an item's output is
+ *   y[:, r, ox] = bias + sum_k W_k x[:, r, ox + k dw - pw]
+ * with W_k [cout, cin] the weights of tap k (repacked contiguous) and x zero
+ * outside [0, w).  Tap k is one product on the output columns whose input
+ * column exists, read in place (ldb = the plane), added with beta 1 into the
+ * bias (or written with beta 0 by a tap that covers the whole block when
+ * there is no bias).  A pointwise conv (kw 1, pw 0) sees the plane as one row.
+ * Tasks are (item, row, column block) with blocks sized from the shape only
+ * (x and y of a block within DIRECT_BUDGET floats, so the kw reads of x hit
+ * the cache), so the result does not depend on the thread count. */
+
+/* Floats of input and output columns one task works on (256 KiB). */
+#define DIRECT_BUDGET ((int64_t)1 << 16)
+
+typedef struct direct_job {
+    const ss_conv2d_desc *d;
+    const float *x, *wk, *bias;   /* wk [kw][cout][cin]                       */
+    float *y;
+    int rows, win, wout;          /* rows per item, input / output row length */
+    int block, nblocks;           /* output columns per task, tasks per row   */
+} direct_job;
+
+SS_VECTORISE static void fill_span(float *y, int n, float v)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = v;
+}
+
+static void direct_task(void *arg, int64_t t)
+{
+    const direct_job *j = arg;
+    const ss_conv2d_desc *d = j->d;
+    int64_t per_item = (int64_t)j->rows * j->nblocks, b = t / per_item;
+    int r = (int)(t % per_item / j->nblocks), c0 = (int)(t % j->nblocks) * j->block;
+    int c1 = c0 + j->block < j->wout ? c0 + j->block : j->wout;
+    int ldx = j->rows * j->win, ldy = j->rows * j->wout;
+    const float *xr = j->x + b * d->cin * (int64_t)ldx + (int64_t)r * j->win;
+    float *yr = j->y + b * d->cout * (int64_t)ldy + (int64_t)r * j->wout;
+    int first = -1;                   /* the tap written with beta 0, if any */
+    if (j->bias) {
+        for (int co = 0; co < d->cout; co++)
+            fill_span(yr + (int64_t)co * ldy + c0, c1 - c0, j->bias[co]);
+    } else {
+        for (int k = 0; k < d->kw && first < 0; k++) {
+            int sh = k * d->dw - d->pw;
+            if (c0 + sh >= 0 && c1 + sh <= j->win)
+                first = k;
+        }
+        if (first < 0)
+            for (int co = 0; co < d->cout; co++)
+                fill_span(yr + (int64_t)co * ldy + c0, c1 - c0, 0.0f);
+    }
+    for (int i = -1; i < d->kw; i++) {
+        int k = i < 0 ? first : i;
+        if (k < 0 || (i >= 0 && k == first))
+            continue;
+        int sh = k * d->dw - d->pw;
+        int lo = c0 > -sh ? c0 : -sh, hi = c1 < j->win - sh ? c1 : j->win - sh;
+        if (lo >= hi)
+            continue;
+        /* y[:, lo:hi] (+)= W_k [cout, cin] @ x[:, lo+sh:hi+sh] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, hi - lo, d->cin, 1.0f,
+                    j->wk + (int64_t)k * d->cout * d->cin, d->cin, xr + lo + sh, ldx, i < 0 ? 0.0f : 1.0f,
+                    yr + lo, ldy);
+    }
+}
+
+ss_status ss_cpu_conv2d_direct1d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                 const float *bias, float *y)
+{
+    if (!(d->kh == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->dh == 1) || d->kw < 1 || d->dw < 1 ||
+        d->pw < 0)
+        return SS_E_USAGE;
+    int ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    if (d->batch <= 0 || d->cout <= 0 || d->h <= 0 || ow <= 0)
+        return SS_OK;
+    if (d->cin <= 0) {
+        /* empty sum: the bias alone */
+        bias_job bj = {.y = y, .bias = bias, .ch = d->cout, .len = (int64_t)d->h * ow};
+        ss_pool_for(p, (int64_t)d->batch * d->cout, bias_fill_row, &bj);
+        return SS_OK;
+    }
+    direct_job j = {.d = d, .x = x, .bias = bias, .y = y, .rows = d->h, .win = d->w, .wout = ow};
+    if (d->kw == 1 && d->pw == 0) {
+        j.rows = 1;                   /* pointwise: the plane is one row */
+        j.win = j.wout = d->h * d->w;
+    }
+    /* blocks: as many as the budget needs, evened out, multiples of 16 */
+    int64_t cap = DIRECT_BUDGET / (d->cin + d->cout);
+    cap = cap < 128 ? 128 : cap / 16 * 16;
+    j.nblocks = (int)((j.wout + cap - 1) / cap);
+    j.block = (j.wout + j.nblocks - 1) / j.nblocks;
+    j.block = (j.block + 15) / 16 * 16;
+    if (j.block >= j.wout)
+        j.block = j.wout;
+    j.nblocks = (j.wout + j.block - 1) / j.block;
+    float *wk = NULL;
+    if (d->kw > 1) {
+        /* W_k [cout, cin] from w [cout, cin, 1, kw] */
+        size_t n = (size_t)d->kw * d->cout * d->cin;
+        wk = malloc(n * sizeof *wk);
+        if (!wk)
+            return SS_E_NOMEM;
+        for (int64_t co = 0; co < d->cout; co++)
+            for (int64_t ci = 0; ci < d->cin; ci++)
+                for (int64_t k = 0; k < d->kw; k++)
+                    wk[(k * d->cout + co) * d->cin + ci] = w[(co * d->cin + ci) * d->kw + k];
+        j.wk = wk;
+    } else {
+        j.wk = w;
+    }
+    ss_pool_for(p, (int64_t)d->batch * j.rows * j.nblocks, direct_task, &j);
+    free(wk);
+    return SS_OK;
+}
+
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y)
 {
     if (d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 && d->dh == 1 &&
         d->dw == 1)
         return ss_cpu_conv2d_winograd(p, d, x, w, bias, y, 4);
+    /* 1-D stride 1 with more than one tap (or padding): one sgemm per tap.  A
+     * pointwise conv is one sgemm on x either way; it stays below, where one
+     * product per item (or column blocks of one item over the pool) measured
+     * no slower than the direct path's cache-sized blocks. */
+    if (d->kh == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->dh == 1 && (d->kw > 1 || d->pw > 0))
+        return ss_cpu_conv2d_direct1d(p, d, x, w, bias, y);
     int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh);
     int ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
     if (d->batch <= 0 || d->cout <= 0 || oh <= 0 || ow <= 0)
