@@ -113,11 +113,20 @@ typedef struct mem_file {
     sf_count_t pos;             /* current offset, 0 .. size (seeks are clamped)     */
 } mem_file;
 
+/* A clone's view of its original's descriptor: pread(2) at its own offset, so
+ * readers of one file never move each other's position. */
+typedef struct pread_file {
+    int fd;
+    sf_count_t size, pos;
+} pread_file;
+
 struct ss_audio_reader {
-    SNDFILE *sf;        /* libsndfile handle reading fd or mem                       */
+    SNDFILE *sf;        /* libsndfile handle reading fd, mem or pf                   */
     int fd;             /* our descriptor (for "-": a spooled, already unlinked copy);
-                           -1 for audio in memory                                    */
+                           -1 for audio in memory and for clones                     */
     mem_file mem;       /* audio in memory (ss_audio_open_memory), else unused       */
+    pread_file pf;      /* a clone of a reader on a descriptor, else unused           */
+    int major;          /* libsndfile major format (SF_FORMAT_WAV, ...)               */
     char *name;         /* path used in messages ("standard input" for "-")          */
     int channels;       /* channels per frame                                        */
     int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
@@ -268,6 +277,7 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
         return st;
     }
     r->channels = sfi->channels;
+    r->major = sfi->format & SF_FORMAT_TYPEMASK;
     r->frames = (sfi->frames < 0 || sfi->frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi->frames;
     r->pos = 0;
     if (info) {
@@ -372,6 +382,115 @@ ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, 
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
     return reader_finish(r, sf_open_virtual(&vio, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
+}
+
+/* ---- clones: more readers of one file, each at its own position ---- */
+
+static sf_count_t pf_get_filelen(void *user) { return ((pread_file *)user)->size; }
+
+static sf_count_t pf_seek(sf_count_t offset, int whence, void *user)
+{
+    pread_file *f = user;
+    sf_count_t base = whence == SEEK_CUR ? f->pos : whence == SEEK_END ? f->size : 0;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
+        return -1;
+    if (offset < 0)
+        f->pos = offset < -base ? 0 : base + offset;
+    else
+        f->pos = offset > f->size - base ? f->size : base + offset;
+    return f->pos;
+}
+
+static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
+{
+    pread_file *f = user;
+    sf_count_t done = 0;
+    while (done < count && f->pos < f->size) {
+        sf_count_t want = count - done < f->size - f->pos ? count - done : f->size - f->pos;
+        ssize_t n = pread(f->fd, (char *)ptr + done, (size_t)want, (off_t)f->pos);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += n;
+        f->pos += n;
+    }
+    return done;
+}
+
+static sf_count_t pf_write(const void *ptr, sf_count_t count, void *user)
+{
+    (void)ptr, (void)count, (void)user;
+    return 0;
+}
+
+static sf_count_t pf_tell(void *user) { return ((pread_file *)user)->pos; }
+
+int ss_audio_seekable(const ss_audio_reader *r)
+{
+    if (!r || r->frames < 0)
+        return 0;
+    switch (r->major) {
+    case SF_FORMAT_WAV: case SF_FORMAT_WAVEX: case SF_FORMAT_RF64: case SF_FORMAT_W64:
+    case SF_FORMAT_AIFF: case SF_FORMAT_AU: case SF_FORMAT_CAF: case SF_FORMAT_FLAC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err)
+{
+    if (!r)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_seek: NULL reader");
+    if (!ss_audio_seekable(r) || frame < 0 || frame > r->frames)
+        return ss_fail(err, SS_E_INTERNAL, "%s: cannot seek to frame %" PRId64, r->name, frame);
+    if (sf_seek(r->sf, (sf_count_t)frame, SEEK_SET) != (sf_count_t)frame) {
+        char why[256];
+        tidy_sf_message(sf_strerror(r->sf), why, sizeof why);
+        return ss_fail(err, SS_E_IO, "%s: cannot seek to frame %" PRId64 ": %s", r->name, frame, why);
+    }
+    r->pos = frame;
+    return SS_OK;
+}
+
+ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!r || !out)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_clone: NULL argument");
+    if (!ss_audio_seekable(r))
+        return ss_fail(err, SS_E_INTERNAL, "%s: not a format stemsplit reads in parallel", r->name);
+    ss_audio_reader *c = calloc(1, sizeof *c);
+    if (!c)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it again", r->name);
+    c->fd = -1;
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    SNDFILE *sf;
+    if (r->fd >= 0) {
+        struct stat sb;
+        if (fstat(r->fd, &sb) != 0) {
+            ss_status st = ss_fail(err, SS_E_IO, "%s: %s", r->name, strerror(errno));
+            free(c);
+            return st;
+        }
+        c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0};
+        static SF_VIRTUAL_IO pio = {pf_get_filelen, pf_seek, pf_read, pf_write, pf_tell};
+        sf = sf_open_virtual(&pio, SFM_READ, &sfi, &c->pf);
+    } else {
+        c->mem = (mem_file){r->mem.data, r->mem.size, 0};
+        static SF_VIRTUAL_IO vio = {mem_get_filelen, mem_seek, mem_read, mem_write, mem_tell};
+        sf = sf_open_virtual(&vio, SFM_READ, &sfi, &c->mem);
+    }
+    ss_status st = reader_finish(c, sf, &sfi, r->name, out, NULL, err);
+    if (st == SS_OK && (c->channels != r->channels || c->frames != r->frames || c->major != r->major)) {
+        ss_audio_close(c);
+        *out = NULL;
+        return ss_fail(err, SS_E_IO, "%s: changed while being read", r->name);
+    }
+    return st;
 }
 
 ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err)

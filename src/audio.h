@@ -39,6 +39,15 @@ ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, 
 ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err);
 /* Back to the first frame (for the second pass). */
 ss_status ss_audio_rewind(ss_audio_reader *r, ss_error *err);
+/* 1 when the length is known and the format seeks to an exact frame (WAV,
+ * RF64, W64, AIFF, AU, CAF, FLAC): such a reader can be sought and cloned. */
+int ss_audio_seekable(const ss_audio_reader *r);
+/* Go to `frame` (0 .. frames) of a seekable reader. */
+ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err);
+/* A second reader of the same file (or memory) with its own position, for
+ * reading parts of it on other threads; seekable readers only.  It borrows
+ * r's descriptor or bytes: close it before r. */
+ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err);
 void ss_audio_close(ss_audio_reader *r);
 
 /* Does libsndfile recognise this file as audio?  (Opens and closes it.) */

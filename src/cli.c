@@ -482,6 +482,7 @@ int main(int argc, char **argv)
     if ((v = ss_clip_parse(o.clip)) < 0)
         return usage_error("--clip '%s': expected rescale, clamp or none", o.clip);
     sp.clip = (ss_clip)v;
+    sp.threads = o.threads;
     int prec = ss_precision_parse(o.precision);
     if (prec < 0)
         return usage_error("--precision '%s': expected auto, fp32, tf32, bf16, fp16 or mixed", o.precision);

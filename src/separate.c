@@ -145,6 +145,38 @@ static ss_status make_parents(const char *path, ss_error *err)
     return SS_OK;
 }
 
+/* The outcome of one output's job; the first member of every per-output job. */
+typedef struct out_result {
+    ss_status status;
+    ss_error err;
+} out_result;
+
+/* Run fn on n jobs of `size` bytes each (each starting with its out_result),
+ * one thread per job (the first on this thread; a job whose thread cannot be
+ * had runs here too); the first failure is returned with its message. */
+static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size, ss_error *err)
+{
+    pthread_t tid[SS_MAX_SOURCES + 1];
+    int started[SS_MAX_SOURCES + 1] = {0};
+    char *job = jobs;
+    for (int k = 1; k < n; k++)
+        started[k] = pthread_create(&tid[k], NULL, fn, job + (size_t)k * size) == 0;
+    if (n > 0)
+        fn(job);
+    for (int k = 1; k < n; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            fn(job + (size_t)k * size);
+    }
+    for (int k = 0; k < n; k++) {
+        const out_result *r = (const out_result *)(job + (size_t)k * size);
+        if (r->status != SS_OK)
+            return ss_fail(err, r->status, "%s", r->err.msg);
+    }
+    return SS_OK;
+}
+
 /* ---- decode side -------------------------------------------------------------------- */
 
 typedef struct decoder {
@@ -162,73 +194,197 @@ typedef struct decoder {
 } decoder;
 
 /* File layout -> model channels: mono duplicated, or averaged down to mono. */
-static void map_channels(const decoder *d, const float *in, float *out, int64_t n)
+static void map_channels_n(int cin, int cm, const float *in, float *out, int64_t n)
 {
-    if (d->cin == d->cm) {
-        memcpy(out, in, sizeof(float) * (size_t)(n * d->cm));
-    } else if (d->cin == 1) {
+    if (cin == cm) {
+        memcpy(out, in, sizeof(float) * (size_t)(n * cm));
+    } else if (cin == 1) {
         for (int64_t i = 0; i < n; i++)
-            for (int c = 0; c < d->cm; c++)
-                out[i * d->cm + c] = in[i];
+            for (int c = 0; c < cm; c++)
+                out[i * cm + c] = in[i];
     } else {
         for (int64_t i = 0; i < n; i++) {
             float s = 0.0f;
-            for (int c = 0; c < d->cin; c++)
-                s += in[i * d->cin + c];
-            out[i] = s / (float)d->cin;
+            for (int c = 0; c < cin; c++)
+                s += in[i * cin + c];
+            out[i] = s / (float)cin;
         }
     }
 }
 
-/* Frame i of the mapped block as mono: the mean over the model's channels. */
-static double mono_at(const decoder *d, int64_t i)
+static void map_channels(const decoder *d, const float *in, float *out, int64_t n)
+{
+    map_channels_n(d->cin, d->cm, in, out, n);
+}
+
+/* Frame i of a mapped block as mono: the mean over the model's channels. */
+static double mono_at(const float *mapped, int cm, int64_t i)
 {
     double v = 0.0;
-    for (int c = 0; c < d->cm; c++)
-        v += d->mapped[i * d->cm + c];
-    return v / d->cm;
+    for (int c = 0; c < cm; c++)
+        v += mapped[i * cm + c];
+    return v / cm;
 }
 
-/* Pass 1: mean and unbiased std of the mono mix (mean over channels), as the
- * demucs CLI computes them, with NaN/Inf refused.  Each block's mean and sum of
- * squared deviations (two passes over the block in cache), merged into the
- * running ones with Chan et al.'s pairwise update: no division per sample. */
-static ss_status decode_stats(decoder *d, int64_t frames, ss_error *err)
+/* One block's mean and sum of squared deviations (two passes over it in cache);
+ * -1 when every sample is finite, else the index of the first frame that is not. */
+static int64_t block_moments(const float *mapped, int cm, int64_t n, double *mean, double *m2)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += mono_at(mapped, cm, i);
+    if (!isfinite(sum))                          /* some sample is NaN or infinite: which */
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(mono_at(mapped, cm, i)))
+                return i;
+    double bmean = sum / (double)n, bm2 = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = mono_at(mapped, cm, i) - bmean;
+        bm2 += v * v;
+    }
+    *mean = bmean;
+    *m2 = bm2;
+    return -1;
+}
+
+/* Blocks [b0, b1) of the file read through a clone of the reader on a thread of
+ * their own, moments into the shared per-block arrays. */
+typedef struct stats_part {
+    out_result res;                /* first member: each_output's contract */
+    const ss_audio_reader *rd;
+    const char *input;
+    int cin, cm;
+    int64_t frames, b0, b1;
+    double *mean, *m2;
+    int64_t bad;                   /* first non-finite frame, -1 when none */
+} stats_part;
+
+static void *stats_part_run(void *arg)
+{
+    stats_part *t = arg;
+    ss_error *err = &t->res.err;
+    ss_audio_reader *rd = NULL;
+    float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)t->cin);
+    float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(t->cm > t->cin ? t->cm : t->cin));
+    ss_status s = raw && mapped ? ss_audio_clone(t->rd, &rd, err)
+                                : ss_fail(err, SS_E_NOMEM, "%s: out of memory reading it", t->input);
+    if (s == SS_OK)
+        s = ss_audio_seek(rd, t->b0 * BLOCK, err);
+    for (int64_t b = t->b0; s == SS_OK && b < t->b1; b++) {
+        int64_t want = t->frames - b * BLOCK < BLOCK ? t->frames - b * BLOCK : BLOCK, got = 0;
+        if ((s = ss_audio_read(rd, raw, want, &got, err)) != SS_OK)
+            break;
+        if (got != want) {
+            s = ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", t->input,
+                        (long long)(b * BLOCK + got), (long long)t->frames);
+            break;
+        }
+        map_channels_n(t->cin, t->cm, raw, mapped, got);
+        int64_t bad = block_moments(mapped, t->cm, got, &t->mean[b], &t->m2[b]);
+        if (bad >= 0) {
+            t->bad = b * BLOCK + bad;
+            break;
+        }
+    }
+    ss_audio_close(rd);
+    free(raw);
+    free(mapped);
+    t->res.status = s;
+    return NULL;
+}
+
+#define STATS_MAX_THREADS 8
+
+/* Merge block moments in block order with Chan et al.'s pairwise update (no
+ * division per sample); serial and parallel passes merge the same blocks the
+ * same way, so they agree bit for bit. */
+static void merge_moments(double *mean, double *m2, int64_t *n, double bmean, double bm2, int64_t got)
+{
+    double delta = bmean - *mean, tot = (double)(*n + got);
+    *mean += delta * (double)got / tot;
+    *m2 += bm2 + delta * delta * (double)*n * (double)got / tot;
+    *n += got;
+}
+
+ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                       double *mean_out, double *std_out, ss_error *err)
 {
     double mean = 0.0, m2 = 0.0;
-    int64_t n = 0;
-    while (n < frames) {
-        int64_t got = 0;
-        ss_status s = ss_audio_read(d->rd, d->raw, BLOCK, &got, err);
+    int64_t n = 0, nblk = (frames + BLOCK - 1) / BLOCK;
+    if (threads <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online > 0 ? (int)online : 1;
+    }
+    if (threads > STATS_MAX_THREADS)
+        threads = STATS_MAX_THREADS;
+    if (threads > nblk / 2)                      /* at least two blocks a thread */
+        threads = (int)(nblk / 2);
+    if (threads > 1 && ss_audio_seekable(rd)) {
+        double *bmean = malloc(sizeof(double) * (size_t)nblk), *bm2 = malloc(sizeof(double) * (size_t)nblk);
+        stats_part parts[STATS_MAX_THREADS];
+        if (!bmean || !bm2) {
+            free(bmean);
+            free(bm2);
+            return ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+        }
+        for (int t = 0; t < threads; t++)
+            parts[t] = (stats_part){.rd = rd, .input = input, .cin = cin, .cm = cm, .frames = frames,
+                                    .b0 = nblk * t / threads, .b1 = nblk * (t + 1) / threads, .mean = bmean,
+                                    .m2 = bm2, .bad = -1};
+        ss_status s = each_output(threads, stats_part_run, parts, sizeof *parts, err);
+        for (int t = 0; s == SS_OK && t < threads; t++)
+            if (parts[t].bad >= 0)                 /* the first in file order */
+                s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input,
+                            (long long)parts[t].bad);
+        for (int64_t b = 0; s == SS_OK && b < nblk; b++)
+            merge_moments(&mean, &m2, &n, bmean[b], bm2[b], b + 1 < nblk ? BLOCK : frames - b * BLOCK);
+        free(bmean);
+        free(bm2);
         if (s != SS_OK)
             return s;
-        if (got == 0)
-            return ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", d->input,
-                           (long long)n, (long long)frames);
-        map_channels(d, d->raw, d->mapped, got);
-        double sum = 0.0;
-        for (int64_t i = 0; i < got; i++)
-            sum += mono_at(d, i);
-        if (!isfinite(sum))                     /* some sample is NaN or infinite: which */
-            for (int64_t i = 0; i < got; i++)
-                if (!isfinite(mono_at(d, i)))
-                    return ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", d->input,
-                                   (long long)(n + i));
-        double bmean = sum / (double)got, bm2 = 0.0;
-        for (int64_t i = 0; i < got; i++) {
-            double v = mono_at(d, i) - bmean;
-            bm2 += v * v;
+    } else {
+        float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)cin);
+        float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(cm > cin ? cm : cin));
+        ss_status s = raw && mapped ? SS_OK : ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+        while (s == SS_OK && n < frames) {
+            int64_t got = 0;
+            if ((s = ss_audio_read(rd, raw, BLOCK, &got, err)) != SS_OK)
+                break;
+            if (got == 0) {
+                s = ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", input,
+                            (long long)n, (long long)frames);
+                break;
+            }
+            map_channels_n(cin, cm, raw, mapped, got);
+            double bmean = 0.0, bm2 = 0.0;
+            int64_t bad = block_moments(mapped, cm, got, &bmean, &bm2);
+            if (bad >= 0) {
+                s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input,
+                            (long long)(n + bad));
+                break;
+            }
+            merge_moments(&mean, &m2, &n, bmean, bm2, got);
         }
-        double delta = bmean - mean, tot = (double)(n + got);
-        mean += delta * (double)got / tot;
-        m2 += bm2 + delta * delta * (double)n * (double)got / tot;
-        n += got;
+        free(raw);
+        free(mapped);
+        if (s != SS_OK)
+            return s;
+        if ((s = ss_audio_rewind(rd, err)) != SS_OK)
+            return s;
     }
-    d->mean = mean;
-    d->std = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
-    if (!(d->std > 1e-8))      /* digital silence: only remove the mean */
+    *mean_out = mean;
+    *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+    return SS_OK;
+}
+
+/* Pass 1: mean and unbiased std of the mono mix, as the demucs CLI computes them
+ * (ss_mix_stats); digital silence gets std 1 (only the mean is removed). */
+static ss_status decode_stats(decoder *d, int64_t frames, int threads, ss_error *err)
+{
+    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, err);
+    if (s == SS_OK && !(d->std > 1e-8))
         d->std = 1.0;
-    return ss_audio_rewind(d->rd, err);
+    return s;
 }
 
 /* Engine pull: normalised model-rate frames, planar [cm, cap]. */
@@ -349,37 +505,6 @@ static ss_status ensure(float **buf, int64_t *cap, int64_t need)
     return SS_OK;
 }
 
-/* The outcome of one output's job; the first member of every per-output job. */
-typedef struct out_result {
-    ss_status status;
-    ss_error err;
-} out_result;
-
-/* Run fn on n jobs of `size` bytes each (each starting with its out_result),
- * one thread per job (the first on this thread; a job whose thread cannot be
- * had runs here too); the first failure is returned with its message. */
-static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size, ss_error *err)
-{
-    pthread_t tid[SS_MAX_SOURCES + 1];
-    int started[SS_MAX_SOURCES + 1] = {0};
-    char *job = jobs;
-    for (int k = 1; k < n; k++)
-        started[k] = pthread_create(&tid[k], NULL, fn, job + (size_t)k * size) == 0;
-    if (n > 0)
-        fn(job);
-    for (int k = 1; k < n; k++) {
-        if (started[k])
-            pthread_join(tid[k], NULL);
-        else
-            fn(job + (size_t)k * size);
-    }
-    for (int k = 0; k < n; k++) {
-        const out_result *r = (const out_result *)(job + (size_t)k * size);
-        if (r->status != SS_OK)
-            return ss_fail(err, r->status, "%s", r->err.msg);
-    }
-    return SS_OK;
-}
 
 /* One output's share of a pushed block: sum its sources, de-normalise,
  * resample and write.  Outputs touch only their own state, so they run in
@@ -647,7 +772,7 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     }
     /* pass 1: statistics */
-    if ((s = decode_stats(d, ai->frames, err)) != SS_OK)
+    if ((s = decode_stats(d, ai->frames, p->threads, err)) != SS_OK)
         goto fail;
     j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
     d->file_left = ai->frames;

@@ -29,6 +29,7 @@ typedef struct ss_sep_params {
     uint32_t stems;                  /* --stems: bit i = write source i; 0 = all          */
     int two_stems;                   /* --two-stems: source index, -1 when not used       */
     ss_engine_params engine;         /* chunking, shifts, batch, progress, cancel         */
+    int threads;                     /* -j: threads of the statistics pass (0: all cores) */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.
@@ -64,5 +65,14 @@ ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *i
 
 const char *ss_clip_name(ss_clip c);
 int ss_clip_parse(const char *s);   /* -1 when unknown */
+
+/* Mean and unbiased std of the mono mix (the mean over cm model channels of
+ * the cin-channel file) of `frames` frames of rd from frame 0, as the demucs
+ * CLI computes them; a NaN or infinite sample is SS_E_DATA naming its frame.
+ * With threads > 1 (0: all cores, at most 8) and a seekable reader, blocks are
+ * read by clones of rd on that many threads and merged in file order: the
+ * same result bit for bit as one thread.  rd is left at frame 0. */
+ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                       double *mean, double *std, ss_error *err);
 
 #endif

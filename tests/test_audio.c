@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include "audio.h"
+#include "separate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -957,6 +958,145 @@ static void test_resampled_length_rounds_half_up_exactly(void)
           (long long)ss_resampled_length(999999999999LL, 7, 384000));
 }
 
+/* ---- clones and the parallel statistics pass -------------------------------------------- */
+
+/* A clone sought anywhere reads exactly the original's frames there, for a
+ * file (pread at its own offset: the original's position is untouched) and
+ * for audio in memory. */
+static void clone_case(ss_file_format ff, const char *name)
+{
+    const char *dir = subdir(name);
+    char path[600];
+    snprintf(path, sizeof path, "%s/c.%s", dir, ss_file_format_ext(ff));
+    const int64_t n = 100000;
+    float *x = make_signal(n, 2, 5);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, 2, x, n, &err);
+    free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    ss_audio_reader *r = NULL, *c = NULL;
+    CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_audio_seekable(r), "%s not seekable", name);
+    float *all = NULL, *part = malloc(5000 * 2 * sizeof *part), *head = malloc(100 * 2 * sizeof *head);
+    int64_t na = 0, got = 0, gh = 0;
+    st = ss_audio_read(r, head, 100, &gh, &err);                  /* the original moves on... */
+    if (st == SS_OK)
+        st = ss_audio_clone(r, &c, &err);
+    if (st == SS_OK)
+        st = ss_audio_seek(c, 33333, &err);
+    if (st == SS_OK)
+        st = ss_audio_read(c, part, 5000, &got, &err);
+    if (st == SS_OK)
+        st = ss_audio_rewind(r, &err);                             /* ...and is read whole */
+    if (st == SS_OK)
+        st = read_all(r, 2, n, 7000, &all, &na, &err);
+    int64_t at_end = -1;
+    if (st == SS_OK && (st = ss_audio_seek(c, n, &err)) == SS_OK)
+        st = ss_audio_read(c, head, 10, &at_end, &err);
+    ss_audio_close(c);
+    ss_audio_close(r);
+    int same = st == SS_OK && na == n && got == 5000 && part && all &&
+               memcmp(part, all + 33333 * 2, 5000 * 2 * sizeof *part) == 0;
+    free(all);
+    free(part);
+    free(head);
+    CHECK(st == SS_OK, "%s", err.msg);
+    CHECK(same, "%s: clone at 33333 read %lld frames, not the original's", name, (long long)got);
+    CHECK(at_end == 0, "%s: reading at the end gave %lld frames", name, (long long)at_end);
+}
+
+static void test_clone_of_wav_reads_original_frames(void) { clone_case(SS_FILE_WAV, "clone-wav"); }
+static void test_clone_of_flac_reads_original_frames(void) { clone_case(SS_FILE_FLAC, "clone-flac"); }
+
+/* Mix statistics of a file for thread counts 1, 2, 3, 8 and 0 (all cores):
+ * the same bits every time, and the double-precision two-pass values of the
+ * decoded samples (mono mix = mean of the model's channels). */
+static void stats_case(ss_file_format ff, int cin, int cm, const char *name)
+{
+    const char *dir = subdir(name);
+    char path[600];
+    snprintf(path, sizeof path, "%s/s.%s", dir, ss_file_format_ext(ff));
+    const int64_t n = 300001;                       /* 9 blocks and a bit */
+    float *x = make_signal(n, cin, 17);
+    CHECK(x != NULL, "out of memory");
+    ss_error err = {0};
+    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, cin, x, n, &err);
+    free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    double mean[5], sd[5];
+    const int threads[5] = {1, 2, 3, 8, 0};
+    float *dec = NULL;
+    int64_t nd = 0;
+    for (int t = 0; t < 5 && st == SS_OK; t++) {
+        ss_audio_reader *r = NULL;
+        ss_audio_info ai;
+        if ((st = ss_audio_open(path, &r, &ai, &err)) != SS_OK)
+            break;
+        st = ss_mix_stats(r, path, cin, cm, ai.frames, threads[t], &mean[t], &sd[t], &err);
+        if (st == SS_OK && t == 0)                  /* left at frame 0: read it all */
+            st = read_all(r, cin, n, 65536, &dec, &nd, &err);
+        ss_audio_close(r);
+    }
+    CHECK(st == SS_OK, "%s", err.msg);
+    double s = 0.0, q = 0.0;
+    for (int64_t i = 0; i < nd; i++) {
+        double v = 0.0;
+        for (int c = 0; c < cin; c++)
+            v += dec[i * cin + c];
+        s += v / cin;                               /* mono of the mapped channels */
+    }
+    double m = s / (double)nd;
+    for (int64_t i = 0; i < nd; i++) {
+        double v = 0.0;
+        for (int c = 0; c < cin; c++)
+            v += dec[i * cin + c];
+        q += (v / cin - m) * (v / cin - m);
+    }
+    free(dec);
+    double want_sd = sqrt(q / (double)(nd - 1));
+    CHECK(nd == n, "read %lld of %lld frames", (long long)nd, (long long)n);
+    for (int t = 1; t < 5; t++)
+        CHECK(memcmp(&mean[t], &mean[0], sizeof mean[0]) == 0 && memcmp(&sd[t], &sd[0], sizeof sd[0]) == 0,
+              "%s: %d threads gave mean %.17g std %.17g, 1 thread %.17g %.17g", name, threads[t], mean[t], sd[t],
+              mean[0], sd[0]);
+    CHECK(fabs(mean[0] - m) <= 1e-12 && fabs(sd[0] - want_sd) <= 1e-12 * want_sd,
+          "%s: mean %.17g std %.17g, two-pass %.17g %.17g", name, mean[0], sd[0], m, want_sd);
+}
+
+static void test_mix_stats_same_for_any_thread_count_wav(void) { stats_case(SS_FILE_WAV, 2, 2, "stats-wav"); }
+static void test_mix_stats_same_for_any_thread_count_flac(void) { stats_case(SS_FILE_FLAC, 2, 2, "stats-flac"); }
+static void test_mix_stats_mono_file_stereo_model(void) { stats_case(SS_FILE_WAV, 1, 2, "stats-mono"); }
+
+/* A NaN and an infinity in a float WAV: every thread count names the first. */
+static void test_mix_stats_names_first_nonfinite_frame(void)
+{
+    const char *dir = subdir("stats-nan");
+    char path[600];
+    snprintf(path, sizeof path, "%s/n.wav", dir);
+    const int64_t n = 400000;
+    float *x = make_signal(n, 2, 23);
+    CHECK(x != NULL, "out of memory");
+    x[250000 * 2 + 1] = INFINITY;                   /* in a later thread's part */
+    x[200001 * 2] = NAN;
+    ss_error err = {0};
+    ss_status st = write_file(path, SS_FILE_WAV, SS_SAMPLE_F32, 44100, 2, x, n, &err);
+    free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    const int threads[3] = {1, 2, 5};
+    for (int t = 0; t < 3; t++) {
+        ss_audio_reader *r = NULL;
+        ss_audio_info ai;
+        CHECK(ss_audio_open(path, &r, &ai, &err) == SS_OK, "%s", err.msg);
+        double m, sd;
+        ss_error e2 = {0};
+        st = ss_mix_stats(r, path, 2, 2, ai.frames, threads[t], &m, &sd, &e2);
+        ss_audio_close(r);
+        CHECK(st == SS_E_DATA && strstr(e2.msg, "frame 200001") && strstr(e2.msg, path),
+              "%d threads: status %d, message '%s'", threads[t], (int)st, e2.msg);
+    }
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -996,6 +1136,12 @@ int main(void)
     RUN(test_resampler_zero_frames_gives_zero_frames);
     RUN(test_resampler_rejects_push_beyond_announced_length);
     RUN(test_resampled_length_rounds_half_up_exactly);
+    RUN(test_clone_of_wav_reads_original_frames);
+    RUN(test_clone_of_flac_reads_original_frames);
+    RUN(test_mix_stats_same_for_any_thread_count_wav);
+    RUN(test_mix_stats_same_for_any_thread_count_flac);
+    RUN(test_mix_stats_mono_file_stereo_model);
+    RUN(test_mix_stats_names_first_nonfinite_frame);
     remove_tree(g_root);
     return test_summary();
 }
