@@ -326,18 +326,24 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
 
 static sf_count_t mem_get_filelen(void *user) { return ((mem_file *)user)->size; }
 
+/* lseek(2) for virtual I/O over `size` bytes: *pos moves, clamped to [0, size]
+ * without overflowing on a hostile offset. */
+static sf_count_t clamped_seek(sf_count_t *pos, sf_count_t size, sf_count_t offset, int whence)
+{
+    sf_count_t base = whence == SEEK_CUR ? *pos : whence == SEEK_END ? size : 0;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
+        return -1;
+    if (offset < 0)
+        *pos = offset < -base ? 0 : base + offset;
+    else
+        *pos = offset > size - base ? size : base + offset;
+    return *pos;
+}
+
 static sf_count_t mem_seek(sf_count_t offset, int whence, void *user)
 {
     mem_file *m = user;
-    sf_count_t base = whence == SEEK_CUR ? m->pos : whence == SEEK_END ? m->size : 0;
-    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
-        return -1;
-    /* clamp to [0, size] without overflowing on a hostile offset */
-    if (offset < 0)
-        m->pos = offset < -base ? 0 : base + offset;
-    else
-        m->pos = offset > m->size - base ? m->size : base + offset;
-    return m->pos;
+    return clamped_seek(&m->pos, m->size, offset, whence);
 }
 
 static sf_count_t mem_read(void *ptr, sf_count_t count, void *user)
@@ -391,14 +397,7 @@ static sf_count_t pf_get_filelen(void *user) { return ((pread_file *)user)->size
 static sf_count_t pf_seek(sf_count_t offset, int whence, void *user)
 {
     pread_file *f = user;
-    sf_count_t base = whence == SEEK_CUR ? f->pos : whence == SEEK_END ? f->size : 0;
-    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
-        return -1;
-    if (offset < 0)
-        f->pos = offset < -base ? 0 : base + offset;
-    else
-        f->pos = offset > f->size - base ? f->size : base + offset;
-    return f->pos;
+    return clamped_seek(&f->pos, f->size, offset, whence);
 }
 
 static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)

@@ -134,6 +134,20 @@ static ss_status write_file(const char *path, ss_file_format ff, ss_sample_forma
     return ss_audio_commit(w, err);
 }
 
+/* A test file in its own subdirectory: `frames` of make_signal(seed) with
+ * `ch` channels, written as ff/sf at 44.1 kHz; its path into path. */
+static ss_status make_test_file(const char *name, const char *leaf, ss_file_format ff, ss_sample_format sf, int ch,
+                                int64_t frames, uint32_t seed, char *path, size_t cap, ss_error *err)
+{
+    snprintf(path, cap, "%s/%s.%s", subdir(name), leaf, ss_file_format_ext(ff));
+    float *x = make_signal(frames, ch, seed);
+    if (!x)
+        return ss_fail(err, SS_E_NOMEM, "test: out of memory");
+    ss_status st = write_file(path, ff, sf, 44100, ch, x, frames, err);
+    free(x);
+    return st;
+}
+
 /* Read all of r (in blocks of `block` frames) into a new buffer. */
 static ss_status read_all(ss_audio_reader *r, int channels, int64_t cap, int64_t block,
                           float **out, int64_t *frames, ss_error *err)
@@ -548,15 +562,10 @@ static void test_rewind_then_reread_gives_identical_samples(void)
  * must fail with SS_E_IO naming the file, not end quietly. */
 static void truncated_after_open(ss_file_format ff, const char *name)
 {
-    const char *dir = subdir(name);
     char path[600];
-    snprintf(path, sizeof path, "%s/t.%s", dir, ss_file_format_ext(ff));
     const int64_t n = 44100;
-    float *x = make_signal(n, 2, 13);
-    CHECK(x != NULL, "out of memory");
     ss_error err = {0};
-    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, 2, x, n, &err);
-    free(x);
+    ss_status st = make_test_file(name, "t", ff, SS_SAMPLE_S16, 2, n, 13, path, sizeof path, &err);
     CHECK(st == SS_OK, "%s", err.msg);
     ss_audio_reader *r = NULL;
     CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
@@ -965,15 +974,10 @@ static void test_resampled_length_rounds_half_up_exactly(void)
  * for audio in memory. */
 static void clone_case(ss_file_format ff, const char *name)
 {
-    const char *dir = subdir(name);
     char path[600];
-    snprintf(path, sizeof path, "%s/c.%s", dir, ss_file_format_ext(ff));
     const int64_t n = 100000;
-    float *x = make_signal(n, 2, 5);
-    CHECK(x != NULL, "out of memory");
     ss_error err = {0};
-    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, 2, x, n, &err);
-    free(x);
+    ss_status st = make_test_file(name, "c", ff, SS_SAMPLE_S16, 2, n, 5, path, sizeof path, &err);
     CHECK(st == SS_OK, "%s", err.msg);
     ss_audio_reader *r = NULL, *c = NULL;
     CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
@@ -1014,15 +1018,10 @@ static void test_clone_of_flac_reads_original_frames(void) { clone_case(SS_FILE_
  * decoded samples (mono mix = mean of the model's channels). */
 static void stats_case(ss_file_format ff, int cin, int cm, const char *name)
 {
-    const char *dir = subdir(name);
     char path[600];
-    snprintf(path, sizeof path, "%s/s.%s", dir, ss_file_format_ext(ff));
     const int64_t n = 300001;                       /* 9 blocks and a bit */
-    float *x = make_signal(n, cin, 17);
-    CHECK(x != NULL, "out of memory");
     ss_error err = {0};
-    ss_status st = write_file(path, ff, SS_SAMPLE_S16, 44100, cin, x, n, &err);
-    free(x);
+    ss_status st = make_test_file(name, "s", ff, SS_SAMPLE_S16, cin, n, 17, path, sizeof path, &err);
     CHECK(st == SS_OK, "%s", err.msg);
     double mean[5], sd[5];
     const int threads[5] = {1, 2, 3, 8, 0};
