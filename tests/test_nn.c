@@ -148,22 +148,37 @@ static void test_conv2d_winograd(void)
     CHECK(ss_cpu_conv2d_winograd(pool, &bad, buf, buf, NULL, buf, 3) == SS_E_USAGE, "tile 3 accepted");
 }
 
-/* The same bits whatever the thread count (and with no pool). */
-static void test_conv2d_winograd_threads(void)
+/* A convolution entry point under test: variant = Winograd tile or "with bias". */
+typedef ss_status (*conv_variant_fn)(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                     const float *bias, float *y, int variant);
+
+static ss_status winograd_variant(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y, int tile)
 {
-    ss_conv2d_desc d = {2, 40, 45, 263, 24, 3, 3, 1, 1, 1, 1, 1, 1};
-    size_t nx = (size_t)d.batch * d.cin * d.h * d.w, nw = (size_t)d.cout * d.cin * 9;
-    size_t ny = (size_t)d.batch * d.cout * d.h * d.w;
-    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
+    return ss_cpu_conv2d_winograd(p, d, x, w, bias, y, tile);
+}
+
+static ss_status direct1d_variant(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y, int with_bias)
+{
+    return ss_cpu_conv2d_direct1d(p, d, x, w, with_bias ? bias : NULL, y);
+}
+
+/* fn gives the same bits with no pool, 2 threads and the test pool, for each variant. */
+static void conv_same_for_threads(conv_variant_fn fn, const ss_conv2d_desc *d, const int *variants, int nv)
+{
+    int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cout * d->cin * d->kh * d->kw;
+    size_t ny = (size_t)d->batch * d->cout * oh * ow;
+    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d->cout, 0.0f);
     float *y1 = rand_buf(ny, 0.0f), *y2 = rand_buf(ny, 0.0f), *y3 = rand_buf(ny, 0.0f);
     ss_pool *p2 = ss_pool_new(2);
-    int ok = x && w && bias && y1 && y2 && y3 && p2;
+    int ok = x && w && bias && y1 && y2 && y3 && p2, same = ok;
     ss_status s1 = SS_OK, s2 = SS_OK, s3 = SS_OK;
-    int same = ok;
-    for (int tile = 2; tile <= 4 && same; tile += 2) {
-        s1 = ss_cpu_conv2d_winograd(NULL, &d, x, w, bias, y1, tile);
-        s2 = ss_cpu_conv2d_winograd(p2, &d, x, w, bias, y2, tile);
-        s3 = ss_cpu_conv2d_winograd(pool, &d, x, w, bias, y3, tile);
+    for (int v = 0; v < nv && same; v++) {
+        s1 = fn(NULL, d, x, w, bias, y1, variants[v]);
+        s2 = fn(p2, d, x, w, bias, y2, variants[v]);
+        s3 = fn(pool, d, x, w, bias, y3, variants[v]);
         same = memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
     }
     ss_pool_free(p2);
@@ -176,6 +191,14 @@ static void test_conv2d_winograd_threads(void)
     CHECK(ok, "out of memory");
     CHECK(s1 == SS_OK && s2 == SS_OK && s3 == SS_OK, "status %d %d %d", (int)s1, (int)s2, (int)s3);
     CHECK(same, "outputs differ between 1, 2 and 3 threads");
+}
+
+/* The same bits whatever the thread count (and with no pool). */
+static void test_conv2d_winograd_threads(void)
+{
+    ss_conv2d_desc d = {2, 40, 45, 263, 24, 3, 3, 1, 1, 1, 1, 1, 1};
+    const int tiles[] = {2, 4};
+    conv_same_for_threads(winograd_variant, &d, tiles, 2);
 }
 
 /* 1-D, stride 1 (kh 1, ph 0): one sgemm per tap on x in place.  Through
@@ -239,29 +262,8 @@ static void test_conv2d_direct1d(void)
 static void test_conv2d_direct1d_threads(void)
 {
     ss_conv2d_desc d = {2, 48, 1, 3001, 12, 1, 3, 1, 1, 0, 2, 1, 2};
-    int ow = ss_conv_out(d.w, d.kw, d.sw, d.pw, d.dw);
-    size_t nx = (size_t)d.batch * d.cin * d.w, nw = (size_t)d.cout * d.cin * d.kw, ny = (size_t)d.batch * d.cout * ow;
-    float *x = rand_buf(nx, 0.0f), *w = rand_buf(nw, 0.0f), *bias = rand_buf((size_t)d.cout, 0.0f);
-    float *y1 = rand_buf(ny, 0.0f), *y2 = rand_buf(ny, 0.0f), *y3 = rand_buf(ny, 0.0f);
-    ss_pool *p2 = ss_pool_new(2);
-    int ok = x && w && bias && y1 && y2 && y3 && p2, same = ok;
-    ss_status s1 = SS_OK, s2 = SS_OK, s3 = SS_OK;
-    for (int wb = 0; wb < 2 && same; wb++) {
-        s1 = ss_cpu_conv2d_direct1d(NULL, &d, x, w, wb ? bias : NULL, y1);
-        s2 = ss_cpu_conv2d_direct1d(p2, &d, x, w, wb ? bias : NULL, y2);
-        s3 = ss_cpu_conv2d_direct1d(pool, &d, x, w, wb ? bias : NULL, y3);
-        same = memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(y1, y3, ny * sizeof *y1) == 0;
-    }
-    ss_pool_free(p2);
-    free(x);
-    free(w);
-    free(bias);
-    free(y1);
-    free(y2);
-    free(y3);
-    CHECK(ok, "out of memory");
-    CHECK(s1 == SS_OK && s2 == SS_OK && s3 == SS_OK, "status %d %d %d", (int)s1, (int)s2, (int)s3);
-    CHECK(same, "outputs differ between 1, 2 and 3 threads");
+    const int with_bias[] = {0, 1};
+    conv_same_for_threads(direct1d_variant, &d, with_bias, 2);
 }
 
 /* ---- transposed conv2d ---------------------------------------------------------- */
