@@ -2,6 +2,7 @@
  * wrapper per op, which runs the backend's kernel or, when the backend leaves
  * the slot NULL, the CPU reference kernel (kernels/cpu) on host mirrors. */
 #include "backend.h"
+#include "clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -554,25 +555,18 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
 
 /* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
  * timed; ss_backend_close() prints the totals per op on stderr. */
-static double prof_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double prof_begin(ss_backend *be)
 {
     if (be->iface->synchronize)
         be->iface->synchronize(be->ctx, &be->err);
-    return prof_now();
+    return ss_seconds();
 }
 
 static void prof_end(ss_backend *be, const char *op, double t0)
 {
     if (be->iface->synchronize)
         be->iface->synchronize(be->ctx, &be->err);
-    double dt = prof_now() - t0;
+    double dt = ss_seconds() - t0;
     for (int i = 0; i < SS_PROF_OPS; i++) {
         if (!be->prof[i].op || strcmp(be->prof[i].op, op) == 0) {
             be->prof[i].op = op;

@@ -1,5 +1,6 @@
 /* batch.c - input lists, collisions, shards and the three-stage pipeline (see batch.h). */
 #include "batch.h"
+#include "clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -417,13 +418,6 @@ typedef struct batch {
     int bar_shown;
 } batch;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void q_init(queue *q, int cap)
 {
     memset(q, 0, sizeof *q);
@@ -522,7 +516,7 @@ static void show_progress(void *arg, int64_t done, int64_t total)
         return;
     pthread_mutex_lock(&b->print_mu);
     int width = 30, fill = (int)(width * done / total);
-    double el = now() - b->cur_t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    double el = ss_seconds() - b->cur_t0, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
     char count[48] = "";
     if (b->n > 1)
         snprintf(count, sizeof count, "%zu/%zu ", b->cur_index + 1, b->n);
@@ -722,7 +716,7 @@ ss_status ss_batch_run(ss_model *m, ss_backend *be, const ss_batch_params *bp, c
         if (it->state == IT_READY) {
             b->cur_name = it->in->path;
             b->cur_index = k;
-            b->cur_t0 = now();
+            b->cur_t0 = ss_seconds();
             ss_status s = ss_sep_infer(it->job, be, &it->err);
             if (s == SS_E_INTERRUPT) {
                 ss_error_clear(&it->err);

@@ -16,6 +16,7 @@
 
 #include "../kernels/cpu/cpu_ops.h"
 #include "audio.h"
+#include "clock.h"
 #include "backend.h"
 #include "backend_cpu.h"
 #include "batch.h"
@@ -315,13 +316,6 @@ static volatile sig_atomic_t cancel_signal;
 
 static void on_signal(int sig) { cancel_signal = sig; }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- stems selection ------------------------------------------------------------------- */
 
 static int source_index(const ss_model_info *info, const char *name, size_t len)
@@ -620,7 +614,7 @@ int main(int argc, char **argv)
                                .pipeline = !(env && *env && strcmp(env, "0") != 0), .quiet = o.quiet,
                                .progress = !o.quiet && isatty(2), .prog = prog, .cancel = &cancel_signal};
     ss_status first_failure = SS_OK;
-    double t0 = now();
+    double t0 = ss_seconds();
     if (ss_batch_run(model, be, &bparams, &inputs, rep, &first_failure, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         rc = ss_exit_code(err.code);
@@ -634,7 +628,7 @@ int main(int argc, char **argv)
                 cancel_signal == SIGTERM ? "SIGTERM" : "SIGINT",
                 left || ss_report_count(rep, SS_FILE_FAILED) ? "; rerun with --skip-existing to continue" : "");
     }
-    double wall = now() - t0;
+    double wall = ss_seconds() - t0;
     if (!o.quiet)
         ss_report_print_total(rep, wall, stderr);
     if (o.report_json && ss_report_write_json(rep, o.report_json, wall, &err) != SS_OK) {

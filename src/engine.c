@@ -10,6 +10,7 @@
  * are final and are pushed.
  */
 #include "engine.h"
+#include "clock.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -171,13 +172,6 @@ typedef struct run {
     double t_device;        /* forward passes and downloads                       */
     double t_post, t_wait;  /* post stage; the device loop waiting on it          */
 } run;
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Segment length and stride for a model and params; 0 stride on bad params. */
 static void geometry(ss_model *m, const ss_engine_params *p, int64_t *seg, int64_t *stride)
@@ -513,13 +507,13 @@ static ss_status post_batch(void *ctx, void *item, ss_error *err)
     const post_item *it = item;
     const batch *bt = &it->b;
     size_t yn = (size_t)r->S * (size_t)r->C * (size_t)bt->jobs[0].valid;
-    double t0 = seconds_now();
+    double t0 = ss_seconds();
     ss_status s = SS_OK;
     for (int b = 0; b < bt->nb && s == SS_OK; b++)
         s = accumulate(r, &bt->jobs[b], it->y + b * yn, err);
     if (s == SS_OK)
         s = flush_output(r, bt->upto, err);
-    r->t_post += seconds_now() - t0;
+    r->t_post += ss_seconds() - t0;
     return s;
 }
 
@@ -528,10 +522,10 @@ static ss_status post_batch(void *ctx, void *item, ss_error *err)
 static ss_status post_submit(run *r, const batch *bt, ss_error *err)
 {
     ss_status s;
-    double t0 = seconds_now();
+    double t0 = ss_seconds();
     if (r->post && (s = worker_wait(r->post, err)) != SS_OK)
         return s;
-    r->t_wait += seconds_now() - t0;
+    r->t_wait += ss_seconds() - t0;
     memcpy(r->pjobs, bt->jobs, sizeof *bt->jobs * (size_t)bt->nb);
     r->pitem = (post_item){*bt, r->host_y};
     r->pitem.b.jobs = r->pjobs;
@@ -669,10 +663,10 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
     else
         take_batch(&r, &cur, &pending, &have_pending);
-    double t0 = seconds_now();
+    double t0 = ss_seconds();
     if (s == SS_OK && cur.nb && (s = batch_input(&r, &cur, err)) == SS_OK)
         s = batch_upload(&r, &cur, err);
-    r.t_input += seconds_now() - t0;
+    r.t_input += ss_seconds() - t0;
     while (s == SS_OK && cur.nb) {
         if (p->cancel && *p->cancel) {
             s = ss_fail(err, SS_E_INTERRUPT, "interrupted");
@@ -680,29 +674,29 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         }
         int64_t valid = cur.jobs[0].valid;
         size_t yn = (size_t)r.S * (size_t)r.C * (size_t)valid;
-        t0 = seconds_now();
+        t0 = ss_seconds();
         if ((s = ss_model_forward(m, r.dev_x, r.dev_y, cur.nb, valid, err)) != SS_OK)
             break;
-        double t1 = seconds_now();
+        double t1 = ss_seconds();
         take_batch(&r, &nxt, &pending, &have_pending);
         if (nxt.nb && (s = batch_input(&r, &nxt, err)) != SS_OK)
             break;
-        double t2 = seconds_now();
+        double t2 = ss_seconds();
         if (ss_download(be, r.host_y, r.dev_y, (size_t)cur.nb * yn) != SS_OK) {
             s = ss_backend_status(be, err);
             break;
         }
-        double t3 = seconds_now();
+        double t3 = ss_seconds();
         if ((s = post_submit(&r, &cur, err)) != SS_OK)
             break;
         done += cur.nb;
         if (p->progress)
             p->progress(p->progress_arg, done, total);
-        double t4 = seconds_now();
+        double t4 = ss_seconds();
         if (nxt.nb && (s = batch_upload(&r, &nxt, err)) != SS_OK)
             break;
         r.t_device += (t1 - t0) + (t3 - t2);
-        r.t_input += (t2 - t1) + (seconds_now() - t4);
+        r.t_input += (t2 - t1) + (ss_seconds() - t4);
         batch t = cur;
         cur = nxt;
         nxt = t;

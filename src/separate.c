@@ -1,5 +1,6 @@
 /* separate.c - one file through decode, separation and encode (see separate.h). */
 #include "separate.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,13 +17,6 @@
 #include "template.h"
 
 #define BLOCK 32768              /* frames per decode block */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *ss_clip_name(ss_clip c)
 {
@@ -391,7 +385,7 @@ static ss_status decode_stats(decoder *d, int64_t frames, int threads, ss_error 
 static ss_status decode_pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
 {
     decoder *d = arg;
-    double t0 = now();
+    double t0 = ss_seconds();
     while (d->fifo_n < n && d->file_left > 0) {
         int64_t want = d->file_left < BLOCK ? d->file_left : BLOCK, r = 0;
         ss_status s = ss_audio_read(d->rd, d->raw, want, &r, err);
@@ -423,7 +417,7 @@ static ss_status decode_pull(void *arg, float *buf, int64_t cap, int64_t n, int6
     memmove(d->fifo, d->fifo + k * d->cm, sizeof(float) * (size_t)((d->fifo_n - k) * d->cm));
     d->fifo_n -= k;
     *got = k;
-    d->seconds += now() - t0;
+    d->seconds += ss_seconds() - t0;
     return SS_OK;
 }
 
@@ -559,12 +553,12 @@ static void *push_one(void *arg)
 static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
 {
     encoder *e = arg;
-    double t0 = now();
+    double t0 = ss_seconds();
     push_job jobs[SS_MAX_SOURCES + 1];
     for (int k = 0; k < e->n_out; k++)
         jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
     ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
-    e->seconds += now() - t0;
+    e->seconds += ss_seconds() - t0;
     return s;
 }
 
@@ -733,7 +727,7 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
                          ss_file_report *rep, ss_sep_job **out, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
-    double t0 = now();
+    double t0 = ss_seconds();
     ss_status s;
     *out = NULL;
     ss_sep_job *j = calloc(1, sizeof *j);
@@ -781,11 +775,11 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
     j->e.std = d->std;
     if ((s = ss_resampler_new(d->cm, ai->samplerate, info->samplerate, ai->frames, &d->rs, err)) != SS_OK)
         goto fail;
-    j->stats_s = now() - t0;
+    j->stats_s = ss_seconds() - t0;
     *out = j;
     return SS_OK;
 fail:
-    j->stats_s = now() - t0;
+    j->stats_s = ss_seconds() - t0;
     fill_times(j);
     ss_sep_job_free(j);
     return s;
@@ -795,7 +789,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(j->m);
     const ss_sep_params *p = j->p;
-    double t0 = now();
+    double t0 = ss_seconds();
     ss_status s = SS_OK;
     /* outputs: temporary files beside their final paths */
     for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
@@ -819,7 +813,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         ss_audio_close(j->d.rd);
         j->d.rd = NULL;
     }
-    j->infer_wall = now() - t0;
+    j->infer_wall = ss_seconds() - t0;
     j->inferred = s == SS_OK;
     fill_times(j);
     return s;
@@ -827,7 +821,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
 
 ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
 {
-    double t0 = now();
+    double t0 = ss_seconds();
     ss_status s = SS_OK;
     if (!j->inferred)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
@@ -839,7 +833,7 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
         if ((s = ss_audio_commit(w, err)) == SS_OK && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK)
             s = ss_fail(err, SS_E_NOMEM, "out of memory");
     }
-    j->commit_s = now() - t0;
+    j->commit_s = ss_seconds() - t0;
     fill_times(j);
     return s;
 }
