@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "template.h"
@@ -241,11 +240,13 @@ static int64_t block_moments(const float *mapped, int cm, int64_t n, double *mea
     return -1;
 }
 
-/* Blocks [b0, b1) of the file read through a clone of the reader on a thread of
- * their own, moments into the shared per-block arrays. */
+/* Blocks [b0, b1) of the file, moments into the shared per-block arrays: read
+ * through a clone of the reader on a thread of its own, or (`direct`, the one
+ * part of a pass on one thread) through the reader itself from frame 0. */
 typedef struct stats_part {
     out_result res;                /* first member: each_output's contract */
-    const ss_audio_reader *rd;
+    ss_audio_reader *rd;
+    int direct;
     const char *input;
     int cin, cm;
     int64_t frames, b0, b1;
@@ -257,12 +258,13 @@ static void *stats_part_run(void *arg)
 {
     stats_part *t = arg;
     ss_error *err = &t->res.err;
-    ss_audio_reader *rd = NULL;
+    ss_audio_reader *rd = t->direct ? t->rd : NULL;
     float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)t->cin);
     float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(t->cm > t->cin ? t->cm : t->cin));
-    ss_status s = raw && mapped ? ss_audio_clone(t->rd, &rd, err)
-                                : ss_fail(err, SS_E_NOMEM, "%s: out of memory reading it", t->input);
-    if (s == SS_OK)
+    ss_status s = !raw || !mapped ? ss_fail(err, SS_E_NOMEM, "%s: out of memory reading it", t->input)
+                  : t->direct     ? SS_OK
+                                  : ss_audio_clone(t->rd, &rd, err);
+    if (s == SS_OK && !t->direct)
         s = ss_audio_seek(rd, t->b0 * BLOCK, err);
     for (int64_t b = t->b0; s == SS_OK && b < t->b1; b++) {
         int64_t want = t->frames - b * BLOCK < BLOCK ? t->frames - b * BLOCK : BLOCK, got = 0;
@@ -280,7 +282,8 @@ static void *stats_part_run(void *arg)
             break;
         }
     }
-    ss_audio_close(rd);
+    if (!t->direct)
+        ss_audio_close(rd);
     free(raw);
     free(mapped);
     t->res.status = s;
@@ -303,6 +306,8 @@ static void merge_moments(double *mean, double *m2, int64_t *n, double bmean, do
 ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
                        double *mean_out, double *std_out, ss_error *err)
 {
+    if (frames < 0)
+        return ss_fail(err, SS_E_INTERNAL, "%s: statistics of a file of unknown length", input);
     double mean = 0.0, m2 = 0.0;
     int64_t n = 0, nblk = (frames + BLOCK - 1) / BLOCK;
     if (threads <= 0) {
@@ -313,59 +318,34 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
         threads = STATS_MAX_THREADS;
     if (threads > nblk / 2)                      /* at least two blocks a thread */
         threads = (int)(nblk / 2);
-    if (threads > 1 && ss_audio_seekable(rd)) {
-        double *bmean = malloc(sizeof(double) * (size_t)nblk), *bm2 = malloc(sizeof(double) * (size_t)nblk);
-        stats_part parts[STATS_MAX_THREADS];
-        if (!bmean || !bm2) {
-            free(bmean);
-            free(bm2);
-            return ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
-        }
-        for (int t = 0; t < threads; t++)
-            parts[t] = (stats_part){.rd = rd, .input = input, .cin = cin, .cm = cm, .frames = frames,
-                                    .b0 = nblk * t / threads, .b1 = nblk * (t + 1) / threads, .mean = bmean,
-                                    .m2 = bm2, .bad = -1};
-        ss_status s = each_output(threads, stats_part_run, parts, sizeof *parts, err);
-        for (int t = 0; s == SS_OK && t < threads; t++)
-            if (parts[t].bad >= 0)                 /* the first in file order */
-                s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input,
-                            (long long)parts[t].bad);
-        for (int64_t b = 0; s == SS_OK && b < nblk; b++)
-            merge_moments(&mean, &m2, &n, bmean[b], bm2[b], b + 1 < nblk ? BLOCK : frames - b * BLOCK);
+    int direct = threads <= 1 || !ss_audio_seekable(rd);
+    if (direct)
+        threads = 1;
+    double *bmean = malloc(sizeof(double) * (size_t)(nblk ? nblk : 1));
+    double *bm2 = malloc(sizeof(double) * (size_t)(nblk ? nblk : 1));
+    stats_part parts[STATS_MAX_THREADS];
+    if (!bmean || !bm2) {
         free(bmean);
         free(bm2);
-        if (s != SS_OK)
-            return s;
-    } else {
-        float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)cin);
-        float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(cm > cin ? cm : cin));
-        ss_status s = raw && mapped ? SS_OK : ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
-        while (s == SS_OK && n < frames) {
-            int64_t got = 0;
-            if ((s = ss_audio_read(rd, raw, BLOCK, &got, err)) != SS_OK)
-                break;
-            if (got == 0) {
-                s = ss_fail(err, SS_E_IO, "%s: read error: file ended after %lld of %lld frames", input,
-                            (long long)n, (long long)frames);
-                break;
-            }
-            map_channels_n(cin, cm, raw, mapped, got);
-            double bmean = 0.0, bm2 = 0.0;
-            int64_t bad = block_moments(mapped, cm, got, &bmean, &bm2);
-            if (bad >= 0) {
-                s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input,
-                            (long long)(n + bad));
-                break;
-            }
-            merge_moments(&mean, &m2, &n, bmean, bm2, got);
-        }
-        free(raw);
-        free(mapped);
-        if (s != SS_OK)
-            return s;
-        if ((s = ss_audio_rewind(rd, err)) != SS_OK)
-            return s;
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
     }
+    for (int t = 0; t < threads; t++)
+        parts[t] = (stats_part){.rd = rd, .direct = direct, .input = input, .cin = cin, .cm = cm, .frames = frames,
+                                .b0 = nblk * t / threads, .b1 = nblk * (t + 1) / threads, .mean = bmean,
+                                .m2 = bm2, .bad = -1};
+    ss_status s = each_output(threads, stats_part_run, parts, sizeof *parts, err);
+    for (int t = 0; s == SS_OK && t < threads; t++)
+        if (parts[t].bad >= 0)                     /* the first in file order */
+            s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input,
+                        (long long)parts[t].bad);
+    for (int64_t b = 0; s == SS_OK && b < nblk; b++)
+        merge_moments(&mean, &m2, &n, bmean[b], bm2[b], b + 1 < nblk ? BLOCK : frames - b * BLOCK);
+    free(bmean);
+    free(bm2);
+    if (s == SS_OK && direct)                      /* the reader itself moved: back to frame 0 */
+        s = ss_audio_rewind(rd, err);
+    if (s != SS_OK)
+        return s;
     *mean_out = mean;
     *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
     return SS_OK;
