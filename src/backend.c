@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../kernels/cpu/cpu_ops.h"
 #include "threadpool.h"
@@ -403,7 +402,7 @@ int ss_graph_available(const ss_backend *be)
 
 ss_status ss_graph_begin(ss_backend *be, ss_error *err)
 {
-    if (!(be->err.code == SS_OK))
+    if (be->err.code != SS_OK)
         return ss_backend_status(be, err);
     return be->iface->graph_begin(be->ctx, err);
 }
@@ -412,7 +411,7 @@ ss_status ss_graph_end(ss_backend *be, void **graph, ss_error *err)
 {
     *graph = NULL;
     ss_status s = be->iface->graph_end(be->ctx, graph, err);
-    if (s == SS_OK && !(be->err.code == SS_OK)) {          /* an op failed while recording */
+    if (s == SS_OK && be->err.code != SS_OK) {          /* an op failed while recording */
         s = ss_backend_status(be, err);
         be->iface->graph_free(be->ctx, *graph);
         *graph = NULL;
@@ -424,7 +423,7 @@ ss_status ss_graph_end(ss_backend *be, void **graph, ss_error *err)
 
 ss_status ss_graph_launch(ss_backend *be, void *graph, ss_error *err)
 {
-    if (!(be->err.code == SS_OK))
+    if (be->err.code != SS_OK)
         return ss_backend_status(be, err);
     return be->iface->graph_launch(be->ctx, graph, err);
 }
@@ -444,12 +443,7 @@ ss_status ss_backend_status(ss_backend *be, ss_error *err)
 {
     if (be->err.code == SS_OK && be->iface->synchronize)
         be->iface->synchronize(be->ctx, &be->err);
-    ss_status st = be->err.code;
-    if (st != SS_OK) {
-        ss_fail(err, st, "%s", be->err.msg);
-        ss_error_clear(&be->err);
-    }
-    return st;
+    return ss_backend_check(be, err);
 }
 
 ss_status ss_backend_check(ss_backend *be, ss_error *err)

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- Python's random module (MT19937, random.seed(int), randint) ------------------ */
 

@@ -23,7 +23,7 @@ static const ss_arch *const arches[] = {
 
 const ss_arch *const *ss_arch_list(void) { return arches; }
 
-/* A recorded forward pass, replayed for the same arguments. */
+/* The arguments of a forward pass, and its recording when it has one. */
 typedef struct graph_entry {
     const float *x;
     float *y;
@@ -32,15 +32,12 @@ typedef struct graph_entry {
     void *graph;
 } graph_entry;
 
-#define SS_GRAPHS 4
-
 struct ss_model {
     ss_model_info info;        /* public facts                       */
     const ss_arch *arch;       /* the architecture's vtable          */
     void *state;               /* the architecture's loaded weights  */
     ss_backend *be;            /* where the weights live             */
-    graph_entry graphs[SS_GRAPHS]; /* recorded passes (op recording)  */
-    int n_graphs;
+    graph_entry rec;           /* the recorded pass (graph NULL: none) */
     graph_entry last;          /* arguments of the last direct pass  */
     int graphs_off;            /* a recording failed: run directly   */
 };
@@ -248,28 +245,27 @@ static int same_args(const graph_entry *g, const float *x, const float *y, int b
     return g->x == x && g->y == y && g->batch == batch && g->length == length;
 }
 
-static void drop_graphs(ss_model *m)
+static void drop_graph(ss_model *m)
 {
-    for (int i = 0; i < m->n_graphs; i++)
-        ss_graph_free(m->be, m->graphs[i].graph);
-    m->n_graphs = 0;
+    ss_graph_free(m->be, m->rec.graph);
+    m->rec.graph = NULL;
 }
 
 /* With op recording (CUDA graphs): the first pass with new arguments runs
- * directly (it may allocate and grow buffers, so every recording made before it
- * is dropped: their pointers may be stale); the second is recorded and
- * launched; later ones replay the recording.  A failed recording (the model did
- * a host round trip after all) turns recording off for the model and runs the
- * pass directly: same result, only slower. */
+ * directly (it may allocate and grow buffers, so the recording made before it
+ * is dropped: its pointers may be stale); the second is recorded and launched;
+ * later ones replay the recording.  So there is at most one recording, of the
+ * arguments of the last direct pass.  A failed recording (the model did a host
+ * round trip after all) turns recording off for the model and runs the pass
+ * directly: same result, only slower. */
 ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err)
 {
     ss_backend *be = m->be;
     int rec = !m->graphs_off && m->arch->graph_ok && ss_graph_available(be) &&
               m->arch->graph_ok(m->state, batch, length);
     if (rec) {
-        for (int i = 0; i < m->n_graphs; i++)
-            if (same_args(&m->graphs[i], x, y, batch, length))
-                return ss_graph_launch(be, m->graphs[i].graph, err);
+        if (m->rec.graph && same_args(&m->rec, x, y, batch, length))
+            return ss_graph_launch(be, m->rec.graph, err);
         if (same_args(&m->last, x, y, batch, length)) {
             ss_error rerr = {0};
             void *g = NULL;
@@ -284,19 +280,14 @@ ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int
                 }
             }
             if (s == SS_OK) {
-                if (m->n_graphs == SS_GRAPHS) {            /* the oldest goes */
-                    ss_graph_free(be, m->graphs[0].graph);
-                    memmove(m->graphs, m->graphs + 1, sizeof m->graphs[0] * (SS_GRAPHS - 1));
-                    m->n_graphs--;
-                }
-                m->graphs[m->n_graphs++] = (graph_entry){x, y, batch, length, g};
+                drop_graph(m);
+                m->rec = (graph_entry){x, y, batch, length, g};
                 return ss_graph_launch(be, g, err);
             }
             m->graphs_off = 1;                              /* run directly from now on */
-            drop_graphs(m);
         }
     }
-    drop_graphs(m);
+    drop_graph(m);
     m->last = (graph_entry){x, y, batch, length, NULL};
     ss_status s = m->arch->forward(m->state, be, x, y, batch, length, err);
     if (s != SS_OK)
@@ -313,7 +304,7 @@ void ss_model_free(ss_model *m)
 {
     if (!m)
         return;
-    drop_graphs(m);
+    drop_graph(m);
     m->arch->free(m->state, m->be);
     free(m);
 }
