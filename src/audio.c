@@ -359,13 +359,16 @@ static sf_count_t mem_read(void *ptr, sf_count_t count, void *user)
     return count;
 }
 
-static sf_count_t mem_write(const void *ptr, sf_count_t count, void *user)
+/* Readers' virtual files are read-only (memory and clones alike). */
+static sf_count_t no_write(const void *ptr, sf_count_t count, void *user)
 {
     (void)ptr, (void)count, (void)user;
-    return 0; /* read-only */
+    return 0;
 }
 
 static sf_count_t mem_tell(void *user) { return ((mem_file *)user)->pos; }
+
+static SF_VIRTUAL_IO mem_io = {mem_get_filelen, mem_seek, mem_read, no_write, mem_tell};
 
 ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, ss_audio_reader **out,
                                ss_audio_info *info, ss_error *err)
@@ -384,10 +387,9 @@ ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, 
     r->fd = -1;
     r->mem.data = data;
     r->mem.size = (sf_count_t)size;
-    static SF_VIRTUAL_IO vio = {mem_get_filelen, mem_seek, mem_read, mem_write, mem_tell};
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
-    return reader_finish(r, sf_open_virtual(&vio, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
+    return reader_finish(r, sf_open_virtual(&mem_io, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
 }
 
 /* ---- clones: more readers of one file, each at its own position ---- */
@@ -415,12 +417,6 @@ static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
         f->pos += n;
     }
     return done;
-}
-
-static sf_count_t pf_write(const void *ptr, sf_count_t count, void *user)
-{
-    (void)ptr, (void)count, (void)user;
-    return 0;
 }
 
 static sf_count_t pf_tell(void *user) { return ((pread_file *)user)->pos; }
@@ -476,12 +472,11 @@ ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_err
             return st;
         }
         c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0};
-        static SF_VIRTUAL_IO pio = {pf_get_filelen, pf_seek, pf_read, pf_write, pf_tell};
+        static SF_VIRTUAL_IO pio = {pf_get_filelen, pf_seek, pf_read, no_write, pf_tell};
         sf = sf_open_virtual(&pio, SFM_READ, &sfi, &c->pf);
     } else {
         c->mem = (mem_file){r->mem.data, r->mem.size, 0};
-        static SF_VIRTUAL_IO vio = {mem_get_filelen, mem_seek, mem_read, mem_write, mem_tell};
-        sf = sf_open_virtual(&vio, SFM_READ, &sfi, &c->mem);
+        sf = sf_open_virtual(&mem_io, SFM_READ, &sfi, &c->mem);
     }
     ss_status st = reader_finish(c, sf, &sfi, r->name, out, NULL, err);
     if (st == SS_OK && (c->channels != r->channels || c->frames != r->frames || c->major != r->major)) {

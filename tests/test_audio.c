@@ -972,7 +972,7 @@ static void test_resampled_length_rounds_half_up_exactly(void)
 /* A clone sought anywhere reads exactly the original's frames there, for a
  * file (pread at its own offset: the original's position is untouched) and
  * for audio in memory. */
-static void clone_case(ss_file_format ff, const char *name)
+static void clone_case(ss_file_format ff, int in_memory, const char *name)
 {
     char path[600];
     const int64_t n = 100000;
@@ -980,7 +980,24 @@ static void clone_case(ss_file_format ff, const char *name)
     ss_status st = make_test_file(name, "c", ff, SS_SAMPLE_S16, 2, n, 5, path, sizeof path, &err);
     CHECK(st == SS_OK, "%s", err.msg);
     ss_audio_reader *r = NULL, *c = NULL;
-    CHECK(ss_audio_open(path, &r, NULL, &err) == SS_OK, "%s", err.msg);
+    char *bytes = NULL;                             /* in_memory: the file's bytes */
+    if (in_memory) {
+        FILE *f = fopen(path, "rb");
+        long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+        bytes = size > 0 ? malloc((size_t)size) : NULL;
+        int ok = bytes && fseek(f, 0, SEEK_SET) == 0 && fread(bytes, 1, (size_t)size, f) == (size_t)size;
+        if (f)
+            fclose(f);
+        if (!ok)
+            free(bytes);
+        CHECK(ok, "%s: cannot read %s into memory", name, path);
+        st = ss_audio_open_memory(bytes, (size_t)size, path, &r, NULL, &err);
+    } else {
+        st = ss_audio_open(path, &r, NULL, &err);
+    }
+    if (st != SS_OK)
+        free(bytes);
+    CHECK(st == SS_OK, "%s", err.msg);
     CHECK(ss_audio_seekable(r), "%s not seekable", name);
     float *all = NULL, *part = malloc(5000 * 2 * sizeof *part), *head = malloc(100 * 2 * sizeof *head);
     int64_t na = 0, got = 0, gh = 0;
@@ -1000,6 +1017,7 @@ static void clone_case(ss_file_format ff, const char *name)
         st = ss_audio_read(c, head, 10, &at_end, &err);
     ss_audio_close(c);
     ss_audio_close(r);
+    free(bytes);
     int same = st == SS_OK && na == n && got == 5000 && part && all &&
                memcmp(part, all + 33333 * 2, 5000 * 2 * sizeof *part) == 0;
     free(all);
@@ -1010,8 +1028,9 @@ static void clone_case(ss_file_format ff, const char *name)
     CHECK(at_end == 0, "%s: reading at the end gave %lld frames", name, (long long)at_end);
 }
 
-static void test_clone_of_wav_reads_original_frames(void) { clone_case(SS_FILE_WAV, "clone-wav"); }
-static void test_clone_of_flac_reads_original_frames(void) { clone_case(SS_FILE_FLAC, "clone-flac"); }
+static void test_clone_of_wav_reads_original_frames(void) { clone_case(SS_FILE_WAV, 0, "clone-wav"); }
+static void test_clone_of_flac_reads_original_frames(void) { clone_case(SS_FILE_FLAC, 0, "clone-flac"); }
+static void test_clone_of_audio_in_memory_reads_original_frames(void) { clone_case(SS_FILE_WAV, 1, "clone-mem"); }
 
 /* Mix statistics of a file for thread counts 1, 2, 3, 8 and 0 (all cores):
  * the same bits every time, and the double-precision two-pass values of the
@@ -1137,6 +1156,7 @@ int main(void)
     RUN(test_resampled_length_rounds_half_up_exactly);
     RUN(test_clone_of_wav_reads_original_frames);
     RUN(test_clone_of_flac_reads_original_frames);
+    RUN(test_clone_of_audio_in_memory_reads_original_frames);
     RUN(test_mix_stats_same_for_any_thread_count_wav);
     RUN(test_mix_stats_same_for_any_thread_count_flac);
     RUN(test_mix_stats_mono_file_stereo_model);
