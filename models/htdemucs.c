@@ -163,6 +163,13 @@ typedef struct ht_model {    /* one HTDemucs */
  * memory but cost 3% of the forward time on an H100.) */
 #define HT_SCORES_FLOATS ((size_t)64 << 20)
 
+/* Heads per batched attention product when `fit` heads' scores fit the buffer:
+ * 1 .. heads. */
+static int head_group(size_t fit, int heads)
+{
+    return fit < 1 ? 1 : fit > (size_t)heads ? heads : (int)fit;
+}
+
 enum {
     W_MIXP,    /* [B, C, L]               input zero-padded to the training length   */
     W_SIG,     /* [B*C, Ls]               reflect-padded signal for the STFT         */
@@ -1391,8 +1398,7 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     if (ws->heads_batched) {
         /* one strided-batched product per item and group of heads (devices: fewer, larger
          * launches), as many heads per group as W_SCORES holds */
-        size_t fit = ws->cap[W_SCORES] / ((size_t)nq * (size_t)nk);
-        int hg = fit < 1 ? 1 : fit > (size_t)heads ? heads : (int)fit;
+        int hg = head_group(ws->cap[W_SCORES] / ((size_t)nq * (size_t)nk), heads);
         for (int b = 0; b < B; b++)
             for (int h0 = 0; h0 < heads; h0 += hg) {
                 int nh = heads - h0 < hg ? heads - h0 : hg;
@@ -1830,8 +1836,8 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
             for (int i = 0; i < bag->n; i++)
                 heads = bag->m[i]->hp.t_heads > heads ? bag->m[i]->hp.t_heads : heads;
             /* as many heads per product as fit HT_SCORES_FLOATS (at least one) */
-            size_t fit = need[W_SCORES] ? HT_SCORES_FLOATS / need[W_SCORES] : (size_t)heads;
-            need[W_SCORES] *= fit < 1 ? 1 : fit > (size_t)heads ? (size_t)heads : fit;
+            need[W_SCORES] *= (size_t)head_group(need[W_SCORES] ? HT_SCORES_FLOATS / need[W_SCORES] : (size_t)heads,
+                                                 heads);
         }
         if ((s = ws_ensure(&bag->ws, be, need, err)) != SS_OK)
             return s;
