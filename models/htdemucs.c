@@ -1207,6 +1207,14 @@ static void conv_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y,
     ss_conv2d(be, &d, x, c->w, c->b, y);
 }
 
+/* conv_fwd without the bias, for a caller that adds it in its next pass */
+static void conv_nobias(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
+{
+    ss_conv2d_desc d = {.batch = batch, .cin = c->cin, .h = h, .w = w, .cout = c->cout, .kh = c->kh, .kw = c->kw,
+                        .sh = c->sh, .sw = c->sw, .ph = c->ph, .pw = c->pw, .dh = c->dh, .dw = c->dw};
+    ss_conv2d(be, &d, x, c->w, NULL, y);
+}
+
 /* y = conv_transpose(x): x [batch, cin, h, w] -> y [batch, cout, (h-1) sh + kh, (w-1) sw + kw] */
 static void convt_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
 {
@@ -1236,11 +1244,12 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
 {
     for (int d = 0; d < dc->depth; d++) {
         const ht_dconv_layer *l = &dc->l[d];
-        conv_fwd(be, &l->conv1, x, h, n, 1, (int)T);                        /* [n, hidden, T]  */
-        ss_group_norm_gelu(be, h, h, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-        conv_fwd(be, &l->conv2, h, g, n, 1, (int)T);                        /* [n, 2ch, T]     */
-        /* x += glu(norm2(g)) [n, ch, T], LayerScale folded into norm2; o: scratch */
-        ss_group_norm_glu_add(be, x, g, o, n, ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
+        /* each conv's bias is added by the pass after it */
+        conv_nobias(be, &l->conv1, x, h, n, 1, (int)T);                     /* [n, hidden, T]  */
+        ss_group_norm_gelu(be, h, h, l->conv1.b, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
+        conv_nobias(be, &l->conv2, h, g, n, 1, (int)T);                     /* [n, 2ch, T]     */
+        /* x += glu(norm2(g + b2)) [n, ch, T], LayerScale folded into norm2; o: scratch */
+        ss_group_norm_glu_add(be, x, g, o, l->conv2.b, n, ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
     }
 }
 

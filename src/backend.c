@@ -708,18 +708,24 @@ void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, 
            y, hy, n);
 }
 
-void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len, int groups,
-                        const float *gamma, const float *beta, float eps)
+void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
+                        int groups, const float *gamma, const float *beta, float eps)
 {
-    DISPATCH(be, group_norm_gelu, y, x, batch, ch, len, groups, gamma, beta, eps);
+    DISPATCH(be, group_norm_gelu, y, x, bias, batch, ch, len, groups, gamma, beta, eps);
+    if (bias) {
+        ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
+        x = y;
+    }
     ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
     ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
-void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, int batch, int ch, int64_t len,
-                           int groups, const float *gamma, const float *beta, float eps)
+void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
+                           int64_t len, int groups, const float *gamma, const float *beta, float eps)
 {
-    DISPATCH(be, group_norm_glu_add, x, g, batch, ch, len, groups, gamma, beta, eps);
+    DISPATCH(be, group_norm_glu_add, x, g, bias, batch, ch, len, groups, gamma, beta, eps);
+    if (bias)
+        ss_channel_affine(be, g, g, batch, 2 * ch, len, NULL, bias);
     ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
     ss_glu(be, tmp, g, batch, ch, len);
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);

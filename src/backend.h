@@ -177,10 +177,11 @@ typedef struct ss_backend_iface {
     ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
                                   int n, float eps, ss_error *err);
     /* fused passes (NULL = the wrapper composes the unfused ops of the backend) */
-    ss_status (*group_norm_gelu)(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, int groups,
-                                 const float *gamma, const float *beta, float eps, ss_error *err);
-    ss_status (*group_norm_glu_add)(void *ctx, float *x, const float *g, int batch, int ch, int64_t len, int groups,
-                                    const float *gamma, const float *beta, float eps, ss_error *err);
+    ss_status (*group_norm_gelu)(void *ctx, float *y, const float *x, const float *bias, int batch, int ch,
+                                 int64_t len, int groups, const float *gamma, const float *beta, float eps,
+                                 ss_error *err);
+    ss_status (*group_norm_glu_add)(void *ctx, float *x, float *g, const float *bias, int batch, int ch, int64_t len,
+                                    int groups, const float *gamma, const float *beta, float eps, ss_error *err);
 
     /* Optional op recording (CUDA graphs): between graph_begin and graph_end the
      * ops are recorded, not run; graph_end returns a handle that graph_launch
@@ -271,15 +272,17 @@ void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows,
 /* x, y [batch, ch, len]: GroupNorm(groups) with affine gamma/beta [ch] (may be NULL); in place ok */
 void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
                    int groups, const float *gamma, const float *beta, float eps);
-/* y = gelu(group_norm(x)), as the two calls would give; in place ok */
-void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len, int groups,
-                        const float *gamma, const float *beta, float eps);
-/* x [batch, ch, len] += glu(group_norm(g)) for g [batch, 2*ch, len] with GroupNorm(groups)
- * over its 2*ch channels, gamma/beta [2*ch]: the tail of a DConv layer in one pass.
- * g may be overwritten and tmp [batch, ch, len] used (when the backend composes
- * the unfused ops); x must not overlap g or tmp. */
-void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, int batch, int ch, int64_t len,
-                           int groups, const float *gamma, const float *beta, float eps);
+/* y = gelu(group_norm(x + bias)), as the separate calls would give; bias [ch] (a
+ * convolution's, added per channel) may be NULL; in place ok */
+void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
+                        int groups, const float *gamma, const float *beta, float eps);
+/* x [batch, ch, len] += glu(group_norm(g + bias)) for g [batch, 2*ch, len] with
+ * GroupNorm(groups) over its 2*ch channels, bias (may be NULL) and gamma/beta
+ * [2*ch]: the tail of a DConv layer in one pass.  g may be overwritten and tmp
+ * [batch, ch, len] used (when the backend composes the unfused ops); x must not
+ * overlap g or tmp. */
+void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
+                           int64_t len, int groups, const float *gamma, const float *beta, float eps);
 /* x, y [rows, dim]: LayerNorm over dim with gamma/beta [dim] (may be NULL); in place ok */
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps);

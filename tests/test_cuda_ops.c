@@ -188,24 +188,34 @@ static void test_reductions(void)
                 memcpy(ref, hx, nx * sizeof *ref);
                 float *ddx = up(hx, nx), *ddg = up(hg, ng), *dga = up(ga, (size_t)2 * ch), *dbe = up(be_, (size_t)2 * ch);
                 float *dtmp = poison(nx), *dgel = poison(ng);
+                /* 1 group: affine, no bias; 4 groups: no affine, a conv bias (gamma as the bias) */
                 int aff = groups == 1;
-                ss_group_norm_glu_add(cpu, ref, hg2, tmp, bt, ch, ln, groups, aff ? ga : NULL, aff ? be_ : NULL, 1e-5f);
-                ss_group_norm_glu_add(gpu, ddx, ddg, dtmp, bt, ch, ln, groups, aff ? dga : NULL, aff ? dbe : NULL,
+                const float *hb = aff ? NULL : ga, *db_ = aff ? NULL : dga;
+                ss_group_norm_glu_add(cpu, ref, hg2, tmp, hb, bt, ch, ln, groups, aff ? ga : NULL, aff ? be_ : NULL,
                                       1e-5f);
+                ss_group_norm_glu_add(gpu, ddx, ddg, dtmp, db_, bt, ch, ln, groups, aff ? dga : NULL,
+                                      aff ? dbe : NULL, 1e-5f);
                 CMP(ddx, ref, nx, 1e-6, "group_norm_glu_add");
-                float *hgk = down(ddg, ng);                /* the fused op leaves g as it was */
+                float *hgk = down(ddg, ng);                /* without a bias the fused op leaves g */
                 int kept = hgk && memcmp(hgk, hg, ng * sizeof *hg) == 0;
                 free(hgk);
                 ss_upload(gpu, ddg, hg, ng);               /* (the composition normalised it) */
-                ss_group_norm(cpu, hg2, hg, bt, 2 * ch, ln, groups, ga, be_, 1e-5f);
-                ss_gelu(cpu, hg2, hg2, ng);
-                ss_group_norm_gelu(gpu, dgel, ddg, bt, 2 * ch, ln, groups, dga, dbe, 1e-5f);
+                memcpy(hg2, hg, ng * sizeof *hg2);
+                ss_group_norm_gelu(cpu, hg2, hg2, hb, bt, 2 * ch, ln, groups, ga, be_, 1e-5f);
+                ss_group_norm_gelu(gpu, dgel, ddg, db_, bt, 2 * ch, ln, groups, dga, dbe, 1e-5f);
                 CMP(dgel, hg2, ng, 1e-6, "group_norm_gelu");
+                if (!aff) {                                /* bias == composing the separate passes */
+                    memcpy(hg2, hg, ng * sizeof *hg2);
+                    ss_channel_affine(cpu, hg2, hg2, bt, 2 * ch, ln, NULL, ga);
+                    ss_group_norm(cpu, hg2, hg2, bt, 2 * ch, ln, groups, ga, be_, 1e-5f);
+                    ss_gelu(cpu, hg2, hg2, ng);
+                    CMP(dgel, hg2, ng, 1e-6, "group_norm_gelu with bias vs separate passes");
+                }
                 ss_free(gpu, ddx); ss_free(gpu, ddg); ss_free(gpu, dga); ss_free(gpu, dbe); ss_free(gpu, dtmp);
                 ss_free(gpu, dgel);
                 free(hx); free(hg); free(ga); free(be_); free(hg2); free(tmp); free(ref);
-                if (!gpu_is_cpu)
-                    CHECK(kept, "group_norm_glu_add (fused) changed g");
+                if (!gpu_is_cpu && aff)
+                    CHECK(kept, "group_norm_glu_add (fused, no bias) changed g");
             }
     }
     ss_transpose(cpu, y, x, 3, 101, (int)(n / 303)); ss_transpose(gpu, dy, dx, 3, 101, (int)(n / 303));

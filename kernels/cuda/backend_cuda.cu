@@ -618,6 +618,41 @@ __global__ void k_stats(double *acc, const float *x, int64_t gn)
     }
 }
 
+/* The same over x + bias[c] for x [batch, ch, len] in GroupNorm(groups): one block
+ * per row (b, c) and chunk of it (the bias is a convolution's, added here instead of
+ * in a pass of its own; float sum first, as the separate add would store it). */
+__global__ void k_stats_bias(double *acc, const float *x, const float *bias, int ch, int groups, int64_t len)
+{
+    __shared__ double sh[32];
+    int c = (int)(blockIdx.x % (unsigned)ch);
+    size_t g = (size_t)(blockIdx.x / (unsigned)ch) * groups + c / (ch / groups);
+    int64_t lo = (int64_t)blockIdx.y * STAT_CHUNK, hi = lo + STAT_CHUNK < len ? lo + STAT_CHUNK : len;
+    const float *xr = x + (size_t)blockIdx.x * (size_t)len;
+    float bc = bias[c];
+    double s = 0.0, q = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        double v = xr[i] + bc;
+        s += v;
+        q += v * v;
+    }
+    s = block_sum(s, sh);
+    q = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        atomicAdd(&acc[2 * g], s);
+        atomicAdd(&acc[2 * g + 1], q);
+    }
+}
+
+static ss_status stats_bias(cuda_ctx *c, double *acc, const float *x, const float *bias, int batch, int ch,
+                            int groups, int64_t len, ss_error *err)
+{
+    cudaMemsetAsync(acc, 0, (size_t)batch * groups * 2 * sizeof(double), c->stream);
+    dim3 grid((unsigned)((size_t)batch * ch), (unsigned)((len + STAT_CHUNK - 1) / STAT_CHUNK));
+    k_stats_bias<<<grid, TPB, 0, c->stream>>>(acc, x, bias, ch, groups, len);
+    CK_LAUNCH(c, err, "statistics");
+    return SS_OK;
+}
+
 static ss_status stats(cuda_ctx *c, double *acc, const float *x, int64_t ngroups, int64_t gn, ss_error *err)
 {
     cudaMemsetAsync(acc, 0, (size_t)ngroups * 2 * sizeof(double), c->stream);
@@ -693,8 +728,8 @@ __global__ void k_gn_apply(float *y, const float *x, const double *acc, size_t n
     }
 }
 
-__global__ void k_gn_apply_rows(float *y, const float *x, const double *acc, int ch, int groups, int64_t len,
-                                int64_t gn, const float *gamma, const float *beta, float eps, int act)
+__global__ void k_gn_apply_rows(float *y, const float *x, const float *bias, const double *acc, int ch, int groups,
+                                int64_t len, int64_t gn, const float *gamma, const float *beta, float eps, int act)
 {
     int cc = (int)(blockIdx.x % (unsigned)ch);
     size_t g = (size_t)(blockIdx.x / (unsigned)ch) * groups + cc / (ch / groups);
@@ -702,38 +737,48 @@ __global__ void k_gn_apply_rows(float *y, const float *x, const double *acc, int
     double var = acc[2 * g + 1] / (double)gn - m * m;
     float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
     float a = rs * (gamma ? gamma[cc] : 1.0f), b = beta ? beta[cc] : 0.0f, mf = (float)m;
+    float bc = bias ? bias[cc] : 0.0f;
     size_t base = (size_t)blockIdx.x * (size_t)len;
     ROW_LOOP(j, len) {
-        float v = (x[base + j] - mf) * a + b;
+        float v = ((x[base + j] + bc) - mf) * a + b;
         y[base + j] = act ? gelu_f(v) : v;
     }
 }
 
-static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, int batch, int ch, int64_t len, int groups,
-                                const float *gamma, const float *beta, float eps, int act, ss_error *err)
+/* y = group_norm(x + bias) (bias per channel, may be NULL), then GELU when act. */
+static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, const float *bias, int batch, int ch,
+                                int64_t len, int groups, const float *gamma, const float *beta, float eps, int act,
+                                ss_error *err)
 {
     if (batch <= 0 || ch <= 0 || len <= 0)
         return SS_OK;
     if (groups <= 0 || ch % groups)
         return fail(err, SS_E_INTERNAL, "cuda group_norm: %d channels in %d groups", ch, groups);
     int64_t ng = (int64_t)batch * groups, gn = (int64_t)(ch / groups) * len;
+    size_t n = (size_t)batch * ch * (size_t)len, rows = (size_t)batch * ch;
+    int row_path = use_rows(rows, len);
+    if (bias && !row_path) {                    /* short rows: the bias in a pass of its own */
+        LAUNCH(k_channel_affine, n, y, x, n, ch, len, (const float *)NULL, bias);
+        x = y;
+        bias = NULL;
+    }
     double *acc = (double *)scratch(c, (size_t)ng * 2 * sizeof(double), err);
     if (!acc) return err->code;
-    if (stats(c, acc, x, ng, gn, err) != SS_OK)
+    if ((bias ? stats_bias(c, acc, x, bias, batch, ch, groups, len, err) : stats(c, acc, x, ng, gn, err)) != SS_OK)
         return err->code;
-    size_t n = (size_t)batch * ch * (size_t)len, rows = (size_t)batch * ch;
-    if (use_rows(rows, len))
-        LAUNCH_ROWS(k_gn_apply_rows, rows, len, y, x, acc, ch, groups, len, gn, gamma, beta, eps, act);
+    if (row_path)
+        LAUNCH_ROWS(k_gn_apply_rows, rows, len, y, x, bias, acc, ch, groups, len, gn, gamma, beta, eps, act);
     else
         LAUNCH(k_gn_apply, n, y, x, acc, n, ch, groups, len, gn, gamma, beta, eps, act);
     CK_LAUNCH(c, err, "group_norm");
     return SS_OK;
 }
 
-static ss_status cu_group_norm_gelu(void *vctx, float *y, const float *x, int batch, int ch, int64_t len,
-                                    int groups, const float *gamma, const float *beta, float eps, ss_error *err)
+static ss_status cu_group_norm_gelu(void *vctx, float *y, const float *x, const float *bias, int batch, int ch,
+                                    int64_t len, int groups, const float *gamma, const float *beta, float eps,
+                                    ss_error *err)
 {
-    return group_norm_act((cuda_ctx *)vctx, y, x, batch, ch, len, groups, gamma, beta, eps, 1, err);
+    return group_norm_act((cuda_ctx *)vctx, y, x, bias, batch, ch, len, groups, gamma, beta, eps, 1, err);
 }
 
 /* x [batch, ch, len] += glu(group_norm(g)): the GLU's two halves are channels c and
@@ -758,9 +803,15 @@ __device__ __forceinline__ float gn_glu(float a, float b, const float *ca, const
     return va / (1.0f + expf(-vb));
 }
 
+/* With the per-channel bias of channels c (ba) and ch + c (bb) added first. */
+__device__ __forceinline__ float gn_glu_bias(float a, float b, float ba, float bb, const float *ca, const float *cb)
+{
+    return gn_glu(a + ba, b + bb, ca, cb);
+}
+
 /* One output row (b, c) per blockIdx.x. */
-__global__ void k_gn_glu_add_rows(float *x, const float *g, const double *acc, int ch, int groups, int64_t len,
-                                  int64_t gn, const float *gamma, const float *beta, float eps)
+__global__ void k_gn_glu_add_rows(float *x, const float *g, const float *bias, const double *acc, int ch, int groups,
+                                  int64_t len, int64_t gn, const float *gamma, const float *beta, float eps)
 {
     int b = (int)(blockIdx.x / (unsigned)ch), c = (int)(blockIdx.x % (unsigned)ch), per = 2 * ch / groups;
     float ca[3], cb[3];
@@ -768,7 +819,12 @@ __global__ void k_gn_glu_add_rows(float *x, const float *g, const double *acc, i
     gn_coef(cb, acc, b, c + ch, per, groups, gn, gamma, beta, eps);
     const float *ga = g + ((size_t)b * 2 * ch + c) * (size_t)len, *gb = ga + (size_t)ch * (size_t)len;
     float *xr = x + (size_t)blockIdx.x * (size_t)len;
-    ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu(ga[j], gb[j], ca, cb);
+    if (bias) {
+        float ba = bias[c], bb = bias[ch + c];
+        ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu_bias(ga[j], gb[j], ba, bb, ca, cb);
+    } else {
+        ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu(ga[j], gb[j], ca, cb);
+    }
 }
 
 /* Short rows: one thread per element of x. */
@@ -786,8 +842,9 @@ __global__ void k_gn_glu_add(float *x, const float *g, const double *acc, size_t
     }
 }
 
-static ss_status cu_group_norm_glu_add(void *vctx, float *x, const float *g, int batch, int ch, int64_t len,
-                                       int groups, const float *gamma, const float *beta, float eps, ss_error *err)
+static ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const float *bias, int batch, int ch,
+                                       int64_t len, int groups, const float *gamma, const float *beta, float eps,
+                                       ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (batch <= 0 || ch <= 0 || len <= 0)
@@ -796,12 +853,19 @@ static ss_status cu_group_norm_glu_add(void *vctx, float *x, const float *g, int
         return fail(err, SS_E_INTERNAL, "cuda group_norm_glu_add: %d channels in %d groups", 2 * ch, groups);
     size_t rows = (size_t)batch * ch, n = rows * (size_t)len;
     int64_t ng = (int64_t)batch * groups, gn = (int64_t)(2 * ch / groups) * len;
+    int row_path = use_rows(rows, len);
+    if (bias && !row_path) {                    /* short rows: the bias into g in a pass of its own */
+        size_t ng_el = 2 * n;
+        LAUNCH(k_channel_affine, ng_el, g, g, ng_el, 2 * ch, len, (const float *)NULL, bias);
+        bias = NULL;
+    }
     double *acc = (double *)scratch(c, (size_t)ng * 2 * sizeof(double), err);
     if (!acc) return err->code;
-    if (stats(c, acc, g, ng, gn, err) != SS_OK)
+    if ((bias ? stats_bias(c, acc, g, bias, batch, 2 * ch, groups, len, err) : stats(c, acc, g, ng, gn, err)) !=
+        SS_OK)
         return err->code;
-    if (use_rows(rows, len))
-        LAUNCH_ROWS(k_gn_glu_add_rows, rows, len, x, g, acc, ch, groups, len, gn, gamma, beta, eps);
+    if (row_path)
+        LAUNCH_ROWS(k_gn_glu_add_rows, rows, len, x, g, bias, acc, ch, groups, len, gn, gamma, beta, eps);
     else
         LAUNCH(k_gn_glu_add, n, x, g, acc, n, ch, groups, len, gn, gamma, beta, eps);
     CK_LAUNCH(c, err, "group_norm_glu_add");
@@ -811,7 +875,7 @@ static ss_status cu_group_norm_glu_add(void *vctx, float *x, const float *g, int
 static ss_status cu_group_norm(void *vctx, float *y, const float *x, int batch, int ch, int64_t len, int groups,
                                const float *gamma, const float *beta, float eps, ss_error *err)
 {
-    return group_norm_act((cuda_ctx *)vctx, y, x, batch, ch, len, groups, gamma, beta, eps, 0, err);
+    return group_norm_act((cuda_ctx *)vctx, y, x, NULL, batch, ch, len, groups, gamma, beta, eps, 0, err);
 }
 
 /* One warp per row. */
