@@ -1215,6 +1215,33 @@ static void conv_nobias(ss_backend *be, const ht_conv *c, const float *x, float 
     ss_conv2d(be, &d, x, c->w, NULL, y);
 }
 
+/* y [batch, cout, len] = gelu(norm(conv(x))), norm a GroupNorm(groups) when the
+ * layer has one (nm != NULL); the conv's bias is added by the pass after it */
+static void conv_gelu(ss_backend *be, const ht_conv *c, const ht_affine *nm, int groups, const float *x, float *y,
+                      int batch, int h, int w, int64_t len)
+{
+    conv_nobias(be, c, x, y, batch, h, w);
+    if (nm)
+        ss_group_norm_gelu(be, y, y, c->b, batch, c->cout, len, groups, nm->w, nm->b, HT_EPS);
+    else
+        ss_bias_gelu(be, y, y, c->b, batch, c->cout, len);
+}
+
+/* out [batch, cout/2, len] = glu(norm(conv(x))) through r [batch, cout, len],
+ * norm as for conv_gelu; without a norm the bias is added by the GLU pass */
+static void conv_glu(ss_backend *be, const ht_conv *c, const ht_affine *nm, int groups, const float *x, float *r,
+                     float *out, int batch, int h, int w, int64_t len)
+{
+    if (nm) {
+        conv_fwd(be, c, x, r, batch, h, w);
+        ss_group_norm(be, r, r, batch, c->cout, len, groups, nm->w, nm->b, HT_EPS);
+        ss_glu(be, out, r, batch, c->cout / 2, len);
+    } else {
+        conv_nobias(be, c, x, r, batch, h, w);
+        ss_bias_glu(be, out, r, c->b, batch, c->cout / 2, len);
+    }
+}
+
 /* y = conv_transpose(x): x [batch, cin, h, w] -> y [batch, cout, (h-1) sh + kh, (w-1) sw + kw] */
 static void convt_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
 {
@@ -1275,18 +1302,14 @@ static void enc_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     float *a = ws->buf[W_A], *p = ws->buf[W_P], *q = ws->buf[W_Q], *h = ws->buf[W_H], *r = ws->buf[W_R];
     int f2 = ss_conv_out(F, l->conv.kh, l->conv.sh, l->conv.ph, 1);
     size_t n = (size_t)B * l->cout * f2 * T;
-    conv_fwd(be, &l->conv, x, a, B, F, T);                                  /* a [B, cout, F', T]   */
-    if (l->norm)
-        ss_group_norm(be, a, a, B, l->cout, (int64_t)f2 * T, m->hp.norm_groups, l->norm1.w, l->norm1.b, HT_EPS);
-    ss_gelu(be, a, a, n);
+    int groups = m->hp.norm_groups;
+    conv_gelu(be, &l->conv, l->norm ? &l->norm1 : NULL, groups, x, a, B, F, T,
+              (int64_t)f2 * T);                                             /* a [B, cout, F', T]   */
     if (l->has_dconv)
         dconv_freq(be, &l->dconv, l->cout, a, B, f2, T, q, h, r, p);
-    if (l->has_rewrite) {
-        conv_fwd(be, &l->rewrite, a, r, B, f2, T);                          /* r [B, 2cout, F', T]  */
-        if (l->norm)
-            ss_group_norm(be, r, r, B, 2 * l->cout, (int64_t)f2 * T, m->hp.norm_groups, l->norm2.w, l->norm2.b,
-                          HT_EPS);
-        ss_glu(be, out, r, B, l->cout, (int64_t)f2 * T);                    /* out [B, cout, F', T] */
+    if (l->has_rewrite) {                                                   /* r [B, 2cout, F', T]  */
+        conv_glu(be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, f2, T,
+                 (int64_t)f2 * T);                                          /* out [B, cout, F', T] */
     } else {
         copy(be, out, a, n);
     }
@@ -1308,20 +1331,14 @@ static void enc_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     }
     int64_t l2 = ss_conv_out((int)lp, l->conv.kw, st, l->conv.pw, 1);
     size_t n = (size_t)B * l->cout * l2;
-    conv_fwd(be, &l->conv, src, a, B, 1, (int)lp);                          /* a [B, cout, L2]      */
-    if (l->norm)
-        ss_group_norm(be, a, a, B, l->cout, l2, m->hp.norm_groups, l->norm1.w, l->norm1.b, HT_EPS);
-    ss_gelu(be, a, a, n);
+    int groups = m->hp.norm_groups;
+    conv_gelu(be, &l->conv, l->norm ? &l->norm1 : NULL, groups, src, a, B, 1, (int)lp, l2); /* a [B, cout, L2] */
     if (l->has_dconv)
         dconv_fwd(be, &l->dconv, l->cout, a, B, l2, h, r, p);
-    if (l->has_rewrite) {
-        conv_fwd(be, &l->rewrite, a, r, B, 1, (int)l2);                     /* r [B, 2cout, L2]     */
-        if (l->norm)
-            ss_group_norm(be, r, r, B, 2 * l->cout, l2, m->hp.norm_groups, l->norm2.w, l->norm2.b, HT_EPS);
-        ss_glu(be, out, r, B, l->cout, l2);                                 /* out [B, cout, L2]    */
-    } else {
+    if (l->has_rewrite)         /* r [B, 2cout, L2] -> out [B, cout, L2] */
+        conv_glu(be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, 1, (int)l2, l2);
+    else
         copy(be, out, a, n);
-    }
 }
 
 /* HDecLayer, frequency: x, skip [B, cin, F, T] -> out [B, cout, (F-1) stride + K - 2 pad, T] */
@@ -1332,11 +1349,9 @@ static void dec_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     size_t n = (size_t)B * l->cin * F * T;
     int groups = m->hp.norm_groups, K = l->conv.kh, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, F, T]     */
-    if (l->has_rewrite) {
-        conv_fwd(be, &l->rewrite, a, r, B, F, T);                           /* r [B, 2cin, F, T]    */
-        if (l->norm)
-            ss_group_norm(be, r, r, B, 2 * l->cin, (int64_t)F * T, groups, l->norm1.w, l->norm1.b, HT_EPS);
-        ss_glu(be, p, r, B, l->cin, (int64_t)F * T);                        /* p [B, cin, F, T]     */
+    if (l->has_rewrite) {                                                   /* r [B, 2cin, F, T]    */
+        conv_glu(be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, F, T,
+                 (int64_t)F * T);                                           /* p [B, cin, F, T]     */
     } else {
         copy(be, p, a, n);
     }
@@ -1361,14 +1376,10 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     size_t n = (size_t)B * l->cin * L;
     int groups = m->hp.norm_groups, K = l->conv.kw, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, L]        */
-    if (l->has_rewrite) {
-        conv_fwd(be, &l->rewrite, a, r, B, 1, (int)L);                      /* r [B, 2cin, L]       */
-        if (l->norm)
-            ss_group_norm(be, r, r, B, 2 * l->cin, L, groups, l->norm1.w, l->norm1.b, HT_EPS);
-        ss_glu(be, p, r, B, l->cin, L);                                     /* p [B, cin, L]        */
-    } else {
+    if (l->has_rewrite)         /* r [B, 2cin, L] -> p [B, cin, L] */
+        conv_glu(be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, 1, (int)L, L);
+    else
         copy(be, p, a, n);
-    }
     if (l->has_dconv)
         dconv_fwd(be, &l->dconv, l->cin, p, B, L, h, r, a);
     int64_t lz = ss_convt_out((int)L, K, l->conv.sw);

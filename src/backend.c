@@ -731,6 +731,26 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
+void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
+{
+    size_t n = (size_t)batch * (size_t)ch * (size_t)len;
+    if (bias) {
+        DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
+        ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
+        x = y;
+    }
+    ss_gelu(be, y, x, n);
+}
+
+void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batch, int ch, int64_t len)
+{
+    if (bias) {
+        DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
+        ss_channel_affine(be, x, x, batch, 2 * ch, len, NULL, bias);
+    }
+    ss_glu(be, y, x, batch, ch, len);
+}
+
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps)
 {

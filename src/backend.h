@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 2
+#define SS_BACKEND_API_VERSION 3
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -182,6 +182,10 @@ typedef struct ss_backend_iface {
                                  ss_error *err);
     ss_status (*group_norm_glu_add)(void *ctx, float *x, float *g, const float *bias, int batch, int ch, int64_t len,
                                     int groups, const float *gamma, const float *beta, float eps, ss_error *err);
+    ss_status (*bias_gelu)(void *ctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
+                           ss_error *err);
+    ss_status (*bias_glu)(void *ctx, float *y, float *x, const float *bias, int batch, int ch, int64_t len,
+                          ss_error *err);
 
     /* Optional op recording (CUDA graphs): between graph_begin and graph_end the
      * ops are recorded, not run; graph_end returns a handle that graph_launch
@@ -283,6 +287,13 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
  * overlap g or tmp. */
 void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
                            int64_t len, int groups, const float *gamma, const float *beta, float eps);
+/* y [batch, ch, len] = gelu(x + bias) with bias [ch] (a convolution's; NULL: plain
+ * GELU), as ss_channel_affine and ss_gelu would give; in place ok */
+void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);
+/* y [batch, ch, len] = glu(x + bias) for x [batch, 2*ch, len] and bias [2*ch]
+ * (NULL: plain GLU), as ss_channel_affine and ss_glu would give; x may be
+ * overwritten (when the backend composes the two); y must not overlap x */
+void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batch, int ch, int64_t len);
 /* x, y [rows, dim]: LayerNorm over dim with gamma/beta [dim] (may be NULL); in place ok */
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps);

@@ -148,6 +148,8 @@ static void test_reductions(void)
         x[i] = x[i] * 3.0f + 0.5f;
     float *dx = up(x, n), *dy = poison(n), *dg = up(g, len), *db = up(bb, len), *dm = poison(64), *ds = poison(64);
     ss_softmax(cpu, y, x, rows, len, 0.37f); ss_softmax(gpu, dy, dx, rows, len, 0.37f); CMP(dy, y, n, 1e-6, "softmax");
+    ss_softmax(cpu, y, x, 9, 4001, 0.37f); ss_softmax(gpu, dy, dx, 9, 4001, 0.37f);   /* rows longer than 3072 */
+    CMP(dy, y, (size_t)9 * 4001, 1e-6, "softmax long rows");
     ss_layer_norm(cpu, y, x, rows, len, g, bb, 1e-5f); ss_layer_norm(gpu, dy, dx, rows, len, dg, db, 1e-5f);
     CMP(dy, y, n, 1e-6, "layer_norm");
     ss_layer_norm(cpu, y, x, (int)n / 385, 385, NULL, NULL, 1e-5f);
@@ -176,8 +178,9 @@ static void test_reductions(void)
     /* fused passes against the CPU's composition of the unfused ops: long and short rows,
      * 1 and 4 groups, with and without affine */
     {
-        const int shapes[][3] = {{3, 12, 97}, {40, 6, 7}};       /* batch, ch, len */
-        for (int si = 0; si < 2; si++)
+        /* batch, ch, len: odd rows, short rows, rows of 4k (4 at a time) shorter and longer than a block */
+        const int shapes[][3] = {{3, 12, 97}, {40, 6, 7}, {2, 10, 336}, {1, 8, 1028}};
+        for (int si = 0; si < 4; si++)
             for (int groups = 1; groups <= 4; groups += 3) {
                 int bt = shapes[si][0], ch = shapes[si][1];
                 int64_t ln = shapes[si][2];
@@ -211,6 +214,16 @@ static void test_reductions(void)
                     ss_gelu(cpu, hg2, hg2, ng);
                     CMP(dgel, hg2, ng, 1e-6, "group_norm_gelu with bias vs separate passes");
                 }
+                /* a conv bias folded into the GELU / GLU pass after it, vs the CPU's composition */
+                memcpy(hg2, hg, ng * sizeof *hg2);
+                ss_bias_gelu(cpu, hg2, hg2, ga, bt, 2 * ch, ln);
+                ss_upload(gpu, ddg, hg, ng);
+                ss_bias_gelu(gpu, dgel, ddg, dga, bt, 2 * ch, ln);
+                CMP(dgel, hg2, ng, 1e-6, "bias_gelu");
+                memcpy(hg2, hg, ng * sizeof *hg2);
+                ss_bias_glu(cpu, tmp, hg2, ga, bt, ch, ln);
+                ss_bias_glu(gpu, dtmp, ddg, dga, bt, ch, ln);
+                CMP(dtmp, tmp, nx, 1e-6, "bias_glu");
                 ss_free(gpu, ddx); ss_free(gpu, ddg); ss_free(gpu, dga); ss_free(gpu, dbe); ss_free(gpu, dtmp);
                 ss_free(gpu, dgel);
                 free(hx); free(hg); free(ga); free(be_); free(hg2); free(tmp); free(ref);
@@ -286,6 +299,16 @@ static void test_conv2d(void)
     conv_case(&e, "conv2d 3x5 s2x3 p1x2 d2", 0);
     ss_conv2d_desc f = {2, 2, 1, 4001, 48, 1, 8, 1, 4, 0, 2, 1, 1};    /* time conv k8 s4 */
     conv_case(&f, "conv1d k8 s4", 1);
+    /* the direct path (kh 1, stride 1, cout <= 64): several rows, input-channel
+     * chunks and output-channel blocks, partial tiles, padding wider than a tap */
+    ss_conv2d_desc g = {2, 37, 3, 300, 20, 1, 3, 1, 1, 0, 2, 1, 2};
+    conv_case(&g, "conv1d direct k3 dil2, 3 rows", 1);
+    ss_conv2d_desc hh = {1, 48, 1, 1000, 6, 1, 5, 1, 1, 0, 3, 1, 1};
+    conv_case(&hh, "conv1d direct k5 pad3", 0);
+    ss_conv2d_desc ii = {3, 16, 2, 129, 64, 1, 3, 1, 1, 0, 1, 1, 1};
+    conv_case(&ii, "conv1d direct cout 64", 1);
+    ss_conv2d_desc jj = {1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1};   /* cout > 64: im2col + GEMM */
+    conv_case(&jj, "conv1d k3 cout 80", 1);
     if (test_failed_now)
         return;
     STATUS_OK();

@@ -14,6 +14,7 @@
  * API version and returns the vtable (or NULL with a reason).
  */
 #include <cublas_v2.h>
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 #include <cufft.h>
 
@@ -71,6 +72,7 @@ typedef struct plan_entry {
 
 typedef struct cuda_ctx {
     int device;
+    int n_sm;                /* multiprocessors (launch shapes)            */
     ss_precision prec;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -215,6 +217,10 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     cublasSetStream(c->blas, c->stream);
     cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    if (cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, p->device) != cudaSuccess || c->n_sm < 1) {
+        cudaGetLastError();
+        c->n_sm = 1;
+    }
     /* our own workspace, so that a recorded product never allocates (32 MiB:
      * NVIDIA's recommendation for Hopper); without it cuBLAS keeps its own */
     const size_t blas_ws = (size_t)32 << 20;
@@ -358,10 +364,16 @@ static unsigned grid_for(size_t n)
 
 static int use_rows(size_t rows, int64_t len) { return len >= ROW_MIN && rows > 0 && rows <= 0x7fffffffu; }
 
+/* Up to 64 blocks along a row, more when there are few rows (so that a launch
+ * has at least 4096 blocks where the rows are long enough). */
 static dim3 row_grid(size_t rows, int64_t len)
 {
-    int64_t by = (len + TPB - 1) / TPB;
-    return dim3((unsigned)rows, (unsigned)(by > 64 ? 64 : by));
+    int64_t by = (len + TPB - 1) / TPB, cap = 64;
+    if ((size_t)cap * rows < 4096)
+        cap = (int64_t)((4096 + rows - 1) / rows);
+    if (cap > 65535)
+        cap = 65535;
+    return dim3((unsigned)rows, (unsigned)(by > cap ? cap : by));
 }
 
 __global__ void k_fill(float *y, float v, size_t n) { GRID_LOOP(i, n) y[i] = v; }
@@ -597,18 +609,38 @@ __device__ T block_sum(T v, T *sh)
 
 #define STAT_CHUNK 8192   /* elements per block of the statistics pass */
 
-/* acc[2g], acc[2g+1] += sum, sum of squares of group g ([ngroups, gn] contiguous). */
-__global__ void k_stats(double *acc, const float *x, int64_t gn)
+/* acc[2g], acc[2g+1] += sum, sum of squares of group g of x [ngroups, gn]
+ * (contiguous); of x + bias[c] when bias is given, added in float first as a
+ * separate bias pass would store it: group g is `per` rows of len, channels
+ * (g % groups) * per onwards. */
+__global__ void k_stats(double *acc, const float *x, int64_t gn, const float *bias, int per, int groups,
+                        int64_t len)
 {
     __shared__ double sh[32];
     int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * STAT_CHUNK;
     int64_t hi = lo + STAT_CHUNK < gn ? lo + STAT_CHUNK : gn;
     const float *xg = x + g * gn;
     double s = 0.0, q = 0.0;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        double v = xg[i];
-        s += v;
-        q += v * v;
+    if (!bias) {
+#pragma unroll 4
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            double v = xg[i];
+            s += v;
+            q += v * v;
+        }
+    } else {
+        const float *bg = bias + (size_t)(g % groups) * per;
+        int64_t i = lo + threadIdx.x, r = i / len, j = i - r * len;     /* row and column of i */
+        for (; i < hi; i += blockDim.x) {
+            double v = xg[i] + bg[r];
+            s += v;
+            q += v * v;
+            if ((j += blockDim.x) >= len) {
+                int64_t k = j / len;
+                r += k;
+                j -= k * len;
+            }
+        }
     }
     s = block_sum(s, sh);
     q = block_sum(q, sh);
@@ -618,22 +650,31 @@ __global__ void k_stats(double *acc, const float *x, int64_t gn)
     }
 }
 
-/* The same over x + bias[c] for x [batch, ch, len] in GroupNorm(groups): one block
- * per row (b, c) and chunk of it (the bias is a convolution's, added here instead of
- * in a pass of its own; float sum first, as the separate add would store it). */
-__global__ void k_stats_bias(double *acc, const float *x, const float *bias, int ch, int groups, int64_t len)
+/* The same four elements at a time: len (and so gn) a multiple of 4, x 16-byte aligned. */
+__global__ void k_stats4(double *acc, const float4 *x, int64_t gn4, const float *bias, int per, int groups,
+                         int64_t len4)
 {
     __shared__ double sh[32];
-    int c = (int)(blockIdx.x % (unsigned)ch);
-    size_t g = (size_t)(blockIdx.x / (unsigned)ch) * groups + c / (ch / groups);
-    int64_t lo = (int64_t)blockIdx.y * STAT_CHUNK, hi = lo + STAT_CHUNK < len ? lo + STAT_CHUNK : len;
-    const float *xr = x + (size_t)blockIdx.x * (size_t)len;
-    float bc = bias[c];
+    int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * (STAT_CHUNK / 4);
+    int64_t hi = lo + STAT_CHUNK / 4 < gn4 ? lo + STAT_CHUNK / 4 : gn4;
+    const float4 *xg = x + g * gn4;
+    const float *bg = bias ? bias + (size_t)(g % groups) * per : NULL;
     double s = 0.0, q = 0.0;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        double v = xr[i] + bc;
-        s += v;
-        q += v * v;
+    int64_t i = lo + threadIdx.x, r = i / len4, j = i - r * len4;      /* row and column of i */
+    for (; i < hi; i += blockDim.x) {
+        float4 v = xg[i];
+        if (bg) {
+            float bc = bg[r];
+            v = make_float4(v.x + bc, v.y + bc, v.z + bc, v.w + bc);
+            if ((j += blockDim.x) >= len4) {
+                int64_t k = j / len4;
+                r += k;
+                j -= k * len4;
+            }
+        }
+        double a = v.x, b = v.y, e = v.z, f = v.w;
+        s += (a + b) + (e + f);
+        q += (a * a + b * b) + (e * e + f * f);
     }
     s = block_sum(s, sh);
     q = block_sum(q, sh);
@@ -643,21 +684,16 @@ __global__ void k_stats_bias(double *acc, const float *x, const float *bias, int
     }
 }
 
-static ss_status stats_bias(cuda_ctx *c, double *acc, const float *x, const float *bias, int batch, int ch,
-                            int groups, int64_t len, ss_error *err)
-{
-    cudaMemsetAsync(acc, 0, (size_t)batch * groups * 2 * sizeof(double), c->stream);
-    dim3 grid((unsigned)((size_t)batch * ch), (unsigned)((len + STAT_CHUNK - 1) / STAT_CHUNK));
-    k_stats_bias<<<grid, TPB, 0, c->stream>>>(acc, x, bias, ch, groups, len);
-    CK_LAUNCH(c, err, "statistics");
-    return SS_OK;
-}
-
-static ss_status stats(cuda_ctx *c, double *acc, const float *x, int64_t ngroups, int64_t gn, ss_error *err)
+/* Group sums of x [ngroups, gn] (per channels of len each), of x + bias when given. */
+static ss_status stats(cuda_ctx *c, double *acc, const float *x, int64_t ngroups, int64_t gn, const float *bias,
+                       int per, int groups, int64_t len, ss_error *err)
 {
     cudaMemsetAsync(acc, 0, (size_t)ngroups * 2 * sizeof(double), c->stream);
     dim3 grid((unsigned)((gn + STAT_CHUNK - 1) / STAT_CHUNK), (unsigned)ngroups);
-    k_stats<<<grid, TPB, 0, c->stream>>>(acc, x, gn);
+    if (len % 4 == 0 && ((uintptr_t)x & 15) == 0)
+        k_stats4<<<grid, TPB, 0, c->stream>>>(acc, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
+    else
+        k_stats<<<grid, TPB, 0, c->stream>>>(acc, x, gn, bias, per, groups, len);
     CK_LAUNCH(c, err, "statistics");
     return SS_OK;
 }
@@ -702,7 +738,7 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
     if (rows <= 0) return SS_OK;
     double *acc = (double *)scratch(c, (size_t)rows * 2 * sizeof(double), err);
     if (!acc) return err->code;
-    if (len > 0 && stats(c, acc, x, rows, len, err) != SS_OK)
+    if (len > 0 && stats(c, acc, x, rows, len, NULL, 1, 1, len, err) != SS_OK)
         return err->code;
     if (len <= 0)
         cudaMemsetAsync(acc, 0, (size_t)rows * 2 * sizeof(double), c->stream);
@@ -711,38 +747,105 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
     return SS_OK;
 }
 
-/* y = (x - mean_g) * rstd_g * gamma[c] + beta[c] for rows (b, c) of len. */
-__global__ void k_gn_apply(float *y, const float *x, const double *acc, size_t n, int ch, int groups, int64_t len,
-                           int64_t gn, const float *gamma, const float *beta, float eps, int act)
-{
-    GRID_LOOP(i, n) {
-        size_t row = i / (size_t)len;
-        int cc = (int)(row % (size_t)ch);
-        size_t g = (row / (size_t)ch) * groups + cc / (ch / groups);
-        double m = acc[2 * g] / (double)gn;
-        double var = acc[2 * g + 1] / (double)gn - m * m;
-        float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-        float a = rs * (gamma ? gamma[cc] : 1.0f);
-        float v = (x[i] - (float)m) * a + (beta ? beta[cc] : 0.0f);
-        y[i] = act ? gelu_f(v) : v;
-    }
-}
+/* ---- group norm: statistics, then per-row coefficients, then one flat pass ------------ */
 
-__global__ void k_gn_apply_rows(float *y, const float *x, const float *bias, const double *acc, int ch, int groups,
-                                int64_t len, int64_t gn, const float *gamma, const float *beta, float eps, int act)
+/* co[r] for row r = (b, c) of [batch, ch, len] in `groups` groups: {bias[c],
+ * group mean, rstd * gamma[c], beta[c]}, so that the norm of x in row r is
+ * ((x + co.x) - co.y) * co.z + co.w (the arithmetic of a bias pass followed by
+ * the norm). */
+__global__ void k_gn_coef(float4 *co, const double *acc, const float *bias, int rows, int ch, int groups, int64_t gn,
+                          const float *gamma, const float *beta, float eps)
 {
-    int cc = (int)(blockIdx.x % (unsigned)ch);
-    size_t g = (size_t)(blockIdx.x / (unsigned)ch) * groups + cc / (ch / groups);
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows)
+        return;
+    int cc = r % ch;
+    size_t g = (size_t)(r / ch) * groups + cc / (ch / groups);
     double m = acc[2 * g] / (double)gn;
     double var = acc[2 * g + 1] / (double)gn - m * m;
     float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    float a = rs * (gamma ? gamma[cc] : 1.0f), b = beta ? beta[cc] : 0.0f, mf = (float)m;
-    float bc = bias ? bias[cc] : 0.0f;
-    size_t base = (size_t)blockIdx.x * (size_t)len;
-    ROW_LOOP(j, len) {
-        float v = ((x[base + j] + bc) - mf) * a + b;
-        y[base + j] = act ? gelu_f(v) : v;
+    co[r] = make_float4(bias ? bias[cc] : 0.0f, (float)m, rs * (gamma ? gamma[cc] : 1.0f), beta ? beta[cc] : 0.0f);
+}
+
+__device__ __forceinline__ float gn_val(float x, float4 k) { return ((x + k.x) - k.y) * k.z + k.w; }
+
+__device__ __forceinline__ float gn_act(float x, float4 k, int act)
+{
+    float v = gn_val(x, k);
+    return act ? gelu_f(v) : v;
+}
+
+/* y = norm(x) (GELU'd when act), one thread per element; I: index type. */
+template <typename I>
+__global__ void k_gn_apply(float *y, const float *x, const float4 *co, I n, I len, int act)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x)
+        y[i] = gn_act(x[i], co[i / len], act);
+}
+
+/* The same four elements at a time (len a multiple of 4, 16-byte aligned rows). */
+template <typename I>
+__global__ void k_gn_apply4(float4 *y, const float4 *x, const float4 *co, I n4, I len4, int act)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n4; i += (I)gridDim.x * blockDim.x) {
+        float4 k = co[i / len4], v = x[i];
+        y[i] = make_float4(gn_act(v.x, k, act), gn_act(v.y, k, act), gn_act(v.z, k, act), gn_act(v.w, k, act));
     }
+}
+
+__device__ __forceinline__ float gn_glu(float a, float b, float4 ka, float4 kb)
+{
+    return gn_val(a, ka) / (1.0f + expf(-gn_val(b, kb)));
+}
+
+/* x [batch, ch, len] += glu(norm(g)) for g [batch, 2ch, len]: the GLU's halves
+ * are rows b*2ch + c and b*2ch + ch + c of g (= row + b*ch and + ch for the row
+ * b*ch + c of x); same arithmetic as the norm, k_glu_rows and k_add in turn. */
+template <typename I>
+__global__ void k_gn_glu_add(float *x, const float *g, const float4 *co, I n, I len, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I row = i / len, ra = row + (row / ch) * ch, ia = ra * len + (i - row * len);
+        x[i] = x[i] + gn_glu(g[ia], g[ia + ch * len], co[ra], co[ra + ch]);
+    }
+}
+
+template <typename I>
+__global__ void k_gn_glu_add4(float4 *x, const float4 *g, const float4 *co, I n4, I len4, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n4; i += (I)gridDim.x * blockDim.x) {
+        I row = i / len4, ra = row + (row / ch) * ch, ia = ra * len4 + (i - row * len4);
+        float4 ka = co[ra], kb = co[ra + ch], a = g[ia], b = g[ia + ch * len4], v = x[i];
+        v.x += gn_glu(a.x, b.x, ka, kb);
+        v.y += gn_glu(a.y, b.y, ka, kb);
+        v.z += gn_glu(a.z, b.z, ka, kb);
+        v.w += gn_glu(a.w, b.w, ka, kb);
+        x[i] = v;
+    }
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Statistics and coefficients of the norm of x [batch, ch, len] (+ bias) in
+ * `groups` groups; returns the coefficients ([batch * ch] float4) in scratch. */
+static const float4 *gn_prepare(cuda_ctx *c, const float *x, const float *bias, int batch, int ch, int64_t len,
+                                int groups, const float *gamma, const float *beta, float eps, ss_error *err)
+{
+    int64_t ng = (int64_t)batch * groups, per = ch / groups, gn = per * len;
+    size_t rows = (size_t)batch * ch, acc_bytes = (size_t)ng * 2 * sizeof(double);
+    if (rows > 0x7fffffffu) {
+        fail(err, SS_E_INTERNAL, "cuda group_norm: %zu rows", rows);
+        return NULL;
+    }
+    char *buf = (char *)scratch(c, acc_bytes + rows * sizeof(float4), err);
+    if (!buf) return NULL;
+    double *acc = (double *)buf;
+    float4 *co = (float4 *)(buf + acc_bytes);        /* acc_bytes is a multiple of 16 */
+    if (stats(c, acc, x, ng, gn, bias, (int)per, groups, len, err) != SS_OK)
+        return NULL;
+    k_gn_coef<<<(unsigned)((rows + 127) / 128), 128, 0, c->stream>>>(co, acc, bias, (int)rows, ch, groups, gn, gamma,
+                                                                     beta, eps);
+    return co;
 }
 
 /* y = group_norm(x + bias) (bias per channel, may be NULL), then GELU when act. */
@@ -754,22 +857,20 @@ static ss_status group_norm_act(cuda_ctx *c, float *y, const float *x, const flo
         return SS_OK;
     if (groups <= 0 || ch % groups)
         return fail(err, SS_E_INTERNAL, "cuda group_norm: %d channels in %d groups", ch, groups);
-    int64_t ng = (int64_t)batch * groups, gn = (int64_t)(ch / groups) * len;
-    size_t n = (size_t)batch * ch * (size_t)len, rows = (size_t)batch * ch;
-    int row_path = use_rows(rows, len);
-    if (bias && !row_path) {                    /* short rows: the bias in a pass of its own */
-        LAUNCH(k_channel_affine, n, y, x, n, ch, len, (const float *)NULL, bias);
-        x = y;
-        bias = NULL;
+    const float4 *co = gn_prepare(c, x, bias, batch, ch, len, groups, gamma, beta, eps, err);
+    if (!co) return err->code;
+    size_t n = (size_t)batch * ch * (size_t)len;
+    if (len % 4 == 0 && aligned16(x) && aligned16(y)) {
+        size_t n4 = n / 4, l4 = (size_t)len / 4;
+        if (n4 <= 0xffffffffu)
+            LAUNCH(k_gn_apply4<unsigned>, n4, (float4 *)y, (const float4 *)x, co, (unsigned)n4, (unsigned)l4, act);
+        else
+            LAUNCH(k_gn_apply4<size_t>, n4, (float4 *)y, (const float4 *)x, co, n4, l4, act);
+    } else if (n <= 0xffffffffu) {
+        LAUNCH(k_gn_apply<unsigned>, n, y, x, co, (unsigned)n, (unsigned)len, act);
+    } else {
+        LAUNCH(k_gn_apply<size_t>, n, y, x, co, n, (size_t)len, act);
     }
-    double *acc = (double *)scratch(c, (size_t)ng * 2 * sizeof(double), err);
-    if (!acc) return err->code;
-    if ((bias ? stats_bias(c, acc, x, bias, batch, ch, groups, len, err) : stats(c, acc, x, ng, gn, err)) != SS_OK)
-        return err->code;
-    if (row_path)
-        LAUNCH_ROWS(k_gn_apply_rows, rows, len, y, x, bias, acc, ch, groups, len, gn, gamma, beta, eps, act);
-    else
-        LAUNCH(k_gn_apply, n, y, x, acc, n, ch, groups, len, gn, gamma, beta, eps, act);
     CK_LAUNCH(c, err, "group_norm");
     return SS_OK;
 }
@@ -781,67 +882,6 @@ static ss_status cu_group_norm_gelu(void *vctx, float *y, const float *x, const 
     return group_norm_act((cuda_ctx *)vctx, y, x, bias, batch, ch, len, groups, gamma, beta, eps, 1, err);
 }
 
-/* x [batch, ch, len] += glu(group_norm(g)): the GLU's two halves are channels c and
- * ch + c of g [batch, 2ch, len]; same arithmetic as k_gn_apply_rows, k_glu_rows and
- * k_add one after the other.  gn_coef: mean, scale, shift of channel cc of item b. */
-__device__ __forceinline__ void gn_coef(float *co, const double *acc, int b, int cc, int per, int groups, int64_t gn,
-                                        const float *gamma, const float *beta, float eps)
-{
-    size_t grp = (size_t)b * groups + cc / per;
-    double m = acc[2 * grp] / (double)gn;
-    double var = acc[2 * grp + 1] / (double)gn - m * m;
-    float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    co[0] = (float)m;
-    co[1] = rs * (gamma ? gamma[cc] : 1.0f);
-    co[2] = beta ? beta[cc] : 0.0f;
-}
-
-__device__ __forceinline__ float gn_glu(float a, float b, const float *ca, const float *cb)
-{
-    float va = (a - ca[0]) * ca[1] + ca[2];
-    float vb = (b - cb[0]) * cb[1] + cb[2];
-    return va / (1.0f + expf(-vb));
-}
-
-/* With the per-channel bias of channels c (ba) and ch + c (bb) added first. */
-__device__ __forceinline__ float gn_glu_bias(float a, float b, float ba, float bb, const float *ca, const float *cb)
-{
-    return gn_glu(a + ba, b + bb, ca, cb);
-}
-
-/* One output row (b, c) per blockIdx.x. */
-__global__ void k_gn_glu_add_rows(float *x, const float *g, const float *bias, const double *acc, int ch, int groups,
-                                  int64_t len, int64_t gn, const float *gamma, const float *beta, float eps)
-{
-    int b = (int)(blockIdx.x / (unsigned)ch), c = (int)(blockIdx.x % (unsigned)ch), per = 2 * ch / groups;
-    float ca[3], cb[3];
-    gn_coef(ca, acc, b, c, per, groups, gn, gamma, beta, eps);
-    gn_coef(cb, acc, b, c + ch, per, groups, gn, gamma, beta, eps);
-    const float *ga = g + ((size_t)b * 2 * ch + c) * (size_t)len, *gb = ga + (size_t)ch * (size_t)len;
-    float *xr = x + (size_t)blockIdx.x * (size_t)len;
-    if (bias) {
-        float ba = bias[c], bb = bias[ch + c];
-        ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu_bias(ga[j], gb[j], ba, bb, ca, cb);
-    } else {
-        ROW_LOOP(j, len) xr[j] = xr[j] + gn_glu(ga[j], gb[j], ca, cb);
-    }
-}
-
-/* Short rows: one thread per element of x. */
-__global__ void k_gn_glu_add(float *x, const float *g, const double *acc, size_t n, int ch, int groups, int64_t len,
-                             int64_t gn, const float *gamma, const float *beta, float eps)
-{
-    GRID_LOOP(i, n) {
-        size_t row = i / (size_t)len, j = i % (size_t)len;
-        int b = (int)(row / (size_t)ch), c = (int)(row % (size_t)ch), per = 2 * ch / groups;
-        float ca[3], cb[3];
-        gn_coef(ca, acc, b, c, per, groups, gn, gamma, beta, eps);
-        gn_coef(cb, acc, b, c + ch, per, groups, gn, gamma, beta, eps);
-        const float *ga = g + ((size_t)b * 2 * ch + c) * (size_t)len + j;
-        x[i] = x[i] + gn_glu(ga[0], ga[(size_t)ch * (size_t)len], ca, cb);
-    }
-}
-
 static ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const float *bias, int batch, int ch,
                                        int64_t len, int groups, const float *gamma, const float *beta, float eps,
                                        ss_error *err)
@@ -851,24 +891,106 @@ static ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const flo
         return SS_OK;
     if (groups <= 0 || (2 * ch) % groups)
         return fail(err, SS_E_INTERNAL, "cuda group_norm_glu_add: %d channels in %d groups", 2 * ch, groups);
-    size_t rows = (size_t)batch * ch, n = rows * (size_t)len;
-    int64_t ng = (int64_t)batch * groups, gn = (int64_t)(2 * ch / groups) * len;
-    int row_path = use_rows(rows, len);
-    if (bias && !row_path) {                    /* short rows: the bias into g in a pass of its own */
-        size_t ng_el = 2 * n;
-        LAUNCH(k_channel_affine, ng_el, g, g, ng_el, 2 * ch, len, (const float *)NULL, bias);
-        bias = NULL;
+    const float4 *co = gn_prepare(c, g, bias, batch, 2 * ch, len, groups, gamma, beta, eps, err);
+    if (!co) return err->code;
+    size_t n = (size_t)batch * ch * (size_t)len;
+    if (len % 4 == 0 && aligned16(x) && aligned16(g)) {
+        size_t n4 = n / 4, l4 = (size_t)len / 4;
+        if (2 * n4 <= 0xffffffffu)
+            LAUNCH(k_gn_glu_add4<unsigned>, n4, (float4 *)x, (const float4 *)g, co, (unsigned)n4, (unsigned)l4,
+                   (unsigned)ch);
+        else
+            LAUNCH(k_gn_glu_add4<size_t>, n4, (float4 *)x, (const float4 *)g, co, n4, l4, (size_t)ch);
+    } else if (2 * n <= 0xffffffffu) {
+        LAUNCH(k_gn_glu_add<unsigned>, n, x, g, co, (unsigned)n, (unsigned)len, (unsigned)ch);
+    } else {
+        LAUNCH(k_gn_glu_add<size_t>, n, x, g, co, n, (size_t)len, (size_t)ch);
     }
-    double *acc = (double *)scratch(c, (size_t)ng * 2 * sizeof(double), err);
-    if (!acc) return err->code;
-    if ((bias ? stats_bias(c, acc, g, bias, batch, 2 * ch, groups, len, err) : stats(c, acc, g, ng, gn, err)) !=
-        SS_OK)
-        return err->code;
-    if (row_path)
-        LAUNCH_ROWS(k_gn_glu_add_rows, rows, len, x, g, bias, acc, ch, groups, len, gn, gamma, beta, eps);
-    else
-        LAUNCH(k_gn_glu_add, n, x, g, acc, n, ch, groups, len, gn, gamma, beta, eps);
     CK_LAUNCH(c, err, "group_norm_glu_add");
+    return SS_OK;
+}
+
+/* y = gelu(x + bias[c]) for rows (b, c) of len; same arithmetic as a bias pass then k_gelu. */
+template <typename I>
+__global__ void k_bias_gelu(float *y, const float *x, const float *bias, I n, I len, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x)
+        y[i] = gelu_f(x[i] + bias[(i / len) % ch]);
+}
+
+template <typename I>
+__global__ void k_bias_gelu4(float4 *y, const float4 *x, const float *bias, I n4, I len4, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n4; i += (I)gridDim.x * blockDim.x) {
+        float bc = bias[(i / len4) % ch];
+        float4 v = x[i];
+        y[i] = make_float4(gelu_f(v.x + bc), gelu_f(v.y + bc), gelu_f(v.z + bc), gelu_f(v.w + bc));
+    }
+}
+
+/* y [batch, ch, len] = glu(x + bias) for x [batch, 2ch, len]: row b*ch + c of y
+ * takes rows b*2ch + c and + ch of x (= row + b*ch); as a bias pass then k_glu_rows. */
+template <typename I>
+__global__ void k_bias_glu(float *y, const float *x, const float *bias, I n, I len, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I row = i / len, b = row / ch, c = row - b * ch, ia = (row + b * ch) * len + (i - row * len);
+        y[i] = (x[ia] + bias[c]) / (1.0f + expf(-(x[ia + ch * len] + bias[c + ch])));
+    }
+}
+
+template <typename I>
+__global__ void k_bias_glu4(float4 *y, const float4 *x, const float *bias, I n4, I len4, I ch)
+{
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n4; i += (I)gridDim.x * blockDim.x) {
+        I row = i / len4, b = row / ch, c = row - b * ch, ia = (row + b * ch) * len4 + (i - row * len4);
+        float ba = bias[c], bb = bias[c + ch];
+        float4 a = x[ia], g = x[ia + ch * len4];
+        y[i] = make_float4((a.x + ba) / (1.0f + expf(-(g.x + bb))), (a.y + ba) / (1.0f + expf(-(g.y + bb))),
+                           (a.z + ba) / (1.0f + expf(-(g.z + bb))), (a.w + ba) / (1.0f + expf(-(g.w + bb))));
+    }
+}
+
+/* Launch kernel K (K4 four elements at a time when len % 4 == 0 and x, y are
+ * 16-byte aligned) over n elements, 32-bit indices when `span` (the largest
+ * index the kernel forms) fits. */
+#define LAUNCH_FLAT(K, K4, y, x, n, span, len, ...)                                                              \
+    do {                                                                                                       \
+        if ((len) % 4 == 0 && aligned16(x) && aligned16(y)) {                                                  \
+            if ((span) <= 0xffffffffu)                                                                         \
+                LAUNCH(K4<unsigned>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (unsigned)((n) / 4), \
+                       (unsigned)((len) / 4), (unsigned)ch);                                                   \
+            else                                                                                               \
+                LAUNCH(K4<size_t>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (size_t)(n) / 4,  \
+                       (size_t)(len) / 4, (size_t)ch);                                                         \
+        } else if ((span) <= 0xffffffffu) {                                                                    \
+            LAUNCH(K<unsigned>, (n), (y), (x), __VA_ARGS__, (unsigned)(n), (unsigned)(len), (unsigned)ch);       \
+        } else {                                                                                               \
+            LAUNCH(K<size_t>, (n), (y), (x), __VA_ARGS__, (size_t)(n), (size_t)(len), (size_t)ch);             \
+        }                                                                                                      \
+    } while (0)
+
+static ss_status cu_bias_gelu(void *vctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
+                              ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    size_t n = (size_t)batch * ch * (size_t)len;
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    LAUNCH_FLAT(k_bias_gelu, k_bias_gelu4, y, x, n, n, len, bias);
+    CK_LAUNCH(c, err, "bias_gelu");
+    return SS_OK;
+}
+
+static ss_status cu_bias_glu(void *vctx, float *y, float *x, const float *bias, int batch, int ch, int64_t len,
+                             ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    size_t n = (size_t)batch * ch * (size_t)len;
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    LAUNCH_FLAT(k_bias_glu, k_bias_glu4, y, x, n, 2 * n, len, bias);
+    CK_LAUNCH(c, err, "bias_glu");
     return SS_OK;
 }
 
@@ -941,13 +1063,52 @@ __global__ void k_softmax(float *y, const float *x, int len, float scale)
         yr[i] *= inv;
 }
 
+/* The same for rows of up to 256 * SM_NPT: each row read once into registers
+ * and written once (same arithmetic and order as k_softmax). */
+#define SM_NPT 12
+__global__ void __launch_bounds__(256) k_softmax_reg(float *y, const float *x, int len, float scale)
+{
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * len;
+    float *yr = y + (size_t)blockIdx.x * len;
+    float v[SM_NPT], mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < SM_NPT; k++) {
+        int i = threadIdx.x + k * 256;
+        v[k] = i < len ? scale * xr[i] : -INFINITY;
+        mx = fmaxf(mx, v[k]);
+    }
+    mx = warp_max(mx);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sh[w] = mx;
+    __syncthreads();
+    mx = -INFINITY;
+    for (int i = 0; i < 8; i++) mx = fmaxf(mx, sh[i]);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SM_NPT; k++) {
+        float e = threadIdx.x + k * 256 < len ? expf(v[k] - mx) : 0.0f;
+        v[k] = e;
+        s += e;
+    }
+    s = block_sum(s, sh);
+    float inv = 1.0f / s;
+#pragma unroll
+    for (int k = 0; k < SM_NPT; k++)
+        if (threadIdx.x + k * 256 < len)
+            yr[threadIdx.x + k * 256] = v[k] * inv;
+}
+
 static ss_status cu_softmax(void *vctx, float *y, const float *x, int rows, int len, float scale, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (rows <= 0 || len <= 0) return SS_OK;
     for (int r0 = 0; r0 < rows; r0 += 65535) {
         int nr = rows - r0 < 65535 ? rows - r0 : 65535;
-        k_softmax<<<nr, 256, 0, c->stream>>>(y + (size_t)r0 * len, x + (size_t)r0 * len, len, scale);
+        if (len <= 256 * SM_NPT)
+            k_softmax_reg<<<nr, 256, 0, c->stream>>>(y + (size_t)r0 * len, x + (size_t)r0 * len, len, scale);
+        else
+            k_softmax<<<nr, 256, 0, c->stream>>>(y + (size_t)r0 * len, x + (size_t)r0 * len, len, scale);
     }
     CK_LAUNCH(c, err, "softmax");
     return SS_OK;
@@ -1096,6 +1257,179 @@ static void im2col(cuda_ctx *c, float *col, const float *x, const conv_geom &g, 
         LAUNCH(k_im2col, rows * (size_t)ncols, col, x, g, nb, p0, ncols);
 }
 
+/* Direct 1-D convolution along w for few output channels (HTDemucs's DConv
+ * compresses channels 8x in its first conv): y [nb, cout, h, ow] from
+ * x [nb, cin, h, w] and w [cout, cin, 1, kw], stride 1, padding pw, dilation dw,
+ * each row of h on its own (kh = 1, no padding along h).  Reads x once per
+ * DC_CO output channels instead of im2col's kw copies and a GEMM with few
+ * rows.  Block: DC_TPB * P outputs of one row for DC_CO output channels and
+ * one slice of the input channels, taken DC_CI input channels at a time: their
+ * input span and weights are copied to shared memory asynchronously (cp.async),
+ * the next chunk while the current one is summed (two buffers); each thread
+ * keeps P outputs x DC_CO sums (fp32 multiply-adds).  With several slices
+ * (small grids: deep layers) each writes its partial sums to
+ * part [slices, nb, cout, h, ow] and k_sum_slices adds them in slice order with
+ * the bias (deterministic). */
+#define DC_TPB 128
+#define DC_P_MAX 4
+#define DC_CO 8
+#define DC_CI 8
+#define DC_COUT_MAX 64
+#define DC_KW_MAX 16
+#define DC_SPAN_MAX 64    /* (kw - 1) * dw: two buffers of shared memory <= 45 KiB */
+
+/* Start copying chunk [ci0, ci0 + nci) of the input span and its weights into xs, ws. */
+__device__ __forceinline__ void dc_stage(float *xs, float *ws, const float *xb, size_t cs, const float *w, int ci0,
+                                         int nci, int cin, int cout, int co0, int kw, int span, int in0, int wd)
+{
+    for (int ci = 0; ci < nci; ci++) {
+        const float *xr = xb + (size_t)(ci0 + ci) * cs;
+        float *dst = xs + ci * span;
+        for (int e = threadIdx.x; e < span; e += DC_TPB) {
+            int ix = in0 + e;
+            if (ix >= 0 && ix < wd)
+                __pipeline_memcpy_async(dst + e, xr + ix, sizeof(float));
+            else
+                dst[e] = 0.0f;
+        }
+    }
+    for (int e = threadIdx.x; e < DC_CI * kw * DC_CO; e += DC_TPB) {
+        int o = e % DC_CO, r = e / DC_CO, ci = r / kw;
+        if (co0 + o < cout && ci < nci)
+            __pipeline_memcpy_async(ws + e, w + ((size_t)(co0 + o) * cin + ci0 + ci) * kw + (r - ci * kw),
+                                    sizeof(float));
+        else
+            ws[e] = 0.0f;
+    }
+    __pipeline_commit();
+}
+
+template <int P>
+__global__ void __launch_bounds__(DC_TPB) k_conv1d_direct(float *y, const float *x, const float *w,
+                                                          const float *bias, int cin, int h, int wd, int cout, int kw,
+                                                          int pw, int dw, int ow, int co_blocks, int per_slice)
+{
+    extern __shared__ float4 sm4[];
+    int span = DC_TPB * P + (kw - 1) * dw, xsz = DC_CI * span, wsz = DC_CI * kw * DC_CO;
+    float *sm = (float *)sm4;                         /* per buffer: xs [DC_CI][span], ws [DC_CI][kw][DC_CO] */
+    int t0 = blockIdx.x * DC_TPB * P, row = blockIdx.y;
+    int co0 = (int)(blockIdx.z % (unsigned)co_blocks) * DC_CO, slice = (int)(blockIdx.z / (unsigned)co_blocks);
+    int b = row / h, yy = row - b * h, c_lo = slice * per_slice;
+    int c_hi = c_lo + per_slice < cin ? c_lo + per_slice : cin;
+    size_t cs = (size_t)h * wd;                       /* channel stride of x */
+    const float *xb = x + (size_t)b * cin * cs + (size_t)yy * wd;
+    float acc[P][DC_CO];
+#pragma unroll
+    for (int p = 0; p < P; p++)
+#pragma unroll
+        for (int o = 0; o < DC_CO; o++)
+            acc[p][o] = 0.0f;
+    int nch = (c_hi - c_lo + DC_CI - 1) / DC_CI;
+    if (nch > 0)
+        dc_stage(sm, sm + xsz, xb, cs, w, c_lo, c_hi - c_lo < DC_CI ? c_hi - c_lo : DC_CI, cin, cout, co0, kw, span,
+                 t0 - pw, wd);
+    for (int q = 0; q < nch; q++) {
+        int ci0 = c_lo + q * DC_CI, nci = c_hi - ci0 < DC_CI ? c_hi - ci0 : DC_CI;
+        if (q + 1 < nch) {                            /* next chunk into the other buffer */
+            int n1 = c_hi - ci0 - DC_CI < DC_CI ? c_hi - ci0 - DC_CI : DC_CI;
+            float *nb_ = sm + ((q + 1) & 1) * (xsz + wsz);
+            dc_stage(nb_, nb_ + xsz, xb, cs, w, ci0 + DC_CI, n1, cin, cout, co0, kw, span, t0 - pw, wd);
+            __pipeline_wait_prior(1);
+        } else {
+            __pipeline_wait_prior(0);
+        }
+        __syncthreads();
+        const float *xs = sm + (q & 1) * (xsz + wsz), *ws = xs + xsz;
+        for (int ci = 0; ci < nci; ci++)
+            for (int k = 0; k < kw; k++) {
+                const float4 *wk = (const float4 *)(ws + (ci * kw + k) * DC_CO);
+                float4 w0 = wk[0], w1 = wk[1];
+                float wv[DC_CO] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+                const float *xr = xs + ci * span + threadIdx.x + k * dw;
+#pragma unroll
+                for (int p = 0; p < P; p++) {
+                    float xv = xr[p * DC_TPB];
+#pragma unroll
+                    for (int o = 0; o < DC_CO; o++)
+                        acc[p][o] += wv[o] * xv;
+                }
+            }
+        __syncthreads();                              /* before this buffer is staged again */
+    }
+    size_t out_size = (size_t)cout * h * ow, all = (size_t)(gridDim.y / h) * out_size;
+    float *yo = y + (size_t)slice * all;              /* this slice's part (slice 0: y) */
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+        int t = t0 + threadIdx.x + p * DC_TPB;
+        if (t >= ow)
+            continue;
+#pragma unroll
+        for (int o = 0; o < DC_CO; o++)
+            if (co0 + o < cout)
+                yo[(((size_t)b * cout + co0 + o) * h + yy) * ow + t] = acc[p][o] + (bias ? bias[co0 + o] : 0.0f);
+    }
+}
+
+/* y [n] = bias[channel] + the sum of part [slices, n] in slice order. */
+__global__ void k_sum_slices(float *y, const float *part, int slices, unsigned n, unsigned len, int cout,
+                             const float *bias)
+{
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float v = part[i];
+        for (int s = 1; s < slices; s++)
+            v += part[(size_t)s * n + i];
+        y[i] = v + (bias ? bias[(i / len) % (unsigned)cout] : 0.0f);
+    }
+}
+
+/* Whether conv2d d runs as k_conv1d_direct. */
+static int conv_direct_ok(const ss_conv2d_desc *d, int ow)
+{
+    return d->kh == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->kw > 1 && d->kw <= DC_KW_MAX &&
+           d->cout <= DC_COUT_MAX && (int64_t)(d->kw - 1) * d->dw <= DC_SPAN_MAX &&
+           (int64_t)d->batch * d->h <= 65535 && (int64_t)d->batch * d->cout * d->h * ow <= 0x3fffffff;
+}
+
+static ss_status conv_direct(cuda_ctx *c, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
+                             float *y, int ow, ss_error *err)
+{
+    /* P outputs per thread: one tile per row for rows up to DC_P_MAX * DC_TPB */
+    int P = (ow + DC_TPB - 1) / DC_TPB;
+    if (P > DC_P_MAX) P = DC_P_MAX;
+    int tile = DC_TPB * P, span = tile + (d->kw - 1) * d->dw, co_blocks = (d->cout + DC_CO - 1) / DC_CO;
+    size_t smem = 2 * ((size_t)DC_CI * span + (size_t)DC_CI * d->kw * DC_CO) * sizeof(float);
+    unsigned tiles = (unsigned)((ow + tile - 1) / tile), rows = (unsigned)(d->batch * d->h);
+    /* few blocks (deep layers: long input rows, few outputs): split the input
+     * channels into slices of whole DC_CI chunks until about 4 blocks per SM */
+    int64_t base = (int64_t)tiles * rows * co_blocks, chunks = (d->cin + DC_CI - 1) / DC_CI;
+    int64_t want = (4 * (int64_t)c->n_sm + base - 1) / base;
+    if (want > chunks) want = chunks;
+    if (want < 1) want = 1;
+    int per_slice = (int)((chunks + want - 1) / want) * DC_CI, slices = (d->cin + per_slice - 1) / per_slice;
+    size_t n = (size_t)d->batch * d->cout * d->h * ow;
+    float *part = y;
+    if (slices > 1) {
+        part = (float *)scratch(c, (size_t)slices * n * sizeof(float), err);
+        if (!part) return err->code;
+    }
+    dim3 grid(tiles, rows, (unsigned)(co_blocks * slices));
+    const float *b0 = slices > 1 ? NULL : bias;
+#define DC_LAUNCH(PP)                                                                                             \
+    k_conv1d_direct<PP><<<grid, DC_TPB, smem, c->stream>>>(part, x, w, b0, d->cin, d->h, d->w, d->cout, d->kw, d->pw, \
+                                                           d->dw, ow, co_blocks, per_slice)
+    switch (P) {
+    case 1: DC_LAUNCH(1); break;
+    case 2: DC_LAUNCH(2); break;
+    case 3: DC_LAUNCH(3); break;
+    default: DC_LAUNCH(4); break;
+    }
+#undef DC_LAUNCH
+    if (slices > 1)
+        LAUNCH(k_sum_slices, n, y, part, slices, (unsigned)n, (unsigned)(d->h * ow), d->cout, bias);
+    CK_LAUNCH(c, err, "conv2d (direct)");
+    return SS_OK;
+}
+
 static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
                            float *y, ss_error *err)
 {
@@ -1106,6 +1440,8 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
     int64_t npos = (int64_t)oh * ow, kdim = (int64_t)d->cin * d->kh * d->kw;
     int64_t in_size = (int64_t)d->cin * d->h * d->w, out_size = (int64_t)d->cout * npos;
     int pointwise = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+    if (conv_direct_ok(d, ow))
+        return conv_direct(c, d, x, w, bias, y, ow, err);
     if (pointwise) {
         if (gemm_rm(c, 0, 0, d->cout, (int)npos, d->cin, 1.0f, w, d->cin, 0, x, (int)npos, in_size, 0.0f, y,
                     (int)npos, out_size, d->batch, 0, err) != SS_OK)
@@ -1467,6 +1803,8 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->standardize_coef = cu_standardize_coef;
     f->group_norm_gelu = cu_group_norm_gelu;
     f->group_norm_glu_add = cu_group_norm_glu_add;
+    f->bias_gelu = cu_bias_gelu;
+    f->bias_glu = cu_bias_glu;
     f->graph_begin = cu_graph_begin;
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
