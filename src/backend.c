@@ -731,11 +731,18 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
+/* Without the fused op: the reference kernel in one pass where the backend's
+ * memory is the host's, else the backend's own bias pass and activation. */
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
     if (bias) {
         DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
+        if (be->iface->host_memory) {
+            fallback fb = {be, {0}, 0};
+            fb_end(&fb, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len), y, y, n);
+            return;
+        }
         ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
         x = y;
     }
@@ -746,6 +753,12 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
 {
     if (bias) {
         DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
+        if (be->iface->host_memory) {
+            fallback fb = {be, {0}, 0};
+            fb_end(&fb, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len), y, y,
+                   (size_t)batch * (size_t)ch * (size_t)len);
+            return;
+        }
         ss_channel_affine(be, x, x, batch, 2 * ch, len, NULL, bias);
     }
     ss_glu(be, y, x, batch, ch, len);

@@ -74,6 +74,40 @@ static void test_softmax_matches_double(void)
     CHECK(sum_err < 1e-5, "rows sum to 1 within %g", sum_err);
 }
 
+/* The one-pass bias + GELU / bias + GLU give the bits of a bias pass followed
+ * by the activation, for long rows and for short rows grouped into tasks. */
+static void test_bias_activations_match_two_passes(void)
+{
+    const int shapes[][3] = {{2, 3, 1001}, {2, 300, 3}};    /* batch, ch, len */
+    for (int si = 0; si < 2; si++) {
+        int batch = shapes[si][0], ch = shapes[si][1], len = shapes[si][2];
+        size_t n = (size_t)batch * ch * len;
+        float *x = malloc(sizeof *x * 2 * n), *t = malloc(sizeof *t * 2 * n), *bias = malloc(sizeof *bias * 2 * ch);
+        float *y = malloc(sizeof *y * 2 * n), *r = malloc(sizeof *r * 2 * n);
+        CHECK(x && t && bias && y && r, "oom");
+        for (size_t i = 0; i < 2 * n; i++)
+            x[i] = (float)((i * 7919LL) % 2001 - 1000) / 97.0f;
+        for (int c = 0; c < 2 * ch; c++)
+            bias[c] = (float)(c % 7) * 0.37f - 1.1f;
+        ss_cpu_bias_gelu(NULL, y, x, bias, 2 * batch, ch, len);      /* x as [2 batch, ch, len] */
+        ss_cpu_channel_affine(NULL, t, x, 2 * batch, ch, len, NULL, bias);
+        ss_cpu_gelu(NULL, r, t, 2 * n);
+        size_t bad = 0;
+        for (size_t i = 0; i < 2 * n; i++)
+            bad += y[i] != r[i];
+        CHECK(bad == 0, "bias_gelu %dx%dx%d: %zu of %zu values differ from the two passes", batch, ch, len, bad,
+              2 * n);
+        ss_cpu_bias_glu(NULL, y, x, bias, batch, ch, len);           /* x as [batch, 2ch, len] */
+        ss_cpu_channel_affine(NULL, t, x, batch, 2 * ch, len, NULL, bias);
+        ss_cpu_glu(NULL, r, t, batch, ch, len);
+        bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += y[i] != r[i];
+        CHECK(bad == 0, "bias_glu %dx%dx%d: %zu of %zu values differ from the two passes", batch, ch, len, bad, n);
+        free(x); free(t); free(bias); free(y); free(r);
+    }
+}
+
 static void test_softmax_extremes_are_finite(void)
 {
     float x[5] = {-1e30f, 0.0f, 1e4f, -1e4f, 87.5f}, y[5];
@@ -92,5 +126,6 @@ int main(void)
     RUN(test_glu_matches_sigmoid);
     RUN(test_softmax_matches_double);
     RUN(test_softmax_extremes_are_finite);
+    RUN(test_bias_activations_match_two_passes);
     return test_summary();
 }

@@ -33,6 +33,9 @@ ss_status ss_cpu_row_affine(ss_pool *p, float *y, const float *x, int rows, int6
 ss_status ss_cpu_row_moments(ss_pool *p, float *mean, float *std, const float *x, int rows, int64_t len);
 ss_status ss_cpu_gelu(ss_pool *p, float *y, const float *x, size_t n);
 ss_status ss_cpu_glu(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len);
+/* gelu(x + bias), glu(x + bias) (bias per channel; x [batch, 2ch, len] for the GLU) in one pass */
+ss_status ss_cpu_bias_gelu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);
+ss_status ss_cpu_bias_glu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);
 ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale);
 ss_status ss_cpu_transpose(ss_pool *p, float *y, const float *x, int batch, int rows, int cols);
 

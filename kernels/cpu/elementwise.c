@@ -71,6 +71,19 @@ SS_SIMD_CLONES static void glu_span(float *y, const float *a, const float *g, in
         y[i] = a[i] / (1.0f + fast_expf(-g[i]));
 }
 
+/* The same with a bias added first (rounded to float, as a bias pass would store it) */
+SS_SIMD_CLONES static void bias_gelu_span(float *y, const float *x, float b, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fast_gelu(x[i] + b);
+}
+
+SS_SIMD_CLONES static void bias_glu_span(float *y, const float *a, const float *g, float ba, float bb, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (a[i] + ba) / (1.0f + fast_expf(-(g[i] + bb)));
+}
+
 /* Reductions in 16 interleaved lanes (a fixed order, so results do not depend
  * on the machine's vector width), which the compiler turns into SIMD code. */
 #define LANES 16
@@ -351,6 +364,47 @@ ss_status ss_cpu_glu(ss_pool *p, float *y, const float *x, int batch, int ch, in
 {
     rows_job job = {.y = y, .x = x, .len = len, .ch = ch};
     ss_pool_for(len >= 256 ? p : NULL, (int64_t)batch * ch, glu_row, &job);
+    return SS_OK;
+}
+
+/* bias + GELU and bias + GLU: rows [t * rows_per_task, ...) of y [batch*ch, len]
+ * (short rows grouped as for the channel affine); t holds the bias */
+static void bias_gelu_rows(void *arg, int64_t t)
+{
+    const rows_job *j = arg;
+    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int64_t r = r0; r < r1; r++)
+        bias_gelu_span(j->y + r * j->len, j->x + r * j->len, j->t[r % j->ch], j->len);
+}
+
+static void bias_glu_rows(void *arg, int64_t t)
+{
+    const rows_job *j = arg;
+    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t b = r / j->ch, c = r % j->ch;
+        const float *a = j->x + (b * 2 * j->ch + c) * j->len, *g = a + (int64_t)j->ch * j->len;
+        bias_glu_span(j->y + r * j->len, a, g, j->t[c], j->t[c + j->ch], j->len);
+    }
+}
+
+static void bias_rows_run(ss_pool *p, rows_job *job, void (*fn)(void *, int64_t))
+{
+    job->rows_per_task = job->len >= BLOCK ? 1 : BLOCK / (job->len > 0 ? job->len : 1);
+    ss_pool_for(p, (job->rows + job->rows_per_task - 1) / job->rows_per_task, fn, job);
+}
+
+ss_status ss_cpu_bias_gelu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
+{
+    rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .t = bias, .rows = (int64_t)batch * ch};
+    bias_rows_run(p, &job, bias_gelu_rows);
+    return SS_OK;
+}
+
+ss_status ss_cpu_bias_glu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
+{
+    rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .t = bias, .rows = (int64_t)batch * ch};
+    bias_rows_run(p, &job, bias_glu_rows);
     return SS_OK;
 }
 
