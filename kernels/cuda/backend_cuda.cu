@@ -952,21 +952,22 @@ __global__ void k_bias_glu4(float4 *y, const float4 *x, const float *bias, I n4,
 }
 
 /* Launch kernel K (K4 four elements at a time when len % 4 == 0 and x, y are
- * 16-byte aligned) over n elements, 32-bit indices when `span` (the largest
- * index the kernel forms) fits. */
-#define LAUNCH_FLAT(K, K4, y, x, n, span, len, ...)                                                              \
+ * 16-byte aligned) over the n elements of [rows of ch channels, len], 32-bit
+ * indices when `span` (the largest index the kernel forms) fits; the kernels
+ * take (y, x, extra args..., n, len, ch). */
+#define LAUNCH_FLAT(K, K4, y, x, n, span, len, ch, ...)                                                          \
     do {                                                                                                       \
         if ((len) % 4 == 0 && aligned16(x) && aligned16(y)) {                                                  \
             if ((span) <= 0xffffffffu)                                                                         \
                 LAUNCH(K4<unsigned>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (unsigned)((n) / 4), \
-                       (unsigned)((len) / 4), (unsigned)ch);                                                   \
+                       (unsigned)((len) / 4), (unsigned)(ch));                                                 \
             else                                                                                               \
                 LAUNCH(K4<size_t>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (size_t)(n) / 4,  \
-                       (size_t)(len) / 4, (size_t)ch);                                                         \
+                       (size_t)(len) / 4, (size_t)(ch));                                                       \
         } else if ((span) <= 0xffffffffu) {                                                                    \
-            LAUNCH(K<unsigned>, (n), (y), (x), __VA_ARGS__, (unsigned)(n), (unsigned)(len), (unsigned)ch);       \
+            LAUNCH(K<unsigned>, (n), (y), (x), __VA_ARGS__, (unsigned)(n), (unsigned)(len), (unsigned)(ch));     \
         } else {                                                                                               \
-            LAUNCH(K<size_t>, (n), (y), (x), __VA_ARGS__, (size_t)(n), (size_t)(len), (size_t)ch);             \
+            LAUNCH(K<size_t>, (n), (y), (x), __VA_ARGS__, (size_t)(n), (size_t)(len), (size_t)(ch));           \
         }                                                                                                      \
     } while (0)
 
@@ -977,7 +978,7 @@ static ss_status cu_bias_gelu(void *vctx, float *y, const float *x, const float 
     size_t n = (size_t)batch * ch * (size_t)len;
     if (batch <= 0 || ch <= 0 || len <= 0)
         return SS_OK;
-    LAUNCH_FLAT(k_bias_gelu, k_bias_gelu4, y, x, n, n, len, bias);
+    LAUNCH_FLAT(k_bias_gelu, k_bias_gelu4, y, x, n, n, len, ch, bias);
     CK_LAUNCH(c, err, "bias_gelu");
     return SS_OK;
 }
@@ -989,7 +990,7 @@ static ss_status cu_bias_glu(void *vctx, float *y, float *x, const float *bias, 
     size_t n = (size_t)batch * ch * (size_t)len;
     if (batch <= 0 || ch <= 0 || len <= 0)
         return SS_OK;
-    LAUNCH_FLAT(k_bias_glu, k_bias_glu4, y, x, n, 2 * n, len, bias);
+    LAUNCH_FLAT(k_bias_glu, k_bias_glu4, y, x, n, 2 * n, len, ch, bias);
     CK_LAUNCH(c, err, "bias_glu");
     return SS_OK;
 }
