@@ -732,13 +732,20 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
 }
 
 /* Without the fused op: the reference kernel in one pass where the backend's
- * memory is the host's, else the backend's own bias pass and activation. */
+ * memory is the host's and its ops are complete when they return (the CPU
+ * backend; Metal's memory is the host's too, but its GPU work is queued), else
+ * the backend's own bias pass and activation. */
+static int cpu_runs_in_place(const ss_backend *be)
+{
+    return be->iface->host_memory && !be->iface->synchronize;
+}
+
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
     if (bias) {
         DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
-        if (be->iface->host_memory) {
+        if (cpu_runs_in_place(be)) {
             fallback fb = {be, {0}, 0};
             fb_end(&fb, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len), y, y, n);
             return;
@@ -753,7 +760,7 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
 {
     if (bias) {
         DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
-        if (be->iface->host_memory) {
+        if (cpu_runs_in_place(be)) {
             fallback fb = {be, {0}, 0};
             fb_end(&fb, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len), y, y,
                    (size_t)batch * (size_t)ch * (size_t)len);
