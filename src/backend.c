@@ -500,12 +500,20 @@ typedef struct fallback {
     ss_backend *be;
     void *host[6];          /* host mirrors to free   */
     int n;
+    int synced;             /* host memory: queued device work finished */
 } fallback;
 
-/* Host view of `n` floats of device memory `p`; copies them when `load`. */
+/* Host view of `n` floats of device memory `p`; copies them when `load`.
+ * Memory that is the host's is used in place, once the backend's queued work
+ * (which may still write it, or read what the CPU kernel will overwrite) is done. */
 static float *fb_view(fallback *fb, const float *p, size_t n, int load)
 {
     ss_backend *be = fb->be;
+    if (p && be->iface->host_memory && be->iface->synchronize && !fb->synced) {
+        fb->synced = 1;
+        if (be->iface->synchronize(be->ctx, &be->err) != SS_OK)
+            return NULL;
+    }
     if (!p || be->iface->host_memory)
         return (float *)p;
     float *h = malloc((n ? n : 1) * sizeof *h);
@@ -574,7 +582,7 @@ static void prof_end(ss_backend *be, const char *op, double t0)
 void ss_fill(ss_backend *be, float *y, float v, size_t n)
 {
     DISPATCH(be, fill, y, v, n);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_fill(be->pool, hy, v, n) : SS_OK, y, hy, n);
 }
@@ -586,7 +594,7 @@ void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size
     if (rows == 0 || cols == 0)
         return;
     size_t dn = (rows - 1) * dpitch + cols, sn = (rows - 1) * spitch + cols;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hd = fb_view(&fb, dst, dn, 1);   /* keep what lies between the rows */
     float *hs = fb_view(&fb, src, sn, 1);
     fb_end(&fb, FB_OK(be) ? ss_cpu_copy2d(be->pool, hd, dpitch, hs, spitch, rows, cols) : SS_OK, dst, hd, dn);
@@ -595,7 +603,7 @@ void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size
 void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
 {
     DISPATCH(be, add, y, a, b, n);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *ha = fb_view(&fb, a, n, 1), *hb = fb_view(&fb, b, n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_add(be->pool, hy, ha, hb, n) : SS_OK, y, hy, n);
 }
@@ -603,7 +611,7 @@ void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
 void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n)
 {
     DISPATCH(be, scale, y, x, alpha, n);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_scale(be->pool, hy, hx, alpha, n) : SS_OK, y, hy, n);
 }
@@ -613,7 +621,7 @@ void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int 
 {
     DISPATCH(be, channel_affine, y, x, batch, ch, len, scale, bias);
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hs = fb_view(&fb, scale, (size_t)ch, 1), *hb = fb_view(&fb, bias, (size_t)ch, 1);
     fb_end(&fb, FB_OK(be) ? ss_cpu_channel_affine(be->pool, hy, hx, batch, ch, len, hs, hb) : SS_OK, y, hy, n);
@@ -624,7 +632,7 @@ void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t l
 {
     DISPATCH(be, row_affine, y, x, rows, len, scale, shift);
     size_t n = (size_t)rows * (size_t)len;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hs = fb_view(&fb, scale, (size_t)rows, 1);
     float *ht = fb_view(&fb, shift, (size_t)rows, 1), *hy = n ? fb_view(&fb, y, n, 0) : y;
     fb_end(&fb, FB_OK(be) ? ss_cpu_row_affine(be->pool, hy, hx, rows, len, hs, ht) : SS_OK, y, hy, n);
@@ -633,7 +641,7 @@ void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t l
 void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int rows, int64_t len)
 {
     DISPATCH(be, row_moments, mean, std, x, rows, len);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, (size_t)rows * (size_t)len, 1);
     float *hm = fb_view(&fb, mean, (size_t)rows, 0), *hs = fb_view(&fb, std, (size_t)rows, 0);
     ss_status st = FB_OK(be) ? ss_cpu_row_moments(be->pool, hm, hs, hx, rows, len) : SS_OK;
@@ -647,7 +655,7 @@ void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float
 {
     DISPATCH(be, standardize_coef, scale, shift, mean, std, n, eps);
     size_t un = n > 0 ? (size_t)n : 0;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hm = fb_view(&fb, mean, un, 1), *hs = fb_view(&fb, std, un, 1);
     float *hsc = fb_view(&fb, scale, un, 0), *hsh = fb_view(&fb, shift, un, 0);
     if (FB_OK(be))
@@ -664,7 +672,7 @@ void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
 {
     DISPATCH(be, gelu, y, x, n);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_gelu(be->pool, hy, hx, n) : SS_OK, y, hy, n);
 }
@@ -673,7 +681,7 @@ void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t
 {
     DISPATCH(be, glu, y, x, batch, ch, len);
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, 2 * n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_glu(be->pool, hy, hx, batch, ch, len) : SS_OK, y, hy, n);
 }
@@ -682,7 +690,7 @@ void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, flo
 {
     DISPATCH(be, softmax, y, x, rows, len, scale);
     size_t n = (size_t)rows * (size_t)len;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_softmax(be->pool, hy, hx, rows, len, scale) : SS_OK, y, hy, n);
 }
@@ -691,7 +699,7 @@ void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows,
 {
     DISPATCH(be, transpose, y, x, batch, rows, cols);
     size_t n = (size_t)batch * (size_t)rows * (size_t)cols;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_transpose(be->pool, hy, hx, batch, rows, cols) : SS_OK, y, hy, n);
 }
@@ -701,7 +709,7 @@ void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, 
 {
     DISPATCH(be, group_norm, y, x, batch, ch, len, groups, gamma, beta, eps);
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hg = fb_view(&fb, gamma, (size_t)ch, 1), *hb = fb_view(&fb, beta, (size_t)ch, 1);
     fb_end(&fb, FB_OK(be) ? ss_cpu_group_norm(be->pool, hy, hx, batch, ch, len, groups, hg, hb, eps) : SS_OK,
@@ -731,14 +739,10 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
-/* Without the fused op: the reference kernel in one pass where the backend's
- * memory is the host's and its ops are complete when they return (the CPU
- * backend; Metal's memory is the host's too, but its GPU work is queued), else
- * the backend's own bias pass and activation. */
-static int cpu_runs_in_place(const ss_backend *be)
-{
-    return be->iface->host_memory && !be->iface->synchronize;
-}
+/* Without the fused op: on the CPU backend the reference kernel in one pass;
+ * elsewhere the backend's own bias pass and activation (Metal, whose memory is
+ * the host's too, keeps its work on its GPU and its emulator mirrors it). */
+static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_backend_cpu; }
 
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {
@@ -746,7 +750,7 @@ void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, i
     if (bias) {
         DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
         if (cpu_runs_in_place(be)) {
-            fallback fb = {be, {0}, 0};
+            fallback fb = {be, {0}, 0, 0};
             fb_end(&fb, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len), y, y, n);
             return;
         }
@@ -761,7 +765,7 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
     if (bias) {
         DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
         if (cpu_runs_in_place(be)) {
-            fallback fb = {be, {0}, 0};
+            fallback fb = {be, {0}, 0, 0};
             fb_end(&fb, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len), y, y,
                    (size_t)batch * (size_t)ch * (size_t)len);
             return;
@@ -776,7 +780,7 @@ void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
 {
     DISPATCH(be, layer_norm, y, x, rows, dim, gamma, beta, eps);
     size_t n = (size_t)rows * (size_t)dim;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hg = fb_view(&fb, gamma, (size_t)dim, 1), *hb = fb_view(&fb, beta, (size_t)dim, 1);
     fb_end(&fb, FB_OK(be) ? ss_cpu_layer_norm(be->pool, hy, hx, rows, dim, hg, hb, eps) : SS_OK, y, hy, n);
@@ -794,7 +798,7 @@ void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float 
     size_t na = span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda);
     size_t nb = span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb);
     size_t nc = span(d->batch, d->stride_c, d->m, d->ldc);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *ha = fb_view(&fb, a, na, 1), *hb = fb_view(&fb, b, nb, 1);
     float *hc = fb_view(&fb, c, nc, d->beta != 0.0f);
     fb_end(&fb, FB_OK(be) ? ss_cpu_gemm(be->pool, d, ha, hb, hc) : SS_OK, c, hc, nc);
@@ -807,7 +811,7 @@ void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const fl
     int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
     size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cout * d->cin * d->kh * d->kw;
     size_t ny = (size_t)d->batch * d->cout * oh * ow;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
     float *hb = fb_view(&fb, bias, (size_t)d->cout, 1);
     float *hy = fb_view(&fb, y, ny, 0);
@@ -821,7 +825,7 @@ void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *
     int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
     size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cin * d->cout * d->kh * d->kw;
     size_t ny = (size_t)d->batch * d->cout * oh * ow;
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
     float *hb = fb_view(&fb, bias, (size_t)d->cout, 1), *hy = fb_view(&fb, y, ny, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_conv_transpose2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
@@ -849,7 +853,7 @@ void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float
     if (!span4(dstride, shape, &dlo, &dhi) || !span4(sstride, shape, &slo, &shi))
         return;
     size_t nd = (size_t)(dhi - dlo + 1), ns = (size_t)(shi - slo + 1);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     /* views of [ptr + lo, ptr + hi]; the kernel gets the element at offset 0 */
     float *hd = fb_view(&fb, dst + dlo, nd, 1), *hs = fb_view(&fb, src + slo, ns, 1);
     fb_end(&fb, FB_OK(be) && hd && hs ? ss_cpu_copy4d(be->pool, hd - dlo, dstride, hs - slo, sstride, shape) : SS_OK,
@@ -861,7 +865,7 @@ void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec)
     DISPATCH(be, stft, d, x, spec);
     size_t nx = (size_t)d->batch * (size_t)d->length;
     size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, nx, 1), *hs = fb_view(&fb, spec, ns, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_stft(be->pool, d, hx, hs) : SS_OK, spec, hs, ns);
 }
@@ -871,7 +875,7 @@ void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x
     DISPATCH(be, istft, d, spec, x);
     size_t nx = (size_t)d->batch * (size_t)d->length;
     size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
-    fallback fb = {be, {0}, 0};
+    fallback fb = {be, {0}, 0, 0};
     float *hs = fb_view(&fb, spec, ns, 1), *hx = fb_view(&fb, x, nx, 0);
     fb_end(&fb, FB_OK(be) ? ss_cpu_istft(be->pool, d, hs, hx) : SS_OK, x, hx, nx);
 }
