@@ -555,6 +555,12 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
 
 #define FB_OK(be) (LIVE(be))
 
+/* Fused ops a backend lacks: on the CPU backend the fused reference kernel
+ * (one pass); elsewhere the wrapper composes the backend's own unfused ops
+ * (Metal, whose memory is the host's too, keeps its work on its GPU, and its
+ * emulator mirrors it). */
+static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_backend_cpu; }
+
 /* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
  * timed; ss_backend_close() prints the totals per op on stderr. */
 static double prof_begin(ss_backend *be)
@@ -724,6 +730,12 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
         ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
         x = y;
     }
+    if (cpu_runs_in_place(be)) {
+        fallback fb = {be, {0}, 0, 0};
+        fb_end(&fb, ss_cpu_group_norm_gelu(be->pool, y, x, batch, ch, len, groups, gamma, beta, eps), y, y,
+               (size_t)batch * (size_t)ch * (size_t)len);
+        return;
+    }
     ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
     ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
 }
@@ -734,15 +746,16 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     DISPATCH(be, group_norm_glu_add, x, g, bias, batch, ch, len, groups, gamma, beta, eps);
     if (bias)
         ss_channel_affine(be, g, g, batch, 2 * ch, len, NULL, bias);
+    if (cpu_runs_in_place(be)) {
+        fallback fb = {be, {0}, 0, 0};
+        fb_end(&fb, ss_cpu_group_norm_glu_add(be->pool, x, g, batch, ch, len, groups, gamma, beta, eps), x, x,
+               (size_t)batch * (size_t)ch * (size_t)len);
+        return;
+    }
     ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
     ss_glu(be, tmp, g, batch, ch, len);
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
-
-/* Without the fused op: on the CPU backend the reference kernel in one pass;
- * elsewhere the backend's own bias pass and activation (Metal, whose memory is
- * the host's too, keeps its work on its GPU and its emulator mirrors it). */
-static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_backend_cpu; }
 
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {

@@ -430,6 +430,42 @@ static void test_group_norm(void)
     }
 }
 
+/* The fused DConv tails give the bits of the ops they replace: group norm then
+ * GELU; group norm over 2ch channels, GLU, added to x.  Rows shorter and longer
+ * than the fused span (1024), several groups, with and without affine. */
+static void test_group_norm_fused(void)
+{
+    struct { int batch, ch; int64_t len; int groups, affine; } cases[] = {
+        {2, 6, 37, 1, 1}, {1, 4, 3000, 4, 0}, {3, 8, 1024, 2, 1}, {1, 3, 33000, 3, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int batch = cases[i].batch, ch = cases[i].ch, groups = cases[i].groups;
+        int64_t len = cases[i].len;
+        size_t n = (size_t)batch * ch * len;
+        float *g = rand_buf(2 * n, 0.3f), *x = rand_buf(n, 0.0f), *gamma = rand_buf((size_t)2 * ch, 1.0f);
+        float *beta = rand_buf((size_t)2 * ch, 0.0f), *a = malloc(2 * n * sizeof *a), *b = malloc(2 * n * sizeof *b);
+        float *t = malloc(n * sizeof *t);
+        CHECK(g && x && gamma && beta && a && b && t, "oom");
+        const float *ga = cases[i].affine ? gamma : NULL, *be = cases[i].affine ? beta : NULL;
+        /* norm + GELU over [batch, 2ch, len], in place */
+        memcpy(a, g, 2 * n * sizeof *a);
+        memcpy(b, g, 2 * n * sizeof *b);
+        CHECK(ss_cpu_group_norm_gelu(pool, a, a, batch, 2 * ch, len, groups, ga, be, 1e-5f) == SS_OK, "gelu");
+        ss_cpu_group_norm(pool, b, b, batch, 2 * ch, len, groups, ga, be, 1e-5f);
+        ss_cpu_gelu(pool, b, b, 2 * n);
+        CHECK(memcmp(a, b, 2 * n * sizeof *a) == 0, "case %zu: group_norm_gelu differs from the two ops", i);
+        /* x += glu(norm(g)) */
+        memcpy(a, x, n * sizeof *a);
+        memcpy(b, g, 2 * n * sizeof *b);
+        CHECK(ss_cpu_group_norm_glu_add(pool, a, g, batch, ch, len, groups, ga, be, 1e-5f) == SS_OK, "glu_add");
+        ss_cpu_group_norm(pool, b, b, batch, 2 * ch, len, groups, ga, be, 1e-5f);
+        ss_cpu_glu(pool, t, b, batch, ch, len);
+        ss_cpu_add(pool, x, x, t, n);
+        CHECK(memcmp(a, x, n * sizeof *a) == 0, "case %zu: group_norm_glu_add differs from the three ops", i);
+        free(g); free(x); free(gamma); free(beta); free(a); free(b); free(t);
+    }
+}
+
 static void test_layer_norm(void)
 {
     int shapes[][2] = {{1, 7}, {37, 384}, {5000, 3}, {3, 1000}};
@@ -506,6 +542,7 @@ int main(void)
     RUN(test_conv2d_direct1d_threads);
     RUN(test_conv_transpose2d);
     RUN(test_group_norm);
+    RUN(test_group_norm_fused);
     RUN(test_layer_norm);
     RUN(test_copy4d_reversed);
     ss_pool_free(pool);

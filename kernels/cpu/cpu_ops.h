@@ -43,9 +43,20 @@ ss_status ss_cpu_transpose(ss_pool *p, float *y, const float *x, int batch, int 
 ss_status ss_cpu_copy4d(ss_pool *p, float *dst, const int64_t dstride[4], const float *src,
                         const int64_t sstride[4], const int64_t shape[4]);
 
+/* y = gelu(x), y = a * sigmoid(g) over one span (what ss_cpu_gelu / ss_cpu_glu do per element) */
+void ss_cpu_gelu_span(float *y, const float *x, int64_t n);
+void ss_cpu_glu_span(float *y, const float *a, const float *g, int64_t n);
+
 /* normalisation, matmul, convolution: kernels/cpu/nn.c */
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                             int groups, const float *gamma, const float *beta, float eps);
+/* the DConv tails in one apply pass, bit-identical to composing the ops: y =
+ * gelu(group_norm(x)) (in place ok); x [batch, ch, len] += glu(group_norm(g))
+ * for g [batch, 2ch, len] normalised over its 2ch channels (g is not changed) */
+ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
+                                 int groups, const float *gamma, const float *beta, float eps);
+ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
+                                    int groups, const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);

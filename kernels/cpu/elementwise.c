@@ -71,6 +71,11 @@ SS_SIMD_CLONES static void glu_span(float *y, const float *a, const float *g, in
         y[i] = a[i] / (1.0f + fast_expf(-g[i]));
 }
 
+/* The spans for kernels in other files (the fused group norms in nn.c): the same
+ * code as ss_cpu_gelu / ss_cpu_glu run per element, so the same bits. */
+void ss_cpu_gelu_span(float *y, const float *x, int64_t n) { gelu_span(y, x, (size_t)n); }
+void ss_cpu_glu_span(float *y, const float *a, const float *g, int64_t n) { glu_span(y, a, g, n); }
+
 /* The same with a bias added first (rounded to float, as a bias pass would store it) */
 SS_SIMD_CLONES static void bias_gelu_span(float *y, const float *x, float b, int64_t n)
 {

@@ -132,8 +132,8 @@ SS_VECTORISE static void affine_span(float *y, const float *x, int64_t n, double
 /* A group is `n` contiguous floats; it is cut into chunks of NN_CHUNK so that
  * even one huge group (GroupNorm(1, C)) spreads over the pool. */
 typedef struct gn_job {
-    float *y;
-    const float *x;
+    float *y;                 /* output; glu_add: the x added to          */
+    const float *x;           /* normalised tensor [batch, ch, len]       */
     int ch, groups;
     int64_t len;
     int64_t group_n;          /* (ch / groups) * len                      */
@@ -157,14 +157,100 @@ static void gn_stats(void *arg, int64_t t)
     j->partial[2 * t + 1] = s2 - s1 * s1 / n > 0.0 ? s2 - s1 * s1 / n : 0.0;
 }
 
+/* mean and scale of channel row r = (batch, c): y = (x - m) * a + b */
+static void gn_coef(const gn_job *j, int64_t r, double *m, double *a, double *b)
+{
+    int c = (int)(r % j->ch);
+    int64_t g = (r / j->ch) * j->groups + c / (j->ch / j->groups);
+    *m = j->mean[g];
+    *a = j->rstd[g] * (j->gamma ? j->gamma[c] : 1.0f);
+    *b = j->beta ? j->beta[c] : 0.0;
+}
+
 /* one task per (batch, channel) row of `len` floats */
 static void gn_apply(void *arg, int64_t r)
 {
     gn_job *j = arg;
-    int c = (int)(r % j->ch);
-    int64_t g = (r / j->ch) * j->groups + c / (j->ch / j->groups);
-    double a = j->rstd[g] * (j->gamma ? j->gamma[c] : 1.0f), b = j->beta ? j->beta[c] : 0.0;
-    affine_span(j->y + r * j->len, j->x + r * j->len, j->len, j->mean[g], a, b);
+    double m, a, b;
+    gn_coef(j, r, &m, &a, &b);
+    affine_span(j->y + r * j->len, j->x + r * j->len, j->len, m, a, b);
+}
+
+/* The fused applies work through a row in spans that stay in L1. */
+#define NN_SPAN 1024
+
+static void gn_apply_gelu(void *arg, int64_t r)
+{
+    gn_job *j = arg;
+    double m, a, b;
+    gn_coef(j, r, &m, &a, &b);
+    float t[NN_SPAN];
+    const float *x = j->x + r * j->len;
+    float *y = j->y + r * j->len;
+    for (int64_t o = 0; o < j->len; o += NN_SPAN) {
+        int64_t n = j->len - o < NN_SPAN ? j->len - o : NN_SPAN;
+        affine_span(t, x + o, n, m, a, b);
+        ss_cpu_gelu_span(y + o, t, n);
+    }
+}
+
+/* output row r = (batch, c) of y [batch, ch/2, len]: the GLU's halves are rows
+ * (batch, c) and (batch, ch/2 + c) of the normalised tensor */
+SS_VECTORISE static void gn_apply_glu_add(void *arg, int64_t r)
+{
+    gn_job *j = arg;
+    int half = j->ch / 2;
+    int64_t bt = r / half, c = r % half, ra = bt * j->ch + c, rb = ra + half;
+    double ma, aa, ba, mb, ab, bb;
+    gn_coef(j, ra, &ma, &aa, &ba);
+    gn_coef(j, rb, &mb, &ab, &bb);
+    float ta[NN_SPAN], tg[NN_SPAN], to[NN_SPAN];
+    float *y = j->y + r * j->len;
+    for (int64_t o = 0; o < j->len; o += NN_SPAN) {
+        int64_t n = j->len - o < NN_SPAN ? j->len - o : NN_SPAN;
+        affine_span(ta, j->x + ra * j->len + o, n, ma, aa, ba);
+        affine_span(tg, j->x + rb * j->len + o, n, mb, ab, bb);
+        ss_cpu_glu_span(to, ta, tg, n);
+        for (int64_t i = 0; i < n; i++)
+            y[o + i] = y[o + i] + to[i];
+    }
+}
+
+/* Statistics of x [batch, ch, len] in `groups` groups into j (which the
+ * caller frees with gn_free), then `apply` over `rows` tasks. */
+static ss_status gn_run(ss_pool *p, gn_job *j, int batch, float eps, int64_t rows, void (*apply)(void *, int64_t))
+{
+    j->group_n = (int64_t)(j->ch / j->groups) * j->len;
+    j->chunks_per_group = (j->group_n + NN_CHUNK - 1) / NN_CHUNK;
+    int64_t ng = (int64_t)batch * j->groups, nt = ng * j->chunks_per_group;
+    j->partial = malloc((size_t)nt * 2 * sizeof *j->partial);
+    j->mean = malloc((size_t)ng * sizeof *j->mean);
+    j->rstd = malloc((size_t)ng * sizeof *j->rstd);
+    ss_status st = SS_E_NOMEM;
+    if (j->partial && j->mean && j->rstd) {
+        ss_pool_for(p, nt, gn_stats, j);
+        for (int64_t g = 0; g < ng; g++) {
+            /* merge the chunks in order (Chan et al.): counts na, nb -> na + nb */
+            const double *q = j->partial + 2 * g * j->chunks_per_group;
+            double mean = q[0], m2 = q[1], na = (double)(NN_CHUNK < j->group_n ? NN_CHUNK : j->group_n);
+            for (int64_t c = 1; c < j->chunks_per_group; c++) {
+                int64_t lo = c * NN_CHUNK;
+                double nb = (double)(lo + NN_CHUNK < j->group_n ? NN_CHUNK : j->group_n - lo), nab = na + nb;
+                double delta = q[2 * c] - mean;
+                mean += delta * (nb / nab);
+                m2 += q[2 * c + 1] + delta * delta * (na * nb / nab);
+                na = nab;
+            }
+            j->mean[g] = mean;
+            j->rstd[g] = 1.0 / sqrt(m2 / (double)j->group_n + (double)eps);
+        }
+        ss_pool_for(p, rows, apply, j);
+        st = SS_OK;
+    }
+    free(j->partial);
+    free(j->mean);
+    free(j->rstd);
+    return st;
 }
 
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
@@ -174,40 +260,30 @@ ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int
         return SS_OK;
     if (groups <= 0 || ch % groups != 0)
         return SS_E_INTERNAL;
-    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len,
-                .group_n = (int64_t)(ch / groups) * len, .gamma = gamma, .beta = beta};
-    j.chunks_per_group = (j.group_n + NN_CHUNK - 1) / NN_CHUNK;
-    int64_t ng = (int64_t)batch * groups, nt = ng * j.chunks_per_group;
-    j.partial = malloc((size_t)nt * 2 * sizeof *j.partial);
-    j.mean = malloc((size_t)ng * sizeof *j.mean);
-    j.rstd = malloc((size_t)ng * sizeof *j.rstd);
-    if (!j.partial || !j.mean || !j.rstd) {
-        free(j.partial);
-        free(j.mean);
-        free(j.rstd);
-        return SS_E_NOMEM;
-    }
-    ss_pool_for(p, nt, gn_stats, &j);
-    for (int64_t g = 0; g < ng; g++) {
-        /* merge the chunks in order (Chan et al.): counts na, nb -> na + nb */
-        const double *q = j.partial + 2 * g * j.chunks_per_group;
-        double mean = q[0], m2 = q[1], na = (double)(NN_CHUNK < j.group_n ? NN_CHUNK : j.group_n);
-        for (int64_t c = 1; c < j.chunks_per_group; c++) {
-            int64_t lo = c * NN_CHUNK;
-            double nb = (double)(lo + NN_CHUNK < j.group_n ? NN_CHUNK : j.group_n - lo), nab = na + nb;
-            double delta = q[2 * c] - mean;
-            mean += delta * (nb / nab);
-            m2 += q[2 * c + 1] + delta * delta * (na * nb / nab);
-            na = nab;
-        }
-        j.mean[g] = mean;
-        j.rstd[g] = 1.0 / sqrt(m2 / (double)j.group_n + (double)eps);
-    }
-    ss_pool_for(p, (int64_t)batch * ch, gn_apply, &j);
-    free(j.partial);
-    free(j.mean);
-    free(j.rstd);
-    return SS_OK;
+    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
+    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply);
+}
+
+ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
+                                 int groups, const float *gamma, const float *beta, float eps)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (groups <= 0 || ch % groups != 0)
+        return SS_E_INTERNAL;
+    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
+    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply_gelu);
+}
+
+ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
+                                    int groups, const float *gamma, const float *beta, float eps)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (groups <= 0 || (2 * ch) % groups != 0)
+        return SS_E_INTERNAL;
+    gn_job j = {.y = x, .x = g, .ch = 2 * ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
+    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply_glu_add);
 }
 
 /* ---- layer norm ---------------------------------------------------------------- */
