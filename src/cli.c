@@ -433,13 +433,17 @@ fail:
 }
 
 /* Device memory a run with `batch` segments per forward call needs, in bytes: the
- * weights, the backend's scratch, and the model's activations per segment (about
- * 192 floats per input sample and channel, measured for HTDemucs on an H100).
- * An estimate, for choosing --batch; the CUDA context itself is not included. */
+ * weights; what does not grow with the batch (the backend's im2col/statistics
+ * scratch up to 216 MiB, the attention scores budget of 256 MiB, cuBLAS's 32 MiB
+ * workspace, FFT plans, the recorded graph: 768 MiB); and the activations per
+ * segment, about 112 floats per input sample and channel.  Measured for the
+ * full-size HTDemucs on an H100 (above the CUDA context): 1200 MiB at batch 1,
+ * about 295 MiB more per segment; this gives 1222 and 1516 MiB for batches 1
+ * and 2.  An estimate, for choosing --batch; the CUDA context is not included. */
 static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
 {
-    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 192u;
-    return info->parameters * 4u + ((uint64_t)256 << 20) + (uint64_t)batch * per_item;
+    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 112u;
+    return info->parameters * 4u + ((uint64_t)768 << 20) + (uint64_t)batch * per_item;
 }
 
 int main(int argc, char **argv)
