@@ -216,10 +216,18 @@ SS_VECTORISE static void gn_apply_glu_add(void *arg, int64_t r)
     }
 }
 
-/* Statistics of x [batch, ch, len] in `groups` groups into j (which the
- * caller frees with gn_free), then `apply` over `rows` tasks. */
-static ss_status gn_run(ss_pool *p, gn_job *j, int batch, float eps, int64_t rows, void (*apply)(void *, int64_t))
+/* Statistics of x [batch, ch, len] in `groups` groups, then `apply` over `rows`
+ * tasks writing y. */
+static ss_status gn_run(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len, int groups,
+                        const float *gamma, const float *beta, float eps, int64_t rows,
+                        void (*apply)(void *, int64_t))
 {
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (groups <= 0 || ch % groups != 0)
+        return SS_E_INTERNAL;
+    gn_job job = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
+    gn_job *j = &job;
     j->group_n = (int64_t)(j->ch / j->groups) * j->len;
     j->chunks_per_group = (j->group_n + NN_CHUNK - 1) / NN_CHUNK;
     int64_t ng = (int64_t)batch * j->groups, nt = ng * j->chunks_per_group;
@@ -256,34 +264,20 @@ static ss_status gn_run(ss_pool *p, gn_job *j, int batch, float eps, int64_t row
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                             int groups, const float *gamma, const float *beta, float eps)
 {
-    if (batch <= 0 || ch <= 0 || len <= 0)
-        return SS_OK;
-    if (groups <= 0 || ch % groups != 0)
-        return SS_E_INTERNAL;
-    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
-    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply);
+    return gn_run(p, y, x, batch, ch, len, groups, gamma, beta, eps, (int64_t)batch * ch, gn_apply);
 }
 
 ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                                  int groups, const float *gamma, const float *beta, float eps)
 {
-    if (batch <= 0 || ch <= 0 || len <= 0)
-        return SS_OK;
-    if (groups <= 0 || ch % groups != 0)
-        return SS_E_INTERNAL;
-    gn_job j = {.y = y, .x = x, .ch = ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
-    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply_gelu);
+    return gn_run(p, y, x, batch, ch, len, groups, gamma, beta, eps, (int64_t)batch * ch, gn_apply_gelu);
 }
 
+/* the norm runs over g's 2ch channels; one task per row of x */
 ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
                                     int groups, const float *gamma, const float *beta, float eps)
 {
-    if (batch <= 0 || ch <= 0 || len <= 0)
-        return SS_OK;
-    if (groups <= 0 || (2 * ch) % groups != 0)
-        return SS_E_INTERNAL;
-    gn_job j = {.y = x, .x = g, .ch = 2 * ch, .groups = groups, .len = len, .gamma = gamma, .beta = beta};
-    return gn_run(p, &j, batch, eps, (int64_t)batch * ch, gn_apply_glu_add);
+    return gn_run(p, x, g, batch, 2 * ch, len, groups, gamma, beta, eps, (int64_t)batch * ch, gn_apply_glu_add);
 }
 
 /* ---- layer norm ---------------------------------------------------------------- */
