@@ -609,6 +609,8 @@ __device__ T block_sum(T v, T *sh)
 
 #define STAT_CHUNK 8192   /* elements per block of the statistics pass */
 
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 /* acc[2g], acc[2g+1] += sum, sum of squares of group g of x [ngroups, gn]
  * (contiguous); of x + bias[c] when bias is given, added in float first as a
  * separate bias pass would store it: group g is `per` rows of len, channels
@@ -690,7 +692,7 @@ static ss_status stats(cuda_ctx *c, double *acc, const float *x, int64_t ngroups
 {
     cudaMemsetAsync(acc, 0, (size_t)ngroups * 2 * sizeof(double), c->stream);
     dim3 grid((unsigned)((gn + STAT_CHUNK - 1) / STAT_CHUNK), (unsigned)ngroups);
-    if (len % 4 == 0 && ((uintptr_t)x & 15) == 0)
+    if (len % 4 == 0 && aligned16(x))
         k_stats4<<<grid, TPB, 0, c->stream>>>(acc, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
     else
         k_stats<<<grid, TPB, 0, c->stream>>>(acc, x, gn, bias, per, groups, len);
@@ -824,7 +826,25 @@ __global__ void k_gn_glu_add4(float4 *x, const float4 *g, const float4 *co, I n4
     }
 }
 
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+/* Launch kernel K (K4 four elements at a time when len % 4 == 0 and x, y are
+ * 16-byte aligned) over the n elements of [rows of ch channels, len], 32-bit
+ * indices when `span` (the largest index the kernel forms) fits; the kernels
+ * take (y, x, extra args..., n, len, ch). */
+#define LAUNCH_FLAT(K, K4, y, x, n, span, len, ch, ...)                                                          \
+    do {                                                                                                       \
+        if ((len) % 4 == 0 && aligned16(x) && aligned16(y)) {                                                  \
+            if ((span) <= 0xffffffffu)                                                                         \
+                LAUNCH(K4<unsigned>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (unsigned)((n) / 4), \
+                       (unsigned)((len) / 4), (unsigned)(ch));                                                 \
+            else                                                                                               \
+                LAUNCH(K4<size_t>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (size_t)(n) / 4,  \
+                       (size_t)(len) / 4, (size_t)(ch));                                                       \
+        } else if ((span) <= 0xffffffffu) {                                                                    \
+            LAUNCH(K<unsigned>, (n), (y), (x), __VA_ARGS__, (unsigned)(n), (unsigned)(len), (unsigned)(ch));     \
+        } else {                                                                                               \
+            LAUNCH(K<size_t>, (n), (y), (x), __VA_ARGS__, (size_t)(n), (size_t)(len), (size_t)(ch));           \
+        }                                                                                                      \
+    } while (0)
 
 /* Statistics and coefficients of the norm of x [batch, ch, len] (+ bias) in
  * `groups` groups; returns the coefficients ([batch * ch] float4) in scratch. */
@@ -894,18 +914,7 @@ static ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const flo
     const float4 *co = gn_prepare(c, g, bias, batch, 2 * ch, len, groups, gamma, beta, eps, err);
     if (!co) return err->code;
     size_t n = (size_t)batch * ch * (size_t)len;
-    if (len % 4 == 0 && aligned16(x) && aligned16(g)) {
-        size_t n4 = n / 4, l4 = (size_t)len / 4;
-        if (2 * n4 <= 0xffffffffu)
-            LAUNCH(k_gn_glu_add4<unsigned>, n4, (float4 *)x, (const float4 *)g, co, (unsigned)n4, (unsigned)l4,
-                   (unsigned)ch);
-        else
-            LAUNCH(k_gn_glu_add4<size_t>, n4, (float4 *)x, (const float4 *)g, co, n4, l4, (size_t)ch);
-    } else if (2 * n <= 0xffffffffu) {
-        LAUNCH(k_gn_glu_add<unsigned>, n, x, g, co, (unsigned)n, (unsigned)len, (unsigned)ch);
-    } else {
-        LAUNCH(k_gn_glu_add<size_t>, n, x, g, co, n, (size_t)len, (size_t)ch);
-    }
+    LAUNCH_FLAT(k_gn_glu_add, k_gn_glu_add4, x, g, n, 2 * n, len, ch, co);
     CK_LAUNCH(c, err, "group_norm_glu_add");
     return SS_OK;
 }
@@ -950,26 +959,6 @@ __global__ void k_bias_glu4(float4 *y, const float4 *x, const float *bias, I n4,
                            (a.z + ba) / (1.0f + expf(-(g.z + bb))), (a.w + ba) / (1.0f + expf(-(g.w + bb))));
     }
 }
-
-/* Launch kernel K (K4 four elements at a time when len % 4 == 0 and x, y are
- * 16-byte aligned) over the n elements of [rows of ch channels, len], 32-bit
- * indices when `span` (the largest index the kernel forms) fits; the kernels
- * take (y, x, extra args..., n, len, ch). */
-#define LAUNCH_FLAT(K, K4, y, x, n, span, len, ch, ...)                                                          \
-    do {                                                                                                       \
-        if ((len) % 4 == 0 && aligned16(x) && aligned16(y)) {                                                  \
-            if ((span) <= 0xffffffffu)                                                                         \
-                LAUNCH(K4<unsigned>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (unsigned)((n) / 4), \
-                       (unsigned)((len) / 4), (unsigned)(ch));                                                 \
-            else                                                                                               \
-                LAUNCH(K4<size_t>, (n) / 4, (float4 *)(y), (const float4 *)(x), __VA_ARGS__, (size_t)(n) / 4,  \
-                       (size_t)(len) / 4, (size_t)(ch));                                                       \
-        } else if ((span) <= 0xffffffffu) {                                                                    \
-            LAUNCH(K<unsigned>, (n), (y), (x), __VA_ARGS__, (unsigned)(n), (unsigned)(len), (unsigned)(ch));     \
-        } else {                                                                                               \
-            LAUNCH(K<size_t>, (n), (y), (x), __VA_ARGS__, (size_t)(n), (size_t)(len), (size_t)(ch));           \
-        }                                                                                                      \
-    } while (0)
 
 static ss_status cu_bias_gelu(void *vctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
                               ss_error *err)
@@ -1477,14 +1466,9 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
                 }
         }
     }
-    if (bias) {
-        size_t n = (size_t)d->batch * out_size, rows = (size_t)d->batch * d->cout;
-        if (use_rows(rows, npos))
-            LAUNCH_ROWS(k_channel_affine_rows, rows, npos, y, y, d->cout, npos, (const float *)NULL, bias);
-        else
-            LAUNCH(k_channel_affine, n, y, y, n, d->cout, npos, (const float *)NULL, bias);
-    }
     CK_LAUNCH(c, err, "conv2d");
+    if (bias)
+        return cu_channel_affine(c, y, y, d->batch, d->cout, npos, NULL, bias, err);
     return SS_OK;
 }
 
