@@ -257,12 +257,27 @@ typedef struct rows_job {
     int64_t rows_per_task;  /* rows handled by one task          */
 } rows_job;
 
+/* Run fn over job's rows in tasks of whole rows, short rows grouped so that a
+ * task has about BLOCK elements; task t takes rows task_rows() gives. */
+static void rows_run(ss_pool *p, rows_job *job, void (*fn)(void *, int64_t))
+{
+    job->rows_per_task = job->len >= BLOCK ? 1 : (BLOCK + job->len - 1) / (job->len > 0 ? job->len : 1);
+    ss_pool_for(p, (job->rows + job->rows_per_task - 1) / job->rows_per_task, fn, job);
+}
+
+static void task_rows(const rows_job *j, int64_t t, int64_t *r0, int64_t *r1)
+{
+    *r0 = t * j->rows_per_task;
+    *r1 = *r0 + j->rows_per_task < j->rows ? *r0 + j->rows_per_task : j->rows;
+}
+
 /* rows [t * rows_per_task, ...) of x, y [batch*ch, len]; short rows are grouped
  * so that one task always has about BLOCK elements */
 SS_VECTORISE static void channel_affine_rows(void *arg, int64_t t)
 {
     const rows_job *j = arg;
-    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    int64_t r0, r1;
+    task_rows(j, t, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         int c = (int)(r % j->ch);
         float s = j->s ? j->s[c] : 1.0f, b = j->t ? j->t[c] : 0.0f;
@@ -294,7 +309,8 @@ SS_VECTORISE static void affine_vec(float *y, const float *x, const float *s, co
 static void channel_affine_items(void *arg, int64_t t)
 {
     const rows_job *j = arg;
-    int64_t b0 = t * j->rows_per_task, b1 = b0 + j->rows_per_task < j->rows ? b0 + j->rows_per_task : j->rows;
+    int64_t b0, b1;
+    task_rows(j, t, &b0, &b1);
     for (int64_t b = b0; b < b1; b++)
         affine_vec(j->y + b * j->ch, j->x + b * j->ch, j->s, j->t, j->ch);
 }
@@ -308,10 +324,8 @@ ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch,
         ss_pool_for(p, (job.rows + job.rows_per_task - 1) / job.rows_per_task, channel_affine_items, &job);
         return SS_OK;
     }
-    rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .s = scale, .t = bias};
-    job.rows = (int64_t)batch * ch;
-    job.rows_per_task = len >= BLOCK ? 1 : (BLOCK + len - 1) / (len > 0 ? len : 1);
-    ss_pool_for(p, (job.rows + job.rows_per_task - 1) / job.rows_per_task, channel_affine_rows, &job);
+    rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .s = scale, .t = bias, .rows = (int64_t)batch * ch};
+    rows_run(p, &job, channel_affine_rows);
     return SS_OK;
 }
 
@@ -377,7 +391,8 @@ ss_status ss_cpu_glu(ss_pool *p, float *y, const float *x, int batch, int ch, in
 static void bias_gelu_rows(void *arg, int64_t t)
 {
     const rows_job *j = arg;
-    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    int64_t r0, r1;
+    task_rows(j, t, &r0, &r1);
     for (int64_t r = r0; r < r1; r++)
         bias_gelu_span(j->y + r * j->len, j->x + r * j->len, j->t[r % j->ch], j->len);
 }
@@ -385,7 +400,8 @@ static void bias_gelu_rows(void *arg, int64_t t)
 static void bias_glu_rows(void *arg, int64_t t)
 {
     const rows_job *j = arg;
-    int64_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    int64_t r0, r1;
+    task_rows(j, t, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         int64_t b = r / j->ch, c = r % j->ch;
         const float *a = j->x + (b * 2 * j->ch + c) * j->len, *g = a + (int64_t)j->ch * j->len;
@@ -393,23 +409,17 @@ static void bias_glu_rows(void *arg, int64_t t)
     }
 }
 
-static void bias_rows_run(ss_pool *p, rows_job *job, void (*fn)(void *, int64_t))
-{
-    job->rows_per_task = job->len >= BLOCK ? 1 : BLOCK / (job->len > 0 ? job->len : 1);
-    ss_pool_for(p, (job->rows + job->rows_per_task - 1) / job->rows_per_task, fn, job);
-}
-
 ss_status ss_cpu_bias_gelu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {
     rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .t = bias, .rows = (int64_t)batch * ch};
-    bias_rows_run(p, &job, bias_gelu_rows);
+    rows_run(p, &job, bias_gelu_rows);
     return SS_OK;
 }
 
 ss_status ss_cpu_bias_glu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)
 {
     rows_job job = {.y = y, .x = x, .len = len, .ch = ch, .t = bias, .rows = (int64_t)batch * ch};
-    bias_rows_run(p, &job, bias_glu_rows);
+    rows_run(p, &job, bias_glu_rows);
     return SS_OK;
 }
 
