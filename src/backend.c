@@ -528,12 +528,18 @@ static float *fb_view(fallback *fb, const float *p, size_t n, int load)
 }
 
 /* Upload the result mirror `h` to device `p` (no-op on host memory) and free mirrors. */
+/* Record a CPU kernel's failure as the backend's error. */
+static void cpu_kernel_status(ss_backend *be, ss_status st)
+{
+    if (st != SS_OK)
+        ss_fail(&be->err, st, "%s: CPU kernel failed: %s", be->dev.name, ss_status_name(st));
+}
+
 static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t n)
 {
     ss_backend *be = fb->be;
-    if (st != SS_OK)
-        ss_fail(&be->err, st, "%s: CPU kernel failed: %s", be->dev.name, ss_status_name(st));
-    else if (p && h != p && LIVE(be))
+    cpu_kernel_status(be, st);
+    if (st == SS_OK && p && h != p && LIVE(be))
         be->iface->upload(be->ctx, p, h, n * sizeof *h, &be->err);
     for (int i = 0; i < fb->n; i++)
         free(fb->host[i]);
@@ -731,9 +737,7 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
         x = y;
     }
     if (cpu_runs_in_place(be)) {
-        fallback fb = {be, {0}, 0, 0};
-        fb_end(&fb, ss_cpu_group_norm_gelu(be->pool, y, x, batch, ch, len, groups, gamma, beta, eps), y, y,
-               (size_t)batch * (size_t)ch * (size_t)len);
+        cpu_kernel_status(be, ss_cpu_group_norm_gelu(be->pool, y, x, batch, ch, len, groups, gamma, beta, eps));
         return;
     }
     ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
@@ -747,9 +751,7 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     if (bias)
         ss_channel_affine(be, g, g, batch, 2 * ch, len, NULL, bias);
     if (cpu_runs_in_place(be)) {
-        fallback fb = {be, {0}, 0, 0};
-        fb_end(&fb, ss_cpu_group_norm_glu_add(be->pool, x, g, batch, ch, len, groups, gamma, beta, eps), x, x,
-               (size_t)batch * (size_t)ch * (size_t)len);
+        cpu_kernel_status(be, ss_cpu_group_norm_glu_add(be->pool, x, g, batch, ch, len, groups, gamma, beta, eps));
         return;
     }
     ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
@@ -763,8 +765,7 @@ void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, i
     if (bias) {
         DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
         if (cpu_runs_in_place(be)) {
-            fallback fb = {be, {0}, 0, 0};
-            fb_end(&fb, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len), y, y, n);
+            cpu_kernel_status(be, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len));
             return;
         }
         ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
@@ -778,9 +779,7 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
     if (bias) {
         DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
         if (cpu_runs_in_place(be)) {
-            fallback fb = {be, {0}, 0, 0};
-            fb_end(&fb, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len), y, y,
-                   (size_t)batch * (size_t)ch * (size_t)len);
+            cpu_kernel_status(be, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len));
             return;
         }
         ss_channel_affine(be, x, x, batch, 2 * ch, len, NULL, bias);
