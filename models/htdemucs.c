@@ -1199,20 +1199,25 @@ static ss_status pos_ensure(ht_model *m, ss_backend *be, int fr, int t1, int64_t
  * Layers
  * ========================================================================== */
 
-/* y = conv(x): x [batch, cin, h, w] -> y [batch, cout, oh, ow] */
-static void conv_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
+/* y = conv(x) + bias (bias may be NULL): x [batch, cin, h, w] -> y [batch, cout, oh, ow] */
+static void conv_with(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w,
+                      const float *bias)
 {
     ss_conv2d_desc d = {.batch = batch, .cin = c->cin, .h = h, .w = w, .cout = c->cout, .kh = c->kh, .kw = c->kw,
                         .sh = c->sh, .sw = c->sw, .ph = c->ph, .pw = c->pw, .dh = c->dh, .dw = c->dw};
-    ss_conv2d(be, &d, x, c->w, c->b, y);
+    ss_conv2d(be, &d, x, c->w, bias, y);
+}
+
+/* with the layer's own bias */
+static void conv_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
+{
+    conv_with(be, c, x, y, batch, h, w, c->b);
 }
 
 /* conv_fwd without the bias, for a caller that adds it in its next pass */
 static void conv_nobias(ss_backend *be, const ht_conv *c, const float *x, float *y, int batch, int h, int w)
 {
-    ss_conv2d_desc d = {.batch = batch, .cin = c->cin, .h = h, .w = w, .cout = c->cout, .kh = c->kh, .kw = c->kw,
-                        .sh = c->sh, .sw = c->sw, .ph = c->ph, .pw = c->pw, .dh = c->dh, .dw = c->dw};
-    ss_conv2d(be, &d, x, c->w, NULL, y);
+    conv_with(be, c, x, y, batch, h, w, NULL);
 }
 
 /* y [batch, cout, len] = gelu(norm(conv(x))), norm a GroupNorm(groups) when the
