@@ -601,6 +601,11 @@ struct ss_audio_writer {
     char *tmp;          /* hidden temporary file beside path                         */
     int channels;       /* channels per frame                                        */
     int64_t unsynced;   /* samples written since writeback was last started          */
+    int samplerate;
+    int sub;            /* SF_FORMAT_PCM_16/24 when frames can go at offsets, else 0 */
+    int64_t data_off;   /* byte offset of frame 0 in the file (with sub)             */
+    int frame_bytes;    /* bytes per frame in the file (with sub)                    */
+    int64_t seq;        /* frames written in order (ss_audio_write)                  */
 };
 
 #define WRITEBACK_BYTES (32 << 20)
@@ -752,6 +757,17 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
     w->path = pcopy;
     w->tmp = tmp;
     w->channels = channels;
+    w->samplerate = samplerate;
+    /* WAV with integer samples: the data chunk is plain little-endian PCM that
+     * starts where libsndfile left the (shared) file offset after the header, so
+     * frames can also be written at their offsets (ss_audio_write_at).  Not
+     * float: its PEAK chunk is filled from the samples libsndfile itself saw. */
+    off_t off = major == SF_FORMAT_WAV && sub != SF_FORMAT_FLOAT ? lseek(fd, 0, SEEK_CUR) : -1;
+    if (off > 0) {
+        w->sub = sub;
+        w->data_off = (int64_t)off;
+        w->frame_bytes = channels * (sub == SF_FORMAT_PCM_16 ? 2 : 3);
+    }
     *out = w;
     return SS_OK;
 }
@@ -777,12 +793,114 @@ ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, s
             snprintf(why, sizeof why, "only %lld of %" PRId64 " frames written", (long long)n, frames);
         return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, why);
     }
+    w->seq += frames;
     w->unsynced += frames * w->channels;
     if (w->unsynced * (int64_t)sizeof(float) >= WRITEBACK_BYTES) {
         w->unsynced = 0;
 #if defined(__linux__)
         (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* start, don't wait; errors: fsync */
 #endif
+    }
+    return SS_OK;
+}
+
+/* ---- writing at frame offsets ---- */
+
+/* Virtual file for a headerless (RAW) libsndfile encoder: bytes go through
+ * pwrite() to the writer's file at `base` onwards, so several encoders can
+ * fill disjoint parts of one file at once. */
+typedef struct at_file {
+    int fd;
+    int64_t base;          /* file offset of the virtual file's byte 0 */
+    sf_count_t pos, size;
+    int err;               /* errno of a failed pwrite, 0 when none    */
+} at_file;
+
+static sf_count_t at_get_filelen(void *user) { return ((at_file *)user)->size; }
+
+static sf_count_t at_seek(sf_count_t offset, int whence, void *user)
+{
+    at_file *f = user;
+    return clamped_seek(&f->pos, f->size, offset, whence);
+}
+
+static sf_count_t at_read(void *ptr, sf_count_t count, void *user)
+{
+    (void)ptr, (void)count, (void)user;
+    return 0;
+}
+
+static sf_count_t at_write(const void *ptr, sf_count_t count, void *user)
+{
+    at_file *f = user;
+    sf_count_t done = 0;
+    while (done < count) {
+        ssize_t n = pwrite(f->fd, (const char *)ptr + done, (size_t)(count - done), (off_t)(f->base + f->pos + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            f->err = n < 0 ? errno : ENOSPC;
+            break;
+        }
+        done += n;
+    }
+    f->pos += done;
+    if (f->pos > f->size)
+        f->size = f->pos;
+    return done;
+}
+
+static sf_count_t at_tell(void *user) { return ((at_file *)user)->pos; }
+
+int ss_audio_can_write_at(const ss_audio_writer *w)
+{
+    return w && w->sf && w->sub && w->seq == 0;
+}
+
+ss_status ss_audio_write_at(ss_audio_writer *w, int64_t length, int64_t at, const float *buf, int64_t frames,
+                            ss_error *err)
+{
+    if (!w || (frames > 0 && !buf))
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_write_at: NULL argument");
+    if (!ss_audio_can_write_at(w) || at < 0 || frames < 0 || at > length - frames)
+        return ss_fail(err, SS_E_INTERNAL, "%s: frames [%" PRId64 ", %" PRId64 ") of %" PRId64
+                       " cannot be written at their offset", w->path, at, at + frames, length);
+    int last = frames > 0 && at + frames == length;
+    int64_t body = frames - last;
+    if (body > 0) {
+        /* the same libsndfile conversion (clipping, rounding) as the writer's own */
+        at_file f = {.fd = w->fd, .base = w->data_off + at * w->frame_bytes};
+        SF_VIRTUAL_IO io = {at_get_filelen, at_seek, at_read, at_write, at_tell};
+        SF_INFO sfi = {.samplerate = w->samplerate, .channels = w->channels,
+                       .format = SF_FORMAT_RAW | w->sub | SF_ENDIAN_LITTLE};
+        SNDFILE *sf = sf_open_virtual(&io, SFM_WRITE, &sfi, &f);
+        if (!sf) {
+            char why[256];
+            return ss_fail(err, SS_E_IO, "%s: cannot start encoding: %s", w->path,
+                           tidy_sf_message(sf_strerror(NULL), why, sizeof why));
+        }
+        sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+        sf_count_t n = sf_writef_float(sf, buf, (sf_count_t)body);
+        sf_close(sf);
+        if (n != body)
+            return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
+                           f.err ? strerror(f.err) : "short write");
+#if defined(__linux__)
+        (void)sync_file_range(w->fd, (off_t)f.base, (off_t)(body * w->frame_bytes), SYNC_FILE_RANGE_WRITE);
+#endif
+    }
+    if (last) {
+        /* the file's last frame goes through the writer itself, moved there:
+         * its frame count, and so the header it writes at commit, is then the
+         * whole length */
+        errno = 0;
+        if (sf_seek(w->sf, (sf_count_t)(length - 1), SEEK_SET) != (sf_count_t)(length - 1) ||
+            sf_writef_float(w->sf, buf + body * w->channels, 1) != 1) {
+            char why[256];
+            int e = errno;
+            return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
+                           e ? strerror(e) : tidy_sf_message(sf_strerror(w->sf), why, sizeof why));
+        }
     }
     return SS_OK;
 }

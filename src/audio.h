@@ -73,6 +73,16 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
 /* Samples beyond [-1, 1] are clipped by integer formats.  SS_E_IO on a write
  * error (disk full, file-size limit, directory removed). */
 ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, ss_error *err);
+/* Writing at frame offsets, several threads at once, when the file's length
+ * is known before its first frame: possible for WAV with s16/s24 samples on a
+ * writer that has had nothing written in order yet (ss_audio_can_write_at).
+ * Each call writes `frames` frames at frame `at` of a file of `length` frames;
+ * calls for disjoint ranges may run concurrently, and the ranges must cover
+ * [0, length) before ss_audio_commit().  The file's bytes are those
+ * ss_audio_write would have written (same conversion and clipping). */
+int ss_audio_can_write_at(const ss_audio_writer *w);
+ss_status ss_audio_write_at(ss_audio_writer *w, int64_t length, int64_t at, const float *buf, int64_t frames,
+                            ss_error *err);
 /* Finish the file, flush it to disk and rename it to its final path.  On
  * failure the temporary file is removed.  Frees w in every case. */
 ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err);

@@ -144,13 +144,18 @@ typedef struct out_result {
     ss_error err;
 } out_result;
 
-/* Run fn on n jobs of `size` bytes each (each starting with its out_result),
- * one thread per job (the first on this thread; a job whose thread cannot be
- * had runs here too); the first failure is returned with its message. */
+#define MAX_JOBS 64              /* threads of one each_output() call */
+
+/* Run fn on n <= MAX_JOBS jobs of `size` bytes each (each starting with its
+ * out_result), one thread per job (the first on this thread; a job whose
+ * thread cannot be had runs here too); the first failure in job order is
+ * returned with its message. */
 static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size, ss_error *err)
 {
-    pthread_t tid[SS_MAX_SOURCES + 1];
-    int started[SS_MAX_SOURCES + 1] = {0};
+    pthread_t tid[MAX_JOBS];
+    int started[MAX_JOBS] = {0};
+    if (n > MAX_JOBS)
+        return ss_fail(err, SS_E_INTERNAL, "each_output: %d jobs (at most %d)", n, MAX_JOBS);
     char *job = jobs;
     for (int k = 1; k < n; k++)
         started[k] = pthread_create(&tid[k], NULL, fn, job + (size_t)k * size) == 0;
@@ -560,34 +565,31 @@ static ss_status pad_outputs(encoder *e, ss_error *err)
     return SS_OK;
 }
 
-/* One staged output of the rescale mode, encoded on its own thread. */
+/* A range of one staged output of the rescale mode, encoded on its own thread. */
 typedef struct stage_job {
     out_result res;
     const encoder *e;
     output *o;
-    int rate;
     float scale;
+    int64_t from, to;        /* frames [from, to) of the output            */
+    int at;                  /* through ss_audio_write_at, else in order   */
 } stage_job;
 
-/* Read back one staged output, scale it and encode it into its writer. */
-static void *encode_one(void *arg)
+/* Read back one staged range, scale it and encode it into its writer. */
+static void *encode_range(void *arg)
 {
     stage_job *j = arg;
     const encoder *e = j->e;
     output *o = j->o;
     ss_error *err = &j->res.err;
-    float *buf = malloc(sizeof(float) * (size_t)BLOCK * (size_t)e->C);
-    ss_status s = SS_OK;
-    if (!buf)
-        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
-    else if ((s = ss_audio_create(o->path, e->p->format, e->p->sample_format, j->rate, e->C, &o->w, err)) == SS_OK &&
-             lseek(o->stage_fd, 0, SEEK_SET) != 0)
-        s = ss_fail(err, SS_E_IO, "%s: cannot read back temporary data: %s", o->path, strerror(errno));
-    for (int64_t left = e->length; s == SS_OK && left > 0;) {
-        int64_t n = left < BLOCK ? left : BLOCK;
-        size_t bytes = sizeof(float) * (size_t)(n * e->C), have = 0;
+    size_t frame = sizeof(float) * (size_t)e->C;
+    float *buf = malloc(frame * (size_t)BLOCK);
+    ss_status s = buf ? SS_OK : ss_fail(err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+    for (int64_t pos = j->from; s == SS_OK && pos < j->to;) {
+        int64_t n = j->to - pos < BLOCK ? j->to - pos : BLOCK;
+        size_t bytes = frame * (size_t)n, have = 0;
         while (s == SS_OK && have < bytes) {
-            ssize_t r = read(o->stage_fd, (char *)buf + have, bytes - have);
+            ssize_t r = pread(o->stage_fd, (char *)buf + have, bytes - have, (off_t)(frame * (size_t)pos + have));
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0)
@@ -600,8 +602,8 @@ static void *encode_one(void *arg)
             break;
         for (int64_t i = 0; i < n * e->C; i++)
             buf[i] *= j->scale;
-        s = ss_audio_write(o->w, buf, n, err);
-        left -= n;
+        s = j->at ? ss_audio_write_at(o->w, e->length, pos, buf, n, err) : ss_audio_write(o->w, buf, n, err);
+        pos += n;
     }
     free(buf);
     j->res.status = s;
@@ -610,11 +612,13 @@ static void *encode_one(void *arg)
 
 /* Rescale mode, after the last block: nothing to do when every output was
  * encoded as it came and the peak needs no scaling; otherwise drop those files
- * and encode every staged output scaled by 1 / max(1.01 * peak, 1), the
- * outputs in parallel (one thread each; the first error is reported). */
-static ss_status encode_staged(encoder *e, int rate, ss_error *err)
+ * and encode every staged output scaled by 1 / max(1.01 * peak, 1).  Outputs
+ * run in parallel, and each in up to `threads / outputs` ranges at once where
+ * its format allows writing at offsets (WAV s16/s24); the first error is
+ * reported. */
+static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
 {
-    stage_job jobs[SS_MAX_SOURCES + 1];
+    stage_job jobs[MAX_JOBS];
     float peak = 0.0f;
     int direct = 1;                          /* every output was encoded as it came */
     for (int k = 0; k < e->n_out; k++) {
@@ -629,9 +633,27 @@ static ss_status encode_staged(encoder *e, int rate, ss_error *err)
     }
     float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
     e->gain = scale;
-    for (int k = 0; k < e->n_out; k++)
-        jobs[k] = (stage_job){.e = e, .o = &e->outs[k], .rate = rate, .scale = scale};
-    return each_output(e->n_out, encode_one, jobs, sizeof *jobs, err);
+    if (threads <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online > 0 ? (int)online : 1;
+    }
+    /* ranges per output: the threads shared out, each range at least 4 blocks */
+    int64_t per = threads / e->n_out, most = e->length / (4 * BLOCK);
+    per = per > most ? most : per;
+    per = per > MAX_JOBS / e->n_out ? MAX_JOBS / e->n_out : per;
+    per = per < 1 ? 1 : per;
+    int n = 0;
+    for (int k = 0; k < e->n_out; k++) {
+        output *o = &e->outs[k];
+        ss_status s = ss_audio_create(o->path, e->p->format, e->p->sample_format, rate, e->C, &o->w, err);
+        if (s != SS_OK)
+            return s;
+        int at = ss_audio_can_write_at(o->w), parts = at ? (int)per : 1;
+        for (int r = 0; r < parts; r++)
+            jobs[n++] = (stage_job){.e = e, .o = o, .scale = scale, .at = at, .from = e->length * r / parts,
+                                    .to = e->length * (r + 1) / parts};
+    }
+    return each_output(n, encode_range, jobs, sizeof *jobs, err);
 }
 
 /* An unlinked temporary file in the directory of path (so it shares its disk). */
@@ -799,20 +821,44 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     return s;
 }
 
+/* One output's ss_audio_commit (which frees the writer: w is only a marker after). */
+typedef struct commit_job {
+    out_result res;
+    ss_audio_writer *w;
+} commit_job;
+
+static void *commit_one(void *arg)
+{
+    commit_job *c = arg;
+    c->res.status = ss_audio_commit(c->w, &c->res.err);
+    return NULL;
+}
+
 ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
 {
     double t0 = ss_seconds();
     ss_status s = SS_OK;
     if (!j->inferred)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
-    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, err)) == SS_OK)
+    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, j->p->threads, err)) == SS_OK)
         j->rep->gain = j->e.gain;
-    for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
-        ss_audio_writer *w = j->outs[k].w;
+    /* every output finished, flushed to disk and renamed into place, in parallel */
+    commit_job jobs[SS_MAX_SOURCES + 1];
+    for (int k = 0; k < j->e.n_out; k++) {
+        jobs[k] = (commit_job){.w = j->outs[k].w};
         j->outs[k].w = NULL;
-        if ((s = ss_audio_commit(w, err)) == SS_OK && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK)
-            s = ss_fail(err, SS_E_NOMEM, "out of memory");
     }
+    if (s == SS_OK)
+        s = each_output(j->e.n_out, commit_one, jobs, sizeof *jobs, err);
+    else
+        for (int k = 0; k < j->e.n_out; k++) {
+            ss_audio_abort(jobs[k].w);
+            jobs[k].w = NULL;
+        }
+    for (int k = 0; k < j->e.n_out; k++)
+        if (jobs[k].res.status == SS_OK && jobs[k].w && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK &&
+            s == SS_OK)
+            s = ss_fail(err, SS_E_NOMEM, "out of memory");
     j->commit_s = ss_seconds() - t0;
     fill_times(j);
     return s;

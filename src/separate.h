@@ -29,7 +29,7 @@ typedef struct ss_sep_params {
     uint32_t stems;                  /* --stems: bit i = write source i; 0 = all          */
     int two_stems;                   /* --two-stems: source index, -1 when not used       */
     ss_engine_params engine;         /* chunking, shifts, batch, progress, cancel         */
-    int threads;                     /* -j: threads of the statistics pass (0: all cores) */
+    int threads;                     /* -j: threads of the statistics and rescale passes (0: all cores) */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.

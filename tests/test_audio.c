@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -253,6 +254,144 @@ static void test_s16_clips_out_of_range_samples(void)
     CHECK(st == SS_OK && got == 4, "read %lld: %s", (long long)got, err.msg);
     CHECK(y[0] > 0.999f && y[1] < -0.999f && y[2] > 0.999f && y[3] < -0.999f,
           "got %g %g %g %g", y[0], y[1], y[2], y[3]);
+}
+
+/* ---- writing at frame offsets --------------------------------------------------------- */
+
+/* The whole of a file, its size into *size; NULL when it cannot be read. */
+static unsigned char *slurp(const char *path, long *size)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (*size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (b = malloc((size_t)*size + 1)) && fread(b, 1, (size_t)*size, f) != (size_t)*size) {
+        free(b);
+        b = NULL;
+    }
+    if (f)
+        fclose(f);
+    return b;
+}
+
+typedef struct at_job {
+    ss_audio_writer *w;
+    const float *x;
+    int channels;
+    int64_t length, at, n;
+    ss_status st;
+    ss_error err;
+} at_job;
+
+static void *at_job_run(void *arg)
+{
+    at_job *j = arg;
+    j->st = ss_audio_write_at(j->w, j->length, j->at, j->x + j->at * j->channels, j->n, &j->err);
+    return NULL;
+}
+
+/* One file written in order, the same frames written as ranges at their offsets
+ * (out of order, two of them on threads at once): byte-identical files.  The
+ * signal goes beyond full scale so that clipping is compared too; an odd length
+ * (s24 mono: odd data size, a pad byte). */
+static void write_at_case(ss_sample_format sfm, int ch, const char *name)
+{
+    const char *dir = subdir(name);
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/in-order.wav", dir);
+    snprintf(pb, sizeof pb, "%s/at-offsets.wav", dir);
+    const int64_t len = 100003;
+    float *x = make_signal(len, ch, 7);
+    CHECK(x, "out of memory");
+    for (int64_t i = 0; i < len * ch; i++)
+        x[i] *= 1.6f;
+    ss_error err = {0};
+    ss_audio_writer *w = NULL;
+    ss_status st = ss_audio_create(pa, SS_FILE_WAV, sfm, 44100, ch, &w, &err);
+    for (int64_t at = 0; st == SS_OK && at < len; at += 7777)
+        st = ss_audio_write(w, x + at * ch, len - at < 7777 ? len - at : 7777, &err);
+    st = st == SS_OK ? ss_audio_commit(w, &err) : (ss_audio_abort(w), st);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "in order: %s", err.msg);
+
+    st = ss_audio_create(pb, SS_FILE_WAV, sfm, 44100, ch, &w, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "%s", err.msg);
+    int can = ss_audio_can_write_at(w);
+    /* [60000, len) with the last frame first, [0, 1), then [1, 30001) and
+     * [30001, 60000) on two threads at once */
+    at_job jobs[4] = {{w, x, ch, len, 60000, len - 60000, SS_OK, {0}}, {w, x, ch, len, 0, 1, SS_OK, {0}},
+                      {w, x, ch, len, 1, 30000, SS_OK, {0}}, {w, x, ch, len, 30001, 29999, SS_OK, {0}}};
+    pthread_t tid;
+    int started = 0;
+    if (can) {
+        at_job_run(&jobs[0]);
+        at_job_run(&jobs[1]);
+        started = pthread_create(&tid, NULL, at_job_run, &jobs[2]) == 0;
+        if (!started)
+            at_job_run(&jobs[2]);
+        at_job_run(&jobs[3]);
+        if (started)
+            pthread_join(tid, NULL);
+    }
+    free(x);
+    for (int k = 0; k < 4; k++)
+        if (jobs[k].st != SS_OK) {
+            ss_audio_abort(w);
+            CHECK(0, "range %d: %s", k, jobs[k].err.msg);
+        }
+    if (!can)
+        ss_audio_abort(w);
+    CHECK(can, "a fresh WAV writer cannot write at offsets");
+    CHECK(ss_audio_commit(w, &err) == SS_OK, "%s", err.msg);
+
+    long na = 0, nb = 0;
+    unsigned char *a = slurp(pa, &na), *b = slurp(pb, &nb);
+    int same = a && b && na == nb && memcmp(a, b, (size_t)na) == 0;
+    long first = -1;
+    for (long i = 0; a && b && !same && i < (na < nb ? na : nb) && first < 0; i++)
+        first = a[i] != b[i] ? i : -1;
+    free(a);
+    free(b);
+    CHECK(same, "files differ: %ld vs %ld bytes, first difference at byte %ld", na, nb, first);
+}
+
+static void test_write_at_s16_stereo_same_bytes_as_in_order(void) { write_at_case(SS_SAMPLE_S16, 2, "at-s16-2"); }
+static void test_write_at_s16_mono_same_bytes_as_in_order(void) { write_at_case(SS_SAMPLE_S16, 1, "at-s16-1"); }
+static void test_write_at_s24_stereo_same_bytes_as_in_order(void) { write_at_case(SS_SAMPLE_S24, 2, "at-s24-2"); }
+static void test_write_at_s24_mono_same_bytes_as_in_order(void) { write_at_case(SS_SAMPLE_S24, 1, "at-s24-1"); }
+
+/* Offsets are refused where the bytes would not be what the in-order writer
+ * makes: FLAC, float WAV (its PEAK chunk), a writer already written in order,
+ * a range past the end. */
+static void test_write_at_refused_where_it_cannot_hold(void)
+{
+    const char *dir = subdir("at-refused");
+    char path[600];
+    struct { ss_file_format ff; ss_sample_format sf; int write_first; } cases[3] = {
+        {SS_FILE_FLAC, SS_SAMPLE_S16, 0}, {SS_FILE_WAV, SS_SAMPLE_F32, 0}, {SS_FILE_WAV, SS_SAMPLE_S16, 1}};
+    float x[8] = {0.25f, -0.25f, 0.5f, -0.5f, 0.1f, 0.2f, 0.3f, 0.4f};
+    ss_error err = {0};
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/r%d.%s", dir, k, ss_file_format_ext(cases[k].ff));
+        ss_audio_writer *w = NULL;
+        CHECK(ss_audio_create(path, cases[k].ff, cases[k].sf, 44100, 2, &w, &err) == SS_OK, "%s", err.msg);
+        ss_status st = cases[k].write_first ? ss_audio_write(w, x, 1, &err) : SS_OK;
+        int can = ss_audio_can_write_at(w);
+        ss_error e2 = {0};
+        ss_status at = ss_audio_write_at(w, 4, 0, x, 4, &e2);
+        ss_audio_abort(w);
+        CHECK(st == SS_OK, "%s", err.msg);
+        CHECK(!can && at == SS_E_INTERNAL && strstr(e2.msg, path), "case %d: can %d, write_at status %d '%s'", k,
+              can, (int)at, e2.msg);
+    }
+    snprintf(path, sizeof path, "%s/past.wav", dir);
+    ss_audio_writer *w = NULL;
+    CHECK(ss_audio_create(path, SS_FILE_WAV, SS_SAMPLE_S16, 44100, 2, &w, &err) == SS_OK, "%s", err.msg);
+    ss_status st = ss_audio_write_at(w, 4, 2, x, 3, &err);
+    ss_audio_abort(w);
+    CHECK(st == SS_E_INTERNAL, "frames [2, 5) of 4: status %d", (int)st);
 }
 
 /* ---- writer atomicity ---------------------------------------------------------------- */
@@ -1129,6 +1268,11 @@ int main(void)
     RUN(test_flac_s16_roundtrip_within_quantisation_step);
     RUN(test_flac_s24_roundtrip_within_quantisation_step);
     RUN(test_s16_clips_out_of_range_samples);
+    RUN(test_write_at_s16_stereo_same_bytes_as_in_order);
+    RUN(test_write_at_s16_mono_same_bytes_as_in_order);
+    RUN(test_write_at_s24_stereo_same_bytes_as_in_order);
+    RUN(test_write_at_s24_mono_same_bytes_as_in_order);
+    RUN(test_write_at_refused_where_it_cannot_hold);
     RUN(test_writer_final_path_appears_only_on_commit);
     RUN(test_commit_replaces_existing_file_only_at_commit);
     RUN(test_writer_abort_leaves_directory_empty);
