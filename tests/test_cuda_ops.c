@@ -432,6 +432,38 @@ static void test_precisions(void)
     CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
 }
 
+/* The group statistics add per-chunk partials in a fixed order: a group norm
+ * over groups of many chunks gives the same bits on every call (they were double
+ * atomics, whose order varied from run to run). */
+static void test_deterministic(void)
+{
+    NEED_GPU();
+    int B = 2, C = 8;
+    int64_t L = 1 << 17;                         /* 1M-element groups: 128 chunks each */
+    size_t n = (size_t)B * C * (size_t)L;
+    float *x = rnd(n), *h0 = NULL, *h1 = NULL;
+    float *dx = up(x, n), *dy = poison(n), *dm = poison(16), *ds = poison(16);
+    ss_group_norm(gpu, dy, dx, B, C, L, 1, NULL, NULL, 1e-5f);
+    h0 = down(dy, n);
+    int same = 1;
+    for (int k = 0; k < 4 && same; k++) {
+        ss_group_norm(gpu, dy, dx, B, C, L, 1, NULL, NULL, 1e-5f);
+        free(h1);
+        h1 = down(dy, n);
+        same = h0 && h1 && memcmp(h0, h1, n * sizeof *h0) == 0;
+    }
+    float m0[16], m1[16];
+    ss_row_moments(gpu, dm, ds, dx, 2, (int64_t)n / 2);
+    ss_download(gpu, m0, dm, 2);
+    ss_row_moments(gpu, dm, ds, dx, 2, (int64_t)n / 2);
+    ss_download(gpu, m1, dm, 2);
+    ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dm); ss_free(gpu, ds);
+    free(x); free(h0); free(h1);
+    CHECK(same, "group norm over 1M-element groups: repeated calls differ");
+    CHECK(memcmp(m0, m1, 2 * sizeof *m0) == 0, "row_moments: repeated calls differ");
+    STATUS_OK();
+}
+
 /* Op recording: a recorded pass runs only when launched, replays with the
  * current contents of its inputs, and a host round trip while recording fails
  * the recording without leaving an error behind. */
@@ -508,6 +540,7 @@ int main(void)
     }
     RUN(test_elementwise);
     RUN(test_reductions);
+    RUN(test_deterministic);
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_conv_transpose2d);
