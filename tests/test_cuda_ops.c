@@ -460,6 +460,17 @@ static void test_deterministic(void)
     ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dm); ss_free(gpu, ds);
     free(x); free(h0); free(h1);
     CHECK(same, "group norm over 1M-element groups: repeated calls differ");
+    {   /* more groups than a grid's y dimension holds (65535): --batch 1024 of the freq DConv */
+        int nb = 70001, c2 = 2;
+        int64_t l2 = 5;
+        size_t n2 = (size_t)nb * c2 * (size_t)l2;
+        float *x2 = rnd(n2), *y2 = malloc(n2 * sizeof *y2), *dx2 = up(x2, n2), *dy2 = poison(n2);
+        ss_group_norm(cpu, y2, x2, nb, c2, l2, 1, NULL, NULL, 1e-5f);
+        ss_group_norm(gpu, dy2, dx2, nb, c2, l2, 1, NULL, NULL, 1e-5f);
+        CMP(dy2, y2, n2, 1e-6, "group norm, 70001 groups");
+        ss_free(gpu, dx2); ss_free(gpu, dy2);
+        free(x2); free(y2);
+    }
     CHECK(memcmp(m0, m1, 2 * sizeof *m0) == 0, "row_moments: repeated calls differ");
     STATUS_OK();
 }

@@ -611,7 +611,7 @@ __device__ T block_sum(T v, T *sh)
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* part[g][chunk] = {sum, sum of squares} of chunk blockIdx.x of group g of x
+/* part[g][chunk] = {sum, sum of squares} of chunk blockIdx.y of group g = blockIdx.x of x
  * [ngroups, gn] (contiguous); of x + bias[c] when bias is given, added in
  * float first as a separate bias pass would store it: group g is `per` rows of
  * len, channels (g % groups) * per onwards.  k_stats_sum adds the chunks in
@@ -620,7 +620,7 @@ __global__ void k_stats(double *part, const float *x, int64_t gn, const float *b
                         int64_t len)
 {
     __shared__ double sh[32];
-    int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * STAT_CHUNK;
+    int64_t g = blockIdx.x, lo = (int64_t)blockIdx.y * STAT_CHUNK;
     int64_t hi = lo + STAT_CHUNK < gn ? lo + STAT_CHUNK : gn;
     const float *xg = x + g * gn;
     double s = 0.0, q = 0.0;
@@ -648,7 +648,7 @@ __global__ void k_stats(double *part, const float *x, int64_t gn, const float *b
     s = block_sum(s, sh);
     q = block_sum(q, sh);
     if (threadIdx.x == 0) {
-        double2 *pg = (double2 *)part + (size_t)g * gridDim.x + blockIdx.x;
+        double2 *pg = (double2 *)part + (size_t)g * gridDim.y + blockIdx.y;
         *pg = make_double2(s, q);
     }
 }
@@ -658,7 +658,7 @@ __global__ void k_stats4(double *part, const float4 *x, int64_t gn4, const float
                          int64_t len4)
 {
     __shared__ double sh[32];
-    int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * (STAT_CHUNK / 4);
+    int64_t g = blockIdx.x, lo = (int64_t)blockIdx.y * (STAT_CHUNK / 4);
     int64_t hi = lo + STAT_CHUNK / 4 < gn4 ? lo + STAT_CHUNK / 4 : gn4;
     const float4 *xg = x + g * gn4;
     const float *bg = bias ? bias + (size_t)(g % groups) * per : NULL;
@@ -682,7 +682,7 @@ __global__ void k_stats4(double *part, const float4 *x, int64_t gn4, const float
     s = block_sum(s, sh);
     q = block_sum(q, sh);
     if (threadIdx.x == 0) {
-        double2 *pg = (double2 *)part + (size_t)g * gridDim.x + blockIdx.x;
+        double2 *pg = (double2 *)part + (size_t)g * gridDim.y + blockIdx.y;
         *pg = make_double2(s, q);
     }
 }
@@ -717,9 +717,9 @@ static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, i
                        const float *bias, int per, int groups, int64_t len, ss_error *err)
 {
     int64_t nch = stat_chunks(gn);
-    if (ngroups > 0x7fffffff || nch > 0x7fffffff)
+    if (ngroups > 0x7fffffff || nch > 65535)
         return fail(err, SS_E_INTERNAL, "cuda statistics: %lld groups of %lld", (long long)ngroups, (long long)gn);
-    dim3 grid((unsigned)nch, (unsigned)ngroups);
+    dim3 grid((unsigned)ngroups, (unsigned)nch);  /* groups along x: --batch 1024 makes 524288 of them */
     if (len % 4 == 0 && aligned16(x))
         k_stats4<<<grid, TPB, 0, c->stream>>>(part, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
     else
