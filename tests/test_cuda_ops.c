@@ -432,6 +432,49 @@ static void test_precisions(void)
     CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
 }
 
+/* The group statistics add per-chunk partials in a fixed order: a group norm
+ * over groups of many chunks gives the same bits on every call (they were double
+ * atomics, whose order varied from run to run). */
+static void test_deterministic(void)
+{
+    NEED_GPU();
+    int B = 2, C = 8;
+    int64_t L = 1 << 17;                         /* 1M-element groups: 128 chunks each */
+    size_t n = (size_t)B * C * (size_t)L;
+    float *x = rnd(n), *h0 = NULL, *h1 = NULL;
+    float *dx = up(x, n), *dy = poison(n), *dm = poison(16), *ds = poison(16);
+    ss_group_norm(gpu, dy, dx, B, C, L, 1, NULL, NULL, 1e-5f);
+    h0 = down(dy, n);
+    int same = 1;
+    for (int k = 0; k < 4 && same; k++) {
+        ss_group_norm(gpu, dy, dx, B, C, L, 1, NULL, NULL, 1e-5f);
+        free(h1);
+        h1 = down(dy, n);
+        same = h0 && h1 && memcmp(h0, h1, n * sizeof *h0) == 0;
+    }
+    float m0[16], m1[16];
+    ss_row_moments(gpu, dm, ds, dx, 2, (int64_t)n / 2);
+    ss_download(gpu, m0, dm, 2);
+    ss_row_moments(gpu, dm, ds, dx, 2, (int64_t)n / 2);
+    ss_download(gpu, m1, dm, 2);
+    ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dm); ss_free(gpu, ds);
+    free(x); free(h0); free(h1);
+    CHECK(same, "group norm over 1M-element groups: repeated calls differ");
+    {   /* more groups than a grid's y dimension holds (65535): --batch 1024 of the freq DConv */
+        int nb = 70001, c2 = 2;
+        int64_t l2 = 5;
+        size_t n2 = (size_t)nb * c2 * (size_t)l2;
+        float *x2 = rnd(n2), *y2 = malloc(n2 * sizeof *y2), *dx2 = up(x2, n2), *dy2 = poison(n2);
+        ss_group_norm(cpu, y2, x2, nb, c2, l2, 1, NULL, NULL, 1e-5f);
+        ss_group_norm(gpu, dy2, dx2, nb, c2, l2, 1, NULL, NULL, 1e-5f);
+        CMP(dy2, y2, n2, 1e-6, "group norm, 70001 groups");
+        ss_free(gpu, dx2); ss_free(gpu, dy2);
+        free(x2); free(y2);
+    }
+    CHECK(memcmp(m0, m1, 2 * sizeof *m0) == 0, "row_moments: repeated calls differ");
+    STATUS_OK();
+}
+
 /* Op recording: a recorded pass runs only when launched, replays with the
  * current contents of its inputs, and a host round trip while recording fails
  * the recording without leaving an error behind. */
@@ -508,6 +551,7 @@ int main(void)
     }
     RUN(test_elementwise);
     RUN(test_reductions);
+    RUN(test_deterministic);
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_conv_transpose2d);

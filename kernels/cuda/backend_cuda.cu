@@ -611,15 +611,16 @@ __device__ T block_sum(T v, T *sh)
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* acc[2g], acc[2g+1] += sum, sum of squares of group g of x [ngroups, gn]
- * (contiguous); of x + bias[c] when bias is given, added in float first as a
- * separate bias pass would store it: group g is `per` rows of len, channels
- * (g % groups) * per onwards. */
-__global__ void k_stats(double *acc, const float *x, int64_t gn, const float *bias, int per, int groups,
+/* part[g][chunk] = {sum, sum of squares} of chunk blockIdx.y of group g = blockIdx.x of x
+ * [ngroups, gn] (contiguous); of x + bias[c] when bias is given, added in
+ * float first as a separate bias pass would store it: group g is `per` rows of
+ * len, channels (g % groups) * per onwards.  k_stats_sum adds the chunks in
+ * order (no atomics: the same bits on every run). */
+__global__ void k_stats(double *part, const float *x, int64_t gn, const float *bias, int per, int groups,
                         int64_t len)
 {
     __shared__ double sh[32];
-    int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * STAT_CHUNK;
+    int64_t g = blockIdx.x, lo = (int64_t)blockIdx.y * STAT_CHUNK;
     int64_t hi = lo + STAT_CHUNK < gn ? lo + STAT_CHUNK : gn;
     const float *xg = x + g * gn;
     double s = 0.0, q = 0.0;
@@ -647,17 +648,17 @@ __global__ void k_stats(double *acc, const float *x, int64_t gn, const float *bi
     s = block_sum(s, sh);
     q = block_sum(q, sh);
     if (threadIdx.x == 0) {
-        atomicAdd(&acc[2 * g], s);
-        atomicAdd(&acc[2 * g + 1], q);
+        double2 *pg = (double2 *)part + (size_t)g * gridDim.y + blockIdx.y;
+        *pg = make_double2(s, q);
     }
 }
 
 /* The same four elements at a time: len (and so gn) a multiple of 4, x 16-byte aligned. */
-__global__ void k_stats4(double *acc, const float4 *x, int64_t gn4, const float *bias, int per, int groups,
+__global__ void k_stats4(double *part, const float4 *x, int64_t gn4, const float *bias, int per, int groups,
                          int64_t len4)
 {
     __shared__ double sh[32];
-    int64_t g = blockIdx.y, lo = (int64_t)blockIdx.x * (STAT_CHUNK / 4);
+    int64_t g = blockIdx.x, lo = (int64_t)blockIdx.y * (STAT_CHUNK / 4);
     int64_t hi = lo + STAT_CHUNK / 4 < gn4 ? lo + STAT_CHUNK / 4 : gn4;
     const float4 *xg = x + g * gn4;
     const float *bg = bias ? bias + (size_t)(g % groups) * per : NULL;
@@ -681,21 +682,49 @@ __global__ void k_stats4(double *acc, const float4 *x, int64_t gn4, const float 
     s = block_sum(s, sh);
     q = block_sum(q, sh);
     if (threadIdx.x == 0) {
-        atomicAdd(&acc[2 * g], s);
-        atomicAdd(&acc[2 * g + 1], q);
+        double2 *pg = (double2 *)part + (size_t)g * gridDim.y + blockIdx.y;
+        *pg = make_double2(s, q);
     }
 }
 
-/* Group sums of x [ngroups, gn] (per channels of len each), of x + bias when given. */
-static ss_status stats(cuda_ctx *c, double *acc, const float *x, int64_t ngroups, int64_t gn, const float *bias,
-                       int per, int groups, int64_t len, ss_error *err)
+/* acc[2g], acc[2g+1] = the sums of group g's nch chunk partials, in chunk order
+ * (each thread a fixed strided subset, then the block's fixed reduction tree). */
+__global__ void k_stats_sum(double *acc, const double *part, int nch)
 {
-    cudaMemsetAsync(acc, 0, (size_t)ngroups * 2 * sizeof(double), c->stream);
-    dim3 grid((unsigned)((gn + STAT_CHUNK - 1) / STAT_CHUNK), (unsigned)ngroups);
+    __shared__ double sh[32];
+    const double2 *pg = (const double2 *)part + (size_t)blockIdx.x * nch;
+    double s = 0.0, q = 0.0;
+    for (int i = threadIdx.x; i < nch; i += blockDim.x) {
+        double2 v = pg[i];
+        s += v.x;
+        q += v.y;
+    }
+    s = block_sum(s, sh);
+    q = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        acc[2 * blockIdx.x] = s;
+        acc[2 * blockIdx.x + 1] = q;
+    }
+}
+
+/* Chunks of the statistics pass per group, and the doubles its partials take. */
+static int64_t stat_chunks(int64_t gn) { return (gn + STAT_CHUNK - 1) / STAT_CHUNK; }
+static size_t stat_part_doubles(int64_t ngroups, int64_t gn) { return (size_t)ngroups * stat_chunks(gn) * 2; }
+
+/* Group sums acc [ngroups, 2] of x [ngroups, gn] (per channels of len each), of
+ * x + bias when given; part: stat_part_doubles() of workspace. */
+static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, int64_t ngroups, int64_t gn,
+                       const float *bias, int per, int groups, int64_t len, ss_error *err)
+{
+    int64_t nch = stat_chunks(gn);
+    if (ngroups > 0x7fffffff || nch > 65535)
+        return fail(err, SS_E_INTERNAL, "cuda statistics: %lld groups of %lld", (long long)ngroups, (long long)gn);
+    dim3 grid((unsigned)ngroups, (unsigned)nch);  /* groups along x: --batch 1024 makes 524288 of them */
     if (len % 4 == 0 && aligned16(x))
-        k_stats4<<<grid, TPB, 0, c->stream>>>(acc, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
+        k_stats4<<<grid, TPB, 0, c->stream>>>(part, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
     else
-        k_stats<<<grid, TPB, 0, c->stream>>>(acc, x, gn, bias, per, groups, len);
+        k_stats<<<grid, TPB, 0, c->stream>>>(part, x, gn, bias, per, groups, len);
+    k_stats_sum<<<(unsigned)ngroups, 128, 0, c->stream>>>(acc, part, (int)nch);
     CK_LAUNCH(c, err, "statistics");
     return SS_OK;
 }
@@ -738,9 +767,10 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (rows <= 0) return SS_OK;
-    double *acc = (double *)scratch(c, (size_t)rows * 2 * sizeof(double), err);
+    size_t na = (size_t)rows * 2, np = len > 0 ? stat_part_doubles(rows, len) : 0;
+    double *acc = (double *)scratch(c, (na + np) * sizeof(double), err);
     if (!acc) return err->code;
-    if (len > 0 && stats(c, acc, x, rows, len, NULL, 1, 1, len, err) != SS_OK)
+    if (len > 0 && stats(c, acc, acc + na, x, rows, len, NULL, 1, 1, len, err) != SS_OK)
         return err->code;
     if (len <= 0)
         cudaMemsetAsync(acc, 0, (size_t)rows * 2 * sizeof(double), c->stream);
@@ -857,11 +887,12 @@ static const float4 *gn_prepare(cuda_ctx *c, const float *x, const float *bias, 
         fail(err, SS_E_INTERNAL, "cuda group_norm: %zu rows", rows);
         return NULL;
     }
-    char *buf = (char *)scratch(c, acc_bytes + rows * sizeof(float4), err);
+    size_t co_bytes = rows * sizeof(float4);
+    char *buf = (char *)scratch(c, acc_bytes + co_bytes + stat_part_doubles(ng, gn) * sizeof(double), err);
     if (!buf) return NULL;
-    double *acc = (double *)buf;
+    double *acc = (double *)buf, *part = (double *)(buf + acc_bytes + co_bytes);
     float4 *co = (float4 *)(buf + acc_bytes);        /* acc_bytes is a multiple of 16 */
-    if (stats(c, acc, x, ng, gn, bias, (int)per, groups, len, err) != SS_OK)
+    if (stats(c, acc, part, x, ng, gn, bias, (int)per, groups, len, err) != SS_OK)
         return NULL;
     k_gn_coef<<<(unsigned)((rows + 127) / 128), 128, 0, c->stream>>>(co, acc, bias, (int)rows, ch, groups, gn, gamma,
                                                                      beta, eps);
