@@ -842,6 +842,7 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
     if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, j->p->threads, err)) == SS_OK)
         j->rep->gain = j->e.gain;
+    double t1 = ss_seconds();
     /* every output finished, flushed to disk and renamed into place, in parallel */
     commit_job jobs[SS_MAX_SOURCES + 1];
     for (int k = 0; k < j->e.n_out; k++) {
@@ -861,6 +862,11 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
             s = ss_fail(err, SS_E_NOMEM, "out of memory");
     j->commit_s = ss_seconds() - t0;
     fill_times(j);
+    const char *pe = getenv("STEMSPLIT_PROFILE");
+    if (pe && (*pe == '1' || strcmp(pe, "engine") == 0))
+        fprintf(stderr, "separate profile: %s: statistics %.3f s, separation %.3f s, rescale pass %.3f s, "
+                "finishing the files (close, flush to disk, rename) %.3f s\n", j->input, j->stats_s, j->infer_wall,
+                t1 - t0, j->commit_s - (t1 - t0));
     return s;
 }
 
