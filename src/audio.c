@@ -811,16 +811,45 @@ ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, s
  * fill disjoint parts of one file at once. */
 typedef struct at_file {
     int fd;
-    int64_t base;          /* file offset of the virtual file's byte 0 */
+    int64_t base;          /* file offset of the virtual file's byte 0      */
     sf_count_t pos, size;
-    int err;               /* errno of a failed pwrite, 0 when none    */
+    char *buf;             /* bytes [pos - fill, pos) not yet written, or NULL */
+    size_t fill, cap;
+    int err;               /* errno of a failed pwrite, 0 when none         */
 } at_file;
+
+/* pwrite() all of [p, p + n) at file offset off; 0, or the errno. */
+static int pwrite_all(int fd, const char *p, size_t n, int64_t off)
+{
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : ENOSPC;
+        p += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+/* Write out what the buffer holds (one large write instead of libsndfile's
+ * small ones: fewer calls, fewer partly written pages to zero). */
+static int at_flush(at_file *f)
+{
+    if (f->fill && !f->err)
+        f->err = pwrite_all(f->fd, f->buf, f->fill, f->base + f->pos - (sf_count_t)f->fill);
+    f->fill = 0;
+    return f->err;
+}
 
 static sf_count_t at_get_filelen(void *user) { return ((at_file *)user)->size; }
 
 static sf_count_t at_seek(sf_count_t offset, int whence, void *user)
 {
     at_file *f = user;
+    at_flush(f);
     return clamped_seek(&f->pos, f->size, offset, whence);
 }
 
@@ -833,24 +862,25 @@ static sf_count_t at_read(void *ptr, sf_count_t count, void *user)
 static sf_count_t at_write(const void *ptr, sf_count_t count, void *user)
 {
     at_file *f = user;
-    sf_count_t done = 0;
-    while (done < count) {
-        ssize_t n = pwrite(f->fd, (const char *)ptr + done, (size_t)(count - done), (off_t)(f->base + f->pos + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            f->err = n < 0 ? errno : ENOSPC;
-            break;
-        }
-        done += n;
+    if (count <= 0 || f->err)
+        return 0;
+    if (f->buf && (size_t)count <= f->cap) {
+        if (f->fill + (size_t)count > f->cap && at_flush(f))
+            return 0;
+        memcpy(f->buf + f->fill, ptr, (size_t)count);
+        f->fill += (size_t)count;
+    } else if (at_flush(f) || (f->err = pwrite_all(f->fd, ptr, (size_t)count, f->base + f->pos)) != 0) {
+        return 0;
     }
-    f->pos += done;
+    f->pos += count;
     if (f->pos > f->size)
         f->size = f->pos;
-    return done;
+    return count;
 }
 
 static sf_count_t at_tell(void *user) { return ((at_file *)user)->pos; }
+
+#define AT_BUF ((size_t)4 << 20)       /* largest write buffer of one ss_audio_write_at */
 
 int ss_audio_can_write_at(const ss_audio_writer *w)
 {
@@ -869,20 +899,25 @@ ss_status ss_audio_write_at(ss_audio_writer *w, int64_t length, int64_t at, cons
     int64_t body = frames - last;
     if (body > 0) {
         /* the same libsndfile conversion (clipping, rounding) as the writer's own */
-        at_file f = {.fd = w->fd, .base = w->data_off + at * w->frame_bytes};
+        size_t bytes = (size_t)body * (size_t)w->frame_bytes;
+        at_file f = {.fd = w->fd, .base = w->data_off + at * w->frame_bytes, .cap = bytes < AT_BUF ? bytes : AT_BUF};
+        f.buf = malloc(f.cap);      /* without it, libsndfile's own small writes go straight out */
         SF_VIRTUAL_IO io = {at_get_filelen, at_seek, at_read, at_write, at_tell};
         SF_INFO sfi = {.samplerate = w->samplerate, .channels = w->channels,
                        .format = SF_FORMAT_RAW | w->sub | SF_ENDIAN_LITTLE};
         SNDFILE *sf = sf_open_virtual(&io, SFM_WRITE, &sfi, &f);
         if (!sf) {
             char why[256];
+            free(f.buf);
             return ss_fail(err, SS_E_IO, "%s: cannot start encoding: %s", w->path,
                            tidy_sf_message(sf_strerror(NULL), why, sizeof why));
         }
         sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
         sf_count_t n = sf_writef_float(sf, buf, (sf_count_t)body);
         sf_close(sf);
-        if (n != body)
+        at_flush(&f);
+        free(f.buf);
+        if (n != body || f.err)
             return ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
                            f.err ? strerror(f.err) : "short write");
 #if defined(__linux__)

@@ -424,6 +424,27 @@ typedef struct encoder {
  * i.e. not at all, while 1.01 * peak <= 1. */
 static int needs_rescale(float peak) { return 1.01f * peak > 1.0f; }
 
+/* The largest of peak and |x[i]|; NaN is skipped, as fmaxf would (no libm
+ * call).  Eight running maxima, so that the compiler can keep them in one
+ * vector register: the order of comparisons does not change a maximum. */
+static float peak_of(const float *x, size_t n, float peak)
+{
+    float m[8] = {peak, peak, peak, peak, peak, peak, peak, peak};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            float a = fabsf(x[i + k]);
+            m[k] = a > m[k] ? a : m[k];
+        }
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        m[0] = a > m[0] ? a : m[0];
+    }
+    for (int k = 1; k < 8; k++)
+        m[0] = m[k] > m[0] ? m[k] : m[0];
+    return m[0];
+}
+
 static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_error *err)
 {
     if (o->written + n > e->length)            /* resampling may give one frame too many */
@@ -439,12 +460,7 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
          * and, while no output has needed scaling yet, also encode it as it is:
          * if the whole track ends below the limit, that file is final and the
          * pass after the last block is skipped (same bytes: the scale is 1) */
-        float peak = o->peak;
-        for (size_t i = 0; i < count; i++) {
-            float a = fabsf(buf[i]);
-            peak = a > peak ? a : peak;          /* NaN is skipped, as fmaxf would (no libm call) */
-        }
-        o->peak = peak;
+        o->peak = peak_of(buf, count, o->peak);
         const char *b = (const char *)buf;
         size_t left = count * sizeof(float);
         while (left) {
@@ -457,7 +473,7 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
             b += w;
             left -= (size_t)w;
         }
-        if (o->w && (needs_rescale(peak) || atomic_load(&e->rescale))) {
+        if (o->w && (needs_rescale(o->peak) || atomic_load(&e->rescale))) {
             atomic_store(&e->rescale, 1);
             ss_audio_abort(o->w);                /* the scaled pass will write it */
             o->w = NULL;
@@ -575,6 +591,8 @@ typedef struct stage_job {
     int at;                  /* through ss_audio_write_at, else in order   */
 } stage_job;
 
+#define RANGE_BLOCK (8 * BLOCK)  /* frames read back and encoded at once */
+
 /* Read back one staged range, scale it and encode it into its writer. */
 static void *encode_range(void *arg)
 {
@@ -583,10 +601,10 @@ static void *encode_range(void *arg)
     output *o = j->o;
     ss_error *err = &j->res.err;
     size_t frame = sizeof(float) * (size_t)e->C;
-    float *buf = malloc(frame * (size_t)BLOCK);
+    float *buf = malloc(frame * (size_t)RANGE_BLOCK);
     ss_status s = buf ? SS_OK : ss_fail(err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
     for (int64_t pos = j->from; s == SS_OK && pos < j->to;) {
-        int64_t n = j->to - pos < BLOCK ? j->to - pos : BLOCK;
+        int64_t n = j->to - pos < RANGE_BLOCK ? j->to - pos : RANGE_BLOCK;
         size_t bytes = frame * (size_t)n, have = 0;
         while (s == SS_OK && have < bytes) {
             ssize_t r = pread(o->stage_fd, (char *)buf + have, bytes - have, (off_t)(frame * (size_t)pos + have));
