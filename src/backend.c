@@ -370,6 +370,19 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
     return st;
 }
 
+ss_status ss_backend_open_iface(const ss_backend_iface *bi, int index, const ss_backend_params *p, ss_backend **out,
+                                ss_error *err)
+{
+    if (!bi || !p || !out)
+        return ss_fail(err, SS_E_INTERNAL, "ss_backend_open_iface: NULL argument");
+    if (bi->api_version != SS_BACKEND_API_VERSION)
+        return ss_fail(err, SS_E_DEVICE, "backend %s: API version %d, this stemsplit has %d", bi->name,
+                       bi->api_version, SS_BACKEND_API_VERSION);
+    if (index < 0 || index >= bi->device_count())
+        return ss_fail(err, SS_E_DEVICE, "%s:%d: no such device", bi->name, index);
+    return start(bi, index, p, out, err);
+}
+
 void ss_backend_close(ss_backend *be)
 {
     if (!be)
@@ -489,6 +502,48 @@ ss_status ss_download(ss_backend *be, float *dst, const float *src, size_t n)
     if (!LIVE(be))
         return be->err.code;
     return be->iface->download(be->ctx, dst, src, n * sizeof(float), &be->err);
+}
+
+float *ss_host_alloc(ss_backend *be, size_t n)
+{
+    if (n == 0)
+        n = 1;
+    if (n > SIZE_MAX / sizeof(float))
+        return NULL;
+    if (be->iface->host_alloc && be->iface->host_free)
+        return be->iface->host_alloc(be->ctx, n * sizeof(float));
+    return malloc(n * sizeof(float));
+}
+
+void ss_host_free(ss_backend *be, float *p)
+{
+    if (!p)
+        return;
+    if (be->iface->host_alloc && be->iface->host_free)
+        be->iface->host_free(be->ctx, p);
+    else
+        free(p);
+}
+
+int ss_downloads_overlap(const ss_backend *be)
+{
+    return be->iface->download_start && be->iface->download_wait;
+}
+
+ss_status ss_download_start(ss_backend *be, float *dst, const float *src, size_t n)
+{
+    if (!ss_downloads_overlap(be))
+        return ss_download(be, dst, src, n);
+    if (!LIVE(be))
+        return be->err.code;
+    return be->iface->download_start(be->ctx, dst, src, n * sizeof(float), &be->err);
+}
+
+ss_status ss_download_wait(ss_backend *be)
+{
+    if (!ss_downloads_overlap(be) || !LIVE(be))
+        return be->err.code;
+    return be->iface->download_wait(be->ctx, &be->err);
 }
 
 /* ---- CPU fallback on host mirrors ---------------------------------------------------

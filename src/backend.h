@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 3
+#define SS_BACKEND_API_VERSION 4
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -195,6 +195,16 @@ typedef struct ss_backend_iface {
     ss_status (*graph_end)(void *ctx, void **graph, ss_error *err);
     ss_status (*graph_launch)(void *ctx, void *graph, ss_error *err);
     void (*graph_free)(void *ctx, void *graph);
+
+    /* Optional transfers that do not wait (NULL = plain host memory, downloads
+     * that complete before they return): host_alloc gives host memory the device
+     * copies to and from directly (page-locked), host_free releases it;
+     * download_start queues a copy into it after the queued work and returns at
+     * once; download_wait returns when every download started has landed. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *ptr);
+    ss_status (*download_start)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
+    ss_status (*download_wait)(void *ctx, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -213,6 +223,11 @@ const char *ss_backend_unavailable(const ss_backend_iface *bi);
 ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
                           char *note, size_t note_size, ss_error *err);
 void ss_backend_close(ss_backend *be);
+/* Start device `index` of a backend given by its vtable rather than by name
+ * (one outside the registry, e.g. a test's).  SS_E_DEVICE for an API version
+ * other than SS_BACKEND_API_VERSION or a device it does not have. */
+ss_status ss_backend_open_iface(const ss_backend_iface *bi, int index, const ss_backend_params *p, ss_backend **out,
+                                ss_error *err);
 
 const ss_backend_iface *ss_backend_iface_of(const ss_backend *be);
 const ss_device_info *ss_backend_device(const ss_backend *be);
@@ -244,6 +259,21 @@ float *ss_alloc(ss_backend *be, size_t n);
 void ss_free(ss_backend *be, float *p);
 ss_status ss_upload(ss_backend *be, float *dst, const float *src, size_t n);
 ss_status ss_download(ss_backend *be, float *dst, const float *src, size_t n);
+/* Host staging buffers for the transfers of every batch: n floats the device
+ * copies to and from directly where it can (page-locked), else plain memory;
+ * NULL when out of memory.  An upload from such memory may still be reading
+ * it after ss_upload returns: the caller leaves the buffer alone until work
+ * queued after that upload (e.g. a download) has been waited for. */
+float *ss_host_alloc(ss_backend *be, size_t n);
+void ss_host_free(ss_backend *be, float *p);
+/* A download that returns at once where the backend can (queued after the
+ * work before it; dst from ss_host_alloc); ss_download_wait returns when every
+ * download started has landed.  Elsewhere ss_download_start is ss_download.
+ * ss_downloads_overlap: whether they really overlap (so that a caller queues
+ * its next work before waiting). */
+ss_status ss_download_start(ss_backend *be, float *dst, const float *src, size_t n);
+ss_status ss_download_wait(ss_backend *be);
+int ss_downloads_overlap(const ss_backend *be);
 
 /* ---- ops (public wrappers; every one works on every backend) ------------------ */
 

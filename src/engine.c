@@ -157,7 +157,8 @@ typedef struct run {
     job *pjobs;             /* [batch] that batch's jobs                          */
     /* batch buffers */
     int64_t valid_max;      /* largest model input length                         */
-    float *host_x;          /* [batch, C, valid_max]                              */
+    float *host_x;          /* [batch, C, valid_max] next upload                  */
+    float *host_x2;         /* the other half (an upload may still read it)       */
     float *host_y;          /* [batch, S, C, valid_max] next download             */
     float *host_y2;         /* the other half of the double buffer (post)         */
     float *dev_x, *dev_y;   /* device copies                                      */
@@ -487,7 +488,9 @@ static ss_status batch_input(run *r, const batch *bt, ss_error *err)
     return fill_input(r, bt->keep, read_end, err);
 }
 
-/* Gather a batch's inputs and upload them to dev_x. */
+/* Gather a batch's inputs and upload them to dev_x.  The upload may still be
+ * reading host_x when this returns: the next batch gathers into the other
+ * buffer (this one is free again once the download queued after it landed). */
 static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
 {
     int64_t valid = bt->jobs[0].valid;
@@ -496,7 +499,24 @@ static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
         gather(r, bt->jobs[b].read0, valid, r->host_x + b * xn, valid);
     if (ss_upload(r->be, r->dev_x, r->host_x, (size_t)bt->nb * xn) != SS_OK)
         return ss_backend_status(r->be, err);
+    float *t = r->host_x;
+    r->host_x = r->host_x2;
+    r->host_x2 = t;
     return SS_OK;
+}
+
+/* Upload a batch's inputs and start its forward pass (it may run on after
+ * this returns: its download waits for it). */
+static ss_status batch_launch(run *r, const batch *bt, ss_error *err)
+{
+    double t0 = ss_seconds();
+    ss_status s = batch_upload(r, bt, err);
+    double t1 = ss_seconds();
+    if (s == SS_OK)
+        s = ss_model_forward(r->m, r->dev_x, r->dev_y, bt->nb, bt->jobs[0].valid, err);
+    r->t_input += t1 - t0;
+    r->t_device += ss_seconds() - t1;
+    return s;
 }
 
 /* Overlap-add a downloaded batch (a post_item) and push what became final. */
@@ -544,7 +564,10 @@ static void run_free(run *r)
     worker_stop(r->wr);
     r->wr = NULL;
     free(r->pjobs);
-    free(r->host_y2);
+    ss_host_free(r->be, r->host_x);
+    ss_host_free(r->be, r->host_x2);
+    ss_host_free(r->be, r->host_y);
+    ss_host_free(r->be, r->host_y2);
     free(r->outbuf2);
     free(r->weight);
     if (r->passes)
@@ -555,8 +578,6 @@ static void run_free(run *r)
     free(r->passes);
     free(r->in);
     free(r->outbuf);
-    free(r->host_x);
-    free(r->host_y);
     ss_free(r->be, r->dev_x);
     ss_free(r->be, r->dev_y);
 }
@@ -630,11 +651,12 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     r.outbuf2 = malloc(sizeof(float) * rows * (size_t)r.win);
     if (!r.outbuf2)
         goto nomem;
-    r.host_x = malloc(sizeof(float) * (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
-    r.host_y = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
-    r.host_y2 = malloc(sizeof(float) * (size_t)p->batch * rows * (size_t)r.valid_max);
+    r.host_x = ss_host_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
+    r.host_x2 = ss_host_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
+    r.host_y = ss_host_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
+    r.host_y2 = ss_host_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
     r.pjobs = malloc(sizeof *r.pjobs * (size_t)p->batch);
-    if (!r.in || !r.outbuf || !r.host_x || !r.host_y || !r.host_y2 || !r.pjobs)
+    if (!r.in || !r.outbuf || !r.host_x || !r.host_x2 || !r.host_y || !r.host_y2 || !r.pjobs)
         goto nomem;
     /* without threads (NULL) each stage runs on this thread instead */
     r.wr = worker_start(writer_fn, &r);
@@ -653,49 +675,56 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         total += (r.passes[k].V + r.stride - 1) / r.stride;
     /* The device loop.  A backend may run the forward pass asynchronously
      * (CUDA): the next batch's input is decoded while the device works on this
-     * one, and its download waits for the device. */
+     * one.  Where downloads overlap, the next batch's upload and forward pass
+     * are queued behind this batch's download before waiting for it, so the
+     * device goes from one batch to the next without waiting for the host;
+     * elsewhere the download completes first and the batch is handed to the
+     * post stage before the next forward pass starts. */
     job *jobs_a = malloc(sizeof *jobs_a * (size_t)p->batch), *jobs_b = malloc(sizeof *jobs_b * (size_t)p->batch);
     batch cur = {.jobs = jobs_a}, nxt = {.jobs = jobs_b};
     job pending;
-    int have_pending = next_job(&r, &pending);
+    int have_pending = next_job(&r, &pending), overlap = ss_downloads_overlap(be);
     if (!jobs_a || !jobs_b)
         s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
     else
         take_batch(&r, &cur, &pending, &have_pending);
     double t0 = ss_seconds();
-    if (s == SS_OK && cur.nb && (s = batch_input(&r, &cur, err)) == SS_OK)
-        s = batch_upload(&r, &cur, err);
-    r.t_input += ss_seconds() - t0;
+    if (s == SS_OK && cur.nb && (s = batch_input(&r, &cur, err)) == SS_OK) {
+        r.t_input += ss_seconds() - t0;
+        s = batch_launch(&r, &cur, err);
+    }
     while (s == SS_OK && cur.nb) {
         if (p->cancel && *p->cancel) {
             s = ss_fail(err, SS_E_INTERRUPT, "interrupted");
             break;
         }
-        int64_t valid = cur.jobs[0].valid;
-        size_t yn = (size_t)r.S * (size_t)r.C * (size_t)valid;
+        size_t yn = (size_t)r.S * (size_t)r.C * (size_t)cur.jobs[0].valid;
         t0 = ss_seconds();
-        if ((s = ss_model_forward(m, r.dev_x, r.dev_y, cur.nb, valid, err)) != SS_OK)
-            break;
-        double t1 = ss_seconds();
         take_batch(&r, &nxt, &pending, &have_pending);
         if (nxt.nb && (s = batch_input(&r, &nxt, err)) != SS_OK)
             break;
-        double t2 = ss_seconds();
-        if (ss_download(be, r.host_y, r.dev_y, (size_t)cur.nb * yn) != SS_OK) {
+        r.t_input += ss_seconds() - t0;
+        t0 = ss_seconds();
+        if (ss_download_start(be, r.host_y, r.dev_y, (size_t)cur.nb * yn) != SS_OK) {
             s = ss_backend_status(be, err);
             break;
         }
-        double t3 = ss_seconds();
+        r.t_device += ss_seconds() - t0;
+        if (overlap && nxt.nb && (s = batch_launch(&r, &nxt, err)) != SS_OK)
+            break;
+        t0 = ss_seconds();
+        if (ss_download_wait(be) != SS_OK) {
+            s = ss_backend_status(be, err);
+            break;
+        }
+        r.t_device += ss_seconds() - t0;
         if ((s = post_submit(&r, &cur, err)) != SS_OK)
             break;
         done += cur.nb;
         if (p->progress)
             p->progress(p->progress_arg, done, total);
-        double t4 = ss_seconds();
-        if (nxt.nb && (s = batch_upload(&r, &nxt, err)) != SS_OK)
+        if (!overlap && nxt.nb && (s = batch_launch(&r, &nxt, err)) != SS_OK)
             break;
-        r.t_device += (t1 - t0) + (t3 - t2);
-        r.t_input += (t2 - t1) + (ss_seconds() - t4);
         batch t = cur;
         cur = nxt;
         nxt = t;

@@ -3,8 +3,10 @@
  * shift offsets must be those of Python's random module. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "engine.h"
 #include "st_write.h"
 #include "test.h"
@@ -68,14 +70,66 @@ static ss_status push(void *arg, const float *stems, int64_t pitch, int64_t n, s
     return SS_OK;
 }
 
+/* A backend whose downloads land late, like CUDA's: the CPU backend, except
+ * that ss_download_start copies the device data aside (its place in the
+ * queue) and fills the destination with NaN, and only ss_download_wait
+ * delivers it.  An engine that read a download before waiting for it, or let
+ * a later one overwrite it, would see NaN or the wrong chunk. */
+extern const ss_backend_iface ss_backend_cpu;
+static ss_backend_iface late_iface;
+static struct { float *dst, *copy; size_t bytes; } late_q[4];
+static int late_n, late_waits;
+
+static void *late_host_alloc(void *ctx, size_t bytes) { (void)ctx; return malloc(bytes); }
+static void late_host_free(void *ctx, void *p) { (void)ctx; free(p); }
+
+static ss_status late_download_start(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err)
+{
+    (void)ctx;
+    float *copy = malloc(bytes);
+    if (late_n == 4 || !copy) {
+        free(copy);
+        return ss_fail(err, SS_E_INTERNAL, "late backend: more than 4 downloads in flight");
+    }
+    memcpy(copy, src, bytes);
+    for (size_t i = 0; i < bytes / sizeof(float); i++)
+        ((float *)dst)[i] = NAN;
+    late_q[late_n].dst = dst;
+    late_q[late_n].copy = copy;
+    late_q[late_n++].bytes = bytes;
+    return SS_OK;
+}
+
+static ss_status late_download_wait(void *ctx, ss_error *err)
+{
+    (void)ctx, (void)err;
+    for (int i = 0; i < late_n; i++) {
+        memcpy(late_q[i].dst, late_q[i].copy, late_q[i].bytes);
+        free(late_q[i].copy);
+    }
+    late_n = 0;
+    late_waits++;
+    return SS_OK;
+}
+
+static int use_late;             /* run_case() on the late backend */
+
 /* Separate a random signal of n frames; returns the max error vs gain * x, or -1. */
 static double run_case(int64_t n, int shifts, int batch, int threads, float *y_out)
 {
     ss_error err = {0};
     ss_backend *be = NULL;
     ss_backend_params bp = {.threads = threads};
-    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK)
+    late_iface = ss_backend_cpu;
+    late_iface.host_alloc = late_host_alloc;
+    late_iface.host_free = late_host_free;
+    late_iface.download_start = late_download_start;
+    late_iface.download_wait = late_download_wait;
+    if ((use_late ? ss_backend_open_iface(&late_iface, 0, &bp, &be, &err)
+                  : ss_backend_open("cpu", &bp, &be, NULL, 0, &err)) != SS_OK) {
+        fprintf(stderr, "%s\n", err.msg);
         return -1;
+    }
     ss_model *m = NULL;
     if (ss_model_load(model_now, be, &m, &err) != SS_OK) {
         fprintf(stderr, "%s\n", err.msg);
@@ -152,6 +206,37 @@ static void test_batch_and_threads_do_not_change_results(void)
     CHECK(ok, "outputs differ between --batch/-j settings");
 }
 
+/* Downloads that land only when waited for (as on CUDA, where the next
+ * batch's forward pass is queued before the wait): the same bits as the CPU
+ * backend, batch 1 and 3, with shifts; every download was waited for. */
+static void test_late_downloads_give_the_same_results(void)
+{
+    int64_t n = 9876;
+    model_now = padded_path;
+    float *a = malloc(sizeof(float) * 4 * (size_t)n), *b = malloc(sizeof(float) * 4 * (size_t)n);
+    CHECK(a && b, "oom");
+    int ok = 1;
+    const int batches[] = {1, 3}, shifts[] = {0, 2};
+    for (int k = 0; ok && k < 2; k++) {
+        use_late = 0;
+        ok = run_case(n, shifts[k], batches[k], 1, a) >= 0;
+        use_late = 1;
+        late_waits = 0;
+        ok = ok && run_case(n, shifts[k], batches[k], 1, b) >= 0 && late_waits > 1 && late_n == 0;
+        use_late = 0;
+        for (int64_t i = 0; ok && i < 4 * n; i++)
+            if (!(a[i] == b[i])) {
+                fprintf(stderr, "batch %d shifts %d differs at %lld: %g vs %g\n", batches[k], shifts[k],
+                        (long long)i, a[i], b[i]);
+                ok = 0;
+            }
+    }
+    free(a);
+    free(b);
+    CHECK(ok, "late downloads change the output (or were not waited for: %d waits, %d in flight)", late_waits,
+          late_n);
+}
+
 /* Reference values printed by CPython: random.seed(S); [random.randint(0, 22050) for _ in range(4)] */
 static void test_shift_offsets_match_python_random(void)
 {
@@ -205,6 +290,7 @@ int main(void)
     RUN(test_identity_one_segment_with_shifts);
     RUN(test_identity_many_segments_with_shifts);
     RUN(test_batch_and_threads_do_not_change_results);
+    RUN(test_late_downloads_give_the_same_results);
     RUN(test_shift_offsets_match_python_random);
     RUN(test_bad_overlap_is_a_usage_error);
     unlink(model_path);

@@ -86,6 +86,7 @@ typedef struct cuda_ctx {
     void *blas_ws;           /* cuBLAS workspace (set, so recording allocates nothing) */
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
+    cudaEvent_t dl_event;    /* after the last download_start, or NULL        */
 } cuda_ctx;
 
 /* Sample device memory in use (all of this process's allocations, cuBLAS and
@@ -190,6 +191,8 @@ static void cu_free(void *vctx)
     cudaFree(c->blas_ws);
     cudaFree(c->scratch);
     cudaFree(c->window);
+    if (c->dl_event)
+        cudaEventDestroy(c->dl_event);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -336,6 +339,53 @@ static ss_status cu_download(void *vctx, void *dst, const void *src, size_t byte
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(c->stream);
+    sample_memory(c);
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
+}
+
+/* Page-locked host memory (copies to and from it need no staging and do not
+ * block the host); plain memory when the driver will not lock that much. */
+static void *cu_host_alloc(void *vctx, size_t bytes)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    void *p = NULL;
+    cudaSetDevice(c->device);
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess)
+        return p;
+    cudaGetLastError();
+    return malloc(bytes);
+}
+
+static void cu_host_free(void *vctx, void *ptr)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaStreamSynchronize(c->stream);            /* no copy of it still in flight */
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) == cudaSuccess && a.type == cudaMemoryTypeHost) {
+        cudaFreeHost(ptr);
+    } else {
+        cudaGetLastError();
+        free(ptr);
+    }
+}
+
+static ss_status cu_download_start(void *vctx, void *dst, const void *src, size_t bytes, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = cudaSuccess;
+    if (!c->dl_event)
+        e = cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(c->dl_event, c->stream);
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
+}
+
+static ss_status cu_download_wait(void *vctx, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = c->dl_event ? cudaEventSynchronize(c->dl_event) : cudaSuccess;
     sample_memory(c);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
 }
@@ -1797,6 +1847,10 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->release = cu_release;
     f->upload = cu_upload;
     f->download = cu_download;
+    f->host_alloc = cu_host_alloc;
+    f->host_free = cu_host_free;
+    f->download_start = cu_download_start;
+    f->download_wait = cu_download_wait;
     f->fill = cu_fill;
     f->copy2d = cu_copy2d;
     f->add = cu_add;
