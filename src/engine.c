@@ -171,6 +171,7 @@ typedef struct run {
     double t_input;         /* decoding, gathering and uploading inputs           */
     double t_device;        /* forward passes and downloads                       */
     double t_post, t_wait;  /* post stage; the device loop waiting on it          */
+    double t_wr_wait;       /* the post stage waiting for the writer (encoding)   */
 } run;
 
 /* Segment length and stride for a model and params; 0 stride on bad params. */
@@ -272,6 +273,40 @@ static void gather(const run *r, int64_t read0, int64_t n, float *dst, int64_t p
     }
 }
 
+/* The post stage's loops, written in blocks of 8 independent lanes so that
+ * the compiler vectorises them at -O2; each element's arithmetic is the
+ * scalar one (no reassociation), so the results do not change. */
+
+/* acc[i] += w[i] * x[i] (x NULL: acc[i] += w[i]) */
+static void add_weighted(float *restrict acc, const float *restrict w, const float *restrict x, int64_t n)
+{
+    int64_t i = 0;
+    if (x) {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++)
+                acc[i + k] += w[i + k] * x[i + k];
+        for (; i < n; i++)
+            acc[i] += w[i] * x[i];
+    } else {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++)
+                acc[i + k] += w[i + k];
+        for (; i < n; i++)
+            acc[i] += w[i];
+    }
+}
+
+/* o[i] = 0 + acc[i] / wsum[i] (the one-pass case of flush_output's sum) */
+static void divide(float *restrict o, const float *restrict acc, const float *restrict wsum, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            o[i + k] = 0.0f + acc[i + k] / wsum[i + k];
+    for (; i < n; i++)
+        o[i] = 0.0f + acc[i] / wsum[i];
+}
+
 /* Overlap-add a chunk's trimmed output y [S, C, valid] into its pass. */
 static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
 {
@@ -280,22 +315,14 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
     int64_t trim = (j->valid - j->clen) / 2;
     if (start < -r->win || start + j->clen > r->win)
         return ss_fail(err, SS_E_INTERNAL, "engine: output window overflow");
-    for (int64_t i = 0; i < j->clen; i++) {
-        int64_t w = start + i;
-        if (w >= 0)                                   /* frames before out0 lie before the mixture */
-            ps->wsum[w] += r->weight[i];
-    }
+    int64_t i0 = start < 0 ? -start : 0;              /* frames before out0 lie before the mixture */
+    if (i0 < j->clen)
+        add_weighted(ps->wsum + start + i0, r->weight + i0, NULL, j->clen - i0);
     if (start + j->clen > ps->hi)
         ps->hi = start + j->clen;
-    for (int row = 0; row < r->S * r->C; row++) {
-        const float *src = y + row * j->valid + trim;
-        float *acc = ps->acc + row * r->win;
-        for (int64_t i = 0; i < j->clen; i++) {
-            int64_t w = start + i;
-            if (w >= 0)
-                acc[w] += r->weight[i] * src[i];
-        }
-    }
+    for (int row = 0; row < r->S * r->C && i0 < j->clen; row++)
+        add_weighted(ps->acc + row * r->win + start + i0, r->weight + i0, y + row * j->valid + trim + i0,
+                     j->clen - i0);
     return SS_OK;
 }
 
@@ -411,7 +438,9 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     if (n <= 0)
         return SS_OK;
     int rows = r->S * r->C;
-    for (int row = 0; row < rows; row++) {
+    for (int row = 0; row < rows && r->n_pass == 1; row++)
+        divide(r->outbuf + row * r->win, r->passes[0].acc + row * r->win, r->passes[0].wsum, n);
+    for (int row = 0; row < rows && r->n_pass > 1; row++) {
         float *o = r->outbuf + row * r->win;
         for (int64_t i = 0; i < n; i++) {
             float sum = 0.0f;
@@ -425,7 +454,10 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     ss_status s;
     if (r->wr) {
         /* hand the block to the writer thread and keep computing into the other buffer */
-        if ((s = worker_wait(r->wr, err)) != SS_OK)
+        double t0 = ss_seconds();
+        s = worker_wait(r->wr, err);
+        r->t_wr_wait += ss_seconds() - t0;
+        if (s != SS_OK)
             return s;
         r->wblock = (block){r->outbuf, r->win, n};
         worker_submit(r->wr, &r->wblock);
@@ -745,8 +777,9 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     }
     if (r.prof)
         fprintf(stderr, "engine profile: %lld chunks; device loop: input (decode, gather, upload) %.3f s, "
-                "forward + download %.3f s, waiting for overlap-add %.3f s; overlap-add %.3f s on its thread\n",
-                (long long)done, r.t_input, r.t_device, r.t_wait, r.t_post);
+                "forward + download %.3f s, waiting for overlap-add %.3f s; overlap-add %.3f s on its thread "
+                "(%.3f s of it waiting for the encoder)\n",
+                (long long)done, r.t_input, r.t_device, r.t_wait, r.t_post, r.t_wr_wait);
     goto done;
 nomem:
     s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
