@@ -344,13 +344,17 @@ static ss_status cu_download(void *vctx, void *dst, const void *src, size_t byte
 }
 
 /* Page-locked host memory (copies to and from it need no staging and do not
- * block the host); plain memory when the driver will not lock that much. */
+ * block the host); plain memory above PINNED_MAX (a large --batch: locking
+ * gigabytes would take them from the rest of the machine) or when the driver
+ * will not lock that much. */
+#define PINNED_MAX ((size_t)512 << 20)
+
 static void *cu_host_alloc(void *vctx, size_t bytes)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     void *p = NULL;
     cudaSetDevice(c->device);
-    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess)
+    if (bytes <= PINNED_MAX && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess)
         return p;
     cudaGetLastError();
     return malloc(bytes);
