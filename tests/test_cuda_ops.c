@@ -309,6 +309,14 @@ static void test_conv2d(void)
     conv_case(&ii, "conv1d direct cout 64", 1);
     ss_conv2d_desc jj = {1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1};   /* cout > 64: im2col + GEMM */
     conv_case(&jj, "conv1d k3 cout 80", 1);
+    /* 3x3 stride 1 padding 1: Winograd F(2x2, 3x3); odd sizes (partial tiles),
+     * two items; then enough tiles for two passes of the tile loop */
+    ss_conv2d_desc kk = {2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1};
+    conv_case(&kk, "conv2d 3x3 p1 (winograd), odd sizes", 1);
+    ss_conv2d_desc ll = {1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+    conv_case(&ll, "conv2d 3x3 p1 (winograd), 2x3 input", 0);
+    ss_conv2d_desc mm = {1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1};
+    conv_case(&mm, "conv2d 3x3 p1 (winograd), two tile passes", 0);
     if (test_failed_now)
         return;
     STATUS_OK();
