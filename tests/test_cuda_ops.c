@@ -267,7 +267,10 @@ static void test_gemm(void)
     STATUS_OK();
 }
 
-static void conv_case(const ss_conv2d_desc *d, const char *what, int with_bias)
+/* tol: relative L2 against the CPU; 1e-6 where both sum in about the same
+ * way, more where the two backends' algorithms differ over long sums (CPU
+ * Winograd F(4x4, 3x3) vs CUDA F(2x2, 3x3) over 9 x 48 terms: ~1.5e-6) */
+static void conv_case_tol(const ss_conv2d_desc *d, const char *what, int with_bias, double tol)
 {
     int oh = ss_conv_out(d->h, d->kh, d->sh, d->ph, d->dh), ow = ss_conv_out(d->w, d->kw, d->sw, d->pw, d->dw);
     size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cout * d->cin * d->kh * d->kw;
@@ -278,12 +281,17 @@ static void conv_case(const ss_conv2d_desc *d, const char *what, int with_bias)
     ss_conv2d(gpu, d, dx, dw, with_bias ? db : NULL, dy);
     float *h = down(dy, ny);
     double r = rel_l2(h, y, ny);
-    if (r > 1e-6) {
-        test_fail_(__FILE__, __LINE__, what, "relative L2 %.3g", r);
+    if (r > tol) {
+        test_fail_(__FILE__, __LINE__, what, "relative L2 %.3g (tolerance %.0e)", r, tol);
     }
     free(h);
     ss_free(gpu, dx); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dy);
     free(x); free(w); free(b); free(y);
+}
+
+static void conv_case(const ss_conv2d_desc *d, const char *what, int with_bias)
+{
+    conv_case_tol(d, what, with_bias, 1e-6);
 }
 
 static void test_conv2d(void)
@@ -316,7 +324,7 @@ static void test_conv2d(void)
     ss_conv2d_desc ll = {1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1};
     conv_case(&ll, "conv2d 3x3 p1 (winograd), 2x3 input", 0);
     ss_conv2d_desc mm = {1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1};
-    conv_case(&mm, "conv2d 3x3 p1 (winograd), two tile passes", 0);
+    conv_case_tol(&mm, "conv2d 3x3 p1 (winograd), two tile passes", 0, 5e-6);
     if (test_failed_now)
         return;
     STATUS_OK();

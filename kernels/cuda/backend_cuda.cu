@@ -1608,7 +1608,7 @@ __global__ void k_wino_output(float *y, const float *m, const float *bias, int c
 static int wino_ok(const ss_conv2d_desc *d)
 {
     return d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 && d->dh == 1 &&
-           d->dw == 1 && d->h >= 2 && d->w >= 2 && !getenv("STEMSPLIT_NO_WINOGRAD");
+           d->dw == 1 && d->h >= 2 && d->w >= 2;
 }
 
 static ss_status conv_wino(cuda_ctx *c, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
