@@ -1535,6 +1535,20 @@ __global__ void k_wino_filter(float *u, const float *w, int64_t n)
     }
 }
 
+/* Element i of a [channels, pc] plane of tiles [p0, p0 + pc): its channel,
+ * tile row and column; returns the batch item. */
+__device__ __forceinline__ int64_t wino_tile(size_t i, int64_t p0, int64_t pc, int th, int tw, int *ch, int *ty,
+                                             int *tx)
+{
+    int64_t p = p0 + (int64_t)(i % (size_t)pc);
+    *ch = (int)(i / (size_t)pc);
+    int64_t b = p / ((int64_t)th * tw);
+    int t = (int)(p - b * th * tw);
+    *ty = t / tw;
+    *tx = t - *ty * tw;
+    return b;
+}
+
 /* v [16, cin, pc] = B^T d B for tiles [p0, p0 + pc) of x [nb, cin, h, w]
  * (tile p: item p / (th tw), rows 2 ty - 1 .. 2 ty + 2, columns 2 tx - 1 .. 2 tx + 2;
  * zero outside) */
@@ -1542,10 +1556,8 @@ __global__ void k_wino_input(float *v, const float *x, int cin, int h, int w, in
 {
     size_t n = (size_t)cin * (size_t)pc;
     GRID_LOOP(i, n) {
-        int64_t q = (int64_t)(i % (size_t)pc), p = p0 + q;
-        int ci = (int)(i / (size_t)pc);
-        int64_t b = p / ((int64_t)th * tw);
-        int t = (int)(p - b * th * tw), ty = t / tw, tx = t - ty * tw;
+        int ci, ty, tx;
+        int64_t b = wino_tile(i, p0, pc, th, tw, &ci, &ty, &tx);
         const float *xc = x + ((size_t)b * cin + ci) * (size_t)h * w;
         float d[4][4];
         for (int r = 0; r < 4; r++) {
@@ -1578,10 +1590,8 @@ __global__ void k_wino_output(float *y, const float *m, const float *bias, int c
 {
     size_t n = (size_t)cout * (size_t)pc;
     GRID_LOOP(i, n) {
-        int64_t q = (int64_t)(i % (size_t)pc), p = p0 + q;
-        int co = (int)(i / (size_t)pc);
-        int64_t b = p / ((int64_t)th * tw);
-        int t = (int)(p - b * th * tw), ty = t / tw, tx = t - ty * tw;
+        int co, ty, tx;
+        int64_t b = wino_tile(i, p0, pc, th, tw, &co, &ty, &tx);
         float a[4][4];
         for (int s = 0; s < 16; s++)
             a[s / 4][s % 4] = m[(size_t)s * n + i];
