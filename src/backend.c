@@ -31,6 +31,11 @@ struct ss_backend {
         long calls;
         double seconds;
     } *prof;
+    struct ss_prof_frame {          /* CPU backend: the ops being run (a fused  */
+        const char *op;             /* op may call others), since when, and the */
+        double t0, inner;           /* time of those it called                  */
+    } prof_stack[4];
+    int prof_depth;
 };
 
 #define SS_PROF_OPS 40
@@ -582,14 +587,24 @@ static float *fb_view(fallback *fb, const float *p, size_t n, int load)
     return h;
 }
 
-/* Upload the result mirror `h` to device `p` (no-op on host memory) and free mirrors. */
-/* Record a CPU kernel's failure as the backend's error. */
+static void prof_end(ss_backend *be, const char *op, double t0);
+
+/* Record a CPU kernel's failure as the backend's error (and, profiling the
+ * CPU backend, the op's time: its ops are all CPU kernels run by the wrappers). */
 static void cpu_kernel_status(ss_backend *be, ss_status st)
 {
     if (st != SS_OK)
         ss_fail(&be->err, st, "%s: CPU kernel failed: %s", be->dev.name, ss_status_name(st));
+    if (be->prof_depth > 0) {
+        struct ss_prof_frame *f = &be->prof_stack[--be->prof_depth];
+        double dt = ss_seconds() - f->t0;
+        prof_end(be, f->op, f->t0 + f->inner);              /* its own time only */
+        if (be->prof_depth > 0)
+            be->prof_stack[be->prof_depth - 1].inner += dt;
+    }
 }
 
+/* Upload the result mirror `h` to device `p` (no-op on host memory) and free mirrors. */
 static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t n)
 {
     ss_backend *be = fb->be;
@@ -612,6 +627,9 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
                 prof_end(be, #op, t0_);                                        \
             return;                                                            \
         }                                                                      \
+        if ((be)->prof && cpu_runs_in_place(be) && (be)->prof_depth < 4)      \
+            (be)->prof_stack[(be)->prof_depth++] =                             \
+                (struct ss_prof_frame){#op, ss_seconds(), 0.0};                \
     } while (0)
 
 #define FB_OK(be) (LIVE(be))
@@ -623,7 +641,8 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
 static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_backend_cpu; }
 
 /* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
- * timed; ss_backend_close() prints the totals per op on stderr. */
+ * timed, and on the CPU backend every op (from DISPATCH to the kernel's
+ * status); ss_backend_close() prints the totals per op on stderr. */
 static double prof_begin(ss_backend *be)
 {
     if (be->iface->synchronize)
