@@ -89,3 +89,9 @@ for o in $(grep -o -- '--[a-z][a-z-]*' "$SS_ROOT/man/stemsplit.1" "$SS_ROOT/READ
     grep -q -- "$o" "$T/help" || missing="$missing $o"
 done
 if [ -z "$missing" ]; then pass documented_options_exist; else fail documented_options_exist "documented but not in --help:$missing"; fi
+
+# STEMSPLIT_PROFILE=1 on the CPU backend lists the ops it ran with their calls
+# (all its ops are CPU kernels run by the wrappers; they used to go untimed)
+STEMSPLIT_PROFILE=1 "$STEMSPLIT" -q -d cpu -m "$M" -o "$T/o9" "$T/ok.wav" >"$T/prof.out" 2>&1
+check cpu_profile_lists_ops grep -Eq '^  [a-z_0-9]+ +[1-9][0-9]* calls +[0-9.]+ s' "$T/prof.out"
+check cpu_profile_has_engine_and_stages sh -c "grep -q 'engine profile' '$T/prof.out' && grep -q 'separate profile' '$T/prof.out'"
