@@ -161,7 +161,7 @@ typedef struct run {
     float *host_x2;         /* the other half (an upload may still read it)       */
     float *host_y;          /* [batch, S, C, valid_max] next download             */
     float *host_y2;         /* the other half of the double buffer (post)         */
-    float *dev_x, *dev_y;   /* device copies                                      */
+    float *dev_x, *dev_y;   /* device copies (these six: the model's ss_model_io)  */
     ss_engine_pull pull;
     void *pull_arg;
     ss_engine_push push;
@@ -596,10 +596,6 @@ static void run_free(run *r)
     worker_stop(r->wr);
     r->wr = NULL;
     free(r->pjobs);
-    ss_host_free(r->be, r->host_x);
-    ss_host_free(r->be, r->host_x2);
-    ss_host_free(r->be, r->host_y);
-    ss_host_free(r->be, r->host_y2);
     free(r->outbuf2);
     free(r->weight);
     if (r->passes)
@@ -610,8 +606,6 @@ static void run_free(run *r)
     free(r->passes);
     free(r->in);
     free(r->outbuf);
-    ss_free(r->be, r->dev_x);
-    ss_free(r->be, r->dev_y);
 }
 
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
@@ -683,20 +677,22 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     r.outbuf2 = malloc(sizeof(float) * rows * (size_t)r.win);
     if (!r.outbuf2)
         goto nomem;
-    r.host_x = ss_host_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
-    r.host_x2 = ss_host_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
-    r.host_y = ss_host_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
-    r.host_y2 = ss_host_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
     r.pjobs = malloc(sizeof *r.pjobs * (size_t)p->batch);
-    if (!r.in || !r.outbuf || !r.host_x || !r.host_x2 || !r.host_y || !r.host_y2 || !r.pjobs)
+    if (!r.in || !r.outbuf || !r.pjobs)
         goto nomem;
     /* without threads (NULL) each stage runs on this thread instead */
     r.wr = worker_start(writer_fn, &r);
     r.post = worker_start(post_batch, &r);
-    r.dev_x = ss_alloc(be, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max);
-    r.dev_y = ss_alloc(be, (size_t)p->batch * rows * (size_t)r.valid_max);
-    if ((s = ss_backend_status(be, err)) != SS_OK)
+    ss_model_io *io = NULL;
+    if ((s = ss_model_io_get(m, (size_t)p->batch * (size_t)r.C * (size_t)r.valid_max,
+                             (size_t)p->batch * rows * (size_t)r.valid_max, &io, err)) != SS_OK)
         goto done;
+    r.dev_x = io->dev_x;
+    r.dev_y = io->dev_y;
+    r.host_x = io->host_x[0];
+    r.host_x2 = io->host_x[1];
+    r.host_y = io->host_y[0];
+    r.host_y2 = io->host_y[1];
     r.in0 = r.out0 = 0;
     const char *pe = getenv("STEMSPLIT_PROFILE");
     r.prof = pe && (*pe == '1' || strcmp(pe, "engine") == 0);   /* "engine": without op timing */

@@ -40,6 +40,7 @@ struct ss_model {
     graph_entry rec;           /* the recorded pass (graph NULL: none) */
     graph_entry last;          /* arguments of the last direct pass  */
     int graphs_off;            /* a recording failed: run directly   */
+    ss_model_io io;            /* the engine's transfer buffers      */
 };
 
 /* ---- finding a model file -------------------------------------------------------- */
@@ -300,10 +301,57 @@ int64_t ss_model_valid_length(ss_model *m, int64_t length)
     return m->arch->valid_length ? m->arch->valid_length(m->state, length) : length;
 }
 
+static void io_free(ss_model *m)
+{
+    ss_model_io *io = &m->io;
+    for (int k = 0; k < 2; k++) {
+        ss_host_free(m->be, io->host_x[k]);
+        ss_host_free(m->be, io->host_y[k]);
+    }
+    ss_free(m->be, io->dev_x);
+    ss_free(m->be, io->dev_y);
+    memset(io, 0, sizeof *io);
+}
+
+ss_status ss_model_io_get(ss_model *m, size_t n_x, size_t n_y, ss_model_io **out, ss_error *err)
+{
+    ss_model_io *io = &m->io;
+    *out = NULL;
+    if (io->dev_x && io->n_x >= n_x && io->n_y >= n_y) {
+        *out = io;
+        return SS_OK;
+    }
+    io_free(m);
+    for (int k = 0; k < 2; k++) {
+        io->host_x[k] = ss_host_alloc(m->be, n_x);
+        io->host_y[k] = ss_host_alloc(m->be, n_y);
+    }
+    if (!io->host_x[0] || !io->host_x[1] || !io->host_y[0] || !io->host_y[1]) {
+        io_free(m);
+        return ss_fail(err, SS_E_NOMEM, "out of memory for the engine's buffers (%zu MiB)",
+                       (4 * (n_x + n_y) * sizeof(float)) >> 20);
+    }
+    io->dev_x = ss_alloc(m->be, n_x);
+    io->dev_y = ss_alloc(m->be, n_y);
+    ss_status s = ss_backend_status(m->be, err);
+    if (s == SS_OK && (!io->dev_x || !io->dev_y))
+        s = ss_fail(err, SS_E_DEVICE, "%s: cannot allocate the engine's device buffers",
+                    ss_backend_device(m->be)->name);
+    if (s != SS_OK) {
+        io_free(m);
+        return s;
+    }
+    io->n_x = n_x;
+    io->n_y = n_y;
+    *out = io;
+    return SS_OK;
+}
+
 void ss_model_free(ss_model *m)
 {
     if (!m)
         return;
+    io_free(m);
     drop_graph(m);
     m->arch->free(m->state, m->be);
     free(m);

@@ -65,6 +65,20 @@ ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int
 int64_t ss_model_valid_length(ss_model *m, int64_t length);
 void ss_model_free(ss_model *m);
 
+/* The engine's transfer buffers, kept with the model from one file to the
+ * next: the same device pointers every run (a recorded forward pass replays
+ * instead of being recorded again) and host staging buffers allocated (on a
+ * GPU: page-locked) once.  x [n_x] and y [n_y] floats on the device, two host
+ * buffers of each size.  Grown when a run needs more; freed with the model.
+ * Reuse after a failed run is safe: the device runs its queued copies and
+ * passes in order, so anything still in flight lands before the next run's. */
+typedef struct ss_model_io {
+    float *dev_x, *dev_y;
+    float *host_x[2], *host_y[2];
+    size_t n_x, n_y;
+} ss_model_io;
+ss_status ss_model_io_get(ss_model *m, size_t n_x, size_t n_y, ss_model_io **out, ss_error *err);
+
 /* Architectures compiled in (NULL-terminated). */
 const ss_arch *const *ss_arch_list(void);
 
