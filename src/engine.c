@@ -694,8 +694,7 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     r.host_y = io->host_y[0];
     r.host_y2 = io->host_y[1];
     r.in0 = r.out0 = 0;
-    const char *pe = getenv("STEMSPLIT_PROFILE");
-    r.prof = pe && (*pe == '1' || strcmp(pe, "engine") == 0);   /* "engine": without op timing */
+    r.prof = ss_profile_stages();
     /* shifted passes start before frame 0; accumulate() skips frames before the mixture */
 
     int64_t total = 0, done = 0;                /* chunks of all passes, for progress */

@@ -329,7 +329,7 @@ ss_status ss_model_io_get(ss_model *m, size_t n_x, size_t n_y, ss_model_io **out
     if (!io->host_x[0] || !io->host_x[1] || !io->host_y[0] || !io->host_y[1]) {
         io_free(m);
         return ss_fail(err, SS_E_NOMEM, "out of memory for the engine's buffers (%zu MiB)",
-                       (4 * (n_x + n_y) * sizeof(float)) >> 20);
+                       (2 * (n_x + n_y) * sizeof(float)) >> 20);
     }
     io->dev_x = ss_alloc(m->be, n_x);
     io->dev_y = ss_alloc(m->be, n_y);

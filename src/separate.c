@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "template.h"
+#include "threadpool.h"
 
 #define BLOCK 32768              /* frames per decode block */
 
@@ -315,10 +316,8 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
         return ss_fail(err, SS_E_INTERNAL, "%s: statistics of a file of unknown length", input);
     double mean = 0.0, m2 = 0.0;
     int64_t n = 0, nblk = (frames + BLOCK - 1) / BLOCK;
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)online : 1;
-    }
+    if (threads <= 0)
+        threads = ss_cpu_count();
     if (threads > STATS_MAX_THREADS)
         threads = STATS_MAX_THREADS;
     if (threads > nblk / 2)                      /* at least two blocks a thread */
@@ -651,10 +650,8 @@ static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
     }
     float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
     e->gain = scale;
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)online : 1;
-    }
+    if (threads <= 0)
+        threads = ss_cpu_count();
     /* ranges per output: the threads shared out, each range at least 4 blocks */
     int64_t per = threads / e->n_out, most = e->length / (4 * BLOCK);
     per = per > most ? most : per;
@@ -839,7 +836,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     return s;
 }
 
-/* One output's ss_audio_commit (which frees the writer: w is only a marker after). */
+/* One output's ss_audio_commit (which frees the writer in every case). */
 typedef struct commit_job {
     out_result res;
     ss_audio_writer *w;
@@ -867,21 +864,18 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
         jobs[k] = (commit_job){.w = j->outs[k].w};
         j->outs[k].w = NULL;
     }
-    if (s == SS_OK)
+    int encoded = s == SS_OK;
+    if (encoded)
         s = each_output(j->e.n_out, commit_one, jobs, sizeof *jobs, err);
     else
-        for (int k = 0; k < j->e.n_out; k++) {
+        for (int k = 0; k < j->e.n_out; k++)
             ss_audio_abort(jobs[k].w);
-            jobs[k].w = NULL;
-        }
-    for (int k = 0; k < j->e.n_out; k++)
-        if (jobs[k].res.status == SS_OK && jobs[k].w && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK &&
-            s == SS_OK)
+    for (int k = 0; k < j->e.n_out && encoded; k++)       /* the outputs now in place */
+        if (jobs[k].res.status == SS_OK && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK && s == SS_OK)
             s = ss_fail(err, SS_E_NOMEM, "out of memory");
     j->commit_s = ss_seconds() - t0;
     fill_times(j);
-    const char *pe = getenv("STEMSPLIT_PROFILE");
-    if (pe && (*pe == '1' || strcmp(pe, "engine") == 0))
+    if (ss_profile_stages())
         fprintf(stderr, "separate profile: %s: statistics %.3f s, separation %.3f s, rescale pass %.3f s, "
                 "finishing the files (close, flush to disk, rename) %.3f s\n", j->input, j->stats_s, j->infer_wall,
                 t1 - t0, j->commit_s - (t1 - t0));
