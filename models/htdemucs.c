@@ -201,6 +201,7 @@ typedef struct ht_ws {
     size_t cap[W_COUNT];     /* floats allocated                      */
     float *buf[W_COUNT];
     int heads_batched;       /* batched attention products over heads */
+    int attn_fused;          /* the backend fuses every attention (no W_SCORES) */
 } ht_ws;
 
 /* Sizes that depend on (batch, length): computed by ht_plan. */
@@ -1410,6 +1411,14 @@ static void linear(ht_ws *ws, ss_backend *be, float *y, const float *x, const fl
     ss_gemm(be, &d, x, w, y);                                               /* y += x w^T           */
 }
 
+/* The fused-attention descriptor of one item: q [Nq, D], k | v [Nk, 2D] -> ctx [Nq, D] */
+static ss_attn_desc attn_desc(const ht_model *m, int nq, int nk)
+{
+    int D = m->tdim, heads = m->hp.t_heads;
+    return (ss_attn_desc){.heads = heads, .nq = nq, .nk = nk, .hd = D / heads, .ldq = D, .ldk = 2 * D,
+                          .ldv = 2 * D, .ldo = D, .scale = 1.0f / sqrtf((float)(D / heads)), .reduced = 1};
+}
+
 /* Multi-head attention (nn.MultiheadAttention, batch first) with its in/out
  * projections, added to the residual stream: out [B*Nq, D] += MHA(q [B*Nq, D],
  * kv [B*Nk, D]) (LayerScale folded into out_proj).  out must not be q or kv. */
@@ -1420,6 +1429,15 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     float *qb = ws->buf[W_QB], *kv = ws->buf[W_KV], *ctx = ws->buf[W_CTX], *sc = ws->buf[W_SCORES];
     linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D, 0);                          /* [B*Nq, D]  */
     linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D, 0); /* [B*Nk, 2D] k | v */
+    if (ws->attn_fused) {
+        ss_attn_desc a = attn_desc(m, nq, nk);
+        for (int b = 0; b < B; b++) {
+            const float *kb = kv + (size_t)b * nk * 2 * D;
+            ss_attention(be, &a, qb + (size_t)b * nq * D, kb, kb + D, ctx + (size_t)b * nq * D); /* [Nq, D] */
+        }
+        linear(ws, be, out, ctx, l->out_w, l->out_b, B * nq, D, D, 1);
+        return;
+    }
     if (ws->heads_batched) {
         /* one strided-batched product per item and group of heads (devices: fewer, larger
          * launches), as many heads per group as W_SCORES holds */
@@ -1849,9 +1867,21 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
     if (bag->ws.batch != batch || bag->ws.length != length) {
         size_t need[W_COUNT] = {0};
         ht_geom g;
-        for (int i = 0; i < bag->n; i++)
-            if ((s = model_plan(bag->m[i], batch, length, &g, need, err)) != SS_OK)
+        int fused = 1;
+        for (int i = 0; i < bag->n; i++) {
+            const ht_model *mi = bag->m[i];
+            if ((s = model_plan(mi, batch, length, &g, need, err)) != SS_OK)
                 return s;
+            /* the attentions this model runs: self on N1 and N2 tokens, cross both ways */
+            ss_attn_desc a[4] = {attn_desc(mi, (int)g.N1, (int)g.N1), attn_desc(mi, (int)g.N2, (int)g.N2),
+                                 attn_desc(mi, (int)g.N1, (int)g.N2), attn_desc(mi, (int)g.N2, (int)g.N1)};
+            for (int j = 0; j < 4 && mi->hp.t_layers > 0; j++)
+                fused &= ss_attention_fused(be, &a[j]);
+        }
+        /* where the backend fuses every attention, no scores are held */
+        bag->ws.attn_fused = fused;
+        if (fused)
+            need[W_SCORES] = 0;
         if (bag->n > 1)
             need[W_BAG] = (size_t)batch * bag->sources * bag->channels * length;
         /* off host memory, attention runs every head of an item in one batched product */

@@ -36,6 +36,8 @@ struct ss_backend {
         double t0, inner;           /* time of those it called                  */
     } prof_stack[4];
     int prof_depth;
+    float *scratch;                 /* CPU attention's row-block scores        */
+    size_t scratch_cap;             /* floats                                  */
 };
 
 #define SS_PROF_OPS 40
@@ -404,6 +406,7 @@ void ss_backend_close(ss_backend *be)
     }
     be->iface->free(be->ctx);
     ss_pool_free(be->pool);
+    free(be->scratch);
     free(be);
 }
 
@@ -781,6 +784,46 @@ void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, flo
     fb_end(&fb, FB_OK(be) ? ss_cpu_softmax(be->pool, hy, hx, rows, len, scale) : SS_OK, y, hy, n);
 }
 
+/* STEMSPLIT_FUSED_ATTENTION=0: compose gemm + softmax + gemm everywhere (for measurements) */
+static int fused_attention_allowed(void)
+{
+    const char *e = getenv("STEMSPLIT_FUSED_ATTENTION");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d)
+{
+    const ss_backend_iface *bi = be->iface;
+    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || !fused_attention_allowed())
+        return 0;
+    if (cpu_runs_in_place(be))          /* the CPU's row-blocked kernel */
+        return 1;
+    return bi->attention && bi->attention_ok && bi->attention_ok(be->ctx, d);
+}
+
+void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o)
+{
+    if (!ss_attention_fused(be, d)) {
+        if (LIVE(be))
+            ss_fail(&be->err, SS_E_INTERNAL, "%s backend: no fused attention for %d heads of %d x %d (head size %d)",
+                    be->iface->name, d->heads, d->nq, d->nk, d->hd);
+        return;
+    }
+    DISPATCH(be, attention, d, q, k, v, o);
+    size_t need = ss_cpu_attention_scratch(be->pool, d);
+    if (need > be->scratch_cap) {
+        float *p = malloc(need * sizeof *p);
+        if (!p) {
+            cpu_kernel_status(be, SS_E_NOMEM);
+            return;
+        }
+        free(be->scratch);
+        be->scratch = p;
+        be->scratch_cap = need;
+    }
+    cpu_kernel_status(be, ss_cpu_attention(be->pool, d, q, k, v, o, be->scratch));
+}
+
 void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols)
 {
     DISPATCH(be, transpose, y, x, batch, rows, cols);
@@ -871,6 +914,7 @@ void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
     float *hg = fb_view(&fb, gamma, (size_t)dim, 1), *hb = fb_view(&fb, beta, (size_t)dim, 1);
     fb_end(&fb, FB_OK(be) ? ss_cpu_layer_norm(be->pool, hy, hx, rows, dim, hg, hb, eps) : SS_OK, y, hy, n);
 }
+
 
 /* Elements a strided matrix operand spans. */
 static size_t span(int batch, int64_t stride, int rows, int ld)

@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 4
+#define SS_BACKEND_API_VERSION 5
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -101,6 +101,18 @@ typedef struct ss_convt2d_desc {
     int cout, kh, kw;
     int sh, sw;
 } ss_convt2d_desc;
+
+/* Multi-head scaled dot-product attention of one batch item, heads side by
+ * side in the columns (nn.MultiheadAttention's layout):
+ *   q [nq, ldq], k [nk, ldk], v [nk, ldv], o [nq, ldo]; head h is columns
+ *   [h*hd, (h+1)*hd) of each: o_h = softmax(scale * q_h k_h^T) v_h.
+ * reduced as for ss_gemm_desc (the two products may take tf32 inputs). */
+typedef struct ss_attn_desc {
+    int heads, nq, nk, hd;
+    int ldq, ldk, ldv, ldo;
+    float scale;
+    int reduced;
+} ss_attn_desc;
 
 /* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
  * window=hann_window(n_fft) (periodic), normalized=True, onesided).
@@ -205,6 +217,13 @@ typedef struct ss_backend_iface {
     void (*host_free)(void *ctx, void *ptr);
     ss_status (*download_start)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
     ss_status (*download_wait)(void *ctx, ss_error *err);
+
+    /* Optional fused attention (API 5): attention_ok says whether attention
+     * runs descriptor d (shape and precision) as one fused pass; where it does
+     * not (or either is NULL) the model composes gemm + softmax + gemm. */
+    int (*attention_ok)(void *ctx, const ss_attn_desc *d);
+    ss_status (*attention)(void *ctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                           float *o, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -301,6 +320,12 @@ void ss_gelu(ss_backend *be, float *y, const float *x, size_t n);               
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len);
 /* x, y [rows, len]: y = softmax(scale * x) along len; in place ok */
 void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, float scale);
+/* Fused multi-head attention (ss_attn_desc): ss_attention_fused says whether
+ * the backend runs d as one pass; ss_attention may only be called where it
+ * does (elsewhere it records an internal error), the caller composing
+ * ss_gemm + ss_softmax + ss_gemm otherwise. */
+int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d);
+void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o);
 /* x [batch, rows, cols] -> y [batch, cols, rows]; not in place */
 void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols);
 /* x, y [batch, ch, len]: GroupNorm(groups) with affine gamma/beta [ch] (may be NULL); in place ok */

@@ -434,8 +434,10 @@ fail:
 
 /* Device memory a run with `batch` segments per forward call needs, in bytes: the
  * weights; what does not grow with the batch (the backend's im2col/statistics
- * scratch up to 216 MiB, the attention scores budget of 256 MiB, cuBLAS's 32 MiB
- * workspace, FFT plans, the recorded graph: 768 MiB); and the activations per
+ * scratch up to 216 MiB, the attention scores budget of 256 MiB (not allocated
+ * where attention is fused, as in the default precision on CUDA: the estimate
+ * then errs high), cuBLAS's 32 MiB workspace, FFT plans, the recorded graph:
+ * 768 MiB); and the activations per
  * segment, about 112 floats per input sample and channel.  Measured for the
  * full-size HTDemucs on an H100 (above the CUDA context): 1200 MiB at batch 1,
  * about 295 MiB more per segment; this gives 1222 and 1516 MiB for batches 1

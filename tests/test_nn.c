@@ -374,6 +374,85 @@ static void test_gemm(void)
             }
 }
 
+/* ---- attention --------------------------------------------------------------------- */
+
+/* o [nq, ldo] (heads side by side) = softmax(scale q_h k_h^T) v_h, in double */
+static void attention_ref(const ss_attn_desc *d, const float *q, const float *k, const float *v, double *o)
+{
+    double *p = malloc((size_t)d->nk * sizeof *p);
+    if (!p)
+        return;
+    for (int h = 0; h < d->heads; h++)
+        for (int i = 0; i < d->nq; i++) {
+            double mx = -INFINITY, sum = 0.0;
+            for (int j = 0; j < d->nk; j++) {
+                double s = 0.0;
+                for (int c = 0; c < d->hd; c++)
+                    s += (double)q[(int64_t)i * d->ldq + h * d->hd + c] * k[(int64_t)j * d->ldk + h * d->hd + c];
+                p[j] = d->scale * s;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int j = 0; j < d->nk; j++)
+                sum += p[j] = exp(p[j] - mx);
+            for (int c = 0; c < d->hd; c++) {
+                double acc = 0.0;
+                for (int j = 0; j < d->nk; j++)
+                    acc += p[j] * v[(int64_t)j * d->ldv + h * d->hd + c];
+                o[(int64_t)i * d->ldo + h * d->hd + c] = acc / sum;
+            }
+        }
+    free(p);
+}
+
+/* Row-blocked attention on 1-3 threads: odd sizes, several row blocks with a
+ * partial last one, k | v interleaved as the model stores them, a large
+ * score range; the columns of o outside the heads are left alone. */
+static void test_attention(void)
+{
+    static const int cases[][5] = {  /* heads, nq, nk, hd, q gain */
+        {1, 1, 1, 1, 1}, {3, 7, 5, 4, 1}, {2, 300, 70, 12, 1}, {8, 530, 257, 16, 1}, {4, 129, 600, 8, 30},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int heads = cases[ci][0], nq = cases[ci][1], nk = cases[ci][2], hd = cases[ci][3], D = heads * hd;
+        ss_attn_desc d = {.heads = heads, .nq = nq, .nk = nk, .hd = hd, .ldq = D + 3, .ldk = 2 * D, .ldv = 2 * D,
+                          .ldo = D + 2, .scale = 1.0f / sqrtf((float)hd), .reduced = 1};
+        size_t nqf = (size_t)nq * d.ldq, nkv = (size_t)nk * 2 * D, no = (size_t)nq * d.ldo;
+        float *q = rand_buf(nqf, 0.0f), *kv = rand_buf(nkv, 0.0f), *o = malloc(no * sizeof *o);
+        double *ref = calloc(no, sizeof *ref);
+        CHECK(q && kv && o && ref, "out of memory");
+        for (size_t i = 0; i < nqf; i++)
+            q[i] *= (float)cases[ci][4];
+        attention_ref(&d, q, kv, kv + D, ref);
+        for (int threads = 1; threads <= 3; threads++) {
+            ss_pool *p = threads == 3 ? pool : ss_pool_new(threads);
+            size_t ns = ss_cpu_attention_scratch(p, &d);
+            float *scratch = malloc((ns ? ns : 1) * sizeof *scratch);
+            CHECK(p && scratch, "out of memory");
+            for (size_t i = 0; i < no; i++)
+                o[i] = -7.0f;
+            ss_status st = ss_cpu_attention(p, &d, q, kv, kv + D, o, scratch);
+            if (p != pool)
+                ss_pool_free(p);
+            free(scratch);
+            CHECK(st == SS_OK, "status %d", (int)st);
+            int kept = 1;
+            for (int i = 0; i < nq; i++)
+                for (int c = D; c < d.ldo; c++) {
+                    kept &= o[(size_t)i * d.ldo + c] == -7.0f;
+                    o[(size_t)i * d.ldo + c] = 0.0f;      /* ref is 0 there */
+                }
+            CHECK(kept, "case %zu, %d threads: wrote outside the heads' columns", ci, threads);
+            double e = rel_l2(o, ref, no);
+            CHECK(e <= TOL, "case %zu (%d heads, %d x %d, hd %d), %d threads: relative L2 %.3g", ci, heads, nq, nk,
+                  hd, threads, e);
+        }
+        free(q);
+        free(kv);
+        free(o);
+        free(ref);
+    }
+}
+
 /* ---- group norm / layer norm -------------------------------------------------------- */
 
 static double group_norm_case(int batch, int ch, int64_t len, int groups, int affine, int in_place,
@@ -541,6 +620,7 @@ int main(void)
     RUN(test_conv2d_direct1d);
     RUN(test_conv2d_direct1d_threads);
     RUN(test_conv_transpose2d);
+    RUN(test_attention);
     RUN(test_group_norm);
     RUN(test_group_norm_fused);
     RUN(test_layer_norm);

@@ -38,6 +38,8 @@ ss_status ss_cpu_bias_gelu(ss_pool *p, float *y, const float *x, const float *bi
 ss_status ss_cpu_bias_glu(ss_pool *p, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);
 ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale);
 ss_status ss_cpu_transpose(ss_pool *p, float *y, const float *x, int batch, int rows, int cols);
+/* one row of ss_cpu_softmax: y [len] = softmax(scale * x) (in place ok) */
+void ss_cpu_softmax_span(float *y, const float *x, int64_t len, float scale);
 
 /* strided 4-D copy: kernels/cpu/strided.c */
 ss_status ss_cpu_copy4d(ss_pool *p, float *dst, const int64_t dstride[4], const float *src,
@@ -60,6 +62,13 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
+/* Multi-head attention (ss_attn_desc) in blocks of query rows whose scores
+ * stay in cache: the same products and softmax as composing ss_cpu_gemm and
+ * ss_cpu_softmax, without the [nq, nk] matrix per head.  scratch holds
+ * ss_cpu_attention_scratch(p, d) floats. */
+size_t ss_cpu_attention_scratch(ss_pool *p, const ss_attn_desc *d);
+ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                           float *o, float *scratch);
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y);
 /* 3x3, stride 1, padding 1, dilation 1 only (else SS_E_USAGE), by Winograd

@@ -433,6 +433,13 @@ static void softmax_row(void *arg, int64_t r)
     scale_span(y, j->len, 1.0f / sum);
 }
 
+void ss_cpu_softmax_span(float *y, const float *x, int64_t len, float scale)
+{
+    float mx = max_span(x, len, scale);
+    float sum = softmax_exp_span(y, x, len, scale, mx);
+    scale_span(y, len, 1.0f / sum);
+}
+
 ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale)
 {
     rows_job job = {.y = y, .x = x, .len = len, .scale = scale};

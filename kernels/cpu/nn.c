@@ -428,6 +428,80 @@ ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const f
     return SS_OK;
 }
 
+/* ---- attention in row blocks ------------------------------------------------------ */
+
+/* Query rows per block: 256 (2.6 MiB of scores for the full-size model's 2688
+ * keys, kept in cache between the two products; each sgemm call packs all of
+ * K_h or V_h, so fewer rows would pay that again and again), halved down to
+ * 64 while the blocks would not give every thread eight. */
+#define NN_ATTN_ROWS 256
+
+typedef struct attn_job {
+    const ss_attn_desc *d;
+    const float *q, *k, *v;
+    float *o;
+    float *scratch;            /* [tasks, rows, nk]   */
+    int rows;                  /* query rows per block */
+    int blocks;                /* row blocks per head  */
+    int tasks;
+} attn_job;
+
+static void attn_shape(ss_pool *p, const ss_attn_desc *d, attn_job *j)
+{
+    int threads = ss_pool_threads(p);
+    j->rows = NN_ATTN_ROWS;
+    while (j->rows > 64 && (int64_t)d->heads * ((d->nq + j->rows - 1) / j->rows) < 8 * (int64_t)threads)
+        j->rows /= 2;
+    j->blocks = (d->nq + j->rows - 1) / j->rows;
+    int64_t units = (int64_t)d->heads * j->blocks;
+    j->tasks = units < threads ? (int)units : threads;
+}
+
+/* task t: blocks t, t + tasks, ... of the (head, row block) grid, in its own scratch */
+static void attn_task(void *arg, int64_t t)
+{
+    const attn_job *j = arg;
+    const ss_attn_desc *d = j->d;
+    float *s = j->scratch + t * (int64_t)j->rows * d->nk;
+    for (int64_t u = t; u < (int64_t)d->heads * j->blocks; u += j->tasks) {
+        int h = (int)(u / j->blocks), r0 = (int)(u % j->blocks) * j->rows;
+        int n = d->nq - r0 < j->rows ? d->nq - r0 : j->rows;
+        const float *qh = j->q + (int64_t)r0 * d->ldq + (int64_t)h * d->hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, d->nk, d->hd, 1.0f, qh, d->ldq,
+                    j->k + (int64_t)h * d->hd, d->ldk, 0.0f, s, d->nk);                /* s [n, nk]  */
+        for (int r = 0; r < n; r++)
+            ss_cpu_softmax_span(s + (int64_t)r * d->nk, s + (int64_t)r * d->nk, d->nk, d->scale);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d->hd, d->nk, 1.0f, s, d->nk,
+                    j->v + (int64_t)h * d->hd, d->ldv, 0.0f, j->o + (int64_t)r0 * d->ldo + (int64_t)h * d->hd,
+                    d->ldo);                                                           /* o [n, hd]  */
+    }
+}
+
+size_t ss_cpu_attention_scratch(ss_pool *p, const ss_attn_desc *d)
+{
+    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0)
+        return 0;
+    attn_job j;
+    attn_shape(p, d, &j);
+    return (size_t)j.tasks * (size_t)j.rows * (size_t)d->nk;
+}
+
+ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                           float *o, float *scratch)
+{
+    if (d->heads <= 0 || d->nq <= 0 || d->hd <= 0)
+        return SS_OK;
+    if (d->nk <= 0) {          /* no keys: softmax over nothing, the composed products give 0 */
+        for (int r = 0; r < d->nq; r++)
+            memset(o + (int64_t)r * d->ldo, 0, sizeof(float) * (size_t)d->heads * d->hd);
+        return SS_OK;
+    }
+    attn_job j = {.d = d, .q = q, .k = k, .v = v, .o = o, .scratch = scratch};
+    attn_shape(p, d, &j);
+    ss_pool_for(j.tasks > 1 ? p : NULL, j.tasks, attn_task, &j);
+    return SS_OK;
+}
+
 /* ---- conv2d: im2col + sgemm ------------------------------------------------------ */
 
 /* y [batch, ch, len] = bias[c] (0 without bias); one task per row */
