@@ -448,6 +448,185 @@ static void test_precisions(void)
     CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
 }
 
+/* ---- fused attention ----------------------------------------------------------------------- */
+
+/* x rounded to tf32 (10-bit mantissa, nearest, ties away from zero): what the fused kernel's products take */
+static float tf32_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u = (u + 0x1000u) & 0xffffe000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* The reference on the CPU in fp32, per head as models/htdemucs.c composes it: scores = q_h k_h^T [nq, nk]
+ * (sc), softmax(scale * scores), o_h = scores v_h. */
+static void attn_ref(const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o, float *sc)
+{
+    for (int h = 0; h < d->heads; h++) {
+        ss_gemm_desc s = {.trans_b = 1, .m = d->nq, .n = d->nk, .k = d->hd, .alpha = 1.0f, .beta = 0.0f,
+                          .lda = d->ldq, .ldb = d->ldk, .ldc = d->nk, .batch = 1};
+        ss_gemm(cpu, &s, q + (size_t)h * d->hd, k + (size_t)h * d->hd, sc);
+        ss_softmax(cpu, sc, sc, d->nq, d->nk, d->scale);
+        ss_gemm_desc p = {.m = d->nq, .n = d->hd, .k = d->nk, .alpha = 1.0f, .beta = 0.0f, .lda = d->nk,
+                          .ldb = d->ldv, .ldc = d->ldo, .batch = 1};
+        ss_gemm(cpu, &p, sc, v + (size_t)h * d->hd, o + (size_t)h * d->hd);
+    }
+}
+
+typedef struct attn_case {
+    const char *what;
+    int heads, nq, nk, hd;
+    int pad;          /* extra columns in every row pitch (o's must stay untouched)          */
+    int off;          /* floats every pointer is shifted by (1: no 16-byte alignment)        */
+    float qmul;       /* q scaled up: scores of a wide range, where the max subtraction matters */
+    int dominant;     /* one key scaled up 40x: it takes (nearly) all the weight of its rows */
+    int plain;        /* also compare with the reference from unrounded inputs               */
+} attn_case;
+
+/* Relative L2 of got against ref over the heads' columns of rows [0, nq) of o [nq, ldo] (INFINITY for a NaN
+ * there); *kept = 0 when anything else of the buffers (the pad columns, the `off` floats before and the row
+ * after) is not NaN any more. */
+static double attn_cmp(const float *got, const float *ref, const ss_attn_desc *d, size_t n, int off, int *kept)
+{
+    double num = 0, den = 0;
+    int nan = 0, w = d->heads * d->hd;
+    *kept = 1;
+    for (size_t i = 0; i < n; i++) {
+        int in = i >= (size_t)off && (i - off) / d->ldo < (size_t)d->nq && (int)((i - off) % d->ldo) < w;
+        if (!in) {
+            if (!isnan(got[i]))
+                *kept = 0;
+            continue;
+        }
+        if (isnan(got[i]) || isinf(got[i]))
+            nan = 1;
+        double e = (double)got[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+    }
+    return nan ? INFINITY : den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* One case on backend g (mixed precision): the fused pass against the CPU composition of tf32-rounded
+ * inputs (what is left is P's rounding and the order of the sums: ~2e-4), k and v interleaved in one
+ * buffer kv [nk, 2 heads hd + pad] as in the model. */
+static void attn_case_run(ss_backend *g, const attn_case *c)
+{
+    int w = c->heads * c->hd, ldq = w + c->pad, ldkv = 2 * w + c->pad, ldo = w + c->pad;
+    ss_attn_desc d = {.heads = c->heads, .nq = c->nq, .nk = c->nk, .hd = c->hd, .ldq = ldq, .ldk = ldkv,
+                      .ldv = ldkv, .ldo = ldo, .scale = 1.0f / sqrtf((float)c->hd), .reduced = 1};
+    CHECK(ss_attention_fused(g, &d) == 1, "%s: not fused", c->what);
+    size_t nq_ = (size_t)c->nq * ldq + c->off, nkv = (size_t)c->nk * ldkv + c->off;
+    size_t no = (size_t)(c->nq + 1) * ldo + c->off;              /* one row more: nothing written past nq */
+    float *q = rnd(nq_), *kv = rnd(nkv), *qr = malloc(nq_ * sizeof *qr), *kvr = malloc(nkv * sizeof *kvr);
+    float *ref = malloc(no * sizeof *ref), *sc = malloc((size_t)c->nq * c->nk * sizeof *sc);
+    for (size_t i = 0; i < nq_; i++)
+        q[i] *= c->qmul;
+    if (c->dominant)
+        for (int j = 0; j < w; j++)
+            kv[c->off + (size_t)(c->nk / 2) * ldkv + j] *= 40.0f;
+    for (size_t i = 0; i < nq_; i++)
+        qr[i] = tf32_round(q[i]);
+    for (size_t i = 0; i < nkv; i++)
+        kvr[i] = tf32_round(kv[i]);
+    float *dq = ss_alloc(g, nq_), *dkv = ss_alloc(g, nkv), *dout = ss_alloc(g, no), *h = malloc(no * sizeof *h);
+    ss_upload(g, dq, q, nq_);
+    ss_upload(g, dkv, kv, nkv);
+    ss_fill(g, dout, NAN, no);
+    ss_attention(g, &d, dq + c->off, dkv + c->off, dkv + c->off + w, dout + c->off);
+    ss_download(g, h, dout, no);
+    ss_error err = {0};
+    ss_status st = ss_backend_status(g, &err);
+    for (size_t i = 0; i < no; i++)
+        ref[i] = NAN;
+    attn_ref(&d, qr + c->off, kvr + c->off, kvr + c->off + w, ref + c->off, sc);
+    int kept = 0, kept2 = 1;
+    double r = attn_cmp(h, ref, &d, no, c->off, &kept), r2 = 0;
+    if (c->plain) {
+        attn_ref(&d, q + c->off, kv + c->off, kv + c->off + w, ref + c->off, sc);
+        r2 = attn_cmp(h, ref, &d, no, c->off, &kept2);
+    }
+    ss_free(g, dq); ss_free(g, dkv); ss_free(g, dout);
+    free(q); free(kv); free(qr); free(kvr); free(ref); free(sc); free(h);
+    CHECK(st == SS_OK, "%s: %s", c->what, err.msg);
+    CHECK(r <= 2e-3, "%s: relative L2 %.3g against tf32-rounded inputs (tolerance 2e-3)", c->what, r);
+    CHECK(kept, "%s: wrote outside the heads' columns of its nq rows", c->what);
+    CHECK(r2 <= 2e-3, "%s: relative L2 %.3g against fp32 inputs (tolerance 2e-3)", c->what, r2);
+}
+
+/* Fused attention (ss_attention) on a mixed-precision backend, HTDemucs's shapes and odd ones, against
+ * the CPU's gemm + softmax + gemm; and where it must not be used. */
+static void test_attention(void)
+{
+    NEED_GPU();
+    const char *fa = getenv("STEMSPLIT_FUSED_ATTENTION");
+    if (fa && strcmp(fa, "0") == 0)
+        SKIP("STEMSPLIT_FUSED_ATTENTION=0");
+    if (!gpu_is_cpu && !ss_backend_iface_of(gpu)->attention)
+        SKIP("the CUDA backend has no fused attention");
+    ss_backend_params bp = {.device = 0, .threads = 4, .precision = SS_PREC_MIXED};
+    ss_backend *mx = NULL;
+    ss_error err = {0};
+    CHECK(ss_backend_open(gpu_is_cpu ? "cpu" : "cuda", &bp, &mx, NULL, 0, &err) == SS_OK, "mixed: %s", err.msg);
+    static const attn_case cases[] = {
+        /* HTDemucs: 8 heads of 64, q [N, 512], k | v [N, 1024], self- and cross-attention */
+        {"self-attention 8 x 64, 2688 x 2688", 8, 2688, 2688, 64, 0, 0, 1.0f, 0, 1},
+        {"cross-attention 8 x 64, 700 x 1301", 8, 700, 1301, 64, 0, 0, 1.0f, 0, 1},
+        /* odd head sizes and lengths, pitches with unused columns, unaligned pointers */
+        {"hd 4, 65 x 130", 2, 65, 130, 4, 4, 0, 1.0f, 0, 1},
+        {"hd 12, 130 x 65", 3, 130, 65, 12, 8, 0, 1.0f, 0, 1},
+        {"hd 33, 7 x 130 (unaligned)", 2, 7, 130, 33, 3, 1, 1.0f, 0, 1},
+        {"hd 100, 130 x 7", 1, 130, 7, 100, 4, 0, 1.0f, 0, 1},
+        {"hd 128, 65 x 200", 2, 65, 200, 128, 4, 0, 1.0f, 0, 1},
+        {"hd 128, 66 x 129 (unaligned)", 1, 66, 129, 128, 0, 1, 1.0f, 0, 1},
+        {"hd 16, 1 x 7", 2, 1, 7, 16, 4, 0, 1.0f, 0, 1},
+        {"hd 32, 7 x 1", 2, 7, 1, 32, 0, 0, 1.0f, 0, 1},
+        {"hd 1, 5 x 3", 3, 5, 3, 1, 2, 0, 1.0f, 0, 1},
+        {"hd 64, 1 x 1", 1, 1, 1, 64, 0, 0, 1.0f, 0, 1},
+        /* scores of a wide range (the running max grows from tile to tile) and one dominant key */
+        {"q x 30, 200 x 300", 2, 200, 300, 64, 0, 0, 30.0f, 0, 0},
+        {"dominant key, 130 x 300", 2, 130, 300, 64, 4, 0, 1.0f, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        attn_case_run(mx, &cases[i]);
+        if (test_failed_now)
+            break;
+    }
+    if (!test_failed_now && !gpu_is_cpu) {
+        /* not fused: a strict-fp32 backend, a product not marked reduced, a head size over 128 */
+        ss_attn_desc d = {.heads = 2, .nq = 10, .nk = 10, .hd = 16, .ldq = 32, .ldk = 32, .ldv = 32, .ldo = 32,
+                          .scale = 0.25f, .reduced = 1};
+        ss_attn_desc d0 = d, dh = d;
+        d0.reduced = 0;
+        dh.hd = 129;
+        dh.ldq = dh.ldk = dh.ldv = dh.ldo = 2 * 129;
+        int f_fp32 = ss_attention_fused(gpu, &d), f_red0 = ss_attention_fused(mx, &d0);
+        int f_129 = ss_attention_fused(mx, &dh);
+        /* ss_attention where it is not fused records an error (on a backend of its
+         * own: the error is sticky) */
+        ss_backend *f32 = NULL;
+        bp.precision = SS_PREC_FP32;
+        CHECK(ss_backend_open("cuda", &bp, &f32, NULL, 0, &err) == SS_OK, "fp32: %s", err.msg);
+        float *dq = ss_alloc(f32, 320);
+        ss_attention(f32, &d, dq, dq, dq, dq);
+        ss_status st = ss_backend_status(f32, &err);
+        ss_free(f32, dq);
+        ss_backend_close(f32);
+        ss_backend_close(mx);
+        mx = NULL;
+        CHECK(!f_fp32, "fused on a strict-fp32 backend");
+        CHECK(!f_red0, "fused under mixed precision for a product not marked reduced");
+        CHECK(!f_129, "fused for head size 129");
+        CHECK(st == SS_E_INTERNAL && strstr(err.msg, "no fused attention"), "ss_attention on fp32: status %d (%s)",
+              (int)st, err.msg);
+        STATUS_OK();
+    }
+    ss_backend_close(mx);
+}
+
 /* The group statistics add per-chunk partials in a fixed order: a group norm
  * over groups of many chunks gives the same bits on every call (they were double
  * atomics, whose order varied from run to run). */
@@ -573,6 +752,7 @@ int main(void)
     RUN(test_conv_transpose2d);
     RUN(test_stft);
     RUN(test_precisions);
+    RUN(test_attention);
     RUN(test_graphs);
     RUN(test_out_of_memory);
     ss_backend_close(gpu);

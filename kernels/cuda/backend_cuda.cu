@@ -26,6 +26,7 @@
 
 extern "C" {
 #include "../../src/backend.h"
+#include "attention.h"
 }
 
 /* ---- errors --------------------------------------------------------------------- */
@@ -1279,6 +1280,24 @@ static ss_status cu_gemm(void *vctx, const ss_gemm_desc *d, const float *a, cons
                    d->ldc, sc, d->batch, d->reduced, err);
 }
 
+/* ---- fused attention (attention.cu) --------------------------------------------------- */
+
+/* Fused where the two products may take tf32 inputs: strict fp32 keeps the
+ * cuBLAS products and the softmax kernel. */
+static int cu_attention_ok(void *vctx, const ss_attn_desc *d)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    return ss_cuda_attention_ok(d, compute_type(c->prec, d->reduced) != CUBLAS_COMPUTE_32F);
+}
+
+static ss_status cu_attention(void *vctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                              float *o, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = ss_cuda_attention(c->stream, d, q, k, v, o);
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "attention");
+}
+
 /* ---- convolutions ------------------------------------------------------------------- */
 
 typedef struct conv_geom {
@@ -2026,6 +2045,8 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
     f->graph_free = cu_graph_free;
+    f->attention_ok = cu_attention_ok;
+    f->attention = cu_attention;
     if (why) *why = g_why;
     return f;
 }

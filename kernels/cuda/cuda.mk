@@ -38,7 +38,7 @@ $(BUILD)/src/backend.o: ALL_CFLAGS += $(CUDA_DEFS)
 stemsplit: $(CUDA_MOD)
 tests: $(CUDA_MOD)
 
-$(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu src/backend.h src/error.h
+$(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu src/backend.h src/error.h $(wildcard kernels/cuda/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_FLAGS) -c $< -o $@
 

@@ -1,0 +1,383 @@
+/* attention.cu - fused multi-head attention on TF32 tensor cores (FlashAttention-2 style).
+ *
+ * For each head h of one batch item (ss_attn_desc, heads side by side in the columns):
+ *
+ *   q [nq, ldq], k [nk, ldk], v [nk, ldv] -> o [nq, ldo];   head h is columns [h*hd, (h+1)*hd):
+ *   o_h = softmax(scale * q_h k_h^T) v_h                     q_h [nq, hd], k_h, v_h [nk, hd], o_h [nq, hd]
+ *
+ * without the nq x nk score matrix ever reaching global memory.  Grid (ceil(nq / 64), heads); a block of
+ * 4 warps owns 64 query rows of one head, each warp 16 of them, and walks the keys in tiles of 64:
+ *
+ *   S  = Q K_t^T          [16, 64] per warp, fp32 accumulators in registers (mma m16n8k8, tf32 inputs)
+ *   m' = max(m, rowmax(scale * S)),  P = exp(scale * S - m'),  l = l e^(m - m') + rowsum(P)
+ *   O  = O e^(m - m') + P V_t        [16, HD] per warp, P taken straight from the S accumulators
+ *
+ * and finally o = O / l.  The softmax runs in base 2 (scale * log2(e) folded into one multiply, exp2f);
+ * keys past nk get -inf before the row maximum.  Every input to a product (q, k, v and P) is rounded
+ * to tf32 with cvt.rna, as cuBLAS's TF32 mode does; accumulation, softmax and the final division are fp32.
+ *
+ * Head size: the kernel is compiled for HD in {16, 32, 64, 128}, the smallest >= hd; columns hd..HD-1
+ * of the shared-memory tiles are zero (exact) and only the hd real columns of o are written.  Query
+ * rows past nq are zero in shared memory and never written.
+ *
+ * Shared memory (dynamic, floats; two K+V buffers, the Q tile borrowing buffer 1 before the loop):
+ *   buffer b: K_t [64][LDK] then V_t [64][LDV];  Q [64][LDK] at buffer 1;  O staged [64][LDV] at buffer 0
+ *   LDK = HD rounded up to 32, + 16 (16 mod 32),  LDV = HD + 4 (4 mod 16):  2 * 64 * (LDK + LDV) floats =
+ *   34816 B (HD 16), 43008 B (HD 32), 75776 B (HD 64: three blocks per H100 SM), 141312 B (HD 128).
+ * Tile t+1 is copied with cp.async (16-byte copies when pointers and pitches allow, else 4-byte ones)
+ * while tile t is computed.
+ *
+ * Fragments (PTX mma.m16n8k8 .tf32; lane = 4 g + t, g = lane / 4, t = lane % 4):
+ *   A 16x8 row:  a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4)
+ *   B 8x8 col:   b0 (t, g)  b1 (t+4, g)
+ *   C 16x8:      c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
+ * A sum over k may visit k in any order as long as A and B agree, so three orders are chosen to make the
+ * shared-memory reads wide and the P hand-over free:
+ *   Q K^T: k-steps 2c and 2c+1 take head columns 16c + 4t + {0, 1} and {2, 3} as (t, t+4): one 16-byte
+ *          read of a K row gives b0 b1 of both steps (and of the Q fragments, loaded once);
+ *   P V:   k-step j takes keys 8j + 2t and 8j + 2t + 1 as (t, t+4): that is where the S accumulator of
+ *          key tile j already holds them (c0 c1 / c2 c3), so P needs no shuffle;
+ *   O:     output n-tile nn = G a + r (G = 4, or 2 for HD 16) takes head column 8G a + G n + r for its
+ *          column n, so one G-float read of a V row gives b0 (or b1) of G n-tiles.
+ */
+#include <cuda_pipeline.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdint.h>
+
+#include "attention.h"
+
+/* ---- tiling ------------------------------------------------------------------------ */
+
+#define AT_BQ 64                     /* query rows per block (16 per warp)      */
+#define AT_BK 64                     /* keys per shared-memory tile             */
+#define AT_THREADS 128               /* 4 warps                                 */
+#define AT_HD_MAX 128
+#define AT_MIN_BLOCKS(HD) ((HD) <= 64 ? 3 : 1)   /* blocks per SM the registers must allow (H100: 3 x 74 KiB) */
+
+template <int HD>
+struct at_geom {
+    static constexpr int LDK = (HD + 31) / 32 * 32 + 16;  /* Q and K row pitch: 16-byte reads conflict-free */
+    static constexpr int LDV = HD + 4;                    /* V (and staged O) row pitch                    */
+    static constexpr int G = HD >= 32 ? 4 : 2;            /* output n-tiles served by one V read           */
+    static constexpr int STAGE = AT_BK * (LDK + LDV);     /* floats of one K + V buffer                    */
+    static constexpr size_t SMEM = 2 * (size_t)STAGE * sizeof(float);
+};
+
+/* ---- PTX primitives ------------------------------------------------------------------ */
+
+/* x rounded to tf32 (nearest, ties away from zero), as the bits an mma operand register holds */
+__device__ __forceinline__ uint32_t to_tf32(float x)
+{
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+/* d [16x8] += a [16x8] b [8x8] on tensor cores (fragments as in the comment on top) */
+__device__ __forceinline__ void mma_tf32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* ---- end of PTX primitives ------------------------------------------------------------ */
+
+/* Queue the copy of rows [r0, r0 + 64) of src (row pitch lds, head columns 0..hd-1) into dst [64][ld]
+ * (cp.async; the caller commits): rows >= nrows and columns >= hd are stored as zeros.  VEC: 16-byte
+ * copies (src and lds 16-byte aligned, hd % 4 == 0), else one float at a time.  A thread copies the same
+ * columns of rows rt, rt + R, rt + 2R, ... (R = rows per pass of the block). */
+template <int HD, bool VEC>
+__device__ __forceinline__ void at_load(float *dst, int ld, const float *src, int lds, int r0, int nrows, int hd)
+{
+    constexpr int W = VEC ? 4 : 1, CW = HD / W, R = AT_THREADS / CW;  /* floats per copy, copies per row */
+    const int rt = (int)threadIdx.x / CW, c = ((int)threadIdx.x % CW) * W;
+    const float *p = src + (size_t)(r0 + rt) * lds + c;
+    float *d = dst + rt * ld + c;
+    const bool col_ok = c < hd;
+    constexpr int UNROLL = VEC ? AT_BK / R : 1;   /* the scalar path (odd shapes) kept short */
+#pragma unroll(UNROLL)
+    for (int i = 0; i < AT_BK / R; i++, p += (size_t)R * lds, d += R * ld) {
+        if (col_ok && r0 + rt + i * R < nrows) {
+            __pipeline_memcpy_async(d, p, W * sizeof(float));
+        } else {
+            if constexpr (VEC)
+                *(float4 *)d = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            else
+                *d = 0.0f;
+        }
+    }
+}
+
+/* Write rows [r0, r0 + 64) (those < nrows) and columns 0..hd-1 of src [64][ld] to dst (row pitch ldd),
+ * with the thread-to-element map of at_load. */
+template <int HD, bool VEC>
+__device__ __forceinline__ void at_store(float *dst, int ldd, const float *src, int ld, int r0, int nrows, int hd)
+{
+    constexpr int W = VEC ? 4 : 1, CW = HD / W, R = AT_THREADS / CW;
+    const int rt = (int)threadIdx.x / CW, c = ((int)threadIdx.x % CW) * W;
+    if (c >= hd)
+        return;
+    float *p = dst + (size_t)(r0 + rt) * ldd + c;
+    const float *d = src + rt * ld + c;
+    constexpr int UNROLL = VEC ? AT_BQ / R : 1;
+#pragma unroll(UNROLL)
+    for (int i = 0; i < AT_BQ / R; i++, p += (size_t)R * ldd, d += R * ld)
+        if (r0 + rt + i * R < nrows) {
+            if constexpr (VEC)
+                *(float4 *)p = *(const float4 *)d;
+            else
+                *p = *d;
+        }
+}
+
+/* One block: query rows [64 blockIdx.x, +64) of head blockIdx.y.  sl2 = scale * log2(e). */
+template <int HD, bool VEC>
+__global__ void __launch_bounds__(AT_THREADS, AT_MIN_BLOCKS(HD))
+    k_attention(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
+                float *__restrict__ o, int nq, int nk, int hd, int ldq, int ldk, int ldv, int ldo, float sl2)
+{
+    constexpr int LDK = at_geom<HD>::LDK, LDV = at_geom<HD>::LDV, G = at_geom<HD>::G;
+    constexpr int STAGE = at_geom<HD>::STAGE;
+    extern __shared__ float4 at_sm4[];
+    float *sm = (float *)at_sm4;
+    const int lane = (int)threadIdx.x & 31, w = (int)threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int q0 = (int)blockIdx.x * AT_BQ;
+    const size_t col0 = (size_t)blockIdx.y * hd;                   /* this head's first column */
+    q += col0;
+    k += col0;
+    v += col0;
+    o += col0;
+
+    /* Q tile (in buffer 1) and key tile 0 (buffer 0) */
+    float *sq = sm + STAGE;
+    at_load<HD, VEC>(sq, LDK, q, ldq, q0, nq, hd);
+    at_load<HD, VEC>(sm, LDK, k, ldk, 0, nk, hd);
+    at_load<HD, VEC>(sm + AT_BK * LDK, LDV, v, ldv, 0, nk, hd);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+
+    /* this warp's Q rows as A fragments, k-step 2c + s: columns 16c + 4t + 2s (a0 a1) and + 1 (a2 a3) */
+    uint32_t qf[HD / 8][4];
+    {
+        const float *r0 = sq + (w * 16 + g) * LDK + 4 * t, *r1 = r0 + 8 * LDK;
+#pragma unroll
+        for (int c = 0; c < HD / 16; c++) {
+            float4 x0 = *(const float4 *)(r0 + 16 * c), x1 = *(const float4 *)(r1 + 16 * c);
+            qf[2 * c][0] = to_tf32(x0.x);
+            qf[2 * c][1] = to_tf32(x1.x);
+            qf[2 * c][2] = to_tf32(x0.y);
+            qf[2 * c][3] = to_tf32(x1.y);
+            qf[2 * c + 1][0] = to_tf32(x0.z);
+            qf[2 * c + 1][1] = to_tf32(x1.z);
+            qf[2 * c + 1][2] = to_tf32(x0.w);
+            qf[2 * c + 1][3] = to_tf32(x1.w);
+        }
+    }
+    __syncthreads();                                               /* buffer 1 is free for key tile 1 */
+
+    /* acc: O of rows g (c0 c1) and g + 8 (c2 c3); m, l: running max (base 2) and this lane's part of the
+     * row sum, for rows g (m0 l0) and g + 8 (m1 l1) */
+    float acc[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int ntiles = (nk + AT_BK - 1) / AT_BK;
+
+    for (int kt = 0; kt < ntiles; kt++) {
+        const int k0 = kt * AT_BK;
+        if (kt + 1 < ntiles) {                                     /* next tile into the other buffer */
+            float *nb = sm + ((kt + 1) & 1) * STAGE;
+            at_load<HD, VEC>(nb, LDK, k, ldk, k0 + AT_BK, nk, hd);
+            at_load<HD, VEC>(nb + AT_BK * LDK, LDV, v, ldv, k0 + AT_BK, nk, hd);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);
+        } else {
+            __pipeline_wait_prior(0);
+        }
+        __syncthreads();
+        const float *ks = sm + (kt & 1) * STAGE, *vs = ks + AT_BK * LDK;
+
+        /* S = Q K^T: n-tile j is keys k0 + 8j .. + 7; s[j] = rows g, g + 8 x keys 8j + 2t, + 1 */
+        float s[AT_BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < AT_BK / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        const float *kr = ks + g * LDK + 4 * t;                    /* key 8j + g, columns 16c + 4t .. + 3 */
+#pragma unroll
+        for (int c = 0; c < HD / 16; c++)
+#pragma unroll
+            for (int j = 0; j < AT_BK / 8; j++) {
+                float4 x = *(const float4 *)(kr + j * 8 * LDK + 16 * c);
+                mma_tf32(s[j], qf[2 * c], to_tf32(x.x), to_tf32(x.y));
+                mma_tf32(s[j], qf[2 * c + 1], to_tf32(x.z), to_tf32(x.w));
+            }
+
+        /* scale (base 2), mask keys >= nk, row maxima over the quad that shares the rows */
+        float x0 = -INFINITY, x1 = -INFINITY;
+        const bool tail = k0 + AT_BK > nk;
+#pragma unroll
+        for (int j = 0; j < AT_BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float z = s[j][e] * sl2;
+                if (tail && k0 + 8 * j + 2 * t + (e & 1) >= nk)
+                    z = -INFINITY;
+                s[j][e] = z;
+            }
+#pragma unroll
+        for (int j = 0; j < AT_BK / 8; j++) {
+            x0 = fmaxf(x0, fmaxf(s[j][0], s[j][1]));
+            x1 = fmaxf(x1, fmaxf(s[j][2], s[j][3]));
+        }
+        x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
+        x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
+        x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
+        x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
+        const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+        const float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1;  /* no inf - inf */
+        const float a0 = exp2f(m0 - b0), a1 = exp2f(m1 - b1);     /* rescale of what came before (0 at first) */
+        m0 = n0;
+        m1 = n1;
+        float r0 = 0.0f, r1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < AT_BK / 8; j++) {
+            s[j][0] = exp2f(s[j][0] - b0);
+            s[j][1] = exp2f(s[j][1] - b0);
+            s[j][2] = exp2f(s[j][2] - b1);
+            s[j][3] = exp2f(s[j][3] - b1);
+            r0 += s[j][0] + s[j][1];
+            r1 += s[j][2] + s[j][3];
+        }
+        l0 = l0 * a0 + r0;
+        l1 = l1 * a1 + r1;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            acc[n][0] *= a0;
+            acc[n][1] *= a0;
+            acc[n][2] *= a1;
+            acc[n][3] *= a1;
+        }
+
+        /* O += P V: k-step j = keys 8j + 2t (a0 a1, b0) and 8j + 2t + 1 (a2 a3, b1); n-tile G a + r is
+         * head columns 8G a + G n + r */
+#pragma unroll
+        for (int j = 0; j < AT_BK / 8; j++) {
+            const uint32_t pa[4] = {to_tf32(s[j][0]), to_tf32(s[j][2]), to_tf32(s[j][1]), to_tf32(s[j][3])};
+            const float *v0 = vs + (8 * j + 2 * t) * LDV + G * g, *v1 = v0 + LDV;
+#pragma unroll
+            for (int a = 0; a < HD / (8 * G); a++) {
+                if constexpr (G == 4) {
+                    float4 y0 = *(const float4 *)(v0 + 32 * a), y1 = *(const float4 *)(v1 + 32 * a);
+                    mma_tf32(acc[4 * a], pa, to_tf32(y0.x), to_tf32(y1.x));
+                    mma_tf32(acc[4 * a + 1], pa, to_tf32(y0.y), to_tf32(y1.y));
+                    mma_tf32(acc[4 * a + 2], pa, to_tf32(y0.z), to_tf32(y1.z));
+                    mma_tf32(acc[4 * a + 3], pa, to_tf32(y0.w), to_tf32(y1.w));
+                } else {
+                    float2 y0 = *(const float2 *)(v0 + 16 * a), y1 = *(const float2 *)(v1 + 16 * a);
+                    mma_tf32(acc[2 * a], pa, to_tf32(y0.x), to_tf32(y1.x));
+                    mma_tf32(acc[2 * a + 1], pa, to_tf32(y0.y), to_tf32(y1.y));
+                }
+            }
+        }
+        __syncthreads();                                           /* this buffer is read: free to refill */
+    }
+
+    /* o = O / l: full row sums over the quad, O staged row-major in buffer 0, then written out */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    float *so = sm;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        int c = 8 * G * (n / G) + 2 * G * t + n % G;               /* column of c0 / c2; c1 / c3: + G */
+        float *r = so + (w * 16 + g) * LDV + c;
+        r[0] = acc[n][0] * i0;
+        r[G] = acc[n][1] * i0;
+        r[8 * LDV] = acc[n][2] * i1;
+        r[8 * LDV + G] = acc[n][3] * i1;
+    }
+    __syncthreads();
+    at_store<HD, VEC>(o, ldo, so, LDV, q0, nq, hd);
+}
+
+/* ---- host side ------------------------------------------------------------------------- */
+
+/* The compiled head size for hd (1..128). */
+static int at_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
+
+static size_t at_smem(int HD)
+{
+    switch (HD) {
+    case 16: return at_geom<16>::SMEM;
+    case 32: return at_geom<32>::SMEM;
+    case 64: return at_geom<64>::SMEM;
+    default: return at_geom<128>::SMEM;
+    }
+}
+
+int ss_cuda_attention_ok(const ss_attn_desc *d, int tf32)
+{
+    if (!tf32 || d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || d->hd > AT_HD_MAX || d->heads > 65535)
+        return 0;
+    int64_t w = (int64_t)d->heads * d->hd;
+    if (d->ldq < w || d->ldk < w || d->ldv < w || d->ldo < w)
+        return 0;
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return at_smem(at_hd(d->hd)) <= (size_t)optin;
+}
+
+template <int HD, bool VEC>
+static cudaError_t at_launch(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                             float *o, float sl2)
+{
+    /* per device and cheap: set before every launch (also while a graph is being recorded) */
+    cudaError_t e = cudaFuncSetAttribute(k_attention<HD, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)at_geom<HD>::SMEM);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_attention<HD, VEC>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return e;
+    }
+    dim3 grid((unsigned)((d->nq + AT_BQ - 1) / AT_BQ), (unsigned)d->heads);
+    k_attention<HD, VEC><<<grid, AT_THREADS, at_geom<HD>::SMEM, s>>>(q, k, v, o, d->nq, d->nk, d->hd, d->ldq, d->ldk,
+                                                                     d->ldv, d->ldo, sl2);
+    return cudaGetLastError();
+}
+
+static int at_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                              float *o)
+{
+    if (!ss_cuda_attention_ok(d, 1))
+        return cudaErrorInvalidValue;
+    /* 16-byte copies: every head's first column 16-byte aligned, every row pitch a multiple of 4 floats */
+    int vec = d->hd % 4 == 0 && d->ldq % 4 == 0 && d->ldk % 4 == 0 && d->ldv % 4 == 0 && d->ldo % 4 == 0 &&
+              at_aligned(q) && at_aligned(k) && at_aligned(v) && at_aligned(o);
+    float sl2 = (float)((double)d->scale * 1.4426950408889634);   /* log2(e) */
+#define AT_CASE(HD)                                                                                 \
+    case HD:                                                                                        \
+        return vec ? at_launch<HD, true>(s, d, q, k, v, o, sl2) : at_launch<HD, false>(s, d, q, k, v, o, sl2)
+    switch (at_hd(d->hd)) {
+    AT_CASE(16);
+    AT_CASE(32);
+    AT_CASE(64);
+    default: AT_CASE(128);
+    }
+#undef AT_CASE
+}

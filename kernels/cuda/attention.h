@@ -1,0 +1,33 @@
+/* attention.h - the fused multi-head attention pass of the CUDA backend (kernels/cuda/attention.cu).
+ *
+ * One kernel computes o_h = softmax(scale * q_h k_h^T) v_h for every head h of one batch item
+ * (ss_attn_desc's layout: head h is columns [h*hd, (h+1)*hd) of q, k, v and o) without storing the
+ * nq x nk scores: TF32 tensor-core products with fp32 accumulation and an fp32 online softmax.
+ */
+#ifndef SS_CUDA_ATTENTION_H
+#define SS_CUDA_ATTENTION_H
+
+/* The two functions have C linkage wherever this header is included (backend_cuda.cu includes it inside
+ * its extern "C" block), so the declaration and attention.cu's definitions always agree. */
+extern "C++" {
+#include <cuda_runtime.h>
+}
+
+extern "C" {
+#include "../../src/backend.h"
+
+/* 1 when ss_cuda_attention runs d on the current device; tf32 = 1 when the two products may take tf32
+ * inputs (the kernel has no strict-fp32 mode, so tf32 = 0 gives 0).  Also 0 for an empty or negative
+ * shape, hd > 128, more than 65535 heads, a row pitch smaller than heads * hd, or a head size whose
+ * shared memory the device cannot give one block (hd > 64 needs 138 KiB).  Pointers and pitches need no
+ * alignment: unaligned ones take a slower scalar load path. */
+int ss_cuda_attention_ok(const ss_attn_desc *d, int tf32);
+
+/* Queue the fused pass on stream s (q, k, v, o device pointers as in ss_attn_desc; o must not overlap
+ * q, k or v); returns cudaGetLastError() of the launch, or cudaErrorInvalidValue where
+ * ss_cuda_attention_ok(d, 1) is 0. */
+cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                              float *o);
+}
+
+#endif
