@@ -433,15 +433,17 @@ fail:
 }
 
 /* Device memory a run with `batch` segments per forward call needs, in bytes: the
- * weights; what does not grow with the batch (the backend's im2col/statistics
- * scratch up to 216 MiB, the attention scores budget of 256 MiB (not allocated
- * where attention is fused, as in the default precision on CUDA: the estimate
- * then errs high), cuBLAS's 32 MiB workspace, FFT plans, the recorded graph:
- * 768 MiB); and the activations per
+ * weights; what does not grow with the batch (768 MiB: the backend's
+ * im2col/FFT/Winograd scratch, the attention scores budget of 256 MiB, cuBLAS's
+ * 32 MiB workspace, FFT plans, the recorded graph); and the activations per
  * segment, about 112 floats per input sample and channel.  Measured for the
- * full-size HTDemucs on an H100 (above the CUDA context): 1200 MiB at batch 1,
- * about 295 MiB more per segment; this gives 1222 and 1516 MiB for batches 1
- * and 2.  An estimate, for choosing --batch; the CUDA context is not included. */
+ * full-size HTDemucs on an H100 (above the CUDA context) with a 216 MiB scratch
+ * and the scores buffer: 1200 MiB at batch 1, about 295 MiB more per segment;
+ * this gives 1222 and 1516 MiB for batches 1 and 2.  The scratch is 108 MiB now,
+ * and where attention is fused (the default precision on CUDA) no scores are
+ * held, so the estimate errs high by 110-360 MiB (run 35: 1497 / 2027 MiB in use
+ * with the context at batch 1 / 2).  An estimate, for choosing --batch; the CUDA
+ * context is not included. */
 static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
 {
     uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 112u;

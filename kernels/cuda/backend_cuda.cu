@@ -99,8 +99,8 @@ static void sample_memory(cuda_ctx *c)
         c->peak_used = tot - fr;
 }
 
-/* Scratch budget for one im2col/FFT chunk (floats). */
-#define CHUNK_FLOATS ((size_t)48 << 20)
+/* Scratch budget for one im2col/FFT/Winograd chunk (floats): 96 MiB. */
+#define CHUNK_FLOATS ((size_t)24 << 20)
 
 static void *scratch(cuda_ctx *c, size_t bytes, ss_error *err)
 {
@@ -1645,8 +1645,9 @@ static ss_status conv_wino(cuda_ctx *c, const ss_conv2d_desc *d, const float *x,
 {
     int th = (d->h + 1) / 2, tw = (d->w + 1) / 2;
     int64_t tiles = (int64_t)d->batch * th * tw, nu = (int64_t)d->cout * d->cin;
-    /* tiles per pass: v and m within the im2col budget */
-    int64_t pc = (int64_t)(CHUNK_FLOATS / (16 * (size_t)(d->cin + d->cout)));
+    /* tiles per pass: u, v and m within the chunk budget */
+    size_t room = CHUNK_FLOATS > (size_t)(16 * nu) ? CHUNK_FLOATS - (size_t)(16 * nu) : 0;
+    int64_t pc = (int64_t)(room / (16 * (size_t)(d->cin + d->cout)));
     if (pc < 1) pc = 1;
     if (pc > tiles) pc = tiles;
     float *u = (float *)scratch(c, sizeof(float) * (size_t)(16 * nu + 16 * (int64_t)(d->cin + d->cout) * pc), err);
