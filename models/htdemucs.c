@@ -1875,8 +1875,9 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
             /* the attentions this model runs: self on N1 and N2 tokens, cross both ways */
             ss_attn_desc a[4] = {attn_desc(mi, (int)g.N1, (int)g.N1), attn_desc(mi, (int)g.N2, (int)g.N2),
                                  attn_desc(mi, (int)g.N1, (int)g.N2), attn_desc(mi, (int)g.N2, (int)g.N1)};
-            for (int j = 0; j < 4 && mi->hp.t_layers > 0; j++)
-                fused &= ss_attention_fused(be, &a[j]);
+            if (mi->hp.t_layers > 0)
+                for (int j = 0; j < 4; j++)
+                    fused &= ss_attention_fused(be, &a[j]);
         }
         /* where the backend fuses every attention, no scores are held */
         bag->ws.attn_fused = fused;

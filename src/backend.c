@@ -915,7 +915,6 @@ void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
     fb_end(&fb, FB_OK(be) ? ss_cpu_layer_norm(be->pool, hy, hx, rows, dim, hg, hb, eps) : SS_OK, y, hy, n);
 }
 
-
 /* Elements a strided matrix operand spans. */
 static size_t span(int batch, int64_t stride, int rows, int ld)
 {

@@ -289,42 +289,34 @@ static void conv_case_tol(const ss_conv2d_desc *d, const char *what, int with_bi
     free(x); free(w); free(b); free(y);
 }
 
-static void conv_case(const ss_conv2d_desc *d, const char *what, int with_bias)
-{
-    conv_case_tol(d, what, with_bias, 1e-6);
-}
-
 static void test_conv2d(void)
 {
     NEED_GPU();
-    ss_conv2d_desc a = {2, 5, 1, 301, 7, 1, 3, 1, 1, 0, 1, 1, 2};      /* 1-D, dilation 2 */
-    conv_case(&a, "conv1d k3 dil2", 1);
-    ss_conv2d_desc b = {3, 4, 37, 11, 6, 8, 1, 4, 1, 2, 0, 1, 1};      /* freq conv [8,1] stride 4 */
-    conv_case(&b, "conv2d [8,1]/4", 1);
-    ss_conv2d_desc c = {2, 9, 5, 13, 11, 1, 1, 1, 1, 0, 0, 1, 1};      /* pointwise */
-    conv_case(&c, "conv2d 1x1", 1);
-    ss_conv2d_desc e = {1, 3, 9, 10, 4, 3, 5, 2, 3, 1, 2, 2, 1};       /* everything odd */
-    conv_case(&e, "conv2d 3x5 s2x3 p1x2 d2", 0);
-    ss_conv2d_desc f = {2, 2, 1, 4001, 48, 1, 8, 1, 4, 0, 2, 1, 1};    /* time conv k8 s4 */
-    conv_case(&f, "conv1d k8 s4", 1);
-    /* the direct path (kh 1, stride 1, cout <= 64): several rows, input-channel
-     * chunks and output-channel blocks, partial tiles, padding wider than a tap */
-    ss_conv2d_desc g = {2, 37, 3, 300, 20, 1, 3, 1, 1, 0, 2, 1, 2};
-    conv_case(&g, "conv1d direct k3 dil2, 3 rows", 1);
-    ss_conv2d_desc hh = {1, 48, 1, 1000, 6, 1, 5, 1, 1, 0, 3, 1, 1};
-    conv_case(&hh, "conv1d direct k5 pad3", 0);
-    ss_conv2d_desc ii = {3, 16, 2, 129, 64, 1, 3, 1, 1, 0, 1, 1, 1};
-    conv_case(&ii, "conv1d direct cout 64", 1);
-    ss_conv2d_desc jj = {1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1};   /* cout > 64: im2col + GEMM */
-    conv_case(&jj, "conv1d k3 cout 80", 1);
-    /* 3x3 stride 1 padding 1: Winograd F(2x2, 3x3); odd sizes (partial tiles),
-     * two items; then enough tiles for two passes of the tile loop */
-    ss_conv2d_desc kk = {2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1};
-    conv_case(&kk, "conv2d 3x3 p1 (winograd), odd sizes", 1);
-    ss_conv2d_desc ll = {1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1};
-    conv_case(&ll, "conv2d 3x3 p1 (winograd), 2x3 input", 0);
-    ss_conv2d_desc mm = {1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1};
-    conv_case_tol(&mm, "conv2d 3x3 p1 (winograd), two tile passes", 0, 5e-6);
+    static const struct {
+        ss_conv2d_desc d;   /* batch, cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw */
+        int bias;
+        double tol;
+        const char *what;
+    } cases[] = {
+        {{2, 5, 1, 301, 7, 1, 3, 1, 1, 0, 1, 1, 2}, 1, 1e-6, "conv1d k3 dil2"},
+        {{3, 4, 37, 11, 6, 8, 1, 4, 1, 2, 0, 1, 1}, 1, 1e-6, "conv2d [8,1]/4"},      /* freq conv stride 4 */
+        {{2, 9, 5, 13, 11, 1, 1, 1, 1, 0, 0, 1, 1}, 1, 1e-6, "conv2d 1x1"},
+        {{1, 3, 9, 10, 4, 3, 5, 2, 3, 1, 2, 2, 1}, 0, 1e-6, "conv2d 3x5 s2x3 p1x2 d2"},  /* everything odd */
+        {{2, 2, 1, 4001, 48, 1, 8, 1, 4, 0, 2, 1, 1}, 1, 1e-6, "conv1d k8 s4"},      /* time conv */
+        /* the direct path (kh 1, stride 1, cout <= 64): several rows, input-channel
+         * chunks and output-channel blocks, partial tiles, padding wider than a tap */
+        {{2, 37, 3, 300, 20, 1, 3, 1, 1, 0, 2, 1, 2}, 1, 1e-6, "conv1d direct k3 dil2, 3 rows"},
+        {{1, 48, 1, 1000, 6, 1, 5, 1, 1, 0, 3, 1, 1}, 0, 1e-6, "conv1d direct k5 pad3"},
+        {{3, 16, 2, 129, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d direct cout 64"},
+        {{1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d k3 cout 80"},  /* im2col + GEMM */
+        /* 3x3 stride 1 padding 1: Winograd F(2x2, 3x3); odd sizes (partial tiles),
+         * two items; then enough tiles for two passes of the tile loop */
+        {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), odd sizes"},
+        {{1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 1e-6, "conv2d 3x3 p1 (winograd), 2x3 input"},
+        {{1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 5e-6, "conv2d 3x3 p1 (winograd), two tile passes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        conv_case_tol(&cases[i].d, cases[i].what, cases[i].bias, cases[i].tol);
     if (test_failed_now)
         return;
     STATUS_OK();

@@ -423,21 +423,17 @@ ss_status ss_cpu_bias_glu(ss_pool *p, float *y, const float *x, const float *bia
     return SS_OK;
 }
 
-static void softmax_row(void *arg, int64_t r)
-{
-    const rows_job *j = arg;
-    const float *x = j->x + r * j->len;
-    float *y = j->y + r * j->len;
-    float mx = max_span(x, j->len, j->scale);
-    float sum = softmax_exp_span(y, x, j->len, j->scale, mx);
-    scale_span(y, j->len, 1.0f / sum);
-}
-
 void ss_cpu_softmax_span(float *y, const float *x, int64_t len, float scale)
 {
     float mx = max_span(x, len, scale);
     float sum = softmax_exp_span(y, x, len, scale, mx);
     scale_span(y, len, 1.0f / sum);
+}
+
+static void softmax_row(void *arg, int64_t r)
+{
+    const rows_job *j = arg;
+    ss_cpu_softmax_span(j->y + r * j->len, j->x + r * j->len, j->len, j->scale);
 }
 
 ss_status ss_cpu_softmax(ss_pool *p, float *y, const float *x, int rows, int len, float scale)
