@@ -1280,9 +1280,10 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
         /* each conv's bias is added by the pass after it */
         conv_nobias(be, &l->conv1, x, h, n, 1, (int)T);                     /* [n, hidden, T]  */
         ss_group_norm_gelu(be, h, h, l->conv1.b, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-        conv_nobias(be, &l->conv2, h, g, n, 1, (int)T);                     /* [n, 2ch, T]     */
-        /* x += glu(norm2(g + b2)) [n, ch, T], LayerScale folded into norm2; o: scratch */
-        ss_group_norm_glu_add(be, x, g, o, l->conv2.b, n, ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
+        /* x += glu(norm2(conv2(h) + b2)) [n, ch, T] (conv2 1x1: [2ch, hidden]),
+         * LayerScale folded into norm2; g [n, 2ch, T], o: scratch */
+        ss_conv1x1_gn_glu_add(be, x, h, l->conv2.w, l->conv2.b, n, ch, dc->hidden, T, l->norm2.w, l->norm2.b,
+                              HT_EPS, g, o);
     }
 }
 

@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "clock.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,6 @@ static const ss_backend_iface *resolve(const ss_backend_iface *bi);
 
 #ifdef SS_WITH_CUDA
 #include <dlfcn.h>
-#include <limits.h>
 #include <unistd.h>
 
 #ifndef SS_CUDA_BUILD_DIR
@@ -874,6 +874,27 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
     ss_glu(be, tmp, g, batch, ch, len);
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
+}
+
+void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
+                           int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
+                           float *g, float *tmp)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return;
+    DISPATCH(be, conv1x1_gn_glu_add, x, h, w, bias, batch, ch, hidden, len, gamma, beta, eps, g);
+    if (len > INT_MAX) {
+        if (cpu_runs_in_place(be))
+            cpu_kernel_status(be, SS_OK);
+        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
+        return;
+    }
+    ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
+                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+    ss_conv2d(be, &d, h, w, NULL, g);
+    ss_group_norm_glu_add(be, x, g, tmp, bias, batch, ch, len, 1, gamma, beta, eps);
+    if (cpu_runs_in_place(be))
+        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
 }
 
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)

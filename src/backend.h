@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 5
+#define SS_BACKEND_API_VERSION 6
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -224,6 +224,14 @@ typedef struct ss_backend_iface {
     int (*attention_ok)(void *ctx, const ss_attn_desc *d);
     ss_status (*attention)(void *ctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                            float *o, ss_error *err);
+
+    /* Optional (API 6): x += glu(group_norm(w h + bias)) in one group, the 1x1
+     * convolution w h not stored (see ss_conv1x1_gn_glu_add); g [batch, 2ch,
+     * len] is scratch the op may use.  NULL: the wrapper composes conv2d and
+     * group_norm_glu_add. */
+    ss_status (*conv1x1_gn_glu_add)(void *ctx, float *x, const float *h, const float *w, const float *bias,
+                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                    const float *beta, float eps, float *g, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -342,6 +350,15 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
  * overlap g or tmp. */
 void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
                            int64_t len, int groups, const float *gamma, const float *beta, float eps);
+/* x [batch, ch, len] += glu(group_norm(w h + bias)) for h [batch, hidden, len]
+ * and the 1x1 convolution w [2*ch, hidden] with bias [2*ch] (may be NULL),
+ * GroupNorm(1) over its 2*ch channels with gamma/beta [2*ch]: a DConv layer's
+ * second half, as ss_conv2d (no bias) into g then ss_group_norm_glu_add would
+ * give.  g [batch, 2*ch, len] and tmp [batch, ch, len] are scratch (a backend
+ * with the fused op may leave them untouched); x must not overlap them or h. */
+void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
+                           int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
+                           float *g, float *tmp);
 /* y [batch, ch, len] = gelu(x + bias) with bias [ch] (a convolution's; NULL: plain
  * GELU), as ss_channel_affine and ss_gelu would give; in place ok */
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);

@@ -239,6 +239,50 @@ static void test_reductions(void)
     free(x); free(y); free(g); free(bb);
 }
 
+/* A DConv layer's second half (ss_conv1x1_gn_glu_add) against the CPU's
+ * composition (1x1 convolution, then group_norm_glu_add): HTDemucs's shapes
+ * (hidden = ch / 8), odd lengths and channel counts, positions beyond one
+ * block, row blocks that end inside a quad, the largest hidden the fused
+ * kernels take (16) and larger ones (composed inside the backend). */
+static void test_conv1x1_gn_glu_add(void)
+{
+    NEED_GPU();
+    /* batch, ch, hidden, len */
+    const int shapes[][4] = {{1, 48, 6, 1000}, {3, 20, 5, 337}, {8, 384, 48, 336}, {2, 7, 3, 65},
+                             {2, 100, 16, 130}, {2, 12, 17, 50}, {1, 70, 9, 4100}, {4, 33, 1, 129}};
+    for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
+        for (int withb = 0; withb < 2; withb++) {
+            int bt = shapes[si][0], ch = shapes[si][1], hid = shapes[si][2];
+            int64_t ln = shapes[si][3];
+            size_t nx = (size_t)bt * ch * (size_t)ln, nh = (size_t)bt * hid * (size_t)ln, ng = 2 * nx;
+            size_t nw = (size_t)2 * ch * hid;
+            float *hx = rnd(nx), *hh = rnd(nh), *hw = rnd(nw), *hb = rnd((size_t)2 * ch), *ga = rnd((size_t)2 * ch);
+            float *bb = rnd((size_t)2 * ch), *g = malloc(ng * sizeof *g), *tmp = malloc(nx * sizeof *tmp);
+            for (size_t i = 0; i < nh; i++)
+                hh[i] = hh[i] * 2.0f + 0.3f;       /* a mean away from 0, as after a GELU */
+            float *dx = up(hx, nx), *dh = up(hh, nh), *dw = up(hw, nw), *db = up(hb, (size_t)2 * ch);
+            float *dga = up(ga, (size_t)2 * ch), *dbb = up(bb, (size_t)2 * ch), *dg = poison(ng), *dtmp = poison(nx);
+            ss_conv1x1_gn_glu_add(cpu, hx, hh, hw, withb ? hb : NULL, bt, ch, hid, ln, ga, bb, 1e-5f, g, tmp);
+            ss_conv1x1_gn_glu_add(gpu, dx, dh, dw, withb ? db : NULL, bt, ch, hid, ln, dga, dbb, 1e-5f, dg, dtmp);
+            char what[96];
+            snprintf(what, sizeof what, "conv1x1_gn_glu_add %dx%dx%dx%lld%s", bt, ch, hid, (long long)ln,
+                     withb ? " bias" : "");
+            CMP(dx, hx, nx, 2e-6, what);
+            if (!gpu_is_cpu && hid <= 16) {        /* fused (PW_MAX_HIDDEN): w h never stored */
+                float *hg = down(dg, ng);          /* still the NaNs of poison() */
+                size_t touched = 0;
+                for (size_t i = 0; hg && i < ng; i++)
+                    touched += !isnan(hg[i]);
+                CHECK(hg && touched == 0, "%s: wrote %zu values of g", what, touched);
+                free(hg);
+            }
+            ss_free(gpu, dx); ss_free(gpu, dh); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dga);
+            ss_free(gpu, dbb); ss_free(gpu, dg); ss_free(gpu, dtmp);
+            free(hx); free(hh); free(hw); free(hb); free(ga); free(bb); free(g); free(tmp);
+        }
+    STATUS_OK();
+}
+
 static void test_gemm(void)
 {
     NEED_GPU();
@@ -739,6 +783,7 @@ int main(void)
     RUN(test_elementwise);
     RUN(test_reductions);
     RUN(test_deterministic);
+    RUN(test_conv1x1_gn_glu_add);
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_conv_transpose2d);

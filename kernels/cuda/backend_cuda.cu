@@ -766,10 +766,10 @@ __global__ void k_stats_sum(double *acc, const double *part, int nch)
 static int64_t stat_chunks(int64_t gn) { return (gn + STAT_CHUNK - 1) / STAT_CHUNK; }
 static size_t stat_part_doubles(int64_t ngroups, int64_t gn) { return (size_t)ngroups * stat_chunks(gn) * 2; }
 
-/* Group sums acc [ngroups, 2] of x [ngroups, gn] (per channels of len each), of
- * x + bias when given; part: stat_part_doubles() of workspace. */
-static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, int64_t ngroups, int64_t gn,
-                       const float *bias, int per, int groups, int64_t len, ss_error *err)
+/* The chunk partials part [ngroups, stat_chunks(gn), 2] of x [ngroups, gn] (per
+ * channels of len each), of x + bias when given. */
+static ss_status stats_parts(cuda_ctx *c, double *part, const float *x, int64_t ngroups, int64_t gn,
+                             const float *bias, int per, int groups, int64_t len, ss_error *err)
 {
     int64_t nch = stat_chunks(gn);
     if (ngroups > 0x7fffffff || nch > 65535)
@@ -779,6 +779,20 @@ static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, i
         k_stats4<<<grid, TPB, 0, c->stream>>>(part, (const float4 *)x, gn / 4, bias, per, groups, len / 4);
     else
         k_stats<<<grid, TPB, 0, c->stream>>>(part, x, gn, bias, per, groups, len);
+    CK_LAUNCH(c, err, "statistics");
+    return SS_OK;
+}
+
+/* Group sums acc [ngroups, 2] of x [ngroups, gn] (per channels of len each), of
+ * x + bias when given; part: stat_part_doubles() of workspace. */
+static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, int64_t ngroups, int64_t gn,
+                       const float *bias, int per, int groups, int64_t len, ss_error *err)
+{
+    int64_t nch = stat_chunks(gn);
+    if (ngroups > 0x7fffffff || nch > 65535)
+        return fail(err, SS_E_INTERNAL, "cuda statistics: %lld groups of %lld", (long long)ngroups, (long long)gn);
+    if (stats_parts(c, part, x, ngroups, gn, bias, per, groups, len, err) != SS_OK)
+        return err->code;
     k_stats_sum<<<(unsigned)ngroups, 128, 0, c->stream>>>(acc, part, (int)nch);
     CK_LAUNCH(c, err, "statistics");
     return SS_OK;
@@ -839,19 +853,36 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
 /* co[r] for row r = (b, c) of [batch, ch, len] in `groups` groups: {bias[c],
  * group mean, rstd * gamma[c], beta[c]}, so that the norm of x in row r is
  * ((x + co.x) - co.y) * co.z + co.w (the arithmetic of a bias pass followed by
- * the norm). */
-__global__ void k_gn_coef(float4 *co, const double *acc, const float *bias, int rows, int ch, int groups, int64_t gn,
-                          const float *gamma, const float *beta, float eps)
+ * the norm).  Block g adds group g's nch chunk partials in chunk order (as
+ * k_stats_sum does), then writes the coefficients of the group's rows. */
+__global__ void k_gn_coef(float4 *co, const double *part, int nch, const float *bias, int ch, int groups,
+                              int64_t gn, const float *gamma, const float *beta, float eps)
 {
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= rows)
-        return;
-    int cc = r % ch;
-    size_t g = (size_t)(r / ch) * groups + cc / (ch / groups);
-    double m = acc[2 * g] / (double)gn;
-    double var = acc[2 * g + 1] / (double)gn - m * m;
-    float rs = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    co[r] = make_float4(bias ? bias[cc] : 0.0f, (float)m, rs * (gamma ? gamma[cc] : 1.0f), beta ? beta[cc] : 0.0f);
+    __shared__ double sh[32];
+    __shared__ float mr[2];
+    const double2 *pg = (const double2 *)part + (size_t)blockIdx.x * nch;
+    double s = 0.0, q = 0.0;
+    for (int i = threadIdx.x; i < nch; i += blockDim.x) {
+        double2 v = pg[i];
+        s += v.x;
+        q += v.y;
+    }
+    s = block_sum(s, sh);
+    q = block_sum(q, sh);
+    if (threadIdx.x == 0) {
+        double m = s / (double)gn;
+        double var = q / (double)gn - m * m;
+        mr[0] = (float)m;
+        mr[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    }
+    __syncthreads();
+    int per = ch / groups, g0 = (int)(blockIdx.x % (unsigned)groups) * per;
+    size_t r0 = (size_t)(blockIdx.x / (unsigned)groups) * ch + g0;
+    for (int i = threadIdx.x; i < per; i += blockDim.x) {
+        int cc = g0 + i;
+        co[r0 + i] = make_float4(bias ? bias[cc] : 0.0f, mr[0], mr[1] * (gamma ? gamma[cc] : 1.0f),
+                                 beta ? beta[cc] : 0.0f);
+    }
 }
 
 __device__ __forceinline__ float gn_val(float x, float4 k) { return ((x + k.x) - k.y) * k.z + k.w; }
@@ -937,20 +968,20 @@ static const float4 *gn_prepare(cuda_ctx *c, const float *x, const float *bias, 
                                 int groups, const float *gamma, const float *beta, float eps, ss_error *err)
 {
     int64_t ng = (int64_t)batch * groups, per = ch / groups, gn = per * len;
-    size_t rows = (size_t)batch * ch, acc_bytes = (size_t)ng * 2 * sizeof(double);
+    size_t rows = (size_t)batch * ch;
     if (rows > 0x7fffffffu) {
         fail(err, SS_E_INTERNAL, "cuda group_norm: %zu rows", rows);
         return NULL;
     }
     size_t co_bytes = rows * sizeof(float4);
-    char *buf = (char *)scratch(c, acc_bytes + co_bytes + stat_part_doubles(ng, gn) * sizeof(double), err);
+    char *buf = (char *)scratch(c, co_bytes + stat_part_doubles(ng, gn) * sizeof(double), err);
     if (!buf) return NULL;
-    double *acc = (double *)buf, *part = (double *)(buf + acc_bytes + co_bytes);
-    float4 *co = (float4 *)(buf + acc_bytes);        /* acc_bytes is a multiple of 16 */
-    if (stats(c, acc, part, x, ng, gn, bias, (int)per, groups, len, err) != SS_OK)
+    float4 *co = (float4 *)buf;
+    double *part = (double *)(buf + co_bytes);       /* co_bytes is a multiple of 16 */
+    if (stats_parts(c, part, x, ng, gn, bias, (int)per, groups, len, err) != SS_OK)
         return NULL;
-    k_gn_coef<<<(unsigned)((rows + 127) / 128), 128, 0, c->stream>>>(co, acc, bias, (int)rows, ch, groups, gn, gamma,
-                                                                     beta, eps);
+    k_gn_coef<<<(unsigned)ng, 128, 0, c->stream>>>(co, part, (int)stat_chunks(gn), bias, ch, groups, gn, gamma, beta,
+                                                   eps);
     return co;
 }
 
@@ -1003,6 +1034,157 @@ static ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const flo
     LAUNCH_FLAT(k_gn_glu_add, k_gn_glu_add4, x, g, n, 2 * n, len, ch, co);
     CK_LAUNCH(c, err, "group_norm_glu_add");
     return SS_OK;
+}
+
+/* ---- a DConv layer's second half without storing its 1x1 convolution ------------
+ * x [batch, ch, len] += glu(norm(w h + bias)), w [2ch, hidden], h [batch, hidden,
+ * len], GroupNorm(1) per item over the 2ch x len values.  hidden is ch / 8 in
+ * HTDemucs, so w h costs 2ch * hidden multiply-adds per position: computing it
+ * twice costs less than writing it [batch, 2ch, len] and reading it twice
+ * where hidden is small (the outer layers, whose tensors are the largest); the
+ * deeper layers' products (hidden 24-48) run faster through cuBLAS, so
+ * hidden > PW_MAX_HIDDEN takes the composed path.
+ * Pass 1 (k_pw_stats) keeps only each block's {sum, sum of squares}; k_gn_coef
+ * turns them into per-row coefficients; pass 2 (k_pw_glu_add) computes w h again
+ * with the same fmaf chain (so the same bits) and adds the GLU to x.
+ * A block: PW_TT positions of one item (lane l holds positions l + 32 j) and two
+ * halves of PW_HALF weight rows (pass 1: 2 PW_HALF consecutive rows; pass 2: GLU
+ * rows p.. and ch + p..), h and the rows' weights in shared memory. */
+#define PW_TT 128
+#define PW_HALF 64
+#define PW_WP (2 * PW_HALF + 4)   /* row pitch of the weights in shared memory (floats) */
+#define PW_THREADS 256
+#define PW_MAX_HIDDEN 16   /* beyond: cuBLAS's product and one more pass are faster (run 38) */
+
+static size_t pw_smem(int hidden) { return (size_t)hidden * (PW_TT + PW_WP) * sizeof(float); }
+
+/* Stage h [hidden, PW_TT] (zeros past len) and the weights of rows ra.. (na of
+ * them) and rb.. (nb) as [hidden, PW_WP] columns 0.. and PW_HALF.. (zeros past). */
+__device__ __forceinline__ void pw_stage(float *hs, float *ws, const float *hb, const float *w, int hidden,
+                                         int64_t len, int64_t t0, int ra, int na, int rb, int nb)
+{
+    for (int i = threadIdx.x; i < hidden * PW_TT; i += blockDim.x) {
+        int k = i / PW_TT, tt = i - k * PW_TT;
+        hs[i] = t0 + tt < len ? hb[(size_t)k * len + t0 + tt] : 0.0f;
+    }
+    for (int i = threadIdx.x; i < hidden * 2 * PW_HALF; i += blockDim.x) {
+        int k = i / (2 * PW_HALF), j = i - k * (2 * PW_HALF), half = j >= PW_HALF, jj = j - half * PW_HALF;
+        int row = half ? rb + jj : ra + jj, n = half ? nb : na;
+        ws[k * PW_WP + j] = jj < n ? __ldg(w + (size_t)row * hidden + k) : 0.0f;
+    }
+}
+
+/* The 4 x 4 products of weight rows 4q..4q+3 of each half with the lane's 4
+ * positions: a[i][j], b[i][j] = sum over k in order of fmaf. */
+__device__ __forceinline__ void pw_dot(float a[4][4], float b[4][4], const float *hs, const float *ws, int hidden,
+                                       int q, int lane)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            a[i][j] = b[i][j] = 0.0f;
+    for (int k = 0; k < hidden; k++) {
+        float4 wa = *(const float4 *)(ws + k * PW_WP + 4 * q);
+        float4 wb = *(const float4 *)(ws + k * PW_WP + PW_HALF + 4 * q);
+        const float *hk = hs + k * PW_TT + lane;
+        float hv[4] = {hk[0], hk[32], hk[64], hk[96]};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            a[0][j] = fmaf(wa.x, hv[j], a[0][j]);
+            a[1][j] = fmaf(wa.y, hv[j], a[1][j]);
+            a[2][j] = fmaf(wa.z, hv[j], a[2][j]);
+            a[3][j] = fmaf(wa.w, hv[j], a[3][j]);
+            b[0][j] = fmaf(wb.x, hv[j], b[0][j]);
+            b[1][j] = fmaf(wb.y, hv[j], b[1][j]);
+            b[2][j] = fmaf(wb.z, hv[j], b[2][j]);
+            b[3][j] = fmaf(wb.w, hv[j], b[3][j]);
+        }
+    }
+}
+
+/* part [batch, tiles * gridDim.y, 2]: block (item b, tile, row block z) adds
+ * w h + bias over rows 2 PW_HALF z.. of its tile (as k_stats would add the
+ * stored w h + bias: the sum in float, then in double). grid.x = batch * tiles. */
+__global__ void __launch_bounds__(PW_THREADS) k_pw_stats(double *part, const float *h, const float *w,
+                                                         const float *bias, int hidden, int cout, int64_t len,
+                                                         int tiles)
+{
+    extern __shared__ float pw_sh[];
+    __shared__ double sh[32];
+    float *hs = pw_sh, *ws = pw_sh + hidden * PW_TT;
+    int b = blockIdx.x / tiles, tile = blockIdx.x - b * tiles, o0 = blockIdx.y * 2 * PW_HALF;
+    int na = min(PW_HALF, cout - o0), nb = min(PW_HALF, cout - o0 - PW_HALF);
+    int64_t t0 = (int64_t)tile * PW_TT;
+    pw_stage(hs, ws, h + (size_t)b * hidden * len, w, hidden, len, t0, o0, na, o0 + PW_HALF, nb);
+    __syncthreads();
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double s = 0.0, sq = 0.0;
+    for (int q = warp; 4 * q < na; q += PW_THREADS / 32) {
+        float a[4][4], g[4][4];
+        pw_dot(a, g, hs, ws, hidden, q, lane);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int ia = 4 * q + i, ib = ia;
+            float ba = ia < na && bias ? bias[o0 + ia] : 0.0f, bb = ib < nb && bias ? bias[o0 + PW_HALF + ib] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if (t0 + lane + 32 * j >= len)
+                    continue;
+                if (ia < na) {
+                    double v = a[i][j] + ba;
+                    s += v;
+                    sq += v * v;
+                }
+                if (ib < nb) {
+                    double v = g[i][j] + bb;
+                    s += v;
+                    sq += v * v;
+                }
+            }
+        }
+    }
+    s = block_sum(s, sh);
+    sq = block_sum(sq, sh);
+    if (threadIdx.x == 0)
+        ((double2 *)part)[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = make_double2(s, sq);
+}
+
+/* x += glu(norm(w h)) over GLU rows PW_HALF z.. (and ch + PW_HALF z..) of a tile;
+ * co [batch * 2ch] from k_gn_coef. grid.x = batch * tiles. */
+__global__ void __launch_bounds__(PW_THREADS) k_pw_glu_add(float *__restrict__ x, const float *__restrict__ h,
+                                                           const float *__restrict__ w, const float4 *__restrict__ co,
+                                                           int hidden, int ch, int64_t len, int tiles)
+{
+    extern __shared__ float pw_sh[];
+    float *hs = pw_sh, *ws = pw_sh + hidden * PW_TT;
+    int b = blockIdx.x / tiles, tile = blockIdx.x - b * tiles, p0 = blockIdx.y * PW_HALF;
+    int np = min(PW_HALF, ch - p0);
+    int64_t t0 = (int64_t)tile * PW_TT;
+    pw_stage(hs, ws, h + (size_t)b * hidden * len, w, hidden, len, t0, p0, np, ch + p0, np);
+    __syncthreads();
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float4 *cb = co + (size_t)b * 2 * ch;
+    for (int q = warp; 4 * q < np; q += PW_THREADS / 32) {
+        float a[4][4], g[4][4];
+        pw_dot(a, g, hs, ws, hidden, q, lane);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int p = p0 + 4 * q + i;
+            if (4 * q + i >= np)
+                break;
+            float4 ka = cb[p], kb = cb[ch + p];
+            float *xr = x + ((size_t)b * ch + p) * len + t0 + lane;
+            float xv[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)         /* the four loads in flight before any store */
+                xv[j] = t0 + lane + 32 * j < len ? xr[32 * j] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                if (t0 + lane + 32 * j < len)
+                    xr[32 * j] = xv[j] + gn_glu(a[i][j], g[i][j], ka, kb);
+        }
+    }
 }
 
 /* y = gelu(x + bias[c]) for rows (b, c) of len; same arithmetic as a bias pass then k_gelu. */
@@ -1781,6 +1963,45 @@ static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const
     return SS_OK;
 }
 
+/* x [batch, ch, len] += glu(group_norm(w h + bias)), one group per item (see
+ * k_pw_stats); where hidden or the grid is out of the kernels' range, the 1x1
+ * convolution into g [batch, 2ch, len] and group_norm_glu_add. */
+static ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const float *w, const float *bias,
+                                       int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                       const float *beta, float eps, float *g, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    int64_t tiles = (len + PW_TT - 1) / PW_TT;
+    unsigned zs = (unsigned)((2 * (int64_t)ch + 2 * PW_HALF - 1) / (2 * PW_HALF));
+    unsigned zg = (unsigned)(((int64_t)ch + PW_HALF - 1) / PW_HALF);
+    if (hidden <= 0 || hidden > PW_MAX_HIDDEN || batch * tiles > 0x7fffffff || zs > 65535 || len > 0x7fffffff) {
+        if (hidden <= 0 || len > 0x7fffffff)
+            return fail(err, SS_E_INTERNAL, "cuda conv1x1_gn_glu_add: %d inputs, length %lld", hidden,
+                        (long long)len);
+        ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
+                            .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+        if (cu_conv2d(c, &d, h, w, NULL, g, err) != SS_OK)
+            return err->code;
+        return cu_group_norm_glu_add(c, x, g, bias, batch, ch, len, 1, gamma, beta, eps, err);
+    }
+    size_t co_bytes = (size_t)batch * 2 * ch * sizeof(float4), nch = (size_t)tiles * zs;
+    char *buf = (char *)scratch(c, co_bytes + (size_t)batch * nch * 2 * sizeof(double), err);
+    if (!buf)
+        return err->code;
+    float4 *co = (float4 *)buf;
+    double *part = (double *)(buf + co_bytes);
+    size_t sm = pw_smem(hidden);                     /* <= 16.6 KB */
+    unsigned nb = (unsigned)(batch * tiles);
+    k_pw_stats<<<dim3(nb, zs), PW_THREADS, sm, c->stream>>>(part, h, w, bias, hidden, 2 * ch, len, (int)tiles);
+    k_gn_coef<<<(unsigned)batch, 128, 0, c->stream>>>(co, part, (int)nch, bias, 2 * ch, 1, 2 * (int64_t)ch * len,
+                                                      gamma, beta, eps);
+    k_pw_glu_add<<<dim3(nb, zg), PW_THREADS, sm, c->stream>>>(x, h, w, co, hidden, ch, len, (int)tiles);
+    CK_LAUNCH(c, err, "conv1x1_gn_glu_add");
+    return SS_OK;
+}
+
 /* ---- STFT -------------------------------------------------------------------------- */
 
 static const float *window(cuda_ctx *c, int n, ss_error *err)
@@ -2042,6 +2263,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->group_norm_glu_add = cu_group_norm_glu_add;
     f->bias_gelu = cu_bias_gelu;
     f->bias_glu = cu_bias_glu;
+    f->conv1x1_gn_glu_add = cu_conv1x1_gn_glu_add;
     f->graph_begin = cu_graph_begin;
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
