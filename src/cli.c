@@ -39,7 +39,7 @@ typedef struct options {
     double overlap;             /* --overlap                                         */
     int shifts;                 /* --shifts                                          */
     unsigned long long seed;    /* --seed                                            */
-    int batch;                  /* --batch (0: the device's default, batch_default)   */
+    int batch;                  /* --batch                                           */
     int threads;                /* -j (0 = all cores)                                */
     const char *format;         /* --format                                          */
     const char *sample_format;  /* --sample-format                                   */
@@ -57,7 +57,7 @@ typedef struct options {
 static const options defaults = {
     .model = NULL, .out_dir = "separated", .filename = "{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
-    .seed = 0, .batch = 0, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
+    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .recursive = 0, .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
 };
@@ -105,8 +105,7 @@ static void usage(FILE *f)
         "      --overlap F          overlap between chunks, 0 <= F < 1 (default %.2f)\n"
         "      --shifts N           average N passes with random time shifts (default %d)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
-        "      --batch N            chunks per forward call (default 2 on CUDA in a reduced\n"
-        "                           precision such as the default, else 1)\n"
+        "      --batch N            chunks per forward call (default %d)\n"
         "\n"
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
@@ -119,7 +118,7 @@ static void usage(FILE *f)
         "69 device unavailable, 70 internal error, 73 cannot create output, 74 I/O error,\n"
         "130/143 interrupted.  See stemsplit(1).\n",
         prog, SS_DATADIR, d->device, d->precision, d->out_dir, d->filename, d->format, d->sample_format,
-        d->clip, d->overlap, d->shifts, d->seed);
+        d->clip, d->overlap, d->shifts, d->seed, d->batch);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -433,15 +432,6 @@ fail:
     return ss_exit_code(err.code);
 }
 
-/* --batch when not given: 2 on CUDA where the products run in a reduced
- * precision (attention fused, no scores buffer: 2027 MiB in use with the
- * context for the full-size HTDemucs, 5-7% faster than 1 in runs 39-40), else
- * 1 (fp32 at 2 holds 2.2 GiB; the CPU and Metal backends gain nothing). */
-static int batch_default(const ss_device_info *dev, ss_precision prec)
-{
-    return strcmp(dev->backend, "cuda") == 0 && prec != SS_PREC_FP32 ? 2 : 1;
-}
-
 /* Device memory a run with `batch` segments per forward call needs, in bytes: the
  * weights; what does not grow with the batch (768 MiB: the backend's
  * im2col/FFT/Winograd scratch, the attention scores budget of 256 MiB, cuBLAS's
@@ -541,18 +531,14 @@ int main(int argc, char **argv)
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
-    int batch_given = o.batch != 0;
-    if (!batch_given)
-        o.batch = batch_default(dev, ss_backend_precision(be));
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
-        /* GPU memory: lower --batch until the estimate fits the free memory (said
-         * when the batch was asked for); with -d auto, use the CPU when even one
-         * segment does not fit */
+        /* GPU memory: lower --batch until the estimate fits the free memory; with
+         * -d auto, use the CPU when even one segment does not fit */
         int asked = o.batch;
         uint64_t need = gpu_memory_estimate(info, o.batch);
         while (o.batch > 1 && need > dev->mem_free)
             need = gpu_memory_estimate(info, --o.batch);
-        if (o.verbose || (batch_given && o.batch != asked))
+        if (o.verbose || o.batch != asked)
             fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
                     need / 1073741824.0, dev->mem_free / 1073741824.0,
                     o.batch != asked ? "; --batch lowered to fit" : "");
