@@ -1256,6 +1256,15 @@ static void convt_fwd(ss_backend *be, const ht_conv *c, const float *x, float *y
     ss_conv_transpose2d(be, &d, x, c->w, c->b, y);
 }
 
+/* The window c of the layer's transposed convolution (tmp: scratch of the full output's size) */
+static void convt_crop(ss_backend *be, const ht_conv *c, const ss_convt_crop *crop, const float *x, float *tmp,
+                       float *y, int batch, int h, int w)
+{
+    ss_convt2d_desc d = {.batch = batch, .cin = c->cin, .h = h, .w = w, .cout = c->cout, .kh = c->kh, .kw = c->kw,
+                         .sh = c->sh, .sw = c->sw};
+    ss_conv_transpose2d_crop(be, &d, crop, x, c->w, c->b, tmp, y);
+}
+
 static void copy(ss_backend *be, float *dst, const float *src, size_t n)
 {
     ss_copy2d(be, dst, n, src, n, 1, n);
@@ -1365,9 +1374,13 @@ static void dec_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     if (l->has_dconv)
         dconv_freq(be, &l->dconv, l->cin, p, B, F, T, q, h, r, a);
     int fo = ss_convt_out(F, K, l->conv.sh), f2 = fo - 2 * pad;
+    ss_convt_crop crop = {.h0 = pad, .w0 = 0, .oh = f2, .ow = T, .gelu = !l->last};
+    if (!l->norm) {             /* out [B, cout, F2, T] = gelu(conv_tr(p) [.., pad:pad+F2, :]) (r: scratch) */
+        convt_crop(be, &l->conv, &crop, p, r, out, B, F, T);
+        return;
+    }
     convt_fwd(be, &l->conv, p, r, B, F, T);                                 /* r [B, cout, Fo, T]   */
-    if (l->norm)
-        ss_group_norm(be, r, r, B, l->cout, (int64_t)fo * T, groups, l->norm2.w, l->norm2.b, HT_EPS);
+    ss_group_norm(be, r, r, B, l->cout, (int64_t)fo * T, groups, l->norm2.w, l->norm2.b, HT_EPS);
     ss_copy2d(be, out, (size_t)f2 * T, r + (size_t)pad * T, (size_t)fo * T, (size_t)B * l->cout,
               (size_t)f2 * T);                                              /* out [B, cout, F2, T] */
     if (!l->last)
@@ -1390,9 +1403,13 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     if (l->has_dconv)
         dconv_fwd(be, &l->dconv, l->cin, p, B, L, h, r, a);
     int64_t lz = ss_convt_out((int)L, K, l->conv.sw);
+    ss_convt_crop crop = {.h0 = 0, .w0 = pad, .oh = 1, .ow = (int)length, .gelu = !l->last};
+    if (!l->norm) {             /* out [B, cout, length] = gelu(conv_tr(p) [.., pad:pad+length]) (r: scratch) */
+        convt_crop(be, &l->conv, &crop, p, r, out, B, 1, (int)L);
+        return;
+    }
     convt_fwd(be, &l->conv, p, r, B, 1, (int)L);                            /* r [B, cout, Lz]      */
-    if (l->norm)
-        ss_group_norm(be, r, r, B, l->cout, lz, groups, l->norm2.w, l->norm2.b, HT_EPS);
+    ss_group_norm(be, r, r, B, l->cout, lz, groups, l->norm2.w, l->norm2.b, HT_EPS);
     ss_copy2d(be, out, (size_t)length, r + pad, (size_t)lz, (size_t)B * l->cout, (size_t)length);
     if (!l->last)
         ss_gelu(be, out, out, (size_t)B * l->cout * length);

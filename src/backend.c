@@ -981,6 +981,30 @@ void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *
     fb_end(&fb, FB_OK(be) ? ss_cpu_conv_transpose2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
 }
 
+void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss_convt_crop *c, const float *x,
+                              const float *w, const float *bias, float *tmp, float *y)
+{
+    if (!LIVE(be))
+        return;
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    if (c->h0 < 0 || c->w0 < 0 || c->oh < 0 || c->ow < 0 || c->h0 > oh - c->oh || c->w0 > ow - c->ow) {
+        ss_fail(&be->err, SS_E_INTERNAL, "conv_transpose2d_crop: window %dx%d at (%d, %d) of a %dx%d output", c->oh,
+                c->ow, c->h0, c->w0, oh, ow);
+        return;
+    }
+    if (d->batch <= 0 || d->cout <= 0 || c->oh == 0 || c->ow == 0)
+        return;
+    DISPATCH(be, conv_transpose2d_crop, d, c, x, w, bias, y);
+    ss_conv_transpose2d(be, d, x, w, bias, tmp);
+    const int64_t shape[4] = {(int64_t)d->batch * d->cout, c->oh, c->ow, 1};
+    const int64_t ss[4] = {(int64_t)oh * ow, ow, 1, 1}, ds[4] = {(int64_t)c->oh * c->ow, c->ow, 1, 1};
+    ss_copy4d(be, y, ds, tmp + (size_t)c->h0 * ow + c->w0, ss, shape);
+    if (c->gelu)
+        ss_gelu(be, y, y, (size_t)d->batch * d->cout * c->oh * c->ow);
+    if (cpu_runs_in_place(be))
+        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
+}
+
 /* Elements a strided 4-D view spans (0 for an empty shape). */
 /* Lowest and highest element offset a strided 4-D view reaches; 0 when empty. */
 static int span4(const int64_t stride[4], const int64_t shape[4], int64_t *lo, int64_t *hi)

@@ -93,6 +93,13 @@ typedef struct ss_conv2d_desc {
     int dh, dw;      /* dilation */
 } ss_conv2d_desc;
 
+/* A window of a transposed convolution's output: rows h0 .. h0 + oh - 1 and
+ * columns w0 .. w0 + ow - 1 of each [cout] plane, GELU'd when gelu != 0. */
+typedef struct ss_convt_crop {
+    int h0, w0, oh, ow;
+    int gelu;
+} ss_convt_crop;
+
 /* 2-D transposed convolution, PyTorch semantics with padding 0.
  *   x [batch, cin, h, w]   w [cin, cout, kh, kw]   bias [cout] or NULL
  *   y [batch, cout, (h-1)*sh + kh, (w-1)*sw + kw] */
@@ -232,6 +239,11 @@ typedef struct ss_backend_iface {
     ss_status (*conv1x1_gn_glu_add)(void *ctx, float *x, const float *h, const float *w, const float *bias,
                                     int batch, int ch, int hidden, int64_t len, const float *gamma,
                                     const float *beta, float eps, float *g, ss_error *err);
+    /* Optional (API 6): the window c of conv_transpose2d d straight into y
+     * [batch, cout, c->oh, c->ow] (see ss_conv_transpose2d_crop).  NULL: the
+     * wrapper composes conv_transpose2d, copy4d and gelu. */
+    ss_status (*conv_transpose2d_crop)(void *ctx, const ss_convt2d_desc *d, const ss_convt_crop *c, const float *x,
+                                       const float *w, const float *bias, float *y, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -374,6 +386,13 @@ void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const fl
                const float *bias, float *y);
 void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
                          const float *bias, float *y);
+/* y [batch, cout, c->oh, c->ow] = the window c of ss_conv_transpose2d(d, x, w,
+ * bias), GELU'd when c->gelu, as the convolution into tmp [batch, cout, full
+ * height, full width], a copy of the window and ss_gelu would give (the crop
+ * and activation of a decoder layer); tmp is scratch a backend with the fused
+ * op may leave untouched.  A window outside the output is an internal error. */
+void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss_convt_crop *c, const float *x,
+                              const float *w, const float *bias, float *tmp, float *y);
 /* Strided copy: dst[i0,i1,i2,i3] = src[i0,i1,i2,i3] over shape[4], element strides
  * per dimension for each side (permutations, crops, pads in one call); a negative
  * stride walks backwards from the pointer (reversals, e.g. reflect padding).  The

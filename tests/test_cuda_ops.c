@@ -384,6 +384,46 @@ static void convt_case(const ss_convt2d_desc *d, const char *what, int with_bias
     free(x); free(w); free(b); free(y);
 }
 
+/* A window of a transposed convolution (ss_conv_transpose2d_crop) against the
+ * CPU's composition: the decoders' crops (rows of a freq layer, columns of a
+ * time layer), an odd window of an odd convolution; GELU on and off, with and
+ * without a bias.  Where fused, tmp (the full output) stays untouched. */
+static void convt_crop_case(const ss_convt2d_desc *d, ss_convt_crop c, const char *what, int with_bias)
+{
+    int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
+    size_t nx = (size_t)d->batch * d->cin * d->h * d->w, nw = (size_t)d->cin * d->cout * d->kh * d->kw;
+    size_t nt = (size_t)d->batch * d->cout * oh * ow, ny = (size_t)d->batch * d->cout * c.oh * c.ow;
+    float *x = rnd(nx), *w = rnd(nw), *b = rnd(d->cout), *t = malloc(nt * sizeof *t), *y = malloc(ny * sizeof *y);
+    float *dx = up(x, nx), *dw = up(w, nw), *db = up(b, d->cout), *dt = poison(nt), *dy = poison(ny);
+    ss_conv_transpose2d_crop(cpu, d, &c, x, w, with_bias ? b : NULL, t, y);
+    ss_conv_transpose2d_crop(gpu, d, &c, dx, dw, with_bias ? db : NULL, dt, dy);
+    CMP(dy, y, ny, 1e-6, what);
+    if (!gpu_is_cpu) {
+        float *ht = down(dt, nt);
+        size_t touched = 0;
+        for (size_t i = 0; ht && i < nt; i++)
+            touched += !isnan(ht[i]);
+        CHECK(ht && touched == 0, "%s: wrote %zu values of tmp", what, touched);
+        free(ht);
+    }
+    ss_free(gpu, dx); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dt); ss_free(gpu, dy);
+    free(x); free(w); free(b); free(t); free(y);
+}
+
+static void test_convt_crop(void)
+{
+    NEED_GPU();
+    ss_convt2d_desc a = {3, 6, 33, 7, 5, 8, 1, 4, 1};     /* freq [8,1] stride 4: out 136 x 7 */
+    convt_crop_case(&a, (ss_convt_crop){2, 0, 132, 7, 1}, "convt crop rows, gelu", 1);
+    convt_crop_case(&a, (ss_convt_crop){2, 0, 132, 7, 0}, "convt crop rows", 0);
+    ss_convt2d_desc b = {2, 7, 1, 501, 3, 1, 8, 1, 4};    /* time k8 s4: out 1 x 2008 */
+    convt_crop_case(&b, (ss_convt_crop){0, 2, 1, 2001, 1}, "convt1d crop columns, gelu", 1);
+    convt_crop_case(&b, (ss_convt_crop){0, 0, 1, 2008, 0}, "convt1d whole output", 1);
+    ss_convt2d_desc c = {1, 3, 5, 6, 4, 3, 5, 2, 3};      /* odd: out 11 x 20 */
+    convt_crop_case(&c, (ss_convt_crop){1, 3, 7, 13, 1}, "convt 3x5 s2x3 odd window", 1);
+    STATUS_OK();
+}
+
 static void test_conv_transpose2d(void)
 {
     NEED_GPU();
@@ -787,6 +827,7 @@ int main(void)
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_conv_transpose2d);
+    RUN(test_convt_crop);
     RUN(test_stft);
     RUN(test_precisions);
     RUN(test_attention);

@@ -742,11 +742,11 @@ __global__ void k_stats4(double *part, const float4 *x, int64_t gn4, const float
     }
 }
 
-/* acc[2g], acc[2g+1] = the sums of group g's nch chunk partials, in chunk order
- * (each thread a fixed strided subset, then the block's fixed reduction tree). */
-__global__ void k_stats_sum(double *acc, const double *part, int nch)
+/* The sums of group blockIdx.x's nch chunk partials in every thread, in chunk
+ * order (each thread a fixed strided subset, then the block's fixed reduction
+ * tree: the same bits on every run). */
+__device__ __forceinline__ double2 part_sums(const double *part, int nch, double *sh)
 {
-    __shared__ double sh[32];
     const double2 *pg = (const double2 *)part + (size_t)blockIdx.x * nch;
     double s = 0.0, q = 0.0;
     for (int i = threadIdx.x; i < nch; i += blockDim.x) {
@@ -756,6 +756,15 @@ __global__ void k_stats_sum(double *acc, const double *part, int nch)
     }
     s = block_sum(s, sh);
     q = block_sum(q, sh);
+    return make_double2(s, q);
+}
+
+/* acc[2g], acc[2g+1] = the sums of group g's nch chunk partials (part_sums). */
+__global__ void k_stats_sum(double *acc, const double *part, int nch)
+{
+    __shared__ double sh[32];
+    double2 t = part_sums(part, nch, sh);
+    double s = t.x, q = t.y;
     if (threadIdx.x == 0) {
         acc[2 * blockIdx.x] = s;
         acc[2 * blockIdx.x + 1] = q;
@@ -853,22 +862,15 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
 /* co[r] for row r = (b, c) of [batch, ch, len] in `groups` groups: {bias[c],
  * group mean, rstd * gamma[c], beta[c]}, so that the norm of x in row r is
  * ((x + co.x) - co.y) * co.z + co.w (the arithmetic of a bias pass followed by
- * the norm).  Block g adds group g's nch chunk partials in chunk order (as
- * k_stats_sum does), then writes the coefficients of the group's rows. */
-__global__ void k_gn_coef(float4 *co, const double *part, int nch, const float *bias, int ch, int groups,
-                              int64_t gn, const float *gamma, const float *beta, float eps)
+ * the norm).  Block g adds group g's nch chunk partials (part_sums), then
+ * writes the coefficients of the group's rows. */
+__global__ void k_gn_coef(float4 *co, const double *part, int nch, const float *bias, int ch, int groups, int64_t gn,
+                          const float *gamma, const float *beta, float eps)
 {
     __shared__ double sh[32];
     __shared__ float mr[2];
-    const double2 *pg = (const double2 *)part + (size_t)blockIdx.x * nch;
-    double s = 0.0, q = 0.0;
-    for (int i = threadIdx.x; i < nch; i += blockDim.x) {
-        double2 v = pg[i];
-        s += v.x;
-        q += v.y;
-    }
-    s = block_sum(s, sh);
-    q = block_sum(q, sh);
+    double2 t = part_sums(part, nch, sh);
+    double s = t.x, q = t.y;
     if (threadIdx.x == 0) {
         double m = s / (double)gn;
         double var = q / (double)gn - m * m;
@@ -1902,17 +1904,19 @@ static ss_status cu_conv2d(void *vctx, const ss_conv2d_desc *d, const float *x, 
     return SS_OK;
 }
 
-/* y [nb, cout, oh, ow] = bias + gather of col [nb, cout*kh*kw, h*w] */
+/* y [nb, cout, win.oh, win.ow] = the window win of bias + gather of col [nb,
+ * cout*kh*kw, h*w] (the full output [oh, ow] has oh = (h-1) sh + kh rows),
+ * GELU'd when win.gelu (as k_gelu would after it) */
 template <typename I>   /* index type: unsigned when n < 2^31 (cheaper division) */
 __global__ void k_col2im(float *y, const float *col, const float *bias, int nb, int cout, int h, int w, int kh,
-                         int kw, int sh, int sw, int oh, int ow)
+                         int kw, int sh, int sw, ss_convt_crop win)
 {
-    I n = (I)nb * (I)cout * (I)oh * (I)ow;
+    I n = (I)nb * (I)cout * (I)win.oh * (I)win.ow;
     int64_t npos = (int64_t)h * w;
     for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
-        I t = i / (I)ow;
-        int ox = (int)(i - t * (I)ow), oy = (int)(t % (I)oh);
-        I bc = t / (I)oh;
+        I t = i / (I)win.ow;
+        int ox = win.w0 + (int)(i - t * (I)win.ow), oy = win.h0 + (int)(t % (I)win.oh);
+        I bc = t / (I)win.oh;
         int co = (int)(bc % (I)cout);
         int64_t b = (int64_t)(bc / (I)cout);
         float v = bias ? bias[co] : 0.0f;
@@ -1928,19 +1932,21 @@ __global__ void k_col2im(float *y, const float *col, const float *bias, int nb, 
                 v += cb[((int64_t)ki * kw + kj) * npos + (int64_t)iy * w + ix];
             }
         }
-        y[i] = v;
+        y[i] = win.gelu ? gelu_f(v) : v;
     }
 }
 
-static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const float *x, const float *w,
-                                     const float *bias, float *y, ss_error *err)
+/* y = the window c of the transposed convolution d (the whole output when c
+ * is NULL): per chunk of items col = w^T x, then k_col2im gathers the window. */
+static ss_status convt(cuda_ctx *c, const ss_convt2d_desc *d, const ss_convt_crop *cw, const float *x,
+                       const float *w, const float *bias, float *y, ss_error *err)
 {
-    cuda_ctx *c = (cuda_ctx *)vctx;
     int oh = ss_convt_out(d->h, d->kh, d->sh), ow = ss_convt_out(d->w, d->kw, d->sw);
     if (d->batch <= 0 || d->cout <= 0 || d->h <= 0 || d->w <= 0)
         return SS_OK;
-    int64_t npos = (int64_t)d->h * d->w, opos = (int64_t)oh * ow, kdim = (int64_t)d->cout * d->kh * d->kw;
-    int64_t in_size = (int64_t)d->cin * npos, out_size = (int64_t)d->cout * opos, per_item = kdim * npos;
+    ss_convt_crop win = cw ? *cw : ss_convt_crop{0, 0, oh, ow, 0};
+    int64_t npos = (int64_t)d->h * d->w, kdim = (int64_t)d->cout * d->kh * d->kw;
+    int64_t in_size = (int64_t)d->cin * npos, out_size = (int64_t)d->cout * win.oh * win.ow, per_item = kdim * npos;
     int nb = (size_t)per_item <= CHUNK_FLOATS ? (int)(CHUNK_FLOATS / (size_t)per_item) : 1;
     if (nb > d->batch) nb = d->batch;
     float *col = (float *)scratch(c, (size_t)nb * per_item * sizeof(float), err);
@@ -1954,13 +1960,26 @@ static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const
         size_t n = (size_t)cnt * out_size;
         if (n < 0x80000000u)
             LAUNCH(k_col2im<unsigned>, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh,
-                   d->sw, oh, ow);
+                   d->sw, win);
         else
             LAUNCH(k_col2im<size_t>, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh,
-                   d->sw, oh, ow);
+                   d->sw, win);
     }
     CK_LAUNCH(c, err, "conv_transpose2d");
     return SS_OK;
+}
+
+static ss_status cu_conv_transpose2d(void *vctx, const ss_convt2d_desc *d, const float *x, const float *w,
+                                     const float *bias, float *y, ss_error *err)
+{
+    return convt((cuda_ctx *)vctx, d, NULL, x, w, bias, y, err);
+}
+
+/* The window (the wrapper checked it lies in the output) without the full output. */
+static ss_status cu_conv_transpose2d_crop(void *vctx, const ss_convt2d_desc *d, const ss_convt_crop *cw,
+                                          const float *x, const float *w, const float *bias, float *y, ss_error *err)
+{
+    return convt((cuda_ctx *)vctx, d, cw, x, w, bias, y, err);
 }
 
 /* x [batch, ch, len] += glu(group_norm(w h + bias)), one group per item (see
@@ -2264,6 +2283,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->bias_gelu = cu_bias_gelu;
     f->bias_glu = cu_bias_glu;
     f->conv1x1_gn_glu_add = cu_conv1x1_gn_glu_add;
+    f->conv_transpose2d_crop = cu_conv_transpose2d_crop;
     f->graph_begin = cu_graph_begin;
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
