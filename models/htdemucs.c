@@ -1421,12 +1421,9 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 static void linear(ht_ws *ws, ss_backend *be, float *y, const float *x, const float *w, const float *b, int rows,
                    int in, int out, int acc)
 {
-    ss_gemm_desc bias = {.m = rows, .n = out, .k = 1, .alpha = 1.0f, .beta = acc ? 1.0f : 0.0f, .lda = 1,
-                         .ldb = out, .ldc = out, .batch = 1};
-    ss_gemm(be, &bias, ws->buf[W_ONES], b, y);                              /* y (+)= 1 b^T         */
-    ss_gemm_desc d = {.trans_b = 1, .m = rows, .n = out, .k = in, .alpha = 1.0f, .beta = 1.0f, .lda = in,
-                      .ldb = in, .ldc = out, .batch = 1, .reduced = 1};
-    ss_gemm(be, &d, x, w, y);                                               /* y += x w^T           */
+    ss_gemm_desc d = {.trans_b = 1, .m = rows, .n = out, .k = in, .alpha = 1.0f, .beta = acc ? 1.0f : 0.0f,
+                      .lda = in, .ldb = in, .ldc = out, .batch = 1, .reduced = 1};
+    ss_gemm_bias(be, &d, x, w, b, ws->buf[W_ONES], y);                      /* y (+)= 1 b^T + x w^T */
 }
 
 /* The fused-attention descriptor of one item: q [Nq, D], k | v [Nk, 2D] -> ctx [Nq, D] */

@@ -954,6 +954,26 @@ void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float 
     fb_end(&fb, FB_OK(be) ? ss_cpu_gemm(be->pool, d, ha, hb, hc) : SS_OK, c, hc, nc);
 }
 
+void ss_gemm_bias(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
+                  const float *ones, float *c)
+{
+    if (!LIVE(be))
+        return;
+    if (d->batch != 1) {
+        ss_fail(&be->err, SS_E_INTERNAL, "gemm_bias: batch %d (1 expected)", d->batch);
+        return;
+    }
+    DISPATCH(be, gemm_bias, d, a, b, bias, c);
+    ss_gemm_desc r1 = {.m = d->m, .n = d->n, .k = 1, .alpha = 1.0f, .beta = d->beta, .lda = 1, .ldb = d->n,
+                       .ldc = d->ldc, .batch = 1};
+    ss_gemm(be, &r1, ones, bias, c);                                        /* C = beta C + 1 bias^T */
+    ss_gemm_desc p = *d;
+    p.beta = 1.0f;
+    ss_gemm(be, &p, a, b, c);                                               /* C += alpha A B        */
+    if (cpu_runs_in_place(be))
+        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
+}
+
 void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
                const float *bias, float *y)
 {

@@ -308,6 +308,23 @@ static void test_gemm(void)
     ss_gemm(gpu, &d, dc, dc, dc);
     CMP(dc, c0, 6, 0, "gemm k=0");
     ss_free(gpu, dc);
+    /* a linear layer's product and bias (ss_gemm_bias), as a layer's output and
+     * added to a residual (beta 1), with padded rows of C */
+    for (int acc = 0; acc < 2; acc++) {
+        int m = 301, n = 97, k = 64, ldc = n + 3;
+        size_t na = (size_t)m * k, nb = (size_t)n * k, nc = (size_t)m * ldc;
+        float *a = rnd(na), *b = rnd(nb), *bias = rnd((size_t)n), *c = rnd(nc), *ones = malloc(sizeof *ones * m);
+        for (int i = 0; i < m; i++)
+            ones[i] = 1.0f;
+        float *da = up(a, na), *db = up(b, nb), *dbias = up(bias, (size_t)n), *dcc = up(c, nc), *dones = up(ones, m);
+        ss_gemm_desc g = {.trans_b = 1, .m = m, .n = n, .k = k, .alpha = 1.0f, .beta = acc ? 1.0f : 0.0f, .lda = k,
+                          .ldb = k, .ldc = ldc, .batch = 1};
+        ss_gemm_bias(cpu, &g, a, b, bias, ones, c);
+        ss_gemm_bias(gpu, &g, da, db, dbias, dones, dcc);
+        CMP(dcc, c, nc, 1e-6, acc ? "gemm_bias beta 1" : "gemm_bias");
+        ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, dbias); ss_free(gpu, dcc); ss_free(gpu, dones);
+        free(a); free(b); free(bias); free(c); free(ones);
+    }
     STATUS_OK();
 }
 

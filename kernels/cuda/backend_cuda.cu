@@ -13,6 +13,7 @@
  * The module exports one symbol, ss_cuda_module(), which checks the backend
  * API version and returns the vtable (or NULL with a reason).
  */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
@@ -77,6 +78,7 @@ typedef struct cuda_ctx {
     ss_precision prec;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;     /* products with a bias epilogue, or NULL        */
     void *scratch;           /* grown on demand                         */
     size_t scratch_size;
     float *window;           /* Hann window of window_n samples          */
@@ -172,6 +174,8 @@ static ss_status cu_device_info(int index, ss_device_info *out)
     return SS_OK;
 }
 
+#define BLAS_WS_BYTES ((size_t)32 << 20)
+
 static void cu_free(void *vctx)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
@@ -189,6 +193,8 @@ static void cu_free(void *vctx)
             cufftDestroy(c->plans[i].plan);
     if (c->blas)
         cublasDestroy(c->blas);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
     cudaFree(c->blas_ws);
     cudaFree(c->scratch);
     cudaFree(c->window);
@@ -227,7 +233,7 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     /* our own workspace, so that a recorded product never allocates (32 MiB:
      * NVIDIA's recommendation for Hopper); without it cuBLAS keeps its own */
-    const size_t blas_ws = (size_t)32 << 20;
+    const size_t blas_ws = BLAS_WS_BYTES;
     if (cudaMalloc(&c->blas_ws, blas_ws) == cudaSuccess) {
         if (cublasSetWorkspace(c->blas, c->blas_ws, blas_ws) != CUBLAS_STATUS_SUCCESS) {
             cudaFree(c->blas_ws);
@@ -237,6 +243,8 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
         c->blas_ws = NULL;
         cudaGetLastError();
     }
+    if (!c->blas_ws || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+        c->lt = NULL;                                /* gemm_bias stores the bias first */
     sample_memory(c);
     c->base_used = c->peak_used;
     *out = c;
@@ -1464,6 +1472,88 @@ static ss_status cu_gemm(void *vctx, const ss_gemm_desc *d, const float *a, cons
                    d->ldc, sc, d->batch, d->reduced, err);
 }
 
+/* c [m, n] (pitch ldc) = beta c + bias (a row per row; beta 0: c not read),
+ * as the rank-1 product ones x bias^T with that beta stores it. */
+__global__ void k_bias_rows(float *c, int ldc, const float *bias, int n, float beta)
+{
+    float *row = c + (size_t)blockIdx.x * (size_t)ldc;
+    ROW_LOOP(j, n) row[j] = beta != 0.0f ? beta * row[j] + bias[j] : bias[j];
+}
+
+/* gemm d (batch 1) + bias as one cuBLASLt product with a bias epilogue: D =
+ * alpha op(A) op(B) + beta C + bias, no pass of its own and no read of C for
+ * the bias (column-major as gemm_rm: D^T [n, m], the bias along its n rows).
+ * Returns 0 where cuBLASLt has no algorithm for it (the caller stores the bias
+ * first instead), -1 with err set on a failure. */
+static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
+                        float *cc, ss_error *err)
+{
+    cublasLtMatmulDesc_t md = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasOperation_t ta = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    size_t ws = BLAS_WS_BYTES;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&md, compute_type(c->prec, d->reduced), CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, d->trans_b ? d->k : d->n, d->trans_b ? d->n : d->k, d->ldb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, d->trans_a ? d->m : d->k, d->trans_a ? d->k : d->m, d->lda);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, d->n, d->m, d->ldc);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulAlgoGetHeuristic(c->lt, md, la, lb, lc, lc, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
+        found = 0;
+    if (st == CUBLAS_STATUS_SUCCESS && found > 0)
+        st = cublasLtMatmul(c->lt, md, &d->alpha, b, la, a, lb, &d->beta, cc, lc, cc, lc, &res.algo, c->blas_ws, ws,
+                            c->stream);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (md) cublasLtMatmulDescDestroy(md);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
+             "cuda: cuBLASLt product %dx%dx%d with a bias failed: %s", d->m, d->n, d->k, cublasGetStatusString(st));
+        return -1;
+    }
+    return found > 0;
+}
+
+/* gemm d with a bias row: one cuBLASLt product, or the bias stored first (one
+ * pass instead of a rank-1 product) where cuBLASLt has nothing for it. */
+static ss_status cu_gemm_bias(void *vctx, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
+                              float *cc, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (d->m <= 0 || d->n <= 0)
+        return SS_OK;
+    if (c->lt && d->k > 0) {
+        int r = gemm_lt_bias(c, d, a, b, bias, cc, err);
+        if (r != 0)
+            return r > 0 ? SS_OK : err->code;
+    }
+    LAUNCH_ROWS(k_bias_rows, (size_t)d->m, d->n, cc, d->ldc, bias, d->n, d->beta);
+    CK_LAUNCH(c, err, "gemm_bias");
+    ss_gemm_desc p = *d;
+    p.beta = 1.0f;
+    return cu_gemm(vctx, &p, a, b, cc, err);
+}
+
 /* ---- fused attention (attention.cu) --------------------------------------------------- */
 
 /* Fused where the two products may take tf32 inputs: strict fp32 keeps the
@@ -2284,6 +2374,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->bias_glu = cu_bias_glu;
     f->conv1x1_gn_glu_add = cu_conv1x1_gn_glu_add;
     f->conv_transpose2d_crop = cu_conv_transpose2d_crop;
+    f->gemm_bias = cu_gemm_bias;
     f->graph_begin = cu_graph_begin;
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;

@@ -43,7 +43,7 @@ $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu src/backend.h src/error.h $(wildcar
 	$(NVCC) $(CUDA_FLAGS) -c $< -o $@
 
 $(CUDA_MOD): $(CUDA_OBJS)
-	$(NVCC) -shared -cudart static -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcufft \
+	$(NVCC) -shared -cudart static -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcufft \
 	    -Xlinker -rpath -Xlinker '$$ORIGIN:$$ORIGIN/../lib:$(CUDA_HOME)/lib64'
 endif
 
