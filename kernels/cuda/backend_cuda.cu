@@ -72,6 +72,9 @@ typedef struct plan_entry {
 
 #define N_PLANS 8
 
+#define TIMER_PAIRS 16
+enum { TM_GRAPH, TM_UPLOAD, TM_DOWNLOAD };
+
 typedef struct cuda_ctx {
     int device;
     int n_sm;                /* multiprocessors (launch shapes)            */
@@ -90,6 +93,15 @@ typedef struct cuda_ctx {
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
     cudaEvent_t dl_event;    /* after the last download_start, or NULL        */
+    struct dev_timer {       /* STEMSPLIT_CUDA_STATS: device time of the forward */
+        int on;              /* graphs, uploads and downloads (event pairs    */
+        cudaEvent_t ev[2 * TIMER_PAIRS];   /* recorded around each, read once  */
+        int kind[TIMER_PAIRS];             /* done: -1 = free)                 */
+        double ms[3];
+        long n[3];
+        double bytes[3];
+        size_t pend_bytes[TIMER_PAIRS];
+    } tm;
 } cuda_ctx;
 
 /* Sample device memory in use (all of this process's allocations, cuBLAS and
@@ -99,6 +111,50 @@ static void sample_memory(cuda_ctx *c)
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > c->peak_used)
         c->peak_used = tot - fr;
+}
+
+/* STEMSPLIT_CUDA_STATS: device time of the graph launches, uploads and
+ * downloads, from event pairs recorded around each on the stream and read
+ * once they have completed (not while a graph is being recorded). */
+static void tm_collect(cuda_ctx *c, int wait)
+{
+    for (int i = 0; i < TIMER_PAIRS; i++) {
+        int k = c->tm.kind[i];
+        if (k < 0)
+            continue;
+        cudaError_t e = wait ? cudaEventSynchronize(c->tm.ev[2 * i + 1]) : cudaEventQuery(c->tm.ev[2 * i + 1]);
+        if (e == cudaErrorNotReady) {
+            cudaGetLastError();
+            continue;
+        }
+        float ms = 0.0f;
+        if (e == cudaSuccess && cudaEventElapsedTime(&ms, c->tm.ev[2 * i], c->tm.ev[2 * i + 1]) == cudaSuccess) {
+            c->tm.ms[k] += ms;
+            c->tm.n[k]++;
+            c->tm.bytes[k] += (double)c->tm.pend_bytes[i];
+        }
+        cudaGetLastError();
+        c->tm.kind[i] = -1;
+    }
+}
+
+static int tm_begin(cuda_ctx *c)
+{
+    if (!c->tm.on || c->capturing)
+        return -1;
+    tm_collect(c, 0);
+    for (int i = 0; i < TIMER_PAIRS; i++)
+        if (c->tm.kind[i] < 0 && cudaEventRecord(c->tm.ev[2 * i], c->stream) == cudaSuccess)
+            return i;
+    return -1;
+}
+
+static void tm_end(cuda_ctx *c, int i, int kind, size_t bytes)
+{
+    if (i < 0 || cudaEventRecord(c->tm.ev[2 * i + 1], c->stream) != cudaSuccess)
+        return;
+    c->tm.kind[i] = kind;
+    c->tm.pend_bytes[i] = bytes;
 }
 
 /* Scratch budget for one im2col/FFT/Winograd chunk (floats): 96 MiB. */
@@ -188,6 +244,22 @@ static void cu_free(void *vctx)
     if (st && *st && c->blas)
         fprintf(stderr, "cuda: peak device memory in use %.1f MiB (%.1f MiB above the %.1f MiB at start)\n",
                 c->peak_used / 1048576.0, (c->peak_used - c->base_used) / 1048576.0, c->base_used / 1048576.0);
+    if (c->tm.on) {
+        tm_collect(c, 1);
+        const char *what[3] = {"forward graphs", "uploads", "downloads"};
+        for (int k = 0; k < 3; k++) {
+            if (!c->tm.n[k])
+                continue;
+            fprintf(stderr, "cuda: device time of %ld %s: %.1f ms, %.3f ms each", c->tm.n[k], what[k], c->tm.ms[k],
+                    c->tm.ms[k] / c->tm.n[k]);
+            if (k != TM_GRAPH && c->tm.ms[k] > 0)
+                fprintf(stderr, ", %.1f GB/s", c->tm.bytes[k] / c->tm.ms[k] / 1e6);
+            fputc('\n', stderr);
+        }
+    }
+    for (int i = 0; i < 2 * TIMER_PAIRS; i++)
+        if (c->tm.ev[i])
+            cudaEventDestroy(c->tm.ev[i]);
     for (int i = 0; i < N_PLANS; i++)
         if (c->plans[i].n)
             cufftDestroy(c->plans[i].plan);
@@ -245,6 +317,17 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     if (!c->blas_ws || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
         c->lt = NULL;                                /* gemm_bias stores the bias first */
+    for (int i = 0; i < TIMER_PAIRS; i++)
+        c->tm.kind[i] = -1;
+    const char *stats_env = getenv("STEMSPLIT_CUDA_STATS");
+    if (stats_env && *stats_env) {
+        c->tm.on = 1;
+        for (int i = 0; i < 2 * TIMER_PAIRS && c->tm.on; i++)
+            if (cudaEventCreate(&c->tm.ev[i]) != cudaSuccess) {
+                cudaGetLastError();
+                c->tm.on = 0;                        /* no timing; the events made are freed */
+            }
+    }
     sample_memory(c);
     c->base_used = c->peak_used;
     *out = c;
@@ -302,7 +385,9 @@ static ss_status cu_graph_end(void *vctx, void **out, ss_error *err)
 static ss_status cu_graph_launch(void *vctx, void *graph, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    int t = tm_begin(c);
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+    tm_end(c, t, TM_GRAPH, 0);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "graph launch");
 }
 
@@ -338,7 +423,9 @@ static void cu_release(void *vctx, void *ptr)
 static ss_status cu_upload(void *vctx, void *dst, const void *src, size_t bytes, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    int t = tm_begin(c);
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
+    tm_end(c, t, TM_UPLOAD, bytes);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "upload");
 }
 
@@ -388,8 +475,10 @@ static ss_status cu_download_start(void *vctx, void *dst, const void *src, size_
     cudaError_t e = cudaSuccess;
     if (!c->dl_event)
         e = cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming);
+    int t = e == cudaSuccess ? tm_begin(c) : -1;
     if (e == cudaSuccess)
         e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
+    tm_end(c, t, TM_DOWNLOAD, bytes);
     if (e == cudaSuccess)
         e = cudaEventRecord(c->dl_event, c->stream);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
