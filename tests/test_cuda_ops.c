@@ -239,6 +239,17 @@ static void test_reductions(void)
     free(x); free(y); free(g); free(bb);
 }
 
+/* A fused op's scratch d [n] (from poison()) must still hold only NaNs. */
+static void check_untouched(const float *d, size_t n, const char *what, const char *name)
+{
+    float *h = down(d, n);
+    size_t touched = 0;
+    for (size_t i = 0; h && i < n; i++)
+        touched += !isnan(h[i]);
+    CHECK(h && touched == 0, "%s: wrote %zu values of %s", what, touched, name);
+    free(h);
+}
+
 /* A DConv layer's second half (ss_conv1x1_gn_glu_add) against the CPU's
  * composition (1x1 convolution, then group_norm_glu_add): HTDemucs's shapes
  * (hidden = ch / 8), odd lengths and channel counts, positions beyond one
@@ -268,14 +279,8 @@ static void test_conv1x1_gn_glu_add(void)
             snprintf(what, sizeof what, "conv1x1_gn_glu_add %dx%dx%dx%lld%s", bt, ch, hid, (long long)ln,
                      withb ? " bias" : "");
             CMP(dx, hx, nx, 2e-6, what);
-            if (!gpu_is_cpu && hid <= 16) {        /* fused (PW_MAX_HIDDEN): w h never stored */
-                float *hg = down(dg, ng);          /* still the NaNs of poison() */
-                size_t touched = 0;
-                for (size_t i = 0; hg && i < ng; i++)
-                    touched += !isnan(hg[i]);
-                CHECK(hg && touched == 0, "%s: wrote %zu values of g", what, touched);
-                free(hg);
-            }
+            if (!gpu_is_cpu && hid <= 16)          /* fused (PW_MAX_HIDDEN): w h never stored */
+                check_untouched(dg, ng, what, "g");
             ss_free(gpu, dx); ss_free(gpu, dh); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dga);
             ss_free(gpu, dbb); ss_free(gpu, dg); ss_free(gpu, dtmp);
             free(hx); free(hh); free(hw); free(hb); free(ga); free(bb); free(g); free(tmp);
@@ -415,14 +420,8 @@ static void convt_crop_case(const ss_convt2d_desc *d, ss_convt_crop c, const cha
     ss_conv_transpose2d_crop(cpu, d, &c, x, w, with_bias ? b : NULL, t, y);
     ss_conv_transpose2d_crop(gpu, d, &c, dx, dw, with_bias ? db : NULL, dt, dy);
     CMP(dy, y, ny, 1e-6, what);
-    if (!gpu_is_cpu) {
-        float *ht = down(dt, nt);
-        size_t touched = 0;
-        for (size_t i = 0; ht && i < nt; i++)
-            touched += !isnan(ht[i]);
-        CHECK(ht && touched == 0, "%s: wrote %zu values of tmp", what, touched);
-        free(ht);
-    }
+    if (!gpu_is_cpu)
+        check_untouched(dt, nt, what, "tmp");
     ss_free(gpu, dx); ss_free(gpu, dw); ss_free(gpu, db); ss_free(gpu, dt); ss_free(gpu, dy);
     free(x); free(w); free(b); free(t); free(y);
 }
