@@ -244,7 +244,7 @@ typedef struct ss_backend_iface {
      * wrapper composes conv_transpose2d, copy4d and gelu. */
     ss_status (*conv_transpose2d_crop)(void *ctx, const ss_convt2d_desc *d, const ss_convt_crop *c, const float *x,
                                        const float *w, const float *bias, float *y, ss_error *err);
-    /* Optional (API 6): gemm d (batch 1) with a bias row added to C first (see
+    /* Optional (API 6): gemm d (batch 1) plus a bias row on every row of C (see
      * ss_gemm_bias).  NULL: the wrapper adds it with a rank-1 product. */
     ss_status (*gemm_bias)(void *ctx, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
                            float *c, ss_error *err);
@@ -386,11 +386,12 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps);
 void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, float *c);
-/* C [m, n] = alpha op(A) op(B) + (beta C + 1 bias^T) for gemm d with batch 1 and
- * bias [n]: a linear layer's product and bias (beta 1: added to C).  The bias
- * row is added to C before the product's result, as the rank-1 product
- * ones [m] x bias that backends without the op run (ones: m device floats of
- * 1.0, used only then) gives. */
+/* C [m, n] = alpha op(A) op(B) + beta C + 1 bias^T for gemm d with batch 1 and
+ * bias [n]: a linear layer's product and bias (beta 1: added to C).  Backends
+ * without the op store beta C + 1 bias^T first with the rank-1 product ones [m]
+ * x bias (ones: m device floats of 1.0, used only then), then add the product;
+ * CUDA adds the bias in its product's epilogue (the same sum, rounded in
+ * another order). */
 void ss_gemm_bias(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
                   const float *ones, float *c);
 void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
