@@ -55,6 +55,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(BUILD)/src/cli.o
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+# built with the tests (so both compilers check it), not run by `make check`
+BENCH_BINS := $(BUILD)/tests/bench_forward
 LIBSS    := $(BUILD)/libstemsplit.a
 BIN      := $(BUILD)/stemsplit
 
@@ -86,7 +88,7 @@ $(BUILD)/tests/%: tests/%.c $(LIBSS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -o $@ $< $(LIBSS) $(ALL_LDFLAGS) $(LIBS)
 
-tests: $(TEST_BINS) $(BIN)
+tests: $(TEST_BINS) $(BENCH_BINS) $(BIN)
 
 check: tests
 	@STEMSPLIT=$(abspath $(BIN)) SS_TEST_BIN=$(abspath $(BUILD)/tests) SAN=$(SAN) sh tests/run.sh
@@ -113,7 +115,7 @@ bench: stemsplit
 clean:
 	rm -rf build stemsplit
 
--include $(LIB_OBJS:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BINS:=.d) $(BENCH_BINS:=.d)
 
 # ---- fuzzing (clang + libFuzzer; not part of `make check`) -----------------------------
 #   make fuzz                  build the harnesses in build/fuzz and run each for FUZZ_TIME s
