@@ -894,12 +894,9 @@ static ss_status stats_parts(cuda_ctx *c, double *part, const float *x, int64_t 
 static ss_status stats(cuda_ctx *c, double *acc, double *part, const float *x, int64_t ngroups, int64_t gn,
                        const float *bias, int per, int groups, int64_t len, ss_error *err)
 {
-    int64_t nch = stat_chunks(gn);
-    if (ngroups > 0x7fffffff || nch > 65535)
-        return fail(err, SS_E_INTERNAL, "cuda statistics: %lld groups of %lld", (long long)ngroups, (long long)gn);
-    if (stats_parts(c, part, x, ngroups, gn, bias, per, groups, len, err) != SS_OK)
+    if (stats_parts(c, part, x, ngroups, gn, bias, per, groups, len, err) != SS_OK)    /* checks the grid */
         return err->code;
-    k_stats_sum<<<(unsigned)ngroups, 128, 0, c->stream>>>(acc, part, (int)nch);
+    k_stats_sum<<<(unsigned)ngroups, 128, 0, c->stream>>>(acc, part, (int)stat_chunks(gn));
     CK_LAUNCH(c, err, "statistics");
     return SS_OK;
 }
@@ -1224,18 +1221,18 @@ __global__ void __launch_bounds__(PW_THREADS) k_pw_stats(double *part, const flo
         pw_dot(a, g, hs, ws, hidden, q, lane);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int ia = 4 * q + i, ib = ia;
-            float ba = ia < na && bias ? bias[o0 + ia] : 0.0f, bb = ib < nb && bias ? bias[o0 + PW_HALF + ib] : 0.0f;
+            int r = 4 * q + i;                  /* row r of each half */
+            float ba = r < na && bias ? bias[o0 + r] : 0.0f, bb = r < nb && bias ? bias[o0 + PW_HALF + r] : 0.0f;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 if (t0 + lane + 32 * j >= len)
                     continue;
-                if (ia < na) {
+                if (r < na) {
                     double v = a[i][j] + ba;
                     s += v;
                     sq += v * v;
                 }
-                if (ib < nb) {
+                if (r < nb) {
                     double v = g[i][j] + bb;
                     s += v;
                     sq += v * v;
