@@ -132,6 +132,18 @@ static void test_elementwise(void)
         const int64_t dr[4] = {0, 50, 0, 1}, sr[4] = {0, 257, 0, -1}, shr[4] = {1, 30, 1, 50};
         ss_copy4d(cpu, y, dr, a + 100, sr, shr); ss_copy4d(gpu, dy, dr, da + 100, sr, shr);
         CMP(dy, y, 2 * m, 0, "copy4d reversed");
+        /* rows of a multiple of 4 floats: float4 moves where aligned, floats where not
+         * (one float off), and rows longer than one warp's task */
+        const int64_t sh4[4] = {2, 9, 6, 336}, s4[4] = {6 * 9 * 336, 336, 9 * 336, 1},
+                      d4[4] = {9 * 6 * 340, 6 * 340, 340, 1};
+        ss_fill(cpu, y, 2.0f, 2 * m); ss_fill(gpu, dy, 2.0f, 2 * m);
+        ss_copy4d(cpu, y, d4, a, s4, sh4); ss_copy4d(gpu, dy, d4, da, s4, sh4);
+        CMP(dy, y, 2 * m, 0, "copy4d rows of 336");
+        ss_copy4d(cpu, y + 1, d4, a, s4, sh4); ss_copy4d(gpu, dy + 1, d4, da, s4, sh4);
+        CMP(dy, y, 2 * m, 0, "copy4d rows of 336, unaligned");
+        const int64_t shl[4] = {1, 3, 2, 5000}, sl[4] = {0, 2 * 5000, 5000, 1}, dl[4] = {0, 5004, 3 * 5004, 1};
+        ss_copy4d(cpu, y + 8, dl, a + 4, sl, shl); ss_copy4d(gpu, dy + 8, dl, da + 4, sl, shl);
+        CMP(dy, y, 2 * m, 0, "copy4d long rows");
     }
     STATUS_OK();
     ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, ds); ss_free(gpu, dt); ss_free(gpu, dy);
@@ -366,6 +378,8 @@ static void test_conv2d(void)
     } cases[] = {
         {{2, 5, 1, 301, 7, 1, 3, 1, 1, 0, 1, 1, 2}, 1, 1e-6, "conv1d k3 dil2"},
         {{3, 4, 37, 11, 6, 8, 1, 4, 1, 2, 0, 1, 1}, 1, 1e-6, "conv2d [8,1]/4"},      /* freq conv stride 4 */
+        /* more columns than one pass of the im2col grid (its threads step on) */
+        {{1, 8, 260, 300, 4, 8, 1, 4, 1, 2, 0, 1, 1}, 1, 1e-6, "conv2d [8,1]/4, 19500 columns"},
         {{2, 9, 5, 13, 11, 1, 1, 1, 1, 0, 0, 1, 1}, 1, 1e-6, "conv2d 1x1"},
         {{1, 3, 9, 10, 4, 3, 5, 2, 3, 1, 2, 2, 1}, 0, 1e-6, "conv2d 3x5 s2x3 p1x2 d2"},  /* everything odd */
         {{2, 2, 1, 4001, 48, 1, 8, 1, 4, 0, 2, 1, 1}, 1, 1e-6, "conv1d k8 s4"},      /* time conv */
@@ -437,6 +451,11 @@ static void test_convt_crop(void)
     convt_crop_case(&b, (ss_convt_crop){0, 0, 1, 2008, 0}, "convt1d whole output", 1);
     ss_convt2d_desc c = {1, 3, 5, 6, 4, 3, 5, 2, 3};      /* odd: out 11 x 20 */
     convt_crop_case(&c, (ss_convt_crop){1, 3, 7, 13, 1}, "convt 3x5 s2x3 odd window", 1);
+    /* rows of 64 and more (gathered a row per block) */
+    ss_convt2d_desc d = {2, 5, 9, 70, 4, 8, 1, 4, 1};     /* freq [8,1] stride 4: out 40 x 70 */
+    convt_crop_case(&d, (ss_convt_crop){2, 0, 36, 70, 1}, "convt crop long rows, gelu", 1);
+    ss_convt2d_desc e = {1, 3, 5, 40, 4, 3, 5, 2, 3};     /* odd: out 11 x 122 */
+    convt_crop_case(&e, (ss_convt_crop){1, 3, 7, 100, 0}, "convt 3x5 s2x3 odd window, long rows", 1);
     STATUS_OK();
 }
 
@@ -449,6 +468,8 @@ static void test_conv_transpose2d(void)
     convt_case(&b, "convt1d k8 s4", 1);
     ss_convt2d_desc c = {1, 3, 5, 6, 4, 3, 5, 2, 3};      /* odd */
     convt_case(&c, "convt 3x5 s2x3", 0);
+    ss_convt2d_desc e = {1, 3, 5, 40, 4, 3, 5, 2, 3};     /* odd, rows of 122 */
+    convt_case(&e, "convt 3x5 s2x3, long rows", 0);
     if (test_failed_now)
         return;
     STATUS_OK();

@@ -686,6 +686,8 @@ static ss_status cu_glu(void *vctx, float *y, const float *x, int batch, int ch,
     return SS_OK;
 }
 
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 typedef struct dims4 {
     int64_t d[4], s[4], n[4];
 } dims4;
@@ -704,6 +706,31 @@ __global__ void k_copy4d(float *dst, const float *src, dims4 g, I n)
     }
 }
 
+/* copy4d whose rows are contiguous on both sides (d[3] == s[3] == 1): one warp
+ * per task of up to CP_CHUNK floats of one row, the row's start worked out once
+ * per task instead of per element; V = 4: float4 moves (rows, their strides
+ * and both bases 16-byte aligned). */
+#define CP_CHUNK 1024
+template <int V>
+__global__ void k_copy4d_rows(float *dst, const float *src, dims4 g, unsigned tasks, unsigned chunks)
+{
+    unsigned lane = threadIdx.x & 31, wpb = blockDim.x >> 5;
+    for (unsigned t = blockIdx.x * wpb + (threadIdx.x >> 5); t < tasks; t += gridDim.x * wpb) {
+        unsigned r = t / chunks, q = t - r * chunks;
+        unsigned k = r / (unsigned)g.n[2], i2 = r - k * (unsigned)g.n[2];
+        unsigned i0 = k / (unsigned)g.n[1], i1 = k - i0 * (unsigned)g.n[1];
+        const float *s = src + (int64_t)i0 * g.s[0] + (int64_t)i1 * g.s[1] + (int64_t)i2 * g.s[2];
+        float *d = dst + (int64_t)i0 * g.d[0] + (int64_t)i1 * g.d[1] + (int64_t)i2 * g.d[2];
+        int64_t j0 = (int64_t)q * CP_CHUNK, j1 = j0 + CP_CHUNK < g.n[3] ? j0 + CP_CHUNK : g.n[3];
+        if (V == 4)
+            for (int64_t j = j0 + 4 * lane; j < j1; j += 128)
+                *(float4 *)(d + j) = *(const float4 *)(s + j);
+        else
+            for (int64_t j = j0 + lane; j < j1; j += 32)
+                d[j] = s[j];
+    }
+}
+
 static ss_status cu_copy4d(void *vctx, float *dst, const int64_t dstride[4], const float *src,
                            const int64_t sstride[4], const int64_t shape[4], ss_error *err)
 {
@@ -717,6 +744,19 @@ static ss_status cu_copy4d(void *vctx, float *dst, const int64_t dstride[4], con
         g.s[i] = sstride[i];
         g.n[i] = shape[i];
         n *= (size_t)shape[i];
+    }
+    size_t rows = n / (size_t)shape[3], chunks = ((size_t)shape[3] + CP_CHUNK - 1) / CP_CHUNK;
+    if (dstride[3] == 1 && sstride[3] == 1 && shape[3] >= 16 && rows * chunks < 0x80000000u) {
+        int v4 = shape[3] % 4 == 0 && aligned16(dst) && aligned16(src);
+        for (int i = 0; i < 3; i++)
+            v4 = v4 && dstride[i] % 4 == 0 && sstride[i] % 4 == 0;
+        unsigned tasks = (unsigned)(rows * chunks), blocks = (tasks + TPB / 32 - 1) / (TPB / 32);
+        if (v4)
+            k_copy4d_rows<4><<<blocks, TPB, 0, c->stream>>>(dst, src, g, tasks, (unsigned)chunks);
+        else
+            k_copy4d_rows<1><<<blocks, TPB, 0, c->stream>>>(dst, src, g, tasks, (unsigned)chunks);
+        CK_LAUNCH(c, err, "copy4d");
+        return SS_OK;
     }
     if (n < 0x80000000u)
         LAUNCH(k_copy4d<unsigned>, n, dst, src, g, (unsigned)n);
@@ -761,7 +801,6 @@ __device__ T block_sum(T v, T *sh)
 
 #define STAT_CHUNK 8192   /* elements per block of the statistics pass */
 
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* part[g][chunk] = {sum, sum of squares} of chunk blockIdx.y of group g = blockIdx.x of x
  * [ngroups, gn] (contiguous); of x + bias[c] when bias is given, added in
@@ -2112,6 +2151,33 @@ __global__ void k_col2im(float *y, const float *col, const float *bias, int nb, 
     }
 }
 
+/* k_col2im by rows of the window (one row (b, co, oy) per blockIdx.x, its
+ * taps along y worked out once per thread; per element one division by sw):
+ * the same sums in the same order (bias, then ki and kj ascending). */
+__global__ void k_col2im_rows(float *y, const float *col, const float *bias, int cout, int h, int w, int kh, int kw,
+                              int sh, int sw, ss_convt_crop win)
+{
+    unsigned row = blockIdx.x, bc = row / (unsigned)win.oh;
+    int oy = win.h0 + (int)(row - bc * (unsigned)win.oh), co = (int)(bc % (unsigned)cout);
+    int64_t npos = (int64_t)h * w;
+    const float *cb = col + (int64_t)bc * kh * kw * npos;      /* bc = b * cout + co */
+    float bv = bias ? bias[co] : 0.0f, *yr = y + (size_t)row * (size_t)win.ow;
+    int ry = oy % sh, qy = oy / sh;
+    ROW_LOOP(j, win.ow) {
+        int ox = win.w0 + (int)j, rx = ox % sw, qx = ox / sw;
+        float v = bv;
+        for (int ki = ry, iy = qy; ki < kh && iy >= 0; ki += sh, iy--) {
+            if (iy >= h)
+                continue;
+            const float *cr = cb + (int64_t)ki * kw * npos + (int64_t)iy * w;
+            for (int kj = rx, ix = qx; kj < kw && ix >= 0; kj += sw, ix--)
+                if (ix < w)
+                    v += cr[(int64_t)kj * npos + ix];
+        }
+        yr[j] = win.gelu ? gelu_f(v) : v;
+    }
+}
+
 /* y = the window c of the transposed convolution d (the whole output when c
  * is NULL): per chunk of items col = w^T x, then k_col2im gathers the window. */
 static ss_status convt(cuda_ctx *c, const ss_convt2d_desc *d, const ss_convt_crop *cw, const float *x,
@@ -2133,8 +2199,11 @@ static ss_status convt(cuda_ctx *c, const ss_convt2d_desc *d, const ss_convt_cro
         if (gemm_rm(c, 1, 0, (int)kdim, (int)npos, d->cin, 1.0f, w, (int)kdim, 0, x + b0 * in_size, (int)npos,
                     in_size, 0.0f, col, (int)npos, per_item, cnt, 0, err) != SS_OK)
             return err->code;
-        size_t n = (size_t)cnt * out_size;
-        if (n < 0x80000000u)
+        size_t n = (size_t)cnt * out_size, rows = (size_t)cnt * d->cout * win.oh;
+        if (use_rows(rows, win.ow))
+            LAUNCH_ROWS(k_col2im_rows, rows, win.ow, y + b0 * out_size, col, bias, d->cout, d->h, d->w, d->kh, d->kw,
+                        d->sh, d->sw, win);
+        else if (n < 0x80000000u)
             LAUNCH(k_col2im<unsigned>, n, y + b0 * out_size, col, bias, cnt, d->cout, d->h, d->w, d->kh, d->kw, d->sh,
                    d->sw, win);
         else
