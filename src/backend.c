@@ -421,6 +421,14 @@ int ss_graph_available(const ss_backend *be)
            !be->prof && !(e && strcmp(e, "0") == 0);
 }
 
+int ss_backend_generation(const ss_backend *be, unsigned long *gen)
+{
+    if (!be->iface->generation)
+        return 0;
+    *gen = be->iface->generation(be->ctx);
+    return 1;
+}
+
 ss_status ss_graph_begin(ss_backend *be, ss_error *err)
 {
     if (be->err.code != SS_OK)

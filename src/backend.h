@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 6
+#define SS_BACKEND_API_VERSION 7
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -248,6 +248,11 @@ typedef struct ss_backend_iface {
      * ss_gemm_bias).  NULL: the wrapper adds it with a rank-1 product. */
     ss_status (*gemm_bias)(void *ctx, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
                            float *c, ss_error *err);
+    /* Optional (API 7): a count that changes whenever device memory the ops
+     * may have used is released or moved (buffers freed, scratch regrown, FFT
+     * plans dropped): a recording stays valid while it does not change.
+     * NULL: a caller must assume that any direct op may have changed it. */
+    unsigned long (*generation)(void *ctx);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -285,6 +290,9 @@ ss_status ss_graph_begin(ss_backend *be, ss_error *err);
 ss_status ss_graph_end(ss_backend *be, void **graph, ss_error *err);
 ss_status ss_graph_launch(ss_backend *be, void *graph, ss_error *err);
 void ss_graph_free(ss_backend *be, void *graph);
+/* The backend's memory generation (see `generation` in the vtable) in *gen;
+ * 0 where the backend does not keep one. */
+int ss_backend_generation(const ss_backend *be, unsigned long *gen);
 int ss_backend_threads(const ss_backend *be);
 
 /* The sticky error: SS_OK, or the first failure since the last call (which

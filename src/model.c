@@ -23,13 +23,21 @@ static const ss_arch *const arches[] = {
 
 const ss_arch *const *ss_arch_list(void) { return arches; }
 
-/* The arguments of a forward pass, and its recording when it has one. */
+/* Recordings kept per model: one per set of arguments (e.g. a file's full
+ * batches and its last, shorter one), the least recently used dropped. */
+#define N_GRAPHS 4
+
+/* The arguments of a forward pass that ran directly, and its recording when it
+ * has one. */
 typedef struct graph_entry {
     const float *x;
     float *y;
     int batch;
     int64_t length;
-    void *graph;
+    void *graph;               /* NULL: not recorded                          */
+    unsigned long gen;         /* memory generation it was recorded in        */
+    unsigned long direct_gen;  /* generation after its last direct pass        */
+    unsigned long used;        /* when last run (least recently used: dropped) */
 } graph_entry;
 
 struct ss_model {
@@ -37,8 +45,10 @@ struct ss_model {
     const ss_arch *arch;       /* the architecture's vtable          */
     void *state;               /* the architecture's loaded weights  */
     ss_backend *be;            /* where the weights live             */
-    graph_entry rec;           /* the recorded pass (graph NULL: none) */
-    graph_entry last;          /* arguments of the last direct pass  */
+    graph_entry graphs[N_GRAPHS]; /* passes run directly, recorded or not */
+    int n_graphs;
+    unsigned long clock;       /* forward passes run (graphs' `used`) */
+    unsigned long directs;     /* direct passes run                   */
     int graphs_off;            /* a recording failed: run directly   */
     ss_model_io io;            /* the engine's transfer buffers      */
 };
@@ -241,58 +251,96 @@ fail:
 
 const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }
 
-static int same_args(const graph_entry *g, const float *x, const float *y, int batch, int64_t length)
+static graph_entry *find_args(ss_model *m, const float *x, const float *y, int batch, int64_t length)
 {
-    return g->x == x && g->y == y && g->batch == batch && g->length == length;
+    for (int i = 0; i < m->n_graphs; i++) {
+        graph_entry *g = &m->graphs[i];
+        if (g->x == x && g->y == y && g->batch == batch && g->length == length)
+            return g;
+    }
+    return NULL;
 }
 
-static void drop_graph(ss_model *m)
+static void drop_graphs(ss_model *m)
 {
-    ss_graph_free(m->be, m->rec.graph);
-    m->rec.graph = NULL;
+    for (int i = 0; i < m->n_graphs; i++)
+        ss_graph_free(m->be, m->graphs[i].graph);
+    m->n_graphs = 0;
+}
+
+/* The backend's memory generation; without one, the number of direct passes
+ * (any of which may have moved memory a recording uses). */
+static unsigned long generation(const ss_model *m)
+{
+    unsigned long g;
+    return ss_backend_generation(m->be, &g) ? g : m->directs;
 }
 
 /* With op recording (CUDA graphs): the first pass with new arguments runs
- * directly (it may allocate and grow buffers, so the recording made before it
- * is dropped: its pointers may be stale); the second is recorded and launched;
- * later ones replay the recording.  So there is at most one recording, of the
- * arguments of the last direct pass.  A failed recording (the model did a host
- * round trip after all) turns recording off for the model and runs the pass
- * directly: same result, only slower. */
+ * directly (it may allocate and grow buffers); the next one with the same
+ * arguments is recorded and launched, later ones replay the recording.  A
+ * recording is kept per set of arguments (N_GRAPHS at most) while the
+ * backend's memory generation stays the one it was made in (nothing it uses
+ * was released or moved); a stale one is recorded again, without a direct
+ * pass first (buffers only grow: these arguments fit).  A recording that fails
+ * although nothing moved since its direct pass (the model did a host round
+ * trip after all) turns recording off for the model: same results, slower. */
 ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err)
 {
     ss_backend *be = m->be;
     int rec = !m->graphs_off && m->arch->graph_ok && ss_graph_available(be) &&
               m->arch->graph_ok(m->state, batch, length);
-    if (rec) {
-        if (m->rec.graph && same_args(&m->rec, x, y, batch, length))
-            return ss_graph_launch(be, m->rec.graph, err);
-        if (same_args(&m->last, x, y, batch, length)) {
-            ss_error rerr = {0};
-            void *g = NULL;
-            ss_status s = ss_graph_begin(be, &rerr);
-            if (s == SS_OK) {
-                ss_status fs = m->arch->forward(m->state, be, x, y, batch, length, &rerr);
-                s = ss_graph_end(be, &g, &rerr);
-                if (s == SS_OK && fs != SS_OK) {
-                    ss_graph_free(be, g);
-                    g = NULL;
-                    s = fs;
-                }
+    graph_entry *e = rec ? find_args(m, x, y, batch, length) : NULL;
+    m->clock++;
+    if (e) {
+        unsigned long gen = generation(m);
+        e->used = m->clock;
+        if (e->graph && e->gen == gen)
+            return ss_graph_launch(be, e->graph, err);
+        if (e->graph) {                                       /* stale */
+            ss_graph_free(be, e->graph);
+            e->graph = NULL;
+        }
+        ss_error rerr = {0};
+        void *g = NULL;
+        ss_status s = ss_graph_begin(be, &rerr);
+        if (s == SS_OK) {
+            ss_status fs = m->arch->forward(m->state, be, x, y, batch, length, &rerr);
+            s = ss_graph_end(be, &g, &rerr);
+            if (s == SS_OK && fs != SS_OK) {
+                ss_graph_free(be, g);
+                s = fs;
             }
-            if (s == SS_OK) {
-                drop_graph(m);
-                m->rec = (graph_entry){x, y, batch, length, g};
-                return ss_graph_launch(be, g, err);
-            }
+        }
+        if (s == SS_OK) {
+            e->graph = g;
+            e->gen = gen;
+            return ss_graph_launch(be, g, err);
+        }
+        if (e->direct_gen == gen) {
             m->graphs_off = 1;                              /* run directly from now on */
+            drop_graphs(m);
+            e = NULL;
         }
     }
-    drop_graph(m);
-    m->last = (graph_entry){x, y, batch, length, NULL};
     ss_status s = m->arch->forward(m->state, be, x, y, batch, length, err);
+    m->directs++;
     if (s != SS_OK)
         return s;
+    if (rec && !e) {                                 /* a slot: a free one or the least recently used */
+        if (m->n_graphs < N_GRAPHS) {
+            e = &m->graphs[m->n_graphs++];
+        } else {
+            e = &m->graphs[0];
+            for (int i = 1; i < N_GRAPHS; i++)
+                if (m->graphs[i].used < e->used)
+                    e = &m->graphs[i];
+            ss_graph_free(be, e->graph);
+        }
+        *e = (graph_entry){.x = x, .y = y, .batch = batch, .length = length, .used = m->clock};
+    }
+    if (e)
+        e->direct_gen = generation(m);
     return ss_backend_check(be, err);          /* no wait: the caller's download does */
 }
 
@@ -352,7 +400,7 @@ void ss_model_free(ss_model *m)
     if (!m)
         return;
     io_free(m);
-    drop_graph(m);
+    drop_graphs(m);
     m->arch->free(m->state, m->be);
     free(m);
 }

@@ -823,6 +823,14 @@ static void test_graphs(void)
     for (size_t i = 0; i < n; i++)
         ref[i] = a[i] + b[i];
     CMP(dy, ref, n, 0, "add after a failed recording");
+    /* the memory generation (recordings stay valid while it does not change):
+     * an allocation leaves it, a release changes it */
+    unsigned long g0 = 0, g1 = 0;
+    CHECK(ss_backend_generation(gpu, &g0), "CUDA backend without a memory generation");
+    float *dt = ss_alloc(gpu, 1000);
+    CHECK(ss_backend_generation(gpu, &g1) && g1 == g0, "an allocation changed the generation: %lu -> %lu", g0, g1);
+    ss_free(gpu, dt);
+    CHECK(ss_backend_generation(gpu, &g1) && g1 != g0, "a release left the generation at %lu", g1);
     STATUS_OK();
     ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, dy);
     free(a); free(b); free(ref); free(h);

@@ -89,6 +89,7 @@ typedef struct cuda_ctx {
     plan_entry plans[N_PLANS];
     unsigned long plan_clock;
     int capturing;           /* between graph_begin and graph_end             */
+    unsigned long generation; /* bumped when memory ops may use is released   */
     void *blas_ws;           /* cuBLAS workspace (set, so recording allocates nothing) */
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
@@ -166,6 +167,7 @@ static void *scratch(cuda_ctx *c, size_t bytes, ss_error *err)
         return c->scratch;
     if (c->scratch) {
         cudaStreamSynchronize(c->stream);
+        c->generation++;
         cudaFree(c->scratch);
         c->scratch = NULL;
         c->scratch_size = 0;
@@ -398,6 +400,8 @@ static void cu_graph_free(void *vctx, void *graph)
     cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
+static unsigned long cu_generation(void *vctx) { return ((cuda_ctx *)vctx)->generation; }
+
 static ss_precision cu_precision(void *vctx) { return ((cuda_ctx *)vctx)->prec; }
 static int cu_threads(void *vctx) { (void)vctx; return 1; }
 
@@ -417,6 +421,7 @@ static void cu_release(void *vctx, void *ptr)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     cudaStreamSynchronize(c->stream);
+    c->generation++;
     cudaFree(ptr);
 }
 
@@ -2281,6 +2286,7 @@ static const float *window(cuda_ctx *c, int n, ss_error *err)
         h[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n));
     if (c->window) {
         cudaStreamSynchronize(c->stream);
+        c->generation++;
         cudaFree(c->window);
         c->window = NULL;
         c->window_n = 0;
@@ -2315,6 +2321,7 @@ static int get_plan(cuda_ctx *c, int type, int n, int howmany, cufftHandle *out,
     }
     if (victim->n) {
         cudaStreamSynchronize(c->stream);
+        c->generation++;
         cufftDestroy(victim->plan);
         victim->n = 0;
     }
@@ -2534,6 +2541,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->graph_end = cu_graph_end;
     f->graph_launch = cu_graph_launch;
     f->graph_free = cu_graph_free;
+    f->generation = cu_generation;
     f->attention_ok = cu_attention_ok;
     f->attention = cu_attention;
     if (why) *why = g_why;
