@@ -32,6 +32,8 @@ struct ss_backend {
         long calls;
         double seconds;
     } *prof;
+    int prof_calls;                 /* STEMSPLIT_PROFILE=calls: list slow calls */
+    long prof_seq;                  /* ops timed so far                         */
     struct ss_prof_frame {          /* CPU backend: the ops being run (a fused  */
         const char *op;             /* op may call others), since when, and the */
         double t0, inner;           /* time of those it called                  */
@@ -292,8 +294,10 @@ static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_p
         return ss_fail(err, SS_E_NOMEM, "cannot start %d worker threads", p->threads);
     }
     const char *pe = getenv("STEMSPLIT_PROFILE");
-    if (pe && *pe == '1')
+    if (pe && (*pe == '1' || strcmp(pe, "calls") == 0)) {
         be->prof = calloc(SS_PROF_OPS, sizeof *be->prof);
+        be->prof_calls = *pe == 'c';
+    }
     *out = be;
     return SS_OK;
 }
@@ -653,7 +657,9 @@ static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_bac
 
 /* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
  * timed, and on the CPU backend every op (from DISPATCH to the kernel's
- * status); ss_backend_close() prints the totals per op on stderr. */
+ * status); ss_backend_close() prints the totals per op on stderr.
+ * STEMSPLIT_PROFILE=calls also prints each call of 1 ms or more as it ends,
+ * numbered in order (where a run's first pass spends its first-use costs). */
 static double prof_begin(ss_backend *be)
 {
     if (be->iface->synchronize)
@@ -666,6 +672,9 @@ static void prof_end(ss_backend *be, const char *op, double t0)
     if (be->iface->synchronize)
         be->iface->synchronize(be->ctx, &be->err);
     double dt = ss_seconds() - t0;
+    be->prof_seq++;
+    if (be->prof_calls && dt >= 1e-3)       /* first uses: kernels loaded, plans made, buffers grown */
+        fprintf(stderr, "profile (%s): op %ld, %s: %.1f ms\n", be->iface->name, be->prof_seq, op, 1e3 * dt);
     for (int i = 0; i < SS_PROF_OPS; i++) {
         if (!be->prof[i].op || strcmp(be->prof[i].op, op) == 0) {
             be->prof[i].op = op;

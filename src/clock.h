@@ -20,7 +20,7 @@ static inline double ss_seconds(void)
 static inline int ss_profile_stages(void)
 {
     const char *pe = getenv("STEMSPLIT_PROFILE");
-    return pe && (*pe == '1' || strcmp(pe, "engine") == 0);
+    return pe && (*pe == '1' || strcmp(pe, "engine") == 0 || strcmp(pe, "calls") == 0);
 }
 
 #endif

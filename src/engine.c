@@ -172,6 +172,8 @@ typedef struct run {
     double t_device;        /* forward passes and downloads                       */
     double t_post, t_wait;  /* post stage; the device loop waiting on it          */
     double t_wr_wait;       /* the post stage waiting for the writer (encoding)   */
+    double *tl;             /* profile: when each batch's download had landed     */
+    int64_t n_tl;
 } run;
 
 /* Segment length and stride for a model and params; 0 stride on bad params. */
@@ -606,6 +608,38 @@ static void run_free(run *r)
     free(r->passes);
     free(r->in);
     free(r->outbuf);
+    free(r->tl);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* STEMSPLIT_PROFILE: when the batches' outputs landed, from the engine's start
+ * t0 (launched: the first batch's forward pass had been queued; done: the last
+ * block had been encoded): the start-up is the first two (the first pass runs
+ * directly, the second is recorded where the backend records), the steady
+ * state the median period between later ones, the drain what follows the last. */
+static void print_timeline(run *r, double t0, double launched, double done)
+{
+    if (r->n_tl < 1)
+        return;
+    double *d = malloc(sizeof *d * (size_t)r->n_tl);
+    int64_t n = 0;
+    for (int64_t i = 2; d && i < r->n_tl; i++)
+        d[n++] = r->tl[i] - r->tl[i - 1];
+    double med = 0, lo = 0, hi = 0;
+    if (n) {
+        qsort(d, (size_t)n, sizeof *d, cmp_double);
+        med = d[n / 2], lo = d[0], hi = d[n - 1];
+    }
+    free(d);
+    fprintf(stderr, "engine timeline: first batch launched at %.3f s, its output landed at %.3f s, the second's at "
+            "%.3f s; then every %.2f ms (median of %lld; %.2f-%.2f ms); the last landed at %.3f s, done at %.3f s\n",
+            launched - t0, r->tl[0] - t0, r->n_tl > 1 ? r->tl[1] - t0 : 0.0, med * 1e3, (long long)n, lo * 1e3,
+            hi * 1e3, r->tl[r->n_tl - 1] - t0, done - t0);
 }
 
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
@@ -715,10 +749,13 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
     else
         take_batch(&r, &cur, &pending, &have_pending);
-    double t0 = ss_seconds();
+    if (r.prof && !(r.tl = malloc(sizeof *r.tl * (size_t)(total + 1))))
+        r.prof = 0;
+    double t0 = ss_seconds(), t_start = t0, t_launched = 0;
     if (s == SS_OK && cur.nb && (s = batch_input(&r, &cur, err)) == SS_OK) {
         r.t_input += ss_seconds() - t0;
         s = batch_launch(&r, &cur, err);
+        t_launched = ss_seconds();
     }
     while (s == SS_OK && cur.nb) {
         if (p->cancel && *p->cancel) {
@@ -745,6 +782,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
             break;
         }
         r.t_device += ss_seconds() - t0;
+        if (r.prof && r.n_tl <= total)
+            r.tl[r.n_tl++] = ss_seconds();
         if ((s = post_submit(&r, &cur, err)) != SS_OK)
             break;
         done += cur.nb;
@@ -770,6 +809,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         if (s == SS_OK)
             s = ws;
     }
+    if (r.prof)
+        print_timeline(&r, t_start, t_launched, ss_seconds());
     if (r.prof)
         fprintf(stderr, "engine profile: %lld chunks; device loop: input (decode, gather, upload) %.3f s, "
                 "forward + download %.3f s, waiting for overlap-add %.3f s; overlap-add %.3f s on its thread "

@@ -1,7 +1,9 @@
 /* bench_forward - time the model's forward pass alone (no decoding, no
  * overlap-add, no encoding): N calls on one batch of segments, after three
  * warm-up calls (on CUDA: the direct pass, the recorded one, a replay), then
- * one small download so that every call has finished.  Built with the tests,
+ * one small download so that every call has finished; each warm-up call is
+ * timed on its own (the first one's wall time is the process's first-use costs:
+ * kernels loaded, plans made, buffers allocated).  Built with the tests,
  * not run by `make check`; docs/performance.md quotes it.
  *
  *   bench_forward MODEL.safetensors [N=50] [BATCH=1] [COPY=0] [DEVICE=cuda]
@@ -55,11 +57,17 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nx; i++)              /* any audio-like values in [-0.5, 0.5) */
         hx[i] = (float)((i * 2654435761u) % 1000u) / 1000.0f - 0.5f;
     ss_upload(be, x, hx, nx);
-    double t0 = 0.0;
+    double t0 = 0.0, warm[3];
+    ss_download(be, hy, x, 1);                       /* the upload done */
     for (int i = -3; i < n && rc == 0; i++) {
-        if (i == 0) {
-            ss_download(be, hy, y, 1);               /* the warm-up calls done */
-            t0 = ss_seconds();
+        if (i <= 0) {
+            double t = ss_seconds();
+            if (i > -3) {
+                ss_download(be, hy, y, 1);           /* the warm-up call before done */
+                warm[i + 2] = ss_seconds() - t0;
+                t = ss_seconds();
+            }
+            t0 = t;
         }
         if (copy && i >= 0)
             ss_upload(be, x, hx, nx);
@@ -71,8 +79,9 @@ int main(int argc, char **argv)
     if (rc == 0 && ss_download_wait(be) == SS_OK && ss_download(be, hy, y, 1) == SS_OK &&
         ss_backend_check(be, &err) == SS_OK) {
         double t = ss_seconds() - t0;
-        printf("%s, batch %d%s: %.3f ms per call, %.3f ms per segment (%d calls)\n", device, batch,
-               copy ? ", with the copies" : "", 1e3 * t / n, 1e3 * t / n / batch, n);
+        printf("%s, batch %d%s: %.3f ms per call, %.3f ms per segment (%d calls); warm-up calls %.1f, %.1f, "
+               "%.1f ms\n", device, batch, copy ? ", with the copies" : "", 1e3 * t / n, 1e3 * t / n / batch, n,
+               1e3 * warm[0], 1e3 * warm[1], 1e3 * warm[2]);
     } else {
         if (!err.msg[0])
             ss_backend_check(be, &err);
