@@ -15,7 +15,11 @@
 # PyTorch: torch.cuda.max_memory_allocated).  PyTorch's defaults run its CUDA
 # convolutions in TF32 (torch.backends.cudnn.allow_tf32); it is also timed with
 # TF32 off (--fp32 strict, once model only and once end to end), the fair
-# comparison for stemsplit's strict fp32.
+# comparison for stemsplit's strict fp32.  Last, the steady state of a process
+# that separates many files (the runs above are each a process's first file):
+# PyTorch after a 10 s warm-up pass (--warm 1, model only and end to end)
+# against the 600 s file's own time in one stemsplit run after a 30 s file
+# (default precision).
 set -eu
 bin=$1 work=$2 secs=${3:-600} precs=${4:-default fp32} batch=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,3 +67,22 @@ print("%s (%s): stemsplit %.1fx realtime (%.2f s); pytorch fp32 model only %.1fx
          pse["rtf"], ss["rtf"] / pse["rtf"], peak, pt.get("peak_gpu_bytes", 0) / 2**30))
 PY
 done
+w1=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --warm 1)
+w2=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --warm 1 --e2e "$work/torch-out")
+echo "pytorch: $w1"
+echo "pytorch: $w2"
+first="$work/bench-30.wav"
+[ -f "$first" ] || python3 "$here/bench-torch.py" mix "$first" 30
+rm -rf "$work/bench-out"
+"$bin" -q -d cuda ${batch:+--batch $batch} -m "$work/model.safetensors" -o "$work/bench-out" \
+    --report-json "$work/bench-warm.json" "$first" "$mix"
+python3 - "$work/bench-warm.json" "$mix" "$w1" "$w2" <<'PY'
+import json, sys
+rep = json.load(open(sys.argv[1]))
+f = [f for f in rep["files"] if f["input"] == sys.argv[2]][0]
+m, e = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+print("steady state (default, second file of a process / PyTorch after a warm-up pass): stemsplit %.1fx (%.2f s); "
+      "pytorch model only %.1fx (%.2f s): ratio %.2f; end to end %.1fx (%.2f s): ratio %.2f"
+      % (f["rtf"], f["wall_seconds"], m["rtf"], m["wall_seconds"], f["rtf"] / m["rtf"], e["rtf"], e["wall_seconds"],
+         f["rtf"] / e["rtf"]))
+PY

@@ -3,7 +3,7 @@
 
   bench-torch.py mix OUT.wav SECONDS         write the deterministic test mixture
   bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps] [--e2e OUTDIR]
-                                             [--fp32 default|strict]
+                                             [--fp32 default|strict] [--warm 0|1]
                                              time the demucs CLI computation
                                              (normalise, apply_model split=True
                                              overlap=0.25 shifts=0, de-normalise)
@@ -18,6 +18,11 @@ separate, rescale each stem as demucs's save_audio does (clip="rescale"), write
 torchcodec, which the GPU machine lacks).  --fp32 strict turns off TF32 for
 cuDNN convolutions and cuBLAS matmuls (PyTorch's own default runs its CUDA
 convolutions in TF32); the JSON line says which settings were in force.
+--warm 1 first separates 10 s of noise with the same settings, outside the
+timed region, so that the timed run finds kernels loaded, cuDNN/cuBLAS
+initialised and the caching allocator's pools made: the steady state of a
+process that separates many files (stemsplit's counterpart: the second file's
+time in its per-file report).
 """
 import importlib.util, json, os, struct, sys, time, array
 
@@ -55,6 +60,7 @@ def main():
     device = opts.get("--device", "cpu")
     e2e = opts.get("--e2e")
     fp32 = opts.get("--fp32", "default")
+    warm = opts.get("--warm", "0") == "1"
     if fp32 not in ("default", "strict"):
         sys.exit("bench-torch.py: --fp32 takes default or strict, not %r" % fp32)
     if fp32 == "strict":
@@ -81,6 +87,10 @@ def main():
     model, _ = mr.load_model(model_path)
     model.to(device)
     from demucs.apply import apply_model
+    if warm:
+        noise = torch.randn(1, 2, 10 * mr.SR, generator=torch.Generator().manual_seed(7)).to(device)
+        with torch.no_grad():
+            apply_model(model, noise, shifts=0, split=True, overlap=0.25, device=device)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -98,7 +108,8 @@ def main():
         write_stems(out, model.sources)
     wall = time.perf_counter() - t0
     seconds = wav.shape[-1] / mr.SR
-    res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "audio_seconds": seconds,
+    res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "warm": warm,
+           "audio_seconds": seconds,
            "wall_seconds": wall, "rtf": seconds / wall, "torch": torch.__version__, "fp32": fp32,
            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
     if device == "cuda":
