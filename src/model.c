@@ -327,7 +327,7 @@ ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int
     m->directs++;
     if (s != SS_OK)
         return s;
-    if (rec && !e) {                                 /* a slot: a free one or the least recently used */
+    if (rec && !e && !m->graphs_off) {               /* a slot: a free one or the least recently used */
         if (m->n_graphs < N_GRAPHS) {
             e = &m->graphs[m->n_graphs++];
         } else {
