@@ -1033,8 +1033,10 @@ void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss
         return;
     DISPATCH(be, conv_transpose2d_crop, d, c, x, w, bias, y);
     ss_conv_transpose2d(be, d, x, w, bias, tmp);
-    const int64_t shape[4] = {(int64_t)d->batch * d->cout, c->oh, c->ow, 1};
-    const int64_t ss[4] = {(int64_t)oh * ow, ow, 1, 1}, ds[4] = {(int64_t)c->oh * c->ow, c->ow, 1, 1};
+    /* rows of the window (c->ow contiguous floats) as the innermost extent, so
+     * that a backend copies them a row at a time */
+    const int64_t shape[4] = {1, (int64_t)d->batch * d->cout, c->oh, c->ow};
+    const int64_t ss[4] = {0, (int64_t)oh * ow, ow, 1}, ds[4] = {0, (int64_t)c->oh * c->ow, c->ow, 1};
     ss_copy4d(be, y, ds, tmp + (size_t)c->h0 * ow + c->w0, ss, shape);
     if (c->gelu)
         ss_gelu(be, y, y, (size_t)d->batch * d->cout * c->oh * c->ow);
