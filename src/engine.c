@@ -809,13 +809,13 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
         if (s == SS_OK)
             s = ws;
     }
-    if (r.prof)
+    if (r.prof) {
         print_timeline(&r, t_start, t_launched, ss_seconds());
-    if (r.prof)
         fprintf(stderr, "engine profile: %lld chunks; device loop: input (decode, gather, upload) %.3f s, "
                 "forward + download %.3f s, waiting for overlap-add %.3f s; overlap-add %.3f s on its thread "
                 "(%.3f s of it waiting for the encoder)\n",
                 (long long)done, r.t_input, r.t_device, r.t_wait, r.t_post, r.t_wr_wait);
+    }
     goto done;
 nomem:
     s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");

@@ -158,6 +158,15 @@ static void tm_end(cuda_ctx *c, int i, int kind, size_t bytes)
     c->tm.pend_bytes[i] = bytes;
 }
 
+/* Before releasing memory queued ops may use (a buffer, scratch, the window,
+ * an FFT plan): let them finish, and change the generation so that recordings
+ * that use it are made again (see `generation` in backend.h). */
+static void before_release(cuda_ctx *c)
+{
+    cudaStreamSynchronize(c->stream);
+    c->generation++;
+}
+
 /* Scratch budget for one im2col/FFT/Winograd chunk (floats): 96 MiB. */
 #define CHUNK_FLOATS ((size_t)24 << 20)
 
@@ -166,8 +175,7 @@ static void *scratch(cuda_ctx *c, size_t bytes, ss_error *err)
     if (bytes <= c->scratch_size)
         return c->scratch;
     if (c->scratch) {
-        cudaStreamSynchronize(c->stream);
-        c->generation++;
+        before_release(c);
         cudaFree(c->scratch);
         c->scratch = NULL;
         c->scratch_size = 0;
@@ -420,8 +428,7 @@ static void *cu_alloc(void *vctx, size_t bytes)
 static void cu_release(void *vctx, void *ptr)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    cudaStreamSynchronize(c->stream);
-    c->generation++;
+    before_release(c);
     cudaFree(ptr);
 }
 
@@ -2285,8 +2292,7 @@ static const float *window(cuda_ctx *c, int n, ss_error *err)
     for (int i = 0; i < n; i++)
         h[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n));
     if (c->window) {
-        cudaStreamSynchronize(c->stream);
-        c->generation++;
+        before_release(c);
         cudaFree(c->window);
         c->window = NULL;
         c->window_n = 0;
@@ -2320,8 +2326,7 @@ static int get_plan(cuda_ctx *c, int type, int n, int howmany, cufftHandle *out,
             break;
     }
     if (victim->n) {
-        cudaStreamSynchronize(c->stream);
-        c->generation++;
+        before_release(c);
         cufftDestroy(victim->plan);
         victim->n = 0;
     }
