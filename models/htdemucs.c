@@ -1242,6 +1242,9 @@ static void conv_glu(ss_backend *be, const ht_conv *c, const ht_affine *nm, int 
         conv_fwd(be, c, x, r, batch, h, w);
         ss_group_norm(be, r, r, batch, c->cout, len, groups, nm->w, nm->b, HT_EPS);
         ss_glu(be, out, r, batch, c->cout / 2, len);
+    } else if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0 &&
+               (int64_t)h * w == len) {
+        ss_conv1x1_glu(be, out, x, c->w, c->b, batch, c->cin, c->cout / 2, len, r);   /* an encoder's rewrite */
     } else {
         conv_nobias(be, c, x, r, batch, h, w);
         ss_bias_glu(be, out, r, c->b, batch, c->cout / 2, len);

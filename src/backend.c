@@ -893,6 +893,12 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
+/* The CPU's fused DConv tail (kernels/cpu/nn.c) up to this hidden size; larger ones compose: the
+ * product made twice costs more than the traffic it saves. */
+#ifndef CPU_C1G_MAX_HIDDEN
+#define CPU_C1G_MAX_HIDDEN 48
+#endif
+
 void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
                            int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
                            float *g, float *tmp)
@@ -906,12 +912,40 @@ void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float
         ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
         return;
     }
+    if (cpu_runs_in_place(be) && hidden <= CPU_C1G_MAX_HIDDEN) {
+        cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, h, w, bias, batch, ch, hidden, len, gamma,
+                                                        beta, eps));
+        return;
+    }
     ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
                         .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
     ss_conv2d(be, &d, h, w, NULL, g);
     ss_group_norm_glu_add(be, x, g, tmp, bias, batch, ch, len, 1, gamma, beta, eps);
     if (cpu_runs_in_place(be))
         cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
+}
+
+void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, const float *bias, int batch,
+                    int cin, int ch, int64_t len, float *r)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return;
+    if (!LIVE(be))
+        return;
+    if (len > INT_MAX) {
+        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_glu: length %lld", (long long)len);
+        return;
+    }
+    if (cpu_runs_in_place(be)) {          /* no vtable entry: the CPU's fused kernel, timed as DISPATCH does */
+        if (be->prof && be->prof_depth < 4)
+            be->prof_stack[be->prof_depth++] = (struct ss_prof_frame){"conv1x1_glu", ss_seconds(), 0.0};
+        cpu_kernel_status(be, ss_cpu_conv1x1_glu(be->pool, out, x, w, bias, batch, cin, ch, len));
+        return;
+    }
+    ss_conv2d_desc d = {.batch = batch, .cin = cin, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
+                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+    ss_conv2d(be, &d, x, w, NULL, r);
+    ss_bias_glu(be, out, r, bias, batch, ch, len);
 }
 
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)

@@ -383,6 +383,13 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
 void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
                            int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
                            float *g, float *tmp);
+/* out [batch, ch, len] = glu(w x + bias) for x [batch, cin, len] and the 1x1
+ * convolution w [2*ch, cin] with bias [2*ch] (may be NULL): an encoder layer's
+ * rewrite, as ss_conv2d (no bias) into r then ss_bias_glu would give.  r
+ * [batch, 2*ch, len] is scratch (the CPU leaves it untouched); out must not
+ * overlap x or r. */
+void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, const float *bias, int batch,
+                    int cin, int ch, int64_t len, float *r);
 /* y [batch, ch, len] = gelu(x + bias) with bias [ch] (a convolution's; NULL: plain
  * GELU), as ss_channel_affine and ss_gelu would give; in place ok */
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);

@@ -545,6 +545,62 @@ static void test_group_norm_fused(void)
     }
 }
 
+/* A DConv layer's second half in one pass (ss_cpu_conv1x1_gn_glu_add): x += glu(group_norm(w h +
+ * bias)) with GroupNorm(1) over the 2ch channels of each item, against a double reference, and the
+ * same bits with any number of threads.  HTDemucs's shapes (hidden = ch / 8), an item of many column
+ * blocks, a last block cut short, hidden 48, values far from zero (the bias folded into the mean). */
+static void test_conv1x1_gn_glu_add(void)
+{
+    struct { int batch, ch, hidden; int64_t len; int bias, affine; float offset; } cases[] = {
+        {64, 48, 6, 336, 1, 1, 0.3f}, {1, 48, 6, 20000, 1, 1, 0.3f}, {3, 5, 3, 1001, 0, 0, 0.0f},
+        {2, 7, 48, 3000, 1, 1, -0.5f}, {2, 384, 48, 50, 1, 1, 0.3f}, {2, 24, 3, 700, 1, 0, 100.0f},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0] && !test_failed_now; ci++) {
+        int B = cases[ci].batch, C = cases[ci].ch, H = cases[ci].hidden;
+        int64_t L = cases[ci].len;
+        size_t nx = (size_t)B * C * L, nh = (size_t)B * H * L;
+        float *x = rand_buf(nx, 0.0f), *h = rand_buf(nh, cases[ci].offset), *w = rand_buf((size_t)2 * C * H, 0.0f);
+        float *bias = rand_buf((size_t)2 * C, cases[ci].offset), *ga = rand_buf((size_t)2 * C, 1.0f);
+        float *be = rand_buf((size_t)2 * C, 0.0f), *y1 = malloc(nx * sizeof *y1), *y2 = malloc(nx * sizeof *y2);
+        float *dy = malloc(nx * sizeof *dy);
+        double *ref = malloc(nx * sizeof *ref), *g = malloc((size_t)2 * C * L * sizeof *g);
+        CHECK(x && h && w && bias && ga && be && y1 && y2 && dy && ref && g, "oom");
+        const float *bp = cases[ci].bias ? bias : NULL, *gp = cases[ci].affine ? ga : NULL;
+        const float *bq = cases[ci].affine ? be : NULL;
+        for (int b = 0; b < B; b++) {
+            double s = 0.0, s2 = 0.0;
+            for (int r = 0; r < 2 * C; r++)
+                for (int64_t i = 0; i < L; i++) {
+                    double v = bp ? bp[r] : 0.0;
+                    for (int k = 0; k < H; k++)
+                        v += (double)w[r * H + k] * h[((size_t)b * H + k) * L + i];
+                    g[r * L + i] = v;
+                    s += v;
+                }
+            double m = s / (2.0 * C * L);
+            for (size_t i = 0; i < (size_t)2 * C * L; i++)
+                s2 += (g[i] - m) * (g[i] - m);
+            double rs = 1.0 / sqrt(s2 / (2.0 * C * L) + 1e-5);
+            for (int c = 0; c < C; c++)
+                for (int64_t i = 0; i < L; i++) {
+                    double a = (g[c * L + i] - m) * rs * (gp ? gp[c] : 1.0) + (bq ? bq[c] : 0.0);
+                    double t = (g[(c + C) * L + i] - m) * rs * (gp ? gp[c + C] : 1.0) + (bq ? bq[c + C] : 0.0);
+                    ref[((size_t)b * C + c) * L + i] = a / (1.0 + exp(-t));
+                }
+        }
+        memcpy(y1, x, nx * sizeof *y1);
+        memcpy(y2, x, nx * sizeof *y2);
+        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "pool");
+        CHECK(ss_cpu_conv1x1_gn_glu_add(NULL, y2, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "no pool");
+        for (size_t i = 0; i < nx; i++)
+            dy[i] = y1[i] - x[i];
+        double e = rel_l2(dy, ref, nx);
+        CHECK(e <= TOL, "case %zu (%dx%dx%dx%lld): relative L2 of the added term %.3g", ci, B, C, H, (long long)L, e);
+        CHECK(memcmp(y1, y2, nx * sizeof *y1) == 0, "case %zu: the result depends on the thread count", ci);
+        free(x); free(h); free(w); free(bias); free(ga); free(be); free(y1); free(y2); free(dy); free(ref); free(g);
+    }
+}
+
 static void test_layer_norm(void)
 {
     int shapes[][2] = {{1, 7}, {37, 384}, {5000, 3}, {3, 1000}};
@@ -623,6 +679,7 @@ int main(void)
     RUN(test_attention);
     RUN(test_group_norm);
     RUN(test_group_norm_fused);
+    RUN(test_conv1x1_gn_glu_add);
     RUN(test_layer_norm);
     RUN(test_copy4d_reversed);
     ss_pool_free(pool);

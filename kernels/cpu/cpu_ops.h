@@ -48,6 +48,8 @@ ss_status ss_cpu_copy4d(ss_pool *p, float *dst, const int64_t dstride[4], const 
 /* y = gelu(x), y = a * sigmoid(g) over one span (what ss_cpu_gelu / ss_cpu_glu do per element) */
 void ss_cpu_gelu_span(float *y, const float *x, int64_t n);
 void ss_cpu_glu_span(float *y, const float *a, const float *g, int64_t n);
+/* y = (a + ba) * sigmoid(g + bb) over one span (ss_cpu_bias_glu's per-row pass) */
+void ss_cpu_bias_glu_span(float *y, const float *a, const float *g, float ba, float bb, int64_t n);
 
 /* normalisation, matmul, convolution: kernels/cpu/nn.c */
 ss_status ss_cpu_group_norm(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
@@ -59,6 +61,17 @@ ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch
                                  int groups, const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
                                     int groups, const float *gamma, const float *beta, float eps);
+/* x [batch, ch, len] += glu(group_norm(w h + bias)) (ss_conv1x1_gn_glu_add) without storing w h:
+ * column blocks of it are made twice in cache, for the statistics and for the apply.  For small
+ * hidden (the product is cheap next to the memory traffic it saves). */
+ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const float *w, const float *bias,
+                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                    const float *beta, float eps);
+/* out [batch, ch, len] = glu(w x + bias) for the 1x1 convolution w [2ch, cin] (ss_conv1x1_glu)
+ * without storing w x: column blocks of it are made in cache and go straight through the GLU; the
+ * same bits as ss_cpu_conv2d then ss_cpu_bias_glu. */
+ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float *w, const float *bias, int batch,
+                             int cin, int ch, int64_t len);
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);

@@ -89,6 +89,11 @@ SS_SIMD_CLONES static void bias_glu_span(float *y, const float *a, const float *
         y[i] = (a[i] + ba) / (1.0f + fast_expf(-(g[i] + bb)));
 }
 
+void ss_cpu_bias_glu_span(float *y, const float *a, const float *g, float ba, float bb, int64_t n)
+{
+    bias_glu_span(y, a, g, ba, bb, n);
+}
+
 /* Reductions in 16 interleaved lanes (a fixed order, so results do not depend
  * on the machine's vector width), which the compiler turns into SIMD code. */
 #define LANES 16

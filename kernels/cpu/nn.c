@@ -93,11 +93,21 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 #define NN_LANES 8
 
+/* Loops built for AVX-512, AVX2 and the baseline, picked at load time: without contraction (ISO C
+ * mode has none) and with the lanes written out where order matters, every clone gives the same
+ * bits. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
+    (!defined(__clang__) || __clang_major__ >= 14)
+#define NN_SIMD SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NN_SIMD SS_VECTORISE
+#endif
+
 /* sums of d = x - k and of d^2 over x[0..n), in double, in NN_LANES
  * interleaved partial sums (a fixed order, so the result does not depend on
  * the vector width).  k is a value of the span: shifting by it keeps the sum
  * of squares free of cancellation, so one pass gives the statistics. */
-SS_VECTORISE static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
+NN_SIMD static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
 {
     double a1[NN_LANES] = {0}, a2[NN_LANES] = {0};
     int64_t i = 0;
@@ -123,7 +133,7 @@ SS_VECTORISE static void shifted_sums(const float *x, int64_t n, double k, doubl
 
 /* y = (x - m) * a + b in double: folding the mean into b would cancel badly
  * when the variance is tiny */
-SS_VECTORISE static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
+NN_SIMD static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = (float)(((double)x[i] - m) * a + b);
@@ -278,6 +288,192 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
                                     int groups, const float *gamma, const float *beta, float eps)
 {
     return gn_run(p, x, g, batch, 2 * ch, len, groups, gamma, beta, eps, (int64_t)batch * ch, gn_apply_glu_add);
+}
+
+/* ---- a DConv layer's second half: x += glu(group_norm(w h + bias)) --------------- */
+
+/* Work units are (item, column block); a block of g = w h + bias [2ch, bw] is made in a task's own
+ * buffer twice, once for the statistics and once for the apply, and never stored whole: for the
+ * outer layers (small hidden) that is far less memory traffic than writing g [batch, 2ch, len] and
+ * reading it back twice. */
+typedef struct c1g_job {
+    float *x;
+    const float *h, *w, *bias, *gamma, *beta;
+    int ch, hidden, bw, nblk;   /* bw: columns per block; nblk: blocks per item   */
+    int64_t len, units;
+    int tasks;
+    float *buf;                 /* [tasks][2ch * bw]                             */
+    double *part;               /* [units][2]: block mean and M2                  */
+    double *mean, *rstd;        /* [batch]                                        */
+} c1g_job;
+
+/* g [2ch, n] (pitch bw) = w h[:, c0:c0+n] for unit u (the bias is folded into the statistics and
+ * the apply); returns n */
+static int c1g_block(const c1g_job *j, int64_t u, float *g, int64_t *c0)
+{
+    int64_t b = u / j->nblk;
+    *c0 = (u % j->nblk) * j->bw;
+    int n = (int)(j->len - *c0 < j->bw ? j->len - *c0 : j->bw);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->hidden, 1.0f, j->w, j->hidden,
+                j->h + b * j->hidden * j->len + *c0, (int)j->len, 0.0f, g, j->bw);
+    return n;
+}
+
+static double c1g_bias(const c1g_job *j, int r) { return j->bias ? (double)j->bias[r] : 0.0; }
+
+static void c1g_stats(void *arg, int64_t t)
+{
+    c1g_job *j = arg;
+    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
+    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
+        int64_t c0;
+        int n = c1g_block(j, u, g, &c0);
+        /* sums of v - k over the block's 2ch rows, v = g + bias (row r: g - (k - bias[r])) */
+        double k = g[0] + c1g_bias(j, 0), s1 = 0.0, s2 = 0.0, nb = 2.0 * j->ch * (double)n;
+        for (int r = 0; r < 2 * j->ch; r++) {
+            double a1, a2;
+            shifted_sums(g + (int64_t)r * j->bw, n, k - c1g_bias(j, r), &a1, &a2);
+            s1 += a1;
+            s2 += a2;
+        }
+        j->part[2 * u] = k + s1 / nb;
+        j->part[2 * u + 1] = s2 - s1 * s1 / nb > 0.0 ? s2 - s1 * s1 / nb : 0.0;
+    }
+}
+
+NN_SIMD static void add_span(float *y, const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = y[i] + x[i];
+}
+
+static void c1g_apply(void *arg, int64_t t)
+{
+    c1g_job *j = arg;
+    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
+    float ta[NN_SPAN], tg[NN_SPAN], to[NN_SPAN];
+    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
+        int64_t c0, b = u / j->nblk;
+        int n = c1g_block(j, u, g, &c0);
+        double m = j->mean[b], rs = j->rstd[b];
+        for (int c = 0; c < j->ch; c++) {
+            int d = c + j->ch;
+            double aa = rs * (j->gamma ? j->gamma[c] : 1.0f), ba = j->beta ? j->beta[c] : 0.0;
+            double ab = rs * (j->gamma ? j->gamma[d] : 1.0f), bb = j->beta ? j->beta[d] : 0.0;
+            affine_span(ta, g + (int64_t)c * j->bw, n, m - c1g_bias(j, c), aa, ba);
+            affine_span(tg, g + (int64_t)d * j->bw, n, m - c1g_bias(j, d), ab, bb);
+            ss_cpu_glu_span(to, ta, tg, n);
+            add_span(j->x + (b * j->ch + c) * j->len + c0, to, n);
+        }
+    }
+}
+
+ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const float *w, const float *bias,
+                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                    const float *beta, float eps)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (hidden <= 0 || len > INT32_MAX)
+        return SS_E_INTERNAL;
+    c1g_job j = {.x = x, .h = h, .w = w, .bias = bias, .gamma = gamma, .beta = beta, .ch = ch, .hidden = hidden,
+                 .len = len};
+    /* blocks of about 64 Ki floats of g (a task's buffer stays in L2), 64..NN_SPAN columns */
+    int64_t bw = ((int64_t)1 << 16) / (2 * ch);
+    bw = bw < 64 ? 64 : bw > NN_SPAN ? NN_SPAN : bw;
+    if (bw > len)
+        bw = len;
+    j.bw = (int)bw;
+    j.nblk = (int)((len + bw - 1) / bw);
+    j.units = (int64_t)batch * j.nblk;
+    int64_t tasks = 2 * (int64_t)ss_pool_threads(p);
+    j.tasks = (int)(tasks < j.units ? tasks : j.units);
+    j.buf = malloc((size_t)j.tasks * (size_t)(2 * ch) * (size_t)bw * sizeof *j.buf);
+    j.part = malloc((size_t)j.units * 2 * sizeof *j.part);
+    j.mean = malloc((size_t)batch * sizeof *j.mean);
+    j.rstd = malloc((size_t)batch * sizeof *j.rstd);
+    ss_status st = SS_E_NOMEM;
+    if (j.buf && j.part && j.mean && j.rstd) {
+        ss_pool_for(p, j.tasks, c1g_stats, &j);
+        double gn = 2.0 * ch * (double)len;
+        for (int b = 0; b < batch; b++) {
+            /* merge the item's blocks in order */
+            const double *q = j.part + 2 * (int64_t)b * j.nblk;
+            double mean = q[0], m2 = q[1], na = 2.0 * ch * (double)bw;
+            for (int c = 1; c < j.nblk; c++) {
+                int64_t lo = (int64_t)c * bw;
+                double nb = 2.0 * ch * (double)(lo + bw < len ? bw : len - lo), nab = na + nb;
+                double delta = q[2 * c] - mean;
+                mean += delta * (nb / nab);
+                m2 += q[2 * c + 1] + delta * delta * (na * nb / nab);
+                na = nab;
+            }
+            j.mean[b] = mean;
+            j.rstd[b] = 1.0 / sqrt(m2 / gn + (double)eps);
+        }
+        ss_pool_for(p, j.tasks, c1g_apply, &j);
+        st = SS_OK;
+    }
+    free(j.buf);
+    free(j.part);
+    free(j.mean);
+    free(j.rstd);
+    return st;
+}
+
+/* ---- an encoder's rewrite: out = glu(w x + bias), w 1x1 ------------------------------------ */
+
+typedef struct c1glu_job {
+    float *out;
+    const float *x, *w, *bias;
+    int cin, ch, bw, nblk, tasks;
+    int64_t len, units;
+    float *buf;                 /* [tasks][2ch * bw] */
+} c1glu_job;
+
+static void c1glu_task(void *arg, int64_t t)
+{
+    c1glu_job *j = arg;
+    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
+    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
+        int64_t b = u / j->nblk, c0 = (u % j->nblk) * j->bw;
+        int n = (int)(j->len - c0 < j->bw ? j->len - c0 : j->bw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->cin, 1.0f, j->w, j->cin,
+                    j->x + b * j->cin * j->len + c0, (int)j->len, 0.0f, g, j->bw);
+        for (int c = 0; c < j->ch; c++) {
+            float *y = j->out + (b * j->ch + c) * j->len + c0;
+            const float *a = g + (int64_t)c * j->bw, *gt = g + (int64_t)(c + j->ch) * j->bw;
+            if (j->bias)
+                ss_cpu_bias_glu_span(y, a, gt, j->bias[c], j->bias[c + j->ch], n);
+            else
+                ss_cpu_glu_span(y, a, gt, n);
+        }
+    }
+}
+
+ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float *w, const float *bias, int batch,
+                             int cin, int ch, int64_t len)
+{
+    if (batch <= 0 || ch <= 0 || len <= 0)
+        return SS_OK;
+    if (cin <= 0 || len > INT32_MAX)
+        return SS_E_INTERNAL;
+    c1glu_job j = {.out = out, .x = x, .w = w, .bias = bias, .cin = cin, .ch = ch, .len = len};
+    int64_t bw = ((int64_t)1 << 16) / (2 * ch);         /* a block of w x: about 64 Ki floats */
+    bw = bw < 64 ? 64 : bw > 4096 ? 4096 : bw;
+    if (bw > len)
+        bw = len;
+    j.bw = (int)bw;
+    j.nblk = (int)((len + bw - 1) / bw);
+    j.units = (int64_t)batch * j.nblk;
+    int64_t tasks = 2 * (int64_t)ss_pool_threads(p);
+    j.tasks = (int)(tasks < j.units ? tasks : j.units);
+    j.buf = malloc((size_t)j.tasks * (size_t)(2 * ch) * (size_t)bw * sizeof *j.buf);
+    if (!j.buf)
+        return SS_E_NOMEM;
+    ss_pool_for(p, j.tasks, c1glu_task, &j);
+    free(j.buf);
+    return SS_OK;
 }
 
 /* ---- layer norm ---------------------------------------------------------------- */
@@ -629,14 +825,9 @@ static void conv_item(void *arg, int64_t b)
 #define WG_CHUNK 64
 
 /* The transforms only add, subtract and scale by constants (no contraction
- * in ISO C mode), so AVX2 / AVX-512 clones give the same bits as the
- * baseline code. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
-    (!defined(__clang__) || __clang_major__ >= 14)
-#define WG_SIMD SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define WG_SIMD SS_VECTORISE
-#endif
+ * in ISO C mode), so NN_SIMD's AVX2 / AVX-512 clones give the same bits as
+ * the baseline code. */
+#define WG_SIMD NN_SIMD
 
 typedef struct wino_job {
     const ss_conv2d_desc *d;
