@@ -71,6 +71,24 @@ SS_SIMD_CLONES static void glu_span(float *y, const float *a, const float *g, in
         y[i] = a[i] / (1.0f + fast_expf(-g[i]));
 }
 
+/* y[i] += glu(na, ng) with na = ((a[i] - ca[0]) - ca[1]) * ca[2] + ca[3], ng likewise from g[i] and cg:
+ * a normalisation whose mean is split as hi + lo floats, so that a - mean keeps its precision in float
+ * where the mean is large next to the spread. */
+SS_SIMD_CLONES static void norm_glu_add_span(float *y, const float *a, const float *g, int64_t n, float a0, float a1,
+                                             float a2, float a3, float g0, float g1, float g2, float g3)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float na = ((a[i] - a0) - a1) * a2 + a3, ng = ((g[i] - g0) - g1) * g2 + g3;
+        y[i] = y[i] + na / (1.0f + fast_expf(-ng));
+    }
+}
+
+void ss_cpu_norm_glu_add_span(float *y, const float *a, const float *g, int64_t n, const float ca[4],
+                              const float cg[4])
+{
+    norm_glu_add_span(y, a, g, n, ca[0], ca[1], ca[2], ca[3], cg[0], cg[1], cg[2], cg[3]);
+}
+
 /* The spans for kernels in other files (the fused group norms in nn.c): the same
  * code as ss_cpu_gelu / ss_cpu_glu run per element, so the same bits. */
 void ss_cpu_gelu_span(float *y, const float *x, int64_t n) { gelu_span(y, x, (size_t)n); }

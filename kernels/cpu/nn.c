@@ -341,29 +341,31 @@ static void c1g_stats(void *arg, int64_t t)
     }
 }
 
-NN_SIMD static void add_span(float *y, const float *x, int n)
+/* the affine of a normalised row as ss_cpu_norm_glu_add_span takes it: mean m (split in two floats),
+ * scale a, shift b */
+static void c1g_coef(float c[4], double m, double a, double b)
 {
-    for (int i = 0; i < n; i++)
-        y[i] = y[i] + x[i];
+    c[0] = (float)m;
+    c[1] = (float)(m - (double)c[0]);
+    c[2] = (float)a;
+    c[3] = (float)b;
 }
 
 static void c1g_apply(void *arg, int64_t t)
 {
     c1g_job *j = arg;
     float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
-    float ta[NN_SPAN], tg[NN_SPAN], to[NN_SPAN];
     for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
         int64_t c0, b = u / j->nblk;
         int n = c1g_block(j, u, g, &c0);
         double m = j->mean[b], rs = j->rstd[b];
         for (int c = 0; c < j->ch; c++) {
             int d = c + j->ch;
-            double aa = rs * (j->gamma ? j->gamma[c] : 1.0f), ba = j->beta ? j->beta[c] : 0.0;
-            double ab = rs * (j->gamma ? j->gamma[d] : 1.0f), bb = j->beta ? j->beta[d] : 0.0;
-            affine_span(ta, g + (int64_t)c * j->bw, n, m - c1g_bias(j, c), aa, ba);
-            affine_span(tg, g + (int64_t)d * j->bw, n, m - c1g_bias(j, d), ab, bb);
-            ss_cpu_glu_span(to, ta, tg, n);
-            add_span(j->x + (b * j->ch + c) * j->len + c0, to, n);
+            float ca[4], cg[4];
+            c1g_coef(ca, m - c1g_bias(j, c), rs * (j->gamma ? j->gamma[c] : 1.0f), j->beta ? j->beta[c] : 0.0);
+            c1g_coef(cg, m - c1g_bias(j, d), rs * (j->gamma ? j->gamma[d] : 1.0f), j->beta ? j->beta[d] : 0.0);
+            ss_cpu_norm_glu_add_span(j->x + (b * j->ch + c) * j->len + c0, g + (int64_t)c * j->bw,
+                                     g + (int64_t)d * j->bw, n, ca, cg);
         }
     }
 }
@@ -486,7 +488,7 @@ typedef struct ln_job {
     float eps;
 } ln_job;
 
-SS_VECTORISE static void ln_rows(void *arg, int64_t t)
+NN_SIMD static void ln_rows(void *arg, int64_t t)
 {
     ln_job *j = arg;
     int r0 = (int)t * j->rows_per_task;
@@ -1347,6 +1349,14 @@ typedef struct col2im_job {
     int64_t p0, ncols;
 } col2im_job;
 
+NN_SIMD static void add_run(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = y[i] + x[i];
+}
+
+/* Each tap's columns in runs along an input row: a contiguous add where the stride along w is 1 (the
+ * same sums in the same order as one element at a time). */
 static void col2im_channel(void *arg, int64_t co)
 {
     const col2im_job *j = arg;
@@ -1356,12 +1366,15 @@ static void col2im_channel(void *arg, int64_t co)
         for (int kj = 0; kj < d->kw; kj++) {
             const float *c = j->col + ((co * d->kh + ki) * (int64_t)d->kw + kj) * j->ncols;
             int iy = (int)(j->p0 / d->w), ix = (int)(j->p0 % d->w);
-            for (int64_t q = 0; q < j->ncols; q++) {
-                yc[(int64_t)(iy * d->sh + ki) * j->ow + ix * d->sw + kj] += c[q];
-                if (++ix == d->w) {
-                    ix = 0;
-                    iy++;
-                }
+            for (int64_t q = 0; q < j->ncols; iy++, ix = 0) {
+                int64_t run = d->w - ix < j->ncols - q ? d->w - ix : j->ncols - q;
+                float *yr = yc + (int64_t)(iy * d->sh + ki) * j->ow + (int64_t)ix * d->sw + kj;
+                if (d->sw == 1)
+                    add_run(yr, c + q, run);
+                else
+                    for (int64_t t = 0; t < run; t++)
+                        yr[t * d->sw] += c[q + t];
+                q += run;
             }
         }
 }
