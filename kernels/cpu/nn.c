@@ -496,14 +496,9 @@ NN_SIMD static void ln_rows(void *arg, int64_t t)
     for (int r = r0; r < r1; r++) {
         const float *x = j->x + (int64_t)r * j->dim;
         float *y = j->y + (int64_t)r * j->dim;
-        double s = 0.0;
-        for (int i = 0; i < j->dim; i++)
-            s += x[i];
-        double m = s / j->dim, v = 0.0;
-        for (int i = 0; i < j->dim; i++) {
-            double d = x[i] - m;
-            v += d * d;
-        }
+        double s1, s2, k = x[0];
+        shifted_sums(x, j->dim, k, &s1, &s2);          /* in lanes: vectorised */
+        double m = k + s1 / j->dim, v = s2 - s1 * s1 / j->dim > 0.0 ? s2 - s1 * s1 / j->dim : 0.0;
         double rs = 1.0 / sqrt(v / j->dim + (double)j->eps);
         const float *g = j->gamma, *b = j->beta;
         int n = j->dim;
