@@ -292,6 +292,37 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
 
 /* ---- a DConv layer's second half: x += glu(group_norm(w h + bias)) --------------- */
 
+/* A 1x1 convolution's output [batch, 2ch, len] in (item, column block) units: blocks of bw columns
+ * (about 64 Ki floats, at most maxw), two tasks per thread, each with its own block buffer. */
+typedef struct c1_blocks {
+    int bw, nblk, tasks;        /* columns per block, blocks per item, tasks */
+    int64_t units;
+    float *buf;                 /* [tasks][2ch * bw]                         */
+} c1_blocks;
+
+static ss_status c1_blocks_make(ss_pool *p, c1_blocks *k, int batch, int ch, int64_t len, int64_t maxw)
+{
+    int64_t bw = ((int64_t)1 << 16) / (2 * ch);
+    bw = bw < 64 ? 64 : bw > maxw ? maxw : bw;
+    if (bw > len)
+        bw = len;
+    k->bw = (int)bw;
+    k->nblk = (int)((len + bw - 1) / bw);
+    k->units = (int64_t)batch * k->nblk;
+    int64_t tasks = 2 * (int64_t)ss_pool_threads(p);
+    k->tasks = (int)(tasks < k->units ? tasks : k->units);
+    k->buf = malloc((size_t)k->tasks * (size_t)(2 * ch) * (size_t)bw * sizeof *k->buf);
+    return k->buf ? SS_OK : SS_E_NOMEM;
+}
+
+/* task t: units [*u0, *u1) and its buffer */
+static float *c1_task(const c1_blocks *k, int64_t t, int ch, int64_t *u0, int64_t *u1)
+{
+    *u0 = t * k->units / k->tasks;
+    *u1 = (t + 1) * k->units / k->tasks;
+    return k->buf + t * (int64_t)(2 * ch) * k->bw;
+}
+
 /* Work units are (item, column block); a block of g = w h + bias [2ch, bw] is made in a task's own
  * buffer twice, once for the statistics and once for the apply, and never stored whole: for the
  * outer layers (small hidden) that is far less memory traffic than writing g [batch, 2ch, len] and
@@ -299,10 +330,9 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
 typedef struct c1g_job {
     float *x;
     const float *h, *w, *bias, *gamma, *beta;
-    int ch, hidden, bw, nblk;   /* bw: columns per block; nblk: blocks per item   */
-    int64_t len, units;
-    int tasks;
-    float *buf;                 /* [tasks][2ch * bw]                             */
+    int ch, hidden;
+    int64_t len;
+    c1_blocks k;
     double *part;               /* [units][2]: block mean and M2                  */
     double *mean, *rstd;        /* [batch]                                        */
 } c1g_job;
@@ -311,11 +341,11 @@ typedef struct c1g_job {
  * the apply); returns n */
 static int c1g_block(const c1g_job *j, int64_t u, float *g, int64_t *c0)
 {
-    int64_t b = u / j->nblk;
-    *c0 = (u % j->nblk) * j->bw;
-    int n = (int)(j->len - *c0 < j->bw ? j->len - *c0 : j->bw);
+    int64_t b = u / j->k.nblk;
+    *c0 = (u % j->k.nblk) * j->k.bw;
+    int n = (int)(j->len - *c0 < j->k.bw ? j->len - *c0 : j->k.bw);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->hidden, 1.0f, j->w, j->hidden,
-                j->h + b * j->hidden * j->len + *c0, (int)j->len, 0.0f, g, j->bw);
+                j->h + b * j->hidden * j->len + *c0, (int)j->len, 0.0f, g, j->k.bw);
     return n;
 }
 
@@ -324,15 +354,16 @@ static double c1g_bias(const c1g_job *j, int r) { return j->bias ? (double)j->bi
 static void c1g_stats(void *arg, int64_t t)
 {
     c1g_job *j = arg;
-    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
-    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
+    int64_t u0, u1;
+    float *g = c1_task(&j->k, t, j->ch, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
         int64_t c0;
         int n = c1g_block(j, u, g, &c0);
         /* sums of v - k over the block's 2ch rows, v = g + bias (row r: g - (k - bias[r])) */
         double k = g[0] + c1g_bias(j, 0), s1 = 0.0, s2 = 0.0, nb = 2.0 * j->ch * (double)n;
         for (int r = 0; r < 2 * j->ch; r++) {
             double a1, a2;
-            shifted_sums(g + (int64_t)r * j->bw, n, k - c1g_bias(j, r), &a1, &a2);
+            shifted_sums(g + (int64_t)r * j->k.bw, n, k - c1g_bias(j, r), &a1, &a2);
             s1 += a1;
             s2 += a2;
         }
@@ -354,9 +385,10 @@ static void c1g_coef(float c[4], double m, double a, double b)
 static void c1g_apply(void *arg, int64_t t)
 {
     c1g_job *j = arg;
-    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
-    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
-        int64_t c0, b = u / j->nblk;
+    int64_t u0, u1;
+    float *g = c1_task(&j->k, t, j->ch, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t c0, b = u / j->k.nblk;
         int n = c1g_block(j, u, g, &c0);
         double m = j->mean[b], rs = j->rstd[b];
         for (int c = 0; c < j->ch; c++) {
@@ -364,8 +396,8 @@ static void c1g_apply(void *arg, int64_t t)
             float ca[4], cg[4];
             c1g_coef(ca, m - c1g_bias(j, c), rs * (j->gamma ? j->gamma[c] : 1.0f), j->beta ? j->beta[c] : 0.0);
             c1g_coef(cg, m - c1g_bias(j, d), rs * (j->gamma ? j->gamma[d] : 1.0f), j->beta ? j->beta[d] : 0.0);
-            ss_cpu_norm_glu_add_span(j->x + (b * j->ch + c) * j->len + c0, g + (int64_t)c * j->bw,
-                                     g + (int64_t)d * j->bw, n, ca, cg);
+            ss_cpu_norm_glu_add_span(j->x + (b * j->ch + c) * j->len + c0, g + (int64_t)c * j->k.bw,
+                                     g + (int64_t)d * j->k.bw, n, ca, cg);
         }
     }
 }
@@ -380,29 +412,21 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const 
         return SS_E_INTERNAL;
     c1g_job j = {.x = x, .h = h, .w = w, .bias = bias, .gamma = gamma, .beta = beta, .ch = ch, .hidden = hidden,
                  .len = len};
-    /* blocks of about 64 Ki floats of g (a task's buffer stays in L2), 64..NN_SPAN columns */
-    int64_t bw = ((int64_t)1 << 16) / (2 * ch);
-    bw = bw < 64 ? 64 : bw > NN_SPAN ? NN_SPAN : bw;
-    if (bw > len)
-        bw = len;
-    j.bw = (int)bw;
-    j.nblk = (int)((len + bw - 1) / bw);
-    j.units = (int64_t)batch * j.nblk;
-    int64_t tasks = 2 * (int64_t)ss_pool_threads(p);
-    j.tasks = (int)(tasks < j.units ? tasks : j.units);
-    j.buf = malloc((size_t)j.tasks * (size_t)(2 * ch) * (size_t)bw * sizeof *j.buf);
-    j.part = malloc((size_t)j.units * 2 * sizeof *j.part);
+    ss_status st = c1_blocks_make(p, &j.k, batch, ch, len, NN_SPAN);   /* a task's block stays in L2 */
+    int64_t bw = j.k.bw;
+    j.part = malloc((size_t)j.k.units * 2 * sizeof *j.part);
     j.mean = malloc((size_t)batch * sizeof *j.mean);
     j.rstd = malloc((size_t)batch * sizeof *j.rstd);
-    ss_status st = SS_E_NOMEM;
-    if (j.buf && j.part && j.mean && j.rstd) {
-        ss_pool_for(p, j.tasks, c1g_stats, &j);
+    if (st == SS_OK && (!j.part || !j.mean || !j.rstd))
+        st = SS_E_NOMEM;
+    if (st == SS_OK) {
+        ss_pool_for(p, j.k.tasks, c1g_stats, &j);
         double gn = 2.0 * ch * (double)len;
         for (int b = 0; b < batch; b++) {
             /* merge the item's blocks in order */
-            const double *q = j.part + 2 * (int64_t)b * j.nblk;
+            const double *q = j.part + 2 * (int64_t)b * j.k.nblk;
             double mean = q[0], m2 = q[1], na = 2.0 * ch * (double)bw;
-            for (int c = 1; c < j.nblk; c++) {
+            for (int c = 1; c < j.k.nblk; c++) {
                 int64_t lo = (int64_t)c * bw;
                 double nb = 2.0 * ch * (double)(lo + bw < len ? bw : len - lo), nab = na + nb;
                 double delta = q[2 * c] - mean;
@@ -413,10 +437,9 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const 
             j.mean[b] = mean;
             j.rstd[b] = 1.0 / sqrt(m2 / gn + (double)eps);
         }
-        ss_pool_for(p, j.tasks, c1g_apply, &j);
-        st = SS_OK;
+        ss_pool_for(p, j.k.tasks, c1g_apply, &j);
     }
-    free(j.buf);
+    free(j.k.buf);
     free(j.part);
     free(j.mean);
     free(j.rstd);
@@ -428,23 +451,24 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const 
 typedef struct c1glu_job {
     float *out;
     const float *x, *w, *bias;
-    int cin, ch, bw, nblk, tasks;
-    int64_t len, units;
-    float *buf;                 /* [tasks][2ch * bw] */
+    int cin, ch;
+    int64_t len;
+    c1_blocks k;
 } c1glu_job;
 
 static void c1glu_task(void *arg, int64_t t)
 {
     c1glu_job *j = arg;
-    float *g = j->buf + t * (int64_t)(2 * j->ch) * j->bw;
-    for (int64_t u = t * j->units / j->tasks; u < (t + 1) * j->units / j->tasks; u++) {
-        int64_t b = u / j->nblk, c0 = (u % j->nblk) * j->bw;
-        int n = (int)(j->len - c0 < j->bw ? j->len - c0 : j->bw);
+    int64_t u0, u1;
+    float *g = c1_task(&j->k, t, j->ch, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t b = u / j->k.nblk, c0 = (u % j->k.nblk) * j->k.bw;
+        int n = (int)(j->len - c0 < j->k.bw ? j->len - c0 : j->k.bw);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->cin, 1.0f, j->w, j->cin,
-                    j->x + b * j->cin * j->len + c0, (int)j->len, 0.0f, g, j->bw);
+                    j->x + b * j->cin * j->len + c0, (int)j->len, 0.0f, g, j->k.bw);
         for (int c = 0; c < j->ch; c++) {
             float *y = j->out + (b * j->ch + c) * j->len + c0;
-            const float *a = g + (int64_t)c * j->bw, *gt = g + (int64_t)(c + j->ch) * j->bw;
+            const float *a = g + (int64_t)c * j->k.bw, *gt = g + (int64_t)(c + j->ch) * j->k.bw;
             if (j->bias)
                 ss_cpu_bias_glu_span(y, a, gt, j->bias[c], j->bias[c + j->ch], n);
             else
@@ -461,20 +485,10 @@ ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float
     if (cin <= 0 || len > INT32_MAX)
         return SS_E_INTERNAL;
     c1glu_job j = {.out = out, .x = x, .w = w, .bias = bias, .cin = cin, .ch = ch, .len = len};
-    int64_t bw = ((int64_t)1 << 16) / (2 * ch);         /* a block of w x: about 64 Ki floats */
-    bw = bw < 64 ? 64 : bw > 4096 ? 4096 : bw;
-    if (bw > len)
-        bw = len;
-    j.bw = (int)bw;
-    j.nblk = (int)((len + bw - 1) / bw);
-    j.units = (int64_t)batch * j.nblk;
-    int64_t tasks = 2 * (int64_t)ss_pool_threads(p);
-    j.tasks = (int)(tasks < j.units ? tasks : j.units);
-    j.buf = malloc((size_t)j.tasks * (size_t)(2 * ch) * (size_t)bw * sizeof *j.buf);
-    if (!j.buf)
+    if (c1_blocks_make(p, &j.k, batch, ch, len, 4096) != SS_OK)
         return SS_E_NOMEM;
-    ss_pool_for(p, j.tasks, c1glu_task, &j);
-    free(j.buf);
+    ss_pool_for(p, j.k.tasks, c1glu_task, &j);
+    free(j.k.buf);
     return SS_OK;
 }
 
