@@ -20,6 +20,16 @@
 #define SS_VECTORISE
 #endif
 
+/* ... and build it for AVX-512, AVX2 and the baseline, picked at load time where the
+ * compiler can (not under AddressSanitizer).  ISO C mode contracts no a * b + c, and
+ * loops whose order matters write their lanes out, so every clone gives the same bits. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
+    (!defined(__clang__) || __clang_major__ >= 14)
+#define SS_SIMD_CLONES SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SS_SIMD_CLONES SS_VECTORISE
+#endif
+
 /* elementwise and layout: kernels/cpu/elementwise.c */
 ss_status ss_cpu_fill(ss_pool *p, float *y, float v, size_t n);
 ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src, size_t spitch,

@@ -21,13 +21,6 @@
  * Numerical Recipes (fractional error < 1.2e-7), which also avoids the
  * cancellation of 1 + erf(x) for negative x. */
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
-    (!defined(__clang__) || __clang_major__ >= 14)
-#define SS_SIMD_CLONES SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SS_SIMD_CLONES SS_VECTORISE
-#endif
-
 static inline float fast_expf(float x)
 {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;

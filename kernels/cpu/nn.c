@@ -93,21 +93,11 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 #define NN_LANES 8
 
-/* Loops built for AVX-512, AVX2 and the baseline, picked at load time: without contraction (ISO C
- * mode has none) and with the lanes written out where order matters, every clone gives the same
- * bits. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
-    (!defined(__clang__) || __clang_major__ >= 14)
-#define NN_SIMD SS_VECTORISE __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NN_SIMD SS_VECTORISE
-#endif
-
 /* sums of d = x - k and of d^2 over x[0..n), in double, in NN_LANES
  * interleaved partial sums (a fixed order, so the result does not depend on
  * the vector width).  k is a value of the span: shifting by it keeps the sum
  * of squares free of cancellation, so one pass gives the statistics. */
-NN_SIMD static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
+SS_SIMD_CLONES static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
 {
     double a1[NN_LANES] = {0}, a2[NN_LANES] = {0};
     int64_t i = 0;
@@ -133,7 +123,7 @@ NN_SIMD static void shifted_sums(const float *x, int64_t n, double k, double *s1
 
 /* y = (x - m) * a + b in double: folding the mean into b would cancel badly
  * when the variance is tiny */
-NN_SIMD static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
+SS_SIMD_CLONES static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = (float)(((double)x[i] - m) * a + b);
@@ -502,7 +492,7 @@ typedef struct ln_job {
     float eps;
 } ln_job;
 
-NN_SIMD static void ln_rows(void *arg, int64_t t)
+SS_SIMD_CLONES static void ln_rows(void *arg, int64_t t)
 {
     ln_job *j = arg;
     int r0 = (int)t * j->rows_per_task;
@@ -835,10 +825,8 @@ static void conv_item(void *arg, int64_t b)
 /* Tile columns transformed from one stack buffer. */
 #define WG_CHUNK 64
 
-/* The transforms only add, subtract and scale by constants (no contraction
- * in ISO C mode), so NN_SIMD's AVX2 / AVX-512 clones give the same bits as
- * the baseline code. */
-#define WG_SIMD NN_SIMD
+/* The transforms only add, subtract and scale by constants, so their AVX2 /
+ * AVX-512 clones (SS_SIMD_CLONES) give the same bits as the baseline code. */
 
 typedef struct wino_job {
     const ss_conv2d_desc *d;
@@ -864,7 +852,7 @@ static const double wg_g4[6][3] = {{1.0 / 4, 0, 0},
 
 /* u[k * ku + i] = (G g G^T)[k] for n filters whose 9 taps are g[e][i]; in
  * double, rounded once. */
-WG_SIMD static void wino_filter_span(const double (*g)[WG_CHUNK], int n, int a, float *u, int64_t ku)
+SS_SIMD_CLONES static void wino_filter_span(const double (*g)[WG_CHUNK], int n, int a, float *u, int64_t ku)
 {
     const double(*gm)[3] = a == 4 ? wg_g2 : wg_g4;
     double t[6][3][WG_CHUNK];                         /* G g */
@@ -902,7 +890,7 @@ static void wino_filter(void *arg, int64_t c)
 
 /* The 16 components of B^T d B (m = 2) for n tiles from 4 padded input rows
  * (tile i covers columns 2i .. 2i+3), component k stored at v[k * ks + i]. */
-WG_SIMD static void wino_input2(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
+SS_SIMD_CLONES static void wino_input2(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
 {
     float w[4][2 * WG_CHUNK + 2];
     for (int c = 0; c < 2 * n + 2; c++) {             /* B^T d */
@@ -927,7 +915,7 @@ WG_SIMD static void wino_input2(float (*r)[4 * WG_CHUNK + 2], int n, float *v, i
 
 /* The 36 components of B^T d B (m = 4) for n tiles from 6 padded input rows
  * (tile i covers columns 4i .. 4i+5), component k stored at v[k * ks + i]. */
-WG_SIMD static void wino_input4(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
+SS_SIMD_CLONES static void wino_input4(float (*r)[4 * WG_CHUNK + 2], int n, float *v, int64_t ks)
 {
     float w[6][4 * WG_CHUNK + 2];
     for (int c = 0; c < 4 * n + 2; c++) {             /* B^T d */
@@ -1022,7 +1010,7 @@ static void wino_gemm(void *arg, int64_t k)
 
 /* o[r][q][i] = (A^T M A)[r][q] + bias (m = 2) for n tiles whose 16
  * components lie ks apart from m. */
-WG_SIMD static void wino_output2(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
+SS_SIMD_CLONES static void wino_output2(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
 {
     const float *m0 = m, *m1 = m0 + ks, *m2 = m1 + ks, *m3 = m2 + ks, *m4 = m3 + ks, *m5 = m4 + ks;
     const float *m6 = m5 + ks, *m7 = m6 + ks, *m8 = m7 + ks, *m9 = m8 + ks, *m10 = m9 + ks, *m11 = m10 + ks;
@@ -1054,7 +1042,7 @@ WG_SIMD static void wino_output2(const float *m, int64_t ks, int n, float bias, 
 
 /* o[r][q][i] = (A^T M A)[r][q] + bias (m = 4) for n tiles whose 36
  * components lie ks apart from m. */
-WG_SIMD static void wino_output4(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
+SS_SIMD_CLONES static void wino_output4(const float *m, int64_t ks, int n, float bias, float (*o)[4][WG_CHUNK])
 {
     float t[4][6][WG_CHUNK];                          /* A^T M */
     for (int c = 0; c < 6; c++) {
@@ -1079,7 +1067,7 @@ WG_SIMD static void wino_output4(const float *m, int64_t ks, int n, float bias, 
 }
 
 /* y[tm * i + q] = o[q][i] for q < cols (the last tile may be cut short) */
-WG_SIMD static void wino_interleave(float *restrict y, const float (*o)[WG_CHUNK], int tm, int n, int cols)
+SS_SIMD_CLONES static void wino_interleave(float *restrict y, const float (*o)[WG_CHUNK], int tm, int n, int cols)
 {
     if (tm == 2)
         for (int i = 0; i < n; i++) {
@@ -1358,7 +1346,7 @@ typedef struct col2im_job {
     int64_t p0, ncols;
 } col2im_job;
 
-NN_SIMD static void add_run(float *y, const float *x, int64_t n)
+SS_SIMD_CLONES static void add_run(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = y[i] + x[i];
