@@ -630,6 +630,13 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
         free(fb->host[i]);
 }
 
+/* Profiling the CPU backend: op starts now (cpu_kernel_status ends it). */
+static void cpu_prof_push(ss_backend *be, const char *op)
+{
+    if (be->prof && be->prof_depth < 4)
+        be->prof_stack[be->prof_depth++] = (struct ss_prof_frame){op, ss_seconds(), 0.0};
+}
+
 /* Dispatch: the backend's op when present, else the block after the macro. */
 #define DISPATCH(be, op, ...)                                                  \
     do {                                                                       \
@@ -642,9 +649,8 @@ static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t 
                 prof_end(be, #op, t0_);                                        \
             return;                                                            \
         }                                                                      \
-        if ((be)->prof && cpu_runs_in_place(be) && (be)->prof_depth < 4)      \
-            (be)->prof_stack[(be)->prof_depth++] =                             \
-                (struct ss_prof_frame){#op, ss_seconds(), 0.0};                \
+        if (cpu_runs_in_place(be))                                             \
+            cpu_prof_push(be, #op);                                            \
     } while (0)
 
 #define FB_OK(be) (LIVE(be))
@@ -937,8 +943,7 @@ void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, 
         return;
     }
     if (cpu_runs_in_place(be)) {          /* no vtable entry: the CPU's fused kernel, timed as DISPATCH does */
-        if (be->prof && be->prof_depth < 4)
-            be->prof_stack[be->prof_depth++] = (struct ss_prof_frame){"conv1x1_glu", ss_seconds(), 0.0};
+        cpu_prof_push(be, "conv1x1_glu");
         cpu_kernel_status(be, ss_cpu_conv1x1_glu(be->pool, out, x, w, bias, batch, cin, ch, len));
         return;
     }
