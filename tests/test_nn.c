@@ -601,6 +601,43 @@ static void test_conv1x1_gn_glu_add(void)
     }
 }
 
+/* An encoder's 1x1 rewrite in one pass (ss_cpu_conv1x1_glu): out = glu(w x + bias) against a double
+ * reference, with and without a bias, items of one and of many column blocks, a last block cut short;
+ * and the same bits with any number of threads. */
+static void test_conv1x1_glu(void)
+{
+    struct { int batch, cin, ch; int64_t len; int bias; } cases[] = {
+        {2, 48, 48, 1000, 1}, {1, 96, 96, 20000, 1}, {3, 5, 7, 333, 0}, {2, 384, 384, 50, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0] && !test_failed_now; ci++) {
+        int B = cases[ci].batch, CI = cases[ci].cin, C = cases[ci].ch;
+        int64_t L = cases[ci].len;
+        size_t nx = (size_t)B * CI * L, ny = (size_t)B * C * L;
+        float *x = rand_buf(nx, 0.2f), *w = rand_buf((size_t)2 * C * CI, 0.0f), *bias = rand_buf((size_t)2 * C, 0.0f);
+        float *y1 = malloc(ny * sizeof *y1), *y2 = malloc(ny * sizeof *y2);
+        double *ref = malloc(ny * sizeof *ref);
+        CHECK(x && w && bias && y1 && y2 && ref, "oom");
+        const float *bp = cases[ci].bias ? bias : NULL;
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                for (int64_t i = 0; i < L; i++) {
+                    double a = bp ? bp[c] : 0.0, g = bp ? bp[c + C] : 0.0;
+                    for (int k = 0; k < CI; k++) {
+                        double v = x[((size_t)b * CI + k) * L + i];
+                        a += (double)w[(size_t)c * CI + k] * v;
+                        g += (double)w[(size_t)(c + C) * CI + k] * v;
+                    }
+                    ref[((size_t)b * C + c) * L + i] = a / (1.0 + exp(-g));
+                }
+        CHECK(ss_cpu_conv1x1_glu(pool, y1, x, w, bp, B, CI, C, L) == SS_OK, "pool");
+        CHECK(ss_cpu_conv1x1_glu(NULL, y2, x, w, bp, B, CI, C, L) == SS_OK, "no pool");
+        double e = rel_l2(y1, ref, ny);
+        CHECK(e <= TOL, "case %zu (%dx%dx%dx%lld): relative L2 %.3g", ci, B, CI, C, (long long)L, e);
+        CHECK(memcmp(y1, y2, ny * sizeof *y1) == 0, "case %zu: the result depends on the thread count", ci);
+        free(x); free(w); free(bias); free(y1); free(y2); free(ref);
+    }
+}
+
 static void test_layer_norm(void)
 {
     int shapes[][2] = {{1, 7}, {37, 384}, {5000, 3}, {3, 1000}};
@@ -680,6 +717,7 @@ int main(void)
     RUN(test_group_norm);
     RUN(test_group_norm_fused);
     RUN(test_conv1x1_gn_glu_add);
+    RUN(test_conv1x1_glu);
     RUN(test_layer_norm);
     RUN(test_copy4d_reversed);
     ss_pool_free(pool);

@@ -82,8 +82,9 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const 
                                     int batch, int ch, int hidden, int64_t len, const float *gamma,
                                     const float *beta, float eps);
 /* out [batch, ch, len] = glu(w x + bias) for the 1x1 convolution w [2ch, cin] (ss_conv1x1_glu)
- * without storing w x: column blocks of it are made in cache and go straight through the GLU; the
- * same bits as ss_cpu_conv2d then ss_cpu_bias_glu. */
+ * without storing w x: column blocks of it are made in cache and go straight through the GLU (the
+ * bias and GLU as ss_cpu_bias_glu; the product's rounding may differ from ss_cpu_conv2d's, whose
+ * sgemm calls have other shapes). */
 ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float *w, const float *bias, int batch,
                              int cin, int ch, int64_t len);
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
