@@ -404,28 +404,34 @@ static void attention_ref(const ss_attn_desc *d, const float *q, const float *k,
     free(p);
 }
 
-/* Row-blocked attention on 1-3 threads: odd sizes, several row blocks with a
- * partial last one, k | v interleaved as the model stores them, a large
- * score range; the columns of o outside the heads are left alone. */
-static void test_attention(void)
+/* Attention on 1-3 threads along path (SS_CPU_ATTN_*): odd sizes, several row
+ * and key blocks with partial last ones, k | v interleaved as the model stores
+ * them, a large score range (the running max of the fused path grows from
+ * block to block); the columns of o outside the heads are left alone, and the
+ * result has the same bits at every thread count. */
+static void attention_cases(int path)
 {
     static const int cases[][5] = {  /* heads, nq, nk, hd, q gain */
         {1, 1, 1, 1, 1}, {3, 7, 5, 4, 1}, {2, 300, 70, 12, 1}, {8, 530, 257, 16, 1}, {4, 129, 600, 8, 30},
+        {1, 1, 1, 64, 1}, {3, 200, 5, 64, 1}, {8, 300, 261, 64, 1}, {2, 97, 1283, 64, 30},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int heads = cases[ci][0], nq = cases[ci][1], nk = cases[ci][2], hd = cases[ci][3], D = heads * hd;
         ss_attn_desc d = {.heads = heads, .nq = nq, .nk = nk, .hd = hd, .ldq = D + 3, .ldk = 2 * D, .ldv = 2 * D,
                           .ldo = D + 2, .scale = 1.0f / sqrtf((float)hd), .reduced = 1};
+        if (path == SS_CPU_ATTN_FUSED && hd == 64)
+            CHECK(ss_cpu_attention_path(&d) == SS_CPU_ATTN_FUSED, "case %zu: head dim 64 not fused", ci);
         size_t nqf = (size_t)nq * d.ldq, nkv = (size_t)nk * 2 * D, no = (size_t)nq * d.ldo;
         float *q = rand_buf(nqf, 0.0f), *kv = rand_buf(nkv, 0.0f), *o = malloc(no * sizeof *o);
+        float *o1 = malloc(no * sizeof *o1);
         double *ref = calloc(no, sizeof *ref);
-        CHECK(q && kv && o && ref, "out of memory");
+        CHECK(q && kv && o && o1 && ref, "out of memory");
         for (size_t i = 0; i < nqf; i++)
             q[i] *= (float)cases[ci][4];
         attention_ref(&d, q, kv, kv + D, ref);
         for (int threads = 1; threads <= 3; threads++) {
             ss_pool *p = threads == 3 ? pool : ss_pool_new(threads);
-            size_t ns = ss_cpu_attention_scratch(p, &d);
+            size_t ns = p ? ss_cpu_attention_scratch(p, &d) : 0;
             float *scratch = malloc((ns ? ns : 1) * sizeof *scratch);
             CHECK(p && scratch, "out of memory");
             for (size_t i = 0; i < no; i++)
@@ -445,12 +451,34 @@ static void test_attention(void)
             double e = rel_l2(o, ref, no);
             CHECK(e <= TOL, "case %zu (%d heads, %d x %d, hd %d), %d threads: relative L2 %.3g", ci, heads, nq, nk,
                   hd, threads, e);
+            if (threads == 1)
+                memcpy(o1, o, no * sizeof *o);
+            else
+                CHECK(memcmp(o1, o, no * sizeof *o) == 0, "case %zu: %d threads give other bits than 1", ci,
+                      threads);
         }
         free(q);
         free(kv);
         free(o);
+        free(o1);
         free(ref);
     }
+}
+
+static void test_attention_blas(void)
+{
+    CHECK(ss_cpu_attention_force(SS_CPU_ATTN_BLAS) == 0, "cannot force the sgemm path");
+    attention_cases(SS_CPU_ATTN_BLAS);
+    ss_cpu_attention_force(-1);
+}
+
+/* The fused path (AVX-512F, head dim 64; other head dims take the sgemm path in it too) */
+static void test_attention_fused(void)
+{
+    if (ss_cpu_attention_force(SS_CPU_ATTN_FUSED) != 0)
+        SKIP("this machine has no fused attention path (needs x86-64 with AVX-512F)");
+    attention_cases(SS_CPU_ATTN_FUSED);
+    ss_cpu_attention_force(-1);
 }
 
 /* ---- group norm / layer norm -------------------------------------------------------- */
@@ -713,7 +741,8 @@ int main(void)
     RUN(test_conv2d_direct1d);
     RUN(test_conv2d_direct1d_threads);
     RUN(test_conv_transpose2d);
-    RUN(test_attention);
+    RUN(test_attention_blas);
+    RUN(test_attention_fused);
     RUN(test_group_norm);
     RUN(test_group_norm_fused);
     RUN(test_conv1x1_gn_glu_add);

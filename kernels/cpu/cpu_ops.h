@@ -90,13 +90,20 @@ ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
-/* Multi-head attention (ss_attn_desc) in blocks of query rows whose scores
- * stay in cache: the same products and softmax as composing ss_cpu_gemm and
- * ss_cpu_softmax, without the [nq, nk] matrix per head.  scratch holds
- * ss_cpu_attention_scratch(p, d) floats. */
+/* Multi-head attention (ss_attn_desc): kernels/cpu/attention.c.  Either fused
+ * (AVX-512F and head dim 64: query blocks against key blocks with an online
+ * softmax, nothing of size [nq, nk]) or through sgemm in blocks of query rows
+ * whose scores stay in cache (the same products and softmax as composing
+ * ss_cpu_gemm and ss_cpu_softmax).  scratch holds ss_cpu_attention_scratch(p, d)
+ * floats; results do not depend on the number of threads. */
+enum { SS_CPU_ATTN_BLAS = 0, SS_CPU_ATTN_FUSED = 1 };
 size_t ss_cpu_attention_scratch(ss_pool *p, const ss_attn_desc *d);
 ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                            float *o, float *scratch);
+/* The path ss_cpu_attention takes for d; tests: ss_cpu_attention_force(path) makes later calls take
+ * path where they can (-1 where this machine has no such path), -1 restores the choice. */
+int ss_cpu_attention_path(const ss_attn_desc *d);
+int ss_cpu_attention_force(int path);
 ss_status ss_cpu_conv2d(ss_pool *p, const ss_conv2d_desc *d, const float *x, const float *w,
                         const float *bias, float *y);
 /* 3x3, stride 1, padding 1, dilation 1 only (else SS_E_USAGE), by Winograd
