@@ -213,11 +213,12 @@ FUSED static void fused_unit(const attn_job *j, float *w, int h, int r0, int n)
 {
     const ss_attn_desc *d = j->d;
     float *qt = w + F_QT, *st = w + F_ST, *o = w + F_O, *m = w + F_M, *l = w + F_L, *c = w + F_C;
-    const float *zero = w + F_ZERO;
+    float *zero = w + F_ZERO;
+    memset(zero, 0, sizeof(float) * HD);
     for (int i = 0; i < QB; i++) {              /* qt [HD, QB], zero past the last row */
-        const float *qi = j->q + (int64_t)(r0 + i) * d->ldq + (int64_t)h * HD;
+        const float *qi = i < n ? j->q + (int64_t)(r0 + i) * d->ldq + (int64_t)h * HD : zero;
         for (int e = 0; e < HD; e++)
-            qt[e * QB + i] = i < n ? qi[e] : 0.0f;
+            qt[e * QB + i] = qi[e];
     }
     for (int i = 0; i < QB; i++) {
         m[i] = -INFINITY;
