@@ -13,7 +13,7 @@
 /* ---- vectorisable exp and GELU ------------------------------------------------
  * libm's expf/erff are scalar calls; softmax, GLU and GELU spend most of their
  * time in them.  These branch-free versions compile to SIMD loops (with an
- * AVX2 / AVX-512 clone picked at run time where the compiler supports it).
+ * AVX2 + FMA / AVX-512 clone picked at run time where the compiler supports it).
  * expf: Cody-Waite reduction x = n ln2 + r, degree-6 polynomial for e^r
  * (relative error < 2e-7 on [-87, 88]); inputs are clamped to that range, so
  * the result is never inf or denormal (callers only need it for softmax and
@@ -109,7 +109,7 @@ void ss_cpu_bias_glu_span(float *y, const float *a, const float *g, float ba, fl
  * on the machine's vector width), which the compiler turns into SIMD code. */
 #define LANES 16
 
-SS_SIMD_CLONES static float max_span(const float *x, int64_t n, float s)
+SS_SIMD_CLONES_EXACT static float max_span(const float *x, int64_t n, float s)
 {
     float m[LANES];
     for (int k = 0; k < LANES; k++)
@@ -127,7 +127,7 @@ SS_SIMD_CLONES static float max_span(const float *x, int64_t n, float s)
 }
 
 /* y = exp(s * x - mx) for one row; returns the sum */
-SS_SIMD_CLONES static float softmax_exp_span(float *y, const float *x, int64_t n, float s, float mx)
+SS_SIMD_CLONES_EXACT static float softmax_exp_span(float *y, const float *x, int64_t n, float s, float mx)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = fast_expf(s * x[i] - mx);
@@ -144,7 +144,7 @@ SS_SIMD_CLONES static float softmax_exp_span(float *y, const float *x, int64_t n
     return sum;
 }
 
-SS_SIMD_CLONES static void scale_span(float *y, int64_t n, float s)
+SS_SIMD_CLONES_EXACT static void scale_span(float *y, int64_t n, float s)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] *= s;

@@ -751,8 +751,8 @@ static void conv_item(void *arg, int64_t b)
 /* Tile columns transformed from one stack buffer. */
 #define WG_CHUNK 64
 
-/* The transforms only add, subtract and scale by constants, so their AVX2 /
- * AVX-512 clones (SS_SIMD_CLONES) give the same bits as the baseline code. */
+/* The input and output transforms only add, subtract and scale by powers of two, exact with or
+ * without fused multiply-adds, so every clone of them (SS_SIMD_CLONES) gives the same bits. */
 
 typedef struct wino_job {
     const ss_conv2d_desc *d;
