@@ -45,6 +45,7 @@ typedef struct attn_job {
     float *o;
     float *scratch;            /* [tasks, per_task]    */
     size_t per_task;           /* scratch floats a task uses */
+    int fused;                 /* SS_CPU_ATTN_FUSED path      */
     int rows;                  /* query rows per block */
     int blocks;                /* row blocks per head  */
     int tasks;
@@ -193,7 +194,7 @@ FUSED static void pv_6rows(float *o, const float *c, const float *pt, const floa
         __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
         __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
         UNROLL
-    for (int a = 0; a < 6; a++) {
+        for (int a = 0; a < 6; a++) {
             __m512 pa = _mm512_set1_ps(pj[a]);
             acc[a][0] = _mm512_fmadd_ps(pa, v0, acc[a][0]);
             acc[a][1] = _mm512_fmadd_ps(pa, v1, acc[a][1]);
@@ -262,15 +263,19 @@ static void fused_task(void *arg, int64_t t)
 
 static int path_forced = -1;   /* tests: SS_CPU_ATTN_BLAS / SS_CPU_ATTN_FUSED; -1 = pick */
 
-int ss_cpu_attention_force(int path)
+static int have_fused(void)
 {
 #ifdef HAVE_FUSED
-    if (path == SS_CPU_ATTN_FUSED && !__builtin_cpu_supports("avx512f"))
-        return -1;
+    return __builtin_cpu_supports("avx512f");
 #else
-    if (path == SS_CPU_ATTN_FUSED)
-        return -1;
+    return 0;
 #endif
+}
+
+int ss_cpu_attention_force(int path)
+{
+    if (path == SS_CPU_ATTN_FUSED && !have_fused())
+        return -1;
     path_forced = path;
     return 0;
 }
@@ -278,7 +283,7 @@ int ss_cpu_attention_force(int path)
 int ss_cpu_attention_path(const ss_attn_desc *d)
 {
 #ifdef HAVE_FUSED
-    if (path_forced != SS_CPU_ATTN_BLAS && d->hd == HD && __builtin_cpu_supports("avx512f"))
+    if (path_forced != SS_CPU_ATTN_BLAS && d->hd == HD && have_fused())
         return SS_CPU_ATTN_FUSED;
 #else
     (void)d;
@@ -289,8 +294,9 @@ int ss_cpu_attention_path(const ss_attn_desc *d)
 static void attn_shape(ss_pool *p, const ss_attn_desc *d, attn_job *j)
 {
     int threads = ss_pool_threads(p);
+    j->fused = ss_cpu_attention_path(d) == SS_CPU_ATTN_FUSED;
 #ifdef HAVE_FUSED
-    if (ss_cpu_attention_path(d) == SS_CPU_ATTN_FUSED) {
+    if (j->fused) {
         j->rows = QB;
         j->per_task = F_FLOATS;
     } else
@@ -329,7 +335,7 @@ ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, co
     attn_shape(p, d, &j);
     void (*task)(void *, int64_t) = blas_task;
 #ifdef HAVE_FUSED
-    if (ss_cpu_attention_path(d) == SS_CPU_ATTN_FUSED)
+    if (j.fused)
         task = fused_task;
 #endif
     ss_pool_for(j.tasks > 1 ? p : NULL, j.tasks, task, &j);
