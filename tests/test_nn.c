@@ -576,12 +576,14 @@ static void test_group_norm_fused(void)
 /* A DConv layer's second half in one pass (ss_cpu_conv1x1_gn_glu_add): x += glu(group_norm(w h +
  * bias)) with GroupNorm(1) over the 2ch channels of each item, against a double reference, and the
  * same bits with any number of threads.  HTDemucs's shapes (hidden = ch / 8), an item of many column
- * blocks, a last block cut short, hidden 48, values far from zero (the bias folded into the mean). */
+ * blocks, a last block cut short, hidden 48 and 64, values far from zero (the bias folded into the
+ * mean; h at 1000 +- 0.5 over many blocks: the statistics come from h's centred products). */
 static void test_conv1x1_gn_glu_add(void)
 {
     struct { int batch, ch, hidden; int64_t len; int bias, affine; float offset; } cases[] = {
         {64, 48, 6, 336, 1, 1, 0.3f}, {1, 48, 6, 20000, 1, 1, 0.3f}, {3, 5, 3, 1001, 0, 0, 0.0f},
         {2, 7, 48, 3000, 1, 1, -0.5f}, {2, 384, 48, 50, 1, 1, 0.3f}, {2, 24, 3, 700, 1, 0, 100.0f},
+        {1, 16, 5, 9000, 1, 1, 1000.0f}, {3, 4, 64, 130, 0, 1, -30.0f},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0] && !test_failed_now; ci++) {
         int B = cases[ci].batch, C = cases[ci].ch, H = cases[ci].hidden;

@@ -91,8 +91,8 @@ ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch
 ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
                                     int groups, const float *gamma, const float *beta, float eps);
 /* x [batch, ch, len] += glu(group_norm(w h + bias)) (ss_conv1x1_gn_glu_add) without storing w h:
- * column blocks of it are made twice in cache, for the statistics and for the apply.  For small
- * hidden (the product is cheap next to the memory traffic it saves). */
+ * the statistics come from h's row means and centred products (h is hidden / (2 ch) of w h's
+ * size), then column blocks of w h are made in cache once, for the apply.  For small hidden. */
 ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const float *w, const float *bias,
                                     int batch, int ch, int hidden, int64_t len, const float *gamma,
                                     const float *beta, float eps);

@@ -313,17 +313,22 @@ static float *c1_task(const c1_blocks *k, int64_t t, int ch, int64_t *u0, int64_
     return k->buf + t * (int64_t)(2 * ch) * k->bw;
 }
 
-/* Work units are (item, column block); a block of g = w h + bias [2ch, bw] is made in a task's own
- * buffer twice, once for the statistics and once for the apply, and never stored whole: for the
+/* Work units are (item, column block); the statistics come from h (below), then a block of
+ * g = w h [2ch, bw] is made in a task's own buffer for the apply and never stored whole: for the
  * outer layers (small hidden) that is far less memory traffic than writing g [batch, 2ch, len] and
  * reading it back twice. */
 typedef struct c1g_job {
     float *x;
     const float *h, *w, *bias, *gamma, *beta;
-    int ch, hidden;
+    int ch, hidden, tri;        /* tri = hidden (hidden + 1) / 2                  */
     int64_t len;
+    float eps;
     c1_blocks k;
-    double *part;               /* [units][2]: block mean and M2                  */
+    double *part;               /* [units][hidden]: h's row sums; then [units][tri + hidden]:
+                                   the centred rows' products (upper triangle) and sums */
+    double *hm;                 /* [batch][hidden]: h's row means                 */
+    double *hc;                 /* [tasks][hidden][bw]: a block of h centred      */
+    double *wtw, *wcol;         /* w^T w (upper triangle), column sums of w       */
     double *mean, *rstd;        /* [batch]                                        */
 } c1g_job;
 
@@ -341,25 +346,141 @@ static int c1g_block(const c1g_job *j, int64_t u, float *g, int64_t *c0)
 
 static double c1g_bias(const c1g_job *j, int r) { return j->bias ? (double)j->bias[r] : 0.0; }
 
-static void c1g_stats(void *arg, int64_t t)
+/* The statistics of g = w h + bias over an item come from h alone, so g is made once (for the
+ * apply).  With s_k h's row means and h' = h - s (rows centred), g = w h' + b', b' = bias + w s:
+ *   sum g             = len sum_o b'_o + sum_k (sum_o w_ok) d_k           (d_k = sum_t h'_kt, ~0)
+ *   sum (g - mean)^2  = sum_kk' (w^T w)_kk' G_kk' + 2 sum_o (b'_o - mean) sum_k w_ok d_k
+ *                       + len sum_o (b'_o - mean)^2                       (G = h' h'^T)
+ * exact for any s; with s the means every term but the small middle one is a sum of squares, so
+ * there is no cancellation, and G costs hidden / (4 ch) of the product per column.  In double, in
+ * column blocks merged in a fixed order: the result does not depend on the thread count. */
+
+/* sum of x[0..n) in NN_LANES interleaved partial sums */
+SS_SIMD_CLONES static double sum_lanes(const float *x, int n)
+{
+    double a[NN_LANES] = {0}, t = 0.0;
+    int i = 0;
+    for (; i + NN_LANES <= n; i += NN_LANES)
+        for (int l = 0; l < NN_LANES; l++)
+            a[l] += (double)x[i + l];
+    for (; i < n; i++)
+        t += (double)x[i];
+    for (int l = 0; l < NN_LANES; l++)
+        t += a[l];
+    return t;
+}
+
+/* y[0..n) = x - m in double; returns the sum of y */
+SS_SIMD_CLONES static double centre_span(double *y, const float *x, int n, double m)
+{
+    double a[NN_LANES] = {0}, t = 0.0;
+    int i = 0;
+    for (; i + NN_LANES <= n; i += NN_LANES)
+        for (int l = 0; l < NN_LANES; l++) {
+            y[i + l] = (double)x[i + l] - m;
+            a[l] += y[i + l];
+        }
+    for (; i < n; i++) {
+        y[i] = (double)x[i] - m;
+        t += y[i];
+    }
+    for (int l = 0; l < NN_LANES; l++)
+        t += a[l];
+    return t;
+}
+
+/* sum of a[i] b[i] over [0..n), as sum_lanes */
+SS_SIMD_CLONES static double dot_lanes(const double *a, const double *b, int n)
+{
+    double acc[NN_LANES] = {0}, t = 0.0;
+    int i = 0;
+    for (; i + NN_LANES <= n; i += NN_LANES)
+        for (int l = 0; l < NN_LANES; l++)
+            acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++)
+        t += a[i] * b[i];
+    for (int l = 0; l < NN_LANES; l++)
+        t += acc[l];
+    return t;
+}
+
+/* h[b][k][c0 .. c0+n) for unit u */
+static const float *c1g_hrow(const c1g_job *j, int64_t u, int k, int64_t *c0, int *n)
+{
+    int64_t b = u / j->k.nblk;
+    *c0 = (u % j->k.nblk) * j->k.bw;
+    *n = (int)(j->len - *c0 < j->k.bw ? j->len - *c0 : j->k.bw);
+    return j->h + (b * j->hidden + k) * j->len + *c0;
+}
+
+/* pass 1: part[u][k] = the sum of row k of h over unit u's columns */
+static void c1g_sums(void *arg, int64_t t)
 {
     c1g_job *j = arg;
-    int64_t u0, u1;
-    float *g = c1_task(&j->k, t, j->ch, &u0, &u1);
-    for (int64_t u = u0; u < u1; u++) {
-        int64_t c0;
-        int n = c1g_block(j, u, g, &c0);
-        /* sums of v - k over the block's 2ch rows, v = g + bias (row r: g - (k - bias[r])) */
-        double k = g[0] + c1g_bias(j, 0), s1 = 0.0, s2 = 0.0, nb = 2.0 * j->ch * (double)n;
-        for (int r = 0; r < 2 * j->ch; r++) {
-            double a1, a2;
-            shifted_sums(g + (int64_t)r * j->k.bw, n, k - c1g_bias(j, r), &a1, &a2);
-            s1 += a1;
-            s2 += a2;
+    int64_t u0, u1, c0;
+    int n = 0;
+    c1_task(&j->k, t, j->ch, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++)
+        for (int k = 0; k < j->hidden; k++) {
+            const float *hr = c1g_hrow(j, u, k, &c0, &n);
+            j->part[u * j->hidden + k] = sum_lanes(hr, n);
         }
-        j->part[2 * u] = k + s1 / nb;
-        j->part[2 * u + 1] = s2 - s1 * s1 / nb > 0.0 ? s2 - s1 * s1 / nb : 0.0;
+}
+
+/* pass 2: part[u] = the upper triangle of h' h'^T over unit u's columns, then the sums of h' */
+static void c1g_gram(void *arg, int64_t t)
+{
+    c1g_job *j = arg;
+    int64_t u0, u1, c0;
+    int n = 0;
+    c1_task(&j->k, t, j->ch, &u0, &u1);
+    double *hc = j->hc + t * (int64_t)j->hidden * j->k.bw;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t b = u / j->k.nblk;
+        double *q = j->part + u * (int64_t)(j->tri + j->hidden);
+        for (int k = 0; k < j->hidden; k++) {
+            const float *hr = c1g_hrow(j, u, k, &c0, &n);
+            q[j->tri + k] = centre_span(hc + (int64_t)k * j->k.bw, hr, n, j->hm[b * j->hidden + k]);
+        }
+        for (int k = 0, e = 0; k < j->hidden; k++)
+            for (int k2 = k; k2 < j->hidden; k2++, e++)
+                q[e] = dot_lanes(hc + (int64_t)k * j->k.bw, hc + (int64_t)k2 * j->k.bw, n);
     }
+}
+
+/* item b: its blocks' products merged in order, then the mean and 1 / std of g */
+static void c1g_finish(void *arg, int64_t b)
+{
+    c1g_job *j = arg;
+    int hd = j->hidden, tri = j->tri;
+    double *acc = j->part + b * j->k.nblk * (int64_t)(tri + hd);      /* the item's first block */
+    for (int c = 1; c < j->k.nblk; c++)
+        for (int e = 0; e < tri + hd; e++)
+            acc[e] += acc[c * (int64_t)(tri + hd) + e];
+    const double *gram = acc, *d = acc + tri, *hm = j->hm + b * hd;
+    double len = (double)j->len, n = 2.0 * j->ch * len, tot = 0.0;
+    for (int k = 0; k < hd; k++)
+        tot += j->wcol[k] * d[k];
+    double bsum = 0.0;
+    for (int o = 0; o < 2 * j->ch; o++) {
+        double bo = c1g_bias(j, o);
+        for (int k = 0; k < hd; k++)
+            bo += (double)j->w[o * hd + k] * hm[k];
+        bsum += bo;
+    }
+    double mean = (tot + len * bsum) / n, m2 = 0.0;
+    for (int e = 0; e < tri; e++)
+        m2 += j->wtw[e] * gram[e];
+    for (int o = 0; o < 2 * j->ch; o++) {
+        double bo = c1g_bias(j, o), wd = 0.0;
+        for (int k = 0; k < hd; k++) {
+            bo += (double)j->w[o * hd + k] * hm[k];
+            wd += (double)j->w[o * hd + k] * d[k];
+        }
+        m2 += 2.0 * (bo - mean) * wd + len * (bo - mean) * (bo - mean);
+    }
+    j->mean[b] = mean;
+    j->rstd[b] = 1.0 / sqrt((m2 > 0.0 ? m2 : 0.0) / n + (double)j->eps);
 }
 
 /* the affine of a normalised row as ss_cpu_norm_glu_add_span takes it: mean m (split in two floats),
@@ -401,36 +522,47 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const 
     if (hidden <= 0 || len > INT32_MAX)
         return SS_E_INTERNAL;
     c1g_job j = {.x = x, .h = h, .w = w, .bias = bias, .gamma = gamma, .beta = beta, .ch = ch, .hidden = hidden,
-                 .len = len};
+                 .tri = hidden * (hidden + 1) / 2, .len = len, .eps = eps};
     ss_status st = c1_blocks_make(p, &j.k, batch, ch, len, NN_SPAN);   /* a task's block stays in L2 */
-    int64_t bw = j.k.bw;
-    j.part = malloc((size_t)j.k.units * 2 * sizeof *j.part);
+    j.part = malloc((size_t)j.k.units * (size_t)(j.tri + hidden) * sizeof *j.part);
+    j.hm = malloc((size_t)batch * (size_t)hidden * sizeof *j.hm);
+    j.hc = malloc((size_t)j.k.tasks * (size_t)hidden * (size_t)j.k.bw * sizeof *j.hc);
+    j.wtw = malloc((size_t)(j.tri + hidden) * sizeof *j.wtw);
     j.mean = malloc((size_t)batch * sizeof *j.mean);
     j.rstd = malloc((size_t)batch * sizeof *j.rstd);
-    if (st == SS_OK && (!j.part || !j.mean || !j.rstd))
+    if (st == SS_OK && (!j.part || !j.hm || !j.hc || !j.wtw || !j.mean || !j.rstd))
         st = SS_E_NOMEM;
     if (st == SS_OK) {
-        ss_pool_for(p, j.k.tasks, c1g_stats, &j);
-        double gn = 2.0 * ch * (double)len;
-        for (int b = 0; b < batch; b++) {
-            /* merge the item's blocks in order */
-            const double *q = j.part + 2 * (int64_t)b * j.k.nblk;
-            double mean = q[0], m2 = q[1], na = 2.0 * ch * (double)bw;
-            for (int c = 1; c < j.k.nblk; c++) {
-                int64_t lo = (int64_t)c * bw;
-                double nb = 2.0 * ch * (double)(lo + bw < len ? bw : len - lo), nab = na + nb;
-                double delta = q[2 * c] - mean;
-                mean += delta * (nb / nab);
-                m2 += q[2 * c + 1] + delta * delta * (na * nb / nab);
-                na = nab;
+        j.wcol = j.wtw + j.tri;
+        memset(j.wtw, 0, (size_t)(j.tri + hidden) * sizeof *j.wtw);
+        for (int o = 0; o < 2 * ch; o++) {                         /* w^T w and w's column sums */
+            const float *wo = w + (int64_t)o * hidden;
+            for (int k = 0, e = 0; k < hidden; k++) {
+                for (int k2 = k; k2 < hidden; k2++, e++)
+                    j.wtw[e] += (double)wo[k] * wo[k2];
+                j.wcol[k] += wo[k];
             }
-            j.mean[b] = mean;
-            j.rstd[b] = 1.0 / sqrt(m2 / gn + (double)eps);
         }
+        for (int k = 0, e = 0; k < hidden; k++)
+            for (int k2 = k; k2 < hidden; k2++, e++)
+                j.wtw[e] *= k2 == k ? 1.0 : 2.0;                    /* each pair k != k2 twice */
+        ss_pool_for(p, j.k.tasks, c1g_sums, &j);
+        for (int64_t b = 0; b < batch; b++)
+            for (int k = 0; k < hidden; k++) {
+                double s = 0.0;
+                for (int c = 0; c < j.k.nblk; c++)
+                    s += j.part[(b * j.k.nblk + c) * hidden + k];
+                j.hm[b * hidden + k] = s / (double)len;
+            }
+        ss_pool_for(p, j.k.tasks, c1g_gram, &j);
+        ss_pool_for(batch >= 8 ? p : NULL, batch, c1g_finish, &j);
         ss_pool_for(p, j.k.tasks, c1g_apply, &j);
     }
     free(j.k.buf);
     free(j.part);
+    free(j.hm);
+    free(j.hc);
+    free(j.wtw);
     free(j.mean);
     free(j.rstd);
     return st;
