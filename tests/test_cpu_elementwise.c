@@ -1,9 +1,12 @@
 /* test_cpu_elementwise.c - the vectorised exp-based CPU kernels (GELU, GLU,
- * softmax) against double-precision libm formulas, odd lengths included. */
+ * softmax) against double-precision libm formulas, odd lengths included; the
+ * per-row statistics and affine that the model's input normalisation uses. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../kernels/cpu/cpu_ops.h"
+#include "threadpool.h"
 #include "test.h"
 
 static void test_gelu_matches_erfc_formula(void)
@@ -120,6 +123,65 @@ static void test_softmax_extremes_are_finite(void)
     CHECK(fabsf(y[2] - 1.0f) < 1e-6f && fabsf(s - 1.0f) < 1e-6f, "largest input takes all: %g (sum %g)", y[2], s);
 }
 
+/* row_moments (mean, unbiased std) against double sums, rows of one piece and of several with a
+ * short last one, values far from zero, at 1-3 threads with the same bits; a row of one value has
+ * no std (NaN).  row_affine across pieces. */
+static void test_row_moments_and_affine(void)
+{
+    static const int64_t lens[] = {1, 7, 65536, 65537, 200003};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0] && !test_failed_now; li++) {
+        int rows = 3;
+        int64_t len = lens[li];
+        size_t n = (size_t)rows * (size_t)len;
+        float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), st[2][2][3];
+        CHECK(x && y, "oom");
+        for (size_t i = 0; i < n; i++)     /* row 2 sits at 3000 +- 0.5: a one-pass variance would cancel */
+            x[i] = (float)((i * 7919u) % 1001) / 1000.0f - 0.5f + (i / (size_t)len == 2 ? 3000.0f : 0.0f);
+        for (int threads = 1; threads <= 3; threads++) {
+            ss_pool *p = ss_pool_new(threads);
+            CHECK(p, "pool");
+            float m[3], sd[3];
+            CHECK(ss_cpu_row_moments(p, m, sd, x, rows, len) == SS_OK, "row_moments");
+            ss_pool_free(p);
+            if (threads == 1) {
+                memcpy(st[0][0], m, sizeof m);
+                memcpy(st[0][1], sd, sizeof sd);
+            } else {
+                CHECK(memcmp(st[0][0], m, sizeof m) == 0 && memcmp(st[0][1], sd, sizeof sd) == 0,
+                      "len %lld: %d threads give other bits than 1", (long long)len, threads);
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            double s = 0.0, s2 = 0.0;
+            for (int64_t i = 0; i < len; i++)
+                s += x[r * len + i];
+            double mean = s / (double)len;
+            for (int64_t i = 0; i < len; i++)
+                s2 += (x[r * len + i] - mean) * (x[r * len + i] - mean);
+            CHECK(fabs(st[0][0][r] - mean) <= 1e-6 * fmax(fabs(mean), 1.0), "len %lld row %d: mean %.9g, not %.9g",
+                  (long long)len, r, st[0][0][r], mean);
+            if (len == 1) {
+                CHECK(isnan(st[0][1][r]), "len 1: std %g, not NaN", st[0][1][r]);
+            } else {
+                double sd = sqrt(s2 / (double)(len - 1));
+                CHECK(fabs(st[0][1][r] - sd) <= 1e-6 * sd, "len %lld row %d: std %.9g, not %.9g", (long long)len, r,
+                      st[0][1][r], sd);
+            }
+        }
+        float sc[3] = {2.0f, -0.5f, 0.25f}, sh[3] = {1.0f, 0.0f, -750.0f};
+        ss_pool *p = ss_pool_new(3);
+        CHECK(p, "pool");
+        CHECK(ss_cpu_row_affine(p, y, x, rows, len, sc, sh) == SS_OK, "row_affine");
+        ss_pool_free(p);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += y[i] != x[i] * sc[i / (size_t)len] + sh[i / (size_t)len];
+        CHECK(bad == 0, "len %lld: row_affine wrong at %zu of %zu values", (long long)len, bad, n);
+        free(x);
+        free(y);
+    }
+}
+
 int main(void)
 {
     RUN(test_gelu_matches_erfc_formula);
@@ -127,5 +189,6 @@ int main(void)
     RUN(test_softmax_matches_double);
     RUN(test_softmax_extremes_are_finite);
     RUN(test_bias_activations_match_two_passes);
+    RUN(test_row_moments_and_affine);
     return test_summary();
 }

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BLOCK 16384   /* elements per parallel task */
@@ -267,7 +268,6 @@ typedef struct rows_job {
     int64_t len;            /* row length                        */
     int ch;                 /* channels per batch item (affine)  */
     const float *s, *t;     /* per-row or per-channel operands   */
-    float *mean, *std;      /* moments outputs                   */
     float scale;            /* softmax temperature               */
     int64_t rows;           /* number of rows                    */
     int64_t rows_per_task;  /* rows handled by one task          */
@@ -345,44 +345,134 @@ ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch,
     return SS_OK;
 }
 
-SS_VECTORISE static void row_affine_row(void *arg, int64_t r)
+/* Whole rows are one sample each (the model's input statistics: rows = batch items of millions of
+ * values), so row_affine and row_moments cut each row in pieces of ROW_PIECE for the pool; the
+ * moments' partial sums are merged in piece order, so they do not depend on the thread count. */
+#define ROW_PIECE ((int64_t)1 << 16)
+
+typedef struct piece_job {
+    float *y;
+    const float *x;
+    int64_t len, pieces;    /* row length, pieces per row          */
+    const float *s, *t;     /* row_affine: scale, shift per row    */
+    double *part;           /* row_moments: [rows][pieces] sums    */
+    const double *mean;     /* row_moments: [rows], for pass two   */
+} piece_job;
+
+/* row r's piece q of task t: x[r][lo, lo + n) */
+static int64_t piece_of(const piece_job *j, int64_t t, int64_t *r, int64_t *lo)
 {
-    const rows_job *j = arg;
-    float s = j->s[r], t = j->t[r];
-    const float *x = j->x + r * j->len;
-    float *y = j->y + r * j->len;
-    for (int64_t i = 0; i < j->len; i++)
-        y[i] = x[i] * s + t;
+    *r = t / j->pieces;
+    *lo = t % j->pieces * ROW_PIECE;
+    return j->len - *lo < ROW_PIECE ? j->len - *lo : ROW_PIECE;
+}
+
+SS_VECTORISE static void row_affine_piece(void *arg, int64_t t)
+{
+    const piece_job *j = arg;
+    int64_t r, lo, n = piece_of(j, t, &r, &lo);
+    float s = j->s[r], b = j->t[r];
+    const float *x = j->x + r * j->len + lo;
+    float *y = j->y + r * j->len + lo;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * s + b;
 }
 
 ss_status ss_cpu_row_affine(ss_pool *p, float *y, const float *x, int rows, int64_t len,
                             const float *scale, const float *shift)
 {
-    rows_job job = {.y = y, .x = x, .len = len, .s = scale, .t = shift};
-    ss_pool_for(p, rows, row_affine_row, &job);
+    if (rows <= 0 || len <= 0)
+        return SS_OK;
+    piece_job job = {.y = y, .x = x, .len = len, .pieces = (len + ROW_PIECE - 1) / ROW_PIECE, .s = scale,
+                     .t = shift};
+    ss_pool_for(p, rows * job.pieces, row_affine_piece, &job);
     return SS_OK;
 }
 
-static void moments_row(void *arg, int64_t r)
+/* sum of x[0..n) and of (x - m)^2, in double, in LANES interleaved partial sums */
+SS_SIMD_CLONES static double sum_span_d(const float *x, int64_t n)
 {
-    const rows_job *j = arg;
-    const float *x = j->x + r * j->len;
-    double sum = 0.0;
-    for (int64_t i = 0; i < j->len; i++)
-        sum += x[i];
-    double mean = sum / (double)j->len, ss = 0.0;
-    for (int64_t i = 0; i < j->len; i++) {
-        double d = x[i] - mean;
-        ss += d * d;
+    double a[LANES] = {0}, t = 0.0;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++)
+            a[l] += (double)x[i + l];
+    for (; i < n; i++)
+        t += (double)x[i];
+    for (int l = 0; l < LANES; l++)
+        t += a[l];
+    return t;
+}
+
+SS_SIMD_CLONES static double dev2_span(const float *x, int64_t n, double m)
+{
+    double a[LANES] = {0}, t = 0.0;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            double d = (double)x[i + l] - m;
+            a[l] += d * d;
+        }
+    for (; i < n; i++) {
+        double d = (double)x[i] - m;
+        t += d * d;
     }
-    j->mean[r] = (float)mean;
-    j->std[r] = j->len > 1 ? (float)sqrt(ss / (double)(j->len - 1)) : NAN;
+    for (int l = 0; l < LANES; l++)
+        t += a[l];
+    return t;
+}
+
+static void moments_sum(void *arg, int64_t t)
+{
+    const piece_job *j = arg;
+    int64_t r, lo, n = piece_of(j, t, &r, &lo);
+    j->part[t] = sum_span_d(j->x + r * j->len + lo, n);
+}
+
+static void moments_dev(void *arg, int64_t t)
+{
+    const piece_job *j = arg;
+    int64_t r, lo, n = piece_of(j, t, &r, &lo);
+    j->part[t] = dev2_span(j->x + r * j->len + lo, n, j->mean[r]);
+}
+
+/* the sum of row r's pieces, in order */
+static double row_total(const piece_job *j, int64_t r)
+{
+    double s = 0.0;
+    for (int64_t q = 0; q < j->pieces; q++)
+        s += j->part[r * j->pieces + q];
+    return s;
 }
 
 ss_status ss_cpu_row_moments(ss_pool *p, float *mean, float *std, const float *x, int rows, int64_t len)
 {
-    rows_job job = {.x = x, .len = len, .mean = mean, .std = std};
-    ss_pool_for(p, rows, moments_row, &job);
+    if (rows <= 0)
+        return SS_OK;
+    if (len <= 0) {
+        for (int r = 0; r < rows; r++)
+            mean[r] = std[r] = NAN;             /* the mean of nothing */
+        return SS_OK;
+    }
+    piece_job job = {.x = x, .len = len, .pieces = (len + ROW_PIECE - 1) / ROW_PIECE};
+    job.part = malloc((size_t)(rows * job.pieces) * sizeof *job.part);
+    double *m = malloc((size_t)rows * sizeof *m);
+    if (!job.part || !m) {
+        free(job.part);
+        free(m);
+        return SS_E_NOMEM;
+    }
+    ss_pool_for(p, rows * job.pieces, moments_sum, &job);        /* pass 1: the means  */
+    for (int r = 0; r < rows; r++)
+        m[r] = row_total(&job, r) / (double)len;
+    job.mean = m;
+    ss_pool_for(p, rows * job.pieces, moments_dev, &job);        /* pass 2: deviations */
+    for (int r = 0; r < rows; r++) {
+        mean[r] = (float)m[r];
+        std[r] = len > 1 ? (float)sqrt(row_total(&job, r) / (double)(len - 1)) : NAN;
+    }
+    free(job.part);
+    free(m);
     return SS_OK;
 }
 
