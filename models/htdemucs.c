@@ -1309,6 +1309,19 @@ static void dconv_freq(ss_backend *be, const ht_dconv *dc, int ch, float *t, int
         dconv_fwd(be, dc, ch, t, B, T, h, g, o);
         return;
     }
+    if (ss_conv1x1_gn_glu_add_rows_ok(be, dc->hidden)) {
+        /* t stays [B, ch, F, T]: the first conv runs over (F, T) with its (1, k) kernel, only its
+         * output (hidden = ch / compress channels) is rearranged, and the tail adds into t's rows */
+        for (int d = 0; d < dc->depth; d++) {
+            const ht_dconv_layer *l = &dc->l[d];
+            conv_nobias(be, &l->conv1, t, q, B, F, (int)T);                 /* q [B, hidden, F, T] */
+            swap12(be, h, q, B, dc->hidden, F, T);                          /* h [B, F, hidden, T] */
+            ss_group_norm_gelu(be, h, h, l->conv1.b, B * F, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
+            ss_conv1x1_gn_glu_add_rows(be, t, F, h, l->conv2.w, l->conv2.b, B * F, ch, dc->hidden, T, l->norm2.w,
+                                       l->norm2.b, HT_EPS);                 /* t [B, ch, F, T] += */
+        }
+        return;
+    }
     swap12(be, q, t, B, ch, F, T);                                          /* [B, F, ch, T]   */
     dconv_fwd(be, dc, ch, q, B * F, T, h, g, o);
     swap12(be, t, q, B, F, ch, T);                                          /* [B, ch, F, T]   */

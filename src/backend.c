@@ -899,11 +899,32 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
-/* The CPU's fused DConv tail (kernels/cpu/nn.c) up to this hidden size; larger ones compose: the
- * product made twice costs more than the traffic it saves. */
+/* The CPU's fused DConv tail (kernels/cpu/nn.c) up to this hidden size (HTDemucs's largest, ch / 8
+ * at 384 channels); larger ones compose: its statistics (h h^T) grow as hidden^2. */
 #ifndef CPU_C1G_MAX_HIDDEN
 #define CPU_C1G_MAX_HIDDEN 48
 #endif
+
+int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden)
+{
+    return cpu_runs_in_place(be) && hidden > 0 && hidden <= CPU_C1G_MAX_HIDDEN;
+}
+
+void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
+                                const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                const float *beta, float eps)
+{
+    if (!LIVE(be) || batch <= 0 || ch <= 0 || len <= 0)
+        return;
+    if (!ss_conv1x1_gn_glu_add_rows_ok(be, hidden) || rows <= 0 || batch % rows || len > INT_MAX) {
+        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add_rows: not for this backend or shape (%d rows, %d "
+                "items, hidden %d)", rows, batch, hidden);
+        return;
+    }
+    cpu_prof_push(be, "conv1x1_gn_glu_add");
+    cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, rows, h, w, bias, batch, ch, hidden, len, gamma,
+                                                    beta, eps));
+}
 
 void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
                            int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
@@ -919,8 +940,8 @@ void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float
         return;
     }
     if (cpu_runs_in_place(be) && hidden <= CPU_C1G_MAX_HIDDEN) {
-        cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, h, w, bias, batch, ch, hidden, len, gamma,
-                                                        beta, eps));
+        cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, 1, h, w, bias, batch, ch, hidden, len,
+                                                        gamma, beta, eps));
         return;
     }
     ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,

@@ -383,6 +383,14 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
 void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
                            int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
                            float *g, float *tmp);
+/* The same for items that are rows of x: x [batch / rows, ch, rows, len] (a frequency layer's
+ * [B, ch, F, T]) += glu(group_norm(w h + bias)) of item b = (b / rows, row b % rows), h [batch,
+ * hidden, len], without rearranging x.  Only where ss_conv1x1_gn_glu_add_rows_ok(be, hidden)
+ * (the CPU backend); elsewhere an internal error. */
+int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden);
+void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
+                                const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                const float *beta, float eps);
 /* out [batch, ch, len] = glu(w x + bias) for x [batch, cin, len] and the 1x1
  * convolution w [2*ch, cin] with bias [2*ch] (may be NULL): an encoder layer's
  * rewrite, as ss_conv2d (no bias) into r then ss_bias_glu would give.  r

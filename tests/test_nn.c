@@ -620,13 +620,26 @@ static void test_conv1x1_gn_glu_add(void)
         }
         memcpy(y1, x, nx * sizeof *y1);
         memcpy(y2, x, nx * sizeof *y2);
-        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "pool");
-        CHECK(ss_cpu_conv1x1_gn_glu_add(NULL, y2, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "no pool");
+        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y1, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "pool");
+        CHECK(ss_cpu_conv1x1_gn_glu_add(NULL, y2, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "no pool");
         for (size_t i = 0; i < nx; i++)
             dy[i] = y1[i] - x[i];
         double e = rel_l2(dy, ref, nx);
         CHECK(e <= TOL, "case %zu (%dx%dx%dx%lld): relative L2 of the added term %.3g", ci, B, C, H, (long long)L, e);
         CHECK(memcmp(y1, y2, nx * sizeof *y1) == 0, "case %zu: the result depends on the thread count", ci);
+        /* the items as rows of x [B / R, C, R, L] (R = the largest of 2, 3 dividing B): the same bits */
+        int R = B % 3 == 0 ? 3 : B % 2 == 0 ? 2 : 1;
+        for (int b = 0; b < B; b++)             /* y2 = x with items (b / R, b % R) moved to rows */
+            for (int c = 0; c < C; c++)
+                memcpy(y2 + (((size_t)(b / R) * C + c) * R + b % R) * L, x + ((size_t)b * C + c) * L,
+                       (size_t)L * sizeof *y2);
+        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y2, R, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "rows");
+        size_t moved = 0;
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                moved += memcmp(y2 + (((size_t)(b / R) * C + c) * R + b % R) * L, y1 + ((size_t)b * C + c) * L,
+                                (size_t)L * sizeof *y2) != 0;
+        CHECK(moved == 0, "case %zu: %zu of %d rows differ with the items as %d rows of x", ci, moved, B * C, R);
         free(x); free(h); free(w); free(bias); free(ga); free(be); free(y1); free(y2); free(dy); free(ref); free(g);
     }
 }

@@ -92,10 +92,12 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
                                     int groups, const float *gamma, const float *beta, float eps);
 /* x [batch, ch, len] += glu(group_norm(w h + bias)) (ss_conv1x1_gn_glu_add) without storing w h:
  * the statistics come from h's row means and centred products (h is hidden / (2 ch) of w h's
- * size), then column blocks of w h are made in cache once, for the apply.  For small hidden. */
-ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const float *w, const float *bias,
-                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                    const float *beta, float eps);
+ * size), then column blocks of w h are made in cache once, for the apply.  For small hidden.
+ * rows > 1: item b of h [batch, hidden, len] is row b % rows of x [batch / rows, ch, rows, len]
+ * (a frequency layer's DConv on the layout the model keeps); rows must divide batch. */
+ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, int rows, const float *h, const float *w,
+                                    const float *bias, int batch, int ch, int hidden, int64_t len,
+                                    const float *gamma, const float *beta, float eps);
 /* out [batch, ch, len] = glu(w x + bias) for the 1x1 convolution w [2ch, cin] (ss_conv1x1_glu)
  * without storing w x: column blocks of it are made in cache and go straight through the GLU (the
  * bias and GLU as ss_cpu_bias_glu; the product's rounding may differ from ss_cpu_conv2d's, whose

@@ -318,9 +318,9 @@ static float *c1_task(const c1_blocks *k, int64_t t, int ch, int64_t *u0, int64_
  * outer layers (small hidden) that is far less memory traffic than writing g [batch, 2ch, len] and
  * reading it back twice. */
 typedef struct c1g_job {
-    float *x;
+    float *x;                   /* [batch / rows, ch, rows, len]                  */
     const float *h, *w, *bias, *gamma, *beta;
-    int ch, hidden, tri;        /* tri = hidden (hidden + 1) / 2                  */
+    int rows, ch, hidden, tri;  /* tri = hidden (hidden + 1) / 2                  */
     int64_t len;
     float eps;
     c1_blocks k;
@@ -507,21 +507,23 @@ static void c1g_apply(void *arg, int64_t t)
             float ca[4], cg[4];
             c1g_coef(ca, m - c1g_bias(j, c), rs * (j->gamma ? j->gamma[c] : 1.0f), j->beta ? j->beta[c] : 0.0);
             c1g_coef(cg, m - c1g_bias(j, d), rs * (j->gamma ? j->gamma[d] : 1.0f), j->beta ? j->beta[d] : 0.0);
-            ss_cpu_norm_glu_add_span(j->x + (b * j->ch + c) * j->len + c0, g + (int64_t)c * j->k.bw,
+            int64_t xr = (b / j->rows * j->ch + c) * j->rows + b % j->rows;  /* x's row of (item b, c) */
+            ss_cpu_norm_glu_add_span(j->x + xr * j->len + c0, g + (int64_t)c * j->k.bw,
                                      g + (int64_t)d * j->k.bw, n, ca, cg);
         }
     }
 }
 
-ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, const float *h, const float *w, const float *bias,
-                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                    const float *beta, float eps)
+ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, int rows, const float *h, const float *w,
+                                    const float *bias, int batch, int ch, int hidden, int64_t len,
+                                    const float *gamma, const float *beta, float eps)
 {
     if (batch <= 0 || ch <= 0 || len <= 0)
         return SS_OK;
-    if (hidden <= 0 || len > INT32_MAX)
+    if (hidden <= 0 || len > INT32_MAX || rows <= 0 || batch % rows)
         return SS_E_INTERNAL;
-    c1g_job j = {.x = x, .h = h, .w = w, .bias = bias, .gamma = gamma, .beta = beta, .ch = ch, .hidden = hidden,
+    c1g_job j = {.x = x, .h = h, .w = w, .bias = bias, .gamma = gamma, .beta = beta, .rows = rows, .ch = ch,
+                 .hidden = hidden,
                  .tri = hidden * (hidden + 1) / 2, .len = len, .eps = eps};
     ss_status st = c1_blocks_make(p, &j.k, batch, ch, len, NN_SPAN);   /* a task's block stays in L2 */
     j.part = malloc((size_t)j.k.units * (size_t)(j.tri + hidden) * sizeof *j.part);
