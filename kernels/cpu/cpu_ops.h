@@ -73,6 +73,8 @@ ss_status ss_cpu_copy4d(ss_pool *p, float *dst, const int64_t dstride[4], const 
 /* y = gelu(x), y = a * sigmoid(g) over one span (what ss_cpu_gelu / ss_cpu_glu do per element) */
 void ss_cpu_gelu_span(float *y, const float *x, int64_t n);
 void ss_cpu_glu_span(float *y, const float *a, const float *g, int64_t n);
+/* the sum of x[0..n) in double, in a fixed order of interleaved partial sums */
+double ss_cpu_sum_span_d(const float *x, int64_t n);
 /* y += glu(norm a, norm g), norm x = ((x - c[0]) - c[1]) * c[2] + c[3] in float (c[0] + c[1]: a mean
  * split in two floats): the apply of ss_cpu_conv1x1_gn_glu_add */
 void ss_cpu_norm_glu_add_span(float *y, const float *a, const float *g, int64_t n, const float ca[4],

@@ -422,6 +422,8 @@ SS_SIMD_CLONES static double dev2_span(const float *x, int64_t n, double m)
     return t;
 }
 
+double ss_cpu_sum_span_d(const float *x, int64_t n) { return sum_span_d(x, n); }
+
 static void moments_sum(void *arg, int64_t t)
 {
     const piece_job *j = arg;

@@ -355,21 +355,6 @@ static double c1g_bias(const c1g_job *j, int r) { return j->bias ? (double)j->bi
  * there is no cancellation, and G costs hidden / (4 ch) of the product per column.  In double, in
  * column blocks merged in a fixed order: the result does not depend on the thread count. */
 
-/* sum of x[0..n) in NN_LANES interleaved partial sums */
-SS_SIMD_CLONES static double sum_lanes(const float *x, int n)
-{
-    double a[NN_LANES] = {0}, t = 0.0;
-    int i = 0;
-    for (; i + NN_LANES <= n; i += NN_LANES)
-        for (int l = 0; l < NN_LANES; l++)
-            a[l] += (double)x[i + l];
-    for (; i < n; i++)
-        t += (double)x[i];
-    for (int l = 0; l < NN_LANES; l++)
-        t += a[l];
-    return t;
-}
-
 /* y[0..n) = x - m in double; returns the sum of y */
 SS_SIMD_CLONES static double centre_span(double *y, const float *x, int n, double m)
 {
@@ -389,7 +374,7 @@ SS_SIMD_CLONES static double centre_span(double *y, const float *x, int n, doubl
     return t;
 }
 
-/* sum of a[i] b[i] over [0..n), as sum_lanes */
+/* sum of a[i] b[i] over [0..n), in NN_LANES interleaved partial sums */
 SS_SIMD_CLONES static double dot_lanes(const double *a, const double *b, int n)
 {
     double acc[NN_LANES] = {0}, t = 0.0;
@@ -423,7 +408,7 @@ static void c1g_sums(void *arg, int64_t t)
     for (int64_t u = u0; u < u1; u++)
         for (int k = 0; k < j->hidden; k++) {
             const float *hr = c1g_hrow(j, u, k, &c0, &n);
-            j->part[u * j->hidden + k] = sum_lanes(hr, n);
+            j->part[u * j->hidden + k] = ss_cpu_sum_span_d(hr, n);
         }
 }
 
