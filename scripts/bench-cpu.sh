@@ -7,7 +7,9 @@
 # (file in -> stems on disk, model load excluded: the wall time it reports);
 # PyTorch is timed on apply_model with the demucs CLI normalisation (audio
 # already decoded).  Each side runs ROUNDS times (default 2), alternating; prints
-# every run and the ratio of the faster of each.
+# every run and the ratio of the faster of each.  PROFILE=1 adds, per thread
+# count, one more stemsplit run with STEMSPLIT_PROFILE=1 (time per op; not timed
+# against PyTorch: profiling synchronises every op).
 set -eu
 bin=$1 work=$2 secs=${3:-60} rounds=${ROUNDS:-2}
 shift 2; [ $# -gt 0 ] && shift
@@ -48,4 +50,10 @@ b = max(pts, key=lambda r: r["rtf"])
 print("threads %s: stemsplit %.2fx realtime (%.1f s), pytorch %.2fx realtime (%.1f s), ratio %.2f (the faster of %d runs each)"
       % (sys.argv[1], a["rtf"], a["wall_seconds"], b["rtf"], b["wall_seconds"], a["rtf"] / b["rtf"], len(ss)))
 PY
+    if [ "${PROFILE:-0}" = 1 ]; then
+        rm -rf "$work/bench-out"
+        echo "  threads $t, ops (STEMSPLIT_PROFILE=1, one more run):"
+        STEMSPLIT_PROFILE=1 "$bin" -q -d cpu -j "$t" -m "$work/model.safetensors" -o "$work/bench-out" "$mix" \
+            2>&1 | sed 's/^/    /'
+    fi
 done
