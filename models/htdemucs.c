@@ -1300,8 +1300,10 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
 }
 
 /* Run a DConv on a freq-layer tensor t [B, ch, F, T] (in place): the residual
- * branch sees each frequency row as its own item [B*F, ch, T].  q: a buffer of
- * t's size; h, g, o: dconv_fwd scratch. */
+ * branch sees each frequency row as its own item [B*F, ch, T].  Where the
+ * backend's tail can add into t's rows (the CPU), t is not moved; elsewhere it
+ * is rearranged to [B, F, ch, T] in q and back.  q: a buffer of t's size;
+ * h, g, o: dconv_fwd scratch. */
 static void dconv_freq(ss_backend *be, const ht_dconv *dc, int ch, float *t, int B, int F, int64_t T, float *q,
                        float *h, float *g, float *o)
 {
