@@ -374,6 +374,59 @@ static void test_gemm(void)
             }
 }
 
+/* Products large enough to be cut over the pool: rows only, columns only, and 2-D grids (a square
+ * product at 3 and 16 threads), transposed and padded operands, against a double reference, and the
+ * same bits at 1, 2, 3 and 16 threads (every element is one sum whatever the cut). */
+static void test_gemm_split(void)
+{
+    static const int shapes[][5] = {   /* m, n, k, ta, tb */
+        {512, 512, 16, 0, 1}, {2000, 64, 40, 0, 0}, {48, 9000, 12, 1, 0}, {300, 700, 33, 1, 1},
+    };
+    static const int thread_counts[] = {1, 2, 3, 16};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0] && !test_failed_now; si++) {
+        int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], ta = shapes[si][3], tb = shapes[si][4];
+        int lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 3, ldc = n + 2;
+        size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb, nc = (size_t)m * ldc;
+        float *a = rand_buf(na, 0.0f), *b = rand_buf(nb, 0.0f), *c0 = rand_buf(nc, 0.0f);
+        float *c = malloc(nc * sizeof *c), *c1 = malloc(nc * sizeof *c1);
+        double *ref = malloc(nc * sizeof *ref);
+        CHECK(a && b && c0 && c && c1 && ref, "out of memory");
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < ldc; j++) {
+                size_t ci = (size_t)i * ldc + j;
+                double s = 0.0;
+                for (int q = 0; q < k && j < n; q++)
+                    s += (double)(ta ? a[(size_t)q * lda + i] : a[(size_t)i * lda + q]) *
+                         (tb ? b[(size_t)j * ldb + q] : b[(size_t)q * ldb + j]);
+                ref[ci] = j < n ? 1.5 * s + 0.25 * c0[ci] : c0[ci];      /* columns past n untouched */
+            }
+        ss_gemm_desc d = {.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .alpha = 1.5f, .beta = 0.25f,
+                          .lda = lda, .ldb = ldb, .ldc = ldc, .batch = 1};
+        for (size_t ti = 0; ti < sizeof thread_counts / sizeof thread_counts[0]; ti++) {
+            ss_pool *p = ss_pool_new(thread_counts[ti]);
+            CHECK(p, "pool");
+            memcpy(c, c0, nc * sizeof *c);
+            ss_status st = ss_cpu_gemm(p, &d, a, b, c);
+            ss_pool_free(p);
+            CHECK(st == SS_OK, "status %d", (int)st);
+            double e = rel_l2(c, ref, nc);
+            CHECK(e <= TOL, "%dx%dx%d (ta %d tb %d), %d threads: relative L2 %.3g", m, n, k, ta, tb,
+                  thread_counts[ti], e);
+            if (ti == 0)
+                memcpy(c1, c, nc * sizeof *c);
+            else
+                CHECK(memcmp(c1, c, nc * sizeof *c) == 0, "%dx%dx%d: %d threads give other bits than 1", m, n, k,
+                      thread_counts[ti]);
+        }
+        free(a);
+        free(b);
+        free(c0);
+        free(c);
+        free(c1);
+        free(ref);
+    }
+}
+
 /* ---- attention --------------------------------------------------------------------- */
 
 /* o [nq, ldo] (heads side by side) = softmax(scale q_h k_h^T) v_h, in double */
@@ -750,6 +803,7 @@ int main(void)
         return 1;
     }
     RUN(test_gemm);
+    RUN(test_gemm_split);
     RUN(test_conv2d_general);
     RUN(test_conv2d_winograd);
     RUN(test_conv2d_winograd_threads);
