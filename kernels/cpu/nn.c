@@ -472,6 +472,27 @@ static void c1g_gram(void *arg, int64_t t)
     }
 }
 
+/* row k of w^T w's upper triangle (off the diagonal doubled: each pair k != k2 stands twice in the
+ * full product) and w's column sum k */
+static void c1g_wtw_row(void *arg, int64_t k)
+{
+    c1g_job *j = arg;
+    int hd = j->hidden, n = 2 * j->ch;
+    double *row = j->wtw + k * hd - k * (k - 1) / 2;           /* the triangle's row k: k2 = k .. hd-1 */
+    double cs = 0.0;
+    for (int k2 = (int)k; k2 < hd; k2++)
+        row[k2 - k] = 0.0;
+    for (int o = 0; o < n; o++) {
+        const float *wo = j->w + (int64_t)o * hd;
+        for (int k2 = (int)k; k2 < hd; k2++)
+            row[k2 - k] += (double)wo[k] * wo[k2];
+        cs += wo[k];
+    }
+    for (int k2 = (int)k + 1; k2 < hd; k2++)
+        row[k2 - k] *= 2.0;
+    j->wcol[k] = cs;
+}
+
 /* item b: its blocks' products merged in order, then the mean and 1 / std of g */
 static void c1g_finish(void *arg, int64_t b)
 {
@@ -560,18 +581,7 @@ ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, int rows, const float 
         st = SS_E_NOMEM;
     if (st == SS_OK) {
         j.wcol = j.wtw + j.tri;
-        memset(j.wtw, 0, (size_t)(j.tri + hidden) * sizeof *j.wtw);
-        for (int o = 0; o < 2 * ch; o++) {                         /* w^T w and w's column sums */
-            const float *wo = w + (int64_t)o * hidden;
-            for (int k = 0, e = 0; k < hidden; k++) {
-                for (int k2 = k; k2 < hidden; k2++, e++)
-                    j.wtw[e] += (double)wo[k] * wo[k2];
-                j.wcol[k] += wo[k];
-            }
-        }
-        for (int k = 0, e = 0; k < hidden; k++)
-            for (int k2 = k; k2 < hidden; k2++, e++)
-                j.wtw[e] *= k2 == k ? 1.0 : 2.0;                    /* each pair k != k2 twice */
+        ss_pool_for((int64_t)2 * ch * hidden * hidden >= ((int64_t)1 << 16) ? p : NULL, hidden, c1g_wtw_row, &j);
         ss_pool_for(p, j.k.tasks, c1g_sums, &j);
         for (int64_t b = 0; b < batch; b++)
             for (int k = 0; k < hidden; k++) {
