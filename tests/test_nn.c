@@ -795,6 +795,36 @@ static void test_copy4d_reversed(void)
         }
 }
 
+/* Planes larger than one task's piece (cut by rows, a short last piece) in a permuting copy: the
+ * model's spectrogram crop [1, 4, 2049 -> 2048 bins, 340 -> 336 frames] at a smaller size, and a
+ * transposed plane with a column stride (the slow path). */
+static void test_copy4d_large_planes(void)
+{
+    enum { P = 3, H = 700, W = 131 };              /* planes of 91700 values: two pieces, one short */
+    float *src = malloc(sizeof(float) * P * (H + 1) * (W + 4)), *dst = malloc(sizeof(float) * P * H * W);
+    float *dt = malloc(sizeof(float) * P * H * W);
+    CHECK(src && dst && dt, "oom");
+    for (int i = 0; i < P * (H + 1) * (W + 4); i++)
+        src[i] = (float)i;
+    const int64_t shape[4] = {1, P, H, W}, ss[4] = {0, (int64_t)(H + 1) * (W + 4), W + 4, 1};
+    const int64_t ds[4] = {0, (int64_t)H * W, W, 1};
+    CHECK(ss_cpu_copy4d(pool, dst, ds, src + 2, ss, shape) == SS_OK, "crop");
+    const int64_t tds[4] = {0, (int64_t)H * W, 1, H};            /* dst[p][w][h] = src[p][h][w] */
+    CHECK(ss_cpu_copy4d(pool, dt, tds, src + 2, ss, shape) == SS_OK, "transpose");
+    size_t bad = 0, badt = 0;
+    for (int p = 0; p < P; p++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++) {
+                float want = src[(size_t)p * (H + 1) * (W + 4) + (size_t)h * (W + 4) + w + 2];
+                bad += dst[((size_t)p * H + h) * W + w] != want;
+                badt += dt[(size_t)p * H * W + (size_t)w * H + h] != want;
+            }
+    CHECK(bad == 0 && badt == 0, "%zu (crop) and %zu (transpose) of %d values wrong", bad, badt, P * H * W);
+    free(src);
+    free(dst);
+    free(dt);
+}
+
 int main(void)
 {
     pool = ss_pool_new(3);
@@ -818,6 +848,7 @@ int main(void)
     RUN(test_conv1x1_glu);
     RUN(test_layer_norm);
     RUN(test_copy4d_reversed);
+    RUN(test_copy4d_large_planes);
     ss_pool_free(pool);
     return test_summary();
 }
