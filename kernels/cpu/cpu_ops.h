@@ -75,6 +75,10 @@ void ss_cpu_gelu_span(float *y, const float *x, int64_t n);
 void ss_cpu_glu_span(float *y, const float *a, const float *g, int64_t n);
 /* the sum of x[0..n) in double, in a fixed order of interleaved partial sums */
 double ss_cpu_sum_span_d(const float *x, int64_t n);
+/* sums of d = x - k and of d^2 over x[0..n), in double, in a fixed order of interleaved partial
+ * sums.  With k a value of the span (or its mean) the sum of squares is free of cancellation, so
+ * one pass gives a span's statistics. */
+void ss_cpu_shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2);
 /* y += glu(norm a, norm g), norm x = ((x - c[0]) - c[1]) * c[2] + c[3] in float (c[0] + c[1]: a mean
  * split in two floats): the apply of ss_cpu_conv1x1_gn_glu_add */
 void ss_cpu_norm_glu_add_span(float *y, const float *a, const float *g, int64_t n, const float ca[4],

@@ -389,7 +389,7 @@ ss_status ss_cpu_row_affine(ss_pool *p, float *y, const float *x, int rows, int6
     return SS_OK;
 }
 
-/* sum of x[0..n) and of (x - m)^2, in double, in LANES interleaved partial sums */
+/* sum of x[0..n), in double, in LANES interleaved partial sums */
 SS_SIMD_CLONES static double sum_span_d(const float *x, int64_t n)
 {
     double a[LANES] = {0}, t = 0.0;
@@ -404,23 +404,35 @@ SS_SIMD_CLONES static double sum_span_d(const float *x, int64_t n)
     return t;
 }
 
-SS_SIMD_CLONES static double dev2_span(const float *x, int64_t n, double m)
+/* The group norms' and layer norm's one-pass statistics (nn.c) and row_moments' deviations:
+ * SHIFT_LANES (8) interleaved partial sums in double, a fixed order whatever the vector width. */
+#define SHIFT_LANES 8
+
+SS_SIMD_CLONES static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
 {
-    double a[LANES] = {0}, t = 0.0;
+    double a1[SHIFT_LANES] = {0}, a2[SHIFT_LANES] = {0};
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            double d = (double)x[i + l] - m;
-            a[l] += d * d;
+    for (; i + SHIFT_LANES <= n; i += SHIFT_LANES)
+        for (int l = 0; l < SHIFT_LANES; l++) {
+            double d = (double)x[i + l] - k;
+            a1[l] += d;
+            a2[l] += d * d;
         }
+    double t1 = 0.0, t2 = 0.0;
     for (; i < n; i++) {
-        double d = (double)x[i] - m;
-        t += d * d;
+        double d = (double)x[i] - k;
+        t1 += d;
+        t2 += d * d;
     }
-    for (int l = 0; l < LANES; l++)
-        t += a[l];
-    return t;
+    for (int l = 0; l < SHIFT_LANES; l++) {
+        t1 += a1[l];
+        t2 += a2[l];
+    }
+    *s1 = t1;
+    *s2 = t2;
 }
+
+void ss_cpu_shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2) { shifted_sums(x, n, k, s1, s2); }
 
 double ss_cpu_sum_span_d(const float *x, int64_t n) { return sum_span_d(x, n); }
 
@@ -435,7 +447,8 @@ static void moments_dev(void *arg, int64_t t)
 {
     const piece_job *j = arg;
     int64_t r, lo, n = piece_of(j, t, &r, &lo);
-    j->part[t] = dev2_span(j->x + r * j->len + lo, n, j->mean[r]);
+    double s1;
+    shifted_sums(j->x + r * j->len + lo, n, j->mean[r], &s1, &j->part[t]);   /* sum of (x - mean)^2 */
 }
 
 /* the sum of row r's pieces, in order */

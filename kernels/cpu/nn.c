@@ -130,36 +130,6 @@ static void par_sgemm(ss_pool *p, int ta, int tb, int m, int n, int k, float alp
 
 /* ---- group norm ---------------------------------------------------------------- */
 
-#define NN_LANES 8
-
-/* sums of d = x - k and of d^2 over x[0..n), in double, in NN_LANES
- * interleaved partial sums (a fixed order, so the result does not depend on
- * the vector width).  k is a value of the span: shifting by it keeps the sum
- * of squares free of cancellation, so one pass gives the statistics. */
-SS_SIMD_CLONES static void shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2)
-{
-    double a1[NN_LANES] = {0}, a2[NN_LANES] = {0};
-    int64_t i = 0;
-    for (; i + NN_LANES <= n; i += NN_LANES)
-        for (int l = 0; l < NN_LANES; l++) {
-            double d = (double)x[i + l] - k;
-            a1[l] += d;
-            a2[l] += d * d;
-        }
-    double t1 = 0.0, t2 = 0.0;
-    for (; i < n; i++) {
-        double d = (double)x[i] - k;
-        t1 += d;
-        t2 += d * d;
-    }
-    for (int l = 0; l < NN_LANES; l++) {
-        t1 += a1[l];
-        t2 += a2[l];
-    }
-    *s1 = t1;
-    *s2 = t2;
-}
-
 /* y = (x - m) * a + b in double: folding the mean into b would cancel badly
  * when the variance is tiny */
 SS_SIMD_CLONES static void affine_span(float *y, const float *x, int64_t n, double m, double a, double b)
@@ -191,7 +161,7 @@ static void gn_stats(void *arg, int64_t t)
     int64_t lo = c * NN_CHUNK, hi = lo + NN_CHUNK < j->group_n ? lo + NN_CHUNK : j->group_n;
     const float *x = j->x + g * j->group_n + lo;
     double n = (double)(hi - lo), k = x[0], s1, s2;
-    shifted_sums(x, hi - lo, k, &s1, &s2);
+    ss_cpu_shifted_sums(x, hi - lo, k, &s1, &s2);
     j->partial[2 * t] = k + s1 / n;
     j->partial[2 * t + 1] = s2 - s1 * s1 / n > 0.0 ? s2 - s1 * s1 / n : 0.0;
 }
@@ -393,6 +363,8 @@ static double c1g_bias(const c1g_job *j, int r) { return j->bias ? (double)j->bi
  * exact for any s; with s the means every term but the small middle one is a sum of squares, so
  * there is no cancellation, and G costs hidden / (4 ch) of the product per column.  In double, in
  * column blocks merged in a fixed order: the result does not depend on the thread count. */
+
+#define NN_LANES 8      /* the statistics' partial sums below: a fixed order whatever the vector width */
 
 /* y[0..n) = x - m in double; returns the sum of y */
 SS_SIMD_CLONES static double centre_span(double *y, const float *x, int n, double m)
@@ -669,7 +641,7 @@ SS_SIMD_CLONES static void ln_rows(void *arg, int64_t t)
         const float *x = j->x + (int64_t)r * j->dim;
         float *y = j->y + (int64_t)r * j->dim;
         double s1, s2, k = x[0];
-        shifted_sums(x, j->dim, k, &s1, &s2);          /* in lanes: vectorised */
+        ss_cpu_shifted_sums(x, j->dim, k, &s1, &s2);          /* in lanes: vectorised */
         double m = k + s1 / j->dim, v = s2 - s1 * s1 / j->dim > 0.0 ? s2 - s1 * s1 / j->dim : 0.0;
         double rs = 1.0 / sqrt(v / j->dim + (double)j->eps);
         const float *g = j->gamma, *b = j->beta;
