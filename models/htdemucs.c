@@ -1282,50 +1282,48 @@ static void swap12(ss_backend *be, float *dst, const float *src, int B, int X, i
     ss_copy4d(be, dst, ds, src, ss, shape);
 }
 
-/* DConv: x [n, ch, T] += sum of the residual layers, in place.
- * Scratch: h [n, hidden, T], g [n, 2ch, T], o [n, ch, T]. */
-static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int n, int64_t T, float *h, float *g,
-                      float *o)
+/* DConv: x [n, ch, rows, T] += sum of the residual layers, in place; the residual branch sees each
+ * row as its own item [ch, T] (rows > 1: a freq layer's frequency rows, where
+ * ss_conv1x1_gn_glu_add_rows_ok says the tail can add into them; the first conv then runs over
+ * (rows, T) with its (1, k) kernel and only its output, hidden = ch / compress channels, is
+ * rearranged).  Scratch: h [n rows, hidden, T], g [n rows, 2ch, T], o [n rows, ch, T]. */
+static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int n, int rows, int64_t T, float *h,
+                      float *g, float *o)
 {
+    int items = n * rows;
     for (int d = 0; d < dc->depth; d++) {
         const ht_dconv_layer *l = &dc->l[d];
         /* each conv's bias is added by the pass after it */
-        conv_nobias(be, &l->conv1, x, h, n, 1, (int)T);                     /* [n, hidden, T]  */
-        ss_group_norm_gelu(be, h, h, l->conv1.b, n, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-        /* x += glu(norm2(conv2(h) + b2)) [n, ch, T] (conv2 1x1: [2ch, hidden]),
-         * LayerScale folded into norm2; g [n, 2ch, T], o: scratch */
-        ss_conv1x1_gn_glu_add(be, x, h, l->conv2.w, l->conv2.b, n, ch, dc->hidden, T, l->norm2.w, l->norm2.b,
-                              HT_EPS, g, o);
+        if (rows == 1) {
+            conv_nobias(be, &l->conv1, x, h, n, 1, (int)T);                 /* h [n, hidden, T]       */
+        } else {
+            conv_nobias(be, &l->conv1, x, g, n, rows, (int)T);              /* g [n, hidden, rows, T] */
+            swap12(be, h, g, n, dc->hidden, rows, T);                       /* h [n, rows, hidden, T] */
+        }
+        ss_group_norm_gelu(be, h, h, l->conv1.b, items, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
+        /* x += glu(norm2(conv2(h) + b2)) per item (conv2 1x1: [2ch, hidden]), LayerScale folded
+         * into norm2; g [items, 2ch, T], o: scratch */
+        if (rows == 1)
+            ss_conv1x1_gn_glu_add(be, x, h, l->conv2.w, l->conv2.b, n, ch, dc->hidden, T, l->norm2.w, l->norm2.b,
+                                  HT_EPS, g, o);
+        else
+            ss_conv1x1_gn_glu_add_rows(be, x, rows, h, l->conv2.w, l->conv2.b, items, ch, dc->hidden, T,
+                                       l->norm2.w, l->norm2.b, HT_EPS);
     }
 }
 
-/* Run a DConv on a freq-layer tensor t [B, ch, F, T] (in place): the residual
- * branch sees each frequency row as its own item [B*F, ch, T].  Where the
- * backend's tail can add into t's rows (the CPU), t is not moved; elsewhere it
- * is rearranged to [B, F, ch, T] in q and back.  q: a buffer of t's size;
- * h, g, o: dconv_fwd scratch. */
+/* Run a DConv on a freq-layer tensor t [B, ch, F, T] (in place), each frequency row its own item:
+ * on t's rows where the backend's tail can add into them (the CPU), else rearranged to
+ * [B, F, ch, T] in q (a buffer of t's size) and back.  h, g, o: dconv_fwd scratch. */
 static void dconv_freq(ss_backend *be, const ht_dconv *dc, int ch, float *t, int B, int F, int64_t T, float *q,
                        float *h, float *g, float *o)
 {
-    if (F == 1) {
-        dconv_fwd(be, dc, ch, t, B, T, h, g, o);
-        return;
-    }
-    if (ss_conv1x1_gn_glu_add_rows_ok(be, dc->hidden)) {
-        /* t stays [B, ch, F, T]: the first conv runs over (F, T) with its (1, k) kernel, only its
-         * output (hidden = ch / compress channels) is rearranged, and the tail adds into t's rows */
-        for (int d = 0; d < dc->depth; d++) {
-            const ht_dconv_layer *l = &dc->l[d];
-            conv_nobias(be, &l->conv1, t, q, B, F, (int)T);                 /* q [B, hidden, F, T] */
-            swap12(be, h, q, B, dc->hidden, F, T);                          /* h [B, F, hidden, T] */
-            ss_group_norm_gelu(be, h, h, l->conv1.b, B * F, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-            ss_conv1x1_gn_glu_add_rows(be, t, F, h, l->conv2.w, l->conv2.b, B * F, ch, dc->hidden, T, l->norm2.w,
-                                       l->norm2.b, HT_EPS);                 /* t [B, ch, F, T] += */
-        }
+    if (F == 1 || ss_conv1x1_gn_glu_add_rows_ok(be, dc->hidden)) {
+        dconv_fwd(be, dc, ch, t, B, F, T, h, g, o);
         return;
     }
     swap12(be, q, t, B, ch, F, T);                                          /* [B, F, ch, T]   */
-    dconv_fwd(be, dc, ch, q, B * F, T, h, g, o);
+    dconv_fwd(be, dc, ch, q, B * F, 1, T, h, g, o);
     swap12(be, t, q, B, F, ch, T);                                          /* [B, ch, F, T]   */
 }
 
@@ -1368,7 +1366,7 @@ static void enc_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     int groups = m->hp.norm_groups;
     conv_gelu(be, &l->conv, l->norm ? &l->norm1 : NULL, groups, src, a, B, 1, (int)lp, l2); /* a [B, cout, L2] */
     if (l->has_dconv)
-        dconv_fwd(be, &l->dconv, l->cout, a, B, l2, h, r, p);
+        dconv_fwd(be, &l->dconv, l->cout, a, B, 1, l2, h, r, p);
     if (l->has_rewrite)         /* r [B, 2cout, L2] -> out [B, cout, L2] */
         conv_glu(be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, 1, (int)l2, l2);
     else
@@ -1419,7 +1417,7 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     else
         copy(be, p, a, n);
     if (l->has_dconv)
-        dconv_fwd(be, &l->dconv, l->cin, p, B, L, h, r, a);
+        dconv_fwd(be, &l->dconv, l->cin, p, B, 1, L, h, r, a);
     int64_t lz = ss_convt_out((int)L, K, l->conv.sw);
     ss_convt_crop crop = {.h0 = 0, .w0 = pad, .oh = 1, .ow = (int)length, .gelu = !l->last};
     if (!l->norm) {             /* out [B, cout, length] = gelu(conv_tr(p) [.., pad:pad+length]) (r: scratch) */
