@@ -9,6 +9,8 @@
 #include "threadpool.h"
 #include "test.h"
 
+#include <stdatomic.h>
+
 static void test_gelu_matches_erfc_formula(void)
 {
     int n = 100003;
@@ -182,8 +184,50 @@ static void test_row_moments_and_affine(void)
     }
 }
 
+/* The pool: every index of a job runs exactly once, and the job is over when
+ * ss_pool_for returns, over many jobs back to back (sizes from 1 to many runs
+ * of claims per thread, so workers that wake late meet ended jobs). */
+typedef struct pool_probe {
+    _Atomic int *hits;
+    int64_t n;
+} pool_probe;
+
+static void pool_probe_fn(void *arg, int64_t i)
+{
+    pool_probe *pp = arg;
+    atomic_fetch_add(&pp->hits[i], 1);
+}
+
+static void test_pool_runs_each_index_once(void)
+{
+    enum { MAXN = 5000 };
+    static _Atomic int hits[MAXN];
+    for (int threads = 2; threads <= 16; threads *= 2) {
+        ss_pool *p = ss_pool_new(threads);
+        CHECK(p != NULL, "ss_pool_new(%d)", threads);
+        if (!p)
+            return;
+        int bad = 0;
+        for (int job = 0; job < 3000 && !bad; job++) {
+            int64_t n = 1 + (int64_t)((job * 2654435761u) % (job % 7 == 0 ? MAXN : 97));
+            for (int64_t i = 0; i < n; i++)
+                atomic_store(&hits[i], 0);
+            pool_probe pp = {hits, n};
+            ss_pool_for(p, n, pool_probe_fn, &pp);
+            for (int64_t i = 0; i < n && !bad; i++)
+                if (atomic_load(&hits[i]) != 1) {
+                    bad = 1;
+                    CHECK(0, "threads %d job %d (n %lld): index %lld ran %d times", threads, job, (long long)n,
+                          (long long)i, atomic_load(&hits[i]));
+                }
+        }
+        ss_pool_free(p);
+    }
+}
+
 int main(void)
 {
+    RUN(test_pool_runs_each_index_once);
     RUN(test_gelu_matches_erfc_formula);
     RUN(test_glu_matches_sigmoid);
     RUN(test_softmax_matches_double);
