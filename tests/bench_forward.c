@@ -6,8 +6,9 @@
  * kernels loaded, plans made, buffers allocated).  Built with the tests,
  * not run by `make check`; docs/performance.md quotes it.
  *
- *   bench_forward MODEL.safetensors [N=50] [BATCH=1] [COPY=0] [DEVICE=cuda]
+ *   bench_forward MODEL.safetensors [N=50] [BATCH=1] [COPY=0] [DEVICE=cuda] [THREADS=0]
  *
+ * THREADS: the CPU backend's threads (0: one per core).
  * COPY=1 also uploads the input and starts the download of the output around
  * each call, as the engine queues them (page-locked host buffers where the
  * backend has them). */
@@ -21,19 +22,20 @@
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.safetensors [N=50] [BATCH=1] [COPY=0] [DEVICE=cuda]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.safetensors [N=50] [BATCH=1] [COPY=0] [DEVICE=cuda] [THREADS=0]\n", argv[0]);
         return 64;
     }
     int n = argc > 2 ? atoi(argv[2]) : 50, batch = argc > 3 ? atoi(argv[3]) : 1, copy = argc > 4 && atoi(argv[4]);
     const char *device = argc > 5 ? argv[5] : "cuda";
-    if (n < 1 || batch < 1 || batch > 64) {
-        fprintf(stderr, "%s: N >= 1 and BATCH in 1..64 expected\n", argv[0]);
+    int threads = argc > 6 ? atoi(argv[6]) : 0;
+    if (n < 1 || batch < 1 || batch > 64 || threads < 0) {
+        fprintf(stderr, "%s: N >= 1, BATCH in 1..64 and THREADS >= 0 expected\n", argv[0]);
         return 64;
     }
     ss_error err = {0};
     ss_backend *be = NULL;
     ss_model *m = NULL;
-    ss_backend_params bp = {.device = 0, .threads = 0, .precision = SS_PREC_AUTO};
+    ss_backend_params bp = {.device = 0, .threads = threads, .precision = SS_PREC_AUTO};
     if (ss_backend_open(device, &bp, &be, NULL, 0, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", argv[0], err.msg);
         return 69;
