@@ -1,6 +1,7 @@
 /* test_cpu_elementwise.c - the vectorised exp-based CPU kernels (GELU, GLU,
  * softmax) against double-precision libm formulas, odd lengths included; the
- * per-row statistics and affine that the model's input normalisation uses. */
+ * per-row statistics and affine that the model's input normalisation uses; the
+ * thread pool those kernels run on. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,15 +188,9 @@ static void test_row_moments_and_affine(void)
 /* The pool: every index of a job runs exactly once, and the job is over when
  * ss_pool_for returns, over many jobs back to back (sizes from 1 to many runs
  * of claims per thread, so workers that wake late meet ended jobs). */
-typedef struct pool_probe {
-    _Atomic int *hits;
-    int64_t n;
-} pool_probe;
-
-static void pool_probe_fn(void *arg, int64_t i)
+static void pool_probe_fn(void *hits, int64_t i)
 {
-    pool_probe *pp = arg;
-    atomic_fetch_add(&pp->hits[i], 1);
+    atomic_fetch_add(&((_Atomic int *)hits)[i], 1);
 }
 
 static void test_pool_runs_each_index_once(void)
@@ -212,8 +207,7 @@ static void test_pool_runs_each_index_once(void)
             int64_t n = 1 + (int64_t)((job * 2654435761u) % (job % 7 == 0 ? MAXN : 97));
             for (int64_t i = 0; i < n; i++)
                 atomic_store(&hits[i], 0);
-            pool_probe pp = {hits, n};
-            ss_pool_for(p, n, pool_probe_fn, &pp);
+            ss_pool_for(p, n, pool_probe_fn, (void *)hits);
             for (int64_t i = 0; i < n && !bad; i++)
                 if (atomic_load(&hits[i]) != 1) {
                     bad = 1;
