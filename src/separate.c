@@ -42,6 +42,11 @@ typedef struct output {
     int stage_fd;                 /* unlinked raw f32 staging file (rescale), or -1  */
     int64_t written;              /* frames delivered so far (capped at the length)  */
     float peak;                   /* largest |sample| staged so far (rescale)        */
+    /* rescale mode with a writer that writes at offsets (encoder.running): frames
+     * [0, ok) and [from, enc) of the file hold the staged frames at the current
+     * scale, [ok, from) still an earlier scale's (ok = from = 0: all of [0, enc));
+     * seen: `written` at the last encode_running */
+    int64_t enc, from, ok, seen;
     float *mix;                   /* [n, C] this output's block at model rate        */
     float *res;                   /* its resampled frames                            */
     int64_t mix_cap, res_cap;
@@ -417,6 +422,13 @@ typedef struct encoder {
     double seconds;           /* time spent encoding                             */
     atomic_int rescale;       /* rescale mode: some output's peak needs scaling  */
     float gain;               /* the scale the rescale pass applied              */
+    /* rescale mode where every writer writes at offsets (WAV s16/s24): the
+     * stems are encoded as they are staged, at the running scale of the peak
+     * so far, and the frames an earlier scale wrote are re-encoded a few blocks
+     * per push (encode_running), so that little is left after the last block */
+    int running;
+    float scale;              /* 1 / max(1.01 * peak so far, 1)                  */
+    int threads;              /* threads of the encoding passes                  */
 } encoder;
 
 /* Rescale mode scales every output by 1 / max(1.01 * peak, 1): by exactly 1,
@@ -472,6 +484,18 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
             b += w;
             left -= (size_t)w;
         }
+        if (e->running) {
+            /* encoded at its offset at the running scale; if this block raises
+             * the peak, encode_running finds it stale with the frames before */
+            if (e->scale != 1.0f)
+                for (size_t i = 0; i < count; i++)
+                    buf[i] *= e->scale;
+            ss_status s = ss_audio_write_at(o->w, e->length, o->written, buf, n, err);
+            if (s != SS_OK)
+                return s;
+            o->enc = o->written + n;
+            goto staged;
+        }
         if (o->w && (needs_rescale(o->peak) || atomic_load(&e->rescale))) {
             atomic_store(&e->rescale, 1);
             ss_audio_abort(o->w);                /* the scaled pass will write it */
@@ -483,6 +507,7 @@ static ss_status write_frames(encoder *e, output *o, float *buf, int64_t n, ss_e
         if (s != SS_OK)
             return s;
     }
+staged:
     o->written += n;
     return SS_OK;
 }
@@ -548,8 +573,11 @@ static void *push_one(void *arg)
     return NULL;
 }
 
+static ss_status encode_running(encoder *e, int all, ss_error *err);
+
 /* Engine push: stems [S, C, n] (planar, row pitch `pitch`), normalised; every
- * output on its own thread (the first on this one). */
+ * output on its own thread (the first on this one); then, with a running
+ * scale, the staged block encoded. */
 static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
 {
     encoder *e = arg;
@@ -558,6 +586,8 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
     for (int k = 0; k < e->n_out; k++)
         jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
     ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
+    if (s == SS_OK && e->running)
+        s = encode_running(e, 0, err);
     e->seconds += ss_seconds() - t0;
     return s;
 }
@@ -627,15 +657,91 @@ static void *encode_range(void *arg)
     return NULL;
 }
 
-/* Rescale mode, after the last block: nothing to do when every output was
- * encoded as it came and the peak needs no scaling; otherwise drop those files
- * and encode every staged output scaled by 1 / max(1.01 * peak, 1).  Outputs
- * run in parallel, and each in up to `threads / outputs` ranges at once where
- * its format allows writing at offsets (WAV s16/s24); the first error is
+/* Stale frames re-encoded per frame staged, for each output in each push (the
+ * running scale): with the peak's position uniform over a track, what is left
+ * after the last block is on average 1/8 of it (all of it without this). */
+#define RERUN_PER_PUSH 3
+
+/* Add jobs encoding frames [from, to) of o at offsets, in up to `parts` ranges
+ * of at least 4 blocks each. */
+static void add_ranges(stage_job *jobs, int *n, const encoder *e, output *o, float scale, int64_t from, int64_t to,
+                       int parts)
+{
+    int64_t len = to - from, most = len / (4 * BLOCK);
+    if (len <= 0)
+        return;
+    if (parts > most)
+        parts = (int)most;
+    if (parts < 1)
+        parts = 1;
+    for (int r = 0; r < parts; r++)
+        jobs[(*n)++] = (stage_job){.e = e, .o = o, .scale = scale, .at = 1, .from = from + len * r / parts,
+                                   .to = from + len * (r + 1) / parts};
+}
+
+/* The running scale (encoder.running), after each push and (all) after the
+ * last block: take the scale of the peak so far, and if it changed, every frame
+ * encoded so far is stale (write_frames encodes each block as it is staged, at
+ * the scale before it); encode any frames staged but not encoded, and re-encode
+ * stale ones, RERUN_PER_PUSH per frame staged since the last call (all: every
+ * one left), but none in a push that raised the scale (a peak that keeps
+ * rising would have them all redone again: the frames are then encoded twice,
+ * as they come and after the last block, not over and over).  Each output's ranges run in parallel.  The bytes are those of one
+ * pass at the final scale after the last block: every frame is last written at
+ * it, the same conversion as ss_audio_write's. */
+static ss_status encode_running(encoder *e, int all, ss_error *err)
+{
+    float peak = 0.0f;
+    for (int k = 0; k < e->n_out; k++)
+        peak = fmaxf(peak, e->outs[k].peak);
+    float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
+    int raised = scale != e->scale;          /* no re-encoding in this push (below) */
+    if (raised) {
+        e->scale = scale;
+        for (int k = 0; k < e->n_out; k++) {
+            e->outs[k].from = e->outs[k].enc;
+            e->outs[k].ok = 0;
+        }
+    }
+    stage_job jobs[MAX_JOBS];
+    int n = 0, share = MAX_JOBS / (2 * e->n_out), parts = e->threads / e->n_out;
+    parts = parts > share ? share : parts < 1 ? 1 : parts;
+    int64_t fix[SS_MAX_SOURCES + 1];
+    for (int k = 0; k < e->n_out; k++) {
+        output *o = &e->outs[k];
+        int64_t fresh = o->written - o->seen, stale = o->from - o->ok;
+        fix[k] = all || stale < RERUN_PER_PUSH * fresh ? stale : RERUN_PER_PUSH * fresh;
+        if (raised && !all)
+            fix[k] = 0;
+        add_ranges(jobs, &n, e, o, scale, o->enc, o->written, parts);
+        add_ranges(jobs, &n, e, o, scale, o->ok, o->ok + fix[k], parts);
+    }
+    ss_status s = each_output(n, encode_range, jobs, sizeof *jobs, err);
+    for (int k = 0; k < e->n_out && s == SS_OK; k++) {
+        output *o = &e->outs[k];
+        o->enc = o->seen = o->written;
+        o->ok += fix[k];
+        if (o->ok >= o->from)
+            o->ok = o->from = 0;
+    }
+    return s;
+}
+
+/* Rescale mode, after the last block: with a running scale, what is left of
+ * it (encode_running).  Otherwise nothing to do when every output was encoded
+ * as it came and the peak needs no scaling; else drop those files and encode
+ * every staged output scaled by 1 / max(1.01 * peak, 1).  Outputs run in
+ * parallel, and each in up to `threads / outputs` ranges at once where its
+ * format allows writing at offsets (WAV s16/s24); the first error is
  * reported. */
 static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
 {
     stage_job jobs[MAX_JOBS];
+    if (e->running) {
+        ss_status s = encode_running(e, 1, err);
+        e->gain = e->scale;
+        return s;
+    }
     float peak = 0.0f;
     int direct = 1;                          /* every output was encoded as it came */
     for (int k = 0; k < e->n_out; k++) {
@@ -820,6 +926,13 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         else
             s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w, err);
     }
+    /* rescale mode: a running scale where every writer can write at offsets */
+    const char *env = getenv("STEMSPLIT_NO_RUNNING_SCALE");
+    j->e.running = s == SS_OK && p->clip == SS_CLIP_RESCALE && !(env && *env && strcmp(env, "0") != 0);
+    for (int k = 0; k < j->e.n_out && j->e.running; k++)
+        j->e.running = ss_audio_can_write_at(j->outs[k].w);
+    j->e.scale = 1.0f;
+    j->e.threads = p->threads > 0 ? p->threads : ss_cpu_count();
     /* pass 2: separate */
     if (s == SS_OK)
         s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);

@@ -350,6 +350,54 @@ static void test_clip_rescale_late_peak(void)
           "the report does not say the stems were scaled");
 }
 
+/* 16-bit WAV stems are encoded as they are separated, at the scale of the peak
+ * so far, and re-encoded when a later block raises it (the running scale).  A
+ * mixture whose level rises in four steps, in 1 s segments, raises the peak
+ * three times after the first blocks were written: every 16-bit stem must
+ * still be the 32-bit float stem (checked above against the mixture) to within
+ * one step of the 16-bit scale, and byte for byte what one pass after the last
+ * block writes (STEMSPLIT_NO_RUNNING_SCALE). */
+static void test_clip_rescale_running_scale(void)
+{
+    char mix[1200], a[1300], b[1300];
+    snprintf(mix, sizeof mix, "%s/steps.wav", dir);
+    CHECK(write_mix(mix, 44100, 2, 44100 * 8, 1.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
+    float *m = NULL, *x = NULL, *y = NULL;
+    SF_INFO mi, xi, yi;
+    int64_t n = read_all(mix, &m, &mi);
+    CHECK(n == 44100 * 8, "read back %lld frames", (long long)n);
+    const float level[4] = {0.2f, 1.5f, 2.5f, 4.0f};
+    for (int64_t i = 0; i < n * 2; i++)
+        m[i] *= level[i / (2 * 2 * 44100)];
+    SF_INFO wi = {.samplerate = 44100, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &wi);
+    CHECK(f && sf_writef_float(f, m, n) == n, "rewrite");
+    sf_close(f);
+    free(m);
+    int rc = run("%s -q -m %s --segment 1 --sample-format f32 -o %s/stf %s", bin, model, dir, mix);
+    CHECK(rc == 0, "f32: exit %d", rc);
+    check_rescaled(mix, "stf", "steps");
+    rc = run("%s -q -m %s --segment 1 -o %s/sts %s", bin, model, dir, mix);
+    CHECK(rc == 0, "s16: exit %d", rc);
+    rc = run("STEMSPLIT_NO_RUNNING_SCALE=1 %s -q -m %s --segment 1 -o %s/sto %s", bin, model, dir, mix);
+    CHECK(rc == 0, "s16, one pass after the last block: exit %d", rc);
+    const char *names[] = {"low", "lowmid", "highmid", "high"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(a, sizeof a, "%s/stf/steps/%s.wav", dir, names[k]);
+        snprintf(b, sizeof b, "%s/sts/steps/%s.wav", dir, names[k]);
+        int64_t nx = read_all(a, &x, &xi), ny = read_all(b, &y, &yi);
+        double worst = nx == n && ny == n ? 0 : INFINITY;
+        for (int64_t i = 0; i < n * 2 && isfinite(worst); i++)
+            worst = fmax(worst, fabs((double)x[i] - y[i]));
+        free(x);
+        free(y);
+        CHECK(worst <= 1.5 / 32768, "%s: 16-bit stem off the float one by %g (frames %lld, %lld)", names[k], worst,
+              (long long)nx, (long long)ny);
+        snprintf(a, sizeof a, "%s/sto/steps/%s.wav", dir, names[k]);
+        CHECK(run("cmp -s %s %s", a, b) == 0, "%s: running scale and one pass differ", names[k]);
+    }
+}
+
 /* Nothing near full scale: rescale must leave the stems exactly as --clip none writes them. */
 static void test_clip_rescale_quiet_is_untouched(void)
 {
@@ -390,6 +438,7 @@ int main(void)
     RUN(test_silence_gives_silence_not_nan);
     RUN(test_clip_rescale_scales_all_stems_together);
     RUN(test_clip_rescale_late_peak);
+    RUN(test_clip_rescale_running_scale);
     RUN(test_clip_rescale_quiet_is_untouched);
     run("rm -rf %s", dir);
     return test_summary();
