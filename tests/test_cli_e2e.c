@@ -28,6 +28,15 @@ static int run(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The stems of the bandsplit test model, and where one of a track's lands:
+ * DIR/<sub>/<track>/<stem>.wav. */
+static const char *const bands[4] = {"low", "lowmid", "highmid", "high"};
+
+static void stem_path(char *buf, size_t size, const char *sub, const char *track, int k)
+{
+    snprintf(buf, size, "%s/%s/%s/%s.wav", dir, sub, track, bands[k]);
+}
+
 /* Write n frames of a test mixture (sines + noise, peak about `amp`). */
 static int write_mix(const char *path, int rate, int channels, int64_t n, double amp, int format)
 {
@@ -119,11 +128,10 @@ static void test_stems_sum_to_mixture_f32(void)
     CHECK(write_mix(mix, 44100, 2, 44100 * 23 / 2, 0.5, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
     int rc = run("%s -q -d cpu -m %s --sample-format f32 -o %s/out %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
-    const char *names[] = {"low", "lowmid", "highmid", "high"};
     char paths[4][1300];
     const char *p[4];
     for (int k = 0; k < 4; k++) {
-        snprintf(paths[k], sizeof paths[k], "%s/out/mix/%s.wav", dir, names[k]);
+        stem_path(paths[k], sizeof paths[k], "out", "mix", k);
         p[k] = paths[k];
         CHECK(exists(p[k]), "%s missing", p[k]);
     }
@@ -145,9 +153,8 @@ static void test_template_and_json_report(void)
     char path[1400];
     snprintf(path, sizeof path, "%s/tpl/bandsplit4/song two-vocals.wav", dir);
     CHECK(!exists(path), "a stem that the model does not have was written");
-    const char *names[] = {"low", "lowmid", "highmid", "high"};
     for (int k = 0; k < 4; k++) {
-        snprintf(path, sizeof path, "%s/tpl/bandsplit4/song two-%s.wav", dir, names[k]);
+        snprintf(path, sizeof path, "%s/tpl/bandsplit4/song two-%s.wav", dir, bands[k]);
         CHECK(exists(path), "%s missing", path);
     }
     FILE *f = fopen(rep, "r");
@@ -203,13 +210,13 @@ static void test_template_and_json_report(void)
 static void test_48k_input_comes_back_at_48k(void)
 {
     char mix[1200], paths[4][1300];
-    const char *p[4], *names[] = {"low", "lowmid", "highmid", "high"};
+    const char *p[4];
     snprintf(mix, sizeof mix, "%s/m48.wav", dir);
     CHECK(write_mix(mix, 48000, 2, 48000 * 4 + 17, 0.5, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
     int rc = run("%s -q -m %s --sample-format f32 -o %s/o48 %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
     for (int k = 0; k < 4; k++) {
-        snprintf(paths[k], sizeof paths[k], "%s/o48/m48/%s.wav", dir, names[k]);
+        stem_path(paths[k], sizeof paths[k], "o48", "m48", k);
         p[k] = paths[k];
     }
     int ok;
@@ -282,14 +289,13 @@ static void test_silence_gives_silence_not_nan(void)
 static void check_rescaled(const char *mix, const char *sub, const char *track)
 {
     char path[1300];
-    const char *names[] = {"low", "lowmid", "highmid", "high"};
     float *m = NULL, *s = NULL;
     SF_INFO mi, si;
     int64_t n = read_all(mix, &m, &mi);
     double *acc = calloc((size_t)n * 2, sizeof *acc), peak = 0;
     int bad = !acc;
     for (int k = 0; k < 4 && !bad; k++) {
-        snprintf(path, sizeof path, "%s/%s/%s/%s.wav", dir, sub, track, names[k]);
+        stem_path(path, sizeof path, sub, track, k);
         int64_t sn = read_all(path, &s, &si);
         bad = sn != n;
         for (int64_t i = 0; !bad && i < n * 2; i++) {
@@ -382,20 +388,19 @@ static void test_clip_rescale_running_scale(void)
     CHECK(rc == 0, "s16: exit %d", rc);
     rc = run("STEMSPLIT_RUNNING_SCALE=0 %s -q -m %s --segment 1 -o %s/sto %s", bin, model, dir, mix);
     CHECK(rc == 0, "s16, one pass after the last block: exit %d", rc);
-    const char *names[] = {"low", "lowmid", "highmid", "high"};
     for (int k = 0; k < 4; k++) {
-        snprintf(a, sizeof a, "%s/stf/steps/%s.wav", dir, names[k]);
-        snprintf(b, sizeof b, "%s/sts/steps/%s.wav", dir, names[k]);
+        stem_path(a, sizeof a, "stf", "steps", k);
+        stem_path(b, sizeof b, "sts", "steps", k);
         int64_t nx = read_all(a, &x, &xi), ny = read_all(b, &y, &yi);
         double worst = nx == n && ny == n ? 0 : INFINITY;
         for (int64_t i = 0; i < n * 2 && isfinite(worst); i++)
             worst = fmax(worst, fabs((double)x[i] - y[i]));
         free(x);
         free(y);
-        CHECK(worst <= 1.5 / 32768, "%s: 16-bit stem off the float one by %g (frames %lld, %lld)", names[k], worst,
+        CHECK(worst <= 1.5 / 32768, "%s: 16-bit stem off the float one by %g (frames %lld, %lld)", bands[k], worst,
               (long long)nx, (long long)ny);
-        snprintf(a, sizeof a, "%s/sto/steps/%s.wav", dir, names[k]);
-        CHECK(run("cmp -s %s %s", a, b) == 0, "%s: running scale and one pass differ", names[k]);
+        stem_path(a, sizeof a, "sto", "steps", k);
+        CHECK(run("cmp -s %s %s", a, b) == 0, "%s: running scale and one pass differ", bands[k]);
     }
 }
 
@@ -410,11 +415,10 @@ static void test_clip_rescale_quiet_is_untouched(void)
     CHECK(run("grep -q '\"gain\":[[:space:]]*1[,}]' %s/qr.json", dir) == 0, "report gain is not 1");
     rc = run("%s -q -m %s --segment 1 --clip none -o %s/qn %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
-    const char *names[] = {"low", "lowmid", "highmid", "high"};
     for (int k = 0; k < 4; k++) {
-        snprintf(a, sizeof a, "%s/qr/quiet/%s.wav", dir, names[k]);
-        snprintf(b, sizeof b, "%s/qn/quiet/%s.wav", dir, names[k]);
-        CHECK(run("cmp -s %s %s", a, b) == 0, "%s differs between --clip rescale and none", names[k]);
+        stem_path(a, sizeof a, "qr", "quiet", k);
+        stem_path(b, sizeof b, "qn", "quiet", k);
+        CHECK(run("cmp -s %s %s", a, b) == 0, "%s differs between --clip rescale and none", bands[k]);
     }
 }
 
