@@ -662,21 +662,30 @@ static void *encode_range(void *arg)
  * after the last block is on average 1/8 of it (all of it without this). */
 #define RERUN_PER_PUSH 3
 
-/* Add jobs encoding frames [from, to) of o at offsets, in up to `parts` ranges
- * of at least 4 blocks each. */
+/* Add jobs encoding frames [from, to) of o, in up to `parts` ranges of at
+ * least 4 blocks each written at their offsets (at), else in one in order. */
 static void add_ranges(stage_job *jobs, int *n, const encoder *e, output *o, float scale, int64_t from, int64_t to,
-                       int parts)
+                       int parts, int at)
 {
     int64_t len = to - from, most = len / (4 * BLOCK);
     if (len <= 0)
         return;
-    if (parts > most)
-        parts = (int)most;
+    if (!at || parts > most)
+        parts = at ? (int)most : 1;
     if (parts < 1)
         parts = 1;
     for (int r = 0; r < parts; r++)
-        jobs[(*n)++] = (stage_job){.e = e, .o = o, .scale = scale, .at = 1, .from = from + len * r / parts,
+        jobs[(*n)++] = (stage_job){.e = e, .o = o, .scale = scale, .at = at, .from = from + len * r / parts,
                                    .to = from + len * (r + 1) / parts};
+}
+
+/* The largest |sample| staged so far over all outputs (they are scaled together). */
+static float outputs_peak(const encoder *e)
+{
+    float peak = 0.0f;
+    for (int k = 0; k < e->n_out; k++)
+        peak = fmaxf(peak, e->outs[k].peak);
+    return peak;
 }
 
 /* The running scale (encoder.running), after each push and (all) after the
@@ -686,15 +695,13 @@ static void add_ranges(stage_job *jobs, int *n, const encoder *e, output *o, flo
  * stale ones, RERUN_PER_PUSH per frame staged since the last call (all: every
  * one left), but none in a push that raised the scale (a peak that keeps
  * rising would have them all redone again: the frames are then encoded twice,
- * as they come and after the last block, not over and over).  Each output's ranges run in parallel.  The bytes are those of one
- * pass at the final scale after the last block: every frame is last written at
- * it, the same conversion as ss_audio_write's. */
+ * as they come and after the last block, not over and over).  Each output's
+ * ranges run in parallel.  The bytes are those of one pass at the final scale
+ * after the last block: every frame is last written at it, the same conversion
+ * as ss_audio_write's. */
 static ss_status encode_running(encoder *e, int all, ss_error *err)
 {
-    float peak = 0.0f;
-    for (int k = 0; k < e->n_out; k++)
-        peak = fmaxf(peak, e->outs[k].peak);
-    float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
+    float scale = 1.0f / fmaxf(1.01f * outputs_peak(e), 1.0f);
     int raised = scale != e->scale;          /* no re-encoding in this push (below) */
     if (raised) {
         e->scale = scale;
@@ -713,8 +720,8 @@ static ss_status encode_running(encoder *e, int all, ss_error *err)
         fix[k] = all || stale < RERUN_PER_PUSH * fresh ? stale : RERUN_PER_PUSH * fresh;
         if (raised && !all)
             fix[k] = 0;
-        add_ranges(jobs, &n, e, o, scale, o->enc, o->written, parts);
-        add_ranges(jobs, &n, e, o, scale, o->ok, o->ok + fix[k], parts);
+        add_ranges(jobs, &n, e, o, scale, o->enc, o->written, parts, 1);
+        add_ranges(jobs, &n, e, o, scale, o->ok, o->ok + fix[k], parts, 1);
     }
     ss_status s = each_output(n, encode_range, jobs, sizeof *jobs, err);
     for (int k = 0; k < e->n_out && s == SS_OK; k++) {
@@ -731,10 +738,10 @@ static ss_status encode_running(encoder *e, int all, ss_error *err)
  * it (encode_running).  Otherwise nothing to do when every output was encoded
  * as it came and the peak needs no scaling; else drop those files and encode
  * every staged output scaled by 1 / max(1.01 * peak, 1).  Outputs run in
- * parallel, and each in up to `threads / outputs` ranges at once where its
+ * parallel, and each in up to `e->threads / outputs` ranges at once where its
  * format allows writing at offsets (WAV s16/s24); the first error is
  * reported. */
-static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
+static ss_status encode_staged(encoder *e, int rate, ss_error *err)
 {
     stage_job jobs[MAX_JOBS];
     if (e->running) {
@@ -742,12 +749,10 @@ static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
         e->gain = e->scale;
         return s;
     }
-    float peak = 0.0f;
+    float peak = outputs_peak(e);
     int direct = 1;                          /* every output was encoded as it came */
-    for (int k = 0; k < e->n_out; k++) {
-        peak = fmaxf(peak, e->outs[k].peak);
+    for (int k = 0; k < e->n_out; k++)
         direct = direct && e->outs[k].w;
-    }
     if (direct && !needs_rescale(peak))
         return SS_OK;
     for (int k = 0; k < e->n_out; k++) {
@@ -756,23 +761,16 @@ static ss_status encode_staged(encoder *e, int rate, int threads, ss_error *err)
     }
     float scale = 1.0f / fmaxf(1.01f * peak, 1.0f);
     e->gain = scale;
-    if (threads <= 0)
-        threads = ss_cpu_count();
-    /* ranges per output: the threads shared out, each range at least 4 blocks */
-    int64_t per = threads / e->n_out, most = e->length / (4 * BLOCK);
-    per = per > most ? most : per;
+    /* ranges per output: the threads shared out (add_ranges keeps each at least 4 blocks) */
+    int per = e->threads / e->n_out;
     per = per > MAX_JOBS / e->n_out ? MAX_JOBS / e->n_out : per;
-    per = per < 1 ? 1 : per;
     int n = 0;
     for (int k = 0; k < e->n_out; k++) {
         output *o = &e->outs[k];
         ss_status s = ss_audio_create(o->path, e->p->format, e->p->sample_format, rate, e->C, &o->w, err);
         if (s != SS_OK)
             return s;
-        int at = ss_audio_can_write_at(o->w), parts = at ? (int)per : 1;
-        for (int r = 0; r < parts; r++)
-            jobs[n++] = (stage_job){.e = e, .o = o, .scale = scale, .at = at, .from = e->length * r / parts,
-                                    .to = e->length * (r + 1) / parts};
+        add_ranges(jobs, &n, e, o, scale, 0, e->length, per, ss_audio_can_write_at(o->w));
     }
     return each_output(n, encode_range, jobs, sizeof *jobs, err);
 }
@@ -972,7 +970,7 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
     ss_status s = SS_OK;
     if (!j->inferred)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
-    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, j->p->threads, err)) == SS_OK)
+    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, err)) == SS_OK)
         j->rep->gain = j->e.gain;
     double t1 = ss_seconds();
     /* every output finished, flushed to disk and renamed into place, in parallel */
