@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/clock.h"
 #include "../src/model.h"
 
 #define HT_MAX_DEPTH 8      /* encoder/decoder layers                 */
@@ -1926,8 +1927,16 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
             need[W_SCORES] *= (size_t)head_group(need[W_SCORES] ? HT_SCORES_FLOATS / need[W_SCORES] : (size_t)heads,
                                                  heads);
         }
+        double t0 = ss_seconds();
         if ((s = ws_ensure(&bag->ws, be, need, err)) != SS_OK)
             return s;
+        if (ss_profile_stages()) {                  /* STEMSPLIT_PROFILE: what the buffers cost */
+            size_t total = 0;
+            for (int k = 0; k < W_COUNT; k++)
+                total += bag->ws.cap[k];
+            fprintf(stderr, "htdemucs: activation buffers for batch %d, %lld samples: %.1f MiB, ready in %.1f ms\n",
+                    batch, (long long)length, (double)total * sizeof(float) / 1048576.0, 1e3 * (ss_seconds() - t0));
+        }
         bag->ws.batch = batch;
         bag->ws.length = length;
     }
