@@ -27,6 +27,48 @@
 #endif
 #ifdef SS_EMU_ASAN
 #include <sanitizer/common_interface_defs.h>
+// AddressSanitizer's detect_stack_use_after_return gives every fiber a fake
+// stack of its own (~14 MB for a 1 MB stack): a thousand fibers per OS thread
+// would take gigabytes.  A program linked with the emulator runs without it
+// (heap, stack and shared-memory overruns are still found); the instrumented
+// code reads this flag at every call.
+extern "C" int __asan_option_detect_stack_use_after_return;
+__attribute__((constructor)) static void ss_emu_no_fake_stacks(void)
+{
+    __asan_option_detect_stack_use_after_return = 0;
+}
+#endif
+
+// x86-64: fibers switch by a few instructions of our own (callee-saved
+// registers and the stack pointer), with or without AddressSanitizer (which is
+// told of each switch); elsewhere ucontext + _setjmp/_longjmp, or swapcontext
+// under AddressSanitizer.
+#if defined(__x86_64__) && !defined(SS_EMU_NO_ASM)
+#define SS_EMU_ASM 1
+extern "C" void ss_emu_ctx_switch(void **save_sp, void *load_sp);
+asm(R"(
+    .text
+    .globl ss_emu_ctx_switch
+    .hidden ss_emu_ctx_switch
+    .type ss_emu_ctx_switch, @function
+ss_emu_ctx_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ss_emu_ctx_switch, .-ss_emu_ctx_switch
+)");
 #endif
 
 namespace {
@@ -41,13 +83,16 @@ const unsigned kMaxLanes = 1024;
 
 enum LaneState { RUNNABLE, WAIT_BARRIER, WAIT_SIMD, DONE };
 
-// Switching: each lane fiber is started once with setcontext() (ucontext) and
-// then lives across threadgroups and dispatches, running the kernel in a loop;
-// later switches use _setjmp/_longjmp, which save no signal mask (no system
-// call), so a barrier costs a few nanoseconds per thread.  Under AddressSanitizer
-// every switch goes through swapcontext() with the fiber annotations instead.
+// Switching: each lane fiber is started once and then lives across
+// threadgroups and dispatches, running the kernel in a loop.  On x86-64 every
+// switch is ss_emu_ctx_switch (above), with the fiber annotations under
+// AddressSanitizer.  Elsewhere a fiber is started with setcontext() (ucontext)
+// and later switches use _setjmp/_longjmp, which save no signal mask (no system
+// call); under AddressSanitizer there every switch goes through swapcontext()
+// with the fiber annotations instead.
 struct Lane {
     ucontext_t ctx;
+    void *sp;                // SS_EMU_ASM: the suspended fiber's stack pointer
     jmp_buf env;
     bool started;
     LaneState state;
@@ -61,6 +106,7 @@ struct Lane {
 struct Group {
     ucontext_t main;
     jmp_buf menv;
+    void *main_sp = nullptr;
     std::vector<Lane> lanes;
     unsigned n = 0, cur = 0;
     bool coop = false;
@@ -69,6 +115,8 @@ struct Group {
     const void *params = nullptr;
     std::string err;
     long long barriers = 0, simd_ops = 0;
+    std::vector<unsigned char> table;       // ss_emu_simd_gather: 2 x kMaxLanes x 64 bytes
+    unsigned gen[kMaxLanes / kSimd] = {};   // gathers released per simdgroup
     void *main_fake = nullptr;
     const void *main_bottom = nullptr;
     size_t main_size = 0;
@@ -92,7 +140,16 @@ void note(Group *g, const std::string &msg)
 // lane -> scheduler
 __attribute__((noinline)) void yield_to_main(Group *g, Lane &l, bool exiting)
 {
+#if defined(SS_EMU_ASM)
+    (void)exiting;
 #ifdef SS_EMU_ASAN
+    __sanitizer_start_switch_fiber(&l.fake, g->main_bottom, g->main_size);
+#endif
+    ss_emu_ctx_switch(&l.sp, g->main_sp);
+#ifdef SS_EMU_ASAN
+    __sanitizer_finish_switch_fiber(l.fake, &g->main_bottom, &g->main_size);
+#endif
+#elif defined(SS_EMU_ASAN)
     __sanitizer_start_switch_fiber(exiting ? nullptr : &l.fake, g->main_bottom, g->main_size);
     swapcontext(&l.ctx, &g->main);
     __sanitizer_finish_switch_fiber(l.fake, &g->main_bottom, &g->main_size);
@@ -109,7 +166,7 @@ void lane_entry()
 #ifdef SS_EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &g->main_bottom, &g->main_size);
 #endif
-#ifdef SS_EMU_ASAN
+#if defined(SS_EMU_ASAN) && !defined(SS_EMU_ASM)
     Lane &l = g->lanes[g->cur];
     g->fn(g->bufs, g->params, &l.ids);
     l.state = DONE;
@@ -129,7 +186,16 @@ __attribute__((noinline)) void resume(Group *g, unsigned i)
 {
     Lane &l = g->lanes[i];
     g->cur = i;
+#if defined(SS_EMU_ASM)
 #ifdef SS_EMU_ASAN
+    __sanitizer_start_switch_fiber(&g->main_fake, l.stack, kStack);
+#endif
+    l.started = true;
+    ss_emu_ctx_switch(&g->main_sp, l.sp);
+#ifdef SS_EMU_ASAN
+    __sanitizer_finish_switch_fiber(g->main_fake, nullptr, nullptr);
+#endif
+#elif defined(SS_EMU_ASAN)
     __sanitizer_start_switch_fiber(&g->main_fake, l.stack, kStack);
     swapcontext(&g->main, &l.ctx);
     __sanitizer_finish_switch_fiber(g->main_fake, nullptr, nullptr);
@@ -185,6 +251,15 @@ bool resolve_simd(Group *g)
         }
         if (!all || !some)
             continue;
+        if (op == SS_EMU_SIMD_GATHER) {
+            for (unsigned i = s0; i < s1; i++)
+                if (g->lanes[i].state == WAIT_SIMD)
+                    g->lanes[i].state = RUNNABLE;
+            g->gen[s0 / kSimd]++;
+            g->simd_ops++;
+            any = true;
+            continue;
+        }
         float r = op == SS_EMU_SIMD_SUM ? 0.0f : op == SS_EMU_SIMD_MAX ? -INFINITY : INFINITY;
         for (unsigned i = s0; i < s1; i++) {
             Lane &l = g->lanes[i];
@@ -210,6 +285,17 @@ bool resolve_simd(Group *g)
 
 __attribute__((noinline)) void make_lane(Lane &l)
 {
+#if defined(SS_EMU_ASM)
+    // the first switch pops six registers and returns into lane_entry, whose
+    // frame then starts 8 bytes below a 16-byte boundary, as after a call
+    void **sp = (void **)(((uintptr_t)l.stack + kStack) & ~(uintptr_t)15);
+    *--sp = nullptr;
+    *--sp = (void *)lane_entry;
+    for (int r = 0; r < 6; r++)
+        *--sp = nullptr;
+    l.sp = sp;
+    return;
+#endif
     getcontext(&l.ctx);
     l.ctx.uc_stack.ss_sp = l.stack;
     l.ctx.uc_stack.ss_size = kStack;
@@ -221,7 +307,7 @@ void run_coop_group(Group *g)
 {
     for (unsigned i = 0; i < g->n; i++) {
         Lane &l = g->lanes[i];
-#ifndef SS_EMU_ASAN
+#if !defined(SS_EMU_ASAN) || defined(SS_EMU_ASM)
         if (!l.started)
 #endif
             make_lane(l);
@@ -386,6 +472,27 @@ extern "C" float ss_emu_simd(int op, float v)
     return l.res;
 }
 
+extern "C" const void *ss_emu_simd_gather(const void *in, size_t bytes)
+{
+    Group *g = tl_group;
+    if (!g || !g->coop || bytes > 64) {
+        if (g)
+            note(g, bytes > 64 ? "simdgroup exchange of more than 64 bytes" : "simd function in a kernel dispatched as not cooperative");
+        static thread_local unsigned char none[kSimd * 64];
+        return none;
+    }
+    if (g->table.empty())
+        g->table.resize(2 * (size_t)kMaxLanes * 64);
+    unsigned sg = g->cur / kSimd;
+    unsigned char *t = g->table.data() + (size_t)(g->gen[sg] & 1) * kMaxLanes * 64;
+    memcpy(t + (size_t)g->cur * 64, in, bytes);
+    Lane &l = g->lanes[g->cur];
+    l.state = WAIT_SIMD;
+    l.op = SS_EMU_SIMD_GATHER;
+    yield_to_main(g, l, false);
+    return t + (size_t)sg * kSimd * 64;
+}
+
 extern "C" int ss_emu_run(ss_emu_fn fn, void *const *bufs, const void *params, const unsigned groups[3],
                           const unsigned tg[3], int cooperative, int max_threads, char *why, size_t why_size)
 {
@@ -409,6 +516,7 @@ extern "C" int ss_emu_run(ss_emu_fn fn, void *const *bufs, const void *params, c
         return 0;
     unsigned long long work = job.total * lanes;
     int nt = max_threads > 1 && job.total > 1 && work >= 8192 ? (int)std::min<unsigned long long>(job.total, (unsigned)max_threads) : 1;
+
     std::vector<std::thread> extra;
     for (int i = 1; i < nt; i++)
         extra.emplace_back(worker, &job, false);

@@ -29,7 +29,7 @@ typedef struct ss_emu_ids {
 
 typedef void (*ss_emu_fn)(void *const *bufs, const void *params, const ss_emu_ids *ids);
 
-enum { SS_EMU_SIMD_SUM = 0, SS_EMU_SIMD_MAX = 1, SS_EMU_SIMD_MIN = 2 };
+enum { SS_EMU_SIMD_SUM = 0, SS_EMU_SIMD_MAX = 1, SS_EMU_SIMD_MIN = 2, SS_EMU_SIMD_GATHER = 3 };
 
 /* 0 on success; -1 with a reason in why (a kernel error the emulator caught). */
 int ss_emu_run(ss_emu_fn fn, void *const *bufs, const void *params, const unsigned groups[3],
@@ -38,6 +38,10 @@ int ss_emu_run(ss_emu_fn fn, void *const *bufs, const void *params, const unsign
 /* called by the kernels through msl_shim.hpp */
 void ss_emu_barrier(void);
 float ss_emu_simd(int op, float v);
+/* simdgroup exchange (the CUDA emulator's warp shuffles and mma): every live
+ * lane of the simdgroup posts `bytes` (<= 64) from `in`; returns the
+ * simdgroup's posts, lane i's at +64 i, valid until this lane's next simd call */
+const void *ss_emu_simd_gather(const void *in, size_t bytes);
 
 typedef struct ss_emu_stats {
     long long dispatches, threadgroups, threads, barriers, simd_ops;
