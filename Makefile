@@ -3,6 +3,8 @@
 #   make                 build ./stemsplit (CPU backend)
 #   make check           build and run every test; last line "N passed, N failed[, N skipped]"
 #   make check-metal     only the Metal kernel tests (grid emulator); part of make check
+#   make cuda-emu-cli    build/release/cuda-emu/stemsplit: -d cuda runs the CUDA backend's code
+#                        on the CPU (kernels/cuda/emu; its tests are part of make check)
 #   make asan            ASan+UBSan build in build/asan and the whole test suite under it
 #   make install         PREFIX=/usr/local DESTDIR= : binary, man page, share/stemsplit/models
 #   make bench           benchmarks (scripts/bench-*.sh) that can run on this machine

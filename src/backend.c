@@ -86,6 +86,22 @@ static const ss_backend_iface *cuda_real;     /* the module's vtable once loaded
 static int cuda_tried;
 static char cuda_why[600];
 
+#ifdef SS_CUDA_EMU
+/* The CUDA emulator's test build (kernels/cuda/cuda.mk): the module's code,
+ * compiled for the CPU, is linked in; no driver to probe, nothing to load. */
+const ss_backend_iface *ss_cuda_module(int api_version, const char **why);
+
+static void cuda_load(void)
+{
+    if (cuda_tried)
+        return;
+    cuda_tried = 1;
+    const char *why = NULL;
+    cuda_real = ss_cuda_module(SS_BACKEND_API_VERSION, &why);
+    if (!cuda_real)
+        snprintf(cuda_why, sizeof cuda_why, "the emulated CUDA module: %.500s", why ? why : "?");
+}
+#else
 /* Number of GPUs the driver sees, without loading any CUDA runtime library. */
 static int cuda_driver_probe(void)
 {
@@ -175,6 +191,7 @@ static void cuda_load(void)
         return;
     }
 }
+#endif
 
 static int cuda_stub_count(void)
 {

@@ -70,18 +70,26 @@ struct at_geom {
 /* x rounded to tf32 (nearest, ties away from zero), as the bits an mma operand register holds */
 __device__ __forceinline__ uint32_t to_tf32(float x)
 {
+#ifdef SS_CUDA_EMU
+    return emu::tf32_round(x);
+#else
     uint32_t r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
     return r;
+#endif
 }
 
 /* d [16x8] += a [16x8] b [8x8] on tensor cores (fragments as in the comment on top) */
 __device__ __forceinline__ void mma_tf32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
+#ifdef SS_CUDA_EMU
+    emu::tf32_mma(d, a, b0, b1);
+#else
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* ---- end of PTX primitives ------------------------------------------------------------ */

@@ -66,3 +66,58 @@ bundle: $(CLI_OBJ) $(LIBSS) $(CUDA_MOD)
 	$(CC) $(ALL_LDFLAGS) -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib' -o $(BUNDLE)/bin/stemsplit \
 	    $(CLI_OBJ) $(LIBSS) $(LIBS)
 	sh scripts/bundle-libs.sh $(BUNDLE) $(BUNDLE_CUDA_LIBS) $(BUNDLE)/bin/stemsplit $(CUDA_MOD)
+
+# ---- every platform: the CUDA kernels on the CPU (kernels/cuda/emu) -------------------------
+# kernels/cuda/*.cu compiled as C++17 (after rewrite.sed) against the emulator's CUDA
+# headers, linked into test binaries with a copy of src/backend.c whose "cuda" entry is
+# that emulated backend: tests/test_cuda_ops.c as test_cuda_emu_ops, and the HTDemucs
+# fixtures' forward pass (tests/test_cuda_emu_htdemucs.c).  They run in `make check` on
+# any machine and check the kernels' arithmetic, indexing, barriers and the host code
+# around them; timing, races between streams and PTX itself are not checked.
+CUDA_EMU_DIR  := $(BUILD)/cuda-emu
+CUDA_EMU_CXX  ?= $(CXX)
+CUDA_EMU_CXXFLAGS := -std=c++17 -Wall -Wextra -Werror -Wno-unknown-pragmas $(CFLAGS) $(SANFLAGS) -pthread \
+	-fno-strict-aliasing -Ikernels/cuda/emu -Ikernels/cuda -Isrc $(DEP_CFLAGS) $(BLAS_CFLAGS)
+CUDA_EMU_KOBJS := $(patsubst kernels/cuda/%.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard kernels/cuda/*.cu))
+CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS)
+CUDA_EMU_TEST_BINS := $(BUILD)/tests/test_cuda_emu_ops $(BUILD)/tests/test_cuda_emu_htdemucs
+
+$(CUDA_EMU_DIR)/%.cpp: kernels/cuda/%.cu kernels/cuda/emu/rewrite.sed
+	@mkdir -p $(dir $@)
+	{ echo '#line 1 "$<"'; sed -E -f kernels/cuda/emu/rewrite.sed $<; } > $@.tmp && mv $@.tmp $@
+
+# (-Wno-unused-variable: constants used only by #pragma unroll, which g++ ignores here;
+# -Wno-sign-compare: unsigned threadIdx against int sizes, as nvcc leaves it in device code)
+$(CUDA_EMU_KOBJS): $(CUDA_EMU_DIR)/%.o: $(CUDA_EMU_DIR)/%.cpp
+	$(CUDA_EMU_CXX) $(CUDA_EMU_CXXFLAGS) -Wno-unused-variable -Wno-sign-compare -MMD -MP -c $< -o $@
+
+$(CUDA_EMU_DIR)/runtime.o: kernels/cuda/emu/runtime.cpp
+	@mkdir -p $(dir $@)
+	$(CUDA_EMU_CXX) $(CUDA_EMU_CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(CUDA_EMU_DIR)/backend.o: src/backend.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DSS_WITH_CUDA -DSS_CUDA_EMU -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/test_cuda_emu_ops: tests/test_cuda_ops.c $(CUDA_EMU_OBJS) $(LIBSS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -c $< -o $@.o
+	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $@.o $(CUDA_EMU_OBJS) $(LIBSS) $(LIBS)
+	@rm -f $@.o
+
+$(BUILD)/tests/test_cuda_emu_htdemucs: tests/test_cuda_emu_htdemucs.c $(CUDA_EMU_OBJS) $(LIBSS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -c $< -o $@.o
+	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $@.o $(CUDA_EMU_OBJS) $(LIBSS) $(LIBS)
+	@rm -f $@.o
+
+tests: $(CUDA_EMU_TEST_BINS)
+
+# the CLI on the emulator (not built by default): `-d cuda` runs the whole pipeline
+# through the CUDA backend's code on the CPU, e.g. to compare stems with `-d cpu`
+.PHONY: cuda-emu-cli
+cuda-emu-cli: $(CUDA_EMU_DIR)/stemsplit
+$(CUDA_EMU_DIR)/stemsplit: $(CLI_OBJ) $(CUDA_EMU_OBJS) $(LIBSS)
+	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $^ $(LIBS)
+
+-include $(CUDA_EMU_KOBJS:.o=.d) $(CUDA_EMU_DIR)/runtime.d $(CUDA_EMU_DIR)/backend.d
