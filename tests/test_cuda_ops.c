@@ -388,6 +388,9 @@ static void test_conv2d(void)
         {{2, 37, 3, 300, 20, 1, 3, 1, 1, 0, 2, 1, 2}, 1, 1e-6, "conv1d direct k3 dil2, 3 rows"},
         {{1, 48, 1, 1000, 6, 1, 5, 1, 1, 0, 3, 1, 1}, 0, 1e-6, "conv1d direct k5 pad3"},
         {{3, 16, 2, 129, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d direct cout 64"},
+        /* so many rows that a block takes every input-channel chunk (no slices):
+         * its double buffer is staged again while the other one is read */
+        {{4, 40, 150, 257, 24, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d direct, 5 chunks in a block"},
         {{1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d k3 cout 80"},  /* im2col + GEMM */
         /* 3x3 stride 1 padding 1: Winograd F(2x2, 3x3); odd sizes (partial tiles),
          * two items; then enough tiles for two passes of the tile loop */
