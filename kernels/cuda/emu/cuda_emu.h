@@ -7,10 +7,10 @@
  * and at warp-collective calls (__shfl_*_sync, mma; released when every live
  * lane of the warp has called one), blocks spread over OS threads.  threadIdx,
  * blockIdx, blockDim and gridDim are thread-local variables set for the running
- * fiber; __shared__ variables
- * are per OS thread (blocks of one OS thread run one after another); dynamic
- * shared memory is filled with 0xff bytes (NaN) when a block starts, so a read
- * of what no thread wrote shows.  cp.async copies are immediate. */
+ * fiber; __shared__ variables are per OS thread (blocks of one OS thread run one
+ * after another); dynamic shared memory is filled with 0xff bytes (NaN) when a
+ * block starts, so a read of what no thread wrote shows.  cp.async copies are
+ * immediate. */
 #ifndef SS_CUDA_EMU_H
 #define SS_CUDA_EMU_H
 
@@ -88,8 +88,8 @@ cudaError_t launch(const Launch &l, void (*k)(P...), A &&...a)
 
 void set_last_error(cudaError_t e);
 
-/* kern<<<grid, block, smem, stream>>>(args) is rewritten (cuda.mk) as
- * emu::chevron("kern", kern, grid, block, smem, stream)(args) */
+/* kern<<<grid, block, smem, stream>>>(args) is rewritten (rewrite.sed) as
+ * emu::chevron(SS_EMU_NAME(kern), kern, grid, block, smem, stream)(args) */
 template <typename K>
 struct Chevron {
     K k;
