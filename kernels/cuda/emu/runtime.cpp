@@ -7,7 +7,8 @@
 // out-of-memory reachable).  Work is done when it is issued, in issue order,
 // on the issuing thread: a valid order for any program whose streams and
 // events are correct (so races between streams are not found here).  A stream
-// capture records the work instead and a graph launch replays it.  Kernels run
+// capture records the work of the streams in it instead (the origin and those
+// that waited on an event recorded into it), and a graph launch replays it.  Kernels run
 // on the grid emulator (cuda_emu.h); products are CBLAS sgemm, with the
 // operands of the tensor-core compute types rounded to tf32 / bf16 / fp16 as
 // the hardware does; FFTs are FFTW's, unnormalised as cuFFT's.
@@ -28,6 +29,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -41,6 +43,7 @@ struct CUstream_st {
 struct CUevent_st {
     unsigned flags;
     double t;
+    const void *capture;   // the capture it was last recorded into, if any
 };
 struct CUgraph_st {
     std::vector<Op> ops;
@@ -61,8 +64,12 @@ namespace {
 thread_local cudaError_t t_last = cudaSuccess;   // cudaGetLastError()
 thread_local cudaError_t t_fault = cudaSuccess;  // a failed kernel, reported by the next wait
 
+// A capture records the work issued to its origin stream and to the streams
+// that have waited on an event recorded into it (as CUDA's capture spreads);
+// work on other streams runs at once, as it would on a GPU.
 struct Capture {
     cudaStream_t origin;
+    std::set<cudaStream_t> streams;
     std::vector<Op> ops;
     bool invalid = false;
 };
@@ -110,10 +117,12 @@ double now()
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// run op now, or record it into this thread's capture
-void enqueue(Op op)
+bool captured(cudaStream_t s) { return t_cap && t_cap->streams.count(s); }
+
+// run op (work on stream s) now, or record it into this thread's capture
+void enqueue(cudaStream_t s, Op op)
 {
-    if (t_cap)
+    if (captured(s))
         t_cap->ops.push_back(std::move(op));
     else
         op();
@@ -218,7 +227,7 @@ cudaError_t emu::submit(const Launch &l, std::shared_ptr<const Op> body)
                 kernel_name(l).c_str(), l.smem, limit);
         return cudaErrorInvalidValue;
     }
-    enqueue([l, body]() { run_grid(l, body.get()); });
+    enqueue(l.stream, [l, body]() { run_grid(l, body.get()); });
     return cudaSuccess;
 }
 
@@ -449,8 +458,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind k, cudaStream_t s)
 {
-    (void)k, (void)s;
-    enqueue([=]() { memmove(dst, src, bytes); });
+    (void)k;
+    enqueue(s, [=]() { memmove(dst, src, bytes); });
     return cudaSuccess;
 }
 
@@ -465,17 +474,15 @@ cudaError_t cudaMemset(void *p, int v, size_t bytes)
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s)
 {
-    (void)s;
-    enqueue([=]() { memset(p, v, bytes); });
+    enqueue(s, [=]() { memset(p, v, bytes); });
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int v, size_t width, size_t height, cudaStream_t s)
 {
-    (void)s;
     if (width > pitch && height > 1)
         return ret(cudaErrorInvalidValue);
-    enqueue([=]() {
+    enqueue(s, [=]() {
         for (size_t r = 0; r < height; r++)
             memset((char *)p + r * pitch, v, width);
     });
@@ -497,13 +504,21 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    (void)s;
+    if (t_cap && !captured(s)) {                 /* a stream outside the capture: its work is done */
+        cudaError_t f = t_fault;
+        t_fault = cudaSuccess;
+        return ret(f);
+    }
     return waiting_call();
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
 {
-    (void)s, (void)flags;
-    return ret(e ? cudaSuccess : cudaErrorInvalidResourceHandle);
+    (void)flags;
+    if (!e)
+        return ret(cudaErrorInvalidResourceHandle);
+    if (t_cap && e->capture == t_cap)
+        t_cap->streams.insert(s);     // s joins the capture
+    return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode)
@@ -515,6 +530,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
     if (!t_cap)
         return ret(cudaErrorMemoryAllocation);
     t_cap->origin = s;
+    t_cap->streams.insert(s);
     return cudaSuccess;
 }
 
@@ -538,15 +554,14 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *st)
 {
-    (void)s;
-    *st = t_cap ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+    *st = captured(s) ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
-    *e = new (std::nothrow) CUevent_st{flags, now()};
+    *e = new (std::nothrow) CUevent_st{flags, now(), nullptr};
     return ret(*e ? cudaSuccess : cudaErrorMemoryAllocation);
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e)
@@ -556,10 +571,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-    (void)s;
     if (!e)
         return ret(cudaErrorInvalidResourceHandle);
-    enqueue([e]() { e->t = now(); });
+    e->capture = captured(s) ? t_cap : nullptr;
+    enqueue(s, [e]() { e->t = now(); });
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return ret(e ? cudaSuccess : cudaErrorInvalidResourceHandle); }
@@ -567,6 +582,11 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
     if (!e)
         return ret(cudaErrorInvalidResourceHandle);
+    if (t_cap && e->capture != t_cap) {
+        cudaError_t f = t_fault;
+        t_fault = cudaSuccess;
+        return ret(f);
+    }
     return waiting_call();
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -585,12 +605,11 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned lon
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
 {
-    (void)s;
     if (!x)
         return ret(cudaErrorInvalidResourceHandle);
     st_graph_launches++;
     for (const Op &op : x->ops)
-        enqueue(op);
+        enqueue(s, op);
     return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g)
@@ -768,7 +787,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
     rounder f = rounder_for(comp, h->math);
     const float *fa = (const float *)a, *fb = (const float *)b;
     float *fc = (float *)c;
-    enqueue([=]() { sgemm_batched(ta, tb, m, n, k, al, fa, lda, sa, fb, ldb, sb, be, fc, ldc, sc, batch, f); });
+    enqueue(h->stream, [=]() { sgemm_batched(ta, tb, m, n, k, al, fa, lda, sa, fb, ldb, sb, be, fc, ldc, sc, batch, f); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -913,7 +932,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                               const void *c, cublasLtMatrixLayout_t cl, void *dd, cublasLtMatrixLayout_t dl,
                               const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes, cudaStream_t s)
 {
-    (void)h, (void)algo, (void)ws, (void)ws_bytes, (void)s;
+    (void)h, (void)algo, (void)ws, (void)ws_bytes;
     int m, n, k;
     if (!lt_shape(d, al, bl, cl, dl, &m, &n, &k))
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -926,7 +945,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : nullptr;
     float *fd = (float *)dd;
     int lda = (int)al->ld, ldb = (int)bl->ld, ldc = (int)cl->ld, ldd = (int)dl->ld;
-    enqueue([=]() {
+    enqueue(s, [=]() {
         if (bev != 0.0f && fc != fd)
             for (int j = 0; j < n; j++)
                 memcpy(fd + (size_t)j * ldd, fc + (size_t)j * ldc, (size_t)m * sizeof(float));
@@ -946,6 +965,7 @@ struct FftPlan {
     int n, batch;
     cufftType type;
     fftwf_plan p;
+    cudaStream_t stream;
 };
 std::mutex fft_mu;   // FFTW's planner is not thread-safe
 std::map<int, FftPlan> fft_plans;
@@ -980,15 +1000,18 @@ cufftResult cufftPlan1d(cufftHandle *plan, int n, cufftType type, int batch)
     if (!p)
         return CUFFT_ALLOC_FAILED;
     *plan = fft_next++;
-    fft_plans[*plan] = FftPlan{n, batch, type, p};
+    fft_plans[*plan] = FftPlan{n, batch, type, p, nullptr};
     return CUFFT_SUCCESS;
 }
 
 cufftResult cufftSetStream(cufftHandle plan, cudaStream_t s)
 {
-    (void)s;
-    FftPlan p;
-    return find_plan(plan, &p) ? CUFFT_SUCCESS : CUFFT_INVALID_PLAN;
+    std::lock_guard<std::mutex> lk(fft_mu);
+    auto it = fft_plans.find(plan);
+    if (it == fft_plans.end())
+        return CUFFT_INVALID_PLAN;
+    it->second.stream = s;
+    return CUFFT_SUCCESS;
 }
 
 cufftResult cufftDestroy(cufftHandle plan)
@@ -1008,7 +1031,7 @@ cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out)
     FftPlan p;
     if (!find_plan(plan, &p) || p.type != CUFFT_R2C)
         return CUFFT_INVALID_PLAN;
-    enqueue([p, in, out]() {
+    enqueue(p.stream, [p, in, out]() {
         int n = p.n, nb = n / 2 + 1;
         std::vector<float> r((size_t)n);
         std::vector<fftwf_complex> z((size_t)nb);
@@ -1026,7 +1049,7 @@ cufftResult cufftExecC2R(cufftHandle plan, cufftComplex *in, cufftReal *out)
     FftPlan p;
     if (!find_plan(plan, &p) || p.type != CUFFT_C2R)
         return CUFFT_INVALID_PLAN;
-    enqueue([p, in, out]() {
+    enqueue(p.stream, [p, in, out]() {
         int n = p.n, nb = n / 2 + 1;
         std::vector<float> r((size_t)n);
         std::vector<fftwf_complex> z((size_t)nb);
