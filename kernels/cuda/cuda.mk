@@ -101,7 +101,7 @@ $(CUDA_EMU_DIR)/backend.o: src/backend.c
 
 $(BUILD)/tests/test_cuda_emu_ops: tests/test_cuda_ops.c $(CUDA_EMU_OBJS) $(LIBSS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -c $< -o $@.o
+	$(CC) $(ALL_CFLAGS) -DSS_TEST_CUDA_EMU -Itests -MMD -MP -c $< -o $@.o
 	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $@.o $(CUDA_EMU_OBJS) $(LIBSS) $(LIBS)
 	@rm -f $@.o
 
