@@ -1026,41 +1026,33 @@ cufftResult cufftDestroy(cufftHandle plan)
 }
 
 /* each transform through buffers of its own: in place or not, and C2R's input kept */
-cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out)
+static cufftResult fft_exec(cufftHandle plan, cufftType type, const void *in, void *out)
 {
     FftPlan p;
-    if (!find_plan(plan, &p) || p.type != CUFFT_R2C)
+    if (!find_plan(plan, &p) || p.type != type)
         return CUFFT_INVALID_PLAN;
     enqueue(p.stream, [p, in, out]() {
-        int n = p.n, nb = n / 2 + 1;
-        std::vector<float> r((size_t)n);
-        std::vector<fftwf_complex> z((size_t)nb);
+        size_t n = (size_t)p.n, nb = n / 2 + 1;
+        bool fwd = p.type == CUFFT_R2C;
+        size_t isz = fwd ? n * sizeof(float) : nb * sizeof(fftwf_complex);
+        size_t osz = fwd ? nb * sizeof(fftwf_complex) : n * sizeof(float);
+        std::vector<float> r(n);
+        std::vector<fftwf_complex> z(nb);
+        void *ti = fwd ? (void *)r.data() : (void *)z.data(), *to = fwd ? (void *)z.data() : (void *)r.data();
         for (int b = 0; b < p.batch; b++) {
-            memcpy(r.data(), in + (size_t)b * n, (size_t)n * sizeof(float));
-            fftwf_execute_dft_r2c(p.p, r.data(), z.data());
-            memcpy(out + (size_t)b * nb, z.data(), (size_t)nb * sizeof(fftwf_complex));
+            memcpy(ti, (const char *)in + b * isz, isz);
+            if (fwd)
+                fftwf_execute_dft_r2c(p.p, r.data(), z.data());
+            else
+                fftwf_execute_dft_c2r(p.p, z.data(), r.data());
+            memcpy((char *)out + b * osz, to, osz);
         }
     });
     return CUFFT_SUCCESS;
 }
 
-cufftResult cufftExecC2R(cufftHandle plan, cufftComplex *in, cufftReal *out)
-{
-    FftPlan p;
-    if (!find_plan(plan, &p) || p.type != CUFFT_C2R)
-        return CUFFT_INVALID_PLAN;
-    enqueue(p.stream, [p, in, out]() {
-        int n = p.n, nb = n / 2 + 1;
-        std::vector<float> r((size_t)n);
-        std::vector<fftwf_complex> z((size_t)nb);
-        for (int b = 0; b < p.batch; b++) {
-            memcpy(z.data(), in + (size_t)b * nb, (size_t)nb * sizeof(fftwf_complex));
-            fftwf_execute_dft_c2r(p.p, z.data(), r.data());
-            memcpy(out + (size_t)b * n, r.data(), (size_t)n * sizeof(float));
-        }
-    });
-    return CUFFT_SUCCESS;
-}
+cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out) { return fft_exec(plan, CUFFT_R2C, in, out); }
+cufftResult cufftExecC2R(cufftHandle plan, cufftComplex *in, cufftReal *out) { return fft_exec(plan, CUFFT_C2R, in, out); }
 
 /* ---- tensor-core mma (attention.cu) ------------------------------------------------------- */
 
