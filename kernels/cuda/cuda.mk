@@ -99,17 +99,17 @@ $(CUDA_EMU_DIR)/backend.o: src/backend.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSS_WITH_CUDA -DSS_CUDA_EMU -MMD -MP -c $< -o $@
 
-$(BUILD)/tests/test_cuda_emu_ops: tests/test_cuda_ops.c $(CUDA_EMU_OBJS) $(LIBSS)
+# a test program: its C source ($<) linked with the emulated backend
+define cuda_emu_test_link
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSS_TEST_CUDA_EMU -Itests -MMD -MP -c $< -o $@.o
 	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $@.o $(CUDA_EMU_OBJS) $(LIBSS) $(LIBS)
 	@rm -f $@.o
-
+endef
+$(BUILD)/tests/test_cuda_emu_ops: tests/test_cuda_ops.c $(CUDA_EMU_OBJS) $(LIBSS)
+	$(cuda_emu_test_link)
 $(BUILD)/tests/test_cuda_emu_htdemucs: tests/test_cuda_emu_htdemucs.c $(CUDA_EMU_OBJS) $(LIBSS)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -c $< -o $@.o
-	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $@.o $(CUDA_EMU_OBJS) $(LIBSS) $(LIBS)
-	@rm -f $@.o
+	$(cuda_emu_test_link)
 
 tests: $(CUDA_EMU_TEST_BINS)
 

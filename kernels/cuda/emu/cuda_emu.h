@@ -48,15 +48,22 @@ extern thread_local const ss_emu_ids *t_ids;   /* the running fiber's ids */
 void *dyn_smem();
 inline unsigned lane() { return t_ids->sl; }
 
+/* around a call that switches fibers: the running fiber's ids back afterwards */
+struct KeepIds {
+    const ss_emu_ids *ids = t_ids;
+    uint3 ti = threadIdx;
+    ~KeepIds()
+    {
+        t_ids = ids;
+        threadIdx = ti;
+    }
+};
+
 /* every live lane of the warp posts `bytes` (<= 64) of `in`; returns lane i's post at +64 i */
 inline const unsigned char *warp_gather(const void *in, size_t bytes)
 {
-    const ss_emu_ids *me = t_ids;
-    uint3 ti = threadIdx;
-    const void *t = ss_emu_simd_gather(in, bytes);
-    t_ids = me;
-    threadIdx = ti;
-    return (const unsigned char *)t;
+    KeepIds keep;
+    return (const unsigned char *)ss_emu_simd_gather(in, bytes);
 }
 
 template <typename T>
@@ -127,11 +134,8 @@ static constexpr int warpSize = 32;
 
 static inline void __syncthreads()
 {
-    const ss_emu_ids *me = emu::t_ids;
-    uint3 ti = threadIdx;
+    emu::KeepIds keep;
     ss_emu_barrier();
-    emu::t_ids = me;
-    threadIdx = ti;
 }
 static inline void __syncwarp(unsigned mask = 0xffffffffu)
 {

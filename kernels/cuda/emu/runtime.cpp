@@ -128,6 +128,14 @@ void enqueue(cudaStream_t s, Op op)
         op();
 }
 
+// the failure of a kernel run since the last wait, reported once (the work is done)
+cudaError_t take_fault()
+{
+    cudaError_t f = t_fault;
+    t_fault = cudaSuccess;
+    return ret(f);
+}
+
 // a call that waits for the device: not allowed while this thread captures
 cudaError_t waiting_call()
 {
@@ -136,9 +144,7 @@ cudaError_t waiting_call()
         st_refused++;
         return ret(cudaErrorStreamCaptureUnsupported);
     }
-    cudaError_t f = t_fault;
-    t_fault = cudaSuccess;
-    return ret(f);
+    return take_fault();
 }
 
 std::string kernel_name(const emu::Launch &l)
@@ -504,11 +510,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    if (t_cap && !captured(s)) {                 /* a stream outside the capture: its work is done */
-        cudaError_t f = t_fault;
-        t_fault = cudaSuccess;
-        return ret(f);
-    }
+    if (t_cap && !captured(s))                   /* a stream outside the capture: its work is done */
+        return take_fault();
     return waiting_call();
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
@@ -582,11 +585,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
     if (!e)
         return ret(cudaErrorInvalidResourceHandle);
-    if (t_cap && e->capture != t_cap) {
-        cudaError_t f = t_fault;
-        t_fault = cudaSuccess;
-        return ret(f);
-    }
+    if (t_cap && e->capture != t_cap)
+        return take_fault();
     return waiting_call();
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -718,7 +718,7 @@ void sgemm_batched(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int
         }
         cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
                     tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, ai, la > 0 ? la : 1, bi,
-                    lb > 0 ? lb : 1, beta == 0.0f ? 0.0f : beta, ci, ldc);
+                    lb > 0 ? lb : 1, beta, ci, ldc);
     }
 }
 

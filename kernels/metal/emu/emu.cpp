@@ -294,13 +294,13 @@ __attribute__((noinline)) void make_lane(Lane &l)
     for (int r = 0; r < 6; r++)
         *--sp = nullptr;
     l.sp = sp;
-    return;
-#endif
+#else
     getcontext(&l.ctx);
     l.ctx.uc_stack.ss_sp = l.stack;
     l.ctx.uc_stack.ss_size = kStack;
     l.ctx.uc_link = nullptr;
     makecontext(&l.ctx, lane_entry, 0);
+#endif
 }
 
 void run_coop_group(Group *g)
@@ -516,7 +516,6 @@ extern "C" int ss_emu_run(ss_emu_fn fn, void *const *bufs, const void *params, c
         return 0;
     unsigned long long work = job.total * lanes;
     int nt = max_threads > 1 && job.total > 1 && work >= 8192 ? (int)std::min<unsigned long long>(job.total, (unsigned)max_threads) : 1;
-
     std::vector<std::thread> extra;
     for (int i = 1; i < nt; i++)
         extra.emplace_back(worker, &job, false);
