@@ -1314,11 +1314,29 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
 }
 
 /* Run a DConv on a freq-layer tensor t [B, ch, F, T] (in place), each frequency row its own item:
+ * each depth in one fused pass where the backend has it (ss_dconv_rows), else
  * on t's rows where the backend's tail can add into them (the CPU), else rearranged to
  * [B, F, ch, T] in q (a buffer of t's size) and back.  h, g, o: dconv_fwd scratch. */
 static void dconv_freq(ss_backend *be, const ht_dconv *dc, int ch, float *t, int B, int F, int64_t T, float *q,
                        float *h, float *g, float *o)
 {
+    /* a backend with the fused layer: each depth in one pass over t's rows */
+    ss_dconv_desc dd = {.batch = B, .rows = F, .ch = ch, .hidden = dc->hidden, .kernel = 3, .len = T, .eps = HT_EPS};
+    int fused = F > 1;
+    for (int d = 0; d < dc->depth && fused; d++) {
+        dd.dilation = dc->l[d].conv1.dw;
+        fused = dc->l[d].conv1.kw == 3 && dc->l[d].conv1.pw == dd.dilation && ss_dconv_rows_ok(be, &dd);
+    }
+    if (fused) {
+        for (int d = 0; d < dc->depth; d++) {
+            const ht_dconv_layer *l = &dc->l[d];
+            ss_dconv_w w = {l->conv1.w, l->conv1.b, l->norm1.w, l->norm1.b, l->conv2.w, l->conv2.b, l->norm2.w,
+                            l->norm2.b};
+            dd.dilation = l->conv1.dw;
+            ss_dconv_rows(be, &dd, t, &w);                                  /* t [B, ch, F, T] in place */
+        }
+        return;
+    }
     if (F == 1 || ss_conv1x1_gn_glu_add_rows_ok(be, dc->hidden)) {
         dconv_fwd(be, dc, ch, t, B, F, T, h, g, o);
         return;

@@ -943,6 +943,28 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
                                                     beta, eps));
 }
 
+int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d)
+{
+    const ss_backend_iface *bi = be->iface;
+    const char *env = getenv("STEMSPLIT_FUSED_DCONV");
+    if (env && strcmp(env, "0") == 0)
+        return 0;
+    return d->batch > 0 && d->rows > 0 && d->ch > 0 && d->hidden > 0 && d->kernel > 0 && d->kernel % 2 == 1 &&
+           d->dilation > 0 && d->len > 0 && bi->dconv_rows && bi->dconv_rows_ok && bi->dconv_rows_ok(be->ctx, d);
+}
+
+void ss_dconv_rows(ss_backend *be, const ss_dconv_desc *d, float *x, const ss_dconv_w *w)
+{
+    if (!ss_dconv_rows_ok(be, d)) {
+        if (LIVE(be))
+            ss_fail(&be->err, SS_E_INTERNAL, "%s backend: no fused DConv layer for %d x %d rows of %d channels "
+                    "(hidden %d, length %lld)", be->iface->name, d->batch, d->rows, d->ch, d->hidden,
+                    (long long)d->len);
+        return;
+    }
+    DISPATCH(be, dconv_rows, d, x, w);
+}
+
 void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
                            int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
                            float *g, float *tmp)

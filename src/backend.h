@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 7
+#define SS_BACKEND_API_VERSION 8
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -120,6 +120,23 @@ typedef struct ss_attn_desc {
     float scale;
     int reduced;
 } ss_attn_desc;
+
+/* One DConv residual layer on the rows of a frequency layer (HTDemucs): x [batch,
+ * ch, rows, len], each row (b, r) its own item [ch, len]:
+ *   h = gelu(gn1(conv1(x) + b1)),  conv1 w1 [hidden, ch, kernel] along len,
+ *       dilation `dilation`, padding dilation * (kernel - 1) / 2
+ *   x += glu(gn2(w2 h + b2)),      w2 [2ch, hidden]
+ * each group norm one group over the item with its affine (g, be per channel). */
+typedef struct ss_dconv_desc {
+    int batch, rows, ch, hidden, kernel, dilation;
+    int64_t len;
+    float eps;
+} ss_dconv_desc;
+
+typedef struct ss_dconv_w {
+    const float *w1, *b1, *g1, *be1;   /* conv1, norm1 (hidden)  */
+    const float *w2, *b2, *g2, *be2;   /* conv2, norm2 (2 ch)    */
+} ss_dconv_w;
 
 /* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
  * window=hann_window(n_fft) (periodic), normalized=True, onesided).
@@ -253,6 +270,11 @@ typedef struct ss_backend_iface {
      * plans dropped): a recording stays valid while it does not change.
      * NULL: a caller must assume that any direct op may have changed it. */
     unsigned long (*generation)(void *ctx);
+    /* Optional (API 8): a DConv layer on the rows of x in one pass (see
+     * ss_dconv_rows); dconv_rows_ok says whether it runs shape d.  NULL: the
+     * model rearranges the rows into items and composes the layer. */
+    int (*dconv_rows_ok)(void *ctx, const ss_dconv_desc *d);
+    ss_status (*dconv_rows)(void *ctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -391,6 +413,10 @@ int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden);
 void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
                                 const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
                                 const float *beta, float eps);
+/* The DConv layer d on x in place (ss_dconv_desc), where ss_dconv_rows_ok(be, d)
+ * (a backend with the fused pass); elsewhere an internal error. */
+int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d);
+void ss_dconv_rows(ss_backend *be, const ss_dconv_desc *d, float *x, const ss_dconv_w *w);
 /* out [batch, ch, len] = glu(w x + bias) for x [batch, cin, len] and the 1x1
  * convolution w [2*ch, cin] with bias [2*ch] (may be NULL): an encoder layer's
  * rewrite, as ss_conv2d (no bias) into r then ss_bias_glu would give.  r

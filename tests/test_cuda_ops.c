@@ -316,6 +316,72 @@ static void test_conv1x1_gn_glu_add(void)
     STATUS_OK();
 }
 
+/* A DConv layer on a frequency layer's rows in one pass (ss_dconv_rows) against
+ * the CPU's composition on the rows rearranged into items (conv2d with a 1 x k
+ * kernel, group_norm_gelu, conv1x1_gn_glu_add): HTDemucs's two outer frequency
+ * layers (48 and 96 channels, hidden 6 and 12, dilations 1 and 2), odd lengths,
+ * channel counts and hidden sizes, kernel 5, hidden 16; shapes beyond the pass
+ * (hidden 17, too few rows) are refused. */
+static void test_dconv_rows(void)
+{
+    NEED_GPU();
+    if (gpu_is_cpu)
+        SKIP("SS_TEST_CUDA_AS_CPU: the CPU backend has no fused DConv layer");
+    /* batch, rows, ch, hidden, len, kernel, dilation */
+    const int shapes[][7] = {{1, 512, 48, 6, 336, 3, 1}, {1, 512, 48, 6, 336, 3, 2}, {2, 128, 96, 12, 336, 3, 2},
+                             {1, 70, 20, 5, 77, 3, 1},   {3, 40, 33, 3, 129, 5, 3},  {1, 80, 64, 16, 50, 3, 1}};
+    for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++) {
+        const int *sh = shapes[si];
+        ss_dconv_desc d = {.batch = sh[0], .rows = sh[1], .ch = sh[2], .hidden = sh[3], .len = sh[4],
+                           .kernel = sh[5], .dilation = sh[6], .eps = 1e-5f};
+        char what[96];
+        snprintf(what, sizeof what, "dconv_rows %dx%dx%dx%lld hidden %d k %d dil %d", d.batch, d.ch, d.rows,
+                 (long long)d.len, d.hidden, d.kernel, d.dilation);
+        CHECK(ss_dconv_rows_ok(gpu, &d), "%s: refused", what);
+        int items = d.batch * d.rows, ch = d.ch, hid = d.hidden, k = d.kernel;
+        int64_t len = d.len;
+        size_t nx = (size_t)items * ch * (size_t)len, nh = (size_t)items * hid * (size_t)len;
+        size_t nw1 = (size_t)hid * ch * k, nw2 = (size_t)2 * ch * hid;
+        float *hx = rnd(nx), *hw1 = rnd(nw1), *hb1 = rnd((size_t)hid), *hg1 = rnd((size_t)hid), *hbe1 = rnd((size_t)hid);
+        float *hw2 = rnd(nw2), *hb2 = rnd((size_t)2 * ch), *hg2 = rnd((size_t)2 * ch), *hbe2 = rnd((size_t)2 * ch);
+        /* the reference: items [items, ch, len] rearranged from x [batch, ch, rows, len] */
+        float *xi = malloc(nx * sizeof *xi), *h = malloc(nh * sizeof *h), *g = malloc(2 * nx * sizeof *g);
+        float *tmp = malloc(nx * sizeof *tmp), *ref = malloc(nx * sizeof *ref);
+        for (int b = 0; b < d.batch; b++)
+            for (int c = 0; c < ch; c++)
+                for (int r = 0; r < d.rows; r++)
+                    memcpy(xi + (((size_t)b * d.rows + r) * ch + c) * len, hx + (((size_t)b * ch + c) * d.rows + r) * len,
+                           (size_t)len * sizeof *xi);
+        ss_conv2d_desc cd = {.batch = items, .cin = ch, .h = 1, .w = (int)len, .cout = hid, .kh = 1, .kw = k, .sh = 1,
+                             .sw = 1, .ph = 0, .pw = d.dilation * (k - 1) / 2, .dh = 1, .dw = d.dilation};
+        ss_conv2d(cpu, &cd, xi, hw1, NULL, h);
+        ss_group_norm_gelu(cpu, h, h, hb1, items, hid, len, 1, hg1, hbe1, d.eps);
+        ss_conv1x1_gn_glu_add(cpu, xi, h, hw2, hb2, items, ch, hid, len, hg2, hbe2, d.eps, g, tmp);
+        for (int b = 0; b < d.batch; b++)
+            for (int c = 0; c < ch; c++)
+                for (int r = 0; r < d.rows; r++)
+                    memcpy(ref + (((size_t)b * ch + c) * d.rows + r) * len, xi + (((size_t)b * d.rows + r) * ch + c) * len,
+                           (size_t)len * sizeof *ref);
+        float *dx = up(hx, nx), *dw1 = up(hw1, nw1), *db1 = up(hb1, (size_t)hid), *dg1 = up(hg1, (size_t)hid);
+        float *dbe1 = up(hbe1, (size_t)hid), *dw2 = up(hw2, nw2), *db2 = up(hb2, (size_t)2 * ch);
+        float *dg2 = up(hg2, (size_t)2 * ch), *dbe2 = up(hbe2, (size_t)2 * ch);
+        ss_dconv_w w = {dw1, db1, dg1, dbe1, dw2, db2, dg2, dbe2};
+        ss_dconv_rows(gpu, &d, dx, &w);
+        CMP(dx, ref, nx, 1e-5, what);
+        ss_free(gpu, dx); ss_free(gpu, dw1); ss_free(gpu, db1); ss_free(gpu, dg1); ss_free(gpu, dbe1);
+        ss_free(gpu, dw2); ss_free(gpu, db2); ss_free(gpu, dg2); ss_free(gpu, dbe2);
+        free(hx); free(hw1); free(hb1); free(hg1); free(hbe1); free(hw2); free(hb2); free(hg2); free(hbe2);
+        free(xi); free(h); free(g); free(tmp); free(ref);
+        STATUS_OK();
+    }
+    ss_dconv_desc big = {.batch = 1, .rows = 512, .ch = 48, .hidden = 17, .len = 336, .kernel = 3, .dilation = 1,
+                         .eps = 1e-5f};
+    CHECK(!ss_dconv_rows_ok(gpu, &big), "hidden 17 accepted");
+    ss_dconv_desc few = {.batch = 1, .rows = 8, .ch = 384, .hidden = 16, .len = 336, .kernel = 3, .dilation = 1,
+                         .eps = 1e-5f};
+    CHECK(!ss_dconv_rows_ok(gpu, &few), "8 rows accepted (too few blocks to fill the device)");
+}
+
 static void test_gemm(void)
 {
     NEED_GPU();
@@ -894,6 +960,7 @@ int main(void)
     RUN(test_reductions);
     RUN(test_deterministic);
     RUN(test_conv1x1_gn_glu_add);
+    RUN(test_dconv_rows);
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_conv_transpose2d);

@@ -2278,6 +2278,209 @@ static ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, con
     return SS_OK;
 }
 
+/* ---- a DConv layer on a frequency layer's rows in one pass (ss_dconv_rows) ------------
+ * One block per row item (b, r) of x [batch, ch, rows, len]: the item [ch, len]
+ * is read into shared memory once; conv1 (kernel k along len) goes to h [hidden,
+ * len] in shared memory and is normed and GELU'd there; then w2 h is computed
+ * twice, first for the second norm's statistics, then for the GLU, which is added
+ * to the item as it is written back.  The unfused path reads and writes the item
+ * five times and rearranges it twice.  Statistics as k_stats / k_gn_coef form
+ * them (value + bias in float, sums in double); the 1x1 products as fmaf chains
+ * in k order (as k_pw_*).  Shared memory: w1 as [ch][k][hp] (hp: hidden rounded
+ * up to 4, zero-padded), w2 as [2ch][hp], the item, h. */
+#define DR_THREADS 512
+#define DR_MAX_HIDDEN 16
+#define DR_MAX_K 7
+
+static int dr_hp(int hidden) { return (hidden + 3) / 4 * 4; }
+
+static size_t dr_smem(const ss_dconv_desc *d)
+{
+    size_t hp = (size_t)dr_hp(d->hidden);
+    return ((size_t)d->ch * d->kernel * hp + 2 * (size_t)d->ch * hp + (size_t)d->ch * (size_t)d->len +
+            (size_t)d->hidden * (size_t)d->len) * sizeof(float);
+}
+
+/* acc + w . h over hp (a multiple of 4, <= DR_MAX_HIDDEN) in k order */
+__device__ __forceinline__ float dr_dot(const float *w, const float *hv, int hp, float acc)
+{
+#pragma unroll
+    for (int q4 = 0; q4 < DR_MAX_HIDDEN / 4; q4++)
+        if (4 * q4 < hp) {
+            float4 wv = *(const float4 *)(w + 4 * q4);
+            acc = fmaf(wv.x, hv[4 * q4], acc);
+            acc = fmaf(wv.y, hv[4 * q4 + 1], acc);
+            acc = fmaf(wv.z, hv[4 * q4 + 2], acc);
+            acc = fmaf(wv.w, hv[4 * q4 + 3], acc);
+        }
+    return acc;
+}
+
+__global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x, int rows, int ch, int hid, int len,
+                                                           int k, int dil, const float *__restrict__ w1,
+                                                           const float *__restrict__ b1, const float *__restrict__ g1,
+                                                           const float *__restrict__ be1, const float *__restrict__ w2,
+                                                           const float *__restrict__ b2, const float *__restrict__ g2,
+                                                           const float *__restrict__ be2, float eps)
+{
+    extern __shared__ float4 dr_sm4[];
+    __shared__ double red[32];
+    __shared__ float st[2];
+    const int hp = (hid + 3) / 4 * 4, tid = threadIdx.x, nt = blockDim.x;
+    float *w1t = (float *)dr_sm4, *w2s = w1t + (size_t)ch * k * hp, *xs = w2s + (size_t)2 * ch * hp;
+    float *hs = xs + (size_t)ch * len;
+    const int item = blockIdx.x, bb = item / rows, r = item - bb * rows;
+    const size_t cs = (size_t)rows * len;                    /* channel stride of x */
+    float *xb = x + (size_t)bb * ch * cs + (size_t)r * len;
+    for (int i = tid; i < ch * len; i += nt) {
+        int c = i / len, t = i - c * len;
+        xs[i] = xb[c * cs + t];
+    }
+    for (int i = tid; i < ch * k * hp; i += nt) {
+        int o = i % hp, cj = i / hp;
+        w1t[i] = o < hid ? w1[(size_t)o * ch * k + cj] : 0.0f;
+    }
+    for (int i = tid; i < 2 * ch * hp; i += nt) {
+        int q = i % hp, o = i / hp;
+        w2s[i] = q < hid ? w2[(size_t)o * hid + q] : 0.0f;
+    }
+    __syncthreads();
+
+    /* conv1: a task is 4 outputs at positions t and t + half (h stored without the bias) */
+    const int half = (len + 1) / 2, tasks = (hp / 4) * half, kh = (k - 1) / 2;
+    double s = 0.0, q2 = 0.0;
+    for (int task = tid; task < tasks; task += nt) {
+        int og = task / half, t1 = task - og * half, t2 = t1 + half;
+        float a1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, a2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int c = 0; c < ch; c++) {
+            const float *xr = xs + (size_t)c * len;
+            for (int j = 0; j < k; j++) {
+                int u1 = t1 + (j - kh) * dil, u2 = u1 + half;
+                float v1 = u1 >= 0 && u1 < len ? xr[u1] : 0.0f, v2 = u2 >= 0 && u2 < len ? xr[u2] : 0.0f;
+                float4 wv = *(const float4 *)(w1t + ((size_t)c * k + j) * hp + 4 * og);
+                a1[0] = fmaf(wv.x, v1, a1[0]);
+                a1[1] = fmaf(wv.y, v1, a1[1]);
+                a1[2] = fmaf(wv.z, v1, a1[2]);
+                a1[3] = fmaf(wv.w, v1, a1[3]);
+                a2[0] = fmaf(wv.x, v2, a2[0]);
+                a2[1] = fmaf(wv.y, v2, a2[1]);
+                a2[2] = fmaf(wv.z, v2, a2[2]);
+                a2[3] = fmaf(wv.w, v2, a2[3]);
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int o = 4 * og + e;
+            if (o >= hid)
+                break;
+            float bo = b1 ? b1[o] : 0.0f, v = a1[e] + bo;
+            hs[(size_t)o * len + t1] = a1[e];
+            s += v;
+            q2 += (double)v * v;
+            if (t2 < len) {
+                v = a2[e] + bo;
+                hs[(size_t)o * len + t2] = a2[e];
+                s += v;
+                q2 += (double)v * v;
+            }
+        }
+    }
+    s = block_sum(s, red);
+    q2 = block_sum(q2, red);
+    if (tid == 0) {
+        double n = (double)hid * len, m = s / n, var = q2 / n - m * m;
+        st[0] = (float)m;
+        st[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    }
+    __syncthreads();
+    const float m1 = st[0], rs1 = st[1];
+    for (int i = tid; i < hid * len; i += nt) {
+        int o = i / len;
+        float4 kc = make_float4(b1 ? b1[o] : 0.0f, m1, rs1 * (g1 ? g1[o] : 1.0f), be1 ? be1[o] : 0.0f);
+        hs[i] = gelu_f(gn_val(hs[i], kc));
+    }
+    __syncthreads();
+
+    /* w2 h + b2: the second norm's statistics; a task is one position and a slice of the rows */
+    const int S = (nt + len - 1) / len, per2 = (2 * ch + S - 1) / S, per1 = (ch + S - 1) / S;
+    s = 0.0;
+    q2 = 0.0;
+    for (int task = tid; task < len * S; task += nt) {
+        int sl = task / len, t = task - sl * len;
+        float hv[DR_MAX_HIDDEN];
+#pragma unroll
+        for (int q = 0; q < DR_MAX_HIDDEN; q++)
+            hv[q] = q < hid ? hs[(size_t)q * len + t] : 0.0f;
+        int o1 = min(2 * ch, (sl + 1) * per2);
+        for (int o = sl * per2; o < o1; o++) {
+            float v = dr_dot(w2s + (size_t)o * hp, hv, hp, 0.0f) + (b2 ? b2[o] : 0.0f);
+            s += v;
+            q2 += (double)v * v;
+        }
+    }
+    s = block_sum(s, red);
+    q2 = block_sum(q2, red);
+    if (tid == 0) {
+        double n = 2.0 * ch * len, m = s / n, var = q2 / n - m * m;
+        st[0] = (float)m;
+        st[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    }
+    __syncthreads();
+    const float m2 = st[0], rs2 = st[1];
+    /* x += glu(norm(w2 h)): GLU rows p and ch + p, written back to x */
+    for (int task = tid; task < len * S; task += nt) {
+        int sl = task / len, t = task - sl * len;
+        float hv[DR_MAX_HIDDEN];
+#pragma unroll
+        for (int q = 0; q < DR_MAX_HIDDEN; q++)
+            hv[q] = q < hid ? hs[(size_t)q * len + t] : 0.0f;
+        int p1 = min(ch, (sl + 1) * per1);
+        for (int p = sl * per1; p < p1; p++) {
+            float a = dr_dot(w2s + (size_t)p * hp, hv, hp, 0.0f);
+            float g = dr_dot(w2s + (size_t)(ch + p) * hp, hv, hp, 0.0f);
+            float4 ka = make_float4(b2 ? b2[p] : 0.0f, m2, rs2 * (g2 ? g2[p] : 1.0f), be2 ? be2[p] : 0.0f);
+            float4 kb = make_float4(b2 ? b2[ch + p] : 0.0f, m2, rs2 * (g2 ? g2[ch + p] : 1.0f),
+                                    be2 ? be2[ch + p] : 0.0f);
+            xb[p * cs + t] = xs[(size_t)p * len + t] + gn_glu(a, g, ka, kb);
+        }
+    }
+}
+
+static int cu_dconv_rows_ok(void *vctx, const ss_dconv_desc *d)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (d->hidden > DR_MAX_HIDDEN || d->kernel > DR_MAX_K || d->kernel % 2 == 0 || d->len > 65536 ||
+        (int64_t)d->batch * d->rows > 0x7fffffff || (int64_t)d->ch * d->len > 0x7fffffff)
+        return 0;
+    /* enough items to fill the device: the outer layers (e.g. 512 and 128 rows), not the deep ones */
+    if ((int64_t)d->batch * d->rows < c->n_sm / 2)
+        return 0;
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return dr_smem(d) + 1024 <= (size_t)optin;
+}
+
+static ss_status cu_dconv_rows(void *vctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (!cu_dconv_rows_ok(vctx, d))
+        return fail(err, SS_E_INTERNAL, "cuda dconv_rows: shape out of range (%d channels, hidden %d, length %lld)",
+                    d->ch, d->hidden, (long long)d->len);
+    size_t sm = dr_smem(d);
+    /* per device and cheap: set before every launch (also while a graph is being recorded) */
+    cudaError_t e = cudaFuncSetAttribute(k_dconv_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess)
+        return cuda_fail(err, e, "dconv_rows");
+    k_dconv_rows<<<(unsigned)(d->batch * d->rows), DR_THREADS, sm, c->stream>>>(
+        x, d->rows, d->ch, d->hidden, (int)d->len, d->kernel, d->dilation, w->w1, w->b1, w->g1, w->be1, w->w2, w->b2,
+        w->g2, w->be2, d->eps);
+    CK_LAUNCH(c, err, "dconv_rows");
+    return SS_OK;
+}
+
 /* ---- STFT -------------------------------------------------------------------------- */
 
 static const float *window(cuda_ctx *c, int n, ss_error *err)
@@ -2547,6 +2750,8 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->graph_launch = cu_graph_launch;
     f->graph_free = cu_graph_free;
     f->generation = cu_generation;
+    f->dconv_rows_ok = cu_dconv_rows_ok;
+    f->dconv_rows = cu_dconv_rows;
     f->attention_ok = cu_attention_ok;
     f->attention = cu_attention;
     if (why) *why = g_why;
