@@ -177,8 +177,9 @@ enum {
     W_XF,      /* [B, 2C, Fq, T]          normalised spectrogram (encoder 0 input)   */
     W_XT,      /* [B, C, L]               normalised waveform (time encoder 0 input) */
     W_STATS,   /* [8, B]                  mean, std, scale, shift (freq, then time)  */
-    W_A, W_P, W_Q, W_H, /* scratch, each the largest layer tensor                    */
-    W_R,       /* scratch: 2 x largest layer tensor, or a conv_tr output             */
+    W_A, W_P, W_Q, W_H, /* freq scratch, each the largest layer tensor               */
+    W_R,       /* freq scratch: 2 x largest layer tensor, or a conv_tr output        */
+    W_TA, W_TP, W_TH, W_TR, /* the time branch's own (it may run beside the freq one) */
     W_IO0, W_IO1,   /* freq decoder ping-pong                                        */
     W_TIO0, W_TIO1, /* time decoder ping-pong                                        */
     W_X, W_XTK,     /* transformer tokens [B*N1, D], [B*N2, D]                       */
@@ -1012,7 +1013,7 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
     g->F[0] = m->fq;
     g->Lt[0] = g->L;
     int64_t T = g->T;
-    size_t u = 0, r = 0, h = 0, io = 0, tio = 0;
+    size_t u = 0, r = 0, h = 0, ut = 0, rt = 0, ht = 0, io = 0, tio = 0;   /* freq, time scratch sizes */
 #define MAXTO(v, x) do { size_t x_ = (size_t)(x); if (x_ > (v)) (v) = x_; } while (0)
     for (int i = 0; i < D_; i++) {
         g->F[i + 1] = ss_conv_out(g->F[i], K, st, K / 4, 1);
@@ -1026,16 +1027,19 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
                            "matching encoder/decoder sizes", hp->nfft, K, st);
         size_t xo = (size_t)B * m->xch[i + 1] * g->F[i + 1] * T, to = (size_t)B * m->tch[i + 1] * g->Lt[i + 1];
         MAXTO(u, xo);
-        MAXTO(u, to);
-        MAXTO(u, (size_t)B * m->tch[i] * lp);
+        MAXTO(ut, to);
+        MAXTO(ut, (size_t)B * m->tch[i] * lp);
         MAXTO(r, 2 * u);
         MAXTO(r, (size_t)B * m->dec[i].cout * fo * T);
-        MAXTO(r, (size_t)B * m->tdec[i].cout * lz);
+        MAXTO(rt, 2 * ut);
+        MAXTO(rt, (size_t)B * m->tdec[i].cout * lz);
         if (m->enc[i].has_dconv || m->dec[i].has_dconv) {
             MAXTO(h, (size_t)B * m->enc[i].dconv.hidden * g->F[i + 1] * T);
             MAXTO(h, (size_t)B * m->dec[i].dconv.hidden * g->F[i + 1] * T);
-            MAXTO(h, (size_t)B * m->tenc[i].dconv.hidden * g->Lt[i + 1]);
-            MAXTO(h, (size_t)B * m->tdec[i].dconv.hidden * g->Lt[i + 1]);
+        }
+        if (m->tenc[i].has_dconv || m->tdec[i].has_dconv) {
+            MAXTO(ht, (size_t)B * m->tenc[i].dconv.hidden * g->Lt[i + 1]);
+            MAXTO(ht, (size_t)B * m->tdec[i].dconv.hidden * g->Lt[i + 1]);
         }
         MAXTO(io, (size_t)B * m->dec[i].cout * g->F[i] * T);
         MAXTO(tio, (size_t)B * m->tdec[i].cout * g->Lt[i]);
@@ -1062,6 +1066,10 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
     MAXTO(need[W_Q], u);
     MAXTO(need[W_H], h);
     MAXTO(need[W_R], r);
+    MAXTO(need[W_TA], ut);
+    MAXTO(need[W_TP], ut);
+    MAXTO(need[W_TH], ht);
+    MAXTO(need[W_TR], rt);
     MAXTO(need[W_IO0], io);
     MAXTO(need[W_IO1], io);
     MAXTO(need[W_TIO0], tio);
@@ -1370,7 +1378,7 @@ static void enc_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 static void enc_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_layer *l, const float *x, float *out,
                      int B, int64_t L)
 {
-    float *a = ws->buf[W_A], *p = ws->buf[W_P], *h = ws->buf[W_H], *r = ws->buf[W_R];
+    float *a = ws->buf[W_TA], *p = ws->buf[W_TP], *h = ws->buf[W_TH], *r = ws->buf[W_TR];
     int st = l->conv.sw;
     int64_t lp = ceil_div(L, st) * st;
     const float *src = x;
@@ -1426,7 +1434,7 @@ static void dec_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_layer *l, const float *x,
                      const float *skip, float *out, int B, int64_t L, int64_t length)
 {
-    float *a = ws->buf[W_A], *p = ws->buf[W_P], *h = ws->buf[W_H], *r = ws->buf[W_R];
+    float *a = ws->buf[W_TA], *p = ws->buf[W_TP], *h = ws->buf[W_TH], *r = ws->buf[W_TR];
     size_t n = (size_t)B * l->cin * L;
     int groups = m->hp.norm_groups, K = l->conv.kw, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, L]        */
@@ -1718,17 +1726,24 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     ss_row_affine(be, xf, xf, B, (int64_t)2 * C * fq * T, stats + 2 * B, stats + 3 * B);
     ss_row_affine(be, xt, mix, B, (int64_t)C * L, stats + 6 * B, stats + 7 * B);
 
-    /* 4. encoders: skip[i] [B, xch[i+1], F[i+1], T], skip_t[i] [B, tch[i+1], Lt[i+1]] */
+    /* 4. encoders: skip[i] [B, xch[i+1], F[i+1], T], skip_t[i] [B, tch[i+1], Lt[i+1]]; the
+     *    time branch on lane 1 beside the frequency branch (own buffers: W_T*, skip_t) */
     const float *xi = xf, *ti = xt;
+    ss_lane(be, SS_LANE_FORK);
     for (int i = 0; i < Dp; i++) {
-        float *sk = ws->buf[W_SKIP + i], *skt = ws->buf[W_SKIP + HT_MAX_DEPTH + i];
+        float *skt = ws->buf[W_SKIP + HT_MAX_DEPTH + i];
         enc_time(m, ws, be, &m->tenc[i], ti, skt, B, g.Lt[i]);
+        ti = skt;
+    }
+    ss_lane(be, SS_LANE_BACK);
+    for (int i = 0; i < Dp; i++) {
+        float *sk = ws->buf[W_SKIP + i];
         enc_freq(m, ws, be, &m->enc[i], xi, sk, B, g.F[i], T);
         if (i == 0 && m->freq_emb)                                          /* + freq embedding [C1, F1] */
             ss_channel_affine(be, sk, sk, B, m->xch[1] * g.F[1], T, NULL, m->freq_emb);
         xi = sk;
-        ti = skt;
     }
+    ss_lane(be, SS_LANE_JOIN);
 
     /* 5. transformer: xo [B, xch[D], F[D], T], to [B, tch[D], Lt[D]] */
     float *xo = ws->buf[W_IO0], *xn = ws->buf[W_IO1], *to = ws->buf[W_TIO0], *tn = ws->buf[W_TIO1];
@@ -1739,16 +1754,22 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
         copy(be, to, ti, (size_t)B * m->tch[Dp] * g.Lt[Dp]);
     }
 
-    /* 6. decoders, innermost first: x -> [B, S*2C, Fq, T], xt -> [B, S*C, L] */
+    /* 6. decoders, innermost first: x -> [B, S*2C, Fq, T], xt -> [B, S*C, L]; the time
+     *    branch (and its de-normalisation) on lane 1 again */
+    ss_lane(be, SS_LANE_FORK);
+    for (int i = Dp - 1; i >= 0; i--) {
+        dec_time(m, ws, be, &m->tdec[i], to, ws->buf[W_SKIP + HT_MAX_DEPTH + i], tn, B, g.Lt[i + 1], g.Lt[i]);
+        float *sw = to;
+        to = tn;
+        tn = sw;
+    }
+    ss_row_affine(be, to, to, B, (int64_t)S * C * L, stdt, meant);         /* [B, S*C, L]          */
+    ss_lane(be, SS_LANE_BACK);
     for (int i = Dp - 1; i >= 0; i--) {
         dec_freq(m, ws, be, &m->dec[i], xo, ws->buf[W_SKIP + i], xn, B, g.F[i + 1], T);
-        dec_time(m, ws, be, &m->tdec[i], to, ws->buf[W_SKIP + HT_MAX_DEPTH + i], tn, B, g.Lt[i + 1], g.Lt[i]);
         float *sw = xo;
         xo = xn;
         xn = sw;
-        sw = to;
-        to = tn;
-        tn = sw;
     }
 
     /* 7. undo the normalisation, iSTFT (pad the bin and frames back), add the branches */
@@ -1762,8 +1783,8 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     float *wave = ws->buf[W_WAVE];
     ss_stft_desc id = {.batch = (int)srows, .length = g.ls, .n_fft = hp->nfft, .hop = m->hop};
     ss_istft(be, &id, spec, wave);                                          /* [B*S*C, Ls]          */
-    ss_row_affine(be, to, to, B, (int64_t)S * C * L, stdt, meant);         /* [B, S*C, L]          */
     ss_copy2d(be, y, (size_t)length, wave + g.pad_l, (size_t)g.ls, srows, (size_t)length);
+    ss_lane(be, SS_LANE_JOIN);
     if (length == L) {
         ss_add(be, y, y, to, srows * length);
     } else {
