@@ -187,6 +187,8 @@ enum {
     W_QB, W_KV, W_CTX,  /* [B*N, D], [B*N, 2D], [B*N, D]                             */
     W_HID,          /* [B*N, H] feed-forward hidden                                   */
     W_SCORES,       /* [Nq, Nk] one head's attention matrix                           */
+    W_TLNQ, W_TQB, W_TKV, W_TCTX, W_THID, /* the time sublayers' own (fused attention:
+                                           * they may run beside the frequency ones)   */
     W_ONES,         /* [B*N] ones (rank-1 bias gemm)                                  */
     W_BOT, W_BOTT,  /* bottom-channel views [B, D, N1], [B, D, N2]                    */
     W_WAVE,         /* [B*S*C, Ls] iSTFT output                                       */
@@ -1088,6 +1090,11 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
         MAXTO(need[W_CTX], B * nm * D);
         MAXTO(need[W_HID], B * nm * (size_t)m->thidden);
         MAXTO(need[W_SCORES], nm * nm);
+        MAXTO(need[W_TLNQ], B * n2 * D);
+        MAXTO(need[W_TQB], B * n2 * D);
+        MAXTO(need[W_TKV], B * nm * 2 * D);
+        MAXTO(need[W_TCTX], B * n2 * D);
+        MAXTO(need[W_THID], B * n2 * (size_t)m->thidden);
         MAXTO(need[W_ONES], B * nm);
         if (hp->bottom_channels) {
             MAXTO(need[W_BOT], B * n1 * D);
@@ -1479,11 +1486,18 @@ static ss_attn_desc attn_desc(const ht_model *m, int nq, int nk)
 /* Multi-head attention (nn.MultiheadAttention, batch first) with its in/out
  * projections, added to the residual stream: out [B*Nq, D] += MHA(q [B*Nq, D],
  * kv [B*Nk, D]) (LayerScale folded into out_proj).  out must not be q or kv. */
-static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, const float *qin, int nq,
-                const float *kvin, int nk, int B, float *out)
+/* A transformer sublayer's temporaries: the frequency branch's (W_LNQ, W_QB, W_KV,
+ * W_CTX, W_HID, W_SCORES) or, with fused attention, the time branch's own. */
+typedef struct ht_tbuf {
+    float *lnq, *qb, *kv, *ctx, *hid, *sc;
+    size_t sc_cap;
+} ht_tbuf;
+
+static void mha(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                const float *qin, int nq, const float *kvin, int nk, int B, float *out)
 {
     int D = m->tdim, heads = m->hp.t_heads, hd = D / heads;
-    float *qb = ws->buf[W_QB], *kv = ws->buf[W_KV], *ctx = ws->buf[W_CTX], *sc = ws->buf[W_SCORES];
+    float *qb = tb->qb, *kv = tb->kv, *ctx = tb->ctx, *sc = tb->sc;
     linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D, 0);                          /* [B*Nq, D]  */
     linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D, 0); /* [B*Nk, 2D] k | v */
     if (ws->attn_fused) {
@@ -1498,7 +1512,7 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     if (ws->heads_batched) {
         /* one strided-batched product per item and group of heads (devices: fewer, larger
          * launches), as many heads per group as W_SCORES holds */
-        int hg = head_group(ws->cap[W_SCORES] / ((size_t)nq * (size_t)nk), heads);
+        int hg = head_group(tb->sc_cap / ((size_t)nq * (size_t)nk), heads);
         for (int b = 0; b < B; b++)
             for (int h0 = 0; h0 < heads; h0 += hg) {
                 int nh = heads - h0 < hg ? heads - h0 : hg;
@@ -1534,11 +1548,11 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
 }
 
 /* The feed-forward half and norm_out of a layer on x [B*N, D] (pre-norm `n`). */
-static void ff_block(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, const ht_affine *n, float *x,
-                     int B, int N)
+static void ff_block(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                     const ht_affine *n, float *x, int B, int N)
 {
     int D = m->tdim, H = m->thidden, rows = B * N;
-    float *t = ws->buf[W_LNQ], *hid = ws->buf[W_HID];
+    float *t = tb->lnq, *hid = tb->hid;
     ss_layer_norm(be, t, x, rows, D, n->w, n->b, HT_EPS);
     linear(ws, be, hid, t, l->l1_w, l->l1_b, rows, D, H, 0);                /* [B*N, H]             */
     ss_gelu(be, hid, hid, (size_t)rows * H);
@@ -1550,25 +1564,26 @@ static void ff_block(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlay
 }
 
 /* MyTransformerEncoderLayer (norm_first): x [B*N, D] in place */
-static void self_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, float *x, int B, int N)
+static void self_layer(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                       float *x, int B, int N)
 {
     int D = m->tdim;
-    float *t = ws->buf[W_LNQ];
+    float *t = tb->lnq;
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, t, N, B, x);
-    ff_block(m, ws, be, l, &l->norm2, x, B, N);
+    mha(m, ws, tb, be, l, t, N, t, N, B, x);
+    ff_block(m, ws, tb, be, l, &l->norm2, x, B, N);
 }
 
 /* CrossTransformerEncoderLayer (norm_first): x [B*N, D] in place, attending
  * to k [B*Nk, D], which the caller has already normalised with this layer's norm2. */
-static void cross_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, float *x, int B, int N,
-                        const float *k, int nk)
+static void cross_layer(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                        float *x, int B, int N, const float *k, int nk)
 {
     int D = m->tdim;
-    float *t = ws->buf[W_LNQ];
+    float *t = tb->lnq;
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, k, nk, B, x);
-    ff_block(m, ws, be, l, &l->norm3, x, B, N);
+    mha(m, ws, tb, be, l, t, N, k, nk, B, x);
+    ff_block(m, ws, tb, be, l, &l->norm3, x, B, N);
 }
 
 /* CrossTransformerEncoder with the bottom-channel convs around it:
@@ -1597,18 +1612,36 @@ static void transformer_fwd(const ht_model *m, ht_ws *ws, ss_backend *be, int B,
         ss_add(be, X + (size_t)b * n1 * D, X + (size_t)b * n1 * D, m->pos2d, (size_t)n1 * D);
         ss_add(be, XT + (size_t)b * n2 * D, XT + (size_t)b * n2 * D, m->pos1d, (size_t)n2 * D);
     }
+    /* each layer's time sublayer on lane 1 beside the frequency one, with its own
+     * temporaries (fused attention only: composed attention's scores are shared) */
+    ht_tbuf tf = {ws->buf[W_LNQ], ws->buf[W_QB], ws->buf[W_KV], ws->buf[W_CTX], ws->buf[W_HID],
+                  ws->buf[W_SCORES], ws->cap[W_SCORES]}, tt = tf;
+    int lanes = ws->attn_fused && ws->buf[W_TLNQ] && ws->buf[W_TQB] && ws->buf[W_TKV] && ws->buf[W_TCTX] &&
+                ws->buf[W_THID];
+    if (lanes)
+        tt = (ht_tbuf){ws->buf[W_TLNQ], ws->buf[W_TQB], ws->buf[W_TKV], ws->buf[W_TCTX], ws->buf[W_THID], NULL, 0};
     for (int i = 0; i < m->hp.t_layers; i++) {
         const ht_tlayer *l = &m->layers[i], *lt = &m->layers_t[i];
         if (!l->cross) {
-            self_layer(m, ws, be, l, X, B, n1);
-            self_layer(m, ws, be, lt, XT, B, n2);
+            if (lanes)
+                ss_lane(be, SS_LANE_FORK);
+            self_layer(m, ws, &tt, be, lt, XT, B, n2);
+            if (lanes)
+                ss_lane(be, SS_LANE_BACK);
+            self_layer(m, ws, &tf, be, l, X, B, n1);
         } else {
             /* both branches attend to the other's input of this layer */
             ss_layer_norm(be, kxt, XT, B * n2, D, l->norm2.w, l->norm2.b, HT_EPS);
             ss_layer_norm(be, kx, X, B * n1, D, lt->norm2.w, lt->norm2.b, HT_EPS);
-            cross_layer(m, ws, be, l, X, B, n1, kxt, n2);
-            cross_layer(m, ws, be, lt, XT, B, n2, kx, n1);
+            if (lanes)
+                ss_lane(be, SS_LANE_FORK);
+            cross_layer(m, ws, &tt, be, lt, XT, B, n2, kx, n1);
+            if (lanes)
+                ss_lane(be, SS_LANE_BACK);
+            cross_layer(m, ws, &tf, be, l, X, B, n1, kxt, n2);
         }
+        if (lanes)
+            ss_lane(be, SS_LANE_JOIN);
     }
     if (m->hp.bottom_channels) {
         ss_transpose(be, ws->buf[W_BOT], X, B, n1, D);                      /* [B, D, N1]           */
@@ -1953,6 +1986,8 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
         bag->ws.attn_fused = fused;
         if (fused)
             need[W_SCORES] = 0;
+        else                    /* composed attention: the time sublayers share the frequency ones' */
+            need[W_TLNQ] = need[W_TQB] = need[W_TKV] = need[W_TCTX] = need[W_THID] = 0;
         if (bag->n > 1)
             need[W_BAG] = (size_t)batch * bag->sources * bag->channels * length;
         /* off host memory, attention runs every head of an item in one batched product */
