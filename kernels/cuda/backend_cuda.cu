@@ -284,18 +284,27 @@ static void lane_switch(cuda_ctx *c, int k)
 static int lanes_make(cuda_ctx *c)
 {
     lane_res *o = &c->other;
-    int ok = cudaStreamCreateWithFlags(&o->stream, cudaStreamNonBlocking) == cudaSuccess &&
-             cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) == cudaSuccess &&
-             cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) == cudaSuccess &&
-             cudaMalloc(&o->blas_ws, BLAS_WS_BYTES) == cudaSuccess && cublasCreate(&o->blas) == CUBLAS_STATUS_SUCCESS &&
-             cublasSetStream(o->blas, o->stream) == CUBLAS_STATUS_SUCCESS &&
+    cudaStream_t st = NULL;
+    cudaEvent_t ef = NULL, ej = NULL;
+    void *ws = NULL;
+    cublasHandle_t h = NULL;
+    /* each handle stored only once it was made, so that lanes_free releases what exists */
+    if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess)
+        o->stream = st;
+    if (o->stream && cudaEventCreateWithFlags(&ef, cudaEventDisableTiming) == cudaSuccess)
+        c->ev_fork = ef;
+    if (c->ev_fork && cudaEventCreateWithFlags(&ej, cudaEventDisableTiming) == cudaSuccess)
+        c->ev_join = ej;
+    if (c->ev_join && cudaMalloc(&ws, BLAS_WS_BYTES) == cudaSuccess)
+        o->blas_ws = ws;
+    if (o->blas_ws && cublasCreate(&h) == CUBLAS_STATUS_SUCCESS)
+        o->blas = h;
+    int ok = o->blas && cublasSetStream(o->blas, o->stream) == CUBLAS_STATUS_SUCCESS &&
              cublasSetMathMode(o->blas, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS &&
              cublasSetWorkspace(o->blas, o->blas_ws, BLAS_WS_BYTES) == CUBLAS_STATUS_SUCCESS;
-    if (!ok) {
+    if (!ok)
         cudaGetLastError();
-        return 0;
-    }
-    return 1;
+    return ok;
 }
 
 static void lanes_free(cuda_ctx *c)
