@@ -178,8 +178,9 @@ enum {
     W_XF,      /* [B, 2C, Fq, T]          normalised spectrogram (encoder 0 input)   */
     W_XT,      /* [B, C, L]               normalised waveform (time encoder 0 input) */
     W_STATS,   /* [8, B]                  mean, std, scale, shift (freq, then time)  */
-    W_A, W_P, W_Q, W_H, /* scratch, each the largest layer tensor                    */
-    W_R,       /* scratch: 2 x largest layer tensor, or a conv_tr output             */
+    W_A, W_P, W_Q, W_H, /* freq scratch, each the largest layer tensor               */
+    W_R,       /* freq scratch: 2 x largest layer tensor, or a conv_tr output        */
+    W_TA, W_TP, W_TH, W_TR, /* the time branch's own (it may run beside the freq one) */
     W_IO0, W_IO1,   /* freq decoder ping-pong                                        */
     W_TIO0, W_TIO1, /* time decoder ping-pong                                        */
     W_X, W_XTK,     /* transformer tokens [B*N1, D], [B*N2, D]                       */
@@ -187,6 +188,8 @@ enum {
     W_QB, W_KV, W_CTX,  /* [B*N, D], [B*N, 2D], [B*N, D]                             */
     W_HID,          /* [B*N, H] feed-forward hidden                                   */
     W_SCORES,       /* [Nq, Nk] one head's attention matrix                           */
+    W_TLNQ, W_TQB, W_TKV, W_TCTX, W_THID, /* the time sublayers' own (fused attention:
+                                           * they may run beside the frequency ones)   */
     W_ONES,         /* [B*N] ones (rank-1 bias gemm)                                  */
     W_BOT, W_BOTT,  /* bottom-channel views [B, D, N1], [B, D, N2]                    */
     W_WAVE,         /* [B*S*C, Ls] iSTFT output                                       */
@@ -1013,7 +1016,7 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
     g->F[0] = m->fq;
     g->Lt[0] = g->L;
     int64_t T = g->T;
-    size_t u = 0, r = 0, h = 0, io = 0, tio = 0;
+    size_t u = 0, r = 0, h = 0, ut = 0, rt = 0, ht = 0, io = 0, tio = 0;   /* freq, time scratch sizes */
 #define MAXTO(v, x) do { size_t x_ = (size_t)(x); if (x_ > (v)) (v) = x_; } while (0)
     for (int i = 0; i < D_; i++) {
         g->F[i + 1] = ss_conv_out(g->F[i], K, st, K / 4, 1);
@@ -1027,16 +1030,19 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
                            "matching encoder/decoder sizes", hp->nfft, K, st);
         size_t xo = (size_t)B * m->xch[i + 1] * g->F[i + 1] * T, to = (size_t)B * m->tch[i + 1] * g->Lt[i + 1];
         MAXTO(u, xo);
-        MAXTO(u, to);
-        MAXTO(u, (size_t)B * m->tch[i] * lp);
+        MAXTO(ut, to);
+        MAXTO(ut, (size_t)B * m->tch[i] * lp);
         MAXTO(r, 2 * u);
         MAXTO(r, (size_t)B * m->dec[i].cout * fo * T);
-        MAXTO(r, (size_t)B * m->tdec[i].cout * lz);
+        MAXTO(rt, 2 * ut);
+        MAXTO(rt, (size_t)B * m->tdec[i].cout * lz);
         if (m->enc[i].has_dconv || m->dec[i].has_dconv) {
             MAXTO(h, (size_t)B * m->enc[i].dconv.hidden * g->F[i + 1] * T);
             MAXTO(h, (size_t)B * m->dec[i].dconv.hidden * g->F[i + 1] * T);
-            MAXTO(h, (size_t)B * m->tenc[i].dconv.hidden * g->Lt[i + 1]);
-            MAXTO(h, (size_t)B * m->tdec[i].dconv.hidden * g->Lt[i + 1]);
+        }
+        if (m->tenc[i].has_dconv || m->tdec[i].has_dconv) {
+            MAXTO(ht, (size_t)B * m->tenc[i].dconv.hidden * g->Lt[i + 1]);
+            MAXTO(ht, (size_t)B * m->tdec[i].dconv.hidden * g->Lt[i + 1]);
         }
         MAXTO(io, (size_t)B * m->dec[i].cout * g->F[i] * T);
         MAXTO(tio, (size_t)B * m->tdec[i].cout * g->Lt[i]);
@@ -1063,6 +1069,10 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
     MAXTO(need[W_Q], u);
     MAXTO(need[W_H], h);
     MAXTO(need[W_R], r);
+    MAXTO(need[W_TA], ut);
+    MAXTO(need[W_TP], ut);
+    MAXTO(need[W_TH], ht);
+    MAXTO(need[W_TR], rt);
     MAXTO(need[W_IO0], io);
     MAXTO(need[W_IO1], io);
     MAXTO(need[W_TIO0], tio);
@@ -1081,6 +1091,11 @@ static ss_status model_plan(const ht_model *m, int B, int64_t length, ht_geom *g
         MAXTO(need[W_CTX], B * nm * D);
         MAXTO(need[W_HID], B * nm * (size_t)m->thidden);
         MAXTO(need[W_SCORES], nm * nm);
+        MAXTO(need[W_TLNQ], B * n2 * D);
+        MAXTO(need[W_TQB], B * n2 * D);
+        MAXTO(need[W_TKV], B * nm * 2 * D);
+        MAXTO(need[W_TCTX], B * n2 * D);
+        MAXTO(need[W_THID], B * n2 * (size_t)m->thidden);
         MAXTO(need[W_ONES], B * nm);
         if (hp->bottom_channels) {
             MAXTO(need[W_BOT], B * n1 * D);
@@ -1371,7 +1386,7 @@ static void enc_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 static void enc_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_layer *l, const float *x, float *out,
                      int B, int64_t L)
 {
-    float *a = ws->buf[W_A], *p = ws->buf[W_P], *h = ws->buf[W_H], *r = ws->buf[W_R];
+    float *a = ws->buf[W_TA], *p = ws->buf[W_TP], *h = ws->buf[W_TH], *r = ws->buf[W_TR];
     int st = l->conv.sw;
     int64_t lp = ceil_div(L, st) * st;
     const float *src = x;
@@ -1427,7 +1442,7 @@ static void dec_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
 static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_layer *l, const float *x,
                      const float *skip, float *out, int B, int64_t L, int64_t length)
 {
-    float *a = ws->buf[W_A], *p = ws->buf[W_P], *h = ws->buf[W_H], *r = ws->buf[W_R];
+    float *a = ws->buf[W_TA], *p = ws->buf[W_TP], *h = ws->buf[W_TH], *r = ws->buf[W_TR];
     size_t n = (size_t)B * l->cin * L;
     int groups = m->hp.norm_groups, K = l->conv.kw, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, L]        */
@@ -1472,11 +1487,18 @@ static ss_attn_desc attn_desc(const ht_model *m, int nq, int nk)
 /* Multi-head attention (nn.MultiheadAttention, batch first) with its in/out
  * projections, added to the residual stream: out [B*Nq, D] += MHA(q [B*Nq, D],
  * kv [B*Nk, D]) (LayerScale folded into out_proj).  out must not be q or kv. */
-static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, const float *qin, int nq,
-                const float *kvin, int nk, int B, float *out)
+/* A transformer sublayer's temporaries: the frequency branch's (W_LNQ, W_QB, W_KV,
+ * W_CTX, W_HID, W_SCORES) or, with fused attention, the time branch's own. */
+typedef struct ht_tbuf {
+    float *lnq, *qb, *kv, *ctx, *hid, *sc;
+    size_t sc_cap;
+} ht_tbuf;
+
+static void mha(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                const float *qin, int nq, const float *kvin, int nk, int B, float *out)
 {
     int D = m->tdim, heads = m->hp.t_heads, hd = D / heads;
-    float *qb = ws->buf[W_QB], *kv = ws->buf[W_KV], *ctx = ws->buf[W_CTX], *sc = ws->buf[W_SCORES];
+    float *qb = tb->qb, *kv = tb->kv, *ctx = tb->ctx, *sc = tb->sc;
     linear(ws, be, qb, qin, l->in_w, l->in_b, B * nq, D, D, 0);                          /* [B*Nq, D]  */
     linear(ws, be, kv, kvin, l->in_w + (size_t)D * D, l->in_b + D, B * nk, D, 2 * D, 0); /* [B*Nk, 2D] k | v */
     if (ws->attn_fused) {
@@ -1491,7 +1513,7 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
     if (ws->heads_batched) {
         /* one strided-batched product per item and group of heads (devices: fewer, larger
          * launches), as many heads per group as W_SCORES holds */
-        int hg = head_group(ws->cap[W_SCORES] / ((size_t)nq * (size_t)nk), heads);
+        int hg = head_group(tb->sc_cap / ((size_t)nq * (size_t)nk), heads);
         for (int b = 0; b < B; b++)
             for (int h0 = 0; h0 < heads; h0 += hg) {
                 int nh = heads - h0 < hg ? heads - h0 : hg;
@@ -1527,11 +1549,11 @@ static void mha(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l
 }
 
 /* The feed-forward half and norm_out of a layer on x [B*N, D] (pre-norm `n`). */
-static void ff_block(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, const ht_affine *n, float *x,
-                     int B, int N)
+static void ff_block(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                     const ht_affine *n, float *x, int B, int N)
 {
     int D = m->tdim, H = m->thidden, rows = B * N;
-    float *t = ws->buf[W_LNQ], *hid = ws->buf[W_HID];
+    float *t = tb->lnq, *hid = tb->hid;
     ss_layer_norm(be, t, x, rows, D, n->w, n->b, HT_EPS);
     linear(ws, be, hid, t, l->l1_w, l->l1_b, rows, D, H, 0);                /* [B*N, H]             */
     ss_gelu(be, hid, hid, (size_t)rows * H);
@@ -1543,25 +1565,26 @@ static void ff_block(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlay
 }
 
 /* MyTransformerEncoderLayer (norm_first): x [B*N, D] in place */
-static void self_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, float *x, int B, int N)
+static void self_layer(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                       float *x, int B, int N)
 {
     int D = m->tdim;
-    float *t = ws->buf[W_LNQ];
+    float *t = tb->lnq;
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, t, N, B, x);
-    ff_block(m, ws, be, l, &l->norm2, x, B, N);
+    mha(m, ws, tb, be, l, t, N, t, N, B, x);
+    ff_block(m, ws, tb, be, l, &l->norm2, x, B, N);
 }
 
 /* CrossTransformerEncoderLayer (norm_first): x [B*N, D] in place, attending
  * to k [B*Nk, D], which the caller has already normalised with this layer's norm2. */
-static void cross_layer(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_tlayer *l, float *x, int B, int N,
-                        const float *k, int nk)
+static void cross_layer(const ht_model *m, ht_ws *ws, const ht_tbuf *tb, ss_backend *be, const ht_tlayer *l,
+                        float *x, int B, int N, const float *k, int nk)
 {
     int D = m->tdim;
-    float *t = ws->buf[W_LNQ];
+    float *t = tb->lnq;
     ss_layer_norm(be, t, x, B * N, D, l->norm1.w, l->norm1.b, HT_EPS);
-    mha(m, ws, be, l, t, N, k, nk, B, x);
-    ff_block(m, ws, be, l, &l->norm3, x, B, N);
+    mha(m, ws, tb, be, l, t, N, k, nk, B, x);
+    ff_block(m, ws, tb, be, l, &l->norm3, x, B, N);
 }
 
 /* CrossTransformerEncoder with the bottom-channel convs around it:
@@ -1590,18 +1613,36 @@ static void transformer_fwd(const ht_model *m, ht_ws *ws, ss_backend *be, int B,
         ss_add(be, X + (size_t)b * n1 * D, X + (size_t)b * n1 * D, m->pos2d, (size_t)n1 * D);
         ss_add(be, XT + (size_t)b * n2 * D, XT + (size_t)b * n2 * D, m->pos1d, (size_t)n2 * D);
     }
+    /* each layer's time sublayer on lane 1 beside the frequency one, with its own
+     * temporaries (fused attention only: composed attention's scores are shared) */
+    ht_tbuf tf = {ws->buf[W_LNQ], ws->buf[W_QB], ws->buf[W_KV], ws->buf[W_CTX], ws->buf[W_HID],
+                  ws->buf[W_SCORES], ws->cap[W_SCORES]}, tt = tf;
+    int lanes = ws->attn_fused && ws->buf[W_TLNQ] && ws->buf[W_TQB] && ws->buf[W_TKV] && ws->buf[W_TCTX] &&
+                ws->buf[W_THID];
+    if (lanes)
+        tt = (ht_tbuf){ws->buf[W_TLNQ], ws->buf[W_TQB], ws->buf[W_TKV], ws->buf[W_TCTX], ws->buf[W_THID], NULL, 0};
     for (int i = 0; i < m->hp.t_layers; i++) {
         const ht_tlayer *l = &m->layers[i], *lt = &m->layers_t[i];
         if (!l->cross) {
-            self_layer(m, ws, be, l, X, B, n1);
-            self_layer(m, ws, be, lt, XT, B, n2);
+            if (lanes)
+                ss_lane(be, SS_LANE_FORK);
+            self_layer(m, ws, &tt, be, lt, XT, B, n2);
+            if (lanes)
+                ss_lane(be, SS_LANE_BACK);
+            self_layer(m, ws, &tf, be, l, X, B, n1);
         } else {
             /* both branches attend to the other's input of this layer */
             ss_layer_norm(be, kxt, XT, B * n2, D, l->norm2.w, l->norm2.b, HT_EPS);
             ss_layer_norm(be, kx, X, B * n1, D, lt->norm2.w, lt->norm2.b, HT_EPS);
-            cross_layer(m, ws, be, l, X, B, n1, kxt, n2);
-            cross_layer(m, ws, be, lt, XT, B, n2, kx, n1);
+            if (lanes)
+                ss_lane(be, SS_LANE_FORK);
+            cross_layer(m, ws, &tt, be, lt, XT, B, n2, kx, n1);
+            if (lanes)
+                ss_lane(be, SS_LANE_BACK);
+            cross_layer(m, ws, &tf, be, l, X, B, n1, kxt, n2);
         }
+        if (lanes)
+            ss_lane(be, SS_LANE_JOIN);
     }
     if (m->hp.bottom_channels) {
         ss_transpose(be, ws->buf[W_BOT], X, B, n1, D);                      /* [B, D, N1]           */
@@ -1719,17 +1760,24 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     ss_row_affine(be, xf, xf, B, (int64_t)2 * C * fq * T, stats + 2 * B, stats + 3 * B);
     ss_row_affine(be, xt, mix, B, (int64_t)C * L, stats + 6 * B, stats + 7 * B);
 
-    /* 4. encoders: skip[i] [B, xch[i+1], F[i+1], T], skip_t[i] [B, tch[i+1], Lt[i+1]] */
+    /* 4. encoders: skip[i] [B, xch[i+1], F[i+1], T], skip_t[i] [B, tch[i+1], Lt[i+1]]; the
+     *    time branch on lane 1 beside the frequency branch (own buffers: W_T*, skip_t) */
     const float *xi = xf, *ti = xt;
+    ss_lane(be, SS_LANE_FORK);
     for (int i = 0; i < Dp; i++) {
-        float *sk = ws->buf[W_SKIP + i], *skt = ws->buf[W_SKIP + HT_MAX_DEPTH + i];
+        float *skt = ws->buf[W_SKIP + HT_MAX_DEPTH + i];
         enc_time(m, ws, be, &m->tenc[i], ti, skt, B, g.Lt[i]);
+        ti = skt;
+    }
+    ss_lane(be, SS_LANE_BACK);
+    for (int i = 0; i < Dp; i++) {
+        float *sk = ws->buf[W_SKIP + i];
         enc_freq(m, ws, be, &m->enc[i], xi, sk, B, g.F[i], T);
         if (i == 0 && m->freq_emb)                                          /* + freq embedding [C1, F1] */
             ss_channel_affine(be, sk, sk, B, m->xch[1] * g.F[1], T, NULL, m->freq_emb);
         xi = sk;
-        ti = skt;
     }
+    ss_lane(be, SS_LANE_JOIN);
 
     /* 5. transformer: xo [B, xch[D], F[D], T], to [B, tch[D], Lt[D]] */
     float *xo = ws->buf[W_IO0], *xn = ws->buf[W_IO1], *to = ws->buf[W_TIO0], *tn = ws->buf[W_TIO1];
@@ -1740,16 +1788,22 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
         copy(be, to, ti, (size_t)B * m->tch[Dp] * g.Lt[Dp]);
     }
 
-    /* 6. decoders, innermost first: x -> [B, S*2C, Fq, T], xt -> [B, S*C, L] */
+    /* 6. decoders, innermost first: x -> [B, S*2C, Fq, T], xt -> [B, S*C, L]; the time
+     *    branch (and its de-normalisation) on lane 1 again */
+    ss_lane(be, SS_LANE_FORK);
+    for (int i = Dp - 1; i >= 0; i--) {
+        dec_time(m, ws, be, &m->tdec[i], to, ws->buf[W_SKIP + HT_MAX_DEPTH + i], tn, B, g.Lt[i + 1], g.Lt[i]);
+        float *sw = to;
+        to = tn;
+        tn = sw;
+    }
+    ss_row_affine(be, to, to, B, (int64_t)S * C * L, stdt, meant);         /* [B, S*C, L]          */
+    ss_lane(be, SS_LANE_BACK);
     for (int i = Dp - 1; i >= 0; i--) {
         dec_freq(m, ws, be, &m->dec[i], xo, ws->buf[W_SKIP + i], xn, B, g.F[i + 1], T);
-        dec_time(m, ws, be, &m->tdec[i], to, ws->buf[W_SKIP + HT_MAX_DEPTH + i], tn, B, g.Lt[i + 1], g.Lt[i]);
         float *sw = xo;
         xo = xn;
         xn = sw;
-        sw = to;
-        to = tn;
-        tn = sw;
     }
 
     /* 7. undo the normalisation, iSTFT (pad the bin and frames back), add the branches */
@@ -1763,8 +1817,8 @@ static ss_status model_forward(ht_model *m, ht_ws *ws, ss_backend *be, const flo
     float *wave = ws->buf[W_WAVE];
     ss_stft_desc id = {.batch = (int)srows, .length = g.ls, .n_fft = hp->nfft, .hop = m->hop};
     ss_istft(be, &id, spec, wave);                                          /* [B*S*C, Ls]          */
-    ss_row_affine(be, to, to, B, (int64_t)S * C * L, stdt, meant);         /* [B, S*C, L]          */
     ss_copy2d(be, y, (size_t)length, wave + g.pad_l, (size_t)g.ls, srows, (size_t)length);
+    ss_lane(be, SS_LANE_JOIN);
     if (length == L) {
         ss_add(be, y, y, to, srows * length);
     } else {
@@ -1933,6 +1987,8 @@ static ss_status ht_forward(void *state, ss_backend *be, const float *x, float *
         bag->ws.attn_fused = fused;
         if (fused)
             need[W_SCORES] = 0;
+        else                    /* composed attention: the time sublayers share the frequency ones' */
+            need[W_TLNQ] = need[W_TQB] = need[W_TKV] = need[W_TCTX] = need[W_THID] = 0;
         if (bag->n > 1)
             need[W_BAG] = (size_t)batch * bag->sources * bag->channels * length;
         /* off host memory, attention runs every head of an item in one batched product */

@@ -943,6 +943,13 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
                                                     beta, eps));
 }
 
+void ss_lane(ss_backend *be, ss_lane_op op)
+{
+    /* back to lane 0 even after a failure, so that later work is queued in order */
+    if (be->iface->lane && (op != SS_LANE_FORK || LIVE(be)))
+        be->iface->lane(be->ctx, op, &be->err);
+}
+
 int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d)
 {
     const ss_backend_iface *bi = be->iface;

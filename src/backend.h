@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define SS_BACKEND_API_VERSION 8
+#define SS_BACKEND_API_VERSION 9
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -132,6 +132,11 @@ typedef struct ss_dconv_desc {
     int64_t len;
     float eps;
 } ss_dconv_desc;
+
+/* ss_lane: SS_LANE_FORK: ops from now on go to lane 1, after everything queued
+ * so far; SS_LANE_BACK: ops go to lane 0 again while lane 1's run on;
+ * SS_LANE_JOIN: ops go to lane 0, after everything queued on lane 1 so far. */
+typedef enum ss_lane_op { SS_LANE_FORK, SS_LANE_BACK, SS_LANE_JOIN } ss_lane_op;
 
 typedef struct ss_dconv_w {
     const float *w1, *b1, *g1, *be1;   /* conv1, norm1 (hidden)  */
@@ -275,6 +280,10 @@ typedef struct ss_backend_iface {
      * model rearranges the rows into items and composes the layer. */
     int (*dconv_rows_ok)(void *ctx, const ss_dconv_desc *d);
     ss_status (*dconv_rows)(void *ctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err);
+    /* Optional (API 9): a second queue of device work ("lane" 1) beside the
+     * first, for independent parts of a forward pass (see ss_lane).  NULL: ops
+     * run in the order they are issued. */
+    ss_status (*lane)(void *ctx, ss_lane_op op, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -416,6 +425,14 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
 /* The DConv layer d on x in place (ss_dconv_desc), where ss_dconv_rows_ok(be, d)
  * (a backend with the fused pass); elsewhere an internal error. */
 int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d);
+/* Lanes: a backend may run the ops issued between SS_LANE_FORK and the next
+ * SS_LANE_BACK / SS_LANE_JOIN (lane 1) at the same time as those issued on
+ * lane 0 after SS_LANE_BACK and before SS_LANE_JOIN, so the two sets must not
+ * touch the same buffers (reading what both only read is fine); after
+ * SS_LANE_JOIN everything is ordered again.  Each lane has its own scratch.
+ * Where the backend has no lanes these calls do nothing and the ops run in
+ * the order they are issued (the results are the same). */
+void ss_lane(ss_backend *be, ss_lane_op op);
 void ss_dconv_rows(ss_backend *be, const ss_dconv_desc *d, float *x, const ss_dconv_w *w);
 /* out [batch, ch, len] = glu(w x + bias) for x [batch, cin, len] and the 1x1
  * convolution w [2*ch, cin] with bias [2*ch] (may be NULL): an encoder layer's

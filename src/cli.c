@@ -442,12 +442,15 @@ fail:
  * this gives 1222 and 1516 MiB for batches 1 and 2.  The scratch is 108 MiB now,
  * and where attention is fused (the default precision on CUDA) no scores are
  * held, so the estimate errs high by 110-360 MiB (run 35: 1497 / 2027 MiB in use
- * with the context at batch 1 / 2).  An estimate, for choosing --batch; the CUDA
- * context is not included. */
+ * with the context at batch 1 / 2).  The CUDA backend's second lane adds its own
+ * cuBLAS workspace and scratch (32 + 96 MiB: 896 MiB fixed) and HTDemucs's time
+ * branch its own activation buffers (94 MiB per segment at full size, 612 against
+ * 518 MiB under STEMSPLIT_PROFILE: 148 floats per sample and channel).  An
+ * estimate, for choosing --batch; the CUDA context is not included. */
 static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
 {
-    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 112u;
-    return info->parameters * 4u + ((uint64_t)768 << 20) + (uint64_t)batch * per_item;
+    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 148u;
+    return info->parameters * 4u + ((uint64_t)896 << 20) + (uint64_t)batch * per_item;
 }
 
 int main(int argc, char **argv)

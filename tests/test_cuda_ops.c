@@ -927,6 +927,82 @@ static void test_graphs(void)
     free(a); free(b); free(ref); free(h);
 }
 
+/* Lanes (ss_lane): one sequence of ops on backend b, lane 1 beside lane 0.
+ * Before the fork lane 0 writes x (behind slow work on w); lane 1 reads it
+ * (fork order), runs a product, a group norm (its scratch) and a chain of
+ * scales on its own buffers while lane 0 does the same on others; after the
+ * join lane 0 reads both lanes' results (lane 1 finishes last: a join that
+ * does not wait reads g1 half scaled).  Buffers: d[0..10] as below. */
+static void lane_seq(ss_backend *b, float **d, const float *ha, const float *hb, int m, int n, int k, size_t big)
+{
+    float *w = d[0], *x = d[1], *a = d[2], *bm = d[3], *c1 = d[4], *g1 = d[5], *c0 = d[6], *g0 = d[7];
+    float *y = d[8], *z = d[9], *w1 = d[10];
+    ss_upload(b, a, ha, (size_t)m * k);
+    ss_upload(b, bm, hb, (size_t)k * n);
+    ss_fill(b, w, 1.0f, big);
+    for (int r = 0; r < 8; r++)                                  /* slow work before x is written */
+        ss_scale(b, w, w, 1.0f, big);
+    ss_scale(b, x, bm, 3.0f, (size_t)k * n);                     /* x = 3 bm */
+    ss_lane(b, SS_LANE_FORK);                                    /* lane 1: reads x */
+    ss_gemm_desc d1 = {0, 0, m, n, k, 1.0f, 0.0f, k, n, n, 1, 0, 0, 0, 0};
+    ss_gemm(b, &d1, a, x, c1);                                   /* c1 = a x */
+    ss_group_norm(b, g1, c1, 1, m, n, 1, NULL, NULL, 1e-5f);     /* whole-item norm: scratch */
+    ss_fill(b, w1, 1.0f, big);
+    for (int r = 0; r < 12; r++)                                 /* slow work before g1's last steps */
+        ss_scale(b, w1, w1, 1.0f, big);
+    for (int r = 0; r < 6; r++)
+        ss_scale(b, g1, g1, 1.5f, (size_t)m * n);
+    ss_lane(b, SS_LANE_BACK);                                    /* lane 0: its own buffers */
+    ss_gemm_desc d0 = {0, 0, m, n, k, -1.0f, 0.0f, k, n, n, 1, 0, 0, 0, 0};
+    ss_gemm(b, &d0, a, bm, c0);                                  /* c0 = -a bm */
+    ss_group_norm(b, g0, c0, 2, m / 2, n, 1, NULL, NULL, 1e-5f);
+    for (int r = 0; r < 8; r++)
+        ss_scale(b, w, w, 1.0f, big);
+    ss_lane(b, SS_LANE_JOIN);
+    ss_add(b, y, g1, g0, (size_t)m * n);                         /* both lanes' results */
+    ss_add(b, z, c1, c0, (size_t)m * n);                         /* a x - a bm = 2 a bm */
+}
+
+static void test_lanes(void)
+{
+    NEED_GPU();
+    const int m = 96, n = 4099, k = 48;
+    const size_t big = (size_t)8 << 20, mn = (size_t)m * n;
+    size_t sizes[11] = {big, (size_t)k * n, (size_t)m * k, (size_t)k * n, mn, mn, mn, mn, mn, mn, big};
+    float *ha = rnd((size_t)m * k), *hb = rnd((size_t)k * n);
+    float *dc[11], *dg[11];
+    for (int i = 0; i < 11; i++) {
+        dc[i] = ss_alloc(cpu, sizes[i]);
+        dg[i] = poison(sizes[i]);
+    }
+    lane_seq(cpu, dc, ha, hb, m, n, k, big);
+    lane_seq(gpu, dg, ha, hb, m, n, k, big);                     /* directly */
+    CMP(dg[8], dc[8], mn, 1e-6, "lanes: y, run directly");
+    CMP(dg[9], dc[9], mn, 1e-6, "lanes: z, run directly");
+    if (!gpu_is_cpu && ss_graph_available(gpu)) {                /* recorded, replayed twice */
+        ss_error err = {0};
+        void *g = NULL;
+        ss_fill(gpu, dg[8], NAN, mn);
+        ss_fill(gpu, dg[9], NAN, mn);
+        CHECK(ss_graph_begin(gpu, &err) == SS_OK, "graph_begin: %s", err.msg);
+        lane_seq(gpu, dg, ha, hb, m, n, k, big);
+        CHECK(ss_graph_end(gpu, &g, &err) == SS_OK, "graph_end with lanes: %s", err.msg);
+        for (int r = 0; r < 2; r++) {
+            ss_fill(gpu, dg[8], NAN, mn);
+            CHECK(ss_graph_launch(gpu, g, &err) == SS_OK, "graph_launch: %s", err.msg);
+            CMP(dg[8], dc[8], mn, 1e-6, "lanes: y, recorded");
+            CMP(dg[9], dc[9], mn, 1e-6, "lanes: z, recorded");
+        }
+        ss_graph_free(gpu, g);
+    }
+    STATUS_OK();
+    for (int i = 0; i < 11; i++) {
+        ss_free(cpu, dc[i]);
+        ss_free(gpu, dg[i]);
+    }
+    free(ha); free(hb);
+}
+
 static void test_out_of_memory(void)
 {
     NEED_GPU();
@@ -969,6 +1045,7 @@ int main(void)
     RUN(test_precisions);
     RUN(test_attention);
     RUN(test_graphs);
+    RUN(test_lanes);
     RUN(test_out_of_memory);
     ss_backend_close(gpu);
     ss_backend_close(cpu);

@@ -75,6 +75,15 @@ typedef struct plan_entry {
 #define TIMER_PAIRS 16
 enum { TM_GRAPH, TM_UPLOAD, TM_DOWNLOAD };
 
+/* What each lane has of its own (see cuda_ctx's lanes). */
+typedef struct lane_res {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    void *scratch;
+    size_t scratch_size;
+} lane_res;
+
 typedef struct cuda_ctx {
     int device;
     int n_sm;                /* multiprocessors (launch shapes)            */
@@ -94,6 +103,14 @@ typedef struct cuda_ctx {
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
     cudaEvent_t dl_event;    /* after the last download_start, or NULL        */
+    /* Lanes (ss_lane; STEMSPLIT_CUDA_LANES=0 turns them off): a second stream with
+     * its own cuBLAS handle, workspace and scratch.  The fields above (stream,
+     * blas, blas_ws, scratch, scratch_size) are always the current lane's; the
+     * other lane's wait in `other` until lane_switch swaps them back. */
+    int lanes;               /* lane 1 made                                    */
+    int cur_lane;
+    lane_res other;
+    cudaEvent_t ev_fork, ev_join;
     struct dev_timer {       /* STEMSPLIT_CUDA_STATS: device time of the forward */
         int on;              /* graphs, uploads and downloads (event pairs    */
         cudaEvent_t ev[2 * TIMER_PAIRS];   /* recorded around each, read once  */
@@ -164,6 +181,8 @@ static void tm_end(cuda_ctx *c, int i, int kind, size_t bytes)
 static void before_release(cuda_ctx *c)
 {
     cudaStreamSynchronize(c->stream);
+    if (c->lanes)
+        cudaStreamSynchronize(c->other.stream);
     c->generation++;
 }
 
@@ -242,12 +261,109 @@ static ss_status cu_device_info(int index, ss_device_info *out)
 
 #define BLAS_WS_BYTES ((size_t)32 << 20)
 
+/* ---- lanes ------------------------------------------------------------------------ */
+
+/* Make lane k current: the current lane's resources go to `other`, lane k's come out. */
+static void lane_switch(cuda_ctx *c, int k)
+{
+    if (k == c->cur_lane)
+        return;
+    lane_res cur = {c->stream, c->blas, c->blas_ws, c->scratch, c->scratch_size};
+    c->stream = c->other.stream;
+    c->blas = c->other.blas;
+    c->blas_ws = c->other.blas_ws;
+    c->scratch = c->other.scratch;
+    c->scratch_size = c->other.scratch_size;
+    c->other = cur;
+    c->cur_lane = k;
+}
+
+/* Lane 1's stream, cuBLAS handle and workspace, and the fork/join events (at
+ * start-up: nothing may be allocated while a pass is recorded).  0 where any
+ * of them cannot be made (lanes stay off: everything runs on lane 0). */
+static int lanes_make(cuda_ctx *c)
+{
+    lane_res *o = &c->other;
+    cudaStream_t st = NULL;
+    cudaEvent_t ef = NULL, ej = NULL;
+    void *ws = NULL;
+    cublasHandle_t h = NULL;
+    /* each handle stored only once it was made, so that lanes_free releases what exists */
+    if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess)
+        o->stream = st;
+    if (o->stream && cudaEventCreateWithFlags(&ef, cudaEventDisableTiming) == cudaSuccess)
+        c->ev_fork = ef;
+    if (c->ev_fork && cudaEventCreateWithFlags(&ej, cudaEventDisableTiming) == cudaSuccess)
+        c->ev_join = ej;
+    if (c->ev_join && cudaMalloc(&ws, BLAS_WS_BYTES) == cudaSuccess)
+        o->blas_ws = ws;
+    if (o->blas_ws && cublasCreate(&h) == CUBLAS_STATUS_SUCCESS)
+        o->blas = h;
+    int ok = o->blas && cublasSetStream(o->blas, o->stream) == CUBLAS_STATUS_SUCCESS &&
+             cublasSetMathMode(o->blas, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS &&
+             cublasSetWorkspace(o->blas, o->blas_ws, BLAS_WS_BYTES) == CUBLAS_STATUS_SUCCESS;
+    if (!ok)
+        cudaGetLastError();
+    return ok;
+}
+
+static void lanes_free(cuda_ctx *c)
+{
+    lane_switch(c, 0);
+    lane_res *o = &c->other;
+    if (o->stream)
+        cudaStreamSynchronize(o->stream);
+    if (o->blas)
+        cublasDestroy(o->blas);
+    cudaFree(o->blas_ws);
+    cudaFree(o->scratch);
+    if (o->stream)
+        cudaStreamDestroy(o->stream);
+    if (c->ev_fork)
+        cudaEventDestroy(c->ev_fork);
+    if (c->ev_join)
+        cudaEventDestroy(c->ev_join);
+    memset(o, 0, sizeof *o);
+    c->ev_fork = c->ev_join = NULL;
+    c->lanes = 0;
+}
+
+static ss_status cu_lane(void *vctx, ss_lane_op op, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (!c->lanes)
+        return SS_OK;
+    cudaError_t e = cudaSuccess;
+    switch (op) {
+    case SS_LANE_FORK:                   /* lane 1 after everything queued on lane 0 */
+        lane_switch(c, 0);
+        e = cudaEventRecord(c->ev_fork, c->stream);
+        if (e == cudaSuccess)
+            e = cudaStreamWaitEvent(c->other.stream, c->ev_fork, 0);
+        if (e == cudaSuccess)
+            lane_switch(c, 1);
+        break;
+    case SS_LANE_BACK:
+        lane_switch(c, 0);
+        break;
+    case SS_LANE_JOIN:                   /* lane 0 after everything queued on lane 1 */
+        lane_switch(c, 1);
+        e = cudaEventRecord(c->ev_join, c->stream);
+        lane_switch(c, 0);
+        if (e == cudaSuccess)
+            e = cudaStreamWaitEvent(c->stream, c->ev_join, 0);
+        break;
+    }
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "lane");
+}
+
 static void cu_free(void *vctx)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (!c)
         return;
     cudaSetDevice(c->device);
+    lanes_free(c);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
     const char *st = getenv("STEMSPLIT_CUDA_STATS");
@@ -327,6 +443,12 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     if (!c->blas_ws || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
         c->lt = NULL;                                /* gemm_bias stores the bias first */
+    const char *lanes_env = getenv("STEMSPLIT_CUDA_LANES");
+    if (c->blas_ws && !(lanes_env && strcmp(lanes_env, "0") == 0)) {
+        c->lanes = lanes_make(c);
+        if (!c->lanes)
+            lanes_free(c);
+    }
     for (int i = 0; i < TIMER_PAIRS; i++)
         c->tm.kind[i] = -1;
     const char *stats_env = getenv("STEMSPLIT_CUDA_STATS");
@@ -352,6 +474,8 @@ static ss_status cu_synchronize(void *vctx, ss_error *err)
         return le == cudaSuccess ? SS_OK : cuda_fail(err, le, "synchronize");
     }
     cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess && c->lanes)
+        e = cudaStreamSynchronize(c->other.stream);
     if (e == cudaSuccess)
         e = cudaGetLastError();
     sample_memory(c);
@@ -366,6 +490,8 @@ static ss_status cu_synchronize(void *vctx, ss_error *err)
 static ss_status cu_graph_begin(void *vctx, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    if (c->cur_lane != 0)
+        return fail(err, SS_E_INTERNAL, "cuda: a recording must start on lane 0");
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "graph capture");
@@ -378,6 +504,7 @@ static ss_status cu_graph_end(void *vctx, void **out, ss_error *err)
     cuda_ctx *c = (cuda_ctx *)vctx;
     cudaGraph_t g = NULL;
     cudaGraphExec_t x = NULL;
+    lane_switch(c, 0);                        /* a pass that forked must have joined (else this fails) */
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
     c->capturing = 0;
     if (e == cudaSuccess)
@@ -2520,6 +2647,7 @@ static int get_plan(cuda_ctx *c, int type, int n, int howmany, cufftHandle *out,
         plan_entry *p = &c->plans[i];
         if (p->n == n && p->type == type && p->howmany == howmany) {
             p->use = ++c->plan_clock;
+            cufftSetStream(p->plan, c->stream);      /* the current lane's */
             *out = p->plan;
             return 0;
         }
@@ -2752,6 +2880,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->generation = cu_generation;
     f->dconv_rows_ok = cu_dconv_rows_ok;
     f->dconv_rows = cu_dconv_rows;
+    f->lane = cu_lane;
     f->attention_ok = cu_attention_ok;
     f->attention = cu_attention;
     if (why) *why = g_why;
