@@ -1982,6 +1982,20 @@ __device__ __forceinline__ int64_t wino_tile(size_t i, int64_t p0, int64_t pc, i
     return b;
 }
 
+/* d = the A x A input patch of tile (ty, tx) of plane xc [h, w] for output tiles of M x M
+ * (rows M ty - 1 .. M ty + A - 2, likewise the columns; zero outside the plane) */
+template <int A, int M>
+__device__ __forceinline__ void wino_patch(float (*d)[A], const float *xc, int h, int w, int ty, int tx)
+{
+    for (int r = 0; r < A; r++) {
+        int iy = M * ty - 1 + r;
+        for (int k = 0; k < A; k++) {
+            int ix = M * tx - 1 + k;
+            d[r][k] = iy >= 0 && iy < h && ix >= 0 && ix < w ? xc[(size_t)iy * w + ix] : 0.0f;
+        }
+    }
+}
+
 /* v [16, cin, pc] = B^T d B for tiles [p0, p0 + pc) of x [nb, cin, h, w]
  * (tile p: item p / (th tw), rows 2 ty - 1 .. 2 ty + 2, columns 2 tx - 1 .. 2 tx + 2;
  * zero outside) */
@@ -1993,13 +2007,7 @@ __global__ void k_wino_input(float *v, const float *x, int cin, int h, int w, in
         int64_t b = wino_tile(i, p0, pc, th, tw, &ci, &ty, &tx);
         const float *xc = x + ((size_t)b * cin + ci) * (size_t)h * w;
         float d[4][4];
-        for (int r = 0; r < 4; r++) {
-            int iy = 2 * ty - 1 + r;
-            for (int k = 0; k < 4; k++) {
-                int ix = 2 * tx - 1 + k;
-                d[r][k] = iy >= 0 && iy < h && ix >= 0 && ix < w ? xc[(size_t)iy * w + ix] : 0.0f;
-            }
-        }
+        wino_patch<4, 2>(d, xc, h, w, ty, tx);
         float e[4][4];                            /* B^T d */
         for (int k = 0; k < 4; k++) {
             e[0][k] = d[0][k] - d[2][k];
@@ -2105,13 +2113,7 @@ __global__ void k_wino4_input(float *v, const float *x, int cin, int h, int w, i
         int64_t b = wino_tile(i, p0, pc, th, tw, &ci, &ty, &tx);
         const float *xc = x + ((size_t)b * cin + ci) * (size_t)h * w;
         float d[6][6];
-        for (int r = 0; r < 6; r++) {
-            int iy = 4 * ty - 1 + r;
-            for (int k = 0; k < 6; k++) {
-                int ix = 4 * tx - 1 + k;
-                d[r][k] = iy >= 0 && iy < h && ix >= 0 && ix < w ? xc[(size_t)iy * w + ix] : 0.0f;
-            }
-        }
+        wino_patch<6, 4>(d, xc, h, w, ty, tx);
         float e[6][6];                            /* B^T d: e[q][k] = row combination q of column k */
         for (int k = 0; k < 6; k++) {
             float y6[6];
