@@ -474,9 +474,12 @@ static void test_conv2d(void)
          * its double buffer is staged again while the other one is read */
         {{4, 40, 150, 257, 24, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d direct, 5 chunks in a block"},
         {{1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d k3 cout 80"},  /* im2col + GEMM */
-        /* 3x3 stride 1 padding 1: Winograd F(2x2, 3x3); odd sizes (partial tiles),
-         * two items; then enough tiles for two passes of the tile loop */
+        /* 3x3 stride 1 padding 1: Winograd F(4x4, 3x3) as on the CPU (F(2x2, 3x3)
+         * where a side is shorter than 4); odd sizes (partial tiles), two items,
+         * exactly one tile; then enough tiles for two passes of the tile loop */
         {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), odd sizes"},
+        {{2, 6, 7, 18, 5, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), 7x18"},
+        {{1, 4, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), one 4x4 tile"},
         {{1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 1e-6, "conv2d 3x3 p1 (winograd), 2x3 input"},
         {{1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 5e-6, "conv2d 3x3 p1 (winograd), two tile passes"},
     };
@@ -485,6 +488,32 @@ static void test_conv2d(void)
     if (test_failed_now)
         return;
     STATUS_OK();
+}
+
+/* The CUDA backend's Winograd F(2x2, 3x3) (STEMSPLIT_CUDA_WINO=2) against the
+ * CPU's F(4x4, 3x3): the two differ by their transforms' rounding (~1.5e-6
+ * over 9 x 48 terms). */
+static void test_conv2d_wino2(void)
+{
+    NEED_GPU();
+    if (gpu_is_cpu)
+        SKIP("SS_TEST_CUDA_AS_CPU: the CPU has no F(2x2) switch");
+    ss_backend_params bp = {.device = 0, .threads = 1, .precision = SS_PREC_FP32};
+    ss_backend *g2 = NULL, *keep = gpu;
+    ss_error err = {0};
+    setenv("STEMSPLIT_CUDA_WINO", "2", 1);
+    ss_status os = ss_backend_open("cuda", &bp, &g2, NULL, 0, &err);
+    unsetenv("STEMSPLIT_CUDA_WINO");
+    CHECK(os == SS_OK, "STEMSPLIT_CUDA_WINO=2: %s", err.msg);
+    static const ss_conv2d_desc d[] = {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1},
+                                       {1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1}};
+    gpu = g2;                                      /* conv_case_tol runs on `gpu` */
+    conv_case_tol(&d[0], "F(2x2) odd sizes", 1, 1e-6);
+    conv_case_tol(&d[1], "F(2x2) two tile passes", 0, 5e-6);
+    ss_status st = ss_backend_status(g2, &err);
+    gpu = keep;
+    ss_backend_close(g2);
+    CHECK(st == SS_OK, "F(2x2): %s", err.msg);
 }
 
 static void convt_case(const ss_convt2d_desc *d, const char *what, int with_bias)
@@ -1039,6 +1068,7 @@ int main(void)
     RUN(test_dconv_rows);
     RUN(test_gemm);
     RUN(test_conv2d);
+    RUN(test_conv2d_wino2);
     RUN(test_conv_transpose2d);
     RUN(test_convt_crop);
     RUN(test_stft);
