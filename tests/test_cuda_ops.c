@@ -1032,6 +1032,56 @@ static void test_lanes(void)
     free(ha); free(hb);
 }
 
+/* Transfers the way the engine queues them: page-locked host buffers, the next
+ * batch's upload and work queued behind this batch's download before waiting
+ * for it (on CUDA they run on copy queues beside the compute stream), with the
+ * device busy and idle when an upload is queued.  Each download must hold its
+ * own batch's result, never the next one's. */
+static void test_staged_transfers(void)
+{
+    NEED_GPU();
+    const size_t n = (size_t)3 << 20, big = (size_t)16 << 20;
+    const int N = 12;
+    float *hx[2] = {ss_host_alloc(gpu, n), ss_host_alloc(gpu, n)}, *hy[2] = {ss_host_alloc(gpu, n), ss_host_alloc(gpu, n)};
+    float *dx = ss_alloc(gpu, n), *dy = ss_alloc(gpu, n), *dw = ss_alloc(gpu, big);
+    CHECK(hx[0] && hx[1] && hy[0] && hy[1] && dx && dy && dw, "allocations");
+    ss_fill(gpu, dw, 1.0f, big);
+    int bad = -1;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++)
+        hx[0][i] = (float)(i % 1000);
+    ss_upload(gpu, dx, hx[0], n);
+    for (int r = 0; r < 20; r++)                      /* work long enough to overlap the copies */
+        ss_scale(gpu, dw, dw, 1.0f, big);
+    ss_scale(gpu, dy, dx, 2.0f, n);
+    for (int k = 0; k < N && bad < 0; k++) {
+        if (k + 1 < N)
+            for (size_t i = 0; i < n; i++)
+                hx[(k + 1) % 2][i] = (float)(i % 1000 + 1000 * (k + 1));
+        CHECK(ss_download_start(gpu, hy[k % 2], dy, n) == SS_OK, "download_start %d", k);
+        if (k + 1 < N) {
+            ss_upload(gpu, dx, hx[(k + 1) % 2], n);
+            for (int r = 0; r < (k % 2 ? 0 : 20); r++)   /* the device busy, then idle */
+                ss_scale(gpu, dw, dw, 1.0f, big);
+            ss_scale(gpu, dy, dx, 2.0f, n);
+        }
+        CHECK(ss_download_wait(gpu) == SS_OK, "download_wait %d", k);
+        for (size_t i = 0; i < n && bad < 0; i++)
+            if (hy[k % 2][i] != 2.0f * (float)(i % 1000 + 1000 * k)) {
+                bad = k;
+                at = i;
+            }
+    }
+    CHECK(bad < 0, "batch %d: y[%zu] = %g, expected %g", bad, at, bad < 0 ? 0.0 : (double)hy[bad % 2][at],
+          bad < 0 ? 0.0 : 2.0 * (double)(at % 1000 + 1000 * (size_t)bad));
+    STATUS_OK();
+    for (int b = 0; b < 2; b++) {
+        ss_host_free(gpu, hx[b]);
+        ss_host_free(gpu, hy[b]);
+    }
+    ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dw);
+}
+
 static void test_out_of_memory(void)
 {
     NEED_GPU();
@@ -1076,6 +1126,7 @@ int main(void)
     RUN(test_attention);
     RUN(test_graphs);
     RUN(test_lanes);
+    RUN(test_staged_transfers);
     RUN(test_out_of_memory);
     ss_backend_close(gpu);
     ss_backend_close(cpu);

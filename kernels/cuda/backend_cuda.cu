@@ -112,6 +112,19 @@ typedef struct cuda_ctx {
     int cur_lane;
     lane_res other;
     cudaEvent_t ev_fork, ev_join;
+    /* Copy queues (STEMSPLIT_CUDA_COPY_QUEUE, on by default): transfers from and
+     * to page-locked buffers of ours (the engine's staging) run on streams of
+     * their own through device buffers of their own (xq, yq), so that the next
+     * batch's upload and this batch's download run beside the forward passes;
+     * the compute stream only copies between those and the op buffers. */
+    int copyq;
+    cudaStream_t up, down;
+    cudaEvent_t ev_up;       /* an upload into xq landed                       */
+    cudaEvent_t ev_xq_free;  /* the copy out of xq that follows it is done     */
+    cudaEvent_t ev_yq_full;  /* the copy into yq a download reads is done      */
+    float *xq, *yq;
+    size_t xq_size, yq_size;
+    struct pinned { void *p; size_t n; } pinned[8];  /* cu_host_alloc's page-locked buffers */
     struct dev_timer {       /* STEMSPLIT_CUDA_STATS: device time of the forward */
         int on;              /* graphs, uploads and downloads (event pairs    */
         cudaEvent_t ev[2 * TIMER_PAIRS];   /* recorded around each, read once  */
@@ -157,24 +170,27 @@ static void tm_collect(cuda_ctx *c, int wait)
     }
 }
 
-static int tm_begin(cuda_ctx *c)
+static int tm_begin_on(cuda_ctx *c, cudaStream_t st)
 {
     if (!c->tm.on || c->capturing)
         return -1;
     tm_collect(c, 0);
     for (int i = 0; i < TIMER_PAIRS; i++)
-        if (c->tm.kind[i] < 0 && cudaEventRecord(c->tm.ev[2 * i], c->stream) == cudaSuccess)
+        if (c->tm.kind[i] < 0 && cudaEventRecord(c->tm.ev[2 * i], st) == cudaSuccess)
             return i;
     return -1;
 }
 
-static void tm_end(cuda_ctx *c, int i, int kind, size_t bytes)
+static void tm_end_on(cuda_ctx *c, int i, int kind, size_t bytes, cudaStream_t st)
 {
-    if (i < 0 || cudaEventRecord(c->tm.ev[2 * i + 1], c->stream) != cudaSuccess)
+    if (i < 0 || cudaEventRecord(c->tm.ev[2 * i + 1], st) != cudaSuccess)
         return;
     c->tm.kind[i] = kind;
     c->tm.pend_bytes[i] = bytes;
 }
+
+static int tm_begin(cuda_ctx *c) { return tm_begin_on(c, c->stream); }
+static void tm_end(cuda_ctx *c, int i, int kind, size_t bytes) { tm_end_on(c, i, kind, bytes, c->stream); }
 
 /* Before releasing memory queued ops may use (a buffer, scratch, the window,
  * an FFT plan): let them finish, and change the generation so that recordings
@@ -397,6 +413,17 @@ static void cu_free(void *vctx)
     cudaFree(c->blas_ws);
     cudaFree(c->scratch);
     cudaFree(c->window);
+    if (c->copyq) {
+        cudaStreamSynchronize(c->up);
+        cudaStreamSynchronize(c->down);
+        cudaFree(c->xq);
+        cudaFree(c->yq);
+        cudaEventDestroy(c->ev_up);
+        cudaEventDestroy(c->ev_xq_free);
+        cudaEventDestroy(c->ev_yq_full);
+        cudaStreamDestroy(c->up);
+        cudaStreamDestroy(c->down);
+    }
     if (c->dl_event)
         cudaEventDestroy(c->dl_event);
     if (c->stream)
@@ -446,6 +473,24 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     if (!c->blas_ws || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
         c->lt = NULL;                                /* gemm_bias stores the bias first */
+    const char *cq = getenv("STEMSPLIT_CUDA_COPY_QUEUE");
+    if (!(cq && strcmp(cq, "0") == 0)) {
+        int made = 0;
+        c->copyq = cudaStreamCreateWithFlags(&c->up, cudaStreamNonBlocking) == cudaSuccess && ++made &&
+                   cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking) == cudaSuccess && ++made &&
+                   cudaEventCreateWithFlags(&c->ev_up, cudaEventDisableTiming) == cudaSuccess && ++made &&
+                   cudaEventCreateWithFlags(&c->ev_xq_free, cudaEventDisableTiming) == cudaSuccess && ++made &&
+                   cudaEventCreateWithFlags(&c->ev_yq_full, cudaEventDisableTiming) == cudaSuccess && ++made &&
+                   (c->dl_event || cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming) == cudaSuccess);
+        if (!c->copyq) {                             /* plain transfers on the one stream */
+            cudaGetLastError();
+            if (made > 0) cudaStreamDestroy(c->up);
+            if (made > 1) cudaStreamDestroy(c->down);
+            if (made > 2) cudaEventDestroy(c->ev_up);
+            if (made > 3) cudaEventDestroy(c->ev_xq_free);
+            if (made > 4) cudaEventDestroy(c->ev_yq_full);
+        }
+    }
     const char *lanes_env = getenv("STEMSPLIT_CUDA_LANES");
     if (c->blas_ws && !(lanes_env && strcmp(lanes_env, "0") == 0)) {
         c->lanes = lanes_make(c);
@@ -562,9 +607,59 @@ static void cu_release(void *vctx, void *ptr)
     cudaFree(ptr);
 }
 
+/* Whether [p, p + n) lies in one of cu_host_alloc's page-locked buffers. */
+static int is_pinned(const cuda_ctx *c, const void *p, size_t n)
+{
+    for (int i = 0; i < (int)(sizeof c->pinned / sizeof *c->pinned); i++)
+        if (c->pinned[i].p && (const char *)p >= (const char *)c->pinned[i].p &&
+            (const char *)p + n <= (const char *)c->pinned[i].p + c->pinned[i].n)
+            return 1;
+    return 0;
+}
+
+/* A copy queue's device buffer *q of at least `bytes` (grown with both
+ * queues idle), or NULL (the caller then copies on the compute stream). */
+static float *queue_buffer(cuda_ctx *c, float **q, size_t *size, size_t bytes)
+{
+    if (*size >= bytes)
+        return *q;
+    cudaStreamSynchronize(c->stream);
+    cudaStreamSynchronize(c->up);
+    cudaStreamSynchronize(c->down);
+    cudaFree(*q);
+    *q = NULL;
+    *size = 0;
+    if (cudaMalloc((void **)q, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        *q = NULL;
+        return NULL;
+    }
+    *size = bytes;
+    return *q;
+}
+
 static ss_status cu_upload(void *vctx, void *dst, const void *src, size_t bytes, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    if (c->copyq && !c->capturing && bytes && is_pinned(c, src, bytes) &&
+        queue_buffer(c, &c->xq, &c->xq_size, bytes)) {
+        /* up: wait until xq's last copy out is done, fill it, mark it landed;
+         * compute: wait for that, copy it to dst (ops after it see dst) */
+        cudaError_t e = cudaStreamWaitEvent(c->up, c->ev_xq_free, 0);
+        int t = e == cudaSuccess ? tm_begin_on(c, c->up) : -1;
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(c->xq, src, bytes, cudaMemcpyHostToDevice, c->up);
+        tm_end_on(c, t, TM_UPLOAD, bytes, c->up);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c->ev_up, c->up);
+        if (e == cudaSuccess)
+            e = cudaStreamWaitEvent(c->stream, c->ev_up, 0);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(dst, c->xq, bytes, cudaMemcpyDeviceToDevice, c->stream);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c->ev_xq_free, c->stream);
+        return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "upload");
+    }
     int t = tm_begin(c);
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
     tm_end(c, t, TM_UPLOAD, bytes);
@@ -592,8 +687,15 @@ static void *cu_host_alloc(void *vctx, size_t bytes)
     cuda_ctx *c = (cuda_ctx *)vctx;
     void *p = NULL;
     cudaSetDevice(c->device);
-    if (bytes <= PINNED_MAX && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess)
+    if (bytes <= PINNED_MAX && cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) {
+        for (int i = 0; i < (int)(sizeof c->pinned / sizeof *c->pinned); i++)
+            if (!c->pinned[i].p) {
+                c->pinned[i].p = p;
+                c->pinned[i].n = bytes;
+                break;
+            }
         return p;
+    }
     cudaGetLastError();
     return malloc(bytes);
 }
@@ -602,6 +704,13 @@ static void cu_host_free(void *vctx, void *ptr)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     cudaStreamSynchronize(c->stream);            /* no copy of it still in flight */
+    if (c->copyq) {
+        cudaStreamSynchronize(c->up);
+        cudaStreamSynchronize(c->down);
+    }
+    for (int i = 0; i < (int)(sizeof c->pinned / sizeof *c->pinned); i++)
+        if (c->pinned[i].p == ptr)
+            c->pinned[i].p = NULL;
     cudaPointerAttributes a;
     if (cudaPointerGetAttributes(&a, ptr) == cudaSuccess && a.type == cudaMemoryTypeHost) {
         cudaFreeHost(ptr);
@@ -615,6 +724,26 @@ static ss_status cu_download_start(void *vctx, void *dst, const void *src, size_
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     cudaError_t e = cudaSuccess;
+    if (c->copyq && !c->capturing && bytes && is_pinned(c, dst, bytes) &&
+        queue_buffer(c, &c->yq, &c->yq_size, bytes)) {
+        /* compute: wait until the last download out of yq landed, copy src into
+         * it; down: wait for that, download it (the next forward pass may
+         * overwrite src meanwhile) */
+        e = cudaStreamWaitEvent(c->stream, c->dl_event, 0);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(c->yq, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c->ev_yq_full, c->stream);
+        if (e == cudaSuccess)
+            e = cudaStreamWaitEvent(c->down, c->ev_yq_full, 0);
+        int t = e == cudaSuccess ? tm_begin_on(c, c->down) : -1;
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(dst, c->yq, bytes, cudaMemcpyDeviceToHost, c->down);
+        tm_end_on(c, t, TM_DOWNLOAD, bytes, c->down);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c->dl_event, c->down);
+        return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "download");
+    }
     if (!c->dl_event)
         e = cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming);
     int t = e == cudaSuccess ? tm_begin(c) : -1;
