@@ -6,8 +6,9 @@
 # stereo 44.1 kHz mixture (default 600).  stemsplit runs per precision in
 # PRECISIONS (default "default fp32"; "default" = no --precision option), end to
 # end (file in -> stems on disk; model load excluded: the wall time of its JSON
-# report), --batch BATCH when given, twice (each a fresh process), the faster
-# kept.  PyTorch (fp32, shifts 0) is timed twice on
+# report; the whole process's time, device start and model load included, is
+# printed beside it), --batch BATCH when given, twice (each a fresh process),
+# the faster kept.  PyTorch (fp32, shifts 0) is timed twice on
 # apply_model with the CLI normalisation (audio already decoded) and the faster
 # run is kept; and twice end to end like the demucs CLI (decode, separate,
 # rescale, 16-bit WAVs written: bench-torch.py --e2e), the faster kept.  Prints
@@ -47,16 +48,21 @@ for p in $precs; do
     # twice, each a fresh process (a cold run), the faster kept: as PyTorch above
     for r in 1 2; do
         rm -rf "$work/bench-out"
+        t_a=$(date +%s.%N)
         # shellcheck disable=SC2086
         STEMSPLIT_CUDA_STATS=1 "$bin" -v -d cuda $popt ${batch:+--batch $batch} -m "$work/model.safetensors" \
             -o "$work/bench-out" --report-json "$work/bench-$p-$r.json" "$mix" 2>"$work/bench-$p-$r.log" || {
             cat "$work/bench-$p-$r.log"; exit 1; }
+        t_b=$(date +%s.%N)
+        echo "$t_a $t_b" >"$work/bench-$p-$r.proc"
     done
     python3 - "$work/bench-$p" <<'PY'
 import json, shutil, sys
 b = sys.argv[1]
 w = [json.load(open("%s-%d.json" % (b, r)))["total"]["wall_seconds"] for r in (1, 2)]
-print("  stemsplit runs: %.2f s, %.2f s (the faster kept)" % tuple(w))
+pw = [(lambda t: float(t[1]) - float(t[0]))(open("%s-%d.proc" % (b, r)).read().split()) for r in (1, 2)]
+print("  stemsplit runs: %.2f s, %.2f s (the faster kept); whole process (device start, model load, "
+      "separation, exit): %.2f s, %.2f s" % (w[0], w[1], pw[0], pw[1]))
 r = 1 if w[0] <= w[1] else 2
 shutil.copy("%s-%d.json" % (b, r), b + ".json")
 shutil.copy("%s-%d.log" % (b, r), b + ".log")

@@ -20,6 +20,7 @@
 #include <cufft.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,8 @@ typedef struct cuda_ctx {
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
     cudaEvent_t dl_event;    /* after the last download_start, or NULL        */
+    pthread_t warm;          /* warm_main: cuBLAS's first use, beside the load */
+    int warm_running;        /* warm started and not yet joined               */
     struct dev_timer {       /* STEMSPLIT_CUDA_STATS: device time of the forward */
         int on;              /* graphs, uploads and downloads (event pairs    */
         cudaEvent_t ev[2 * TIMER_PAIRS];   /* recorded around each, read once  */
@@ -242,11 +245,119 @@ static ss_status cu_device_info(int index, ss_device_info *out)
 
 #define BLAS_WS_BYTES ((size_t)32 << 20)
 
+/* ---- cuBLAS's first use, beside the model load --------------------------------------- */
+
+/* A process's first cuBLAS product pays the library's one-time start: 102-162
+ * ms on an H100 whether it is a GemmEx or a cuBLASLt call (run 64b), and the
+ * first product of another kind (strided-batched over many matrices, cuBLASLt
+ * with a bias epilogue) 15-17 ms more (run 57), the device idle meanwhile.
+ * cu_init therefore makes such products on a thread of its own, with a handle,
+ * a stream and buffers of its own, while the caller goes on (reading and
+ * uploading the model's weights, opening the first file); the backend's first
+ * product or recording waits for it (warm_join).  It shares nothing with the
+ * backend's state but the device; its errors are ignored (the products then
+ * pay the start themselves).  STEMSPLIT_CUDA_WARMUP=0 turns it off. */
+enum { WARM_M = 256, WARM_N = 1024, WARM_K = 256, WARM_B = 16, WARM_S = 64 };
+
+static cublasComputeType_t compute_type(ss_precision p, int reduced);
+
+static void warm_products(cublasHandle_t h, cublasLtHandle_t lt, cublasComputeType_t ct, float *buf, void *ws,
+                          size_t ws_bytes, cudaStream_t s)
+{
+    const float one = 1.0f, zero = 0.0f;
+    float *a = buf, *b = a + WARM_M * WARM_K, *cc = b + WARM_K * WARM_N, *bias = cc + WARM_M * WARM_N;
+    /* one product and one over WARM_B matrices (the shapes of convolutions and of
+     * the Winograd products), as gemm_rm makes them */
+    cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, WARM_N, WARM_M, WARM_K, &one, b, CUDA_R_32F, WARM_N, 0,
+                               a, CUDA_R_32F, WARM_K, 0, &zero, cc, CUDA_R_32F, WARM_N, 0, 1, ct, CUBLAS_GEMM_DEFAULT);
+    cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, WARM_S, WARM_S, WARM_S, &one, b, CUDA_R_32F, WARM_S,
+                               WARM_S * WARM_S, a, CUDA_R_32F, WARM_S, WARM_S * WARM_S, &zero, cc, CUDA_R_32F, WARM_S,
+                               WARM_S * WARM_S, WARM_B, ct, CUBLAS_GEMM_DEFAULT);
+    if (!lt)
+        return;
+    /* a product with a bias epilogue, as gemm_lt_bias makes it */
+    cublasLtMatmulDesc_t md = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    int found = 0;
+    if (cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, WARM_N, WARM_K, WARM_N) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, WARM_K, WARM_M, WARM_K) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, WARM_N, WARM_M, WARM_N) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                             sizeof ws_bytes) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
+        found > 0)
+        cublasLtMatmul(lt, md, &one, b, la, a, lb, &zero, cc, lc, cc, lc, &res.algo, ws, ws_bytes, s);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (md) cublasLtMatmulDescDestroy(md);
+}
+
+static void *warm_main(void *arg)
+{
+    const cuda_ctx *c = (const cuda_ctx *)arg;     /* device and prec: set before the thread starts */
+    const size_t floats = (size_t)WARM_M * WARM_K + (size_t)WARM_K * WARM_N + (size_t)WARM_M * WARM_N + WARM_N;
+    const size_t ws_bytes = (size_t)4 << 20;
+    cudaStream_t s = NULL;
+    cublasHandle_t h = NULL;
+    cublasLtHandle_t lt = NULL;
+    float *buf = NULL;
+    void *ws = NULL;
+    if (cudaSetDevice(c->device) == cudaSuccess && cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+        cudaMalloc((void **)&buf, sizeof(float) * floats) == cudaSuccess &&
+        cudaMalloc(&ws, ws_bytes) == cudaSuccess &&
+        cudaMemsetAsync(buf, 0, sizeof(float) * floats, s) == cudaSuccess &&
+        cublasCreate(&h) == CUBLAS_STATUS_SUCCESS && cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS &&
+        cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
+        if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS)
+            lt = NULL;
+        cublasComputeType_t fp32 = compute_type(SS_PREC_FP32, 0), red = compute_type(c->prec, 1);
+        warm_products(h, lt, fp32, buf, ws, ws_bytes, s);
+        if (red != fp32)
+            warm_products(h, lt, red, buf, ws, ws_bytes, s);
+        cudaStreamSynchronize(s);
+    }
+    if (lt) cublasLtDestroy(lt);
+    if (h) cublasDestroy(h);
+    cudaFree(ws);
+    cudaFree(buf);
+    if (s) cudaStreamDestroy(s);
+    cudaGetLastError();                              /* this thread's; nothing to report */
+    return NULL;
+}
+
+static void warm_start(cuda_ctx *c)
+{
+    const char *env = getenv("STEMSPLIT_CUDA_WARMUP");
+    if (env && strcmp(env, "0") == 0)
+        return;
+    c->warm_running = pthread_create(&c->warm, NULL, warm_main, c) == 0;
+}
+
+/* Before the backend's own products, recordings and release: the warm-up has ended. */
+static void warm_join(cuda_ctx *c)
+{
+    if (c->warm_running) {
+        pthread_join(c->warm, NULL);
+        c->warm_running = 0;
+    }
+}
+
 static void cu_free(void *vctx)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (!c)
         return;
+    warm_join(c);
     cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
@@ -340,6 +451,7 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     sample_memory(c);
     c->base_used = c->peak_used;
+    warm_start(c);
     *out = c;
     return SS_OK;
 }
@@ -366,6 +478,7 @@ static ss_status cu_synchronize(void *vctx, ss_error *err)
 static ss_status cu_graph_begin(void *vctx, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
+    warm_join(c);                                   /* no allocation beside a recording */
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "graph capture");
@@ -1573,6 +1686,7 @@ static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float
 {
     if (m <= 0 || n <= 0 || batch <= 0)
         return SS_OK;
+    warm_join(c);
     /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
     cublasStatus_t st = cublasGemmStridedBatchedEx(
         c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
@@ -1630,6 +1744,7 @@ static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, cons
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
+    warm_join(c);
     cublasOperation_t ta = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     size_t ws = BLAS_WS_BYTES;
