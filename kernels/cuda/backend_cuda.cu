@@ -312,14 +312,22 @@ static void *warm_main(void *arg)
     cublasLtHandle_t lt = NULL;
     float *buf = NULL;
     void *ws = NULL;
-    if (cudaSetDevice(c->device) == cudaSuccess && cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
-        cudaMalloc((void **)&buf, sizeof(float) * floats) == cudaSuccess &&
-        cudaMalloc(&ws, ws_bytes) == cudaSuccess &&
-        cudaMemsetAsync(buf, 0, sizeof(float) * floats, s) == cudaSuccess &&
-        cublasCreate(&h) == CUBLAS_STATUS_SUCCESS && cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS &&
-        cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
-        if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS)
-            lt = NULL;
+    cudaStream_t s0 = NULL;
+    cublasHandle_t h0 = NULL;
+    /* each handle kept only once it was made, so that the end releases what exists */
+    if (cudaSetDevice(c->device) == cudaSuccess && cudaStreamCreateWithFlags(&s0, cudaStreamNonBlocking) == cudaSuccess)
+        s = s0;
+    if (s && cudaMalloc((void **)&buf, sizeof(float) * floats) != cudaSuccess)
+        buf = NULL;
+    if (buf && cudaMalloc(&ws, ws_bytes) != cudaSuccess)
+        ws = NULL;
+    if (ws && cublasCreate(&h0) == CUBLAS_STATUS_SUCCESS)
+        h = h0;
+    if (h && cudaMemsetAsync(buf, 0, sizeof(float) * floats, s) == cudaSuccess &&
+        cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS && cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
+        cublasLtHandle_t lt0 = NULL;
+        if (cublasLtCreate(&lt0) == CUBLAS_STATUS_SUCCESS)
+            lt = lt0;
         cublasComputeType_t fp32 = compute_type(SS_PREC_FP32, 0), red = compute_type(c->prec, 1);
         warm_products(h, lt, fp32, buf, ws, ws_bytes, s);
         if (red != fp32)
