@@ -260,46 +260,28 @@ static ss_status cu_device_info(int index, ss_device_info *out)
 enum { WARM_M = 256, WARM_N = 1024, WARM_K = 256, WARM_B = 16, WARM_S = 64 };
 
 static cublasComputeType_t compute_type(ss_precision p, int reduced);
+static cublasStatus_t gemm_rm_on(cublasHandle_t h, cublasComputeType_t ct, int ta, int tb, int m, int n, int k,
+                                 float alpha, const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
+                                 float beta, float *cc, int ldc, int64_t sc, int batch);
+static int lt_bias_on(cublasLtHandle_t lt, cublasComputeType_t ct, const ss_gemm_desc *d, const float *a,
+                      const float *b, const float *bias, float *cc, void *ws, size_t ws_bytes, cudaStream_t s,
+                      cublasStatus_t *st_out);
 
 static void warm_products(cublasHandle_t h, cublasLtHandle_t lt, cublasComputeType_t ct, float *buf, void *ws,
                           size_t ws_bytes, cudaStream_t s)
 {
-    const float one = 1.0f, zero = 0.0f;
     float *a = buf, *b = a + WARM_M * WARM_K, *cc = b + WARM_K * WARM_N, *bias = cc + WARM_M * WARM_N;
+    const int64_t S2 = WARM_S * WARM_S;
     /* one product and one over WARM_B matrices (the shapes of convolutions and of
      * the Winograd products), as gemm_rm makes them */
-    cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, WARM_N, WARM_M, WARM_K, &one, b, CUDA_R_32F, WARM_N, 0,
-                               a, CUDA_R_32F, WARM_K, 0, &zero, cc, CUDA_R_32F, WARM_N, 0, 1, ct, CUBLAS_GEMM_DEFAULT);
-    cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, WARM_S, WARM_S, WARM_S, &one, b, CUDA_R_32F, WARM_S,
-                               WARM_S * WARM_S, a, CUDA_R_32F, WARM_S, WARM_S * WARM_S, &zero, cc, CUDA_R_32F, WARM_S,
-                               WARM_S * WARM_S, WARM_B, ct, CUBLAS_GEMM_DEFAULT);
+    gemm_rm_on(h, ct, 0, 0, WARM_M, WARM_N, WARM_K, 1.0f, a, WARM_K, 0, b, WARM_N, 0, 0.0f, cc, WARM_N, 0, 1);
+    gemm_rm_on(h, ct, 0, 0, WARM_S, WARM_S, WARM_S, 1.0f, a, WARM_S, S2, b, WARM_S, S2, 0.0f, cc, WARM_S, S2, WARM_B);
     if (!lt)
         return;
     /* a product with a bias epilogue, as gemm_lt_bias makes it */
-    cublasLtMatmulDesc_t md = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    int found = 0;
-    if (cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, WARM_N, WARM_K, WARM_N) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, WARM_K, WARM_M, WARM_K) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, WARM_N, WARM_M, WARM_N) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                             sizeof ws_bytes) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
-        found > 0)
-        cublasLtMatmul(lt, md, &one, b, la, a, lb, &zero, cc, lc, cc, lc, &res.algo, ws, ws_bytes, s);
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (lc) cublasLtMatrixLayoutDestroy(lc);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (md) cublasLtMatmulDescDestroy(md);
+    ss_gemm_desc d = {0, 0, WARM_M, WARM_N, WARM_K, 1.0f, 0.0f, WARM_K, WARM_N, WARM_N, 1, 0, 0, 0, 0};
+    cublasStatus_t st;
+    lt_bias_on(lt, ct, &d, a, b, bias, cc, ws, ws_bytes, s, &st);
 }
 
 static void *warm_main(void *arg)
@@ -324,7 +306,8 @@ static void *warm_main(void *arg)
     if (ws && cublasCreate(&h0) == CUBLAS_STATUS_SUCCESS)
         h = h0;
     if (h && cudaMemsetAsync(buf, 0, sizeof(float) * floats, s) == cudaSuccess &&
-        cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS && cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
+        cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS &&
+        cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
         cublasLtHandle_t lt0 = NULL;
         if (cublasLtCreate(&lt0) == CUBLAS_STATUS_SUCCESS)
             lt = lt0;
@@ -1687,6 +1670,18 @@ static cublasComputeType_t compute_type(ss_precision p, int reduced)
     }
 }
 
+/* Row-major C[m,n] = alpha op(A) op(B) + beta C, batched with element strides,
+ * on cuBLAS handle h in compute type ct (gemm_rm's product; the warm-up's). */
+static cublasStatus_t gemm_rm_on(cublasHandle_t h, cublasComputeType_t ct, int ta, int tb, int m, int n, int k,
+                                 float alpha, const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
+                                 float beta, float *cc, int ldc, int64_t sc, int batch)
+{
+    /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
+    return cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                      &alpha, b, CUDA_R_32F, ldb, sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F,
+                                      ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
+}
+
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C, batched with element strides. */
 static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                          int64_t sa, const float *b, int ldb, int64_t sb, float beta, float *cc, int ldc, int64_t sc,
@@ -1695,11 +1690,8 @@ static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float
     if (m <= 0 || n <= 0 || batch <= 0)
         return SS_OK;
     warm_join(c);
-    /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
-    cublasStatus_t st = cublasGemmStridedBatchedEx(
-        c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
-        sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F, ldc, sc, batch, compute_type(c->prec, reduced),
-        CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st = gemm_rm_on(c->blas, compute_type(c->prec, reduced), ta, tb, m, n, k, alpha, a, lda, sa, b,
+                                   ldb, sb, beta, cc, ldc, sc, batch);
     if (st != CUBLAS_STATUS_SUCCESS)
         return fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
                     "cuda: cuBLAS gemm %dx%dx%d (batch %d) failed: %s", m, n, k, batch, cublasGetStatusString(st));
@@ -1741,22 +1733,22 @@ __global__ void k_bias_rows(float *c, int ldc, const float *bias, int n, float b
 
 /* gemm d (batch 1) + bias as one cuBLASLt product with a bias epilogue: D =
  * alpha op(A) op(B) + beta C + bias, no pass of its own and no read of C for
- * the bias (column-major as gemm_rm: D^T [n, m], the bias along its n rows).
- * Returns 0 where cuBLASLt has no algorithm for it (the caller stores the bias
- * first instead), -1 with err set on a failure. */
-static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
-                        float *cc, ss_error *err)
+ * the bias (column-major as gemm_rm: D^T [n, m], the bias along its n rows), on
+ * handle lt in compute type ct with workspace ws on stream s (gemm_lt_bias's
+ * product; the warm-up's).  Returns whether cuBLASLt had an algorithm for it
+ * (*st: the first failure, CUBLAS_STATUS_SUCCESS if none). */
+static int lt_bias_on(cublasLtHandle_t lt, cublasComputeType_t ct, const ss_gemm_desc *d, const float *a,
+                      const float *b, const float *bias, float *cc, void *ws, size_t ws_bytes, cudaStream_t s,
+                      cublasStatus_t *st_out)
 {
     cublasLtMatmulDesc_t md = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    warm_join(c);
     cublasOperation_t ta = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    size_t ws = BLAS_WS_BYTES;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&md, compute_type(c->prec, d->reduced), CUDA_R_32F);
+    cublasStatus_t st = cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (st == CUBLAS_STATUS_SUCCESS)
@@ -1774,24 +1766,38 @@ static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, cons
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                  sizeof ws_bytes);
     if (st == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoGetHeuristic(c->lt, md, la, lb, lc, lc, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
         found = 0;
     if (st == CUBLAS_STATUS_SUCCESS && found > 0)
-        st = cublasLtMatmul(c->lt, md, &d->alpha, b, la, a, lb, &d->beta, cc, lc, cc, lc, &res.algo, c->blas_ws, ws,
-                            c->stream);
+        st = cublasLtMatmul(lt, md, &d->alpha, b, la, a, lb, &d->beta, cc, lc, cc, lc, &res.algo, ws, ws_bytes, s);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (lc) cublasLtMatrixLayoutDestroy(lc);
     if (lb) cublasLtMatrixLayoutDestroy(lb);
     if (la) cublasLtMatrixLayoutDestroy(la);
     if (md) cublasLtMatmulDescDestroy(md);
+    *st_out = st;
+    return found > 0;
+}
+
+/* gemm_lt_bias: lt_bias_on with the backend's handle, workspace and stream.
+ * Returns 0 where cuBLASLt has no algorithm for it (the caller stores the bias
+ * first instead), -1 with err set on a failure. */
+static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
+                        float *cc, ss_error *err)
+{
+    warm_join(c);
+    cublasStatus_t st;
+    int found = lt_bias_on(c->lt, compute_type(c->prec, d->reduced), d, a, b, bias, cc, c->blas_ws, BLAS_WS_BYTES,
+                           c->stream, &st);
     if (st != CUBLAS_STATUS_SUCCESS) {
         fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
              "cuda: cuBLASLt product %dx%dx%d with a bias failed: %s", d->m, d->n, d->k, cublasGetStatusString(st));
         return -1;
     }
-    return found > 0;
+    return found;
 }
 
 /* gemm d with a bias row: one cuBLASLt product, or the bias stored first (one
