@@ -4,6 +4,7 @@
   bench-torch.py mix OUT.wav SECONDS         write the deterministic test mixture
   bench-torch.py time MODEL.th MIX.wav THREADS [--device cpu|cuda|mps] [--e2e OUTDIR]
                                              [--fp32 default|strict] [--warm 0|1]
+                                             [--libs 0|1]
                                              time the demucs CLI computation
                                              (normalise, apply_model split=True
                                              overlap=0.25 shifts=0, de-normalise)
@@ -23,6 +24,10 @@ timed region, so that the timed run finds kernels loaded, cuDNN/cuBLAS
 initialised and the caching allocator's pools made: the steady state of a
 process that separates many files (stemsplit's counterpart: the second file's
 time in its per-file report).
+--libs 1 (cuda) starts the GPU libraries after the model load, outside the
+timed region, with a few small operations of generic shapes (a matrix product
+for cuBLAS, two convolutions for cuDNN, an STFT for cuFFT): the counterpart of
+stemsplit's CUDA warm-up thread, which starts cuBLAS beside its model load.
 """
 import importlib.util, json, os, struct, sys, time, array
 
@@ -61,6 +66,7 @@ def main():
     e2e = opts.get("--e2e")
     fp32 = opts.get("--fp32", "default")
     warm = opts.get("--warm", "0") == "1"
+    libs = opts.get("--libs", "0") == "1" and device == "cuda"
     if fp32 not in ("default", "strict"):
         sys.exit("bench-torch.py: --fp32 takes default or strict, not %r" % fp32)
     if fp32 == "strict":
@@ -91,6 +97,15 @@ def main():
         noise = torch.randn(1, 2, 10 * mr.SR, generator=torch.Generator().manual_seed(7)).to(device)
         with torch.no_grad():
             apply_model(model, noise, shifts=0, split=True, overlap=0.25, device=device)
+    if libs:
+        with torch.no_grad():
+            a = torch.randn(256, 256, device=device)
+            (a @ a).sum().item()
+            torch.nn.functional.conv2d(torch.randn(1, 4, 32, 32, device=device), torch.randn(8, 4, 3, 3, device=device))
+            torch.nn.functional.conv1d(torch.randn(1, 4, 256, device=device), torch.randn(8, 4, 8, device=device),
+                                       stride=4)
+            torch.stft(torch.randn(4 * 4096, device=device), 4096, hop_length=1024,
+                       window=torch.hann_window(4096, device=device), return_complex=True)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -108,7 +123,7 @@ def main():
         write_stems(out, model.sources)
     wall = time.perf_counter() - t0
     seconds = wav.shape[-1] / mr.SR
-    res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "warm": warm,
+    res = {"impl": "pytorch" + (" e2e" if e2e else ""), "device": device, "threads": threads, "warm": warm, "libs": libs,
            "audio_seconds": seconds,
            "wall_seconds": wall, "rtf": seconds / wall, "torch": torch.__version__, "fp32": fp32,
            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}

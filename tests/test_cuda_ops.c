@@ -1082,6 +1082,70 @@ static void test_staged_transfers(void)
     ss_free(gpu, dx); ss_free(gpu, dy); ss_free(gpu, dw);
 }
 
+/* A backend's first products right after it opens, while its warm-up thread
+ * (cuBLAS's one-time start, STEMSPLIT_CUDA_WARMUP) may still run, and with the
+ * warm-up off; and a backend closed before the warm-up could have ended. */
+static void warm_case(const char *env, const char *what)
+{
+    ss_backend_params bp = {.device = 0, .threads = 1, .precision = SS_PREC_FP32};
+    ss_backend *g = NULL;
+    ss_error err = {0};
+    if (env)
+        setenv("STEMSPLIT_CUDA_WARMUP", env, 1);
+    else
+        unsetenv("STEMSPLIT_CUDA_WARMUP");
+    ss_status os = ss_backend_open(gpu_is_cpu ? "cpu" : "cuda", &bp, &g, NULL, 0, &err);
+    if (os == SS_OK)
+        ss_backend_close(g);                       /* closed at once */
+    g = NULL;
+    if (os == SS_OK)
+        os = ss_backend_open(gpu_is_cpu ? "cpu" : "cuda", &bp, &g, NULL, 0, &err);
+    unsetenv("STEMSPLIT_CUDA_WARMUP");
+    CHECK(os == SS_OK, "%s: %s", what, err.msg);
+    int m = 96, n = 1031, k = 48, batch = 4;
+    size_t na = (size_t)batch * m * k, nb = (size_t)batch * k * n, nc = (size_t)batch * m * n;
+    float *a = rnd(na), *b = rnd(nb), *c = malloc(nc * sizeof *c), *bias = rnd((size_t)n);
+    float *c1 = malloc((size_t)m * n * sizeof *c1), *ones = malloc((size_t)m * sizeof *ones);
+    for (int i = 0; i < m; i++)
+        ones[i] = 1.0f;
+    float *da = ss_alloc(g, na), *db = ss_alloc(g, nb), *dc = ss_alloc(g, nc), *dbias = ss_alloc(g, (size_t)n);
+    float *dc1 = ss_alloc(g, (size_t)m * n), *dones = ss_alloc(g, (size_t)m);
+    ss_upload(g, da, a, na);
+    ss_upload(g, db, b, nb);
+    ss_upload(g, dbias, bias, (size_t)n);
+    ss_upload(g, dones, ones, (size_t)m);
+    ss_gemm_desc d = {0, 0, m, n, k, 1.0f, 0.0f, k, n, n, batch, (int64_t)m * k, (int64_t)k * n, (int64_t)m * n, 0};
+    ss_gemm(g, &d, da, db, dc);
+    ss_gemm(cpu, &d, a, b, c);
+    ss_gemm_desc d1 = {.m = m, .n = n, .k = k, .alpha = 1.0f, .beta = 0.0f, .lda = k, .ldb = n, .ldc = n, .batch = 1};
+    ss_gemm_bias(g, &d1, da, db, dbias, dones, dc1);
+    float *h = malloc(nc * sizeof *h), *h1 = malloc((size_t)m * n * sizeof *h1);
+    ss_download(g, h, dc, nc);
+    ss_download(g, h1, dc1, (size_t)m * n);
+    ss_gemm_bias(cpu, &d1, a, b, bias, ones, c1);
+    ss_status st = ss_backend_status(g, &err);
+    ss_free(g, da); ss_free(g, db); ss_free(g, dc); ss_free(g, dbias); ss_free(g, dc1); ss_free(g, dones);
+    ss_backend_close(g);
+    double r = rel_l2(h, c, nc), r1 = rel_l2(h1, c1, (size_t)m * n);
+    free(a); free(b); free(c); free(bias); free(c1); free(ones); free(h); free(h1);
+    CHECK(st == SS_OK, "%s: %s", what, err.msg);
+    CHECK(r <= 1e-6 && r1 <= 1e-6, "%s: first products relative L2 %.3g (batched), %.3g (bias)", what, r, r1);
+}
+
+static void test_warmup(void)
+{
+    NEED_GPU();
+    const char *was = getenv("STEMSPLIT_CUDA_WARMUP");
+    char saved[64] = "";
+    if (was)
+        snprintf(saved, sizeof saved, "%s", was);
+    warm_case(NULL, "warm-up on");
+    warm_case("0", "warm-up off");
+    if (was)
+        setenv("STEMSPLIT_CUDA_WARMUP", saved, 1);
+    STATUS_OK();
+}
+
 static void test_out_of_memory(void)
 {
     NEED_GPU();
@@ -1127,6 +1191,7 @@ int main(void)
     RUN(test_graphs);
     RUN(test_lanes);
     RUN(test_staged_transfers);
+    RUN(test_warmup);
     RUN(test_out_of_memory);
     ss_backend_close(gpu);
     ss_backend_close(cpu);

@@ -20,6 +20,7 @@
 #include <cufft.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,8 @@ typedef struct cuda_ctx {
     float *xq, *yq;
     size_t xq_size, yq_size;
     struct pinned { void *p; size_t n; } pinned[8];  /* cu_host_alloc's page-locked buffers */
+    pthread_t warm;          /* warm_main: cuBLAS's first use, beside the load */
+    int warm_running;        /* warm started and not yet joined               */
     struct dev_timer {       /* STEMSPLIT_CUDA_STATS: device time of the forward */
         int on;              /* graphs, uploads and downloads (event pairs    */
         cudaEvent_t ev[2 * TIMER_PAIRS];   /* recorded around each, read once  */
@@ -374,11 +377,110 @@ static ss_status cu_lane(void *vctx, ss_lane_op op, ss_error *err)
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "lane");
 }
 
+/* ---- cuBLAS's first use, beside the model load --------------------------------------- */
+
+/* A process's first cuBLAS product pays the library's one-time start: 102-162
+ * ms on an H100 whether it is a GemmEx or a cuBLASLt call (run 64b), and the
+ * first product of another kind (strided-batched over many matrices, cuBLASLt
+ * with a bias epilogue) 15-17 ms more (run 57), the device idle meanwhile.
+ * cu_init therefore makes such products on a thread of its own, with a handle,
+ * a stream and buffers of its own, while the caller goes on (reading and
+ * uploading the model's weights, opening the first file); the backend's first
+ * product or recording waits for it (warm_join).  It shares nothing with the
+ * backend's state but the device; its errors are ignored (the products then
+ * pay the start themselves).  STEMSPLIT_CUDA_WARMUP=0 turns it off. */
+enum { WARM_M = 256, WARM_N = 1024, WARM_K = 256, WARM_B = 16, WARM_S = 64 };
+
+static cublasComputeType_t compute_type(ss_precision p, int reduced);
+static cublasStatus_t gemm_rm_on(cublasHandle_t h, cublasComputeType_t ct, int ta, int tb, int m, int n, int k,
+                                 float alpha, const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
+                                 float beta, float *cc, int ldc, int64_t sc, int batch);
+static int lt_bias_on(cublasLtHandle_t lt, cublasComputeType_t ct, const ss_gemm_desc *d, const float *a,
+                      const float *b, const float *bias, float *cc, void *ws, size_t ws_bytes, cudaStream_t s,
+                      cublasStatus_t *st_out);
+
+static void warm_products(cublasHandle_t h, cublasLtHandle_t lt, cublasComputeType_t ct, float *buf, void *ws,
+                          size_t ws_bytes, cudaStream_t s)
+{
+    float *a = buf, *b = a + WARM_M * WARM_K, *cc = b + WARM_K * WARM_N, *bias = cc + WARM_M * WARM_N;
+    const int64_t S2 = WARM_S * WARM_S;
+    /* one product and one over WARM_B matrices (the shapes of convolutions and of
+     * the Winograd products), as gemm_rm makes them */
+    gemm_rm_on(h, ct, 0, 0, WARM_M, WARM_N, WARM_K, 1.0f, a, WARM_K, 0, b, WARM_N, 0, 0.0f, cc, WARM_N, 0, 1);
+    gemm_rm_on(h, ct, 0, 0, WARM_S, WARM_S, WARM_S, 1.0f, a, WARM_S, S2, b, WARM_S, S2, 0.0f, cc, WARM_S, S2, WARM_B);
+    if (!lt)
+        return;
+    /* a product with a bias epilogue, as gemm_lt_bias makes it */
+    ss_gemm_desc d = {0, 0, WARM_M, WARM_N, WARM_K, 1.0f, 0.0f, WARM_K, WARM_N, WARM_N, 1, 0, 0, 0, 0};
+    cublasStatus_t st;
+    lt_bias_on(lt, ct, &d, a, b, bias, cc, ws, ws_bytes, s, &st);
+}
+
+static void *warm_main(void *arg)
+{
+    const cuda_ctx *c = (const cuda_ctx *)arg;     /* device and prec: set before the thread starts */
+    const size_t floats = (size_t)WARM_M * WARM_K + (size_t)WARM_K * WARM_N + (size_t)WARM_M * WARM_N + WARM_N;
+    const size_t ws_bytes = (size_t)4 << 20;
+    cudaStream_t s = NULL;
+    cublasHandle_t h = NULL;
+    cublasLtHandle_t lt = NULL;
+    float *buf = NULL;
+    void *ws = NULL;
+    cudaStream_t s0 = NULL;
+    cublasHandle_t h0 = NULL;
+    /* each handle kept only once it was made, so that the end releases what exists */
+    if (cudaSetDevice(c->device) == cudaSuccess && cudaStreamCreateWithFlags(&s0, cudaStreamNonBlocking) == cudaSuccess)
+        s = s0;
+    if (s && cudaMalloc((void **)&buf, sizeof(float) * floats) != cudaSuccess)
+        buf = NULL;
+    if (buf && cudaMalloc(&ws, ws_bytes) != cudaSuccess)
+        ws = NULL;
+    if (ws && cublasCreate(&h0) == CUBLAS_STATUS_SUCCESS)
+        h = h0;
+    if (h && cudaMemsetAsync(buf, 0, sizeof(float) * floats, s) == cudaSuccess &&
+        cublasSetStream(h, s) == CUBLAS_STATUS_SUCCESS &&
+        cublasSetWorkspace(h, ws, ws_bytes) == CUBLAS_STATUS_SUCCESS) {
+        cublasLtHandle_t lt0 = NULL;
+        if (cublasLtCreate(&lt0) == CUBLAS_STATUS_SUCCESS)
+            lt = lt0;
+        cublasComputeType_t fp32 = compute_type(SS_PREC_FP32, 0), red = compute_type(c->prec, 1);
+        warm_products(h, lt, fp32, buf, ws, ws_bytes, s);
+        if (red != fp32)
+            warm_products(h, lt, red, buf, ws, ws_bytes, s);
+        cudaStreamSynchronize(s);
+    }
+    if (lt) cublasLtDestroy(lt);
+    if (h) cublasDestroy(h);
+    cudaFree(ws);
+    cudaFree(buf);
+    if (s) cudaStreamDestroy(s);
+    cudaGetLastError();                              /* this thread's; nothing to report */
+    return NULL;
+}
+
+static void warm_start(cuda_ctx *c)
+{
+    const char *env = getenv("STEMSPLIT_CUDA_WARMUP");
+    if (env && strcmp(env, "0") == 0)
+        return;
+    c->warm_running = pthread_create(&c->warm, NULL, warm_main, c) == 0;
+}
+
+/* Before the backend's own products, recordings and release: the warm-up has ended. */
+static void warm_join(cuda_ctx *c)
+{
+    if (c->warm_running) {
+        pthread_join(c->warm, NULL);
+        c->warm_running = 0;
+    }
+}
+
 static void cu_free(void *vctx)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (!c)
         return;
+    warm_join(c);
     cudaSetDevice(c->device);
     lanes_free(c);
     if (c->stream)
@@ -510,6 +612,7 @@ static ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     sample_memory(c);
     c->base_used = c->peak_used;
+    warm_start(c);
     *out = c;
     return SS_OK;
 }
@@ -540,6 +643,7 @@ static ss_status cu_graph_begin(void *vctx, ss_error *err)
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (c->cur_lane != 0)
         return fail(err, SS_E_INTERNAL, "cuda: a recording must start on lane 0");
+    warm_join(c);                                   /* no allocation beside a recording */
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "graph capture");
@@ -1825,6 +1929,18 @@ static cublasComputeType_t compute_type(ss_precision p, int reduced)
     }
 }
 
+/* Row-major C[m,n] = alpha op(A) op(B) + beta C, batched with element strides,
+ * on cuBLAS handle h in compute type ct (gemm_rm's product; the warm-up's). */
+static cublasStatus_t gemm_rm_on(cublasHandle_t h, cublasComputeType_t ct, int ta, int tb, int m, int n, int k,
+                                 float alpha, const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
+                                 float beta, float *cc, int ldc, int64_t sc, int batch)
+{
+    /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
+    return cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                      &alpha, b, CUDA_R_32F, ldb, sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F,
+                                      ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
+}
+
 /* Row-major C[m,n] = alpha op(A) op(B) + beta C, batched with element strides. */
 static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                          int64_t sa, const float *b, int ldb, int64_t sb, float beta, float *cc, int ldc, int64_t sc,
@@ -1832,11 +1948,9 @@ static ss_status gemm_rm(cuda_ctx *c, int ta, int tb, int m, int n, int k, float
 {
     if (m <= 0 || n <= 0 || batch <= 0)
         return SS_OK;
-    /* column-major: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m] */
-    cublasStatus_t st = cublasGemmStridedBatchedEx(
-        c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
-        sb, a, CUDA_R_32F, lda, sa, &beta, cc, CUDA_R_32F, ldc, sc, batch, compute_type(c->prec, reduced),
-        CUBLAS_GEMM_DEFAULT);
+    warm_join(c);
+    cublasStatus_t st = gemm_rm_on(c->blas, compute_type(c->prec, reduced), ta, tb, m, n, k, alpha, a, lda, sa, b,
+                                   ldb, sb, beta, cc, ldc, sc, batch);
     if (st != CUBLAS_STATUS_SUCCESS)
         return fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
                     "cuda: cuBLAS gemm %dx%dx%d (batch %d) failed: %s", m, n, k, batch, cublasGetStatusString(st));
@@ -1878,11 +1992,13 @@ __global__ void k_bias_rows(float *c, int ldc, const float *bias, int n, float b
 
 /* gemm d (batch 1) + bias as one cuBLASLt product with a bias epilogue: D =
  * alpha op(A) op(B) + beta C + bias, no pass of its own and no read of C for
- * the bias (column-major as gemm_rm: D^T [n, m], the bias along its n rows).
- * Returns 0 where cuBLASLt has no algorithm for it (the caller stores the bias
- * first instead), -1 with err set on a failure. */
-static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
-                        float *cc, ss_error *err)
+ * the bias (column-major as gemm_rm: D^T [n, m], the bias along its n rows), on
+ * handle lt in compute type ct with workspace ws on stream s (gemm_lt_bias's
+ * product; the warm-up's).  Returns whether cuBLASLt had an algorithm for it
+ * (*st: the first failure, CUBLAS_STATUS_SUCCESS if none). */
+static int lt_bias_on(cublasLtHandle_t lt, cublasComputeType_t ct, const ss_gemm_desc *d, const float *a,
+                      const float *b, const float *bias, float *cc, void *ws, size_t ws_bytes, cudaStream_t s,
+                      cublasStatus_t *st_out)
 {
     cublasLtMatmulDesc_t md = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -1891,8 +2007,7 @@ static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, cons
     int found = 0;
     cublasOperation_t ta = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    size_t ws = BLAS_WS_BYTES;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&md, compute_type(c->prec, d->reduced), CUDA_R_32F);
+    cublasStatus_t st = cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (st == CUBLAS_STATUS_SUCCESS)
@@ -1910,24 +2025,38 @@ static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, cons
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                  sizeof ws_bytes);
     if (st == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoGetHeuristic(c->lt, md, la, lb, lc, lc, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
         found = 0;
     if (st == CUBLAS_STATUS_SUCCESS && found > 0)
-        st = cublasLtMatmul(c->lt, md, &d->alpha, b, la, a, lb, &d->beta, cc, lc, cc, lc, &res.algo, c->blas_ws, ws,
-                            c->stream);
+        st = cublasLtMatmul(lt, md, &d->alpha, b, la, a, lb, &d->beta, cc, lc, cc, lc, &res.algo, ws, ws_bytes, s);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (lc) cublasLtMatrixLayoutDestroy(lc);
     if (lb) cublasLtMatrixLayoutDestroy(lb);
     if (la) cublasLtMatrixLayoutDestroy(la);
     if (md) cublasLtMatmulDescDestroy(md);
+    *st_out = st;
+    return found > 0;
+}
+
+/* gemm_lt_bias: lt_bias_on with the backend's handle, workspace and stream.
+ * Returns 0 where cuBLASLt has no algorithm for it (the caller stores the bias
+ * first instead), -1 with err set on a failure. */
+static int gemm_lt_bias(cuda_ctx *c, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
+                        float *cc, ss_error *err)
+{
+    warm_join(c);
+    cublasStatus_t st;
+    int found = lt_bias_on(c->lt, compute_type(c->prec, d->reduced), d, a, b, bias, cc, c->blas_ws, BLAS_WS_BYTES,
+                           c->stream, &st);
     if (st != CUBLAS_STATUS_SUCCESS) {
         fail(err, st == CUBLAS_STATUS_ALLOC_FAILED ? SS_E_DEVICE : SS_E_INTERNAL,
              "cuda: cuBLASLt product %dx%dx%d with a bias failed: %s", d->m, d->n, d->k, cublasGetStatusString(st));
         return -1;
     }
-    return found > 0;
+    return found;
 }
 
 /* gemm d with a bias row: one cuBLASLt product, or the bias stored first (one
