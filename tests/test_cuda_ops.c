@@ -476,10 +476,14 @@ static void test_conv2d(void)
         {{1, 16, 1, 200, 80, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1e-6, "conv1d k3 cout 80"},  /* im2col + GEMM */
         /* 3x3 stride 1 padding 1: Winograd F(4x4, 3x3) as on the CPU (F(2x2, 3x3)
          * where a side is shorter than 4); odd sizes (partial tiles), two items,
-         * exactly one tile; then enough tiles for two passes of the tile loop */
-        {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), odd sizes"},
-        {{2, 6, 7, 18, 5, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), 7x18"},
-        {{1, 4, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 1e-6, "conv2d 3x3 p1 (winograd), one 4x4 tile"},
+         * exactly one tile; then enough tiles for two passes of the tile loop.
+         * 3e-6 where F(4x4) is used: its transforms (coefficients up to 8) round
+         * differently on the two backends (contracted multiply-adds on the GPU;
+         * one 4x4 tile measured 1.05e-6 on an H100, run 75), each being within
+         * ~2e-6 of a double-precision convolution */
+        {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 3e-6, "conv2d 3x3 p1 (winograd), odd sizes"},
+        {{2, 6, 7, 18, 5, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 3e-6, "conv2d 3x3 p1 (winograd), 7x18"},
+        {{1, 4, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 3e-6, "conv2d 3x3 p1 (winograd), one 4x4 tile"},
         {{1, 3, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 1e-6, "conv2d 3x3 p1 (winograd), 2x3 input"},
         {{1, 48, 256, 511, 52, 3, 3, 1, 1, 1, 1, 1, 1}, 0, 5e-6, "conv2d 3x3 p1 (winograd), two tile passes"},
     };
