@@ -7,7 +7,8 @@
 # PRECISIONS (default "default fp32"; "default" = no --precision option), end to
 # end (file in -> stems on disk; model load excluded: the wall time of its JSON
 # report; the whole process's time, device start and model load included, is
-# printed beside it), --batch BATCH when given, twice (each a fresh process),
+# printed beside it, against the whole process of PyTorch's end-to-end runs
+# (interpreter start and imports included)), --batch BATCH when given, twice (each a fresh process),
 # the faster kept.  PyTorch (fp32, shifts 0) is timed twice on
 # apply_model with the CLI normalisation (audio already decoded) and the faster
 # run is kept; and twice end to end like the demucs CLI (decode, separate,
@@ -35,8 +36,12 @@ mix="$work/bench-$secs.wav"
 echo "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1), $(nproc) cores"
 t1=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
 t2=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda)
+p_a=$(date +%s.%N)
 t3=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
+p_b=$(date +%s.%N)
 t4=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --e2e "$work/torch-out")
+p_c=$(date +%s.%N)
+echo "$p_a $p_b $p_c" >"$work/torch-e2e.proc"
 t5=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --fp32 strict)
 t6=$(python3 "$here/bench-torch.py" time "$work/model.th" "$mix" "$(nproc)" --device cuda --fp32 strict --e2e "$work/torch-out")
 # (these two may fail without stopping the rest: their line then says so)
@@ -72,6 +77,10 @@ w = [json.load(open("%s-%d.json" % (b, r)))["total"]["wall_seconds"] for r in (1
 pw = [(lambda t: float(t[1]) - float(t[0]))(open("%s-%d.proc" % (b, r)).read().split()) for r in (1, 2)]
 print("  stemsplit runs: %.2f s, %.2f s (the faster kept); whole process (device start, model load, "
       "separation, exit): %.2f s, %.2f s" % (w[0], w[1], pw[0], pw[1]))
+t = [float(v) for v in open(b.rsplit("/", 1)[0] + "/torch-e2e.proc").read().split()]
+tp = min(t[1] - t[0], t[2] - t[1])
+print("  whole process, faster of two: stemsplit %.2f s, pytorch end to end (python3 bench-torch.py --e2e: "
+      "interpreter start, imports, model load, separation, stems written) %.2f s: ratio %.2f" % (min(pw), tp, tp / min(pw)))
 r = 1 if w[0] <= w[1] else 2
 shutil.copy("%s-%d.json" % (b, r), b + ".json")
 shutil.copy("%s-%d.log" % (b, r), b + ".log")
