@@ -24,6 +24,16 @@
 #else
 #define EMU_ASAN_LIGHT 0
 #endif
+/* Sizes of the busy work that keeps a real GPU occupied while copies or the
+ * other stream run (so that a missing wait shows as a wrong result), and of the
+ * transfers beside it.  The emulator runs work when it is issued, so there the
+ * size changes nothing but the time (70 s of test_staged_transfers on two
+ * cores): small buffers there. */
+#ifdef SS_TEST_CUDA_EMU
+#define GPU_SIZE(n) ((size_t)1 << 16)
+#else
+#define GPU_SIZE(n) ((size_t)(n))
+#endif
 
 static ss_backend *cpu, *gpu;
 static char gpu_why[1100];
@@ -1000,7 +1010,7 @@ static void test_lanes(void)
 {
     NEED_GPU();
     const int m = 96, n = 4099, k = 48;
-    const size_t big = (size_t)8 << 20, mn = (size_t)m * n;
+    const size_t big = GPU_SIZE((size_t)8 << 20), mn = (size_t)m * n;
     size_t sizes[11] = {big, (size_t)k * n, (size_t)m * k, (size_t)k * n, mn, mn, mn, mn, mn, mn, big};
     float *ha = rnd((size_t)m * k), *hb = rnd((size_t)k * n);
     float *dc[11], *dg[11];
@@ -1044,7 +1054,7 @@ static void test_lanes(void)
 static void test_staged_transfers(void)
 {
     NEED_GPU();
-    const size_t n = (size_t)3 << 20, big = (size_t)16 << 20;
+    const size_t n = GPU_SIZE((size_t)3 << 20), big = GPU_SIZE((size_t)16 << 20);
     const int N = 12;
     float *hx[2] = {ss_host_alloc(gpu, n), ss_host_alloc(gpu, n)}, *hy[2] = {ss_host_alloc(gpu, n), ss_host_alloc(gpu, n)};
     float *dx = ss_alloc(gpu, n), *dy = ss_alloc(gpu, n), *dw = ss_alloc(gpu, big);
