@@ -1367,6 +1367,20 @@ static ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float 
 
 /* ---- group norm: statistics, then per-row coefficients, then one flat pass ------------ */
 
+/* Thread 0 turns the sum s and the sum of squares q of n values into their
+ * mean and 1 / sqrt(variance + eps) in mr[0..1]; then every thread of the block
+ * may read them. */
+__device__ __forceinline__ void moments_shared(double s, double q, double n, float eps, float *mr)
+{
+    if (threadIdx.x == 0) {
+        double m = s / n;
+        double var = q / n - m * m;
+        mr[0] = (float)m;
+        mr[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
+    }
+    __syncthreads();
+}
+
 /* co[r] for row r = (b, c) of [batch, ch, len] in `groups` groups: {bias[c],
  * group mean, rstd * gamma[c], beta[c]}, so that the norm of x in row r is
  * ((x + co.x) - co.y) * co.z + co.w (the arithmetic of a bias pass followed by
@@ -1378,14 +1392,7 @@ __global__ void k_gn_coef(float4 *co, const double *part, int nch, const float *
     __shared__ double sh[32];
     __shared__ float mr[2];
     double2 t = part_sums(part, nch, sh);
-    double s = t.x, q = t.y;
-    if (threadIdx.x == 0) {
-        double m = s / (double)gn;
-        double var = q / (double)gn - m * m;
-        mr[0] = (float)m;
-        mr[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    }
-    __syncthreads();
+    moments_shared(t.x, t.y, (double)gn, eps, mr);
     int per = ch / groups, g0 = (int)(blockIdx.x % (unsigned)groups) * per;
     size_t r0 = (size_t)(blockIdx.x / (unsigned)groups) * ch + g0;
     for (int i = threadIdx.x; i < per; i += blockDim.x) {
@@ -2804,13 +2811,21 @@ static ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, con
 #define DR_MAX_HIDDEN 16
 #define DR_MAX_K 7
 
-static int dr_hp(int hidden) { return (hidden + 3) / 4 * 4; }
+__host__ __device__ static inline int dr_hp(int hidden) { return (hidden + 3) / 4 * 4; }
 
 static size_t dr_smem(const ss_dconv_desc *d)
 {
     size_t hp = (size_t)dr_hp(d->hidden);
     return ((size_t)d->ch * d->kernel * hp + 2 * (size_t)d->ch * hp + (size_t)d->ch * (size_t)d->len +
             (size_t)d->hidden * (size_t)d->len) * sizeof(float);
+}
+
+/* hv = column t of h [hid, len], zero-padded to DR_MAX_HIDDEN */
+__device__ __forceinline__ void dr_column(float *hv, const float *hs, int hid, int len, int t)
+{
+#pragma unroll
+    for (int q = 0; q < DR_MAX_HIDDEN; q++)
+        hv[q] = q < hid ? hs[(size_t)q * len + t] : 0.0f;
 }
 
 /* acc + w . h over hp (a multiple of 4, <= DR_MAX_HIDDEN) in k order */
@@ -2838,7 +2853,7 @@ __global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x
     extern __shared__ float4 dr_sm4[];
     __shared__ double red[32];
     __shared__ float st[2];
-    const int hp = (hid + 3) / 4 * 4, tid = threadIdx.x, nt = blockDim.x;
+    const int hp = dr_hp(hid), tid = threadIdx.x, nt = blockDim.x;
     float *w1t = (float *)dr_sm4, *w2s = w1t + (size_t)ch * k * hp, *xs = w2s + (size_t)2 * ch * hp;
     float *hs = xs + (size_t)ch * len;
     const int item = blockIdx.x, bb = item / rows, r = item - bb * rows;
@@ -2899,12 +2914,7 @@ __global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x
     }
     s = block_sum(s, red);
     q2 = block_sum(q2, red);
-    if (tid == 0) {
-        double n = (double)hid * len, m = s / n, var = q2 / n - m * m;
-        st[0] = (float)m;
-        st[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    }
-    __syncthreads();
+    moments_shared(s, q2, (double)hid * len, eps, st);
     const float m1 = st[0], rs1 = st[1];
     for (int i = tid; i < hid * len; i += nt) {
         int o = i / len;
@@ -2920,9 +2930,7 @@ __global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x
     for (int task = tid; task < len * S; task += nt) {
         int sl = task / len, t = task - sl * len;
         float hv[DR_MAX_HIDDEN];
-#pragma unroll
-        for (int q = 0; q < DR_MAX_HIDDEN; q++)
-            hv[q] = q < hid ? hs[(size_t)q * len + t] : 0.0f;
+        dr_column(hv, hs, hid, len, t);
         int o1 = min(2 * ch, (sl + 1) * per2);
         for (int o = sl * per2; o < o1; o++) {
             float v = dr_dot(w2s + (size_t)o * hp, hv, hp, 0.0f) + (b2 ? b2[o] : 0.0f);
@@ -2932,20 +2940,13 @@ __global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x
     }
     s = block_sum(s, red);
     q2 = block_sum(q2, red);
-    if (tid == 0) {
-        double n = 2.0 * ch * len, m = s / n, var = q2 / n - m * m;
-        st[0] = (float)m;
-        st[1] = (float)(1.0 / sqrt((var > 0 ? var : 0) + (double)eps));
-    }
-    __syncthreads();
+    moments_shared(s, q2, 2.0 * ch * len, eps, st);
     const float m2 = st[0], rs2 = st[1];
     /* x += glu(norm(w2 h)): GLU rows p and ch + p, written back to x */
     for (int task = tid; task < len * S; task += nt) {
         int sl = task / len, t = task - sl * len;
         float hv[DR_MAX_HIDDEN];
-#pragma unroll
-        for (int q = 0; q < DR_MAX_HIDDEN; q++)
-            hv[q] = q < hid ? hs[(size_t)q * len + t] : 0.0f;
+        dr_column(hv, hs, hid, len, t);
         int p1 = min(ch, (sl + 1) * per1);
         for (int p = sl * per1; p < p1; p++) {
             float a = dr_dot(w2s + (size_t)p * hp, hv, hp, 0.0f);
