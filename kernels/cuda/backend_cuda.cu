@@ -711,6 +711,16 @@ static void cu_release(void *vctx, void *ptr)
     cudaFree(ptr);
 }
 
+/* The compute stream and the copy queues have finished what was queued on them. */
+static void transfers_idle(cuda_ctx *c)
+{
+    cudaStreamSynchronize(c->stream);
+    if (c->copyq) {
+        cudaStreamSynchronize(c->up);
+        cudaStreamSynchronize(c->down);
+    }
+}
+
 /* Whether [p, p + n) lies in one of cu_host_alloc's page-locked buffers. */
 static int is_pinned(const cuda_ctx *c, const void *p, size_t n)
 {
@@ -727,9 +737,7 @@ static float *queue_buffer(cuda_ctx *c, float **q, size_t *size, size_t bytes)
 {
     if (*size >= bytes)
         return *q;
-    cudaStreamSynchronize(c->stream);
-    cudaStreamSynchronize(c->up);
-    cudaStreamSynchronize(c->down);
+    transfers_idle(c);
     cudaFree(*q);
     *q = NULL;
     *size = 0;
@@ -807,11 +815,7 @@ static void *cu_host_alloc(void *vctx, size_t bytes)
 static void cu_host_free(void *vctx, void *ptr)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    cudaStreamSynchronize(c->stream);            /* no copy of it still in flight */
-    if (c->copyq) {
-        cudaStreamSynchronize(c->up);
-        cudaStreamSynchronize(c->down);
-    }
+    transfers_idle(c);                           /* no copy of it still in flight */
     for (int i = 0; i < (int)(sizeof c->pinned / sizeof *c->pinned); i++)
         if (c->pinned[i].p == ptr)
             c->pinned[i].p = NULL;
