@@ -167,11 +167,6 @@ static ss_status cpu_init(const ss_backend_params *p, void **ctx, ss_error *err)
     if (!c)
         return ss_fail(err, SS_E_NOMEM, "out of memory starting the CPU backend");
     c->threads = p->threads > 0 ? p->threads : ss_cpu_count();
-#if defined(OPENBLAS_VERSION)
-    /* the kernels spread single-threaded BLAS calls over our own pool (nn.c):
-     * OpenBLAS's threads would only spin against it */
-    openblas_set_num_threads(1);
-#endif
 #ifdef CPU_MAP
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         free(c);

@@ -25,12 +25,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef SS_ACCELERATE
-#include <Accelerate/Accelerate.h>
-#else
-#include <cblas.h>
-#endif
-
 /* ---- blas path ------------------------------------------------------------------- */
 
 /* Query rows per block: 256 (2.6 MiB of scores for the full-size model's 2688
@@ -61,11 +55,11 @@ static void blas_task(void *arg, int64_t t)
         int h = (int)(u / j->blocks), r0 = (int)(u % j->blocks) * j->rows;
         int n = d->nq - r0 < j->rows ? d->nq - r0 : j->rows;
         const float *qh = j->q + (int64_t)r0 * d->ldq + (int64_t)h * d->hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, d->nk, d->hd, 1.0f, qh, d->ldq,
+        ss_cpu_sgemm(0, 1, n, d->nk, d->hd, 1.0f, qh, d->ldq,
                     j->k + (int64_t)h * d->hd, d->ldk, 0.0f, s, d->nk);                /* s [n, nk]  */
         for (int r = 0; r < n; r++)
             ss_cpu_softmax_span(s + (int64_t)r * d->nk, s + (int64_t)r * d->nk, d->nk, d->scale);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d->hd, d->nk, 1.0f, s, d->nk,
+        ss_cpu_sgemm(0, 0, n, d->hd, d->nk, 1.0f, s, d->nk,
                     j->v + (int64_t)h * d->hd, d->ldv, 0.0f, j->o + (int64_t)r0 * d->ldo + (int64_t)h * d->hd,
                     d->ldo);                                                           /* o [n, hd]  */
     }

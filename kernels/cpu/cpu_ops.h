@@ -45,6 +45,12 @@
 #define SS_SIMD_CLONES_EXACT SS_VECTORISE
 #endif
 
+/* C = alpha op(A) op(B) + beta C, row-major, one thread (op = transpose where ta / tb): the
+ * kernels' only call into BLAS (kernels/cpu/nn.c), which keeps BLAS single-threaded so a
+ * product's bits never depend on how many threads the library would have used */
+void ss_cpu_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                  int ldb, float beta, float *c, int ldc);
+
 /* elementwise and layout: kernels/cpu/elementwise.c */
 ss_status ss_cpu_fill(ss_pool *p, float *y, float v, size_t n);
 ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src, size_t spitch,

@@ -19,6 +19,7 @@
 #include "cpu_ops.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,28 @@
 #define NN_COL_FLOATS ((size_t)1 << 22)
 /* Products smaller than this many multiply-adds run in one call. */
 #define NN_GEMM_SPLIT ((int64_t)1 << 21)
+
+/* ---- the one entry into BLAS ------------------------------------------------------ */
+
+#if defined(OPENBLAS_VERSION)
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+#endif
+
+/* Every product of the CPU kernels goes through here, single-threaded: the kernels spread calls
+ * over their own pool.  A multi-threaded OpenBLAS would also cut each call over its own threads,
+ * with its own block edges, and an element's sum then depends on which edge kernel computed it
+ * (AVX-512 OpenBLAS 0.3.21: a 300x700x33 product gave other bits at 2 threads than at 1), so the
+ * kernels, not their callers, pin it to one thread on first use. */
+void ss_cpu_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                  int ldb, float beta, float *c, int ldc)
+{
+#if defined(OPENBLAS_VERSION)
+    pthread_once(&blas_once, blas_one_thread);
+#endif
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+                lda, b, ldb, beta, c, ldc);
+}
 
 /* ---- sgemm spread over the pool ------------------------------------------------- */
 
@@ -54,7 +77,7 @@ static void gemm_block(void *arg, int64_t t)
     int rows = j->m - r0 < j->bm ? j->m - r0 : j->bm, cols = j->n - c0 < j->bn ? j->n - c0 : j->bn;
     const float *a = j->ta ? j->a + r0 : j->a + (int64_t)r0 * j->lda;
     const float *b = j->tb ? j->b + (int64_t)c0 * j->ldb : j->b + c0;
-    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, rows, cols,
+    ss_cpu_sgemm(j->ta, j->tb, rows, cols,
                 j->k, j->alpha, a, j->lda, b, j->ldb, j->beta, j->c + (int64_t)r0 * j->ldc + c0, j->ldc);
 }
 
@@ -348,7 +371,7 @@ static int c1g_block(const c1g_job *j, int64_t u, float *g, int64_t *c0)
     int64_t b = u / j->k.nblk;
     *c0 = (u % j->k.nblk) * j->k.bw;
     int n = (int)(j->len - *c0 < j->k.bw ? j->len - *c0 : j->k.bw);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->hidden, 1.0f, j->w, j->hidden,
+    ss_cpu_sgemm(0, 0, 2 * j->ch, n, j->hidden, 1.0f, j->w, j->hidden,
                 j->h + b * j->hidden * j->len + *c0, (int)j->len, 0.0f, g, j->k.bw);
     return n;
 }
@@ -594,7 +617,7 @@ static void c1glu_task(void *arg, int64_t t)
     for (int64_t u = u0; u < u1; u++) {
         int64_t b = u / j->k.nblk, c0 = (u % j->k.nblk) * j->k.bw;
         int n = (int)(j->len - c0 < j->k.bw ? j->len - c0 : j->k.bw);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 2 * j->ch, n, j->cin, 1.0f, j->w, j->cin,
+        ss_cpu_sgemm(0, 0, 2 * j->ch, n, j->cin, 1.0f, j->w, j->cin,
                     j->x + b * j->cin * j->len + c0, (int)j->len, 0.0f, g, j->k.bw);
         for (int c = 0; c < j->ch; c++) {
             float *y = j->out + (b * j->ch + c) * j->len + c0;
@@ -687,7 +710,7 @@ static void gemm_item(void *arg, int64_t i)
     const ss_gemm_desc *d = j->d;
     const float *ai = j->a + i * d->stride_a, *bi = j->b + i * d->stride_b;
     float *ci = j->c + i * d->stride_c;
-    cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans, d->trans_b ? CblasTrans : CblasNoTrans,
+    ss_cpu_sgemm(d->trans_a, d->trans_b,
                 d->m, d->n, d->k, d->alpha, ai, d->lda, bi, d->ldb, d->beta, ci, d->ldc);
 }
 
@@ -1070,7 +1093,7 @@ static void wino_gemm(void *arg, int64_t k)
 {
     const wino_job *j = arg;
     int cin = j->d->cin, cg = j->cg, nt = (int)j->nt;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cg, nt, cin, 1.0f, j->u + k * cg * (int64_t)cin, cin,
+    ss_cpu_sgemm(0, 0, cg, nt, cin, 1.0f, j->u + k * cg * (int64_t)cin, cin,
                 j->v + k * cin * (int64_t)nt, nt, 0.0f, j->m + k * cg * (int64_t)nt, nt);
 }
 
@@ -1295,7 +1318,7 @@ static void direct_task(void *arg, int64_t t)
         if (lo >= hi)
             continue;
         /* y[:, lo:hi] (+)= W_k [cout, cin] @ x[:, lo+sh:hi+sh] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, hi - lo, d->cin, 1.0f,
+        ss_cpu_sgemm(0, 0, d->cout, hi - lo, d->cin, 1.0f,
                     j->wk + (int64_t)k * d->cout * d->cin, d->cin, xr + lo + sh, ldx, i < 0 ? 0.0f : 1.0f,
                     yr + lo, ldy);
     }
