@@ -16,8 +16,25 @@ case $base in */) ;; *) base=$base/ ;; esac
 
 die() { code=$1; shift; echo "$prog: $*" >&2; exit "$code"; }
 known() { grep -v '^[[:space:]]*#' "$table" | awk 'NF { print $1 }' | tr '\n' ' '; }
+usage() {
+    cat <<EOT
+Usage: $prog NAME
+Download the released demucs v4 model NAME, check its checksum, convert it with
+convert-demucs.py and install it as
+  \${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
+where stemsplit finds it (stemsplit -m NAME; htdemucs is the default model).
+Models: $(known 2>/dev/null)
+Offline: copy the checkpoint files named in $table (e.g. 955717e8-8726e21a.th
+for htdemucs) into a folder and set STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
+Environment: STEMSPLIT_DOWNLOAD_BASE (default $base), STEMSPLIT_MODELS_TABLE.
+Exit: 0 installed or already present, 64 usage/unknown name, 65 checksum
+mismatch or unconvertible file, 69 download failed, 73 cannot install.
+Nothing is left behind on failure (no partial file, no empty folder).
+EOT
+}
 
-[ $# -eq 1 ] || die 64 "usage: $prog NAME (one of: $(known 2>/dev/null))"
+case ${1:-} in -h|--help) usage; exit 0 ;; esac
+[ $# -eq 1 ] || die 64 "usage: $prog NAME (one of: $(known 2>/dev/null)); $prog --help for more"
 name=$1
 [ -r "$table" ] || die 64 "cannot read the model table $table"
 case $name in ''|*[!A-Za-z0-9_.-]*) die 64 "bad model name '$name'" ;; esac
@@ -55,11 +72,26 @@ fetch() { # URL OUT
     esac
 }
 
-mkdir -p "$dir" || die 73 "cannot create $dir"
+# the folders this run creates, removed again (when empty) if it fails
+top=''                      # the highest folder of $dir that does not exist yet
+d=$dir
+while [ -n "$d" ] && [ "$d" != / ] && [ "$d" != . ] && [ ! -d "$d" ]; do
+    top=$d
+    d=$(dirname "$d")
+done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/stemsplit-dl.XXXXXX") || die 73 "cannot create a temporary directory"
 part="$dir/.$name.safetensors.part.$$"
-trap 'rm -rf "$tmp"; rm -f "$part"' EXIT
+cleanup() {
+    rc=$?
+    rm -rf "$tmp"; rm -f "$part"
+    if [ "$rc" -ne 0 ]; then
+        d=$dir                                           # deepest first, up to $top
+        while [ -n "$top" ] && rmdir "$d" 2>/dev/null && [ "$d" != "$top" ]; do d=$(dirname "$d"); done
+    fi
+}
+trap cleanup EXIT
 trap 'exit 130' INT TERM
+mkdir -p "$dir" || die 73 "cannot create $dir"
 
 inputs=''
 for f in $files; do

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -732,6 +733,10 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         free(tmp);
         return s;
     }
+    /* The temporary file is ours while this lock is held (until the rename and
+     * close in ss_audio_commit, or the process ends, even by SIGKILL): another
+     * run that finds it removes it only when it can take the lock. */
+    (void)flock(fd, LOCK_EX | LOCK_NB);
     int dup_failed;
     SNDFILE *sf = sf_open_dup(fd, SFM_WRITE, &sfi, &dup_failed);
     if (!sf) {
@@ -945,10 +950,10 @@ static void writer_free(ss_audio_writer *w, int drop)
 {
     if (w->sf)
         sf_close(w->sf);
+    if (drop && w->tmp)
+        unlink(w->tmp);         /* before the close gives up the lock */
     if (w->fd >= 0)
         close(w->fd);
-    if (drop && w->tmp)
-        unlink(w->tmp);
     free(w->path);
     free(w->tmp);
     free(w);
@@ -1002,14 +1007,19 @@ ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
 
     if (st == SS_OK && fsync(w->fd) != 0 && errno != EINVAL && errno != ENOTSUP)
         st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
-    if (w->fd >= 0) {
-        if (close(w->fd) != 0 && st == SS_OK && errno != EINTR)
-            st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
-        w->fd = -1;
-    }
-    if (st == SS_OK && rename(w->tmp, w->path) != 0)
+    /* renamed before the descriptor (and with it the lock, see ss_audio_create)
+     * is closed, so the temporary name is never unlocked while it exists */
+    int renamed = st == SS_OK && rename(w->tmp, w->path) == 0;
+    if (st == SS_OK && !renamed)
         st = ss_fail(err, SS_E_IO, "%s: cannot move finished file %s into place: %s", w->path,
                      w->tmp, strerror(errno));
+    if (w->fd >= 0) {
+        if (close(w->fd) != 0 && st == SS_OK && errno != EINTR) {
+            st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
+            unlink(w->path);           /* its last bytes may be lost */
+        }
+        w->fd = -1;
+    }
     if (st == SS_OK)
         sync_parent_dir(w->path);
     writer_free(w, st != SS_OK);

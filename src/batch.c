@@ -1,6 +1,7 @@
 /* batch.c - input lists, collisions, shards and the three-stage pipeline (see batch.h). */
 #include "batch.h"
 #include "clock.h"
+#include "template.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +25,17 @@ static char *dupstr(const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
+}
+
+static ss_status add_entry(ss_batch_list *l, const char *path, const char *reldir, ss_status st, const char *msg,
+                           ss_error *err);
+
+static ss_status add_skipped(ss_batch_list *l, const char *path, const char *reldir, const char *msg, ss_error *err)
+{
+    ss_status s = add_entry(l, path, reldir, SS_OK, msg, err);
+    if (s == SS_OK)
+        l->v[l->n - 1].skip = 1;
+    return s;
 }
 
 static ss_status add_entry(ss_batch_list *l, const char *path, const char *reldir, ss_status st, const char *msg,
@@ -76,6 +89,40 @@ static int audio_extension(const char *name)
         return 0;
     for (int i = 0; ext[i]; i++)
         if (strcasecmp(dot + 1, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Extensions of audio formats that no reader here opens (when the file also
+ * fails ss_audio_probe): such a file is listed as skipped, with the reason,
+ * rather than left out without a word. */
+static int foreign_audio_extension(const char *name)
+{
+    static const char *const ext[] = {"m4a", "m4b", "m4p", "mp4", "aac", "alac", "wma", "asf", "ape", "wv", "mka",
+                                      "webm", "ac3", "eac3", "dts", "mpc", "tta", "amr", "awb", "dsf", "dff", "ra",
+                                      "ram", "3gp", "3ga", "mid", "midi", "mod", "xm", "it", "s3m", NULL};
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name)
+        return 0;
+    for (int i = 0; ext[i]; i++)
+        if (strcasecmp(dot + 1, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void ss_batch_scan_skip(ss_batch_scan *sc, const char *path)
+{
+    struct stat st;
+    if (sc->n_skip < 2 && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        sc->skip_dev[sc->n_skip] = st.st_dev;
+        sc->skip_ino[sc->n_skip++] = st.st_ino;
+    }
+}
+
+static int skipped_dir(const ss_batch_scan *sc, const struct stat *st)
+{
+    for (int i = 0; i < sc->n_skip; i++)
+        if (st->st_dev == sc->skip_dev[i] && st->st_ino == sc->skip_ino[i])
             return 1;
     return 0;
 }
@@ -144,7 +191,7 @@ static ss_status walk(ss_batch_list *l, const ss_batch_scan *sc, const char *dir
             continue;
         }
         if (S_ISDIR(st.st_mode)) {
-            if (!sc->recursive || (sc->have_skip && st.st_dev == sc->skip_dev && st.st_ino == sc->skip_ino))
+            if (!sc->recursive || skipped_dir(sc, &st))
                 continue;
             int loop = 0;
             for (const ancestor *a = up; a && !loop; a = a->up)
@@ -155,6 +202,10 @@ static ss_status walk(ss_batch_list *l, const ss_batch_scan *sc, const char *dir
             s = walk(l, sc, path, sub, &me, err);
         } else if (S_ISREG(st.st_mode) && (audio_extension(names[i]) || ss_audio_probe(path))) {
             s = add_entry(l, path, rel, SS_OK, NULL, err);
+        } else if (S_ISREG(st.st_mode) && foreign_audio_extension(names[i])) {
+            snprintf(msg, sizeof msg, "no reader here opens .%s files; convert it (e.g. to FLAC or WAV) to "
+                     "separate it", strrchr(names[i], '.') + 1);
+            s = add_skipped(l, path, rel, msg, err);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -240,12 +291,153 @@ static int cmp_planned(const void *a, const void *b)
     return c ? c : (x->input > y->input) - (x->input < y->input);
 }
 
+/* path made absolute (with cwd) and normalised without looking at the disk:
+ * no empty or "." parts, ".." removes the part before it.  NULL when out of memory. */
+static char *normalise(const char *path, const char *cwd)
+{
+    size_t len = strlen(path) + (path[0] == '/' ? 0 : strlen(cwd) + 1) + 2;
+    char *in = malloc(len), *out = malloc(len);
+    if (!in || !out) {
+        free(in);
+        free(out);
+        return NULL;
+    }
+    snprintf(in, len, "%s%s%s", path[0] == '/' ? "" : cwd, path[0] == '/' ? "" : "/", path);
+    size_t n = 0;
+    for (const char *p = in; *p;) {
+        size_t c = strcspn(p, "/");
+        if (c == 0 || (c == 1 && p[0] == '.')) {
+            /* nothing */
+        } else if (c == 2 && p[0] == '.' && p[1] == '.') {
+            while (n > 0 && out[n - 1] != '/')
+                n--;
+            if (n > 0)
+                n--;
+        } else {
+            out[n++] = '/';
+            memcpy(out + n, p, c);
+            n += c;
+        }
+        p += c + (p[c] == '/');
+    }
+    if (n == 0)
+        out[n++] = '/';
+    out[n] = '\0';
+    free(in);
+    return out;
+}
+
+typedef struct input_id {
+    dev_t dev;
+    ino_t ino;
+    char *norm;           /* normalised path when the input does not exist, else NULL */
+    size_t input;
+} input_id;
+
+static int cmp_id(const void *a, const void *b)
+{
+    const input_id *x = a, *y = b;
+    if (x->norm || y->norm) {
+        if (!x->norm || !y->norm)
+            return x->norm ? 1 : -1;
+        return strcmp(x->norm, y->norm);
+    }
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return (x->ino > y->ino) - (x->ino < y->ino);
+}
+
+/* The inputs of l (not "-", not skipped), sorted for bsearch; NULL when out of memory. */
+static input_id *input_ids(const ss_batch_list *l, size_t *n_out)
+{
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        snprintf(cwd, sizeof cwd, ".");
+    input_id *v = calloc(l->n ? l->n : 1, sizeof *v);
+    size_t n = 0;
+    for (size_t i = 0; v && i < l->n; i++) {
+        const ss_batch_input *in = &l->v[i];
+        if (in->skip || strcmp(in->path, "-") == 0)
+            continue;
+        struct stat st;
+        v[n].input = i;
+        if (stat(in->path, &st) == 0) {
+            v[n].dev = st.st_dev;
+            v[n].ino = st.st_ino;
+        } else if (!(v[n].norm = normalise(in->path, cwd))) {
+            for (size_t k = 0; k < n; k++)
+                free(v[k].norm);
+            free(v);
+            return NULL;
+        }
+        n++;
+    }
+    if (v && n > 1)
+        qsort(v, n, sizeof *v, cmp_id);
+    *n_out = n;
+    return v;
+}
+
+static void free_ids(input_id *v, size_t n)
+{
+    for (size_t k = 0; v && k < n; k++)
+        free(v[k].norm);
+    free(v);
+}
+
+/* The input that `path` is (same file, or same normalised path when it does
+ * not exist), or NULL.  *nomem set when out of memory. */
+static const input_id *find_input(const input_id *v, size_t n, const char *path, const char *cwd, int *nomem)
+{
+    input_id key = {0};
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        key.dev = st.st_dev;
+        key.ino = st.st_ino;
+    } else if (!(key.norm = normalise(path, cwd))) {
+        *nomem = 1;
+        return NULL;
+    }
+    const input_id *hit = n ? bsearch(&key, v, n, sizeof *v, cmp_id) : NULL;
+    free(key.norm);
+    return hit;
+}
+
+const ss_batch_input *ss_batch_find_input(const ss_batch_list *l, const char *path)
+{
+    size_t n = 0;
+    int nomem = 0;
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        snprintf(cwd, sizeof cwd, ".");
+    input_id *v = input_ids(l, &n);
+    const input_id *hit = v ? find_input(v, n, path, cwd, &nomem) : NULL;
+    const ss_batch_input *r = hit ? &l->v[hit->input] : NULL;
+    free_ids(v, n);
+    return r;
+}
+
+/* What helps when inputs a and b clash: the field that tells them apart. */
+static const char *clash_advice(const char *tmpl, const char *a, const char *b)
+{
+    const char *ba = strrchr(a, '/'), *bb = strrchr(b, '/');
+    ba = ba ? ba + 1 : a;
+    bb = bb ? bb + 1 : b;
+    const char *da = strrchr(ba, '.'), *db = strrchr(bb, '.');
+    size_t ta = da && da != ba ? (size_t)(da - ba) : strlen(ba), tb = db && db != bb ? (size_t)(db - bb) : strlen(bb);
+    if (strcmp(a, b) != 0 && ta == tb && memcmp(ba, bb, ta) == 0 && strcmp(ba + ta, bb + tb) != 0 &&
+        !ss_template_uses(tmpl, "inext"))
+        return "they differ only in their extension: put {inext} (the input's extension) in --filename, e.g. "
+               "--filename '{model}/{dir}/{track}-{inext}/{stem}.{ext}'";
+    return "use {dir} in --filename, or separate them into different -o folders";
+}
+
 ss_status ss_batch_check_collisions(ss_model *m, const ss_sep_params *p, const ss_batch_list *l, ss_error *err)
 {
     plan_ctx c = {0};
     ss_status s = SS_OK;
     for (size_t i = 0; i < l->n && !c.nomem; i++) {
-        if (l->v[i].status != SS_OK)
+        if (l->v[i].status != SS_OK || l->v[i].skip)
             continue;
         ss_error e = {0};
         c.input = i;
@@ -263,10 +455,32 @@ ss_status ss_batch_check_collisions(ss_model *m, const ss_sep_params *p, const s
         if (clashes) {
             const ss_batch_input *a = &l->v[c.v[first - 1].input], *b = &l->v[c.v[first].input];
             s = ss_fail(err, SS_E_USAGE, "%s and %s would both write %s%s; nothing was separated (%zu output%s "
-                        "clash; use {dir} in --filename, or separate them into different -o folders)",
-                        a->path, b->path, c.v[first].path, strcmp(a->path, b->path) ? "" : " (given twice)",
-                        clashes, clashes == 1 ? "" : "s");
+                        "clash; %s)", a->path, b->path, c.v[first].path,
+                        strcmp(a->path, b->path) ? "" : " (given twice)", clashes, clashes == 1 ? "" : "s",
+                        clash_advice(p->filename, a->path, b->path));
         }
+    }
+    if (s == SS_OK && !c.nomem) {          /* no stem may replace an input */
+        size_t n_ids = 0;
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd))
+            snprintf(cwd, sizeof cwd, ".");
+        input_id *ids = input_ids(l, &n_ids);
+        if (!ids)
+            c.nomem = 1;
+        for (size_t i = 0; ids && i < c.n && !c.nomem; i++) {
+            const input_id *hit = find_input(ids, n_ids, c.v[i].path, cwd, &c.nomem);
+            if (hit) {
+                s = ss_fail(err, SS_E_USAGE, "%s: a stem of %s would be written over this input; nothing was "
+                            "separated (choose -o and --filename so that no stem lands on an input; with -o "
+                            "inside the input folders, an earlier run's stems are inputs now)",
+                            l->v[hit->input].path, l->v[c.v[i].input].path);
+                break;
+            }
+        }
+        free_ids(ids, n_ids);
+        if (c.nomem)
+            s = ss_fail(err, SS_E_NOMEM, "out of memory checking the output names");
     }
     for (size_t i = 0; i < c.n; i++)
         free(c.v[i].path);
@@ -336,8 +550,19 @@ static void out_add(void *arg, const char *path)
 }
 
 /* Remove ".NAME.tmp-XXXXXX" beside each output NAME: what ss_audio_create
- * leaves behind when a process is killed with SIGKILL.  Each output path
- * belongs to one input (collisions are refused), so these are this track's. */
+ * leaves behind when a process is killed with SIGKILL.  A temporary file is
+ * removed only when its lock can be taken: one that another running process
+ * is writing (two runs on one output folder) is locked, and left alone. */
+static void remove_if_unlocked(int dfd, const char *name)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        (void)unlinkat(dfd, name, 0);
+    close(fd);
+}
+
 static void remove_stale_temporaries(const out_list *o)
 {
     for (int i = 0; i < o->n; i++) {
@@ -371,7 +596,7 @@ static void remove_stale_temporaries(const out_list *o)
                 size_t bl = strlen(base);
                 if (strlen(name) == 1 + bl + 5 + 6 && memcmp(name + 1, base, bl) == 0 &&
                     memcmp(name + 1 + bl, ".tmp-", 5) == 0) {
-                    (void)unlinkat(dirfd(d), name, 0);
+                    remove_if_unlocked(dirfd(d), name);
                     break;
                 }
             }
@@ -412,6 +637,7 @@ typedef struct batch {
     queue q1, q2;                 /* prepare -> infer, infer -> commit  */
     pthread_mutex_t print_mu;
     ss_status first_failure;
+    char stop_when[256];           /* non-empty: start no more files (disk full); print_mu */
     const char *cur_name;         /* progress bar                       */
     size_t cur_index;
     double cur_t0;
@@ -543,6 +769,11 @@ static void prepare_item(batch *b, item *it)
 {
     const ss_batch_params *bp = b->bp;
     const ss_batch_input *in = it->in;
+    if (in->skip) {
+        snprintf(it->err.msg, sizeof it->err.msg, "%s", in->error ? in->error : "no reader for this format");
+        it->state = IT_SKIPPED;
+        return;
+    }
     if (in->status != SS_OK) {
         ss_fail(&it->err, in->status, "%s", in->error ? in->error : in->path);
         set_failed(it, in->status);
@@ -601,6 +832,15 @@ static void finish_item(batch *b, item *it)
         fprintf(stderr, "%s: %s\n", bp->prog, it->err.msg);
         if (b->first_failure == SS_OK)
             b->first_failure = it->st;
+        /* a full disk fails every file after this one too: stop here (the
+         * messages carry the system's reason: strerror of the errno) */
+        const char *why = strstr(it->err.msg, strerror(ENOSPC)) ? strerror(ENOSPC)
+                          : strstr(it->err.msg, strerror(EDQUOT)) ? strerror(EDQUOT) : NULL;
+        if (why && (it->st == SS_E_IO || it->st == SS_E_CANTCREAT) && !b->stop_when[0]) {
+            snprintf(b->stop_when, sizeof b->stop_when, "not attempted: the output's disk is full (%s, "
+                     "writing the stems of %.120s)", why, it->in->path);
+            fprintf(stderr, "%s: %s: stopping; the files left are not attempted\n", bp->prog, why);
+        }
     } else if (it->state == IT_SKIPPED) {
         ss_report_set_error(it->rep, SS_FILE_SKIPPED, it->err.msg);
         if (!bp->quiet)
@@ -611,6 +851,15 @@ static void finish_item(batch *b, item *it)
     fflush(stderr);
     pthread_mutex_unlock(&b->print_mu);
     it->state = IT_DONE;
+}
+
+/* An earlier file found the disk full: start no more. */
+static int stopped(batch *b)
+{
+    pthread_mutex_lock(&b->print_mu);
+    int r = b->stop_when[0] != '\0';
+    pthread_mutex_unlock(&b->print_mu);
+    return r;
 }
 
 static void *producer_main(void *arg)
@@ -708,7 +957,7 @@ ss_status ss_batch_run(ss_model *m, ss_backend *be, const ss_batch_params *bp, c
                 break;
             k = next++;
         }
-        if (*bp->cancel)              /* not started: reported as such below */
+        if (*bp->cancel || stopped(b))          /* not started: reported as such below */
             break;
         item *it = &items[k];
         if (it->state == IT_NEW)
@@ -734,7 +983,7 @@ ss_status ss_batch_run(ss_model *m, ss_backend *be, const ss_batch_params *bp, c
         } else {
             finish_item(b, it);
         }
-        if (*bp->cancel)
+        if (*bp->cancel || stopped(b))
             break;
     }
     if (have_producer) {
@@ -751,7 +1000,8 @@ ss_status ss_batch_run(ss_model *m, ss_backend *be, const ss_batch_params *bp, c
             continue;
         ss_sep_job_free(items[k].job);
         items[k].job = NULL;
-        ss_report_set_error(items[k].rep, SS_FILE_SKIPPED, "not started: the run was interrupted");
+        ss_report_set_error(items[k].rep, SS_FILE_SKIPPED,
+                            b->stop_when[0] && !*bp->cancel ? b->stop_when : "not started: the run was interrupted");
     }
     *first_failure = b->first_failure;
     q_destroy(&b->q1);

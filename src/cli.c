@@ -28,7 +28,7 @@
 /* ---- options, with every default in one place ------------------------------------- */
 
 typedef struct options {
-    const char *model;          /* -m: path or NAME (env STEMSPLIT_MODEL)           */
+    const char *model;          /* -m: path or NAME (env STEMSPLIT_MODEL; else htdemucs when installed) */
     const char *out_dir;        /* -o                                                */
     const char *filename;       /* --filename template                               */
     const char *device;         /* -d (env STEMSPLIT_DEVICE)                         */
@@ -55,7 +55,7 @@ typedef struct options {
 } options;
 
 static const options defaults = {
-    .model = NULL, .out_dir = "separated", .filename = "{dir}/{track}/{stem}.{ext}", .device = "auto",
+    .model = NULL, .out_dir = "separated", .filename = "{model}/{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
     .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .recursive = 0, .files_from = NULL,
@@ -71,11 +71,13 @@ static void usage(FILE *f)
         "Usage: %s [OPTIONS] FILE|DIR...\n"
         "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
         "FILE may be - for standard input; DIR gives the audio files in it.  Stems go to\n"
-        "OUT/{track}/{stem}.{ext} by default ({dir}/ first for files found in a DIR).\n"
+        "OUT/{model}/{track}/{stem}.{ext} by default ({dir}/ before {track} for files found\n"
+        "in a DIR), as demucs's separated/MODEL/TRACK/STEM.wav.\n"
         "\n"
         "Model and device:\n"
         "  -m, --model PATH|NAME    model file, or NAME.safetensors looked up in $STEMSPLIT_MODEL_PATH,\n"
-        "                           ~/.local/share/stemsplit/models and %s/models (env STEMSPLIT_MODEL)\n"
+        "                           ~/.local/share/stemsplit/models and %s/models (env STEMSPLIT_MODEL;\n"
+        "                           default htdemucs when installed: scripts/download-model.sh htdemucs)\n"
         "  -d, --device DEV         auto, cpu, cuda, cuda:N or mps (env STEMSPLIT_DEVICE; default %s)\n"
         "      --precision P        GPU matrix products: auto, fp32, tf32, bf16, fp16 or mixed (default %s:\n"
         "                           mixed on CUDA, fp32 elsewhere; the CPU always computes in fp32)\n"
@@ -85,7 +87,7 @@ static void usage(FILE *f)
         "Output:\n"
         "  -o, --out OUT            output directory (default %s)\n"
         "      --filename TEMPLATE  output path under OUT (default %s);\n"
-        "                           fields {track} {stem} {ext} {model} {dir}\n"
+        "                           fields {track} {inext} {stem} {ext} {model} {dir}\n"
         "      --stems A,B          write only these stems\n"
         "      --two-stems STEM     write STEM and no_STEM (the sum of the other stems)\n"
         "      --format F           wav or flac (default %s)\n"
@@ -102,7 +104,7 @@ static void usage(FILE *f)
         "\n"
         "Separation:\n"
         "      --segment SEC        chunk length in seconds (default: the model's)\n"
-        "      --overlap F          overlap between chunks, 0 <= F < 1 (default %.2f)\n"
+        "      --overlap F          overlap between chunks, 0 <= F <= 0.99 (default %.2f)\n"
         "      --shifts N           average N passes with random time shifts (default %d)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
         "      --batch N            chunks per forward call (default %d)\n"
@@ -389,16 +391,18 @@ static int mkdir_p(const char *path)
 }
 
 /* The input list: arguments, then --files-from, expanded (folders, -r). */
-static int collect_inputs(const options *o, int argc, char **argv, ss_batch_list *l)
+static int collect_inputs(const options *o, const char *model_name, int argc, char **argv, ss_batch_list *l)
 {
     ss_error err = {0};
     ss_batch_scan sc = {.recursive = o->recursive};
-    struct stat sb;
-    if (stat(o->out_dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {      /* never read our own output */
-        sc.have_skip = 1;
-        sc.skip_dev = sb.st_dev;
-        sc.skip_ino = sb.st_ino;
-    }
+    /* never read our own output: the output folder as a sub-folder of an input
+     * folder, and the fixed first part of the template in it (OUT/MODEL with
+     * the default), wherever the output folder is */
+    ss_batch_scan_skip(&sc, o->out_dir);
+    char fixed[PATH_MAX], sub[PATH_MAX];
+    if (ss_template_fixed_prefix(o->filename, model_name, fixed, sizeof fixed) > 0 &&
+        (size_t)snprintf(sub, sizeof sub, "%s/%s", o->out_dir, fixed) < sizeof sub)
+        ss_batch_scan_skip(&sc, sub);
     int stdin_inputs = 0;
     for (int i = optind; i < argc; i++) {
         stdin_inputs += strcmp(argv[i], "-") == 0;
@@ -421,9 +425,15 @@ static int collect_inputs(const options *o, int argc, char **argv, ss_batch_list
     }
     if (stdin_inputs > 1)
         return usage_error("%s", "- (standard input) is given more than once");
-    if (l->n == 0) {
-        fprintf(stderr, "%s: no audio files found in the inputs given (%zu folder%s searched%s)\n", prog, l->dirs,
-                l->dirs == 1 ? "" : "s", o->recursive || l->dirs == 0 ? "" : "; -r descends into sub-folders");
+    size_t usable = 0;
+    for (size_t i = 0; i < l->n; i++)
+        usable += !l->v[i].skip;
+    if (usable == 0) {
+        for (size_t i = 0; i < l->n; i++)
+            fprintf(stderr, "%s: %s: skipped (%s)\n", prog, l->v[i].path, l->v[i].error);
+        fprintf(stderr, "%s: no audio files found in the inputs given (%zu folder%s searched%s%s)\n", prog, l->dirs,
+                l->dirs == 1 ? "" : "s", o->recursive || l->dirs == 0 ? "" : "; -r descends into sub-folders",
+                l->n ? "; the files above are in formats no reader here opens" : "");
         return 66;
     }
     return -1;
@@ -494,15 +504,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return 64;
     }
-    if (!o.model)
-        return usage_error("no model given%s", ": use -m MODEL (e.g. -m bandsplit4) or set STEMSPLIT_MODEL");
-
-    /* inputs */
-    ss_batch_list inputs = {0};
-    if ((rc = collect_inputs(&o, argc, argv, &inputs)) >= 0) {
-        ss_batch_list_free(&inputs);
-        return rc;
+    char model_path[PATH_MAX];
+    if (!o.model) {      /* as demucs: htdemucs, when it is installed */
+        if (ss_model_resolve("htdemucs", model_path, sizeof model_path, &err) != SS_OK)
+            return usage_error("no model given, and the default model htdemucs is not installed: install it with "
+                               "%s (offline: STEMSPLIT_DOWNLOAD_BASE=file:///folder/with/the/th/files/; or convert a "
+                               "checkpoint with scripts/convert-demucs.py), or give -m MODEL (e.g. -m bandsplit4) "
+                               "or set STEMSPLIT_MODEL", "scripts/download-model.sh htdemucs");
+        ss_error_clear(&err);
+        o.model = "htdemucs";
     }
+
+    /* the report's file first: one that cannot be written is known before any work */
+    ss_report_out *rep_out = NULL;
+    if (o.report_json && ss_report_out_open(o.report_json, &rep_out, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return ss_exit_code(err.code);
+    }
+
+    ss_batch_list inputs = {0};
 
     /* device */
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
@@ -512,8 +532,8 @@ int main(int argc, char **argv)
     char note[512];
     if (ss_backend_open(o.device, &bp, &be, note, sizeof note, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
-        ss_batch_list_free(&inputs);
-        return ss_exit_code(err.code);
+        rc = ss_exit_code(err.code);
+        goto out;
     }
     const ss_device_info *dev = ss_backend_device(be);
     if (o.verbose) {
@@ -526,7 +546,6 @@ int main(int argc, char **argv)
     }
 
     /* model: loaded once for every file */
-    char model_path[PATH_MAX];
     if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
         ss_model_load(model_path, be, &model, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
@@ -571,6 +590,20 @@ int main(int argc, char **argv)
                 prog, info->name, info->architecture, model_path, (unsigned long long)info->parameters,
                 info->samplerate, info->channels, (double)info->segment_num / info->segment_den, known);
         fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
+    }
+
+    /* inputs (after the model: its name is part of the output folders never searched) */
+    if ((rc = collect_inputs(&o, info->name, argc, argv, &inputs)) >= 0)
+        goto out;
+    rc = 0;
+    if (o.report_json && strcmp(o.report_json, "-") != 0) {
+        const ss_batch_input *in = ss_batch_find_input(&inputs, o.report_json);
+        if (in) {
+            fprintf(stderr, "%s: --report-json %s would be written over the input %s; nothing was separated\n",
+                    prog, o.report_json, in->path);
+            rc = 64;
+            goto out;
+        }
     }
 
     /* the whole list, before sharding, so that every shard refuses the same clashes */
@@ -641,12 +674,17 @@ int main(int argc, char **argv)
     double wall = ss_seconds() - t0;
     if (!o.quiet)
         ss_report_print_total(rep, wall, stderr);
-    if (o.report_json && ss_report_write_json(rep, o.report_json, wall, &err) != SS_OK) {
-        fprintf(stderr, "%s: %s\n", prog, err.msg);
-        if (rc == 0)
-            rc = ss_exit_code(err.code);
+    if (rep_out) {
+        ss_status ws = ss_report_out_write(rep_out, rep, wall, &err);
+        rep_out = NULL;
+        if (ws != SS_OK) {
+            fprintf(stderr, "%s: %s\n", prog, err.msg);
+            if (rc == 0)
+                rc = ss_exit_code(err.code);
+        }
     }
 out:
+    ss_report_out_abort(rep_out);
     ss_report_free(rep);
     ss_batch_list_free(&inputs);
     ss_model_free(model);

@@ -642,6 +642,26 @@ static void print_timeline(run *r, double t0, double launched, double done)
             hi * 1e3, r->tl[r->n_tl - 1] - t0, done - t0);
 }
 
+/* The host memory the engine's buffers take for these options (as allocated
+ * below: every pass's accumulator and weights over the output window, the
+ * input window, the double output buffer and the model's double-buffered
+ * batch inputs and outputs), and the failure that names it and what to lower.
+ * Running out here is a limit the options chose, not a bug: SS_E_DEVICE (69). */
+static ss_status engine_nomem(const run *r, const ss_engine_params *p, const ss_model_info *info, ss_error *err)
+{
+    int64_t valid = ss_model_valid_length(r->m, r->seg);
+    int64_t spread = p->shifts > 0 ? (int64_t)(0.5 * info->samplerate) : 0;
+    double win = (double)p->batch * (double)r->stride + (double)r->seg + (double)spread + 2.0 * (double)valid + 16;
+    double rows = (double)r->S * r->C, passes = p->shifts > 0 ? p->shifts : 1;
+    double bytes = 4.0 * (passes * (rows + 1) * win + r->C * (win + valid) + 2 * rows * win +
+                          2.0 * p->batch * (r->C + rows) * (double)valid);
+    return ss_fail(err, SS_E_DEVICE, "out of memory setting up the chunked engine: its buffers need about %.1f GiB "
+                   "(%.1f s segments, --batch %d, %g pass%s, %d sources x %d channels); lower --batch%s%s",
+                   bytes / 1073741824.0, (double)r->seg / info->samplerate, p->batch, passes,
+                   passes == 1 ? "" : "es", r->S, r->C, p->segment > 0 ? " or --segment" : "",
+                   p->shifts > 1 ? " or --shifts" : "");
+}
+
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
                         ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
                         ss_error *err)
@@ -746,7 +766,7 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     job pending;
     int have_pending = next_job(&r, &pending), overlap = ss_downloads_overlap(be);
     if (!jobs_a || !jobs_b)
-        s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
+        s = engine_nomem(&r, p, info, err);
     else
         take_batch(&r, &cur, &pending, &have_pending);
     if (r.prof && !(r.tl = malloc(sizeof *r.tl * (size_t)(total + 1))))
@@ -818,7 +838,7 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     }
     goto done;
 nomem:
-    s = ss_fail(err, SS_E_NOMEM, "out of memory setting up the chunked engine");
+    s = engine_nomem(&r, p, info, err);
 done:
     run_free(&r);
     return s;

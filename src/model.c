@@ -78,9 +78,17 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
 {
     if (!name || !*name)
         return ss_fail(err, SS_E_USAGE, "no model given: use -m MODEL or set STEMSPLIT_MODEL");
-    if (strchr(name, '/') || is_file(name)) {
-        if (!is_file(name))
-            return ss_fail(err, SS_E_NOINPUT, "%s: model file not found", name);
+    struct stat sb;
+    int exists = stat(name, &sb) == 0, saved = errno;
+    const char *kind = !exists || S_ISREG(sb.st_mode) ? NULL : S_ISDIR(sb.st_mode) ? "folder"
+                       : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device"
+                       : S_ISFIFO(sb.st_mode) ? "pipe (FIFO)" : "special file";
+    if (kind && strchr(name, '/'))
+        return ss_fail(err, SS_E_NOINPUT, "%s: is a %s, not a model file (give a .safetensors file%s)", name, kind,
+                       S_ISDIR(sb.st_mode) ? " in it, or -m NAME with STEMSPLIT_MODEL_PATH set to the folder" : "");
+    if (strchr(name, '/') || (exists && !kind)) {
+        if (!exists)
+            return ss_fail(err, SS_E_NOINPUT, "%s: model file not found: %s", name, strerror(saved));
         if ((size_t)snprintf(out, out_size, "%s", name) >= out_size)
             return ss_fail(err, SS_E_USAGE, "%s: path too long", name);
         return SS_OK;
@@ -127,8 +135,14 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
                 return SS_OK;
         }
     }
-    return ss_fail(err, SS_E_NOINPUT, "model '%s' not found: no file of that name, and no %s.safetensors in %s",
-                   name, name, tried);
+    if (kind)
+        return ss_fail(err, SS_E_NOINPUT, "model '%s' not found: %s is a %s, not a model file, and there is no "
+                       "%s.safetensors in %s", name, name, kind, name, tried);
+    return ss_fail(err, SS_E_NOINPUT, "model '%s' not found: no file of that name, and no %s.safetensors in %s. "
+                   "To install a released demucs model (names in scripts/models.txt): scripts/download-model.sh %s "
+                   "(offline: put its .th files in a folder and set STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/); "
+                   "or convert a checkpoint you have: scripts/convert-demucs.py -o %s.safetensors CHECKPOINT.th "
+                   "and give -m with that file", name, name, tried, name, name);
 }
 
 /* ---- metadata --------------------------------------------------------------------- */

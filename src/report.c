@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct ss_report {
@@ -258,42 +259,96 @@ static cJSON *build_json(const ss_report *r, double wall)
     return root;
 }
 
-ss_status ss_report_write_json(const ss_report *r, const char *path, double wall, ss_error *err)
+struct ss_report_out {
+    char *path;            /* final path; NULL for standard output     */
+    char *tmp;             /* temporary file beside it                 */
+    int fd;
+};
+
+ss_status ss_report_out_open(const char *path, ss_report_out **out, ss_error *err)
 {
+    *out = NULL;
+    ss_report_out *o = calloc(1, sizeof *o);
+    if (!o)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
+    o->fd = -1;
+    if (strcmp(path, "-") == 0) {
+        *out = o;
+        return SS_OK;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        free(o);
+        return ss_fail(err, SS_E_CANTCREAT, "--report-json %s: is a %s, not a file; nothing was separated", path,
+                       S_ISDIR(st.st_mode) ? "folder" : "special file");
+    }
+    size_t len = strlen(path) + sizeof ".tmp-XXXXXX";
+    o->path = strdup(path);
+    o->tmp = malloc(len);
+    if (!o->path || !o->tmp) {
+        ss_report_out_abort(o);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(o->tmp, len, "%s.tmp-XXXXXX", path);
+    if ((o->fd = mkstemp(o->tmp)) < 0) {
+        ss_status s = ss_fail(err, SS_E_CANTCREAT, "--report-json %s: cannot create the report: %s; nothing was "
+                              "separated", path, strerror(errno));
+        free(o->tmp);
+        o->tmp = NULL;
+        ss_report_out_abort(o);
+        return s;
+    }
+    *out = o;
+    return SS_OK;
+}
+
+void ss_report_out_abort(ss_report_out *o)
+{
+    if (!o)
+        return;
+    if (o->fd >= 0) {
+        unlink(o->tmp);
+        close(o->fd);
+    }
+    free(o->path);
+    free(o->tmp);
+    free(o);
+}
+
+ss_status ss_report_out_write(ss_report_out *o, const ss_report *r, double wall, ss_error *err)
+{
+    const char *path = o->path ? o->path : "-";
     cJSON *doc = build_json(r, wall);
     char *text = doc ? cJSON_Print(doc) : NULL;
     cJSON_Delete(doc);
-    if (!text)
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory building the report", path);
     ss_status s = SS_OK;
-    FILE *f = NULL;
-    char tmp[4096];
-    int fd = -1;
-    if (strcmp(path, "-") == 0) {
+    if (!text) {
+        s = ss_fail(err, SS_E_NOMEM, "%s: out of memory building the report", path);
+    } else if (!o->path) {
         if (fputs(text, stdout) < 0 || fputc('\n', stdout) < 0 || fflush(stdout) != 0)
             s = ss_fail(err, SS_E_IO, "standard output: cannot write the report: %s", strerror(errno));
-        free(text);
-        return s;
-    }
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp) {
-        free(text);
-        return ss_fail(err, SS_E_CANTCREAT, "%s: path too long", path);
-    }
-    if ((fd = mkstemp(tmp)) < 0 || !(f = fdopen(fd, "w"))) {
-        s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create the report: %s", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
+    } else {
+        FILE *f = fdopen(o->fd, "w");
+        if (!f) {
+            s = ss_fail(err, SS_E_IO, "%s: cannot write the report: %s", path, strerror(errno));
+        } else {
+            o->fd = -1;                  /* fclose closes it */
+            int bad = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
+            bad |= fclose(f) != 0;
+            if (bad || rename(o->tmp, path) != 0) {
+                s = ss_fail(err, SS_E_IO, "%s: cannot write the report: %s", path, strerror(errno));
+                unlink(o->tmp);
+            }
         }
-        free(text);
-        return s;
-    }
-    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        s = ss_fail(err, SS_E_IO, "%s: cannot write the report: %s", path, strerror(errno));
-        unlink(tmp);
     }
     free(text);
+    ss_report_out_abort(o);
     return s;
+}
+
+ss_status ss_report_write_json(const ss_report *r, const char *path, double wall, ss_error *err)
+{
+    ss_report_out *o;
+    ss_status s = ss_report_out_open(path, &o, err);
+    return s == SS_OK ? ss_report_out_write(o, r, wall, err) : s;
 }

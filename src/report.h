@@ -43,6 +43,17 @@ int ss_report_count(const ss_report *r, ss_file_status st);
 /* "song.flac: 212.4 s of audio in 9.1 s, 23.4x realtime (cpu, htdemucs)" */
 void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out);
 void ss_report_print_total(const ss_report *r, double wall_seconds, FILE *out);
+/* The JSON document's destination, opened before the work: its temporary
+ * file is created at once ("-": standard output), so that a report that
+ * cannot be written is known before anything is separated (SS_E_CANTCREAT:
+ * missing or unwritable folder, a folder as FILE).  ss_report_out_write
+ * writes the document and renames it into place; both it and
+ * ss_report_out_abort (removes the temporary file; NULL allowed) free o. */
+typedef struct ss_report_out ss_report_out;
+ss_status ss_report_out_open(const char *path, ss_report_out **out, ss_error *err);
+ss_status ss_report_out_write(ss_report_out *o, const ss_report *r, double wall_seconds, ss_error *err);
+void ss_report_out_abort(ss_report_out *o);
+
 /* Write the JSON document (temporary file + rename). */
 ss_status ss_report_write_json(const ss_report *r, const char *path, double wall_seconds, ss_error *err);
 

@@ -52,9 +52,11 @@ typedef struct output {
     int64_t mix_cap, res_cap;
 } output;
 
-/* Name of the track: the input's base name without its extension. */
-static void track_name(const char *input, char *out, size_t size)
+/* Name of the track: the input's base name without its extension; *ext: the
+ * extension without the dot ("" when none, and for standard input). */
+static void track_name(const char *input, char *out, size_t size, const char **ext)
 {
+    *ext = "";
     if (strcmp(input, "-") == 0) {
         snprintf(out, size, "stdin");
         return;
@@ -63,6 +65,8 @@ static void track_name(const char *input, char *out, size_t size)
     base = base ? base + 1 : input;
     const char *dot = strrchr(base, '.');
     size_t len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    if (dot && dot != base)
+        *ext = dot + 1;
     snprintf(out, size, "%.*s", (int)(len < size - 1 ? len : size - 1), base);
 }
 
@@ -72,7 +76,8 @@ static ss_status plan_outputs(ss_model *m, const ss_sep_params *p, const char *i
 {
     const ss_model_info *info = ss_model_get_info(m);
     char track[NAME_MAX + 1], rel[PATH_MAX];
-    track_name(input, track, sizeof track);
+    const char *inext;
+    track_name(input, track, sizeof track, &inext);
     int n = 0;
     uint32_t all = info->n_sources >= 32 ? 0xffffffffu : (1u << info->n_sources) - 1;
     if (p->two_stems >= 0) {
@@ -88,7 +93,8 @@ static ss_status plan_outputs(ss_model *m, const ss_sep_params *p, const char *i
             }
     }
     for (int i = 0; i < n; i++) {
-        ss_template_fields f = {track, outs[i].name, ss_file_format_ext(p->format), info->name, reldir ? reldir : ""};
+        ss_template_fields f = {track, outs[i].name, ss_file_format_ext(p->format), info->name, reldir ? reldir : "",
+                                inext};
         ss_status s = ss_template_expand(p->filename, &f, rel, sizeof rel, err);
         if (s != SS_OK)
             return s;
@@ -118,8 +124,40 @@ ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *i
     return s;
 }
 
-/* mkdir -p the directory part of path. */
-static ss_status make_parents(const char *path, ss_error *err)
+/* Folders a job created (to remove again, when empty, after a failure). */
+typedef struct dir_list {
+    char **v;
+    int n, cap;
+} dir_list;
+
+static void dirs_add(dir_list *d, const char *path)
+{
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 8;
+        char **v = realloc(d->v, sizeof *v * (size_t)cap);
+        if (!v)
+            return;                 /* best effort: the folder is then kept */
+        d->v = v;
+        d->cap = cap;
+    }
+    if ((d->v[d->n] = strdup(path)))
+        d->n++;
+}
+
+/* rmdir the folders created, deepest first: only the empty ones go (a
+ * failed or interrupted track leaves no empty folder behind). */
+static void dirs_remove_empty(dir_list *d)
+{
+    for (int i = d->n - 1; i >= 0; i--) {
+        (void)rmdir(d->v[i]);
+        free(d->v[i]);
+    }
+    free(d->v);
+    memset(d, 0, sizeof *d);
+}
+
+/* mkdir -p the directory part of path; the folders created go to `made`. */
+static ss_status make_parents(const char *path, dir_list *made, ss_error *err)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", path);
@@ -131,7 +169,9 @@ static ss_status make_parents(const char *path, ss_error *err)
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';
-            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+            if (mkdir(dir, 0777) == 0)
+                dirs_add(made, dir);
+            else if (errno != EEXIST)
                 return ss_fail(err, SS_E_CANTCREAT, "%s: cannot create directory: %s", dir, strerror(errno));
             struct stat sb;
             if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -142,6 +182,20 @@ static ss_status make_parents(const char *path, ss_error *err)
         }
     }
     return SS_OK;
+}
+
+/* Does the folder of path exist?  (Another job or run may remove an empty
+ * folder it created between our mkdir and our create: then try again.) */
+static int parent_exists(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return 1;
+    *slash = '\0';
+    struct stat sb;
+    return stat(dir, &sb) == 0;
 }
 
 /* The outcome of one output's job; the first member of every per-output job. */
@@ -807,6 +861,7 @@ struct ss_sep_job {
     double infer_wall;        /* stage 2 as a whole                              */
     double commit_s;          /* stage 3                                         */
     int inferred;             /* stage 2 done: stage 3 may run                   */
+    dir_list made;            /* folders created for the outputs                 */
 };
 
 void ss_sep_job_free(ss_sep_job *j)
@@ -828,6 +883,7 @@ void ss_sep_job_free(ss_sep_job *j)
     free(j->d.mapped);
     free(j->d.fifo);
     free(j->outs);
+    dirs_remove_empty(&j->made);
     free(j);
 }
 
@@ -915,14 +971,20 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     /* outputs: temporary files beside their final paths */
     for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
         output *o = &j->outs[k];
-        if ((s = make_parents(o->path, err)) != SS_OK)
-            break;
         if ((s = ss_resampler_new(j->e.C, info->samplerate, j->ai.samplerate, j->model_len, &o->rs, err)) != SS_OK)
             break;
-        if (p->clip == SS_CLIP_RESCALE && (o->stage_fd = stage_file(o->path, err)) < 0)
-            s = err->code;
-        else
-            s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w, err);
+        for (int tries = 0;; tries++) {
+            if ((s = make_parents(o->path, &j->made, err)) == SS_OK) {
+                if (p->clip == SS_CLIP_RESCALE && o->stage_fd < 0 && (o->stage_fd = stage_file(o->path, err)) < 0)
+                    s = err->code;
+                else
+                    s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w,
+                                        err);
+            }
+            if (s == SS_OK || tries == 3 || parent_exists(o->path))
+                break;
+            ss_error_clear(err);          /* its folder was removed under us (see parent_exists) */
+        }
     }
     /* rescale mode: a running scale where every writer can write at offsets and
      * the network runs beside the host (a GPU), whose cores are then free for

@@ -5,11 +5,12 @@
 
 static const char *field_value(const ss_template_fields *f, const char *name, size_t len)
 {
-    static const ss_template_fields empty = {"track", "stem", "wav", "model", ""};
+    static const ss_template_fields empty = {"track", "stem", "wav", "model", "", "wav"};
     if (!f)
         f = &empty;
     struct { const char *name; const char *value; } tab[] = {
         {"track", f->track}, {"stem", f->stem}, {"ext", f->ext}, {"model", f->model}, {"dir", f->dir},
+        {"inext", f->inext},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (strlen(tab[i].name) == len && memcmp(tab[i].name, name, len) == 0)
@@ -55,7 +56,7 @@ ss_status ss_template_expand(const char *tmpl, const ss_template_fields *f, char
             piece = field_value(f, p + 1, (size_t)(close - p - 1));
             if (!piece)
                 return ss_fail(err, SS_E_USAGE, "--filename '%.200s': unknown field {%.*s} "
-                               "(known: {track} {stem} {ext} {model} {dir})", tmpl,
+                               "(known: {track} {inext} {stem} {ext} {model} {dir})", tmpl,
                                (int)(close - p - 1 < 40 ? close - p - 1 : 40), p + 1);
             plen = strlen(piece);
             p = close + 1;
@@ -89,4 +90,49 @@ ss_status ss_template_check(const char *tmpl, ss_error *err)
 {
     char buf[4096];
     return ss_template_expand(tmpl, NULL, buf, sizeof buf, err);
+}
+
+int ss_template_uses(const char *tmpl, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = tmpl; *p; p++) {
+        if (p[0] == '{' && p[1] == '{') {
+            p++;
+        } else if (p[0] == '{') {
+            const char *close = strchr(p, '}');
+            if (!close)
+                return 0;
+            if ((size_t)(close - p - 1) == len && memcmp(p + 1, name, len) == 0)
+                return 1;
+            p = close;
+        }
+    }
+    return 0;
+}
+
+size_t ss_template_fixed_prefix(const char *tmpl, const char *model, char *out, size_t size)
+{
+    size_t end = 0;                     /* tmpl[0, end) is the fixed part */
+    for (const char *p = tmpl; *p; p++) {
+        if (p[0] == '{' && p[1] == '{') {
+            p++;
+        } else if (p[0] == '{') {
+            const char *close = strchr(p, '}');
+            if (!close || close - p - 1 != 5 || memcmp(p + 1, "model", 5) != 0)
+                break;
+            p = close;
+        } else if (*p == '/') {
+            end = (size_t)(p - tmpl);
+        }
+    }
+    char part[4096];
+    if (end == 0 || end >= sizeof part || !model)
+        return 0;
+    memcpy(part, tmpl, end);
+    part[end] = '\0';
+    ss_template_fields f = {"", "", "", model, "", ""};
+    ss_error e = {0};
+    if (ss_template_expand(part, &f, out, size, &e) != SS_OK)
+        return 0;
+    return strlen(out);
 }

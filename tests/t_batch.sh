@@ -56,7 +56,7 @@ if [ "$rc" -eq 65 ]; then pass tree_exit_65; else fail tree_exit_65 "exit $rc: $
 n=$(find "$T/out" -name high.wav | wc -l)
 if [ "$n" -eq 47 ]; then pass tree_47_tracks; else fail tree_47_tracks "$n tracks written, want 47"; fi
 (cd "$T/lib" && find . -name '*.wav' ! -name 'song 07.wav' ! -name 'song 23.wav' ! -name 'song 41.wav') | sort |
-    while IFS= read -r f; do f=${f#./}; printf '%s\t%s\n' "$T/lib/$f" "$T/out/${f%.wav}"; done > "$T/tree.list"
+    while IFS= read -r f; do f=${f#./}; printf '%s\t%s\n' "$T/lib/$f" "$T/out/bandsplit4/${f%.wav}"; done > "$T/tree.list"
 check tree_outputs_mirror_tree_and_are_complete check_complete "$T/tree.list"
 check tree_no_temporaries no_temporaries "$T/out"
 missing=""
@@ -119,15 +119,15 @@ expect_exit collision_by_shard_too_is_64 64 $SS -o "$T/oc" --shard 2/2 "$T/c1" "
 
 # ---- 4. --files-from - ---------------------------------------------------------------------------
 printf '%s\n' "$T/c1/x.wav" "" "$T/lib/rock/song 08.wav" | $SS -q -o "$T/ff" --files-from - >"$T/ff.out" 2>&1; rc=$?
-if [ "$rc" -eq 0 ] && [ -f "$T/ff/x/high.wav" ] && [ -f "$T/ff/song 08/high.wav" ]; then pass files_from_stdin
+if [ "$rc" -eq 0 ] && [ -f "$T/ff/bandsplit4/x/high.wav" ] && [ -f "$T/ff/bandsplit4/song 08/high.wav" ]; then pass files_from_stdin
 else fail files_from_stdin "exit $rc: $(tail -n 2 "$T/ff.out")"; fi
 expect_exit files_from_and_stdin_input_is_64 64 $SS -o "$T/ff" --files-from - - </dev/null
 
 # ---- 5. --no-clobber: an existing stem fails its track, the others go on --------------------------
-mkdir -p "$T/nc/x" && echo keep > "$T/nc/x/low.wav"
+mkdir -p "$T/nc/bandsplit4/x" && echo keep > "$T/nc/bandsplit4/x/low.wav"
 expect_exit no_clobber_is_73 73 $SS -q -o "$T/nc" --no-clobber "$T/c1/x.wav" "$T/lib/rock/song 08.wav"
-check no_clobber_keeps_file grep -q keep "$T/nc/x/low.wav"
-check no_clobber_other_track_written test -f "$T/nc/song 08/high.wav"
+check no_clobber_keeps_file grep -q keep "$T/nc/bandsplit4/x/low.wav"
+check no_clobber_other_track_written test -f "$T/nc/bandsplit4/song 08/high.wav"
 
 # ---- 6. resume after a kill in the middle ------------------------------------------------------
 # reference: the same batch, uninterrupted, with the stages run one after the other
@@ -157,11 +157,14 @@ for sig in TERM INT KILL; do
         check "killed_${sig}_summary_printed" grep -q "^total: " "$T/r$sig.out"
         check "killed_${sig}_report_written" python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if len(r["files"])==12 else 1)' "$T/r$sig.json"
         # finished tracks are whole: every track folder has all four stems or is empty
-        partial=$(for d in "$out"/*/; do [ -d "$d" ] && n=$(ls "$d" | wc -l) && [ "$n" -ne 0 ] && [ "$n" -ne 4 ] && echo "$d"; done)
+        partial=$(for d in "$out"/bandsplit4/*/; do [ -d "$d" ] && n=$(ls "$d" | wc -l) && [ "$n" -ne 0 ] && [ "$n" -ne 4 ] && echo "$d"; done)
         if [ -z "$partial" ]; then pass "killed_${sig}_tracks_whole"; else fail "killed_${sig}_tracks_whole" "partial: $partial"; fi
+        # and the track that was abandoned leaves no empty folder behind
+        empty=$(find "$out" -mindepth 1 -type d -empty)
+        if [ -z "$empty" ]; then pass "killed_${sig}_no_empty_folders"; else fail "killed_${sig}_no_empty_folders" "$empty"; fi
     else
         # a track killed between renames: only some stems (the rest must be redone, not skipped)
-        d=$(ls -d "$out"/*/ | head -n 1); rm -f "$d/high.wav"; done_before=$((done_before - 1))
+        d=$(ls -d "$out"/bandsplit4/*/ | head -n 1); rm -f "$d/high.wav"; done_before=$((done_before - 1))
         : > "$d/.lowmid.wav.tmp-AbC123"
     fi
     $SS --clip clamp -o "$out" --skip-existing --report-json "$T/r$sig.2.json" "$T/rs" >"$T/r$sig.2.out" 2>&1; rc=$?

@@ -63,7 +63,7 @@ expect_exit unwritable_output_dir_is_73 73 "$STEMSPLIT" -q -m "$M" -o "$T/plainf
 
 # A good file and a bad one: the good one is written, the exit status reports the failure.
 expect_exit mixed_batch_reports_failure 65 "$STEMSPLIT" -q -m "$M" -o "$T/o6" "$T/text.wav" "$T/ok.wav"
-check mixed_batch_writes_good_file test -f "$T/o6/ok/low.wav"
+check mixed_batch_writes_good_file test -f "$T/o6/bandsplit4/ok/low.wav"
 check mixed_batch_no_temporaries sh -c "[ -z \"\$(find '$T/o6' -name '.*')\" ]"
 
 # A model found by NAME through STEMSPLIT_MODEL_PATH and STEMSPLIT_MODEL
@@ -74,6 +74,7 @@ expect_exit model_by_name_from_env_path 0 env STEMSPLIT_MODEL_PATH="$T/nowhere:$
 # A file-size limit while writing: I/O error (74), nothing left behind.
 expect_exit file_size_limit_is_74 74 sh -c "ulimit -f 64; exec '$STEMSPLIT' -q -m '$M' --clip none -o '$T/o8' '$T/ok.wav'"
 check file_size_limit_leaves_nothing empty_dir "$T/o8"
+check file_size_limit_leaves_no_folder sh -c "[ -z \"\$(find '$T/o8' -mindepth 1 -type d)\" ]"
 
 # --help, the man page and the README name the same options.
 "$STEMSPLIT" --help > "$T/help" 2>&1

@@ -22,13 +22,17 @@ unset STEMSPLIT_MODELS_TABLE
 expect_exit unknown_name 64 sh "$DL" no_such_model
 check unknown_name_lists_known grep -q "htdemucs_ft" "$T/out.unknown_name"
 expect_exit no_args 64 sh "$DL"
+expect_exit help_is_0 0 sh "$DL" --help
+check help_says_usage_and_offline sh -c "grep -q '^Usage: download-model.sh NAME' '$T/out.help_is_0' && grep -q STEMSPLIT_DOWNLOAD_BASE '$T/out.help_is_0'"
 cp "$FIX/t1_base/model.th" "$srv/955717e8-8726e21a.th"       # right name, wrong bytes
 expect_exit checksum_mismatch 65 sh "$DL" htdemucs
 check checksum_message grep -q "checksum mismatch for 955717e8-8726e21a.th" "$T/out.checksum_mismatch"
 check mismatch_installs_nothing test ! -e "$models/htdemucs.safetensors"
 check mismatch_leaves_no_part sh -c "! ls -A '$models' 2>/dev/null | grep -q ."
+check mismatch_leaves_no_empty_folder test ! -e "$XDG_DATA_HOME"
 expect_exit download_failed 69 sh "$DL" htdemucs_6s          # file absent on the server
 check failed_installs_nothing test ! -e "$models/htdemucs_6s.safetensors"
+check failed_leaves_no_empty_folder test ! -e "$XDG_DATA_HOME"
 
 # A table whose checksums match the fixtures: success, bag, already installed.
 s1=$(sha "$FIX/t1_base/model.th" | cut -c1-8)

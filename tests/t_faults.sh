@@ -48,11 +48,11 @@ check zero_length_leaves_nothing nothing_left "$T/o_zero"
 wav "$T/one.wav" 1
 expect_exit one_sample_is_ok 0 "$STEMSPLIT" -q -m "$M" -o "$T/o_one" "$T/one.wav"
 for s in low lowmid highmid high; do
-    check "one_sample_${s}_has_one_frame" test "$(frames "$T/o_one/one/$s.wav")" = 1
+    check "one_sample_${s}_has_one_frame" test "$(frames "$T/o_one/bandsplit4/one/$s.wav")" = 1
 done
 wav "$T/one_mono.wav" 1 1 8000
 expect_exit one_sample_mono_resampled_is_ok 0 "$STEMSPLIT" -q -m "$M" -o "$T/o_one_m" "$T/one_mono.wav"
-check one_sample_mono_has_one_frame test "$(frames "$T/o_one_m/one_mono/low.wav")" = 1
+check one_sample_mono_has_one_frame test "$(frames "$T/o_one_m/bandsplit4/one_mono/low.wav")" = 1
 
 # NaN/Inf: refused with 65 naming the file and frame (documented in docs/security.md)
 wav "$T/nan.wav" 44100 2 44100 "20001=nan"
@@ -134,7 +134,7 @@ if [ -f "$T/injected.rmdir" ]; then
     rc=$(cat "$T/rc.rmdir")
     if [ "$rc" -eq 74 ] || [ "$rc" -eq 73 ]; then pass outdir_removed_is_74; else fail outdir_removed_is_74 "exit $rc: $(tail -n 2 "$T/out.rmdir" | tr '\n' ' ')"; fi
     check outdir_removed_leaves_nothing nothing_left "$T/o_rm"
-    check outdir_removed_message_names_stem grep -q "o_rm/long_rmdir/" "$T/out.rmdir"
+    check outdir_removed_message_names_stem grep -q "o_rm/bandsplit4/long_rmdir/" "$T/out.rmdir"
 else
     fail outdir_removed_is_74 "the run ended before its temporary files appeared (exit $(cat "$T/rc.rmdir"))"
 fi
@@ -162,7 +162,7 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$T/small" 2>/dev/nul
     # a file that fits is still written whole after a failure freed its space
     wav "$T/short.wav" 2000
     expect_exit disk_ok_after_full 0 "$STEMSPLIT" -q -m "$M" -o "$T/small/o_ok" "$T/short.wav"
-    check disk_ok_after_full_complete test "$(frames "$T/small/o_ok/short/high.wav")" = 2000
+    check disk_ok_after_full_complete test "$(frames "$T/small/o_ok/bandsplit4/short/high.wav")" = 2000
     umount "$T/small" 2>/dev/null
 else
     skip disk_full_tmpfs "cannot mount a tmpfs here (not root, or no permission)"

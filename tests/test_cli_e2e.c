@@ -29,12 +29,12 @@ static int run(const char *fmt, ...)
 }
 
 /* The stems of the bandsplit test model, and where one of a track's lands:
- * DIR/<sub>/<track>/<stem>.wav. */
+ * DIR/<sub>/bandsplit4/<track>/<stem>.wav (the default --filename). */
 static const char *const bands[4] = {"low", "lowmid", "highmid", "high"};
 
 static void stem_path(char *buf, size_t size, const char *sub, const char *track, int k)
 {
-    snprintf(buf, size, "%s/%s/%s/%s.wav", dir, sub, track, bands[k]);
+    snprintf(buf, size, "%s/%s/bandsplit4/%s/%s.wav", dir, sub, track, bands[k]);
 }
 
 /* Write n frames of a test mixture (sines + noise, peak about `amp`). */
@@ -232,8 +232,8 @@ static void test_mono_input_two_stems_and_stems_subset(void)
     CHECK(write_mix(mix, 44100, 1, 44100 * 2, 0.5, SF_FORMAT_FLAC | SF_FORMAT_PCM_24) == 0, "write");
     int rc = run("%s -q -m %s --two-stems lowmid --sample-format f32 -o %s/two %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
-    snprintf(a, sizeof a, "%s/two/mono/lowmid.wav", dir);
-    snprintf(b, sizeof b, "%s/two/mono/no_lowmid.wav", dir);
+    snprintf(a, sizeof a, "%s/two/bandsplit4/mono/lowmid.wav", dir);
+    snprintf(b, sizeof b, "%s/two/bandsplit4/mono/no_lowmid.wav", dir);
     const char *p[2] = {a, b};
     int ok;
     double e = sum_error(mix, p, 2, 0, &ok);
@@ -241,14 +241,14 @@ static void test_mono_input_two_stems_and_stems_subset(void)
     CHECK(e <= 1e-5, "lowmid + no_lowmid differs from the mono mixture by %g", e);
     rc = run("%s -q -m %s --stems high,low --format flac --sample-format s24 -o %s/sub %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
-    snprintf(a, sizeof a, "%s/sub/mono/high.flac", dir);
-    snprintf(b, sizeof b, "%s/sub/mono/low.flac", dir);
+    snprintf(a, sizeof a, "%s/sub/bandsplit4/mono/high.flac", dir);
+    snprintf(b, sizeof b, "%s/sub/bandsplit4/mono/low.flac", dir);
     CHECK(exists(a) && exists(b), "--stems outputs missing");
-    snprintf(a, sizeof a, "%s/sub/mono/lowmid.flac", dir);
+    snprintf(a, sizeof a, "%s/sub/bandsplit4/mono/lowmid.flac", dir);
     CHECK(!exists(a), "--stems wrote a stem not asked for");
     float *d = NULL;
     SF_INFO info;
-    snprintf(a, sizeof a, "%s/sub/mono/high.flac", dir);
+    snprintf(a, sizeof a, "%s/sub/bandsplit4/mono/high.flac", dir);
     int64_t n = read_all(a, &d, &info);
     free(d);
     CHECK(n == 44100 * 2 && (info.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_FLAC &&
@@ -262,7 +262,7 @@ static void test_stdin_input(void)
     CHECK(write_mix(mix, 44100, 2, 44100, 0.5, SF_FORMAT_WAV | SF_FORMAT_PCM_16) == 0, "write");
     int rc = run("cat %s | %s -q -m %s -o %s/stdin -", mix, bin, model, dir);
     CHECK(rc == 0, "exit %d", rc);
-    snprintf(a, sizeof a, "%s/stdin/stdin/low.wav", dir);
+    snprintf(a, sizeof a, "%s/stdin/bandsplit4/stdin/low.wav", dir);
     CHECK(exists(a), "%s missing", a);
 }
 
@@ -273,7 +273,7 @@ static void test_silence_gives_silence_not_nan(void)
     CHECK(write_mix(mix, 44100, 2, 44100, 0.0, SF_FORMAT_WAV | SF_FORMAT_FLOAT) == 0, "write");
     int rc = run("%s -q -m %s --sample-format f32 -o %s/sil %s", bin, model, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
-    snprintf(a, sizeof a, "%s/sil/silence/low.wav", dir);
+    snprintf(a, sizeof a, "%s/sil/bandsplit4/silence/low.wav", dir);
     float *d = NULL;
     SF_INFO info;
     int64_t n = read_all(a, &d, &info);

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         at += strlen(buf + at) + 1;
     }
     size_t cap = (size_t)data[size - 1] * 17 % 4097;
-    ss_template_fields f = {part[1], part[2], part[3], part[4], part[5]};
+    ss_template_fields f = {part[1], part[2], part[3], part[4], part[5], part[3]};
     char *out = malloc(cap ? cap : 1);
     if (!out)
         abort();
