@@ -351,8 +351,6 @@ ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
         cudaGetLastError();
         c->n_sm = 1;
     }
-    const char *wino_env = getenv("STEMSPLIT_CUDA_WINO");
-    c->wino_tile = wino_env && strcmp(wino_env, "2") == 0 ? 2 : 4;
     /* our own workspace, so that a recorded product never allocates (32 MiB:
      * NVIDIA's recommendation for Hopper); without it cuBLAS keeps its own */
     const size_t blas_ws = BLAS_WS_BYTES;
@@ -367,26 +365,22 @@ ss_status cu_init(const ss_backend_params *p, void **out, ss_error *err)
     }
     if (!c->blas_ws || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
         c->lt = NULL;                                /* gemm_bias stores the bias first */
-    const char *cq = getenv("STEMSPLIT_CUDA_COPY_QUEUE");
-    if (!(cq && strcmp(cq, "0") == 0)) {
-        int made = 0;
-        c->copyq = cudaStreamCreateWithFlags(&c->up, cudaStreamNonBlocking) == cudaSuccess && ++made &&
-                   cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking) == cudaSuccess && ++made &&
-                   cudaEventCreateWithFlags(&c->ev_up, cudaEventDisableTiming) == cudaSuccess && ++made &&
-                   cudaEventCreateWithFlags(&c->ev_xq_free, cudaEventDisableTiming) == cudaSuccess && ++made &&
-                   cudaEventCreateWithFlags(&c->ev_yq_full, cudaEventDisableTiming) == cudaSuccess && ++made &&
-                   (c->dl_event || cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming) == cudaSuccess);
-        if (!c->copyq) {                             /* plain transfers on the one stream */
-            cudaGetLastError();
-            if (made > 0) cudaStreamDestroy(c->up);
-            if (made > 1) cudaStreamDestroy(c->down);
-            if (made > 2) cudaEventDestroy(c->ev_up);
-            if (made > 3) cudaEventDestroy(c->ev_xq_free);
-            if (made > 4) cudaEventDestroy(c->ev_yq_full);
-        }
+    int made = 0;
+    c->copyq = cudaStreamCreateWithFlags(&c->up, cudaStreamNonBlocking) == cudaSuccess && ++made &&
+               cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking) == cudaSuccess && ++made &&
+               cudaEventCreateWithFlags(&c->ev_up, cudaEventDisableTiming) == cudaSuccess && ++made &&
+               cudaEventCreateWithFlags(&c->ev_xq_free, cudaEventDisableTiming) == cudaSuccess && ++made &&
+               cudaEventCreateWithFlags(&c->ev_yq_full, cudaEventDisableTiming) == cudaSuccess && ++made &&
+               (c->dl_event || cudaEventCreateWithFlags(&c->dl_event, cudaEventDisableTiming) == cudaSuccess);
+    if (!c->copyq) {                                 /* plain transfers on the one stream */
+        cudaGetLastError();
+        if (made > 0) cudaStreamDestroy(c->up);
+        if (made > 1) cudaStreamDestroy(c->down);
+        if (made > 2) cudaEventDestroy(c->ev_up);
+        if (made > 3) cudaEventDestroy(c->ev_xq_free);
+        if (made > 4) cudaEventDestroy(c->ev_yq_full);
     }
-    const char *lanes_env = getenv("STEMSPLIT_CUDA_LANES");
-    if (c->blas_ws && !(lanes_env && strcmp(lanes_env, "0") == 0)) {
+    if (c->blas_ws) {
         c->lanes = lanes_make(c);
         if (!c->lanes)
             lanes_free(c);

@@ -91,21 +91,20 @@ typedef struct cuda_ctx {
     plan_entry plans[N_PLANS];
     unsigned long plan_clock;
     int capturing;           /* between graph_begin and graph_end             */
-    int wino_tile;           /* Winograd output tile: 4 (default) or 2         */
     unsigned long generation; /* bumped when memory ops may use is released   */
     void *blas_ws;           /* cuBLAS workspace (set, so recording allocates nothing) */
     size_t base_used;        /* device memory in use when the backend started */
     size_t peak_used;        /* most seen since (sampled at synchronisations) */
     cudaEvent_t dl_event;    /* after the last download_start, or NULL        */
-    /* Lanes (ss_lane; STEMSPLIT_CUDA_LANES=0 turns them off): a second stream with
-     * its own cuBLAS handle, workspace and scratch.  The fields above (stream,
+    /* Lanes (ss_lane): a second stream with its own cuBLAS handle, workspace and
+     * scratch, made at start where it can be (else everything runs on lane 0).  The fields above (stream,
      * blas, blas_ws, scratch, scratch_size) are always the current lane's; the
      * other lane's wait in `other` until lane_switch swaps them back. */
     int lanes;               /* lane 1 made                                    */
     int cur_lane;
     lane_res other;
     cudaEvent_t ev_fork, ev_join;
-    /* Copy queues (STEMSPLIT_CUDA_COPY_QUEUE, on by default): transfers from and
+    /* Copy queues (made at start where they can be): transfers from and
      * to page-locked buffers of ours (the engine's staging) run on streams of
      * their own through device buffers of their own (xq, yq), so that the next
      * batch's upload and this batch's download run beside the forward passes;

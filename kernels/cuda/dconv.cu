@@ -24,7 +24,8 @@
 #define PW_HALF 64
 #define PW_WP (2 * PW_HALF + 4)   /* row pitch of the weights in shared memory (floats) */
 #define PW_THREADS 256
-#define PW_MAX_HIDDEN 16   /* beyond: cuBLAS's product and one more pass are faster (run 38) */
+#define PW_MAX_HIDDEN 16   /* beyond: cuBLAS's product and one more pass are faster (ncu on an H100,
+                              * the deepest frequency layer: docs/performance-log.md) */
 
 static size_t pw_smem(int hidden) { return (size_t)hidden * (PW_TT + PW_WP) * sizeof(float); }
 

@@ -175,15 +175,16 @@ ss_status cu_gemm_bias(void *vctx, const ss_gemm_desc *d, const float *a, const 
 /* ---- cuBLAS's first use, beside the model load --------------------------------------- */
 
 /* A process's first cuBLAS product pays the library's one-time start: 102-162
- * ms on an H100 whether it is a GemmEx or a cuBLASLt call (run 64b), and the
- * first product of another kind (strided-batched over many matrices, cuBLASLt
- * with a bias epilogue) 15-17 ms more (run 57), the device idle meanwhile.
+ * ms on an H100 whether it is a GemmEx or a cuBLASLt call, and the first
+ * product of another kind (strided-batched over many matrices, cuBLASLt with a
+ * bias epilogue) 15-17 ms more, the device idle meanwhile (measured in
+ * standalone programs and cold runs: docs/performance-log.md).
  * cu_init therefore makes such products on a thread of its own, with a handle,
  * a stream and buffers of its own, while the caller goes on (reading and
  * uploading the model's weights, opening the first file); the backend's first
  * product or recording waits for it (warm_join).  It shares nothing with the
  * backend's state but the device; its errors are ignored (the products then
- * pay the start themselves).  STEMSPLIT_CUDA_WARMUP=0 turns it off. */
+ * pay the start themselves). */
 enum { WARM_M = 256, WARM_N = 1024, WARM_K = 256, WARM_B = 16, WARM_S = 64 };
 
 static void warm_products(cublasHandle_t h, cublasLtHandle_t lt, cublasComputeType_t ct, float *buf, void *ws,
@@ -247,9 +248,6 @@ static void *warm_main(void *arg)
 
 void warm_start(cuda_ctx *c)
 {
-    const char *env = getenv("STEMSPLIT_CUDA_WARMUP");
-    if (env && strcmp(env, "0") == 0)
-        return;
     c->warm_running = pthread_create(&c->warm, NULL, warm_main, c) == 0;
 }
 

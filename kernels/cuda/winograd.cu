@@ -234,12 +234,13 @@ int wino_ok(const ss_conv2d_desc *d)
            d->dw == 1 && d->h >= 2 && d->w >= 2;
 }
 
-/* F(4x4, 3x3) where both sides of the plane have at least 4 samples and
- * STEMSPLIT_CUDA_WINO is not 2; F(2x2, 3x3) otherwise. */
+/* F(4x4, 3x3) where both sides of the plane have at least 4 samples (fewer
+ * multiply-adds than F(2x2): 6% off a forward pass on an H100,
+ * docs/performance-log.md); F(2x2, 3x3) otherwise. */
 ss_status conv_wino(cuda_ctx *c, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
                     float *y, ss_error *err)
 {
-    const int tm = c->wino_tile == 4 && d->h >= 4 && d->w >= 4 ? 4 : 2, kk = (tm + 2) * (tm + 2);
+    const int tm = d->h >= 4 && d->w >= 4 ? 4 : 2, kk = (tm + 2) * (tm + 2);
     int th = (d->h + tm - 1) / tm, tw = (d->w + tm - 1) / tm;
     int64_t tiles = (int64_t)d->batch * th * tw, nu = (int64_t)d->cout * d->cin;
     /* tiles per pass: u, v and m within the chunk budget */
