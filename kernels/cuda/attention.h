@@ -7,7 +7,7 @@
 #ifndef SS_CUDA_ATTENTION_H
 #define SS_CUDA_ATTENTION_H
 
-/* The two functions have C linkage wherever this header is included (backend_cuda.cu includes it inside
+/* The two functions have C linkage wherever this header is included (cuda_internal.h includes it inside
  * its extern "C" block), so the declaration and attention.cu's definitions always agree. */
 extern "C++" {
 #include <cuda_runtime.h>

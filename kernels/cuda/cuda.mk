@@ -68,7 +68,7 @@ bundle: $(CLI_OBJ) $(LIBSS) $(CUDA_MOD)
 	sh scripts/bundle-libs.sh $(BUNDLE) $(BUNDLE_CUDA_LIBS) $(BUNDLE)/bin/stemsplit $(CUDA_MOD)
 
 # ---- every platform: the CUDA kernels on the CPU (kernels/cuda/emu) -------------------------
-# kernels/cuda/*.cu compiled as C++17 (after rewrite.sed) against the emulator's CUDA
+# kernels/cuda/*.cu and *.h compiled as C++17 (after rewrite.sed) against the emulator's CUDA
 # headers, linked into test binaries with a copy of src/backend.c whose "cuda" entry is
 # that emulated backend: tests/test_cuda_ops.c as test_cuda_emu_ops, and the HTDemucs
 # fixtures' forward pass (tests/test_cuda_emu_htdemucs.c).  They run in `make check` on
@@ -82,13 +82,20 @@ CUDA_EMU_KOBJS := $(patsubst kernels/cuda/%.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard ke
 CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS)
 CUDA_EMU_TEST_BINS := $(BUILD)/tests/test_cuda_emu_ops $(BUILD)/tests/test_cuda_emu_htdemucs
 
+CUDA_EMU_HDRS := $(patsubst kernels/cuda/%.h,$(CUDA_EMU_DIR)/%.h,$(wildcard kernels/cuda/*.h))
+
 $(CUDA_EMU_DIR)/%.cpp: kernels/cuda/%.cu kernels/cuda/emu/rewrite.sed
+	@mkdir -p $(dir $@)
+	{ echo '#line 1 "$<"'; sed -E -f kernels/cuda/emu/rewrite.sed $<; } > $@.tmp && mv $@.tmp $@
+
+# the headers too (cuda_internal.h's launch macros): a .cpp here finds its "x.h" beside itself first
+$(CUDA_EMU_DIR)/%.h: kernels/cuda/%.h kernels/cuda/emu/rewrite.sed
 	@mkdir -p $(dir $@)
 	{ echo '#line 1 "$<"'; sed -E -f kernels/cuda/emu/rewrite.sed $<; } > $@.tmp && mv $@.tmp $@
 
 # (-Wno-unused-variable: constants used only by #pragma unroll, which g++ ignores here;
 # -Wno-sign-compare: unsigned threadIdx against int sizes, as nvcc leaves it in device code)
-$(CUDA_EMU_KOBJS): $(CUDA_EMU_DIR)/%.o: $(CUDA_EMU_DIR)/%.cpp
+$(CUDA_EMU_KOBJS): $(CUDA_EMU_DIR)/%.o: $(CUDA_EMU_DIR)/%.cpp $(CUDA_EMU_HDRS)
 	$(CUDA_EMU_CXX) $(CUDA_EMU_CXXFLAGS) -Wno-unused-variable -Wno-sign-compare -MMD -MP -c $< -o $@
 
 $(CUDA_EMU_DIR)/runtime.o: kernels/cuda/emu/runtime.cpp
