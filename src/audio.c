@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mpg123.h>
+#include <pthread.h>
 #include <samplerate.h>
 #include <sndfile.h>
 
@@ -118,10 +120,16 @@ typedef struct mem_file {
 typedef struct pread_file {
     int fd;
     sf_count_t size, pos;
+    int err;            /* errno of a failed pread, 0 when none                      */
 } pread_file;
 
 struct ss_audio_reader {
-    SNDFILE *sf;        /* libsndfile handle reading fd, mem or pf                   */
+    SNDFILE *sf;        /* libsndfile handle reading fd, mem or pf; NULL for MPEG    */
+    mpg123_handle *mh;  /* MPEG audio (MP1/2/3): libmpg123 reading pf or mem, else NULL */
+    int rate;           /* MPEG: the stream's rate (a change midway is an error)     */
+    int eof;            /* MPEG: the decoder reported the end of the stream          */
+    int estimate;       /* frames is an estimate: read to the end of the stream      */
+    int64_t declared;   /* frames the header announces, when more than the file holds; else -1 */
     int fd;             /* our descriptor (for "-": a spooled, already unlinked copy);
                            -1 for audio in memory and for clones                     */
     mem_file mem;       /* audio in memory (ss_audio_open_memory), else unused       */
@@ -129,9 +137,35 @@ struct ss_audio_reader {
     int major;          /* libsndfile major format (SF_FORMAT_WAV, ...)               */
     char *name;         /* path used in messages ("standard input" for "-")          */
     int channels;       /* channels per frame                                        */
-    int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
+    int64_t frames;     /* length announced at open (an estimate with `estimate`); -1 when unknown */
     int64_t pos;        /* frames delivered since open or the last rewind            */
 };
+
+static int looks_like_mpeg(const unsigned char *b, size_t n);
+static ss_status mpeg_open(ss_audio_reader *r, const char *name, ss_audio_reader **out, ss_audio_info *info,
+                           ss_error *err);
+static int64_t declared_frames(const ss_audio_reader *r, int channels);
+
+/* The first bytes of the reader's file or memory (for recognising MPEG). */
+static size_t first_bytes(const ss_audio_reader *r, unsigned char *b, size_t cap)
+{
+    if (r->fd < 0) {
+        size_t n = r->mem.size < (sf_count_t)cap ? (size_t)r->mem.size : cap;
+        if (n)
+            memcpy(b, r->mem.data, n);
+        return n;
+    }
+    size_t have = 0;
+    while (have < cap) {
+        ssize_t n = pread(r->fd, b + have, cap - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    return have;
+}
 
 /* libsndfile on its own duplicate of fd (see the top of this file); NULL with
  * *dup_failed set when no descriptor could be had. */
@@ -280,9 +314,13 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     r->major = sfi->format & SF_FORMAT_TYPEMASK;
     r->frames = (sfi->frames < 0 || sfi->frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi->frames;
     r->pos = 0;
+    r->declared = r->frames >= 0 ? declared_frames(r, sfi->channels) : -1;
+    if (r->declared <= r->frames)
+        r->declared = -1;
     if (info) {
         memset(info, 0, sizeof *info);
         info->frames = r->frames;
+        info->declared = r->declared;
         info->samplerate = sfi->samplerate;
         info->channels = sfi->channels;
         describe_format(sfi->format, info->format, sizeof info->format);
@@ -310,6 +348,17 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
     }
     r->fd = fd;
+    unsigned char head[4];
+    if (looks_like_mpeg(head, first_bytes(r, head, sizeof head))) {
+        struct stat sb;
+        if (fstat(fd, &sb) != 0) {
+            st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+            ss_audio_close(r);
+            return st;
+        }
+        r->pf = (pread_file){fd, (sf_count_t)sb.st_size, 0, 0};
+        return mpeg_open(r, name, out, info, err);
+    }
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
     int dup_failed;
@@ -387,6 +436,9 @@ ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, 
     r->fd = -1;
     r->mem.data = data;
     r->mem.size = (sf_count_t)size;
+    unsigned char head[4];
+    if (looks_like_mpeg(head, first_bytes(r, head, sizeof head)))
+        return mpeg_open(r, name, out, info, err);
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
     return reader_finish(r, sf_open_virtual(&mem_io, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
@@ -411,6 +463,8 @@ static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
         ssize_t n = pread(f->fd, (char *)ptr + done, (size_t)want, (off_t)f->pos);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0)
+            f->err = errno;
         if (n <= 0)
             break;
         done += n;
@@ -420,6 +474,209 @@ static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
 }
 
 static sf_count_t pf_tell(void *user) { return ((pread_file *)user)->pos; }
+
+
+/* n bytes at offset off of the reader's file or memory; 1 when all were there. */
+static int bytes_at(const ss_audio_reader *r, int64_t off, unsigned char *b, size_t n)
+{
+    if (off < 0)
+        return 0;
+    if (r->fd < 0) {
+        if (off > (int64_t)r->mem.size || (int64_t)n > (int64_t)r->mem.size - off)
+            return 0;
+        memcpy(b, r->mem.data + off, n);
+        return 1;
+    }
+    size_t have = 0;
+    while (have < n) {
+        ssize_t k = pread(r->fd, b + have, n - have, (off_t)(off + (int64_t)have));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return 0;
+        have += (size_t)k;
+    }
+    return 1;
+}
+
+static uint32_t le32(const unsigned char *b) { return b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24; }
+static uint32_t be32(const unsigned char *b) { return b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24; }
+
+/* The length in frames the header of a RIFF WAV or an AIFF file announces
+ * (WAV: the data chunk's size over the block size; AIFF: the COMM chunk's
+ * frame count); -1 for other formats or when it cannot be found.  libsndfile
+ * shortens such a length to what the file holds, silently: this is how a
+ * truncated file is noticed. */
+static int64_t declared_frames(const ss_audio_reader *r, int channels)
+{
+    unsigned char h[12], c[8], d[14];
+    if (!bytes_at(r, 0, h, sizeof h))
+        return -1;
+    int wav = memcmp(h, "RIFF", 4) == 0 && memcmp(h + 8, "WAVE", 4) == 0;
+    int aiff = memcmp(h, "FORM", 4) == 0 && (memcmp(h + 8, "AIFF", 4) == 0 || memcmp(h + 8, "AIFC", 4) == 0);
+    if (!wav && !aiff)
+        return -1;
+    int64_t off = 12, align = 0;
+    for (int k = 0; k < 4096 && bytes_at(r, off, c, sizeof c); k++) {
+        int64_t size = wav ? le32(c + 4) : be32(c + 4);
+        if (wav && memcmp(c, "fmt ", 4) == 0 && bytes_at(r, off + 8, d, 14))
+            align = d[12] | d[13] << 8;                /* nBlockAlign */
+        if (wav && memcmp(c, "data", 4) == 0)
+            return align > 0 && size != 0xFFFFFFFF ? size / align : -1;
+        if (aiff && memcmp(c, "COMM", 4) == 0 && bytes_at(r, off + 8, d, 6))
+            return channels > 0 ? (int64_t)be32(d + 2) : -1;
+        off += 8 + size + (size & 1);
+    }
+    return -1;
+}
+
+/* ---- MPEG audio (MP1/2/3) through libmpg123 ----
+ *
+ * libsndfile decodes MPEG too, but stops at the length it estimated at open
+ * (from the first frame's bitrate when there is no Xing/Info header: a VBR
+ * file is cut short, a CBR one "ends early"), and libmpg123 prints its
+ * warnings on stderr.  So MPEG streams are decoded here, quietly, to the end
+ * of the stream: their length is an estimate (ss_audio_info.estimated) that the
+ * first pass replaces with the frames it counted. */
+
+static pthread_once_t mpg_once = PTHREAD_ONCE_INIT;
+static int mpg_ok;
+static void mpg_init(void) { mpg_ok = mpg123_init() == MPG123_OK; }
+
+/* Does this look like an MPEG audio stream: an ID3v2 tag, or a frame sync
+ * with a valid layer (a superset of what libsndfile takes for MPEG, so that
+ * libmpg123 never runs under libsndfile with its messages on)? */
+static int looks_like_mpeg(const unsigned char *b, size_t n)
+{
+    if (n >= 3 && memcmp(b, "ID3", 3) == 0)
+        return 1;
+    return n >= 2 && b[0] == 0xFF && (b[1] & 0xE0) == 0xE0 && ((b[1] >> 1) & 3) != 0;
+}
+
+static ssize_t mpg_read_cb(void *h, void *buf, size_t n)
+{
+    ss_audio_reader *r = h;
+    return (ssize_t)(r->fd >= 0 ? pf_read(buf, (sf_count_t)n, &r->pf) : mem_read(buf, (sf_count_t)n, &r->mem));
+}
+
+static off_t mpg_seek_cb(void *h, off_t off, int whence)
+{
+    ss_audio_reader *r = h;
+    return (off_t)(r->fd >= 0 ? pf_seek((sf_count_t)off, whence, &r->pf) : mem_seek((sf_count_t)off, whence, &r->mem));
+}
+
+/* (Re)start decoding from the first byte; *rate and *channels of the stream. */
+static ss_status mpeg_start(ss_audio_reader *r, const char *name, long *rate, int *channels, ss_error *err)
+{
+    r->pf.pos = 0;
+    r->pf.err = 0;
+    r->mem.pos = 0;
+    r->eof = 0;
+    int enc = 0;
+    if (mpg123_open_handle(r->mh, r) != MPG123_OK || mpg123_getformat(r->mh, rate, channels, &enc) != MPG123_OK) {
+        if (r->pf.err)
+            return ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(r->pf.err));
+        return ss_fail(err, SS_E_DATA, "%s: not an audio file stemsplit can read (looks like MPEG audio, "
+                       "but libmpg123 finds no frame: %s)", name, mpg123_strerror(r->mh));
+    }
+    if (enc != MPG123_ENC_FLOAT_32)
+        return ss_fail(err, SS_E_INTERNAL, "%s: libmpg123 does not decode to float here", name);
+    return SS_OK;
+}
+
+/* The MPEG half of an open: r has fd (with pf) or mem set. */
+static ss_status mpeg_open(ss_audio_reader *r, const char *name, ss_audio_reader **out, ss_audio_info *info,
+                           ss_error *err)
+{
+    ss_status st = SS_OK;
+    int e = MPG123_OK;
+    long rate = 0;
+    int ch = 0;
+    pthread_once(&mpg_once, mpg_init);
+    if (!mpg_ok || !(r->mh = mpg123_new(NULL, &e)))
+        st = ss_fail(err, e == MPG123_OUT_OF_MEM ? SS_E_NOMEM : SS_E_INTERNAL, "%s: cannot start libmpg123: %s",
+                     name, mpg123_plain_strerror(e));
+    if (st == SS_OK) {
+        const long *rates;
+        size_t n_rates;
+        mpg123_param(r->mh, MPG123_ADD_FLAGS, MPG123_QUIET | MPG123_GAPLESS | MPG123_FORCE_FLOAT, 0.0);
+#ifdef MPG123_NO_FRANKENSTEIN
+        mpg123_param(r->mh, MPG123_ADD_FLAGS, MPG123_NO_FRANKENSTEIN, 0.0);
+#endif
+        mpg123_format_none(r->mh);
+        mpg123_rates(&rates, &n_rates);
+        for (size_t i = 0; i < n_rates; i++)
+            mpg123_format(r->mh, rates[i], MPG123_MONO | MPG123_STEREO, MPG123_ENC_FLOAT_32);
+        if (mpg123_replace_reader_handle(r->mh, mpg_read_cb, mpg_seek_cb, NULL) != MPG123_OK)
+            st = ss_fail(err, SS_E_INTERNAL, "%s: libmpg123: %s", name, mpg123_strerror(r->mh));
+    }
+    if (st == SS_OK)
+        st = mpeg_start(r, name, &rate, &ch, err);
+    if (st == SS_OK && (ch < 1 || rate < 1 || rate > INT32_MAX))
+        st = ss_fail(err, SS_E_DATA, "%s: MPEG audio with %d channels at %ld Hz", name, ch, rate);
+    if (st == SS_OK && !(r->name = strdup(name)))
+        st = ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    off_t len = mpg123_length(r->mh);
+    struct mpg123_frameinfo fi;
+    memset(&fi, 0, sizeof fi);
+    mpg123_info(r->mh, &fi);
+    r->channels = ch;
+    r->rate = (int)rate;
+    r->major = SF_FORMAT_MPEG;
+    r->frames = len > 0 ? (int64_t)len : 0;
+    r->estimate = 1;
+    r->declared = -1;
+    r->pos = 0;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->frames = r->frames;
+        info->estimated = 1;
+        info->declared = -1;
+        info->samplerate = (int)rate;
+        info->channels = ch;
+        snprintf(info->format, sizeof info->format, "MPEG-%s Layer %s", fi.version == MPG123_1_0 ? "1" :
+                 fi.version == MPG123_2_0 ? "2" : "2.5", fi.layer == 1 ? "I" : fi.layer == 2 ? "II" : "III");
+    }
+    *out = r;
+    return SS_OK;
+}
+
+static ss_status mpeg_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err)
+{
+    size_t frame = sizeof(float) * (size_t)r->channels, want = frame * (size_t)n, have = 0;
+    int idle = 0;
+    while (have < want && !r->eof) {
+        size_t done = 0;
+        int e = mpg123_read(r->mh, (unsigned char *)buf + have, want - have, &done);
+        have += done;
+        if (r->pf.err)
+            return ss_fail(err, SS_E_IO, "%s: read error after %" PRId64 " frames: %s", r->name,
+                           r->pos + (int64_t)(have / frame), strerror(r->pf.err));
+        if (e == MPG123_DONE) {
+            r->eof = 1;
+        } else if (e == MPG123_NEW_FORMAT) {
+            long rate;
+            int ch, enc;
+            if (mpg123_getformat(r->mh, &rate, &ch, &enc) != MPG123_OK || rate != r->rate || ch != r->channels)
+                return ss_fail(err, SS_E_DATA, "%s: the stream changes to %d channels at %ld Hz after %" PRId64
+                               " frames (stemsplit reads one format per file)", r->name, ch, rate,
+                               r->pos + (int64_t)(have / frame));
+        } else if (e != MPG123_OK) {
+            return ss_fail(err, SS_E_DATA, "%s: cannot decode after %" PRId64 " frames: %s", r->name,
+                           r->pos + (int64_t)(have / frame), mpg123_strerror(r->mh));
+        } else if (done == 0 && ++idle > 64) {
+            r->eof = 1;                          /* no progress: treat as the end */
+        }
+    }
+    int64_t k = (int64_t)(have / frame);         /* whole frames (always, with float output) */
+    r->pos += k;
+    *got = k;
+    return SS_OK;
+}
 
 int ss_audio_seekable(const ss_audio_reader *r)
 {
@@ -471,7 +728,7 @@ ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_err
             free(c);
             return st;
         }
-        c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0};
+        c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0, 0};
         static SF_VIRTUAL_IO pio = {pf_get_filelen, pf_seek, pf_read, no_write, pf_tell};
         sf = sf_open_virtual(&pio, SFM_READ, &sfi, &c->pf);
     } else {
@@ -495,6 +752,8 @@ ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got,
         return ss_fail(err, SS_E_INTERNAL, "ss_audio_read: NULL argument");
     if (n <= 0)
         return SS_OK;
+    if (r->mh)
+        return mpeg_read(r, buf, n, got, err);
     sf_count_t k = sf_readf_float(r->sf, buf, (sf_count_t)n);
     if (k < 0)
         k = 0;
@@ -522,6 +781,17 @@ ss_status ss_audio_rewind(ss_audio_reader *r, ss_error *err)
 {
     if (!r)
         return ss_fail(err, SS_E_INTERNAL, "ss_audio_rewind: NULL reader");
+    if (r->mh) {
+        /* decode again from the first byte: the same frames as the first time */
+        long rate;
+        int ch;
+        mpg123_close(r->mh);
+        ss_status st = mpeg_start(r, r->name, &rate, &ch, err);
+        if (st == SS_OK && (rate != r->rate || ch != r->channels))
+            st = ss_fail(err, SS_E_IO, "%s: changed while being read", r->name);
+        r->pos = 0;
+        return st;
+    }
     if (sf_seek(r->sf, 0, SEEK_SET) < 0) {
         char why[256];
         tidy_sf_message(sf_strerror(r->sf), why, sizeof why);
@@ -537,6 +807,10 @@ void ss_audio_close(ss_audio_reader *r)
         return;
     if (r->sf)
         sf_close(r->sf);
+    if (r->mh) {
+        mpg123_close(r->mh);
+        mpg123_delete(r->mh);
+    }
     if (r->fd >= 0)
         close(r->fd);
     free(r->name);
@@ -545,16 +819,14 @@ void ss_audio_close(ss_audio_reader *r)
 
 int ss_audio_probe(const char *path)
 {
-    if (!path)
+    struct stat sb;
+    if (!path || strcmp(path, "-") == 0 || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return 0;
-    SF_INFO sfi;
-    memset(&sfi, 0, sizeof sfi);
-    SNDFILE *sf = sf_open(path, SFM_READ, &sfi);
-    if (!sf)
+    ss_audio_reader *r = NULL;
+    if (ss_audio_open(path, &r, NULL, NULL) != SS_OK)
         return 0;
-    int ok = sfi.channels >= 1;
-    sf_close(sf);
-    return ok;
+    ss_audio_close(r);
+    return 1;
 }
 
 /* ---- formats --------------------------------------------------------------------- */

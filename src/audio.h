@@ -18,7 +18,13 @@
 typedef struct ss_audio_reader ss_audio_reader;
 
 typedef struct ss_audio_info {
-    int64_t frames;        /* length in frames                                 */
+    int64_t frames;        /* length in frames (an estimate when `estimated`)  */
+    int estimated;         /* 1: frames is an estimate (MPEG audio): the stream
+                              is read to its end, which may come before or after
+                              it; count the frames read (ss_mix_stats does)     */
+    int64_t declared;      /* the length the header announces when it is more
+                              than the file holds (a truncated WAV or AIFF;
+                              frames is what it holds), else -1                 */
     int samplerate;        /* Hz                                               */
     int channels;          /* as stored in the file                            */
     char format[64];       /* e.g. "WAV PCM 16", "FLAC PCM 24"                 */
@@ -26,7 +32,8 @@ typedef struct ss_audio_info {
 
 /* Open `path` ("-" = standard input, spooled to a temporary file that is
  * removed on close).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
- * not audio libsndfile can decode, or when it has 0 channels. */
+ * not audio libsndfile or (MPEG audio) libmpg123 can decode, or when it has 0
+ * channels.  Neither library prints anything. */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
 /* The same for `size` bytes of an audio file in memory (libsndfile virtual
  * I/O; the bytes are not copied and must outlive the reader).  `name` (NULL:
@@ -50,7 +57,7 @@ ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err);
 ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err);
 void ss_audio_close(ss_audio_reader *r);
 
-/* Does libsndfile recognise this file as audio?  (Opens and closes it.) */
+/* Is this regular file audio stemsplit can read?  (Opens and closes it.) */
 int ss_audio_probe(const char *path);
 
 /* ---- writing ---------------------------------------------------------------- */

@@ -314,11 +314,47 @@ static void merge_moments(double *mean, double *m2, int64_t *n, double bmean, do
     *n += got;
 }
 
-ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
-                       double *mean_out, double *std_out, ss_error *err)
+/* ss_mix_stats of a stream read to its end on this thread: the same blocks
+ * merged in the same order as the parallel pass's. */
+static ss_status stats_to_end(ss_audio_reader *rd, const char *input, int cin, int cm, double *mean, double *m2,
+                              int64_t *n, ss_error *err)
 {
-    if (frames < 0)
-        return ss_fail(err, SS_E_INTERNAL, "%s: statistics of a file of unknown length", input);
+    float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)cin);
+    float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(cm > cin ? cm : cin));
+    ss_status s = !raw || !mapped ? ss_fail(err, SS_E_NOMEM, "%s: out of memory reading it", input) : SS_OK;
+    for (int64_t got = BLOCK; s == SS_OK && got == BLOCK;) {
+        double bmean, bm2;
+        if ((s = ss_audio_read(rd, raw, BLOCK, &got, err)) != SS_OK || got == 0)
+            break;
+        map_channels_n(cin, cm, raw, mapped, got);
+        int64_t bad = block_moments(mapped, cm, got, &bmean, &bm2);
+        if (bad >= 0)
+            s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input, (long long)(*n + bad));
+        else
+            merge_moments(mean, m2, n, bmean, bm2, got);
+    }
+    free(raw);
+    free(mapped);
+    return s;
+}
+
+ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                       double *mean_out, double *std_out, int64_t *count, ss_error *err)
+{
+    if (frames < 0) {
+        double mean = 0.0, m2 = 0.0;
+        int64_t n = 0;
+        ss_status s = stats_to_end(rd, input, cin, cm, &mean, &m2, &n, err);
+        if (s == SS_OK)
+            s = ss_audio_rewind(rd, err);
+        if (s != SS_OK)
+            return s;
+        *mean_out = mean;
+        *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+        if (count)
+            *count = n;
+        return SS_OK;
+    }
     double mean = 0.0, m2 = 0.0;
     int64_t n = 0, nblk = (frames + BLOCK - 1) / BLOCK;
     if (threads <= 0)
@@ -357,14 +393,16 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
         return s;
     *mean_out = mean;
     *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+    if (count)
+        *count = n;
     return SS_OK;
 }
 
 /* Pass 1: mean and unbiased std of the mono mix, as the demucs CLI computes them
  * (ss_mix_stats); digital silence gets std 1 (only the mean is removed). */
-static ss_status decode_stats(decoder *d, int64_t frames, int threads, ss_error *err)
+static ss_status decode_stats(decoder *d, int64_t frames, int threads, int64_t *count, ss_error *err)
 {
-    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, err);
+    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, count, err);
     if (s == SS_OK && !(d->std > 1e-8))
         d->std = 1.0;
     return s;
@@ -871,7 +909,7 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     d->cin = ai->channels;
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
-    if (ai->frames <= 0) {
+    if (ai->frames <= 0 && !ai->estimated) {
         s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
         goto fail;
     }
@@ -886,9 +924,21 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
         goto fail;
     }
-    /* pass 1: statistics */
-    if ((s = decode_stats(d, ai->frames, p->threads, err)) != SS_OK)
+    /* pass 1: statistics; a length that was only an estimate (MPEG) becomes
+     * the frames counted, and everything after (pass 2, the resamplers, the
+     * stems' length) uses that count */
+    int64_t counted = 0;
+    if ((s = decode_stats(d, ai->estimated ? -1 : ai->frames, p->threads, &counted, err)) != SS_OK)
         goto fail;
+    if (ai->estimated) {
+        ai->frames = counted;
+        ai->estimated = 0;
+        rep->audio_seconds = (double)ai->frames / ai->samplerate;
+        if (ai->frames <= 0) {
+            s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
+            goto fail;
+        }
+    }
     j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
     d->file_left = ai->frames;
     j->e.length = ai->frames;

@@ -67,12 +67,14 @@ const char *ss_clip_name(ss_clip c);
 int ss_clip_parse(const char *s);   /* -1 when unknown */
 
 /* Mean and unbiased std of the mono mix (the mean over cm model channels of
- * the cin-channel file) of `frames` frames of rd from frame 0, as the demucs
+ * the cin-channel file) of `frames` frames of rd from frame 0 (-1: every frame
+ * to the end of the stream, for a length that was an estimate), as the demucs
  * CLI computes them; a NaN or infinite sample is SS_E_DATA naming its frame.
  * With threads > 1 (0: all cores, at most 8) and a seekable reader, blocks are
  * read by clones of rd on that many threads and merged in file order: the
- * same result bit for bit as one thread.  rd is left at frame 0. */
+ * same result bit for bit as one thread.  rd is left at frame 0.  *count (NULL
+ * allowed): the frames read. */
 ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
-                       double *mean, double *std, ss_error *err);
+                       double *mean, double *std, int64_t *count, ss_error *err);
 
 #endif

@@ -906,6 +906,46 @@ static void test_stdin_garbage_or_empty_is_data_error(void)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
 }
 
+/* ---- MPEG: the length is an estimate, the stream is read to its end ------------------ */
+
+/* tests/fixtures/audio/NAME */
+static void fixture(const char *name, char *out, size_t cap)
+{
+    const char *dir = getenv("SS_TESTS_DIR");
+    snprintf(out, cap, "%s/fixtures/audio/%s", dir && *dir ? dir : "tests", name);
+}
+
+/* Open, count with ss_mix_stats(-1), then read it all again after the rewind:
+ * the same frames both times, 89856 of them (what mpg123 and ffmpeg decode). */
+static void mpeg_case(const char *name)
+{
+    char path[600];
+    fixture(name, path, sizeof path);
+    ss_audio_reader *r = NULL;
+    ss_audio_info ai;
+    ss_error err = {0};
+    ss_status st = ss_audio_open(path, &r, &ai, &err);
+    CHECK(st == SS_OK, "%s", err.msg);
+    int est = ai.estimated;
+    double mean = 0, sd = 0;
+    int64_t count = -1, got = 0, total = 0;
+    st = ss_mix_stats(r, path, ai.channels, 2, -1, 2, &mean, &sd, &count, &err);
+    float *buf = malloc(sizeof(float) * 4096 * (size_t)ai.channels);
+    for (; st == SS_OK && buf; total += got)
+        if ((st = ss_audio_read(r, buf, 4096, &got, &err)) != SS_OK || got == 0)
+            break;
+    int had_buf = buf != NULL;
+    free(buf);
+    ss_audio_close(r);
+    CHECK(est == 1, "MPEG length not marked as an estimate");
+    CHECK(st == SS_OK && had_buf, "%s", err.msg);
+    CHECK(count == 89856, "first pass counted %lld frames", (long long)count);
+    CHECK(total == count, "second pass read %lld frames, first %lld", (long long)total, (long long)count);
+    CHECK(ai.samplerate == 44100 && ai.channels == 2, "%d Hz %d channels", ai.samplerate, ai.channels);
+}
+static void test_mpeg_vbr_without_xing_counted_to_its_end(void) { mpeg_case("vbr-noxing.mp3"); }
+static void test_mpeg_cbr_without_xing_counted_to_its_end(void) { mpeg_case("cbr-noxing.mp3"); }
+
 /* ---- formats -------------------------------------------------------------------------- */
 
 static void test_format_names_parse_and_print(void)
@@ -1190,7 +1230,7 @@ static void stats_case(ss_file_format ff, int cin, int cm, const char *name)
         ss_audio_info ai;
         if ((st = ss_audio_open(path, &r, &ai, &err)) != SS_OK)
             break;
-        st = ss_mix_stats(r, path, cin, cm, ai.frames, threads[t], &mean[t], &sd[t], &err);
+        st = ss_mix_stats(r, path, cin, cm, ai.frames, threads[t], &mean[t], &sd[t], NULL, &err);
         if (st == SS_OK && t == 0)                  /* left at frame 0: read it all */
             st = read_all(r, cin, n, 65536, &dec, &nd, &err);
         ss_audio_close(r);
@@ -1247,7 +1287,7 @@ static void test_mix_stats_names_first_nonfinite_frame(void)
         CHECK(ss_audio_open(path, &r, &ai, &err) == SS_OK, "%s", err.msg);
         double m, sd;
         ss_error e2 = {0};
-        st = ss_mix_stats(r, path, 2, 2, ai.frames, threads[t], &m, &sd, &e2);
+        st = ss_mix_stats(r, path, 2, 2, ai.frames, threads[t], &m, &sd, NULL, &e2);
         ss_audio_close(r);
         CHECK(st == SS_E_DATA && strstr(e2.msg, "frame 200001") && strstr(e2.msg, path),
               "%d threads: status %d, message '%s'", threads[t], (int)st, e2.msg);
@@ -1292,6 +1332,8 @@ int main(void)
     RUN(test_stdin_regular_file_is_read_directly);
     RUN(test_stdin_garbage_or_empty_is_data_error);
     RUN(test_format_names_parse_and_print);
+    RUN(test_mpeg_vbr_without_xing_counted_to_its_end);
+    RUN(test_mpeg_cbr_without_xing_counted_to_its_end);
     RUN(test_resampler_exact_length_identical_for_any_block_size);
     RUN(test_resampler_equal_rates_is_exact_copy);
     RUN(test_resampler_48k_sine_matches_analytic_44k_sine);

@@ -1,0 +1,57 @@
+#!/bin/sh
+# t_input.sh - inputs as real libraries and shells make them: MP3 streams
+# whose length is only an estimate, damaged MP3 (nothing but our own lines on
+# stderr), truncated WAV files (separated as far as they go, with a warning
+# on stderr and in the report), standard input and FIFOs that must stay
+# interruptible and bounded, and sample rates no resampler can take.
+#
+# Inputs are written by python3 (stdlib only) or are small fixtures in
+# tests/fixtures/audio (made with lame and ffmpeg; see its README).
+. "$(dirname "$0")/lib.sh"
+M="$SS_ROOT/models/bandsplit4.safetensors"
+FX="$SS_ROOT/tests/fixtures/audio"
+if ! command -v python3 >/dev/null 2>&1; then
+    skip input "python3 not found"; exit 0
+fi
+
+# wav.py OUT FRAMES [CHANNELS [RATE [DECLARED]]]: 16-bit PCM WAV of a sine at
+# 440 Hz; with DECLARED the header announces that many frames (a truncated
+# file when it is more than FRAMES).
+cat >"$T/wav.py" <<'EOF2'
+import math, struct, sys
+out, frames = sys.argv[1], int(sys.argv[2])
+ch = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+rate = int(sys.argv[4]) if len(sys.argv) > 4 else 44100
+declared = int(sys.argv[5]) if len(sys.argv) > 5 else frames
+w = 2 * math.pi * 440 / (rate if rate > 0 else 44100)
+vals = [int(8000 * math.sin(i * w)) for i in range(frames) for c in range(ch)]
+data = struct.pack("<%dh" % len(vals), *vals)
+fmt = struct.pack("<HHIIHH", 1, ch, rate, (rate * ch * 2) & 0xffffffff, ch * 2, 16)
+size = declared * ch * 2
+body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", size) + data
+open(out, "wb").write(b"RIFF" + struct.pack("<I", (4 + 8 + len(fmt) + 8 + size) & 0xffffffff) + body)
+EOF2
+wav() { python3 "$T/wav.py" "$@"; }
+frames() { python3 -c 'import wave,sys; print(wave.open(sys.argv[1]).getnframes())' "$1" 2>/dev/null; }
+run() { "$STEMSPLIT" -m "$M" "$@"; }
+
+# ---- MP3 without a Xing/Info header: the frame count is an estimate -------------------
+# Every decoder (mpg123, ffmpeg) gives 89856 frames for both fixtures.
+for f in vbr-noxing cbr-noxing; do
+    run -q -o "$T/$f" "$FX/$f.mp3" >"$T/out.$f" 2>&1; rc=$?
+    n=$(frames "$T/$f/$f/low.wav")
+    if [ "$rc" -eq 0 ] && [ "$n" = 89856 ]; then pass "mp3_${f}_decoded_to_its_end"
+    else fail "mp3_${f}_decoded_to_its_end" "exit $rc, $n frames (want 89856): $(head -c 300 "$T/out.$f")"; fi
+    cat "$FX/$f.mp3" | run -q -o "$T/$f-stdin" - >"$T/out.$f-stdin" 2>&1; rc=$?
+    n=$(frames "$T/$f-stdin/stdin/low.wav")
+    if [ "$rc" -eq 0 ] && [ "$n" = 89856 ]; then pass "mp3_${f}_from_a_pipe_decoded_to_its_end"
+    else fail "mp3_${f}_from_a_pipe_decoded_to_its_end" "exit $rc, $n frames: $(head -c 300 "$T/out.$f-stdin")"; fi
+done
+
+# ---- no libmpg123 chatter: a damaged stream (700 junk bytes midway) --------------------
+run -q -o "$T/broken" "$FX/broken.mp3" >"$T/out.broken" 2>"$T/err.broken"; rc=$?
+if [ "$rc" -eq 0 ] && [ ! -s "$T/err.broken" ]; then pass "damaged_mp3_nothing_on_stderr_under_q"
+else fail "damaged_mp3_nothing_on_stderr_under_q" "exit $rc, stderr: $(head -c 300 "$T/err.broken")"; fi
+run -o "$T/broken2" "$FX/broken.mp3" >"$T/out.broken2" 2>"$T/err.broken2"
+if ! grep -v -e "^$FX/broken.mp3: " -e '^total: ' "$T/err.broken2" | grep -q .; then pass "damaged_mp3_only_our_lines"
+else fail "damaged_mp3_only_our_lines" "stderr: $(head -c 300 "$T/err.broken2")"; fi
