@@ -909,6 +909,18 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     d->cin = ai->channels;
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
+    if (ai->declared > ai->frames) {
+        /* a truncated file (an interrupted download or copy): separated as far
+         * as it goes, and said so */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s: truncated: its header announces %lld frames (%.2f s), the file holds %lld "
+                 "(%.2f s); separating what it holds", input, (long long)ai->declared,
+                 (double)ai->declared / ai->samplerate, (long long)ai->frames, (double)ai->frames / ai->samplerate);
+        if (ss_report_add_warning(rep, msg) != SS_OK) {
+            s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+            goto fail;
+        }
+    }
     if (ai->frames <= 0 && !ai->estimated) {
         s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
         goto fail;

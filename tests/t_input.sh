@@ -55,3 +55,24 @@ else fail "damaged_mp3_nothing_on_stderr_under_q" "exit $rc, stderr: $(head -c 3
 run -o "$T/broken2" "$FX/broken.mp3" >"$T/out.broken2" 2>"$T/err.broken2"
 if ! grep -v -e "^$FX/broken.mp3: " -e '^total: ' "$T/err.broken2" | grep -q .; then pass "damaged_mp3_only_our_lines"
 else fail "damaged_mp3_only_our_lines" "stderr: $(head -c 300 "$T/err.broken2")"; fi
+
+# ---- a truncated WAV: the header says 10 s, the file holds 5.7 s -------------------------
+wav "$T/trunc.wav" 251370 2 44100 441000
+wav "$T/whole.wav" 44100
+run -o "$T/trunc" --report-json "$T/trunc.json" "$T/trunc.wav" "$T/whole.wav" >"$T/out.trunc" 2>&1; rc=$?
+n=$(frames "$T/trunc/trunc/low.wav")
+if [ "$rc" -eq 0 ] && [ "$n" = 251370 ]; then pass "truncated_wav_separated_as_far_as_it_goes"
+else fail "truncated_wav_separated_as_far_as_it_goes" "exit $rc, $n frames: $(head -c 300 "$T/out.trunc")"; fi
+if grep "warning" "$T/out.trunc" | grep "$T/trunc.wav" | grep "441000" | grep -q "251370"; then
+    pass "truncated_wav_warned_on_stderr_with_both_lengths"
+else fail "truncated_wav_warned_on_stderr_with_both_lengths" "stderr: $(head -c 400 "$T/out.trunc")"; fi
+if python3 - "$T/trunc.json" "$T/trunc.wav" <<'EOF2'
+import json, sys
+files = {f["input"]: f for f in json.load(open(sys.argv[1]))["files"]}
+t = files[sys.argv[2]]["warnings"]
+ok = len(t) == 1 and "441000" in t[0] and "251370" in t[0] and "truncated" in t[0]
+ok = ok and all(f["warnings"] == [] for k, f in files.items() if k != sys.argv[2])
+sys.exit(0 if ok else 1)
+EOF2
+then pass "truncated_wav_warning_in_the_json_report"
+else fail "truncated_wav_warning_in_the_json_report" "$(head -c 600 "$T/trunc.json")"; fi
