@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,12 +178,212 @@ static SNDFILE *sf_open_dup(int fd, int mode, SF_INFO *sfi, int *dup_failed)
     return d < 0 ? NULL : sf_open_fd(d, mode, sfi, SF_TRUE);
 }
 
-/* Open a named input file read-only; SS_E_NOINPUT with strerror on failure. */
+/* ---- opening: regular files directly, anything else spooled ----
+ *
+ * A pipe, a FIFO or a device is copied into an unlinked temporary file first
+ * (libsndfile and libmpg123 seek).  Its first bytes must look like audio
+ * (refused before anything is spooled), at most ss_spool_limit() bytes are
+ * kept, and the copy waits in poll(2) with a short timeout, so that SIGINT and
+ * SIGTERM (the flag given to ss_audio_set_cancel) end it promptly whatever
+ * thread it runs on: a FIFO without a writer, a stalled pipe, an endless
+ * device. */
+
+static const volatile sig_atomic_t *g_cancel;   /* ss_audio_set_cancel */
+
+void ss_audio_set_cancel(const volatile sig_atomic_t *flag) { g_cancel = flag; }
+
+static int cancelled(void) { return g_cancel && *g_cancel; }
+
+static ss_status interrupted(const char *name, ss_error *err)
+{
+    return ss_fail(err, SS_E_INTERRUPT, "%s: interrupted by %s while reading it", name,
+                   *g_cancel == SIGTERM ? "SIGTERM" : *g_cancel == SIGINT ? "SIGINT" : "a signal");
+}
+
+#define SPOOL_DEFAULT ((uint64_t)4 << 30)       /* 4 GiB */
+
+ss_status ss_spool_limit(uint64_t *bytes, ss_error *err)
+{
+    const char *env = getenv("STEMSPLIT_SPOOL_MAX");
+    *bytes = SPOOL_DEFAULT;
+    if (!env || !*env)
+        return SS_OK;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    unsigned shift = 0;
+    if (end && *end) {
+        switch (*end == 'k' ? 'K' : *end) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case 'T': shift = 40; break;
+        default: shift = 99; break;
+        }
+        end++;
+        if (*end == 'i')
+            end++;
+        if (*end == 'B')
+            end++;
+    }
+    if (errno || end == env || *end || env[0] == '-' || shift == 99 || v == 0 || (shift && v > (UINT64_MAX >> shift)))
+        return ss_fail(err, SS_E_USAGE, "STEMSPLIT_SPOOL_MAX=%s: not a size (bytes, or a number with K, M, G or T)",
+                       env);
+    *bytes = (uint64_t)v << shift;
+    return SS_OK;
+}
+
+/* Formats recognised from their first bytes (16 are enough for every one). */
+static const char *audio_magic(const unsigned char *b, size_t n)
+{
+    if (n >= 12 && (!memcmp(b, "RIFF", 4) || !memcmp(b, "RIFX", 4) || !memcmp(b, "RF64", 4) ||
+                    !memcmp(b, "BW64", 4)) && !memcmp(b + 8, "WAVE", 4))
+        return "WAV";
+    if (n >= 12 && !memcmp(b, "FORM", 4) && (!memcmp(b + 8, "AIFF", 4) || !memcmp(b + 8, "AIFC", 4) ||
+                                             !memcmp(b + 8, "8SVX", 4)))
+        return "AIFF";
+    if (n >= 16 && !memcmp(b, "riff", 4) && b[4] == 0x2E && b[5] == 0x91 && b[6] == 0xCF && b[7] == 0x11)
+        return "W64";
+    static const struct { const char *magic; const char *name; } m[] = {
+        {".snd", "AU"}, {"dns.", "AU"}, {"fLaC", "FLAC"}, {"OggS", "Ogg"}, {"caff", "CAF"},
+        {"NIST_1A", "NIST"}, {"Creative Voice File", "VOC"}, {"2BIT", "AVR"}, {"wvpk", NULL},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (m[i].name && n >= strlen(m[i].magic) && !memcmp(b, m[i].magic, strlen(m[i].magic)))
+            return m[i].name;
+    if (looks_like_mpeg(b, n))
+        return "MPEG";
+    return NULL;
+}
+
+/* Copy all of `in` (a pipe, FIFO or device; `name` in messages) into an
+ * unlinked temporary file in $TMPDIR (or /tmp) and return it rewound. */
+static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+{
+    uint64_t cap = 0;
+    ss_status st = ss_spool_limit(&cap, err);
+    if (st != SS_OK)
+        return st;
+    enum { CHUNK = 1 << 16, HEAD = 16 };
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    /* the first bytes, before any file is made */
+    size_t head = 0;
+    int eof = 0;
+    while (st == SS_OK && head < HEAD && !eof) {
+        if (cancelled()) {
+            st = interrupted(name, err);
+            break;
+        }
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int k = poll(&p, 1, 100);
+        if (k < 0 && errno != EINTR)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        if (k <= 0)
+            continue;
+        ssize_t n = read(in, buf + head, HEAD - head);
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        else if (n == 0)
+            eof = 1;
+        else if (n > 0)
+            head += (size_t)n;
+    }
+    if (st == SS_OK && head == 0)
+        st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", name);
+    if (st == SS_OK && !audio_magic(buf, head))
+        st = ss_fail(err, SS_E_DATA, "%s: not audio (its first bytes are not those of WAV, RF64, W64, AIFF, AU, CAF, "
+                     "FLAC, Ogg or MPEG audio; other formats must be given as a file)", name);
+    if (st != SS_OK) {
+        free(buf);
+        return st;
+    }
+
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    size_t len = strlen(dir) + sizeof "/stemsplit-stdin-XXXXXX";
+    char *tmpl = malloc(len);
+    if (!tmpl) {
+        free(buf);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    }
+    snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
+    int fd = mkstemp(tmpl);
+    if (fd < 0) {
+        st = ss_fail(err, SS_E_IO, "%s: cannot create a temporary file in %s to hold it: %s", name, dir,
+                     strerror(errno));
+        free(tmpl);
+        free(buf);
+        return st;
+    }
+    /* Unlink at once: the data lives only as long as the descriptor, even if
+     * we are killed. */
+    if (unlink(tmpl) != 0) {
+        st = ss_fail(err, SS_E_IO, "%s: cannot remove temporary file %s: %s", name, tmpl, strerror(errno));
+        close(fd);
+        free(tmpl);
+        free(buf);
+        return st;
+    }
+    free(tmpl);
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+    uint64_t total = head;
+    if (write_all(fd, buf, head) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s", name, dir, strerror(errno));
+    while (st == SS_OK && !eof) {
+        if (cancelled()) {
+            st = interrupted(name, err);
+            break;
+        }
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int k = poll(&p, 1, 100);
+        if (k < 0 && errno != EINTR)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        if (k <= 0)
+            continue;
+        ssize_t n = read(in, buf, CHUNK);
+        if (n < 0) {
+            if (errno != EINTR && errno != EAGAIN)
+                st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+            continue;
+        }
+        if (n == 0)
+            break;
+        if (total + (uint64_t)n > cap) {
+            st = ss_fail(err, SS_E_DATA, "%s: more than %llu bytes, the most stemsplit holds of a pipe or device "
+                         "(STEMSPLIT_SPOOL_MAX raises it; or give the audio as a file)", name,
+                         (unsigned long long)cap);
+            break;
+        }
+        if (write_all(fd, buf, (size_t)n) != 0) {
+            st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s", name, dir,
+                         strerror(errno));
+            break;
+        }
+        total += (uint64_t)n;
+    }
+    free(buf);
+    if (st == SS_OK && lseek(fd, 0, SEEK_SET) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", name, strerror(errno));
+    if (st != SS_OK) {
+        close(fd);
+        return st;
+    }
+    *fdp = fd;
+    return SS_OK;
+}
+
+/* Open a named input read-only: a regular file as it is, a FIFO or device
+ * spooled.  O_NONBLOCK so that opening a FIFO without a writer does not wait
+ * (spool() waits, interruptibly).  SS_E_NOINPUT with strerror on failure. */
 static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
 {
     int fd;
     do
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(errno));
@@ -195,76 +397,14 @@ static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
         close(fd);
         return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(EISDIR));
     }
-    *fdp = fd;
-    return SS_OK;
-}
-
-/* Copy all of standard input into an unlinked temporary file in $TMPDIR (or
- * /tmp) and return it rewound, so libsndfile can seek in it. */
-static ss_status spool_stdin(int *fdp, ss_error *err)
-{
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
-    size_t len = strlen(dir) + sizeof "/stemsplit-stdin-XXXXXX";
-    char *tmpl = malloc(len);
-    if (!tmpl)
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
-    snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
-    int fd = mkstemp(tmpl);
-    if (fd < 0) {
-        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot create a temporary file in %s to hold it: %s",
-                               SS_STDIN_NAME, dir, strerror(errno));
-        free(tmpl);
-        return st;
-    }
-    /* Unlink at once: the data lives only as long as the descriptor, even if
-     * we are killed. */
-    if (unlink(tmpl) != 0) {
-        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot remove temporary file %s: %s",
-                               SS_STDIN_NAME, tmpl, strerror(errno));
+    if (!S_ISREG(st.st_mode)) {
+        ss_status s = spool(fd, path, fdp, err);
         close(fd);
-        free(tmpl);
-        return st;
+        return s;
     }
-    free(tmpl);
-    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-
-    enum { CHUNK = 1 << 16 };
-    char *buf = malloc(CHUNK);
-    if (!buf) {
-        close(fd);
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
-    }
-    ss_status st = SS_OK;
-    uint64_t total = 0;
-    for (;;) {
-        ssize_t n = read(STDIN_FILENO, buf, CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            st = ss_fail(err, SS_E_IO, "%s: read error: %s", SS_STDIN_NAME, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        if (write_all(fd, buf, (size_t)n) != 0) {
-            st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s",
-                         SS_STDIN_NAME, dir, strerror(errno));
-            break;
-        }
-        total += (uint64_t)n;
-    }
-    free(buf);
-    if (st == SS_OK && total == 0)
-        st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", SS_STDIN_NAME);
-    if (st == SS_OK && lseek(fd, 0, SEEK_SET) != 0)
-        st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", SS_STDIN_NAME,
-                     strerror(errno));
-    if (st != SS_OK) {
-        close(fd);
-        return st;
-    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     *fdp = fd;
     return SS_OK;
 }
@@ -286,7 +426,7 @@ static ss_status open_stdin(int *fdp, ss_error *err)
     if (isatty(STDIN_FILENO))
         return ss_fail(err, SS_E_NOINPUT, "%s: is a terminal; pipe audio into it or name a file",
                        SS_STDIN_NAME);
-    return spool_stdin(fdp, err);
+    return spool(STDIN_FILENO, SS_STDIN_NAME, fdp, err);
 }
 
 /* The second half of every open: check what libsndfile found, fill info.

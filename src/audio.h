@@ -8,6 +8,7 @@
 #ifndef SS_AUDIO_H
 #define SS_AUDIO_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -30,8 +31,21 @@ typedef struct ss_audio_info {
     char format[64];       /* e.g. "WAV PCM 16", "FLAC PCM 24"                 */
 } ss_audio_info;
 
-/* Open `path` ("-" = standard input, spooled to a temporary file that is
- * removed on close).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
+/* While set, a read of standard input, a FIFO or a device (and the wait for
+ * a FIFO's writer) ends with SS_E_INTERRUPT within about 0.1 s (NULL: never).
+ * The CLI passes the flag its SIGINT/SIGTERM handler sets. */
+void ss_audio_set_cancel(const volatile sig_atomic_t *flag);
+/* The most bytes a pipe, FIFO or device is spooled to: STEMSPLIT_SPOOL_MAX
+ * (bytes, or with a K/M/G/T suffix), 4 GiB by default; SS_E_USAGE when the
+ * variable is not a size. */
+ss_status ss_spool_limit(uint64_t *bytes, ss_error *err);
+
+/* Open `path` ("-" = standard input).  Standard input that is not a regular
+ * file, and a named FIFO or device, is spooled to an unlinked temporary file
+ * (removed on close, on failure and if the process is killed): its first
+ * bytes must be those of an audio format (else SS_E_DATA before anything is
+ * spooled), at most ss_spool_limit() bytes (else SS_E_DATA), interruptible
+ * (ss_audio_set_cancel).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
  * not audio libsndfile or (MPEG audio) libmpg123 can decode, or when it has 0
  * channels.  Neither library prints anything. */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);

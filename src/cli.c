@@ -600,6 +600,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    ss_audio_set_cancel(&cancel_signal);   /* reading a pipe, FIFO or device stops on them too */
     signal(SIGXFSZ, SIG_IGN);      /* a file-size limit becomes a write error, not a kill */
 
     sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .shifts = o.shifts,

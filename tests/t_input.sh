@@ -76,3 +76,45 @@ sys.exit(0 if ok else 1)
 EOF2
 then pass "truncated_wav_warning_in_the_json_report"
 else fail "truncated_wav_warning_in_the_json_report" "$(head -c 600 "$T/trunc.json")"; fi
+
+# ---- standard input, FIFOs, devices: recognised first, bounded, interruptible ------------
+mkdir "$T/spool"
+# elapsed CMD...: run CMD (output to $T/out.el), set $rc and $secs (whole seconds)
+elapsed() { t0=$(date +%s); "$@" >"$T/out.el" 2>&1; rc=$?; secs=$(($(date +%s) - t0)); }
+elapsed env TMPDIR="$T/spool" timeout --preserve-status -s KILL 20 "$STEMSPLIT" -m "$M" -o "$T/z" - </dev/zero
+if [ "$rc" -eq 65 ] && [ "$secs" -le 3 ] && [ -z "$(ls -A "$T/spool")" ] && grep -q "standard input: not audio" "$T/out.el"
+then pass "dev_zero_on_stdin_refused_from_its_first_bytes"
+else fail "dev_zero_on_stdin_refused_from_its_first_bytes" "exit $rc after $secs s, spool: $(ls "$T/spool" | head -3): $(head -c 300 "$T/out.el")"; fi
+elapsed timeout --preserve-status -s KILL 20 "$STEMSPLIT" -m "$M" -o "$T/z" /dev/zero
+if [ "$rc" -eq 65 ] && [ "$secs" -le 3 ]; then pass "dev_zero_named_refused_from_its_first_bytes"
+else fail "dev_zero_named_refused_from_its_first_bytes" "exit $rc after $secs s: $(head -c 300 "$T/out.el")"; fi
+
+mkfifo "$T/fifo"
+elapsed timeout --preserve-status -k 10 -s INT 1 "$STEMSPLIT" -m "$M" -o "$T/f" "$T/fifo"
+if [ "$rc" -eq 130 ] && [ "$secs" -le 4 ]; then pass "fifo_without_writer_ends_on_sigint"
+else fail "fifo_without_writer_ends_on_sigint" "exit $rc after $secs s: $(head -c 300 "$T/out.el")"; fi
+elapsed timeout --preserve-status -k 10 -s TERM 1 "$STEMSPLIT" -m "$M" -o "$T/f" "$T/fifo"
+if [ "$rc" -eq 143 ] && [ "$secs" -le 4 ]; then pass "fifo_without_writer_ends_on_sigterm"
+else fail "fifo_without_writer_ends_on_sigterm" "exit $rc after $secs s: $(head -c 300 "$T/out.el")"; fi
+
+# a stalled writer: 100 bytes of a WAV, then nothing (the pipe stays open)
+wav "$T/one.wav" 44100
+python3 -c 'import sys, time
+sys.stdout.buffer.write(open(sys.argv[1], "rb").read()[:100]); sys.stdout.flush(); time.sleep(60)' "$T/one.wav" >"$T/fifo" &
+writer=$!
+elapsed env TMPDIR="$T/spool" timeout --preserve-status -k 10 -s TERM 1 "$STEMSPLIT" -m "$M" -o "$T/f" - <"$T/fifo"
+kill "$writer" 2>/dev/null; wait "$writer" 2>/dev/null
+if [ "$rc" -eq 143 ] && [ "$secs" -le 4 ] && [ -z "$(ls -A "$T/spool")" ]; then pass "stalled_stdin_pipe_ends_on_sigterm"
+else fail "stalled_stdin_pipe_ends_on_sigterm" "exit $rc after $secs s, spool: $(ls "$T/spool" | head -3): $(head -c 300 "$T/out.el")"; fi
+
+# the spool cap: 1 s of 16-bit stereo is 176 KB, over a 64K cap
+cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=64K TMPDIR="$T/spool" "$STEMSPLIT" -m "$M" -o "$T/c" - >"$T/out.cap" 2>&1; rc=$?
+if [ "$rc" -eq 65 ] && grep -q "STEMSPLIT_SPOOL_MAX" "$T/out.cap" && [ -z "$(ls -A "$T/spool")" ] && [ ! -e "$T/c/stdin" ]
+then pass "spool_cap_is_a_clear_error"
+else fail "spool_cap_is_a_clear_error" "exit $rc: $(head -c 300 "$T/out.cap")"; fi
+cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=1M "$STEMSPLIT" -q -m "$M" -o "$T/c" - >"$T/out.cap2" 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && [ "$(frames "$T/c/stdin/low.wav")" = 44100 ]; then pass "spool_under_the_cap_is_read"
+else fail "spool_under_the_cap_is_read" "exit $rc: $(head -c 300 "$T/out.cap2")"; fi
+cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=lots "$STEMSPLIT" -m "$M" -o "$T/c2" - >"$T/out.cap3" 2>&1; rc=$?
+if [ "$rc" -eq 64 ] && grep -q "STEMSPLIT_SPOOL_MAX=lots" "$T/out.cap3"; then pass "spool_cap_not_a_size_is_usage"
+else fail "spool_cap_not_a_size_is_usage" "exit $rc: $(head -c 300 "$T/out.cap3")"; fi
