@@ -147,6 +147,8 @@ static int looks_like_mpeg(const unsigned char *b, size_t n);
 static ss_status mpeg_open(ss_audio_reader *r, const char *name, ss_audio_reader **out, ss_audio_info *info,
                            ss_error *err);
 static int64_t declared_frames(const ss_audio_reader *r, int channels);
+static int bytes_at(const ss_audio_reader *r, int64_t off, unsigned char *b, size_t n);
+static uint32_t le32(const unsigned char *b);
 
 /* The first bytes of the reader's file or memory (for recognising MPEG). */
 static size_t first_bytes(const ss_audio_reader *r, unsigned char *b, size_t cap)
@@ -435,7 +437,11 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
                                ss_audio_reader **out, ss_audio_info *info, ss_error *err)
 {
     ss_status st = SS_OK;
-    if (!sf) {
+    unsigned char h[12], c[8], d[8];
+    if (!sf && bytes_at(r, 0, h, sizeof h) && !memcmp(h, "RIFF", 4) && !memcmp(h + 8, "WAVE", 4) &&
+        bytes_at(r, 12, c, sizeof c) && !memcmp(c, "fmt ", 4) && bytes_at(r, 20, d, sizeof d) && le32(d + 4) == 0) {
+        st = ss_fail(err, SS_E_DATA, "%s: its header gives a sample rate of 0 Hz", name);
+    } else if (!sf) {
         char why[256];
         tidy_sf_message(sf_strerror(NULL), why, sizeof why);
         st = ss_fail(err, SS_E_DATA, "%s: not an audio file libsndfile can read (%s)", name, why);
@@ -1454,6 +1460,12 @@ struct ss_resampler {
 /* Largest chunk handed to one src_process() call (keeps long conversions safe). */
 #define SS_RESAMPLE_CHUNK ((int64_t)1 << 20)
 
+int ss_resample_possible(int in_rate, int out_rate)
+{
+    return in_rate > 0 && out_rate > 0 &&
+           (in_rate == out_rate || src_is_valid_ratio((double)out_rate / (double)in_rate));
+}
+
 int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate)
 {
     if (frames <= 0 || in_rate <= 0 || out_rate <= 0)
@@ -1481,7 +1493,7 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
                        PRId64 " frames)", channels, in_rate, out_rate, in_frames);
     double ratio = (double)out_rate / (double)in_rate;
     if (in_rate != out_rate && !src_is_valid_ratio(ratio))
-        return ss_fail(err, SS_E_USAGE, "cannot resample from %d Hz to %d Hz (ratio out of range)",
+        return ss_fail(err, SS_E_DATA, "cannot resample from %d Hz to %d Hz (ratio out of range)",
                        in_rate, out_rate);
     ss_resampler *rs = calloc(1, sizeof *rs);
     if (!rs)

@@ -128,6 +128,10 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
 int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n);
 void ss_resampler_free(ss_resampler *rs);
 
+/* 1 when ss_resampler_new can convert in_rate to out_rate (equal rates, or a
+ * ratio libsamplerate takes: 1/256 .. 256). */
+int ss_resample_possible(int in_rate, int out_rate);
+
 /* round(frames * out_rate / in_rate) */
 int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate);
 

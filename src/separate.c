@@ -909,6 +909,12 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     d->cin = ai->channels;
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
+    if (!ss_resample_possible(ai->samplerate, info->samplerate)) {
+        s = ss_fail(err, SS_E_DATA, "%s: sample rate %d Hz: stemsplit resamples to model %s's %d Hz only from "
+                    "%d to %lld Hz", input, ai->samplerate, info->name, info->samplerate,
+                    (info->samplerate + 255) / 256, (long long)info->samplerate * 256);
+        goto fail;
+    }
     if (ai->declared > ai->frames) {
         /* a truncated file (an interrupted download or copy): separated as far
          * as it goes, and said so */

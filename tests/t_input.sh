@@ -118,3 +118,11 @@ else fail "spool_under_the_cap_is_read" "exit $rc: $(head -c 300 "$T/out.cap2")"
 cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=lots "$STEMSPLIT" -m "$M" -o "$T/c2" - >"$T/out.cap3" 2>&1; rc=$?
 if [ "$rc" -eq 64 ] && grep -q "STEMSPLIT_SPOOL_MAX=lots" "$T/out.cap3"; then pass "spool_cap_not_a_size_is_usage"
 else fail "spool_cap_not_a_size_is_usage" "exit $rc: $(head -c 300 "$T/out.cap3")"; fi
+
+# ---- sample rates no resampler takes: bad data naming the file -------------------------
+for r in 0 1 3 2147483647; do
+    wav "$T/rate$r.wav" 1000 2 "$r"
+    run -q -o "$T/r" "$T/rate$r.wav" >"$T/out.rate$r" 2>&1; rc=$?
+    if [ "$rc" -eq 65 ] && grep -q "rate$r.wav: .*$r Hz" "$T/out.rate$r"; then pass "sample_rate_${r}_hz_is_bad_data"
+    else fail "sample_rate_${r}_hz_is_bad_data" "exit $rc: $(head -c 300 "$T/out.rate$r")"; fi
+done
