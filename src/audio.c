@@ -1021,6 +1021,7 @@ struct ss_audio_writer {
     int64_t unsynced;   /* samples written since writeback was last started          */
     int samplerate;
     int sub;            /* SF_FORMAT_PCM_16/24 when frames can go at offsets, else 0 */
+    int float_wav;      /* WAV with float samples: fmt chunk completed at commit     */
     int64_t data_off;   /* byte offset of frame 0 in the file (with sub)             */
     int frame_bytes;    /* bytes per frame in the file (with sub)                    */
     int64_t seq;        /* frames written in order (ss_audio_write)                  */
@@ -1169,6 +1170,7 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
     }
     if (sub != SF_FORMAT_FLOAT)
         sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    w->float_wav = major == SF_FORMAT_WAV && sub == SF_FORMAT_FLOAT;
 
     w->sf = sf;
     w->fd = fd;
@@ -1397,6 +1399,54 @@ static void sync_parent_dir(const char *path)
     free(dir);
 }
 
+/* A float WAV's fmt chunk as libsndfile writes it is 16 bytes, without the
+ * cbSize field every non-PCM format has (sox: "wave header missing extended
+ * part of fmt chunk").  After sf_close has written the final header
+ * (RIFF, fmt 16, fact, PEAK, data), rewrite it in place, same length: fmt with
+ * cbSize = 0 (18 bytes), the fact chunk, and a JUNK chunk where the PEAK chunk
+ * was, 2 bytes shorter (PEAK is optional and is dropped).  0, or an errno;
+ * a header of any other layout is left as it is. */
+static int complete_float_fmt(int fd)
+{
+    unsigned char h[256], o[256];
+    ssize_t n;
+    do
+        n = pread(fd, h, sizeof h, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno;
+    size_t len = (size_t)n, off = 12, fmt = 0, fact = 0, peak = 0;
+    if (len < 12 || memcmp(h, "RIFF", 4) || memcmp(h + 8, "WAVE", 4))
+        return 0;
+    while (off + 8 <= len && memcmp(h + off, "data", 4)) {
+        uint32_t size = le32(h + off + 4);
+        if (!memcmp(h + off, "fmt ", 4) && size == 16 && (h[off + 8] | h[off + 9] << 8) == 3 && off == 12)
+            fmt = off;
+        else if (!memcmp(h + off, "fact", 4) && size == 4)
+            fact = off;
+        else if (!memcmp(h + off, "PEAK", 4) && size >= 4)
+            peak = off;
+        else
+            return 0;
+        off += 8 + size;
+    }
+    if (!fmt || !fact || !peak || fact != fmt + 24 || peak != fact + 12 || off + 8 > len)
+        return 0;
+    uint32_t junk = le32(h + peak + 4) - 2;
+    memcpy(o, h, 12);
+    memcpy(o + 12, "fmt \x12\0\0\0", 8);
+    memcpy(o + 20, h + 20, 16);
+    o[36] = o[37] = 0;                                   /* cbSize */
+    memcpy(o + 38, h + fact, 12);
+    memcpy(o + 50, "JUNK", 4);
+    o[54] = (unsigned char)junk, o[55] = (unsigned char)(junk >> 8), o[56] = (unsigned char)(junk >> 16),
+    o[57] = (unsigned char)(junk >> 24);
+    if (58 + (size_t)junk != off)
+        return 0;
+    memset(o + 58, 0, junk);
+    return pwrite_all(fd, (const char *)o, off, 0);
+}
+
 ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
 {
     if (!w)
@@ -1418,6 +1468,9 @@ ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
         st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
                      e ? strerror(e) : tidy_sf_message(sf_error_number(ce), why, sizeof why));
 
+    int fe;
+    if (st == SS_OK && w->float_wav && (fe = complete_float_fmt(w->fd)) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(fe));
     if (st == SS_OK && fsync(w->fd) != 0 && errno != EINVAL && errno != ENOTSUP)
         st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
     if (w->fd >= 0) {

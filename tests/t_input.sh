@@ -126,3 +126,14 @@ for r in 0 1 3 2147483647; do
     if [ "$rc" -eq 65 ] && grep -q "rate$r.wav: .*$r Hz" "$T/out.rate$r"; then pass "sample_rate_${r}_hz_is_bad_data"
     else fail "sample_rate_${r}_hz_is_bad_data" "exit $rc: $(head -c 300 "$T/out.rate$r")"; fi
 done
+
+# ---- float WAV stems: a header sox reads without a warning (where sox is installed) --------
+if command -v soxi >/dev/null 2>&1; then
+    run -q --sample-format f32 -o "$T/f32" "$T/one.wav" >"$T/out.f32" 2>&1; rc=$?
+    soxi "$T/f32/one/low.wav" >"$T/soxi.f32" 2>&1
+    if [ "$rc" -eq 0 ] && ! grep -qi "warn" "$T/soxi.f32" && grep -q "32-bit Floating Point" "$T/soxi.f32"
+    then pass "f32_wav_stem_read_by_sox_without_warning"
+    else fail "f32_wav_stem_read_by_sox_without_warning" "exit $rc: $(head -c 300 "$T/soxi.f32")"; fi
+else
+    skip "f32_wav_stem_read_by_sox_without_warning" "soxi not installed (test_audio checks the header bytes)"
+fi

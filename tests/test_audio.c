@@ -237,6 +237,57 @@ static void test_flac_s24_roundtrip_within_quantisation_step(void)
 }
 
 /* Integer formats clip out-of-range samples instead of wrapping around. */
+/* A 32-bit float WAV has the complete fmt chunk of a non-PCM format (18
+ * bytes: WAVE_FORMAT_IEEE_FLOAT with cbSize = 0, as sox and ffmpeg write it;
+ * libsndfile's own is 16 bytes, and sox warns "wave header missing extended
+ * part of fmt chunk") and a fact chunk with the frame count; the file reads
+ * back exactly (test_wav_f32_roundtrip_is_exact). */
+static void test_wav_f32_has_complete_fmt_chunk(void)
+{
+    const char *dir = subdir("f32hdr");
+    const int channels[] = {1, 2, 6};
+    for (int c = 0; c < 3; c++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/f%d.wav", dir, channels[c]);
+        const int64_t n = 1234;
+        float *x = make_signal(n, channels[c], 5);
+        CHECK(x, "out of memory");
+        ss_error err = {0};
+        ss_status st = write_file(path, SS_FILE_WAV, SS_SAMPLE_F32, 48000, channels[c], x, n, &err);
+        free(x);
+        CHECK(st == SS_OK, "%s", err.msg);
+        unsigned char h[4096];
+        FILE *f = fopen(path, "rb");
+        CHECK(f, "%s: %s", path, strerror(errno));
+        size_t len = fread(h, 1, sizeof h, f);
+        fclose(f);
+        CHECK(len > 12 + 8 + 18 && !memcmp(h, "RIFF", 4) && !memcmp(h + 8, "WAVE", 4), "not a RIFF WAVE file");
+        int fmt_ok = 0, fact_ok = 0, data_ok = 0;
+        for (size_t off = 12; off + 8 <= len;) {
+            uint32_t size = h[off + 4] | (uint32_t)h[off + 5] << 8 | (uint32_t)h[off + 6] << 16 |
+                            (uint32_t)h[off + 7] << 24;
+            const unsigned char *d = h + off + 8;
+            if (!memcmp(h + off, "fmt ", 4)) {
+                CHECK(size == 18, "%d channels: fmt chunk of %u bytes, want 18", channels[c], size);
+                CHECK((d[0] | d[1] << 8) == 3, "format tag %#x, want 3", d[0] | d[1] << 8);
+                CHECK((d[14] | d[15] << 8) == 32, "%d bits", d[14] | d[15] << 8);
+                CHECK((d[16] | d[17] << 8) == 0, "cbSize %d, want 0", d[16] | d[17] << 8);
+                fmt_ok = 1;
+            }
+            if (!memcmp(h + off, "fact", 4) && size >= 4)
+                fact_ok = (d[0] | d[1] << 8 | d[2] << 16 | (uint32_t)d[3] << 24) == (uint32_t)n;
+            if (!memcmp(h + off, "data", 4)) {
+                data_ok = size == (uint32_t)(n * channels[c] * 4);
+                break;
+            }
+            off += 8 + size + (size & 1);
+        }
+        CHECK(fmt_ok, "%d channels: no fmt chunk before the data", channels[c]);
+        CHECK(fact_ok, "%d channels: no fact chunk with %lld frames before the data", channels[c], (long long)n);
+        CHECK(data_ok, "%d channels: no data chunk of the right size", channels[c]);
+    }
+}
+
 static void test_s16_clips_out_of_range_samples(void)
 {
     const char *dir = subdir("clip");
@@ -1308,6 +1359,7 @@ int main(void)
     RUN(test_flac_s16_roundtrip_within_quantisation_step);
     RUN(test_flac_s24_roundtrip_within_quantisation_step);
     RUN(test_s16_clips_out_of_range_samples);
+    RUN(test_wav_f32_has_complete_fmt_chunk);
     RUN(test_write_at_s16_stereo_same_bytes_as_in_order);
     RUN(test_write_at_s16_mono_same_bytes_as_in_order);
     RUN(test_write_at_s24_stereo_same_bytes_as_in_order);
