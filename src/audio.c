@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1495,8 +1496,254 @@ void ss_audio_abort(ss_audio_writer *w)
 
 /* ---- resampling ------------------------------------------------------------------- */
 
+/* ---- polyphase FIR: the converter for rates whose ratio reduces to at most
+ * POLY_MAX_PHASES phases (every common pair: 48000 <-> 44100 is 160/147,
+ * 32000 -> 44100 441/320, 96000 -> 44100 147/320, ...).
+ *
+ * A Kaiser-windowed sinc designed at the rate L * in_rate (L = out / gcd, the
+ * number of phases), cut off at half the lower of the two rates, transition
+ * band from POLY_PASS (20 kHz at 44.1 kHz) of the lower rate to its mirror
+ * image (24.1 kHz at 44.1 kHz: what aliases lands above 20 kHz), stopband
+ * POLY_ATTEN_DB; each phase's taps are normalised to a DC gain of exactly 1.
+ * Output frame j is the dot product of phase (j*M + c) mod L with the T input
+ * frames ending at (j*M + c) / L, c the filter's centre: linear phase, no
+ * delay, zeros before the first and after the last input frame.  Measured
+ * (test_resampler_passband_error_bound): a sine sweep 20 Hz .. 20 kHz through
+ * 48000 -> 44100 -> 48000 comes back within the bound stated there. */
+
+#define POLY_MAX_PHASES 1024
+#define POLY_MAX_TAPS 512          /* taps per phase; more falls back to libsamplerate */
+#define POLY_PASS (20000.0 / 44100.0)
+#define POLY_ATTEN_DB 100.0
+
+typedef struct poly {
+    int L, M;               /* phases (up), step (down): out/in = L/M            */
+    int T;                  /* taps per phase, a multiple of 8                   */
+    int64_t c;              /* filter centre, in samples at L * in_rate          */
+    float *taps;            /* [L][T], each phase reversed (oldest input first)  */
+    float *hist;            /* [C][cap] planar input, frame hist0 at index 0     */
+    int64_t cap, hist0, hist_n;
+} poly;
+
+static double bessel_i0(double x)
+{
+    double sum = 1.0, term = 1.0, q = x * x / 4.0;
+    for (int k = 1; k < 200 && term > 1e-17 * sum; k++) {
+        term *= q / ((double)k * k);
+        sum += term;
+    }
+    return sum;
+}
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* The filter for in_rate -> out_rate, or NULL (no memory, or a ratio beyond
+ * POLY_MAX_PHASES / POLY_MAX_TAPS: libsamplerate takes those). */
+static poly *poly_new(int in_rate, int out_rate, int *nomem)
+{
+    int64_t g = gcd64(in_rate, out_rate), L = out_rate / g, M = in_rate / g;
+    double lo = in_rate < out_rate ? in_rate : out_rate, up = (double)L * in_rate;
+    double fc = lo / 2, df = lo * (1.0 - 2.0 * POLY_PASS);             /* Hz */
+    double beta = 0.1102 * (POLY_ATTEN_DB - 8.7);
+    int64_t n = (int64_t)ceil((POLY_ATTEN_DB - 8.0) / (2.285 * 2.0 * M_PI * df / up)) + 1;
+    *nomem = 0;
+    if (L > POLY_MAX_PHASES || n / L + 1 > POLY_MAX_TAPS)
+        return NULL;
+    n |= 1;                                                  /* odd: an integer centre */
+    int T = (int)((n + L - 1) / L + 7) / 8 * 8;
+    poly *f = calloc(1, sizeof *f);
+    double *h = malloc(sizeof(double) * (size_t)n);
+    if (f)
+        f->taps = calloc((size_t)L * (size_t)T, sizeof(float));
+    if (!f || !h || !f->taps) {
+        if (f)
+            free(f->taps);
+        free(f);
+        free(h);
+        *nomem = 1;
+        return NULL;
+    }
+    f->L = (int)L;
+    f->M = (int)M;
+    f->T = T;
+    f->c = (n - 1) / 2;
+    double i0b = bessel_i0(beta);
+    for (int64_t k = 0; k < n; k++) {
+        double t = (double)(k - f->c), r = t / (double)f->c;
+        double x = 2.0 * fc / up * t;
+        double sinc = t == 0 ? 1.0 : sin(M_PI * x) / (M_PI * x);
+        h[k] = sinc * bessel_i0(beta * sqrt(fmax(0.0, 1.0 - r * r))) / i0b;
+    }
+    /* phase q holds h[q + t*L], t = 0..T-1, reversed; normalised to sum 1 */
+    for (int q = 0; q < L; q++) {
+        double sum = 0.0;
+        for (int t = 0; t < T && q + (int64_t)t * L < n; t++)
+            sum += h[q + (int64_t)t * L];
+        for (int t = 0; t < T && q + (int64_t)t * L < n; t++)
+            f->taps[(size_t)q * T + (size_t)(T - 1 - t)] = (float)(h[q + (int64_t)t * L] / sum);
+    }
+    free(h);
+    f->hist0 = -(int64_t)(T - 1);                            /* T-1 zeros before frame 0 */
+    f->hist_n = T - 1;
+    f->cap = 0;
+    return f;
+}
+
+static void poly_free(poly *f)
+{
+    if (f) {
+        free(f->taps);
+        free(f->hist);
+        free(f);
+    }
+}
+
+/* Room for `need` frames of history per channel (keeping what is held). */
+static int poly_reserve(poly *f, int channels, int64_t need)
+{
+    if (need <= f->cap)
+        return 0;
+    int64_t cap = need + need / 2 + 1024;
+    float *nh = calloc((size_t)cap * (size_t)channels, sizeof(float));
+    if (!nh)
+        return -1;
+    for (int ch = 0; ch < channels && f->hist; ch++)
+        memcpy(nh + (size_t)ch * (size_t)cap, f->hist + (size_t)ch * (size_t)f->cap,
+               sizeof(float) * (size_t)f->hist_n);
+    free(f->hist);
+    f->hist = nh;
+    f->cap = cap;
+    return 0;
+}
+
+/* Append n interleaved frames (NULL: zeros). */
+static int poly_append(poly *f, int channels, const float *in, int64_t n)
+{
+    if (poly_reserve(f, channels, f->hist_n + n) != 0)
+        return -1;
+    for (int ch = 0; ch < channels; ch++) {
+        float *d = f->hist + (size_t)ch * (size_t)f->cap + f->hist_n;
+        if (!in)
+            memset(d, 0, sizeof(float) * (size_t)n);
+        else
+            for (int64_t i = 0; i < n; i++)
+                d[i] = in[(size_t)i * (size_t)channels + (size_t)ch];
+    }
+    f->hist_n += n;
+    return 0;
+}
+
+/* One output frame of one channel: taps tp[0..T) against x[0..T), T a
+ * multiple of 8, in eight lanes (sixteen: two vectors of eight) that the
+ * compiler keeps in vector registers. */
+static inline float poly_dot(const float *tp, const float *x, int T)
+{
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= T; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += tp[i + k] * x[i + k];
+    for (; i < T; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += tp[i + k] * x[i + k];
+    for (int k = 0; k < 8; k++)
+        acc[k] += acc[k + 8];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define POLY_AVX2 1
+/* The same with AVX2 and FMA (chosen at run time where the CPU has them). */
+__attribute__((target("avx2,fma"))) static inline float poly_dot_avx2(const float *tp, const float *x, int T)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= T; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    if (i < T)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i), _mm256_loadu_ps(x + i), a0);
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
+typedef float (*poly_dot_fn)(const float *tp, const float *x, int T);
+
+/* Output frames out_done .. while their input window is held (and room is
+ * left); returns the number made.  Inlined into one function per dot product
+ * (below), so that the dot product is inlined too. */
+static inline __attribute__((always_inline)) int64_t
+poly_run_with(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room, poly_dot_fn dot)
+{
+    int64_t made = 0, held_end = f->hist0 + f->hist_n;    /* one past the last input frame held */
+    int64_t p = out_done * f->M + f->c, b = p / f->L, q = p % f->L;
+    const int64_t step_b = f->M / f->L, step_q = f->M % f->L;
+    const int T = f->T;
+    for (int64_t j = out_done; j < out_total && made < room && b < held_end; j++, made++) {
+        const float *tp = f->taps + (size_t)q * (size_t)T;
+        int64_t start = b - T + 1 - f->hist0;
+        for (int ch = 0; ch < channels; ch++)
+            out[(size_t)made * (size_t)channels + (size_t)ch] =
+                dot(tp, f->hist + (size_t)ch * (size_t)f->cap + start, T);
+        b += step_b;
+        q += step_q;
+        if (q >= f->L) {
+            q -= f->L;
+            b++;
+        }
+    }
+    /* drop what no later output needs */
+    int64_t keep = b - T + 1 - f->hist0;
+    if (keep > 0 && keep > f->hist_n / 2 && keep <= f->hist_n) {
+        for (int ch = 0; ch < channels; ch++) {
+            float *d = f->hist + (size_t)ch * (size_t)f->cap;
+            memmove(d, d + keep, sizeof(float) * (size_t)(f->hist_n - keep));
+        }
+        f->hist0 += keep;
+        f->hist_n -= keep;
+    }
+    return made;
+}
+
+static int64_t poly_run_generic(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+    return poly_run_with(f, channels, out_done, out_total, out, room, poly_dot);
+}
+
+#ifdef POLY_AVX2
+__attribute__((target("avx2,fma"))) static int64_t
+poly_run_avx2(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+    return poly_run_with(f, channels, out_done, out_total, out, room, poly_dot_avx2);
+}
+#endif
+
+static int64_t poly_run(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+#ifdef POLY_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return poly_run_avx2(f, channels, out_done, out_total, out, room);
+#endif
+    return poly_run_generic(f, channels, out_done, out_total, out, room);
+}
+
 struct ss_resampler {
-    SRC_STATE *src;     /* libsamplerate state; NULL for a passthrough (equal rates) */
+    SRC_STATE *src;     /* libsamplerate state (rates poly cannot take), else NULL   */
+    poly *pf;           /* the polyphase filter, else NULL (NULL and NULL: equal rates) */
     int channels;       /* interleaved channels per frame                            */
     double ratio;       /* out_rate / in_rate                                        */
     int64_t in_total;   /* input frames announced to ss_resampler_new()              */
@@ -1556,9 +1803,15 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
     rs->in_total = in_frames;
     rs->out_total = in_rate == out_rate ? in_frames : ss_resampled_length(in_frames, in_rate, out_rate);
     if (in_rate != out_rate) {
-        int e = 0;
-        rs->src = src_new(SRC_SINC_BEST_QUALITY, channels, &e);
-        if (!rs->src) {
+        int e = 0, nomem = 0;
+        rs->pf = poly_new(in_rate, out_rate, &nomem);
+        if (nomem) {
+            free(rs);
+            return ss_fail(err, SS_E_NOMEM, "resampler: out of memory (%d -> %d Hz)", in_rate, out_rate);
+        }
+        if (!rs->pf)
+            rs->src = src_new(SRC_SINC_BEST_QUALITY, channels, &e);
+        if (!rs->pf && !rs->src) {
             free(rs);
             return ss_fail(err, e == 1 /* SRC_ERR_MALLOC_FAILED */ ? SS_E_NOMEM : SS_E_INTERNAL,
                            "resampler: cannot start libsamplerate (%d -> %d Hz, %d channels): %s",
@@ -1574,7 +1827,7 @@ int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n)
     if (!rs || n < 0)
         return 0;
     int64_t left = rs->out_total - rs->out_done;
-    if (!rs->src)
+    if (!rs->src && !rs->pf)
         return n < left ? n : left;
     /* The push that completes the input delivers everything that is left. */
     if (rs->in_done + n >= rs->in_total)
@@ -1598,6 +1851,28 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
     size_t ch = (size_t)rs->channels;
     int last = rs->in_done + n == rs->in_total;
 
+    if (rs->pf) {
+        if (rs->flushed)
+            return SS_OK;
+        if (poly_append(rs->pf, rs->channels, in, n) != 0)
+            return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
+        if (last) {
+            /* zeros after the last frame, as far as the last output's window reaches */
+            int64_t need = ((rs->out_total - 1) * rs->pf->M + rs->pf->c) / rs->pf->L + 1;
+            int64_t more = need - (rs->pf->hist0 + rs->pf->hist_n);
+            if (more > 0 && poly_append(rs->pf, rs->channels, NULL, more) != 0)
+                return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
+        }
+        int64_t made = poly_run(rs->pf, rs->channels, rs->out_done, rs->out_total, out, out_cap);
+        rs->in_done += n;
+        rs->out_done += made;
+        *got = made;
+        if (last && rs->out_done < rs->out_total)
+            return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64 " frames too small for the tail",
+                           out_cap);
+        rs->flushed = last;
+        return SS_OK;
+    }
     if (!rs->src) {
         if (n > out_cap)
             return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64
@@ -1676,5 +1951,6 @@ void ss_resampler_free(ss_resampler *rs)
         return;
     if (rs->src)
         src_delete(rs->src);
+    poly_free(rs->pf);
     free(rs);
 }

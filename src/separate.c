@@ -457,7 +457,11 @@ typedef struct encoder {
     int S, C;                 /* sources, channels                               */
     int64_t length;           /* frames each output must have (input length)     */
     double mean, std;         /* de-normalisation                                */
-    double seconds;           /* time spent encoding                             */
+    double seconds;           /* time spent encoding (resampling included)       */
+    pthread_t owner;          /* the thread of ss_sep_infer                      */
+    double inline_seconds;    /* the part of `seconds` spent on that thread (the
+                                 engine pushes on a writer thread of its own when
+                                 it can, beside inference)                      */
     atomic_int rescale;       /* rescale mode: some output's peak needs scaling  */
     float gain;               /* the scale the rescale pass applied              */
     /* rescale mode where every writer writes at offsets (WAV s16/s24): the
@@ -626,7 +630,10 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
     ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
     if (s == SS_OK && e->running)
         s = encode_running(e, 0, err);
-    e->seconds += ss_seconds() - t0;
+    double dt = ss_seconds() - t0;
+    e->seconds += dt;
+    if (pthread_equal(pthread_self(), e->owner))
+        e->inline_seconds += dt;
     return s;
 }
 
@@ -869,14 +876,18 @@ void ss_sep_job_free(ss_sep_job *j)
     free(j);
 }
 
-/* Stage times into the report; wall = the stages' own time, queues excluded. */
+/* Stage times into the report; wall = the stages' own time, queues excluded.
+ * decode: pass 1 and pass 2's reading, with the resampling to the model's
+ * rate; encode: the stems' resampling back, encoding and committing, partly
+ * on the engine's writer thread beside inference; infer: the rest of the
+ * separation pass's own thread (so decode + infer + encode can exceed wall). */
 static void fill_times(ss_sep_job *j)
 {
     ss_file_report *r = j->rep;
     double pull = j->d.seconds, push = j->e.seconds;
     r->decode = j->stats_s + pull;
     r->encode = push + j->commit_s;
-    r->infer = j->infer_wall - pull - push;
+    r->infer = j->infer_wall - pull - j->e.inline_seconds;
     if (r->infer < 0)
         r->infer = 0;
     r->wall_seconds = j->stats_s + j->infer_wall + j->commit_s;
@@ -1003,6 +1014,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         j->e.running = ss_audio_can_write_at(j->outs[k].w);
     j->e.scale = 1.0f;
     j->e.threads = p->threads > 0 ? p->threads : ss_cpu_count();
+    j->e.owner = pthread_self();
     /* pass 2: separate */
     if (s == SS_OK)
         s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
