@@ -117,7 +117,10 @@ typedef struct ss_resampler ss_resampler;
 /* A streaming converter from in_rate to out_rate for `channels` interleaved
  * channels that will receive exactly `in_frames` input frames in total and
  * produce exactly ss_resampled_length(in_frames, in_rate, out_rate) output
- * frames (libsamplerate's SRC_SINC_BEST_QUALITY, delay compensated). */
+ * frames: a polyphase FIR (passband to 0.4535 of the lower rate, 100 dB
+ * stopband, linear phase, no delay; see audio.c and man/stemsplit.1) where the
+ * ratio needs at most 1024 phases, else libsamplerate's SRC_SINC_BEST_QUALITY,
+ * delay compensated.  Frames before the first and after the last are zeros. */
 ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_frames,
                            ss_resampler **out, ss_error *err);
 /* Push n input frames; output frames are appended to out (capacity out_cap
