@@ -197,15 +197,61 @@ typedef struct decoder {
     double seconds;          /* time spent decoding                              */
 } decoder;
 
-/* File layout -> model channels: mono duplicated, or averaged down to mono. */
+/* Downmix of 3..8 channels to stereo: row L then row R, in the WAV (SMPTE)
+ * default channel order for that count.  ITU-R BS.775 for 5.1: L' = L +
+ * 0.7071 C + 0.7071 Ls, R' = R + 0.7071 C + 0.7071 Rs, LFE dropped; 7.1 the
+ * same with the back and side surrounds each at 0.7071; a back centre goes to
+ * both sides at 0.5 (0.7071 * 0.7071).  Not normalised. */
+#define K3DB 0.70710678f
+static const float *downmix_rows(int cin)
+{
+    static const float m3[2][3] = {{1, 0, K3DB}, {0, 1, K3DB}};                        /* L R C          */
+    static const float m4[2][4] = {{1, 0, K3DB, 0}, {0, 1, 0, K3DB}};                  /* L R Lb Rb      */
+    static const float m5[2][5] = {{1, 0, K3DB, K3DB, 0}, {0, 1, K3DB, 0, K3DB}};      /* L R C Ls Rs    */
+    static const float m6[2][6] = {{1, 0, K3DB, 0, K3DB, 0}, {0, 1, K3DB, 0, 0, K3DB}}; /* L R C LFE Ls Rs */
+    static const float m7[2][7] = {{1, 0, K3DB, 0, 0.5f, K3DB, 0},                     /* L R C LFE Cb Ls Rs */
+                                   {0, 1, K3DB, 0, 0.5f, 0, K3DB}};
+    static const float m8[2][8] = {{1, 0, K3DB, 0, K3DB, 0, K3DB, 0},                  /* L R C LFE Lb Rb Ls Rs */
+                                   {0, 1, K3DB, 0, 0, K3DB, 0, K3DB}};
+    switch (cin) {
+    case 3: return &m3[0][0];
+    case 4: return &m4[0][0];
+    case 5: return &m5[0][0];
+    case 6: return &m6[0][0];
+    case 7: return &m7[0][0];
+    case 8: return &m8[0][0];
+    default: return NULL;
+    }
+}
+
+/* Can a cin-channel file feed a cm-channel model? */
+static int channels_mappable(int cin, int cm)
+{
+    return cin == cm || cin == 1 || cm == 1 || (cm == 2 && downmix_rows(cin));
+}
+
+/* File layout -> model channels: mono duplicated, averaged down to mono, or
+ * 3..8 channels downmixed to stereo (downmix_rows). */
 static void map_channels_n(int cin, int cm, const float *in, float *out, int64_t n)
 {
+    const float *mx = cm == 2 && cin > 2 ? downmix_rows(cin) : NULL;
     if (cin == cm) {
         memcpy(out, in, sizeof(float) * (size_t)(n * cm));
     } else if (cin == 1) {
         for (int64_t i = 0; i < n; i++)
             for (int c = 0; c < cm; c++)
                 out[i * cm + c] = in[i];
+    } else if (mx) {
+        for (int64_t i = 0; i < n; i++) {
+            const float *x = in + i * cin;
+            float l = 0.0f, r = 0.0f;
+            for (int c = 0; c < cin; c++) {
+                l += mx[c] * x[c];
+                r += mx[cin + c] * x[c];
+            }
+            out[i * 2] = l;
+            out[i * 2 + 1] = r;
+        }
     } else {
         for (int64_t i = 0; i < n; i++) {
             float s = 0.0f;
@@ -942,10 +988,22 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
         goto fail;
     }
-    if (d->cin != d->cm && d->cin != 1 && d->cm != 1) {
-        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono or %d-channel audio)",
-                    input, d->cin, info->name, d->cm, d->cm);
+    if (!channels_mappable(d->cin, d->cm)) {
+        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono, %d-channel%s audio)",
+                    input, d->cin, info->name, d->cm, d->cm, d->cm == 2 ? " or 3 to 8-channel (downmixed)" : "");
         goto fail;
+    }
+    if (p->verbose && d->cm == 2 && d->cin > 2) {
+        static const char *how[9] = {
+            [3] = "L' = L + 0.707 C, R' = R + 0.707 C",
+            [4] = "L' = L + 0.707 Lb, R' = R + 0.707 Rb",
+            [5] = "L' = L + 0.707 C + 0.707 Ls, R' = R + 0.707 C + 0.707 Rs",
+            [6] = "5.1, ITU-R BS.775: L' = L + 0.707 C + 0.707 Ls, R' = R + 0.707 C + 0.707 Rs, LFE dropped",
+            [7] = "6.1: L' = L + 0.707 C + 0.5 Cb + 0.707 Ls, R' likewise, LFE dropped",
+            [8] = "7.1: L' = L + 0.707 C + 0.707 Lb + 0.707 Ls, R' likewise, LFE dropped",
+        };
+        fprintf(stderr, "stemsplit: %s: %d channels downmixed to the 2 of model %s (%s; not normalised); stems are "
+                "stereo\n", input, d->cin, info->name, how[d->cin]);
     }
     d->raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d->cin);
     d->mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d->cm > d->cin ? d->cm : d->cin));

@@ -1,6 +1,7 @@
 /* separate.h - one input file through the whole pipeline:
  *
- *   decode (libsndfile) -> channels to the model's -> pass 1: statistics of the
+ *   decode (libsndfile, libmpg123) -> channels to the model's (mono duplicated,
+ *   3..8 channels downmixed to stereo) -> pass 1: statistics of the
  *   mono mix -> pass 2: resample to the model rate -> normalise -> chunked
  *   engine -> de-normalise -> choose/sum stems -> resample back -> clip policy
  *   -> encode to temporary files -> rename all into place.
@@ -30,6 +31,7 @@ typedef struct ss_sep_params {
     int two_stems;                   /* --two-stems: source index, -1 when not used       */
     ss_engine_params engine;         /* chunking, shifts, batch, progress, cancel         */
     int threads;                     /* -j: threads of the statistics and rescale passes (0: all cores) */
+    int verbose;                     /* -v: say on stderr how a file's channels are mapped */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.

@@ -137,3 +137,59 @@ if command -v soxi >/dev/null 2>&1; then
 else
     skip "f32_wav_stem_read_by_sox_without_warning" "soxi not installed (test_audio checks the header bytes)"
 fi
+
+# ---- more than two channels: downmixed for a stereo model ----------------------------------
+# mc.py OUT CHANNELS: 32-bit float WAV, 1 s at 44.1 kHz, channel c a sine at 200*(c+1) Hz
+# of amplitude 0.1 (the LFE of 5.1/7.1, channel 3, at 0.5: it must not be heard)
+cat >"$T/mc.py" <<'EOF2'
+import math, struct, sys
+out, ch = sys.argv[1], int(sys.argv[2])
+n, rate = 44100, 44100
+amp = [0.5 if (c == 3 and ch >= 6) else 0.1 for c in range(ch)]
+vals = [amp[c] * math.sin(2 * math.pi * 200 * (c + 1) * i / rate) for i in range(n) for c in range(ch)]
+data = struct.pack("<%df" % len(vals), *vals)
+fmt = struct.pack("<HHIIHHH", 3, ch, rate, rate * ch * 4, ch * 4, 32, 0)
+body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+open(out, "wb").write(b"RIFF" + struct.pack("<I", len(body)) + body)
+EOF2
+# check.py DIR CHANNELS: the sum of the stems in DIR against the downmix computed here
+cat >"$T/check.py" <<'EOF2'
+import math, struct, sys, glob
+d, ch = sys.argv[1], int(sys.argv[2])
+n, rate, k = 44100, 44100, math.sqrt(0.5)
+amp = [0.5 if (c == 3 and ch >= 6) else 0.1 for c in range(ch)]
+x = lambda c, i: amp[c] * math.sin(2 * math.pi * 200 * (c + 1) * i / rate)
+# L' and R' as ITU-R BS.775 (5.1) and its 7.1 extension give them: WAV channel order
+L = {6: [(0, 1), (2, k), (4, k)], 8: [(0, 1), (2, k), (4, k), (6, k)]}[ch]
+R = {6: [(1, 1), (2, k), (5, k)], 8: [(1, 1), (2, k), (5, k), (7, k)]}[ch]
+def floats(path):
+    b = open(path, "rb").read()
+    off = 12
+    while b[off:off + 4] != b"data":
+        off += 8 + struct.unpack("<I", b[off + 4:off + 8])[0]
+    size = struct.unpack("<I", b[off + 4:off + 8])[0]
+    return struct.unpack("<%df" % (size // 4), b[off + 8:off + 8 + size])
+stems = [floats(p) for p in sorted(glob.glob(d + "/*.wav"))]
+assert len(stems) == 4 and all(len(s) == 2 * n for s in stems), "4 stereo stems of %d frames" % n
+worst = 0.0
+for i in range(n):
+    for c, terms in ((0, L), (1, R)):
+        want = sum(w * x(ch_, i) for ch_, w in terms)
+        got = sum(s[2 * i + c] for s in stems)
+        worst = max(worst, abs(got - want))
+print("max error %.2e" % worst)
+sys.exit(0 if worst < 1e-3 else 1)
+EOF2
+for ch in 6 8; do
+    python3 "$T/mc.py" "$T/mc$ch.wav" "$ch"
+    run -v --clip none --sample-format f32 -o "$T/mc" "$T/mc$ch.wav" >"$T/out.mc$ch" 2>&1; rc=$?
+    if [ "$rc" -eq 0 ] && python3 "$T/check.py" "$T/mc/mc$ch" "$ch" >"$T/chk.mc$ch" 2>&1; then
+        pass "downmix_${ch}_channels_matches_itu_matrix"
+    else fail "downmix_${ch}_channels_matches_itu_matrix" "exit $rc: $(cat "$T/chk.mc$ch") $(head -c 300 "$T/out.mc$ch")"; fi
+    if grep -q "mc$ch.wav: $ch channels downmixed to the 2 of model" "$T/out.mc$ch"; then pass "downmix_${ch}_channels_said_under_v"
+    else fail "downmix_${ch}_channels_said_under_v" "$(head -c 300 "$T/out.mc$ch")"; fi
+done
+python3 "$T/mc.py" "$T/mc9.wav" 9
+run -q -o "$T/mc" "$T/mc9.wav" >"$T/out.mc9" 2>&1; rc=$?
+if [ "$rc" -eq 65 ] && grep -q "has 9 channels" "$T/out.mc9"; then pass "nine_channels_still_refused"
+else fail "nine_channels_still_refused" "exit $rc: $(head -c 300 "$T/out.mc9")"; fi
