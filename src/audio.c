@@ -464,9 +464,11 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     r->declared = r->frames >= 0 ? declared_frames(r, sfi->channels) : -1;
     if (r->declared <= r->frames)
         r->declared = -1;
+    r->estimate = r->frames < 0;        /* unknown length: read to the end, count (as MPEG) */
     if (info) {
         memset(info, 0, sizeof *info);
-        info->frames = r->frames;
+        info->frames = r->frames < 0 ? 0 : r->frames;
+        info->estimated = r->estimate;
         info->declared = r->declared;
         info->samplerate = sfi->samplerate;
         info->channels = sfi->channels;

@@ -20,7 +20,8 @@ typedef struct ss_audio_reader ss_audio_reader;
 
 typedef struct ss_audio_info {
     int64_t frames;        /* length in frames (an estimate when `estimated`)  */
-    int estimated;         /* 1: frames is an estimate (MPEG audio): the stream
+    int estimated;         /* 1: frames is an estimate (MPEG audio; 0 when a
+                              format does not say its length): the stream
                               is read to its end, which may come before or after
                               it; count the frames read (ss_mix_stats does)     */
     int64_t declared;      /* the length the header announces when it is more
