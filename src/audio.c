@@ -20,6 +20,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mpg123.h>
+#include <pthread.h>
 #include <samplerate.h>
 #include <sndfile.h>
 
@@ -119,10 +124,16 @@ typedef struct mem_file {
 typedef struct pread_file {
     int fd;
     sf_count_t size, pos;
+    int err;            /* errno of a failed pread, 0 when none                      */
 } pread_file;
 
 struct ss_audio_reader {
-    SNDFILE *sf;        /* libsndfile handle reading fd, mem or pf                   */
+    SNDFILE *sf;        /* libsndfile handle reading fd, mem or pf; NULL for MPEG    */
+    mpg123_handle *mh;  /* MPEG audio (MP1/2/3): libmpg123 reading pf or mem, else NULL */
+    int rate;           /* MPEG: the stream's rate (a change midway is an error)     */
+    int eof;            /* MPEG: the decoder reported the end of the stream          */
+    int estimate;       /* frames is an estimate: read to the end of the stream      */
+    int64_t declared;   /* frames the header announces, when more than the file holds; else -1 */
     int fd;             /* our descriptor (for "-": a spooled, already unlinked copy);
                            -1 for audio in memory and for clones                     */
     mem_file mem;       /* audio in memory (ss_audio_open_memory), else unused       */
@@ -130,9 +141,37 @@ struct ss_audio_reader {
     int major;          /* libsndfile major format (SF_FORMAT_WAV, ...)               */
     char *name;         /* path used in messages ("standard input" for "-")          */
     int channels;       /* channels per frame                                        */
-    int64_t frames;     /* length libsndfile announced at open; -1 when unknown      */
+    int64_t frames;     /* length announced at open (an estimate with `estimate`); -1 when unknown */
     int64_t pos;        /* frames delivered since open or the last rewind            */
 };
+
+static int looks_like_mpeg(const unsigned char *b, size_t n);
+static ss_status mpeg_open(ss_audio_reader *r, const char *name, ss_audio_reader **out, ss_audio_info *info,
+                           ss_error *err);
+static int64_t declared_frames(const ss_audio_reader *r, int channels);
+static int bytes_at(const ss_audio_reader *r, int64_t off, unsigned char *b, size_t n);
+static uint32_t le32(const unsigned char *b);
+
+/* The first bytes of the reader's file or memory (for recognising MPEG). */
+static size_t first_bytes(const ss_audio_reader *r, unsigned char *b, size_t cap)
+{
+    if (r->fd < 0) {
+        size_t n = r->mem.size < (sf_count_t)cap ? (size_t)r->mem.size : cap;
+        if (n)
+            memcpy(b, r->mem.data, n);
+        return n;
+    }
+    size_t have = 0;
+    while (have < cap) {
+        ssize_t n = pread(r->fd, b + have, cap - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    return have;
+}
 
 /* libsndfile on its own duplicate of fd (see the top of this file); NULL with
  * *dup_failed set when no descriptor could be had. */
@@ -143,12 +182,212 @@ static SNDFILE *sf_open_dup(int fd, int mode, SF_INFO *sfi, int *dup_failed)
     return d < 0 ? NULL : sf_open_fd(d, mode, sfi, SF_TRUE);
 }
 
-/* Open a named input file read-only; SS_E_NOINPUT with strerror on failure. */
+/* ---- opening: regular files directly, anything else spooled ----
+ *
+ * A pipe, a FIFO or a device is copied into an unlinked temporary file first
+ * (libsndfile and libmpg123 seek).  Its first bytes must look like audio
+ * (refused before anything is spooled), at most ss_spool_limit() bytes are
+ * kept, and the copy waits in poll(2) with a short timeout, so that SIGINT and
+ * SIGTERM (the flag given to ss_audio_set_cancel) end it promptly whatever
+ * thread it runs on: a FIFO without a writer, a stalled pipe, an endless
+ * device. */
+
+static const volatile sig_atomic_t *g_cancel;   /* ss_audio_set_cancel */
+
+void ss_audio_set_cancel(const volatile sig_atomic_t *flag) { g_cancel = flag; }
+
+static int cancelled(void) { return g_cancel && *g_cancel; }
+
+static ss_status interrupted(const char *name, ss_error *err)
+{
+    return ss_fail(err, SS_E_INTERRUPT, "%s: interrupted by %s while reading it", name,
+                   *g_cancel == SIGTERM ? "SIGTERM" : *g_cancel == SIGINT ? "SIGINT" : "a signal");
+}
+
+#define SPOOL_DEFAULT ((uint64_t)4 << 30)       /* 4 GiB */
+
+ss_status ss_spool_limit(uint64_t *bytes, ss_error *err)
+{
+    const char *env = getenv("STEMSPLIT_SPOOL_MAX");
+    *bytes = SPOOL_DEFAULT;
+    if (!env || !*env)
+        return SS_OK;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    unsigned shift = 0;
+    if (end && *end) {
+        switch (*end == 'k' ? 'K' : *end) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case 'T': shift = 40; break;
+        default: shift = 99; break;
+        }
+        end++;
+        if (*end == 'i')
+            end++;
+        if (*end == 'B')
+            end++;
+    }
+    if (errno || end == env || *end || env[0] == '-' || shift == 99 || v == 0 || (shift && v > (UINT64_MAX >> shift)))
+        return ss_fail(err, SS_E_USAGE, "STEMSPLIT_SPOOL_MAX=%s: not a size (bytes, or a number with K, M, G or T)",
+                       env);
+    *bytes = (uint64_t)v << shift;
+    return SS_OK;
+}
+
+/* Formats recognised from their first bytes (16 are enough for every one). */
+static const char *audio_magic(const unsigned char *b, size_t n)
+{
+    if (n >= 12 && (!memcmp(b, "RIFF", 4) || !memcmp(b, "RIFX", 4) || !memcmp(b, "RF64", 4) ||
+                    !memcmp(b, "BW64", 4)) && !memcmp(b + 8, "WAVE", 4))
+        return "WAV";
+    if (n >= 12 && !memcmp(b, "FORM", 4) && (!memcmp(b + 8, "AIFF", 4) || !memcmp(b + 8, "AIFC", 4) ||
+                                             !memcmp(b + 8, "8SVX", 4)))
+        return "AIFF";
+    if (n >= 16 && !memcmp(b, "riff", 4) && b[4] == 0x2E && b[5] == 0x91 && b[6] == 0xCF && b[7] == 0x11)
+        return "W64";
+    static const struct { const char *magic; const char *name; } m[] = {
+        {".snd", "AU"}, {"dns.", "AU"}, {"fLaC", "FLAC"}, {"OggS", "Ogg"}, {"caff", "CAF"},
+        {"NIST_1A", "NIST"}, {"Creative Voice File", "VOC"}, {"2BIT", "AVR"}, {"wvpk", NULL},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (m[i].name && n >= strlen(m[i].magic) && !memcmp(b, m[i].magic, strlen(m[i].magic)))
+            return m[i].name;
+    if (looks_like_mpeg(b, n))
+        return "MPEG";
+    return NULL;
+}
+
+/* Copy all of `in` (a pipe, FIFO or device; `name` in messages) into an
+ * unlinked temporary file in $TMPDIR (or /tmp) and return it rewound. */
+static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+{
+    uint64_t cap = 0;
+    ss_status st = ss_spool_limit(&cap, err);
+    if (st != SS_OK)
+        return st;
+    enum { CHUNK = 1 << 16, HEAD = 16 };
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    /* the first bytes, before any file is made */
+    size_t head = 0;
+    int eof = 0;
+    while (st == SS_OK && head < HEAD && !eof) {
+        if (cancelled()) {
+            st = interrupted(name, err);
+            break;
+        }
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int k = poll(&p, 1, 100);
+        if (k < 0 && errno != EINTR)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        if (k <= 0)
+            continue;
+        ssize_t n = read(in, buf + head, HEAD - head);
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        else if (n == 0)
+            eof = 1;
+        else if (n > 0)
+            head += (size_t)n;
+    }
+    if (st == SS_OK && head == 0)
+        st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", name);
+    if (st == SS_OK && !audio_magic(buf, head))
+        st = ss_fail(err, SS_E_DATA, "%s: not audio (its first bytes are not those of WAV, RF64, W64, AIFF, AU, CAF, "
+                     "FLAC, Ogg or MPEG audio; other formats must be given as a file)", name);
+    if (st != SS_OK) {
+        free(buf);
+        return st;
+    }
+
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    size_t len = strlen(dir) + sizeof "/stemsplit-stdin-XXXXXX";
+    char *tmpl = malloc(len);
+    if (!tmpl) {
+        free(buf);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    }
+    snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
+    int fd = mkstemp(tmpl);
+    if (fd < 0) {
+        st = ss_fail(err, SS_E_IO, "%s: cannot create a temporary file in %s to hold it: %s", name, dir,
+                     strerror(errno));
+        free(tmpl);
+        free(buf);
+        return st;
+    }
+    /* Unlink at once: the data lives only as long as the descriptor, even if
+     * we are killed. */
+    if (unlink(tmpl) != 0) {
+        st = ss_fail(err, SS_E_IO, "%s: cannot remove temporary file %s: %s", name, tmpl, strerror(errno));
+        close(fd);
+        free(tmpl);
+        free(buf);
+        return st;
+    }
+    free(tmpl);
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+    uint64_t total = head;
+    if (write_all(fd, buf, head) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s", name, dir, strerror(errno));
+    while (st == SS_OK && !eof) {
+        if (cancelled()) {
+            st = interrupted(name, err);
+            break;
+        }
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int k = poll(&p, 1, 100);
+        if (k < 0 && errno != EINTR)
+            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        if (k <= 0)
+            continue;
+        ssize_t n = read(in, buf, CHUNK);
+        if (n < 0) {
+            if (errno != EINTR && errno != EAGAIN)
+                st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+            continue;
+        }
+        if (n == 0)
+            break;
+        if (total + (uint64_t)n > cap) {
+            st = ss_fail(err, SS_E_DATA, "%s: more than %llu bytes, the most stemsplit holds of a pipe or device "
+                         "(STEMSPLIT_SPOOL_MAX raises it; or give the audio as a file)", name,
+                         (unsigned long long)cap);
+            break;
+        }
+        if (write_all(fd, buf, (size_t)n) != 0) {
+            st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s", name, dir,
+                         strerror(errno));
+            break;
+        }
+        total += (uint64_t)n;
+    }
+    free(buf);
+    if (st == SS_OK && lseek(fd, 0, SEEK_SET) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", name, strerror(errno));
+    if (st != SS_OK) {
+        close(fd);
+        return st;
+    }
+    *fdp = fd;
+    return SS_OK;
+}
+
+/* Open a named input read-only: a regular file as it is, a FIFO or device
+ * spooled.  O_NONBLOCK so that opening a FIFO without a writer does not wait
+ * (spool() waits, interruptibly).  SS_E_NOINPUT with strerror on failure. */
 static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
 {
     int fd;
     do
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(errno));
@@ -162,76 +401,14 @@ static ss_status open_input_file(const char *path, int *fdp, ss_error *err)
         close(fd);
         return ss_fail(err, SS_E_NOINPUT, "%s: %s", path, strerror(EISDIR));
     }
-    *fdp = fd;
-    return SS_OK;
-}
-
-/* Copy all of standard input into an unlinked temporary file in $TMPDIR (or
- * /tmp) and return it rewound, so libsndfile can seek in it. */
-static ss_status spool_stdin(int *fdp, ss_error *err)
-{
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
-    size_t len = strlen(dir) + sizeof "/stemsplit-stdin-XXXXXX";
-    char *tmpl = malloc(len);
-    if (!tmpl)
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
-    snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
-    int fd = mkstemp(tmpl);
-    if (fd < 0) {
-        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot create a temporary file in %s to hold it: %s",
-                               SS_STDIN_NAME, dir, strerror(errno));
-        free(tmpl);
-        return st;
-    }
-    /* Unlink at once: the data lives only as long as the descriptor, even if
-     * we are killed. */
-    if (unlink(tmpl) != 0) {
-        ss_status st = ss_fail(err, SS_E_IO, "%s: cannot remove temporary file %s: %s",
-                               SS_STDIN_NAME, tmpl, strerror(errno));
+    if (!S_ISREG(st.st_mode)) {
+        ss_status s = spool(fd, path, fdp, err);
         close(fd);
-        free(tmpl);
-        return st;
+        return s;
     }
-    free(tmpl);
-    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-
-    enum { CHUNK = 1 << 16 };
-    char *buf = malloc(CHUNK);
-    if (!buf) {
-        close(fd);
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", SS_STDIN_NAME);
-    }
-    ss_status st = SS_OK;
-    uint64_t total = 0;
-    for (;;) {
-        ssize_t n = read(STDIN_FILENO, buf, CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            st = ss_fail(err, SS_E_IO, "%s: read error: %s", SS_STDIN_NAME, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        if (write_all(fd, buf, (size_t)n) != 0) {
-            st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s",
-                         SS_STDIN_NAME, dir, strerror(errno));
-            break;
-        }
-        total += (uint64_t)n;
-    }
-    free(buf);
-    if (st == SS_OK && total == 0)
-        st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", SS_STDIN_NAME);
-    if (st == SS_OK && lseek(fd, 0, SEEK_SET) != 0)
-        st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", SS_STDIN_NAME,
-                     strerror(errno));
-    if (st != SS_OK) {
-        close(fd);
-        return st;
-    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     *fdp = fd;
     return SS_OK;
 }
@@ -253,7 +430,7 @@ static ss_status open_stdin(int *fdp, ss_error *err)
     if (isatty(STDIN_FILENO))
         return ss_fail(err, SS_E_NOINPUT, "%s: is a terminal; pipe audio into it or name a file",
                        SS_STDIN_NAME);
-    return spool_stdin(fdp, err);
+    return spool(STDIN_FILENO, SS_STDIN_NAME, fdp, err);
 }
 
 /* The second half of every open: check what libsndfile found, fill info.
@@ -262,7 +439,11 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
                                ss_audio_reader **out, ss_audio_info *info, ss_error *err)
 {
     ss_status st = SS_OK;
-    if (!sf) {
+    unsigned char h[12], c[8], d[8];
+    if (!sf && bytes_at(r, 0, h, sizeof h) && !memcmp(h, "RIFF", 4) && !memcmp(h + 8, "WAVE", 4) &&
+        bytes_at(r, 12, c, sizeof c) && !memcmp(c, "fmt ", 4) && bytes_at(r, 20, d, sizeof d) && le32(d + 4) == 0) {
+        st = ss_fail(err, SS_E_DATA, "%s: its header gives a sample rate of 0 Hz", name);
+    } else if (!sf) {
         char why[256];
         tidy_sf_message(sf_strerror(NULL), why, sizeof why);
         st = ss_fail(err, SS_E_DATA, "%s: not an audio file libsndfile can read (%s)", name, why);
@@ -281,9 +462,15 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     r->major = sfi->format & SF_FORMAT_TYPEMASK;
     r->frames = (sfi->frames < 0 || sfi->frames == SF_COUNT_MAX) ? -1 : (int64_t)sfi->frames;
     r->pos = 0;
+    r->declared = r->frames >= 0 ? declared_frames(r, sfi->channels) : -1;
+    if (r->declared <= r->frames)
+        r->declared = -1;
+    r->estimate = r->frames < 0;        /* unknown length: read to the end, count (as MPEG) */
     if (info) {
         memset(info, 0, sizeof *info);
-        info->frames = r->frames;
+        info->frames = r->frames < 0 ? 0 : r->frames;
+        info->estimated = r->estimate;
+        info->declared = r->declared;
         info->samplerate = sfi->samplerate;
         info->channels = sfi->channels;
         describe_format(sfi->format, info->format, sizeof info->format);
@@ -311,6 +498,17 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
     }
     r->fd = fd;
+    unsigned char head[4];
+    if (looks_like_mpeg(head, first_bytes(r, head, sizeof head))) {
+        struct stat sb;
+        if (fstat(fd, &sb) != 0) {
+            st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+            ss_audio_close(r);
+            return st;
+        }
+        r->pf = (pread_file){fd, (sf_count_t)sb.st_size, 0, 0};
+        return mpeg_open(r, name, out, info, err);
+    }
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
     int dup_failed;
@@ -388,6 +586,9 @@ ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, 
     r->fd = -1;
     r->mem.data = data;
     r->mem.size = (sf_count_t)size;
+    unsigned char head[4];
+    if (looks_like_mpeg(head, first_bytes(r, head, sizeof head)))
+        return mpeg_open(r, name, out, info, err);
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
     return reader_finish(r, sf_open_virtual(&mem_io, SFM_READ, &sfi, &r->mem), &sfi, name, out, info, err);
@@ -412,6 +613,8 @@ static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
         ssize_t n = pread(f->fd, (char *)ptr + done, (size_t)want, (off_t)f->pos);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0)
+            f->err = errno;
         if (n <= 0)
             break;
         done += n;
@@ -421,6 +624,209 @@ static sf_count_t pf_read(void *ptr, sf_count_t count, void *user)
 }
 
 static sf_count_t pf_tell(void *user) { return ((pread_file *)user)->pos; }
+
+
+/* n bytes at offset off of the reader's file or memory; 1 when all were there. */
+static int bytes_at(const ss_audio_reader *r, int64_t off, unsigned char *b, size_t n)
+{
+    if (off < 0)
+        return 0;
+    if (r->fd < 0) {
+        if (off > (int64_t)r->mem.size || (int64_t)n > (int64_t)r->mem.size - off)
+            return 0;
+        memcpy(b, r->mem.data + off, n);
+        return 1;
+    }
+    size_t have = 0;
+    while (have < n) {
+        ssize_t k = pread(r->fd, b + have, n - have, (off_t)(off + (int64_t)have));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return 0;
+        have += (size_t)k;
+    }
+    return 1;
+}
+
+static uint32_t le32(const unsigned char *b) { return b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24; }
+static uint32_t be32(const unsigned char *b) { return b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24; }
+
+/* The length in frames the header of a RIFF WAV or an AIFF file announces
+ * (WAV: the data chunk's size over the block size; AIFF: the COMM chunk's
+ * frame count); -1 for other formats or when it cannot be found.  libsndfile
+ * shortens such a length to what the file holds, silently: this is how a
+ * truncated file is noticed. */
+static int64_t declared_frames(const ss_audio_reader *r, int channels)
+{
+    unsigned char h[12], c[8], d[14];
+    if (!bytes_at(r, 0, h, sizeof h))
+        return -1;
+    int wav = memcmp(h, "RIFF", 4) == 0 && memcmp(h + 8, "WAVE", 4) == 0;
+    int aiff = memcmp(h, "FORM", 4) == 0 && (memcmp(h + 8, "AIFF", 4) == 0 || memcmp(h + 8, "AIFC", 4) == 0);
+    if (!wav && !aiff)
+        return -1;
+    int64_t off = 12, align = 0;
+    for (int k = 0; k < 4096 && bytes_at(r, off, c, sizeof c); k++) {
+        int64_t size = wav ? le32(c + 4) : be32(c + 4);
+        if (wav && memcmp(c, "fmt ", 4) == 0 && bytes_at(r, off + 8, d, 14))
+            align = d[12] | d[13] << 8;                /* nBlockAlign */
+        if (wav && memcmp(c, "data", 4) == 0)
+            return align > 0 && size != 0xFFFFFFFF ? size / align : -1;
+        if (aiff && memcmp(c, "COMM", 4) == 0 && bytes_at(r, off + 8, d, 6))
+            return channels > 0 ? (int64_t)be32(d + 2) : -1;
+        off += 8 + size + (size & 1);
+    }
+    return -1;
+}
+
+/* ---- MPEG audio (MP1/2/3) through libmpg123 ----
+ *
+ * libsndfile decodes MPEG too, but stops at the length it estimated at open
+ * (from the first frame's bitrate when there is no Xing/Info header: a VBR
+ * file is cut short, a CBR one "ends early"), and libmpg123 prints its
+ * warnings on stderr.  So MPEG streams are decoded here, quietly, to the end
+ * of the stream: their length is an estimate (ss_audio_info.estimated) that the
+ * first pass replaces with the frames it counted. */
+
+static pthread_once_t mpg_once = PTHREAD_ONCE_INIT;
+static int mpg_ok;
+static void mpg_init(void) { mpg_ok = mpg123_init() == MPG123_OK; }
+
+/* Does this look like an MPEG audio stream: an ID3v2 tag, or a frame sync
+ * with a valid layer (a superset of what libsndfile takes for MPEG, so that
+ * libmpg123 never runs under libsndfile with its messages on)? */
+static int looks_like_mpeg(const unsigned char *b, size_t n)
+{
+    if (n >= 3 && memcmp(b, "ID3", 3) == 0)
+        return 1;
+    return n >= 2 && b[0] == 0xFF && (b[1] & 0xE0) == 0xE0 && ((b[1] >> 1) & 3) != 0;
+}
+
+static ssize_t mpg_read_cb(void *h, void *buf, size_t n)
+{
+    ss_audio_reader *r = h;
+    return (ssize_t)(r->fd >= 0 ? pf_read(buf, (sf_count_t)n, &r->pf) : mem_read(buf, (sf_count_t)n, &r->mem));
+}
+
+static off_t mpg_seek_cb(void *h, off_t off, int whence)
+{
+    ss_audio_reader *r = h;
+    return (off_t)(r->fd >= 0 ? pf_seek((sf_count_t)off, whence, &r->pf) : mem_seek((sf_count_t)off, whence, &r->mem));
+}
+
+/* (Re)start decoding from the first byte; *rate and *channels of the stream. */
+static ss_status mpeg_start(ss_audio_reader *r, const char *name, long *rate, int *channels, ss_error *err)
+{
+    r->pf.pos = 0;
+    r->pf.err = 0;
+    r->mem.pos = 0;
+    r->eof = 0;
+    int enc = 0;
+    if (mpg123_open_handle(r->mh, r) != MPG123_OK || mpg123_getformat(r->mh, rate, channels, &enc) != MPG123_OK) {
+        if (r->pf.err)
+            return ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(r->pf.err));
+        return ss_fail(err, SS_E_DATA, "%s: not an audio file stemsplit can read (looks like MPEG audio, "
+                       "but libmpg123 finds no frame: %s)", name, mpg123_strerror(r->mh));
+    }
+    if (enc != MPG123_ENC_FLOAT_32)
+        return ss_fail(err, SS_E_INTERNAL, "%s: libmpg123 does not decode to float here", name);
+    return SS_OK;
+}
+
+/* The MPEG half of an open: r has fd (with pf) or mem set. */
+static ss_status mpeg_open(ss_audio_reader *r, const char *name, ss_audio_reader **out, ss_audio_info *info,
+                           ss_error *err)
+{
+    ss_status st = SS_OK;
+    int e = MPG123_OK;
+    long rate = 0;
+    int ch = 0;
+    pthread_once(&mpg_once, mpg_init);
+    if (!mpg_ok || !(r->mh = mpg123_new(NULL, &e)))
+        st = ss_fail(err, e == MPG123_OUT_OF_MEM ? SS_E_NOMEM : SS_E_INTERNAL, "%s: cannot start libmpg123: %s",
+                     name, mpg123_plain_strerror(e));
+    if (st == SS_OK) {
+        const long *rates;
+        size_t n_rates;
+        mpg123_param(r->mh, MPG123_ADD_FLAGS, MPG123_QUIET | MPG123_GAPLESS | MPG123_FORCE_FLOAT, 0.0);
+#ifdef MPG123_NO_FRANKENSTEIN
+        mpg123_param(r->mh, MPG123_ADD_FLAGS, MPG123_NO_FRANKENSTEIN, 0.0);
+#endif
+        mpg123_format_none(r->mh);
+        mpg123_rates(&rates, &n_rates);
+        for (size_t i = 0; i < n_rates; i++)
+            mpg123_format(r->mh, rates[i], MPG123_MONO | MPG123_STEREO, MPG123_ENC_FLOAT_32);
+        if (mpg123_replace_reader_handle(r->mh, mpg_read_cb, mpg_seek_cb, NULL) != MPG123_OK)
+            st = ss_fail(err, SS_E_INTERNAL, "%s: libmpg123: %s", name, mpg123_strerror(r->mh));
+    }
+    if (st == SS_OK)
+        st = mpeg_start(r, name, &rate, &ch, err);
+    if (st == SS_OK && (ch < 1 || rate < 1 || rate > INT32_MAX))
+        st = ss_fail(err, SS_E_DATA, "%s: MPEG audio with %d channels at %ld Hz", name, ch, rate);
+    if (st == SS_OK && !(r->name = strdup(name)))
+        st = ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    off_t len = mpg123_length(r->mh);
+    struct mpg123_frameinfo fi;
+    memset(&fi, 0, sizeof fi);
+    mpg123_info(r->mh, &fi);
+    r->channels = ch;
+    r->rate = (int)rate;
+    r->major = SF_FORMAT_MPEG;
+    r->frames = len > 0 ? (int64_t)len : 0;
+    r->estimate = 1;
+    r->declared = -1;
+    r->pos = 0;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->frames = r->frames;
+        info->estimated = 1;
+        info->declared = -1;
+        info->samplerate = (int)rate;
+        info->channels = ch;
+        snprintf(info->format, sizeof info->format, "MPEG-%s Layer %s", fi.version == MPG123_1_0 ? "1" :
+                 fi.version == MPG123_2_0 ? "2" : "2.5", fi.layer == 1 ? "I" : fi.layer == 2 ? "II" : "III");
+    }
+    *out = r;
+    return SS_OK;
+}
+
+static ss_status mpeg_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err)
+{
+    size_t frame = sizeof(float) * (size_t)r->channels, want = frame * (size_t)n, have = 0;
+    int idle = 0;
+    while (have < want && !r->eof) {
+        size_t done = 0;
+        int e = mpg123_read(r->mh, (unsigned char *)buf + have, want - have, &done);
+        have += done;
+        if (r->pf.err)
+            return ss_fail(err, SS_E_IO, "%s: read error after %" PRId64 " frames: %s", r->name,
+                           r->pos + (int64_t)(have / frame), strerror(r->pf.err));
+        if (e == MPG123_DONE) {
+            r->eof = 1;
+        } else if (e == MPG123_NEW_FORMAT) {
+            long rate;
+            int ch, enc;
+            if (mpg123_getformat(r->mh, &rate, &ch, &enc) != MPG123_OK || rate != r->rate || ch != r->channels)
+                return ss_fail(err, SS_E_DATA, "%s: the stream changes to %d channels at %ld Hz after %" PRId64
+                               " frames (stemsplit reads one format per file)", r->name, ch, rate,
+                               r->pos + (int64_t)(have / frame));
+        } else if (e != MPG123_OK) {
+            return ss_fail(err, SS_E_DATA, "%s: cannot decode after %" PRId64 " frames: %s", r->name,
+                           r->pos + (int64_t)(have / frame), mpg123_strerror(r->mh));
+        } else if (done == 0 && ++idle > 64) {
+            r->eof = 1;                          /* no progress: treat as the end */
+        }
+    }
+    int64_t k = (int64_t)(have / frame);         /* whole frames (always, with float output) */
+    r->pos += k;
+    *got = k;
+    return SS_OK;
+}
 
 int ss_audio_seekable(const ss_audio_reader *r)
 {
@@ -472,7 +878,7 @@ ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_err
             free(c);
             return st;
         }
-        c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0};
+        c->pf = (pread_file){r->fd, (sf_count_t)sb.st_size, 0, 0};
         static SF_VIRTUAL_IO pio = {pf_get_filelen, pf_seek, pf_read, no_write, pf_tell};
         sf = sf_open_virtual(&pio, SFM_READ, &sfi, &c->pf);
     } else {
@@ -496,6 +902,8 @@ ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got,
         return ss_fail(err, SS_E_INTERNAL, "ss_audio_read: NULL argument");
     if (n <= 0)
         return SS_OK;
+    if (r->mh)
+        return mpeg_read(r, buf, n, got, err);
     sf_count_t k = sf_readf_float(r->sf, buf, (sf_count_t)n);
     if (k < 0)
         k = 0;
@@ -523,6 +931,17 @@ ss_status ss_audio_rewind(ss_audio_reader *r, ss_error *err)
 {
     if (!r)
         return ss_fail(err, SS_E_INTERNAL, "ss_audio_rewind: NULL reader");
+    if (r->mh) {
+        /* decode again from the first byte: the same frames as the first time */
+        long rate;
+        int ch;
+        mpg123_close(r->mh);
+        ss_status st = mpeg_start(r, r->name, &rate, &ch, err);
+        if (st == SS_OK && (rate != r->rate || ch != r->channels))
+            st = ss_fail(err, SS_E_IO, "%s: changed while being read", r->name);
+        r->pos = 0;
+        return st;
+    }
     if (sf_seek(r->sf, 0, SEEK_SET) < 0) {
         char why[256];
         tidy_sf_message(sf_strerror(r->sf), why, sizeof why);
@@ -538,6 +957,10 @@ void ss_audio_close(ss_audio_reader *r)
         return;
     if (r->sf)
         sf_close(r->sf);
+    if (r->mh) {
+        mpg123_close(r->mh);
+        mpg123_delete(r->mh);
+    }
     if (r->fd >= 0)
         close(r->fd);
     free(r->name);
@@ -546,16 +969,14 @@ void ss_audio_close(ss_audio_reader *r)
 
 int ss_audio_probe(const char *path)
 {
-    if (!path)
+    struct stat sb;
+    if (!path || strcmp(path, "-") == 0 || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return 0;
-    SF_INFO sfi;
-    memset(&sfi, 0, sizeof sfi);
-    SNDFILE *sf = sf_open(path, SFM_READ, &sfi);
-    if (!sf)
+    ss_audio_reader *r = NULL;
+    if (ss_audio_open(path, &r, NULL, NULL) != SS_OK)
         return 0;
-    int ok = sfi.channels >= 1;
-    sf_close(sf);
-    return ok;
+    ss_audio_close(r);
+    return 1;
 }
 
 /* ---- formats --------------------------------------------------------------------- */
@@ -604,6 +1025,7 @@ struct ss_audio_writer {
     int64_t unsynced;   /* samples written since writeback was last started          */
     int samplerate;
     int sub;            /* SF_FORMAT_PCM_16/24 when frames can go at offsets, else 0 */
+    int float_wav;      /* WAV with float samples: fmt chunk completed at commit     */
     int64_t data_off;   /* byte offset of frame 0 in the file (with sub)             */
     int frame_bytes;    /* bytes per frame in the file (with sub)                    */
     int64_t seq;        /* frames written in order (ss_audio_write)                  */
@@ -756,6 +1178,7 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
     }
     if (sub != SF_FORMAT_FLOAT)
         sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    w->float_wav = major == SF_FORMAT_WAV && sub == SF_FORMAT_FLOAT;
 
     w->sf = sf;
     w->fd = fd;
@@ -984,6 +1407,54 @@ static void sync_parent_dir(const char *path)
     free(dir);
 }
 
+/* A float WAV's fmt chunk as libsndfile writes it is 16 bytes, without the
+ * cbSize field every non-PCM format has (sox: "wave header missing extended
+ * part of fmt chunk").  After sf_close has written the final header
+ * (RIFF, fmt 16, fact, PEAK, data), rewrite it in place, same length: fmt with
+ * cbSize = 0 (18 bytes), the fact chunk, and a JUNK chunk where the PEAK chunk
+ * was, 2 bytes shorter (PEAK is optional and is dropped).  0, or an errno;
+ * a header of any other layout is left as it is. */
+static int complete_float_fmt(int fd)
+{
+    unsigned char h[256], o[256];
+    ssize_t n;
+    do
+        n = pread(fd, h, sizeof h, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno;
+    size_t len = (size_t)n, off = 12, fmt = 0, fact = 0, peak = 0;
+    if (len < 12 || memcmp(h, "RIFF", 4) || memcmp(h + 8, "WAVE", 4))
+        return 0;
+    while (off + 8 <= len && memcmp(h + off, "data", 4)) {
+        uint32_t size = le32(h + off + 4);
+        if (!memcmp(h + off, "fmt ", 4) && size == 16 && (h[off + 8] | h[off + 9] << 8) == 3 && off == 12)
+            fmt = off;
+        else if (!memcmp(h + off, "fact", 4) && size == 4)
+            fact = off;
+        else if (!memcmp(h + off, "PEAK", 4) && size >= 4)
+            peak = off;
+        else
+            return 0;
+        off += 8 + size;
+    }
+    if (!fmt || !fact || !peak || fact != fmt + 24 || peak != fact + 12 || off + 8 > len)
+        return 0;
+    uint32_t junk = le32(h + peak + 4) - 2;
+    memcpy(o, h, 12);
+    memcpy(o + 12, "fmt \x12\0\0\0", 8);
+    memcpy(o + 20, h + 20, 16);
+    o[36] = o[37] = 0;                                   /* cbSize */
+    memcpy(o + 38, h + fact, 12);
+    memcpy(o + 50, "JUNK", 4);
+    o[54] = (unsigned char)junk, o[55] = (unsigned char)(junk >> 8), o[56] = (unsigned char)(junk >> 16),
+    o[57] = (unsigned char)(junk >> 24);
+    if (58 + (size_t)junk != off)
+        return 0;
+    memset(o + 58, 0, junk);
+    return pwrite_all(fd, (const char *)o, off, 0);
+}
+
 ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
 {
     if (!w)
@@ -1005,6 +1476,9 @@ ss_status ss_audio_commit(ss_audio_writer *w, ss_error *err)
         st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path,
                      e ? strerror(e) : tidy_sf_message(sf_error_number(ce), why, sizeof why));
 
+    int fe;
+    if (st == SS_OK && w->float_wav && (fe = complete_float_fmt(w->fd)) != 0)
+        st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(fe));
     if (st == SS_OK && fsync(w->fd) != 0 && errno != EINVAL && errno != ENOTSUP)
         st = ss_fail(err, SS_E_IO, "%s: write failed: %s", w->path, strerror(errno));
     /* renamed before the descriptor (and with it the lock, see ss_audio_create)
@@ -1034,8 +1508,254 @@ void ss_audio_abort(ss_audio_writer *w)
 
 /* ---- resampling ------------------------------------------------------------------- */
 
+/* ---- polyphase FIR: the converter for rates whose ratio reduces to at most
+ * POLY_MAX_PHASES phases (every common pair: 48000 <-> 44100 is 160/147,
+ * 32000 -> 44100 441/320, 96000 -> 44100 147/320, ...).
+ *
+ * A Kaiser-windowed sinc designed at the rate L * in_rate (L = out / gcd, the
+ * number of phases), cut off at half the lower of the two rates, transition
+ * band from POLY_PASS (20 kHz at 44.1 kHz) of the lower rate to its mirror
+ * image (24.1 kHz at 44.1 kHz: what aliases lands above 20 kHz), stopband
+ * POLY_ATTEN_DB; each phase's taps are normalised to a DC gain of exactly 1.
+ * Output frame j is the dot product of phase (j*M + c) mod L with the T input
+ * frames ending at (j*M + c) / L, c the filter's centre: linear phase, no
+ * delay, zeros before the first and after the last input frame.  Measured
+ * (test_resampler_passband_error_bound): a sine sweep 20 Hz .. 20 kHz through
+ * 48000 -> 44100 -> 48000 comes back within the bound stated there. */
+
+#define POLY_MAX_PHASES 1024
+#define POLY_MAX_TAPS 512          /* taps per phase; more falls back to libsamplerate */
+#define POLY_PASS (20000.0 / 44100.0)
+#define POLY_ATTEN_DB 100.0
+
+typedef struct poly {
+    int L, M;               /* phases (up), step (down): out/in = L/M            */
+    int T;                  /* taps per phase, a multiple of 8                   */
+    int64_t c;              /* filter centre, in samples at L * in_rate          */
+    float *taps;            /* [L][T], each phase reversed (oldest input first)  */
+    float *hist;            /* [C][cap] planar input, frame hist0 at index 0     */
+    int64_t cap, hist0, hist_n;
+} poly;
+
+static double bessel_i0(double x)
+{
+    double sum = 1.0, term = 1.0, q = x * x / 4.0;
+    for (int k = 1; k < 200 && term > 1e-17 * sum; k++) {
+        term *= q / ((double)k * k);
+        sum += term;
+    }
+    return sum;
+}
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* The filter for in_rate -> out_rate, or NULL (no memory, or a ratio beyond
+ * POLY_MAX_PHASES / POLY_MAX_TAPS: libsamplerate takes those). */
+static poly *poly_new(int in_rate, int out_rate, int *nomem)
+{
+    int64_t g = gcd64(in_rate, out_rate), L = out_rate / g, M = in_rate / g;
+    double lo = in_rate < out_rate ? in_rate : out_rate, up = (double)L * in_rate;
+    double fc = lo / 2, df = lo * (1.0 - 2.0 * POLY_PASS);             /* Hz */
+    double beta = 0.1102 * (POLY_ATTEN_DB - 8.7);
+    int64_t n = (int64_t)ceil((POLY_ATTEN_DB - 8.0) / (2.285 * 2.0 * M_PI * df / up)) + 1;
+    *nomem = 0;
+    if (L > POLY_MAX_PHASES || n / L + 1 > POLY_MAX_TAPS)
+        return NULL;
+    n |= 1;                                                  /* odd: an integer centre */
+    int T = (int)((n + L - 1) / L + 7) / 8 * 8;
+    poly *f = calloc(1, sizeof *f);
+    double *h = malloc(sizeof(double) * (size_t)n);
+    if (f)
+        f->taps = calloc((size_t)L * (size_t)T, sizeof(float));
+    if (!f || !h || !f->taps) {
+        if (f)
+            free(f->taps);
+        free(f);
+        free(h);
+        *nomem = 1;
+        return NULL;
+    }
+    f->L = (int)L;
+    f->M = (int)M;
+    f->T = T;
+    f->c = (n - 1) / 2;
+    double i0b = bessel_i0(beta);
+    for (int64_t k = 0; k < n; k++) {
+        double t = (double)(k - f->c), r = t / (double)f->c;
+        double x = 2.0 * fc / up * t;
+        double sinc = t == 0 ? 1.0 : sin(M_PI * x) / (M_PI * x);
+        h[k] = sinc * bessel_i0(beta * sqrt(fmax(0.0, 1.0 - r * r))) / i0b;
+    }
+    /* phase q holds h[q + t*L], t = 0..T-1, reversed; normalised to sum 1 */
+    for (int q = 0; q < L; q++) {
+        double sum = 0.0;
+        for (int t = 0; t < T && q + (int64_t)t * L < n; t++)
+            sum += h[q + (int64_t)t * L];
+        for (int t = 0; t < T && q + (int64_t)t * L < n; t++)
+            f->taps[(size_t)q * T + (size_t)(T - 1 - t)] = (float)(h[q + (int64_t)t * L] / sum);
+    }
+    free(h);
+    f->hist0 = -(int64_t)(T - 1);                            /* T-1 zeros before frame 0 */
+    f->hist_n = T - 1;
+    f->cap = 0;
+    return f;
+}
+
+static void poly_free(poly *f)
+{
+    if (f) {
+        free(f->taps);
+        free(f->hist);
+        free(f);
+    }
+}
+
+/* Room for `need` frames of history per channel (keeping what is held). */
+static int poly_reserve(poly *f, int channels, int64_t need)
+{
+    if (need <= f->cap)
+        return 0;
+    int64_t cap = need + need / 2 + 1024;
+    float *nh = calloc((size_t)cap * (size_t)channels, sizeof(float));
+    if (!nh)
+        return -1;
+    for (int ch = 0; ch < channels && f->hist; ch++)
+        memcpy(nh + (size_t)ch * (size_t)cap, f->hist + (size_t)ch * (size_t)f->cap,
+               sizeof(float) * (size_t)f->hist_n);
+    free(f->hist);
+    f->hist = nh;
+    f->cap = cap;
+    return 0;
+}
+
+/* Append n interleaved frames (NULL: zeros). */
+static int poly_append(poly *f, int channels, const float *in, int64_t n)
+{
+    if (poly_reserve(f, channels, f->hist_n + n) != 0)
+        return -1;
+    for (int ch = 0; ch < channels; ch++) {
+        float *d = f->hist + (size_t)ch * (size_t)f->cap + f->hist_n;
+        if (!in)
+            memset(d, 0, sizeof(float) * (size_t)n);
+        else
+            for (int64_t i = 0; i < n; i++)
+                d[i] = in[(size_t)i * (size_t)channels + (size_t)ch];
+    }
+    f->hist_n += n;
+    return 0;
+}
+
+/* One output frame of one channel: taps tp[0..T) against x[0..T), T a
+ * multiple of 8, in eight lanes (sixteen: two vectors of eight) that the
+ * compiler keeps in vector registers. */
+static inline float poly_dot(const float *tp, const float *x, int T)
+{
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= T; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += tp[i + k] * x[i + k];
+    for (; i < T; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += tp[i + k] * x[i + k];
+    for (int k = 0; k < 8; k++)
+        acc[k] += acc[k + 8];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define POLY_AVX2 1
+/* The same with AVX2 and FMA (chosen at run time where the CPU has them). */
+__attribute__((target("avx2,fma"))) static inline float poly_dot_avx2(const float *tp, const float *x, int T)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= T; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    if (i < T)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(tp + i), _mm256_loadu_ps(x + i), a0);
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
+typedef float (*poly_dot_fn)(const float *tp, const float *x, int T);
+
+/* Output frames out_done .. while their input window is held (and room is
+ * left); returns the number made.  Inlined into one function per dot product
+ * (below), so that the dot product is inlined too. */
+static inline __attribute__((always_inline)) int64_t
+poly_run_with(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room, poly_dot_fn dot)
+{
+    int64_t made = 0, held_end = f->hist0 + f->hist_n;    /* one past the last input frame held */
+    int64_t p = out_done * f->M + f->c, b = p / f->L, q = p % f->L;
+    const int64_t step_b = f->M / f->L, step_q = f->M % f->L;
+    const int T = f->T;
+    for (int64_t j = out_done; j < out_total && made < room && b < held_end; j++, made++) {
+        const float *tp = f->taps + (size_t)q * (size_t)T;
+        int64_t start = b - T + 1 - f->hist0;
+        for (int ch = 0; ch < channels; ch++)
+            out[(size_t)made * (size_t)channels + (size_t)ch] =
+                dot(tp, f->hist + (size_t)ch * (size_t)f->cap + start, T);
+        b += step_b;
+        q += step_q;
+        if (q >= f->L) {
+            q -= f->L;
+            b++;
+        }
+    }
+    /* drop what no later output needs */
+    int64_t keep = b - T + 1 - f->hist0;
+    if (keep > 0 && keep > f->hist_n / 2 && keep <= f->hist_n) {
+        for (int ch = 0; ch < channels; ch++) {
+            float *d = f->hist + (size_t)ch * (size_t)f->cap;
+            memmove(d, d + keep, sizeof(float) * (size_t)(f->hist_n - keep));
+        }
+        f->hist0 += keep;
+        f->hist_n -= keep;
+    }
+    return made;
+}
+
+static int64_t poly_run_generic(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+    return poly_run_with(f, channels, out_done, out_total, out, room, poly_dot);
+}
+
+#ifdef POLY_AVX2
+__attribute__((target("avx2,fma"))) static int64_t
+poly_run_avx2(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+    return poly_run_with(f, channels, out_done, out_total, out, room, poly_dot_avx2);
+}
+#endif
+
+static int64_t poly_run(poly *f, int channels, int64_t out_done, int64_t out_total, float *out, int64_t room)
+{
+#ifdef POLY_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return poly_run_avx2(f, channels, out_done, out_total, out, room);
+#endif
+    return poly_run_generic(f, channels, out_done, out_total, out, room);
+}
+
 struct ss_resampler {
-    SRC_STATE *src;     /* libsamplerate state; NULL for a passthrough (equal rates) */
+    SRC_STATE *src;     /* libsamplerate state (rates poly cannot take), else NULL   */
+    poly *pf;           /* the polyphase filter, else NULL (NULL and NULL: equal rates) */
     int channels;       /* interleaved channels per frame                            */
     double ratio;       /* out_rate / in_rate                                        */
     int64_t in_total;   /* input frames announced to ss_resampler_new()              */
@@ -1051,6 +1771,12 @@ struct ss_resampler {
 
 /* Largest chunk handed to one src_process() call (keeps long conversions safe). */
 #define SS_RESAMPLE_CHUNK ((int64_t)1 << 20)
+
+int ss_resample_possible(int in_rate, int out_rate)
+{
+    return in_rate > 0 && out_rate > 0 &&
+           (in_rate == out_rate || src_is_valid_ratio((double)out_rate / (double)in_rate));
+}
 
 int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate)
 {
@@ -1079,7 +1805,7 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
                        PRId64 " frames)", channels, in_rate, out_rate, in_frames);
     double ratio = (double)out_rate / (double)in_rate;
     if (in_rate != out_rate && !src_is_valid_ratio(ratio))
-        return ss_fail(err, SS_E_USAGE, "cannot resample from %d Hz to %d Hz (ratio out of range)",
+        return ss_fail(err, SS_E_DATA, "cannot resample from %d Hz to %d Hz (ratio out of range)",
                        in_rate, out_rate);
     ss_resampler *rs = calloc(1, sizeof *rs);
     if (!rs)
@@ -1089,9 +1815,15 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
     rs->in_total = in_frames;
     rs->out_total = in_rate == out_rate ? in_frames : ss_resampled_length(in_frames, in_rate, out_rate);
     if (in_rate != out_rate) {
-        int e = 0;
-        rs->src = src_new(SRC_SINC_BEST_QUALITY, channels, &e);
-        if (!rs->src) {
+        int e = 0, nomem = 0;
+        rs->pf = poly_new(in_rate, out_rate, &nomem);
+        if (nomem) {
+            free(rs);
+            return ss_fail(err, SS_E_NOMEM, "resampler: out of memory (%d -> %d Hz)", in_rate, out_rate);
+        }
+        if (!rs->pf)
+            rs->src = src_new(SRC_SINC_BEST_QUALITY, channels, &e);
+        if (!rs->pf && !rs->src) {
             free(rs);
             return ss_fail(err, e == 1 /* SRC_ERR_MALLOC_FAILED */ ? SS_E_NOMEM : SS_E_INTERNAL,
                            "resampler: cannot start libsamplerate (%d -> %d Hz, %d channels): %s",
@@ -1107,7 +1839,7 @@ int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n)
     if (!rs || n < 0)
         return 0;
     int64_t left = rs->out_total - rs->out_done;
-    if (!rs->src)
+    if (!rs->src && !rs->pf)
         return n < left ? n : left;
     /* The push that completes the input delivers everything that is left. */
     if (rs->in_done + n >= rs->in_total)
@@ -1131,6 +1863,28 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
     size_t ch = (size_t)rs->channels;
     int last = rs->in_done + n == rs->in_total;
 
+    if (rs->pf) {
+        if (rs->flushed)
+            return SS_OK;
+        if (poly_append(rs->pf, rs->channels, in, n) != 0)
+            return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
+        if (last) {
+            /* zeros after the last frame, as far as the last output's window reaches */
+            int64_t need = ((rs->out_total - 1) * rs->pf->M + rs->pf->c) / rs->pf->L + 1;
+            int64_t more = need - (rs->pf->hist0 + rs->pf->hist_n);
+            if (more > 0 && poly_append(rs->pf, rs->channels, NULL, more) != 0)
+                return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
+        }
+        int64_t made = poly_run(rs->pf, rs->channels, rs->out_done, rs->out_total, out, out_cap);
+        rs->in_done += n;
+        rs->out_done += made;
+        *got = made;
+        if (last && rs->out_done < rs->out_total)
+            return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64 " frames too small for the tail",
+                           out_cap);
+        rs->flushed = last;
+        return SS_OK;
+    }
     if (!rs->src) {
         if (n > out_cap)
             return ss_fail(err, SS_E_INTERNAL, "resampler: output buffer of %" PRId64
@@ -1209,5 +1963,6 @@ void ss_resampler_free(ss_resampler *rs)
         return;
     if (rs->src)
         src_delete(rs->src);
+    poly_free(rs->pf);
     free(rs);
 }

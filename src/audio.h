@@ -8,6 +8,7 @@
 #ifndef SS_AUDIO_H
 #define SS_AUDIO_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -18,15 +19,36 @@
 typedef struct ss_audio_reader ss_audio_reader;
 
 typedef struct ss_audio_info {
-    int64_t frames;        /* length in frames                                 */
+    int64_t frames;        /* length in frames (an estimate when `estimated`)  */
+    int estimated;         /* 1: frames is an estimate (MPEG audio; 0 when a
+                              format does not say its length): the stream
+                              is read to its end, which may come before or after
+                              it; count the frames read (ss_mix_stats does)     */
+    int64_t declared;      /* the length the header announces when it is more
+                              than the file holds (a truncated WAV or AIFF;
+                              frames is what it holds), else -1                 */
     int samplerate;        /* Hz                                               */
     int channels;          /* as stored in the file                            */
     char format[64];       /* e.g. "WAV PCM 16", "FLAC PCM 24"                 */
 } ss_audio_info;
 
-/* Open `path` ("-" = standard input, spooled to a temporary file that is
- * removed on close).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
- * not audio libsndfile can decode, or when it has 0 channels. */
+/* While set, a read of standard input, a FIFO or a device (and the wait for
+ * a FIFO's writer) ends with SS_E_INTERRUPT within about 0.1 s (NULL: never).
+ * The CLI passes the flag its SIGINT/SIGTERM handler sets. */
+void ss_audio_set_cancel(const volatile sig_atomic_t *flag);
+/* The most bytes a pipe, FIFO or device is spooled to: STEMSPLIT_SPOOL_MAX
+ * (bytes, or with a K/M/G/T suffix), 4 GiB by default; SS_E_USAGE when the
+ * variable is not a size. */
+ss_status ss_spool_limit(uint64_t *bytes, ss_error *err);
+
+/* Open `path` ("-" = standard input).  Standard input that is not a regular
+ * file, and a named FIFO or device, is spooled to an unlinked temporary file
+ * (removed on close, on failure and if the process is killed): its first
+ * bytes must be those of an audio format (else SS_E_DATA before anything is
+ * spooled), at most ss_spool_limit() bytes (else SS_E_DATA), interruptible
+ * (ss_audio_set_cancel).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
+ * not audio libsndfile or (MPEG audio) libmpg123 can decode, or when it has 0
+ * channels.  Neither library prints anything. */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
 /* The same for `size` bytes of an audio file in memory (libsndfile virtual
  * I/O; the bytes are not copied and must outlive the reader).  `name` (NULL:
@@ -50,7 +72,7 @@ ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err);
 ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err);
 void ss_audio_close(ss_audio_reader *r);
 
-/* Does libsndfile recognise this file as audio?  (Opens and closes it.) */
+/* Is this regular file audio stemsplit can read?  (Opens and closes it.) */
 int ss_audio_probe(const char *path);
 
 /* ---- writing ---------------------------------------------------------------- */
@@ -96,7 +118,10 @@ typedef struct ss_resampler ss_resampler;
 /* A streaming converter from in_rate to out_rate for `channels` interleaved
  * channels that will receive exactly `in_frames` input frames in total and
  * produce exactly ss_resampled_length(in_frames, in_rate, out_rate) output
- * frames (libsamplerate's SRC_SINC_BEST_QUALITY, delay compensated). */
+ * frames: a polyphase FIR (passband to 0.4535 of the lower rate, 100 dB
+ * stopband, linear phase, no delay; see audio.c and man/stemsplit.1) where the
+ * ratio needs at most 1024 phases, else libsamplerate's SRC_SINC_BEST_QUALITY,
+ * delay compensated.  Frames before the first and after the last are zeros. */
 ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_frames,
                            ss_resampler **out, ss_error *err);
 /* Push n input frames; output frames are appended to out (capacity out_cap
@@ -106,6 +131,10 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
                             int64_t out_cap, int64_t *got, ss_error *err);
 int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n);
 void ss_resampler_free(ss_resampler *rs);
+
+/* 1 when ss_resampler_new can convert in_rate to out_rate (equal rates, or a
+ * ratio libsamplerate takes: 1/256 .. 256). */
+int ss_resample_possible(int in_rate, int out_rate);
 
 /* round(frames * out_rate / in_rate) */
 int64_t ss_resampled_length(int64_t frames, int in_rate, int out_rate);

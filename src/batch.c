@@ -827,6 +827,8 @@ static void finish_item(batch *b, item *it)
     }
     pthread_mutex_lock(&b->print_mu);
     clear_bar(b);
+    for (int k = 0; k < it->rep->n_warnings && !bp->quiet; k++)
+        fprintf(stderr, "%s: warning: %s\n", bp->prog, it->rep->warnings[k]);
     if (it->state == IT_FAILED) {
         ss_report_set_error(it->rep, SS_FILE_FAILED, it->err.msg);
         fprintf(stderr, "%s: %s\n", bp->prog, it->err.msg);

@@ -112,7 +112,8 @@ static void usage(FILE *f)
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
         "  -q, --quiet              print only errors\n"
-        "  -v, --verbose            print the device, model and chunking chosen\n"
+        "  -v, --verbose            print the device, model and chunking chosen, and how\n"
+        "                           more than two channels are downmixed\n"
         "      --version            print the version and exit\n"
         "  -h, --help               print this help and exit\n"
         "\n"
@@ -497,6 +498,7 @@ int main(int argc, char **argv)
         return usage_error("--clip '%s': expected rescale, clamp or none", o.clip);
     sp.clip = (ss_clip)v;
     sp.threads = o.threads;
+    sp.verbose = o.verbose;
     int prec = ss_precision_parse(o.precision);
     if (prec < 0)
         return usage_error("--precision '%s': expected auto, fp32, tf32, bf16, fp16 or mixed", o.precision);
@@ -633,6 +635,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    ss_audio_set_cancel(&cancel_signal);   /* reading a pipe, FIFO or device stops on them too */
     signal(SIGXFSZ, SIG_IGN);      /* a file-size limit becomes a write error, not a kill */
 
     sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .shifts = o.shifts,

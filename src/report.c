@@ -44,6 +44,9 @@ void ss_report_free(ss_report *r)
         for (int k = 0; k < f->n_outputs; k++)
             free(f->outputs[k]);
         free(f->outputs);
+        for (int k = 0; k < f->n_warnings; k++)
+            free(f->warnings[k]);
+        free(f->warnings);
         free(f->error);
     }
     free(r->files);
@@ -97,6 +100,18 @@ ss_status ss_report_add_output(ss_file_report *f, const char *path)
     if (!(o[f->n_outputs] = dupstr(path)))
         return SS_E_NOMEM;
     f->n_outputs++;
+    return SS_OK;
+}
+
+ss_status ss_report_add_warning(ss_file_report *f, const char *msg)
+{
+    char **w = realloc(f->warnings, sizeof *w * (size_t)(f->n_warnings + 1));
+    if (!w)
+        return SS_E_NOMEM;
+    f->warnings = w;
+    if (!(w[f->n_warnings] = dupstr(msg)))
+        return SS_E_NOMEM;
+    f->n_warnings++;
     return SS_OK;
 }
 
@@ -226,8 +241,9 @@ static cJSON *build_json(const ss_report *r, double wall)
     for (int i = 0; i < r->n; i++) {
         const ss_file_report *f = &r->files[i];
         cJSON *o = cJSON_CreateObject(), *outs = cJSON_CreateArray(), *st = cJSON_CreateObject();
-        if (!o || !outs || !st) {
-            cJSON_Delete(o); cJSON_Delete(outs); cJSON_Delete(st); cJSON_Delete(root);
+        cJSON *warns = cJSON_CreateArray();
+        if (!o || !outs || !st || !warns) {
+            cJSON_Delete(o); cJSON_Delete(outs); cJSON_Delete(st); cJSON_Delete(warns); cJSON_Delete(root);
             return NULL;
         }
         cJSON_AddItemToArray(files, o);
@@ -238,6 +254,9 @@ static cJSON *build_json(const ss_report *r, double wall)
         for (int k = 0; k < f->n_outputs; k++)
             cJSON_AddItemToArray(outs, cJSON_CreateString(f->outputs[k]));
         cJSON_AddItemToObject(o, "outputs", outs);
+        for (int k = 0; k < f->n_warnings; k++)
+            cJSON_AddItemToArray(warns, cJSON_CreateString(f->warnings[k]));
+        cJSON_AddItemToObject(o, "warnings", warns);
         cJSON_AddItemToObject(o, "audio_seconds", cJSON_CreateNumber(f->audio_seconds));
         cJSON_AddItemToObject(o, "wall_seconds", cJSON_CreateNumber(f->wall_seconds));
         cJSON_AddItemToObject(o, "rtf", cJSON_CreateNumber(rtf(f->audio_seconds, f->wall_seconds)));

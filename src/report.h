@@ -21,6 +21,8 @@ typedef struct ss_file_report {
     double gain;              /* factor --clip rescale scaled the stems by (1: none) */
     ss_file_status status;
     char *error;              /* message when failed or skipped, else NULL   */
+    char **warnings;          /* "FILE: what is wrong" (e.g. truncated input) */
+    int n_warnings;
 } ss_file_report;
 
 typedef struct ss_report ss_report;
@@ -32,6 +34,8 @@ void ss_report_set_model(ss_report *r, const ss_model_info *info);
 /* A new entry for `input` (NULL when out of memory).  Valid until the next add. */
 ss_file_report *ss_report_add(ss_report *r, const char *input);
 ss_status ss_report_add_output(ss_file_report *f, const char *path);
+/* A warning about the file (it was processed, but not as a user would expect). */
+ss_status ss_report_add_warning(ss_file_report *f, const char *msg);
 /* Entry i (in order added), NULL when out of range.  Stable once no more are added. */
 ss_file_report *ss_report_file(ss_report *r, int i);
 /* This run was part `index` of `count` (--shard) of a list of `inputs` files:

@@ -251,15 +251,61 @@ typedef struct decoder {
     double seconds;          /* time spent decoding                              */
 } decoder;
 
-/* File layout -> model channels: mono duplicated, or averaged down to mono. */
+/* Downmix of 3..8 channels to stereo: row L then row R, in the WAV (SMPTE)
+ * default channel order for that count.  ITU-R BS.775 for 5.1: L' = L +
+ * 0.7071 C + 0.7071 Ls, R' = R + 0.7071 C + 0.7071 Rs, LFE dropped; 7.1 the
+ * same with the back and side surrounds each at 0.7071; a back centre goes to
+ * both sides at 0.5 (0.7071 * 0.7071).  Not normalised. */
+#define K3DB 0.70710678f
+static const float *downmix_rows(int cin)
+{
+    static const float m3[2][3] = {{1, 0, K3DB}, {0, 1, K3DB}};                        /* L R C          */
+    static const float m4[2][4] = {{1, 0, K3DB, 0}, {0, 1, 0, K3DB}};                  /* L R Lb Rb      */
+    static const float m5[2][5] = {{1, 0, K3DB, K3DB, 0}, {0, 1, K3DB, 0, K3DB}};      /* L R C Ls Rs    */
+    static const float m6[2][6] = {{1, 0, K3DB, 0, K3DB, 0}, {0, 1, K3DB, 0, 0, K3DB}}; /* L R C LFE Ls Rs */
+    static const float m7[2][7] = {{1, 0, K3DB, 0, 0.5f, K3DB, 0},                     /* L R C LFE Cb Ls Rs */
+                                   {0, 1, K3DB, 0, 0.5f, 0, K3DB}};
+    static const float m8[2][8] = {{1, 0, K3DB, 0, K3DB, 0, K3DB, 0},                  /* L R C LFE Lb Rb Ls Rs */
+                                   {0, 1, K3DB, 0, 0, K3DB, 0, K3DB}};
+    switch (cin) {
+    case 3: return &m3[0][0];
+    case 4: return &m4[0][0];
+    case 5: return &m5[0][0];
+    case 6: return &m6[0][0];
+    case 7: return &m7[0][0];
+    case 8: return &m8[0][0];
+    default: return NULL;
+    }
+}
+
+/* Can a cin-channel file feed a cm-channel model? */
+static int channels_mappable(int cin, int cm)
+{
+    return cin == cm || cin == 1 || cm == 1 || (cm == 2 && downmix_rows(cin));
+}
+
+/* File layout -> model channels: mono duplicated, averaged down to mono, or
+ * 3..8 channels downmixed to stereo (downmix_rows). */
 static void map_channels_n(int cin, int cm, const float *in, float *out, int64_t n)
 {
+    const float *mx = cm == 2 && cin > 2 ? downmix_rows(cin) : NULL;
     if (cin == cm) {
         memcpy(out, in, sizeof(float) * (size_t)(n * cm));
     } else if (cin == 1) {
         for (int64_t i = 0; i < n; i++)
             for (int c = 0; c < cm; c++)
                 out[i * cm + c] = in[i];
+    } else if (mx) {
+        for (int64_t i = 0; i < n; i++) {
+            const float *x = in + i * cin;
+            float l = 0.0f, r = 0.0f;
+            for (int c = 0; c < cin; c++) {
+                l += mx[c] * x[c];
+                r += mx[cin + c] * x[c];
+            }
+            out[i * 2] = l;
+            out[i * 2 + 1] = r;
+        }
     } else {
         for (int64_t i = 0; i < n; i++) {
             float s = 0.0f;
@@ -368,11 +414,47 @@ static void merge_moments(double *mean, double *m2, int64_t *n, double bmean, do
     *n += got;
 }
 
-ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
-                       double *mean_out, double *std_out, ss_error *err)
+/* ss_mix_stats of a stream read to its end on this thread: the same blocks
+ * merged in the same order as the parallel pass's. */
+static ss_status stats_to_end(ss_audio_reader *rd, const char *input, int cin, int cm, double *mean, double *m2,
+                              int64_t *n, ss_error *err)
 {
-    if (frames < 0)
-        return ss_fail(err, SS_E_INTERNAL, "%s: statistics of a file of unknown length", input);
+    float *raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)cin);
+    float *mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(cm > cin ? cm : cin));
+    ss_status s = !raw || !mapped ? ss_fail(err, SS_E_NOMEM, "%s: out of memory reading it", input) : SS_OK;
+    for (int64_t got = BLOCK; s == SS_OK && got == BLOCK;) {
+        double bmean, bm2;
+        if ((s = ss_audio_read(rd, raw, BLOCK, &got, err)) != SS_OK || got == 0)
+            break;
+        map_channels_n(cin, cm, raw, mapped, got);
+        int64_t bad = block_moments(mapped, cm, got, &bmean, &bm2);
+        if (bad >= 0)
+            s = ss_fail(err, SS_E_DATA, "%s: sample at frame %lld is NaN or infinite", input, (long long)(*n + bad));
+        else
+            merge_moments(mean, m2, n, bmean, bm2, got);
+    }
+    free(raw);
+    free(mapped);
+    return s;
+}
+
+ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                       double *mean_out, double *std_out, int64_t *count, ss_error *err)
+{
+    if (frames < 0) {
+        double mean = 0.0, m2 = 0.0;
+        int64_t n = 0;
+        ss_status s = stats_to_end(rd, input, cin, cm, &mean, &m2, &n, err);
+        if (s == SS_OK)
+            s = ss_audio_rewind(rd, err);
+        if (s != SS_OK)
+            return s;
+        *mean_out = mean;
+        *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+        if (count)
+            *count = n;
+        return SS_OK;
+    }
     double mean = 0.0, m2 = 0.0;
     int64_t n = 0, nblk = (frames + BLOCK - 1) / BLOCK;
     if (threads <= 0)
@@ -411,14 +493,16 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
         return s;
     *mean_out = mean;
     *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+    if (count)
+        *count = n;
     return SS_OK;
 }
 
 /* Pass 1: mean and unbiased std of the mono mix, as the demucs CLI computes them
  * (ss_mix_stats); digital silence gets std 1 (only the mean is removed). */
-static ss_status decode_stats(decoder *d, int64_t frames, int threads, ss_error *err)
+static ss_status decode_stats(decoder *d, int64_t frames, int threads, int64_t *count, ss_error *err)
 {
-    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, err);
+    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, count, err);
     if (s == SS_OK && !(d->std > 1e-8))
         d->std = 1.0;
     return s;
@@ -473,7 +557,11 @@ typedef struct encoder {
     int S, C;                 /* sources, channels                               */
     int64_t length;           /* frames each output must have (input length)     */
     double mean, std;         /* de-normalisation                                */
-    double seconds;           /* time spent encoding                             */
+    double seconds;           /* time spent encoding (resampling included)       */
+    pthread_t owner;          /* the thread of ss_sep_infer                      */
+    double inline_seconds;    /* the part of `seconds` spent on that thread (the
+                                 engine pushes on a writer thread of its own when
+                                 it can, beside inference)                      */
     atomic_int rescale;       /* rescale mode: some output's peak needs scaling  */
     float gain;               /* the scale the rescale pass applied              */
     /* rescale mode where every writer writes at offsets (WAV s16/s24): the
@@ -642,7 +730,10 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
     ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
     if (s == SS_OK && e->running)
         s = encode_running(e, 0, err);
-    e->seconds += ss_seconds() - t0;
+    double dt = ss_seconds() - t0;
+    e->seconds += dt;
+    if (pthread_equal(pthread_self(), e->owner))
+        e->inline_seconds += dt;
     return s;
 }
 
@@ -887,14 +978,18 @@ void ss_sep_job_free(ss_sep_job *j)
     free(j);
 }
 
-/* Stage times into the report; wall = the stages' own time, queues excluded. */
+/* Stage times into the report; wall = the stages' own time, queues excluded.
+ * decode: pass 1 and pass 2's reading, with the resampling to the model's
+ * rate; encode: the stems' resampling back, encoding and committing, partly
+ * on the engine's writer thread beside inference; infer: the rest of the
+ * separation pass's own thread (so decode + infer + encode can exceed wall). */
 static void fill_times(ss_sep_job *j)
 {
     ss_file_report *r = j->rep;
     double pull = j->d.seconds, push = j->e.seconds;
     r->decode = j->stats_s + pull;
     r->encode = push + j->commit_s;
-    r->infer = j->infer_wall - pull - push;
+    r->infer = j->infer_wall - pull - j->e.inline_seconds;
     if (r->infer < 0)
         r->infer = 0;
     r->wall_seconds = j->stats_s + j->infer_wall + j->commit_s;
@@ -927,14 +1022,44 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     d->cin = ai->channels;
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
-    if (ai->frames <= 0) {
+    if (!ss_resample_possible(ai->samplerate, info->samplerate)) {
+        s = ss_fail(err, SS_E_DATA, "%s: sample rate %d Hz: stemsplit resamples to model %s's %d Hz only from "
+                    "%d to %lld Hz", input, ai->samplerate, info->name, info->samplerate,
+                    (info->samplerate + 255) / 256, (long long)info->samplerate * 256);
+        goto fail;
+    }
+    if (ai->declared > ai->frames) {
+        /* a truncated file (an interrupted download or copy): separated as far
+         * as it goes, and said so */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s: truncated: its header announces %lld frames (%.2f s), the file holds %lld "
+                 "(%.2f s); separating what it holds", input, (long long)ai->declared,
+                 (double)ai->declared / ai->samplerate, (long long)ai->frames, (double)ai->frames / ai->samplerate);
+        if (ss_report_add_warning(rep, msg) != SS_OK) {
+            s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
+            goto fail;
+        }
+    }
+    if (ai->frames <= 0 && !ai->estimated) {
         s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
         goto fail;
     }
-    if (d->cin != d->cm && d->cin != 1 && d->cm != 1) {
-        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono or %d-channel audio)",
-                    input, d->cin, info->name, d->cm, d->cm);
+    if (!channels_mappable(d->cin, d->cm)) {
+        s = ss_fail(err, SS_E_DATA, "%s: has %d channels, but model %s takes %d (give it mono, %d-channel%s audio)",
+                    input, d->cin, info->name, d->cm, d->cm, d->cm == 2 ? " or 3 to 8-channel (downmixed)" : "");
         goto fail;
+    }
+    if (p->verbose && d->cm == 2 && d->cin > 2) {
+        static const char *how[9] = {
+            [3] = "L' = L + 0.707 C, R' = R + 0.707 C",
+            [4] = "L' = L + 0.707 Lb, R' = R + 0.707 Rb",
+            [5] = "L' = L + 0.707 C + 0.707 Ls, R' = R + 0.707 C + 0.707 Rs",
+            [6] = "5.1, ITU-R BS.775: L' = L + 0.707 C + 0.707 Ls, R' = R + 0.707 C + 0.707 Rs, LFE dropped",
+            [7] = "6.1: L' = L + 0.707 C + 0.5 Cb + 0.707 Ls, R' likewise, LFE dropped",
+            [8] = "7.1: L' = L + 0.707 C + 0.707 Lb + 0.707 Ls, R' likewise, LFE dropped",
+        };
+        fprintf(stderr, "stemsplit: %s: %d channels downmixed to the 2 of model %s (%s; not normalised); stems are "
+                "stereo\n", input, d->cin, info->name, how[d->cin]);
     }
     d->raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d->cin);
     d->mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d->cm > d->cin ? d->cm : d->cin));
@@ -942,9 +1067,21 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         s = ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
         goto fail;
     }
-    /* pass 1: statistics */
-    if ((s = decode_stats(d, ai->frames, p->threads, err)) != SS_OK)
+    /* pass 1: statistics; a length that was only an estimate (MPEG) becomes
+     * the frames counted, and everything after (pass 2, the resamplers, the
+     * stems' length) uses that count */
+    int64_t counted = 0;
+    if ((s = decode_stats(d, ai->estimated ? -1 : ai->frames, p->threads, &counted, err)) != SS_OK)
         goto fail;
+    if (ai->estimated) {
+        ai->frames = counted;
+        ai->estimated = 0;
+        rep->audio_seconds = (double)ai->frames / ai->samplerate;
+        if (ai->frames <= 0) {
+            s = ss_fail(err, SS_E_DATA, "%s: contains no audio (0 frames)", input);
+            goto fail;
+        }
+    }
     j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
     d->file_left = ai->frames;
     j->e.length = ai->frames;
@@ -997,6 +1134,7 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         j->e.running = ss_audio_can_write_at(j->outs[k].w);
     j->e.scale = 1.0f;
     j->e.threads = p->threads > 0 ? p->threads : ss_cpu_count();
+    j->e.owner = pthread_self();
     /* pass 2: separate */
     if (s == SS_OK)
         s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);

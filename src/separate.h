@@ -1,6 +1,7 @@
 /* separate.h - one input file through the whole pipeline:
  *
- *   decode (libsndfile) -> channels to the model's -> pass 1: statistics of the
+ *   decode (libsndfile, libmpg123) -> channels to the model's (mono duplicated,
+ *   3..8 channels downmixed to stereo) -> pass 1: statistics of the
  *   mono mix -> pass 2: resample to the model rate -> normalise -> chunked
  *   engine -> de-normalise -> choose/sum stems -> resample back -> clip policy
  *   -> encode to temporary files -> rename all into place.
@@ -30,6 +31,7 @@ typedef struct ss_sep_params {
     int two_stems;                   /* --two-stems: source index, -1 when not used       */
     ss_engine_params engine;         /* chunking, shifts, batch, progress, cancel         */
     int threads;                     /* -j: threads of the statistics and rescale passes (0: all cores) */
+    int verbose;                     /* -v: say on stderr how a file's channels are mapped */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.
@@ -67,12 +69,14 @@ const char *ss_clip_name(ss_clip c);
 int ss_clip_parse(const char *s);   /* -1 when unknown */
 
 /* Mean and unbiased std of the mono mix (the mean over cm model channels of
- * the cin-channel file) of `frames` frames of rd from frame 0, as the demucs
+ * the cin-channel file) of `frames` frames of rd from frame 0 (-1: every frame
+ * to the end of the stream, for a length that was an estimate), as the demucs
  * CLI computes them; a NaN or infinite sample is SS_E_DATA naming its frame.
  * With threads > 1 (0: all cores, at most 8) and a seekable reader, blocks are
  * read by clones of rd on that many threads and merged in file order: the
- * same result bit for bit as one thread.  rd is left at frame 0. */
+ * same result bit for bit as one thread.  rd is left at frame 0.  *count (NULL
+ * allowed): the frames read. */
 ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
-                       double *mean, double *std, ss_error *err);
+                       double *mean, double *std, int64_t *count, ss_error *err);
 
 #endif

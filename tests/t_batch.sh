@@ -25,8 +25,8 @@ for i in range(50):
 open(os.path.join(root, dirs[0], "song 07.wav"), "w").write("this is not audio\n")
 good = open(os.path.join(root, dirs[1], "song 01.wav"), "rb").read()
 open(os.path.join(root, dirs[2], "song 23.wav"), "wb").write(good[:30])
-w = wave.open(os.path.join(root, dirs[6], "song 41.wav"), "wb"); w.setnchannels(3); w.setsampwidth(2)
-w.setframerate(44100); w.writeframes(b"\0" * 6 * 4410); w.close()
+w = wave.open(os.path.join(root, dirs[6], "song 41.wav"), "wb"); w.setnchannels(9); w.setsampwidth(2)
+w.setframerate(44100); w.writeframes(b"\0" * 18 * 4410); w.close()
 open(os.path.join(root, "cover.jpg"), "w").write("not audio, not an input\n")
 EOF
 
