@@ -33,7 +33,7 @@ open(out, "wb").write(b"RIFF" + struct.pack("<I", (4 + 8 + len(fmt) + 8 + size) 
 EOF2
 wav() { python3 "$T/wav.py" "$@"; }
 frames() { python3 -c 'import wave,sys; print(wave.open(sys.argv[1]).getnframes())' "$1" 2>/dev/null; }
-run() { "$STEMSPLIT" -m "$M" "$@"; }
+run() { "$STEMSPLIT" -m "$M" --filename "{dir}/{track}/{stem}.{ext}" "$@"; }
 
 # ---- MP3 without a Xing/Info header: the frame count is an estimate -------------------
 # Every decoder (mpg123, ffmpeg) gives 89856 frames for both fixtures.
@@ -113,7 +113,7 @@ if [ "$rc" -eq 65 ] && grep -q "STEMSPLIT_SPOOL_MAX" "$T/out.cap" && [ -z "$(ls 
 then pass "spool_cap_is_a_clear_error"
 else fail "spool_cap_is_a_clear_error" "exit $rc: $(head -c 300 "$T/out.cap")"; fi
 cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=1M "$STEMSPLIT" -q -m "$M" -o "$T/c" - >"$T/out.cap2" 2>&1; rc=$?
-if [ "$rc" -eq 0 ] && [ "$(frames "$T/c/stdin/low.wav")" = 44100 ]; then pass "spool_under_the_cap_is_read"
+if [ "$rc" -eq 0 ] && [ "$(frames "$T/c/bandsplit4/stdin/low.wav")" = 44100 ]; then pass "spool_under_the_cap_is_read"
 else fail "spool_under_the_cap_is_read" "exit $rc: $(head -c 300 "$T/out.cap2")"; fi
 cat "$T/one.wav" | STEMSPLIT_SPOOL_MAX=lots "$STEMSPLIT" -m "$M" -o "$T/c2" - >"$T/out.cap3" 2>&1; rc=$?
 if [ "$rc" -eq 64 ] && grep -q "STEMSPLIT_SPOOL_MAX=lots" "$T/out.cap3"; then pass "spool_cap_not_a_size_is_usage"
