@@ -17,7 +17,7 @@
  *    pivoted LU when Cholesky meets a non-positive pivot; the same for each
  *    source's own block G[j][j] and its rows of D (museval's Cj).
  * 3. Per frame: the references cut to the frame, convolved with the filters
- *    (FFT of the frame, zero-padded so nothing wraps), and the energies of
+ *    (overlap-save FFT convolution of the zero-extended frame), and the energies of
  *    museval's _bss_decomp_mtifilt / _bss_crit (images mode).
  */
 #include "eval.h"
@@ -39,19 +39,13 @@
 #define F SS_EVAL_FILTER_LEN
 /* block length of the correlation FFTs (the block advances by CORR_N - (F - 1)) */
 #define CORR_N 8192
+/* FFT length of the frames' overlap-save convolutions: its filter spectra stay in cache */
+#define FRAME_N 4096
 
 #if defined(OPENBLAS_VERSION)
 static pthread_once_t eval_blas_once = PTHREAD_ONCE_INIT;
 static void eval_blas_one_thread(void) { openblas_set_num_threads(1); }
 #endif
-
-static int64_t next_pow2(int64_t n)
-{
-    int64_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
 
 /* complex stride of a spectrum of an n-point real FFT, rounded up so every
  * spectrum in an array keeps fftw_malloc's alignment */
@@ -446,7 +440,7 @@ ss_status ss_eval_bss(const float *const *ref, const float *const *est, int nsrc
 #endif
     ss_status st = SS_OK;
     const int64_t mbig = (int64_t)k * F, msmall = (int64_t)nchan * F;
-    const int64_t nfft = next_pow2(wlen + F - 1), ns = spec_stride(nfft), nf = nfft / 2 + 1;
+    const int64_t nfft = FRAME_N, ns = spec_stride(nfft), nf = nfft / 2 + 1;
     double *cxx = malloc(sizeof(double) * (size_t)(k * k * F));
     double *cex = malloc(sizeof(double) * (size_t)(k * k * F));
     double *g = malloc(sizeof(double) * (size_t)(mbig * mbig));
@@ -519,48 +513,62 @@ ss_status ss_eval_bss(const float *const *ref, const float *const *est, int nsrc
         int64_t s0 = w * hop;
         if (any_silent(ref, ref_len, nsrc, nchan, s0, wlen) || any_silent(est, est_len, nsrc, nchan, s0, wlen))
             continue; /* NaN for every source */
-        for (int p = 0; p < k; p++) {
-            for (int64_t t = 0; t < nfft; t++)
-                buf[t] = t < wlen ? (double)ref[p][s0 + t] : 0.0;
-            fftw_execute_dft_r2c(fwd, buf, rspec + p * ns);
-        }
-        for (int e = 0; e < nsrc; e++) {
-            double e_true = 0, sdr_den = 0, isr_den = 0, sir_num = 0, sir_den = 0, sar_num = 0, sar_den = 0;
-            for (int c = 0; c < nchan; c++) {
-                const fftw_complex *h = hspec + (int64_t)(e * nchan + c) * (k + nchan) * ns;
-                double *ps = (double *)pspec, *pjs = (double *)(pspec + ns);
-                memset(ps, 0, sizeof(double) * 2 * (size_t)nf);
-                memset(pjs, 0, sizeof(double) * 2 * (size_t)nf);
-                for (int i = 0; i < k + nchan; i++) {
-                    const double *hi = (const double *)(h + i * ns);
-                    const double *ri = (const double *)(rspec + (i < k ? i : e * nchan + (i - k)) * ns);
-                    double *dst = i < k ? ps : pjs;
-                    for (int64_t f = 0; f < nf; f++) {
-                        double hr = hi[2 * f], hm = hi[2 * f + 1], rr = ri[2 * f], rm = ri[2 * f + 1];
-                        dst[2 * f] += hr * rr - hm * rm;
-                        dst[2 * f + 1] += hr * rm + hm * rr;
+        /* energies per source: s_true, SDR den, ISR den, SIR num, SIR den, SAR num, SAR den */
+        double en[SS_EVAL_MAX_SOURCES][7];
+        memset(en, 0, sizeof en);
+        /* overlap-save: output samples [n0, n0 + FRAME_STEP) of the filtered frame from its
+         * input samples [n0 - (F - 1), n0 - (F - 1) + nfft) */
+        for (int64_t n0 = 0; n0 < wlen + F - 1; n0 += nfft - (F - 1)) {
+            for (int p = 0; p < k; p++) {
+                for (int64_t t = 0; t < nfft; t++) {
+                    int64_t i = n0 - (F - 1) + t;
+                    buf[t] = (i >= 0 && i < wlen) ? (double)ref[p][s0 + i] : 0.0;
+                }
+                fftw_execute_dft_r2c(fwd, buf, rspec + p * ns);
+            }
+            int64_t nend = wlen + F - 1 - n0 < nfft - (F - 1) ? wlen + F - 1 - n0 : nfft - (F - 1);
+            for (int e = 0; e < nsrc; e++) {
+                double *a = en[e];
+                for (int c = 0; c < nchan; c++) {
+                    const fftw_complex *h = hspec + (int64_t)(e * nchan + c) * (k + nchan) * ns;
+                    double *ps = (double *)pspec, *pjs = (double *)(pspec + ns);
+                    memset(ps, 0, sizeof(double) * 2 * (size_t)nf);
+                    memset(pjs, 0, sizeof(double) * 2 * (size_t)nf);
+                    for (int i = 0; i < k + nchan; i++) {
+                        const double *hi = (const double *)(h + i * ns);
+                        const double *ri = (const double *)(rspec + (i < k ? i : e * nchan + (i - k)) * ns);
+                        double *dst = i < k ? ps : pjs;
+                        for (int64_t f = 0; f < nf; f++) {
+                            double hr = hi[2 * f], hm = hi[2 * f + 1], rr = ri[2 * f], rm = ri[2 * f + 1];
+                            dst[2 * f] += hr * rr - hm * rm;
+                            dst[2 * f + 1] += hr * rm + hm * rr;
+                        }
+                    }
+                    fftw_execute_dft_c2r(inv, pspec, pbuf);
+                    fftw_execute_dft_c2r(inv, pspec + ns, pjbuf);
+                    const float *xr = ref[e * nchan + c], *xe = est[e * nchan + c];
+                    for (int64_t o = 0; o < nend; o++) {
+                        int64_t t = n0 + o;
+                        double st_ = t < wlen ? (double)xr[s0 + t] : 0.0;
+                        double es = (t < wlen && s0 + t < est_len[e]) ? (double)xe[s0 + t] : 0.0;
+                        double pv = pbuf[F - 1 + o], pj = pjbuf[F - 1 + o];
+                        a[0] += st_ * st_;
+                        a[1] += (es - st_) * (es - st_);
+                        a[2] += (pj - st_) * (pj - st_);
+                        a[3] += pj * pj;
+                        a[4] += (pv - pj) * (pv - pj);
+                        a[5] += pv * pv;
+                        a[6] += (es - pv) * (es - pv);
                     }
                 }
-                fftw_execute_dft_c2r(inv, pspec, pbuf);
-                fftw_execute_dft_c2r(inv, pspec + ns, pjbuf);
-                const float *xr = ref[e * nchan + c], *xe = est[e * nchan + c];
-                for (int64_t t = 0; t < wlen + F - 1; t++) {
-                    double st_ = t < wlen ? (double)xr[s0 + t] : 0.0;
-                    double es = (t < wlen && s0 + t < est_len[e]) ? (double)xe[s0 + t] : 0.0;
-                    double pv = pbuf[t], pj = pjbuf[t];
-                    e_true += st_ * st_;
-                    sdr_den += (es - st_) * (es - st_);
-                    isr_den += (pj - st_) * (pj - st_);
-                    sir_num += pj * pj;
-                    sir_den += (pv - pj) * (pv - pj);
-                    sar_num += pv * pv;
-                    sar_den += (es - pv) * (es - pv);
-                }
             }
-            s->frames[((int64_t)SS_EVAL_SDR * nsrc + e) * nwin + w] = safe_db(e_true, sdr_den);
-            s->frames[((int64_t)SS_EVAL_ISR * nsrc + e) * nwin + w] = safe_db(e_true, isr_den);
-            s->frames[((int64_t)SS_EVAL_SIR * nsrc + e) * nwin + w] = safe_db(sir_num, sir_den);
-            s->frames[((int64_t)SS_EVAL_SAR * nsrc + e) * nwin + w] = safe_db(sar_num, sar_den);
+        }
+        for (int e = 0; e < nsrc; e++) {
+            const double *a = en[e];
+            s->frames[((int64_t)SS_EVAL_SDR * nsrc + e) * nwin + w] = safe_db(a[0], a[1]);
+            s->frames[((int64_t)SS_EVAL_ISR * nsrc + e) * nwin + w] = safe_db(a[0], a[2]);
+            s->frames[((int64_t)SS_EVAL_SIR * nsrc + e) * nwin + w] = safe_db(a[3], a[4]);
+            s->frames[((int64_t)SS_EVAL_SAR * nsrc + e) * nwin + w] = safe_db(a[5], a[6]);
         }
     }
     for (int m = 0; m < SS_EVAL_NMETRICS; m++)

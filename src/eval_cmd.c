@@ -1,0 +1,717 @@
+/* eval_cmd.c - `stemsplit eval` (see eval_cmd.h and stemsplit(1), EVALUATION). */
+#include "eval_cmd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "audio.h"
+#include "clock.h"
+#include "error.h"
+#include "eval.h"
+
+#define MAX_STEMS SS_EVAL_MAX_SOURCES
+
+typedef struct stem_file {
+    char *name;   /* "vocals" */
+    char *path;   /* "REF/vocals.wav" */
+} stem_file;
+
+typedef struct stem_list {
+    stem_file *v;
+    int n;
+} stem_list;
+
+typedef struct track {
+    char *name;
+    char *ref_dir, *est_dir;
+    stem_list ref, est;
+    int rate, channels;
+    int64_t length;
+    ss_eval_scores *scores;
+    double seconds;           /* time spent scoring */
+} track;
+
+static void stems_free(stem_list *l)
+{
+    for (int i = 0; i < l->n; i++) {
+        free(l->v[i].name);
+        free(l->v[i].path);
+    }
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int cmp_stem(const void *a, const void *b)
+{
+    return strcmp(((const stem_file *)a)->name, ((const stem_file *)b)->name);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The NAME.wav / NAME.flac files of dir (not "mixture"), sorted by name.
+ * A name present twice (NAME.wav and NAME.flac) is an error. */
+static ss_status list_stems(const char *dir, stem_list *out, ss_error *err)
+{
+    out->v = NULL;
+    out->n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return ss_fail(err, SS_E_NOINPUT, "%s: cannot open the folder: %s", dir, strerror(errno));
+    ss_status st = SS_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (nm[0] == '.')
+            continue;
+        const char *dot = strrchr(nm, '.');
+        if (!dot || dot == nm || (strcasecmp(dot, ".wav") != 0 && strcasecmp(dot, ".flac") != 0))
+            continue;
+        size_t len = (size_t)(dot - nm);
+        if (len == 7 && strncmp(nm, "mixture", 7) == 0)
+            continue;
+        char *path = join(dir, nm);
+        if (!path) {
+            st = ss_fail(err, SS_E_NOMEM, "%s: out of memory", dir);
+            break;
+        }
+        if (is_dir(path)) {
+            free(path);
+            continue;
+        }
+        for (int i = 0; i < out->n; i++)
+            if (strlen(out->v[i].name) == len && strncmp(out->v[i].name, nm, len) == 0) {
+                st = ss_fail(err, SS_E_DATA, "%s: stem '%s' is there twice (%s and %s)", dir, out->v[i].name,
+                             out->v[i].path, path);
+                break;
+            }
+        if (st == SS_OK && out->n >= MAX_STEMS)
+            st = ss_fail(err, SS_E_DATA, "%s: more than %d stems", dir, MAX_STEMS);
+        stem_file *nv = st == SS_OK ? realloc(out->v, sizeof *nv * (size_t)(out->n + 1)) : NULL;
+        char *name = st == SS_OK ? strndup(nm, len) : NULL;
+        if (st == SS_OK && (!nv || !name))
+            st = ss_fail(err, SS_E_NOMEM, "%s: out of memory", dir);
+        if (nv)
+            out->v = nv;
+        if (st != SS_OK) {
+            free(path);
+            free(name);
+            break;
+        }
+        out->v[out->n].name = name;
+        out->v[out->n].path = path;
+        out->n++;
+    }
+    closedir(d);
+    if (st != SS_OK) {
+        stems_free(out);
+        return st;
+    }
+    qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_stem);
+    return SS_OK;
+}
+
+/* Open every stem's header: same rate and channels across references and
+ * estimates, every reference stem estimated and no estimate without one. */
+static ss_status check_track(track *t, ss_error *err)
+{
+    ss_status st = list_stems(t->ref_dir, &t->ref, err);
+    if (st == SS_OK)
+        st = list_stems(t->est_dir, &t->est, err);
+    if (st != SS_OK)
+        return st;
+    if (t->ref.n == 0)
+        return ss_fail(err, SS_E_NOINPUT, "%s: no reference stems (NAME.wav or NAME.flac)", t->ref_dir);
+    for (int i = 0; i < t->ref.n; i++) {
+        int found = 0;
+        for (int j = 0; j < t->est.n; j++)
+            found |= strcmp(t->ref.v[i].name, t->est.v[j].name) == 0;
+        if (!found)
+            return ss_fail(err, SS_E_DATA, "%s: no estimate of stem '%s' (%s.wav or %s.flac) for %s", t->est_dir,
+                           t->ref.v[i].name, t->ref.v[i].name, t->ref.v[i].name, t->ref.v[i].path);
+    }
+    for (int j = 0; j < t->est.n; j++) {
+        int found = 0;
+        for (int i = 0; i < t->ref.n; i++)
+            found |= strcmp(t->ref.v[i].name, t->est.v[j].name) == 0;
+        if (!found)
+            return ss_fail(err, SS_E_DATA, "%s: stem '%s' has no reference in %s", t->est.v[j].path,
+                           t->est.v[j].name, t->ref_dir);
+    }
+    for (int side = 0; side < 2; side++) {
+        const stem_list *l = side ? &t->est : &t->ref;
+        for (int i = 0; i < l->n; i++) {
+            ss_audio_reader *r = NULL;
+            ss_audio_info info;
+            st = ss_audio_open(l->v[i].path, &r, &info, err);
+            if (st != SS_OK)
+                return st;
+            ss_audio_close(r);
+            if (side == 0 && i == 0) {
+                t->rate = info.samplerate;
+                t->channels = info.channels;
+                continue;
+            }
+            if (info.samplerate != t->rate)
+                return ss_fail(err, SS_E_DATA, "%s: sample rate %d Hz, but %s has %d Hz", l->v[i].path,
+                               info.samplerate, t->ref.v[0].path, t->rate);
+            if (info.channels != t->channels)
+                return ss_fail(err, SS_E_DATA, "%s: %d channel(s), but %s has %d", l->v[i].path, info.channels,
+                               t->ref.v[0].path, t->channels);
+        }
+    }
+    return SS_OK;
+}
+
+/* The whole file, planar: ch[c] gets *frames samples (malloc'd). */
+static ss_status read_planar(const char *path, int channels, float **ch, int64_t *frames, ss_error *err)
+{
+    ss_audio_reader *r = NULL;
+    ss_audio_info info;
+    ss_status st = ss_audio_open(path, &r, &info, err);
+    if (st != SS_OK)
+        return st;
+    const int64_t block = 65536;
+    int64_t cap = info.frames > 0 ? info.frames : block, n = 0;
+    float *buf = malloc(sizeof(float) * (size_t)(block * channels));
+    for (int c = 0; c < channels; c++)
+        ch[c] = malloc(sizeof(float) * (size_t)(cap > 0 ? cap : 1));
+    for (int c = 0; c < channels; c++)
+        if (!ch[c])
+            st = ss_fail(err, SS_E_NOMEM, "%s: out of memory for %lld frames", path, (long long)cap);
+    if (!buf && st == SS_OK)
+        st = ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
+    while (st == SS_OK) {
+        int64_t got = 0;
+        st = ss_audio_read(r, buf, block, &got, err);
+        if (st != SS_OK || got == 0)
+            break;
+        if (n + got > cap) {
+            int64_t ncap = (n + got) * 2;
+            for (int c = 0; c < channels && st == SS_OK; c++) {
+                float *p = realloc(ch[c], sizeof(float) * (size_t)ncap);
+                if (!p)
+                    st = ss_fail(err, SS_E_NOMEM, "%s: out of memory for %lld frames", path, (long long)ncap);
+                else
+                    ch[c] = p;
+            }
+            cap = ncap;
+        }
+        for (int64_t i = 0; i < got && st == SS_OK; i++)
+            for (int c = 0; c < channels; c++)
+                ch[c][n + i] = buf[i * channels + c];
+        n += got;
+    }
+    free(buf);
+    ss_audio_close(r);
+    if (st != SS_OK) {
+        for (int c = 0; c < channels; c++) {
+            free(ch[c]);
+            ch[c] = NULL;
+        }
+        return st;
+    }
+    *frames = n;
+    return SS_OK;
+}
+
+static ss_status score_track(track *t, ss_error *err)
+{
+    const int nsrc = t->ref.n, nch = t->channels;
+    float **ref = calloc((size_t)(nsrc * nch), sizeof *ref), **est = calloc((size_t)(nsrc * nch), sizeof *est);
+    int64_t est_len[MAX_STEMS];
+    ss_status st = (ref && est) ? SS_OK : ss_fail(err, SS_E_NOMEM, "%s: out of memory", t->name);
+    t->length = -1;
+    for (int i = 0; i < nsrc && st == SS_OK; i++) {
+        int64_t n = 0;
+        st = read_planar(t->ref.v[i].path, nch, ref + i * nch, &n, err);
+        if (st != SS_OK)
+            break;
+        if (t->length < 0)
+            t->length = n;
+        else if (n != t->length)
+            st = ss_fail(err, SS_E_DATA, "%s: %lld frames, but %s has %lld", t->ref.v[i].path, (long long)n,
+                         t->ref.v[0].path, (long long)t->length);
+        int j = 0;
+        while (strcmp(t->est.v[j].name, t->ref.v[i].name) != 0)
+            j++;
+        if (st == SS_OK)
+            st = read_planar(t->est.v[j].path, nch, est + i * nch, &est_len[i], err);
+    }
+    if (st == SS_OK && t->length == 0)
+        st = ss_fail(err, SS_E_DATA, "%s: the reference stems are empty", t->ref.v[0].path);
+    if (st == SS_OK) {
+        double t0 = ss_seconds();
+        st = ss_eval_bss((const float *const *)ref, (const float *const *)est, nsrc, nch, t->length, est_len,
+                         t->rate, t->rate, &t->scores, err);
+        t->seconds = ss_seconds() - t0;
+        if (st != SS_OK && err) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            ss_error_clear(err);
+            st = ss_fail(err, st, "%s: %s", t->ref_dir, msg);
+        }
+    }
+    for (int i = 0; ref && est && i < nsrc * nch; i++) {
+        free(ref[i]);
+        free(est[i]);
+    }
+    free(ref);
+    free(est);
+    return st;
+}
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+static const char *metric_names[SS_EVAL_NMETRICS] = {"SDR", "ISR", "SIR", "SAR"};
+#define NCOLS (SS_EVAL_NMETRICS + 1) /* + nSDR */
+
+static double track_value(const track *t, int stem, int col)
+{
+    return col < SS_EVAL_NMETRICS ? t->scores->median[col][stem] : t->scores->nsdr[stem];
+}
+
+static void print_value(FILE *f, double v)
+{
+    if (isnan(v))
+        fprintf(f, " %8s", "-");
+    else
+        fprintf(f, " %8.3f", v);
+}
+
+/* names of all stems over all tracks, sorted */
+static int all_stems(const track *tr, int ntr, char ***out)
+{
+    char **names = NULL;
+    int n = 0;
+    for (int t = 0; t < ntr; t++)
+        for (int i = 0; i < tr[t].ref.n; i++) {
+            int have = 0;
+            for (int k = 0; k < n; k++)
+                have |= strcmp(names[k], tr[t].ref.v[i].name) == 0;
+            if (have)
+                continue;
+            char **nv = realloc(names, sizeof *nv * (size_t)(n + 1));
+            if (!nv) {
+                free(names);
+                return -1;
+            }
+            names = nv;
+            names[n++] = tr[t].ref.v[i].name;
+        }
+    if (n)
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+    *out = names;
+    return n;
+}
+
+/* agg[kind][stem][col], kind 0: SiSEC median over tracks, 1: demucs mean over
+ * tracks (of the per-track medians; undefined tracks left out); stem nstem:
+ * the mean over stems. */
+static int aggregate(const track *tr, int ntr, char **names, int nstem, double *agg)
+{
+    double *v = malloc(sizeof(double) * (size_t)(ntr > 0 ? ntr : 1));
+    if (!v)
+        return -1;
+    for (int kind = 0; kind < 2; kind++) {
+        for (int col = 0; col < NCOLS; col++) {
+            double sum = 0;
+            int cnt = 0;
+            for (int s = 0; s < nstem; s++) {
+                int m = 0;
+                for (int t = 0; t < ntr; t++)
+                    for (int i = 0; i < tr[t].ref.n; i++)
+                        if (strcmp(tr[t].ref.v[i].name, names[s]) == 0)
+                            v[m++] = track_value(&tr[t], i, col);
+                double a = kind == 0 ? ss_eval_nanmedian(v, m) : ss_eval_nanmean(v, m);
+                agg[((int64_t)kind * (nstem + 1) + s) * NCOLS + col] = a;
+                if (!isnan(a)) {
+                    sum += a;
+                    cnt++;
+                }
+            }
+            agg[((int64_t)kind * (nstem + 1) + nstem) * NCOLS + col] = cnt ? sum / cnt : NAN;
+        }
+    }
+    free(v);
+    return 0;
+}
+
+static void print_table(FILE *f, const track *tr, int ntr, char **names, int nstem, const double *agg)
+{
+    int w = 5;
+    for (int t = 0; t < ntr; t++)
+        if ((int)strlen(tr[t].name) > w)
+            w = (int)strlen(tr[t].name);
+    if (w > 40)
+        w = 40;
+    int sw = 4;
+    for (int s = 0; s < nstem; s++)
+        if ((int)strlen(names[s]) > sw)
+            sw = (int)strlen(names[s]);
+    fprintf(f, "%-*s  %-*s %8s %8s %8s %8s %8s\n", w, "track", sw, "stem", "SDR", "ISR", "SIR", "SAR", "nSDR");
+    for (int t = 0; t < ntr; t++)
+        for (int i = 0; i < tr[t].ref.n; i++) {
+            fprintf(f, "%-*.*s  %-*s", w, w, tr[t].name, sw, tr[t].ref.v[i].name);
+            for (int col = 0; col < NCOLS; col++)
+                print_value(f, track_value(&tr[t], i, col));
+            fputc('\n', f);
+        }
+    static const char *kinds[2] = {"median over tracks (SiSEC)", "mean over tracks (demucs)"};
+    for (int kind = 0; kind < 2; kind++) {
+        fprintf(f, "\n%s, of per-track medians over 1 s frames:\n", kinds[kind]);
+        for (int s = 0; s <= nstem; s++) {
+            fprintf(f, "%-*s  %-*s", w, "", sw, s < nstem ? names[s] : "all");
+            for (int col = 0; col < NCOLS; col++)
+                print_value(f, agg[((int64_t)kind * (nstem + 1) + s) * NCOLS + col]);
+            fputc('\n', f);
+        }
+    }
+}
+
+static cJSON *num_or_null(double v) { return isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v); }
+
+static cJSON *build_json(const track *tr, int ntr, char **names, int nstem, const double *agg, double wall)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        return NULL;
+    cJSON_AddStringToObject(root, "version", "stemsplit " SS_VERSION);
+    cJSON_AddStringToObject(root, "metrics",
+                            "BSSEval v4 as museval (images mode, 512-tap filters once per track, "
+                            "median over 1 s frames) and the MDX SDR (nSDR, demucs new_sdr)");
+    cJSON_AddNumberToObject(root, "window_seconds", 1.0);
+    cJSON_AddNumberToObject(root, "hop_seconds", 1.0);
+    cJSON_AddNumberToObject(root, "filter_length", SS_EVAL_FILTER_LEN);
+    cJSON *tracks = cJSON_AddArrayToObject(root, "tracks");
+    for (int t = 0; t < ntr && tracks; t++) {
+        const track *k = &tr[t];
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddItemToArray(tracks, o);
+        cJSON_AddStringToObject(o, "name", k->name);
+        cJSON_AddStringToObject(o, "reference", k->ref_dir);
+        cJSON_AddStringToObject(o, "estimate", k->est_dir);
+        cJSON_AddNumberToObject(o, "samplerate", k->rate);
+        cJSON_AddNumberToObject(o, "channels", k->channels);
+        cJSON_AddNumberToObject(o, "seconds", (double)k->length / k->rate);
+        cJSON_AddNumberToObject(o, "frames", k->scores->nframes);
+        cJSON_AddBoolToObject(o, "bsseval_defined", k->scores->bss_defined);
+        cJSON_AddNumberToObject(o, "eval_seconds", k->seconds);
+        cJSON *stems = cJSON_AddObjectToObject(o, "stems");
+        for (int i = 0; i < k->ref.n && stems; i++) {
+            cJSON *so = cJSON_AddObjectToObject(stems, k->ref.v[i].name);
+            if (!so)
+                break;
+            for (int col = 0; col < NCOLS; col++)
+                cJSON_AddItemToObject(so, col < SS_EVAL_NMETRICS ? metric_names[col] : "nSDR",
+                                      num_or_null(track_value(k, i, col)));
+            cJSON *fr = cJSON_AddObjectToObject(so, "frames");
+            for (int m = 0; m < SS_EVAL_NMETRICS && fr; m++) {
+                cJSON *a = cJSON_AddArrayToObject(fr, metric_names[m]);
+                for (int w = 0; w < k->scores->nframes && a; w++)
+                    cJSON_AddItemToArray(a, num_or_null(ss_eval_frame(k->scores, m, i, w)));
+            }
+        }
+    }
+    cJSON *ag = cJSON_AddObjectToObject(root, "aggregate");
+    static const char *kinds[2] = {"sisec", "demucs"};
+    for (int kind = 0; kind < 2 && ag; kind++) {
+        cJSON *ko = cJSON_AddObjectToObject(ag, kinds[kind]);
+        for (int s = 0; s <= nstem && ko; s++) {
+            cJSON *so = cJSON_AddObjectToObject(ko, s < nstem ? names[s] : "all");
+            for (int col = 0; col < NCOLS && so; col++)
+                cJSON_AddItemToObject(so, col < SS_EVAL_NMETRICS ? metric_names[col] : "nSDR",
+                                      num_or_null(agg[((int64_t)kind * (nstem + 1) + s) * NCOLS + col]));
+        }
+    }
+    cJSON_AddNumberToObject(root, "wall_seconds", wall);
+    return root;
+}
+
+static ss_status write_json(cJSON *doc, const char *path, ss_error *err)
+{
+    char *text = doc ? cJSON_Print(doc) : NULL;
+    if (!text)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory building the report", path);
+    ss_status s = SS_OK;
+    if (strcmp(path, "-") == 0) {
+        if (fputs(text, stdout) < 0 || fputc('\n', stdout) < 0 || fflush(stdout) != 0)
+            s = ss_fail(err, SS_E_IO, "standard output: cannot write the report: %s", strerror(errno));
+        free(text);
+        return s;
+    }
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp) {
+        free(text);
+        return ss_fail(err, SS_E_CANTCREAT, "%s: path too long", path);
+    }
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create the report: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(text);
+        return s;
+    }
+    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        s = ss_fail(err, SS_E_IO, "%s: cannot write the report: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(text);
+    return s;
+}
+
+/* ---- the subcommand -------------------------------------------------------------------- */
+
+static void eval_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: stemsplit eval [--report-json FILE] [-q] REF_DIR EST_DIR\n"
+            "Score estimated stems against reference stems: BSSEval v4 SDR, ISR, SIR, SAR as museval\n"
+            "computes them (median over 1 s frames) and the MDX challenge SDR (nSDR).\n"
+            "REF_DIR and EST_DIR hold NAME.wav / NAME.flac stems of one track, matched by NAME, or\n"
+            "one folder per track (MUSDB18 layout: REF_DIR/TRACK/{mixture,drums,...}.wav with the\n"
+            "estimates in EST_DIR/TRACK/); a mixture stem is not scored.\n"
+            "\n"
+            "      --report-json FILE   everything, per frame too, as JSON (- for standard output;\n"
+            "                           the table then goes to standard error)\n"
+            "  -q, --quiet              no table\n"
+            "  -h, --help               print this help and exit\n"
+            "\n"
+            "Exit status: 0 ok, 64 usage, 65 stems missing, extra or not matching, 66 input missing,\n"
+            "70 internal error, 73 cannot create the report, 74 I/O error.  See stemsplit(1).\n");
+}
+
+static int eval_usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "stemsplit eval: %s%s%s\n", msg, arg ? " " : "", arg ? arg : "");
+    fprintf(stderr, "Try 'stemsplit eval --help' for more information.\n");
+    return 64;
+}
+
+static int has_stems(const char *dir)
+{
+    stem_list l;
+    ss_error e = {0};
+    if (list_stems(dir, &l, &e) != SS_OK)
+        return 0;
+    int n = l.n;
+    stems_free(&l);
+    return n > 0;
+}
+
+static void tracks_free(track *tr, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(tr[i].name);
+        free(tr[i].ref_dir);
+        free(tr[i].est_dir);
+        stems_free(&tr[i].ref);
+        stems_free(&tr[i].est);
+        ss_eval_scores_free(tr[i].scores);
+    }
+    free(tr);
+}
+
+/* The tracks: REF_DIR itself when it holds stems, else each sub-folder that does. */
+static ss_status find_tracks(const char *ref_dir, const char *est_dir, track **out, int *nout, ss_error *err)
+{
+    *out = NULL;
+    *nout = 0;
+    if (!is_dir(ref_dir))
+        return ss_fail(err, SS_E_NOINPUT, "%s: not a folder", ref_dir);
+    if (!is_dir(est_dir))
+        return ss_fail(err, SS_E_NOINPUT, "%s: not a folder", est_dir);
+    track *tr = NULL;
+    int n = 0;
+    if (has_stems(ref_dir)) {
+        tr = calloc(1, sizeof *tr);
+        if (!tr)
+            return ss_fail(err, SS_E_NOMEM, "out of memory");
+        const char *base = strrchr(ref_dir, '/');
+        char *nm = strdup(base && base[1] ? base + 1 : ref_dir);
+        tr->name = nm;
+        tr->ref_dir = strdup(ref_dir);
+        tr->est_dir = strdup(est_dir);
+        n = 1;
+        if (!tr->name || !tr->ref_dir || !tr->est_dir) {
+            tracks_free(tr, n);
+            return ss_fail(err, SS_E_NOMEM, "out of memory");
+        }
+        *out = tr;
+        *nout = n;
+        return SS_OK;
+    }
+    DIR *d = opendir(ref_dir);
+    if (!d)
+        return ss_fail(err, SS_E_NOINPUT, "%s: cannot open the folder: %s", ref_dir, strerror(errno));
+    char **subs = NULL;
+    int ns = 0;
+    ss_status st = SS_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && st == SS_OK) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *p = join(ref_dir, e->d_name);
+        if (!p) {
+            st = ss_fail(err, SS_E_NOMEM, "out of memory");
+            break;
+        }
+        if (is_dir(p) && has_stems(p)) {
+            char **nv = realloc(subs, sizeof *nv * (size_t)(ns + 1));
+            char *nm = strdup(e->d_name);
+            if (!nv || !nm) {
+                free(nm);
+                if (nv)
+                    subs = nv;
+                st = ss_fail(err, SS_E_NOMEM, "out of memory");
+            } else {
+                subs = nv;
+                subs[ns++] = nm;
+            }
+        }
+        free(p);
+    }
+    closedir(d);
+    if (st == SS_OK && ns == 0)
+        st = ss_fail(err, SS_E_NOINPUT,
+                     "%s: no stems (NAME.wav or NAME.flac), and no track folders holding stems", ref_dir);
+    if (st == SS_OK) {
+        qsort(subs, (size_t)ns, sizeof *subs, cmp_str);
+        tr = calloc((size_t)ns, sizeof *tr);
+        if (!tr)
+            st = ss_fail(err, SS_E_NOMEM, "out of memory");
+        for (int i = 0; i < ns && st == SS_OK; i++) {
+            tr[i].name = strdup(subs[i]);
+            tr[i].ref_dir = join(ref_dir, subs[i]);
+            tr[i].est_dir = join(est_dir, subs[i]);
+            n = i + 1;
+            if (!tr[i].name || !tr[i].ref_dir || !tr[i].est_dir)
+                st = ss_fail(err, SS_E_NOMEM, "out of memory");
+            else if (!is_dir(tr[i].est_dir))
+                st = ss_fail(err, SS_E_DATA, "%s: no estimates for track '%s' (%s has its references)",
+                             tr[i].est_dir, subs[i], tr[i].ref_dir);
+        }
+    }
+    for (int i = 0; i < ns; i++)
+        free(subs[i]);
+    free(subs);
+    if (st != SS_OK) {
+        tracks_free(tr, n);
+        return st;
+    }
+    *out = tr;
+    *nout = n;
+    return SS_OK;
+}
+
+int ss_eval_main(int argc, char **argv)
+{
+    const char *report = NULL, *dirs[2] = {NULL, NULL};
+    int quiet = 0, ndirs = 0, opts_done = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!opts_done && strcmp(a, "--") == 0) {
+            opts_done = 1;
+        } else if (!opts_done && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+            eval_usage(stdout);
+            return 0;
+        } else if (!opts_done && (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)) {
+            quiet = 1;
+        } else if (!opts_done && strcmp(a, "--report-json") == 0) {
+            if (i + 1 >= argc)
+                return eval_usage_error("option '--report-json' needs an argument", NULL);
+            report = argv[++i];
+        } else if (!opts_done && strncmp(a, "--report-json=", 14) == 0) {
+            report = a + 14;
+        } else if (!opts_done && a[0] == '-' && a[1] != '\0') {
+            return eval_usage_error("unknown option", a);
+        } else if (ndirs < 2) {
+            dirs[ndirs++] = a;
+        } else {
+            return eval_usage_error("too many arguments: expected REF_DIR EST_DIR, got also", a);
+        }
+    }
+    if (ndirs != 2)
+        return eval_usage_error("expected two folders: REF_DIR EST_DIR", NULL);
+    if (report && !*report)
+        return eval_usage_error("--report-json: empty file name", NULL);
+
+    double t0 = ss_seconds();
+    ss_error err = {0};
+    track *tr = NULL;
+    int ntr = 0;
+    ss_status st = find_tracks(dirs[0], dirs[1], &tr, &ntr, &err);
+    for (int i = 0; i < ntr && st == SS_OK; i++)
+        st = check_track(&tr[i], &err);
+    FILE *table = report && strcmp(report, "-") == 0 ? stderr : stdout;
+    for (int i = 0; i < ntr && st == SS_OK; i++) {
+        st = score_track(&tr[i], &err);
+        if (st == SS_OK && !tr[i].scores->bss_defined)
+            fprintf(stderr,
+                    "stemsplit eval: %s: a reference or estimate stem is silent throughout; BSSEval is "
+                    "undefined for this track (museval refuses it), only nSDR is given\n",
+                    tr[i].name);
+        if (st == SS_OK && tr[i].scores->solve_fallback)
+            fprintf(stderr, "stemsplit eval: %s: ill-conditioned references (Cholesky failed, pivoted LU used)\n",
+                    tr[i].name);
+    }
+    char **names = NULL;
+    int nstem = 0;
+    double *agg = NULL;
+    if (st == SS_OK) {
+        nstem = all_stems(tr, ntr, &names);
+        agg = nstem >= 0 ? malloc(sizeof(double) * 2 * (size_t)(nstem + 1) * NCOLS) : NULL;
+        if (!agg || aggregate(tr, ntr, names, nstem, agg) != 0)
+            st = ss_fail(&err, SS_E_NOMEM, "out of memory for the aggregates");
+    }
+    if (st == SS_OK && !quiet) {
+        print_table(table, tr, ntr, names, nstem, agg);
+        fflush(table);
+    }
+    double wall = ss_seconds() - t0;
+    if (st == SS_OK && report) {
+        cJSON *doc = build_json(tr, ntr, names, nstem, agg, wall);
+        st = write_json(doc, report, &err);
+        cJSON_Delete(doc);
+    }
+    if (st == SS_OK && !quiet)
+        fprintf(stderr, "stemsplit eval: %d track%s scored in %.1f s\n", ntr, ntr == 1 ? "" : "s", wall);
+    if (st != SS_OK)
+        fprintf(stderr, "stemsplit eval: %s\n", err.msg);
+    free(agg);
+    free(names);
+    tracks_free(tr, ntr);
+    return st == SS_OK ? 0 : ss_exit_code(st);
+}
