@@ -492,12 +492,136 @@ static ss_status write_json(cJSON *doc, const char *path, ss_error *err)
     return s;
 }
 
+
+/* ---- --plot: SDR per frame, one panel per track, one line per stem (plain SVG) ------------ */
+
+static const char *plot_colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+
+static void xml_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<')
+            fputs("&lt;", f);
+        else if (*s == '>')
+            fputs("&gt;", f);
+        else if (*s == '&')
+            fputs("&amp;", f);
+        else if (*s == '"')
+            fputs("&quot;", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void plot_svg(FILE *f, const track *tr, int ntr)
+{
+    const int W = 900, PH = 260, L = 60, R = 130, TOP = 30, B = 40;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+               "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            W, ntr * (PH + TOP + B));
+    for (int t = 0; t < ntr; t++) {
+        const track *k = &tr[t];
+        const ss_eval_scores *sc = k->scores;
+        int y0 = t * (PH + TOP + B) + TOP, pw = W - L - R;
+        double lo = INFINITY, hi = -INFINITY;
+        for (int i = 0; i < k->ref.n; i++)
+            for (int w = 0; w < sc->nframes; w++) {
+                double v = ss_eval_frame(sc, SS_EVAL_SDR, i, w);
+                if (!isnan(v)) {
+                    lo = v < lo ? v : lo;
+                    hi = v > hi ? v : hi;
+                }
+            }
+        if (!(lo <= hi)) {
+            lo = 0;
+            hi = 1;
+        }
+        lo = floor(lo / 5) * 5;
+        hi = ceil(hi / 5) * 5;
+        if (hi <= lo)
+            hi = lo + 5;
+        double secs = (double)sc->hop * (sc->nframes > 1 ? sc->nframes - 1 : 1) / k->rate;
+        fprintf(f, "<text x=\"%d\" y=\"%d\" font-weight=\"bold\">", L, y0 - 10);
+        xml_text(f, k->name);
+        fprintf(f, " \xe2\x80\x94 SDR per %g s frame (dB)</text>\n", (double)sc->window / k->rate);
+        for (double g = lo; g <= hi + 1e-9; g += 5) {
+            double y = y0 + PH - (g - lo) / (hi - lo) * PH;
+            fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                       "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                    L, L + pw, y, y, L - 6, y + 4, g);
+        }
+        for (int m = 0; m <= 4; m++) {
+            double x = L + pw * m / 4.0;
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.0f s</text>\n", x, y0 + PH + 16,
+                    secs * m / 4.0 + (double)sc->window / (2.0 * k->rate));
+        }
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", L, y0, pw,
+                PH);
+        for (int i = 0; i < k->ref.n; i++) {
+            const char *col = plot_colors[i % 10];
+            int open = 0; /* points in the polyline being written */
+            double lx = 0, ly = 0;
+            for (int w = 0; w <= sc->nframes; w++) {
+                double v = w < sc->nframes ? ss_eval_frame(sc, SS_EVAL_SDR, i, w) : NAN;
+                if (isnan(v)) {
+                    if (open)
+                        fputs("\"/>\n", f);
+                    if (open == 1) /* a lone frame: a dot */
+                        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", lx, ly, col);
+                    open = 0;
+                    continue;
+                }
+                lx = L + (sc->nframes > 1 ? pw * (double)w / (sc->nframes - 1) : pw / 2.0);
+                ly = y0 + PH - (v - lo) / (hi - lo) * PH;
+                if (!open)
+                    fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", col);
+                fprintf(f, "%.1f,%.1f ", lx, ly);
+                open++;
+            }
+            fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"3\"/>"
+                       "<text x=\"%d\" y=\"%d\">",
+                    L + pw + 12, L + pw + 32, y0 + 12 + 18 * i, y0 + 12 + 18 * i, col, L + pw + 38,
+                    y0 + 16 + 18 * i);
+            xml_text(f, k->ref.v[i].name);
+            fputs("</text>\n", f);
+        }
+    }
+    fputs("</svg>\n", f);
+}
+
+static ss_status write_plot(const track *tr, int ntr, const char *path, ss_error *err)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp)
+        return ss_fail(err, SS_E_CANTCREAT, "%s: path too long", path);
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        ss_status s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create the plot: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        return s;
+    }
+    plot_svg(f, tr, ntr);
+    int bad = ferror(f) || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        ss_status s = ss_fail(err, SS_E_IO, "%s: cannot write the plot: %s", path, strerror(errno));
+        unlink(tmp);
+        return s;
+    }
+    return SS_OK;
+}
+
 /* ---- the subcommand -------------------------------------------------------------------- */
 
 static void eval_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: stemsplit eval [--report-json FILE] [-q] REF_DIR EST_DIR\n"
+            "Usage: stemsplit eval [--report-json FILE] [--plot FILE.svg] [-q] REF_DIR EST_DIR\n"
             "Score estimated stems against reference stems: BSSEval v4 SDR, ISR, SIR, SAR as museval\n"
             "computes them (median over 1 s frames) and the MDX challenge SDR (nSDR).\n"
             "REF_DIR and EST_DIR hold NAME.wav / NAME.flac stems of one track, matched by NAME, or\n"
@@ -506,6 +630,7 @@ static void eval_usage(FILE *f)
             "\n"
             "      --report-json FILE   everything, per frame too, as JSON (- for standard output;\n"
             "                           the table then goes to standard error)\n"
+            "      --plot FILE.svg      SDR per frame over time, one line per stem (plain SVG)\n"
             "  -q, --quiet              no table\n"
             "  -h, --help               print this help and exit\n"
             "\n"
@@ -638,7 +763,7 @@ static ss_status find_tracks(const char *ref_dir, const char *est_dir, track **o
 
 int ss_eval_main(int argc, char **argv)
 {
-    const char *report = NULL, *dirs[2] = {NULL, NULL};
+    const char *report = NULL, *plot = NULL, *dirs[2] = {NULL, NULL};
     int quiet = 0, ndirs = 0, opts_done = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -653,6 +778,12 @@ int ss_eval_main(int argc, char **argv)
             if (i + 1 >= argc)
                 return eval_usage_error("option '--report-json' needs an argument", NULL);
             report = argv[++i];
+        } else if (!opts_done && strcmp(a, "--plot") == 0) {
+            if (i + 1 >= argc)
+                return eval_usage_error("option '--plot' needs an argument", NULL);
+            plot = argv[++i];
+        } else if (!opts_done && strncmp(a, "--plot=", 7) == 0) {
+            plot = a + 7;
         } else if (!opts_done && strncmp(a, "--report-json=", 14) == 0) {
             report = a + 14;
         } else if (!opts_done && a[0] == '-' && a[1] != '\0') {
@@ -667,6 +798,8 @@ int ss_eval_main(int argc, char **argv)
         return eval_usage_error("expected two folders: REF_DIR EST_DIR", NULL);
     if (report && !*report)
         return eval_usage_error("--report-json: empty file name", NULL);
+    if (plot && !*plot)
+        return eval_usage_error("--plot: empty file name", NULL);
 
     double t0 = ss_seconds();
     ss_error err = {0};
@@ -706,6 +839,8 @@ int ss_eval_main(int argc, char **argv)
         st = write_json(doc, report, &err);
         cJSON_Delete(doc);
     }
+    if (st == SS_OK && plot)
+        st = write_plot(tr, ntr, plot, &err);
     if (st == SS_OK && !quiet)
         fprintf(stderr, "stemsplit eval: %d track%s scored in %.1f s\n", ntr, ntr == 1 ? "" : "s", wall);
     if (st != SS_OK)

@@ -6,7 +6,8 @@
  * REF_DIR and EST_DIR hold NAME.wav / NAME.flac stems of one track, or are
  * MUSDB18-style trees (REF_DIR/TRACK/NAME.wav, EST_DIR/TRACK/NAME.wav; a
  * "mixture" stem is not scored).  The table goes to standard output (to
- * standard error when the report goes there), the JSON report to FILE.
+ * standard error when the report goes there), the JSON report to FILE,
+ * --plot the SDR of every frame as SVG.
  */
 #ifndef SS_EVAL_CMD_H
 #define SS_EVAL_CMD_H

@@ -55,6 +55,14 @@ n = [t["stems"]["drums"]["nSDR"] for t in rep["tracks"]]
 assert abs(rep["aggregate"]["demucs"]["drums"]["nSDR"] - statistics.mean(n)) < 1e-9
 EOF
 check eval_tree_aggregates python3 "$T/agg.py" "$T/r2.json"
+# --plot: SVG, one line per stem, broken where frames are undefined (four: frames 1 and 3 of 4)
+expect_exit eval_plot_ok 0 "$STEMSPLIT" eval -q --plot "$T/p.svg" "$T/mus/ref/four" "$T/mus/est/four"
+check eval_plot_svg python3 -c 'import sys, xml.etree.ElementTree as E
+r = E.parse(sys.argv[1]).getroot()
+lines = [e for e in r.iter() if e.tag.endswith("polyline")]
+assert len(lines) == 8, len(lines)
+assert all(len(e.get("points").split()) == 1 for e in lines)
+assert len([e for e in r.iter() if e.tag.endswith("circle")]) == 8' "$T/p.svg"
 "$STEMSPLIT" eval --report-json - "$T/mus/ref/two" "$T/mus/est/two" >"$T/r3.json" 2>"$T/r3.err"
 check eval_report_to_stdout python3 "$T/compare.py" "$T/r3.json" "$SCORES" two_stereo 0
 check eval_report_to_stdout_table_on_stderr grep -q "drums" "$T/r3.err"
