@@ -131,7 +131,8 @@ static ss_status list_stems(const char *dir, stem_list *out, ss_error *err)
         stems_free(out);
         return st;
     }
-    qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_stem);
+    if (out->n > 1)
+        qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_stem);
     return SS_OK;
 }
 
