@@ -70,7 +70,7 @@ static void usage(FILE *f)
     const options *d = &defaults;
     fprintf(f,
         "Usage: %s [OPTIONS] FILE|DIR...\n"
-        "       stemsplit eval [--report-json FILE] REF_DIR EST_DIR   (score stems: stemsplit eval --help)\n"
+        "       stemsplit eval [--report-json FILE] [--plot FILE.svg] REF_DIR EST_DIR   (score stems; eval --help)\n"
         "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
         "FILE may be - for standard input; DIR gives the audio files in it.  Stems go to\n"
         "OUT/{track}/{stem}.{ext} by default ({dir}/ first for files found in a DIR).\n"
