@@ -9,6 +9,9 @@
                                                  prints the seconds and the median scores
 
 Needs numpy and scipy.  Run museval on one core: OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1.
+The other side: /usr/bin/time stemsplit eval -q DIR/ref/bench DIR/est/bench (single-threaded).
+Measured (2-core Xeon, shared): museval 150 s CPU / 268 s wall, stemsplit 4.3 s CPU / 8.4 s wall,
+the same medians to the third decimal.
 """
 import importlib.util
 import os
