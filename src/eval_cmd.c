@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -38,6 +39,7 @@ typedef struct track {
     int64_t length;
     ss_eval_scores *scores;
     double seconds;           /* time spent scoring */
+    double sep_audio, sep_wall; /* -m: the separation's audio and wall seconds (0: none) */
 } track;
 
 static void stems_free(stem_list *l)
@@ -424,6 +426,14 @@ static cJSON *build_json(const track *tr, int ntr, char **names, int nstem, cons
         cJSON_AddNumberToObject(o, "frames", k->scores->nframes);
         cJSON_AddBoolToObject(o, "bsseval_defined", k->scores->bss_defined);
         cJSON_AddNumberToObject(o, "eval_seconds", k->seconds);
+        if (k->sep_wall > 0) {
+            cJSON *sp = cJSON_AddObjectToObject(o, "separation");
+            if (sp) {
+                cJSON_AddNumberToObject(sp, "audio_seconds", k->sep_audio);
+                cJSON_AddNumberToObject(sp, "wall_seconds", k->sep_wall);
+                cJSON_AddNumberToObject(sp, "rtf", k->sep_audio / k->sep_wall);
+            }
+        }
         cJSON *stems = cJSON_AddObjectToObject(o, "stems");
         for (int i = 0; i < k->ref.n && stems; i++) {
             cJSON *so = cJSON_AddObjectToObject(stems, k->ref.v[i].name);
@@ -617,12 +627,118 @@ static ss_status write_plot(const track *tr, int ntr, const char *path, ss_error
     return SS_OK;
 }
 
+
+/* ---- -m MODEL: separate each track's mixture first ----------------------------------------- */
+
+typedef struct sep_opts {
+    const char *model, *device, *threads;
+} sep_opts;
+
+/* REF/TRACK/mixture.wav or .flac */
+static char *find_mixture(const char *dir)
+{
+    static const char *names[] = {"mixture.wav", "mixture.flac", "mixture.WAV", "mixture.FLAC"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *p = join(dir, names[i]);
+        if (!p)
+            return NULL;
+        if (access(p, R_OK) == 0)
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* Run this program on the track's mixture (-q -m MODEL -o EST_DIR/TRACK
+ * --filename {stem}.{ext} --sample-format f32 --report-json TMP) and take the
+ * audio and wall seconds from its report. */
+static ss_status separate_track(track *t, const sep_opts *so, ss_error *err)
+{
+    char *mix = find_mixture(t->ref_dir);
+    if (!mix)
+        return ss_fail(err, SS_E_NOINPUT, "%s: no mixture.wav or mixture.flac to separate", t->ref_dir);
+    char rep[] = "/tmp/stemsplit-eval-XXXXXX";
+    int fd = mkstemp(rep);
+    if (fd < 0) {
+        free(mix);
+        return ss_fail(err, SS_E_CANTCREAT, "%s: cannot create a temporary file: %s", rep, strerror(errno));
+    }
+    close(fd);
+    const char *args[24];
+    int n = 0;
+    args[n++] = "stemsplit";
+    args[n++] = "-q";
+    args[n++] = "-m";
+    args[n++] = so->model;
+    if (so->device) {
+        args[n++] = "-d";
+        args[n++] = so->device;
+    }
+    if (so->threads) {
+        args[n++] = "-j";
+        args[n++] = so->threads;
+    }
+    args[n++] = "-o";
+    args[n++] = t->est_dir;
+    args[n++] = "--filename";
+    args[n++] = "{stem}.{ext}";
+    args[n++] = "--sample-format";
+    args[n++] = "f32";
+    args[n++] = "--report-json";
+    args[n++] = rep;
+    args[n++] = "--";
+    args[n++] = mix;
+    args[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv("/proc/self/exe", (char *const *)args);
+        execvp("stemsplit", (char *const *)args);
+        _exit(127);
+    }
+    ss_status st = SS_OK;
+    int status = 0;
+    if (pid < 0)
+        st = ss_fail(err, SS_E_INTERNAL, "%s: cannot start the separation: %s", mix, strerror(errno));
+    else if (waitpid(pid, &status, 0) < 0)
+        st = ss_fail(err, SS_E_INTERNAL, "%s: waiting for the separation: %s", mix, strerror(errno));
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 70;
+        st = ss_fail(err, code == 65 ? SS_E_DATA : code == 66 ? SS_E_NOINPUT : code == 69 ? SS_E_DEVICE
+                                                                 : code == 64 ? SS_E_USAGE : SS_E_INTERNAL,
+                     "%s: separating with %s failed (status %d)", mix, so->model, code);
+    }
+    if (st == SS_OK) {
+        FILE *f = fopen(rep, "rb");
+        char *text = NULL;
+        long len = -1;
+        if (f && fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+            (text = malloc((size_t)len + 1)) && fread(text, 1, (size_t)len, f) == (size_t)len) {
+            text[len] = '\0';
+            cJSON *doc = cJSON_Parse(text);
+            const cJSON *tot = cJSON_GetObjectItem(doc, "total");
+            const cJSON *a = cJSON_GetObjectItem(tot, "audio_seconds"), *w = cJSON_GetObjectItem(tot, "wall_seconds");
+            if (cJSON_IsNumber(a) && cJSON_IsNumber(w)) {
+                t->sep_audio = a->valuedouble;
+                t->sep_wall = w->valuedouble;
+            }
+            cJSON_Delete(doc);
+        }
+        free(text);
+        if (f)
+            fclose(f);
+    }
+    unlink(rep);
+    free(mix);
+    return st;
+}
+
 /* ---- the subcommand -------------------------------------------------------------------- */
 
 static void eval_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: stemsplit eval [--report-json FILE] [--plot FILE.svg] [-q] REF_DIR EST_DIR\n"
+            "Usage: stemsplit eval [--report-json FILE] [--plot FILE.svg] [-q] [-m MODEL] REF_DIR EST_DIR\n"
             "Score estimated stems against reference stems: BSSEval v4 SDR, ISR, SIR, SAR as museval\n"
             "computes them (median over 1 s frames) and the MDX challenge SDR (nSDR).\n"
             "REF_DIR and EST_DIR hold NAME.wav / NAME.flac stems of one track, matched by NAME, or\n"
@@ -632,6 +748,10 @@ static void eval_usage(FILE *f)
             "      --report-json FILE   everything, per frame too, as JSON (- for standard output;\n"
             "                           the table then goes to standard error)\n"
             "      --plot FILE.svg      SDR per frame over time, one line per stem (plain SVG)\n"
+            "  -m, --model MODEL        first separate each track's mixture.wav with MODEL into\n"
+            "                           EST_DIR/TRACK/ (EST_DIR alone for one track), then score it;\n"
+            "                           the real-time factor of the separation is reported too\n"
+            "  -d, --device DEV, -j, --threads N   for the separation (as stemsplit's)\n"
             "  -q, --quiet              no table\n"
             "  -h, --help               print this help and exit\n"
             "\n"
@@ -671,7 +791,8 @@ static void tracks_free(track *tr, int n)
 }
 
 /* The tracks: REF_DIR itself when it holds stems, else each sub-folder that does. */
-static ss_status find_tracks(const char *ref_dir, const char *est_dir, track **out, int *nout, ss_error *err)
+static ss_status find_tracks(const char *ref_dir, const char *est_dir, int separate, track **out, int *nout,
+                             ss_error *err)
 {
     *out = NULL;
     *nout = 0;
@@ -745,7 +866,7 @@ static ss_status find_tracks(const char *ref_dir, const char *est_dir, track **o
             n = i + 1;
             if (!tr[i].name || !tr[i].ref_dir || !tr[i].est_dir)
                 st = ss_fail(err, SS_E_NOMEM, "out of memory");
-            else if (!is_dir(tr[i].est_dir))
+            else if (!separate && !is_dir(tr[i].est_dir))
                 st = ss_fail(err, SS_E_DATA, "%s: no estimates for track '%s' (%s has its references)",
                              tr[i].est_dir, subs[i], tr[i].ref_dir);
         }
@@ -765,6 +886,7 @@ static ss_status find_tracks(const char *ref_dir, const char *est_dir, track **o
 int ss_eval_main(int argc, char **argv)
 {
     const char *report = NULL, *plot = NULL, *dirs[2] = {NULL, NULL};
+    sep_opts so = {NULL, NULL, NULL};
     int quiet = 0, ndirs = 0, opts_done = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -779,6 +901,18 @@ int ss_eval_main(int argc, char **argv)
             if (i + 1 >= argc)
                 return eval_usage_error("option '--report-json' needs an argument", NULL);
             report = argv[++i];
+        } else if (!opts_done && (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0 || strcmp(a, "-d") == 0 ||
+                                  strcmp(a, "--device") == 0 || strcmp(a, "-j") == 0 ||
+                                  strcmp(a, "--threads") == 0)) {
+            if (i + 1 >= argc)
+                return eval_usage_error("an option needs an argument:", a);
+            const char *v = argv[++i];
+            if (a[1] == 'm' || a[2] == 'm')
+                so.model = v;
+            else if (a[1] == 'd' || a[2] == 'd')
+                so.device = v;
+            else
+                so.threads = v;
         } else if (!opts_done && strcmp(a, "--plot") == 0) {
             if (i + 1 >= argc)
                 return eval_usage_error("option '--plot' needs an argument", NULL);
@@ -806,7 +940,17 @@ int ss_eval_main(int argc, char **argv)
     ss_error err = {0};
     track *tr = NULL;
     int ntr = 0;
-    ss_status st = find_tracks(dirs[0], dirs[1], &tr, &ntr, &err);
+    if (so.model && !is_dir(dirs[1]) && mkdir(dirs[1], 0777) != 0) {
+        fprintf(stderr, "stemsplit eval: %s: cannot create the folder: %s\n", dirs[1], strerror(errno));
+        return 73;
+    }
+    ss_status st = find_tracks(dirs[0], dirs[1], so.model != NULL, &tr, &ntr, &err);
+    for (int i = 0; i < ntr && st == SS_OK && so.model; i++) {
+        st = separate_track(&tr[i], &so, &err);
+        if (st == SS_OK && !quiet && tr[i].sep_wall > 0)
+            fprintf(stderr, "stemsplit eval: %s: separated %.1f s of audio in %.1f s, %.1fx realtime\n", tr[i].name,
+                    tr[i].sep_audio, tr[i].sep_wall, tr[i].sep_audio / tr[i].sep_wall);
+    }
     for (int i = 0; i < ntr && st == SS_OK; i++)
         st = check_track(&tr[i], &err);
     FILE *table = report && strcmp(report, "-") == 0 ? stderr : stdout;

@@ -7,7 +7,8 @@
  * MUSDB18-style trees (REF_DIR/TRACK/NAME.wav, EST_DIR/TRACK/NAME.wav; a
  * "mixture" stem is not scored).  The table goes to standard output (to
  * standard error when the report goes there), the JSON report to FILE,
- * --plot the SDR of every frame as SVG.
+ * --plot the SDR of every frame as SVG.  With -m, each track's mixture is
+ * first separated into EST_DIR by running this program on it.
  */
 #ifndef SS_EVAL_CMD_H
 #define SS_EVAL_CMD_H

@@ -102,3 +102,24 @@ expect_exit eval_missing_folder_is_66 66 "$STEMSPLIT" eval "$T/nope" "$T/bad/est
 expect_exit eval_help_is_0 0 "$STEMSPLIT" eval --help
 "$STEMSPLIT" --help >"$T/help.out" 2>&1
 check help_mentions_eval grep -q "stemsplit eval" "$T/help.out"
+
+# -m MODEL: separate each track's mixture into EST_DIR/TRACK/, then score; the references here are
+# the model's own output, so every estimate matches its reference (nSDR far above 50 dB)
+M="$SS_ROOT/models/bandsplit4.safetensors"
+mkdir -p "$T/sep/ref/Song A"
+python3 -c 'import wave, struct, math, random, sys
+random.seed(5); f = wave.open(sys.argv[1], "wb"); f.setnchannels(2); f.setsampwidth(2); f.setframerate(44100)
+f.writeframes(b"".join(struct.pack("<hh", int(6000 * math.sin(i / 9) + random.randint(-3000, 3000)),
+                                   int(6000 * math.cos(i / 31) + random.randint(-3000, 3000))) for i in range(88200)))
+f.close()' "$T/sep/ref/Song A/mixture.wav"
+"$STEMSPLIT" -q -j 1 -m "$M" -o "$T/sep/ref/Song A" --filename '{stem}.{ext}' --sample-format f32 "$T/sep/ref/Song A/mixture.wav"
+expect_exit eval_model_ok 0 "$STEMSPLIT" eval -q -j 1 -m "$M" --report-json "$T/r4.json" "$T/sep/ref" "$T/sep/est"
+check eval_model_wrote_estimates test -f "$T/sep/est/Song A/low.wav"
+check eval_model_scores_and_rtf python3 -c 'import json, sys
+t = json.load(open(sys.argv[1]))["tracks"][0]
+assert t["name"] == "Song A" and sorted(t["stems"]) == ["high", "highmid", "low", "lowmid"], t["stems"].keys()
+assert all(s["nSDR"] > 50 for s in t["stems"].values()), [s["nSDR"] for s in t["stems"].values()]
+assert t["separation"]["rtf"] > 0 and abs(t["separation"]["audio_seconds"] - 2) < 1e-6, t["separation"]' "$T/r4.json"
+rm "$T/sep/ref/Song A/mixture.wav"
+expect_exit eval_model_no_mixture_is_66 66 "$STEMSPLIT" eval -q -m "$M" "$T/sep/ref" "$T/sep/est2"
+check eval_model_no_mixture_named grep -q "mixture" "$T/out.eval_model_no_mixture_is_66"
