@@ -30,7 +30,7 @@ SANFLAGS :=
 OPT     ?= -O2
 endif
 
-PKGS := sndfile libmpg123 samplerate fftw3f libcjson
+PKGS := sndfile libmpg123 samplerate fftw3f fftw3 libcjson
 UNAME_S := $(shell uname -s)
 ifeq ($(UNAME_S),Darwin)
 BLAS_CFLAGS := -DSS_ACCELERATE=1

@@ -20,6 +20,7 @@
 #include "backend_cpu.h"
 #include "batch.h"
 #include "engine.h"
+#include "eval_cmd.h"
 #include "model.h"
 #include "report.h"
 #include "separate.h"
@@ -69,6 +70,7 @@ static void usage(FILE *f)
     const options *d = &defaults;
     fprintf(f,
         "Usage: %s [OPTIONS] FILE|DIR...\n"
+        "       stemsplit eval [--report-json FILE] [--plot FILE.svg] REF_DIR EST_DIR   (score stems; eval --help)\n"
         "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
         "FILE may be - for standard input; DIR gives the audio files in it.  Stems go to\n"
         "OUT/{model}/{track}/{stem}.{ext} by default ({dir}/ before {track} for files found\n"
@@ -467,6 +469,8 @@ static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
 int main(int argc, char **argv)
 {
     ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
+    if (argc > 1 && strcmp(argv[1], "eval") == 0)
+        return ss_eval_main(argc - 1, argv + 1);
     options o = defaults;
     const char *env;
     if ((env = getenv("STEMSPLIT_MODEL")) && *env)
