@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "../kernels/cpu/cpu_ops.h"
 #include "backend_cpu.h"
 #include "threadpool.h"
 
@@ -79,6 +80,8 @@ void ss_cpu_blas_describe(char *out, size_t size)
     snprintf(out, size, "CBLAS");
 #endif
 }
+
+void ss_cpu_backend_cleanup(void) { ss_cpu_stft_cleanup(); }
 
 /* ---- the backend -------------------------------------------------------------------- */
 

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../kernels/cpu/cpu_ops.h"
 #include "audio.h"
 #include "clock.h"
 #include "backend.h"
@@ -651,6 +650,6 @@ out:
     ss_batch_list_free(&inputs);
     ss_model_free(model);
     ss_backend_close(be);
-    ss_cpu_stft_cleanup();
+    ss_cpu_backend_cleanup();
     return rc;
 }
