@@ -16,9 +16,12 @@
  * it with ss_backend_status().  Model code therefore calls a sequence of ops
  * and checks once, at the end of its forward pass.
  *
- * Every op in ss_backend_iface is optional.  A NULL entry means the one public
- * wrapper below runs the CPU reference kernel instead (downloading inputs and
- * uploading outputs when the device memory is not host memory), so callers
+ * Every op in ss_backend_iface is optional.  The CPU backend (backend_cpu.c)
+ * fills every primitive op from kernels/cpu: those are the reference
+ * implementation.  A NULL primitive op means the one public wrapper below
+ * runs the reference backend's entry instead (downloading inputs and
+ * uploading outputs when the device memory is not host memory); a NULL fused
+ * op means the wrapper composes the backend's own primitive ops.  Callers
  * never test for NULL.
  */
 #ifndef SS_BACKEND_H
@@ -30,7 +33,7 @@
 #include "error.h"
 #include "ops.h"
 
-#define SS_BACKEND_API_VERSION 9
+#define SS_BACKEND_API_VERSION 10
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -96,8 +99,8 @@ typedef struct ss_backend_iface {
     ss_status (*upload)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
     ss_status (*download)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
 
-    /* ops: every entry optional (NULL = CPU fallback); each returns SS_OK or
-     * fills err.  In-place use (y == x) is allowed where the wrapper says so. */
+    /* ops: every entry optional (NULL = the reference backend's, on host
+     * mirrors); each returns SS_OK or fills err.  In-place use (y == x) is allowed where the wrapper says so. */
     ss_status (*fill)(void *ctx, float *y, float v, size_t n, ss_error *err);
     ss_status (*copy2d)(void *ctx, float *dst, size_t dpitch, const float *src, size_t spitch,
                         size_t rows, size_t cols, ss_error *err);
@@ -125,7 +128,7 @@ typedef struct ss_backend_iface {
     ss_status (*stft)(void *ctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err);
     ss_status (*istft)(void *ctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err);
 
-    /* ---- appended ops (optional like the others; NULL = CPU fallback) ---- */
+    /* ---- appended ops (optional like the others; NULL = the reference's) ---- */
     ss_status (*copy4d)(void *ctx, float *dst, const int64_t dstride[4], const float *src,
                         const int64_t sstride[4], const int64_t shape[4], ss_error *err);
     ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
@@ -197,6 +200,17 @@ typedef struct ss_backend_iface {
      * first, for independent parts of a forward pass (see ss_lane).  NULL: ops
      * run in the order they are issued. */
     ss_status (*lane)(void *ctx, ss_lane_op op, ss_error *err);
+    /* Optional (API 10): out = glu(w x + bias) in one pass (see
+     * ss_conv1x1_glu).  NULL: the wrapper composes conv2d and bias_glu. */
+    ss_status (*conv1x1_glu)(void *ctx, float *out, const float *x, const float *w, const float *bias, int batch,
+                             int cin, int ch, int64_t len, ss_error *err);
+    /* Optional (API 10): conv1x1_gn_glu_add on items that are rows of x (see
+     * ss_conv1x1_gn_glu_add_rows); _rows_ok says whether it runs hidden size
+     * `hidden`.  NULL: the model rearranges the rows and composes. */
+    int (*conv1x1_gn_glu_add_rows_ok)(void *ctx, int hidden);
+    ss_status (*conv1x1_gn_glu_add_rows)(void *ctx, float *x, int rows, const float *h, const float *w,
+                                         const float *bias, int batch, int ch, int hidden, int64_t len,
+                                         const float *gamma, const float *beta, float eps, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -330,7 +344,7 @@ void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float
 /* The same for items that are rows of x: x [batch / rows, ch, rows, len] (a frequency layer's
  * [B, ch, F, T]) += glu(group_norm(w h + bias)) of item b = (b / rows, row b % rows), h [batch,
  * hidden, len], without rearranging x.  Only where ss_conv1x1_gn_glu_add_rows_ok(be, hidden)
- * (the CPU backend); elsewhere an internal error. */
+ * (a backend with the fused pass, e.g. the CPU's); elsewhere an internal error. */
 int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden);
 void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
                                 const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
