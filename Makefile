@@ -52,7 +52,7 @@ ALL_CFLAGS := -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread \
 ALL_LDFLAGS := $(SANFLAGS) -pthread $(LDFLAGS)
 LIBS := $(DEP_LIBS) $(BLAS_LIBS) -lm -ldl
 
-LIB_SRCS := $(filter-out src/cli.c,$(wildcard src/*.c)) $(wildcard kernels/cpu/*.c) $(wildcard models/*.c)
+LIB_SRCS := $(filter-out src/cli.c,$(wildcard src/*.c)) $(wildcard kernels/cpu/*.c) $(wildcard models/*/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(BUILD)/src/cli.o
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -102,7 +102,7 @@ install: stemsplit
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(DATADIR)/models
 	install -m 755 stemsplit $(DESTDIR)$(PREFIX)/bin/stemsplit
 	install -m 644 man/stemsplit.1 $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
-	install -m 644 models/*.safetensors $(DESTDIR)$(DATADIR)/models/
+	install -m 644 models/*/*.safetensors $(DESTDIR)$(DATADIR)/models/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/stemsplit $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1

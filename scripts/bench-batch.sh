@@ -11,14 +11,14 @@
 #             after the other (STEMSPLIT_NO_PIPELINE=1)
 #   batch     one stemsplit over the folder, pipelined (the default)
 # and the ratios batch/loop and batch/serial.  Env: STEMSPLIT (binary, default
-# ./stemsplit), MODEL (default models/bandsplit4.safetensors), ARGS (extra
+# ./stemsplit), MODEL (default models/bandsplit/bandsplit4.safetensors), ARGS (extra
 # options, default "--segment 1"), THREADS (-j, default: all cores).
 set -eu
 n=${1:-200}
 secs=${2:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${STEMSPLIT:-$root/stemsplit}
-model=${MODEL:-$root/models/bandsplit4.safetensors}
+model=${MODEL:-$root/models/bandsplit/bandsplit4.safetensors}
 args=${ARGS:---segment 1}
 jobs=${THREADS:+-j $THREADS}
 [ -x "$bin" ] || { echo "bench-batch: $bin: not built (run make)" >&2; exit 66; }

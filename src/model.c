@@ -10,14 +10,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern const ss_arch ss_arch_identity;
-extern const ss_arch ss_arch_bandsplit;
-extern const ss_arch ss_arch_htdemucs;
+/* the registry: one line per architecture in models/registry.h */
+#define SS_ARCH(name) extern const ss_arch ss_arch_##name;
+#include "../models/registry.h"
+#undef SS_ARCH
 
 static const ss_arch *const arches[] = {
-    &ss_arch_htdemucs,
-    &ss_arch_bandsplit,
-    &ss_arch_identity,
+#define SS_ARCH(name) &ss_arch_##name,
+#include "../models/registry.h"
+#undef SS_ARCH
     NULL,
 };
 

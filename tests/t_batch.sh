@@ -1,7 +1,7 @@
 # t_batch.sh - batches: a folder tree with corrupt files, resume after a kill,
 # shards, name collisions, --files-from -, --no-clobber, pipelined = serial.
 . "$(dirname "$0")/lib.sh"
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 SS="$STEMSPLIT -m $M --segment 1"
 command -v python3 >/dev/null || { skip batch "python3 is needed to make the test audio"; exit 0; }
 

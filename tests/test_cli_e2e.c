@@ -430,7 +430,7 @@ int main(void)
         printf("SKIP e2e: STEMSPLIT and SS_ROOT are set by make check\n");
         return 0;
     }
-    snprintf(model, sizeof model, "%s/models/bandsplit4.safetensors", root);
+    snprintf(model, sizeof model, "%s/models/bandsplit/bandsplit4.safetensors", root);
     if (!mkdtemp(dir)) {
         printf("FAIL setup: mkdtemp\n");
         return 1;

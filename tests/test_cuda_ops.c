@@ -702,7 +702,7 @@ static float tf32_round(float x)
     return x;
 }
 
-/* The reference on the CPU in fp32, per head as models/htdemucs.c composes it: scores = q_h k_h^T [nq, nk]
+/* The reference on the CPU in fp32, per head as models/htdemucs/htdemucs.c composes it: scores = q_h k_h^T [nq, nk]
  * (sc), softmax(scale * scores), o_h = scores v_h. */
 static void attn_ref(const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o, float *sc)
 {

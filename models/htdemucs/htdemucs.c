@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/clock.h"
-#include "../src/model.h"
+#include "../../src/clock.h"
+#include "../../src/model.h"
 
 #define HT_MAX_DEPTH 8      /* encoder/decoder layers                 */
 #define HT_MAX_DCONV 8      /* residual layers in one DConv           */

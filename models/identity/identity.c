@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/model.h"
+#include "../../src/model.h"
 
 typedef struct identity {
     int n_sources;              /* S                  */

@@ -10,7 +10,7 @@
  */
 #include <stdlib.h>
 
-#include "../src/model.h"
+#include "../../src/model.h"
 
 typedef struct bandsplit {
     int n_sources;          /* S                                   */
