@@ -431,27 +431,6 @@ fail:
     return ss_exit_code(err.code);
 }
 
-/* Device memory a run with `batch` segments per forward call needs, in bytes: the
- * weights; what does not grow with the batch (768 MiB: the backend's
- * im2col/FFT/Winograd scratch, the attention scores budget of 256 MiB, cuBLAS's
- * 32 MiB workspace, FFT plans, the recorded graph); and the activations per
- * segment, about 112 floats per input sample and channel.  Measured for the
- * full-size HTDemucs on an H100 (above the CUDA context) with a 216 MiB scratch
- * and the scores buffer: 1200 MiB at batch 1, about 295 MiB more per segment;
- * this gives 1222 and 1516 MiB for batches 1 and 2.  The scratch is 108 MiB now,
- * and where attention is fused (the default precision on CUDA) no scores are
- * held, so the estimate errs high by 110-360 MiB (run 35: 1497 / 2027 MiB in use
- * with the context at batch 1 / 2).  The CUDA backend's second lane adds its own
- * cuBLAS workspace and scratch (32 + 96 MiB: 896 MiB fixed) and HTDemucs's time
- * branch its own activation buffers (94 MiB per segment at full size, 612 against
- * 518 MiB under STEMSPLIT_PROFILE: 148 floats per sample and channel).  An
- * estimate, for choosing --batch; the CUDA context is not included. */
-static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
-{
-    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 148u;
-    return info->parameters * 4u + ((uint64_t)896 << 20) + (uint64_t)batch * per_item;
-}
-
 int main(int argc, char **argv)
 {
     ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
@@ -537,9 +516,10 @@ int main(int argc, char **argv)
         /* GPU memory: lower --batch until the estimate fits the free memory; with
          * -d auto, use the CPU when even one segment does not fit */
         int asked = o.batch;
-        uint64_t need = gpu_memory_estimate(info, o.batch);
+        const ss_mem_estimate *mem = ss_model_memory(model);
+        uint64_t need = ss_mem_need(mem, o.batch);
         while (o.batch > 1 && need > dev->mem_free)
-            need = gpu_memory_estimate(info, --o.batch);
+            need = ss_mem_need(mem, --o.batch);
         if (o.verbose || o.batch != asked)
             fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
                     need / 1073741824.0, dev->mem_free / 1073741824.0,

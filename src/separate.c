@@ -360,10 +360,17 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
     return SS_OK;
 }
 
-/* Pass 1: mean and unbiased std of the mono mix, as the demucs CLI computes them
- * (ss_mix_stats); digital silence gets std 1 (only the mean is removed). */
-static ss_status decode_stats(decoder *d, int64_t frames, int threads, ss_error *err)
+/* Pass 1, as the model asks (ss_model_input_norm): for SS_NORM_MIX_MEAN_STD
+ * the mean and unbiased std of the mono mix, as the demucs CLI computes them
+ * (ss_mix_stats), digital silence getting std 1 (only the mean is removed);
+ * for SS_NORM_NONE no pass, mean 0 and std 1 (the samples pass unchanged). */
+static ss_status decode_stats(decoder *d, ss_input_norm norm, int64_t frames, int threads, ss_error *err)
 {
+    if (norm == SS_NORM_NONE) {
+        d->mean = 0.0;
+        d->std = 1.0;
+        return SS_OK;
+    }
     ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, err);
     if (s == SS_OK && !(d->std > 1e-8))
         d->std = 1.0;
@@ -887,7 +894,7 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         goto fail;
     }
     /* pass 1: statistics */
-    if ((s = decode_stats(d, ai->frames, p->threads, err)) != SS_OK)
+    if ((s = decode_stats(d, ss_model_input_norm(m), ai->frames, p->threads, err)) != SS_OK)
         goto fail;
     j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
     d->file_left = ai->frames;

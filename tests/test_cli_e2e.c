@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "st_write.h"
 #include "test.h"
 
 static char dir[] = "/tmp/ss-e2e-XXXXXX";
@@ -422,6 +423,51 @@ static void test_clip_rescale_quiet_is_untouched(void)
     }
 }
 
+/* A model asks for its input normalisation (ss_arch.input_norm): an identity
+ * model with identity.norm = none gets the samples as decoded and, with unit
+ * gain, gives them back bit for bit in a float stem; with demucs's
+ * normalisation (the default, "mix") they would pass through (x - mean) / std
+ * and back, which rounds. */
+static void test_model_without_normalisation_gets_samples_unchanged(void)
+{
+    char mix[1200], idn[1200], stem[1300];
+    snprintf(mix, sizeof mix, "%s/plain.wav", dir);
+    snprintf(idn, sizeof idn, "%s/identity-none.safetensors", dir);
+    /* samples that are powers of two, which the engine's overlap-add weights
+     * (w x / w, one chunk) give back exactly */
+    float *m = malloc(sizeof(float) * 2 * 30000);
+    CHECK(m != NULL, "out of memory");
+    for (int i = 0; i < 2 * 30000; i++)
+        m[i] = ((int64_t)i * 7919 % 13 < 6 ? -1.0f : 1.0f) * ldexpf(1.0f, -1 - (int)((int64_t)i * 104729 % 11));
+    SF_INFO wi = {.samplerate = 44100, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &wi);
+    CHECK(f && sf_writef_float(f, m, 30000) == 30000, "write the mixture");
+    sf_close(f);
+    free(m);
+    const char *names[] = {"gain"};
+    const int64_t shapes[][ST_WRITE_MAX_DIMS] = {{1}};
+    const int ndims[] = {1};
+    const float gain[] = {1.0f};
+    const float *data[] = {gain};
+    CHECK(st_write_f32(idn, "{\"stemsplit.architecture\":\"identity\",\"stemsplit.sources\":\"all\","
+                       "\"stemsplit.samplerate\":\"44100\",\"stemsplit.channels\":\"2\","
+                       "\"stemsplit.segment\":\"1\",\"identity.norm\":\"none\"}",
+                       1, names, shapes, ndims, data) == 0, "write the model");
+    int rc = run("%s -q -m %s --clip none --sample-format f32 --overlap 0 -o %s/idn %s", bin, idn, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    float *x = NULL, *y = NULL;
+    SF_INFO xi, yi;
+    snprintf(stem, sizeof stem, "%s/idn/plain/all.wav", dir);
+    int64_t nx = read_all(mix, &x, &xi), ny = read_all(stem, &y, &yi);
+    CHECK(nx == 30000 && ny == nx, "frames: mixture %lld, stem %lld", (long long)nx, (long long)ny);
+    int64_t differ = 0;
+    for (int64_t i = 0; i < 2 * nx; i++)
+        differ += x[i] != y[i];
+    free(x);
+    free(y);
+    CHECK(differ == 0, "%lld of %lld samples differ from the mixture", (long long)differ, (long long)(2 * nx));
+}
+
 int main(void)
 {
     bin = getenv("STEMSPLIT");
@@ -445,6 +491,7 @@ int main(void)
     RUN(test_clip_rescale_late_peak);
     RUN(test_clip_rescale_running_scale);
     RUN(test_clip_rescale_quiet_is_untouched);
+    RUN(test_model_without_normalisation_gets_samples_unchanged);
     run("rm -rf %s", dir);
     return test_summary();
 }
