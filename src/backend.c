@@ -319,6 +319,53 @@ static int usable(const ss_backend_iface *bi, int index)
 ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
                           char *note, size_t note_size, ss_error *err)
 {
+    return ss_backend_open_for(device, p, 0, out, note, note_size, NULL, 0, err);
+}
+
+ss_status ss_backend_open_auto(const ss_backend_iface *const *list, const ss_backend_params *p, uint64_t mem_need,
+                               ss_backend **out, char *note, size_t note_size, char *warn, size_t warn_size,
+                               ss_error *err)
+{
+    char why[512] = "";
+    if (note && note_size)
+        note[0] = '\0';
+    if (warn && warn_size)
+        warn[0] = '\0';
+    for (int i = 0; list[i]; i++) {
+        const ss_backend_iface *bi = list[i];
+        ss_device_info info;
+        if (usable(bi, 0) && bi->device_info(0, &info) == SS_OK) {
+            /* the CPU, the last resort, takes any model */
+            if (strcmp(bi->name, "cpu") != 0 && mem_need > 0 && info.mem_free > 0 && info.mem_free < mem_need) {
+                if (warn && warn_size && !warn[0])
+                    snprintf(warn, warn_size, "auto: %s has too little free memory for this model (%.2f GiB "
+                             "estimated, %.1f GiB free)", info.name, mem_need / 1073741824.0,
+                             info.mem_free / 1073741824.0);
+                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s:0: too little free memory",
+                         why[0] ? "; " : "", bi->name);
+                continue;
+            }
+            ss_error e2 = {0};
+            if (start(bi, 0, p, out, &e2) == SS_OK) {
+                if (note)
+                    snprintf(note, note_size, "auto: chose %s:0 (%s)%s%s", bi->name, (*out)->dev.name,
+                             why[0] ? "; " : "", why);
+                return SS_OK;
+            }
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s", why[0] ? "; " : "",
+                     bi->name, e2.msg);
+        } else if (strcmp(bi->name, "cpu") != 0) {
+            const char *u = ss_backend_unavailable(bi);
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device%s%.160s%s",
+                     why[0] ? "; " : "", bi->name, u ? " (" : "", u ? u : "", u ? ")" : "");
+        }
+    }
+    return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
+}
+
+ss_status ss_backend_open_for(const char *device, const ss_backend_params *p, uint64_t mem_need, ss_backend **out,
+                              char *note, size_t note_size, char *warn, size_t warn_size, ss_error *err)
+{
     char name[32];
     int index = 0;
     const char *colon = strchr(device, ':');
@@ -336,30 +383,13 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
     }
     if (note && note_size)
         note[0] = '\0';
+    if (warn && warn_size)
+        warn[0] = '\0';
 
     if (strcmp(name, "auto") == 0) {
         if (colon)
             return ss_fail(err, SS_E_USAGE, "--device %s: auto takes no index", device);
-        char why[512] = "";
-        for (int i = 0; backends[i]; i++) {
-            const ss_backend_iface *bi = backends[i];
-            if (usable(bi, 0)) {
-                ss_error e2 = {0};
-                if (start(bi, 0, p, out, &e2) == SS_OK) {
-                    if (note)
-                        snprintf(note, note_size, "auto: chose %s:0 (%s)%s%s", bi->name,
-                                 (*out)->dev.name, why[0] ? "; " : "", why);
-                    return SS_OK;
-                }
-                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s",
-                         why[0] ? "; " : "", bi->name, e2.msg);
-            } else if (strcmp(bi->name, "cpu") != 0) {
-                const char *u = ss_backend_unavailable(bi);
-                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device%s%.160s%s",
-                         why[0] ? "; " : "", bi->name, u ? " (" : "", u ? u : "", u ? ")" : "");
-            }
-        }
-        return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
+        return ss_backend_open_auto(backends, p, mem_need, out, note, note_size, warn, warn_size, err);
     }
 
     if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0 && strcmp(name, "mps") != 0)

@@ -228,6 +228,21 @@ const char *ss_backend_unavailable(const ss_backend_iface *bi);
  * SS_E_DEVICE when the device is not compiled in or not usable. */
 ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
                           char *note, size_t note_size, ss_error *err);
+/* The same for a run that needs about mem_need bytes of device memory (0:
+ * unknown): where every device is chosen, before a model is loaded.  "auto"
+ * passes over a device other than the CPU whose free memory is known and
+ * smaller (the next in the registry, at last the CPU, is taken), and then
+ * writes one line saying so into `warn` (may be NULL; "" when nothing was
+ * passed over).  A named device is opened whatever its free memory. */
+ss_status ss_backend_open_for(const char *device, const ss_backend_params *p, uint64_t mem_need, ss_backend **out,
+                              char *note, size_t note_size, char *warn, size_t warn_size, ss_error *err);
+/* --device auto's choice among `list` (NULL-terminated, in order of
+ * preference; ss_backend_open_for passes the registry): the first usable
+ * device 0 that starts and, unless it is the CPU, has mem_need bytes free
+ * (where it knows).  For tests with backends of their own. */
+ss_status ss_backend_open_auto(const ss_backend_iface *const *list, const ss_backend_params *p, uint64_t mem_need,
+                               ss_backend **out, char *note, size_t note_size, char *warn, size_t warn_size,
+                               ss_error *err);
 void ss_backend_close(ss_backend *be);
 /* Start device `index` of a backend given by its vtable rather than by name
  * (one outside the registry, e.g. a test's).  SS_E_DEVICE for an API version

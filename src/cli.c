@@ -482,18 +482,32 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    /* device */
+    /* the model's header, then the device (decided here, once, with the model's
+     * memory estimate), then the weights: loaded once, for every file */
+    char model_path[PATH_MAX];
+    ss_model_info peek;
+    ss_mem_estimate mem;
+    if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
+        ss_model_peek(model_path, &peek, &mem, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        ss_batch_list_free(&inputs);
+        return ss_exit_code(err.code);
+    }
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
     ss_backend *be = NULL;
     ss_model *model = NULL;
     ss_report *rep = NULL;
-    char note[512];
-    if (ss_backend_open(o.device, &bp, &be, note, sizeof note, &err) != SS_OK) {
+    char note[512], warn[512];
+    if (ss_backend_open_for(o.device, &bp, ss_mem_need(&mem, 1), &be, note, sizeof note, warn, sizeof warn, &err) !=
+        SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         ss_batch_list_free(&inputs);
         return ss_exit_code(err.code);
     }
     const ss_device_info *dev = ss_backend_device(be);
+    if (warn[0])
+        fprintf(stderr, "%s: %s; using %s\n", prog, warn,
+                strcmp(dev->backend, "cpu") == 0 ? "the CPU" : dev->name);
     if (o.verbose) {
         fprintf(stderr, "%s: %s\n", prog, note);
         fprintf(stderr, "%s: device %s:%d %s, memory %.1f GiB (%.1f GiB free), precision %s, %d threads\n", prog,
@@ -502,44 +516,22 @@ int main(int argc, char **argv)
         if (prec != SS_PREC_FP32 && prec != SS_PREC_AUTO && ss_backend_precision(be) == SS_PREC_FP32)
             fprintf(stderr, "%s: --precision %s: the %s backend computes in fp32\n", prog, o.precision, dev->backend);
     }
-
-    /* model: loaded once for every file */
-    char model_path[PATH_MAX];
-    if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
-        ss_model_load(model_path, be, &model, &err) != SS_OK) {
+    if (ss_model_load(model_path, be, &model, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         rc = ss_exit_code(err.code);
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
-        /* GPU memory: lower --batch until the estimate fits the free memory; with
-         * -d auto, use the CPU when even one segment does not fit */
+        /* device memory: lower --batch until the model's estimate fits the free memory */
         int asked = o.batch;
-        const ss_mem_estimate *mem = ss_model_memory(model);
-        uint64_t need = ss_mem_need(mem, o.batch);
+        uint64_t need = ss_mem_need(&mem, o.batch);
         while (o.batch > 1 && need > dev->mem_free)
-            need = ss_mem_need(mem, --o.batch);
+            need = ss_mem_need(&mem, --o.batch);
         if (o.verbose || o.batch != asked)
             fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
                     need / 1073741824.0, dev->mem_free / 1073741824.0,
                     o.batch != asked ? "; --batch lowered to fit" : "");
-        if (need > dev->mem_free && strcmp(o.device, "auto") == 0) {
-            fprintf(stderr, "%s: auto: %s has too little free memory for this model; using the CPU\n", prog,
-                    dev->name);
-            ss_model_free(model);
-            model = NULL;
-            ss_backend_close(be);
-            be = NULL;
-            if (ss_backend_open("cpu", &bp, &be, note, sizeof note, &err) != SS_OK ||
-                ss_model_load(model_path, be, &model, &err) != SS_OK) {
-                fprintf(stderr, "%s: %s\n", prog, err.msg);
-                rc = ss_exit_code(err.code);
-                goto out;
-            }
-            dev = ss_backend_device(be);
-            info = ss_model_get_info(model);
-        }
     }
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
         goto out;
