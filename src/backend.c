@@ -4,6 +4,7 @@
  * op) or a composition of the backend's own ops (a fused op). */
 #include "backend.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -147,7 +148,7 @@ static void cuda_load(void)
             snprintf(dir, sizeof dir, "%s", exe[0] ? exe : "/");
         }
     }
-    const char *env = getenv("STEMSPLIT_CUDA_MODULE");
+    const char *env = ss_settings_get()->cuda_module;
     char cand[7][PATH_MAX + 64];
     int nc = 0;
     if (env && *env)
@@ -301,10 +302,10 @@ static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_p
         return st;
     }
     be->threads = p->threads > 0 ? p->threads : ss_cpu_count();
-    const char *pe = getenv("STEMSPLIT_PROFILE");
-    if (pe && (*pe == '1' || strcmp(pe, "calls") == 0)) {
+    ss_profile_mode pm = ss_settings_get()->profile;
+    if (pm == SS_PROFILE_OPS || pm == SS_PROFILE_CALLS) {
         be->prof = calloc(SS_PROF_OPS, sizeof *be->prof);
-        be->prof_calls = *pe == 'c';
+        be->prof_calls = pm == SS_PROFILE_CALLS;
     }
     *out = be;
     return SS_OK;
@@ -458,9 +459,8 @@ int ss_backend_threads(const ss_backend *be) { return be->threads; }
 
 int ss_graph_available(const ss_backend *be)
 {
-    const char *e = getenv("STEMSPLIT_GRAPHS");
     return be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch && be->iface->graph_free &&
-           !be->prof && !(e && strcmp(e, "0") == 0);
+           !be->prof;
 }
 
 int ss_backend_generation(const ss_backend *be, unsigned long *gen)
@@ -821,17 +821,10 @@ void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, flo
     fb_end(&fb, FB_OK(be) ? REF->softmax(be->ref, hy, hx, rows, len, scale, &be->err) : SS_OK, y, hy, n);
 }
 
-/* STEMSPLIT_FUSED_ATTENTION=0: compose gemm + softmax + gemm everywhere (for measurements) */
-static int fused_attention_allowed(void)
-{
-    const char *e = getenv("STEMSPLIT_FUSED_ATTENTION");
-    return !(e && strcmp(e, "0") == 0);
-}
-
 int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d)
 {
     const ss_backend_iface *bi = be->iface;
-    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || !fused_attention_allowed())
+    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0)
         return 0;
     return bi->attention && bi->attention_ok && bi->attention_ok(be->ctx, d);
 }
@@ -922,9 +915,6 @@ void ss_lane(ss_backend *be, ss_lane_op op)
 int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d)
 {
     const ss_backend_iface *bi = be->iface;
-    const char *env = getenv("STEMSPLIT_FUSED_DCONV");
-    if (env && strcmp(env, "0") == 0)
-        return 0;
     return d->batch > 0 && d->rows > 0 && d->ch > 0 && d->hidden > 0 && d->kernel > 0 && d->kernel % 2 == 1 &&
            d->dilation > 0 && d->len > 0 && bi->dconv_rows && bi->dconv_rows_ok && bi->dconv_rows_ok(be->ctx, d);
 }

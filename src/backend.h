@@ -254,8 +254,7 @@ const ss_backend_iface *ss_backend_iface_of(const ss_backend *be);
 const ss_device_info *ss_backend_device(const ss_backend *be);
 ss_precision ss_backend_precision(const ss_backend *be);
 /* Op recording (see graph_begin in the vtable): available when the backend has
- * it, ops are not being profiled (STEMSPLIT_PROFILE=1) and STEMSPLIT_GRAPHS is
- * not 0.  ss_graph_end returns the handle in *graph, or fails (the recorded
+ * it and ops are not being profiled (STEMSPLIT_PROFILE=1).  ss_graph_end returns the handle in *graph, or fails (the recorded
  * ops did not run; the backend's sticky error is cleared so the caller can
  * run them again directly). */
 int ss_graph_available(const ss_backend *be);

@@ -22,6 +22,7 @@
 #include "model.h"
 #include "report.h"
 #include "separate.h"
+#include "settings.h"
 #include "template.h"
 
 /* ---- options, with every default in one place ------------------------------------- */
@@ -435,11 +436,11 @@ int main(int argc, char **argv)
 {
     ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
     options o = defaults;
-    const char *env;
-    if ((env = getenv("STEMSPLIT_MODEL")) && *env)
-        o.model = env;
-    if ((env = getenv("STEMSPLIT_DEVICE")) && *env)
-        o.device = env;
+    const ss_settings *env = ss_settings_get();
+    if (env->model)
+        o.model = env->model;
+    if (env->device)
+        o.device = env->device;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -590,9 +591,8 @@ int main(int argc, char **argv)
             rc = 70;
             goto out;
         }
-    env = getenv("STEMSPLIT_NO_PIPELINE");
     ss_batch_params bparams = {.sep = &sp, .skip_existing = o.skip_existing, .no_clobber = o.no_clobber,
-                               .pipeline = !(env && *env && strcmp(env, "0") != 0), .quiet = o.quiet,
+                               .pipeline = 1, .quiet = o.quiet,
                                .progress = !o.quiet && isatty(2), .prog = prog, .cancel = &cancel_signal};
     ss_status first_failure = SS_OK;
     double t0 = ss_seconds();

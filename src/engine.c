@@ -11,6 +11,7 @@
  */
 #include "engine.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,6 +1,7 @@
 /* model.c - model lookup, the architecture table, and the stemsplit.* metadata
  * every model file carries (docs/model-format.md). */
 #include "model.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -88,7 +89,7 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
         return SS_OK;
     }
     char tried[2048] = "", dir[PATH_MAX];
-    const char *mp = getenv("STEMSPLIT_MODEL_PATH");
+    const char *mp = ss_settings_get()->model_path;
     if (mp) {
         const char *p = mp;
         while (*p) {

@@ -1,6 +1,7 @@
 /* separate.c - one file through decode, separation and encode (see separate.h). */
 #include "separate.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -934,10 +935,10 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     /* rescale mode: a running scale where every writer can write at offsets and
      * the network runs beside the host (a GPU), whose cores are then free for
      * it; on the CPU backend the pass after the last block costs less than the
-     * encoding a rising peak repeats (STEMSPLIT_RUNNING_SCALE=0/1: never/always) */
-    const char *env = getenv("STEMSPLIT_RUNNING_SCALE");
+     * encoding a rising peak repeats (p->rescale_when: tests force either) */
     j->e.running = s == SS_OK && p->clip == SS_CLIP_RESCALE &&
-                   (env && *env ? strcmp(env, "0") != 0 : ss_downloads_overlap(be));
+                   (p->rescale_when == SS_RESCALE_BY_DEVICE ? ss_downloads_overlap(be)
+                                                            : p->rescale_when == SS_RESCALE_RUNNING);
     for (int k = 0; k < j->e.n_out && j->e.running; k++)
         j->e.running = ss_audio_can_write_at(j->outs[k].w);
     j->e.scale = 1.0f;

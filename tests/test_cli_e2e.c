@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "separate.h"
 #include "st_write.h"
 #include "test.h"
 
@@ -363,8 +364,38 @@ static void test_clip_rescale_late_peak(void)
  * three times after the first blocks were written: every 16-bit stem must
  * still be the 32-bit float stem (checked above against the mixture) to within
  * one step of the 16-bit scale, and byte for byte what one pass after the last
- * block writes (STEMSPLIT_RUNNING_SCALE=1 forces the running scale here, on the
- * CPU backend, =0 the pass). */
+ * block writes (ss_sep_params.rescale_when forces the running scale here, on
+ * the CPU backend, or the pass: both through the library). */
+/* What `stemsplit -q -m MODEL --segment 1 -o DIR/sub MIX` writes (16-bit WAV
+ * stems, --clip rescale), through the library on the CPU backend, with the
+ * rescale pass forced to run `when`. */
+static ss_status separate_s16(const char *mix, const char *sub, ss_rescale_when when, ss_error *err)
+{
+    char out[1200];
+    snprintf(out, sizeof out, "%s/%s", dir, sub);
+    ss_backend_params bp = {.threads = 2};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_report *rep = NULL;
+    ss_file_report *f = NULL;
+    ss_sep_params p = {.out_dir = out, .filename = "{track}/{stem}.{ext}", .format = SS_FILE_WAV,
+                       .sample_format = SS_SAMPLE_S16, .clip = SS_CLIP_RESCALE, .two_stems = -1,
+                       .engine = {.segment = 1, .overlap = 0.25, .batch = 1}, .rescale_when = when};
+    ss_status s = ss_backend_open("cpu", &bp, &be, NULL, 0, err);
+    if (s == SS_OK)
+        s = ss_model_load(model, be, &m, err);
+    if (s == SS_OK && (!(rep = ss_report_new()) || !(f = ss_report_add(rep, mix))))
+        s = ss_fail(err, SS_E_NOMEM, "out of memory");
+    if (s == SS_OK && mkdir(out, 0755) != 0)
+        s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create", out);
+    if (s == SS_OK)
+        s = ss_separate(m, be, &p, mix, "", f, err);
+    ss_report_free(rep);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return s;
+}
+
 static void test_clip_rescale_running_scale(void)
 {
     char mix[1200], a[1300], b[1300];
@@ -385,10 +416,10 @@ static void test_clip_rescale_running_scale(void)
     int rc = run("%s -q -m %s --segment 1 --sample-format f32 -o %s/stf %s", bin, model, dir, mix);
     CHECK(rc == 0, "f32: exit %d", rc);
     check_rescaled(mix, "stf", "steps");
-    rc = run("STEMSPLIT_RUNNING_SCALE=1 %s -q -m %s --segment 1 -o %s/sts %s", bin, model, dir, mix);
-    CHECK(rc == 0, "s16: exit %d", rc);
-    rc = run("STEMSPLIT_RUNNING_SCALE=0 %s -q -m %s --segment 1 -o %s/sto %s", bin, model, dir, mix);
-    CHECK(rc == 0, "s16, one pass after the last block: exit %d", rc);
+    ss_error err = {0};
+    CHECK(separate_s16(mix, "sts", SS_RESCALE_RUNNING, &err) == SS_OK, "s16: %s", err.msg);
+    CHECK(separate_s16(mix, "sto", SS_RESCALE_AFTER, &err) == SS_OK, "s16, one pass after the last block: %s",
+          err.msg);
     for (int k = 0; k < 4; k++) {
         stem_path(a, sizeof a, "stf", "steps", k);
         stem_path(b, sizeof b, "sts", "steps", k);

@@ -803,9 +803,6 @@ static void attn_case_run(ss_backend *g, const attn_case *c)
 static void test_attention(void)
 {
     NEED_GPU();
-    const char *fa = getenv("STEMSPLIT_FUSED_ATTENTION");
-    if (fa && strcmp(fa, "0") == 0)
-        SKIP("STEMSPLIT_FUSED_ATTENTION=0");
     if (!gpu_is_cpu && !ss_backend_iface_of(gpu)->attention)
         SKIP("the CUDA backend has no fused attention");
     ss_backend_params bp = {.device = 0, .threads = 4, .precision = SS_PREC_MIXED};

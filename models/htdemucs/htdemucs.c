@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "../../src/clock.h"
+#include "../../src/settings.h"
 #include "../../src/model.h"
 
 #define HT_MAX_DEPTH 8      /* encoder/decoder layers                 */
