@@ -489,7 +489,7 @@ static void test_conv2d(void)
          * exactly one tile; then enough tiles for two passes of the tile loop.
          * 3e-6 where F(4x4) is used: its transforms (coefficients up to 8) round
          * differently on the two backends (contracted multiply-adds on the GPU;
-         * one 4x4 tile measured 1.05e-6 on an H100, run 75), each being within
+         * one 4x4 tile measured 1.05e-6 on an H100), each being within
          * ~2e-6 of a double-precision convolution */
         {{2, 5, 9, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 3e-6, "conv2d 3x3 p1 (winograd), odd sizes"},
         {{2, 6, 7, 18, 5, 3, 3, 1, 1, 1, 1, 1, 1}, 1, 3e-6, "conv2d 3x3 p1 (winograd), 7x18"},
