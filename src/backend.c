@@ -604,9 +604,10 @@ ss_status ss_download_wait(ss_backend *be)
     return be->iface->download_wait(be->ctx, &be->err);
 }
 
-/* ---- CPU fallback on host mirrors ---------------------------------------------------
- * A backend whose memory is host memory runs the CPU kernel in place.  For any
- * other, inputs are downloaded into host mirrors, the CPU kernel runs, and the
+/* ---- the reference fallback on host mirrors -----------------------------------------
+ * An op a backend leaves NULL runs the reference backend's (the CPU's) entry.
+ * A backend whose memory is host memory lets it run in place.  For any
+ * other, inputs are downloaded into host mirrors, the reference op runs, and the
  * output is uploaded back.  mirrors[] are freed by fb_end(). */
 
 typedef struct fallback {
@@ -618,7 +619,7 @@ typedef struct fallback {
 
 /* Host view of `n` floats of device memory `p`; copies them when `load`.
  * Memory that is the host's is used in place, once the backend's queued work
- * (which may still write it, or read what the CPU kernel will overwrite) is done. */
+ * (which may still write it, or read what the reference op will overwrite) is done. */
 static float *fb_view(fallback *fb, const float *p, size_t n, int load)
 {
     ss_backend *be = fb->be;
