@@ -367,8 +367,8 @@ static void test_clip_rescale_late_peak(void)
  * block writes (ss_sep_params.rescale_when forces the running scale here, on
  * the CPU backend, or the pass: both through the library). */
 /* What `stemsplit -q -m MODEL --segment 1 -o DIR/sub MIX` writes (16-bit WAV
- * stems, --clip rescale), through the library on the CPU backend, with the
- * rescale pass forced to run `when`. */
+ * stems, --clip rescale), as DIR/sub/TRACK/STEM.wav, through the library on
+ * the CPU backend, with the rescale pass forced to run `when`. */
 static ss_status separate_s16(const char *mix, const char *sub, ss_rescale_when when, ss_error *err)
 {
     char out[1200];
@@ -422,7 +422,7 @@ static void test_clip_rescale_running_scale(void)
           err.msg);
     for (int k = 0; k < 4; k++) {
         stem_path(a, sizeof a, "stf", "steps", k);
-        stem_path(b, sizeof b, "sts", "steps", k);
+        snprintf(b, sizeof b, "%s/sts/steps/%s.wav", dir, bands[k]);      /* separate_s16's layout */
         int64_t nx = read_all(a, &x, &xi), ny = read_all(b, &y, &yi);
         double worst = nx == n && ny == n ? 0 : INFINITY;
         for (int64_t i = 0; i < n * 2 && isfinite(worst); i++)
@@ -431,7 +431,7 @@ static void test_clip_rescale_running_scale(void)
         free(y);
         CHECK(worst <= 1.5 / 32768, "%s: 16-bit stem off the float one by %g (frames %lld, %lld)", bands[k], worst,
               (long long)nx, (long long)ny);
-        stem_path(a, sizeof a, "sto", "steps", k);
+        snprintf(a, sizeof a, "%s/sto/steps/%s.wav", dir, bands[k]);
         CHECK(run("cmp -s %s %s", a, b) == 0, "%s: running scale and one pass differ", bands[k]);
     }
 }
