@@ -484,7 +484,8 @@ static void test_model_without_normalisation_gets_samples_unchanged(void)
                        "\"stemsplit.samplerate\":\"44100\",\"stemsplit.channels\":\"2\","
                        "\"stemsplit.segment\":\"1\",\"identity.norm\":\"none\"}",
                        1, names, shapes, ndims, data) == 0, "write the model");
-    int rc = run("%s -q -m %s --clip none --sample-format f32 --overlap 0 -o %s/idn %s", bin, idn, dir, mix);
+    int rc = run("%s -q -m %s --clip none --sample-format f32 --overlap 0 --filename '{track}/{stem}.{ext}' "
+                 "-o %s/idn %s", bin, idn, dir, mix);
     CHECK(rc == 0, "exit %d", rc);
     float *x = NULL, *y = NULL;
     SF_INFO xi, yi;
