@@ -52,7 +52,7 @@ ALL_CFLAGS := -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS) -pthread \
 ALL_LDFLAGS := $(SANFLAGS) -pthread $(LDFLAGS)
 LIBS := $(DEP_LIBS) $(BLAS_LIBS) -lm -ldl
 
-LIB_SRCS := $(filter-out src/cli.c,$(wildcard src/*.c)) $(wildcard kernels/cpu/*.c) $(wildcard models/*.c)
+LIB_SRCS := $(filter-out src/cli.c,$(wildcard src/*.c)) $(wildcard kernels/cpu/*.c) $(wildcard models/*/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(BUILD)/src/cli.o
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -102,7 +102,7 @@ install: stemsplit
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(DATADIR)/models
 	install -m 755 stemsplit $(DESTDIR)$(PREFIX)/bin/stemsplit
 	install -m 644 man/stemsplit.1 $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
-	install -m 644 models/*.safetensors $(DESTDIR)$(DATADIR)/models/
+	install -m 644 models/*/*.safetensors $(DESTDIR)$(DATADIR)/models/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/stemsplit $(DESTDIR)$(PREFIX)/share/man/man1/stemsplit.1
@@ -134,7 +134,7 @@ FUZZ_TIME    ?= 60
 FUZZ_FLAGS   ?= -jobs=1 -workers=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 # the harnesses need the readers and the models, not the pipeline or the CLI
-FUZZ_LIB_SRCS := $(filter src/audio.c src/safetensors.c src/template.c src/error.c src/model.c src/backend%.c \
+FUZZ_LIB_SRCS := $(filter src/audio.c src/safetensors.c src/template.c src/error.c src/model.c src/backend%.c src/settings.c \
                    src/threadpool.c kernels/% models/%,$(LIB_SRCS))
 
 .PHONY: fuzz fuzz-build fuzz-lib

@@ -3,22 +3,20 @@
 #
 #   scripts/bench-batch.sh [N_FILES [SECONDS_PER_FILE]]      (default 200 files of 1 s)
 #
-# Separates N short files with the shipped bandsplit4 model three ways and
+# Separates N short files with the shipped bandsplit4 model two ways and
 # prints files/second for each:
 #   loop      a shell loop calling stemsplit once per file (process start,
 #             model load, device set-up every time)
-#   serial    one stemsplit over the folder, the three stages of each file one
-#             after the other (STEMSPLIT_NO_PIPELINE=1)
-#   batch     one stemsplit over the folder, pipelined (the default)
-# and the ratios batch/loop and batch/serial.  Env: STEMSPLIT (binary, default
-# ./stemsplit), MODEL (default models/bandsplit4.safetensors), ARGS (extra
+#   batch     one stemsplit over the folder (its stages pipelined)
+# and the ratio batch/loop, with the batch's stage seconds.  Env: STEMSPLIT (binary, default
+# ./stemsplit), MODEL (default models/bandsplit/bandsplit4.safetensors), ARGS (extra
 # options, default "--segment 1"), THREADS (-j, default: all cores).
 set -eu
 n=${1:-200}
 secs=${2:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${STEMSPLIT:-$root/stemsplit}
-model=${MODEL:-$root/models/bandsplit4.safetensors}
+model=${MODEL:-$root/models/bandsplit/bandsplit4.safetensors}
 args=${ARGS:---segment 1}
 jobs=${THREADS:+-j $THREADS}
 [ -x "$bin" ] || { echo "bench-batch: $bin: not built (run make)" >&2; exit 66; }
@@ -51,30 +49,25 @@ for f in "$tmp"/in/*.wav; do
 done
 t1=$(now)
 # shellcheck disable=SC2086
-STEMSPLIT_NO_PIPELINE=1 "$bin" -q -m "$model" $args $jobs -o "$tmp/serial" "$tmp/in"
-t2=$(now)
-# shellcheck disable=SC2086
 "$bin" -q -m "$model" $args $jobs -o "$tmp/batch" --report-json "$tmp/batch.json" "$tmp/in"
-t3=$(now)
+t2=$(now)
 
-for d in loop serial batch; do
+for d in loop batch; do
     got=$(find "$tmp/$d" -name '*.wav' | wc -l)
     [ "$got" -eq $((4 * n)) ] || { echo "bench-batch: $d wrote $got stems, want $((4 * n))" >&2; exit 70; }
 done
 diff -r "$tmp/loop" "$tmp/batch" >/dev/null || { echo "bench-batch: batch output differs from the loop's" >&2; exit 70; }
 
-loop=$(rate "$t0" "$t1"); serial=$(rate "$t1" "$t2"); batch=$(rate "$t2" "$t3")
-python3 - "$loop" "$serial" "$batch" "$tmp/batch.json" <<'EOF'
+loop=$(rate "$t0" "$t1"); batch=$(rate "$t1" "$t2")
+python3 - "$loop" "$batch" "$tmp/batch.json" <<'EOF'
 import json, sys
-loop, serial, batch = map(float, sys.argv[1:4])
+loop, batch = map(float, sys.argv[1:3])
 st = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
-for f in json.load(open(sys.argv[4]))["files"]:
+for f in json.load(open(sys.argv[3]))["files"]:
     for k in st:
         st[k] += f["stages"][k]
 print("loop   (one process per file): %7.2f files/s" % loop)
-print("serial (one process, no overlap): %5.2f files/s" % serial)
 print("batch  (one process, pipelined): %6.2f files/s" % batch)
-print("batch / loop   = %.2fx" % (batch / loop))
-print("batch / serial = %.2fx   (stage seconds summed over the batch: decode %.2f, infer %.2f, encode %.2f)"
-      % (batch / serial, st["decode"], st["infer"], st["encode"]))
+print("batch / loop   = %.2fx   (stage seconds summed over the batch: decode %.2f, infer %.2f, encode %.2f)"
+      % (batch / loop, st["decode"], st["infer"], st["encode"]))
 EOF

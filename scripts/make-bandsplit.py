@@ -3,7 +3,7 @@
 training: a fixed crossover filter bank ("bandsplit") or a test model
 ("identity").  Python 3 standard library only.  Format: docs/model-format.md.
 
-  make-bandsplit.py -o models/bandsplit4.safetensors
+  make-bandsplit.py -o models/bandsplit/bandsplit4.safetensors
   make-bandsplit.py -o low-high.safetensors --crossovers 500
   make-bandsplit.py -o id.safetensors --arch identity --sources a,b --gains 1,0.5
 

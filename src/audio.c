@@ -16,6 +16,7 @@
 #define _GNU_SOURCE             /* sync_file_range */
 #endif
 #include "audio.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -208,9 +209,9 @@ static ss_status interrupted(const char *name, ss_error *err)
 
 ss_status ss_spool_limit(uint64_t *bytes, ss_error *err)
 {
-    const char *env = getenv("STEMSPLIT_SPOOL_MAX");
+    const char *env = ss_settings_get()->spool_max;
     *bytes = SPOOL_DEFAULT;
-    if (!env || !*env)
+    if (!env)
         return SS_OK;
     char *end = NULL;
     errno = 0;

@@ -1,15 +1,16 @@
 /* backend.c - backend registry, device selection, buffers, and the one public
- * wrapper per op, which runs the backend's kernel or, when the backend leaves
- * the slot NULL, the CPU reference kernel (kernels/cpu) on host mirrors. */
+ * wrapper per op, which runs the backend's entry or, when the backend leaves
+ * the slot NULL, the reference backend's entry on host mirrors (a primitive
+ * op) or a composition of the backend's own ops (a fused op). */
 #include "backend.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../kernels/cpu/cpu_ops.h"
 #include "threadpool.h"
 
 extern const ss_backend_iface ss_backend_cpu;
@@ -25,8 +26,9 @@ struct ss_backend {
     void *ctx;                      /* the backend's own context               */
     ss_device_info dev;             /* the device it runs on                   */
     ss_error err;                   /* sticky error (code SS_OK when none)     */
-    ss_pool *pool;                  /* threads for CPU (fallback) kernels      */
-    int threads;                    /* size of pool                            */
+    void *ref;                      /* the reference backend's context, for the
+                                     * ops this one leaves NULL (made on first use) */
+    int threads;                    /* CPU worker threads asked for            */
     struct ss_prof {                /* STEMSPLIT_PROFILE: time per op          */
         const char *op;
         long calls;
@@ -34,14 +36,10 @@ struct ss_backend {
     } *prof;
     int prof_calls;                 /* STEMSPLIT_PROFILE=calls: list slow calls */
     long prof_seq;                  /* ops timed so far                         */
-    struct ss_prof_frame {          /* CPU backend: the ops being run (a fused  */
-        const char *op;             /* op may call others), since when, and the */
-        double t0, inner;           /* time of those it called                  */
-    } prof_stack[4];
-    int prof_depth;
-    float *scratch;                 /* CPU attention's row-block scores        */
-    size_t scratch_cap;             /* floats                                  */
 };
+
+/* The reference implementation of every primitive op (backend_cpu.c). */
+#define REF (&ss_backend_cpu)
 
 #define SS_PROF_OPS 40
 
@@ -150,7 +148,7 @@ static void cuda_load(void)
             snprintf(dir, sizeof dir, "%s", exe[0] ? exe : "/");
         }
     }
-    const char *env = getenv("STEMSPLIT_CUDA_MODULE");
+    const char *env = ss_settings_get()->cuda_module;
     char cand[7][PATH_MAX + 64];
     int nc = 0;
     if (env && *env)
@@ -304,16 +302,10 @@ static ss_status start(const ss_backend_iface *bi, int index, const ss_backend_p
         return st;
     }
     be->threads = p->threads > 0 ? p->threads : ss_cpu_count();
-    be->pool = ss_pool_new(be->threads);
-    if (!be->pool) {
-        bi->free(be->ctx);
-        free(be);
-        return ss_fail(err, SS_E_NOMEM, "cannot start %d worker threads", p->threads);
-    }
-    const char *pe = getenv("STEMSPLIT_PROFILE");
-    if (pe && (*pe == '1' || strcmp(pe, "calls") == 0)) {
+    ss_profile_mode pm = ss_settings_get()->profile;
+    if (pm == SS_PROFILE_OPS || pm == SS_PROFILE_CALLS) {
         be->prof = calloc(SS_PROF_OPS, sizeof *be->prof);
-        be->prof_calls = *pe == 'c';
+        be->prof_calls = pm == SS_PROFILE_CALLS;
     }
     *out = be;
     return SS_OK;
@@ -327,6 +319,53 @@ static int usable(const ss_backend_iface *bi, int index)
 
 ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
                           char *note, size_t note_size, ss_error *err)
+{
+    return ss_backend_open_for(device, p, 0, out, note, note_size, NULL, 0, err);
+}
+
+ss_status ss_backend_open_auto(const ss_backend_iface *const *list, const ss_backend_params *p, uint64_t mem_need,
+                               ss_backend **out, char *note, size_t note_size, char *warn, size_t warn_size,
+                               ss_error *err)
+{
+    char why[512] = "";
+    if (note && note_size)
+        note[0] = '\0';
+    if (warn && warn_size)
+        warn[0] = '\0';
+    for (int i = 0; list[i]; i++) {
+        const ss_backend_iface *bi = list[i];
+        ss_device_info info;
+        if (usable(bi, 0) && bi->device_info(0, &info) == SS_OK) {
+            /* the CPU, the last resort, takes any model */
+            if (strcmp(bi->name, "cpu") != 0 && mem_need > 0 && info.mem_free > 0 && info.mem_free < mem_need) {
+                if (warn && warn_size && !warn[0])
+                    snprintf(warn, warn_size, "auto: %s has too little free memory for this model (%.2f GiB "
+                             "estimated, %.1f GiB free)", info.name, mem_need / 1073741824.0,
+                             info.mem_free / 1073741824.0);
+                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s:0: too little free memory",
+                         why[0] ? "; " : "", bi->name);
+                continue;
+            }
+            ss_error e2 = {0};
+            if (start(bi, 0, p, out, &e2) == SS_OK) {
+                if (note)
+                    snprintf(note, note_size, "auto: chose %s:0 (%s)%s%s", bi->name, (*out)->dev.name,
+                             why[0] ? "; " : "", why);
+                return SS_OK;
+            }
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s", why[0] ? "; " : "",
+                     bi->name, e2.msg);
+        } else if (strcmp(bi->name, "cpu") != 0) {
+            const char *u = ss_backend_unavailable(bi);
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device%s%.160s%s",
+                     why[0] ? "; " : "", bi->name, u ? " (" : "", u ? u : "", u ? ")" : "");
+        }
+    }
+    return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
+}
+
+ss_status ss_backend_open_for(const char *device, const ss_backend_params *p, uint64_t mem_need, ss_backend **out,
+                              char *note, size_t note_size, char *warn, size_t warn_size, ss_error *err)
 {
     char name[32];
     int index = 0;
@@ -345,30 +384,13 @@ ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_bac
     }
     if (note && note_size)
         note[0] = '\0';
+    if (warn && warn_size)
+        warn[0] = '\0';
 
     if (strcmp(name, "auto") == 0) {
         if (colon)
             return ss_fail(err, SS_E_USAGE, "--device %s: auto takes no index", device);
-        char why[512] = "";
-        for (int i = 0; backends[i]; i++) {
-            const ss_backend_iface *bi = backends[i];
-            if (usable(bi, 0)) {
-                ss_error e2 = {0};
-                if (start(bi, 0, p, out, &e2) == SS_OK) {
-                    if (note)
-                        snprintf(note, note_size, "auto: chose %s:0 (%s)%s%s", bi->name,
-                                 (*out)->dev.name, why[0] ? "; " : "", why);
-                    return SS_OK;
-                }
-                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s failed: %.120s",
-                         why[0] ? "; " : "", bi->name, e2.msg);
-            } else if (strcmp(bi->name, "cpu") != 0) {
-                const char *u = ss_backend_unavailable(bi);
-                snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s: no usable device%s%.160s%s",
-                         why[0] ? "; " : "", bi->name, u ? " (" : "", u ? u : "", u ? ")" : "");
-            }
-        }
-        return ss_fail(err, SS_E_DEVICE, "--device auto: no usable device (%s)", why);
+        return ss_backend_open_auto(backends, p, mem_need, out, note, note_size, warn, warn_size, err);
     }
 
     if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0 && strcmp(name, "mps") != 0)
@@ -426,8 +448,8 @@ void ss_backend_close(ss_backend *be)
         free(be->prof);
     }
     be->iface->free(be->ctx);
-    ss_pool_free(be->pool);
-    free(be->scratch);
+    if (be->ref)
+        REF->free(be->ref);
     free(be);
 }
 
@@ -437,9 +459,8 @@ int ss_backend_threads(const ss_backend *be) { return be->threads; }
 
 int ss_graph_available(const ss_backend *be)
 {
-    const char *e = getenv("STEMSPLIT_GRAPHS");
     return be->iface->graph_begin && be->iface->graph_end && be->iface->graph_launch && be->iface->graph_free &&
-           !be->prof && !(e && strcmp(e, "0") == 0);
+           !be->prof;
 }
 
 int ss_backend_generation(const ss_backend *be, unsigned long *gen)
@@ -583,9 +604,10 @@ ss_status ss_download_wait(ss_backend *be)
     return be->iface->download_wait(be->ctx, &be->err);
 }
 
-/* ---- CPU fallback on host mirrors ---------------------------------------------------
- * A backend whose memory is host memory runs the CPU kernel in place.  For any
- * other, inputs are downloaded into host mirrors, the CPU kernel runs, and the
+/* ---- the reference fallback on host mirrors -----------------------------------------
+ * An op a backend leaves NULL runs the reference backend's (the CPU's) entry.
+ * A backend whose memory is host memory lets it run in place.  For any
+ * other, inputs are downloaded into host mirrors, the reference op runs, and the
  * output is uploaded back.  mirrors[] are freed by fb_end(). */
 
 typedef struct fallback {
@@ -597,7 +619,7 @@ typedef struct fallback {
 
 /* Host view of `n` floats of device memory `p`; copies them when `load`.
  * Memory that is the host's is used in place, once the backend's queued work
- * (which may still write it, or read what the CPU kernel will overwrite) is done. */
+ * (which may still write it, or read what the reference op will overwrite) is done. */
 static float *fb_view(fallback *fb, const float *p, size_t n, int load)
 {
     ss_backend *be = fb->be;
@@ -619,40 +641,29 @@ static float *fb_view(fallback *fb, const float *p, size_t n, int load)
     return h;
 }
 
-static void prof_end(ss_backend *be, const char *op, double t0);
-
-/* Record a CPU kernel's failure as the backend's error (and, profiling the
- * CPU backend, the op's time: its ops are all CPU kernels run by the wrappers). */
-static void cpu_kernel_status(ss_backend *be, ss_status st)
+/* The reference backend's context for this backend's fallbacks, started on
+ * first use with the same threads; 0 (and the sticky error) when it cannot be. */
+static int ref_ready(ss_backend *be)
 {
-    if (st != SS_OK)
-        ss_fail(&be->err, st, "%s: CPU kernel failed: %s", be->dev.name, ss_status_name(st));
-    if (be->prof_depth > 0) {
-        struct ss_prof_frame *f = &be->prof_stack[--be->prof_depth];
-        double dt = ss_seconds() - f->t0;
-        prof_end(be, f->op, f->t0 + f->inner);              /* its own time only */
-        if (be->prof_depth > 0)
-            be->prof_stack[be->prof_depth - 1].inner += dt;
-    }
+    if (be->ref)
+        return 1;
+    ss_backend_params rp = {.device = 0, .threads = be->threads, .precision = SS_PREC_FP32};
+    return REF->init(&rp, &be->ref, &be->err) == SS_OK;
 }
 
-/* Upload the result mirror `h` to device `p` (no-op on host memory) and free mirrors. */
+/* Upload the result mirror `h` to device `p` (no-op on host memory) and free
+ * mirrors; st is the reference op's status (its error already recorded). */
 static void fb_end(fallback *fb, ss_status st, float *p, const float *h, size_t n)
 {
     ss_backend *be = fb->be;
-    cpu_kernel_status(be, st);
     if (st == SS_OK && p && h != p && LIVE(be))
         be->iface->upload(be->ctx, p, h, n * sizeof *h, &be->err);
     for (int i = 0; i < fb->n; i++)
         free(fb->host[i]);
 }
 
-/* Profiling the CPU backend: op starts now (cpu_kernel_status ends it). */
-static void cpu_prof_push(ss_backend *be, const char *op)
-{
-    if (be->prof && be->prof_depth < 4)
-        be->prof_stack[be->prof_depth++] = (struct ss_prof_frame){op, ss_seconds(), 0.0};
-}
+static double prof_begin(ss_backend *be);
+static void prof_end(ss_backend *be, const char *op, double t0);
 
 /* Dispatch: the backend's op when present, else the block after the macro. */
 #define DISPATCH(be, op, ...)                                                  \
@@ -666,21 +677,13 @@ static void cpu_prof_push(ss_backend *be, const char *op)
                 prof_end(be, #op, t0_);                                        \
             return;                                                            \
         }                                                                      \
-        if (cpu_runs_in_place(be))                                             \
-            cpu_prof_push(be, #op);                                            \
     } while (0)
 
-#define FB_OK(be) (LIVE(be))
-
-/* Fused ops a backend lacks: on the CPU backend the fused reference kernel
- * (one pass); elsewhere the wrapper composes the backend's own unfused ops
- * (Metal, whose memory is the host's too, keeps its work on its GPU, and its
- * emulator mirrors it). */
-static int cpu_runs_in_place(const ss_backend *be) { return be->iface == &ss_backend_cpu; }
+/* The views are in place and the reference backend is started. */
+#define FB_OK(be) (LIVE(be) && ref_ready(be))
 
 /* STEMSPLIT_PROFILE=1: every op the backend runs itself is synchronised and
- * timed, and on the CPU backend every op (from DISPATCH to the kernel's
- * status); ss_backend_close() prints the totals per op on stderr.
+ * timed; ss_backend_close() prints the totals per op on stderr.
  * STEMSPLIT_PROFILE=calls also prints each call of 1 ms or more as it ends,
  * numbered in order (where a run's first pass spends its first-use costs). */
 static double prof_begin(ss_backend *be)
@@ -713,7 +716,7 @@ void ss_fill(ss_backend *be, float *y, float v, size_t n)
     DISPATCH(be, fill, y, v, n);
     fallback fb = {be, {0}, 0, 0};
     float *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_fill(be->pool, hy, v, n) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->fill(be->ref, hy, v, n, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size_t spitch,
@@ -726,7 +729,7 @@ void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size
     fallback fb = {be, {0}, 0, 0};
     float *hd = fb_view(&fb, dst, dn, 1);   /* keep what lies between the rows */
     float *hs = fb_view(&fb, src, sn, 1);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_copy2d(be->pool, hd, dpitch, hs, spitch, rows, cols) : SS_OK, dst, hd, dn);
+    fb_end(&fb, FB_OK(be) ? REF->copy2d(be->ref, hd, dpitch, hs, spitch, rows, cols, &be->err) : SS_OK, dst, hd, dn);
 }
 
 void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
@@ -734,7 +737,7 @@ void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
     DISPATCH(be, add, y, a, b, n);
     fallback fb = {be, {0}, 0, 0};
     float *ha = fb_view(&fb, a, n, 1), *hb = fb_view(&fb, b, n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_add(be->pool, hy, ha, hb, n) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->add(be->ref, hy, ha, hb, n, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n)
@@ -742,7 +745,7 @@ void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n)
     DISPATCH(be, scale, y, x, alpha, n);
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_scale(be->pool, hy, hx, alpha, n) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->scale(be->ref, hy, hx, alpha, n, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
@@ -753,7 +756,7 @@ void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int 
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hs = fb_view(&fb, scale, (size_t)ch, 1), *hb = fb_view(&fb, bias, (size_t)ch, 1);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_channel_affine(be->pool, hy, hx, batch, ch, len, hs, hb) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->channel_affine(be->ref, hy, hx, batch, ch, len, hs, hb, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t len,
@@ -764,7 +767,7 @@ void ss_row_affine(ss_backend *be, float *y, const float *x, int rows, int64_t l
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hs = fb_view(&fb, scale, (size_t)rows, 1);
     float *ht = fb_view(&fb, shift, (size_t)rows, 1), *hy = n ? fb_view(&fb, y, n, 0) : y;
-    fb_end(&fb, FB_OK(be) ? ss_cpu_row_affine(be->pool, hy, hx, rows, len, hs, ht) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->row_affine(be->ref, hy, hx, rows, len, hs, ht, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int rows, int64_t len)
@@ -773,7 +776,7 @@ void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, (size_t)rows * (size_t)len, 1);
     float *hm = fb_view(&fb, mean, (size_t)rows, 0), *hs = fb_view(&fb, std, (size_t)rows, 0);
-    ss_status st = FB_OK(be) ? ss_cpu_row_moments(be->pool, hm, hs, hx, rows, len) : SS_OK;
+    ss_status st = FB_OK(be) ? REF->row_moments(be->ref, hm, hs, hx, rows, len, &be->err) : SS_OK;
     if (st == SS_OK && hs != std && LIVE(be))
         be->iface->upload(be->ctx, std, hs, (size_t)rows * sizeof *hs, &be->err);
     fb_end(&fb, st, mean, hm, (size_t)rows);
@@ -787,15 +790,10 @@ void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float
     fallback fb = {be, {0}, 0, 0};
     float *hm = fb_view(&fb, mean, un, 1), *hs = fb_view(&fb, std, un, 1);
     float *hsc = fb_view(&fb, scale, un, 0), *hsh = fb_view(&fb, shift, un, 0);
-    if (FB_OK(be))
-        for (size_t i = 0; i < un; i++) {
-            float sc = 1.0f / (eps + hs[i]);
-            hsc[i] = sc;
-            hsh[i] = -hm[i] * sc;
-        }
-    if (hsh != shift && LIVE(be))
+    ss_status st = FB_OK(be) ? REF->standardize_coef(be->ref, hsc, hsh, hm, hs, n, eps, &be->err) : SS_OK;
+    if (st == SS_OK && hsh != shift && LIVE(be))
         be->iface->upload(be->ctx, shift, hsh, un * sizeof *hsh, &be->err);
-    fb_end(&fb, SS_OK, scale, hsc, un);
+    fb_end(&fb, st, scale, hsc, un);
 }
 
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
@@ -803,7 +801,7 @@ void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
     DISPATCH(be, gelu, y, x, n);
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_gelu(be->pool, hy, hx, n) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->gelu(be->ref, hy, hx, n, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len)
@@ -812,7 +810,7 @@ void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, 2 * n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_glu(be->pool, hy, hx, batch, ch, len) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->glu(be->ref, hy, hx, batch, ch, len, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, float scale)
@@ -821,23 +819,14 @@ void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, flo
     size_t n = (size_t)rows * (size_t)len;
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_softmax(be->pool, hy, hx, rows, len, scale) : SS_OK, y, hy, n);
-}
-
-/* STEMSPLIT_FUSED_ATTENTION=0: compose gemm + softmax + gemm everywhere (for measurements) */
-static int fused_attention_allowed(void)
-{
-    const char *e = getenv("STEMSPLIT_FUSED_ATTENTION");
-    return !(e && strcmp(e, "0") == 0);
+    fb_end(&fb, FB_OK(be) ? REF->softmax(be->ref, hy, hx, rows, len, scale, &be->err) : SS_OK, y, hy, n);
 }
 
 int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d)
 {
     const ss_backend_iface *bi = be->iface;
-    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || !fused_attention_allowed())
+    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0)
         return 0;
-    if (cpu_runs_in_place(be))          /* the CPU's row-blocked kernel */
-        return 1;
     return bi->attention && bi->attention_ok && bi->attention_ok(be->ctx, d);
 }
 
@@ -850,18 +839,6 @@ void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const f
         return;
     }
     DISPATCH(be, attention, d, q, k, v, o);
-    size_t need = ss_cpu_attention_scratch(be->pool, d);
-    if (need > be->scratch_cap) {
-        float *p = malloc(need * sizeof *p);
-        if (!p) {
-            cpu_kernel_status(be, SS_E_NOMEM);
-            return;
-        }
-        free(be->scratch);
-        be->scratch = p;
-        be->scratch_cap = need;
-    }
-    cpu_kernel_status(be, ss_cpu_attention(be->pool, d, q, k, v, o, be->scratch));
 }
 
 void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols)
@@ -870,7 +847,7 @@ void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows,
     size_t n = (size_t)batch * (size_t)rows * (size_t)cols;
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_transpose(be->pool, hy, hx, batch, rows, cols) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->transpose(be->ref, hy, hx, batch, rows, cols, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
@@ -881,7 +858,7 @@ void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, 
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hg = fb_view(&fb, gamma, (size_t)ch, 1), *hb = fb_view(&fb, beta, (size_t)ch, 1);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_group_norm(be->pool, hy, hx, batch, ch, len, groups, hg, hb, eps) : SS_OK,
+    fb_end(&fb, FB_OK(be) ? REF->group_norm(be->ref, hy, hx, batch, ch, len, groups, hg, hb, eps, &be->err) : SS_OK,
            y, hy, n);
 }
 
@@ -893,10 +870,6 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
         ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
         x = y;
     }
-    if (cpu_runs_in_place(be)) {
-        cpu_kernel_status(be, ss_cpu_group_norm_gelu(be->pool, y, x, batch, ch, len, groups, gamma, beta, eps));
-        return;
-    }
     ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
     ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
 }
@@ -907,24 +880,16 @@ void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const
     DISPATCH(be, group_norm_glu_add, x, g, bias, batch, ch, len, groups, gamma, beta, eps);
     if (bias)
         ss_channel_affine(be, g, g, batch, 2 * ch, len, NULL, bias);
-    if (cpu_runs_in_place(be)) {
-        cpu_kernel_status(be, ss_cpu_group_norm_glu_add(be->pool, x, g, batch, ch, len, groups, gamma, beta, eps));
-        return;
-    }
     ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
     ss_glu(be, tmp, g, batch, ch, len);
     ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
-/* The CPU's fused DConv tail (kernels/cpu/nn.c) up to this hidden size (HTDemucs's largest, ch / 8
- * at 384 channels); larger ones compose: its statistics (h h^T) grow as hidden^2. */
-#ifndef CPU_C1G_MAX_HIDDEN
-#define CPU_C1G_MAX_HIDDEN 48
-#endif
-
 int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden)
 {
-    return cpu_runs_in_place(be) && hidden > 0 && hidden <= CPU_C1G_MAX_HIDDEN;
+    const ss_backend_iface *bi = be->iface;
+    return hidden > 0 && bi->conv1x1_gn_glu_add_rows && bi->conv1x1_gn_glu_add_rows_ok &&
+           bi->conv1x1_gn_glu_add_rows_ok(be->ctx, hidden);
 }
 
 void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
@@ -938,9 +903,7 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
                 "items, hidden %d)", rows, batch, hidden);
         return;
     }
-    cpu_prof_push(be, "conv1x1_gn_glu_add");
-    cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, rows, h, w, bias, batch, ch, hidden, len, gamma,
-                                                    beta, eps));
+    DISPATCH(be, conv1x1_gn_glu_add_rows, x, rows, h, w, bias, batch, ch, hidden, len, gamma, beta, eps);
 }
 
 void ss_lane(ss_backend *be, ss_lane_op op)
@@ -953,9 +916,6 @@ void ss_lane(ss_backend *be, ss_lane_op op)
 int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d)
 {
     const ss_backend_iface *bi = be->iface;
-    const char *env = getenv("STEMSPLIT_FUSED_DCONV");
-    if (env && strcmp(env, "0") == 0)
-        return 0;
     return d->batch > 0 && d->rows > 0 && d->ch > 0 && d->hidden > 0 && d->kernel > 0 && d->kernel % 2 == 1 &&
            d->dilation > 0 && d->len > 0 && bi->dconv_rows && bi->dconv_rows_ok && bi->dconv_rows_ok(be->ctx, d);
 }
@@ -980,22 +940,13 @@ void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float
         return;
     DISPATCH(be, conv1x1_gn_glu_add, x, h, w, bias, batch, ch, hidden, len, gamma, beta, eps, g);
     if (len > INT_MAX) {
-        if (cpu_runs_in_place(be))
-            cpu_kernel_status(be, SS_OK);
         ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
-        return;
-    }
-    if (cpu_runs_in_place(be) && hidden <= CPU_C1G_MAX_HIDDEN) {
-        cpu_kernel_status(be, ss_cpu_conv1x1_gn_glu_add(be->pool, x, 1, h, w, bias, batch, ch, hidden, len,
-                                                        gamma, beta, eps));
         return;
     }
     ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
                         .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
     ss_conv2d(be, &d, h, w, NULL, g);
     ss_group_norm_glu_add(be, x, g, tmp, bias, batch, ch, len, 1, gamma, beta, eps);
-    if (cpu_runs_in_place(be))
-        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
 }
 
 void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, const float *bias, int batch,
@@ -1009,11 +960,7 @@ void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, 
         ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_glu: length %lld", (long long)len);
         return;
     }
-    if (cpu_runs_in_place(be)) {          /* no vtable entry: the CPU's fused kernel, timed as DISPATCH does */
-        cpu_prof_push(be, "conv1x1_glu");
-        cpu_kernel_status(be, ss_cpu_conv1x1_glu(be->pool, out, x, w, bias, batch, cin, ch, len));
-        return;
-    }
+    DISPATCH(be, conv1x1_glu, out, x, w, bias, batch, cin, ch, len);
     ss_conv2d_desc d = {.batch = batch, .cin = cin, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
                         .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
     ss_conv2d(be, &d, x, w, NULL, r);
@@ -1025,10 +972,6 @@ void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, i
     size_t n = (size_t)batch * (size_t)ch * (size_t)len;
     if (bias) {
         DISPATCH(be, bias_gelu, y, x, bias, batch, ch, len);
-        if (cpu_runs_in_place(be)) {
-            cpu_kernel_status(be, ss_cpu_bias_gelu(be->pool, y, x, bias, batch, ch, len));
-            return;
-        }
         ss_channel_affine(be, y, x, batch, ch, len, NULL, bias);
         x = y;
     }
@@ -1039,10 +982,6 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
 {
     if (bias) {
         DISPATCH(be, bias_glu, y, x, bias, batch, ch, len);
-        if (cpu_runs_in_place(be)) {
-            cpu_kernel_status(be, ss_cpu_bias_glu(be->pool, y, x, bias, batch, ch, len));
-            return;
-        }
         ss_channel_affine(be, x, x, batch, 2 * ch, len, NULL, bias);
     }
     ss_glu(be, y, x, batch, ch, len);
@@ -1056,7 +995,7 @@ void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
     float *hg = fb_view(&fb, gamma, (size_t)dim, 1), *hb = fb_view(&fb, beta, (size_t)dim, 1);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_layer_norm(be->pool, hy, hx, rows, dim, hg, hb, eps) : SS_OK, y, hy, n);
+    fb_end(&fb, FB_OK(be) ? REF->layer_norm(be->ref, hy, hx, rows, dim, hg, hb, eps, &be->err) : SS_OK, y, hy, n);
 }
 
 /* Elements a strided matrix operand spans. */
@@ -1074,7 +1013,7 @@ void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float 
     fallback fb = {be, {0}, 0, 0};
     float *ha = fb_view(&fb, a, na, 1), *hb = fb_view(&fb, b, nb, 1);
     float *hc = fb_view(&fb, c, nc, d->beta != 0.0f);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_gemm(be->pool, d, ha, hb, hc) : SS_OK, c, hc, nc);
+    fb_end(&fb, FB_OK(be) ? REF->gemm(be->ref, d, ha, hb, hc, &be->err) : SS_OK, c, hc, nc);
 }
 
 void ss_gemm_bias(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
@@ -1093,8 +1032,6 @@ void ss_gemm_bias(ss_backend *be, const ss_gemm_desc *d, const float *a, const f
     ss_gemm_desc p = *d;
     p.beta = 1.0f;
     ss_gemm(be, &p, a, b, c);                                               /* C += alpha A B        */
-    if (cpu_runs_in_place(be))
-        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
 }
 
 void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
@@ -1108,7 +1045,7 @@ void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const fl
     float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
     float *hb = fb_view(&fb, bias, (size_t)d->cout, 1);
     float *hy = fb_view(&fb, y, ny, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_conv2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
+    fb_end(&fb, FB_OK(be) ? REF->conv2d(be->ref, d, hx, hw, hb, hy, &be->err) : SS_OK, y, hy, ny);
 }
 
 void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
@@ -1121,7 +1058,7 @@ void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, nx, 1), *hw = fb_view(&fb, w, nw, 1);
     float *hb = fb_view(&fb, bias, (size_t)d->cout, 1), *hy = fb_view(&fb, y, ny, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_conv_transpose2d(be->pool, d, hx, hw, hb, hy) : SS_OK, y, hy, ny);
+    fb_end(&fb, FB_OK(be) ? REF->conv_transpose2d(be->ref, d, hx, hw, hb, hy, &be->err) : SS_OK, y, hy, ny);
 }
 
 void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss_convt_crop *c, const float *x,
@@ -1146,8 +1083,6 @@ void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss
     ss_copy4d(be, y, ds, tmp + (size_t)c->h0 * ow + c->w0, ss, shape);
     if (c->gelu)
         ss_gelu(be, y, y, (size_t)d->batch * d->cout * c->oh * c->ow);
-    if (cpu_runs_in_place(be))
-        cpu_kernel_status(be, SS_OK);     /* its own time: none (the ops it ran are counted) */
 }
 
 /* Elements a strided 4-D view spans (0 for an empty shape). */
@@ -1175,7 +1110,7 @@ void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float
     fallback fb = {be, {0}, 0, 0};
     /* views of [ptr + lo, ptr + hi]; the kernel gets the element at offset 0 */
     float *hd = fb_view(&fb, dst + dlo, nd, 1), *hs = fb_view(&fb, src + slo, ns, 1);
-    fb_end(&fb, FB_OK(be) && hd && hs ? ss_cpu_copy4d(be->pool, hd - dlo, dstride, hs - slo, sstride, shape) : SS_OK,
+    fb_end(&fb, FB_OK(be) && hd && hs ? REF->copy4d(be->ref, hd - dlo, dstride, hs - slo, sstride, shape, &be->err) : SS_OK,
            dst + dlo, hd, nd);
 }
 
@@ -1186,7 +1121,7 @@ void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec)
     size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
     fallback fb = {be, {0}, 0, 0};
     float *hx = fb_view(&fb, x, nx, 1), *hs = fb_view(&fb, spec, ns, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_stft(be->pool, d, hx, hs) : SS_OK, spec, hs, ns);
+    fb_end(&fb, FB_OK(be) ? REF->stft(be->ref, d, hx, hs, &be->err) : SS_OK, spec, hs, ns);
 }
 
 void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x)
@@ -1196,5 +1131,5 @@ void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x
     size_t ns = (size_t)d->batch * 2 * (size_t)(d->n_fft / 2 + 1) * (size_t)ss_stft_frames(d);
     fallback fb = {be, {0}, 0, 0};
     float *hs = fb_view(&fb, spec, ns, 1), *hx = fb_view(&fb, x, nx, 0);
-    fb_end(&fb, FB_OK(be) ? ss_cpu_istft(be->pool, d, hs, hx) : SS_OK, x, hx, nx);
+    fb_end(&fb, FB_OK(be) ? REF->istft(be->ref, d, hs, hx, &be->err) : SS_OK, x, hx, nx);
 }

@@ -16,9 +16,12 @@
  * it with ss_backend_status().  Model code therefore calls a sequence of ops
  * and checks once, at the end of its forward pass.
  *
- * Every op in ss_backend_iface is optional.  A NULL entry means the one public
- * wrapper below runs the CPU reference kernel instead (downloading inputs and
- * uploading outputs when the device memory is not host memory), so callers
+ * Every op in ss_backend_iface is optional.  The CPU backend (backend_cpu.c)
+ * fills every primitive op from kernels/cpu: those are the reference
+ * implementation.  A NULL primitive op means the one public wrapper below
+ * runs the reference backend's entry instead (downloading inputs and
+ * uploading outputs when the device memory is not host memory); a NULL fused
+ * op means the wrapper composes the backend's own primitive ops.  Callers
  * never test for NULL.
  */
 #ifndef SS_BACKEND_H
@@ -28,8 +31,9 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "ops.h"
 
-#define SS_BACKEND_API_VERSION 9
+#define SS_BACKEND_API_VERSION 10
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -63,98 +67,10 @@ typedef struct ss_backend_params {
     ss_precision precision;  /* requested precision                            */
 } ss_backend_params;
 
-/* ---- op descriptors -------------------------------------------------------- */
-
-/* C = alpha * op(A) @ op(B) + beta * C, row-major, `batch` independent products.
- * op(A) is [m, k], op(B) is [k, n], C is [m, n]; lda/ldb/ldc are row pitches in
- * elements of the matrices as stored; stride_* are element offsets between
- * consecutive batch items (ignored when batch == 1).  reduced = 1 marks a
- * product whose result tolerates tf32 inputs (10-bit mantissa): --precision
- * mixed computes only these on tensor cores; fp32 ignores it, and tf32, bf16
- * and fp16 use their reduced mode for every product. */
-typedef struct ss_gemm_desc {
-    int trans_a, trans_b;
-    int m, n, k;
-    float alpha, beta;
-    int lda, ldb, ldc;
-    int batch;
-    int64_t stride_a, stride_b, stride_c;
-    int reduced;
-} ss_gemm_desc;
-
-/* 2-D convolution (1-D is h == 1, kh == 1).
- *   x [batch, cin, h, w]   w [cout, cin, kh, kw]   bias [cout] or NULL
- *   y [batch, cout, oh, ow], oh = (h + 2*ph - dh*(kh-1) - 1) / sh + 1 (same for w) */
-typedef struct ss_conv2d_desc {
-    int batch, cin, h, w;
-    int cout, kh, kw;
-    int sh, sw;      /* stride   */
-    int ph, pw;      /* zero padding on both sides */
-    int dh, dw;      /* dilation */
-} ss_conv2d_desc;
-
-/* A window of a transposed convolution's output: rows h0 .. h0 + oh - 1 and
- * columns w0 .. w0 + ow - 1 of each [cout] plane, GELU'd when gelu != 0. */
-typedef struct ss_convt_crop {
-    int h0, w0, oh, ow;
-    int gelu;
-} ss_convt_crop;
-
-/* 2-D transposed convolution, PyTorch semantics with padding 0.
- *   x [batch, cin, h, w]   w [cin, cout, kh, kw]   bias [cout] or NULL
- *   y [batch, cout, (h-1)*sh + kh, (w-1)*sw + kw] */
-typedef struct ss_convt2d_desc {
-    int batch, cin, h, w;
-    int cout, kh, kw;
-    int sh, sw;
-} ss_convt2d_desc;
-
-/* Multi-head scaled dot-product attention of one batch item, heads side by
- * side in the columns (nn.MultiheadAttention's layout):
- *   q [nq, ldq], k [nk, ldk], v [nk, ldv], o [nq, ldo]; head h is columns
- *   [h*hd, (h+1)*hd) of each: o_h = softmax(scale * q_h k_h^T) v_h.
- * reduced as for ss_gemm_desc (the two products may take tf32 inputs). */
-typedef struct ss_attn_desc {
-    int heads, nq, nk, hd;
-    int ldq, ldk, ldv, ldo;
-    float scale;
-    int reduced;
-} ss_attn_desc;
-
-/* One DConv residual layer on the rows of a frequency layer (HTDemucs): x [batch,
- * ch, rows, len], each row (b, r) its own item [ch, len]:
- *   h = gelu(gn1(conv1(x) + b1)),  conv1 w1 [hidden, ch, kernel] along len,
- *       dilation `dilation`, padding dilation * (kernel - 1) / 2
- *   x += glu(gn2(w2 h + b2)),      w2 [2ch, hidden]
- * each group norm one group over the item with its affine (g, be per channel). */
-typedef struct ss_dconv_desc {
-    int batch, rows, ch, hidden, kernel, dilation;
-    int64_t len;
-    float eps;
-} ss_dconv_desc;
-
 /* ss_lane: SS_LANE_FORK: ops from now on go to lane 1, after everything queued
  * so far; SS_LANE_BACK: ops go to lane 0 again while lane 1's run on;
  * SS_LANE_JOIN: ops go to lane 0, after everything queued on lane 1 so far. */
 typedef enum ss_lane_op { SS_LANE_FORK, SS_LANE_BACK, SS_LANE_JOIN } ss_lane_op;
-
-typedef struct ss_dconv_w {
-    const float *w1, *b1, *g1, *be1;   /* conv1, norm1 (hidden)  */
-    const float *w2, *b2, *g2, *be2;   /* conv2, norm2 (2 ch)    */
-} ss_dconv_w;
-
-/* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
- * window=hann_window(n_fft) (periodic), normalized=True, onesided).
- *   signal [batch, length]  <->  spec [batch, 2, n_fft/2 + 1, frames]
- * with frames = length / hop + 1 and the real plane before the imaginary one.
- * Reflect padding needs length > n_fft / 2. */
-typedef struct ss_stft_desc {
-    int batch;
-    int64_t length;
-    int n_fft, hop;
-} ss_stft_desc;
-
-static inline int64_t ss_stft_frames(const ss_stft_desc *d) { return d->length / d->hop + 1; }
 
 /* ---- the vtable a backend fills ------------------------------------------- */
 
@@ -183,8 +99,8 @@ typedef struct ss_backend_iface {
     ss_status (*upload)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
     ss_status (*download)(void *ctx, void *dst, const void *src, size_t bytes, ss_error *err);
 
-    /* ops: every entry optional (NULL = CPU fallback); each returns SS_OK or
-     * fills err.  In-place use (y == x) is allowed where the wrapper says so. */
+    /* ops: every entry optional (NULL = the reference backend's, on host
+     * mirrors); each returns SS_OK or fills err.  In-place use (y == x) is allowed where the wrapper says so. */
     ss_status (*fill)(void *ctx, float *y, float v, size_t n, ss_error *err);
     ss_status (*copy2d)(void *ctx, float *dst, size_t dpitch, const float *src, size_t spitch,
                         size_t rows, size_t cols, ss_error *err);
@@ -212,7 +128,7 @@ typedef struct ss_backend_iface {
     ss_status (*stft)(void *ctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err);
     ss_status (*istft)(void *ctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err);
 
-    /* ---- appended ops (optional like the others; NULL = CPU fallback) ---- */
+    /* ---- appended ops (optional like the others; NULL = the reference's) ---- */
     ss_status (*copy4d)(void *ctx, float *dst, const int64_t dstride[4], const float *src,
                         const int64_t sstride[4], const int64_t shape[4], ss_error *err);
     ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
@@ -284,6 +200,17 @@ typedef struct ss_backend_iface {
      * first, for independent parts of a forward pass (see ss_lane).  NULL: ops
      * run in the order they are issued. */
     ss_status (*lane)(void *ctx, ss_lane_op op, ss_error *err);
+    /* Optional (API 10): out = glu(w x + bias) in one pass (see
+     * ss_conv1x1_glu).  NULL: the wrapper composes conv2d and bias_glu. */
+    ss_status (*conv1x1_glu)(void *ctx, float *out, const float *x, const float *w, const float *bias, int batch,
+                             int cin, int ch, int64_t len, ss_error *err);
+    /* Optional (API 10): conv1x1_gn_glu_add on items that are rows of x (see
+     * ss_conv1x1_gn_glu_add_rows); _rows_ok says whether it runs hidden size
+     * `hidden`.  NULL: the model rearranges the rows and composes. */
+    int (*conv1x1_gn_glu_add_rows_ok)(void *ctx, int hidden);
+    ss_status (*conv1x1_gn_glu_add_rows)(void *ctx, float *x, int rows, const float *h, const float *w,
+                                         const float *bias, int batch, int ch, int hidden, int64_t len,
+                                         const float *gamma, const float *beta, float eps, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -301,6 +228,21 @@ const char *ss_backend_unavailable(const ss_backend_iface *bi);
  * SS_E_DEVICE when the device is not compiled in or not usable. */
 ss_status ss_backend_open(const char *device, const ss_backend_params *p, ss_backend **out,
                           char *note, size_t note_size, ss_error *err);
+/* The same for a run that needs about mem_need bytes of device memory (0:
+ * unknown): where every device is chosen, before a model is loaded.  "auto"
+ * passes over a device other than the CPU whose free memory is known and
+ * smaller (the next in the registry, at last the CPU, is taken), and then
+ * writes one line saying so into `warn` (may be NULL; "" when nothing was
+ * passed over).  A named device is opened whatever its free memory. */
+ss_status ss_backend_open_for(const char *device, const ss_backend_params *p, uint64_t mem_need, ss_backend **out,
+                              char *note, size_t note_size, char *warn, size_t warn_size, ss_error *err);
+/* --device auto's choice among `list` (NULL-terminated, in order of
+ * preference; ss_backend_open_for passes the registry): the first usable
+ * device 0 that starts and, unless it is the CPU, has mem_need bytes free
+ * (where it knows).  For tests with backends of their own. */
+ss_status ss_backend_open_auto(const ss_backend_iface *const *list, const ss_backend_params *p, uint64_t mem_need,
+                               ss_backend **out, char *note, size_t note_size, char *warn, size_t warn_size,
+                               ss_error *err);
 void ss_backend_close(ss_backend *be);
 /* Start device `index` of a backend given by its vtable rather than by name
  * (one outside the registry, e.g. a test's).  SS_E_DEVICE for an API version
@@ -312,8 +254,7 @@ const ss_backend_iface *ss_backend_iface_of(const ss_backend *be);
 const ss_device_info *ss_backend_device(const ss_backend *be);
 ss_precision ss_backend_precision(const ss_backend *be);
 /* Op recording (see graph_begin in the vtable): available when the backend has
- * it, ops are not being profiled (STEMSPLIT_PROFILE=1) and STEMSPLIT_GRAPHS is
- * not 0.  ss_graph_end returns the handle in *graph, or fails (the recorded
+ * it and ops are not being profiled (STEMSPLIT_PROFILE=1).  ss_graph_end returns the handle in *graph, or fails (the recorded
  * ops did not run; the backend's sticky error is cleared so the caller can
  * run them again directly). */
 int ss_graph_available(const ss_backend *be);
@@ -417,7 +358,7 @@ void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float
 /* The same for items that are rows of x: x [batch / rows, ch, rows, len] (a frequency layer's
  * [B, ch, F, T]) += glu(group_norm(w h + bias)) of item b = (b / rows, row b % rows), h [batch,
  * hidden, len], without rearranging x.  Only where ss_conv1x1_gn_glu_add_rows_ok(be, hidden)
- * (the CPU backend); elsewhere an internal error. */
+ * (a backend with the fused pass, e.g. the CPU's); elsewhere an internal error. */
 int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden);
 void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
                                 const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
@@ -479,9 +420,5 @@ void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float
                const int64_t shape[4]);
 void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec);
 void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x);
-
-/* Output sizes of the convolutions. */
-static inline int ss_conv_out(int in, int k, int s, int p, int dil) { return (in + 2 * p - dil * (k - 1) - 1) / s + 1; }
-static inline int ss_convt_out(int in, int k, int s) { return (in - 1) * s + k; }
 
 #endif

@@ -1,11 +1,14 @@
 /* backend_cpu.c - the CPU backend: host memory and the reference kernels.
  *
- * Every op slot is NULL on purpose: the dispatcher in backend.c then runs the
- * CPU reference kernels (kernels/cpu) directly on host memory with the
- * backend's thread pool (-j).  Matrix products go through CBLAS (OpenBLAS on
- * Linux, Accelerate on macOS), FFTs through FFTW3f. */
+ * Its vtable is filled from kernels/cpu: every primitive op and the fused
+ * passes the kernels have, run on host memory with the backend's thread pool
+ * (-j).  The dispatcher (backend.c) runs these same entries, on host mirrors,
+ * for any op another backend leaves NULL: they are the reference
+ * implementation.  Matrix products go through CBLAS (OpenBLAS on Linux,
+ * Accelerate on macOS), FFTs through FFTW3f. */
 #include "backend.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "../kernels/cpu/cpu_ops.h"
 #include "backend_cpu.h"
 #include "threadpool.h"
 
@@ -80,6 +84,8 @@ void ss_cpu_blas_describe(char *out, size_t size)
 #endif
 }
 
+void ss_cpu_backend_cleanup(void) { ss_cpu_stft_cleanup(); }
+
 /* ---- the backend -------------------------------------------------------------------- */
 
 /* Large blocks (weights, the model's activation workspace) are mapped
@@ -103,6 +109,9 @@ typedef struct cpu_map {
 
 typedef struct cpu_ctx {
     int threads;           /* worker threads of the kernels' pool */
+    ss_pool *pool;         /* the kernels' threads                */
+    float *scratch;        /* attention's row-block scores        */
+    size_t scratch_cap;    /* floats                              */
 #ifdef CPU_MAP
     pthread_mutex_t mu;    /* guards maps                         */
     cpu_map *maps;         /* live mapped blocks                  */
@@ -167,8 +176,14 @@ static ss_status cpu_init(const ss_backend_params *p, void **ctx, ss_error *err)
     if (!c)
         return ss_fail(err, SS_E_NOMEM, "out of memory starting the CPU backend");
     c->threads = p->threads > 0 ? p->threads : ss_cpu_count();
+    if (!(c->pool = ss_pool_new(c->threads))) {
+        int threads = c->threads;
+        free(c);
+        return ss_fail(err, SS_E_NOMEM, "cannot start %d worker threads for the CPU backend", threads);
+    }
 #ifdef CPU_MAP
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        ss_pool_free(c->pool);
         free(c);
         return ss_fail(err, SS_E_NOMEM, "cannot start the CPU backend (mutex)");
     }
@@ -186,6 +201,8 @@ static void cpu_free(void *ctx)
     free(c->maps);
     pthread_mutex_destroy(&c->mu);
 #endif
+    ss_pool_free(c->pool);
+    free(c->scratch);
     free(c);
 }
 
@@ -276,6 +293,239 @@ static ss_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes, s
     return SS_OK;
 }
 
+/* ---- the ops: kernels/cpu on host memory ------------------------------------------ */
+
+#define POOL(ctx) (((cpu_ctx *)(ctx))->pool)
+
+/* A kernel's status as the op's: the kernels fail only for host memory or a
+ * shape they do not take. */
+static ss_status kst(ss_error *err, const char *op, ss_status st)
+{
+    return st == SS_OK ? SS_OK : ss_fail(err, st, "cpu: %s failed: %s", op, ss_status_name(st));
+}
+
+static ss_status cpu_fill(void *ctx, float *y, float v, size_t n, ss_error *err)
+{
+    return kst(err, "fill", ss_cpu_fill(POOL(ctx), y, v, n));
+}
+
+static ss_status cpu_copy2d(void *ctx, float *dst, size_t dpitch, const float *src, size_t spitch, size_t rows,
+                            size_t cols, ss_error *err)
+{
+    return kst(err, "copy2d", ss_cpu_copy2d(POOL(ctx), dst, dpitch, src, spitch, rows, cols));
+}
+
+static ss_status cpu_add(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err)
+{
+    return kst(err, "add", ss_cpu_add(POOL(ctx), y, a, b, n));
+}
+
+static ss_status cpu_scale(void *ctx, float *y, const float *x, float alpha, size_t n, ss_error *err)
+{
+    return kst(err, "scale", ss_cpu_scale(POOL(ctx), y, x, alpha, n));
+}
+
+static ss_status cpu_channel_affine(void *ctx, float *y, const float *x, int batch, int ch, int64_t len,
+                                    const float *scale, const float *bias, ss_error *err)
+{
+    return kst(err, "channel_affine", ss_cpu_channel_affine(POOL(ctx), y, x, batch, ch, len, scale, bias));
+}
+
+static ss_status cpu_row_affine(void *ctx, float *y, const float *x, int rows, int64_t len, const float *scale,
+                                const float *shift, ss_error *err)
+{
+    return kst(err, "row_affine", ss_cpu_row_affine(POOL(ctx), y, x, rows, len, scale, shift));
+}
+
+static ss_status cpu_row_moments(void *ctx, float *mean, float *std, const float *x, int rows, int64_t len,
+                                 ss_error *err)
+{
+    return kst(err, "row_moments", ss_cpu_row_moments(POOL(ctx), mean, std, x, rows, len));
+}
+
+static ss_status cpu_gelu(void *ctx, float *y, const float *x, size_t n, ss_error *err)
+{
+    return kst(err, "gelu", ss_cpu_gelu(POOL(ctx), y, x, n));
+}
+
+static ss_status cpu_glu(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err)
+{
+    return kst(err, "glu", ss_cpu_glu(POOL(ctx), y, x, batch, ch, len));
+}
+
+static ss_status cpu_softmax(void *ctx, float *y, const float *x, int rows, int len, float scale, ss_error *err)
+{
+    return kst(err, "softmax", ss_cpu_softmax(POOL(ctx), y, x, rows, len, scale));
+}
+
+static ss_status cpu_transpose(void *ctx, float *y, const float *x, int batch, int rows, int cols, ss_error *err)
+{
+    return kst(err, "transpose", ss_cpu_transpose(POOL(ctx), y, x, batch, rows, cols));
+}
+
+static ss_status cpu_group_norm(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, int groups,
+                                const float *gamma, const float *beta, float eps, ss_error *err)
+{
+    return kst(err, "group_norm", ss_cpu_group_norm(POOL(ctx), y, x, batch, ch, len, groups, gamma, beta, eps));
+}
+
+static ss_status cpu_layer_norm(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma,
+                                const float *beta, float eps, ss_error *err)
+{
+    return kst(err, "layer_norm", ss_cpu_layer_norm(POOL(ctx), y, x, rows, dim, gamma, beta, eps));
+}
+
+static ss_status cpu_gemm(void *ctx, const ss_gemm_desc *d, const float *a, const float *b, float *c, ss_error *err)
+{
+    return kst(err, "gemm", ss_cpu_gemm(POOL(ctx), d, a, b, c));
+}
+
+static ss_status cpu_conv2d(void *ctx, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
+                            float *y, ss_error *err)
+{
+    return kst(err, "conv2d", ss_cpu_conv2d(POOL(ctx), d, x, w, bias, y));
+}
+
+static ss_status cpu_conv_transpose2d(void *ctx, const ss_convt2d_desc *d, const float *x, const float *w,
+                                      const float *bias, float *y, ss_error *err)
+{
+    return kst(err, "conv_transpose2d", ss_cpu_conv_transpose2d(POOL(ctx), d, x, w, bias, y));
+}
+
+static ss_status cpu_stft(void *ctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err)
+{
+    return kst(err, "stft", ss_cpu_stft(POOL(ctx), d, x, spec));
+}
+
+static ss_status cpu_istft(void *ctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err)
+{
+    return kst(err, "istft", ss_cpu_istft(POOL(ctx), d, spec, x));
+}
+
+static ss_status cpu_copy4d(void *ctx, float *dst, const int64_t dstride[4], const float *src,
+                            const int64_t sstride[4], const int64_t shape[4], ss_error *err)
+{
+    return kst(err, "copy4d", ss_cpu_copy4d(POOL(ctx), dst, dstride, src, sstride, shape));
+}
+
+static ss_status cpu_standardize_coef(void *ctx, float *scale, float *shift, const float *mean, const float *std,
+                                      int n, float eps, ss_error *err)
+{
+    (void)ctx;
+    (void)err;
+    for (int i = 0; i < n; i++) {
+        float sc = 1.0f / (eps + std[i]);
+        scale[i] = sc;
+        shift[i] = -mean[i] * sc;
+    }
+    return SS_OK;
+}
+
+/* the fused passes: one kernel each, bit-identical to composing the ops */
+static ss_status cpu_group_norm_gelu(void *ctx, float *y, const float *x, const float *bias, int batch, int ch,
+                                     int64_t len, int groups, const float *gamma, const float *beta, float eps,
+                                     ss_error *err)
+{
+    ss_status st = SS_OK;
+    if (bias) {
+        st = ss_cpu_channel_affine(POOL(ctx), y, x, batch, ch, len, NULL, bias);
+        x = y;
+    }
+    if (st == SS_OK)
+        st = ss_cpu_group_norm_gelu(POOL(ctx), y, x, batch, ch, len, groups, gamma, beta, eps);
+    return kst(err, "group_norm_gelu", st);
+}
+
+static ss_status cpu_group_norm_glu_add(void *ctx, float *x, float *g, const float *bias, int batch, int ch,
+                                        int64_t len, int groups, const float *gamma, const float *beta, float eps,
+                                        ss_error *err)
+{
+    ss_status st = SS_OK;
+    if (bias)
+        st = ss_cpu_channel_affine(POOL(ctx), g, g, batch, 2 * ch, len, NULL, bias);
+    if (st == SS_OK)
+        st = ss_cpu_group_norm_glu_add(POOL(ctx), x, g, batch, ch, len, groups, gamma, beta, eps);
+    return kst(err, "group_norm_glu_add", st);
+}
+
+static ss_status cpu_bias_gelu(void *ctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
+                               ss_error *err)
+{
+    return kst(err, "bias_gelu", ss_cpu_bias_gelu(POOL(ctx), y, x, bias, batch, ch, len));
+}
+
+static ss_status cpu_bias_glu(void *ctx, float *y, float *x, const float *bias, int batch, int ch, int64_t len,
+                              ss_error *err)
+{
+    return kst(err, "bias_glu", ss_cpu_bias_glu(POOL(ctx), y, x, bias, batch, ch, len));
+}
+
+/* every shape: the row-blocked kernel where the fused one does not apply */
+static int cpu_attention_ok(void *ctx, const ss_attn_desc *d)
+{
+    (void)ctx;
+    (void)d;
+    return 1;
+}
+
+static ss_status cpu_attention(void *ctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
+                               float *o, ss_error *err)
+{
+    cpu_ctx *c = ctx;
+    size_t need = ss_cpu_attention_scratch(c->pool, d);
+    if (need > c->scratch_cap) {
+        float *p = malloc(need * sizeof *p);
+        if (!p)
+            return ss_fail(err, SS_E_NOMEM, "cpu: attention: out of memory for %zu MiB of scores",
+                           (need * sizeof *p) >> 20);
+        free(c->scratch);
+        c->scratch = p;
+        c->scratch_cap = need;
+    }
+    return kst(err, "attention", ss_cpu_attention(c->pool, d, q, k, v, o, c->scratch));
+}
+
+/* The fused DConv tail (kernels/cpu/nn.c) up to this hidden size (HTDemucs's largest, ch / 8 at 384
+ * channels); larger ones compose: its statistics (h h^T) grow as hidden^2. */
+#define CPU_C1G_MAX_HIDDEN 48
+
+static ss_status cpu_conv1x1_gn_glu_add(void *ctx, float *x, const float *h, const float *w, const float *bias,
+                                        int batch, int ch, int hidden, int64_t len, const float *gamma,
+                                        const float *beta, float eps, float *g, ss_error *err)
+{
+    if (len > INT_MAX)
+        return ss_fail(err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
+    if (hidden <= CPU_C1G_MAX_HIDDEN)
+        return kst(err, "conv1x1_gn_glu_add", ss_cpu_conv1x1_gn_glu_add(POOL(ctx), x, 1, h, w, bias, batch, ch,
+                                                                         hidden, len, gamma, beta, eps));
+    ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
+                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+    ss_status st = ss_cpu_conv2d(POOL(ctx), &d, h, w, NULL, g);
+    if (st != SS_OK)
+        return kst(err, "conv1x1_gn_glu_add", st);
+    return cpu_group_norm_glu_add(ctx, x, g, bias, batch, ch, len, 1, gamma, beta, eps, err);
+}
+
+static int cpu_conv1x1_gn_glu_add_rows_ok(void *ctx, int hidden)
+{
+    (void)ctx;
+    return hidden > 0 && hidden <= CPU_C1G_MAX_HIDDEN;
+}
+
+static ss_status cpu_conv1x1_gn_glu_add_rows(void *ctx, float *x, int rows, const float *h, const float *w,
+                                             const float *bias, int batch, int ch, int hidden, int64_t len,
+                                             const float *gamma, const float *beta, float eps, ss_error *err)
+{
+    return kst(err, "conv1x1_gn_glu_add_rows", ss_cpu_conv1x1_gn_glu_add(POOL(ctx), x, rows, h, w, bias, batch,
+                                                                          ch, hidden, len, gamma, beta, eps));
+}
+
+static ss_status cpu_conv1x1_glu(void *ctx, float *out, const float *x, const float *w, const float *bias,
+                                 int batch, int cin, int ch, int64_t len, ss_error *err)
+{
+    return kst(err, "conv1x1_glu", ss_cpu_conv1x1_glu(POOL(ctx), out, x, w, bias, batch, cin, ch, len));
+}
+
 const ss_backend_iface ss_backend_cpu = {
     .api_version = SS_BACKEND_API_VERSION,
     .name = "cpu",
@@ -291,10 +541,25 @@ const ss_backend_iface ss_backend_cpu = {
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
-    /* ops: NULL = the reference kernels in kernels/cpu, run by the dispatcher */
-    .fill = NULL, .copy2d = NULL, .add = NULL, .scale = NULL,
-    .channel_affine = NULL, .row_affine = NULL, .row_moments = NULL,
-    .gelu = NULL, .glu = NULL, .softmax = NULL, .transpose = NULL,
-    .group_norm = NULL, .layer_norm = NULL, .gemm = NULL,
-    .conv2d = NULL, .conv_transpose2d = NULL, .stft = NULL, .istft = NULL,
+    /* every primitive op: the reference kernels */
+    .fill = cpu_fill, .copy2d = cpu_copy2d, .add = cpu_add, .scale = cpu_scale,
+    .channel_affine = cpu_channel_affine, .row_affine = cpu_row_affine, .row_moments = cpu_row_moments,
+    .gelu = cpu_gelu, .glu = cpu_glu, .softmax = cpu_softmax, .transpose = cpu_transpose,
+    .group_norm = cpu_group_norm, .layer_norm = cpu_layer_norm, .gemm = cpu_gemm,
+    .conv2d = cpu_conv2d, .conv_transpose2d = cpu_conv_transpose2d, .stft = cpu_stft, .istft = cpu_istft,
+    .copy4d = cpu_copy4d, .standardize_coef = cpu_standardize_coef,
+    /* fused passes the kernels have */
+    .group_norm_gelu = cpu_group_norm_gelu, .group_norm_glu_add = cpu_group_norm_glu_add,
+    .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
+    .attention_ok = cpu_attention_ok, .attention = cpu_attention,
+    .conv1x1_gn_glu_add = cpu_conv1x1_gn_glu_add,
+    .conv1x1_gn_glu_add_rows_ok = cpu_conv1x1_gn_glu_add_rows_ok,
+    .conv1x1_gn_glu_add_rows = cpu_conv1x1_gn_glu_add_rows,
+    .conv1x1_glu = cpu_conv1x1_glu,
+    /* none: the dispatcher composes them from the ops above */
+    .gemm_bias = NULL, .conv_transpose2d_crop = NULL, .dconv_rows_ok = NULL, .dconv_rows = NULL,
+    /* none: ops run when issued, in order, on host memory */
+    .graph_begin = NULL, .graph_end = NULL, .graph_launch = NULL, .graph_free = NULL,
+    .host_alloc = NULL, .host_free = NULL, .download_start = NULL, .download_wait = NULL,
+    .generation = NULL, .lane = NULL,
 };

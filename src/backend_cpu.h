@@ -1,4 +1,4 @@
-/* backend_cpu.h - facts about the CPU backend's BLAS, and its start-up check. */
+/* backend_cpu.h - facts about the CPU backend's BLAS, its start-up check and clean-up. */
 #ifndef SS_BACKEND_CPU_H
 #define SS_BACKEND_CPU_H
 
@@ -12,6 +12,10 @@
  * kernel family and re-executes the program once (before any input is read).
  * Returns only when nothing needs doing or the re-exec failed. */
 void ss_cpu_blas_preflight(char **argv);
+
+/* Release what the CPU kernels cache across runs (FFT plans and windows);
+ * call once at exit, after every backend is closed. */
+void ss_cpu_backend_cleanup(void);
 
 /* "OpenBLAS 0.3.21 (SkylakeX kernels)" or similar, for -v. */
 void ss_cpu_blas_describe(char *out, size_t size);

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../kernels/cpu/cpu_ops.h"
 #include "audio.h"
 #include "clock.h"
 #include "backend.h"
@@ -24,6 +23,7 @@
 #include "model.h"
 #include "report.h"
 #include "separate.h"
+#include "settings.h"
 #include "template.h"
 
 /* ---- options, with every default in one place ------------------------------------- */
@@ -445,38 +445,17 @@ fail:
     return ss_exit_code(err.code);
 }
 
-/* Device memory a run with `batch` segments per forward call needs, in bytes: the
- * weights; what does not grow with the batch (768 MiB: the backend's
- * im2col/FFT/Winograd scratch, the attention scores budget of 256 MiB, cuBLAS's
- * 32 MiB workspace, FFT plans, the recorded graph); and the activations per
- * segment, about 112 floats per input sample and channel.  Measured for the
- * full-size HTDemucs on an H100 (above the CUDA context) with a 216 MiB scratch
- * and the scores buffer: 1200 MiB at batch 1, about 295 MiB more per segment;
- * this gives 1222 and 1516 MiB for batches 1 and 2.  The scratch is 108 MiB now,
- * and where attention is fused (the default precision on CUDA) no scores are
- * held, so the estimate errs high by 110-360 MiB (run 35: 1497 / 2027 MiB in use
- * with the context at batch 1 / 2).  The CUDA backend's second lane adds its own
- * cuBLAS workspace and scratch (32 + 96 MiB: 896 MiB fixed) and HTDemucs's time
- * branch its own activation buffers (94 MiB per segment at full size, 612 against
- * 518 MiB under STEMSPLIT_PROFILE: 148 floats per sample and channel).  An
- * estimate, for choosing --batch; the CUDA context is not included. */
-static uint64_t gpu_memory_estimate(const ss_model_info *info, int batch)
-{
-    uint64_t per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 148u;
-    return info->parameters * 4u + ((uint64_t)896 << 20) + (uint64_t)batch * per_item;
-}
-
 int main(int argc, char **argv)
 {
     ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
     if (argc > 1 && strcmp(argv[1], "eval") == 0)
         return ss_eval_main(argc - 1, argv + 1);
     options o = defaults;
-    const char *env;
-    if ((env = getenv("STEMSPLIT_MODEL")) && *env)
-        o.model = env;
-    if ((env = getenv("STEMSPLIT_DEVICE")) && *env)
-        o.device = env;
+    const ss_settings *env = ss_settings_get();
+    if (env->model)
+        o.model = env->model;
+    if (env->device)
+        o.device = env->device;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -530,18 +509,31 @@ int main(int argc, char **argv)
 
     ss_batch_list inputs = {0};
 
-    /* device */
+    /* the model's header, then the device (decided here, once, with the model's
+     * memory estimate), then the weights: loaded once, for every file */
+    ss_model_info peek;
+    ss_mem_estimate mem;
+    if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
+        ss_model_peek(model_path, &peek, &mem, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        ss_report_out_abort(rep_out);
+        return ss_exit_code(err.code);
+    }
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
     ss_backend *be = NULL;
     ss_model *model = NULL;
     ss_report *rep = NULL;
-    char note[512];
-    if (ss_backend_open(o.device, &bp, &be, note, sizeof note, &err) != SS_OK) {
+    char note[512], warn[512];
+    if (ss_backend_open_for(o.device, &bp, ss_mem_need(&mem, 1), &be, note, sizeof note, warn, sizeof warn, &err) !=
+        SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         rc = ss_exit_code(err.code);
         goto out;
     }
     const ss_device_info *dev = ss_backend_device(be);
+    if (warn[0])
+        fprintf(stderr, "%s: %s; using %s\n", prog, warn,
+                strcmp(dev->backend, "cpu") == 0 ? "the CPU" : dev->name);
     if (o.verbose) {
         fprintf(stderr, "%s: %s\n", prog, note);
         fprintf(stderr, "%s: device %s:%d %s, memory %.1f GiB (%.1f GiB free), precision %s, %d threads\n", prog,
@@ -550,42 +542,22 @@ int main(int argc, char **argv)
         if (prec != SS_PREC_FP32 && prec != SS_PREC_AUTO && ss_backend_precision(be) == SS_PREC_FP32)
             fprintf(stderr, "%s: --precision %s: the %s backend computes in fp32\n", prog, o.precision, dev->backend);
     }
-
-    /* model: loaded once for every file */
-    if (ss_model_resolve(o.model, model_path, sizeof model_path, &err) != SS_OK ||
-        ss_model_load(model_path, be, &model, &err) != SS_OK) {
+    if (ss_model_load(model_path, be, &model, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         rc = ss_exit_code(err.code);
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
-        /* GPU memory: lower --batch until the estimate fits the free memory; with
-         * -d auto, use the CPU when even one segment does not fit */
+        /* device memory: lower --batch until the model's estimate fits the free memory */
         int asked = o.batch;
-        uint64_t need = gpu_memory_estimate(info, o.batch);
+        uint64_t need = ss_mem_need(&mem, o.batch);
         while (o.batch > 1 && need > dev->mem_free)
-            need = gpu_memory_estimate(info, --o.batch);
+            need = ss_mem_need(&mem, --o.batch);
         if (o.verbose || o.batch != asked)
             fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
                     need / 1073741824.0, dev->mem_free / 1073741824.0,
                     o.batch != asked ? "; --batch lowered to fit" : "");
-        if (need > dev->mem_free && strcmp(o.device, "auto") == 0) {
-            fprintf(stderr, "%s: auto: %s has too little free memory for this model; using the CPU\n", prog,
-                    dev->name);
-            ss_model_free(model);
-            model = NULL;
-            ss_backend_close(be);
-            be = NULL;
-            if (ss_backend_open("cpu", &bp, &be, note, sizeof note, &err) != SS_OK ||
-                ss_model_load(model_path, be, &model, &err) != SS_OK) {
-                fprintf(stderr, "%s: %s\n", prog, err.msg);
-                rc = ss_exit_code(err.code);
-                goto out;
-            }
-            dev = ss_backend_device(be);
-            info = ss_model_get_info(model);
-        }
     }
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
         goto out;
@@ -659,9 +631,8 @@ int main(int argc, char **argv)
             rc = 70;
             goto out;
         }
-    env = getenv("STEMSPLIT_NO_PIPELINE");
     ss_batch_params bparams = {.sep = &sp, .skip_existing = o.skip_existing, .no_clobber = o.no_clobber,
-                               .pipeline = !(env && *env && strcmp(env, "0") != 0), .quiet = o.quiet,
+                               .pipeline = 1, .quiet = o.quiet,
                                .progress = !o.quiet && isatty(2), .prog = prog, .cancel = &cancel_signal};
     ss_status first_failure = SS_OK;
     double t0 = ss_seconds();
@@ -696,6 +667,6 @@ out:
     ss_batch_list_free(&inputs);
     ss_model_free(model);
     ss_backend_close(be);
-    ss_cpu_stft_cleanup();
+    ss_cpu_backend_cleanup();
     return rc;
 }

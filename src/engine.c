@@ -11,6 +11,7 @@
  */
 #include "engine.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -662,9 +663,9 @@ static ss_status engine_nomem(const run *r, const ss_engine_params *p, const ss_
                    p->shifts > 1 ? " or --shifts" : "");
 }
 
-ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
-                        ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
-                        ss_error *err)
+/* SS_CHUNK_DEMUCS: demucs's apply_model(split=True) on a stream */
+static ss_status run_demucs(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
+                            ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
     run r = {.m = m, .be = be, .p = p, .C = info->channels, .S = info->n_sources, .L = length,
@@ -842,4 +843,17 @@ nomem:
 done:
     run_free(&r);
     return s;
+}
+
+ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
+                        ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
+                        ss_error *err)
+{
+    ss_chunking c = ss_model_chunking(m);
+    switch (c) {
+    case SS_CHUNK_DEMUCS:
+        return run_demucs(m, be, p, length, pull, pull_arg, push, push_arg, err);
+    }
+    return ss_fail(err, SS_E_INTERNAL, "%s: chunking scheme %d is not implemented", ss_model_get_info(m)->name,
+                   (int)c);
 }

@@ -1,6 +1,7 @@
-/* engine.h - the chunked engine: demucs's apply_model(split=True) on a stream.
+/* engine.h - the chunked engine: runs a model over a stream in the chunking
+ * scheme the model asks for (ss_model_chunking, model.h).  One scheme so far:
  *
- * The mixture is cut into model-length segments that overlap by `overlap`,
+ * SS_CHUNK_DEMUCS, demucs's apply_model(split=True).  The mixture is cut into model-length segments that overlap by `overlap`,
  * each segment is padded to the model's valid length with its real
  * neighbours (zeros beyond the ends), run through the model (`batch` segments
  * per call), trimmed back, weighted by a triangular window and overlap-added;
@@ -42,7 +43,8 @@ typedef ss_status (*ss_engine_pull)(void *arg, float *buf, int64_t cap, int64_t 
  * between consecutive channel rows (row (s, c) starts at (s*C + c) * pitch). */
 typedef ss_status (*ss_engine_push)(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err);
 
-/* Separate `length` frames pulled from `pull` into stems pushed to `push`. */
+/* Separate `length` frames pulled from `pull` into stems pushed to `push`, in
+ * the model's chunking scheme. */
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
                         ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
                         ss_error *err);

@@ -1,6 +1,7 @@
 /* model.c - model lookup, the architecture table, and the stemsplit.* metadata
  * every model file carries (docs/model-format.md). */
 #include "model.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -10,14 +11,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern const ss_arch ss_arch_identity;
-extern const ss_arch ss_arch_bandsplit;
-extern const ss_arch ss_arch_htdemucs;
+/* the registry: one line per architecture in models/registry.h */
+#define SS_ARCH(name) extern const ss_arch ss_arch_##name;
+#include "../models/registry.h"
+#undef SS_ARCH
 
 static const ss_arch *const arches[] = {
-    &ss_arch_htdemucs,
-    &ss_arch_bandsplit,
-    &ss_arch_identity,
+#define SS_ARCH(name) &ss_arch_##name,
+#include "../models/registry.h"
+#undef SS_ARCH
     NULL,
 };
 
@@ -51,6 +53,7 @@ struct ss_model {
     unsigned long directs;     /* direct passes run                   */
     int graphs_off;            /* a recording failed: run directly   */
     ss_model_io io;            /* the engine's transfer buffers      */
+    ss_mem_estimate mem;       /* device memory estimate (arch's)    */
 };
 
 /* ---- finding a model file -------------------------------------------------------- */
@@ -94,7 +97,7 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
         return SS_OK;
     }
     char tried[2048] = "", dir[PATH_MAX];
-    const char *mp = getenv("STEMSPLIT_MODEL_PATH");
+    const char *mp = ss_settings_get()->model_path;
     if (mp) {
         const char *p = mp;
         while (*p) {
@@ -223,6 +226,48 @@ static ss_status read_info(const ss_st *st, const char *path, ss_model_info *inf
 
 /* ---- loading and running ------------------------------------------------------------ */
 
+/* The architecture named in info, or SS_E_DATA naming those this build knows. */
+static ss_status find_arch(const char *path, const ss_model_info *info, const ss_arch **out, ss_error *err)
+{
+    for (int i = 0; arches[i]; i++)
+        if (strcmp(arches[i]->name, info->architecture) == 0) {
+            *out = arches[i];
+            return SS_OK;
+        }
+    char known[256] = "";
+    for (int i = 0; arches[i]; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", arches[i]->name);
+    return ss_fail(err, SS_E_DATA, "%s: unknown architecture '%s' (this build knows: %s)", path,
+                   info->architecture, known);
+}
+
+/* The architecture's estimate, or the floor: weights and one segment's input
+ * and output (x [C, L], y [S, C, L] floats). */
+static ss_status estimate(const ss_arch *arch, ss_st *st, const ss_model_info *info, ss_mem_estimate *out,
+                          ss_error *err)
+{
+    if (arch->memory_estimate)
+        return arch->memory_estimate(st, info, out, err);
+    uint64_t seg = (uint64_t)info->segment_length * (uint64_t)info->channels;
+    *out = (ss_mem_estimate){.fixed = info->parameters * 4u, .per_item = seg * 4u * (1u + (uint64_t)info->n_sources)};
+    return SS_OK;
+}
+
+ss_status ss_model_peek(const char *path, ss_model_info *info, ss_mem_estimate *mem, ss_error *err)
+{
+    ss_st *st = NULL;
+    ss_status s = ss_st_open(path, &st, err);
+    if (s != SS_OK)
+        return s;
+    const ss_arch *arch = NULL;
+    ss_mem_estimate m;
+    if ((s = read_info(st, path, info, err)) == SS_OK && (s = find_arch(path, info, &arch, err)) == SS_OK &&
+        (s = estimate(arch, st, info, &m, err)) == SS_OK && mem)
+        *mem = m;
+    ss_st_close(st);
+    return s;
+}
+
 ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_error *err)
 {
     ss_st *st = NULL;
@@ -235,19 +280,9 @@ ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_err
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
     }
     m->be = be;
-    if ((s = read_info(st, path, &m->info, err)) != SS_OK)
+    if ((s = read_info(st, path, &m->info, err)) != SS_OK || (s = find_arch(path, &m->info, &m->arch, err)) != SS_OK ||
+        (s = estimate(m->arch, st, &m->info, &m->mem, err)) != SS_OK)
         goto fail;
-    for (int i = 0; arches[i]; i++)
-        if (strcmp(arches[i]->name, m->info.architecture) == 0)
-            m->arch = arches[i];
-    if (!m->arch) {
-        char known[256] = "";
-        for (int i = 0; arches[i]; i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", arches[i]->name);
-        s = ss_fail(err, SS_E_DATA, "%s: unknown architecture '%s' (this build knows: %s)", path,
-                    m->info.architecture, known);
-        goto fail;
-    }
     if ((s = m->arch->load(st, &m->info, be, &m->state, err)) != SS_OK)
         goto fail;
     if ((s = ss_backend_status(be, err)) != SS_OK)
@@ -262,6 +297,14 @@ fail:
     free(m);
     return s;
 }
+
+ss_input_norm ss_model_input_norm(const ss_model *m)
+{
+    return m->arch->input_norm ? m->arch->input_norm(m->state) : SS_NORM_NONE;
+}
+
+ss_chunking ss_model_chunking(const ss_model *m) { return m->arch->chunking; }
+const ss_mem_estimate *ss_model_memory(const ss_model *m) { return &m->mem; }
 
 const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }
 

@@ -1,8 +1,10 @@
 /* model.h - loading a separation model and running its forward pass.
  *
- * Each architecture lives in one file under models/ and registers an ss_arch
- * (name -> load, forward, valid_length, free) in the table in src/model.c.
- * Architectures are written against the backend interface only (backend.h).
+ * Each architecture lives in its own folder models/<name>/ and is listed by
+ * one line in models/registry.h: an ss_arch (load, forward, valid_length,
+ * free, and its pipeline policy: input normalisation, chunking scheme, device
+ * memory estimate).  Architectures are written against the backend interface
+ * only (backend.h).  docs/adding-a-model.md walks through adding one.
  * The architecture is chosen by the safetensors metadata key
  * "stemsplit.architecture"; see docs/model-format.md.
  */
@@ -31,6 +33,32 @@ typedef struct ss_model_info {
     uint64_t parameters;                      /* number of weights                    */
 } ss_model_info;
 
+/* How the pipeline normalises a model's input, and so de-normalises its stems. */
+typedef enum ss_input_norm {
+    SS_NORM_NONE = 0,         /* the mixture as decoded (at the model's rate)      */
+    SS_NORM_MIX_MEAN_STD      /* demucs's CLI: x' = (x - mean) / std with mean and
+                               * unbiased std of the whole track's mono mix (std 1
+                               * for digital silence); stems * std + mean         */
+} ss_input_norm;
+
+/* How the pipeline cuts a track into the chunks forward() sees. */
+typedef enum ss_chunking {
+    SS_CHUNK_DEMUCS = 0       /* demucs's apply_model(split=True): overlapping
+                               * segments of the model's length, triangular
+                               * weights, random shifts (src/engine.c)          */
+} ss_chunking;
+
+/* Device memory a run needs: fixed + batch * per_item bytes (see ss_mem_need). */
+typedef struct ss_mem_estimate {
+    uint64_t fixed;           /* weights, the backend's scratch, plans           */
+    uint64_t per_item;        /* activations and transfer buffers per segment    */
+} ss_mem_estimate;
+
+static inline uint64_t ss_mem_need(const ss_mem_estimate *m, int batch)
+{
+    return m->fixed + (uint64_t)(batch > 0 ? batch : 1) * m->per_item;
+}
+
 typedef struct ss_arch {
     const char *name;
     /* Check and load the weights of `st` (info already filled from the
@@ -49,6 +77,17 @@ typedef struct ss_arch {
      * trip, no allocation, same pointers every time), so that a backend with
      * op recording (CUDA graphs) may record it once and replay it.  NULL = never. */
     int (*graph_ok)(void *state, int batch, int64_t length);
+
+    /* ---- pipeline policy: what the generic pipeline asks the model ---- */
+    /* Optional: the input normalisation of a loaded model.  NULL = SS_NORM_NONE. */
+    ss_input_norm (*input_norm)(const void *state);
+    /* The chunking scheme (0 = SS_CHUNK_DEMUCS). */
+    ss_chunking chunking;
+    /* Optional: device memory for one run of this model file, from its header
+     * alone (metadata and tensor shapes; no weights read): called before the
+     * device is chosen.  NULL = the weights plus the transfer buffers of a
+     * segment, a floor rather than an estimate. */
+    ss_status (*memory_estimate)(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err);
 } ss_arch;
 
 typedef struct ss_model ss_model;
@@ -59,8 +98,17 @@ typedef struct ss_model ss_model;
  * listing the places searched when not found. */
 ss_status ss_model_resolve(const char *name_or_path, char *out, size_t out_size, ss_error *err);
 
+/* Read a model file's header only (metadata and tensor table; no weights are
+ * read or uploaded): its info and its architecture's device memory estimate
+ * (mem may be NULL).  The checks of ss_model_load that need no weights. */
+ss_status ss_model_peek(const char *path, ss_model_info *info, ss_mem_estimate *mem, ss_error *err);
+
 ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_error *err);
 const ss_model_info *ss_model_get_info(const ss_model *m);
+/* The model's pipeline policy (its architecture's, see ss_arch). */
+ss_input_norm ss_model_input_norm(const ss_model *m);
+ss_chunking ss_model_chunking(const ss_model *m);
+const ss_mem_estimate *ss_model_memory(const ss_model *m);
 ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err);
 int64_t ss_model_valid_length(ss_model *m, int64_t length);
 void ss_model_free(ss_model *m);

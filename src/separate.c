@@ -1,6 +1,7 @@
 /* separate.c - one file through decode, separation and encode (see separate.h). */
 #include "separate.h"
 #include "clock.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -498,11 +499,25 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
     return SS_OK;
 }
 
-/* Pass 1: mean and unbiased std of the mono mix, as the demucs CLI computes them
- * (ss_mix_stats); digital silence gets std 1 (only the mean is removed). */
-static ss_status decode_stats(decoder *d, int64_t frames, int threads, int64_t *count, ss_error *err)
+/* Pass 1, as the model asks (ss_model_input_norm): for SS_NORM_MIX_MEAN_STD
+ * the mean and unbiased std of the mono mix, as the demucs CLI computes them
+ * (ss_mix_stats), digital silence getting std 1 (only the mean is removed);
+ * for SS_NORM_NONE mean 0 and std 1 (the samples pass unchanged), and no pass
+ * at all unless the length is only an estimate (frames -1: MPEG), which the
+ * pass then counts into *count. */
+static ss_status decode_stats(decoder *d, ss_input_norm norm, int64_t frames, int threads, int64_t *count,
+                              ss_error *err)
 {
+    if (norm == SS_NORM_NONE && frames >= 0) {
+        d->mean = 0.0;
+        d->std = 1.0;
+        return SS_OK;
+    }
     ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, count, err);
+    if (norm == SS_NORM_NONE) {
+        d->mean = 0.0;
+        d->std = 1.0;
+    }
     if (s == SS_OK && !(d->std > 1e-8))
         d->std = 1.0;
     return s;
@@ -1071,7 +1086,8 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
      * the frames counted, and everything after (pass 2, the resamplers, the
      * stems' length) uses that count */
     int64_t counted = 0;
-    if ((s = decode_stats(d, ai->estimated ? -1 : ai->frames, p->threads, &counted, err)) != SS_OK)
+    if ((s = decode_stats(d, ss_model_input_norm(m), ai->estimated ? -1 : ai->frames, p->threads, &counted, err)) !=
+        SS_OK)
         goto fail;
     if (ai->estimated) {
         ai->frames = counted;
@@ -1126,10 +1142,10 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     /* rescale mode: a running scale where every writer can write at offsets and
      * the network runs beside the host (a GPU), whose cores are then free for
      * it; on the CPU backend the pass after the last block costs less than the
-     * encoding a rising peak repeats (STEMSPLIT_RUNNING_SCALE=0/1: never/always) */
-    const char *env = getenv("STEMSPLIT_RUNNING_SCALE");
+     * encoding a rising peak repeats (p->rescale_when: tests force either) */
     j->e.running = s == SS_OK && p->clip == SS_CLIP_RESCALE &&
-                   (env && *env ? strcmp(env, "0") != 0 : ss_downloads_overlap(be));
+                   (p->rescale_when == SS_RESCALE_BY_DEVICE ? ss_downloads_overlap(be)
+                                                            : p->rescale_when == SS_RESCALE_RUNNING);
     for (int k = 0; k < j->e.n_out && j->e.running; k++)
         j->e.running = ss_audio_can_write_at(j->outs[k].w);
     j->e.scale = 1.0f;

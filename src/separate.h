@@ -21,6 +21,16 @@
 
 typedef enum ss_clip { SS_CLIP_RESCALE = 0, SS_CLIP_CLAMP, SS_CLIP_NONE } ss_clip;
 
+/* When --clip rescale encodes stems that can be written at offsets (WAV):
+ * by default at the running scale where the network runs beside the host (a
+ * backend whose downloads overlap its work), else after the last block.  The
+ * bytes are the same either way; tests force each to compare them. */
+typedef enum ss_rescale_when {
+    SS_RESCALE_BY_DEVICE = 0,   /* the default                              */
+    SS_RESCALE_RUNNING,         /* always at the running scale (tests)      */
+    SS_RESCALE_AFTER            /* always after the last block (tests)      */
+} ss_rescale_when;
+
 typedef struct ss_sep_params {
     const char *out_dir;             /* -o: output root                                   */
     const char *filename;            /* --filename template, relative to out_dir          */
@@ -32,6 +42,7 @@ typedef struct ss_sep_params {
     ss_engine_params engine;         /* chunking, shifts, batch, progress, cancel         */
     int threads;                     /* -j: threads of the statistics and rescale passes (0: all cores) */
     int verbose;                     /* -v: say on stderr how a file's channels are mapped */
+    ss_rescale_when rescale_when;    /* 0; tests force one way (ss_rescale_when)          */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.

@@ -1,7 +1,7 @@
 # t_cli_errors.sh - bad input gets the documented exit code, a message naming
 # the file, and leaves no partial output behind.
 . "$(dirname "$0")/lib.sh"
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 python3 -c 'import wave,struct,math
 w=wave.open("'"$T"'/ok.wav","wb"); w.setnchannels(2); w.setsampwidth(2); w.setframerate(44100)
 w.writeframes(b"".join(struct.pack("<hh",int(8000*math.sin(i/7)),int(8000*math.cos(i/9))) for i in range(44100))); w.close()' 2>/dev/null ||

@@ -105,7 +105,7 @@ check help_mentions_eval grep -q "stemsplit eval" "$T/help.out"
 
 # -m MODEL: separate each track's mixture into EST_DIR/TRACK/, then score; the references here are
 # the model's own output, so every estimate matches its reference (nSDR far above 50 dB)
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 mkdir -p "$T/sep/ref/Song A"
 python3 -c 'import wave, struct, math, random, sys
 random.seed(5); f = wave.open(sys.argv[1], "wb"); f.setnchannels(2); f.setsampwidth(2); f.setframerate(44100)

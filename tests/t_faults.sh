@@ -12,7 +12,7 @@
 # input - then freezes the process with SIGSTOP, injects the fault, and lets
 # it go on with SIGCONT.  The second pass is then certain to meet the fault.
 . "$(dirname "$0")/lib.sh"
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 if ! command -v python3 >/dev/null 2>&1; then
     skip faults "python3 not found"; exit 0
 fi

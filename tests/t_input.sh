@@ -8,7 +8,7 @@
 # Inputs are written by python3 (stdlib only) or are small fixtures in
 # tests/fixtures/audio (made with lame and ffmpeg; see its README).
 . "$(dirname "$0")/lib.sh"
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 FX="$SS_ROOT/tests/fixtures/audio"
 if ! command -v python3 >/dev/null 2>&1; then
     skip input "python3 not found"; exit 0

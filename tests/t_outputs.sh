@@ -3,7 +3,7 @@
 # output folder, a full disk, the report checked first, {inext}, formats no
 # reader opens, the default template and model, messages a user can act on.
 . "$(dirname "$0")/lib.sh"
-M="$SS_ROOT/models/bandsplit4.safetensors"
+M="$SS_ROOT/models/bandsplit/bandsplit4.safetensors"
 SS="$STEMSPLIT -m $M --segment 1"
 command -v python3 >/dev/null || { skip outputs "python3 is needed to make the test audio"; exit 0; }
 # wav PATH FRAMES [CHANNELS]: a stereo (or mono) 16-bit 44.1 kHz test signal

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "separate.h"
+#include "st_write.h"
 #include "test.h"
 
 static char dir[] = "/tmp/ss-e2e-XXXXXX";
@@ -362,8 +364,38 @@ static void test_clip_rescale_late_peak(void)
  * three times after the first blocks were written: every 16-bit stem must
  * still be the 32-bit float stem (checked above against the mixture) to within
  * one step of the 16-bit scale, and byte for byte what one pass after the last
- * block writes (STEMSPLIT_RUNNING_SCALE=1 forces the running scale here, on the
- * CPU backend, =0 the pass). */
+ * block writes (ss_sep_params.rescale_when forces the running scale here, on
+ * the CPU backend, or the pass: both through the library). */
+/* What `stemsplit -q -m MODEL --segment 1 -o DIR/sub MIX` writes (16-bit WAV
+ * stems, --clip rescale), as DIR/sub/TRACK/STEM.wav, through the library on
+ * the CPU backend, with the rescale pass forced to run `when`. */
+static ss_status separate_s16(const char *mix, const char *sub, ss_rescale_when when, ss_error *err)
+{
+    char out[1200];
+    snprintf(out, sizeof out, "%s/%s", dir, sub);
+    ss_backend_params bp = {.threads = 2};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_report *rep = NULL;
+    ss_file_report *f = NULL;
+    ss_sep_params p = {.out_dir = out, .filename = "{track}/{stem}.{ext}", .format = SS_FILE_WAV,
+                       .sample_format = SS_SAMPLE_S16, .clip = SS_CLIP_RESCALE, .two_stems = -1,
+                       .engine = {.segment = 1, .overlap = 0.25, .batch = 1}, .rescale_when = when};
+    ss_status s = ss_backend_open("cpu", &bp, &be, NULL, 0, err);
+    if (s == SS_OK)
+        s = ss_model_load(model, be, &m, err);
+    if (s == SS_OK && (!(rep = ss_report_new()) || !(f = ss_report_add(rep, mix))))
+        s = ss_fail(err, SS_E_NOMEM, "out of memory");
+    if (s == SS_OK && mkdir(out, 0755) != 0)
+        s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot create", out);
+    if (s == SS_OK)
+        s = ss_separate(m, be, &p, mix, "", f, err);
+    ss_report_free(rep);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return s;
+}
+
 static void test_clip_rescale_running_scale(void)
 {
     char mix[1200], a[1300], b[1300];
@@ -384,13 +416,13 @@ static void test_clip_rescale_running_scale(void)
     int rc = run("%s -q -m %s --segment 1 --sample-format f32 -o %s/stf %s", bin, model, dir, mix);
     CHECK(rc == 0, "f32: exit %d", rc);
     check_rescaled(mix, "stf", "steps");
-    rc = run("STEMSPLIT_RUNNING_SCALE=1 %s -q -m %s --segment 1 -o %s/sts %s", bin, model, dir, mix);
-    CHECK(rc == 0, "s16: exit %d", rc);
-    rc = run("STEMSPLIT_RUNNING_SCALE=0 %s -q -m %s --segment 1 -o %s/sto %s", bin, model, dir, mix);
-    CHECK(rc == 0, "s16, one pass after the last block: exit %d", rc);
+    ss_error err = {0};
+    CHECK(separate_s16(mix, "sts", SS_RESCALE_RUNNING, &err) == SS_OK, "s16: %s", err.msg);
+    CHECK(separate_s16(mix, "sto", SS_RESCALE_AFTER, &err) == SS_OK, "s16, one pass after the last block: %s",
+          err.msg);
     for (int k = 0; k < 4; k++) {
         stem_path(a, sizeof a, "stf", "steps", k);
-        stem_path(b, sizeof b, "sts", "steps", k);
+        snprintf(b, sizeof b, "%s/sts/steps/%s.wav", dir, bands[k]);      /* separate_s16's layout */
         int64_t nx = read_all(a, &x, &xi), ny = read_all(b, &y, &yi);
         double worst = nx == n && ny == n ? 0 : INFINITY;
         for (int64_t i = 0; i < n * 2 && isfinite(worst); i++)
@@ -399,7 +431,7 @@ static void test_clip_rescale_running_scale(void)
         free(y);
         CHECK(worst <= 1.5 / 32768, "%s: 16-bit stem off the float one by %g (frames %lld, %lld)", bands[k], worst,
               (long long)nx, (long long)ny);
-        stem_path(a, sizeof a, "sto", "steps", k);
+        snprintf(a, sizeof a, "%s/sto/steps/%s.wav", dir, bands[k]);
         CHECK(run("cmp -s %s %s", a, b) == 0, "%s: running scale and one pass differ", bands[k]);
     }
 }
@@ -422,6 +454,52 @@ static void test_clip_rescale_quiet_is_untouched(void)
     }
 }
 
+/* A model asks for its input normalisation (ss_arch.input_norm): an identity
+ * model with identity.norm = none gets the samples as decoded and, with unit
+ * gain, gives them back bit for bit in a float stem; with demucs's
+ * normalisation (the default, "mix") they would pass through (x - mean) / std
+ * and back, which rounds. */
+static void test_model_without_normalisation_gets_samples_unchanged(void)
+{
+    char mix[1200], idn[1200], stem[1300];
+    snprintf(mix, sizeof mix, "%s/plain.wav", dir);
+    snprintf(idn, sizeof idn, "%s/identity-none.safetensors", dir);
+    /* samples that are powers of two, which the engine's overlap-add weights
+     * (w x / w, one chunk) give back exactly */
+    float *m = malloc(sizeof(float) * 2 * 30000);
+    CHECK(m != NULL, "out of memory");
+    for (int i = 0; i < 2 * 30000; i++)
+        m[i] = ((int64_t)i * 7919 % 13 < 6 ? -1.0f : 1.0f) * ldexpf(1.0f, -1 - (int)((int64_t)i * 104729 % 11));
+    SF_INFO wi = {.samplerate = 44100, .channels = 2, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &wi);
+    CHECK(f && sf_writef_float(f, m, 30000) == 30000, "write the mixture");
+    sf_close(f);
+    free(m);
+    const char *names[] = {"gain"};
+    const int64_t shapes[][ST_WRITE_MAX_DIMS] = {{1}};
+    const int ndims[] = {1};
+    const float gain[] = {1.0f};
+    const float *data[] = {gain};
+    CHECK(st_write_f32(idn, "{\"stemsplit.architecture\":\"identity\",\"stemsplit.sources\":\"all\","
+                       "\"stemsplit.samplerate\":\"44100\",\"stemsplit.channels\":\"2\","
+                       "\"stemsplit.segment\":\"1\",\"identity.norm\":\"none\"}",
+                       1, names, shapes, ndims, data) == 0, "write the model");
+    int rc = run("%s -q -m %s --clip none --sample-format f32 --overlap 0 --filename '{track}/{stem}.{ext}' "
+                 "-o %s/idn %s", bin, idn, dir, mix);
+    CHECK(rc == 0, "exit %d", rc);
+    float *x = NULL, *y = NULL;
+    SF_INFO xi, yi;
+    snprintf(stem, sizeof stem, "%s/idn/plain/all.wav", dir);
+    int64_t nx = read_all(mix, &x, &xi), ny = read_all(stem, &y, &yi);
+    CHECK(nx == 30000 && ny == nx, "frames: mixture %lld, stem %lld", (long long)nx, (long long)ny);
+    int64_t differ = 0;
+    for (int64_t i = 0; i < 2 * nx; i++)
+        differ += x[i] != y[i];
+    free(x);
+    free(y);
+    CHECK(differ == 0, "%lld of %lld samples differ from the mixture", (long long)differ, (long long)(2 * nx));
+}
+
 int main(void)
 {
     bin = getenv("STEMSPLIT");
@@ -430,7 +508,7 @@ int main(void)
         printf("SKIP e2e: STEMSPLIT and SS_ROOT are set by make check\n");
         return 0;
     }
-    snprintf(model, sizeof model, "%s/models/bandsplit4.safetensors", root);
+    snprintf(model, sizeof model, "%s/models/bandsplit/bandsplit4.safetensors", root);
     if (!mkdtemp(dir)) {
         printf("FAIL setup: mkdtemp\n");
         return 1;
@@ -445,6 +523,7 @@ int main(void)
     RUN(test_clip_rescale_late_peak);
     RUN(test_clip_rescale_running_scale);
     RUN(test_clip_rescale_quiet_is_untouched);
+    RUN(test_model_without_normalisation_gets_samples_unchanged);
     run("rm -rf %s", dir);
     return test_summary();
 }

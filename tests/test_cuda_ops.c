@@ -680,7 +680,7 @@ static float tf32_round(float x)
     return x;
 }
 
-/* The reference on the CPU in fp32, per head as models/htdemucs.c composes it: scores = q_h k_h^T [nq, nk]
+/* The reference on the CPU in fp32, per head as models/htdemucs/htdemucs.c composes it: scores = q_h k_h^T [nq, nk]
  * (sc), softmax(scale * scores), o_h = scores v_h. */
 static void attn_ref(const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o, float *sc)
 {
@@ -781,9 +781,6 @@ static void attn_case_run(ss_backend *g, const attn_case *c)
 static void test_attention(void)
 {
     NEED_GPU();
-    const char *fa = getenv("STEMSPLIT_FUSED_ATTENTION");
-    if (fa && strcmp(fa, "0") == 0)
-        SKIP("STEMSPLIT_FUSED_ATTENTION=0");
     if (!gpu_is_cpu && !ss_backend_iface_of(gpu)->attention)
         SKIP("the CUDA backend has no fused attention");
     ss_backend_params bp = {.device = 0, .threads = 4, .precision = SS_PREC_MIXED};

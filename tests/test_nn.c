@@ -771,7 +771,7 @@ static void test_layer_norm(void)
 }
 
 /* Negative strides: reflect padding (numpy's "reflect") of rows [3, 10] by (4, 3)
- * as three copies, two of them reversed, as models/htdemucs.c does it. */
+ * as three copies, two of them reversed, as models/htdemucs/htdemucs.c does it. */
 static void test_copy4d_reversed(void)
 {
     enum { R = 3, L = 10, PL = 4, PR = 3, LO = L + PL + PR };

@@ -1,15 +1,20 @@
 /* cpu_ops.h - the CPU reference kernels behind every backend op.
  *
- * These are the CPU backend's ops and the fallback the dispatcher in
- * src/backend.c uses for any op another backend leaves NULL.  Contracts
- * (shapes, layouts, in-place rules) are those of the wrappers in
- * src/backend.h; each takes the pool to parallelise over (may be NULL).
+ * These are the CPU backend's ops (src/backend_cpu.c fills its vtable with
+ * them), and so the fallback the dispatcher in src/backend.c runs for any op
+ * another backend leaves NULL.  Contracts (shapes, layouts, in-place rules)
+ * are those of the wrappers in src/backend.h; descriptors are in src/ops.h.
+ * Each takes the pool to parallelise over (may be NULL).
  * They cannot fail except for host allocation (SS_E_NOMEM).
  */
 #ifndef SS_CPU_OPS_H
 #define SS_CPU_OPS_H
 
-#include "../../src/backend.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../src/error.h"
+#include "../../src/ops.h"
 #include "../../src/threadpool.h"
 
 /* Mark a loop function for SIMD code: gcc vectorises at -O2 only when no

@@ -10,7 +10,7 @@
  */
 #include <stdlib.h>
 
-#include "../src/model.h"
+#include "../../src/model.h"
 
 typedef struct bandsplit {
     int n_sources;          /* S                                   */
@@ -98,10 +98,43 @@ static void bandsplit_free(void *state, ss_backend *be)
     free(m);
 }
 
+/* Normalised as demucs's CLI does (a linear model: the stems come out the
+ * same up to rounding, and so bit for bit as they always have). */
+static ss_input_norm bandsplit_input_norm(const void *state)
+{
+    (void)state;
+    return SS_NORM_MIX_MEAN_STD;
+}
+
+/* The masks; per segment (C rows of T samples, F bins, N frames) the spectrum
+ * and the masked copy (2 x C x 2F x N floats), the inverse's output (C x T)
+ * and the engine's input and output (C x T, S x C x T).  The FFT plans are the
+ * backend's and small. */
+static ss_status bandsplit_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem_estimate *out,
+                                           ss_error *err)
+{
+    int64_t n_fft, hop;
+    ss_status s;
+    if ((s = ss_st_meta_int(st, "bandsplit.n_fft", &n_fft, err)) != SS_OK ||
+        (s = ss_st_meta_int(st, "bandsplit.hop", &hop, err)) != SS_OK)
+        return s;
+    if (n_fft < 16 || n_fft > 65536 || hop < 1 || hop > n_fft)
+        return ss_fail(err, SS_E_DATA, "%s: bandsplit.n_fft %lld / bandsplit.hop %lld out of range", ss_st_path(st),
+                       (long long)n_fft, (long long)hop);
+    uint64_t C = (uint64_t)info->channels, T = (uint64_t)info->segment_length, S = (uint64_t)info->n_sources;
+    uint64_t spec = C * 2u * (uint64_t)(n_fft / 2 + 1) * (T / (uint64_t)hop + 1u);
+    out->fixed = info->parameters * 4u;
+    out->per_item = 4u * (2u * spec + C * T + C * T + S * C * T);
+    return SS_OK;
+}
+
 const ss_arch ss_arch_bandsplit = {
     .name = "bandsplit",
     .load = bandsplit_load,
     .forward = bandsplit_forward,
     .valid_length = bandsplit_valid_length,
     .free = bandsplit_free,
+    .input_norm = bandsplit_input_norm,
+    .chunking = SS_CHUNK_DEMUCS,
+    .memory_estimate = bandsplit_memory_estimate,
 };

@@ -6,17 +6,20 @@
  * With unit gains it reconstructs its input exactly, which is what the
  * chunking engine's tests need: any error is the engine's.  Optional metadata
  * identity.pad = "segment" makes valid_length() ask for a whole training
- * segment, as HTDemucs does, so the engine's padding path is exercised. */
+ * segment, as HTDemucs does, so the engine's padding path is exercised.
+ * Optional identity.norm = "none" asks the pipeline for its input as decoded
+ * (SS_NORM_NONE); the default, "mix", for demucs's normalisation. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/model.h"
+#include "../../src/model.h"
 
 typedef struct identity {
     int n_sources;              /* S                  */
     int channels;               /* C                  */
     float gain[SS_MAX_SOURCES]; /* gain [S], on host  */
     int64_t pad_to;             /* 0, or the segment length valid_length() pads to */
+    ss_input_norm norm;         /* identity.norm                                   */
 } identity;
 
 static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err)
@@ -39,6 +42,14 @@ static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend 
     } else if (pad && strcmp(pad, "none") != 0) {
         free(m);
         return ss_fail(err, SS_E_DATA, "%s: identity.pad '%s': expected segment or none", ss_st_path(st), pad);
+    }
+    const char *norm = ss_st_meta(st, "identity.norm");
+    m->norm = SS_NORM_MIX_MEAN_STD;
+    if (norm && strcmp(norm, "none") == 0) {
+        m->norm = SS_NORM_NONE;
+    } else if (norm && strcmp(norm, "mix") != 0) {
+        free(m);
+        return ss_fail(err, SS_E_DATA, "%s: identity.norm '%s': expected mix or none", ss_st_path(st), norm);
     }
     *state = m;
     return SS_OK;
@@ -68,10 +79,15 @@ static void identity_free(void *state, ss_backend *be)
     free(state);
 }
 
+static ss_input_norm identity_input_norm(const void *state) { return ((const identity *)state)->norm; }
+
 const ss_arch ss_arch_identity = {
     .name = "identity",
     .load = identity_load,
     .forward = identity_forward,
     .valid_length = identity_valid_length,
     .free = identity_free,
+    .input_norm = identity_input_norm,
+    .chunking = SS_CHUNK_DEMUCS,
+    .memory_estimate = NULL,              /* the floor: weights and transfer buffers */
 };

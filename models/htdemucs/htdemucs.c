@@ -25,8 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/clock.h"
-#include "../src/model.h"
+#include "../../src/clock.h"
+#include "../../src/settings.h"
+#include "../../src/model.h"
 
 #define HT_MAX_DEPTH 8      /* encoder/decoder layers                 */
 #define HT_MAX_DCONV 8      /* residual layers in one DConv           */
@@ -2053,6 +2054,34 @@ static int ht_graph_ok(void *state, int batch, int64_t length)
     return 1;
 }
 
+/* ============================================================================
+ * Pipeline policy
+ * ========================================================================== */
+
+/* demucs's CLI normalises the mixture by its mono mix's mean and std */
+static ss_input_norm ht_input_norm(const void *state)
+{
+    (void)state;
+    return SS_NORM_MIX_MEAN_STD;
+}
+
+/* Device memory of a run: the weights; what does not grow with the batch
+ * (896 MiB: the backend's im2col/FFT/Winograd scratch and the attention
+ * scores' budget, cuBLAS's workspace, FFT plans, the recorded graph, and the
+ * same again for the CUDA backend's second lane); and the activations of the
+ * two branches, about 148 floats per input sample and channel of a segment.
+ * Measured for the full-size HTDemucs on an H100 above the CUDA context, it
+ * errs high by a few hundred MiB where attention is fused (no scores held);
+ * an estimate for choosing the device and --batch. */
+static ss_status ht_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err)
+{
+    (void)st;
+    (void)err;
+    out->fixed = info->parameters * 4u + ((uint64_t)896 << 20);
+    out->per_item = (uint64_t)info->segment_length * (uint64_t)info->channels * 4u * 148u;
+    return SS_OK;
+}
+
 const ss_arch ss_arch_htdemucs = {
     .name = "htdemucs",
     .load = ht_load,
@@ -2060,4 +2089,7 @@ const ss_arch ss_arch_htdemucs = {
     .valid_length = ht_valid_length,
     .free = ht_free,
     .graph_ok = ht_graph_ok,
+    .input_norm = ht_input_norm,
+    .chunking = SS_CHUNK_DEMUCS,
+    .memory_estimate = ht_memory_estimate,
 };

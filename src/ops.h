@@ -1,0 +1,106 @@
+/* ops.h - the op descriptors: shapes and parameters of the model-agnostic
+ * ops, shared by the dispatcher (src/backend.h, whose wrappers document each
+ * op) and every kernel library (kernels/cpu, kernels/cuda, kernels/metal).
+ * It depends on nothing else of stemsplit, so a kernel library includes it
+ * without including the backend interface back.
+ *
+ * All tensors are fp32, row-major, contiguous unless a descriptor gives
+ * strides; shapes are [dim0, dim1, ...] with the last dimension contiguous.
+ */
+#ifndef SS_OPS_H
+#define SS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* C = alpha * op(A) @ op(B) + beta * C, row-major, `batch` independent products.
+ * op(A) is [m, k], op(B) is [k, n], C is [m, n]; lda/ldb/ldc are row pitches in
+ * elements of the matrices as stored; stride_* are element offsets between
+ * consecutive batch items (ignored when batch == 1).  reduced = 1 marks a
+ * product whose result tolerates tf32 inputs (10-bit mantissa): --precision
+ * mixed computes only these on tensor cores; fp32 ignores it, and tf32, bf16
+ * and fp16 use their reduced mode for every product. */
+typedef struct ss_gemm_desc {
+    int trans_a, trans_b;
+    int m, n, k;
+    float alpha, beta;
+    int lda, ldb, ldc;
+    int batch;
+    int64_t stride_a, stride_b, stride_c;
+    int reduced;
+} ss_gemm_desc;
+
+/* 2-D convolution (1-D is h == 1, kh == 1).
+ *   x [batch, cin, h, w]   w [cout, cin, kh, kw]   bias [cout] or NULL
+ *   y [batch, cout, oh, ow], oh = (h + 2*ph - dh*(kh-1) - 1) / sh + 1 (same for w) */
+typedef struct ss_conv2d_desc {
+    int batch, cin, h, w;
+    int cout, kh, kw;
+    int sh, sw;      /* stride   */
+    int ph, pw;      /* zero padding on both sides */
+    int dh, dw;      /* dilation */
+} ss_conv2d_desc;
+
+/* A window of a transposed convolution's output: rows h0 .. h0 + oh - 1 and
+ * columns w0 .. w0 + ow - 1 of each [cout] plane, GELU'd when gelu != 0. */
+typedef struct ss_convt_crop {
+    int h0, w0, oh, ow;
+    int gelu;
+} ss_convt_crop;
+
+/* 2-D transposed convolution, PyTorch semantics with padding 0.
+ *   x [batch, cin, h, w]   w [cin, cout, kh, kw]   bias [cout] or NULL
+ *   y [batch, cout, (h-1)*sh + kh, (w-1)*sw + kw] */
+typedef struct ss_convt2d_desc {
+    int batch, cin, h, w;
+    int cout, kh, kw;
+    int sh, sw;
+} ss_convt2d_desc;
+
+/* Multi-head scaled dot-product attention of one batch item, heads side by
+ * side in the columns (nn.MultiheadAttention's layout):
+ *   q [nq, ldq], k [nk, ldk], v [nk, ldv], o [nq, ldo]; head h is columns
+ *   [h*hd, (h+1)*hd) of each: o_h = softmax(scale * q_h k_h^T) v_h.
+ * reduced as for ss_gemm_desc (the two products may take tf32 inputs). */
+typedef struct ss_attn_desc {
+    int heads, nq, nk, hd;
+    int ldq, ldk, ldv, ldo;
+    float scale;
+    int reduced;
+} ss_attn_desc;
+
+/* One DConv residual layer on the rows of a frequency layer (HTDemucs): x [batch,
+ * ch, rows, len], each row (b, r) its own item [ch, len]:
+ *   h = gelu(gn1(conv1(x) + b1)),  conv1 w1 [hidden, ch, kernel] along len,
+ *       dilation `dilation`, padding dilation * (kernel - 1) / 2
+ *   x += glu(gn2(w2 h + b2)),      w2 [2ch, hidden]
+ * each group norm one group over the item with its affine (g, be per channel). */
+typedef struct ss_dconv_desc {
+    int batch, rows, ch, hidden, kernel, dilation;
+    int64_t len;
+    float eps;
+} ss_dconv_desc;
+
+typedef struct ss_dconv_w {
+    const float *w1, *b1, *g1, *be1;   /* conv1, norm1 (hidden)  */
+    const float *w2, *b2, *g2, *be2;   /* conv2, norm2 (2 ch)    */
+} ss_dconv_w;
+
+/* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
+ * window=hann_window(n_fft) (periodic), normalized=True, onesided).
+ *   signal [batch, length]  <->  spec [batch, 2, n_fft/2 + 1, frames]
+ * with frames = length / hop + 1 and the real plane before the imaginary one.
+ * Reflect padding needs length > n_fft / 2. */
+typedef struct ss_stft_desc {
+    int batch;
+    int64_t length;
+    int n_fft, hop;
+} ss_stft_desc;
+
+static inline int64_t ss_stft_frames(const ss_stft_desc *d) { return d->length / d->hop + 1; }
+
+/* Output sizes of the convolutions. */
+static inline int ss_conv_out(int in, int k, int s, int p, int dil) { return (in + 2 * p - dil * (k - 1) - 1) / s + 1; }
+static inline int ss_convt_out(int in, int k, int s) { return (in - 1) * s + k; }
+
+#endif
