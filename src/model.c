@@ -64,7 +64,7 @@ static int is_file(const char *path)
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Try dir/NAME.safetensors; append dir to `tried`. */
+/* Try dir/NAME.safetensors; append dir to `tried` (unless NULL). */
 static int try_dir(const char *dir, const char *name, char *out, size_t out_size, char *tried, size_t tsize)
 {
     if (!dir || !*dir)
@@ -72,8 +72,10 @@ static int try_dir(const char *dir, const char *name, char *out, size_t out_size
     int n = snprintf(out, out_size, "%s/%s.safetensors", dir, name);
     if (n > 0 && (size_t)n < out_size && is_file(out))
         return 1;
-    size_t used = strlen(tried);
-    snprintf(tried + used, tsize - used, "%s%s", used ? ", " : "", dir);
+    if (tried) {
+        size_t used = strlen(tried);
+        snprintf(tried + used, tsize - used, "%s%s", used ? ", " : "", dir);
+    }
     return 0;
 }
 
@@ -133,6 +135,12 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
             snprintf(dir, sizeof dir, "%.*s/models", PATH_MAX - 16, exe);
             if (try_dir(dir, name, out, out_size, tried, sizeof tried))
                 return SS_OK;
+            /* the source tree keeps each architecture's shipped models in its folder */
+            for (size_t i = 0; arches[i]; i++) {
+                snprintf(dir, sizeof dir, "%.*s/models/%s", PATH_MAX - 64, exe, arches[i]->name);
+                if (try_dir(dir, name, out, out_size, NULL, 0))
+                    return SS_OK;
+            }
             snprintf(dir, sizeof dir, "%.*s/../share/stemsplit/models", PATH_MAX - 32, exe);
             if (try_dir(dir, name, out, out_size, tried, sizeof tried))
                 return SS_OK;

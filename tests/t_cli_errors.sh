@@ -96,3 +96,10 @@ if [ -z "$missing" ]; then pass documented_options_exist; else fail documented_o
 STEMSPLIT_PROFILE=1 "$STEMSPLIT" -q -d cpu -m "$M" -o "$T/o9" "$T/ok.wav" >"$T/prof.out" 2>&1
 check cpu_profile_lists_ops grep -Eq '^  [a-z_0-9]+ +[1-9][0-9]* calls +[0-9.]+ s' "$T/prof.out"
 check cpu_profile_has_engine_and_stages sh -c "grep -q 'engine profile' '$T/prof.out' && grep -q 'separate profile' '$T/prof.out'"
+
+# -m NAME from a source tree (README's quick start): a binary finds NAME in models/<arch>/ beside it
+mkdir -p "$T/tree/models/bandsplit" "$T/tree-home"
+cp "$STEMSPLIT" "$T/tree/stemsplit" && cp "$M" "$T/tree/models/bandsplit/"
+expect_exit model_name_in_source_tree_is_0 0 env -u STEMSPLIT_MODEL_PATH HOME="$T/tree-home" XDG_DATA_HOME= \
+    "$T/tree/stemsplit" -q -m bandsplit4 -o "$T/o10" "$T/ok.wav"
+check model_name_in_source_tree_writes_stems test -f "$T/o10/bandsplit4/ok/low.wav"
