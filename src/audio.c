@@ -16,6 +16,7 @@
 #define _GNU_SOURCE             /* sync_file_range */
 #endif
 #include "audio.h"
+#include "ffmpeg.h"
 #include "settings.h"
 
 #include <errno.h>
@@ -263,8 +264,9 @@ static const char *audio_magic(const unsigned char *b, size_t n)
 
 /* Copy all of `in` (a pipe, FIFO or device; `name` in messages) into an
  * unlinked temporary file in $TMPDIR (or /tmp) and return it rewound. */
-static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+static ss_status spool_eof(int in, const char *name, int *fdp, int *at_eof, ss_error *err)
 {
+    *at_eof = 0;
     uint64_t cap = 0;
     ss_status st = ss_spool_limit(&cap, err);
     if (st != SS_OK)
@@ -302,7 +304,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
                      "FLAC, Ogg or MPEG audio; other formats must be given as a file)", name);
     if (st != SS_OK) {
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
 
     const char *dir = getenv("TMPDIR");
@@ -312,7 +314,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
     char *tmpl = malloc(len);
     if (!tmpl) {
         free(buf);
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+        return *at_eof = eof, ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
     }
     snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
     int fd = mkstemp(tmpl);
@@ -321,7 +323,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
                      strerror(errno));
         free(tmpl);
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
     /* Unlink at once: the data lives only as long as the descriptor, even if
      * we are killed. */
@@ -330,7 +332,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
         close(fd);
         free(tmpl);
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
     free(tmpl);
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -375,10 +377,16 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
         st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", name, strerror(errno));
     if (st != SS_OK) {
         close(fd);
-        return st;
+        return *at_eof = eof, st;
     }
     *fdp = fd;
-    return SS_OK;
+    return *at_eof = eof, SS_OK;
+}
+
+static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+{
+    int eof;
+    return spool_eof(in, name, fdp, &eof, err);
 }
 
 /* Open a named input read-only: a regular file as it is, a FIFO or device
@@ -480,6 +488,53 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     return SS_OK;
 }
 
+/* A file libsndfile and libmpg123 do not read, in a format ffmpeg does: its
+ * first audio stream decoded by ffmpeg into a float WAV through a pipe,
+ * spooled like standard input (the spool limit, the cancel flag), and read
+ * from the spooled copy.  r holds the original file's descriptor (closed
+ * here); on failure r is closed. */
+static ss_status ffmpeg_open(ss_audio_reader *r, const char *path, const char *name, const char *format,
+                             ss_audio_reader **out, ss_audio_info *info, ss_error *err)
+{
+    ss_ffmpeg f;
+    ss_status st = ss_ffmpeg_start(path, name, format, &f, err);
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    int fd = -1;
+    ss_error spool_err = {0};
+    int eof = 0;
+    ss_status ss = spool_eof(f.out, name, &fd, &eof, &spool_err);
+    /* ffmpeg's own failure first, where the pipe ended; where the reader
+     * stopped (the spool limit, an error, a signal), the reader's */
+    st = ss_ffmpeg_finish(&f, name, ss == SS_OK ? 0 : eof ? 1 : 2, err);
+    if (cancelled()) {
+        ss_error_clear(err);
+        st = interrupted(name, err);
+    } else if (st == SS_OK && ss != SS_OK) {
+        st = ss_fail(err, spool_err.code, "%s", spool_err.msg);
+    }
+    close(r->fd);
+    r->fd = fd;
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    int dup_failed;
+    SNDFILE *sf = sf_open_dup(fd, SFM_READ, &sfi, &dup_failed);
+    if (dup_failed) {
+        st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+        ss_audio_close(r);
+        return st;
+    }
+    if ((st = reader_finish(r, sf, &sfi, name, out, info, err)) == SS_OK && info)
+        snprintf(info->format, sizeof info->format, "%s via ffmpeg", format);
+    return st;
+}
+
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err)
 {
     if (out)
@@ -519,6 +574,10 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
         ss_audio_close(r);
         return st;
     }
+    unsigned char magic[16];
+    const char *foreign = sf || from_stdin ? NULL : ss_ffmpeg_format(magic, first_bytes(r, magic, sizeof magic));
+    if (foreign)
+        return ffmpeg_open(r, path, name, foreign, out, info, err);
     return reader_finish(r, sf, &sfi, name, out, info, err);
 }
 
@@ -973,6 +1032,18 @@ int ss_audio_probe(const char *path)
     struct stat sb;
     if (!path || strcmp(path, "-") == 0 || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return 0;
+    /* a format only ffmpeg reads: not decoded here (that is a whole decode) */
+    unsigned char b[16];
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
+        do
+            n = pread(fd, b, sizeof b, 0);
+        while (n < 0 && errno == EINTR);
+        close(fd);
+    }
+    if (n > 0 && ss_ffmpeg_format(b, (size_t)n))
+        return ss_ffmpeg_available();
     ss_audio_reader *r = NULL;
     if (ss_audio_open(path, &r, NULL, NULL) != SS_OK)
         return 0;

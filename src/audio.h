@@ -48,7 +48,12 @@ ss_status ss_spool_limit(uint64_t *bytes, ss_error *err);
  * spooled), at most ss_spool_limit() bytes (else SS_E_DATA), interruptible
  * (ss_audio_set_cancel).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
  * not audio libsndfile or (MPEG audio) libmpg123 can decode, or when it has 0
- * channels.  Neither library prints anything. */
+ * channels.  Neither library prints anything.  A named regular file in a
+ * format they do not read but ffmpeg does (MP4/M4A, WMA, Matroska/WebM, ADTS
+ * AAC, ...: ss_ffmpeg_format) is decoded by an `ffmpeg` on PATH into a float
+ * WAV spooled as above (limit and cancel included; SIGINT/SIGTERM end the
+ * child too); without ffmpeg, SS_E_DATA naming the format and saying that
+ * installing ffmpeg reads it.  Its info.format ends in " via ffmpeg". */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
 /* The same for `size` bytes of an audio file in memory (libsndfile virtual
  * I/O; the bytes are not copied and must outlive the reader).  `name` (NULL:
@@ -72,7 +77,9 @@ ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err);
 ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err);
 void ss_audio_close(ss_audio_reader *r);
 
-/* Is this regular file audio stemsplit can read?  (Opens and closes it.) */
+/* Is this regular file audio stemsplit can read?  (Opens and closes it; a
+ * format only ffmpeg reads is recognised by its first bytes and is audio
+ * when ffmpeg is on PATH, without decoding it.) */
 int ss_audio_probe(const char *path);
 
 /* ---- writing ---------------------------------------------------------------- */
