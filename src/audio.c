@@ -16,6 +16,7 @@
 #define _GNU_SOURCE             /* sync_file_range */
 #endif
 #include "audio.h"
+#include "ffmpeg.h"
 #include "settings.h"
 
 #include <errno.h>
@@ -263,8 +264,9 @@ static const char *audio_magic(const unsigned char *b, size_t n)
 
 /* Copy all of `in` (a pipe, FIFO or device; `name` in messages) into an
  * unlinked temporary file in $TMPDIR (or /tmp) and return it rewound. */
-static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+static ss_status spool_eof(int in, const char *name, int *fdp, int *at_eof, ss_error *err)
 {
+    *at_eof = 0;
     uint64_t cap = 0;
     ss_status st = ss_spool_limit(&cap, err);
     if (st != SS_OK)
@@ -302,7 +304,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
                      "FLAC, Ogg or MPEG audio; other formats must be given as a file)", name);
     if (st != SS_OK) {
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
 
     const char *dir = getenv("TMPDIR");
@@ -312,7 +314,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
     char *tmpl = malloc(len);
     if (!tmpl) {
         free(buf);
-        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+        return *at_eof = eof, ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
     }
     snprintf(tmpl, len, "%s/stemsplit-stdin-XXXXXX", dir);
     int fd = mkstemp(tmpl);
@@ -321,7 +323,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
                      strerror(errno));
         free(tmpl);
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
     /* Unlink at once: the data lives only as long as the descriptor, even if
      * we are killed. */
@@ -330,7 +332,7 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
         close(fd);
         free(tmpl);
         free(buf);
-        return st;
+        return *at_eof = eof, st;
     }
     free(tmpl);
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -375,10 +377,16 @@ static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
         st = ss_fail(err, SS_E_IO, "%s: cannot rewind temporary copy: %s", name, strerror(errno));
     if (st != SS_OK) {
         close(fd);
-        return st;
+        return *at_eof = eof, st;
     }
     *fdp = fd;
-    return SS_OK;
+    return *at_eof = eof, SS_OK;
+}
+
+static ss_status spool(int in, const char *name, int *fdp, ss_error *err)
+{
+    int eof;
+    return spool_eof(in, name, fdp, &eof, err);
 }
 
 /* Open a named input read-only: a regular file as it is, a FIFO or device
@@ -480,6 +488,53 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     return SS_OK;
 }
 
+/* A file libsndfile and libmpg123 do not read, in a format ffmpeg does: its
+ * first audio stream decoded by ffmpeg into a float WAV through a pipe,
+ * spooled like standard input (the spool limit, the cancel flag), and read
+ * from the spooled copy.  r holds the original file's descriptor (closed
+ * here); on failure r is closed. */
+static ss_status ffmpeg_open(ss_audio_reader *r, const char *path, const char *name, const char *format,
+                             ss_audio_reader **out, ss_audio_info *info, ss_error *err)
+{
+    ss_ffmpeg f;
+    ss_status st = ss_ffmpeg_start(path, name, format, &f, err);
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    int fd = -1;
+    ss_error spool_err = {0};
+    int eof = 0;
+    ss_status ss = spool_eof(f.out, name, &fd, &eof, &spool_err);
+    /* ffmpeg's own failure first, where the pipe ended; where the reader
+     * stopped (the spool limit, an error, a signal), the reader's */
+    st = ss_ffmpeg_finish(&f, name, ss == SS_OK ? 0 : eof ? 1 : 2, err);
+    if (cancelled()) {
+        ss_error_clear(err);
+        st = interrupted(name, err);
+    } else if (st == SS_OK && ss != SS_OK) {
+        st = ss_fail(err, spool_err.code, "%s", spool_err.msg);
+    }
+    close(r->fd);
+    r->fd = fd;
+    if (st != SS_OK) {
+        ss_audio_close(r);
+        return st;
+    }
+    SF_INFO sfi;
+    memset(&sfi, 0, sizeof sfi);
+    int dup_failed;
+    SNDFILE *sf = sf_open_dup(fd, SFM_READ, &sfi, &dup_failed);
+    if (dup_failed) {
+        st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+        ss_audio_close(r);
+        return st;
+    }
+    if ((st = reader_finish(r, sf, &sfi, name, out, info, err)) == SS_OK && info)
+        snprintf(info->format, sizeof info->format, "%s via ffmpeg", format);
+    return st;
+}
+
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err)
 {
     if (out)
@@ -519,6 +574,10 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
         ss_audio_close(r);
         return st;
     }
+    unsigned char magic[16];
+    const char *foreign = sf || from_stdin ? NULL : ss_ffmpeg_format(magic, first_bytes(r, magic, sizeof magic));
+    if (foreign)
+        return ffmpeg_open(r, path, name, foreign, out, info, err);
     return reader_finish(r, sf, &sfi, name, out, info, err);
 }
 
@@ -973,6 +1032,18 @@ int ss_audio_probe(const char *path)
     struct stat sb;
     if (!path || strcmp(path, "-") == 0 || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return 0;
+    /* a format only ffmpeg reads: not decoded here (that is a whole decode) */
+    unsigned char b[16];
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
+        do
+            n = pread(fd, b, sizeof b, 0);
+        while (n < 0 && errno == EINTR);
+        close(fd);
+    }
+    if (n > 0 && ss_ffmpeg_format(b, (size_t)n))
+        return ss_ffmpeg_available();
     ss_audio_reader *r = NULL;
     if (ss_audio_open(path, &r, NULL, NULL) != SS_OK)
         return 0;
@@ -982,24 +1053,64 @@ int ss_audio_probe(const char *path)
 
 /* ---- formats --------------------------------------------------------------------- */
 
-const char *ss_file_format_ext(ss_file_format f)
-{
-    switch (f) {
-    case SS_FILE_WAV:  return "wav";
-    case SS_FILE_FLAC: return "flac";
-    }
-    return "wav";
-}
+static const struct {
+    const char *ext, *name;
+    int bitrate;                     /* default kbit/s (lossy), else 0 */
+} formats[] = {
+    [SS_FILE_WAV] = {"wav", "WAV", 0},
+    [SS_FILE_FLAC] = {"flac", "FLAC", 0},
+    [SS_FILE_MP3] = {"mp3", "MP3", 320},
+    [SS_FILE_OPUS] = {"opus", "Opus", 160},
+    [SS_FILE_OGG] = {"ogg", "Ogg Vorbis", 192},
+};
+#define N_FORMATS ((int)(sizeof formats / sizeof formats[0]))
+
+static int format_known(ss_file_format f) { return (int)f >= 0 && (int)f < N_FORMATS; }
+
+const char *ss_file_format_ext(ss_file_format f) { return formats[format_known(f) ? f : SS_FILE_WAV].ext; }
+
+const char *ss_file_format_name(ss_file_format f) { return formats[format_known(f) ? f : SS_FILE_WAV].name; }
 
 int ss_file_format_parse(const char *s)
 {
-    if (!s)
-        return -1;
-    if (strcasecmp(s, "wav") == 0)
-        return SS_FILE_WAV;
-    if (strcasecmp(s, "flac") == 0)
-        return SS_FILE_FLAC;
+    for (int i = 0; s && i < N_FORMATS; i++)
+        if (strcasecmp(s, formats[i].ext) == 0)
+            return i;
+    if (s && strcasecmp(s, "vorbis") == 0)
+        return SS_FILE_OGG;
     return -1;
+}
+
+int ss_file_format_lossy(ss_file_format f) { return format_known(f) && formats[f].bitrate > 0; }
+
+int ss_file_format_bitrate(ss_file_format f) { return format_known(f) ? formats[f].bitrate : 0; }
+
+int ss_file_format_rate(ss_file_format f, int rate)
+{
+    if (f != SS_FILE_OPUS)
+        return rate;
+    return rate == 8000 || rate == 12000 || rate == 16000 || rate == 24000 || rate == 48000 ? rate : 48000;
+}
+
+/* Vorbis: libvorbis's nominal bitrates (kbit/s, 44.1 kHz stereo) of the
+ * qualities 0, 1, .. 10, for turning a bitrate into a quality. */
+static const double vorbis_nominal[11] = {64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 500};
+
+ss_status ss_bitrate_check(ss_file_format f, int kbps, int channels, ss_error *err)
+{
+    int lo, hi;
+    switch (f) {
+    case SS_FILE_MP3: lo = 32, hi = 320; break;
+    case SS_FILE_OPUS: lo = 6 * channels, hi = 256 * channels; break;
+    case SS_FILE_OGG: lo = 64, hi = 500; break;
+    default:
+        return ss_fail(err, SS_E_USAGE, "--bitrate %d: %s is lossless and takes no bitrate", kbps,
+                       ss_file_format_name(f));
+    }
+    if (kbps < lo || kbps > hi)
+        return ss_fail(err, SS_E_USAGE, "--bitrate %d: %s takes %d to %d kbit/s%s", kbps, ss_file_format_name(f), lo,
+                       hi, f == SS_FILE_OPUS ? " (6 to 256 per channel)" : "");
+    return SS_OK;
 }
 
 int ss_sample_format_parse(const char *s)
@@ -1030,6 +1141,7 @@ struct ss_audio_writer {
     int64_t data_off;   /* byte offset of frame 0 in the file (with sub)             */
     int frame_bytes;    /* bytes per frame in the file (with sub)                    */
     int64_t seq;        /* frames written in order (ss_audio_write)                  */
+    ss_file_format fmt; /* what is written                                           */
 };
 
 #define WRITEBACK_BYTES (32 << 20)
@@ -1105,24 +1217,30 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         return ss_fail(err, SS_E_USAGE, "%s: cannot write audio with %d channels at %d Hz", path,
                        channels, samplerate);
 
-    int major;
+    int major, sub = 0;
     switch (fmt) {
     case SS_FILE_WAV:  major = SF_FORMAT_WAV; break;
     case SS_FILE_FLAC: major = SF_FORMAT_FLAC; break;
+    case SS_FILE_MP3:  major = SF_FORMAT_MPEG, sub = SF_FORMAT_MPEG_LAYER_III; break;
+    case SS_FILE_OPUS: major = SF_FORMAT_OGG, sub = SF_FORMAT_OPUS; break;
+    case SS_FILE_OGG:  major = SF_FORMAT_OGG, sub = SF_FORMAT_VORBIS; break;
     default:
         return ss_fail(err, SS_E_USAGE, "%s: unknown output file format %d", path, (int)fmt);
     }
-    int sub;
-    switch (sfmt) {
-    case SS_SAMPLE_S16: sub = SF_FORMAT_PCM_16; break;
-    case SS_SAMPLE_S24: sub = SF_FORMAT_PCM_24; break;
-    case SS_SAMPLE_F32: sub = SF_FORMAT_FLOAT; break;
-    default:
-        return ss_fail(err, SS_E_USAGE, "%s: unknown sample format %d", path, (int)sfmt);
+    if (!sub) {
+        switch (sfmt) {
+        case SS_SAMPLE_S16: sub = SF_FORMAT_PCM_16; break;
+        case SS_SAMPLE_S24: sub = SF_FORMAT_PCM_24; break;
+        case SS_SAMPLE_F32: sub = SF_FORMAT_FLOAT; break;
+        default:
+            return ss_fail(err, SS_E_USAGE, "%s: unknown sample format %d", path, (int)sfmt);
+        }
     }
     if (fmt == SS_FILE_FLAC && sfmt == SS_SAMPLE_F32)
         return ss_fail(err, SS_E_USAGE,
                        "FLAC cannot store 32-bit float samples; use --sample-format s16 or s24");
+    if (ss_file_format_rate(fmt, samplerate) != samplerate)
+        return ss_fail(err, SS_E_USAGE, "%s: Opus stores 8, 12, 16, 24 or 48 kHz only, not %d Hz", path, samplerate);
 
     SF_INFO sfi;
     memset(&sfi, 0, sizeof sfi);
@@ -1130,8 +1248,8 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
     sfi.channels = channels;
     sfi.format = major | sub;
     if (!sf_format_check(&sfi))
-        return ss_fail(err, SS_E_USAGE, "%s: %s cannot store %d channels at %d Hz", path,
-                       fmt == SS_FILE_FLAC ? "FLAC" : "WAV", channels, samplerate);
+        return ss_fail(err, SS_E_USAGE, "%s: %s cannot store %d channels at %d Hz%s", path, ss_file_format_name(fmt),
+                       channels, samplerate, ss_file_format_lossy(fmt) ? " (or this libsndfile cannot write it)" : "");
 
     struct stat st;
     if (path[0] == '\0')
@@ -1169,7 +1287,7 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         else
             tidy_sf_message(sf_strerror(NULL), why, sizeof why);
         ss_status s = ss_fail(err, SS_E_CANTCREAT, "%s: cannot start writing %s: %s", path,
-                              fmt == SS_FILE_FLAC ? "FLAC" : "WAV", why);
+                              ss_file_format_name(fmt), why);
         close(fd);
         unlink(tmp);
         free(w);
@@ -1177,9 +1295,10 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         free(tmp);
         return s;
     }
-    if (sub != SF_FORMAT_FLOAT)
+    if (sub != SF_FORMAT_FLOAT && !ss_file_format_lossy(fmt))
         sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
     w->float_wav = major == SF_FORMAT_WAV && sub == SF_FORMAT_FLOAT;
+    w->fmt = fmt;
 
     w->sf = sf;
     w->fd = fd;
@@ -1198,6 +1317,72 @@ ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format
         w->frame_bytes = channels * (sub == SF_FORMAT_PCM_16 ? 2 : 3);
     }
     *out = w;
+    if (ss_file_format_lossy(fmt)) {
+        ss_status bs = ss_audio_set_bitrate(w, ss_file_format_bitrate(fmt), err);
+        if (bs != SS_OK) {
+            ss_audio_abort(w);
+            *out = NULL;
+            return bs;
+        }
+    }
+    return SS_OK;
+}
+
+/* libsndfile's compression level (0 best .. 1 smallest) for kbps:
+ *   MP3 (CBR, MPEG-1 rates): kbps = 320 - level * 288, truncated;
+ *   Opus: bits/s = (int)((1 - level) * 250000 + 6000) per channel, truncated;
+ *   Vorbis: quality = 1 - level, libvorbis's 0..1 scale (q0..q10).
+ * Half a unit is added before the truncation so that it lands on kbps. */
+static double compression_level(ss_file_format f, int kbps, int channels, int samplerate)
+{
+    double level = 0.0;
+    switch (f) {
+    case SS_FILE_MP3:
+        /* MPEG-2 (16..24 kHz) spans 8..160 kbit/s, MPEG-2.5 (< 16 kHz) 8..64 */
+        if (samplerate >= 32000)
+            level = (320.0 - (kbps + 0.5)) / 288.0;
+        else if (samplerate >= 16000)
+            level = (160.0 - (kbps + 0.5)) / 152.0;
+        else
+            level = (64.0 - (kbps + 0.5)) / 56.0;
+        break;
+    case SS_FILE_OPUS:
+        level = 1.0 - ((double)kbps * 1000.0 / channels + 0.5 - 6000.0) / 250000.0;
+        break;
+    case SS_FILE_OGG:
+        for (int q = 0; q < 10; q++)
+            if (kbps <= vorbis_nominal[q + 1] || q == 9) {
+                double t = (kbps - vorbis_nominal[q]) / (vorbis_nominal[q + 1] - vorbis_nominal[q]);
+                level = 1.0 - (q + t) / 10.0;
+                break;
+            }
+        break;
+    default:
+        break;
+    }
+    return level < 0.0 ? 0.0 : level > 1.0 ? 1.0 : level;
+}
+
+ss_status ss_audio_set_bitrate(ss_audio_writer *w, int kbps, ss_error *err)
+{
+    if (!w || !w->sf)
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_set_bitrate: no open writer");
+    if (w->seq > 0)
+        return ss_fail(err, SS_E_INTERNAL, "%s: bitrate set after the first frame", w->path);
+    ss_status st = ss_bitrate_check(w->fmt, kbps, w->channels, err);
+    if (st != SS_OK)
+        return st;
+    if (w->fmt == SS_FILE_MP3) {
+        int mode = SF_BITRATE_MODE_CONSTANT;
+        /* libsndfile 1.2 answers 0 here, success or not: ask it back */
+        sf_command(w->sf, SFC_SET_BITRATE_MODE, &mode, (int)sizeof mode);
+        if (sf_command(w->sf, SFC_GET_BITRATE_MODE, NULL, 0) != mode)
+            return ss_fail(err, SS_E_INTERNAL, "%s: libsndfile refuses a constant bitrate for MP3", w->path);
+    }
+    double level = compression_level(w->fmt, kbps, w->channels, w->samplerate);
+    if (sf_command(w->sf, SFC_SET_COMPRESSION_LEVEL, &level, (int)sizeof level) != SF_TRUE)
+        return ss_fail(err, SS_E_INTERNAL, "%s: libsndfile refuses the bitrate %d kbit/s for %s", w->path, kbps,
+                       ss_file_format_name(w->fmt));
     return SS_OK;
 }
 

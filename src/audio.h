@@ -48,7 +48,12 @@ ss_status ss_spool_limit(uint64_t *bytes, ss_error *err);
  * spooled), at most ss_spool_limit() bytes (else SS_E_DATA), interruptible
  * (ss_audio_set_cancel).  SS_E_NOINPUT when missing or unreadable, SS_E_DATA when
  * not audio libsndfile or (MPEG audio) libmpg123 can decode, or when it has 0
- * channels.  Neither library prints anything. */
+ * channels.  Neither library prints anything.  A named regular file in a
+ * format they do not read but ffmpeg does (MP4/M4A, WMA, Matroska/WebM, ADTS
+ * AAC, ...: ss_ffmpeg_format) is decoded by an `ffmpeg` on PATH into a float
+ * WAV spooled as above (limit and cancel included; SIGINT/SIGTERM end the
+ * child too); without ffmpeg, SS_E_DATA naming the format and saying that
+ * installing ffmpeg reads it.  Its info.format ends in " via ffmpeg". */
 ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
 /* The same for `size` bytes of an audio file in memory (libsndfile virtual
  * I/O; the bytes are not copied and must outlive the reader).  `name` (NULL:
@@ -72,26 +77,51 @@ ss_status ss_audio_seek(ss_audio_reader *r, int64_t frame, ss_error *err);
 ss_status ss_audio_clone(const ss_audio_reader *r, ss_audio_reader **out, ss_error *err);
 void ss_audio_close(ss_audio_reader *r);
 
-/* Is this regular file audio stemsplit can read?  (Opens and closes it.) */
+/* Is this regular file audio stemsplit can read?  (Opens and closes it; a
+ * format only ffmpeg reads is recognised by its first bytes and is audio
+ * when ffmpeg is on PATH, without decoding it.) */
 int ss_audio_probe(const char *path);
 
 /* ---- writing ---------------------------------------------------------------- */
 
-typedef enum ss_file_format { SS_FILE_WAV = 0, SS_FILE_FLAC } ss_file_format;
+/* Lossless: WAV, FLAC.  Lossy (libsndfile 1.1 or later): MP3 (LAME, CBR),
+ * Opus in Ogg (VBR), Vorbis in Ogg (VBR, by quality). */
+typedef enum ss_file_format { SS_FILE_WAV = 0, SS_FILE_FLAC, SS_FILE_MP3, SS_FILE_OPUS, SS_FILE_OGG } ss_file_format;
 typedef enum ss_sample_format { SS_SAMPLE_S16 = 0, SS_SAMPLE_S24, SS_SAMPLE_F32 } ss_sample_format;
 
-const char *ss_file_format_ext(ss_file_format f);      /* "wav", "flac" */
+const char *ss_file_format_ext(ss_file_format f);      /* "wav", "flac", "mp3", "opus", "ogg" */
+const char *ss_file_format_name(ss_file_format f);     /* "WAV", "FLAC", "MP3", "Opus", "Ogg Vorbis" */
 int ss_file_format_parse(const char *s);                /* -1 if unknown  */
 int ss_sample_format_parse(const char *s);              /* "s16|s24|f32", -1 if unknown */
+/* 1 for MP3, Opus and Vorbis (they take a bitrate; the sample format is not theirs). */
+int ss_file_format_lossy(ss_file_format f);
+/* The bitrate a lossy format is written at without ss_audio_set_bitrate, in
+ * kbit/s: MP3 320 (CBR), Opus 160 (VBR target), Vorbis 192 (VBR, quality 6,
+ * nominal); 0 for the lossless formats. */
+int ss_file_format_bitrate(ss_file_format f);
+/* The sample rate a file of format f is written at for audio at `rate` Hz:
+ * `rate`, except for Opus, which stores 8, 12, 16, 24 or 48 kHz only: any
+ * other rate gives 48000 (the caller resamples). */
+int ss_file_format_rate(ss_file_format f, int rate);
+/* SS_E_USAGE, saying the range, when `kbps` is no bitrate format f takes for
+ * `channels` channels (MP3 32..320, Opus 6..256 per channel, Vorbis 64..500;
+ * lossless formats take none). */
+ss_status ss_bitrate_check(ss_file_format f, int kbps, int channels, ss_error *err);
 
 typedef struct ss_audio_writer ss_audio_writer;
 
 /* Create a hidden temporary file beside `path` (same directory, so the final
  * rename is atomic).  Nothing appears at `path` until ss_audio_commit().
  * SS_E_CANTCREAT when the directory is missing or not writable; SS_E_USAGE
- * for an impossible combination (FLAC with f32 samples). */
+ * for an impossible combination (FLAC with f32 samples, Opus at a rate
+ * ss_file_format_rate changes).  Lossy formats ignore sfmt. */
 ss_status ss_audio_create(const char *path, ss_file_format fmt, ss_sample_format sfmt,
                           int samplerate, int channels, ss_audio_writer **out, ss_error *err);
+/* The bitrate (kbit/s, ss_bitrate_check) of a lossy writer, before its first
+ * frame; without it, ss_file_format_bitrate's.  MP3: constant bitrate (LAME
+ * rounds to the nearest MPEG bitrate); Opus: the encoder's VBR target;
+ * Vorbis: the VBR quality whose nominal rate for 44.1 kHz stereo this is. */
+ss_status ss_audio_set_bitrate(ss_audio_writer *w, int kbps, ss_error *err);
 /* Samples beyond [-1, 1] are clipped by integer formats.  SS_E_IO on a write
  * error (disk full, file-size limit, directory removed). */
 ss_status ss_audio_write(ss_audio_writer *w, const float *buf, int64_t frames, ss_error *err);

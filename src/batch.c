@@ -1,5 +1,6 @@
 /* batch.c - input lists, collisions, shards and the three-stage pipeline (see batch.h). */
 #include "batch.h"
+#include "ffmpeg.h"
 #include "clock.h"
 #include "template.h"
 
@@ -203,8 +204,15 @@ static ss_status walk(ss_batch_list *l, const ss_batch_scan *sc, const char *dir
         } else if (S_ISREG(st.st_mode) && (audio_extension(names[i]) || ss_audio_probe(path))) {
             s = add_entry(l, path, rel, SS_OK, NULL, err);
         } else if (S_ISREG(st.st_mode) && foreign_audio_extension(names[i])) {
-            snprintf(msg, sizeof msg, "no reader here opens .%s files; convert it (e.g. to FLAC or WAV) to "
-                     "separate it", strrchr(names[i], '.') + 1);
+            /* with ffmpeg on PATH, what is left here is a format it does not read either */
+            const char *ext = strrchr(names[i], '.') + 1;
+            int midi = strcasecmp(ext, "mid") == 0 || strcasecmp(ext, "midi") == 0;
+            if (midi || ss_ffmpeg_available())
+                snprintf(msg, sizeof msg, "no reader here opens .%s files; convert it (e.g. to FLAC or WAV) to "
+                         "separate it", ext);
+            else
+                snprintf(msg, sizeof msg, "no reader here opens .%s files: installing ffmpeg reads them (stemsplit "
+                         "decodes such files through ffmpeg when it is on PATH), or convert it to FLAC or WAV", ext);
             s = add_skipped(l, path, rel, msg, err);
         }
     }

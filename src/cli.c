@@ -1,6 +1,8 @@
 /* cli.c - the stemsplit command: options, inputs, device and model set-up,
  * the batch over the input files (src/batch.c), reports, and the mapping of
  * errors to sysexits codes. */
+#include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -44,10 +46,13 @@ typedef struct options {
     int threads;                /* -j (0 = all cores)                                */
     const char *format;         /* --format                                          */
     const char *sample_format;  /* --sample-format                                   */
+    int bitrate;                /* --bitrate kbit/s (0 = the format's default)       */
     const char *clip;           /* --clip                                            */
     const char *report_json;    /* --report-json FILE                                */
     int quiet, verbose;         /* -q, -v                                            */
     int list_devices;           /* --list-devices                                    */
+    int list_models;            /* --list-models                                     */
+    int json;                   /* --json (with --list-models)                       */
     int recursive;              /* -r                                                */
     const char *files_from;     /* --files-from LIST                                 */
     int skip_existing;          /* --skip-existing                                   */
@@ -58,8 +63,9 @@ typedef struct options {
 static const options defaults = {
     .model = NULL, .out_dir = "separated", .filename = "{model}/{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
-    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .clip = "rescale",
-    .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .recursive = 0, .files_from = NULL,
+    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .bitrate = 0, .clip = "rescale",
+    .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .list_models = 0, .json = 0, .recursive = 0,
+    .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
 };
 
@@ -72,8 +78,9 @@ static void usage(FILE *f)
         "Usage: %s [OPTIONS] FILE|DIR...\n"
         "       stemsplit eval [--report-json FILE] [--plot FILE.svg] REF_DIR EST_DIR   (score stems; eval --help)\n"
         "Split music recordings into stems (drums, bass, vocals, other, ...) with a neural network.\n"
-        "FILE may be - for standard input; DIR gives the audio files in it.  Stems go to\n"
-        "OUT/{model}/{track}/{stem}.{ext} by default ({dir}/ before {track} for files found\n"
+        "FILE: WAV, FLAC, AIFF, Ogg, MP3, ... (libsndfile, libmpg123); M4A/AAC, WMA, WebM, ... through\n"
+        "ffmpeg when it is on PATH.  FILE may be - for standard input; DIR gives the audio files in it.\n"
+        "Stems go to OUT/{model}/{track}/{stem}.{ext} by default ({dir}/ before {track} for files found\n"
         "in a DIR), as demucs's separated/MODEL/TRACK/STEM.wav.\n"
         "\n"
         "Model and device:\n"
@@ -84,6 +91,9 @@ static void usage(FILE *f)
         "      --precision P        GPU matrix products: auto, fp32, tf32, bf16, fp16 or mixed (default %s:\n"
         "                           mixed on CUDA, fp32 elsewhere; the CPU always computes in fp32)\n"
         "      --list-devices       list the backends compiled in and their devices, then exit\n"
+        "      --list-models        list the models on the model path (name, architecture, stems, rate,\n"
+        "                           size; a file that cannot be read with its error), then exit;\n"
+        "                           --json: as JSON on standard output\n"
         "  -j, --threads N          CPU threads (default: all cores)\n"
         "\n"
         "Output:\n"
@@ -92,8 +102,12 @@ static void usage(FILE *f)
         "                           fields {track} {inext} {stem} {ext} {model} {dir}\n"
         "      --stems A,B          write only these stems\n"
         "      --two-stems STEM     write STEM and no_STEM (the sum of the other stems)\n"
-        "      --format F           wav or flac (default %s)\n"
-        "      --sample-format S    s16, s24 or f32 (default %s; flac takes s16 or s24)\n"
+        "      --format F           wav, flac, mp3, opus or ogg (Vorbis) (default %s); opus is written at\n"
+        "                           48 kHz unless the input is at 8, 12, 16, 24 or 48 kHz\n"
+        "      --bitrate KBPS       lossy formats: mp3 constant bitrate 32..320 (default %d), opus VBR target\n"
+        "                           6..256 per channel (default %d), ogg Vorbis VBR quality whose nominal\n"
+        "                           rate this is, 64..500 (default %d, quality 6)\n"
+        "      --sample-format S    wav and flac: s16, s24 or f32 (default %s; flac takes s16 or s24)\n"
         "      --clip MODE          rescale, clamp or none (default %s): rescale scales all stems of a\n"
         "                           file down together if any would clip\n"
         "\n"
@@ -122,7 +136,9 @@ static void usage(FILE *f)
         "Exit status: 0 ok, 64 usage, 65 bad model or audio data, 66 input missing,\n"
         "69 device unavailable, 70 internal error, 73 cannot create output, 74 I/O error,\n"
         "130/143 interrupted.  See stemsplit(1).\n",
-        prog, SS_DATADIR, d->device, d->precision, d->out_dir, d->filename, d->format, d->sample_format,
+        prog, SS_DATADIR, d->device, d->precision, d->out_dir, d->filename, d->format,
+        ss_file_format_bitrate(SS_FILE_MP3), ss_file_format_bitrate(SS_FILE_OPUS), ss_file_format_bitrate(SS_FILE_OGG),
+        d->sample_format,
         d->clip, d->overlap, d->shifts, d->seed, d->batch);
 }
 
@@ -164,7 +180,7 @@ static int parse_double(const char *s, double lo, double hi, double *out)
 enum {
     OPT_FILENAME = 256, OPT_PRECISION, OPT_LIST_DEVICES, OPT_STEMS, OPT_TWO_STEMS, OPT_SEGMENT, OPT_OVERLAP,
     OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
-    OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD,
+    OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD, OPT_BITRATE, OPT_LIST_MODELS, OPT_JSON,
 };
 
 static const struct option long_opts[] = {
@@ -174,6 +190,8 @@ static const struct option long_opts[] = {
     {"device", required_argument, NULL, 'd'},
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"list-devices", no_argument, NULL, OPT_LIST_DEVICES},
+    {"list-models", no_argument, NULL, OPT_LIST_MODELS},
+    {"json", no_argument, NULL, OPT_JSON},
     {"stems", required_argument, NULL, OPT_STEMS},
     {"two-stems", required_argument, NULL, OPT_TWO_STEMS},
     {"segment", required_argument, NULL, OPT_SEGMENT},
@@ -184,6 +202,7 @@ static const struct option long_opts[] = {
     {"threads", required_argument, NULL, 'j'},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"sample-format", required_argument, NULL, OPT_SAMPLE_FORMAT},
+    {"bitrate", required_argument, NULL, OPT_BITRATE},
     {"clip", required_argument, NULL, OPT_CLIP},
     {"report-json", required_argument, NULL, OPT_REPORT_JSON},
     {"recursive", no_argument, NULL, 'r'},
@@ -211,6 +230,8 @@ static int parse_args(int argc, char **argv, options *o)
         case 'd': o->device = optarg; break;
         case OPT_PRECISION: o->precision = optarg; break;
         case OPT_LIST_DEVICES: o->list_devices = 1; break;
+        case OPT_LIST_MODELS: o->list_models = 1; break;
+        case OPT_JSON: o->json = 1; break;
         case OPT_STEMS: o->stems = optarg; break;
         case OPT_TWO_STEMS: o->two_stems = optarg; break;
         case OPT_SEGMENT:
@@ -243,6 +264,10 @@ static int parse_args(int argc, char **argv, options *o)
             break;
         case OPT_FORMAT: o->format = optarg; break;
         case OPT_SAMPLE_FORMAT: o->sample_format = optarg; break;
+        case OPT_BITRATE:
+            if (parse_int(optarg, 1, 100000, &o->bitrate))
+                return usage_error("--bitrate '%s': expected kbit/s, e.g. 320", optarg);
+            break;
         case OPT_CLIP: o->clip = optarg; break;
         case OPT_REPORT_JSON: o->report_json = optarg; break;
         case 'r': o->recursive = 1; break;
@@ -371,6 +396,182 @@ static int choose_stems(const options *o, const ss_model_info *info, ss_sep_para
     return -1;
 }
 
+/* ---- models ------------------------------------------------------------------------ */
+
+/* One folder of the model path, as --list-models shows it. */
+typedef struct model_dir {
+    char path[PATH_MAX];
+    char **names;              /* its NAME.safetensors entries, sorted          */
+    size_t n;
+} model_dir;
+
+typedef struct model_dirs {
+    model_dir *v;
+    size_t n;
+    int nomem;
+} model_dirs;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* ss_model_search_dirs's callback: the folder and its .safetensors files
+ * (a folder that does not exist is kept, empty, for the JSON's search path). */
+static void add_model_dir(void *arg, const char *dir)
+{
+    model_dirs *d = arg;
+    model_dir *v = realloc(d->v, (d->n + 1) * sizeof *v);
+    if (!v) {
+        d->nomem = 1;
+        return;
+    }
+    d->v = v;
+    model_dir *m = &v[d->n++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->path, sizeof m->path, "%s", dir);
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len <= 12 || e->d_name[0] == '.' || strcmp(e->d_name + len - 12, ".safetensors") != 0)
+            continue;
+        char **names = realloc(m->names, (m->n + 1) * sizeof *names);
+        char *name = strdup(e->d_name);
+        if (!names || !name) {
+            free(name);
+            if (names)
+                m->names = names;
+            d->nomem = 1;
+            break;
+        }
+        m->names = names;
+        m->names[m->n++] = name;
+    }
+    closedir(dp);
+    if (m->n > 1)
+        qsort(m->names, m->n, sizeof *m->names, cmp_str);
+}
+
+/* Is NAME (a file name) in a folder before `upto`?  Then -m NAME finds that one. */
+static int shadowed(const model_dirs *d, size_t upto, const char *name)
+{
+    for (size_t i = 0; i < upto; i++) {
+        for (size_t k = 0; k < d->v[i].n; k++)
+            if (strcmp(d->v[i].names[k], name) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* Is folder i named earlier on the path too?  (Its models are listed once.) */
+static int named_before(const model_dirs *d, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(d->v[k].path, d->v[i].path) == 0)
+            return 1;
+    return 0;
+}
+
+/* --list-models: every NAME.safetensors on the model path, one per line (or
+ * JSON), from its header alone (ss_model_peek: no weights are read).  A file
+ * that cannot be read is listed with its error; the exit status is still 0
+ * (74 only when standard output cannot be written, 70 when out of memory). */
+static int list_models(int json)
+{
+    model_dirs d = {0};
+    ss_model_search_dirs(add_model_dir, &d);
+    cJSON *root = json ? cJSON_CreateObject() : NULL, *arr = NULL, *sp = NULL;
+    int nomem = d.nomem || (json && !root), found = 0;
+    if (root && !nomem) {
+        arr = cJSON_AddArrayToObject(root, "models");
+        sp = cJSON_AddArrayToObject(root, "search_path");
+        nomem = !arr || !sp;
+    }
+    for (size_t i = 0; i < d.n && !nomem; i++) {
+        if (sp && !cJSON_AddItemToArray(sp, cJSON_CreateString(d.v[i].path)))
+            nomem = 1;
+        for (size_t k = 0; k < d.v[i].n && !nomem && !named_before(&d, i); k++) {
+            int hidden = shadowed(&d, i, d.v[i].names[k]);
+            char path[PATH_MAX * 2];
+            snprintf(path, sizeof path, "%s/%s", d.v[i].path, d.v[i].names[k]);
+            struct stat sb;
+            if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+                continue;
+            found++;
+            ss_model_info info;
+            ss_error err = {0};
+            ss_status st = ss_model_peek(path, &info, NULL, &err);
+            char name[SS_MAX_NAME];
+            snprintf(name, sizeof name, "%.*s", (int)(strlen(d.v[i].names[k]) - 12), d.v[i].names[k]);
+            double kib = sb.st_size / 1024.0;
+            if (!json) {
+                if (st != SS_OK) {
+                    printf("%s  error: %s\n", name, err.msg);
+                    continue;
+                }
+                char stems[SS_MAX_SOURCES * SS_MAX_NAME];
+                list_sources(&info, stems, sizeof stems);
+                printf("%s  %s  %d stems (%s)  %d Hz  %s  %.1f %s  %s%s\n", name, info.architecture, info.n_sources,
+                       stems, info.samplerate, info.channels == 1 ? "mono" : info.channels == 2 ? "stereo" :
+                       "multichannel", kib < 1024 ? kib : kib / 1024, kib < 1024 ? "KiB" : "MiB", path,
+                       hidden ? "  (shadowed by an earlier one of that name)" : "");
+                continue;
+            }
+            cJSON *m = cJSON_CreateObject();
+            if (!m || !cJSON_AddItemToArray(arr, m)) {
+                cJSON_Delete(m);
+                nomem = 1;
+                break;
+            }
+            cJSON_AddStringToObject(m, "name", name);
+            cJSON_AddStringToObject(m, "path", path);
+            cJSON_AddNumberToObject(m, "size_bytes", (double)sb.st_size);
+            cJSON_AddBoolToObject(m, "shadowed", hidden);
+            if (st != SS_OK) {
+                cJSON_AddStringToObject(m, "error", err.msg);
+                continue;
+            }
+            cJSON_AddNullToObject(m, "error");
+            cJSON_AddStringToObject(m, "architecture", info.architecture);
+            cJSON *src = cJSON_AddArrayToObject(m, "stems");
+            for (int q = 0; src && q < info.n_sources; q++)
+                cJSON_AddItemToArray(src, cJSON_CreateString(info.sources[q]));
+            cJSON_AddNumberToObject(m, "samplerate", info.samplerate);
+            cJSON_AddNumberToObject(m, "channels", info.channels);
+            cJSON_AddNumberToObject(m, "segment_seconds", (double)info.segment_num / (double)info.segment_den);
+            cJSON_AddNumberToObject(m, "parameters", (double)info.parameters);
+        }
+    }
+    char *text = root && !nomem ? cJSON_Print(root) : NULL;
+    if (json && !nomem && !text)
+        nomem = 1;
+    if (text)
+        printf("%s\n", text);
+    free(text);
+    cJSON_Delete(root);
+    if (!json && !nomem && !found) {
+        fprintf(stderr, "%s: no models found; searched:", prog);
+        for (size_t i = 0; i < d.n; i++)
+            fprintf(stderr, "%s %s", i ? "," : "", d.v[i].path);
+        fprintf(stderr, " (install one with scripts/download-model.sh NAME, or set STEMSPLIT_MODEL_PATH)\n");
+    }
+    for (size_t i = 0; i < d.n; i++) {
+        for (size_t k = 0; k < d.v[i].n; k++)
+            free(d.v[i].names[k]);
+        free(d.v[i].names);
+    }
+    free(d.v);
+    if (nomem) {
+        fprintf(stderr, "%s: --list-models: out of memory\n", prog);
+        return 70;
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s: --list-models: cannot write standard output: %s\n", prog, strerror(errno));
+        return 74;
+    }
+    return 0;
+}
+
 /* ---- main ---------------------------------------------------------------------------- */
 
 static int mkdir_p(const char *path)
@@ -459,6 +660,10 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    if (o.json && !o.list_models)
+        return usage_error("%s", "--json goes with --list-models (reports of a run: --report-json FILE)");
+    if (o.list_models)
+        return list_models(o.json);
     if (o.list_devices) {
         list_devices();
         return 0;
@@ -469,8 +674,12 @@ int main(int argc, char **argv)
     ss_sep_params sp = {.out_dir = o.out_dir, .filename = o.filename};
     int v;
     if ((v = ss_file_format_parse(o.format)) < 0)
-        return usage_error("--format '%s': expected wav or flac", o.format);
+        return usage_error("--format '%s': expected wav, flac, mp3, opus or ogg", o.format);
     sp.format = (ss_file_format)v;
+    if (o.bitrate && !ss_file_format_lossy(sp.format))
+        return usage_error("--bitrate %d: --format %s is lossless and takes no bitrate (mp3, opus and ogg do)",
+                           o.bitrate, o.format);
+    sp.bitrate = o.bitrate;
     if ((v = ss_sample_format_parse(o.sample_format)) < 0)
         return usage_error("--sample-format '%s': expected s16, s24 or f32", o.sample_format);
     sp.sample_format = (ss_sample_format)v;
@@ -518,6 +727,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         ss_report_out_abort(rep_out);
         return ss_exit_code(err.code);
+    }
+    if (o.bitrate && ss_bitrate_check(sp.format, o.bitrate, peek.channels, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        ss_report_out_abort(rep_out);
+        return 64;
     }
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
     ss_backend *be = NULL;

@@ -64,7 +64,7 @@ static int is_file(const char *path)
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Try dir/NAME.safetensors; append dir to `tried` (unless NULL). */
+/* Try dir/NAME.safetensors; append dir to `tried`. */
 static int try_dir(const char *dir, const char *name, char *out, size_t out_size, char *tried, size_t tsize)
 {
     if (!dir || !*dir)
@@ -72,11 +72,70 @@ static int try_dir(const char *dir, const char *name, char *out, size_t out_size
     int n = snprintf(out, out_size, "%s/%s.safetensors", dir, name);
     if (n > 0 && (size_t)n < out_size && is_file(out))
         return 1;
-    if (tried) {
-        size_t used = strlen(tried);
-        snprintf(tried + used, tsize - used, "%s%s", used ? ", " : "", dir);
-    }
+    size_t used = strlen(tried);
+    snprintf(tried + used, tsize - used, "%s%s", used ? ", " : "", dir);
     return 0;
+}
+
+void ss_model_search_dirs(void (*fn)(void *arg, const char *dir), void *arg)
+{
+    char dir[PATH_MAX];
+    const char *mp = ss_settings_get()->model_path;
+    for (const char *p = mp ? mp : ""; *p;) {
+        size_t len = strcspn(p, ":");
+        if (len > 0 && len < sizeof dir) {
+            memcpy(dir, p, len);
+            dir[len] = '\0';
+            fn(arg, dir);
+        }
+        p += len + (p[len] == ':');
+    }
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/stemsplit/models", xdg);
+    else if (home)
+        snprintf(dir, sizeof dir, "%s/.local/share/stemsplit/models", home);
+    else
+        dir[0] = '\0';
+    if (dir[0])
+        fn(arg, dir);
+    fn(arg, SS_DATADIR "/models");
+    /* beside the executable: ./models (source tree) and ../share/stemsplit/models (bundle) */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(dir, sizeof dir, "%.*s/models", PATH_MAX - 16, exe);
+            fn(arg, dir);
+            /* a source tree keeps each architecture's shipped models in its folder */
+            for (size_t i = 0; arches[i]; i++) {
+                snprintf(dir, sizeof dir, "%.*s/models/%s", PATH_MAX - 64, exe, arches[i]->name);
+                fn(arg, dir);
+            }
+            snprintf(dir, sizeof dir, "%.*s/../share/stemsplit/models", PATH_MAX - 32, exe);
+            fn(arg, dir);
+        }
+    }
+}
+
+/* ss_model_search_dirs's callback for ss_model_resolve: the first folder
+ * holding NAME.safetensors wins; the others are listed in `tried`. */
+typedef struct lookup {
+    const char *name;
+    char *out;
+    size_t out_size;
+    int found;
+    char tried[2048];
+} lookup;
+
+static void lookup_in(void *arg, const char *dir)
+{
+    lookup *l = arg;
+    if (!l->found)
+        l->found = try_dir(dir, l->name, l->out, l->out_size, l->tried, sizeof l->tried);
 }
 
 ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_error *err)
@@ -98,54 +157,11 @@ ss_status ss_model_resolve(const char *name, char *out, size_t out_size, ss_erro
             return ss_fail(err, SS_E_USAGE, "%s: path too long", name);
         return SS_OK;
     }
-    char tried[2048] = "", dir[PATH_MAX];
-    const char *mp = ss_settings_get()->model_path;
-    if (mp) {
-        const char *p = mp;
-        while (*p) {
-            size_t len = strcspn(p, ":");
-            if (len > 0 && len < sizeof dir) {
-                memcpy(dir, p, len);
-                dir[len] = '\0';
-                if (try_dir(dir, name, out, out_size, tried, sizeof tried))
-                    return SS_OK;
-            }
-            p += len + (p[len] == ':');
-        }
-    }
-    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg)
-        snprintf(dir, sizeof dir, "%s/stemsplit/models", xdg);
-    else if (home)
-        snprintf(dir, sizeof dir, "%s/.local/share/stemsplit/models", home);
-    else
-        dir[0] = '\0';
-    if (try_dir(dir, name, out, out_size, tried, sizeof tried))
+    lookup l = {.name = name, .out = out, .out_size = out_size};
+    ss_model_search_dirs(lookup_in, &l);
+    if (l.found)
         return SS_OK;
-    if (try_dir(SS_DATADIR "/models", name, out, out_size, tried, sizeof tried))
-        return SS_OK;
-    /* beside the executable: ./models (source tree) and ../share/stemsplit/models (bundle) */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(dir, sizeof dir, "%.*s/models", PATH_MAX - 16, exe);
-            if (try_dir(dir, name, out, out_size, tried, sizeof tried))
-                return SS_OK;
-            /* the source tree keeps each architecture's shipped models in its folder */
-            for (size_t i = 0; arches[i]; i++) {
-                snprintf(dir, sizeof dir, "%.*s/models/%s", PATH_MAX - 64, exe, arches[i]->name);
-                if (try_dir(dir, name, out, out_size, NULL, 0))
-                    return SS_OK;
-            }
-            snprintf(dir, sizeof dir, "%.*s/../share/stemsplit/models", PATH_MAX - 32, exe);
-            if (try_dir(dir, name, out, out_size, tried, sizeof tried))
-                return SS_OK;
-        }
-    }
+    const char *tried = l.tried;
     if (kind)
         return ss_fail(err, SS_E_NOINPUT, "model '%s' not found: %s is a %s, not a model file, and there is no "
                        "%s.safetensors in %s", name, name, kind, name, tried);

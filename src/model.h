@@ -97,6 +97,12 @@ typedef struct ss_model ss_model;
  * ~/.local/share/stemsplit/models and SS_DATADIR/models.  SS_E_NOINPUT
  * listing the places searched when not found. */
 ss_status ss_model_resolve(const char *name_or_path, char *out, size_t out_size, ss_error *err);
+/* The folders a NAME is looked up in, in ss_model_resolve's order: each entry
+ * of $STEMSPLIT_MODEL_PATH, $XDG_DATA_HOME/stemsplit/models (else
+ * ~/.local/share/stemsplit/models), SS_DATADIR/models, then beside the
+ * executable ./models and ../share/stemsplit/models.  fn is called for each,
+ * whether it exists or not. */
+void ss_model_search_dirs(void (*fn)(void *arg, const char *dir), void *arg);
 
 /* Read a model file's header only (metadata and tensor table; no weights are
  * read or uploaded): its info and its architecture's device memory estimate

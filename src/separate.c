@@ -38,7 +38,8 @@ typedef struct output {
     char name[SS_MAX_NAME + 3];   /* stem name ("vocals", "no_vocals")               */
     uint32_t sources;             /* bit i: source i is summed into this output      */
     char path[PATH_MAX];          /* final path                                      */
-    ss_resampler *rs;             /* model rate -> input rate                        */
+    ss_resampler *rs;             /* model rate -> output rate (the input's, except
+                                     where the format stores other rates: Opus)    */
     ss_audio_writer *w;           /* the encoder, or NULL (see write_frames)         */
     int stage_fd;                 /* unlinked raw f32 staging file (rescale), or -1  */
     int64_t written;              /* frames delivered so far (capped at the length)  */
@@ -894,6 +895,19 @@ static ss_status encode_running(encoder *e, int all, ss_error *err)
     return s;
 }
 
+/* o's writer: a temporary file beside its path in the format asked for, at
+ * --bitrate for a lossy format. */
+static ss_status create_output(output *o, const ss_sep_params *p, int rate, int channels, ss_error *err)
+{
+    ss_status s = ss_audio_create(o->path, p->format, p->sample_format, rate, channels, &o->w, err);
+    if (s == SS_OK && p->bitrate > 0 && ss_file_format_lossy(p->format) &&
+        (s = ss_audio_set_bitrate(o->w, p->bitrate, err)) != SS_OK) {
+        ss_audio_abort(o->w);
+        o->w = NULL;
+    }
+    return s;
+}
+
 /* Rescale mode, after the last block: with a running scale, what is left of
  * it (encode_running).  Otherwise nothing to do when every output was encoded
  * as it came and the peak needs no scaling; else drop those files and encode
@@ -927,7 +941,7 @@ static ss_status encode_staged(encoder *e, int rate, ss_error *err)
     int n = 0;
     for (int k = 0; k < e->n_out; k++) {
         output *o = &e->outs[k];
-        ss_status s = ss_audio_create(o->path, e->p->format, e->p->sample_format, rate, e->C, &o->w, err);
+        ss_status s = create_output(o, e->p, rate, e->C, err);
         if (s != SS_OK)
             return s;
         add_ranges(jobs, &n, e, o, scale, 0, e->length, per, ss_audio_can_write_at(o->w));
@@ -963,6 +977,8 @@ struct ss_sep_job {
     encoder e;
     output *outs;
     int64_t model_len;
+    int out_rate;             /* the stems' rate: the input's, or the one the
+                                 output format stores (ss_file_format_rate)      */
     double stats_s;           /* pass 1                                          */
     double infer_wall;        /* stage 2 as a whole                              */
     double commit_s;          /* stage 3                                         */
@@ -1100,7 +1116,13 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
     }
     j->model_len = ss_resampled_length(ai->frames, ai->samplerate, info->samplerate);
     d->file_left = ai->frames;
-    j->e.length = ai->frames;
+    /* the stems are resampled from the model's rate straight to the rate the
+     * output format stores (one conversion, not two), at the input's length */
+    j->out_rate = ss_file_format_rate(p->format, ai->samplerate);
+    j->e.length = ss_resampled_length(ai->frames, ai->samplerate, j->out_rate);
+    if (p->verbose && j->out_rate != ai->samplerate)
+        fprintf(stderr, "stemsplit: %s: stems resampled from %d Hz to %d Hz: %s stores 8, 12, 16, 24 or 48 kHz only\n",
+                input, ai->samplerate, j->out_rate, ss_file_format_name(p->format));
     j->e.mean = d->mean;
     j->e.std = d->std;
     if ((s = ss_resampler_new(d->cm, ai->samplerate, info->samplerate, ai->frames, &d->rs, err)) != SS_OK)
@@ -1124,15 +1146,14 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     /* outputs: temporary files beside their final paths */
     for (int k = 0; k < j->e.n_out && s == SS_OK; k++) {
         output *o = &j->outs[k];
-        if ((s = ss_resampler_new(j->e.C, info->samplerate, j->ai.samplerate, j->model_len, &o->rs, err)) != SS_OK)
+        if ((s = ss_resampler_new(j->e.C, info->samplerate, j->out_rate, j->model_len, &o->rs, err)) != SS_OK)
             break;
         for (int tries = 0;; tries++) {
             if ((s = make_parents(o->path, &j->made, err)) == SS_OK) {
                 if (p->clip == SS_CLIP_RESCALE && o->stage_fd < 0 && (o->stage_fd = stage_file(o->path, err)) < 0)
                     s = err->code;
                 else
-                    s = ss_audio_create(o->path, p->format, p->sample_format, j->ai.samplerate, j->e.C, &o->w,
-                                        err);
+                    s = create_output(o, p, j->out_rate, j->e.C, err);
             }
             if (s == SS_OK || tries == 3 || parent_exists(o->path))
                 break;
@@ -1186,7 +1207,7 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
     ss_status s = SS_OK;
     if (!j->inferred)
         return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
-    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->ai.samplerate, err)) == SS_OK)
+    if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->out_rate, err)) == SS_OK)
         j->rep->gain = j->e.gain;
     double t1 = ss_seconds();
     /* every output finished, flushed to disk and renamed into place, in parallel */

@@ -3,8 +3,9 @@
  *   decode (libsndfile, libmpg123) -> channels to the model's (mono duplicated,
  *   3..8 channels downmixed to stereo) -> pass 1: statistics of the
  *   mono mix -> pass 2: resample to the model rate -> normalise -> chunked
- *   engine -> de-normalise -> choose/sum stems -> resample back -> clip policy
- *   -> encode to temporary files -> rename all into place.
+ *   engine -> de-normalise -> choose/sum stems -> resample back (to the input's
+ *   rate, or 48 kHz for Opus) -> clip policy -> encode to temporary files (WAV,
+ *   FLAC, MP3, Opus, Vorbis) -> rename all into place.
  *
  * Nothing is renamed into place until every stem of the file is complete; on
  * any failure every temporary file is removed.
@@ -35,7 +36,8 @@ typedef struct ss_sep_params {
     const char *out_dir;             /* -o: output root                                   */
     const char *filename;            /* --filename template, relative to out_dir          */
     ss_file_format format;           /* --format                                          */
-    ss_sample_format sample_format;  /* --sample-format                                   */
+    ss_sample_format sample_format;  /* --sample-format (WAV, FLAC)                       */
+    int bitrate;                     /* --bitrate kbit/s of a lossy format; 0: its default */
     ss_clip clip;                    /* --clip                                            */
     uint32_t stems;                  /* --stems: bit i = write source i; 0 = all          */
     int two_stems;                   /* --two-stems: source index, -1 when not used       */

@@ -1006,11 +1006,145 @@ static void test_format_names_parse_and_print(void)
     CHECK(strcmp(ss_file_format_ext(SS_FILE_FLAC), "flac") == 0, "flac ext");
     CHECK(ss_file_format_parse("wav") == SS_FILE_WAV, "parse wav");
     CHECK(ss_file_format_parse("FLAC") == SS_FILE_FLAC, "parse FLAC");
-    CHECK(ss_file_format_parse("mp3") == -1 && ss_file_format_parse(NULL) == -1, "parse bad");
+    CHECK(ss_file_format_parse("mp3") == SS_FILE_MP3 && ss_file_format_parse("Opus") == SS_FILE_OPUS &&
+          ss_file_format_parse("ogg") == SS_FILE_OGG && ss_file_format_parse("vorbis") == SS_FILE_OGG, "parse lossy");
+    CHECK(strcmp(ss_file_format_ext(SS_FILE_MP3), "mp3") == 0 && strcmp(ss_file_format_ext(SS_FILE_OPUS), "opus") == 0 &&
+          strcmp(ss_file_format_ext(SS_FILE_OGG), "ogg") == 0, "lossy ext");
+    CHECK(ss_file_format_parse("aac") == -1 && ss_file_format_parse(NULL) == -1, "parse bad");
     CHECK(ss_sample_format_parse("s16") == SS_SAMPLE_S16, "s16");
     CHECK(ss_sample_format_parse("s24") == SS_SAMPLE_S24, "s24");
     CHECK(ss_sample_format_parse("f32") == SS_SAMPLE_F32, "f32");
     CHECK(ss_sample_format_parse("s32") == -1 && ss_sample_format_parse("") == -1, "bad sample format");
+}
+
+/* ---- lossy formats ---------------------------------------------------------------------- */
+
+/* Write 2 s + 123 frames of two sines (1 kHz left, 2 kHz right, 0.5) as ff
+ * at `rate` (kbps 0: the default bitrate), read it back with ss_audio_open
+ * and check: the same rate and channels, exactly the frames written (MP3:
+ * LAME's header carries the encoder delay and padding, and libmpg123 decodes
+ * gaplessly; Ogg Vorbis and Opus: the last page's granule position), and
+ * each channel correlating with what was written (no delay either).  *kbit:
+ * the file's size over its duration. */
+static void lossy_round_trip(const char *dir, ss_file_format ff, int rate, int kbps, double *kbit)
+{
+    ss_error err = {0};
+    const int64_t n = 2 * (int64_t)rate + 123;
+    float *x = malloc(sizeof(float) * (size_t)n * 2);
+    CHECK(x != NULL, "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        x[2 * i] = (float)(0.5 * sin(2 * M_PI * 1000.0 * (double)i / rate));
+        x[2 * i + 1] = (float)(0.5 * sin(2 * M_PI * 2000.0 * (double)i / rate));
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/%d.%s", dir, kbps, ss_file_format_ext(ff));
+    ss_audio_writer *w = NULL;
+    ss_status st = ss_audio_create(path, ff, SS_SAMPLE_S16, rate, 2, &w, &err);
+    if (st == SS_OK && kbps)
+        st = ss_audio_set_bitrate(w, kbps, &err);
+    if (st == SS_OK)
+        st = ss_audio_write(w, x, n, &err);
+    if (st == SS_OK)
+        st = ss_audio_commit(w, &err);
+    else
+        ss_audio_abort(w);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "%s: %s", path, err.msg);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0, "%s missing", path);
+    *kbit = (double)sb.st_size * 8.0 / 1000.0 / ((double)n / rate);
+    ss_audio_reader *r = NULL;
+    ss_audio_info ai;
+    st = ss_audio_open(path, &r, &ai, &err);
+    if (st != SS_OK)
+        free(x);
+    CHECK(st == SS_OK, "%s: %s", path, err.msg);
+    float *y = NULL;
+    int64_t got = 0;
+    st = read_all(r, 2, n + 100000, 4096, &y, &got, &err);
+    ss_audio_close(r);
+    double sxy[2] = {0}, sxx[2] = {0}, syy[2] = {0};
+    for (int64_t i = 0; st == SS_OK && i < (got < n ? got : n); i++)
+        for (int c = 0; c < 2; c++) {
+            sxy[c] += (double)x[2 * i + c] * y[2 * i + c];
+            sxx[c] += (double)x[2 * i + c] * x[2 * i + c];
+            syy[c] += (double)y[2 * i + c] * y[2 * i + c];
+        }
+    free(x);
+    free(y);
+    CHECK(st == SS_OK, "%s: %s", path, err.msg);
+    CHECK(ai.samplerate == rate && ai.channels == 2, "%s: %d Hz, %d channels", path, ai.samplerate, ai.channels);
+    CHECK(got == n, "%s: %lld frames written, %lld read back", path, (long long)n, (long long)got);
+    for (int c = 0; c < 2; c++) {
+        double corr = sxy[c] / sqrt(sxx[c] * syy[c] + 1e-30);
+        CHECK(corr > 0.99, "%s: channel %d correlates %.4f with what was written", path, c, corr);
+    }
+}
+
+static void test_mp3_decodes_back_exact_length_at_its_bitrate(void)
+{
+    const char *dir = subdir("lossy_mp3");
+    double k320 = 0, k128 = 0;
+    lossy_round_trip(dir, SS_FILE_MP3, 44100, 0, &k320);
+    if (test_failed_now)
+        return;
+    lossy_round_trip(dir, SS_FILE_MP3, 44100, 128, &k128);
+    if (test_failed_now)
+        return;
+    /* constant bitrate: the size is the bitrate, plus the ID3 tags and the
+     * LAME header frame (about 1% of 2 s at 320 kbit/s) */
+    CHECK(k320 > 318 && k320 < 335, "default (320 kbit/s CBR) gave %.1f kbit/s", k320);
+    CHECK(k128 > 127 && k128 < 136, "--bitrate 128 gave %.1f kbit/s", k128);
+}
+
+static void test_ogg_vorbis_decodes_back_exact_length(void)
+{
+    double k = 0;
+    lossy_round_trip(subdir("lossy_ogg"), SS_FILE_OGG, 44100, 0, &k);
+    if (test_failed_now)
+        return;
+    lossy_round_trip(subdir("lossy_ogg"), SS_FILE_OGG, 22050, 96, &k);
+}
+
+static void test_opus_decodes_back_exact_length_at_its_bitrate(void)
+{
+    const char *dir = subdir("lossy_opus");
+    double k160 = 0, k64 = 0;
+    lossy_round_trip(dir, SS_FILE_OPUS, 48000, 0, &k160);
+    if (test_failed_now)
+        return;
+    lossy_round_trip(dir, SS_FILE_OPUS, 48000, 64, &k64);
+    if (test_failed_now)
+        return;
+    /* VBR around its target (Ogg pages add a little) */
+    CHECK(k160 > 140 && k160 < 180, "default (160 kbit/s) gave %.1f kbit/s", k160);
+    CHECK(k64 > 56 && k64 < 76, "--bitrate 64 gave %.1f kbit/s", k64);
+}
+
+static void test_opus_rates_and_bitrate_ranges(void)
+{
+    ss_error err = {0};
+    CHECK(ss_file_format_rate(SS_FILE_OPUS, 44100) == 48000 && ss_file_format_rate(SS_FILE_OPUS, 24000) == 24000 &&
+          ss_file_format_rate(SS_FILE_MP3, 44100) == 44100 && ss_file_format_rate(SS_FILE_WAV, 96000) == 96000,
+          "output rates");
+    char path[512];
+    snprintf(path, sizeof path, "%s/x.opus", subdir("opus_rate"));
+    ss_audio_writer *w = NULL;
+    CHECK(ss_audio_create(path, SS_FILE_OPUS, SS_SAMPLE_S16, 44100, 2, &w, &err) == SS_E_USAGE && !w,
+          "Opus at 44.1 kHz accepted");
+    CHECK(strstr(err.msg, "48") != NULL, "message: %s", err.msg);
+    CHECK(count_entries(subdir("opus_rate"), NULL, 0) == 0, "a file was left behind");
+    ss_error_clear(&err);
+    CHECK(ss_bitrate_check(SS_FILE_MP3, 320, 2, &err) == SS_OK && ss_bitrate_check(SS_FILE_MP3, 321, 2, &err) ==
+          SS_E_USAGE && ss_bitrate_check(SS_FILE_MP3, 31, 2, &err) == SS_E_USAGE, "mp3 range");
+    CHECK(ss_bitrate_check(SS_FILE_OPUS, 512, 2, &err) == SS_OK && ss_bitrate_check(SS_FILE_OPUS, 257, 1, &err) ==
+          SS_E_USAGE, "opus range");
+    ss_error_clear(&err);
+    CHECK(ss_bitrate_check(SS_FILE_WAV, 320, 2, &err) == SS_E_USAGE && strstr(err.msg, "lossless"), "wav: %s",
+          err.msg);
+    CHECK(ss_file_format_bitrate(SS_FILE_MP3) == 320 && ss_file_format_bitrate(SS_FILE_OPUS) == 160 &&
+          ss_file_format_bitrate(SS_FILE_FLAC) == 0, "defaults");
 }
 
 /* ---- resampling ----------------------------------------------------------------------- */
@@ -1441,6 +1575,10 @@ int main(void)
     RUN(test_stdin_regular_file_is_read_directly);
     RUN(test_stdin_garbage_or_empty_is_data_error);
     RUN(test_format_names_parse_and_print);
+    RUN(test_mp3_decodes_back_exact_length_at_its_bitrate);
+    RUN(test_ogg_vorbis_decodes_back_exact_length);
+    RUN(test_opus_decodes_back_exact_length_at_its_bitrate);
+    RUN(test_opus_rates_and_bitrate_ranges);
     RUN(test_mpeg_vbr_without_xing_counted_to_its_end);
     RUN(test_mpeg_cbr_without_xing_counted_to_its_end);
     RUN(test_resampler_exact_length_identical_for_any_block_size);
