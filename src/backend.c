@@ -36,6 +36,7 @@ struct ss_backend {
     } *prof;
     int prof_calls;                 /* STEMSPLIT_PROFILE=calls: list slow calls */
     long prof_seq;                  /* ops timed so far                         */
+    double kernel_t0;               /* the named kernel being timed's start     */
 };
 
 /* The reference implementation of every primitive op (backend_cpu.c). */
@@ -904,6 +905,29 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
         return;
     }
     DISPATCH(be, conv1x1_gn_glu_add_rows, x, rows, h, w, bias, batch, ch, hidden, len, gamma, beta, eps);
+}
+
+/* ---- named kernels (a model's fusions) ------------------------------------------ */
+
+const void *ss_backend_kernel(const ss_backend *be, const char *name)
+{
+    return be->iface->kernel && name ? be->iface->kernel(be->ctx, name) : NULL;
+}
+
+void *ss_backend_kernel_ctx(const ss_backend *be) { return be->ctx; }
+
+ss_error *ss_kernel_begin(ss_backend *be)
+{
+    if (!LIVE(be))
+        return NULL;
+    be->kernel_t0 = be->prof ? prof_begin(be) : 0.0;
+    return &be->err;
+}
+
+void ss_kernel_end(ss_backend *be, const char *name)
+{
+    if (be->prof)
+        prof_end(be, name, be->kernel_t0);
 }
 
 void ss_lane(ss_backend *be, ss_lane_op op)

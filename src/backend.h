@@ -211,6 +211,13 @@ typedef struct ss_backend_iface {
     ss_status (*conv1x1_gn_glu_add_rows)(void *ctx, float *x, int rows, const float *h, const float *w,
                                          const float *bias, int batch, int ch, int hidden, int64_t len,
                                          const float *gamma, const float *beta, float eps, ss_error *err);
+    /* Optional (API 11): a model's fused kernel by name ("<arch>.<kernel>/<version>",
+     * e.g. "htdemucs.dconv_rows/1"), as ggml's get_proc_address: a pointer to
+     * the struct of entry points the model's header declares for that name, or
+     * NULL where the backend has none (the model then composes primitive ops).
+     * A backend looks the name up in the models' tables (models/kernels.h).
+     * NULL: no named kernels. */
+    const void *(*kernel)(void *ctx, const char *name);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -366,6 +373,17 @@ void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float 
 /* The DConv layer d on x in place (ss_dconv_desc), where ss_dconv_rows_ok(be, d)
  * (a backend with the fused pass); elsewhere an internal error. */
 int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d);
+/* ---- named kernels: a model's own fusions (see `kernel` in the vtable) ----------
+ * ss_backend_kernel: the entry points for `name`, or NULL where the backend has
+ * none.  The model calls them with ss_backend_kernel_ctx(be) as the context
+ * and, to keep the errors sticky and the profile complete, between
+ *   ss_error *e = ss_kernel_begin(be);      NULL: a sticky error is set, skip the call
+ *   if (e) { k->run(ctx, ..., e); ss_kernel_end(be, "name"); }
+ * (the kernel records its failure in e, as an op does). */
+const void *ss_backend_kernel(const ss_backend *be, const char *name);
+void *ss_backend_kernel_ctx(const ss_backend *be);
+ss_error *ss_kernel_begin(ss_backend *be);
+void ss_kernel_end(ss_backend *be, const char *name);
 /* Lanes: a backend may run the ops issued between SS_LANE_FORK and the next
  * SS_LANE_BACK / SS_LANE_JOIN (lane 1) at the same time as those issued on
  * lane 0 after SS_LANE_BACK and before SS_LANE_JOIN, so the two sets must not
