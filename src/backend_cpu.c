@@ -515,13 +515,13 @@ const ss_backend_iface ss_backend_cpu = {
     .conv2d = cpu_conv2d, .conv_transpose2d = cpu_conv_transpose2d, .stft = cpu_stft, .istft = cpu_istft,
     .copy4d = cpu_copy4d, .standardize_coef = cpu_standardize_coef,
     /* fused passes the kernels have */
-    .group_norm_gelu = cpu_group_norm_gelu, .group_norm_glu_add = NULL,
+    .group_norm_gelu = cpu_group_norm_gelu,
     .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
     .attention_ok = cpu_attention_ok, .attention = cpu_attention,
     /* HTDemucs's fusions and any other model's: by name (models/kernels.h) */
     .kernel = cpu_kernel,
     /* none: the dispatcher composes them from the ops above */
-    .gemm_bias = NULL, .conv_transpose2d_crop = NULL, .dconv_rows_ok = NULL, .dconv_rows = NULL,
+    .gemm_bias = NULL, .conv_transpose2d_crop = NULL,
     /* none: ops run when issued, in order, on host memory */
     .graph_begin = NULL, .graph_end = NULL, .graph_launch = NULL, .graph_free = NULL,
     .host_alloc = NULL, .host_free = NULL, .download_start = NULL, .download_wait = NULL,
