@@ -36,6 +36,7 @@ struct ss_backend {
     } *prof;
     int prof_calls;                 /* STEMSPLIT_PROFILE=calls: list slow calls */
     long prof_seq;                  /* ops timed so far                         */
+    double kernel_t0;               /* the named kernel being timed's start     */
 };
 
 /* The reference implementation of every primitive op (backend_cpu.c). */
@@ -874,36 +875,27 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
     ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
 }
 
-void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
-                           int64_t len, int groups, const float *gamma, const float *beta, float eps)
+/* ---- named kernels (a model's fusions) ------------------------------------------ */
+
+const void *ss_backend_kernel(const ss_backend *be, const char *name)
 {
-    DISPATCH(be, group_norm_glu_add, x, g, bias, batch, ch, len, groups, gamma, beta, eps);
-    if (bias)
-        ss_channel_affine(be, g, g, batch, 2 * ch, len, NULL, bias);
-    ss_group_norm(be, g, g, batch, 2 * ch, len, groups, gamma, beta, eps);
-    ss_glu(be, tmp, g, batch, ch, len);
-    ss_add(be, x, x, tmp, (size_t)batch * (size_t)ch * (size_t)len);
+    return be->iface->kernel && name ? be->iface->kernel(be->ctx, name) : NULL;
 }
 
-int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden)
+void *ss_backend_kernel_ctx(const ss_backend *be) { return be->ctx; }
+
+ss_error *ss_kernel_begin(ss_backend *be)
 {
-    const ss_backend_iface *bi = be->iface;
-    return hidden > 0 && bi->conv1x1_gn_glu_add_rows && bi->conv1x1_gn_glu_add_rows_ok &&
-           bi->conv1x1_gn_glu_add_rows_ok(be->ctx, hidden);
+    if (!LIVE(be))
+        return NULL;
+    be->kernel_t0 = be->prof ? prof_begin(be) : 0.0;
+    return &be->err;
 }
 
-void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
-                                const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                const float *beta, float eps)
+void ss_kernel_end(ss_backend *be, const char *name)
 {
-    if (!LIVE(be) || batch <= 0 || ch <= 0 || len <= 0)
-        return;
-    if (!ss_conv1x1_gn_glu_add_rows_ok(be, hidden) || rows <= 0 || batch % rows || len > INT_MAX) {
-        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add_rows: not for this backend or shape (%d rows, %d "
-                "items, hidden %d)", rows, batch, hidden);
-        return;
-    }
-    DISPATCH(be, conv1x1_gn_glu_add_rows, x, rows, h, w, bias, batch, ch, hidden, len, gamma, beta, eps);
+    if (be->prof)
+        prof_end(be, name, be->kernel_t0);
 }
 
 void ss_lane(ss_backend *be, ss_lane_op op)
@@ -911,60 +903,6 @@ void ss_lane(ss_backend *be, ss_lane_op op)
     /* back to lane 0 even after a failure, so that later work is queued in order */
     if (be->iface->lane && (op != SS_LANE_FORK || LIVE(be)))
         be->iface->lane(be->ctx, op, &be->err);
-}
-
-int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d)
-{
-    const ss_backend_iface *bi = be->iface;
-    return d->batch > 0 && d->rows > 0 && d->ch > 0 && d->hidden > 0 && d->kernel > 0 && d->kernel % 2 == 1 &&
-           d->dilation > 0 && d->len > 0 && bi->dconv_rows && bi->dconv_rows_ok && bi->dconv_rows_ok(be->ctx, d);
-}
-
-void ss_dconv_rows(ss_backend *be, const ss_dconv_desc *d, float *x, const ss_dconv_w *w)
-{
-    if (!ss_dconv_rows_ok(be, d)) {
-        if (LIVE(be))
-            ss_fail(&be->err, SS_E_INTERNAL, "%s backend: no fused DConv layer for %d x %d rows of %d channels "
-                    "(hidden %d, length %lld)", be->iface->name, d->batch, d->rows, d->ch, d->hidden,
-                    (long long)d->len);
-        return;
-    }
-    DISPATCH(be, dconv_rows, d, x, w);
-}
-
-void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
-                           int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
-                           float *g, float *tmp)
-{
-    if (batch <= 0 || ch <= 0 || len <= 0)
-        return;
-    DISPATCH(be, conv1x1_gn_glu_add, x, h, w, bias, batch, ch, hidden, len, gamma, beta, eps, g);
-    if (len > INT_MAX) {
-        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
-        return;
-    }
-    ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
-                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
-    ss_conv2d(be, &d, h, w, NULL, g);
-    ss_group_norm_glu_add(be, x, g, tmp, bias, batch, ch, len, 1, gamma, beta, eps);
-}
-
-void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, const float *bias, int batch,
-                    int cin, int ch, int64_t len, float *r)
-{
-    if (batch <= 0 || ch <= 0 || len <= 0)
-        return;
-    if (!LIVE(be))
-        return;
-    if (len > INT_MAX) {
-        ss_fail(&be->err, SS_E_INTERNAL, "conv1x1_glu: length %lld", (long long)len);
-        return;
-    }
-    DISPATCH(be, conv1x1_glu, out, x, w, bias, batch, cin, ch, len);
-    ss_conv2d_desc d = {.batch = batch, .cin = cin, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
-                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
-    ss_conv2d(be, &d, x, w, NULL, r);
-    ss_bias_glu(be, out, r, bias, batch, ch, len);
 }
 
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len)

@@ -23,6 +23,11 @@
  * uploading outputs when the device memory is not host memory); a NULL fused
  * op means the wrapper composes the backend's own primitive ops.  Callers
  * never test for NULL.
+ *
+ * The ops here are model-agnostic.  A fusion only one architecture needs is
+ * not an op: it lives with the model (models/<arch>/fused.h and its
+ * implementations per backend) and is found by name (ss_backend_kernel), the
+ * model composing these ops where a backend has none.
  */
 #ifndef SS_BACKEND_H
 #define SS_BACKEND_H
@@ -33,7 +38,7 @@
 #include "error.h"
 #include "ops.h"
 
-#define SS_BACKEND_API_VERSION 10
+#define SS_BACKEND_API_VERSION 11
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -133,12 +138,12 @@ typedef struct ss_backend_iface {
                         const int64_t sstride[4], const int64_t shape[4], ss_error *err);
     ss_status (*standardize_coef)(void *ctx, float *scale, float *shift, const float *mean, const float *std,
                                   int n, float eps, ss_error *err);
-    /* fused passes (NULL = the wrapper composes the unfused ops of the backend) */
+    /* fused epilogues of the primitive ops, model-agnostic (a convolution's bias and
+     * norm with its activation); NULL = the wrapper composes the backend's own ops.
+     * A model's own fusions are not slots: see `kernel` below. */
     ss_status (*group_norm_gelu)(void *ctx, float *y, const float *x, const float *bias, int batch, int ch,
                                  int64_t len, int groups, const float *gamma, const float *beta, float eps,
                                  ss_error *err);
-    ss_status (*group_norm_glu_add)(void *ctx, float *x, float *g, const float *bias, int batch, int ch, int64_t len,
-                                    int groups, const float *gamma, const float *beta, float eps, ss_error *err);
     ss_status (*bias_gelu)(void *ctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
                            ss_error *err);
     ss_status (*bias_glu)(void *ctx, float *y, float *x, const float *bias, int batch, int ch, int64_t len,
@@ -170,13 +175,6 @@ typedef struct ss_backend_iface {
     ss_status (*attention)(void *ctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                            float *o, ss_error *err);
 
-    /* Optional (API 6): x += glu(group_norm(w h + bias)) in one group, the 1x1
-     * convolution w h not stored (see ss_conv1x1_gn_glu_add); g [batch, 2ch,
-     * len] is scratch the op may use.  NULL: the wrapper composes conv2d and
-     * group_norm_glu_add. */
-    ss_status (*conv1x1_gn_glu_add)(void *ctx, float *x, const float *h, const float *w, const float *bias,
-                                    int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                    const float *beta, float eps, float *g, ss_error *err);
     /* Optional (API 6): the window c of conv_transpose2d d straight into y
      * [batch, cout, c->oh, c->ow] (see ss_conv_transpose2d_crop).  NULL: the
      * wrapper composes conv_transpose2d, copy4d and gelu. */
@@ -191,26 +189,17 @@ typedef struct ss_backend_iface {
      * plans dropped): a recording stays valid while it does not change.
      * NULL: a caller must assume that any direct op may have changed it. */
     unsigned long (*generation)(void *ctx);
-    /* Optional (API 8): a DConv layer on the rows of x in one pass (see
-     * ss_dconv_rows); dconv_rows_ok says whether it runs shape d.  NULL: the
-     * model rearranges the rows into items and composes the layer. */
-    int (*dconv_rows_ok)(void *ctx, const ss_dconv_desc *d);
-    ss_status (*dconv_rows)(void *ctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err);
     /* Optional (API 9): a second queue of device work ("lane" 1) beside the
      * first, for independent parts of a forward pass (see ss_lane).  NULL: ops
      * run in the order they are issued. */
     ss_status (*lane)(void *ctx, ss_lane_op op, ss_error *err);
-    /* Optional (API 10): out = glu(w x + bias) in one pass (see
-     * ss_conv1x1_glu).  NULL: the wrapper composes conv2d and bias_glu. */
-    ss_status (*conv1x1_glu)(void *ctx, float *out, const float *x, const float *w, const float *bias, int batch,
-                             int cin, int ch, int64_t len, ss_error *err);
-    /* Optional (API 10): conv1x1_gn_glu_add on items that are rows of x (see
-     * ss_conv1x1_gn_glu_add_rows); _rows_ok says whether it runs hidden size
-     * `hidden`.  NULL: the model rearranges the rows and composes. */
-    int (*conv1x1_gn_glu_add_rows_ok)(void *ctx, int hidden);
-    ss_status (*conv1x1_gn_glu_add_rows)(void *ctx, float *x, int rows, const float *h, const float *w,
-                                         const float *bias, int batch, int ch, int hidden, int64_t len,
-                                         const float *gamma, const float *beta, float eps, ss_error *err);
+    /* Optional (API 11): a model's fused kernel by name ("<arch>.<kernel>/<version>",
+     * e.g. "htdemucs.dconv_rows/1"), as ggml's get_proc_address: a pointer to
+     * the struct of entry points the model's header declares for that name, or
+     * NULL where the backend has none (the model then composes primitive ops).
+     * A backend looks the name up in the models' tables (models/kernels.h).
+     * NULL: no named kernels. */
+    const void *(*kernel)(void *ctx, const char *name);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -339,33 +328,17 @@ void ss_group_norm(ss_backend *be, float *y, const float *x, int batch, int ch, 
  * convolution's, added per channel) may be NULL; in place ok */
 void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
                         int groups, const float *gamma, const float *beta, float eps);
-/* x [batch, ch, len] += glu(group_norm(g + bias)) for g [batch, 2*ch, len] with
- * GroupNorm(groups) over its 2*ch channels, bias (may be NULL) and gamma/beta
- * [2*ch]: the tail of a DConv layer in one pass.  g may be overwritten and tmp
- * [batch, ch, len] used (when the backend composes the unfused ops); x must not
- * overlap g or tmp. */
-void ss_group_norm_glu_add(ss_backend *be, float *x, float *g, float *tmp, const float *bias, int batch, int ch,
-                           int64_t len, int groups, const float *gamma, const float *beta, float eps);
-/* x [batch, ch, len] += glu(group_norm(w h + bias)) for h [batch, hidden, len]
- * and the 1x1 convolution w [2*ch, hidden] with bias [2*ch] (may be NULL),
- * GroupNorm(1) over its 2*ch channels with gamma/beta [2*ch]: a DConv layer's
- * second half, as ss_conv2d (no bias) into g then ss_group_norm_glu_add would
- * give.  g [batch, 2*ch, len] and tmp [batch, ch, len] are scratch (a backend
- * with the fused op may leave them untouched); x must not overlap them or h. */
-void ss_conv1x1_gn_glu_add(ss_backend *be, float *x, const float *h, const float *w, const float *bias, int batch,
-                           int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps,
-                           float *g, float *tmp);
-/* The same for items that are rows of x: x [batch / rows, ch, rows, len] (a frequency layer's
- * [B, ch, F, T]) += glu(group_norm(w h + bias)) of item b = (b / rows, row b % rows), h [batch,
- * hidden, len], without rearranging x.  Only where ss_conv1x1_gn_glu_add_rows_ok(be, hidden)
- * (a backend with the fused pass, e.g. the CPU's); elsewhere an internal error. */
-int ss_conv1x1_gn_glu_add_rows_ok(const ss_backend *be, int hidden);
-void ss_conv1x1_gn_glu_add_rows(ss_backend *be, float *x, int rows, const float *h, const float *w,
-                                const float *bias, int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                const float *beta, float eps);
-/* The DConv layer d on x in place (ss_dconv_desc), where ss_dconv_rows_ok(be, d)
- * (a backend with the fused pass); elsewhere an internal error. */
-int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d);
+/* ---- named kernels: a model's own fusions (see `kernel` in the vtable) ----------
+ * ss_backend_kernel: the entry points for `name`, or NULL where the backend has
+ * none.  The model calls them with ss_backend_kernel_ctx(be) as the context
+ * and, to keep the errors sticky and the profile complete, between
+ *   ss_error *e = ss_kernel_begin(be);      NULL: a sticky error is set, skip the call
+ *   if (e) { k->run(ctx, ..., e); ss_kernel_end(be, "name"); }
+ * (the kernel records its failure in e, as an op does; `name` a string literal). */
+const void *ss_backend_kernel(const ss_backend *be, const char *name);
+void *ss_backend_kernel_ctx(const ss_backend *be);
+ss_error *ss_kernel_begin(ss_backend *be);
+void ss_kernel_end(ss_backend *be, const char *name);
 /* Lanes: a backend may run the ops issued between SS_LANE_FORK and the next
  * SS_LANE_BACK / SS_LANE_JOIN (lane 1) at the same time as those issued on
  * lane 0 after SS_LANE_BACK and before SS_LANE_JOIN, so the two sets must not
@@ -374,14 +347,6 @@ int ss_dconv_rows_ok(const ss_backend *be, const ss_dconv_desc *d);
  * Where the backend has no lanes these calls do nothing and the ops run in
  * the order they are issued (the results are the same). */
 void ss_lane(ss_backend *be, ss_lane_op op);
-void ss_dconv_rows(ss_backend *be, const ss_dconv_desc *d, float *x, const ss_dconv_w *w);
-/* out [batch, ch, len] = glu(w x + bias) for x [batch, cin, len] and the 1x1
- * convolution w [2*ch, cin] with bias [2*ch] (may be NULL): an encoder layer's
- * rewrite, as ss_conv2d (no bias) into r then ss_bias_glu would give.  r
- * [batch, 2*ch, len] is scratch (the CPU leaves it untouched); out must not
- * overlap x or r. */
-void ss_conv1x1_glu(ss_backend *be, float *out, const float *x, const float *w, const float *bias, int batch,
-                    int cin, int ch, int64_t len, float *r);
 /* y [batch, ch, len] = gelu(x + bias) with bias [ch] (a convolution's; NULL: plain
  * GELU), as ss_channel_affine and ss_gelu would give; in place ok */
 void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, int batch, int ch, int64_t len);

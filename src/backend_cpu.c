@@ -436,18 +436,6 @@ static ss_status cpu_group_norm_gelu(void *ctx, float *y, const float *x, const 
     return kst(err, "group_norm_gelu", st);
 }
 
-static ss_status cpu_group_norm_glu_add(void *ctx, float *x, float *g, const float *bias, int batch, int ch,
-                                        int64_t len, int groups, const float *gamma, const float *beta, float eps,
-                                        ss_error *err)
-{
-    ss_status st = SS_OK;
-    if (bias)
-        st = ss_cpu_channel_affine(POOL(ctx), g, g, batch, 2 * ch, len, NULL, bias);
-    if (st == SS_OK)
-        st = ss_cpu_group_norm_glu_add(POOL(ctx), x, g, batch, ch, len, groups, gamma, beta, eps);
-    return kst(err, "group_norm_glu_add", st);
-}
-
 static ss_status cpu_bias_gelu(void *ctx, float *y, const float *x, const float *bias, int batch, int ch, int64_t len,
                                ss_error *err)
 {
@@ -485,46 +473,24 @@ static ss_status cpu_attention(void *ctx, const ss_attn_desc *d, const float *q,
     return kst(err, "attention", ss_cpu_attention(c->pool, d, q, k, v, o, c->scratch));
 }
 
-/* The fused DConv tail (kernels/cpu/nn.c) up to this hidden size (HTDemucs's largest, ch / 8 at 384
- * channels); larger ones compose: its statistics (h h^T) grow as hidden^2. */
-#define CPU_C1G_MAX_HIDDEN 48
+/* The models' fused kernels for the CPU (models/kernels.h), first match wins. */
+#define SS_KERNELS_CPU(arch) const void *ss_kernels_cpu_##arch(const char *name);
+#include "../models/kernels.h"
+#undef SS_KERNELS_CPU
 
-static ss_status cpu_conv1x1_gn_glu_add(void *ctx, float *x, const float *h, const float *w, const float *bias,
-                                        int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                        const float *beta, float eps, float *g, ss_error *err)
-{
-    if (len > INT_MAX)
-        return ss_fail(err, SS_E_INTERNAL, "conv1x1_gn_glu_add: length %lld", (long long)len);
-    if (hidden <= CPU_C1G_MAX_HIDDEN)
-        return kst(err, "conv1x1_gn_glu_add", ss_cpu_conv1x1_gn_glu_add(POOL(ctx), x, 1, h, w, bias, batch, ch,
-                                                                         hidden, len, gamma, beta, eps));
-    ss_conv2d_desc d = {.batch = batch, .cin = hidden, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
-                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
-    ss_status st = ss_cpu_conv2d(POOL(ctx), &d, h, w, NULL, g);
-    if (st != SS_OK)
-        return kst(err, "conv1x1_gn_glu_add", st);
-    return cpu_group_norm_glu_add(ctx, x, g, bias, batch, ch, len, 1, gamma, beta, eps, err);
-}
-
-static int cpu_conv1x1_gn_glu_add_rows_ok(void *ctx, int hidden)
+static const void *cpu_kernel(void *ctx, const char *name)
 {
     (void)ctx;
-    return hidden > 0 && hidden <= CPU_C1G_MAX_HIDDEN;
+    const void *k = NULL;
+#define SS_KERNELS_CPU(arch)                 \
+    if (!k)                                  \
+        k = ss_kernels_cpu_##arch(name);
+#include "../models/kernels.h"
+#undef SS_KERNELS_CPU
+    return k;
 }
 
-static ss_status cpu_conv1x1_gn_glu_add_rows(void *ctx, float *x, int rows, const float *h, const float *w,
-                                             const float *bias, int batch, int ch, int hidden, int64_t len,
-                                             const float *gamma, const float *beta, float eps, ss_error *err)
-{
-    return kst(err, "conv1x1_gn_glu_add_rows", ss_cpu_conv1x1_gn_glu_add(POOL(ctx), x, rows, h, w, bias, batch,
-                                                                          ch, hidden, len, gamma, beta, eps));
-}
-
-static ss_status cpu_conv1x1_glu(void *ctx, float *out, const float *x, const float *w, const float *bias,
-                                 int batch, int cin, int ch, int64_t len, ss_error *err)
-{
-    return kst(err, "conv1x1_glu", ss_cpu_conv1x1_glu(POOL(ctx), out, x, w, bias, batch, cin, ch, len));
-}
+ss_pool *ss_cpu_backend_pool(void *ctx) { return POOL(ctx); }
 
 const ss_backend_iface ss_backend_cpu = {
     .api_version = SS_BACKEND_API_VERSION,
@@ -549,15 +515,13 @@ const ss_backend_iface ss_backend_cpu = {
     .conv2d = cpu_conv2d, .conv_transpose2d = cpu_conv_transpose2d, .stft = cpu_stft, .istft = cpu_istft,
     .copy4d = cpu_copy4d, .standardize_coef = cpu_standardize_coef,
     /* fused passes the kernels have */
-    .group_norm_gelu = cpu_group_norm_gelu, .group_norm_glu_add = cpu_group_norm_glu_add,
+    .group_norm_gelu = cpu_group_norm_gelu,
     .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
     .attention_ok = cpu_attention_ok, .attention = cpu_attention,
-    .conv1x1_gn_glu_add = cpu_conv1x1_gn_glu_add,
-    .conv1x1_gn_glu_add_rows_ok = cpu_conv1x1_gn_glu_add_rows_ok,
-    .conv1x1_gn_glu_add_rows = cpu_conv1x1_gn_glu_add_rows,
-    .conv1x1_glu = cpu_conv1x1_glu,
+    /* HTDemucs's fusions and any other model's: by name (models/kernels.h) */
+    .kernel = cpu_kernel,
     /* none: the dispatcher composes them from the ops above */
-    .gemm_bias = NULL, .conv_transpose2d_crop = NULL, .dconv_rows_ok = NULL, .dconv_rows = NULL,
+    .gemm_bias = NULL, .conv_transpose2d_crop = NULL,
     /* none: ops run when issued, in order, on host memory */
     .graph_begin = NULL, .graph_end = NULL, .graph_launch = NULL, .graph_free = NULL,
     .host_alloc = NULL, .host_free = NULL, .download_start = NULL, .download_wait = NULL,

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "threadpool.h"
+
 /* OpenBLAS picks its kernels for the CPU when the library loads; a CPU newer
  * than the library (e.g. Debian 12's 0.3.21 on Emerald Rapids) gets its
  * generic "Prescott" kernels, several times slower.  Call this first thing in
@@ -19,5 +21,9 @@ void ss_cpu_backend_cleanup(void);
 
 /* "OpenBLAS 0.3.21 (SkylakeX kernels)" or similar, for -v. */
 void ss_cpu_blas_describe(char *out, size_t size);
+
+/* The thread pool of a CPU backend context (the `ctx` a CPU kernel gets), for
+ * the models' fused kernels on the CPU (models/<arch>/fused_cpu.c). */
+ss_pool *ss_cpu_backend_pool(void *ctx);
 
 #endif

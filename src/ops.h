@@ -69,23 +69,6 @@ typedef struct ss_attn_desc {
     int reduced;
 } ss_attn_desc;
 
-/* One DConv residual layer on the rows of a frequency layer (HTDemucs): x [batch,
- * ch, rows, len], each row (b, r) its own item [ch, len]:
- *   h = gelu(gn1(conv1(x) + b1)),  conv1 w1 [hidden, ch, kernel] along len,
- *       dilation `dilation`, padding dilation * (kernel - 1) / 2
- *   x += glu(gn2(w2 h + b2)),      w2 [2ch, hidden]
- * each group norm one group over the item with its affine (g, be per channel). */
-typedef struct ss_dconv_desc {
-    int batch, rows, ch, hidden, kernel, dilation;
-    int64_t len;
-    float eps;
-} ss_dconv_desc;
-
-typedef struct ss_dconv_w {
-    const float *w1, *b1, *g1, *be1;   /* conv1, norm1 (hidden)  */
-    const float *w2, *b2, *g2, *be2;   /* conv2, norm2 (2 ch)    */
-} ss_dconv_w;
-
 /* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
  * window=hann_window(n_fft) (periodic), normalized=True, onesided).
  *   signal [batch, length]  <->  spec [batch, 2, n_fft/2 + 1, frames]

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "../kernels/cpu/cpu_ops.h"
+#include "../models/htdemucs/fused_cpu.h"
 #include "test.h"
 
 #define TOL 1e-5
@@ -626,7 +627,7 @@ static void test_group_norm_fused(void)
     }
 }
 
-/* A DConv layer's second half in one pass (ss_cpu_conv1x1_gn_glu_add): x += glu(group_norm(w h +
+/* A DConv layer's second half in one pass (ht_cpu_conv1x1_gn_glu_add, models/htdemucs/fused_cpu.c): x += glu(group_norm(w h +
  * bias)) with GroupNorm(1) over the 2ch channels of each item, against a double reference, and the
  * same bits with any number of threads.  HTDemucs's shapes (hidden = ch / 8), an item of many column
  * blocks, a last block cut short, hidden 48 and 64, values far from zero (the bias folded into the
@@ -673,8 +674,8 @@ static void test_conv1x1_gn_glu_add(void)
         }
         memcpy(y1, x, nx * sizeof *y1);
         memcpy(y2, x, nx * sizeof *y2);
-        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y1, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "pool");
-        CHECK(ss_cpu_conv1x1_gn_glu_add(NULL, y2, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "no pool");
+        CHECK(ht_cpu_conv1x1_gn_glu_add(pool, y1, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "pool");
+        CHECK(ht_cpu_conv1x1_gn_glu_add(NULL, y2, 1, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "no pool");
         for (size_t i = 0; i < nx; i++)
             dy[i] = y1[i] - x[i];
         double e = rel_l2(dy, ref, nx);
@@ -686,7 +687,7 @@ static void test_conv1x1_gn_glu_add(void)
             for (int c = 0; c < C; c++)
                 memcpy(y2 + (((size_t)(b / R) * C + c) * R + b % R) * L, x + ((size_t)b * C + c) * L,
                        (size_t)L * sizeof *y2);
-        CHECK(ss_cpu_conv1x1_gn_glu_add(pool, y2, R, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "rows");
+        CHECK(ht_cpu_conv1x1_gn_glu_add(pool, y2, R, h, w, bp, B, C, H, L, gp, bq, 1e-5f) == SS_OK, "rows");
         size_t moved = 0;
         for (int b = 0; b < B; b++)
             for (int c = 0; c < C; c++)
@@ -697,7 +698,7 @@ static void test_conv1x1_gn_glu_add(void)
     }
 }
 
-/* An encoder's 1x1 rewrite in one pass (ss_cpu_conv1x1_glu): out = glu(w x + bias) against a double
+/* An encoder's 1x1 rewrite in one pass (ht_cpu_conv1x1_glu, models/htdemucs/fused_cpu.c): out = glu(w x + bias) against a double
  * reference, with and without a bias, items of one and of many column blocks, a last block cut short;
  * and the same bits with any number of threads. */
 static void test_conv1x1_glu(void)
@@ -725,8 +726,8 @@ static void test_conv1x1_glu(void)
                     }
                     ref[((size_t)b * C + c) * L + i] = a / (1.0 + exp(-g));
                 }
-        CHECK(ss_cpu_conv1x1_glu(pool, y1, x, w, bp, B, CI, C, L) == SS_OK, "pool");
-        CHECK(ss_cpu_conv1x1_glu(NULL, y2, x, w, bp, B, CI, C, L) == SS_OK, "no pool");
+        CHECK(ht_cpu_conv1x1_glu(pool, y1, x, w, bp, B, CI, C, L) == SS_OK, "pool");
+        CHECK(ht_cpu_conv1x1_glu(NULL, y2, x, w, bp, B, CI, C, L) == SS_OK, "no pool");
         double e = rel_l2(y1, ref, ny);
         CHECK(e <= TOL, "case %zu (%dx%dx%dx%lld): relative L2 %.3g", ci, B, CI, C, (long long)L, e);
         CHECK(memcmp(y1, y2, ny * sizeof *y1) == 0, "case %zu: the result depends on the thread count", ci);

@@ -91,7 +91,7 @@ double ss_cpu_sum_span_d(const float *x, int64_t n);
  * one pass gives a span's statistics. */
 void ss_cpu_shifted_sums(const float *x, int64_t n, double k, double *s1, double *s2);
 /* y += glu(norm a, norm g), norm x = ((x - c[0]) - c[1]) * c[2] + c[3] in float (c[0] + c[1]: a mean
- * split in two floats): the apply of ss_cpu_conv1x1_gn_glu_add */
+ * split in two floats): the apply of HTDemucs's fused DConv tail (models/htdemucs/fused_cpu.c) */
 void ss_cpu_norm_glu_add_span(float *y, const float *a, const float *g, int64_t n, const float ca[4],
                               const float cg[4]);
 /* y = (a + ba) * sigmoid(g + bb) over one span (ss_cpu_bias_glu's per-row pass) */
@@ -107,20 +107,6 @@ ss_status ss_cpu_group_norm_gelu(ss_pool *p, float *y, const float *x, int batch
                                  int groups, const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int batch, int ch, int64_t len,
                                     int groups, const float *gamma, const float *beta, float eps);
-/* x [batch, ch, len] += glu(group_norm(w h + bias)) (ss_conv1x1_gn_glu_add) without storing w h:
- * the statistics come from h's row means and centred products (h is hidden / (2 ch) of w h's
- * size), then column blocks of w h are made in cache once, for the apply.  For small hidden.
- * rows > 1: item b of h [batch, hidden, len] is row b % rows of x [batch / rows, ch, rows, len]
- * (a frequency layer's DConv on the layout the model keeps); rows must divide batch. */
-ss_status ss_cpu_conv1x1_gn_glu_add(ss_pool *p, float *x, int rows, const float *h, const float *w,
-                                    const float *bias, int batch, int ch, int hidden, int64_t len,
-                                    const float *gamma, const float *beta, float eps);
-/* out [batch, ch, len] = glu(w x + bias) for the 1x1 convolution w [2ch, cin] (ss_conv1x1_glu)
- * without storing w x: column blocks of it are made in cache and go straight through the GLU (the
- * bias and GLU as ss_cpu_bias_glu; the product's rounding may differ from ss_cpu_conv2d's, whose
- * sgemm calls have other shapes). */
-ss_status ss_cpu_conv1x1_glu(ss_pool *p, float *out, const float *x, const float *w, const float *bias, int batch,
-                             int cin, int ch, int64_t len);
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);

@@ -1,6 +1,7 @@
 # kernels/cuda/cuda.mk - the CUDA backend's part of the build (included by the Makefile).
 #
-#   kernels/cuda/*.cu -> $(BUILD)/libstemsplit-cuda.so, loaded at run time by src/backend.c.
+#   kernels/cuda/*.cu and the models' fused kernels models/*/*.cu -> $(BUILD)/libstemsplit-cuda.so,
+#   loaded at run time by src/backend.c.
 #   Built when nvcc is found (PATH or /usr/local/cuda/bin) or with CUDA=1; CUDA=0 never.
 #   CUDA_ARCHS (default "80 90") picks the SASS targets; PTX for the last one is embedded.
 #   The main binary links no CUDA library, so a CUDA build still runs with --device cpu
@@ -25,7 +26,7 @@ $(error CUDA=1 but nvcc was not found (put it on PATH or set NVCC=/path/to/nvcc)
 endif
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
 CUDA_MOD  := $(BUILD)/libstemsplit-cuda.so
-CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
+CUDA_SRCS := $(wildcard kernels/cuda/*.cu) $(wildcard models/*/*.cu)
 CUDA_OBJS := $(CUDA_SRCS:%.cu=$(BUILD)/%.o)
 CUDA_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
 	-gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS))
@@ -41,6 +42,11 @@ tests: $(CUDA_MOD)
 $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu src/backend.h src/error.h $(wildcard kernels/cuda/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_FLAGS) -c $< -o $@
+
+# a model's kernels find cuda_internal.h through -Ikernels/cuda and their own headers beside them
+$(BUILD)/models/%.o: models/%.cu src/backend.h src/error.h $(wildcard kernels/cuda/*.h) $(wildcard models/*/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_FLAGS) -Ikernels/cuda -c $< -o $@
 
 $(CUDA_MOD): $(CUDA_OBJS)
 	$(NVCC) -shared -cudart static -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcufft \
@@ -79,7 +85,8 @@ CUDA_EMU_CXX  ?= $(CXX)
 CUDA_EMU_CXXFLAGS := -std=c++17 -Wall -Wextra -Werror -Wno-unknown-pragmas $(CFLAGS) $(SANFLAGS) -pthread \
 	-fno-strict-aliasing -Ikernels/cuda/emu -Ikernels/cuda -Isrc $(DEP_CFLAGS) $(BLAS_CFLAGS)
 CUDA_EMU_KOBJS := $(patsubst kernels/cuda/%.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard kernels/cuda/*.cu))
-CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS)
+CUDA_EMU_MOBJS := $(patsubst %.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard models/*/*.cu))
+CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS) $(CUDA_EMU_MOBJS)
 CUDA_EMU_TEST_BINS := $(BUILD)/tests/test_cuda_emu_ops $(BUILD)/tests/test_cuda_emu_htdemucs
 
 CUDA_EMU_HDRS := $(patsubst kernels/cuda/%.h,$(CUDA_EMU_DIR)/%.h,$(wildcard kernels/cuda/*.h))
@@ -97,6 +104,16 @@ $(CUDA_EMU_DIR)/%.h: kernels/cuda/%.h kernels/cuda/emu/rewrite.sed
 # -Wno-sign-compare: unsigned threadIdx against int sizes, as nvcc leaves it in device code)
 $(CUDA_EMU_KOBJS): $(CUDA_EMU_DIR)/%.o: $(CUDA_EMU_DIR)/%.cpp $(CUDA_EMU_HDRS)
 	$(CUDA_EMU_CXX) $(CUDA_EMU_CXXFLAGS) -Wno-unused-variable -Wno-sign-compare -MMD -MP -c $< -o $@
+
+# the models' kernels (models/*/*.cu): the rewritten cuda_internal.h from $(CUDA_EMU_DIR), their
+# own headers from their folder
+$(CUDA_EMU_DIR)/models/%.cpp: models/%.cu kernels/cuda/emu/rewrite.sed
+	@mkdir -p $(dir $@)
+	{ echo '#line 1 "$<"'; sed -E -f kernels/cuda/emu/rewrite.sed $<; } > $@.tmp && mv $@.tmp $@
+
+$(CUDA_EMU_MOBJS): $(CUDA_EMU_DIR)/models/%.o: $(CUDA_EMU_DIR)/models/%.cpp $(CUDA_EMU_HDRS)
+	$(CUDA_EMU_CXX) -I$(CUDA_EMU_DIR) -Imodels/$(dir $*) $(CUDA_EMU_CXXFLAGS) -Wno-unused-variable -Wno-sign-compare \
+	    -MMD -MP -c $< -o $@
 
 $(CUDA_EMU_DIR)/runtime.o: kernels/cuda/emu/runtime.cpp
 	@mkdir -p $(dir $@)
@@ -127,4 +144,4 @@ cuda-emu-cli: $(CUDA_EMU_DIR)/stemsplit
 $(CUDA_EMU_DIR)/stemsplit: $(CLI_OBJ) $(CUDA_EMU_OBJS) $(LIBSS)
 	$(CUDA_EMU_CXX) $(ALL_LDFLAGS) -rdynamic -o $@ $^ $(LIBS)
 
--include $(CUDA_EMU_KOBJS:.o=.d) $(CUDA_EMU_DIR)/runtime.d $(CUDA_EMU_DIR)/backend.d
+-include $(CUDA_EMU_KOBJS:.o=.d) $(CUDA_EMU_MOBJS:.o=.d) $(CUDA_EMU_DIR)/runtime.d $(CUDA_EMU_DIR)/backend.d

@@ -11,10 +11,11 @@
  *   gemm.cu         matrix products (cuBLAS, cuBLASLt), cuBLAS's warm-up beside the model load
  *   conv.cu         conv2d (direct 1-D kernel, im2col + GEMM) and transposed conv2d (GEMM + col2im)
  *   winograd.cu     3x3 stride-1 conv2d as Winograd F(4x4, 3x3) or F(2x2, 3x3)
- *   dconv.cu        HTDemucs's DConv fusions (1x1 conv + group norm + GLU + add; a DConv on rows)
  *   stft.cu         STFT and iSTFT through cuFFT
  *   attention.cu    fused multi-head attention (attention.h)
  *   module.cu       the vtable and the module's one exported symbol, ss_cuda_module()
+ * and, built into the same module, the models' fused kernels (models/<arch>/fused_cuda.cu, found
+ * by name through models/kernels.h: the `kernel` slot of the vtable).
  * Every op takes the context as void *vctx, queues its work on the current lane's stream
  * (c->stream) without synchronising, and records errors in the caller's sticky ss_error.
  * The functions declared here have C++ linkage; the module is built with hidden visibility, so
@@ -217,6 +218,8 @@ ss_status cu_row_moments(void *vctx, float *mean, float *sd, const float *x, int
 ss_status cu_group_norm_gelu(void *vctx, float *y, const float *x, const float *bias, int batch, int ch,
                              int64_t len, int groups, const float *gamma, const float *beta, float eps,
                              ss_error *err);
+/* x [batch, ch, len] += glu(group_norm(g + bias)) for g [batch, 2ch, len] (a model's fusion's tail:
+ * models/htdemucs/fused_cuda.cu); not an op of the vtable */
 ss_status cu_group_norm_glu_add(void *vctx, float *x, float *g, const float *bias, int batch, int ch,
                                 int64_t len, int groups, const float *gamma, const float *beta, float eps,
                                 ss_error *err);
@@ -240,14 +243,6 @@ ss_status cu_conv_transpose2d_crop(void *vctx, const ss_convt2d_desc *d, const s
 int wino_ok(const ss_conv2d_desc *d);
 ss_status conv_wino(cuda_ctx *c, const ss_conv2d_desc *d, const float *x, const float *w, const float *bias,
                     float *y, ss_error *err);
-
-/* ---- dconv.cu ---------------------------------------------------------------------------- */
-
-ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const float *w, const float *bias,
-                                int batch, int ch, int hidden, int64_t len, const float *gamma,
-                                const float *beta, float eps, float *g, ss_error *err);
-int cu_dconv_rows_ok(void *vctx, const ss_dconv_desc *d);
-ss_status cu_dconv_rows(void *vctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err);
 
 /* ---- stft.cu ----------------------------------------------------------------------------- */
 

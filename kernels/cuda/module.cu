@@ -26,6 +26,23 @@ static ss_status cu_attention(void *vctx, const ss_attn_desc *d, const float *q,
 
 /* ---- the vtable ---------------------------------------------------------------------- */
 
+/* The models' fused kernels built into this module (models/kernels.h), first match wins. */
+#define SS_KERNELS_CUDA(arch) const void *ss_kernels_cuda_##arch(const char *name);
+#include "../../models/kernels.h"
+#undef SS_KERNELS_CUDA
+
+static const void *cu_kernel(void *vctx, const char *name)
+{
+    (void)vctx;
+    const void *k = NULL;
+#define SS_KERNELS_CUDA(arch)                \
+    if (!k)                                  \
+        k = ss_kernels_cuda_##arch(name);
+#include "../../models/kernels.h"
+#undef SS_KERNELS_CUDA
+    return k;
+}
+
 static ss_backend_iface g_iface;
 
 extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cuda_module(int api_version,
@@ -78,10 +95,8 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->copy4d = cu_copy4d;
     f->standardize_coef = cu_standardize_coef;
     f->group_norm_gelu = cu_group_norm_gelu;
-    f->group_norm_glu_add = cu_group_norm_glu_add;
     f->bias_gelu = cu_bias_gelu;
     f->bias_glu = cu_bias_glu;
-    f->conv1x1_gn_glu_add = cu_conv1x1_gn_glu_add;
     f->conv_transpose2d_crop = cu_conv_transpose2d_crop;
     f->gemm_bias = cu_gemm_bias;
     f->graph_begin = cu_graph_begin;
@@ -89,11 +104,10 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->graph_launch = cu_graph_launch;
     f->graph_free = cu_graph_free;
     f->generation = cu_generation;
-    f->dconv_rows_ok = cu_dconv_rows_ok;
-    f->dconv_rows = cu_dconv_rows;
     f->lane = cu_lane;
     f->attention_ok = cu_attention_ok;
     f->attention = cu_attention;
+    f->kernel = cu_kernel;
     if (why) *why = g_why;
     return f;
 }

@@ -2,7 +2,8 @@
  * sums of squares in double, chunk partials added in a fixed order: the same bits on every run),
  * row moments, standardisation coefficients, group norm (with a bias before it, GELU after it, or
  * as GLU + add onto a residual), layer norm and softmax.  k_gn_coef (per-row coefficients from
- * chunk partials) is shared with dconv.cu.
+ * chunk partials) is shared with
+ * models/htdemucs/fused_cuda.cu.
  */
 
 #include "cuda_internal.h"

@@ -19,6 +19,7 @@
  * models); the rest is refused at load with SS_E_DATA.
  */
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include "../../src/clock.h"
 #include "../../src/settings.h"
 #include "../../src/model.h"
+#include "fused.h"
 
 #define HT_MAX_DEPTH 8      /* encoder/decoder layers                 */
 #define HT_MAX_DCONV 8      /* residual layers in one DConv           */
@@ -149,6 +151,10 @@ typedef struct ht_model {    /* one HTDemucs */
     int pos_fr, pos_t1, pos_t2;
     float *pos2d;            /* [Fr * T1, D] (token n = f * T1 + t), weighted   */
     float *pos1d;            /* [T2, D], weighted                               */
+    /* the backend's fused kernels (fused.h), NULL where it has none: asked once at load */
+    const ht_dconv_rows_k *k_dconv_rows;
+    const ht_conv1x1_gn_glu_add_k *k_c1g;
+    const ht_conv1x1_glu_k *k_c1glu;
     /* every device allocation of this model, for freeing */
     float **allocs;
     int n_allocs, cap_allocs;
@@ -948,6 +954,9 @@ static ss_status model_load(ss_st *st, int idx, const ss_model_info *info, ss_ba
         snprintf(md.prefix, sizeof md.prefix, "models.%d.", idx);
     ht_table t = {.prefix = md.prefix};
     float *emb = NULL;
+    m->k_dconv_rows = ss_backend_kernel(be, HT_K_DCONV_ROWS);
+    m->k_c1g = ss_backend_kernel(be, HT_K_CONV1X1_GN_GLU_ADD);
+    m->k_c1glu = ss_backend_kernel(be, HT_K_CONV1X1_GLU);
     ss_status s = read_hparams(&md, info, &m->hp);
     if (s == SS_OK)
         s = model_build(m, &t, &md, &emb);
@@ -1250,18 +1259,39 @@ static void conv_gelu(ss_backend *be, const ht_conv *c, const ht_affine *nm, int
         ss_bias_gelu(be, y, y, c->b, batch, c->cout, len);
 }
 
+/* out [batch, ch, len] = glu(w x + bias) for the 1x1 convolution c (w [2ch, cin]) of x [batch, cin,
+ * len]: the backend's "htdemucs.conv1x1_glu" where it has one, else the convolution into r [batch,
+ * 2ch, len] and bias_glu. */
+static void conv1x1_glu(const ht_model *m, ss_backend *be, const ht_conv *c, const float *x, float *r, float *out,
+                        int batch, int64_t len)
+{
+    int ch = c->cout / 2;
+    if (m->k_c1glu) {
+        ss_error *e = ss_kernel_begin(be);
+        if (e) {
+            m->k_c1glu->run(ss_backend_kernel_ctx(be), out, x, c->w, c->b, batch, c->cin, ch, len, e);
+            ss_kernel_end(be, "htdemucs.conv1x1_glu");
+        }
+        return;
+    }
+    ss_conv2d_desc d = {.batch = batch, .cin = c->cin, .h = 1, .w = (int)len, .cout = 2 * ch, .kh = 1, .kw = 1,
+                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+    ss_conv2d(be, &d, x, c->w, NULL, r);                                    /* r [batch, 2ch, len]  */
+    ss_bias_glu(be, out, r, c->b, batch, ch, len);
+}
+
 /* out [batch, cout/2, len] = glu(norm(conv(x))) through r [batch, cout, len],
  * norm as for conv_gelu; without a norm the bias is added by the GLU pass */
-static void conv_glu(ss_backend *be, const ht_conv *c, const ht_affine *nm, int groups, const float *x, float *r,
-                     float *out, int batch, int h, int w, int64_t len)
+static void conv_glu(const ht_model *m, ss_backend *be, const ht_conv *c, const ht_affine *nm, int groups,
+                     const float *x, float *r, float *out, int batch, int h, int w, int64_t len)
 {
     if (nm) {
         conv_fwd(be, c, x, r, batch, h, w);
         ss_group_norm(be, r, r, batch, c->cout, len, groups, nm->w, nm->b, HT_EPS);
         ss_glu(be, out, r, batch, c->cout / 2, len);
     } else if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0 &&
-               (int64_t)h * w == len) {
-        ss_conv1x1_glu(be, out, x, c->w, c->b, batch, c->cin, c->cout / 2, len, r);   /* an encoder's rewrite */
+               (int64_t)h * w == len && len <= INT_MAX) {
+        conv1x1_glu(m, be, c, x, r, out, batch, len);                      /* an encoder's rewrite */
     } else {
         conv_nobias(be, c, x, r, batch, h, w);
         ss_bias_glu(be, out, r, c->b, batch, c->cout / 2, len);
@@ -1299,13 +1329,43 @@ static void swap12(ss_backend *be, float *dst, const float *src, int B, int X, i
     ss_copy4d(be, dst, ds, src, ss, shape);
 }
 
-/* DConv: x [n, ch, rows, T] += sum of the residual layers, in place; the residual branch sees each
- * row as its own item [ch, T] (rows > 1: a freq layer's frequency rows, where
- * ss_conv1x1_gn_glu_add_rows_ok says the tail can add into them; the first conv then runs over
- * (rows, T) with its (1, k) kernel and only its output, hidden = ch / compress channels, is
- * rearranged).  Scratch: h [n rows, hidden, T], g [n rows, 2ch, T], o [n rows, ch, T]. */
-static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int n, int rows, int64_t T, float *h,
-                      float *g, float *o)
+/* ---- DConv: the fused kernels where the backend has them, else primitive ops ---------- */
+
+/* A DConv layer's tail on items: x += glu(norm2(conv2(h) + b2)) (conv2 1x1: [2ch, hidden]),
+ * LayerScale folded into norm2.  rows == 1: x [items, ch, T]; rows > 1: item b is row b % rows of
+ * x [items / rows, ch, rows, T] (only where the backend's kernel takes them: dconv_layers checks).
+ * h [items, hidden, T]; g [items, 2ch, T] and o [items, ch, T] scratch. */
+static void dconv_tail(const ht_model *m, ss_backend *be, const ht_dconv_layer *l, int ch, int hidden, float *x,
+                       int rows, const float *h, int items, int64_t T, float *g, float *o)
+{
+    if (items <= 0 || ch <= 0 || T <= 0)
+        return;
+    if (m->k_c1g) {
+        ss_error *e = ss_kernel_begin(be);
+        if (e) {
+            m->k_c1g->run(ss_backend_kernel_ctx(be), x, rows, h, l->conv2.w, l->conv2.b, items, ch, hidden, T,
+                          l->norm2.w, l->norm2.b, HT_EPS, g, e);
+            ss_kernel_end(be, "htdemucs.conv1x1_gn_glu_add");
+        }
+        return;
+    }
+    /* composed (rows == 1): the product into g, its bias, the norm over 2ch channels, GLU, add */
+    ss_conv2d_desc d = {.batch = items, .cin = hidden, .h = 1, .w = (int)T, .cout = 2 * ch, .kh = 1, .kw = 1,
+                        .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1};
+    ss_conv2d(be, &d, h, l->conv2.w, NULL, g);                              /* g [items, 2ch, T]    */
+    if (l->conv2.b)
+        ss_channel_affine(be, g, g, items, 2 * ch, T, NULL, l->conv2.b);
+    ss_group_norm(be, g, g, items, 2 * ch, T, 1, l->norm2.w, l->norm2.b, HT_EPS);
+    ss_glu(be, o, g, items, ch, T);                                         /* o [items, ch, T]     */
+    ss_add(be, x, x, o, (size_t)items * (size_t)ch * (size_t)T);
+}
+
+/* The residual layers on x [n, ch, rows, T] in place, each row its own item [ch, T] (rows > 1: a
+ * freq layer's frequency rows, where the backend's tail can add into them; the first conv then
+ * runs over (rows, T) with its (1, k) kernel and only its output, hidden = ch / compress
+ * channels, is rearranged).  Scratch: h [n rows, hidden, T], g [n rows, 2ch, T], o [n rows, ch, T]. */
+static void dconv_layers(const ht_model *m, ss_backend *be, const ht_dconv *dc, int ch, float *x, int n, int rows,
+                         int64_t T, float *h, float *g, float *o)
 {
     int items = n * rows;
     for (int d = 0; d < dc->depth; d++) {
@@ -1318,47 +1378,56 @@ static void dconv_fwd(ss_backend *be, const ht_dconv *dc, int ch, float *x, int 
             swap12(be, h, g, n, dc->hidden, rows, T);                       /* h [n, rows, hidden, T] */
         }
         ss_group_norm_gelu(be, h, h, l->conv1.b, items, dc->hidden, T, 1, l->norm1.w, l->norm1.b, HT_EPS);
-        /* x += glu(norm2(conv2(h) + b2)) per item (conv2 1x1: [2ch, hidden]), LayerScale folded
-         * into norm2; g [items, 2ch, T], o: scratch */
-        if (rows == 1)
-            ss_conv1x1_gn_glu_add(be, x, h, l->conv2.w, l->conv2.b, n, ch, dc->hidden, T, l->norm2.w, l->norm2.b,
-                                  HT_EPS, g, o);
-        else
-            ss_conv1x1_gn_glu_add_rows(be, x, rows, h, l->conv2.w, l->conv2.b, items, ch, dc->hidden, T,
-                                       l->norm2.w, l->norm2.b, HT_EPS);
+        dconv_tail(m, be, l, ch, dc->hidden, x, rows, h, items, T, g, o);
     }
 }
 
-/* Run a DConv on a freq-layer tensor t [B, ch, F, T] (in place), each frequency row its own item:
- * each depth in one fused pass where the backend has it (ss_dconv_rows), else
- * on t's rows where the backend's tail can add into them (the CPU), else rearranged to
- * [B, F, ch, T] in q (a buffer of t's size) and back.  h, g, o: dconv_fwd scratch. */
-static void dconv_freq(ss_backend *be, const ht_dconv *dc, int ch, float *t, int B, int F, int64_t T, float *q,
-                       float *h, float *g, float *o)
+/* Whether the backend's "htdemucs.dconv_rows" runs every layer of dc on t [B, ch, F, T]. */
+static int dconv_rows_fused(const ht_model *m, ss_backend *be, const ht_dconv *dc, ht_dconv_desc *dd)
 {
-    /* a backend with the fused layer: each depth in one pass over t's rows */
-    ss_dconv_desc dd = {.batch = B, .rows = F, .ch = ch, .hidden = dc->hidden, .kernel = 3, .len = T, .eps = HT_EPS};
-    int fused = F > 1;
-    for (int d = 0; d < dc->depth && fused; d++) {
-        dd.dilation = dc->l[d].conv1.dw;
-        fused = dc->l[d].conv1.kw == 3 && dc->l[d].conv1.pw == dd.dilation && ss_dconv_rows_ok(be, &dd);
+    if (!m->k_dconv_rows || dd->batch <= 0 || dd->rows <= 1 || dd->ch <= 0 || dd->hidden <= 0 || dd->len <= 0)
+        return 0;
+    void *ctx = ss_backend_kernel_ctx(be);
+    for (int d = 0; d < dc->depth; d++) {
+        dd->dilation = dc->l[d].conv1.dw;
+        if (dc->l[d].conv1.kw != 3 || dc->l[d].conv1.pw != dd->dilation || dd->dilation <= 0 ||
+            !m->k_dconv_rows->ok(ctx, dd))
+            return 0;
     }
-    if (fused) {
+    return 1;
+}
+
+/* DConv: t [B, ch, F, T] += the residual branch, in place, each frequency row its own item (F = 1:
+ * a time layer's [B, ch, T]).  One path per backend: each depth in one pass where the backend has
+ * "htdemucs.dconv_rows" for the shape, else the layers on t's rows where its tail can add into
+ * them, else (rows == 1 or the tail composed from primitive ops) rearranged to [B, F, ch, T] in q
+ * (a buffer of t's size; unused when F = 1) and back.  h, g, o: dconv_layers' scratch. */
+static void dconv(const ht_model *m, ss_backend *be, const ht_dconv *dc, int ch, float *t, int B, int F, int64_t T,
+                  float *q, float *h, float *g, float *o)
+{
+    ht_dconv_desc dd = {.batch = B, .rows = F, .ch = ch, .hidden = dc->hidden, .kernel = 3, .len = T, .eps = HT_EPS};
+    if (dconv_rows_fused(m, be, dc, &dd)) {
+        void *ctx = ss_backend_kernel_ctx(be);
         for (int d = 0; d < dc->depth; d++) {
             const ht_dconv_layer *l = &dc->l[d];
-            ss_dconv_w w = {l->conv1.w, l->conv1.b, l->norm1.w, l->norm1.b, l->conv2.w, l->conv2.b, l->norm2.w,
+            ht_dconv_w w = {l->conv1.w, l->conv1.b, l->norm1.w, l->norm1.b, l->conv2.w, l->conv2.b, l->norm2.w,
                             l->norm2.b};
             dd.dilation = l->conv1.dw;
-            ss_dconv_rows(be, &dd, t, &w);                                  /* t [B, ch, F, T] in place */
+            ss_error *e = ss_kernel_begin(be);
+            if (e) {
+                m->k_dconv_rows->run(ctx, &dd, t, &w, e);                  /* t [B, ch, F, T] in place */
+                ss_kernel_end(be, "htdemucs.dconv_rows");
+            }
         }
         return;
     }
-    if (F == 1 || ss_conv1x1_gn_glu_add_rows_ok(be, dc->hidden)) {
-        dconv_fwd(be, dc, ch, t, B, F, T, h, g, o);
+    if (F == 1 || (m->k_c1g && m->k_c1g->rows_ok && dc->hidden > 0 &&
+                   m->k_c1g->rows_ok(ss_backend_kernel_ctx(be), dc->hidden))) {
+        dconv_layers(m, be, dc, ch, t, B, F, T, h, g, o);
         return;
     }
     swap12(be, q, t, B, ch, F, T);                                          /* [B, F, ch, T]   */
-    dconv_fwd(be, dc, ch, q, B * F, 1, T, h, g, o);
+    dconv_layers(m, be, dc, ch, q, B * F, 1, T, h, g, o);
     swap12(be, t, q, B, F, ch, T);                                          /* [B, ch, F, T]   */
 }
 
@@ -1373,9 +1442,9 @@ static void enc_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     conv_gelu(be, &l->conv, l->norm ? &l->norm1 : NULL, groups, x, a, B, F, T,
               (int64_t)f2 * T);                                             /* a [B, cout, F', T]   */
     if (l->has_dconv)
-        dconv_freq(be, &l->dconv, l->cout, a, B, f2, T, q, h, r, p);
+        dconv(m, be, &l->dconv, l->cout, a, B, f2, T, q, h, r, p);
     if (l->has_rewrite) {                                                   /* r [B, 2cout, F', T]  */
-        conv_glu(be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, f2, T,
+        conv_glu(m, be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, f2, T,
                  (int64_t)f2 * T);                                          /* out [B, cout, F', T] */
     } else {
         copy(be, out, a, n);
@@ -1401,9 +1470,9 @@ static void enc_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     int groups = m->hp.norm_groups;
     conv_gelu(be, &l->conv, l->norm ? &l->norm1 : NULL, groups, src, a, B, 1, (int)lp, l2); /* a [B, cout, L2] */
     if (l->has_dconv)
-        dconv_fwd(be, &l->dconv, l->cout, a, B, 1, l2, h, r, p);
+        dconv(m, be, &l->dconv, l->cout, a, B, 1, l2, NULL, h, r, p);
     if (l->has_rewrite)         /* r [B, 2cout, L2] -> out [B, cout, L2] */
-        conv_glu(be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, 1, (int)l2, l2);
+        conv_glu(m, be, &l->rewrite, l->norm ? &l->norm2 : NULL, groups, a, r, out, B, 1, (int)l2, l2);
     else
         copy(be, out, a, n);
 }
@@ -1417,13 +1486,13 @@ static void dec_freq(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     int groups = m->hp.norm_groups, K = l->conv.kh, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, F, T]     */
     if (l->has_rewrite) {                                                   /* r [B, 2cin, F, T]    */
-        conv_glu(be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, F, T,
+        conv_glu(m, be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, F, T,
                  (int64_t)F * T);                                           /* p [B, cin, F, T]     */
     } else {
         copy(be, p, a, n);
     }
     if (l->has_dconv)
-        dconv_freq(be, &l->dconv, l->cin, p, B, F, T, q, h, r, a);
+        dconv(m, be, &l->dconv, l->cin, p, B, F, T, q, h, r, a);
     int fo = ss_convt_out(F, K, l->conv.sh), f2 = fo - 2 * pad;
     ss_convt_crop crop = {.h0 = pad, .w0 = 0, .oh = f2, .ow = T, .gelu = !l->last};
     if (!l->norm) {             /* out [B, cout, F2, T] = gelu(conv_tr(p) [.., pad:pad+F2, :]) (r: scratch) */
@@ -1448,11 +1517,11 @@ static void dec_time(const ht_model *m, ht_ws *ws, ss_backend *be, const ht_laye
     int groups = m->hp.norm_groups, K = l->conv.kw, pad = K / 4;
     ss_add(be, a, x, skip, n);                                              /* a [B, cin, L]        */
     if (l->has_rewrite)         /* r [B, 2cin, L] -> p [B, cin, L] */
-        conv_glu(be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, 1, (int)L, L);
+        conv_glu(m, be, &l->rewrite, l->norm ? &l->norm1 : NULL, groups, a, r, p, B, 1, (int)L, L);
     else
         copy(be, p, a, n);
     if (l->has_dconv)
-        dconv_fwd(be, &l->dconv, l->cin, p, B, 1, L, h, r, a);
+        dconv(m, be, &l->dconv, l->cin, p, B, 1, L, NULL, h, r, a);
     int64_t lz = ss_convt_out((int)L, K, l->conv.sw);
     ss_convt_crop crop = {.h0 = 0, .w0 = pad, .oh = 1, .ow = (int)length, .gelu = !l->last};
     if (!l->norm) {             /* out [B, cout, length] = gelu(conv_tr(p) [.., pad:pad+length]) (r: scratch) */

@@ -1,10 +1,13 @@
-/* dconv.cu - HTDemucs's DConv fusions in the CUDA backend: conv1x1_gn_glu_add (a DConv layer's
- * second half, x += GLU(group norm(1x1 conv)), without storing the 1x1 convolution's output) and
- * dconv_rows (a whole DConv layer on a frequency layer's rows in one kernel).  Statistics and
- * coefficients as norms.cu forms them (k_gn_coef).
+/* fused_cuda.cu - HTDemucs's fused kernels in the CUDA backend (models/htdemucs/fused.h):
+ * "htdemucs.conv1x1_gn_glu_add" (a DConv layer's second half, x += GLU(group norm(1x1 conv)),
+ * without storing the 1x1 convolution's output) and "htdemucs.dconv_rows" (a whole DConv layer on
+ * a frequency layer's rows in one kernel).  Statistics and coefficients as kernels/cuda/norms.cu
+ * forms them (k_gn_coef).  Built into the CUDA module by kernels/cuda/cuda.mk (and, as C++ for the
+ * CPU, into its emulator); the module's `kernel` slot finds them through models/kernels.h.
  */
 
 #include "cuda_internal.h"
+#include "fused.h"
 
 /* ---- a DConv layer's second half without storing its 1x1 convolution ------------
  * x [batch, ch, len] += glu(norm(w h + bias)), w [2ch, hidden], h [batch, hidden,
@@ -161,7 +164,7 @@ __global__ void __launch_bounds__(PW_THREADS) k_pw_glu_add(float *__restrict__ x
 /* x [batch, ch, len] += glu(group_norm(w h + bias)), one group per item (see
  * k_pw_stats); where hidden or the grid is out of the kernels' range, the 1x1
  * convolution into g [batch, 2ch, len] and group_norm_glu_add. */
-ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const float *w, const float *bias,
+static ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const float *w, const float *bias,
                                 int batch, int ch, int hidden, int64_t len, const float *gamma,
                                 const float *beta, float eps, float *g, ss_error *err)
 {
@@ -197,7 +200,7 @@ ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const floa
     return SS_OK;
 }
 
-/* ---- a DConv layer on a frequency layer's rows in one pass (ss_dconv_rows) ------------
+/* ---- a DConv layer on a frequency layer's rows in one pass ("htdemucs.dconv_rows") ------------
  * One block per row item (b, r) of x [batch, ch, rows, len]: the item [ch, len]
  * is read into shared memory once; conv1 (kernel k along len) goes to h [hidden,
  * len] in shared memory and is normed and GELU'd there; then w2 h is computed
@@ -213,7 +216,7 @@ ss_status cu_conv1x1_gn_glu_add(void *vctx, float *x, const float *h, const floa
 
 __host__ __device__ static inline int dr_hp(int hidden) { return (hidden + 3) / 4 * 4; }
 
-static size_t dr_smem(const ss_dconv_desc *d)
+static size_t dr_smem(const ht_dconv_desc *d)
 {
     size_t hp = (size_t)dr_hp(d->hidden);
     return ((size_t)d->ch * d->kernel * hp + 2 * (size_t)d->ch * hp + (size_t)d->ch * (size_t)d->len +
@@ -359,7 +362,7 @@ __global__ void __launch_bounds__(DR_THREADS) k_dconv_rows(float *__restrict__ x
     }
 }
 
-int cu_dconv_rows_ok(void *vctx, const ss_dconv_desc *d)
+static int cu_dconv_rows_ok(void *vctx, const ht_dconv_desc *d)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (d->hidden > DR_MAX_HIDDEN || d->kernel > DR_MAX_K || d->kernel % 2 == 0 || d->len > 65536 ||
@@ -376,7 +379,7 @@ int cu_dconv_rows_ok(void *vctx, const ss_dconv_desc *d)
     return dr_smem(d) + 1024 <= (size_t)optin;
 }
 
-ss_status cu_dconv_rows(void *vctx, const ss_dconv_desc *d, float *x, const ss_dconv_w *w, ss_error *err)
+static ss_status cu_dconv_rows(void *vctx, const ht_dconv_desc *d, float *x, const ht_dconv_w *w, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
     if (!cu_dconv_rows_ok(vctx, d))
@@ -392,4 +395,29 @@ ss_status cu_dconv_rows(void *vctx, const ss_dconv_desc *d, float *x, const ss_d
         w->g2, w->be2, d->eps);
     CK_LAUNCH(c, err, "dconv_rows");
     return SS_OK;
+}
+
+/* ---- the module's entry points (models/kernels.h) -------------------------------------- */
+
+/* rows > 1 (items that are rows of x) is not taken here: rows_ok is NULL and the model
+ * rearranges the rows first. */
+static ss_status cu_c1g(void *vctx, float *x, int rows, const float *h, const float *w, const float *bias, int batch,
+                        int ch, int hidden, int64_t len, const float *gamma, const float *beta, float eps, float *g,
+                        ss_error *err)
+{
+    if (rows != 1)
+        return fail(err, SS_E_INTERNAL, "cuda conv1x1_gn_glu_add: %d rows of items (1 expected)", rows);
+    return cu_conv1x1_gn_glu_add(vctx, x, h, w, bias, batch, ch, hidden, len, gamma, beta, eps, g, err);
+}
+
+static const ht_conv1x1_gn_glu_add_k cu_c1g_k = {NULL, cu_c1g};
+static const ht_dconv_rows_k cu_dconv_rows_k = {cu_dconv_rows_ok, cu_dconv_rows};
+
+const void *ss_kernels_cuda_htdemucs(const char *name)
+{
+    if (strcmp(name, HT_K_CONV1X1_GN_GLU_ADD) == 0)
+        return &cu_c1g_k;
+    if (strcmp(name, HT_K_DCONV_ROWS) == 0)
+        return &cu_dconv_rows_k;
+    return NULL;
 }
