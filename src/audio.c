@@ -206,6 +206,31 @@ static ss_status interrupted(const char *name, ss_error *err)
                    *g_cancel == SIGTERM ? "SIGTERM" : *g_cancel == SIGINT ? "SIGINT" : "a signal");
 }
 
+/* One read of `in` (a pipe, FIFO or device, opened O_NONBLOCK) that stays
+ * interruptible: it waits in poll, 100 ms at a time, checking the cancel
+ * flag, until bytes come or the writer closes.  *got: bytes read, 0 at the
+ * end of the stream. */
+static ss_status read_wait(int in, const char *name, unsigned char *buf, size_t size, size_t *got, ss_error *err)
+{
+    for (;;) {
+        if (cancelled())
+            return interrupted(name, err);
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int k = poll(&p, 1, 100);
+        if (k < 0 && errno != EINTR)
+            return ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+        if (k <= 0)
+            continue;
+        ssize_t n = read(in, buf, size);
+        if (n >= 0) {
+            *got = (size_t)n;
+            return SS_OK;
+        }
+        if (errno != EINTR && errno != EAGAIN)
+            return ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
+    }
+}
+
 #define SPOOL_DEFAULT ((uint64_t)4 << 30)       /* 4 GiB */
 
 ss_status ss_spool_limit(uint64_t *bytes, ss_error *err)
@@ -279,23 +304,11 @@ static ss_status spool_eof(int in, const char *name, int *fdp, int *at_eof, ss_e
     size_t head = 0;
     int eof = 0;
     while (st == SS_OK && head < HEAD && !eof) {
-        if (cancelled()) {
-            st = interrupted(name, err);
-            break;
+        size_t n = 0;
+        if ((st = read_wait(in, name, buf + head, HEAD - head, &n, err)) == SS_OK) {
+            eof = n == 0;
+            head += n;
         }
-        struct pollfd p = {.fd = in, .events = POLLIN};
-        int k = poll(&p, 1, 100);
-        if (k < 0 && errno != EINTR)
-            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
-        if (k <= 0)
-            continue;
-        ssize_t n = read(in, buf + head, HEAD - head);
-        if (n < 0 && errno != EINTR && errno != EAGAIN)
-            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
-        else if (n == 0)
-            eof = 1;
-        else if (n > 0)
-            head += (size_t)n;
     }
     if (st == SS_OK && head == 0)
         st = ss_fail(err, SS_E_DATA, "%s: empty (no audio data)", name);
@@ -341,23 +354,8 @@ static ss_status spool_eof(int in, const char *name, int *fdp, int *at_eof, ss_e
     if (write_all(fd, buf, head) != 0)
         st = ss_fail(err, SS_E_IO, "%s: cannot copy it to a temporary file in %s: %s", name, dir, strerror(errno));
     while (st == SS_OK && !eof) {
-        if (cancelled()) {
-            st = interrupted(name, err);
-            break;
-        }
-        struct pollfd p = {.fd = in, .events = POLLIN};
-        int k = poll(&p, 1, 100);
-        if (k < 0 && errno != EINTR)
-            st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
-        if (k <= 0)
-            continue;
-        ssize_t n = read(in, buf, CHUNK);
-        if (n < 0) {
-            if (errno != EINTR && errno != EAGAIN)
-                st = ss_fail(err, SS_E_IO, "%s: read error: %s", name, strerror(errno));
-            continue;
-        }
-        if (n == 0)
+        size_t n = 0;
+        if ((st = read_wait(in, name, buf, CHUNK, &n, err)) != SS_OK || n == 0)
             break;
         if (total + (uint64_t)n > cap) {
             st = ss_fail(err, SS_E_DATA, "%s: more than %llu bytes, the most stemsplit holds of a pipe or device "

@@ -79,12 +79,9 @@ void ss_batch_list_free(ss_batch_list *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Extensions taken as audio without opening the file, so that a damaged
- * song is reported rather than silently left out. */
-static int audio_extension(const char *name)
+/* Is NAME's extension (after the last dot, not a leading one) in the NULL-ended list? */
+static int extension_in(const char *name, const char *const *ext)
 {
-    static const char *const ext[] = {"wav", "wave", "bwf", "w64", "rf64", "flac", "ogg", "oga", "opus", "mp3",
-                                      "mp2", "aif", "aiff", "aifc", "au", "snd", "caf", NULL};
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name)
         return 0;
@@ -92,6 +89,15 @@ static int audio_extension(const char *name)
         if (strcasecmp(dot + 1, ext[i]) == 0)
             return 1;
     return 0;
+}
+
+/* Extensions taken as audio without opening the file, so that a damaged
+ * song is reported rather than silently left out. */
+static int audio_extension(const char *name)
+{
+    static const char *const ext[] = {"wav", "wave", "bwf", "w64", "rf64", "flac", "ogg", "oga", "opus", "mp3",
+                                      "mp2", "aif", "aiff", "aifc", "au", "snd", "caf", NULL};
+    return extension_in(name, ext);
 }
 
 /* Extensions of audio formats that no reader here opens (when the file also
@@ -102,13 +108,7 @@ static int foreign_audio_extension(const char *name)
     static const char *const ext[] = {"m4a", "m4b", "m4p", "mp4", "aac", "alac", "wma", "asf", "ape", "wv", "mka",
                                       "webm", "ac3", "eac3", "dts", "mpc", "tta", "amr", "awb", "dsf", "dff", "ra",
                                       "ram", "3gp", "3ga", "mid", "midi", "mod", "xm", "it", "s3m", NULL};
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        return 0;
-    for (int i = 0; ext[i]; i++)
-        if (strcasecmp(dot + 1, ext[i]) == 0)
-            return 1;
-    return 0;
+    return extension_in(name, ext);
 }
 
 void ss_batch_scan_skip(ss_batch_scan *sc, const char *path)
