@@ -99,54 +99,57 @@ static void cholesky_solve(const double *l, int n, double *b, int m)
 
 /* Gaussian elimination with partial pivoting (LAPACK's getrf/getrs, what
  * np.linalg.solve does) of the full n x n a; b (n x m) := a^-1 b.  -1 when
- * a pivot is exactly 0 (np.linalg.LinAlgError). */
+ * a pivot is exactly 0 (np.linalg.LinAlgError).  Blocked as getrf: a panel
+ * of nb columns is factored in place (its pivots swap whole rows of a and b),
+ * then the rows right of it are solved with its unit lower triangle and the
+ * trailing matrix updated by one product. */
 static int lu_solve(double *a, int n, double *b, int m)
 {
-    for (int k = 0; k < n; k++) {
-        int piv = k;
-        double best = fabs(a[(int64_t)k * n + k]);
-        for (int i = k + 1; i < n; i++) {
-            double v = fabs(a[(int64_t)i * n + k]);
-            if (v > best) {
-                best = v;
-                piv = i;
+    const int nb = 64;
+    for (int k0 = 0; k0 < n; k0 += nb) {
+        int kb = n - k0 < nb ? n - k0 : nb, kend = k0 + kb;
+        for (int k = k0; k < kend; k++) {
+            int piv = k;
+            double best = fabs(a[(int64_t)k * n + k]);
+            for (int i = k + 1; i < n; i++) {
+                double v = fabs(a[(int64_t)i * n + k]);
+                if (v > best) {
+                    best = v;
+                    piv = i;
+                }
+            }
+            if (best == 0.0)
+                return -1;
+            if (piv != k) {
+                for (int j = 0; j < n; j++) {
+                    double t = a[(int64_t)k * n + j];
+                    a[(int64_t)k * n + j] = a[(int64_t)piv * n + j];
+                    a[(int64_t)piv * n + j] = t;
+                }
+                for (int j = 0; j < m; j++) {
+                    double t = b[(int64_t)k * m + j];
+                    b[(int64_t)k * m + j] = b[(int64_t)piv * m + j];
+                    b[(int64_t)piv * m + j] = t;
+                }
+            }
+            const double *rk = a + (int64_t)k * n;
+            for (int i = k + 1; i < n; i++) {
+                double *ri = a + (int64_t)i * n;
+                double f = ri[k] /= rk[k];
+                for (int j = k + 1; j < kend; j++)
+                    ri[j] -= f * rk[j];
             }
         }
-        if (best == 0.0)
-            return -1;
-        if (piv != k) {
-            for (int j = 0; j < n; j++) {
-                double t = a[(int64_t)k * n + j];
-                a[(int64_t)k * n + j] = a[(int64_t)piv * n + j];
-                a[(int64_t)piv * n + j] = t;
-            }
-            for (int j = 0; j < m; j++) {
-                double t = b[(int64_t)k * m + j];
-                b[(int64_t)k * m + j] = b[(int64_t)piv * m + j];
-                b[(int64_t)piv * m + j] = t;
-            }
-        }
-        const double *rk = a + (int64_t)k * n;
-        for (int i = k + 1; i < n; i++) {
-            double *ri = a + (int64_t)i * n;
-            double f = ri[k] / rk[k];
-            if (f == 0.0)
-                continue;
-            for (int j = k + 1; j < n; j++)
-                ri[j] -= f * rk[j];
-            for (int j = 0; j < m; j++)
-                b[(int64_t)i * m + j] -= f * b[(int64_t)k * m + j];
+        int rest = n - kend;
+        if (rest > 0) {
+            cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, kb, rest, 1.0,
+                        a + (int64_t)k0 * n + k0, n, a + (int64_t)k0 * n + kend, n);
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rest, rest, kb, -1.0, a + (int64_t)kend * n + k0,
+                        n, a + (int64_t)k0 * n + kend, n, 1.0, a + (int64_t)kend * n + kend, n);
         }
     }
-    for (int k = n - 1; k >= 0; k--) {
-        const double *rk = a + (int64_t)k * n;
-        for (int j = 0; j < m; j++) {
-            double s = b[(int64_t)k * m + j];
-            for (int p = k + 1; p < n; p++)
-                s -= rk[p] * b[(int64_t)p * m + j];
-            b[(int64_t)k * m + j] = s / rk[k];
-        }
-    }
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, m, 1.0, a, n, b, m);
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, n, m, 1.0, a, n, b, m);
     return 0;
 }
 
