@@ -486,6 +486,22 @@ static ss_status reader_finish(ss_audio_reader *r, SNDFILE *sf, const SF_INFO *s
     return SS_OK;
 }
 
+/* libsndfile on a duplicate of fd (sf_open_dup) for reader r; *sf is NULL when
+ * libsndfile does not take the data (not an error here).  A failed dup closes
+ * r and is the error. */
+static ss_status sf_open_reader(ss_audio_reader *r, int fd, const char *name, SF_INFO *sfi, SNDFILE **sf,
+                                ss_error *err)
+{
+    memset(sfi, 0, sizeof *sfi);
+    int dup_failed;
+    *sf = sf_open_dup(fd, SFM_READ, sfi, &dup_failed);
+    if (!dup_failed)
+        return SS_OK;
+    ss_status st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+    ss_audio_close(r);
+    return st;
+}
+
 /* A file libsndfile and libmpg123 do not read, in a format ffmpeg does: its
  * first audio stream decoded by ffmpeg into a float WAV through a pipe,
  * spooled like standard input (the spool limit, the cancel flag), and read
@@ -520,14 +536,9 @@ static ss_status ffmpeg_open(ss_audio_reader *r, const char *path, const char *n
         return st;
     }
     SF_INFO sfi;
-    memset(&sfi, 0, sizeof sfi);
-    int dup_failed;
-    SNDFILE *sf = sf_open_dup(fd, SFM_READ, &sfi, &dup_failed);
-    if (dup_failed) {
-        st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
-        ss_audio_close(r);
+    SNDFILE *sf = NULL;
+    if ((st = sf_open_reader(r, fd, name, &sfi, &sf, err)) != SS_OK)
         return st;
-    }
     if ((st = reader_finish(r, sf, &sfi, name, out, info, err)) == SS_OK && info)
         snprintf(info->format, sizeof info->format, "%s via ffmpeg", format);
     return st;
@@ -564,14 +575,9 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
         return mpeg_open(r, name, out, info, err);
     }
     SF_INFO sfi;
-    memset(&sfi, 0, sizeof sfi);
-    int dup_failed;
-    SNDFILE *sf = sf_open_dup(fd, SFM_READ, &sfi, &dup_failed);
-    if (dup_failed) {
-        st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
-        ss_audio_close(r);
+    SNDFILE *sf = NULL;
+    if ((st = sf_open_reader(r, fd, name, &sfi, &sf, err)) != SS_OK)
         return st;
-    }
     unsigned char magic[16];
     const char *foreign = sf || from_stdin ? NULL : ss_ffmpeg_format(magic, first_bytes(r, magic, sizeof magic));
     if (foreign)
