@@ -741,6 +741,14 @@ void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n)
     fb_end(&fb, FB_OK(be) ? REF->add(be->ref, hy, ha, hb, n, &be->err) : SS_OK, y, hy, n);
 }
 
+void ss_mul(ss_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    DISPATCH(be, mul, y, a, b, n);
+    fallback fb = {be, {0}, 0, 0};
+    float *ha = fb_view(&fb, a, n, 1), *hb = fb_view(&fb, b, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? REF->mul(be->ref, hy, ha, hb, n, &be->err) : SS_OK, y, hy, n);
+}
+
 void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n)
 {
     DISPATCH(be, scale, y, x, alpha, n);
@@ -805,6 +813,23 @@ void ss_gelu(ss_backend *be, float *y, const float *x, size_t n)
     fb_end(&fb, FB_OK(be) ? REF->gelu(be->ref, hy, hx, n, &be->err) : SS_OK, y, hy, n);
 }
 
+void ss_activate(ss_backend *be, float *y, const float *x, size_t n, ss_act act, float alpha)
+{
+    if (LIVE(be) && ((int)act < 0 || act >= SS_ACT_COUNT)) {
+        ss_fail(&be->err, SS_E_INTERNAL, "activate: unknown activation %d", (int)act);
+        return;
+    }
+    DISPATCH(be, activate, y, x, n, act, alpha);
+    fallback fb = {be, {0}, 0, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    fb_end(&fb, FB_OK(be) ? REF->activate(be->ref, hy, hx, n, act, alpha, &be->err) : SS_OK, y, hy, n);
+}
+
+void ss_relu(ss_backend *be, float *y, const float *x, size_t n) { ss_activate(be, y, x, n, SS_ACT_RELU, 0.0f); }
+void ss_sigmoid(ss_backend *be, float *y, const float *x, size_t n) { ss_activate(be, y, x, n, SS_ACT_SIGMOID, 0.0f); }
+void ss_tanh(ss_backend *be, float *y, const float *x, size_t n) { ss_activate(be, y, x, n, SS_ACT_TANH, 0.0f); }
+void ss_silu(ss_backend *be, float *y, const float *x, size_t n) { ss_activate(be, y, x, n, SS_ACT_SILU, 0.0f); }
+
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len)
 {
     DISPATCH(be, glu, y, x, batch, ch, len);
@@ -828,7 +853,10 @@ int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d)
     const ss_backend_iface *bi = be->iface;
     if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0)
         return 0;
-    return bi->attention && bi->attention_ok && bi->attention_ok(be->ctx, d);
+    ss_attn_desc one = *d;
+    if (!bi->attention_batched)          /* the wrapper runs the items one by one */
+        one.batch = 1;
+    return bi->attention && bi->attention_ok && bi->attention_ok(be->ctx, &one);
 }
 
 void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o)
@@ -837,6 +865,15 @@ void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const f
         if (LIVE(be))
             ss_fail(&be->err, SS_E_INTERNAL, "%s backend: no fused attention for %d heads of %d x %d (head size %d)",
                     be->iface->name, d->heads, d->nq, d->nk, d->hd);
+        return;
+    }
+    if (d->batch > 1 && !be->iface->attention_batched) {
+        ss_attn_desc one = *d;
+        one.batch = 1;
+        for (int i = 0; i < d->batch && LIVE(be); i++) {
+            ss_attention(be, &one, q, k, v, o);
+            q += d->stride_q, k += d->stride_k, v += d->stride_v, o += d->stride_o;
+        }
         return;
     }
     DISPATCH(be, attention, d, q, k, v, o);
@@ -923,6 +960,40 @@ void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batc
         ss_channel_affine(be, x, x, batch, 2 * ch, len, NULL, bias);
     }
     ss_glu(be, y, x, batch, ch, len);
+}
+
+void ss_instance_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len, const float *gamma,
+                      const float *beta, float eps)
+{
+    ss_group_norm(be, y, x, batch, ch, len, ch, gamma, beta, eps);
+}
+
+void ss_rms_norm(ss_backend *be, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                 ss_rms_form form)
+{
+    DISPATCH(be, rms_norm, y, x, rows, dim, gamma, eps, form);
+    size_t n = (size_t)rows * (size_t)dim;
+    fallback fb = {be, {0}, 0, 0};
+    float *hx = fb_view(&fb, x, n, 1), *hy = fb_view(&fb, y, n, 0);
+    float *hg = fb_view(&fb, gamma, (size_t)dim, 1);
+    fb_end(&fb, FB_OK(be) ? REF->rms_norm(be->ref, hy, hx, rows, dim, hg, eps, form, &be->err) : SS_OK, y, hy, n);
+}
+
+void ss_rope(ss_backend *be, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+             const float *cs)
+{
+    if (LIVE(be) && (hd % 2 != 0 || (int64_t)heads * hd > ld)) {
+        ss_fail(&be->err, SS_E_INTERNAL, "rope: %d heads of size %d in rows of %d (the size must be even)", heads,
+                hd, ld);
+        return;
+    }
+    DISPATCH(be, rope, y, x, batch, seq, heads, hd, ld, cs);
+    size_t n = (size_t)batch * (size_t)seq * (size_t)ld;
+    fallback fb = {be, {0}, 0, 0};
+    /* y is loaded: the columns past heads * hd are kept */
+    float *hx = fb_view(&fb, x, n, 1), *hy = y == x ? hx : fb_view(&fb, y, n, 1);
+    float *hc = fb_view(&fb, cs, (size_t)seq * (size_t)hd, 1);
+    fb_end(&fb, FB_OK(be) ? REF->rope(be->ref, hy, hx, batch, seq, heads, hd, ld, hc, &be->err) : SS_OK, y, hy, n);
 }
 
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,

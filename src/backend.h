@@ -38,7 +38,7 @@
 #include "error.h"
 #include "ops.h"
 
-#define SS_BACKEND_API_VERSION 11
+#define SS_BACKEND_API_VERSION 12
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -200,6 +200,18 @@ typedef struct ss_backend_iface {
      * A backend looks the name up in the models' tables (models/kernels.h).
      * NULL: no named kernels. */
     const void *(*kernel)(void *ctx, const char *name);
+
+    /* ---- API 12: the primitives the transformer and spectrogram models need
+     * (optional like the others; NULL = the reference's on host mirrors) ---- */
+    ss_status (*mul)(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err);
+    ss_status (*activate)(void *ctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err);
+    ss_status (*rms_norm)(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                          ss_rms_form form, ss_error *err);
+    ss_status (*rope)(void *ctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                      const float *cs, ss_error *err);
+    /* 1 when `attention` runs descriptors with batch > 1 itself; 0: the
+     * wrapper calls it once per item */
+    int attention_batched;
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -294,6 +306,7 @@ void ss_fill(ss_backend *be, float *y, float v, size_t n);                      
 void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size_t spitch,
                size_t rows, size_t cols);
 void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n);  /* y = a + b, in place ok */
+void ss_mul(ss_backend *be, float *y, const float *a, const float *b, size_t n);  /* y = a * b, in place ok */
 void ss_scale(ss_backend *be, float *y, const float *x, float alpha, size_t n);   /* y = alpha x, in place ok */
 /* x, y [batch, ch, len]: y = x * scale[c] + bias[c]; scale/bias may be NULL; in place ok */
 void ss_channel_affine(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len,
@@ -309,6 +322,13 @@ void ss_row_moments(ss_backend *be, float *mean, float *std, const float *x, int
 void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float *mean, const float *std, int n,
                          float eps);
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n);                 /* exact erf GELU, in place ok */
+/* x, y [n]: y = act(x) with parameter alpha (ss_act in ops.h: ReLU, sigmoid,
+ * tanh, SiLU, ELU, leaky ReLU); in place ok.  The four below are shorthands. */
+void ss_activate(ss_backend *be, float *y, const float *x, size_t n, ss_act act, float alpha);
+void ss_relu(ss_backend *be, float *y, const float *x, size_t n);
+void ss_sigmoid(ss_backend *be, float *y, const float *x, size_t n);
+void ss_tanh(ss_backend *be, float *y, const float *x, size_t n);
+void ss_silu(ss_backend *be, float *y, const float *x, size_t n);
 /* x [batch, 2*ch, len] -> y [batch, ch, len] = x[:, :ch] * sigmoid(x[:, ch:]) */
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len);
 /* x, y [rows, len]: y = softmax(scale * x) along len; in place ok */
@@ -354,6 +374,27 @@ void ss_bias_gelu(ss_backend *be, float *y, const float *x, const float *bias, i
  * (NULL: plain GLU), as ss_channel_affine and ss_glu would give; x may be
  * overwritten (when the backend composes the two); y must not overlap x */
 void ss_bias_glu(ss_backend *be, float *y, float *x, const float *bias, int batch, int ch, int64_t len);
+/* x, y [batch, ch, len]: InstanceNorm (each (item, channel) row normalised over
+ * len, biased variance) with affine gamma/beta [ch] (may be NULL), i.e.
+ * ss_group_norm with one group per channel (the same op, the same bits); a
+ * 2-D InstanceNorm is len = height * width; in place ok.  BatchNorm at
+ * inference is ss_channel_affine with its statistics folded into scale and
+ * bias at load. */
+void ss_instance_norm(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len, const float *gamma,
+                      const float *beta, float eps);
+/* x, y [rows, dim]: RMSNorm over dim in the form `form` (ss_rms_form in ops.h)
+ * with gain gamma [dim] (may be NULL: 1); in place ok */
+void ss_rms_norm(ss_backend *be, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                 ss_rms_form form);
+/* Rotary position embedding (RoFormer; rotary_embedding_torch's interleaved
+ * pairs), the optional first step of attention on q and k:
+ *   x, y [batch, seq, ld], head h in columns [h*hd, (h+1)*hd), hd even;
+ *   cs [seq, hd/2, 2] = (cos, sin) of the angle of position p and pair i;
+ *   for each pair (x0, x1) = x[b, p, h*hd + 2i .. +1]:
+ *     y0 = x0 cos - x1 sin,  y1 = x1 cos + x0 sin.
+ * Columns from heads*hd to ld are left alone.  In place ok (y == x). */
+void ss_rope(ss_backend *be, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+             const float *cs);
 /* x, y [rows, dim]: LayerNorm over dim with gamma/beta [dim] (may be NULL); in place ok */
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps);

@@ -448,6 +448,28 @@ static ss_status cpu_bias_glu(void *ctx, float *y, float *x, const float *bias, 
     return kst(err, "bias_glu", ss_cpu_bias_glu(POOL(ctx), y, x, bias, batch, ch, len));
 }
 
+static ss_status cpu_mul(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err)
+{
+    return kst(err, "mul", ss_cpu_mul(POOL(ctx), y, a, b, n));
+}
+
+static ss_status cpu_activate(void *ctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err)
+{
+    return kst(err, "activate", ss_cpu_activate(POOL(ctx), y, x, n, act, alpha));
+}
+
+static ss_status cpu_rms_norm(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                              ss_rms_form form, ss_error *err)
+{
+    return kst(err, "rms_norm", ss_cpu_rms_norm(POOL(ctx), y, x, rows, dim, gamma, eps, form));
+}
+
+static ss_status cpu_rope(void *ctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                          const float *cs, ss_error *err)
+{
+    return kst(err, "rope", ss_cpu_rope(POOL(ctx), y, x, batch, seq, heads, hd, ld, cs));
+}
+
 /* every shape: the row-blocked kernel where the fused one does not apply */
 static int cpu_attention_ok(void *ctx, const ss_attn_desc *d)
 {
@@ -518,6 +540,7 @@ const ss_backend_iface ss_backend_cpu = {
     .group_norm_gelu = cpu_group_norm_gelu,
     .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
     .attention_ok = cpu_attention_ok, .attention = cpu_attention,
+    .mul = cpu_mul, .activate = cpu_activate, .rms_norm = cpu_rms_norm, .rope = cpu_rope,
     /* HTDemucs's fusions and any other model's: by name (models/kernels.h) */
     .kernel = cpu_kernel,
     /* none: the dispatcher composes them from the ops above */

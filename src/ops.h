@@ -57,17 +57,46 @@ typedef struct ss_convt2d_desc {
     int sh, sw;
 } ss_convt2d_desc;
 
-/* Multi-head scaled dot-product attention of one batch item, heads side by
- * side in the columns (nn.MultiheadAttention's layout):
- *   q [nq, ldq], k [nk, ldk], v [nk, ldv], o [nq, ldo]; head h is columns
- *   [h*hd, (h+1)*hd) of each: o_h = softmax(scale * q_h k_h^T) v_h.
- * reduced as for ss_gemm_desc (the two products may take tf32 inputs). */
+/* Multi-head scaled dot-product attention, heads side by side in the columns
+ * (nn.MultiheadAttention's layout), for `batch` independent items:
+ *   q [nq, ldq], k [nk, ldk], v [nk, ldv], o [nq, ldo] per item; head h is
+ *   columns [h*hd, (h+1)*hd) of each: o_h = softmax(scale * q_h k_h^T) v_h.
+ * Item i's matrices start stride_q/k/v/o elements after item i-1's; batch
+ * 0 or 1 is one item (the strides are then ignored).  reduced as for
+ * ss_gemm_desc (the two products may take tf32 inputs).  A rotary position
+ * embedding is applied to q and k beforehand (ss_rope). */
 typedef struct ss_attn_desc {
     int heads, nq, nk, hd;
     int ldq, ldk, ldv, ldo;
     float scale;
     int reduced;
+    int batch;
+    int64_t stride_q, stride_k, stride_v, stride_o;
 } ss_attn_desc;
+
+/* Pointwise activations of ss_activate: y = f(x), alpha its parameter where it has one.
+ *   RELU       max(x, 0)
+ *   SIGMOID    1 / (1 + e^-x)
+ *   TANH       tanh x
+ *   SILU       x * sigmoid(x)
+ *   ELU        x > 0 ? x : alpha (e^x - 1)              (torch.nn.ELU(alpha))
+ *   LEAKY_RELU x > 0 ? x : alpha x                      (torch.nn.LeakyReLU(alpha))
+ * (GELU, the exact erf form, is ss_gelu.) */
+typedef enum ss_act {
+    SS_ACT_RELU = 0,
+    SS_ACT_SIGMOID,
+    SS_ACT_TANH,
+    SS_ACT_SILU,
+    SS_ACT_ELU,
+    SS_ACT_LEAKY_RELU,
+    SS_ACT_COUNT
+} ss_act;
+
+/* The two RMS norms of ss_rms_norm over a row x [dim] with gain gamma [dim]:
+ *   SS_RMS_MEAN  y = x / sqrt(mean(x^2) + eps) * gamma            (T5, LLaMA)
+ *   SS_RMS_L2    y = x / max(||x||_2, eps) * sqrt(dim) * gamma    (F.normalize
+ *                form of the RoFormers; eps 1e-12 there) */
+typedef enum ss_rms_form { SS_RMS_MEAN = 0, SS_RMS_L2 = 1 } ss_rms_form;
 
 /* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
  * window=hann_window(n_fft) (periodic), normalized=True, onesided).

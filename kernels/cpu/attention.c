@@ -335,3 +335,39 @@ ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, co
     ss_pool_for(j.tasks > 1 ? p : NULL, j.tasks, task, &j);
     return SS_OK;
 }
+
+/* ---- rotary position embedding ------------------------------------------------- */
+
+typedef struct rope_job {
+    float *y;
+    const float *x, *cs;
+    int seq, heads, hd, ld;
+} rope_job;
+
+SS_VECTORISE static void rope_row(void *arg, int64_t row)
+{
+    const rope_job *j = arg;
+    int p = (int)(row % j->seq);
+    const float *x = j->x + row * j->ld, *cs = j->cs + (int64_t)p * j->hd;
+    float *y = j->y + row * j->ld;
+    int half = j->hd / 2;
+    for (int h = 0; h < j->heads; h++) {
+        const float *xh = x + h * j->hd;
+        float *yh = y + h * j->hd;
+        for (int i = 0; i < half; i++) {
+            float x0 = xh[2 * i], x1 = xh[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+            yh[2 * i] = x0 * c - x1 * s;
+            yh[2 * i + 1] = x1 * c + x0 * s;
+        }
+    }
+}
+
+ss_status ss_cpu_rope(ss_pool *p, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                      const float *cs)
+{
+    if (hd % 2 != 0 || (int64_t)heads * hd > ld)
+        return SS_E_USAGE;
+    rope_job j = {y, x, cs, seq, heads, hd, ld};
+    ss_pool_for(p, (int64_t)batch * seq, rope_row, &j);
+    return SS_OK;
+}

@@ -62,6 +62,9 @@ ss_status ss_cpu_copy2d(ss_pool *p, float *dst, size_t dpitch, const float *src,
                         size_t rows, size_t cols);
 ss_status ss_cpu_add(ss_pool *p, float *y, const float *a, const float *b, size_t n);
 ss_status ss_cpu_scale(ss_pool *p, float *y, const float *x, float alpha, size_t n);
+ss_status ss_cpu_mul(ss_pool *p, float *y, const float *a, const float *b, size_t n);
+/* y = act(x) (ss_act); SS_E_USAGE for an unknown act */
+ss_status ss_cpu_activate(ss_pool *p, float *y, const float *x, size_t n, ss_act act, float alpha);
 ss_status ss_cpu_channel_affine(ss_pool *p, float *y, const float *x, int batch, int ch, int64_t len,
                                 const float *scale, const float *bias);
 ss_status ss_cpu_row_affine(ss_pool *p, float *y, const float *x, int rows, int64_t len,
@@ -109,6 +112,12 @@ ss_status ss_cpu_group_norm_glu_add(ss_pool *p, float *x, const float *g, int ba
                                     int groups, const float *gamma, const float *beta, float eps);
 ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int dim,
                             const float *gamma, const float *beta, float eps);
+/* RMSNorm of each row (ss_rms_form); the sum of squares in double */
+ss_status ss_cpu_rms_norm(ss_pool *p, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                          ss_rms_form form);
+/* rotary position embedding (ss_rope in backend.h): kernels/cpu/attention.c */
+ss_status ss_cpu_rope(ss_pool *p, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                      const float *cs);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
 /* Multi-head attention (ss_attn_desc): kernels/cpu/attention.c.  Either fused
  * (AVX-512F and head dim 64: query blocks against key blocks with an online

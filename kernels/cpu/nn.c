@@ -362,6 +362,56 @@ ss_status ss_cpu_layer_norm(ss_pool *p, float *y, const float *x, int rows, int 
     return SS_OK;
 }
 
+/* ---- RMS norm ------------------------------------------------------------------ */
+
+typedef struct rms_job {
+    float *y;
+    const float *x;
+    int rows, dim, rows_per_task;
+    const float *gamma;
+    float eps;
+    ss_rms_form form;
+} rms_job;
+
+SS_SIMD_CLONES static void rms_rows(void *arg, int64_t t)
+{
+    const rms_job *j = arg;
+    int r0 = (int)t * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
+    for (int r = r0; r < r1; r++) {
+        const float *x = j->x + (int64_t)r * j->dim;
+        float *y = j->y + (int64_t)r * j->dim;
+        double s1, s2;
+        ss_cpu_shifted_sums(x, j->dim, 0.0, &s1, &s2);        /* s2 = sum of squares */
+        double f;
+        if (j->form == SS_RMS_L2) {
+            double norm = sqrt(s2);
+            f = sqrt((double)j->dim) / (norm > (double)j->eps ? norm : (double)j->eps);
+        } else {
+            f = 1.0 / sqrt(s2 / j->dim + (double)j->eps);
+        }
+        float ff = (float)f;
+        const float *g = j->gamma;
+        int n = j->dim;
+        if (g)
+            for (int i = 0; i < n; i++)
+                y[i] = x[i] * ff * g[i];
+        else
+            for (int i = 0; i < n; i++)
+                y[i] = x[i] * ff;
+    }
+}
+
+ss_status ss_cpu_rms_norm(ss_pool *p, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                          ss_rms_form form)
+{
+    if (rows <= 0 || dim <= 0)
+        return SS_OK;
+    rms_job j = {.y = y, .x = x, .rows = rows, .dim = dim, .gamma = gamma, .eps = eps, .form = form};
+    j.rows_per_task = (int)(NN_CHUNK / dim) > 0 ? (int)(NN_CHUNK / dim) : 1;
+    ss_pool_for(p, (rows + j.rows_per_task - 1) / j.rows_per_task, rms_rows, &j);
+    return SS_OK;
+}
+
 /* ---- gemm ------------------------------------------------------------------------ */
 
 typedef struct gemm_batch_job {
