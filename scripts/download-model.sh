@@ -1,6 +1,7 @@
 #!/bin/sh
-# download-model.sh NAME - download a released demucs v4 model, verify its
-# checksum, convert it with convert-demucs.py and install it as
+# download-model.sh NAME - download a released model (demucs v4, or an MSST
+# RoFormer checkpoint with its config), verify its checksum where one is
+# known, convert it (convert-demucs.py / convert-msst.py) and install it as
 #   ${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 # Known names and files: scripts/models.txt (override: STEMSPLIT_MODELS_TABLE).
 # Base URL: STEMSPLIT_DOWNLOAD_BASE (default the official demucs location;
@@ -11,6 +12,7 @@ set -u
 prog=download-model.sh
 here=$(cd "$(dirname "$0")" && pwd)
 table=${STEMSPLIT_MODELS_TABLE:-$here/models.txt}
+base_set=${STEMSPLIT_DOWNLOAD_BASE:+1}
 base=${STEMSPLIT_DOWNLOAD_BASE:-https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/}
 case $base in */) ;; *) base=$base/ ;; esac
 
@@ -19,13 +21,15 @@ known() { grep -v '^[[:space:]]*#' "$table" | awk 'NF { print $1 }' | tr '\n' ' 
 usage() {
     cat <<EOT
 Usage: $prog NAME
-Download the released demucs v4 model NAME, check its checksum, convert it with
-convert-demucs.py and install it as
+Download the released model NAME (a demucs v4 model, or an MSST BS-/Mel-Band
+RoFormer checkpoint and its config), check its checksum where one is known,
+convert it (convert-demucs.py, convert-msst.py) and install it as
   \${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 where stemsplit finds it (stemsplit -m NAME; htdemucs is the default model).
 Models: $(known 2>/dev/null)
 Offline: copy the checkpoint files named in $table (e.g. 955717e8-8726e21a.th
-for htdemucs) into a folder and set STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
+for htdemucs; for an MSST model the last path components of its two URLs) into
+a folder and set STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
 Environment: STEMSPLIT_DOWNLOAD_BASE (default $base), STEMSPLIT_MODELS_TABLE.
 Exit: 0 installed or already present, 64 usage/unknown name, 65 checksum
 mismatch or unconvertible file, 69 download failed, 73 cannot install.
@@ -41,15 +45,7 @@ case $name in ''|*[!A-Za-z0-9_.-]*) die 64 "bad model name '$name'" ;; esac
 line=$(grep -v '^[[:space:]]*#' "$table" | awk -v n="$name" '$1 == n { $1 = ""; print; exit }')
 [ -n "$line" ] || die 64 "unknown model '$name'; known models: $(known)"
 
-files='' weights=''
-for f in $line; do
-    case $f in
-        weights=*) weights=${f#weights=} ;;
-        *-*.th) files="$files $f" ;;
-        *) die 64 "$table: bad entry '$f' for $name" ;;
-    esac
-done
-[ -n "$files" ] || die 64 "$table: no files for $name"
+XX
 
 dir=${XDG_DATA_HOME:-${HOME:?HOME not set}/.local/share}/stemsplit/models
 dest=$dir/$name.safetensors
@@ -92,6 +88,26 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$dir" || die 73 "cannot create $dir"
+
+if [ $kind = msst ]; then
+    ck=${ckpt_url##*/}; ck=${ck%%\?*}; cf=${conf_url##*/}; cf=${cf%%\?*}
+    for u in "$ckpt_url" "$conf_url"; do
+        echo "$prog: downloading $u" >&2
+    done
+    fetch "$ckpt_url" "$tmp/$ck" || die 69 "download of $ckpt_url failed"
+    fetch "$conf_url" "$tmp/$cf" || die 69 "download of $conf_url failed"
+    if [ -n "$pin" ]; then
+        got=$(sha "$tmp/$ck")
+        [ "$got" = "$pin" ] || die 65 "checksum mismatch for $ck: sha256 $got, expected $pin"
+    fi
+    python3 "$here/convert-msst.py" -o "$part" "$tmp/$cf" "$tmp/$ck"
+    rc=$?
+    [ $rc -eq 0 ] || die "$rc" "conversion of $name failed"
+    mv -f "$part" "$dest" || die 73 "cannot install $dest"
+    echo "$prog: installed $name: $dest"
+    echo "next: stemsplit -m $name SONG.wav"
+    exit 0
+fi
 
 inputs=''
 for f in $files; do
