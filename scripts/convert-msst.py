@@ -364,14 +364,6 @@ def check_state(cfg, ckpath, state):
                      "BS-RoFormer config" % (ckpath, cfg.path))
     if not any(k.startswith("band_split.") for k in state):
         raise Refuse("%s: no band_split tensors: not a RoFormer checkpoint" % ckpath)
-    for name, shape in want.items():
-        t = state.get(name)
-        if t is None:
-            raise Refuse("%s: tensor %s missing (the config %s implies it)"
-                         % (ckpath, name, cfg.path))
-        if list(t.size) != shape:
-            raise Refuse("%s: tensor %s is %s; the config %s implies %s"
-                         % (ckpath, name, list(t.size), cfg.path, shape))
     for name, t in state.items():
         if name in want:
             continue
@@ -380,6 +372,14 @@ def check_state(cfg, ckpath, state):
         if list(t.size) != optional[name]:
             raise Refuse("%s: tensor %s is %s; dim_head=%d implies %s"
                          % (ckpath, name, list(t.size), cfg.p["dim_head"], optional[name]))
+    for name, shape in want.items():
+        t = state.get(name)
+        if t is None:
+            raise Refuse("%s: tensor %s missing (the config %s implies it)"
+                         % (ckpath, name, cfg.path))
+        if list(t.size) != shape:
+            raise Refuse("%s: tensor %s is %s; the config %s implies %s"
+                         % (ckpath, name, list(t.size), cfg.path, shape))
 
 
 # ------------------------------------------------------------------ main
