@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""convert-msst.py - convert a BS-RoFormer or Mel-Band RoFormer checkpoint trained
+with Music-Source-Separation-Training (MSST) to a stemsplit model file
+(.safetensors).  Python 3 standard library only: no torch, no PyYAML.
+
+  convert-msst.py -o OUT.safetensors CONFIG.yaml CHECKPOINT
+                  [--dtype keep|f32|f16|bf16] [--name NAME]
+
+CONFIG.yaml is the MSST training/inference config the checkpoint was made with
+(model:, audio:, training:, inference:).  CHECKPOINT is torch's zip format
+holding the model's state dict, bare or under `state`, `state_dict` or
+`model_state_dict` (a `model.` / `module.` prefix on every key is dropped).
+It is read with torchckpt.py's restricted unpickler: nothing from the file is
+ever called.  Every tensor is written under its state-dict name; Mel-Band
+RoFormer files also get the band assignment (mel.*) computed here.  Format and
+metadata: docs/roformer-format.md.
+
+Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
+73 cannot create output, 74 I/O error.
+"""
+import argparse
+import fractions
+import math
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torchckpt import (EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_IOERR,  # noqa: E402
+                       Refuse, Checkpoint, TensorRef, _is_int, convert_dtype,
+                       write_safetensors, fmt_value)
+import miniyaml  # noqa: E402
+
+VERSION = "1.0"
+PROG = "convert-msst.py"
+
+# The constructors' defaults (MSST models/bs_roformer/{bs_roformer,mel_band_roformer}.py).
+# `dim` and `depth` have none.  ff_mult is not a constructor argument: the
+# reference's Transformer is always built with its default 4.
+DEFAULT_FREQS_PER_BANDS = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
+COMMON_DEFAULTS = {
+    "stereo": False, "num_stems": 1, "time_transformer_depth": 2, "freq_transformer_depth": 2,
+    "linear_transformer_depth": 0, "dim_head": 64, "heads": 8, "stft_n_fft": 2048,
+    "stft_hop_length": 512, "stft_win_length": 2048, "stft_normalized": False,
+    "stft_window_fn": None, "zero_dc": True, "mlp_expansion_factor": 4,
+    "skip_connection": False, "use_pope": False,
+}
+BS_DEFAULTS = dict(COMMON_DEFAULTS, freqs_per_bands=DEFAULT_FREQS_PER_BANDS,
+                   mask_estimator_depth=2)
+MEL_DEFAULTS = dict(COMMON_DEFAULTS, num_bands=60, sample_rate=44100, mask_estimator_depth=1,
+                    match_input_audio_length=False)
+FF_MULT = 4
+INT_KEYS = ("dim", "depth", "num_stems", "time_transformer_depth", "freq_transformer_depth",
+            "dim_head", "heads", "stft_n_fft", "stft_hop_length", "stft_win_length",
+            "mask_estimator_depth", "mlp_expansion_factor")
+BOOL_KEYS = ("stereo", "stft_normalized", "zero_dc", "skip_connection", "use_pope")
+MDX23C_KEYS = ("num_subbands", "num_scales", "num_blocks_per_scale", "bottleneck_factor")
+STATE_WRAPPERS = ("state_dict", "model_state_dict", "state")
+STATE_PREFIXES = ("module.", "model.")
+
+
+# ------------------------------------------------------------------ config
+
+def _get(d, section, key, path, default=Refuse):
+    sec = d.get(section)
+    if sec is None or not isinstance(sec, dict) or key not in sec:
+        if default is Refuse:
+            raise Refuse("%s: %s.%s missing" % (path, section, key))
+        return default
+    return sec[key]
+
+
+def _pos_int(v, what, path, zero_ok=False):
+    if not _is_int(v) or v < 0 or v == 0 and not zero_ok:
+        raise Refuse("%s: %s=%r: expected a %s integer" % (
+            path, what, v, "non-negative" if zero_ok else "positive"))
+    return v
+
+
+class Config:
+    """The hyperparameters of one MSST config, resolved against the defaults."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            y = miniyaml.load_file(path)
+        except FileNotFoundError:
+            raise Refuse("%s: no such file" % path, EX_NOINPUT)
+        except UnicodeDecodeError:
+            raise Refuse("%s: not a UTF-8 text file" % path)
+        except OSError as e:
+            raise Refuse("%s: cannot read: %s" % (path, e.strerror), EX_NOINPUT)
+        except miniyaml.YAMLError as e:
+            raise Refuse("%s: %s" % (path, e))
+        if not isinstance(y, dict):
+            raise Refuse("%s: not a YAML mapping" % path)
+        model = y.get("model")
+        if not isinstance(model, dict):
+            raise Refuse("%s: model section missing" % path)
+        self.y, self.model = y, model
+        self.arch = self.architecture()
+        self.p = self.resolve()
+        self.audio()
+
+    def architecture(self):
+        m = self.model
+        if any(k in m for k in MDX23C_KEYS):
+            raise Refuse("%s: an MDX23C (TFC-TDF) config: not supported yet, only bs_roformer "
+                         "and mel_band_roformer" % self.path)
+        if "num_bands" in m and "freqs_per_bands" in m:
+            raise Refuse("%s: model has both num_bands (Mel-Band) and freqs_per_bands (BS)"
+                         % self.path)
+        if "num_bands" in m:
+            return "mel_band_roformer"
+        if "freqs_per_bands" in m:
+            return "bs_roformer"
+        raise Refuse("%s: model.freqs_per_bands (BS-RoFormer) or model.num_bands (Mel-Band "
+                     "RoFormer) missing: not a RoFormer config" % self.path)
+
+    def resolve(self):
+        path, mel = self.path, self.arch == "mel_band_roformer"
+        p = dict(MEL_DEFAULTS if mel else BS_DEFAULTS)
+        for k in ("dim", "depth"):
+            if k not in self.model:
+                raise Refuse("%s: model.%s missing" % (path, k))
+        for k, v in self.model.items():
+            if k in p or k in ("dim", "depth"):
+                p[k] = v
+        for k in INT_KEYS:
+            _pos_int(p[k], "model." + k, path)
+        _pos_int(p["linear_transformer_depth"], "model.linear_transformer_depth", path, True)
+        for k in BOOL_KEYS + (("match_input_audio_length",) if mel else ()):
+            if not isinstance(p[k], bool):
+                raise Refuse("%s: model.%s=%r: expected true or false" % (path, k, p[k]))
+        if p["linear_transformer_depth"] > 0:
+            raise Refuse("%s: model.linear_transformer_depth=%d: linear attention layers are "
+                         "not supported" % (path, p["linear_transformer_depth"]))
+        if p["use_pope"]:
+            raise Refuse("%s: model.use_pope=true: PoPE positional embeddings are not supported"
+                         % path)
+        if p["stft_window_fn"] is not None:
+            raise Refuse("%s: model.stft_window_fn=%r: only the default Hann window is "
+                         "supported" % (path, p["stft_window_fn"]))
+        if p["stft_win_length"] != p["stft_n_fft"]:
+            raise Refuse("%s: model.stft_win_length=%d differs from stft_n_fft=%d: not supported"
+                         % (path, p["stft_win_length"], p["stft_n_fft"]))
+        if p["dim_head"] % 2:
+            raise Refuse("%s: model.dim_head=%d: must be even (rotary embedding)"
+                         % (path, p["dim_head"]))
+        nfreq = p["stft_n_fft"] // 2 + 1
+        if mel:
+            _pos_int(p["num_bands"], "model.num_bands", path)
+            _pos_int(p["sample_rate"], "model.sample_rate", path)
+            self.mel = mel_bands(p["sample_rate"], p["stft_n_fft"], p["num_bands"], path)
+            p["band_widths"] = self.mel[1]
+        else:
+            fpb = p["freqs_per_bands"]
+            if not isinstance(fpb, (list, tuple)) or len(fpb) < 2 or \
+                    not all(_is_int(f) and f > 0 for f in fpb):
+                raise Refuse("%s: model.freqs_per_bands: expected two or more positive integers"
+                             % path)
+            if sum(fpb) != nfreq:
+                raise Refuse("%s: model.freqs_per_bands sums to %d; stft_n_fft=%d has %d "
+                             "frequencies" % (path, sum(fpb), p["stft_n_fft"], nfreq))
+            p["freqs_per_bands"] = tuple(fpb)
+            p["band_widths"] = list(fpb)
+        return p
+
+    def audio(self):
+        path, y = self.path, self.y
+        self.samplerate = _pos_int(_get(y, "audio", "sample_rate", path),
+                                   "audio.sample_rate", path)
+        inf = y.get("inference") if isinstance(y.get("inference"), dict) else {}
+        # as MSST's demix: inference.chunk_size wins over audio.chunk_size
+        if "chunk_size" in inf:
+            self.chunk_size = _pos_int(inf["chunk_size"], "inference.chunk_size", path)
+        else:
+            self.chunk_size = _pos_int(_get(y, "audio", "chunk_size", path),
+                                       "audio.chunk_size", path)
+        self.num_overlap = _pos_int(_get(y, "inference", "num_overlap", path),
+                                    "inference.num_overlap", path)
+        self.batch_size = _pos_int(_get(y, "inference", "batch_size", path),
+                                   "inference.batch_size", path)
+        self.normalize = inf.get("normalize", False)
+        if not isinstance(self.normalize, bool):
+            raise Refuse("%s: inference.normalize=%r: expected true or false"
+                         % (path, self.normalize))
+        if self.chunk_size // self.num_overlap == 0:
+            raise Refuse("%s: inference.num_overlap=%d exceeds chunk_size=%d"
+                         % (path, self.num_overlap, self.chunk_size))
+        p = self.p
+        if self.arch == "mel_band_roformer" and not p["match_input_audio_length"] \
+                and self.chunk_size % p["stft_hop_length"]:
+            raise Refuse("%s: chunk_size=%d is not a multiple of stft_hop_length=%d: the "
+                         "reference's output would be shorter than its input"
+                         % (path, self.chunk_size, p["stft_hop_length"]))
+        tr = y.get("training") if isinstance(y.get("training"), dict) else {}
+        target = tr.get("target_instrument")
+        if target:                                  # MSST's prefer_target_instrument
+            sources = [target]
+        else:
+            sources = tr.get("instruments")
+            if sources is None:
+                raise Refuse("%s: training.instruments missing (and no "
+                             "training.target_instrument)" % path)
+        if not isinstance(sources, (list, tuple)) or not sources or not all(
+                isinstance(s, str) and s and "," not in s and s.strip() == s for s in sources) \
+                or len(set(sources)) != len(sources):
+            raise Refuse("%s: training.instruments/target_instrument %r: need distinct "
+                         "non-empty names without commas" % (path, sources))
+        if len(sources) != p["num_stems"]:
+            raise Refuse("%s: model.num_stems=%d but the config names %d output stem%s (%s)"
+                         % (path, p["num_stems"], len(sources), "s"[:len(sources) != 1],
+                            ",".join(sources)))
+        self.sources = list(sources)
+
+
+# ------------------------------------------------------------------ mel bands
+
+def _f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def mel_bands(sr, n_fft, n_mels, path):
+    """The reference's band assignment: librosa.filters.mel(sr, n_fft, n_mels) (Slaney
+    scale and norm, float32), [0][0] and [-1][-1] forced to 1, then `> 0`.  The same
+    double operations in the same order as numpy/librosa, rounded to float32 where
+    librosa stores.  Returns (freq_indices, num_freqs_per_band, num_bands_per_freq)."""
+    nf = n_fft // 2 + 1
+    val = 1.0 / (n_fft * (1.0 / sr))                     # numpy.fft.rfftfreq
+    fft = [k * val for k in range(nf)]
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = (min_log_hz - 0.0) / f_sp
+    logstep = math.log(6.4) / 27.0
+
+    def hz_to_mel(f):
+        m = (f - 0.0) / f_sp
+        if f >= min_log_hz:
+            m = min_log_mel + math.log(f / min_log_hz) / logstep
+        return m
+
+    def mel_to_hz(m):
+        f = 0.0 + f_sp * m
+        if m >= min_log_mel:
+            f = min_log_hz * math.exp(logstep * (m - min_log_mel))
+        return f
+
+    lo, hi = hz_to_mel(0.0), hz_to_mel(float(sr) / 2)
+    n = n_mels + 2
+    step = (hi - lo) / (n - 1)                            # numpy.linspace
+    mels = [k * step + lo for k in range(n)]
+    mels[-1] = hi
+    mel_f = [mel_to_hz(m) for m in mels]
+    fdiff = [mel_f[i + 1] - mel_f[i] for i in range(n - 1)]
+    member = []
+    for i in range(n_mels):
+        enorm = 2.0 / (mel_f[i + 2] - mel_f[i])
+        row = []
+        for k in range(nf):
+            lower = -(mel_f[i] - fft[k]) / fdiff[i]
+            upper = (mel_f[i + 2] - fft[k]) / fdiff[i + 1]
+            w = max(0.0, min(lower, upper))
+            row.append(_f32(_f32(w) * enorm) > 0)
+        member.append(row)
+    member[0][0] = True
+    member[-1][-1] = True
+    idx = [k for i in range(n_mels) for k in range(nf) if member[i][k]]
+    per_band = [sum(row) for row in member]
+    per_freq = [sum(member[i][k] for i in range(n_mels)) for k in range(nf)]
+    if not all(per_freq):
+        raise Refuse("%s: model.num_bands=%d with stft_n_fft=%d leaves frequency bin %d in no "
+                     "band" % (path, n_mels, n_fft, per_freq.index(0)))
+    if not all(per_band):
+        raise Refuse("%s: model.num_bands=%d with stft_n_fft=%d leaves band %d empty"
+                     % (path, n_mels, n_fft, per_band.index(0)))
+    return idx, per_band, per_freq
+
+
+# ------------------------------------------------------------------ state dict
+
+def expected_tensors(cfg):
+    """name -> shape of every tensor the reference model has (rotary freqs optional)."""
+    p, mel = cfg.p, cfg.arch == "mel_band_roformer"
+    dim, h, dh = p["dim"], p["heads"], p["dim_head"]
+    C = 2 if p["stereo"] else 1
+    want, optional = {}, {}
+    for i in range(p["depth"]):
+        for t, d in ((0, p["time_transformer_depth"]), (1, p["freq_transformer_depth"])):
+            base = "layers.%d.%d." % (i, t)
+            for j in range(d):
+                a = base + "layers.%d.0." % j
+                want[a + "norm.gamma"] = [dim]
+                want[a + "to_qkv.weight"] = [3 * h * dh, dim]
+                want[a + "to_gates.weight"] = [h, dim]
+                want[a + "to_gates.bias"] = [h]
+                want[a + "to_out.0.weight"] = [dim, h * dh]
+                optional[a + "rotary_embed.freqs"] = [dh // 2]
+                f = base + "layers.%d.1.net." % j
+                want[f + "0.gamma"] = [dim]
+                want[f + "1.weight"] = [dim * FF_MULT, dim]
+                want[f + "1.bias"] = [dim * FF_MULT]
+                want[f + "4.weight"] = [dim, dim * FF_MULT]
+                want[f + "4.bias"] = [dim]
+            if mel:
+                want[base + "norm.gamma"] = [dim]
+    if not mel:
+        want["final_norm.gamma"] = [dim]
+    hidden = dim * p["mlp_expansion_factor"]
+    nhidden = p["mask_estimator_depth"] if mel else p["mask_estimator_depth"] - 1
+    for b, f in enumerate(p["band_widths"]):
+        din = 2 * f * C
+        want["band_split.to_features.%d.0.gamma" % b] = [din]
+        want["band_split.to_features.%d.1.weight" % b] = [dim, din]
+        want["band_split.to_features.%d.1.bias" % b] = [dim]
+        dims = [dim] + [hidden] * nhidden + [2 * din]
+        for s in range(p["num_stems"]):
+            for k in range(len(dims) - 1):
+                n = "mask_estimators.%d.to_freqs.%d.0.%d." % (s, b, 2 * k)
+                want[n + "weight"] = [dims[k + 1], dims[k]]
+                want[n + "bias"] = [dims[k + 1]]
+    return want, optional
+
+
+def load_state(path):
+    ck = Checkpoint(path)
+    obj = ck.obj
+    if not isinstance(obj, dict):
+        raise Refuse("%s: holds a %s, not a state dict" % (path, type(obj).__name__))
+    state = obj
+    if not (obj and all(isinstance(v, TensorRef) for v in obj.values())):
+        for w in STATE_WRAPPERS:
+            if isinstance(obj.get(w), dict):
+                state = obj[w]
+                break
+        else:
+            raise Refuse("%s: not a state dict (no tensors at the top, nor under %s)"
+                         % (path, ", ".join(STATE_WRAPPERS)))
+    if not state:
+        raise Refuse("%s: the state dict is empty" % path)
+    for k, v in state.items():
+        if not isinstance(k, str) or not k:
+            raise Refuse("%s: state dict has a non-string key %r" % (path, k))
+        if not isinstance(v, TensorRef):
+            raise Refuse("%s: state entry %s is a %s, not a tensor" % (path, k, type(v).__name__))
+    for _ in range(4):
+        for pre in STATE_PREFIXES:
+            if all(k.startswith(pre) and len(k) > len(pre) for k in state):
+                state = {k[len(pre):]: v for k, v in state.items()}
+                break
+        else:
+            break
+    return ck, state
+
+
+def check_state(cfg, ckpath, state):
+    want, optional = expected_tensors(cfg)
+    arch = cfg.arch
+    if arch == "mel_band_roformer" and "final_norm.gamma" in state:
+        raise Refuse("%s: has final_norm.gamma, a BS-RoFormer tensor, but %s is a Mel-Band "
+                     "RoFormer config" % (ckpath, cfg.path))
+    if arch == "bs_roformer" and "layers.0.0.norm.gamma" in state:
+        raise Refuse("%s: has layers.0.0.norm.gamma, a Mel-Band RoFormer tensor, but %s is a "
+                     "BS-RoFormer config" % (ckpath, cfg.path))
+    if not any(k.startswith("band_split.") for k in state):
+        raise Refuse("%s: no band_split tensors: not a RoFormer checkpoint" % ckpath)
+    for name, t in state.items():
+        if name in want:
+            continue
+        if name not in optional:
+            raise Refuse("%s: unexpected tensor %s for this %s config" % (ckpath, name, arch))
+        if list(t.size) != optional[name]:
+            raise Refuse("%s: tensor %s is %s; dim_head=%d implies %s"
+                         % (ckpath, name, list(t.size), cfg.p["dim_head"], optional[name]))
+    for name, shape in want.items():
+        t = state.get(name)
+        if t is None:
+            raise Refuse("%s: tensor %s missing (the config %s implies it)"
+                         % (ckpath, name, cfg.path))
+        if list(t.size) != shape:
+            raise Refuse("%s: tensor %s is %s; the config %s implies %s"
+                         % (ckpath, name, list(t.size), cfg.path, shape))
+
+
+# ------------------------------------------------------------------ main
+
+def metadata(cfg, name):
+    p, mel = cfg.p, cfg.arch == "mel_band_roformer"
+    meta = {
+        "stemsplit.architecture": cfg.arch,
+        "stemsplit.sources": ",".join(cfg.sources),
+        "stemsplit.samplerate": str(cfg.samplerate),
+        "stemsplit.channels": "2" if p["stereo"] else "1",
+        "stemsplit.segment": fmt_value(fractions.Fraction(cfg.chunk_size, cfg.samplerate)),
+        "stemsplit.converter": "%s %s" % (PROG, VERSION),
+        "msst.chunk_size": str(cfg.chunk_size),
+        "msst.num_overlap": str(cfg.num_overlap),
+        "msst.normalize": fmt_value(cfg.normalize),
+        "msst.batch_size": str(cfg.batch_size),
+        "roformer.ff_mult": str(FF_MULT),
+    }
+    if len(cfg.sources) == 1 and cfg.sources[0] != "instrumental":
+        meta["stemsplit.residual"] = "instrumental"
+    if name is not None:
+        meta["stemsplit.name"] = name
+    keys = ["dim", "depth", "time_transformer_depth", "freq_transformer_depth", "dim_head",
+            "heads", "num_stems", "stereo", "stft_n_fft", "stft_hop_length", "stft_win_length",
+            "stft_normalized", "zero_dc", "mask_estimator_depth", "mlp_expansion_factor",
+            "skip_connection"]
+    keys += ["num_bands", "sample_rate"] if mel else ["freqs_per_bands"]
+    for k in keys:
+        meta["roformer." + k] = fmt_value(p[k])
+    return meta
+
+
+def run(a):
+    cfg = Config(a.config)
+    ck, state = load_state(a.checkpoint)
+    check_state(cfg, a.checkpoint, state)
+    tensors = []
+    for name, t in state.items():
+        try:
+            dt, shp, b = ck.tensor(t, name)
+            dt, b = convert_dtype(dt, b, a.dtype, name)
+        except Refuse as e:
+            raise Refuse("%s: %s" % (a.checkpoint, e), e.code)
+        tensors.append((name, dt, shp, b))
+    if cfg.arch == "mel_band_roformer":
+        for name, vals in zip(("mel.freq_indices", "mel.num_freqs_per_band",
+                               "mel.num_bands_per_freq"), cfg.mel):
+            tensors.append((name, "F32", [len(vals)], struct.pack("<%df" % len(vals), *vals)))
+    meta = metadata(cfg, a.name)
+    write_safetensors(a.output, tensors, meta)
+    print("%s: wrote %s: %s, %d tensors, %.1f MB, sources %s%s, segment %s s" % (
+        PROG, a.output, cfg.arch, len(tensors), sum(len(t[3]) for t in tensors) / 1e6,
+        meta["stemsplit.sources"],
+        " (+ residual instrumental)" if "stemsplit.residual" in meta else "",
+        meta["stemsplit.segment"]), file=sys.stderr)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print("%s: %s" % (PROG, message), file=sys.stderr)
+        sys.exit(EX_USAGE)
+
+
+def main(argv=None):
+    ap = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                epilog="Details: docs/roformer-format.md")
+    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ap.add_argument("config", metavar="CONFIG.yaml", help="the MSST config of the checkpoint")
+    ap.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint (.ckpt/.pth)")
+    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
+                    help="tensor dtype in the output (default: as stored)")
+    ap.add_argument("--name", help="stored as stemsplit.name")
+    ap.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
+    a = ap.parse_args(argv)
+    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
+    try:
+        run(a)
+    except Refuse as e:
+        msg = str(e)
+        if e.code == EX_NOINPUT and not msg.startswith(a.checkpoint) and \
+                not msg.startswith(a.config):
+            msg = "%s: %s" % (a.checkpoint, msg)
+        elif e.code == EX_DATAERR and not (msg.startswith(a.checkpoint) or
+                                           msg.startswith(a.config)):
+            msg = "%s: %s" % (a.checkpoint, msg)
+        print("%s: %s" % (PROG, msg), file=sys.stderr)
+        return e.code
+    except MemoryError:
+        print("%s: out of memory" % PROG, file=sys.stderr)
+        return EX_IOERR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
