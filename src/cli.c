@@ -126,7 +126,7 @@ static void usage(FILE *f)
         "      --shifts N           average N passes with random time shifts (default %d; not with\n"
         "                           MSST models)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
-        "      --batch N            chunks per forward call (default %d; never changes the result)\n"
+        "      --batch N            chunks per forward call (default %d)\n"
         "\n"
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
