@@ -40,6 +40,7 @@ typedef struct options {
     const char *two_stems;      /* --two-stems X                                     */
     double segment;             /* --segment seconds (0 = model's)                   */
     double overlap;             /* --overlap                                         */
+    int overlap_set;            /* --overlap was given (MSST models: else theirs)    */
     int shifts;                 /* --shifts                                          */
     unsigned long long seed;    /* --seed                                            */
     int batch;                  /* --batch                                           */
@@ -120,8 +121,10 @@ static void usage(FILE *f)
         "\n"
         "Separation:\n"
         "      --segment SEC        chunk length in seconds (default: the model's)\n"
-        "      --overlap F          overlap between chunks, 0 <= F <= 0.99 (default %.2f)\n"
-        "      --shifts N           average N passes with random time shifts (default %d)\n"
+        "      --overlap F          overlap between chunks, 0 <= F <= 0.99 (default %.2f; MSST models:\n"
+        "                           num_overlap = round(1 / (1 - F)), default the model's)\n"
+        "      --shifts N           average N passes with random time shifts (default %d; not with\n"
+        "                           MSST models)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
         "      --batch N            chunks per forward call (default %d)\n"
         "\n"
@@ -241,6 +244,7 @@ static int parse_args(int argc, char **argv, options *o)
         case OPT_OVERLAP:
             if (parse_double(optarg, 0, 0.99, &o->overlap))
                 return usage_error("--overlap '%s': expected a fraction in [0, 0.99]", optarg);
+            o->overlap_set = 1;
             break;
         case OPT_SHIFTS:
             if (parse_int(optarg, 0, 100, &o->shifts))
@@ -775,13 +779,36 @@ int main(int argc, char **argv)
     }
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
         goto out;
+    /* MSST's chunking: --overlap F as num_overlap chunks per chunk length (step
+     * = chunk // num_overlap), else the model's; it has no random shifts */
+    int num_overlap = 0, msst = ss_model_chunking(model) == SS_CHUNK_MSST;
+    if (msst && o.shifts > 0) {
+        rc = usage_error("--shifts %d: model %s uses MSST's chunking, which has no random shifts (leave --shifts "
+                         "out)", o.shifts, info->name);
+        goto out;
+    }
+    if (msst && o.overlap_set) {
+        num_overlap = (int)lround(1.0 / (1.0 - o.overlap));
+        if (num_overlap < 1) {
+            rc = usage_error("--overlap %g: gives num_overlap %d for model %s's MSST chunking (must be >= 1)",
+                             o.overlap, num_overlap, info->name);
+            goto out;
+        }
+    }
     if (o.verbose) {
         char known[SS_MAX_SOURCES * SS_MAX_NAME];
         list_sources(info, known, sizeof known);
         fprintf(stderr, "%s: model %s (%s, %s), %llu parameters, %d Hz, %d channels, segment %.2f s, sources %s\n",
                 prog, info->name, info->architecture, model_path, (unsigned long long)info->parameters,
                 info->samplerate, info->channels, (double)info->segment_num / info->segment_den, known);
-        fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
+        if (msst) {
+            int64_t chunk = o.segment > 0 ? llround(o.segment * info->samplerate) : info->segment_length;
+            int no = num_overlap ? num_overlap : info->overlap_default;
+            fprintf(stderr, "%s: MSST chunking: chunk %lld samples, num_overlap %d (step %lld), batch %d\n", prog,
+                    (long long)chunk, no, (long long)(chunk / no), o.batch);
+        } else {
+            fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
+        }
     }
 
     /* inputs (after the model: its name is part of the output folders never searched) */
@@ -828,7 +855,8 @@ int main(int argc, char **argv)
     ss_audio_set_cancel(&cancel_signal);   /* reading a pipe, FIFO or device stops on them too */
     signal(SIGXFSZ, SIG_IGN);      /* a file-size limit becomes a write error, not a kill */
 
-    sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .shifts = o.shifts,
+    sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .num_overlap = num_overlap,
+                                   .shifts = o.shifts,
                                    .seed = o.seed, .batch = o.batch, .cancel = &cancel_signal};
     if (!(rep = ss_report_new())) {
         fprintf(stderr, "%s: out of memory\n", prog);

@@ -111,6 +111,8 @@ typedef struct job {
     int64_t clen;           /* chunk length                                       */
     int64_t valid;          /* model input length                                 */
     int64_t read0;          /* first mixture frame the model input starts at      */
+    int64_t lo, hi;         /* mixture frames [lo, hi) its input is made of       */
+    const float *w;         /* its window [clen]                                  */
 } job;
 
 /* Writer item: a finished block [S*C, n] with row pitch `pitch`. */
@@ -140,7 +142,14 @@ typedef struct run {
     int C, S;               /* channels, sources                                  */
     int64_t L;              /* mixture length                                     */
     int64_t seg, stride;    /* chunk length and step                              */
-    float *weight;          /* [seg] triangular window                            */
+    float *weight;          /* [seg] triangular window (MSST: the fading one)     */
+    /* SS_CHUNK_MSST: the one pass's view is the track reflect-padded by
+     * `border` at both ends (v0 = -border, V = L + 2 border; border 0 where
+     * MSST pads nothing); chunks shorter than seg are padded to it */
+    int msst;
+    int64_t border;
+    float *wfirst, *wlast;  /* [seg] the first chunk's window (no fade-in) and the
+                               last one's (no fade-out)                          */
     int n_pass;
     pass *passes;
     /* input window: mixture frames [in0, in0 + in_n) in planar [C, in_cap] */
@@ -185,6 +194,51 @@ static void geometry(ss_model *m, const ss_engine_params *p, int64_t *seg, int64
     *stride = (int64_t)((1.0 - p->overlap) * (double)*seg);
 }
 
+/* MSST's reflection at the track's ends (numpy/torch "reflect": the edge
+ * sample is not repeated); m lies in [-border, L + border). */
+static int64_t reflect(int64_t m, int64_t L)
+{
+    return m < 0 ? -m : m >= L ? 2 * (L - 1) - m : m;
+}
+
+/* Mixture frame of position q of MSST job j's model input, or -1 for a zero:
+ * the chunk's frames, then (a chunk shorter than seg) its reflection when it
+ * is longer than seg / 2, else zeros. */
+static int64_t msst_source(const run *r, const job *j, int64_t q)
+{
+    if (q >= j->clen) {
+        if (j->clen <= r->seg / 2)
+            return -1;
+        q = 2 * (j->clen - 1) - q;
+    }
+    return reflect(j->read0 + q, r->L);
+}
+
+/* The mixture frames [lo, hi) an MSST job reads: its frames [a0, a1) of the
+ * padded view (its own padding reflects within them), reflected at the ends. */
+static void msst_span(const run *r, job *j)
+{
+    int64_t a0 = j->read0, a1 = j->read0 + j->clen, L = r->L, lo = INT64_MAX, hi = INT64_MIN;
+    if (a0 < 0) {                                   /* [a0, min(a1, 0)) -> -m */
+        int64_t e = a1 < 0 ? a1 : 0;
+        lo = 1 - e;
+        hi = -a0 + 1;
+    }
+    if (a0 < L && a1 > 0) {                         /* inside */
+        int64_t b0 = a0 > 0 ? a0 : 0, b1 = a1 < L ? a1 : L;
+        lo = b0 < lo ? b0 : lo;
+        hi = b1 > hi ? b1 : hi;
+    }
+    if (a1 > L) {                                   /* [max(a0, L), a1) -> 2 (L - 1) - m */
+        int64_t b0 = a0 > L ? a0 : L;
+        int64_t l2 = 2 * (L - 1) - (a1 - 1), h2 = 2 * (L - 1) - b0 + 1;
+        lo = l2 < lo ? l2 : lo;
+        hi = h2 > hi ? h2 : hi;
+    }
+    j->lo = lo;
+    j->hi = hi;
+}
+
 /* The next job in mixture order, or 0 when every pass is done. */
 static int next_job(run *r, job *j)
 {
@@ -200,8 +254,19 @@ static int next_job(run *r, job *j)
     j->k = best;
     j->c = ps->next;
     j->clen = ps->V - ps->next < r->seg ? ps->V - ps->next : r->seg;
-    j->valid = ss_model_valid_length(r->m, j->clen);
-    j->read0 = ps->v0 + j->c - (j->valid - j->clen) / 2;
+    if (r->msst) {
+        /* MSST (batch size 1): no fade-in on the first chunk, else no fade-out on the last */
+        j->valid = r->seg;
+        j->read0 = ps->v0 + j->c;
+        j->w = j->c == 0 ? r->wfirst : j->c + r->stride >= ps->V ? r->wlast : r->weight;
+        msst_span(r, j);
+    } else {
+        j->valid = ss_model_valid_length(r->m, j->clen);
+        j->read0 = ps->v0 + j->c - (j->valid - j->clen) / 2;
+        j->w = r->weight;
+        j->lo = j->read0;
+        j->hi = j->read0 + j->valid;
+    }
     ps->next += r->stride;
     return 1;
 }
@@ -213,7 +278,11 @@ static int64_t future_read_min(const run *r)
     for (int k = 0; k < r->n_pass; k++) {
         const pass *ps = &r->passes[k];
         if (ps->next < ps->V) {
-            int64_t v = ps->v0 + ps->next - r->valid_max;
+            /* MSST: a later chunk reads from its start, or (past the end) from
+             * the last border + 1 frames its reflection needs */
+            int64_t v = r->msst ? ps->v0 + ps->next : ps->v0 + ps->next - r->valid_max;
+            if (r->msst && r->L - 1 - r->border < v)
+                v = r->L - 1 - r->border;
             if (v < lo)
                 lo = v;
         }
@@ -276,6 +345,19 @@ static void gather(const run *r, int64_t read0, int64_t n, float *dst, int64_t p
     }
 }
 
+/* MSST job j's model input into dst [C, seg] */
+static void gather_msst(const run *r, const job *j, float *dst)
+{
+    for (int c = 0; c < r->C; c++) {
+        const float *src = r->in + c * r->in_cap;
+        float *d = dst + c * r->seg;
+        for (int64_t q = 0; q < r->seg; q++) {
+            int64_t pos = msst_source(r, j, q);
+            d[q] = pos >= r->in0 && pos < r->in0 + r->in_n ? src[pos - r->in0] : 0.0f;
+        }
+    }
+}
+
 /* The post stage's loops, written in blocks of 8 independent lanes so that
  * the compiler vectorises them at -O2; each element's arithmetic is the
  * scalar one (no reassociation), so the results do not change. */
@@ -310,22 +392,35 @@ static void divide(float *restrict o, const float *restrict acc, const float *re
         o[i] = 0.0f + acc[i] / wsum[i];
 }
 
-/* Overlap-add a chunk's trimmed output y [S, C, valid] into its pass. */
+/* o[i] = acc[i] / wsum[i], 0 where wsum[i] is 0 (MSST: numpy's nan_to_num
+ * of 0 / 0 where no chunk's window reached a frame) */
+static void divide_or_zero(float *restrict o, const float *restrict acc, const float *restrict wsum, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        o[i] = wsum[i] != 0.0f ? acc[i] / wsum[i] : 0.0f;
+}
+
+/* Overlap-add a chunk's trimmed output y [S, C, valid] into its pass: its
+ * frames that lie in the mixture (a shifted or MSST-padded view reaches
+ * beyond it). */
 static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
 {
     pass *ps = &r->passes[j->k];
     int64_t start = ps->v0 + j->c - r->out0;          /* window index of the chunk's first frame */
     int64_t trim = (j->valid - j->clen) / 2;
-    if (start < -r->win || start + j->clen > r->win)
+    if (r->msst)
+        trim = 0;                                     /* MSST pads at the end only */
+    int64_t i1 = r->L - (ps->v0 + j->c);              /* frames from the mixture's end on are dropped */
+    i1 = i1 < j->clen ? i1 : j->clen;
+    if (start < -r->win || start + i1 > r->win)
         return ss_fail(err, SS_E_INTERNAL, "engine: output window overflow");
     int64_t i0 = start < 0 ? -start : 0;              /* frames before out0 lie before the mixture */
-    if (i0 < j->clen)
-        add_weighted(ps->wsum + start + i0, r->weight + i0, NULL, j->clen - i0);
-    if (start + j->clen > ps->hi)
-        ps->hi = start + j->clen;
-    for (int row = 0; row < r->S * r->C && i0 < j->clen; row++)
-        add_weighted(ps->acc + row * r->win + start + i0, r->weight + i0, y + row * j->valid + trim + i0,
-                     j->clen - i0);
+    if (i0 < i1)
+        add_weighted(ps->wsum + start + i0, j->w + i0, NULL, i1 - i0);
+    if (start + i1 > ps->hi)
+        ps->hi = start + i1;
+    for (int row = 0; row < r->S * r->C && i0 < i1; row++)
+        add_weighted(ps->acc + row * r->win + start + i0, j->w + i0, y + row * j->valid + trim + i0, i1 - i0);
     return SS_OK;
 }
 
@@ -441,7 +536,9 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     if (n <= 0)
         return SS_OK;
     int rows = r->S * r->C;
-    for (int row = 0; row < rows && r->n_pass == 1; row++)
+    for (int row = 0; row < rows && r->n_pass == 1 && r->msst; row++)
+        divide_or_zero(r->outbuf + row * r->win, r->passes[0].acc + row * r->win, r->passes[0].wsum, n);
+    for (int row = 0; row < rows && r->n_pass == 1 && !r->msst; row++)
         divide(r->outbuf + row * r->win, r->passes[0].acc + row * r->win, r->passes[0].wsum, n);
     for (int row = 0; row < rows && r->n_pass > 1; row++) {
         float *o = r->outbuf + row * r->win;
@@ -500,10 +597,11 @@ static void take_batch(run *r, batch *bt, job *pending, int *have_pending)
     if (!bt->nb)
         return;
     bt->keep = future_read_min(r);
-    if (*have_pending && pending->read0 < bt->keep)
-        bt->keep = pending->read0;
-    if (bt->jobs[0].read0 < bt->keep)
-        bt->keep = bt->jobs[0].read0;
+    if (*have_pending && pending->lo < bt->keep)
+        bt->keep = pending->lo;
+    for (int b = 0; b < bt->nb; b++)
+        if (bt->jobs[b].lo < bt->keep)
+            bt->keep = bt->jobs[b].lo;
     /* the pending job's pass has not advanced past it yet: count it as not done */
     bt->upto = final_upto(r);
     if (*have_pending) {
@@ -518,8 +616,8 @@ static ss_status batch_input(run *r, const batch *bt, ss_error *err)
 {
     int64_t read_end = 0;
     for (int b = 0; b < bt->nb; b++)
-        if (bt->jobs[b].read0 + bt->jobs[b].valid > read_end)
-            read_end = bt->jobs[b].read0 + bt->jobs[b].valid;
+        if (bt->jobs[b].hi > read_end)
+            read_end = bt->jobs[b].hi;
     return fill_input(r, bt->keep, read_end, err);
 }
 
@@ -530,8 +628,12 @@ static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
 {
     int64_t valid = bt->jobs[0].valid;
     size_t xn = (size_t)r->C * (size_t)valid;
-    for (int b = 0; b < bt->nb; b++)
-        gather(r, bt->jobs[b].read0, valid, r->host_x + b * xn, valid);
+    for (int b = 0; b < bt->nb; b++) {
+        if (r->msst)
+            gather_msst(r, &bt->jobs[b], r->host_x + b * xn);
+        else
+            gather(r, bt->jobs[b].read0, valid, r->host_x + b * xn, valid);
+    }
     if (ss_upload(r->be, r->dev_x, r->host_x, (size_t)bt->nb * xn) != SS_OK)
         return ss_backend_status(r->be, err);
     float *t = r->host_x;
@@ -601,6 +703,8 @@ static void run_free(run *r)
     free(r->pjobs);
     free(r->outbuf2);
     free(r->weight);
+    free(r->wfirst);
+    free(r->wlast);
     if (r->passes)
         for (int k = 0; k < r->n_pass; k++) {
             free(r->passes[k].acc);
@@ -663,15 +767,85 @@ static ss_status engine_nomem(const run *r, const ss_engine_params *p, const ss_
                    p->shifts > 1 ? " or --shifts" : "");
 }
 
-/* SS_CHUNK_DEMUCS: demucs's apply_model(split=True) on a stream */
-static ss_status run_demucs(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
+/* torch.linspace(a, b, n)[i] in float32, as torch computes it (from both ends) */
+static float linspace_at(float a, float b, int64_t n, int64_t i)
+{
+    if (n == 1)
+        return a;
+    float step = (b - a) / (float)(n - 1);
+    return i < n / 2 ? a + step * (float)i : b - step * (float)(n - 1 - i);
+}
+
+/* SS_CHUNK_MSST: the geometry of MSST's demix() (generic mode) and its three
+ * windows (_getWindowingArray, and its copies without fade-in or fade-out);
+ * the single pass over the reflect-padded track. */
+static ss_status setup_msst(run *r, const ss_engine_params *p, const ss_model_info *info, ss_error *err)
+{
+    int64_t C = p->segment > 0 ? llround(p->segment * info->samplerate) : info->segment_length;
+    int num_overlap = p->num_overlap > 0 ? p->num_overlap : info->overlap_default;
+    if (p->shifts > 0)
+        return ss_fail(err, SS_E_USAGE, "--shifts %d: model %s uses MSST's chunking, which has no random shifts",
+                       p->shifts, info->name);
+    if (num_overlap < 1)
+        return ss_fail(err, SS_E_USAGE, "model %s: MSST's num_overlap must be >= 1 (got %d)", info->name,
+                       num_overlap);
+    if (C < 10)
+        return ss_fail(err, SS_E_USAGE, "chunk of %lld samples: MSST's chunking needs at least 10 (its fades are a "
+                       "tenth of a chunk)", (long long)C);
+    if (C / num_overlap < 1)
+        return ss_fail(err, SS_E_USAGE, "chunk of %lld samples with num_overlap %d leaves no step between chunks",
+                       (long long)C, num_overlap);
+    if (ss_model_valid_length(r->m, C) != C)
+        return ss_fail(err, SS_E_USAGE, "model %s cannot take chunks of %lld samples (it asks for %lld)%s", info->name,
+                       (long long)C, (long long)ss_model_valid_length(r->m, C), p->segment > 0 ? "; change --segment" : "");
+    r->msst = 1;
+    r->seg = C;
+    r->stride = C / num_overlap;
+    int64_t border = C - r->stride, fade = C / 10;
+    r->n_pass = 1;
+    if (!(r->passes = calloc(1, sizeof *r->passes)))
+        return SS_E_NOMEM;
+    if (r->L > 2 * border && border > 0) {          /* reflect-padded by border at both ends */
+        r->border = border;
+        r->passes[0].v0 = -border;
+        r->passes[0].V = r->L + 2 * border;
+    } else {
+        r->passes[0].V = r->L;
+    }
+    r->weight = malloc(sizeof(float) * (size_t)C);
+    r->wfirst = malloc(sizeof(float) * (size_t)C);
+    r->wlast = malloc(sizeof(float) * (size_t)C);
+    if (!r->weight || !r->wfirst || !r->wlast)
+        return SS_E_NOMEM;
+    for (int64_t i = 0; i < C; i++)
+        r->weight[i] = r->wfirst[i] = r->wlast[i] = 1.0f;
+    for (int64_t i = 0; i < fade; i++) {
+        r->weight[C - fade + i] = r->wfirst[C - fade + i] = linspace_at(1.0f, 0.0f, fade, i);
+        r->weight[i] = r->wlast[i] = linspace_at(0.0f, 1.0f, fade, i);
+    }
+    return SS_OK;
+}
+
+/* SS_CHUNK_DEMUCS: demucs's apply_model(split=True) on a stream; with msst,
+ * SS_CHUNK_MSST (setup_msst) through the same loop */
+static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length, int msst,
                             ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
-    run r = {.m = m, .be = be, .p = p, .C = info->channels, .S = info->n_sources, .L = length,
+    run r = {.m = m, .be = be, .p = p, .C = info->channels, .S = ss_model_net_sources(info), .L = length,
              .pull = pull, .pull_arg = pull_arg, .push = push, .push_arg = push_arg};
+    ss_status s = SS_OK;
     if (length <= 0)
         return SS_OK;
+    if (p->batch < 1)
+        return ss_fail(err, SS_E_USAGE, "--batch must be >= 1");
+    if (msst) {
+        if ((s = setup_msst(&r, p, info, err)) == SS_E_NOMEM)
+            goto nomem;
+        if (s != SS_OK)
+            goto done;
+        goto windows;
+    }
     if (p->overlap < 0 || p->overlap >= 1)
         return ss_fail(err, SS_E_USAGE, "--overlap %g: must be in [0, 1)", p->overlap);
     if (p->batch < 1 || p->shifts < 0)
@@ -683,7 +857,6 @@ static ss_status run_demucs(ss_model *m, ss_backend *be, const ss_engine_params 
     if (p->segment > 0 && ss_model_valid_length(m, r.seg) < r.seg)
         return ss_fail(err, SS_E_USAGE, "--segment %g is longer than model %s allows", p->segment, info->name);
 
-    ss_status s = SS_OK;
     /* triangular weights, max 1 in the middle (transition power 1) */
     r.weight = malloc(sizeof *r.weight * (size_t)r.seg);
     int64_t half = r.seg / 2, wmax = half > r.seg - half ? half : r.seg - half;
@@ -715,9 +888,10 @@ static ss_status run_demucs(ss_model *m, ss_backend *be, const ss_engine_params 
         r.passes[0].V = length;
     }
 
+windows:
     /* windows: a batch spans batch*stride frames per pass, plus a chunk, plus shift spread */
     r.valid_max = ss_model_valid_length(m, r.seg);
-    int64_t spread = p->shifts > 0 ? max_shift : 0;
+    int64_t spread = p->shifts > 0 && !msst ? (int64_t)(0.5 * info->samplerate) : 0;
     r.win = (int64_t)p->batch * r.stride + r.seg + spread + 2 * r.valid_max + 16;
     r.in_cap = r.win + r.valid_max;
     size_t rows = (size_t)r.S * (size_t)r.C;
@@ -852,7 +1026,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     ss_chunking c = ss_model_chunking(m);
     switch (c) {
     case SS_CHUNK_DEMUCS:
-        return run_demucs(m, be, p, length, pull, pull_arg, push, push_arg, err);
+    case SS_CHUNK_MSST:
+        return run_chunks(m, be, p, length, c == SS_CHUNK_MSST, pull, pull_arg, push, push_arg, err);
     }
     return ss_fail(err, SS_E_INTERNAL, "%s: chunking scheme %d is not implemented", ss_model_get_info(m)->name,
                    (int)c);

@@ -265,6 +265,71 @@ static ss_status find_arch(const char *path, const ss_model_info *info, const ss
                    info->architecture, known);
 }
 
+/* The pipeline policy a model file may set (docs/model-format.md), after its
+ * architecture is known: the chunking scheme (stemsplit.chunking, else the
+ * architecture's), MSST's chunk_size and num_overlap, and a residual stem. */
+static ss_status read_policy(const ss_st *st, const char *path, const ss_arch *arch, ss_model_info *info,
+                             ss_error *err)
+{
+    info->chunking = arch->chunking;
+    const char *ch = ss_st_meta(st, "stemsplit.chunking");
+    if (ch && strcmp(ch, "demucs") == 0)
+        info->chunking = SS_CHUNK_DEMUCS;
+    else if (ch && strcmp(ch, "msst") == 0)
+        info->chunking = SS_CHUNK_MSST;
+    else if (ch)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': expected demucs or msst", path, ch);
+    int64_t v;
+    ss_status s;
+    if (ss_st_meta(st, "msst.chunk_size")) {
+        if ((s = ss_st_meta_int(st, "msst.chunk_size", &v, err)) != SS_OK)
+            return s;
+        if (v < 10 || v > (int64_t)info->samplerate * 3600)
+            return ss_fail(err, SS_E_DATA, "%s: msst.chunk_size %lld is out of range (10 samples to an hour)", path,
+                           (long long)v);
+        info->segment_length = v;              /* the chunk is the model's segment */
+        info->segment_num = v;
+        info->segment_den = info->samplerate;
+    }
+    info->overlap_default = 2;
+    if (ss_st_meta(st, "msst.num_overlap")) {
+        if ((s = ss_st_meta_int(st, "msst.num_overlap", &v, err)) != SS_OK)
+            return s;
+        if (v < 1 || v > 1000)
+            return ss_fail(err, SS_E_DATA, "%s: msst.num_overlap %lld is out of range (1..1000)", path,
+                           (long long)v);
+        info->overlap_default = (int)v;
+    }
+    const char *res = ss_st_meta(st, "stemsplit.residual");
+    if (res) {
+        size_t len = strlen(res);
+        if (!valid_source_name(res, len))
+            return ss_fail(err, SS_E_DATA, "%s: bad stem name '%.80s' in stemsplit.residual (letters, digits, '_' "
+                           "and '-' only)", path, res);
+        if (info->n_sources == SS_MAX_SOURCES)
+            return ss_fail(err, SS_E_DATA, "%s: more than %d sources with the residual '%s'", path,
+                           SS_MAX_SOURCES, res);
+        for (int i = 0; i < info->n_sources; i++)
+            if (strcmp(info->sources[i], res) == 0)
+                return ss_fail(err, SS_E_DATA, "%s: stemsplit.residual '%s' is also one of stemsplit.sources", path,
+                               res);
+        memcpy(info->sources[info->n_sources++], res, len + 1);
+        info->residual = 1;
+    }
+    return SS_OK;
+}
+
+/* What an architecture sees: the stems its network gives (no residual). */
+static ss_model_info arch_view(const ss_model_info *info)
+{
+    ss_model_info v = *info;
+    v.n_sources = ss_model_net_sources(info);
+    if (info->residual)
+        v.sources[v.n_sources][0] = '\0';
+    v.residual = 0;
+    return v;
+}
+
 /* The architecture's estimate, or the floor: weights and one segment's input
  * and output (x [C, L], y [S, C, L] floats). */
 static ss_status estimate(const ss_arch *arch, ss_st *st, const ss_model_info *info, ss_mem_estimate *out,
@@ -286,7 +351,7 @@ ss_status ss_model_peek(const char *path, ss_model_info *info, ss_mem_estimate *
     const ss_arch *arch = NULL;
     ss_mem_estimate m;
     if ((s = read_info(st, path, info, err)) == SS_OK && (s = find_arch(path, info, &arch, err)) == SS_OK &&
-        (s = estimate(arch, st, info, &m, err)) == SS_OK && mem)
+        (s = read_policy(st, path, arch, info, err)) == SS_OK && (s = estimate(arch, st, info, &m, err)) == SS_OK && mem)
         *mem = m;
     ss_st_close(st);
     return s;
@@ -305,9 +370,11 @@ ss_status ss_model_load(const char *path, ss_backend *be, ss_model **out, ss_err
     }
     m->be = be;
     if ((s = read_info(st, path, &m->info, err)) != SS_OK || (s = find_arch(path, &m->info, &m->arch, err)) != SS_OK ||
+        (s = read_policy(st, path, m->arch, &m->info, err)) != SS_OK ||
         (s = estimate(m->arch, st, &m->info, &m->mem, err)) != SS_OK)
         goto fail;
-    if ((s = m->arch->load(st, &m->info, be, &m->state, err)) != SS_OK)
+    ss_model_info view = arch_view(&m->info);
+    if ((s = m->arch->load(st, &view, be, &m->state, err)) != SS_OK)
         goto fail;
     if ((s = ss_backend_status(be, err)) != SS_OK)
         goto fail;
@@ -327,7 +394,7 @@ ss_input_norm ss_model_input_norm(const ss_model *m)
     return m->arch->input_norm ? m->arch->input_norm(m->state) : SS_NORM_NONE;
 }
 
-ss_chunking ss_model_chunking(const ss_model *m) { return m->arch->chunking; }
+ss_chunking ss_model_chunking(const ss_model *m) { return m->info.chunking; }
 const ss_mem_estimate *ss_model_memory(const ss_model *m) { return &m->mem; }
 
 const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }

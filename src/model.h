@@ -21,6 +21,27 @@
 #define SS_MAX_SOURCES 16
 #define SS_MAX_NAME 64
 
+/* How the pipeline normalises a model's input, and so de-normalises its stems. */
+typedef enum ss_input_norm {
+    SS_NORM_NONE = 0,         /* the mixture as decoded (at the model's rate)      */
+    SS_NORM_MIX_MEAN_STD,     /* demucs's CLI: x' = (x - mean) / std with mean and
+                               * unbiased std of the whole track's mono mix (std 1
+                               * for digital silence); stems * std + mean         */
+    SS_NORM_MIX_MEAN_STD_POP  /* MSST's normalize_audio: the same with numpy's
+                               * std (ddof 0) of the mono mix                     */
+} ss_input_norm;
+
+/* How the pipeline cuts a track into the chunks forward() sees. */
+typedef enum ss_chunking {
+    SS_CHUNK_DEMUCS = 0,      /* demucs's apply_model(split=True): overlapping
+                               * segments of the model's length, triangular
+                               * weights, random shifts (src/engine.c)          */
+    SS_CHUNK_MSST,  /* MSST's demix: ... */
+    /* SS_CHUNK_MSST: MSST's demix() in its generic mode (batch size 1):
+     * reflect-padded track, chunks of chunk_size every chunk_size //
+     * num_overlap, linear fades of chunk_size // 10 (src/engine.c) */
+} ss_chunking;
+
 typedef struct ss_model_info {
     char name[SS_MAX_NAME];                   /* file name without .safetensors      */
     char architecture[SS_MAX_NAME];           /* "htdemucs", "bandsplit", ...         */
@@ -31,22 +52,19 @@ typedef struct ss_model_info {
     int64_t segment_num, segment_den;         /* training segment, seconds, num/den   */
     int64_t segment_length;                   /* floor(samplerate * segment) samples  */
     uint64_t parameters;                      /* number of weights                    */
+    /* The last of sources[] is a residual when `residual` is 1 (metadata
+     * stemsplit.residual): the pipeline makes it, mixture minus the sum of
+     * the others; the network gives n_sources - residual stems.  An
+     * architecture's load() and memory_estimate() see n_sources without it. */
+    int residual;
+    ss_chunking chunking;                     /* the arch's, or stemsplit.chunking     */
+    int overlap_default;                      /* SS_CHUNK_MSST: num_overlap when no
+                                                 --overlap is given (msst.num_overlap,
+                                                 else 2)                               */
 } ss_model_info;
 
-/* How the pipeline normalises a model's input, and so de-normalises its stems. */
-typedef enum ss_input_norm {
-    SS_NORM_NONE = 0,         /* the mixture as decoded (at the model's rate)      */
-    SS_NORM_MIX_MEAN_STD      /* demucs's CLI: x' = (x - mean) / std with mean and
-                               * unbiased std of the whole track's mono mix (std 1
-                               * for digital silence); stems * std + mean         */
-} ss_input_norm;
-
-/* How the pipeline cuts a track into the chunks forward() sees. */
-typedef enum ss_chunking {
-    SS_CHUNK_DEMUCS = 0       /* demucs's apply_model(split=True): overlapping
-                               * segments of the model's length, triangular
-                               * weights, random shifts (src/engine.c)          */
-} ss_chunking;
+/* Stems the network itself gives (the pipeline adds a residual after them). */
+static inline int ss_model_net_sources(const ss_model_info *info) { return info->n_sources - info->residual; }
 
 /* Device memory a run needs: fixed + batch * per_item bytes (see ss_mem_need). */
 typedef struct ss_mem_estimate {
@@ -81,7 +99,8 @@ typedef struct ss_arch {
     /* ---- pipeline policy: what the generic pipeline asks the model ---- */
     /* Optional: the input normalisation of a loaded model.  NULL = SS_NORM_NONE. */
     ss_input_norm (*input_norm)(const void *state);
-    /* The chunking scheme (0 = SS_CHUNK_DEMUCS). */
+    /* The chunking scheme (0 = SS_CHUNK_DEMUCS); a model file may choose
+     * another with metadata stemsplit.chunking (docs/model-format.md). */
     ss_chunking chunking;
     /* Optional: device memory for one run of this model file, from its header
      * alone (metadata and tensor shapes; no weights read): called before the

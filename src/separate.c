@@ -237,6 +237,56 @@ static ss_status each_output(int n, void *(*fn)(void *), void *jobs, size_t size
     return SS_OK;
 }
 
+/* ---- the mixture a residual stem needs ------------------------------------------------ */
+
+/* The model-rate mixture as decoded (not normalised), from the frames the
+ * engine has pulled to those it has pushed: the encoder takes each pushed
+ * block's frames to make the residual stem (mixture minus the network's
+ * stems).  Filled on the engine's thread, emptied on its writer thread; it
+ * holds the engine's lookahead, a few chunks, whatever the track's length. */
+typedef struct mix_fifo {
+    pthread_mutex_t mu;
+    float *buf;              /* [cap, C] interleaved, frames [0, n) waiting      */
+    int64_t n, cap;
+    int C;
+} mix_fifo;
+
+static ss_status mix_fifo_put(mix_fifo *f, const float *x, int64_t n, const char *input, ss_error *err)
+{
+    pthread_mutex_lock(&f->mu);
+    if (f->n + n > f->cap) {
+        int64_t cap = 2 * (f->n + n);
+        float *b = realloc(f->buf, sizeof(float) * (size_t)cap * (size_t)f->C);
+        if (!b) {
+            pthread_mutex_unlock(&f->mu);
+            return ss_fail(err, SS_E_NOMEM, "%s: out of memory keeping the mixture for the residual stem", input);
+        }
+        f->buf = b;
+        f->cap = cap;
+    }
+    memcpy(f->buf + f->n * f->C, x, sizeof(float) * (size_t)(n * f->C));
+    f->n += n;
+    pthread_mutex_unlock(&f->mu);
+    return SS_OK;
+}
+
+/* Move the first n frames into out [n, C]. */
+static ss_status mix_fifo_take(mix_fifo *f, float *out, int64_t n, ss_error *err)
+{
+    pthread_mutex_lock(&f->mu);
+    if (n > f->n) {
+        int64_t have = f->n;
+        pthread_mutex_unlock(&f->mu);
+        return ss_fail(err, SS_E_INTERNAL, "residual stem: %lld frames pushed, %lld pulled", (long long)n,
+                       (long long)have);
+    }
+    memcpy(out, f->buf, sizeof(float) * (size_t)(n * f->C));
+    memmove(f->buf, f->buf + n * f->C, sizeof(float) * (size_t)((f->n - n) * f->C));
+    f->n -= n;
+    pthread_mutex_unlock(&f->mu);
+    return SS_OK;
+}
+
 /* ---- decode side -------------------------------------------------------------------- */
 
 typedef struct decoder {
@@ -251,6 +301,7 @@ typedef struct decoder {
     int64_t file_left;       /* frames still to read from the file               */
     double mean, std;        /* normalisation                                    */
     double seconds;          /* time spent decoding                              */
+    mix_fifo *mix;           /* the frames handed out go here too, or NULL       */
 } decoder;
 
 /* Downmix of 3..8 channels to stereo: row L then row R, in the WAV (SMPTE)
@@ -440,8 +491,10 @@ static ss_status stats_to_end(ss_audio_reader *rd, const char *input, int cin, i
     return s;
 }
 
-ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
-                       double *mean_out, double *std_out, int64_t *count, ss_error *err)
+/* ss_mix_stats with the std's delta degrees of freedom: 1 (unbiased, demucs)
+ * or 0 (numpy's default, MSST) */
+static ss_status mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                           int ddof, double *mean_out, double *std_out, int64_t *count, ss_error *err)
 {
     if (frames < 0) {
         double mean = 0.0, m2 = 0.0;
@@ -452,7 +505,7 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
         if (s != SS_OK)
             return s;
         *mean_out = mean;
-        *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+        *std_out = n > ddof ? sqrt(m2 / (double)(n - ddof)) : 0.0;
         if (count)
             *count = n;
         return SS_OK;
@@ -494,15 +547,23 @@ ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, 
     if (s != SS_OK)
         return s;
     *mean_out = mean;
-    *std_out = n > 1 ? sqrt(m2 / (double)(n - 1)) : 0.0;
+    *std_out = n > ddof ? sqrt(m2 / (double)(n - ddof)) : 0.0;
     if (count)
         *count = n;
     return SS_OK;
 }
 
+ss_status ss_mix_stats(ss_audio_reader *rd, const char *input, int cin, int cm, int64_t frames, int threads,
+                       double *mean_out, double *std_out, int64_t *count, ss_error *err)
+{
+    return mix_stats(rd, input, cin, cm, frames, threads, 1, mean_out, std_out, count, err);
+}
+
 /* Pass 1, as the model asks (ss_model_input_norm): for SS_NORM_MIX_MEAN_STD
  * the mean and unbiased std of the mono mix, as the demucs CLI computes them
- * (ss_mix_stats), digital silence getting std 1 (only the mean is removed);
+ * (ss_mix_stats), for SS_NORM_MIX_MEAN_STD_POP the mean and population std
+ * (ddof 0) as MSST's normalize_audio does with numpy; digital silence gets
+ * std 1 (only the mean is removed; MSST would divide by 0);
  * for SS_NORM_NONE mean 0 and std 1 (the samples pass unchanged), and no pass
  * at all unless the length is only an estimate (frames -1: MPEG), which the
  * pass then counts into *count. */
@@ -514,7 +575,8 @@ static ss_status decode_stats(decoder *d, ss_input_norm norm, int64_t frames, in
         d->std = 1.0;
         return SS_OK;
     }
-    ss_status s = ss_mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, &d->mean, &d->std, count, err);
+    ss_status s = mix_stats(d->rd, d->input, d->cin, d->cm, frames, threads, norm == SS_NORM_MIX_MEAN_STD_POP ? 0 : 1,
+                            &d->mean, &d->std, count, err);
     if (norm == SS_NORM_NONE) {
         d->mean = 0.0;
         d->std = 1.0;
@@ -553,6 +615,11 @@ static ss_status decode_pull(void *arg, float *buf, int64_t cap, int64_t n, int6
         d->fifo_n += out;
     }
     int64_t k = d->fifo_n < n ? d->fifo_n : n;
+    if (d->mix) {
+        ss_status s = mix_fifo_put(d->mix, d->fifo, k, d->input, err);
+        if (s != SS_OK)
+            return s;
+    }
     float mean = (float)d->mean, inv = (float)(1.0 / d->std);
     for (int c = 0; c < d->cm; c++)
         for (int64_t i = 0; i < k; i++)
@@ -570,7 +637,11 @@ typedef struct encoder {
     const ss_sep_params *p;
     output *outs;
     int n_out;
-    int S, C;                 /* sources, channels                               */
+    int S, C;                 /* the network's sources, channels                 */
+    mix_fifo *mix;            /* a residual stem (source S) is written: the
+                                 mixture, else NULL                              */
+    float *mixblk;            /* [n, C] the pushed block's mixture               */
+    int64_t mixblk_cap;
     int64_t length;           /* frames each output must have (input length)     */
     double mean, std;         /* de-normalisation                                */
     double seconds;           /* time spent encoding (resampling included)       */
@@ -707,8 +778,19 @@ static void *push_one(void *arg)
         j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
         return NULL;
     }
-    /* mix [n, C] = sum over its sources, in source order, of stem * std + mean */
+    /* mix [n, C] = sum over its sources, in source order, of stem * std + mean;
+     * the residual (source S) = mixture - sum of the network's stems so */
     memset(o->mix, 0, sizeof(float) * (size_t)(n * e->C));
+    if (e->mix && (o->sources & (1u << e->S)))
+        for (int c = 0; c < e->C; c++) {
+            float *m = o->mix + c;
+            for (int64_t i = 0; i < n; i++) {
+                float r = e->mixblk[i * e->C + c];
+                for (int src = 0; src < e->S; src++)
+                    r -= stems[((int64_t)src * e->C + c) * pitch + i] * std + mean;
+                m[i * e->C] = r;
+            }
+        }
     for (int src = 0; src < e->S; src++) {
         if (!(o->sources & (1u << src)))
             continue;
@@ -740,6 +822,13 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
 {
     encoder *e = arg;
     double t0 = ss_seconds();
+    if (e->mix) {
+        if (ensure(&e->mixblk, &e->mixblk_cap, n * e->C) != SS_OK)
+            return ss_fail(err, SS_E_NOMEM, "out of memory making the residual stem");
+        ss_status s = mix_fifo_take(e->mix, e->mixblk, n, err);
+        if (s != SS_OK)
+            return s;
+    }
     push_job jobs[SS_MAX_SOURCES + 1];
     for (int k = 0; k < e->n_out; k++)
         jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
@@ -975,6 +1064,7 @@ struct ss_sep_job {
     ss_audio_info ai;
     decoder d;
     encoder e;
+    mix_fifo mix;             /* for a residual stem (e.mix, d.mix)              */
     output *outs;
     int64_t model_len;
     int out_rate;             /* the stems' rate: the input's, or the one the
@@ -1004,6 +1094,11 @@ void ss_sep_job_free(ss_sep_job *j)
     free(j->d.raw);
     free(j->d.mapped);
     free(j->d.fifo);
+    free(j->e.mixblk);
+    if (j->e.mix) {
+        pthread_mutex_destroy(&j->mix.mu);
+        free(j->mix.buf);
+    }
     free(j->outs);
     dirs_remove_empty(&j->made);
     free(j);
@@ -1044,11 +1139,21 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
         outs[k].stage_fd = -1;
     *j = (ss_sep_job){.p = p, .m = m, .input = input, .rep = rep, .outs = outs,
                       .d = {.input = input, .cm = info->channels},
-                      .e = {.p = p, .S = info->n_sources, .C = info->channels, .outs = outs, .gain = 1.0f}};
+                      .e = {.p = p, .S = ss_model_net_sources(info), .C = info->channels, .outs = outs,
+                            .gain = 1.0f}};
     decoder *d = &j->d;
     ss_audio_info *ai = &j->ai;
     if ((s = plan_outputs(m, p, input, reldir, outs, &j->e.n_out, err)) != SS_OK)
         goto fail;
+    for (int k = 0; k < j->e.n_out && info->residual && !j->e.mix; k++)
+        if (outs[k].sources & (1u << j->e.S)) {        /* the residual is written: keep the mixture */
+            if (pthread_mutex_init(&j->mix.mu, NULL) != 0) {
+                s = ss_fail(err, SS_E_NOMEM, "%s: cannot create a mutex", input);
+                goto fail;
+            }
+            j->mix.C = info->channels;
+            j->e.mix = d->mix = &j->mix;
+        }
     if ((s = ss_audio_open(input, &d->rd, ai, err)) != SS_OK)
         goto fail;
     d->cin = ai->channels;
