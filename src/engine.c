@@ -853,6 +853,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     switch (c) {
     case SS_CHUNK_DEMUCS:
         return run_demucs(m, be, p, length, pull, pull_arg, push, push_arg, err);
+    case SS_CHUNK_MSST:
+        break;
     }
     return ss_fail(err, SS_E_INTERNAL, "%s: chunking scheme %d is not implemented", ss_model_get_info(m)->name,
                    (int)c);

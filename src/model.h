@@ -43,9 +43,10 @@ typedef enum ss_input_norm {
 
 /* How the pipeline cuts a track into the chunks forward() sees. */
 typedef enum ss_chunking {
-    SS_CHUNK_DEMUCS = 0       /* demucs's apply_model(split=True): overlapping
+    SS_CHUNK_DEMUCS = 0,      /* demucs's apply_model(split=True): overlapping
                                * segments of the model's length, triangular
                                * weights, random shifts (src/engine.c)          */
+    SS_CHUNK_MSST             /* MSST's demix: src/engine.c                     */
 } ss_chunking;
 
 /* Device memory a run needs: fixed + batch * per_item bytes (see ss_mem_need). */
