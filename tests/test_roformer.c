@@ -29,6 +29,12 @@
 #define TOL 1e-4
 #define MAX_CASES 64
 
+/* the backend every model here runs on (test_cuda_emu_roformer.c: the emulated CUDA one) */
+#ifndef RF_DEVICE
+#define RF_DEVICE "cpu"
+#define RF_PREFIX "roformer"
+#endif
+
 static char root[1024], tmpdir[1024], fixtures[1100];
 
 static void report(int ok, const char *name, const char *detail)
@@ -67,7 +73,7 @@ static float *run_model(const char *path, const float *x, int B, int64_t L, int 
     ss_model *m = NULL;
     float *y = NULL, *dx = NULL, *dy = NULL;
     ss_backend_params bp = {.threads = 2};
-    if (ss_backend_open("cpu", &bp, &be, NULL, 0, err) != SS_OK)
+    if (ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, err) != SS_OK)
         return NULL;
     if (ss_model_load(path, be, &m, err) == SS_OK) {
         const ss_model_info *info = ss_model_get_info(m);
@@ -129,7 +135,7 @@ static void parity_case(const char *name)
     snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
     snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
     snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
-    snprintf(label, sizeof label, "roformer_forward_%.200s", name);
+    snprintf(label, sizeof label, RF_PREFIX "_forward_%.200s", name);
     int converted = 0;
     if (!is_file(model_path)) {
         snprintf(model_path, sizeof model_path, "%s/%.200s.safetensors", tmpdir, name);

@@ -684,7 +684,8 @@ static ss_status ws_get(rf_model *m, ss_backend *be, int batch, int64_t length, 
         return ss_fail(err, SS_E_INTERNAL, "roformer: a chunk of %lld samples does not fit this model", (long long)length);
     int N = (int)frames;
     int gt = group_of(N, m->K), gf = group_of(m->K, batch * N);
-    int composed = needs_composed(m, be, N, gt) || needs_composed(m, be, m->K, gf);
+    int composed = needs_composed(m, be, N, gt) || needs_composed(m, be, m->K, gf) || needs_composed(m, be, N, 1) ||
+                   needs_composed(m, be, m->K, 1);
     rf_sizes z = ws_sizes(m->C, m->S, m->D, m->K, m->H, m->dh, m->F, m->W, m->max_w, m->hidden, m->skip, m->mel,
                           m->n_tables, batch, N, composed);
     w->batch = batch;
@@ -769,6 +770,15 @@ static void attention(const rf_model *m, ss_backend *be, const float *qkv, float
     }
     /* composed, one sequence at a time (scores [H, seq, seq]), all heads in one batched product */
     float *sc = m->ws.scores;
+    if (!sc) {                  /* ws_get asked the backend about these shapes and was told fused */
+        ss_error *e = ss_kernel_begin(be);
+        if (e) {
+            ss_fail(e, SS_E_INTERNAL, "roformer: no fused attention for %d sequences of %d and no score buffer",
+                    nseq, seq);
+            ss_kernel_end(be, "roformer.attention");
+        }
+        return;
+    }
     for (int s = 0; s < nseq; s++) {
         const float *q = qkv + (size_t)s * seq * 3 * E;
         ss_gemm_desc d1 = {.trans_b = 1, .m = seq, .n = seq, .k = dh, .alpha = 1.0f, .beta = 0.0f, .lda = 3 * E,
