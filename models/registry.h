@@ -4,5 +4,7 @@
  * order `stemsplit --help` and error messages list them in.
  * Adding an architecture: docs/adding-a-model.md. */
 SS_ARCH(htdemucs)
+SS_ARCH(bs_roformer)
+SS_ARCH(mel_band_roformer)
 SS_ARCH(bandsplit)
 SS_ARCH(identity)

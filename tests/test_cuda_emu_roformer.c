@@ -1,0 +1,7 @@
+/* test_cuda_emu_roformer.c - tests/test_roformer.c (the RoFormer parity cases,
+ * batch consistency and refusals) run through the CUDA backend's code on the
+ * CUDA emulator (kernels/cuda/emu), in fp32: the same tolerance, relative L2
+ * per stem <= 1e-4 against the PyTorch forward_out. */
+#define RF_DEVICE "cuda"
+#define RF_PREFIX "cuda_emu_roformer"
+#include "test_roformer.c"

@@ -1,0 +1,501 @@
+/* test_roformer.c - BS-RoFormer and Mel-Band RoFormer (models/roformer/roformer.c).
+ *
+ * 1. Parity: every case folder under tests/fixtures/roformer/ (or
+ *    $SS_ROFORMER_FIXTURES) holding ref.safetensors with forward_in [1, C, L]
+ *    and forward_out [1, S, C, L] made by the PyTorch reference: the model is
+ *    the case's model.safetensors when there is one, else model.ckpt +
+ *    config.yaml converted with scripts/convert-msst.py (SKIP without python3
+ *    or the converter).  One forward pass on the CPU; relative L2 per stem
+ *    <= 1e-4.
+ * 2. Files written here (no python): a small BS and Mel model load and run
+ *    (batch 2 gives each item what batch 1 gives it), and the refusals: a
+ *    missing or stray tensor, an unsupported metadata key, Mel bands that are
+ *    not runs of consecutive bins -> SS_E_DATA naming the tensor or key.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../src/model.h"
+#include "../src/safetensors.h"
+#include "st_write.h"
+#include "test.h"
+
+#define TOL 1e-4
+#define MAX_CASES 64
+
+/* the backend every model here runs on (test_cuda_emu_roformer.c: the emulated CUDA one) */
+#ifndef RF_DEVICE
+#define RF_DEVICE "cpu"
+#define RF_PREFIX "roformer"
+#endif
+
+static char root[1024], tmpdir[1024], fixtures[1100];
+
+static void report(int ok, const char *name, const char *detail)
+{
+    printf("%s %s: %s\n", ok ? "PASS" : "FAIL", name, detail);
+    if (!ok)
+        test_n_fail++;
+    fflush(stdout);
+}
+
+static int is_file(const char *path) { return access(path, R_OK) == 0; }
+
+static double rel_l2(const float *y, const float *r, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - r[i];
+        num += d * d;
+        den += (double)r[i] * r[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float *tensor_f32(const ss_st_tensor *t)
+{
+    float *p = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *p);
+    if (p)
+        ss_st_to_f32(t, p);
+    return p;
+}
+
+/* Run x [B, C, L] through the model file on the CPU: y [B, S, C, L] (malloc'd) or NULL with err. */
+static float *run_model(const char *path, const float *x, int B, int64_t L, int *S_out, int *C_out, ss_error *err)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    float *y = NULL, *dx = NULL, *dy = NULL;
+    ss_backend_params bp = {.threads = 2};
+    if (ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, err) != SS_OK)
+        return NULL;
+    if (ss_model_load(path, be, &m, err) == SS_OK) {
+        const ss_model_info *info = ss_model_get_info(m);
+        int S = info->n_sources, C = info->channels;
+        size_t nx = (size_t)B * C * L, ny = nx * S;
+        dx = ss_alloc(be, nx);
+        dy = ss_alloc(be, ny);
+        y = malloc(ny * sizeof *y);
+        if (dx && dy && y) {
+            ss_upload(be, dx, x, nx);
+            ss_fill(be, dy, NAN, ny);
+            if (ss_model_forward(m, dx, dy, B, L, err) == SS_OK && ss_download(be, y, dy, ny) == SS_OK) {
+                *S_out = S;
+                *C_out = C;
+            } else {
+                free(y);
+                y = NULL;
+                if (err->code == SS_OK)
+                    ss_backend_status(be, err);
+            }
+        } else {
+            free(y);
+            y = NULL;
+            ss_fail(err, SS_E_NOMEM, "out of memory");
+        }
+    }
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return y;
+}
+
+/* ---- 1. parity with the PyTorch reference ------------------------------------------ */
+
+static int convert_case(const char *dir, const char *out, char *why, size_t wsize)
+{
+    char conv[1200], cmd[8192];
+    snprintf(conv, sizeof conv, "%s/scripts/convert-msst.py", root);
+    if (system("python3 -c 'import sys' >/dev/null 2>&1") != 0 || !is_file(conv)) {
+        snprintf(why, wsize, "python3 or %s missing", conv);
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd, "python3 '%s' -o '%s' '%s/config.yaml' '%s/model.ckpt' >'%s/convert.log' 2>&1", conv, out,
+             dir, dir, tmpdir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        snprintf(why, wsize, "convert-msst.py failed (status %d), log in %s/convert.log", rc, tmpdir);
+        return -1;
+    }
+    return 0;
+}
+
+static void parity_case(const char *name)
+{
+    char dir[1400], ref_path[1600], model_path[1600], why[2000], label[300];
+    snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
+    snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+    snprintf(label, sizeof label, RF_PREFIX "_forward_%.200s", name);
+    int converted = 0;
+    if (!is_file(model_path)) {
+        snprintf(model_path, sizeof model_path, "%s/%.200s.safetensors", tmpdir, name);
+        int rc = convert_case(dir, model_path, why, sizeof why);
+        if (rc > 0) {
+            printf("SKIP %s: %s\n", label, why);
+            return;
+        }
+        if (rc < 0) {
+            report(0, label, why);
+            return;
+        }
+        converted = 1;
+    }
+    ss_error err = {0};
+    ss_st *ref = NULL;
+    if (ss_st_open(ref_path, &ref, &err) != SS_OK) {
+        report(0, label, err.msg);
+        return;
+    }
+    const ss_st_tensor *fi = ss_st_find(ref, "forward_in"), *fo = ss_st_find(ref, "forward_out");
+    if (!fi || !fo || fi->ndim != 3 || fo->ndim != 4 || fi->shape[0] != 1 || fo->shape[0] != 1 ||
+        fo->shape[3] != fi->shape[2] || fo->shape[2] != fi->shape[1]) {
+        report(0, label, "ref.safetensors: forward_in / forward_out missing or of unexpected shapes");
+        ss_st_close(ref);
+        return;
+    }
+    float *x = tensor_f32(fi), *yref = tensor_f32(fo), *y = NULL;
+    int S = 0, C = 0;
+    int64_t L = fi->shape[2];
+    if (!x || !yref)
+        report(0, label, "out of memory");
+    else if (!(y = run_model(model_path, x, 1, L, &S, &C, &err)))
+        report(0, label, err.msg);
+    else if (S != fo->shape[1] || C != fo->shape[2])
+        report(0, label, "the model's stems / channels differ from forward_out's shape");
+    else
+        for (int s = 0; s < S; s++) {
+            size_t n = (size_t)C * (size_t)L;
+            double e = rel_l2(y + s * n, yref + s * n, n);
+            char line[200], sl[320];
+            snprintf(sl, sizeof sl, "%s_stem%d", label, s);
+            snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
+            report(e <= TOL, sl, line);
+        }
+    free(x);
+    free(yref);
+    free(y);
+    ss_st_close(ref);
+    if (converted)
+        unlink(model_path);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(a, b); }
+
+static void test_parity(void)
+{
+    static char cases[MAX_CASES][256];
+    int n = 0;
+    DIR *d = opendir(fixtures);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && n < MAX_CASES) {
+            char p[1600];
+            if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof cases[0])
+                continue;
+            snprintf(p, sizeof p, "%s/%s/ref.safetensors", fixtures, e->d_name);
+            if (is_file(p))
+                snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
+        }
+        closedir(d);
+    }
+    if (n == 0)
+        SKIP("no fixture cases under %s", fixtures);
+    qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
+    for (int i = 0; i < n; i++)
+        parity_case(cases[i]);
+}
+
+/* ---- 2. small files written here -------------------------------------------------- */
+
+/* A tiny model: dim 8, depth 2 (skip connections), 1 time + 1 freq block, 2 heads
+ * of 4, stereo, 2 stems, n_fft 16 (F 9), hop 5.  BS: bands 3 + 2 + 4;
+ * Mel: bands of bins [0,4), [3,7), [6,9) (overlapping). */
+#define MAXT 256
+typedef struct gen {
+    int n;
+    char *names[MAXT];
+    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT];
+    float *data[MAXT];
+    unsigned rng;
+} gen;
+
+static float frand(gen *g)
+{
+    g->rng = g->rng * 1664525u + 1013904223u;
+    return (float)((g->rng >> 8) & 0xffff) / 65536.0f - 0.5f;
+}
+
+static void add(gen *g, const char *name, int64_t d0, int64_t d1, float base, float spread)
+{
+    int i = g->n++;
+    g->names[i] = strdup(name);
+    g->shapes[i][0] = d0;
+    g->shapes[i][1] = d1;
+    g->ndims[i] = d1 ? 2 : 1;
+    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    g->data[i] = malloc(n * sizeof(float));
+    for (size_t j = 0; j < n; j++)
+        g->data[i][j] = base + spread * frand(g);
+}
+
+static void gen_free(gen *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        free(g->names[i]);
+        free(g->data[i]);
+    }
+    g->n = 0;
+}
+
+static const int mel_lo[3] = {0, 3, 6}, mel_hi[3] = {4, 7, 9};
+
+static void gen_model(gen *g, int mel)
+{
+    char n[200];
+    int D = 8, C = 2, K = 3, E = 8, bs_w[3] = {3, 2, 4};
+    memset(g, 0, sizeof *g);
+    g->rng = 12345u;
+    for (int k = 0; k < K; k++) {
+        int w = 2 * C * (mel ? mel_hi[k] - mel_lo[k] : bs_w[k]);
+        snprintf(n, sizeof n, "band_split.to_features.%d.0.gamma", k), add(g, n, w, 0, 1.0f, 0.4f);
+        snprintf(n, sizeof n, "band_split.to_features.%d.1.weight", k), add(g, n, D, w, 0.0f, 0.8f);
+        snprintf(n, sizeof n, "band_split.to_features.%d.1.bias", k), add(g, n, D, 0, 0.0f, 0.2f);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int t = 0; t < 2; t++) {
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.0.norm.gamma", i, t), add(g, n, D, 0, 1.0f, 0.4f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.0.to_qkv.weight", i, t), add(g, n, 3 * E, D, 0.0f, 0.8f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.0.to_gates.weight", i, t), add(g, n, 2, D, 0.0f, 0.8f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.0.to_gates.bias", i, t), add(g, n, 2, 0, 0.0f, 0.2f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.0.to_out.0.weight", i, t), add(g, n, D, E, 0.0f, 0.8f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.1.net.0.gamma", i, t), add(g, n, D, 0, 1.0f, 0.4f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.1.net.1.weight", i, t), add(g, n, 4 * D, D, 0.0f, 0.8f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.1.net.1.bias", i, t), add(g, n, 4 * D, 0, 0.0f, 0.2f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.1.net.4.weight", i, t), add(g, n, D, 4 * D, 0.0f, 0.4f);
+            snprintf(n, sizeof n, "layers.%d.%d.layers.0.1.net.4.bias", i, t), add(g, n, D, 0, 0.0f, 0.2f);
+            if (mel)
+                snprintf(n, sizeof n, "layers.%d.%d.norm.gamma", i, t), add(g, n, D, 0, 1.0f, 0.4f);
+        }
+    if (!mel)
+        add(g, "final_norm.gamma", D, 0, 1.0f, 0.4f);
+    int n_lin = 2;    /* BS mask_estimator_depth 2, Mel 1 (+1) */
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < K; k++) {
+            int w = 2 * C * (mel ? mel_hi[k] - mel_lo[k] : bs_w[k]);
+            for (int j = 0; j < n_lin; j++) {
+                int in = j ? 16 : D, out = j == n_lin - 1 ? 2 * w : 16;
+                snprintf(n, sizeof n, "mask_estimators.%d.to_freqs.%d.0.%d.weight", s, k, 2 * j);
+                add(g, n, out, in, 0.0f, 0.8f);
+                snprintf(n, sizeof n, "mask_estimators.%d.to_freqs.%d.0.%d.bias", s, k, 2 * j);
+                add(g, n, out, 0, 0.0f, 0.4f);
+            }
+        }
+    if (mel) {
+        add(g, "mel.freq_indices", 11, 0, 0.0f, 0.0f);
+        add(g, "mel.num_freqs_per_band", 3, 0, 0.0f, 0.0f);
+        add(g, "mel.num_bands_per_freq", 9, 0, 0.0f, 0.0f);
+        float *fi = g->data[g->n - 3], *nf = g->data[g->n - 2], *nb = g->data[g->n - 1];
+        for (int k = 0, j = 0; k < K; k++) {
+            nf[k] = (float)(mel_hi[k] - mel_lo[k]);
+            for (int f = mel_lo[k]; f < mel_hi[k]; f++, j++) {
+                fi[j] = (float)f;
+                nb[f] += 1.0f;
+            }
+        }
+    }
+}
+
+/* metadata JSON with key `drop` left out and `extra` ("\"k\":\"v\"", may be NULL) added */
+static void gen_meta(char *buf, size_t size, int mel, const char *drop, const char *extra)
+{
+    static const char *common[][2] = {
+        {"stemsplit.sources", "vocals,other"}, {"stemsplit.samplerate", "8000"}, {"stemsplit.channels", "2"},
+        {"stemsplit.segment", "60/8000"}, {"roformer.dim", "8"}, {"roformer.depth", "2"},
+        {"roformer.time_transformer_depth", "1"}, {"roformer.freq_transformer_depth", "1"},
+        {"roformer.dim_head", "4"}, {"roformer.heads", "2"}, {"roformer.num_stems", "2"},
+        {"roformer.stereo", "true"}, {"roformer.stft_n_fft", "16"}, {"roformer.stft_hop_length", "5"},
+        {"roformer.stft_win_length", "16"}, {"roformer.stft_normalized", "false"}, {"roformer.zero_dc", "true"},
+        {"roformer.mlp_expansion_factor", "2"}, {"roformer.skip_connection", "true"}, {"roformer.ff_mult", "4"}};
+    size_t n = (size_t)snprintf(buf, size, "{\"stemsplit.architecture\":\"%s\"",
+                                mel ? "mel_band_roformer" : "bs_roformer");
+    for (size_t i = 0; i < sizeof common / sizeof *common; i++)
+        if (!drop || strcmp(drop, common[i][0]) != 0)
+            n += (size_t)snprintf(buf + n, size - n, ",\"%s\":\"%s\"", common[i][0], common[i][1]);
+    if (mel)
+        n += (size_t)snprintf(buf + n, size - n, ",\"roformer.num_bands\":\"3\",\"roformer.sample_rate\":\"8000\","
+                              "\"roformer.mask_estimator_depth\":\"1\"");
+    else
+        n += (size_t)snprintf(buf + n, size - n, ",\"roformer.freqs_per_bands\":\"3,2,4\","
+                              "\"roformer.mask_estimator_depth\":\"2\"");
+    if (extra)
+        n += (size_t)snprintf(buf + n, size - n, ",%s", extra);
+    snprintf(buf + n, size - n, "}");
+}
+
+/* Write the model (without tensor `drop`) to path; 0 ok */
+static int gen_write(gen *g, const char *path, const char *meta, const char *drop)
+{
+    const char *names[MAXT];
+    const float *data[MAXT];
+    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT], n = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (drop && strcmp(drop, g->names[i]) == 0)
+            continue;
+        names[n] = g->names[i];
+        data[n] = g->data[i];
+        memcpy(shapes[n], g->shapes[i], sizeof shapes[n]);
+        ndims[n] = g->ndims[i];
+        n++;
+    }
+    return st_write_f32(path, meta, n, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
+}
+
+/* load path; expect SS_E_DATA with `needle` in the message */
+static int expect_refusal(const char *path, const char *needle, char *why, size_t wsize)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_error err = {0};
+    ss_backend_params bp = {.threads = 1};
+    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK) {
+        snprintf(why, wsize, "%s", err.msg);
+        return 0;
+    }
+    ss_status s = ss_model_load(path, be, &m, &err);
+    ss_model_free(m);
+    ss_backend_close(be);
+    if (s != SS_E_DATA || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
+        snprintf(why, wsize, "status %d, message '%s' (expected SS_E_DATA naming the file and '%s')", (int)s, err.msg,
+                 needle);
+        return 0;
+    }
+    return 1;
+}
+
+static void small_model(int mel)
+{
+    gen g;
+    char path[1200], meta[4096];
+    gen_model(&g, mel);
+    gen_meta(meta, sizeof meta, mel, NULL, NULL);
+    snprintf(path, sizeof path, "%s/small.safetensors", tmpdir);
+    CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
+    /* two different items through batch 2 and each alone */
+    int64_t L = 60;
+    float x[2 * 2 * 60];
+    for (int i = 0; i < 2 * 2 * 60; i++)
+        x[i] = 0.5f * sinf(0.37f * (float)i) + 0.1f * frand(&g);
+    ss_error err = {0};
+    int S = 0, C = 0;
+    float *y2 = run_model(path, x, 2, L, &S, &C, &err), *y1a = NULL, *y1b = NULL;
+    if (y2) {
+        y1a = run_model(path, x, 1, L, &S, &C, &err);
+        y1b = y1a ? run_model(path, x + 2 * L, 1, L, &S, &C, &err) : NULL;
+    }
+    gen_free(&g);
+    unlink(path);
+    int ok = y2 && y1a && y1b;
+    double e0 = ok ? rel_l2(y2, y1a, (size_t)S * C * L) : 0, e1 = ok ? rel_l2(y2 + S * C * L, y1b, (size_t)S * C * L) : 0;
+    double energy = 0;
+    int finite = 1;
+    for (size_t i = 0; ok && i < (size_t)2 * S * C * L; i++) {
+        finite &= isfinite(y2[i]) != 0;
+        energy += (double)y2[i] * y2[i];
+    }
+    free(y2);
+    free(y1a);
+    free(y1b);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(S == 2 && C == 2, "stems %d channels %d", S, C);
+    CHECK(finite && energy > 1e-6, "output not finite or silent (energy %g)", energy);
+    CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
+}
+
+static void test_small_bs(void) { small_model(0); }
+static void test_small_mel(void) { small_model(1); }
+
+static void test_refusals(void)
+{
+    gen g;
+    char path[1200], meta[4096], why[2048];
+    snprintf(path, sizeof path, "%s/bad.safetensors", tmpdir);
+    for (int mel = 0; mel < 2; mel++) {
+        gen_model(&g, mel);
+        gen_meta(meta, sizeof meta, mel, NULL, NULL);
+        const char *missing = mel ? "layers.1.1.norm.gamma" : "mask_estimators.1.to_freqs.2.0.2.bias";
+        int ok = gen_write(&g, path, meta, missing) == 0 && expect_refusal(path, missing, why, sizeof why);
+        if (!ok)
+            gen_free(&g);
+        CHECK(ok, "missing tensor (%s): %s", mel ? "mel" : "bs", why);
+        /* a stray tensor */
+        add(&g, "layers.0.0.layers.0.0.extra", 2, 0, 0.0f, 0.0f);
+        ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, "layers.0.0.layers.0.0.extra", why, sizeof why);
+        gen_free(&g);
+        CHECK(ok, "stray tensor: %s", why);
+    }
+    /* unsupported or missing metadata */
+    static const char *bad_meta[][3] = {
+        {"\"roformer.stft_normalized\":\"true\"", "roformer.stft_normalized", "roformer.stft_normalized"},
+        {"\"roformer.stft_win_length\":\"8\"", "roformer.stft_win_length", "roformer.stft_win_length"},
+        {"\"roformer.linear_transformer_depth\":\"1\"", NULL, "roformer.linear_transformer_depth"},
+        {NULL, "roformer.dim_head", "roformer.dim_head"},
+        {"\"roformer.num_stems\":\"3\"", "roformer.num_stems", "roformer.num_stems"}};
+    for (size_t i = 0; i < sizeof bad_meta / sizeof *bad_meta; i++) {
+        gen_model(&g, 0);
+        gen_meta(meta, sizeof meta, 0, bad_meta[i][1], bad_meta[i][0]);
+        int ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, bad_meta[i][2], why, sizeof why);
+        gen_free(&g);
+        CHECK(ok, "metadata %s: %s", bad_meta[i][2], why);
+    }
+    /* Mel: a band that is not a run of consecutive bins */
+    gen_model(&g, 1);
+    gen_meta(meta, sizeof meta, 1, NULL, NULL);
+    for (int i = 0; i < g.n; i++)
+        if (strcmp(g.names[i], "mel.freq_indices") == 0)
+            g.data[i][1] = 2.0f, g.data[i][2] = 1.0f;     /* band 0: 0, 2, 1, 3 */
+    int ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, "mel.freq_indices", why, sizeof why);
+    gen_free(&g);
+    unlink(path);
+    CHECK(ok, "non-consecutive mel band: %s", why);
+}
+
+int main(void)
+{
+    const char *r = getenv("SS_ROOT");
+    if (r && *r)
+        snprintf(root, sizeof root, "%s", r);
+    else if (!getcwd(root, sizeof root))
+        snprintf(root, sizeof root, ".");
+    const char *fx = getenv("SS_ROFORMER_FIXTURES");
+    if (fx && *fx)
+        snprintf(fixtures, sizeof fixtures, "%s", fx);
+    else
+        snprintf(fixtures, sizeof fixtures, "%s/tests/fixtures/roformer", root);
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/ss-roformer.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        printf("FAIL test_roformer: cannot create %s\n", tmpdir);
+        return 1;
+    }
+    RUN(test_parity);
+    RUN(test_small_bs);
+    RUN(test_small_mel);
+    RUN(test_refusals);
+    char log[1200];
+    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
+    unlink(log);
+    rmdir(tmpdir);
+    return test_summary();
+}
