@@ -335,8 +335,10 @@ static ss_model_info arch_view(const ss_model_info *info)
 static ss_status estimate(const ss_arch *arch, ss_st *st, const ss_model_info *info, ss_mem_estimate *out,
                           ss_error *err)
 {
-    if (arch->memory_estimate)
-        return arch->memory_estimate(st, info, out, err);
+    if (arch->memory_estimate) {
+        ss_model_info view = arch_view(info);
+        return arch->memory_estimate(st, &view, out, err);
+    }
     uint64_t seg = (uint64_t)info->segment_length * (uint64_t)info->channels;
     *out = (ss_mem_estimate){.fixed = info->parameters * 4u, .per_item = seg * 4u * (1u + (uint64_t)info->n_sources)};
     return SS_OK;

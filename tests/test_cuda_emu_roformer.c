@@ -4,4 +4,5 @@
  * per stem <= 1e-4 against the PyTorch forward_out. */
 #define RF_DEVICE "cuda"
 #define RF_PREFIX "cuda_emu_roformer"
+#define RF_NO_CLI   /* the binary runs on the CPU: tests/test_roformer.c covers it */
 #include "test_roformer.c"

@@ -93,6 +93,7 @@ typedef struct rf_model {
     int mel;                     /* 0 BS-RoFormer, 1 Mel-Band RoFormer          */
     int C, S, D, depth, tdepth, fdepth, H, dh, E, FF, hidden, n_lin;
     int n_fft, hop, F, W, K, zero_dc, skip;
+    ss_input_norm norm;          /* msst.normalize: MSST's normalize_audio      */
     int *c0, *w;                 /* [K] band columns: start, width              */
     int *layer_of, n_layers;     /* Mel: bands in layers of disjoint bands      */
     int max_w;
@@ -581,6 +582,13 @@ static ss_status rf_load(ss_st *st, const ss_model_info *info, ss_backend *be, v
     m->tdepth = hp->tdepth, m->fdepth = hp->fdepth, m->H = hp->H, m->dh = hp->dh, m->E = hp->H * hp->dh;
     m->FF = hp->FF, m->hidden = hp->hidden, m->n_lin = hp->n_lin, m->n_fft = hp->n_fft, m->hop = hp->hop;
     m->F = hp->F, m->W = hp->W, m->K = hp->K, m->zero_dc = hp->zero_dc, m->skip = hp->skip;
+    int normalize = 0;
+    if (ss_st_meta(st, "msst.normalize") && (s = ss_st_meta_bool(st, "msst.normalize", &normalize, err)) != SS_OK) {
+        free(hp);
+        free(m);
+        return s;
+    }
+    m->norm = normalize ? SS_NORM_MIX_MEAN_STD_POP : SS_NORM_NONE;
     loader l = {.m = m, .st = st, .be = be, .err = err};
     s = load_all(&l, hp);
     free(l.host);
@@ -839,15 +847,17 @@ static void time_transformer(const rf_model *m, ss_backend *be, const rf_transfo
         }
 }
 
-/* Frequency transformer: each (b, t)'s K bands, consecutive rows of h. */
+/* Frequency transformer: each (b, t)'s K bands, consecutive rows of h; groups
+ * never span two items, so that an item's bits do not depend on --batch. */
 static void freq_transformer(const rf_model *m, ss_backend *be, const rf_transformer *tf)
 {
     const rf_ws *w = &m->ws;
-    int n = w->batch * w->frames, K = m->K, G = group_of(K, n);
-    for (int s0 = 0; s0 < n; s0 += G) {
-        int g = n - s0 < G ? n - s0 : G;
-        transformer(m, be, tf, w->h + (size_t)s0 * K * m->D, g, K);                   /* [g*K, D] in place */
-    }
+    int n = w->frames, K = m->K, G = group_of(K, n);
+    for (int b = 0; b < w->batch; b++)          /* per item: the same products whatever the batch */
+        for (int s0 = 0; s0 < n; s0 += G) {
+            int g = n - s0 < G ? n - s0 : G;
+            transformer(m, be, tf, w->h + ((size_t)b * n + (size_t)s0) * K * m->D, g, K);   /* [g*K, D] */
+        }
 }
 
 /* Stem st's mask into ws.mask [B, N, W]: per band the MLP and GLU; Mel sums
@@ -855,17 +865,19 @@ static void freq_transformer(const rf_model *m, ss_backend *be, const rf_transfo
 static void mask_estimate(const rf_model *m, ss_backend *be, int st)
 {
     const rf_ws *w = &m->ws;
-    int rows = w->batch * w->frames, K = m->K, D = m->D, W = m->W;
-    size_t full = (size_t)rows * W;
+    int rows = w->frames, K = m->K, D = m->D, W = m->W;
+    size_t full = (size_t)w->batch * rows * W;
     for (int L = 0; L < m->n_layers; L++) {
-        float *dst = L == 0 ? w->mask : w->layer;
+        float *layer = L == 0 ? w->mask : w->layer;
         if (m->mel)
-            ss_fill(be, dst, 0.0f, full);
+            ss_fill(be, layer, 0.0f, full);
+        for (int b = 0; b < w->batch; b++)      /* per item: the same products whatever the batch */
         for (int k = 0; k < K; k++) {
             if (m->layer_of[k] != L)
                 continue;
+            float *dst = layer + (size_t)b * rows * W;
             const rf_mlp *p = &m->mlp[st * K + k];
-            const float *in = w->h + (size_t)k * D;                                    /* [rows, D] pitch K*D */
+            const float *in = w->h + (size_t)b * rows * K * D + (size_t)k * D;         /* [rows, D] pitch K*D */
             int ld_in = K * D, n_in = D;
             for (int j = 0; j < m->n_lin; j++) {
                 int last = j == m->n_lin - 1, n_out = last ? 2 * m->w[k] : m->hidden;
@@ -902,11 +914,14 @@ static ss_status rf_forward(void *state, ss_backend *be, const float *x, float *
     }
     /* band split: h [B, N, K, D] */
     int rows = B * N;
-    for (int k = 0; k < K; k++) {
-        ss_copy2d(be, w->band, (size_t)m->w[k], w->feat + m->c0[k], (size_t)W, (size_t)rows, (size_t)m->w[k]);
-        ss_rms_norm(be, w->band, w->band, rows, m->w[k], m->bs_norm[k], RMS_EPS, SS_RMS_L2);
-        linear(m, be, w->h + (size_t)k * D, K * D, w->band, m->w[k], m->bs_w[k], m->bs_b[k], rows, m->w[k], D, 0);
-    }
+    for (int b = 0; b < B; b++)                 /* per item: the same products whatever the batch */
+        for (int k = 0; k < K; k++) {
+            float *hb = w->h + (size_t)b * N * K * D + (size_t)k * D;
+            ss_copy2d(be, w->band, (size_t)m->w[k], w->feat + (size_t)b * N * W + m->c0[k], (size_t)W, (size_t)N,
+                      (size_t)m->w[k]);
+            ss_rms_norm(be, w->band, w->band, N, m->w[k], m->bs_norm[k], RMS_EPS, SS_RMS_L2);
+            linear(m, be, hb, K * D, w->band, m->w[k], m->bs_w[k], m->bs_b[k], N, m->w[k], D, 0);
+        }
     /* axial transformers */
     size_t hn = (size_t)rows * K * D;
     for (int i = 0; i < m->depth; i++) {
@@ -979,12 +994,17 @@ static ss_status rf_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem
     return s;
 }
 
+/* MSST's inference.py normalises the mixture only where the config asks
+ * (inference.normalize: the mono mix's mean and population std). */
+static ss_input_norm rf_input_norm(const void *state) { return ((const rf_model *)state)->norm; }
+
 const ss_arch ss_arch_bs_roformer = {
     .name = "bs_roformer",
     .load = rf_load,
     .forward = rf_forward,
     .free = rf_free,
     .chunking = SS_CHUNK_MSST,
+    .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
 };
 
@@ -994,5 +1014,6 @@ const ss_arch ss_arch_mel_band_roformer = {
     .forward = rf_forward,
     .free = rf_free,
     .chunking = SS_CHUNK_MSST,
+    .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
 };
