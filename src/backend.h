@@ -299,10 +299,45 @@ ss_status ss_download_start(ss_backend *be, float *dst, const float *src, size_t
 ss_status ss_download_wait(ss_backend *be);
 int ss_downloads_overlap(const ss_backend *be);
 
-/* ---- ops (public wrappers; every one works on every backend) ------------------ */
+/* ---- ops (public wrappers; every one works on every backend) ------------------
+ *
+ * The CPU kernel of every op (kernels/cpu, through src/backend_cpu.c) is the
+ * reference: the other backends are tested against it (tests/test_cuda_ops.c,
+ * tests/test_metal_ops.c: the same bits where the arithmetic is the same, else
+ * within the tolerance each case states), and where a backend has no kernel
+ * for a primitive op the wrapper runs the CPU's on host mirrors.  Shapes are in
+ * each op's comment (descriptors in ops.h); an output may be one of the inputs
+ * only where the comment says "in place ok", and must not overlap any input
+ * elsewhere.  The op set, by family:
+ *
+ *   elementwise    ss_fill, ss_add, ss_mul, ss_scale, ss_gelu, ss_activate
+ *                  (ReLU, sigmoid, tanh, SiLU, ELU, leaky ReLU; ss_relu,
+ *                  ss_sigmoid, ss_tanh, ss_silu), ss_glu; with a per-channel
+ *                  bias first: ss_bias_gelu, ss_bias_glu
+ *   affine         ss_channel_affine (a bias, a scale, and BatchNorm at
+ *                  inference: its statistics folded into scale and bias at
+ *                  load), ss_row_affine, ss_standardize_coef
+ *   reductions     ss_row_moments (mean, std), ss_softmax
+ *   norms          ss_layer_norm, ss_group_norm (ss_group_norm_gelu),
+ *                  ss_instance_norm, ss_rms_norm (mean and L2 forms)
+ *   products       ss_gemm (transposes, batched with strides, alpha/beta),
+ *                  ss_gemm_bias (a linear layer)
+ *   convolutions   ss_conv2d (the 1-D convolution is h == 1, kh == 1),
+ *                  ss_conv_transpose2d (1-D likewise), ss_conv_transpose2d_crop
+ *   spectral       ss_stft, ss_istft
+ *   attention      ss_rope on q and k (rotary embedding, optional), then
+ *                  ss_attention where ss_attention_fused says so (batched
+ *                  descriptors allowed), else ss_gemm + ss_softmax + ss_gemm
+ *   layout         ss_copy2d, ss_copy4d (permutations, crops, pads,
+ *                  reversals), ss_transpose
+ *   a model's own  ss_backend_kernel: fusions found by name
+ *
+ * Around the ops: buffers and host staging buffers (above), op recording
+ * (ss_graph_*, above), lanes (ss_lane, below), the sticky error. */
 
 void ss_fill(ss_backend *be, float *y, float v, size_t n);                       /* y[i] = v */
-/* copy `rows` rows of `cols` floats; pitches in floats */
+/* copy `rows` rows of `cols` floats from src to dst; pitches in floats; the
+ * two must not overlap */
 void ss_copy2d(ss_backend *be, float *dst, size_t dpitch, const float *src, size_t spitch,
                size_t rows, size_t cols);
 void ss_add(ss_backend *be, float *y, const float *a, const float *b, size_t n);  /* y = a + b, in place ok */
@@ -329,14 +364,19 @@ void ss_relu(ss_backend *be, float *y, const float *x, size_t n);
 void ss_sigmoid(ss_backend *be, float *y, const float *x, size_t n);
 void ss_tanh(ss_backend *be, float *y, const float *x, size_t n);
 void ss_silu(ss_backend *be, float *y, const float *x, size_t n);
-/* x [batch, 2*ch, len] -> y [batch, ch, len] = x[:, :ch] * sigmoid(x[:, ch:]) */
+/* x [batch, 2*ch, len] -> y [batch, ch, len] = x[:, :ch] * sigmoid(x[:, ch:]); not in place */
 void ss_glu(ss_backend *be, float *y, const float *x, int batch, int ch, int64_t len);
 /* x, y [rows, len]: y = softmax(scale * x) along len; in place ok */
 void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, float scale);
-/* Fused multi-head attention (ss_attn_desc): ss_attention_fused says whether
- * the backend runs d as one pass; ss_attention may only be called where it
- * does (elsewhere it records an internal error), the caller composing
- * ss_gemm + ss_softmax + ss_gemm otherwise. */
+/* Fused multi-head attention (ss_attn_desc in ops.h: q [nq, ldq], k [nk, ldk],
+ * v [nk, ldv] -> o [nq, ldo] per item, head h in columns [h*hd, (h+1)*hd),
+ * d->batch items stride_* apart): ss_attention_fused says whether the backend
+ * runs d as one pass; ss_attention may only be called where it does
+ * (elsewhere it records an internal error), the caller composing ss_gemm +
+ * ss_softmax + ss_gemm otherwise.  A batched d runs as one pass where the
+ * backend has attention_batched, else item by item.  o must not overlap q, k
+ * or v; columns of o outside the heads' are left alone.  A rotary embedding
+ * is ss_rope on q and k first. */
 int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d);
 void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o);
 /* x [batch, rows, cols] -> y [batch, cols, rows]; not in place */
@@ -398,6 +438,9 @@ void ss_rope(ss_backend *be, float *y, const float *x, int batch, int seq, int h
 /* x, y [rows, dim]: LayerNorm over dim with gamma/beta [dim] (may be NULL); in place ok */
 void ss_layer_norm(ss_backend *be, float *y, const float *x, int rows, int dim,
                    const float *gamma, const float *beta, float eps);
+/* C = alpha op(A) op(B) + beta C for each of d->batch items (ss_gemm_desc in ops.h:
+ * row-major, pitches lda/ldb/ldc, item strides stride_a/b/c, `reduced` for the
+ * products that may take tf32 inputs); C must not overlap A or B */
 void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, float *c);
 /* C [m, n] = alpha op(A) op(B) + beta C + 1 bias^T for gemm d with batch 1 and
  * bias [n]: a linear layer's product and bias (beta 1: added to C).  Backends
@@ -407,8 +450,16 @@ void ss_gemm(ss_backend *be, const ss_gemm_desc *d, const float *a, const float 
  * another order). */
 void ss_gemm_bias(ss_backend *be, const ss_gemm_desc *d, const float *a, const float *b, const float *bias,
                   const float *ones, float *c);
+/* x [batch, cin, h, w] * w [cout, cin, kh, kw] + bias [cout] (may be NULL) -> y
+ * [batch, cout, oh, ow] (ss_conv2d_desc: strides, zero padding, dilation); the
+ * 1-D convolution over length L is h == 1, kh == 1, w == L.  y must not overlap
+ * x, w or bias. */
 void ss_conv2d(ss_backend *be, const ss_conv2d_desc *d, const float *x, const float *w,
                const float *bias, float *y);
+/* transposed convolution (PyTorch's, padding 0): x [batch, cin, h, w], w [cin,
+ * cout, kh, kw], bias [cout] (may be NULL) -> y [batch, cout, (h-1)*sh + kh,
+ * (w-1)*sw + kw] (ss_convt2d_desc); 1-D is h == 1, kh == 1.  y must not overlap
+ * x, w or bias. */
 void ss_conv_transpose2d(ss_backend *be, const ss_convt2d_desc *d, const float *x, const float *w,
                          const float *bias, float *y);
 /* y [batch, cout, c->oh, c->ow] = the window c of ss_conv_transpose2d(d, x, w,
@@ -424,6 +475,12 @@ void ss_conv_transpose2d_crop(ss_backend *be, const ss_convt2d_desc *d, const ss
  * two must not overlap.  Elements of dst outside the pattern are kept. */
 void ss_copy4d(ss_backend *be, float *dst, const int64_t dstride[4], const float *src, const int64_t sstride[4],
                const int64_t shape[4]);
+/* STFT as torch.stft(center, reflect padding, periodic Hann window, normalized,
+ * onesided) (ss_stft_desc in ops.h): x [batch, length] -> spec [batch, 2, n_fft/2
+ * + 1, frames], real plane first; ss_istft is its inverse (torch.istft with the
+ * same settings, windowed overlap-add divided by the window's squared
+ * envelope) back to [batch, length].  Any hop (it need not divide n_fft);
+ * length > n_fft / 2.  Not in place. */
 void ss_stft(ss_backend *be, const ss_stft_desc *d, const float *x, float *spec);
 void ss_istft(ss_backend *be, const ss_stft_desc *d, const float *spec, float *x);
 

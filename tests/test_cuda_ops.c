@@ -609,8 +609,10 @@ static void test_conv_transpose2d(void)
 static void test_stft(void)
 {
     NEED_GPU();
-    int sizes[2][3] = {{4096, 1024, 3}, {512, 128, 5}};
-    for (int t = 0; t < 2; t++) {
+    /* hops that divide n_fft, and 441 in 2048 (the RoFormers' 44.1 kHz configs: frames
+     * overlap by a varying number of samples) */
+    int sizes[][3] = {{4096, 1024, 3}, {512, 128, 5}, {2048, 441, 2}};
+    for (int t = 0; t < (int)(sizeof sizes / sizeof sizes[0]); t++) {
         ss_stft_desc d = {.batch = sizes[t][2], .length = 12345 + 1000 * t, .n_fft = sizes[t][0], .hop = sizes[t][1]};
         size_t nx = (size_t)d.batch * (size_t)d.length;
         size_t ns = (size_t)d.batch * 2 * (size_t)(d.n_fft / 2 + 1) * (size_t)ss_stft_frames(&d);
@@ -618,13 +620,16 @@ static void test_stft(void)
         float *dx = up(x, nx), *ds = poison(ns), *dx2 = poison(nx);
         ss_stft(cpu, &d, x, s);
         ss_stft(gpu, &d, dx, ds);
-        CMP(ds, s, ns, 2e-6, "stft");
+        char what[64];
+        snprintf(what, sizeof what, "stft n_fft %d hop %d", d.n_fft, d.hop);
+        CMP(ds, s, ns, 2e-6, what);
         for (size_t i = 0; i < ns; i++)          /* an arbitrary spectrum, not only a consistent one */
             s[i] += 0.1f * frand();
         ss_upload(gpu, ds, s, ns);
         ss_istft(cpu, &d, s, x2);
         ss_istft(gpu, &d, ds, dx2);
-        CMP(dx2, x2, nx, 2e-6, "istft");
+        snprintf(what, sizeof what, "istft n_fft %d hop %d", d.n_fft, d.hop);
+        CMP(dx2, x2, nx, 2e-6, what);
         ss_free(gpu, dx); ss_free(gpu, ds); ss_free(gpu, dx2);
         free(x); free(s); free(x2);
     }
@@ -690,6 +695,209 @@ static void test_precisions(void)
     CHECK(r1 < 3e-3 && r1 > 1e-5, "mixed, reduced product: relative L2 %.3g (expected tf32's error)", r1);
     CHECK(r0 < 1e-5, "mixed, unmarked product: relative L2 %.3g (expected fp32's)", r0);
     CHECK(f < 1e-5, "fp32, product marked reduced: relative L2 %.3g (expected fp32's)", f);
+}
+
+/* ---- API 12 primitives: mul, activations, RMS norm, rotary embedding -------------------------- */
+
+/* The largest relative difference of a against ref, each element against max(|ref|, floor) */
+static double max_rel(const float *a, const float *ref, size_t n, float floor)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(ref[i]))
+            return INFINITY;
+        if (isnan(ref[i]))
+            continue;
+        double den = fabs((double)ref[i]) > floor ? fabs((double)ref[i]) : floor;
+        double d = fabs((double)a[i] - ref[i]) / den;
+        if (d > m)
+            m = d;
+    }
+    return m;
+}
+
+#define CMP_MAX(gd, ref, n, tol, what)                                                              \
+    do {                                                                                            \
+        float *h_ = down(gd, n);                                                                    \
+        double r_ = max_rel(h_, ref, n, 1e-30f);                                                    \
+        free(h_);                                                                                   \
+        CHECK(r_ <= (tol), "%s: largest relative difference %.3g > %.1g", what, r_, (double)(tol)); \
+    } while (0)
+
+/* The backend runs the op itself: no host round trip through the CPU reference */
+#define HAS_SLOT(slot)                                                                               \
+    CHECK(gpu_is_cpu || ss_backend_iface_of(gpu)->slot, "the CUDA backend has no " #slot " (CPU fallback)")
+
+static void test_mul_activate(void)
+{
+    NEED_GPU();
+    HAS_SLOT(mul);
+    HAS_SLOT(activate);
+    size_t n = 100003;
+    float *a = rnd(n + 1), *b = rnd(n), *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n + 1; i++)     /* (-8, 8): both tails of sigmoid, tanh and ELU */
+        a[i] *= 8.0f;
+    a[5] = 0.0f, a[6] = -0.0f, a[7] = 40.0f, a[8] = -40.0f, a[9] = 1e-30f, a[10] = -1e-30f;
+    float *da = up(a, n + 1), *db = up(b, n), *dy = poison(n);
+    ss_mul(cpu, y, a, b, n); ss_mul(gpu, dy, da, db, n); CMP(dy, y, n, 0, "mul");
+    ss_mul(cpu, y, y, a, n); ss_mul(gpu, dy, dy, da, n); CMP(dy, y, n, 0, "mul in place");
+    ss_mul(cpu, y, a + 1, b, 77); ss_mul(gpu, dy, da + 1, db, 77); CMP(dy, y, 77, 0, "mul unaligned");
+    static const struct { ss_act act; float alpha; double tol; const char *what; } acts[] = {
+        /* same math, same bits; the exponentials and tanh as the CPU's within 1e-6 */
+        {SS_ACT_RELU, 0.0f, 0, "relu"},
+        {SS_ACT_LEAKY_RELU, 0.01f, 0, "leaky_relu 0.01"},
+        {SS_ACT_LEAKY_RELU, 0.2f, 0, "leaky_relu 0.2"},
+        {SS_ACT_SIGMOID, 0.0f, 1e-6, "sigmoid"},
+        {SS_ACT_TANH, 0.0f, 1e-6, "tanh"},
+        {SS_ACT_SILU, 0.0f, 1e-6, "silu"},
+        {SS_ACT_ELU, 1.0f, 1e-6, "elu 1"},
+        {SS_ACT_ELU, 0.5f, 1e-6, "elu 0.5"},
+    };
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+        char what[64];
+        ss_activate(cpu, y, a, n, acts[k].act, acts[k].alpha);
+        ss_activate(gpu, dy, da, n, acts[k].act, acts[k].alpha);
+        CMP_MAX(dy, y, n, acts[k].tol, acts[k].what);
+        /* in place, and from an unaligned start of an odd length */
+        ss_upload(gpu, dy, a, n);
+        ss_activate(gpu, dy, dy, n, acts[k].act, acts[k].alpha);
+        snprintf(what, sizeof what, "%s in place", acts[k].what);
+        CMP_MAX(dy, y, n, acts[k].tol, what);
+        ss_activate(cpu, y, a + 1, 1001, acts[k].act, acts[k].alpha);
+        ss_activate(gpu, dy, da + 1, 1001, acts[k].act, acts[k].alpha);
+        snprintf(what, sizeof what, "%s unaligned", acts[k].what);
+        CMP_MAX(dy, y, 1001, acts[k].tol, what);
+    }
+    ss_relu(cpu, y, a, n); ss_relu(gpu, dy, da, n); CMP(dy, y, n, 0, "ss_relu");
+    ss_silu(cpu, y, a, n); ss_silu(gpu, dy, da, n); CMP_MAX(dy, y, n, 1e-6, "ss_silu");
+    STATUS_OK();
+    ss_free(gpu, da); ss_free(gpu, db); ss_free(gpu, dy);
+    free(a); free(b); free(y);
+}
+
+static void test_rms_norm(void)
+{
+    NEED_GPU();
+    HAS_SLOT(rms_norm);
+    /* RoFormer rows (384, 512), short and odd ones, one long row; a row of zeros and
+     * one with a large offset */
+    static const int shapes[][2] = {{1100, 384}, {62, 512}, {333, 37}, {5, 1}, {1, 4099}, {17, 96}};
+    size_t nmax = 1100 * 384;
+    float *x = rnd(nmax + 1), *g = rnd(4100), *y = malloc(nmax * sizeof *y);
+    for (size_t i = 0; i < 512; i++)
+        x[i] = 0.0f;
+    for (size_t i = 512; i < 1024; i++)
+        x[i] = 1000.0f + x[i];
+    float *dx = up(x, nmax + 1), *dg = up(g, 4100), *dy = poison(nmax);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int form = 0; form < 2; form++)
+            for (int with_g = 0; with_g < 2; with_g++) {
+                int rows = shapes[s][0], dim = shapes[s][1];
+                size_t n = (size_t)rows * dim;
+                float eps = form == SS_RMS_L2 ? 1e-12f : 1e-5f;
+                char what[96];
+                snprintf(what, sizeof what, "rms_norm %s %d x %d%s", form ? "l2" : "mean", rows, dim,
+                         with_g ? " gamma" : "");
+                ss_rms_norm(cpu, y, x, rows, dim, with_g ? g : NULL, eps, (ss_rms_form)form);
+                ss_rms_norm(gpu, dy, dx, rows, dim, with_g ? dg : NULL, eps, (ss_rms_form)form);
+                CMP_MAX(dy, y, n, 1e-6, what);
+                if (test_failed_now)
+                    return;
+            }
+    /* in place; an unaligned row start */
+    ss_rms_norm(cpu, y, x + 1, 300, 384, g, 1e-12f, SS_RMS_L2);
+    ss_upload(gpu, dy, x + 1, 300 * 384);
+    ss_rms_norm(gpu, dy, dy, 300, 384, dg, 1e-12f, SS_RMS_L2);
+    CMP_MAX(dy, y, 300 * 384, 1e-6, "rms_norm in place");
+    ss_rms_norm(gpu, dy, dx + 1, 300, 384, dg, 1e-12f, SS_RMS_L2);
+    CMP_MAX(dy, y, 300 * 384, 1e-6, "rms_norm unaligned");
+    STATUS_OK();
+    ss_free(gpu, dx); ss_free(gpu, dg); ss_free(gpu, dy);
+    free(x); free(g); free(y);
+}
+
+/* cs [seq, hd/2, 2]: RoFormer's angles p * 10000^(-2i / hd) */
+static float *rope_table(int seq, int hd)
+{
+    float *cs = malloc((size_t)seq * hd * sizeof *cs);
+    for (int p = 0; p < seq; p++)
+        for (int i = 0; i < hd / 2; i++) {
+            double th = p * pow(10000.0, -2.0 * i / hd);
+            cs[((size_t)p * (hd / 2) + i) * 2] = (float)cos(th);
+            cs[((size_t)p * (hd / 2) + i) * 2 + 1] = (float)sin(th);
+        }
+    return cs;
+}
+
+static void test_rope(void)
+{
+    NEED_GPU();
+    HAS_SLOT(rope);
+    /* batch, seq, heads, hd, ld; off: the pointers shifted by a float (no 8-byte alignment) */
+    static const struct { int batch, seq, heads, hd, ld, off; const char *what; } cases[] = {
+        {2, 1100, 8, 64, 512, 0, "time axis 8 x 64"},
+        {9, 62, 8, 48, 384, 0, "frequency axis 8 x 48"},
+        {3, 31, 3, 10, 37, 0, "odd pitch, columns past the heads"},
+        {2, 17, 2, 2, 9, 1, "hd 2, unaligned"},
+        {1, 5, 4, 16, 80, 1, "unaligned, columns past the heads"},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        int B = cases[t].batch, S = cases[t].seq, H = cases[t].heads, hd = cases[t].hd, ld = cases[t].ld;
+        int off = cases[t].off;
+        size_t n = (size_t)B * S * ld + off;
+        float *x = rnd(n), *cs = rope_table(S, hd), *y = malloc(n * sizeof *y);
+        float *dx = up(x, n), *dcs = up(cs, (size_t)S * hd), *dy = poison(n);
+        char what[96];
+        for (size_t i = 0; i < n; i++)
+            y[i] = 7.0f;
+        ss_fill(gpu, dy, 7.0f, n);                   /* the columns past heads * hd stay 7 */
+        ss_rope(cpu, y + off, x + off, B, S, H, hd, ld, cs);
+        ss_rope(gpu, dy + off, dx + off, B, S, H, hd, ld, dcs);
+        snprintf(what, sizeof what, "rope %s", cases[t].what);
+        CMP(dy, y, n, 0, what);
+        ss_rope(cpu, x + off, x + off, B, S, H, hd, ld, cs);
+        ss_rope(gpu, dx + off, dx + off, B, S, H, hd, ld, dcs);
+        snprintf(what, sizeof what, "rope %s, in place", cases[t].what);
+        CMP(dx, x, n, 0, what);
+        ss_free(gpu, dx); ss_free(gpu, dcs); ss_free(gpu, dy);
+        free(x); free(cs); free(y);
+        if (test_failed_now)
+            return;
+    }
+    STATUS_OK();
+}
+
+/* The new primitives inside an op recording: a host round trip (the CPU
+ * reference's fallback) would fail the recording. */
+static void test_primitives_graph(void)
+{
+    NEED_GPU();
+    if (gpu_is_cpu)
+        SKIP("SS_TEST_CUDA_AS_CPU: the CPU backend records nothing");
+    int B = 2, S = 33, H = 4, hd = 16, ld = 64;
+    size_t n = (size_t)B * S * ld;
+    float *x = rnd(n), *g = rnd(ld), *cs = rope_table(S, hd), *y = malloc(n * sizeof *y);
+    float *dx = up(x, n), *dg = up(g, ld), *dcs = up(cs, (size_t)S * hd), *dy = poison(n), *dt = poison(n);
+    ss_error err = {0};
+    void *gr = NULL;
+    CHECK(ss_graph_begin(gpu, &err) == SS_OK, "begin: %s", err.msg);
+    ss_rms_norm(gpu, dt, dx, B * S, ld, dg, 1e-12f, SS_RMS_L2);
+    ss_rope(gpu, dt, dt, B, S, H, hd, ld, dcs);
+    ss_activate(gpu, dy, dt, n, SS_ACT_SILU, 0.0f);
+    ss_mul(gpu, dy, dy, dt, n);
+    ss_status st = ss_graph_end(gpu, &gr, &err);
+    CHECK(st == SS_OK && gr, "recording rms_norm, rope, activate, mul: %s", err.msg);
+    CHECK(ss_graph_launch(gpu, gr, &err) == SS_OK, "launch: %s", err.msg);
+    ss_graph_free(gpu, gr);
+    float *t = malloc(n * sizeof *t);
+    ss_rms_norm(cpu, t, x, B * S, ld, g, 1e-12f, SS_RMS_L2);
+    ss_rope(cpu, t, t, B, S, H, hd, ld, cs);
+    ss_activate(cpu, y, t, n, SS_ACT_SILU, 0.0f);
+    ss_mul(cpu, y, y, t, n);
+    CMP(dy, y, n, 3e-6, "replayed rms_norm, rope, silu, mul");
+    STATUS_OK();
+    ss_free(gpu, dx); ss_free(gpu, dg); ss_free(gpu, dcs); ss_free(gpu, dy); ss_free(gpu, dt);
+    free(x); free(g); free(cs); free(y); free(t);
 }
 
 /* ---- fused attention ----------------------------------------------------------------------- */
@@ -868,6 +1076,74 @@ static void test_attention(void)
         CHECK(st == SS_E_INTERNAL && strstr(err.msg, "no fused attention"), "ss_attention on fp32: status %d (%s)",
               (int)st, err.msg);
         STATUS_OK();
+    }
+    ss_backend_close(mx);
+}
+
+/* Batched descriptors (ss_attn_desc.batch > 1 with item strides): the backend runs
+ * all items in one pass (attention_batched), each as the single-item reference;
+ * gaps between items (and the pad columns) stay untouched. */
+static void test_attention_batched(void)
+{
+    NEED_GPU();
+    if (!gpu_is_cpu) {
+        CHECK(ss_backend_iface_of(gpu)->attention, "the CUDA backend has no fused attention");
+        CHECK(ss_backend_iface_of(gpu)->attention_batched, "the CUDA backend runs batched attention item by item");
+    }
+    ss_backend_params bp = {.device = 0, .threads = 4, .precision = SS_PREC_MIXED};
+    ss_backend *mx = NULL;
+    ss_error err = {0};
+    CHECK(ss_backend_open(gpu_is_cpu ? "cpu" : "cuda", &bp, &mx, NULL, 0, &err) == SS_OK, "mixed: %s", err.msg);
+    /* batch, heads, nq, nk, hd, pad, gap (floats between items), off (unaligned pointers) */
+    static const struct { int batch, heads, nq, nk, hd, pad, gap, off; const char *what; } cases[] = {
+        {5, 2, 70, 130, 32, 4, 8, 0, "5 items, 2 x 32, 70 x 130"},
+        {3, 8, 62, 62, 48, 0, 0, 0, "3 items, 8 x 48, 62 x 62 (frequency axis)"},
+        {4, 3, 9, 17, 12, 2, 3, 1, "4 items, 3 x 12, unaligned, odd gaps"},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0] && !test_failed_now; t++) {
+        int B = cases[t].batch, w = cases[t].heads * cases[t].hd, ld = w + cases[t].pad, off = cases[t].off;
+        int64_t sq = (int64_t)cases[t].nq * ld + cases[t].gap, skv = (int64_t)cases[t].nk * ld + cases[t].gap;
+        ss_attn_desc d = {.heads = cases[t].heads, .nq = cases[t].nq, .nk = cases[t].nk, .hd = cases[t].hd,
+                          .ldq = ld, .ldk = ld, .ldv = ld, .ldo = ld, .scale = 1.0f / sqrtf((float)cases[t].hd),
+                          .reduced = 1, .batch = B, .stride_q = sq, .stride_k = skv, .stride_v = skv,
+                          .stride_o = sq};
+        CHECK(ss_attention_fused(mx, &d) == 1, "%s: not fused", cases[t].what);
+        size_t nq_ = (size_t)B * sq + off, nkv = (size_t)B * skv + off;
+        float *q = rnd(nq_), *k = rnd(nkv), *v = rnd(nkv), *h = malloc(nq_ * sizeof *h);
+        float *ref = malloc(nq_ * sizeof *ref), *sc = malloc((size_t)d.nq * d.nk * sizeof *sc);
+        float *dq = ss_alloc(mx, nq_), *dk = ss_alloc(mx, nkv), *dv = ss_alloc(mx, nkv), *dout = ss_alloc(mx, nq_);
+        ss_upload(mx, dq, q, nq_);
+        ss_upload(mx, dk, k, nkv);
+        ss_upload(mx, dv, v, nkv);
+        ss_fill(mx, dout, NAN, nq_);
+        ss_attention(mx, &d, dq + off, dk + off, dv + off, dout + off);
+        ss_download(mx, h, dout, nq_);
+        ss_status st = ss_backend_status(mx, &err);
+        for (size_t i = 0; i < nq_; i++)
+            q[i] = tf32_round(q[i]);
+        for (size_t i = 0; i < nkv; i++)
+            k[i] = tf32_round(k[i]), v[i] = tf32_round(v[i]);
+        double worst = 0;
+        int kept_all = 1;
+        for (int b = 0; b < B; b++) {
+            /* item b alone: o rows of item b, the gap after it included */
+            ss_attn_desc one = d;
+            one.batch = 1;
+            size_t base = (size_t)b * sq, span = (size_t)sq;
+            for (size_t i = 0; i < span + off; i++)
+                ref[i] = NAN;
+            attn_ref(&one, q + off + base, k + off + (size_t)b * skv, v + off + (size_t)b * skv, ref + off, sc);
+            int kept = 1;
+            double r = attn_cmp(h + base, ref, &one, span + off, off, &kept);
+            worst = r > worst ? r : worst;
+            kept_all = kept_all && kept;
+        }
+        ss_free(mx, dq); ss_free(mx, dk); ss_free(mx, dv); ss_free(mx, dout);
+        free(q); free(k); free(v); free(h); free(ref); free(sc);
+        CHECK(st == SS_OK, "%s: %s", cases[t].what, err.msg);
+        CHECK(worst <= 2e-3, "%s: relative L2 %.3g against tf32-rounded inputs (tolerance 2e-3)", cases[t].what,
+              worst);
+        CHECK(kept_all, "%s: wrote outside the heads' columns of its items' rows", cases[t].what);
     }
     ss_backend_close(mx);
 }
@@ -1182,8 +1458,13 @@ int main(void)
     RUN(test_conv_transpose2d);
     RUN(test_convt_crop);
     RUN(test_stft);
+    RUN(test_mul_activate);
+    RUN(test_rms_norm);
+    RUN(test_rope);
+    RUN(test_primitives_graph);
     RUN(test_precisions);
     RUN(test_attention);
+    RUN(test_attention_batched);
     RUN(test_graphs);
     RUN(test_lanes);
     RUN(test_staged_transfers);

@@ -311,6 +311,99 @@ static void test_group_norm(void)
     }
 }
 
+/* ---- API 12 primitives: mul, activations, RMS norm, rotary embedding ---------------------------- */
+
+/* The backend has the op itself (no fallback to the CPU reference). */
+#define HAS_SLOT(slot) CHECK(ss_backend_iface_of(mtl)->slot != NULL, "the mps backend has no " #slot)
+
+static void test_mul_activate(void)
+{
+    HAS_SLOT(mul);
+    HAS_SLOT(activate);
+    static const size_t sizes[] = {1, 7, 1031, 70001};
+    static const struct { ss_act act; float alpha; const char *what; } acts[] = {
+        {SS_ACT_RELU, 0.0f, "relu"},       {SS_ACT_SIGMOID, 0.0f, "sigmoid"}, {SS_ACT_TANH, 0.0f, "tanh"},
+        {SS_ACT_SILU, 0.0f, "silu"},       {SS_ACT_ELU, 1.0f, "elu"},         {SS_ACT_ELU, 0.3f, "elu 0.3"},
+        {SS_ACT_LEAKY_RELU, 0.01f, "leaky_relu"},
+    };
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        float *a = rnd(cpu, n, 8.0f), *b = rnd(cpu, n, 3.0f), *yc = ss_alloc(cpu, n);
+        float *ma = dupb(mtl, a, n), *mb = dupb(mtl, b, n), *ym = ss_alloc(mtl, n);
+        CHECK(a && b && yc && ma && mb && ym, "alloc");
+        ss_mul(cpu, yc, a, b, n);
+        ss_mul(mtl, ym, ma, mb, n);
+        EXPECT("mul", mtl, ym, yc, n);
+        for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+            ss_activate(cpu, yc, a, n, acts[k].act, acts[k].alpha);
+            ss_activate(mtl, ym, ma, n, acts[k].act, acts[k].alpha);
+            EXPECT(acts[k].what, mtl, ym, yc, n);
+            /* small arguments, where ELU's e^x - 1 cancels: relative to the values themselves */
+            for (size_t i = 0; i < n; i++)
+                mb[i] = b[i] * 1e-4f;
+            ss_activate(cpu, yc, mb, n, acts[k].act, acts[k].alpha);
+            ss_activate(mtl, mb, mb, n, acts[k].act, acts[k].alpha);     /* in place */
+            EXPECT(acts[k].what, mtl, mb, yc, n);
+        }
+        ss_free(cpu, a), ss_free(cpu, b), ss_free(cpu, yc);
+        ss_free(mtl, ma), ss_free(mtl, mb), ss_free(mtl, ym);
+    }
+}
+
+static void test_rms_norm(void)
+{
+    HAS_SLOT(rms_norm);
+    static const int dims[][2] = {{7, 1}, {5, 33}, {9, 384}, {3, 512}, {2, 1025}};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int rows = dims[di][0], dim = dims[di][1];
+        size_t n = (size_t)rows * dim;
+        float *x = rnd(cpu, n, 4.0f), *g = rnd(cpu, (size_t)dim, 1.5f), *yc = ss_alloc(cpu, n);
+        float *mx = dupb(mtl, x, n), *mg = dupb(mtl, g, (size_t)dim), *ym = ss_alloc(mtl, n);
+        CHECK(x && g && yc && mx && mg && ym, "alloc");
+        for (int form = 0; form < 2; form++)
+            for (int with_g = 0; with_g < 2; with_g++) {
+                float eps = form ? 1e-12f : 1e-5f;
+                ss_rms_norm(cpu, yc, x, rows, dim, with_g ? g : NULL, eps, (ss_rms_form)form);
+                ss_rms_norm(mtl, ym, mx, rows, dim, with_g ? mg : NULL, eps, (ss_rms_form)form);
+                EXPECT(form ? "rms_norm l2" : "rms_norm mean", mtl, ym, yc, n);
+            }
+        ss_rms_norm(cpu, yc, x, rows, dim, g, 1e-12f, SS_RMS_L2);
+        ss_rms_norm(mtl, mx, mx, rows, dim, mg, 1e-12f, SS_RMS_L2);      /* in place */
+        EXPECT("rms_norm in place", mtl, mx, yc, n);
+        ss_free(cpu, x), ss_free(cpu, g), ss_free(cpu, yc);
+        ss_free(mtl, mx), ss_free(mtl, mg), ss_free(mtl, ym);
+    }
+}
+
+static void test_rope(void)
+{
+    HAS_SLOT(rope);
+    /* batch, seq, heads, hd, ld (> heads * hd: columns the op leaves alone) */
+    static const int cfg[][5] = {{2, 33, 4, 16, 64}, {3, 7, 3, 10, 37}, {1, 62, 8, 48, 384}, {2, 5, 1, 2, 5}};
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        int B = cfg[ci][0], S = cfg[ci][1], H = cfg[ci][2], hd = cfg[ci][3], ld = cfg[ci][4];
+        size_t n = (size_t)B * S * ld, ncs = (size_t)S * hd;
+        float *x = rnd(cpu, n, 2.0f), *cs = ss_alloc(cpu, ncs), *yc = rnd(cpu, n, 1.0f);
+        CHECK(x && cs && yc, "alloc");
+        for (int p = 0; p < S; p++)
+            for (int i = 0; i < hd / 2; i++) {
+                double th = p * pow(10000.0, -2.0 * i / hd);
+                cs[((size_t)p * (hd / 2) + i) * 2] = (float)cos(th);
+                cs[((size_t)p * (hd / 2) + i) * 2 + 1] = (float)sin(th);
+            }
+        float *mx = dupb(mtl, x, n), *mcs = dupb(mtl, cs, ncs), *ym = dupb(mtl, yc, n);
+        CHECK(mx && mcs && ym, "alloc");
+        ss_rope(cpu, yc, x, B, S, H, hd, ld, cs);
+        ss_rope(mtl, ym, mx, B, S, H, hd, ld, mcs);
+        EXPECT("rope", mtl, ym, yc, n);
+        ss_rope(cpu, x, x, B, S, H, hd, ld, cs);
+        ss_rope(mtl, mx, mx, B, S, H, hd, ld, mcs);                        /* in place */
+        EXPECT("rope in place", mtl, mx, x, n);
+        ss_free(cpu, x), ss_free(cpu, cs), ss_free(cpu, yc);
+        ss_free(mtl, mx), ss_free(mtl, mcs), ss_free(mtl, ym);
+    }
+}
+
 static void run_gemm(ss_backend *be, const ss_gemm_desc *d, const char *what, float round_bits)
 {
     (void)round_bits;
@@ -551,6 +644,9 @@ int main(void)
     RUN(test_transpose);
     RUN(test_reductions);
     RUN(test_group_norm);
+    RUN(test_mul_activate);
+    RUN(test_rms_norm);
+    RUN(test_rope);
     RUN(test_gemm);
     RUN(test_gemm_precision);
     RUN(test_conv2d);

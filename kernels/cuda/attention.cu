@@ -1,11 +1,12 @@
-/* attention.cu - fused multi-head attention on TF32 tensor cores (FlashAttention-2 style).
+/* attention.cu - fused multi-head attention on TF32 tensor cores (FlashAttention-2 style), and the
+ * rotary position embedding applied to q and k before it (ss_rope; at the end of the file).
  *
- * For each head h of one batch item (ss_attn_desc, heads side by side in the columns):
+ * For each head h of each batch item (ss_attn_desc, heads side by side in the columns):
  *
  *   q [nq, ldq], k [nk, ldk], v [nk, ldv] -> o [nq, ldo];   head h is columns [h*hd, (h+1)*hd):
  *   o_h = softmax(scale * q_h k_h^T) v_h                     q_h [nq, hd], k_h, v_h [nk, hd], o_h [nq, hd]
  *
- * without the nq x nk score matrix ever reaching global memory.  Grid (ceil(nq / 64), heads); a block of
+ * without the nq x nk score matrix ever reaching global memory.  Grid (ceil(nq / 64), heads, items); a block of
  * 4 warps owns 64 query rows of one head, each warp 16 of them, and walks the keys in tiles of 64:
  *
  *   S  = Q K_t^T          [16, 64] per warp, fp32 accumulators in registers (mma m16n8k8, tf32 inputs)
@@ -142,11 +143,13 @@ __device__ __forceinline__ void at_store(float *dst, int ldd, const float *src, 
         }
 }
 
-/* One block: query rows [64 blockIdx.x, +64) of head blockIdx.y.  sl2 = scale * log2(e). */
+/* One block: query rows [64 blockIdx.x, +64) of head blockIdx.y of batch item blockIdx.z (whose
+ * matrices start zq, zk, zv, zo floats after the previous item's).  sl2 = scale * log2(e). */
 template <int HD, bool VEC>
 __global__ void __launch_bounds__(AT_THREADS, AT_MIN_BLOCKS(HD))
     k_attention(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
-                float *__restrict__ o, int nq, int nk, int hd, int ldq, int ldk, int ldv, int ldo, float sl2)
+                float *__restrict__ o, int nq, int nk, int hd, int ldq, int ldk, int ldv, int ldo, float sl2,
+                int64_t zq, int64_t zk, int64_t zv, int64_t zo)
 {
     constexpr int LDK = at_geom<HD>::LDK, LDV = at_geom<HD>::LDV, G = at_geom<HD>::G;
     constexpr int STAGE = at_geom<HD>::STAGE;
@@ -155,10 +158,11 @@ __global__ void __launch_bounds__(AT_THREADS, AT_MIN_BLOCKS(HD))
     const int lane = (int)threadIdx.x & 31, w = (int)threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = (int)blockIdx.x * AT_BQ;
     const size_t col0 = (size_t)blockIdx.y * hd;                   /* this head's first column */
-    q += col0;
-    k += col0;
-    v += col0;
-    o += col0;
+    const int64_t item = blockIdx.z;                               /* batch item */
+    q += item * zq + col0;
+    k += item * zk + col0;
+    v += item * zv + col0;
+    o += item * zo + col0;
 
     /* Q tile (in buffer 1) and key tile 0 (buffer 0) */
     float *sq = sm + STAGE;
@@ -361,10 +365,20 @@ static cudaError_t at_launch(cudaStream_t s, const ss_attn_desc *d, const float 
         cudaGetLastError();
         return e;
     }
-    dim3 grid((unsigned)((d->nq + AT_BQ - 1) / AT_BQ), (unsigned)d->heads);
-    k_attention<HD, VEC><<<grid, AT_THREADS, at_geom<HD>::SMEM, s>>>(q, k, v, o, d->nq, d->nk, d->hd, d->ldq, d->ldk,
-                                                                     d->ldv, d->ldo, sl2);
-    return cudaGetLastError();
+    /* batch items along grid.z, at most 65535 a launch */
+    int batch = d->batch > 1 ? d->batch : 1;
+    int64_t sq = batch > 1 ? d->stride_q : 0, sk = batch > 1 ? d->stride_k : 0, sv = batch > 1 ? d->stride_v : 0,
+            so = batch > 1 ? d->stride_o : 0;
+    for (int b0 = 0; b0 < batch; b0 += 65535) {
+        unsigned nb = (unsigned)(batch - b0 < 65535 ? batch - b0 : 65535);
+        dim3 grid((unsigned)((d->nq + AT_BQ - 1) / AT_BQ), (unsigned)d->heads, nb);
+        k_attention<HD, VEC><<<grid, AT_THREADS, at_geom<HD>::SMEM, s>>>(
+            q + b0 * sq, k + b0 * sk, v + b0 * sv, o + b0 * so, d->nq, d->nk, d->hd, d->ldq, d->ldk, d->ldv, d->ldo,
+            sl2, sq, sk, sv, so);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
 }
 
 static int at_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -374,9 +388,12 @@ cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float
 {
     if (!ss_cuda_attention_ok(d, 1))
         return cudaErrorInvalidValue;
-    /* 16-byte copies: every head's first column 16-byte aligned, every row pitch a multiple of 4 floats */
+    /* 16-byte copies: every head's first column 16-byte aligned, every row pitch (and item stride) a
+     * multiple of 4 floats */
     int vec = d->hd % 4 == 0 && d->ldq % 4 == 0 && d->ldk % 4 == 0 && d->ldv % 4 == 0 && d->ldo % 4 == 0 &&
               at_aligned(q) && at_aligned(k) && at_aligned(v) && at_aligned(o);
+    if (d->batch > 1)
+        vec = vec && d->stride_q % 4 == 0 && d->stride_k % 4 == 0 && d->stride_v % 4 == 0 && d->stride_o % 4 == 0;
     float sl2 = (float)((double)d->scale * 1.4426950408889634);   /* log2(e) */
 #define AT_CASE(HD)                                                                                 \
     case HD:                                                                                        \
@@ -388,4 +405,57 @@ cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float
     default: AT_CASE(128);
     }
 #undef AT_CASE
+}
+
+/* ---- rotary position embedding (ss_rope) ------------------------------------------------------ */
+
+/* Rows r of x, y [rows, ld] (row r at position r % seq) with cs [seq, half, 2]: pair j (columns 2j,
+ * 2j + 1, j < pairs = heads * half) is rotated by the angle of position r % seq and pair j % half.
+ * One block per row (grid-stride over rows), the threads over the pairs; VEC: a pair and its (cos,
+ * sin) as float2 (ld even, x, y and cs 8-byte aligned).  Products and sums rounded one by one, as
+ * the CPU kernel rounds them (the same bits).  In place is fine: a thread reads the pair it writes. */
+template <bool VEC>
+__global__ void k_rope(float *y, const float *x, const float *cs, size_t rows, int seq, int half, int pairs, int ld)
+{
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float *xr = x + r * (size_t)ld, *cr = cs + (r % (size_t)seq) * 2 * (size_t)half;
+        float *yr = y + r * (size_t)ld;
+        for (int j = (int)threadIdx.x; j < pairs; j += (int)blockDim.x) {
+            int i = j % half;
+            float x0, x1, c, s;
+            if constexpr (VEC) {
+                float2 v = ((const float2 *)xr)[j], t = ((const float2 *)cr)[i];
+                x0 = v.x, x1 = v.y, c = t.x, s = t.y;
+            } else {
+                x0 = xr[2 * j], x1 = xr[2 * j + 1], c = cr[2 * i], s = cr[2 * i + 1];
+            }
+            float y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+            float y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+            if constexpr (VEC) {
+                ((float2 *)yr)[j] = make_float2(y0, y1);
+            } else {
+                yr[2 * j] = y0;
+                yr[2 * j + 1] = y1;
+            }
+        }
+    }
+}
+
+cudaError_t ss_cuda_rope(cudaStream_t st, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                         const float *cs)
+{
+    if (hd <= 0 || hd % 2 != 0 || heads < 0 || seq < 0 || batch < 0 || (int64_t)heads * hd > ld)
+        return cudaErrorInvalidValue;
+    size_t rows = (size_t)batch * (size_t)seq;
+    int half = hd / 2, pairs = heads * half;
+    if (rows == 0 || pairs == 0)
+        return cudaSuccess;
+    int threads = pairs >= 256 ? 256 : (pairs + 31) / 32 * 32;
+    unsigned blocks = (unsigned)(rows < ((size_t)1 << 20) ? rows : ((size_t)1 << 20));
+    int vec = ld % 2 == 0 && ((uintptr_t)x & 7) == 0 && ((uintptr_t)y & 7) == 0 && ((uintptr_t)cs & 7) == 0;
+    if (vec)
+        k_rope<true><<<blocks, threads, 0, st>>>(y, x, cs, rows, seq, half, pairs, ld);
+    else
+        k_rope<false><<<blocks, threads, 0, st>>>(y, x, cs, rows, seq, half, pairs, ld);
+    return cudaGetLastError();
 }

@@ -1,8 +1,10 @@
-/* attention.h - the fused multi-head attention pass of the CUDA backend (kernels/cuda/attention.cu).
+/* attention.h - the fused multi-head attention pass of the CUDA backend (kernels/cuda/attention.cu)
+ * and the rotary position embedding applied to q and k before it.
  *
- * One kernel computes o_h = softmax(scale * q_h k_h^T) v_h for every head h of one batch item
- * (ss_attn_desc's layout: head h is columns [h*hd, (h+1)*hd) of q, k, v and o) without storing the
- * nq x nk scores: TF32 tensor-core products with fp32 accumulation and an fp32 online softmax.
+ * One kernel computes o_h = softmax(scale * q_h k_h^T) v_h for every head h of every batch item
+ * (ss_attn_desc's layout: head h is columns [h*hd, (h+1)*hd) of q, k, v and o; items stride_q/k/v/o
+ * floats apart) without storing the nq x nk scores: TF32 tensor-core products with fp32
+ * accumulation and an fp32 online softmax.
  */
 #ifndef SS_CUDA_ATTENTION_H
 #define SS_CUDA_ATTENTION_H
@@ -28,6 +30,12 @@ int ss_cuda_attention_ok(const ss_attn_desc *d, int tf32);
  * ss_cuda_attention_ok(d, 1) is 0. */
 cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                               float *o);
+
+/* Queue ss_rope (src/backend.h: x, y [batch, seq, ld], heads of hd columns from column 0, cs [seq, hd/2, 2];
+ * in place allowed, columns from heads * hd on left alone) on stream s; cudaErrorInvalidValue for an odd
+ * or non-positive hd, a negative size or heads * hd > ld, else cudaGetLastError() of the launch. */
+cudaError_t ss_cuda_rope(cudaStream_t s, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                         const float *cs);
 }
 
 #endif

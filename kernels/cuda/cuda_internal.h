@@ -6,13 +6,15 @@
  *   context.cu      the context: start and end, device queries, errors, scratch memory, lanes,
  *                   graph recording, device memory, device-time statistics
  *   copy.cu         transfers between host and device, page-locked host buffers, copy queues
- *   elementwise.cu  fill, copies, add, scale, affine, GELU, GLU (also with a bias), transpose
- *   norms.cu        statistics, row moments, group norm and its fused forms, layer norm, softmax
+ *   elementwise.cu  fill, copies, add, mul, scale, affine, GELU, the ss_act activations, GLU (also
+ *                   with a bias), transpose
+ *   norms.cu        statistics, row moments, group norm and its fused forms, layer norm, RMS norm,
+ *                   softmax
  *   gemm.cu         matrix products (cuBLAS, cuBLASLt), cuBLAS's warm-up beside the model load
  *   conv.cu         conv2d (direct 1-D kernel, im2col + GEMM) and transposed conv2d (GEMM + col2im)
  *   winograd.cu     3x3 stride-1 conv2d as Winograd F(4x4, 3x3) or F(2x2, 3x3)
  *   stft.cu         STFT and iSTFT through cuFFT
- *   attention.cu    fused multi-head attention (attention.h)
+ *   attention.cu    fused multi-head attention, batched, and the rotary embedding (attention.h)
  *   module.cu       the vtable and the module's one exported symbol, ss_cuda_module()
  * and, built into the same module, the models' fused kernels (models/<arch>/fused_cuda.cu, found
  * by name through models/kernels.h: the `kernel` slot of the vtable).
@@ -197,6 +199,8 @@ ss_status cu_channel_affine(void *vctx, float *y, const float *x, int batch, int
 ss_status cu_row_affine(void *vctx, float *y, const float *x, int rows, int64_t len, const float *scale,
                         const float *shift, ss_error *err);
 ss_status cu_gelu(void *vctx, float *y, const float *x, size_t n, ss_error *err);
+ss_status cu_mul(void *vctx, float *y, const float *a, const float *b, size_t n, ss_error *err);
+ss_status cu_activate(void *vctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err);
 ss_status cu_glu(void *vctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err);
 ss_status cu_copy4d(void *vctx, float *dst, const int64_t dstride[4], const float *src,
                     const int64_t sstride[4], const int64_t shape[4], ss_error *err);
@@ -227,6 +231,8 @@ ss_status cu_group_norm(void *vctx, float *y, const float *x, int batch, int ch,
                         const float *gamma, const float *beta, float eps, ss_error *err);
 ss_status cu_layer_norm(void *vctx, float *y, const float *x, int rows, int dim, const float *gamma,
                         const float *beta, float eps, ss_error *err);
+ss_status cu_rms_norm(void *vctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                      ss_rms_form form, ss_error *err);
 ss_status cu_softmax(void *vctx, float *y, const float *x, int rows, int len, float scale, ss_error *err);
 
 /* ---- conv.cu ----------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* elementwise.cu - the CUDA backend's elementwise ops and copies: fill, copy2d, copy4d (strided
- * 4-d copy), add, scale, per-channel and per-row affine, GELU, GLU, bias + GELU, bias + GLU, and the
- * batched 2-d transpose.  Grid-stride kernels (LAUNCH), one block row per tensor row where rows are
- * long (LAUNCH_ROWS), four elements at a time where rows and pointers allow (LAUNCH_FLAT).
+ * 4-d copy), add, mul, scale, per-channel and per-row affine, GELU, the ss_act activations, GLU,
+ * bias + GELU, bias + GLU, and the batched 2-d transpose.  Grid-stride kernels (LAUNCH), one block
+ * row per tensor row where rows are long (LAUNCH_ROWS), four elements at a time where rows and
+ * pointers allow (LAUNCH_FLAT).
  */
 
 #include "cuda_internal.h"
@@ -55,6 +56,30 @@ __global__ void k_row_affine(float *y, const float *x, size_t n, int64_t len, co
 }
 
 __global__ void k_gelu(float *y, const float *x, size_t n) { GRID_LOOP(i, n) y[i] = gelu_f(x[i]); }
+
+__global__ void k_mul(float *y, const float *a, const float *b, size_t n) { GRID_LOOP(i, n) y[i] = a[i] * b[i]; }
+
+/* The ss_act activations, as the CPU kernels compute them (kernels/cpu/elementwise.c): sigmoid and
+ * SiLU through expf (the CPU's polynomial exp differs by < 2e-7 relative), tanhf, ELU through
+ * expm1f (the CPU's double expm1 rounded to float).  One instance per activation. */
+template <int ACT>
+__device__ __forceinline__ float act_f(float x, float alpha)
+{
+    switch (ACT) {
+    case SS_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case SS_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case SS_ACT_TANH: return tanhf(x);
+    case SS_ACT_SILU: return x / (1.0f + expf(-x));
+    case SS_ACT_ELU: return x > 0.0f ? x : __fmul_rn(alpha, expm1f(x));
+    default: return x > 0.0f ? x : __fmul_rn(alpha, x);          /* SS_ACT_LEAKY_RELU */
+    }
+}
+
+template <int ACT>
+__global__ void k_activate(float *y, const float *x, float alpha, size_t n)
+{
+    GRID_LOOP(i, n) y[i] = act_f<ACT>(x[i], alpha);
+}
 
 __global__ void k_glu(float *y, const float *x, size_t n, int ch, int64_t len)
 {
@@ -145,6 +170,32 @@ ss_status cu_gelu(void *vctx, float *y, const float *x, size_t n, ss_error *err)
     if (!n) return SS_OK;
     LAUNCH(k_gelu, n, y, x, n);
     CK_LAUNCH(c, err, "gelu");
+    return SS_OK;
+}
+
+ss_status cu_mul(void *vctx, float *y, const float *a, const float *b, size_t n, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (!n) return SS_OK;
+    LAUNCH(k_mul, n, y, a, b, n);
+    CK_LAUNCH(c, err, "mul");
+    return SS_OK;
+}
+
+ss_status cu_activate(void *vctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (!n) return SS_OK;
+    switch (act) {
+    case SS_ACT_RELU: LAUNCH(k_activate<SS_ACT_RELU>, n, y, x, alpha, n); break;
+    case SS_ACT_SIGMOID: LAUNCH(k_activate<SS_ACT_SIGMOID>, n, y, x, alpha, n); break;
+    case SS_ACT_TANH: LAUNCH(k_activate<SS_ACT_TANH>, n, y, x, alpha, n); break;
+    case SS_ACT_SILU: LAUNCH(k_activate<SS_ACT_SILU>, n, y, x, alpha, n); break;
+    case SS_ACT_ELU: LAUNCH(k_activate<SS_ACT_ELU>, n, y, x, alpha, n); break;
+    case SS_ACT_LEAKY_RELU: LAUNCH(k_activate<SS_ACT_LEAKY_RELU>, n, y, x, alpha, n); break;
+    default: return fail(err, SS_E_INTERNAL, "cuda: activate: unknown activation %d", (int)act);
+    }
+    CK_LAUNCH(c, err, "activate");
     return SS_OK;
 }
 

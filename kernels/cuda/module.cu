@@ -1,12 +1,12 @@
 /* module.cu - the entry point of libstemsplit-cuda.so: ss_cuda_module(), its one exported symbol,
  * checks the backend API version and returns the vtable of the ops defined in the other files of
  * kernels/cuda/ (or NULL with a reason).  Also the backend's adapters of attention.cu's fused
- * attention.
+ * attention and rotary embedding.
  */
 
 #include "cuda_internal.h"
 
-/* ---- fused attention (attention.cu) --------------------------------------------------- */
+/* ---- fused attention and the rotary embedding (attention.cu) ---------------------------- */
 
 /* Fused where the two products may take tf32 inputs: strict fp32 keeps the
  * cuBLAS products and the softmax kernel. */
@@ -22,6 +22,17 @@ static ss_status cu_attention(void *vctx, const ss_attn_desc *d, const float *q,
     cuda_ctx *c = (cuda_ctx *)vctx;
     cudaError_t e = ss_cuda_attention(c->stream, d, q, k, v, o);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "attention");
+}
+
+static ss_status cu_rope(void *vctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                         const float *cs, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    cudaError_t e = ss_cuda_rope(c->stream, y, x, batch, seq, heads, hd, ld, cs);
+    if (e == cudaErrorInvalidValue)
+        return fail(err, SS_E_INTERNAL, "cuda: rope: %d heads of size %d in rows of %d (the size must be even)",
+                    heads, hd, ld);
+    return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "rope");
 }
 
 /* ---- the vtable ---------------------------------------------------------------------- */
@@ -107,6 +118,11 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->lane = cu_lane;
     f->attention_ok = cu_attention_ok;
     f->attention = cu_attention;
+    f->attention_batched = 1;
+    f->mul = cu_mul;
+    f->activate = cu_activate;
+    f->rms_norm = cu_rms_norm;
+    f->rope = cu_rope;
     f->kernel = cu_kernel;
     if (why) *why = g_why;
     return f;

@@ -1,9 +1,8 @@
 /* norms.cu - the CUDA backend's reductions and normalisations: per-group statistics (sums and
  * sums of squares in double, chunk partials added in a fixed order: the same bits on every run),
  * row moments, standardisation coefficients, group norm (with a bias before it, GELU after it, or
- * as GLU + add onto a residual), layer norm and softmax.  k_gn_coef (per-row coefficients from
- * chunk partials) is shared with
- * models/htdemucs/fused_cuda.cu.
+ * as GLU + add onto a residual), layer norm, RMS norm and softmax.  k_gn_coef (per-row
+ * coefficients from chunk partials) is shared with models/htdemucs/fused_cuda.cu.
  */
 
 #include "cuda_internal.h"
@@ -386,6 +385,66 @@ ss_status cu_layer_norm(void *vctx, float *y, const float *x, int rows, int dim,
     if (rows <= 0 || dim <= 0) return SS_OK;
     k_layer_norm<<<(rows + 7) / 8, 256, 0, c->stream>>>(y, x, rows, dim, gamma, beta, eps);
     CK_LAUNCH(c, err, "layer_norm");
+    return SS_OK;
+}
+
+/* RMS norm (ss_rms_form): one warp per row of x [rows, dim], eight rows per block.  Each lane adds
+ * the squares of its elements in fp32 (four at a time with VEC: dim % 4 == 0 and x, y, gamma 16-byte
+ * aligned), in a fixed order, and the warp adds the lanes' sums; then y = x * f * gamma with the
+ * products rounded as the CPU kernel rounds them (no fused multiply-add). */
+template <bool VEC>
+__global__ void k_rms_norm(float *y, const float *x, int rows, int dim, const float *gamma, float eps, int l2)
+{
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= rows)
+        return;
+    const float *xr = x + (size_t)r * dim;
+    float *yr = y + (size_t)r * dim;
+    float s = 0.0f;
+    if (VEC) {
+        for (int i = 4 * lane; i < dim; i += 128) {
+            float4 v = *(const float4 *)(xr + i);
+            s = fmaf(v.x, v.x, s);
+            s = fmaf(v.y, v.y, s);
+            s = fmaf(v.z, v.z, s);
+            s = fmaf(v.w, v.w, s);
+        }
+    } else {
+        for (int i = lane; i < dim; i += 32)
+            s = fmaf(xr[i], xr[i], s);
+    }
+    s = warp_sum(s);
+    float f = l2 ? sqrtf((float)dim) / fmaxf(sqrtf(s), eps) : 1.0f / sqrtf(s / (float)dim + eps);
+    if (VEC) {
+        for (int i = 4 * lane; i < dim; i += 128) {
+            float4 v = *(const float4 *)(xr + i);
+            v = make_float4(__fmul_rn(v.x, f), __fmul_rn(v.y, f), __fmul_rn(v.z, f), __fmul_rn(v.w, f));
+            if (gamma) {
+                float4 g = *(const float4 *)(gamma + i);
+                v = make_float4(__fmul_rn(v.x, g.x), __fmul_rn(v.y, g.y), __fmul_rn(v.z, g.z), __fmul_rn(v.w, g.w));
+            }
+            *(float4 *)(yr + i) = v;
+        }
+    } else {
+        for (int i = lane; i < dim; i += 32) {
+            float z = __fmul_rn(xr[i], f);
+            yr[i] = gamma ? __fmul_rn(z, gamma[i]) : z;
+        }
+    }
+}
+
+ss_status cu_rms_norm(void *vctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                      ss_rms_form form, ss_error *err)
+{
+    cuda_ctx *c = (cuda_ctx *)vctx;
+    if (rows <= 0 || dim <= 0) return SS_OK;
+    int vec = dim % 4 == 0 && aligned16(x) && aligned16(y) && (!gamma || aligned16(gamma));
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    if (vec)
+        k_rms_norm<true><<<blocks, 256, 0, c->stream>>>(y, x, rows, dim, gamma, eps, form == SS_RMS_L2);
+    else
+        k_rms_norm<false><<<blocks, 256, 0, c->stream>>>(y, x, rows, dim, gamma, eps, form == SS_RMS_L2);
+    CK_LAUNCH(c, err, "rms_norm");
     return SS_OK;
 }
 

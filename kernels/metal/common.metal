@@ -56,6 +56,33 @@ inline float ss_gelu_f(float x)
     return x >= 0.0f ? x * (1.0f - 0.5f * erfc_z) : x * (0.5f * erfc_z);
 }
 
+// e^x - 1 without the cancellation of exp(x) - 1 near 0 (the Metal library has
+// no expm1): Kahan's (u - 1) x / log u with u = exp(x), within a few ulp.
+inline float ss_expm1_f(float x)
+{
+    float u = exp(x);
+    if (u == 1.0f)
+        return x;
+    float um1 = u - 1.0f;
+    if (um1 == -1.0f || isinf(u))
+        return um1;
+    return um1 * x / log(u);
+}
+
+// The ss_act activations (src/ops.h), as the CPU kernels compute them:
+// 0 ReLU, 1 sigmoid, 2 tanh, 3 SiLU, 4 ELU(alpha), 5 leaky ReLU(alpha).
+inline float ss_act_f(float x, int act, float alpha)
+{
+    switch (act) {
+    case 0: return x > 0.0f ? x : 0.0f;
+    case 1: return 1.0f / (1.0f + exp(-x));
+    case 2: return tanh(x);
+    case 3: return x / (1.0f + exp(-x));
+    case 4: return x > 0.0f ? x : alpha * ss_expm1_f(x);
+    default: return x > 0.0f ? x : alpha * x;
+    }
+}
+
 // Round an fp32 value to the precision of fp16 (10 mantissa bits) or bf16
 // (7 mantissa bits), nearest-even, keeping fp32 storage: matmul inputs under
 // --precision fp16 / bf16 (fp32 accumulation).  Range is not clamped.

@@ -1,4 +1,5 @@
-// elementwise.metal - fill, copies, add, scale, affine, GELU, GLU, bias fill.
+// elementwise.metal - fill, copies, add, mul, scale, affine, GELU, the ss_act
+// activations, GLU, bias fill, rotary embedding.
 // 1-D grids with a grid-stride loop: the host caps the number of threadgroups,
 // every thread handles elements gid.x, gid.x + threads, ...  Semantics are
 // those of the CPU kernels (kernels/cpu/elementwise.c, strided.c).
@@ -38,6 +39,13 @@ kernel void ss_add(device float *y [[buffer(0)]], device const float *a [[buffer
 {
     for (long i = ss_flat(gid); i < p.n; i += ss_nthreads(tgs, ngrp))
         y[i] = a[i] + b[i];
+}
+
+kernel void ss_mul(device float *y [[buffer(0)]], device const float *a [[buffer(1)]],
+                   device const float *b [[buffer(2)]], constant ss_mtl_params &p [[buffer(3)]], SS_TARGS)
+{
+    for (long i = ss_flat(gid); i < p.n; i += ss_nthreads(tgs, ngrp))
+        y[i] = a[i] * b[i];
 }
 
 kernel void ss_scale(device float *y [[buffer(0)]], device const float *x [[buffer(1)]],
@@ -95,4 +103,28 @@ kernel void ss_bias_fill(device float *y [[buffer(0)]], device const float *bias
 {
     for (long i = ss_flat(gid); i < p.n; i += ss_nthreads(tgs, ngrp))
         y[i] = p.has_b ? bias[(i / p.len) % long(p.ch)] : 0.0f;
+}
+
+// y = act(x) for the ss_act activation p.mode with parameter p.alpha (ss_act_f)
+kernel void ss_activate(device float *y [[buffer(0)]], device const float *x [[buffer(1)]],
+                        constant ss_mtl_params &p [[buffer(2)]], SS_TARGS)
+{
+    for (long i = ss_flat(gid); i < p.n; i += ss_nthreads(tgs, ngrp))
+        y[i] = ss_act_f(x[i], p.mode, p.alpha);
+}
+
+// Rotary embedding (ss_rope): x, y [rows, p.ld], row r at position r % p.len;
+// pair j < p.ch (= heads * hd / 2) is columns 2j, 2j + 1, rotated by the angle
+// of cs [seq, p.cols (= hd / 2), 2] at (position, j % p.cols).  p.n = rows * p.ch.
+// Columns from 2 p.ch on are left alone; in place is fine.
+kernel void ss_rope(device float *y [[buffer(0)]], device const float *x [[buffer(1)]],
+                    device const float *cs [[buffer(2)]], constant ss_mtl_params &p [[buffer(3)]], SS_TARGS)
+{
+    for (long i = ss_flat(gid); i < p.n; i += ss_nthreads(tgs, ngrp)) {
+        long r = i / long(p.ch), j = i - r * long(p.ch);
+        long o = r * p.ld + 2 * j, t = ((r % p.len) * long(p.cols) + j % long(p.cols)) * 2;
+        float x0 = x[o], x1 = x[o + 1], c = cs[t], sn = cs[t + 1];
+        y[o] = x0 * c - x1 * sn;
+        y[o + 1] = x1 * c + x0 * sn;
+    }
 }

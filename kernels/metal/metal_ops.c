@@ -113,6 +113,41 @@ ss_status ss_mtl_gelu(void *ctx, float *y, const float *x, size_t n, ss_error *e
     return ew(RT(ctx), SS_K_GELU, BUFS(y, (void *)x), &p, err);
 }
 
+ss_status ss_mtl_mul(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err)
+{
+    ss_mtl_params p = {0};
+    p.n = (int64_t)n;
+    return ew(RT(ctx), SS_K_MUL, BUFS(y, (void *)a, (void *)b), &p, err);
+}
+
+ss_status ss_mtl_activate(void *ctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err)
+{
+    if ((int)act < 0 || act >= SS_ACT_COUNT)
+        return ss_fail(err, SS_E_INTERNAL, "mps: activate: unknown activation %d", (int)act);
+    ss_mtl_params p = {0};
+    p.n = (int64_t)n;
+    p.mode = (int)act;
+    p.alpha = alpha;
+    return ew(RT(ctx), SS_K_ACTIVATE, BUFS(y, (void *)x), &p, err);
+}
+
+ss_status ss_mtl_rope(void *ctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                      const float *cs, ss_error *err)
+{
+    if (hd <= 0 || hd % 2 != 0 || heads < 0 || (int64_t)heads * hd > ld)
+        return ss_fail(err, SS_E_INTERNAL, "mps: rope: %d heads of size %d in rows of %d (the size must be even)",
+                       heads, hd, ld);
+    if (batch <= 0 || seq <= 0 || heads == 0)
+        return SS_OK;
+    ss_mtl_params p = {0};
+    p.ch = heads * (hd / 2);
+    p.cols = hd / 2;
+    p.len = seq;
+    p.ld = ld;
+    p.n = (int64_t)batch * seq * p.ch;
+    return ew(RT(ctx), SS_K_ROPE, BUFS(y, (void *)x, (void *)cs), &p, err);
+}
+
 ss_status ss_mtl_glu(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err)
 {
     ss_mtl_params p = {0};
@@ -149,6 +184,20 @@ ss_status ss_mtl_softmax(void *ctx, float *y, const float *x, int rows, int len,
         return SS_OK;
     return launch(RT(ctx), SS_K_SOFTMAX, BUFS(y, (void *)x), &p, (unsigned)(rows > 0 ? rows : 0), 1, 1,
                   red_threads(len), 1, err);
+}
+
+ss_status ss_mtl_rms_norm(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                          ss_rms_form form, ss_error *err)
+{
+    if (rows <= 0 || dim <= 0)
+        return SS_OK;
+    ss_mtl_params p = {0};
+    p.len = dim;
+    p.eps = eps;
+    p.mode = form == SS_RMS_L2;
+    p.has_s = gamma != NULL;
+    return launch(RT(ctx), SS_K_RMS_NORM, BUFS(y, (void *)x, NB(gamma, x)), &p, (unsigned)rows, 1, 1,
+                  red_threads(dim), 1, err);
 }
 
 ss_status ss_mtl_layer_norm(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma,

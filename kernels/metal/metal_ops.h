@@ -40,6 +40,12 @@ ss_status ss_mtl_row_affine(void *ctx, float *y, const float *x, int rows, int64
 ss_status ss_mtl_row_moments(void *ctx, float *mean, float *std, const float *x, int rows, int64_t len,
                              ss_error *err);
 ss_status ss_mtl_gelu(void *ctx, float *y, const float *x, size_t n, ss_error *err);
+ss_status ss_mtl_mul(void *ctx, float *y, const float *a, const float *b, size_t n, ss_error *err);
+ss_status ss_mtl_activate(void *ctx, float *y, const float *x, size_t n, ss_act act, float alpha, ss_error *err);
+ss_status ss_mtl_rms_norm(void *ctx, float *y, const float *x, int rows, int dim, const float *gamma, float eps,
+                          ss_rms_form form, ss_error *err);
+ss_status ss_mtl_rope(void *ctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
+                      const float *cs, ss_error *err);
 ss_status ss_mtl_glu(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err);
 ss_status ss_mtl_softmax(void *ctx, float *y, const float *x, int rows, int len, float scale, ss_error *err);
 ss_status ss_mtl_transpose(void *ctx, float *y, const float *x, int batch, int rows, int cols, ss_error *err);
@@ -67,7 +73,8 @@ ss_status ss_mtl_istft(void *ctx, const ss_stft_desc *d, const float *spec, floa
     .softmax = ss_mtl_softmax, .transpose = ss_mtl_transpose, .group_norm = ss_mtl_group_norm,   \
     .layer_norm = ss_mtl_layer_norm, .gemm = ss_mtl_gemm, .conv2d = ss_mtl_conv2d,               \
     .conv_transpose2d = ss_mtl_conv_transpose2d, .stft = ss_mtl_stft, .istft = ss_mtl_istft,     \
-    .copy4d = ss_mtl_copy4d
+    .copy4d = ss_mtl_copy4d, .mul = ss_mtl_mul, .activate = ss_mtl_activate,                  \
+    .rms_norm = ss_mtl_rms_norm, .rope = ss_mtl_rope
 
 /* Ops that run on the CPU (listed under -v). */
 #define SS_MTL_CPU_OPS "stft, istft (FFTW on the shared buffers)"

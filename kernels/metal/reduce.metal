@@ -111,6 +111,29 @@ kernel void ss_layer_norm(device float *y [[buffer(0)]], device const float *x [
     }
 }
 
+// x, y [rows, len]: RMSNorm over len (p.mode: 0 SS_RMS_MEAN, 1 SS_RMS_L2) with
+// gain gamma (p.has_s); one threadgroup per row
+kernel void ss_rms_norm(device float *y [[buffer(0)]], device const float *x [[buffer(1)]],
+                        device const float *gamma [[buffer(2)]], constant ss_mtl_params &p [[buffer(3)]], SS_TARGS)
+{
+    threadgroup float part[32];
+    uint nsg = (tgs.x + 31u) / 32u;
+    device const float *xr = x + long(tgp.x) * p.len;
+    device float *yr = y + long(tgp.x) * p.len;
+    float q = 0.0f;
+    for (long i = lid.x; i < p.len; i += tgs.x)
+        q += xr[i] * xr[i];
+    float qt;
+    SS_TG_REDUCE(qt, q, part, nsg, simd_sum, 0.0f, ss_add2);
+    float f = p.mode == 1 ? sqrt(float(p.len)) / max(sqrt(qt), p.eps) : 1.0f / sqrt(qt / float(p.len) + p.eps);
+    for (long i = lid.x; i < p.len; i += tgs.x) {
+        float z = xr[i] * f;
+        if (p.has_s)
+            z *= gamma[i];
+        yr[i] = z;
+    }
+}
+
 // Group norm, pass 1/3: partial[g * chunks + c] = sum over chunk c of group g
 // (p.len = elements per group) of x (p.mode 0) or (x - mean)^2 (p.mode 1,
 // mean = stats[2 g]).  Grid (chunks, batch * groups).

@@ -28,7 +28,11 @@
     X(GEMM, ss_gemm, 3, 1)                      \
     X(BIAS_FILL, ss_bias_fill, 2, 0)            \
     X(IM2COL, ss_im2col, 2, 0)                  \
-    X(COL2IM, ss_col2im, 2, 0)
+    X(COL2IM, ss_col2im, 2, 0)                  \
+    X(MUL, ss_mul, 3, 0)                        \
+    X(ACTIVATE, ss_activate, 2, 0)              \
+    X(RMS_NORM, ss_rms_norm, 3, 1)              \
+    X(ROPE, ss_rope, 3, 0)
 
 enum ss_mtl_kernel_id {
 #define SS_MTL_ENUM_(id, fn, nb, coop) SS_K_##id,

@@ -107,6 +107,7 @@ using std::fma;
 using std::sqrt;
 using std::log;
 using std::tanh;
+using std::isinf;
 inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
 inline float max(float a, float b) { return std::fmax(a, b); }
 inline float min(float a, float b) { return std::fmin(a, b); }
