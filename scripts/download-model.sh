@@ -45,7 +45,34 @@ case $name in ''|*[!A-Za-z0-9_.-]*) die 64 "bad model name '$name'" ;; esac
 line=$(grep -v '^[[:space:]]*#' "$table" | awk -v n="$name" '$1 == n { $1 = ""; print; exit }')
 [ -n "$line" ] || die 64 "unknown model '$name'; known models: $(known)"
 
-XX
+files='' weights='' kind=demucs ckpt_url='' conf_url='' pin=''
+# shellcheck disable=SC2086
+set -- $line
+if [ "${1:-}" = msst ]; then
+    kind=msst
+    [ $# -ge 3 ] || die 64 "$table: $name needs a checkpoint URL and a config URL"
+    ckpt_url=$2 conf_url=$3
+    shift 3
+    for f in "$@"; do
+        case $f in
+            sha256=*) pin=${f#sha256=} ;;
+            *) die 64 "$table: bad entry '$f' for $name" ;;
+        esac
+    done
+    if [ -n "$base_set" ]; then            # offline: the same file names under the base
+        ck=${ckpt_url##*/} cf=${conf_url##*/}
+        ckpt_url=$base${ck%%\?*} conf_url=$base${cf%%\?*}
+    fi
+else
+    for f in $line; do
+        case $f in
+            weights=*) weights=${f#weights=} ;;
+            *-*.th) files="$files $f" ;;
+            *) die 64 "$table: bad entry '$f' for $name" ;;
+        esac
+    done
+    [ -n "$files" ] || die 64 "$table: no files for $name"
+fi
 
 dir=${XDG_DATA_HOME:-${HOME:?HOME not set}/.local/share}/stemsplit/models
 dest=$dir/$name.safetensors

@@ -69,4 +69,28 @@ expect_exit already_installed 0 sh "$DL" tiny
 check already_installed_message grep -q "already installed" "$T/out.already_installed"
 check already_installed_untouched test "$before" = "$(sha "$models/tiny.safetensors")"
 check no_part_files sh -c "! ls -A '$models' | grep -q part"
+# MSST entries: a checkpoint and its config by URL, taken from the base by file name offline;
+# the sha256 pin checked where the table gives one.
+RF="$SS_ROOT/tests/fixtures/roformer/bs_stereo_1stem"
+if [ -f "$RF/model.ckpt" ]; then
+    cp "$RF/model.ckpt" "$srv/tiny_rf.ckpt"; cp "$RF/config.yaml" "$srv/tiny_rf.yaml"
+    pin=$(sha "$RF/model.ckpt")
+    cat >"$T/models.txt" <<EOT
+tinyrf      msst https://example.invalid/a/tiny_rf.ckpt?download=true https://example.invalid/b/tiny_rf.yaml sha256=$pin
+tinyrf_bad  msst https://example.invalid/a/tiny_rf.ckpt https://example.invalid/b/tiny_rf.yaml sha256=0000$pin
+tinyrf_nocf msst https://example.invalid/a/tiny_rf.ckpt https://example.invalid/b/absent.yaml
+tinyrf_half msst https://example.invalid/a/tiny_rf.ckpt
+EOT
+    expect_exit msst_install 0 sh "$DL" tinyrf
+    check msst_metadata python3 "$T/meta.py" "$models/tinyrf.safetensors" stemsplit.architecture=bs_roformer \
+        stemsplit.sources=vocals stemsplit.residual=instrumental
+    expect_exit msst_pin_mismatch 65 sh "$DL" tinyrf_bad
+    check msst_pin_message grep -q "checksum mismatch for tiny_rf.ckpt" "$T/out.msst_pin_mismatch"
+    check msst_mismatch_installs_nothing test ! -e "$models/tinyrf_bad.safetensors"
+    expect_exit msst_config_missing 69 sh "$DL" tinyrf_nocf
+    expect_exit msst_bad_table_line 64 sh "$DL" tinyrf_half
+    check msst_no_part_files sh -c "! ls -A '$models' | grep -q part"
+else
+    skip download_msst "tests/fixtures/roformer missing"
+fi
 exit 0
