@@ -12,8 +12,8 @@ normalisation where the config asks for it, demix (chunking, the model, the
 overlap-add) and the de-normalisation, ending with the stems in host memory, as
 inference.py has them before it writes files.  --amp 1 is MSST's default
 (training.use_amp: autocast float16 on CUDA); --amp 0 is fp32 (cuBLAS without
-TF32, PyTorch's default for matmuls).  --flash 1 keeps the config's flash_attn
-(torch's fused scaled_dot_product_attention); 0 turns it off.  --batch sets
+TF32, PyTorch's default for matmuls).  --flash 1 (default) sets flash_attn (torch's
+fused scaled_dot_product_attention, as the released configs do); 0 turns it off.  --batch sets
 inference.batch_size (default: the config's).  --warm 1 first runs demix on 10 s
 of noise outside the timed region (kernels loaded, allocator pools made).
 
@@ -80,7 +80,7 @@ def main():
     mods, mu, au, _ = mrf.load_reference(os.path.abspath(a.ref))
     from ml_collections import ConfigDict   # the stand-in the loader put on the path
     y = yaml.unsafe_load(open(a.config))
-    y["model"]["flash_attn"] = bool(a.flash) and y["model"].get("flash_attn", False)
+    y["model"]["flash_attn"] = bool(a.flash)
     y.setdefault("training", {})["use_amp"] = bool(a.amp)
     if a.batch > 0:
         y["inference"]["batch_size"] = a.batch
