@@ -446,6 +446,18 @@ ss_status ss_st_open(const char *path, ss_st **out, ss_error *err)
     return SS_OK;
 }
 
+void ss_st_release(const ss_st *st, const ss_st_tensor *t)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (!st || !st->map || !t || !t->data || page <= 0)
+        return;
+    uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes, ps = (uintptr_t)page;
+    lo = (lo + ps - 1) / ps * ps;                   /* whole pages inside the tensor only */
+    hi = hi / ps * ps;
+    if (hi > lo)                                    /* a clean file page: dropped, read again on use */
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void ss_st_close(ss_st *st)
 {
     if (!st)

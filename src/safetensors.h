@@ -36,6 +36,12 @@ typedef struct ss_st_tensor {
  * anything malformed) name the file and, where relevant, the tensor. */
 ss_status ss_st_open(const char *path, ss_st **out, ss_error *err);
 void ss_st_close(ss_st *st);
+/* Hint that tensor t's bytes will not be read again soon (its weights are on
+ * the device or converted): the whole pages inside it leave this process's
+ * resident memory (the file is mapped read-only, so a later read maps them
+ * in again).  Keeps a large model's load from holding the file and its
+ * device copy at once.  No effect on correctness. */
+void ss_st_release(const ss_st *st, const ss_st_tensor *t);
 
 const char *ss_st_path(const ss_st *st);
 int ss_st_count(const ss_st *st);

@@ -304,6 +304,7 @@ static const float *get_host(loader *l, const char *name, int ndim, const int64_
         l->host_cap = (size_t)t->numel;
     }
     ss_st_to_f32(t, l->host);
+    ss_st_release(l->st, t);                     /* the file's pages: converted, not needed again */
     if (numel)
         *numel = t->numel;
     return l->host;
