@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""compare-stems.py REF.safetensors OUTDIR [--tol 1e-4] [--ext wav]
+"""compare-stems.py REF.safetensors OUTDIR [--tol 1e-4] [--ext wav] [--against-dir DIR]
 
 Compare stems written by stemsplit (OUTDIR/<stem>.wav, 32-bit float WAV) with
 the reference tensor `stems` [S, C, L] of a fixture's ref.safetensors (made by
 scripts/make-reference.py).  Prints the relative L2 error ||out - ref|| / ||ref||
-per stem and exits 1 if any exceeds the tolerance.  Python standard library only.
+per stem and exits 1 if any exceeds the tolerance.  --against-dir DIR compares
+with DIR's stems of the same names instead (e.g. the default precision against
+an fp32 run; the reference then only gives the names and shapes).  Python standard library only.
 """
 import argparse, array, json, math, os, struct, sys
 
@@ -55,6 +57,8 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--ext", default="wav")
+    ap.add_argument("--against-dir", metavar="DIR",
+                    help="compare with the stems in DIR (e.g. an fp32 run) instead of the reference's")
     a = ap.parse_args()
     ref, shape, meta = read_safetensors(a.ref, "stems")
     S, C, L = shape
@@ -66,10 +70,16 @@ def main():
             print("FAIL %s: %d ch x %d frames, reference %d x %d" % (name, ch, n, C, L))
             bad += 1
             continue
+        if a.against_dir:
+            rc, rn, other = read_wav_f32(os.path.join(a.against_dir, "%s.%s" % (name, a.ext)))
+            if rc != C or rn != L:
+                print("FAIL %s: %s has %d ch x %d frames" % (name, a.against_dir, rc, rn))
+                bad += 1
+                continue
         num = den = 0.0
         for c in range(C):
             base = (s * C + c) * L
-            r = ref[base:base + L]
+            r = other[c::C] if a.against_dir else ref[base:base + L]
             o = out[c::C]
             num += math.fsum((x - y) * (x - y) for x, y in zip(o, r))
             den += math.fsum(y * y for y in r)
