@@ -10,7 +10,7 @@
  *    CLI parity (CPU build only): the real binary ($STEMSPLIT) on mix.wav
  *    through MSST's chunking, each stem against `stems` [S, C, L] (MSST's
  *    demix + denormalisation) at relative L2 <= 1e-4; a single-target model's
- *    residual against mix - target; --batch 3 gives --batch 1's bits.
+ *    residual against mix - target; --batch 3 -j 1 gives --batch 1 -j 2's bits.
  * 2. Files written here (no python): a small BS and Mel model load and run
  *    (batch 2 gives each item what batch 1 gives it; four passes with the
  *    same arguments give the same bits, the last two a recorded graph and its
@@ -579,12 +579,12 @@ static float *read_planar(const char *path, int *C, int64_t *L)
     return planar;
 }
 
-static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch)
+static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch, int threads)
 {
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
-             "'%s' -q -m '%s' -d cpu -j 2 --batch %d --sample-format f32 --clip none -o '%s' "
-             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, batch, out, mix, tmpdir);
+             "'%s' -q -m '%s' -d cpu -j %d --batch %d --sample-format f32 --clip none -o '%s' "
+             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, threads, batch, out, mix, tmpdir);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -607,7 +607,8 @@ static void cli_case(const char *exe, const char *name)
             report(0, label, why);
         return;
     }
-    if ((rc = run_cli(exe, model_path, mix_path, out1, 1)) != 0 || (rc = run_cli(exe, model_path, mix_path, out3, 3)) != 0) {
+    if ((rc = run_cli(exe, model_path, mix_path, out1, 1, 2)) != 0 ||
+        (rc = run_cli(exe, model_path, mix_path, out3, 3, 1)) != 0) {
         snprintf(why, sizeof why, "stemsplit failed (exit %d), log in %s/cli.log", rc, tmpdir);
         report(0, label, why);
         unlink(model_path);
@@ -671,7 +672,7 @@ static void cli_case(const char *exe, const char *name)
                 snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
                 report(e <= TOL, sl, line);
                 snprintf(sl, sizeof sl, "%s_%s_batch3", label, stem);
-                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 gives --batch 1's bits");
+                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 -j 1 gives --batch 1 -j 2's bits");
             }
             free(y1), free(y3), free(res);
             unlink(path1), unlink(path3);
