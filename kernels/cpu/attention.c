@@ -6,8 +6,9 @@
  *
  * Two ways, picked per call (ss_cpu_attention_path):
  *
- * - fused (x86-64 with AVX-512F, head dim 64: every released HTDemucs): a task
- *   takes a block of 96 query rows of one head and walks the keys in blocks of
+ * - fused (x86-64 with AVX-512F, head dim 64: every released HTDemucs and
+ *   RoFormer): a task takes a block of 96 query rows of one head (fewer in
+ *   the last block of a sequence: only its rows are computed) and walks the keys in blocks of
  *   256 with an online softmax (running max m and sum l per row; the output
  *   rescaled by exp(m_old - m_new) when the max grows, divided by l at the
  *   end).  The scores of a block are computed transposed, s^T [keys, queries],
@@ -130,44 +131,59 @@ FUSED static inline __m512 exp16(__m512 x)
     return _mm512_scalef_ps(p, fn);
 }
 
-/* st[4, QB] = the scores of 4 keys against the block's QB queries (qt [HD, QB]) */
-FUSED static void scores_4keys(float *st, const float *const kr[4], const float *qt)
+/* st[4, 16 nv] = the scores of 4 keys against the block's first 16 nv queries
+ * (qt [HD, QB]); nv a constant once inlined (scores_4keys below) */
+FUSED static inline __attribute__((always_inline)) void scores_4keys_nv(float *st, const float *const kr[4],
+                                                                        const float *qt, const int nv)
 {
-    __m512 acc[4][6];
+    __m512 acc[4][6], q[6];
     UNROLL
     for (int a = 0; a < 4; a++)
         UNROLL
-        for (int b = 0; b < 6; b++)
+        for (int b = 0; b < nv; b++)
             acc[a][b] = _mm512_setzero_ps();
     for (int c = 0; c < HD; c++) {
         const float *qc = qt + c * QB;
-        __m512 q0 = _mm512_load_ps(qc), q1 = _mm512_load_ps(qc + 16), q2 = _mm512_load_ps(qc + 32);
-        __m512 q3 = _mm512_load_ps(qc + 48), q4 = _mm512_load_ps(qc + 64), q5 = _mm512_load_ps(qc + 80);
+        UNROLL
+        for (int b = 0; b < nv; b++)
+            q[b] = _mm512_load_ps(qc + 16 * b);
         UNROLL
         for (int a = 0; a < 4; a++) {
             __m512 kv = _mm512_set1_ps(kr[a][c]);
-            acc[a][0] = _mm512_fmadd_ps(kv, q0, acc[a][0]);
-            acc[a][1] = _mm512_fmadd_ps(kv, q1, acc[a][1]);
-            acc[a][2] = _mm512_fmadd_ps(kv, q2, acc[a][2]);
-            acc[a][3] = _mm512_fmadd_ps(kv, q3, acc[a][3]);
-            acc[a][4] = _mm512_fmadd_ps(kv, q4, acc[a][4]);
-            acc[a][5] = _mm512_fmadd_ps(kv, q5, acc[a][5]);
+            UNROLL
+            for (int b = 0; b < nv; b++)
+                acc[a][b] = _mm512_fmadd_ps(kv, q[b], acc[a][b]);
         }
     }
     UNROLL
     for (int a = 0; a < 4; a++)
         UNROLL
-        for (int b = 0; b < 6; b++)
+        for (int b = 0; b < nv; b++)
             _mm512_store_ps(st + a * QB + 16 * b, acc[a][b]);
+}
+
+/* the same for nv = 1 .. 6 query vectors: a block of fewer rows than QB (the
+ * last of a sequence, a short sequence such as a RoFormer's bands) computes
+ * no scores for the rows past it */
+FUSED static void scores_4keys(float *st, const float *const kr[4], const float *qt, int nv)
+{
+    switch (nv) {
+    case 1: scores_4keys_nv(st, kr, qt, 1); break;
+    case 2: scores_4keys_nv(st, kr, qt, 2); break;
+    case 3: scores_4keys_nv(st, kr, qt, 3); break;
+    case 4: scores_4keys_nv(st, kr, qt, 4); break;
+    case 5: scores_4keys_nv(st, kr, qt, 5); break;
+    default: scores_4keys_nv(st, kr, qt, 6); break;
+    }
 }
 
 /* Online softmax over the nj keys of a block, 16 queries (column vector cv) at a time:
  * m_new = max(m, scale max_j s), p = e^(scale s - m_new) in place, l = l e^(m - m_new) + sum p,
  * and that rescale kept in c for the output. */
-FUSED static void softmax_cols(float *st, int nj, float scale, float *m, float *l, float *c)
+FUSED static void softmax_cols(float *st, int nj, int cols, float scale, float *m, float *l, float *c)
 {
     __m512 sc = _mm512_set1_ps(scale);
-    for (int cv = 0; cv < QB; cv += 16) {
+    for (int cv = 0; cv < cols; cv += 16) {
         __m512 bm = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nj; j++)
             bm = _mm512_max_ps(bm, _mm512_mul_ps(sc, _mm512_load_ps(st + j * QB + cv)));
@@ -225,23 +241,26 @@ FUSED static void pv_6rows(float *o, const float *c, const float *pt, const floa
             _mm512_store_ps(o + a * HD + 16 * b, acc[a][b]);
 }
 
-/* One (item, head, query block) unit: rows [r0, r0 + n) of head a->h of the item. */
+/* One (item, head, query block) unit: rows [r0, r0 + n) of head a->h of the
+ * item.  Of the block's QB columns only the first `cols` (n rounded up to the
+ * 6 rows of pv_6rows, then to whole vectors) are computed: each column is its
+ * own row's, so the rows < n get the same bits as in a full block. */
 FUSED static void fused_unit(const ss_attn_desc *d, const attn_unit *a, float *w, int n)
 {
-    int h = a->h, r0 = a->r0;
+    int h = a->h, r0 = a->r0, rows = (n + 5) / 6 * 6, nv = (rows + 15) / 16, cols = 16 * nv;
     float *qt = w + F_QT, *st = w + F_ST, *o = w + F_O, *m = w + F_M, *l = w + F_L, *c = w + F_C;
     float *zero = w + F_ZERO;
     memset(zero, 0, sizeof(float) * HD);
-    for (int i = 0; i < QB; i++) {              /* qt [HD, QB], zero past the last row */
+    for (int i = 0; i < cols; i++) {            /* qt [HD, QB], zero past the last row */
         const float *qi = i < n ? a->q + (int64_t)(r0 + i) * d->ldq + (int64_t)h * HD : zero;
         for (int e = 0; e < HD; e++)
             qt[e * QB + i] = qi[e];
     }
-    for (int i = 0; i < QB; i++) {
+    for (int i = 0; i < cols; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
-    memset(o, 0, sizeof(float) * QB * HD);
+    memset(o, 0, sizeof(float) * (size_t)rows * HD);
     const float *kh = a->k + (int64_t)h * HD, *vh = a->v + (int64_t)h * HD;
     for (int k0 = 0; k0 < d->nk; k0 += KB) {
         int nj = d->nk - k0 < KB ? d->nk - k0 : KB;
@@ -249,10 +268,10 @@ FUSED static void fused_unit(const ss_attn_desc *d, const attn_unit *a, float *w
             const float *kr[4];
             for (int b = 0; b < 4; b++)
                 kr[b] = c4 + b < nj ? kh + (int64_t)(k0 + c4 + b) * d->ldk : zero;
-            scores_4keys(st + c4 * QB, kr, qt);
+            scores_4keys(st + c4 * QB, kr, qt, nv);
         }
-        softmax_cols(st, nj, d->scale, m, l, c);
-        for (int i = 0; i < QB; i += 6)          /* o [QB, HD] += p v */
+        softmax_cols(st, nj, cols, d->scale, m, l, c);
+        for (int i = 0; i < rows; i += 6)        /* o [rows, HD] += p v */
             pv_6rows(o + i * HD, c + i, st + i, vh + (int64_t)k0 * d->ldv, d->ldv, nj);
     }
     for (int i = 0; i < n; i++) {
