@@ -539,7 +539,7 @@ const ss_backend_iface ss_backend_cpu = {
     /* fused passes the kernels have */
     .group_norm_gelu = cpu_group_norm_gelu,
     .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
-    .attention_ok = cpu_attention_ok, .attention = cpu_attention,
+    .attention_ok = cpu_attention_ok, .attention = cpu_attention, .attention_batched = 1,
     .mul = cpu_mul, .activate = cpu_activate, .rms_norm = cpu_rms_norm, .rope = cpu_rope,
     /* HTDemucs's fusions and any other model's: by name (models/kernels.h) */
     .kernel = cpu_kernel,

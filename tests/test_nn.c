@@ -458,11 +458,60 @@ static void attention_ref(const ss_attn_desc *d, const float *q, const float *k,
     free(p);
 }
 
+/* d run as a batch of 3 items (the case's q, kv and then two others, apart
+ * by strides larger than an item) on the shared pool: item 0 gives o1 (the
+ * case's result alone), the others what each gives alone; nothing between
+ * the items' outputs is written. */
+static void attention_batch_case(const ss_attn_desc *d1, const float *q, const float *kv, const float *o1, size_t ci)
+{
+    enum { ITEMS = 3 };
+    ss_attn_desc d = *d1;
+    int D = d.heads * d.hd;
+    size_t nqf = (size_t)d.nq * d.ldq, nkv = (size_t)d.nk * 2 * D, no = (size_t)d.nq * d.ldo;
+    d.batch = ITEMS;
+    d.stride_q = (int64_t)nqf + 5, d.stride_k = d.stride_v = (int64_t)nkv + 3, d.stride_o = (int64_t)no + 7;
+    float *bq = rand_buf(ITEMS * (size_t)d.stride_q, 0.0f), *bkv = rand_buf(ITEMS * (size_t)d.stride_k, 0.0f);
+    float *bo = malloc(ITEMS * (size_t)d.stride_o * sizeof *bo), *one = malloc(no * sizeof *one);
+    size_t ns = ss_cpu_attention_scratch(pool, &d);
+    float *scratch = malloc((ns ? ns : 1) * sizeof *scratch);
+    CHECK(bq && bkv && bo && one && scratch, "out of memory");
+    memcpy(bq, q, nqf * sizeof *q);
+    memcpy(bkv, kv, nkv * sizeof *kv);
+    for (size_t i = 0; i < ITEMS * (size_t)d.stride_o; i++)
+        bo[i] = -7.0f;
+    CHECK(ss_cpu_attention(pool, &d, bq, bkv, bkv + D, bo, scratch) == SS_OK, "batched attention failed");
+    int ok = 1, kept = 1;
+    for (int it = 0; it < ITEMS; it++) {
+        const float *want = o1;
+        if (it > 0) {
+            ss_attn_desc d0 = *d1;
+            size_t ns1 = ss_cpu_attention_scratch(pool, &d0);
+            float *s1 = malloc((ns1 ? ns1 : 1) * sizeof *s1);
+            CHECK(s1, "out of memory");
+            for (size_t i = 0; i < no; i++)
+                one[i] = -7.0f;
+            ss_cpu_attention(pool, &d0, bq + it * d.stride_q, bkv + it * d.stride_k, bkv + it * d.stride_k + D, one,
+                             s1);
+            free(s1);
+            want = one;
+        }
+        for (int r = 0; r < d.nq; r++)
+            ok &= memcmp(bo + it * d.stride_o + (size_t)r * d.ldo, want + (size_t)r * d.ldo,
+                         (size_t)D * sizeof *bo) == 0;
+        for (int64_t i = (int64_t)(d.nq - 1) * d.ldo + D; i < d.stride_o; i++)
+            kept &= bo[it * d.stride_o + i] == -7.0f;
+    }
+    free(bq), free(bkv), free(bo), free(one), free(scratch);
+    CHECK(ok, "case %zu: an item of a batch of %d gives other bits than alone", ci, ITEMS);
+    CHECK(kept, "case %zu: the batch wrote past an item's rows", ci);
+}
+
 /* Attention on 1-3 threads along path (SS_CPU_ATTN_*): odd sizes, several row
  * and key blocks with partial last ones, k | v interleaved as the model stores
  * them, a large score range (the running max of the fused path grows from
- * block to block); the columns of o outside the heads are left alone, and the
- * result has the same bits at every thread count. */
+ * block to block); the columns of o outside the heads are left alone, the
+ * result has the same bits at every thread count, and a batch of items gives
+ * each item's bits alone. */
 static void attention_cases(int path)
 {
     static const int cases[][5] = {  /* heads, nq, nk, hd, q gain */
@@ -511,6 +560,7 @@ static void attention_cases(int path)
                 CHECK(memcmp(o1, o, no * sizeof *o) == 0, "case %zu: %d threads give other bits than 1", ci,
                       threads);
         }
+        attention_batch_case(&d, q, kv, o1, ci);
         free(q);
         free(kv);
         free(o);

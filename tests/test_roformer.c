@@ -10,9 +10,11 @@
  *    CLI parity (CPU build only): the real binary ($STEMSPLIT) on mix.wav
  *    through MSST's chunking, each stem against `stems` [S, C, L] (MSST's
  *    demix + denormalisation) at relative L2 <= 1e-4; a single-target model's
- *    residual against mix - target; --batch 3 gives --batch 1's bits.
+ *    residual against mix - target; --batch 3 -j 1 gives --batch 1 -j 2's bits.
  * 2. Files written here (no python): a small BS and Mel model load and run
- *    (batch 2 gives each item what batch 1 gives it), and the refusals: a
+ *    (batch 2 gives each item what batch 1 gives it; four passes with the
+ *    same arguments give the same bits, the last two a recorded graph and its
+ *    replay where the backend records), and the refusals: a
  *    missing or stray tensor, an unsupported metadata key, Mel bands that are
  *    not runs of consecutive bins -> SS_E_DATA naming the tensor or key.
  */
@@ -429,6 +431,80 @@ static void small_model(int mel)
     CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
 }
 
+/* Four passes of a small model with the same arguments give the same bits.  On
+ * a backend that records (the CUDA emulator: RF_GRAPH_STATS) the first two run
+ * directly (the first makes the workspace), the third is recorded and
+ * launched, the fourth replays the recording. */
+static void graph_replay(int mel)
+{
+    gen g;
+    char path[1200], meta[4096];
+    gen_model(&g, mel);
+    gen_meta(meta, sizeof meta, mel, NULL, NULL);
+    snprintf(path, sizeof path, "%s/graph.safetensors", tmpdir);
+    CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
+    enum { B = 2, C = 2, L = 70, PASSES = 4 };
+    float x[B * C * L];
+    for (int i = 0; i < B * C * L; i++)
+        x[i] = 0.5f * sinf(0.29f * (float)i) + 0.1f * frand(&g);
+    gen_free(&g);
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_stats a, b;
+    ss_cuda_emu_get_stats(&a);
+#endif
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    float *y[PASSES] = {0}, *dx = NULL, *dy = NULL;
+    size_t ny = 0;
+    int ok = ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK && ss_model_load(path, be, &m, &err) == SS_OK;
+    if (ok) {
+        ny = (size_t)B * ss_model_net_sources(ss_model_get_info(m)) * C * L;
+        dx = ss_alloc(be, (size_t)B * C * L);
+        dy = ss_alloc(be, ny);
+        ok = dx && dy;
+        if (ok)
+            ss_upload(be, dx, x, (size_t)B * C * L);
+    }
+    for (int p = 0; ok && p < PASSES; p++) {
+        ok = (y[p] = malloc(ny * sizeof *y[p])) != NULL;
+        if (ok) {
+            ss_fill(be, dy, NAN, ny);
+            ok = ss_model_forward(m, dx, dy, B, L, &err) == SS_OK && ss_download(be, y[p], dy, ny) == SS_OK;
+        }
+    }
+    int same = ok;
+    for (int p = 1; ok && p < PASSES; p++)
+        same &= memcmp(y[p], y[0], ny * sizeof *y[0]) == 0;
+    int finite = ok;
+    for (size_t i = 0; ok && i < ny; i++)
+        finite &= isfinite(y[0][i]) != 0;
+    for (int p = 0; p < PASSES; p++)
+        free(y[p]);
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    unlink(path);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(finite, "output not finite");
+    CHECK(same, "the passes with the same arguments differ");
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_get_stats(&b);
+    CHECK(b.captures_refused == a.captures_refused, "%lld waiting calls while recording",
+          b.captures_refused - a.captures_refused);
+    CHECK(b.graphs_recorded - a.graphs_recorded == 1 && b.graph_launches - a.graph_launches == 2,
+          "passes 3 and 4 were not a recording and a replay (%lld recorded, %lld launched)",
+          b.graphs_recorded - a.graphs_recorded, b.graph_launches - a.graph_launches);
+#endif
+}
+
+static void test_graph_replay_bs(void) { graph_replay(0); }
+static void test_graph_replay_mel(void) { graph_replay(1); }
+
 static void test_small_bs(void) { small_model(0); }
 static void test_small_mel(void) { small_model(1); }
 
@@ -503,12 +579,12 @@ static float *read_planar(const char *path, int *C, int64_t *L)
     return planar;
 }
 
-static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch)
+static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch, int threads)
 {
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
-             "'%s' -q -m '%s' -d cpu -j 2 --batch %d --sample-format f32 --clip none -o '%s' "
-             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, batch, out, mix, tmpdir);
+             "'%s' -q -m '%s' -d cpu -j %d --batch %d --sample-format f32 --clip none -o '%s' "
+             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, threads, batch, out, mix, tmpdir);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -531,7 +607,8 @@ static void cli_case(const char *exe, const char *name)
             report(0, label, why);
         return;
     }
-    if ((rc = run_cli(exe, model_path, mix_path, out1, 1)) != 0 || (rc = run_cli(exe, model_path, mix_path, out3, 3)) != 0) {
+    if ((rc = run_cli(exe, model_path, mix_path, out1, 1, 2)) != 0 ||
+        (rc = run_cli(exe, model_path, mix_path, out3, 3, 1)) != 0) {
         snprintf(why, sizeof why, "stemsplit failed (exit %d), log in %s/cli.log", rc, tmpdir);
         report(0, label, why);
         unlink(model_path);
@@ -595,7 +672,7 @@ static void cli_case(const char *exe, const char *name)
                 snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
                 report(e <= TOL, sl, line);
                 snprintf(sl, sizeof sl, "%s_%s_batch3", label, stem);
-                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 gives --batch 1's bits");
+                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 -j 1 gives --batch 1 -j 2's bits");
             }
             free(y1), free(y3), free(res);
             unlink(path1), unlink(path3);
@@ -661,6 +738,8 @@ int main(void)
 #endif
     RUN(test_small_bs);
     RUN(test_small_mel);
+    RUN(test_graph_replay_bs);
+    RUN(test_graph_replay_mel);
     RUN(test_refusals);
     char log[1200];
     snprintf(log, sizeof log, "%s/convert.log", tmpdir);

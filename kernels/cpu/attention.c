@@ -1,10 +1,14 @@
 /* attention.c - CPU multi-head attention (ss_attn_desc):
- *   o_h [nq, hd] = softmax(scale q_h k_h^T) v_h   for each head h.
+ *   o_h [nq, hd] = softmax(scale q_h k_h^T) v_h   for each head h,
+ * of every item of a batched descriptor in one pass over the pool: the tasks
+ * share the (item, head, row block) units, so that many short sequences (a
+ * RoFormer's bands) keep every thread busy.
  *
  * Two ways, picked per call (ss_cpu_attention_path):
  *
- * - fused (x86-64 with AVX-512F, head dim 64: every released HTDemucs): a task
- *   takes a block of 96 query rows of one head and walks the keys in blocks of
+ * - fused (x86-64 with AVX-512F, head dim 64: every released HTDemucs and
+ *   RoFormer): a task takes a block of 96 query rows of one head (fewer in
+ *   the last block of a sequence: only its rows are computed) and walks the keys in blocks of
  *   256 with an online softmax (running max m and sum l per row; the output
  *   rescaled by exp(m_old - m_new) when the max grows, divided by l at the
  *   end).  The scores of a block are computed transposed, s^T [keys, queries],
@@ -42,25 +46,44 @@ typedef struct attn_job {
     int fused;                 /* SS_CPU_ATTN_FUSED path      */
     int rows;                  /* query rows per block */
     int blocks;                /* row blocks per head  */
+    int items;                 /* d->batch, at least 1 */
+    int64_t units;             /* items * heads * blocks */
     int tasks;
 } attn_job;
 
-/* task t: blocks t, t + tasks, ... of the (head, row block) grid, in its own scratch */
+/* unit u of the (item, head, row block) grid: the item's q, k, v, o, and h, r0 */
+typedef struct attn_unit {
+    const float *q, *k, *v;
+    float *o;
+    int h, r0;
+} attn_unit;
+
+static attn_unit unit_of(const attn_job *j, int64_t u)
+{
+    const ss_attn_desc *d = j->d;
+    int64_t per_item = (int64_t)d->heads * j->blocks, i = u / per_item, hb = u % per_item;
+    attn_unit a = {j->q + i * d->stride_q, j->k + i * d->stride_k, j->v + i * d->stride_v, j->o + i * d->stride_o,
+                   (int)(hb / j->blocks), (int)(hb % j->blocks) * j->rows};
+    return a;
+}
+
+/* task t: units t, t + tasks, ... of the (item, head, row block) grid, in its own scratch */
 static void blas_task(void *arg, int64_t t)
 {
     const attn_job *j = arg;
     const ss_attn_desc *d = j->d;
     float *s = j->scratch + t * j->per_task;
-    for (int64_t u = t; u < (int64_t)d->heads * j->blocks; u += j->tasks) {
-        int h = (int)(u / j->blocks), r0 = (int)(u % j->blocks) * j->rows;
+    for (int64_t u = t; u < j->units; u += j->tasks) {
+        attn_unit a = unit_of(j, u);
+        int h = a.h, r0 = a.r0;
         int n = d->nq - r0 < j->rows ? d->nq - r0 : j->rows;
-        const float *qh = j->q + (int64_t)r0 * d->ldq + (int64_t)h * d->hd;
+        const float *qh = a.q + (int64_t)r0 * d->ldq + (int64_t)h * d->hd;
         ss_cpu_sgemm(0, 1, n, d->nk, d->hd, 1.0f, qh, d->ldq,
-                    j->k + (int64_t)h * d->hd, d->ldk, 0.0f, s, d->nk);                /* s [n, nk]  */
+                    a.k + (int64_t)h * d->hd, d->ldk, 0.0f, s, d->nk);                 /* s [n, nk]  */
         for (int r = 0; r < n; r++)
             ss_cpu_softmax_span(s + (int64_t)r * d->nk, s + (int64_t)r * d->nk, d->nk, d->scale);
         ss_cpu_sgemm(0, 0, n, d->hd, d->nk, 1.0f, s, d->nk,
-                    j->v + (int64_t)h * d->hd, d->ldv, 0.0f, j->o + (int64_t)r0 * d->ldo + (int64_t)h * d->hd,
+                    a.v + (int64_t)h * d->hd, d->ldv, 0.0f, a.o + (int64_t)r0 * d->ldo + (int64_t)h * d->hd,
                     d->ldo);                                                           /* o [n, hd]  */
     }
 }
@@ -108,44 +131,59 @@ FUSED static inline __m512 exp16(__m512 x)
     return _mm512_scalef_ps(p, fn);
 }
 
-/* st[4, QB] = the scores of 4 keys against the block's QB queries (qt [HD, QB]) */
-FUSED static void scores_4keys(float *st, const float *const kr[4], const float *qt)
+/* st[4, 16 nv] = the scores of 4 keys against the block's first 16 nv queries
+ * (qt [HD, QB]); nv a constant once inlined (scores_4keys below) */
+FUSED static inline __attribute__((always_inline)) void scores_4keys_nv(float *st, const float *const kr[4],
+                                                                        const float *qt, const int nv)
 {
-    __m512 acc[4][6];
+    __m512 acc[4][6], q[6];
     UNROLL
     for (int a = 0; a < 4; a++)
         UNROLL
-        for (int b = 0; b < 6; b++)
+        for (int b = 0; b < nv; b++)
             acc[a][b] = _mm512_setzero_ps();
     for (int c = 0; c < HD; c++) {
         const float *qc = qt + c * QB;
-        __m512 q0 = _mm512_load_ps(qc), q1 = _mm512_load_ps(qc + 16), q2 = _mm512_load_ps(qc + 32);
-        __m512 q3 = _mm512_load_ps(qc + 48), q4 = _mm512_load_ps(qc + 64), q5 = _mm512_load_ps(qc + 80);
+        UNROLL
+        for (int b = 0; b < nv; b++)
+            q[b] = _mm512_load_ps(qc + 16 * b);
         UNROLL
         for (int a = 0; a < 4; a++) {
             __m512 kv = _mm512_set1_ps(kr[a][c]);
-            acc[a][0] = _mm512_fmadd_ps(kv, q0, acc[a][0]);
-            acc[a][1] = _mm512_fmadd_ps(kv, q1, acc[a][1]);
-            acc[a][2] = _mm512_fmadd_ps(kv, q2, acc[a][2]);
-            acc[a][3] = _mm512_fmadd_ps(kv, q3, acc[a][3]);
-            acc[a][4] = _mm512_fmadd_ps(kv, q4, acc[a][4]);
-            acc[a][5] = _mm512_fmadd_ps(kv, q5, acc[a][5]);
+            UNROLL
+            for (int b = 0; b < nv; b++)
+                acc[a][b] = _mm512_fmadd_ps(kv, q[b], acc[a][b]);
         }
     }
     UNROLL
     for (int a = 0; a < 4; a++)
         UNROLL
-        for (int b = 0; b < 6; b++)
+        for (int b = 0; b < nv; b++)
             _mm512_store_ps(st + a * QB + 16 * b, acc[a][b]);
+}
+
+/* the same for nv = 1 .. 6 query vectors: a block of fewer rows than QB (the
+ * last of a sequence, a short sequence such as a RoFormer's bands) computes
+ * no scores for the rows past it */
+FUSED static void scores_4keys(float *st, const float *const kr[4], const float *qt, int nv)
+{
+    switch (nv) {
+    case 1: scores_4keys_nv(st, kr, qt, 1); break;
+    case 2: scores_4keys_nv(st, kr, qt, 2); break;
+    case 3: scores_4keys_nv(st, kr, qt, 3); break;
+    case 4: scores_4keys_nv(st, kr, qt, 4); break;
+    case 5: scores_4keys_nv(st, kr, qt, 5); break;
+    default: scores_4keys_nv(st, kr, qt, 6); break;
+    }
 }
 
 /* Online softmax over the nj keys of a block, 16 queries (column vector cv) at a time:
  * m_new = max(m, scale max_j s), p = e^(scale s - m_new) in place, l = l e^(m - m_new) + sum p,
  * and that rescale kept in c for the output. */
-FUSED static void softmax_cols(float *st, int nj, float scale, float *m, float *l, float *c)
+FUSED static void softmax_cols(float *st, int nj, int cols, float scale, float *m, float *l, float *c)
 {
     __m512 sc = _mm512_set1_ps(scale);
-    for (int cv = 0; cv < QB; cv += 16) {
+    for (int cv = 0; cv < cols; cv += 16) {
         __m512 bm = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nj; j++)
             bm = _mm512_max_ps(bm, _mm512_mul_ps(sc, _mm512_load_ps(st + j * QB + cv)));
@@ -203,38 +241,41 @@ FUSED static void pv_6rows(float *o, const float *c, const float *pt, const floa
             _mm512_store_ps(o + a * HD + 16 * b, acc[a][b]);
 }
 
-/* One (head, query block) unit: rows [r0, r0 + n) of head h. */
-FUSED static void fused_unit(const attn_job *j, float *w, int h, int r0, int n)
+/* One (item, head, query block) unit: rows [r0, r0 + n) of head a->h of the
+ * item.  Of the block's QB columns only the first `cols` (n rounded up to the
+ * 6 rows of pv_6rows, then to whole vectors) are computed: each column is its
+ * own row's, so the rows < n get the same bits as in a full block. */
+FUSED static void fused_unit(const ss_attn_desc *d, const attn_unit *a, float *w, int n)
 {
-    const ss_attn_desc *d = j->d;
+    int h = a->h, r0 = a->r0, rows = (n + 5) / 6 * 6, nv = (rows + 15) / 16, cols = 16 * nv;
     float *qt = w + F_QT, *st = w + F_ST, *o = w + F_O, *m = w + F_M, *l = w + F_L, *c = w + F_C;
     float *zero = w + F_ZERO;
     memset(zero, 0, sizeof(float) * HD);
-    for (int i = 0; i < QB; i++) {              /* qt [HD, QB], zero past the last row */
-        const float *qi = i < n ? j->q + (int64_t)(r0 + i) * d->ldq + (int64_t)h * HD : zero;
+    for (int i = 0; i < cols; i++) {            /* qt [HD, QB], zero past the last row */
+        const float *qi = i < n ? a->q + (int64_t)(r0 + i) * d->ldq + (int64_t)h * HD : zero;
         for (int e = 0; e < HD; e++)
             qt[e * QB + i] = qi[e];
     }
-    for (int i = 0; i < QB; i++) {
+    for (int i = 0; i < cols; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
-    memset(o, 0, sizeof(float) * QB * HD);
-    const float *kh = j->k + (int64_t)h * HD, *vh = j->v + (int64_t)h * HD;
+    memset(o, 0, sizeof(float) * (size_t)rows * HD);
+    const float *kh = a->k + (int64_t)h * HD, *vh = a->v + (int64_t)h * HD;
     for (int k0 = 0; k0 < d->nk; k0 += KB) {
         int nj = d->nk - k0 < KB ? d->nk - k0 : KB;
-        for (int a = 0; a < nj; a += 4) {        /* st [nj, QB]; a missing key reads zeros */
+        for (int c4 = 0; c4 < nj; c4 += 4) {     /* st [nj, QB]; a missing key reads zeros */
             const float *kr[4];
             for (int b = 0; b < 4; b++)
-                kr[b] = a + b < nj ? kh + (int64_t)(k0 + a + b) * d->ldk : zero;
-            scores_4keys(st + a * QB, kr, qt);
+                kr[b] = c4 + b < nj ? kh + (int64_t)(k0 + c4 + b) * d->ldk : zero;
+            scores_4keys(st + c4 * QB, kr, qt, nv);
         }
-        softmax_cols(st, nj, d->scale, m, l, c);
-        for (int i = 0; i < QB; i += 6)          /* o [QB, HD] += p v */
+        softmax_cols(st, nj, cols, d->scale, m, l, c);
+        for (int i = 0; i < rows; i += 6)        /* o [rows, HD] += p v */
             pv_6rows(o + i * HD, c + i, st + i, vh + (int64_t)k0 * d->ldv, d->ldv, nj);
     }
     for (int i = 0; i < n; i++) {
-        float *oi = j->o + (int64_t)(r0 + i) * d->ldo + (int64_t)h * HD;
+        float *oi = a->o + (int64_t)(r0 + i) * d->ldo + (int64_t)h * HD;
         __m512 inv = _mm512_set1_ps(1.0f / l[i]);
         for (int b = 0; b < HD; b += 16)
             _mm512_storeu_ps(oi + b, _mm512_mul_ps(_mm512_load_ps(o + i * HD + b), inv));
@@ -246,9 +287,9 @@ static void fused_task(void *arg, int64_t t)
     const attn_job *j = arg;
     float *w = j->scratch + t * j->per_task;
     w += (16 - ((uintptr_t)w / sizeof(float)) % 16) % 16;        /* 64-byte aligned */
-    for (int64_t u = t; u < (int64_t)j->d->heads * j->blocks; u += j->tasks) {
-        int h = (int)(u / j->blocks), r0 = (int)(u % j->blocks) * QB;
-        fused_unit(j, w, h, r0, j->d->nq - r0 < QB ? j->d->nq - r0 : QB);
+    for (int64_t u = t; u < j->units; u += j->tasks) {
+        attn_unit a = unit_of(j, u);
+        fused_unit(j->d, &a, w, j->d->nq - a.r0 < QB ? j->d->nq - a.r0 : QB);
     }
 }
 #endif
@@ -288,6 +329,7 @@ int ss_cpu_attention_path(const ss_attn_desc *d)
 static void attn_shape(ss_pool *p, const ss_attn_desc *d, attn_job *j)
 {
     int threads = ss_pool_threads(p);
+    j->items = d->batch > 1 ? d->batch : 1;
     j->fused = ss_cpu_attention_path(d) == SS_CPU_ATTN_FUSED;
 #ifdef HAVE_FUSED
     if (j->fused) {
@@ -297,13 +339,13 @@ static void attn_shape(ss_pool *p, const ss_attn_desc *d, attn_job *j)
 #endif
     {
         j->rows = BLAS_ROWS;
-        while (j->rows > 64 && (int64_t)d->heads * ((d->nq + j->rows - 1) / j->rows) < 8 * (int64_t)threads)
+        while (j->rows > 64 && (int64_t)j->items * d->heads * ((d->nq + j->rows - 1) / j->rows) < 8 * (int64_t)threads)
             j->rows /= 2;
         j->per_task = (size_t)j->rows * (size_t)d->nk;
     }
     j->blocks = (d->nq + j->rows - 1) / j->rows;
-    int64_t units = (int64_t)d->heads * j->blocks;
-    j->tasks = units < threads ? (int)units : threads;
+    j->units = (int64_t)j->items * d->heads * j->blocks;
+    j->tasks = j->units < threads ? (int)j->units : threads;
 }
 
 size_t ss_cpu_attention_scratch(ss_pool *p, const ss_attn_desc *d)
@@ -321,8 +363,9 @@ ss_status ss_cpu_attention(ss_pool *p, const ss_attn_desc *d, const float *q, co
     if (d->heads <= 0 || d->nq <= 0 || d->hd <= 0)
         return SS_OK;
     if (d->nk <= 0) {          /* no keys: softmax over nothing, the composed products give 0 */
-        for (int r = 0; r < d->nq; r++)
-            memset(o + (int64_t)r * d->ldo, 0, sizeof(float) * (size_t)d->heads * d->hd);
+        for (int i = 0; i < (d->batch > 1 ? d->batch : 1); i++)
+            for (int r = 0; r < d->nq; r++)
+                memset(o + i * d->stride_o + (int64_t)r * d->ldo, 0, sizeof(float) * (size_t)d->heads * d->hd);
         return SS_OK;
     }
     attn_job j = {.d = d, .q = q, .k = k, .v = v, .o = o, .scratch = scratch};

@@ -119,7 +119,8 @@ ss_status ss_cpu_rms_norm(ss_pool *p, float *y, const float *x, int rows, int di
 ss_status ss_cpu_rope(ss_pool *p, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
                       const float *cs);
 ss_status ss_cpu_gemm(ss_pool *p, const ss_gemm_desc *d, const float *a, const float *b, float *c);
-/* Multi-head attention (ss_attn_desc): kernels/cpu/attention.c.  Either fused
+/* Multi-head attention (ss_attn_desc), every item of d->batch (0 counts as 1) in
+ * one pass: kernels/cpu/attention.c.  Either fused
  * (AVX-512F and head dim 64: query blocks against key blocks with an online
  * softmax, nothing of size [nq, nk]) or through sgemm in blocks of query rows
  * whose scores stay in cache (the same products and softmax as composing

@@ -40,6 +40,22 @@ static inline float fast_expf(float x)
     return p * scale.f;
 }
 
+/* tanh x, branch-free: below |x| = 0.625 Cephes's odd polynomial x + x^3 P(x^2),
+ * above it 1 - 2 / (e^2|x| + 1) with the sign of x; relative error < 1.5e-7,
+ * absolute < 8e-8 (every float in [-12, 12] against double tanh) */
+static inline float fast_tanhf(float x)
+{
+    float z = x * x, a = fabsf(x);
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = x + x * z * p;
+    float big = copysignf(1.0f - 2.0f / (fast_expf(2.0f * a) + 1.0f), x);
+    return a < 0.625f ? small : big;
+}
+
 /* gelu(x) = x * Phi(x) = x * erfc(-x / sqrt 2) / 2 */
 static inline float fast_gelu(float x)
 {
@@ -263,7 +279,8 @@ ss_status ss_cpu_mul(ss_pool *p, float *y, const float *a, const float *b, size_
 
 /* ---- activations (ss_act): one loop per kind, each vectorised ---------------------
  * sigmoid and SiLU by fast_expf (relative error < 2e-7; sigmoid is exactly 0
- * or 1 only where float rounds it so); tanh from libm (exact to an ulp) */
+ * or 1 only where float rounds it so); tanh by fast_tanhf (relative error
+ * < 1.5e-7; libm's tanhf is a scalar call, 9% of a BS-RoFormer's time) */
 
 SS_SIMD_CLONES static void act_span(float *y, const float *x, size_t n, ss_act act, float alpha)
 {
@@ -278,7 +295,7 @@ SS_SIMD_CLONES static void act_span(float *y, const float *x, size_t n, ss_act a
         break;
     case SS_ACT_TANH:
         for (size_t i = 0; i < n; i++)
-            y[i] = tanhf(x[i]);
+            y[i] = fast_tanhf(x[i]);
         break;
     case SS_ACT_SILU:
         for (size_t i = 0; i < n; i++)

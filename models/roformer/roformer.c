@@ -725,16 +725,20 @@ static ss_status ws_get(rf_model *m, ss_backend *be, int batch, int64_t length, 
     w->zeros = ss_alloc(be, R * (size_t)m->H);
     w->cs = ss_alloc(be, z.cs ? z.cs : 1);
     ss_status s = ss_backend_status(be, err);
-    if (s != SS_OK)
+    if (s != SS_OK) {
+        ws_release(m, be);       /* not this shape: the next call tries again */
         return s;
+    }
     ss_fill(be, w->ones, 1.0f, z.ones);
     ss_fill(be, w->zeros, 0.0f, R * (size_t)m->H);
     /* rotary (cos, sin) of angle p * freqs[i] for p < seq, computed in float32
      * as rotary_embedding_torch does (positions and product in float32) */
     size_t seq = (size_t)(N > m->K ? N : m->K), half = (size_t)m->dh / 2;
     float *host = malloc(seq * half * 2 * sizeof *host);
-    if (!host)
+    if (!host) {
+        ws_release(m, be);
         return ss_fail(err, SS_E_NOMEM, "roformer: out of memory for the rotary tables");
+    }
     for (int t = 0; t < m->n_tables; t++) {
         int len = m->table_kind[t] ? m->K : N;
         for (int p = 0; p < len; p++)
@@ -746,7 +750,9 @@ static ss_status ws_get(rf_model *m, ss_backend *be, int batch, int64_t length, 
         ss_upload(be, w->cs + (size_t)t * seq * (size_t)m->dh, host, (size_t)len * half * 2);
     }
     free(host);
-    return ss_backend_status(be, err);
+    if ((s = ss_backend_status(be, err)) != SS_OK)
+        ws_release(m, be);
+    return s;
 }
 
 /* ---- the forward pass -------------------------------------------------------------- */
@@ -995,6 +1001,15 @@ static ss_status rf_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem
     return s;
 }
 
+/* Every step of rf_forward is a device op (no host round trip, no allocation)
+ * once ws_get has made the workspace for these arguments; a pass with other
+ * arguments remakes it (new pointers), so only while it has this shape. */
+static int rf_graph_ok(void *state, int batch, int64_t length)
+{
+    const rf_ws *w = &((const rf_model *)state)->ws;
+    return w->h && w->batch == batch && w->length == length;
+}
+
 /* MSST's inference.py normalises the mixture only where the config asks
  * (inference.normalize: the mono mix's mean and population std). */
 static ss_input_norm rf_input_norm(const void *state) { return ((const rf_model *)state)->norm; }
@@ -1004,6 +1019,7 @@ const ss_arch ss_arch_bs_roformer = {
     .load = rf_load,
     .forward = rf_forward,
     .free = rf_free,
+    .graph_ok = rf_graph_ok,
     .chunking = SS_CHUNK_MSST,
     .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
@@ -1014,6 +1030,7 @@ const ss_arch ss_arch_mel_band_roformer = {
     .load = rf_load,
     .forward = rf_forward,
     .free = rf_free,
+    .graph_ok = rf_graph_ok,
     .chunking = SS_CHUNK_MSST,
     .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
