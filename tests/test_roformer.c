@@ -211,6 +211,10 @@ static void test_parity(void)
             if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof cases[0])
                 continue;
             snprintf(p, sizeof p, "%s/%s/ref.safetensors", fixtures, e->d_name);
+#ifdef RF_CASE_FILTER
+            if (!strstr(e->d_name, RF_CASE_FILTER))     /* a subset: the full set runs in the other build */
+                continue;
+#endif
             if (is_file(p))
                 snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
         }
