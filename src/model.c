@@ -300,6 +300,10 @@ static ss_status read_policy(const ss_st *st, const char *path, const ss_arch *a
                            (long long)v);
         info->overlap_default = (int)v;
     }
+    info->msst_normalize = 0;
+    if (ss_st_meta(st, "msst.normalize") &&
+        (s = ss_st_meta_bool(st, "msst.normalize", &info->msst_normalize, err)) != SS_OK)
+        return s;
     const char *res = ss_st_meta(st, "stemsplit.residual");
     if (res) {
         size_t len = strlen(res);
@@ -393,6 +397,8 @@ fail:
 
 ss_input_norm ss_model_input_norm(const ss_model *m)
 {
+    if (m->info.msst_normalize)              /* MSST's inference.normalize, for any architecture */
+        return SS_NORM_MIX_MEAN_STD_POP;
     return m->arch->input_norm ? m->arch->input_norm(m->state) : SS_NORM_NONE;
 }
 

@@ -61,6 +61,9 @@ typedef struct ss_model_info {
     int overlap_default;                      /* SS_CHUNK_MSST: num_overlap when no
                                                  --overlap is given (msst.num_overlap,
                                                  else 2)                               */
+    int msst_normalize;                       /* metadata msst.normalize: MSST's
+                                                 normalize_audio, whatever the arch's
+                                                 own input_norm (ss_model_input_norm) */
 } ss_model_info;
 
 /* Stems the network itself gives (the pipeline adds a residual after them). */

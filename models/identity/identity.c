@@ -9,7 +9,7 @@
  * segment, as HTDemucs does, so the engine's padding path is exercised.
  * Optional identity.norm = "none" asks the pipeline for its input as decoded
  * (SS_NORM_NONE); the default, "mix", for demucs's normalisation; metadata
- * msst.normalize = "true" for MSST's (SS_NORM_MIX_MEAN_STD_POP).
+ * msst.normalize = "true" (read for every architecture by src/model.c) for MSST's.
  * Optional identity.chunk_dc = "true" makes the output depend on where the
  * chunks fall, so that the chunking schemes can be tested against their
  * references:  y[b, s, c] = gain[s] * (x[b, c] - mean over t of x[b, c]).
@@ -25,7 +25,7 @@ typedef struct identity {
     int channels;               /* C                  */
     float gain[SS_MAX_SOURCES]; /* gain [S], on host  */
     int64_t pad_to;             /* 0, or the segment length valid_length() pads to */
-    ss_input_norm norm;         /* identity.norm / msst.normalize                  */
+    ss_input_norm norm;         /* identity.norm (msst.normalize: src/model.c)     */
     int chunk_dc;               /* identity.chunk_dc                               */
     float offset;               /* identity.offset                                 */
     float *scratch;             /* chunk_dc: device [4, rows]: mean, std, scale, shift */
@@ -61,13 +61,6 @@ static ss_status identity_load(ss_st *st, const ss_model_info *info, ss_backend 
         free(m);
         return ss_fail(err, SS_E_DATA, "%s: identity.norm '%s': expected mix or none", ss_st_path(st), norm);
     }
-    int flag = 0;
-    if (ss_st_meta(st, "msst.normalize") && (s = ss_st_meta_bool(st, "msst.normalize", &flag, err)) != SS_OK) {
-        free(m);
-        return s;
-    }
-    if (flag)
-        m->norm = SS_NORM_MIX_MEAN_STD_POP;
     if (ss_st_meta(st, "identity.chunk_dc") &&
         (s = ss_st_meta_bool(st, "identity.chunk_dc", &m->chunk_dc, err)) != SS_OK) {
         free(m);

@@ -93,7 +93,6 @@ typedef struct rf_model {
     int mel;                     /* 0 BS-RoFormer, 1 Mel-Band RoFormer          */
     int C, S, D, depth, tdepth, fdepth, H, dh, E, FF, hidden, n_lin;
     int n_fft, hop, F, W, K, zero_dc, skip;
-    ss_input_norm norm;          /* msst.normalize: MSST's normalize_audio      */
     int *c0, *w;                 /* [K] band columns: start, width              */
     int *layer_of, n_layers;     /* Mel: bands in layers of disjoint bands      */
     int max_w;
@@ -583,13 +582,6 @@ static ss_status rf_load(ss_st *st, const ss_model_info *info, ss_backend *be, v
     m->tdepth = hp->tdepth, m->fdepth = hp->fdepth, m->H = hp->H, m->dh = hp->dh, m->E = hp->H * hp->dh;
     m->FF = hp->FF, m->hidden = hp->hidden, m->n_lin = hp->n_lin, m->n_fft = hp->n_fft, m->hop = hp->hop;
     m->F = hp->F, m->W = hp->W, m->K = hp->K, m->zero_dc = hp->zero_dc, m->skip = hp->skip;
-    int normalize = 0;
-    if (ss_st_meta(st, "msst.normalize") && (s = ss_st_meta_bool(st, "msst.normalize", &normalize, err)) != SS_OK) {
-        free(hp);
-        free(m);
-        return s;
-    }
-    m->norm = normalize ? SS_NORM_MIX_MEAN_STD_POP : SS_NORM_NONE;
     loader l = {.m = m, .st = st, .be = be, .err = err};
     s = load_all(&l, hp);
     free(l.host);
@@ -1010,10 +1002,6 @@ static int rf_graph_ok(void *state, int batch, int64_t length)
     return w->h && w->batch == batch && w->length == length;
 }
 
-/* MSST's inference.py normalises the mixture only where the config asks
- * (inference.normalize: the mono mix's mean and population std). */
-static ss_input_norm rf_input_norm(const void *state) { return ((const rf_model *)state)->norm; }
-
 const ss_arch ss_arch_bs_roformer = {
     .name = "bs_roformer",
     .load = rf_load,
@@ -1021,7 +1009,6 @@ const ss_arch ss_arch_bs_roformer = {
     .free = rf_free,
     .graph_ok = rf_graph_ok,
     .chunking = SS_CHUNK_MSST,
-    .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
 };
 
@@ -1032,6 +1019,5 @@ const ss_arch ss_arch_mel_band_roformer = {
     .free = rf_free,
     .graph_ok = rf_graph_ok,
     .chunking = SS_CHUNK_MSST,
-    .input_norm = rf_input_norm,
     .memory_estimate = rf_memory_estimate,
 };
