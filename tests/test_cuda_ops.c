@@ -964,8 +964,9 @@ static double attn_cmp(const float *got, const float *ref, const ss_attn_desc *d
 
 /* One case on backend g (mixed precision): the fused pass against the CPU composition of tf32-rounded
  * inputs (what is left is P's rounding and the order of the sums: ~2e-4), k and v interleaved in one
- * buffer kv [nk, 2 heads hd + pad] as in the model. */
-static void attn_case_run(ss_backend *g, const attn_case *c)
+ * buffer kv [nk, 2 heads hd + pad] as in the model.  fp32: g is a strict-fp32 backend, compared with
+ * the composition of the inputs as they are (only the order of the sums differs: ~1e-7). */
+static void attn_case_run(ss_backend *g, const attn_case *c, int fp32)
 {
     int w = c->heads * c->hd, ldq = w + c->pad, ldkv = 2 * w + c->pad, ldo = w + c->pad;
     ss_attn_desc d = {.heads = c->heads, .nq = c->nq, .nk = c->nk, .hd = c->hd, .ldq = ldq, .ldk = ldkv,
@@ -981,9 +982,9 @@ static void attn_case_run(ss_backend *g, const attn_case *c)
         for (int j = 0; j < w; j++)
             kv[c->off + (size_t)(c->nk / 2) * ldkv + j] *= 40.0f;
     for (size_t i = 0; i < nq_; i++)
-        qr[i] = tf32_round(q[i]);
+        qr[i] = fp32 ? q[i] : tf32_round(q[i]);
     for (size_t i = 0; i < nkv; i++)
-        kvr[i] = tf32_round(kv[i]);
+        kvr[i] = fp32 ? kv[i] : tf32_round(kv[i]);
     float *dq = ss_alloc(g, nq_), *dkv = ss_alloc(g, nkv), *dout = ss_alloc(g, no), *h = malloc(no * sizeof *h);
     ss_upload(g, dq, q, nq_);
     ss_upload(g, dkv, kv, nkv);
@@ -1004,13 +1005,16 @@ static void attn_case_run(ss_backend *g, const attn_case *c)
     ss_free(g, dq); ss_free(g, dkv); ss_free(g, dout);
     free(q); free(kv); free(qr); free(kvr); free(ref); free(sc); free(h);
     CHECK(st == SS_OK, "%s: %s", c->what, err.msg);
-    CHECK(r <= 2e-3, "%s: relative L2 %.3g against tf32-rounded inputs (tolerance 2e-3)", c->what, r);
+    double tol = fp32 ? 1e-5 : 2e-3;
+    CHECK(r <= tol, "%s: relative L2 %.3g against %s inputs (tolerance %.0e)", c->what, r,
+          fp32 ? "the fp32" : "tf32-rounded", tol);
     CHECK(kept, "%s: wrote outside the heads' columns of its nq rows", c->what);
     CHECK(r2 <= 2e-3, "%s: relative L2 %.3g against fp32 inputs (tolerance 2e-3)", c->what, r2);
 }
 
-/* Fused attention (ss_attention) on a mixed-precision backend, HTDemucs's shapes and odd ones, against
- * the CPU's gemm + softmax + gemm; and where it must not be used. */
+/* Fused attention (ss_attention) on a mixed-precision backend (tensor cores) and on a strict-fp32 one
+ * (FP32 cores), HTDemucs's shapes and odd ones, against the CPU's gemm + softmax + gemm; and where it
+ * must not be used. */
 static void test_attention(void)
 {
     NEED_GPU();
@@ -1044,39 +1048,48 @@ static void test_attention(void)
             printf("# %s: left out on the emulator under ASan\n", cases[i].what);
             continue;
         }
-        attn_case_run(mx, &cases[i]);
+        attn_case_run(mx, &cases[i], 0);
         if (test_failed_now)
             break;
     }
+    /* the same cases on a strict-fp32 backend (the CPU test backend is fp32 too) */
+    ss_backend *f32 = NULL;
+    bp.precision = SS_PREC_FP32;
+    CHECK(ss_backend_open(gpu_is_cpu ? "cpu" : "cuda", &bp, &f32, NULL, 0, &err) == SS_OK, "fp32: %s", err.msg);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0] && !test_failed_now; i++) {
+        if (EMU_ASAN_LIGHT && (double)cases[i].nq * cases[i].nk > 5e5)
+            continue;
+        attn_case_run(f32, &cases[i], 1);
+    }
+    bp.precision = SS_PREC_MIXED;
     if (!test_failed_now && !gpu_is_cpu) {
-        /* not fused: a strict-fp32 backend, a product not marked reduced, a head size over 128 */
+        /* fused on a strict-fp32 backend and for a product not marked reduced (the fp32 kernel);
+         * not for a head size over 128 */
         ss_attn_desc d = {.heads = 2, .nq = 10, .nk = 10, .hd = 16, .ldq = 32, .ldk = 32, .ldv = 32, .ldo = 32,
                           .scale = 0.25f, .reduced = 1};
         ss_attn_desc d0 = d, dh = d;
         d0.reduced = 0;
         dh.hd = 129;
         dh.ldq = dh.ldk = dh.ldv = dh.ldo = 2 * 129;
-        int f_fp32 = ss_attention_fused(gpu, &d), f_red0 = ss_attention_fused(mx, &d0);
-        int f_129 = ss_attention_fused(mx, &dh);
-        /* ss_attention where it is not fused records an error (on a backend of its
-         * own: the error is sticky) */
-        ss_backend *f32 = NULL;
-        bp.precision = SS_PREC_FP32;
-        CHECK(ss_backend_open("cuda", &bp, &f32, NULL, 0, &err) == SS_OK, "fp32: %s", err.msg);
-        float *dq = ss_alloc(f32, 320);
-        ss_attention(f32, &d, dq, dq, dq, dq);
+        int f_fp32 = ss_attention_fused(f32, &d), f_red0 = ss_attention_fused(mx, &d0);
+        int f_129 = ss_attention_fused(mx, &dh), f_129_32 = ss_attention_fused(f32, &dh);
+        /* ss_attention where it is not fused records an error (sticky: the backend is closed after) */
+        float *dq = ss_alloc(f32, 2 * 10 * 2 * 129);
+        ss_attention(f32, &dh, dq, dq, dq, dq);
         ss_status st = ss_backend_status(f32, &err);
         ss_free(f32, dq);
         ss_backend_close(f32);
+        f32 = NULL;
         ss_backend_close(mx);
         mx = NULL;
-        CHECK(!f_fp32, "fused on a strict-fp32 backend");
-        CHECK(!f_red0, "fused under mixed precision for a product not marked reduced");
-        CHECK(!f_129, "fused for head size 129");
-        CHECK(st == SS_E_INTERNAL && strstr(err.msg, "no fused attention"), "ss_attention on fp32: status %d (%s)",
+        CHECK(f_fp32, "not fused on a strict-fp32 backend");
+        CHECK(f_red0, "not fused under mixed precision for a product not marked reduced");
+        CHECK(!f_129 && !f_129_32, "fused for head size 129");
+        CHECK(st == SS_E_INTERNAL && strstr(err.msg, "no fused attention"), "ss_attention for hd 129: status %d (%s)",
               (int)st, err.msg);
         STATUS_OK();
     }
+    ss_backend_close(f32);
     ss_backend_close(mx);
 }
 

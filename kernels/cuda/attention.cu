@@ -1,4 +1,5 @@
-/* attention.cu - fused multi-head attention on TF32 tensor cores (FlashAttention-2 style), and the
+/* attention.cu - fused multi-head attention on TF32 tensor cores (FlashAttention-2 style), its strict-fp32
+ * counterpart on the FP32 cores (after the tf32 kernel), and the
  * rotary position embedding applied to q and k before it (ss_rope; at the end of the file).
  *
  * For each head h of each batch item (ss_attn_desc, heads side by side in the columns):
@@ -320,13 +321,255 @@ __global__ void __launch_bounds__(AT_THREADS, AT_MIN_BLOCKS(HD))
     at_store<HD, VEC>(o, ldo, so, LDV, q0, nq, hd);
 }
 
+/* ---- the strict-fp32 kernel: the same pass on the FP32 cores -------------------------------
+ *
+ * Where no product may take tf32 inputs (--precision fp32, or a product not marked reduced) the pass
+ * runs on the ordinary FP32 units: every product an fma in fp32, no operand rounded.  Grid as above
+ * (ceil(nq / 64), heads, items); a block of 256 threads (tx = 0..15, ty = 0..15) owns 64 query rows and
+ * walks the keys in tiles of 64:
+ *
+ *   S = Q K_t^T   thread (ty, tx): rows 4 ty + i (i < 4) x keys tx + 16 j (j < 4), summed over the head
+ *                 columns in order;
+ *   the online softmax in base 2 as above (row maxima over the 16 threads of a row: shuffles 1..8);
+ *   P (the exponentials) through shared memory;
+ *   O += P V_t    thread (ty, tx): rows 4 ty + i x NC = HD / 16 head columns (HD 32: 2 tx + e; else
+ *                 64 (e / 4) + 4 tx + e % 4), summed over the keys in order.
+ *
+ * Shared memory (floats): Q, K_t, V_t [64][HD + 4] and P [64][68]: rows 4 mod 32 floats apart, so the
+ * 16-byte reads of 8 consecutive rows fall in distinct banks.  43008 B (HD 32), 69632 B (HD 64),
+ * 118784 B (HD 128).  K_{t+1} is copied (cp.async) while the softmax and P V_t run, V_{t+1} while
+ * S_{t+1} does.  HD in {32, 64, 128}, the smallest >= hd; columns hd..HD-1 are zero as above. */
+
+#define AF_THREADS 256
+
+template <int HD>
+struct af_geom {
+    static constexpr int LD = HD + 4;                     /* Q, K, V row pitch */
+    static constexpr int LP = AT_BK + 4;                  /* P row pitch       */
+    static constexpr int NC = HD / 16;                    /* output columns per thread */
+    static constexpr size_t SMEM = (size_t)(3 * AT_BQ * LD + AT_BQ * LP) * sizeof(float);
+};
+
+/* Head column of a thread's output column e (see the comment above). */
+template <int HD>
+__device__ __forceinline__ int af_col(int tx, int e)
+{
+    return HD == 32 ? 2 * tx + e : 64 * (e / 4) + 4 * tx + e % 4;
+}
+
+/* Queue the copy of rows [r0, r0 + 64) of src (row pitch lds, columns 0..hd-1) into dst [64][HD + 4]
+ * (cp.async, the caller commits); rows >= nrows and columns >= hd stored as zeros. */
+template <int HD, bool VEC>
+__device__ __forceinline__ void af_load(float *dst, const float *src, int lds, int r0, int nrows, int hd)
+{
+    constexpr int LD = af_geom<HD>::LD, W = VEC ? 4 : 1, CW = HD / W, R = AF_THREADS / CW;
+    const int rt = (int)threadIdx.x / CW, c = ((int)threadIdx.x % CW) * W;
+    const float *p = src + (size_t)(r0 + rt) * lds + c;
+    float *d = dst + rt * LD + c;
+    const bool col_ok = c < hd;
+    constexpr int UNROLL = VEC ? AT_BK / R : 1;
+#pragma unroll(UNROLL)
+    for (int i = 0; i < AT_BK / R; i++, p += (size_t)R * lds, d += R * LD) {
+        if (col_ok && r0 + rt + i * R < nrows) {
+            __pipeline_memcpy_async(d, p, W * sizeof(float));
+        } else {
+            if constexpr (VEC)
+                *(float4 *)d = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            else
+                *d = 0.0f;
+        }
+    }
+}
+
+template <int HD, bool VEC>
+__global__ void __launch_bounds__(AF_THREADS, 2)
+    k_attention_f32(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
+                    float *__restrict__ o, int nq, int nk, int hd, int ldq, int ldk, int ldv, int ldo, float sl2,
+                    int64_t zq, int64_t zk, int64_t zv, int64_t zo)
+{
+    constexpr int LD = af_geom<HD>::LD, LP = af_geom<HD>::LP, NC = af_geom<HD>::NC;
+    extern __shared__ float4 af_sm4[];
+    float *qs = (float *)af_sm4, *ks = qs + AT_BQ * LD, *vs = ks + AT_BK * LD, *ps = vs + AT_BK * LD;
+    const int tx = (int)threadIdx.x & 15, ty = (int)threadIdx.x >> 4;
+    const int q0 = (int)blockIdx.x * AT_BQ;
+    const size_t col0 = (size_t)blockIdx.y * hd;
+    const int64_t item = blockIdx.z;
+    q += item * zq + col0;
+    k += item * zk + col0;
+    v += item * zv + col0;
+    o += item * zo + col0;
+
+    af_load<HD, VEC>(qs, q, ldq, q0, nq, hd);                      /* group: Q and K_0 */
+    af_load<HD, VEC>(ks, k, ldk, 0, nk, hd);
+    __pipeline_commit();
+    af_load<HD, VEC>(vs, v, ldv, 0, nk, hd);                       /* group: V_0 */
+    __pipeline_commit();
+
+    float acc[4][NC], m[4], l[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < NC; e++)
+            acc[i][e] = 0.0f;
+    }
+    const int ntiles = (nk + AT_BK - 1) / AT_BK;
+    for (int kt = 0; kt < ntiles; kt++) {
+        const int k0 = kt * AT_BK;
+        __pipeline_wait_prior(1);                                  /* K_t landed (V_t may not have) */
+        __syncthreads();
+
+        /* S: rows 4 ty + i, keys tx + 16 j */
+        float s[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                s[i][j] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < HD; d += 4) {
+            float4 a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                a[i] = *(const float4 *)(qs + (4 * ty + i) * LD + d);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                b[j] = *(const float4 *)(ks + (tx + 16 * j) * LD + d);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float z = s[i][j];
+                    z = fmaf(a[i].x, b[j].x, z);
+                    z = fmaf(a[i].y, b[j].y, z);
+                    z = fmaf(a[i].z, b[j].z, z);
+                    z = fmaf(a[i].w, b[j].w, z);
+                    s[i][j] = z;
+                }
+        }
+        __syncthreads();                                           /* K_t read: K_{t+1} may come in */
+        if (kt + 1 < ntiles)
+            af_load<HD, VEC>(ks, k, ldk, k0 + AT_BK, nk, hd);
+        __pipeline_commit();
+
+        /* online softmax of each row; P into shared memory */
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float z = s[i][j] * sl2;
+                if (k0 + tx + 16 * j >= nk)
+                    z = -INFINITY;
+                s[i][j] = z;
+                mx = fmaxf(mx, z);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+            const float n = fmaxf(m[i], mx), b = n == -INFINITY ? 0.0f : n;
+            const float a = exp2f(m[i] - b);
+            m[i] = n;
+            float r = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float p = exp2f(s[i][j] - b);
+                ps[(4 * ty + i) * LP + tx + 16 * j] = p;
+                r += p;
+            }
+            l[i] = l[i] * a + r;
+#pragma unroll
+            for (int e = 0; e < NC; e++)
+                acc[i][e] *= a;
+        }
+        __pipeline_wait_prior(1);                                  /* V_t landed (K_{t+1} may not have) */
+        __syncthreads();
+
+        /* O += P V_t */
+#pragma unroll 2
+        for (int kk = 0; kk < AT_BK; kk += 4) {
+            float4 p[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                p[i] = *(const float4 *)(ps + (4 * ty + i) * LP + kk);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float *vr = vs + (kk + u) * LD;
+                float vv[NC];
+                if constexpr (HD == 32) {
+                    float2 t2 = *(const float2 *)(vr + 2 * tx);
+                    vv[0] = t2.x;
+                    vv[1] = t2.y;
+                } else {
+#pragma unroll
+                    for (int g = 0; g < NC / 4; g++) {
+                        float4 t4 = *(const float4 *)(vr + 64 * g + 4 * tx);
+                        vv[4 * g] = t4.x;
+                        vv[4 * g + 1] = t4.y;
+                        vv[4 * g + 2] = t4.z;
+                        vv[4 * g + 3] = t4.w;
+                    }
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float pi = u == 0 ? p[i].x : u == 1 ? p[i].y : u == 2 ? p[i].z : p[i].w;
+#pragma unroll
+                    for (int e = 0; e < NC; e++)
+                        acc[i][e] = fmaf(pi, vv[e], acc[i][e]);
+                }
+            }
+        }
+        __syncthreads();                                           /* V_t and P read: V_{t+1} may come in */
+        if (kt + 1 < ntiles)
+            af_load<HD, VEC>(vs, v, ldv, k0 + AT_BK, nk, hd);
+        __pipeline_commit();
+    }
+    __pipeline_wait_prior(0);
+
+    /* o = O / l (full row sums over the 16 threads of a row), straight from the registers */
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float lt = l[i];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 4);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 8);
+        const float inv = 1.0f / lt;
+        const int row = q0 + 4 * ty + i;
+        if (row >= nq)
+            continue;
+        float *orow = o + (size_t)row * ldo;
+        if constexpr (VEC && HD != 32) {
+#pragma unroll
+            for (int g = 0; g < NC / 4; g++) {
+                int c = 64 * g + 4 * tx;
+                if (c < hd)
+                    *(float4 *)(orow + c) = make_float4(acc[i][4 * g] * inv, acc[i][4 * g + 1] * inv,
+                                                        acc[i][4 * g + 2] * inv, acc[i][4 * g + 3] * inv);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < NC; e++) {
+                int c = af_col<HD>(tx, e);
+                if (c < hd)
+                    orow[c] = acc[i][e] * inv;
+            }
+        }
+    }
+}
+
 /* ---- host side ------------------------------------------------------------------------- */
 
-/* The compiled head size for hd (1..128). */
+/* The compiled head size for hd (1..128): the tf32 kernel's, the fp32 kernel's. */
 static int at_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
+static int af_hd(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
 
-static size_t at_smem(int HD)
+static size_t at_smem(int HD, int tf32)
 {
+    if (!tf32)
+        return HD <= 32 ? af_geom<32>::SMEM : HD <= 64 ? af_geom<64>::SMEM : af_geom<128>::SMEM;
     switch (HD) {
     case 16: return at_geom<16>::SMEM;
     case 32: return at_geom<32>::SMEM;
@@ -337,7 +580,7 @@ static size_t at_smem(int HD)
 
 int ss_cuda_attention_ok(const ss_attn_desc *d, int tf32)
 {
-    if (!tf32 || d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || d->hd > AT_HD_MAX || d->heads > 65535)
+    if (d->heads <= 0 || d->nq <= 0 || d->nk <= 0 || d->hd <= 0 || d->hd > AT_HD_MAX || d->heads > 65535)
         return 0;
     int64_t w = (int64_t)d->heads * d->hd;
     if (d->ldq < w || d->ldk < w || d->ldv < w || d->ldo < w)
@@ -348,19 +591,34 @@ int ss_cuda_attention_ok(const ss_attn_desc *d, int tf32)
         cudaGetLastError();
         return 0;
     }
-    return at_smem(at_hd(d->hd)) <= (size_t)optin;
+    return at_smem(tf32 ? at_hd(d->hd) : af_hd(d->hd), tf32) <= (size_t)optin;
 }
 
-template <int HD, bool VEC>
+/* The kernel of one (HD, VEC, TF32) and its block. */
+template <int HD, bool VEC, bool TF32>
+static auto at_kernel()
+{
+    if constexpr (TF32)
+        return k_attention<HD, VEC>;
+    else
+        return k_attention_f32<HD, VEC>;
+}
+
+template <int HD, bool VEC, bool TF32>
 static cudaError_t at_launch(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                              float *o, float sl2)
 {
+    auto kern = at_kernel<HD, VEC, TF32>();
+    size_t smem;
+    if constexpr (TF32)
+        smem = at_geom<HD>::SMEM;
+    else
+        smem = af_geom<HD>::SMEM;
+    const int threads = TF32 ? AT_THREADS : AF_THREADS;
     /* per device and cheap: set before every launch (also while a graph is being recorded) */
-    cudaError_t e = cudaFuncSetAttribute(k_attention<HD, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)at_geom<HD>::SMEM);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(k_attention<HD, VEC>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return e;
@@ -372,9 +630,8 @@ static cudaError_t at_launch(cudaStream_t s, const ss_attn_desc *d, const float 
     for (int b0 = 0; b0 < batch; b0 += 65535) {
         unsigned nb = (unsigned)(batch - b0 < 65535 ? batch - b0 : 65535);
         dim3 grid((unsigned)((d->nq + AT_BQ - 1) / AT_BQ), (unsigned)d->heads, nb);
-        k_attention<HD, VEC><<<grid, AT_THREADS, at_geom<HD>::SMEM, s>>>(
-            q + b0 * sq, k + b0 * sk, v + b0 * sv, o + b0 * so, d->nq, d->nk, d->hd, d->ldq, d->ldk, d->ldv, d->ldo,
-            sl2, sq, sk, sv, so);
+        kern<<<grid, threads, smem, s>>>(q + b0 * sq, k + b0 * sk, v + b0 * sv, o + b0 * so, d->nq, d->nk, d->hd,
+                                         d->ldq, d->ldk, d->ldv, d->ldo, sl2, sq, sk, sv, so);
         if ((e = cudaGetLastError()) != cudaSuccess)
             return e;
     }
@@ -383,10 +640,10 @@ static cudaError_t at_launch(cudaStream_t s, const ss_attn_desc *d, const float 
 
 static int at_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float *q, const float *k, const float *v,
-                              float *o)
+cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, int tf32, const float *q, const float *k,
+                              const float *v, float *o)
 {
-    if (!ss_cuda_attention_ok(d, 1))
+    if (!ss_cuda_attention_ok(d, tf32))
         return cudaErrorInvalidValue;
     /* 16-byte copies: every head's first column 16-byte aligned, every row pitch (and item stride) a
      * multiple of 4 floats */
@@ -395,14 +652,21 @@ cudaError_t ss_cuda_attention(cudaStream_t s, const ss_attn_desc *d, const float
     if (d->batch > 1)
         vec = vec && d->stride_q % 4 == 0 && d->stride_k % 4 == 0 && d->stride_v % 4 == 0 && d->stride_o % 4 == 0;
     float sl2 = (float)((double)d->scale * 1.4426950408889634);   /* log2(e) */
-#define AT_CASE(HD)                                                                                 \
-    case HD:                                                                                        \
-        return vec ? at_launch<HD, true>(s, d, q, k, v, o, sl2) : at_launch<HD, false>(s, d, q, k, v, o, sl2)
+#define AT_CASE(HD, TF)                                                                                   \
+    case HD:                                                                                              \
+        return vec ? at_launch<HD, true, TF>(s, d, q, k, v, o, sl2) : at_launch<HD, false, TF>(s, d, q, k, v, o, sl2)
+    if (!tf32) {
+        switch (af_hd(d->hd)) {
+        AT_CASE(32, false);
+        AT_CASE(64, false);
+        default: AT_CASE(128, false);
+        }
+    }
     switch (at_hd(d->hd)) {
-    AT_CASE(16);
-    AT_CASE(32);
-    AT_CASE(64);
-    default: AT_CASE(128);
+    AT_CASE(16, true);
+    AT_CASE(32, true);
+    AT_CASE(64, true);
+    default: AT_CASE(128, true);
     }
 #undef AT_CASE
 }

@@ -8,19 +8,24 @@
 
 /* ---- fused attention and the rotary embedding (attention.cu) ---------------------------- */
 
-/* Fused where the two products may take tf32 inputs: strict fp32 keeps the
- * cuBLAS products and the softmax kernel. */
+/* Fused in both modes: on tensor cores where the two products may take tf32
+ * inputs, else the strict-fp32 kernel. */
+static int attn_tf32(const cuda_ctx *c, const ss_attn_desc *d)
+{
+    return compute_type(c->prec, d->reduced) != CUBLAS_COMPUTE_32F;
+}
+
 static int cu_attention_ok(void *vctx, const ss_attn_desc *d)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    return ss_cuda_attention_ok(d, compute_type(c->prec, d->reduced) != CUBLAS_COMPUTE_32F);
+    return ss_cuda_attention_ok(d, attn_tf32(c, d));
 }
 
 static ss_status cu_attention(void *vctx, const ss_attn_desc *d, const float *q, const float *k, const float *v,
                               float *o, ss_error *err)
 {
     cuda_ctx *c = (cuda_ctx *)vctx;
-    cudaError_t e = ss_cuda_attention(c->stream, d, q, k, v, o);
+    cudaError_t e = ss_cuda_attention(c->stream, d, attn_tf32(c, d), q, k, v, o);
     return e == cudaSuccess ? SS_OK : cuda_fail(err, e, "attention");
 }
 
