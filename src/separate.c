@@ -138,21 +138,29 @@ static void chain_params(ss_model *m, const ss_sep_params *p, const ss_chain *c,
 ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
                               void (*fn)(void *arg, const char *path), void *arg, ss_error *err)
 {
-    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
+    /* every model's outputs, one block of SS_MAX_SOURCES + 1 per model */
+    output *outs = calloc((size_t)(1 + p->n_chain) * (SS_MAX_SOURCES + 1), sizeof *outs);
     if (!outs)
         return ss_fail(err, SS_E_NOMEM, "out of memory");
-    int n = 0;
+    int n = 0, total = 0;
     ss_status s = plan_outputs(m, p, input, reldir, outs, &n, err);
-    for (int i = 0; s == SS_OK && i < n; i++)
-        fn(arg, outs[i].path);
+    total = n;
     for (int k = 0; s == SS_OK && k < p->n_chain; k++) {
         char prefix[SS_MAX_NAME + 1];
         ss_sep_params cp;
         chain_params(m, p, &p->chain[k], prefix, &cp);
-        s = plan_outputs(p->chain[k].model, &cp, input, reldir, outs, &n, err);
-        for (int i = 0; s == SS_OK && i < n; i++)
-            fn(arg, outs[i].path);
+        output *mine = outs + (size_t)(k + 1) * (SS_MAX_SOURCES + 1);
+        s = plan_outputs(p->chain[k].model, &cp, input, reldir, mine, &n, err);
+        for (int i = 0; s == SS_OK && i < n; i++) {
+            for (int q = 0; q < total && s == SS_OK; q++)     /* another model's stem, same file */
+                if (strcmp(mine[i].path, outs[q].path) == 0)
+                    s = ss_fail(err, SS_E_USAGE, "--filename '%s' writes stems '%s' and '%s' of %s to the same file "
+                                "%s (use {stem})", p->filename, outs[q].name, mine[i].name, input, mine[i].path);
+            outs[total++] = mine[i];
+        }
     }
+    for (int i = 0; s == SS_OK && i < total; i++)
+        fn(arg, outs[i].path);
     free(outs);
     return s;
 }

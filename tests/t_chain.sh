@@ -180,6 +180,23 @@ rm -f "$T/b/bandsplit4/song/low/b.wav"
 "$STEMSPLIT" -m "$BS" --then low="$T/id16k.safetensors" -o "$T/b" --skip-existing "$T/song.wav" >"$T/log.k2" 2>&1
 check chain_skip_existing_redoes_a_missing_chained_stem test -f "$T/b/bandsplit4/song/low/b.wav"
 
+# every stem of 1 + 4 models (20, more than one model can have) counted
+ALL4="--then low=$BS --then lowmid=$BS --then highmid=$BS --then high=$BS"
+"$STEMSPLIT" -q -m "$BS" $ALL4 -o "$T/m" "$T/other.wav" >"$T/log.m0" 2>&1
+"$STEMSPLIT" -m "$BS" $ALL4 -o "$T/m" --skip-existing "$T/other.wav" >"$T/log.m1" 2>&1
+check chain_skip_existing_counts_every_model grep -q "skipped (all 20 stems exist" "$T/log.m1"
+rm -f "$T/m/bandsplit4/other/high/high.wav"
+"$STEMSPLIT" -q -m "$BS" $ALL4 -o "$T/m" --skip-existing "$T/other.wav" >"$T/log.m2" 2>&1
+check chain_skip_existing_redoes_the_last_model test -f "$T/m/bandsplit4/other/high/high.wav"
+
+# two models' stems on one file: refused for that track (64), nothing written
+mkmodel "$T/one.safetensors" 44100 2 a
+expect_exit chain_two_models_one_file 64 "$STEMSPLIT" -q -m "$BS" --stems high --then low="$T/one.safetensors" \
+    -o "$T/y" --filename '{track}.{ext}' "$T/song.wav"
+check chain_two_models_one_file_says_so grep -q "writes stems 'high' and 'low/a' of .*song.wav to the same file" \
+    "$T/out.chain_two_models_one_file"
+check chain_two_models_one_file_wrote_nothing test ! -e "$T/y/song.wav"
+
 # ---- usage errors, found from the headers before any input is read (the input does not exist) ----
 expect_exit chain_unknown_stem 64 "$STEMSPLIT" -m "$BS" --then drums=bandsplit4 -o "$T/x" "$T/missing.wav"
 check chain_unknown_stem_says_which grep -q "model bandsplit4 has no stem 'drums' (it has: low, lowmid, highmid, high)" \
