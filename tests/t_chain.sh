@@ -113,6 +113,33 @@ PY
 check chain_stems_at_input_rate_in_model_channels test "$(tr '\n' ' ' <"$T/fmt")" = "1 44100 2 44100 "
 check chain_no_temporary_files_left test -z "$(find "$T/c" -name '.*' | head -n 1)"
 
+# ---- the real architectures: an HTDemucs fixture first, bandsplit and a BS-RoFormer (MSST chunking,
+# a residual stem of its own) chained on two of its stems ----------------------------------------------
+FIXH="$SS_ROOT/tests/fixtures/htdemucs/t1_base/model.th"
+FIXR="$SS_ROOT/tests/fixtures/roformer/bs_stereo_1stem"
+if python3 "$SS_ROOT/scripts/convert-demucs.py" -o "$T/htd.safetensors" "$FIXH" >"$T/conv.log" 2>&1 &&
+    python3 "$SS_ROOT/scripts/convert-msst.py" -o "$T/rof.safetensors" "$FIXR/config.yaml" "$FIXR/model.ckpt" \
+        >>"$T/conv.log" 2>&1; then
+    "$STEMSPLIT" -q -m "$T/htd.safetensors" --then drums="$BS" --then vocals="$T/rof.safetensors" $F32 -o "$T/h" \
+        --filename '{stem}.wav' "$T/song.wav" >"$T/log.h" 2>&1
+    "$STEMSPLIT" -q -m "$BS" $F32 -o "$T/ref_hd" --filename '{stem}.wav' "$T/h/drums.wav" >"$T/log.hd" 2>&1
+    "$STEMSPLIT" -q -m "$T/rof.safetensors" $F32 -o "$T/ref_hv" --filename '{stem}.wav' "$T/h/vocals.wav" \
+        >"$T/log.hv" 2>&1
+    same=1
+    for s in drums/low drums/lowmid drums/highmid drums/high; do
+        cmp -s "$T/h/$s.wav" "$T/ref_hd/${s#drums/}.wav" || same=0
+    done
+    check chain_htdemucs_then_bandsplit test $same -eq 1
+    same=1
+    for s in vocals/vocals vocals/instrumental; do
+        cmp -s "$T/h/$s.wav" "$T/ref_hv/${s#vocals/}.wav" || same=0
+    done
+    check chain_htdemucs_then_roformer test $same -eq 1
+else
+    skip chain_htdemucs_then_bandsplit "the fixtures did not convert: $(tail -n 1 "$T/conv.log")"
+    skip chain_htdemucs_then_roformer "the fixtures did not convert"
+fi
+
 # ---- names: the default template, {model} the first model's, STEM/NAME as {stem} ----------------
 "$STEMSPLIT" -q -m "$BS" --then high="$T/id16k.safetensors" -o "$T/d" "$T/song.wav" >"$T/log.d" 2>&1
 (cd "$T/d" && find . -type f | sort | tr '\n' ' ') >"$T/d.list"
@@ -245,4 +272,21 @@ if [ "$rc" -eq 0 ] && [ "$rss" -lt 65536 ] && [ -f "$T/long/longa/long/x/q.wav" 
     pass chain_20_minutes_in_bounded_memory
 else
     fail chain_20_minutes_in_bounded_memory "exit $rc, max RSS $rss KiB (the track alone is 75000 KiB as floats)"
+fi
+
+# ---- SIGINT while a chained model runs: exit 130, no stem of the track, no temporary file left -------
+if [ -f "$T/htd.safetensors" ]; then
+    "$STEMSPLIT" -m "$T/longa.safetensors" --then x="$T/htd.safetensors" -o "$T/int" "$T/long.wav" \
+        >"$T/log.int" 2>&1 &
+    pid=$!
+    sleep 6
+    kill -INT $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    left=$(find "$T/int" -type f 2>/dev/null | head -n 3 | tr '\n' ' ')
+    if [ "$rc" -eq 130 ] && [ -z "$left" ]; then
+        pass chain_interrupted_leaves_nothing
+    else
+        fail chain_interrupted_leaves_nothing "exit $rc, left: $left $(tail -n 2 "$T/log.int" | tr '\n' ' ')"
+    fi
 fi
