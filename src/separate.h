@@ -9,6 +9,10 @@
  *
  * Nothing is renamed into place until every stem of the file is complete; on
  * any failure every temporary file is removed.
+ *
+ * With p->chain (--then), stage 2 also runs each chained model on its stem
+ * after the first model (ss_chain), and stage 3 encodes every model's stems
+ * before renaming any into place.
  */
 #ifndef SS_SEPARATE_H
 #define SS_SEPARATE_H

@@ -140,6 +140,16 @@ else
     skip chain_htdemucs_then_roformer "the fixtures did not convert"
 fi
 
+# ---- --segment is the first model's: the chained model keeps its own chunking (id16k's output
+# depends on where its chunks fall) ------------------------------------------------------------------
+"$STEMSPLIT" -q -m "$BS" --segment 0.7 --then lowmid="$T/id16k.safetensors" $F32 -o "$T/g" --filename '{stem}.wav' \
+    "$T/song.wav" >"$T/log.g" 2>&1
+"$STEMSPLIT" -q -m "$T/id16k.safetensors" $F32 -o "$T/ref_g" --filename '{stem}.wav' "$T/g/lowmid.wav" >"$T/log.rg" 2>&1
+"$STEMSPLIT" -q -m "$T/id16k.safetensors" --segment 0.7 $F32 -o "$T/ref_g7" --filename '{stem}.wav' "$T/g/lowmid.wav" \
+    >"$T/log.rg7" 2>&1
+check chain_segment_is_the_first_models sh -c "python3 '$T/cmp.py' '$T/g/lowmid/a.wav' '$T/ref_g/a.wav' && \
+! python3 '$T/cmp.py' '$T/g/lowmid/a.wav' '$T/ref_g7/a.wav' 2>/dev/null"
+
 # ---- names: the default template, {model} the first model's, STEM/NAME as {stem} ----------------
 "$STEMSPLIT" -q -m "$BS" --then high="$T/id16k.safetensors" -o "$T/d" "$T/song.wav" >"$T/log.d" 2>&1
 (cd "$T/d" && find . -type f | sort | tr '\n' ' ') >"$T/d.list"
