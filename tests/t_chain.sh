@@ -165,6 +165,13 @@ check chain_template_and_format test -f "$T/e/bandsplit4-song/high/a-x.flac" -a 
 check chain_stems_selection test -f "$T/s/high.wav" -a ! -e "$T/s/low.wav" -a -f "$T/s/low/high.wav" \
     -a ! -e "$T/s/lowmid.wav"
 
+# --two-stems likewise: STEM and no_STEM of the first model, every stem of the chained one
+"$STEMSPLIT" -q -m "$BS" --then high=bandsplit4 --two-stems low -o "$T/t2" --filename '{stem}.wav' "$T/song.wav" \
+    >"$T/log.t2" 2>&1
+(cd "$T/t2" && find . -type f | sort | tr '\n' ' ') >"$T/t2.list"
+check chain_two_stems test "$(cat "$T/t2.list")" = "./high/high.wav ./high/highmid.wav ./high/low.wav ./high/lowmid.wav \
+./low.wav ./no_low.wav "
+
 # ---- a residual stem chained (instrumental = mixture - vocals) ---------------------------------
 "$STEMSPLIT" -q -m "$T/voc.safetensors" --then instrumental=bandsplit4 $F32 -o "$T/v" --filename '{stem}.wav' \
     "$T/song.wav" >"$T/log.v" 2>&1
@@ -225,6 +232,14 @@ check chain_skip_existing_counts_every_model grep -q "skipped (all 20 stems exis
 rm -f "$T/m/bandsplit4/other/high/high.wav"
 "$STEMSPLIT" -q -m "$BS" $ALL4 -o "$T/m" --skip-existing "$T/other.wav" >"$T/log.m2" 2>&1
 check chain_skip_existing_redoes_the_last_model test -f "$T/m/bandsplit4/other/high/high.wav"
+
+# --no-clobber: an existing chained stem (the only stem there) is an error for its track (73), kept
+mkdir -p "$T/nc/bandsplit4/other/low"
+echo keep >"$T/nc/bandsplit4/other/low/high.wav"
+expect_exit chain_no_clobber 73 "$STEMSPLIT" -q -m "$BS" --then low="$BS" -o "$T/nc" --no-clobber "$T/other.wav"
+check chain_no_clobber_names_the_stem grep -q "other/low/high.wav already exists (--no-clobber)" "$T/out.chain_no_clobber"
+check chain_no_clobber_kept_it test "$(cat "$T/nc/bandsplit4/other/low/high.wav")" = keep -a \
+    ! -e "$T/nc/bandsplit4/other/low.wav"
 
 # two models' stems on one file: refused for that track (64), nothing written
 mkmodel "$T/one.safetensors" 44100 2 a
