@@ -1295,8 +1295,9 @@ static void fill_times(ss_sep_job *j)
     r->wall_seconds = j->stats_s + j->infer_wall + j->commit_s;
 }
 
-/* A chained stage's input: the first model's stem, read from memory, and the
- * rate and length its stems are written at (those of the track's other stems). */
+/* A chained stage's input: the first model's stem, read back from its staging
+ * file, and the rate and length its stems are written at (those of the
+ * track's other stems). */
 typedef struct chain_src {
     ss_audio_reader *rd;      /* owned by the job from the start                 */
     ss_audio_info ai;
