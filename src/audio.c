@@ -585,6 +585,34 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
     return reader_finish(r, sf, &sfi, name, out, info, err);
 }
 
+ss_status ss_audio_open_fd(int fd, const char *name, ss_audio_reader **out, ss_audio_info *info, ss_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (fd < 0 || !name || !out) {
+        if (fd >= 0)
+            close(fd);
+        return ss_fail(err, SS_E_INTERNAL, "ss_audio_open_fd: bad argument");
+    }
+    ss_audio_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        close(fd);
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory while opening it", name);
+    }
+    r->fd = fd;
+    if (lseek(fd, 0, SEEK_SET) != 0) {            /* libsndfile takes the position as the file's start */
+        ss_status st = ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+        ss_audio_close(r);
+        return st;
+    }
+    SF_INFO sfi;
+    SNDFILE *sf = NULL;
+    ss_status st = sf_open_reader(r, fd, name, &sfi, &sf, err);
+    if (st != SS_OK)
+        return st;
+    return reader_finish(r, sf, &sfi, name, out, info, err);
+}
+
 /* ---- virtual I/O on memory ---- */
 
 static sf_count_t mem_get_filelen(void *user) { return ((mem_file *)user)->size; }

@@ -61,6 +61,11 @@ ss_status ss_audio_open(const char *path, ss_audio_reader **out, ss_audio_info *
  * of ss_audio_open(). */
 ss_status ss_audio_open_memory(const void *data, size_t size, const char *name, ss_audio_reader **out,
                                ss_audio_info *info, ss_error *err);
+/* The same for an open, seekable descriptor of a file libsndfile reads (read
+ * from its start; no spooling, no ffmpeg).  The reader owns fd from the
+ * call on: it is closed with the reader, and on failure.  `name` is used in
+ * messages. */
+ss_status ss_audio_open_fd(int fd, const char *name, ss_audio_reader **out, ss_audio_info *info, ss_error *err);
 /* Read up to `n` frames into buf (n * channels floats); *got = frames read,
  * 0 at end of file.  SS_E_IO on a read error (e.g. file truncated meanwhile). */
 ss_status ss_audio_read(ss_audio_reader *r, float *buf, int64_t n, int64_t *got, ss_error *err);

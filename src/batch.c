@@ -545,16 +545,38 @@ ss_status ss_batch_shard(ss_batch_list *l, int index, int count, ss_error *err)
 
 /* ---- existing outputs ------------------------------------------------------------------------ */
 
+/* Every output of a track, chained models' included. */
 typedef struct out_list {
-    char path[SS_MAX_SOURCES + 1][PATH_MAX];
-    int n;
+    char **path;
+    int n, cap;
+    int nomem;           /* a path could not be kept */
 } out_list;
 
 static void out_add(void *arg, const char *path)
 {
     out_list *o = arg;
-    if (o->n < SS_MAX_SOURCES + 1)
-        snprintf(o->path[o->n++], PATH_MAX, "%s", path);
+    if (o->n == o->cap) {
+        int cap = o->cap ? 2 * o->cap : SS_MAX_SOURCES + 1;
+        char **v = realloc(o->path, sizeof *v * (size_t)cap);
+        if (!v) {
+            o->nomem = 1;
+            return;
+        }
+        o->path = v;
+        o->cap = cap;
+    }
+    if (!(o->path[o->n] = dupstr(path)))
+        o->nomem = 1;
+    else
+        o->n++;
+}
+
+static void out_list_free(out_list *o)
+{
+    for (int i = 0; i < o->n; i++)
+        free(o->path[i]);
+    free(o->path);
+    free(o);
 }
 
 /* Remove ".NAME.tmp-XXXXXX" beside each output NAME: what ss_audio_create
@@ -793,8 +815,10 @@ static void prepare_item(batch *b, item *it)
         return;
     }
     ss_status s = ss_separate_outputs(b->m, &b->sep, in->path, in->reldir, out_add, o, &it->err);
+    if (s == SS_OK && o->nomem)
+        s = ss_fail(&it->err, SS_E_NOMEM, "%s: out of memory", in->path);
     if (s != SS_OK) {
-        free(o);
+        out_list_free(o);
         set_failed(it, s);
         return;
     }
@@ -819,7 +843,7 @@ static void prepare_item(batch *b, item *it)
     } else {
         it->state = IT_READY;
     }
-    free(o);
+    out_list_free(o);
 }
 
 /* Stage 3: commit, then the report entry and its line, in input order. */

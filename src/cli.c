@@ -59,6 +59,8 @@ typedef struct options {
     int skip_existing;          /* --skip-existing                                   */
     int no_clobber;             /* --no-clobber                                      */
     int shard_index, shard_count; /* --shard I/N (0/0 = all)                         */
+    const char *then[SS_MAX_SOURCES]; /* --then STEM=MODEL, in order given          */
+    int n_then;
 } options;
 
 static const options defaults = {
@@ -96,6 +98,12 @@ static void usage(FILE *f)
         "                           size; a file that cannot be read with its error), then exit;\n"
         "                           --json: as JSON on standard output\n"
         "  -j, --threads N          CPU threads (default: all cores)\n"
+        "      --then STEM=MODEL    also separate the first model's stem STEM with MODEL (a path or NAME\n"
+        "                           as -m takes), in the same run on the same device (no stem file in\n"
+        "                           between: it is staged in an unlinked temporary file);\n"
+        "                           its stems are written as STEM/NAME ({stem} = drums/kick); repeat it\n"
+        "                           for other stems.  --segment, --overlap, --shifts apply to the\n"
+        "                           first model only; STEM itself is written unless --stems leaves it out\n"
         "\n"
         "Output:\n"
         "  -o, --out OUT            output directory (default %s)\n"
@@ -184,6 +192,7 @@ enum {
     OPT_FILENAME = 256, OPT_PRECISION, OPT_LIST_DEVICES, OPT_STEMS, OPT_TWO_STEMS, OPT_SEGMENT, OPT_OVERLAP,
     OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
     OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD, OPT_BITRATE, OPT_LIST_MODELS, OPT_JSON,
+    OPT_THEN,
 };
 
 static const struct option long_opts[] = {
@@ -213,6 +222,7 @@ static const struct option long_opts[] = {
     {"skip-existing", no_argument, NULL, OPT_SKIP_EXISTING},
     {"no-clobber", no_argument, NULL, OPT_NO_CLOBBER},
     {"shard", required_argument, NULL, OPT_SHARD},
+    {"then", required_argument, NULL, OPT_THEN},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -292,6 +302,15 @@ static int parse_args(int argc, char **argv, options *o)
                 return usage_error("--shard '%s': expected I/N with 1 <= I <= N <= 1000000 (e.g. 2/8)", optarg);
             o->shard_index = (int)i;
             o->shard_count = (int)n;
+            break;
+        }
+        case OPT_THEN: {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1])
+                return usage_error("--then '%s': expected STEM=MODEL (e.g. --then drums=larsnet)", optarg);
+            if (o->n_then == SS_MAX_SOURCES)
+                return usage_error("--then %s: at most %d chained models", optarg, SS_MAX_SOURCES);
+            o->then[o->n_then++] = optarg;
             break;
         }
         case 'q': o->quiet = 1; break;
@@ -396,6 +415,57 @@ static int choose_stems(const options *o, const ss_model_info *info, ss_sep_para
                 break;
             p += len + 1;
         }
+    }
+    return -1;
+}
+
+/* ---- chained models (--then) ------------------------------------------------------- */
+
+typedef struct chain_setup {
+    ss_chain v[SS_MAX_SOURCES];             /* what the pipeline takes (models once loaded) */
+    char path[SS_MAX_SOURCES][PATH_MAX];    /* each MODEL's file                            */
+    ss_model_info info[SS_MAX_SOURCES];     /* its header                                   */
+    ss_mem_estimate mem[SS_MAX_SOURCES];
+    int n;
+} chain_setup;
+
+/* --then STEM=MODEL, checked from the headers before any work: STEM one of
+ * the first model's stems (its residual included), each at most once (64);
+ * MODEL's file found (66) and its header read (65); its rate reachable from
+ * the first model's by resampling and its channels from the first model's
+ * (64).  Returns -1 to go on, else an exit code. */
+static int check_chain(const options *o, const ss_model_info *first, chain_setup *c)
+{
+    char known[SS_MAX_SOURCES * SS_MAX_NAME];
+    list_sources(first, known, sizeof known);
+    for (int k = 0; k < o->n_then; k++) {
+        const char *arg = o->then[k], *eq = strchr(arg, '=');
+        int src = source_index(first, arg, (size_t)(eq - arg));
+        if (src < 0) {
+            fprintf(stderr, "%s: --then %s: model %s has no stem '%.*s' (it has: %s)\n", prog, arg, first->name,
+                    (int)(eq - arg), arg, known);
+            return 64;
+        }
+        for (int i = 0; i < k; i++)
+            if (c->v[i].source == src)
+                return usage_error("--then %s: stem %s is chained twice (--then %s)", arg, first->sources[src],
+                                   o->then[i]);
+        ss_error err = {0};
+        if (ss_model_resolve(eq + 1, c->path[k], sizeof c->path[k], &err) != SS_OK ||
+            ss_model_peek(c->path[k], &c->info[k], &c->mem[k], &err) != SS_OK) {
+            fprintf(stderr, "%s: --then %s: %s\n", prog, arg, err.msg);
+            return ss_exit_code(err.code);
+        }
+        const ss_model_info *ci = &c->info[k];
+        if (!ss_resample_possible(first->samplerate, ci->samplerate))
+            return usage_error("--then %s: model %s runs at %d Hz, too far from model %s's %d Hz to resample", arg,
+                               ci->name, ci->samplerate, first->name, first->samplerate);
+        int cin = first->channels, cm = ci->channels;
+        if (!(cin == cm || cin == 1 || cm == 1 || (cm == 2 && cin >= 3 && cin <= 8)))
+            return usage_error("--then %s: model %s takes %d channels, and model %s's stems have %d", arg, ci->name,
+                               cm, first->name, cin);
+        c->v[k].source = src;
+        c->n = k + 1;
     }
     return -1;
 }
@@ -737,13 +807,26 @@ int main(int argc, char **argv)
         ss_report_out_abort(rep_out);
         return 64;
     }
+    chain_setup *chain = calloc(1, sizeof *chain);
+    if (!chain) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        ss_report_out_abort(rep_out);
+        return 70;
+    }
+    if ((rc = check_chain(&o, &peek, chain)) >= 0) {
+        free(chain);
+        ss_report_out_abort(rep_out);
+        return rc;
+    }
+    uint64_t mem_need = ss_mem_need(&mem, 1);      /* every model is loaded at once */
+    for (int k = 0; k < chain->n; k++)
+        mem_need += ss_mem_need(&chain->mem[k], 1);
     ss_backend_params bp = {.device = 0, .threads = o.threads, .precision = (ss_precision)prec};
     ss_backend *be = NULL;
     ss_model *model = NULL;
     ss_report *rep = NULL;
     char note[512], warn[512];
-    if (ss_backend_open_for(o.device, &bp, ss_mem_need(&mem, 1), &be, note, sizeof note, warn, sizeof warn, &err) !=
-        SS_OK) {
+    if (ss_backend_open_for(o.device, &bp, mem_need, &be, note, sizeof note, warn, sizeof warn, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         rc = ss_exit_code(err.code);
         goto out;
@@ -766,6 +849,13 @@ int main(int argc, char **argv)
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
+    for (int k = 0; k < chain->n; k++) {
+        if (ss_model_load(chain->path[k], be, &chain->v[k].model, &err) != SS_OK) {
+            fprintf(stderr, "%s: --then %s: %s\n", prog, o.then[k], err.msg);
+            rc = ss_exit_code(err.code);
+            goto out;
+        }
+    }
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
         /* device memory: lower --batch until the model's estimate fits the free memory */
         int asked = o.batch;
@@ -808,6 +898,15 @@ int main(int argc, char **argv)
                     (long long)chunk, no, (long long)(chunk / no), o.batch);
         } else {
             fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
+        }
+        for (int k = 0; k < chain->n; k++) {
+            const ss_model_info *ci = ss_model_get_info(chain->v[k].model);
+            char stems[SS_MAX_SOURCES * SS_MAX_NAME];
+            list_sources(ci, stems, sizeof stems);
+            fprintf(stderr, "%s: then %s: model %s (%s, %s), %llu parameters, %d Hz, %d channels, segment %.2f s, "
+                    "sources %s\n", prog, info->sources[chain->v[k].source], ci->name, ci->architecture,
+                    chain->path[k], (unsigned long long)ci->parameters, ci->samplerate, ci->channels,
+                    (double)ci->segment_num / ci->segment_den, stems);
         }
     }
 
@@ -858,6 +957,12 @@ int main(int argc, char **argv)
     sp.engine = (ss_engine_params){.segment = o.segment, .overlap = o.overlap, .num_overlap = num_overlap,
                                    .shifts = o.shifts,
                                    .seed = o.seed, .batch = o.batch, .cancel = &cancel_signal};
+    /* chained models: their own chunking (--segment, --overlap and --shifts are the first model's) */
+    for (int k = 0; k < chain->n; k++)
+        chain->v[k].engine = (ss_engine_params){.overlap = defaults.overlap, .seed = o.seed, .batch = o.batch,
+                                                .cancel = &cancel_signal};
+    sp.chain = chain->v;
+    sp.n_chain = chain->n;
     if (!(rep = ss_report_new())) {
         fprintf(stderr, "%s: out of memory\n", prog);
         rc = 70;
@@ -865,6 +970,8 @@ int main(int argc, char **argv)
     }
     ss_report_set_device(rep, dev, ss_backend_precision(be), ss_backend_threads(be));
     ss_report_set_model(rep, info);
+    for (int k = 0; k < chain->n; k++)
+        ss_report_add_chain_model(rep, info->sources[chain->v[k].source], ss_model_get_info(chain->v[k].model));
     if (o.shard_count > 0)
         ss_report_set_shard(rep, o.shard_index, o.shard_count, (long long)all_inputs);
     for (size_t i = 0; i < inputs.n; i++)
@@ -908,6 +1015,9 @@ out:
     ss_report_free(rep);
     ss_batch_list_free(&inputs);
     ss_model_free(model);
+    for (int k = 0; k < chain->n; k++)
+        ss_model_free(chain->v[k].model);
+    free(chain);
     ss_backend_close(be);
     ss_cpu_backend_cleanup();
     return rc;

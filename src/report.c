@@ -21,6 +21,11 @@ struct ss_report {
     unsigned long long parameters;
     int shard_index, shard_count;   /* --shard, 0 when not used    */
     long long shard_inputs;
+    struct {                        /* --then: the chained models  */
+        char stem[SS_MAX_NAME], name[SS_MAX_NAME], arch[SS_MAX_NAME];
+        char sources[SS_MAX_SOURCES * SS_MAX_NAME];
+    } chain[SS_MAX_SOURCES];
+    int n_chain;
 };
 
 static char *dupstr(const char *s)
@@ -38,19 +43,52 @@ void ss_report_free(ss_report *r)
 {
     if (!r)
         return;
-    for (int i = 0; i < r->n; i++) {
-        ss_file_report *f = &r->files[i];
-        free(f->input);
-        for (int k = 0; k < f->n_outputs; k++)
-            free(f->outputs[k]);
-        free(f->outputs);
-        for (int k = 0; k < f->n_warnings; k++)
-            free(f->warnings[k]);
-        free(f->warnings);
-        free(f->error);
-    }
+    for (int i = 0; i < r->n; i++)
+        ss_file_report_clear(&r->files[i]);
     free(r->files);
     free(r);
+}
+
+void ss_file_report_clear(ss_file_report *f)
+{
+    free(f->input);
+    for (int k = 0; k < f->n_outputs; k++)
+        free(f->outputs[k]);
+    free(f->outputs);
+    for (int k = 0; k < f->n_warnings; k++)
+        free(f->warnings[k]);
+    free(f->warnings);
+    free(f->error);
+    free(f->chain);
+    memset(f, 0, sizeof *f);
+}
+
+ss_status ss_report_add_stage(ss_file_report *f, const ss_stage_report *st)
+{
+    ss_stage_report *v = realloc(f->chain, sizeof *v * (size_t)(f->n_chain + 1));
+    if (!v)
+        return SS_E_NOMEM;
+    f->chain = v;
+    v[f->n_chain++] = *st;
+    return SS_OK;
+}
+
+static void join_sources(const ss_model_info *info, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (int i = 0; i < info->n_sources; i++)
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", i ? "," : "", info->sources[i]);
+}
+
+void ss_report_add_chain_model(ss_report *r, const char *stem, const ss_model_info *info)
+{
+    if (r->n_chain >= SS_MAX_SOURCES)
+        return;
+    snprintf(r->chain[r->n_chain].stem, sizeof r->chain[0].stem, "%s", stem);
+    snprintf(r->chain[r->n_chain].name, sizeof r->chain[0].name, "%s", info->name);
+    snprintf(r->chain[r->n_chain].arch, sizeof r->chain[0].arch, "%s", info->architecture);
+    join_sources(info, r->chain[r->n_chain].sources, sizeof r->chain[0].sources);
+    r->n_chain++;
 }
 
 void ss_report_set_device(ss_report *r, const ss_device_info *dev, ss_precision prec, int threads)
@@ -65,10 +103,7 @@ void ss_report_set_model(ss_report *r, const ss_model_info *info)
 {
     snprintf(r->model, sizeof r->model, "%s", info->name);
     snprintf(r->arch, sizeof r->arch, "%s", info->architecture);
-    r->sources[0] = '\0';
-    for (int i = 0; i < info->n_sources; i++)
-        snprintf(r->sources + strlen(r->sources), sizeof r->sources - strlen(r->sources), "%s%s",
-                 i ? "," : "", info->sources[i]);
+    join_sources(info, r->sources, sizeof r->sources);
     r->parameters = info->parameters;
 }
 
@@ -159,6 +194,11 @@ void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out
             r->backend, r->precision, r->model, f->decode, f->infer, f->encode);
     if (f->gain < 1.0)
         fprintf(out, "; stems scaled by %.3g to stay below full scale", f->gain);
+    for (int k = 0; k < f->n_chain; k++) {
+        const ss_stage_report *st = &f->chain[k];
+        fprintf(out, "%s%s%s%s %.2f s, %.1fx realtime", k ? ", " : "; models: ", st->stem, st->stem[0] ? "=" : "",
+                st->model, st->wall_seconds, rtf(st->audio_seconds, st->wall_seconds));
+    }
     fputc('\n', out);
 }
 
@@ -226,6 +266,29 @@ static cJSON *build_json(const ss_report *r, double wall)
     }
     cJSON_AddItemToObject(model, "sources", srcs);
     cJSON_AddItemToObject(model, "parameters", cJSON_CreateNumber((double)r->parameters));
+    if (r->n_chain > 0) {
+        cJSON *ch = cJSON_AddArrayToObject(model, "chain");
+        for (int k = 0; ch && k < r->n_chain; k++) {
+            cJSON *c = cJSON_CreateObject(), *cs = cJSON_CreateArray();
+            if (!c || !cs || !cJSON_AddItemToArray(ch, c)) {
+                cJSON_Delete(c);
+                cJSON_Delete(cs);
+                cJSON_Delete(root); cJSON_Delete(files); cJSON_Delete(total);
+                return NULL;
+            }
+            cJSON_AddItemToObject(c, "stem", cJSON_CreateString(r->chain[k].stem));
+            cJSON_AddItemToObject(c, "name", cJSON_CreateString(r->chain[k].name));
+            cJSON_AddItemToObject(c, "architecture", cJSON_CreateString(r->chain[k].arch));
+            for (const char *p = r->chain[k].sources; *p;) {
+                size_t len = strcspn(p, ",");
+                char name[SS_MAX_NAME];
+                snprintf(name, sizeof name, "%.*s", (int)len, p);
+                cJSON_AddItemToArray(cs, cJSON_CreateString(name));
+                p += len + (p[len] == ',');
+            }
+            cJSON_AddItemToObject(c, "sources", cs);
+        }
+    }
     if (r->shard_count > 0) {
         cJSON *sh = cJSON_CreateObject();
         if (!sh) {
@@ -266,6 +329,26 @@ static cJSON *build_json(const ss_report *r, double wall)
         cJSON_AddItemToObject(st, "decode", cJSON_CreateNumber(f->decode));
         cJSON_AddItemToObject(st, "infer", cJSON_CreateNumber(f->infer));
         cJSON_AddItemToObject(st, "encode", cJSON_CreateNumber(f->encode));
+        cJSON *ch = f->n_chain > 0 ? cJSON_AddArrayToObject(o, "chain") : NULL;
+        for (int k = 0; ch && k < f->n_chain; k++) {
+            const ss_stage_report *sr = &f->chain[k];
+            cJSON *c = cJSON_CreateObject(), *cst = cJSON_CreateObject();
+            if (!c || !cst || !cJSON_AddItemToArray(ch, c)) {
+                cJSON_Delete(c);
+                cJSON_Delete(cst);
+                cJSON_Delete(root);
+                return NULL;
+            }
+            cJSON_AddItemToObject(c, "model", cJSON_CreateString(sr->model));
+            cJSON_AddItemToObject(c, "stem", sr->stem[0] ? cJSON_CreateString(sr->stem) : cJSON_CreateNull());
+            cJSON_AddItemToObject(c, "audio_seconds", cJSON_CreateNumber(sr->audio_seconds));
+            cJSON_AddItemToObject(c, "wall_seconds", cJSON_CreateNumber(sr->wall_seconds));
+            cJSON_AddItemToObject(c, "rtf", cJSON_CreateNumber(rtf(sr->audio_seconds, sr->wall_seconds)));
+            cJSON_AddItemToObject(c, "stages", cst);
+            cJSON_AddItemToObject(cst, "decode", cJSON_CreateNumber(sr->decode));
+            cJSON_AddItemToObject(cst, "infer", cJSON_CreateNumber(sr->infer));
+            cJSON_AddItemToObject(cst, "encode", cJSON_CreateNumber(sr->encode));
+        }
     }
     double audio = total_audio(r);
     cJSON_AddItemToObject(root, "total", total);

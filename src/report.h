@@ -11,6 +11,15 @@
 
 typedef enum ss_file_status { SS_FILE_OK = 0, SS_FILE_FAILED, SS_FILE_SKIPPED } ss_file_status;
 
+/* One model's share of a file's work when models are chained (--then). */
+typedef struct ss_stage_report {
+    char model[SS_MAX_NAME];  /* the model's name                                   */
+    char stem[SS_MAX_NAME];   /* the first model's stem it separated; "" for the first model */
+    double audio_seconds;     /* the audio it separated                             */
+    double wall_seconds;      /* its stages' own time                               */
+    double decode, infer, encode;
+} ss_stage_report;
+
 typedef struct ss_file_report {
     char *input;              /* input path as given                         */
     char **outputs;           /* stems written (final paths)                 */
@@ -23,6 +32,10 @@ typedef struct ss_file_report {
     char *error;              /* message when failed or skipped, else NULL   */
     char **warnings;          /* "FILE: what is wrong" (e.g. truncated input) */
     int n_warnings;
+    /* --then: every model's own times, the first model's first (the fields
+     * above are then the sums over them, wall_seconds included); else NULL */
+    ss_stage_report *chain;
+    int n_chain;
 } ss_file_report;
 
 typedef struct ss_report ss_report;
@@ -34,6 +47,14 @@ void ss_report_set_model(ss_report *r, const ss_model_info *info);
 /* A new entry for `input` (NULL when out of memory).  Valid until the next add. */
 ss_file_report *ss_report_add(ss_report *r, const char *input);
 ss_status ss_report_add_output(ss_file_report *f, const char *path);
+/* Append one model's times to f->chain (SS_E_NOMEM). */
+ss_status ss_report_add_stage(ss_file_report *f, const ss_stage_report *st);
+/* Free what a file report holds (not f itself) and zero it: for a report
+ * that belongs to no ss_report (a chained stage's own). */
+void ss_file_report_clear(ss_file_report *f);
+/* --then STEM=MODEL: the chained model `info`, run on stem `stem` (the JSON's
+ * model.chain); at most SS_MAX_SOURCES, more are ignored. */
+void ss_report_add_chain_model(ss_report *r, const char *stem, const ss_model_info *info);
 /* A warning about the file (it was processed, but not as a user would expect). */
 ss_status ss_report_add_warning(ss_file_report *f, const char *msg);
 /* Entry i (in order added), NULL when out of range.  Stable once no more are added. */

@@ -4,6 +4,7 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -35,7 +36,7 @@ int ss_clip_parse(const char *s)
 /* ---- the outputs of one file ------------------------------------------------------ */
 
 typedef struct output {
-    char name[SS_MAX_NAME + 3];   /* stem name ("vocals", "no_vocals")               */
+    char name[2 * SS_MAX_NAME + 4]; /* stem name ("vocals", "no_vocals", "drums/kick") */
     uint32_t sources;             /* bit i: source i is summed into this output      */
     char path[PATH_MAX];          /* final path                                      */
     ss_resampler *rs;             /* model rate -> output rate (the input's, except
@@ -82,21 +83,22 @@ static ss_status plan_outputs(ss_model *m, const ss_sep_params *p, const char *i
     track_name(input, track, sizeof track, &inext);
     int n = 0;
     uint32_t all = info->n_sources >= 32 ? 0xffffffffu : (1u << info->n_sources) - 1;
+    const char *pre = p->stem_prefix ? p->stem_prefix : "";
     if (p->two_stems >= 0) {
         outs[n].sources = 1u << p->two_stems;
-        snprintf(outs[n++].name, sizeof outs[0].name, "%s", info->sources[p->two_stems]);
+        snprintf(outs[n++].name, sizeof outs[0].name, "%s%s", pre, info->sources[p->two_stems]);
         outs[n].sources = all & ~(1u << p->two_stems);
-        snprintf(outs[n++].name, sizeof outs[0].name, "no_%s", info->sources[p->two_stems]);
+        snprintf(outs[n++].name, sizeof outs[0].name, "%sno_%s", pre, info->sources[p->two_stems]);
     } else {
         for (int i = 0; i < info->n_sources; i++)
             if (!p->stems || (p->stems & (1u << i))) {
                 outs[n].sources = 1u << i;
-                snprintf(outs[n++].name, sizeof outs[0].name, "%s", info->sources[i]);
+                snprintf(outs[n++].name, sizeof outs[0].name, "%s%s", pre, info->sources[i]);
             }
     }
     for (int i = 0; i < n; i++) {
-        ss_template_fields f = {track, outs[i].name, ss_file_format_ext(p->format), info->name, reldir ? reldir : "",
-                                inext};
+        ss_template_fields f = {track, outs[i].name, ss_file_format_ext(p->format),
+                                p->model_name ? p->model_name : info->name, reldir ? reldir : "", inext};
         ss_status s = ss_template_expand(p->filename, &f, rel, sizeof rel, err);
         if (s != SS_OK)
             return s;
@@ -112,15 +114,52 @@ static ss_status plan_outputs(ss_model *m, const ss_sep_params *p, const char *i
     return SS_OK;
 }
 
+/* The parameters of chained stage c of p (a model run on p's model's stem):
+ * p's outputs, encoding and threads, c's chunking with p's progress and
+ * cancel, every stem of c's model, named prefix + stem (prefix: "STEM/",
+ * room for SS_MAX_NAME + 1 bytes) with p's model's name as {model}. */
+static void chain_params(ss_model *m, const ss_sep_params *p, const ss_chain *c, char *prefix, ss_sep_params *out)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    snprintf(prefix, SS_MAX_NAME + 1, "%s/", info->sources[c->source]);
+    *out = *p;
+    out->engine = c->engine;
+    out->engine.progress = p->engine.progress;
+    out->engine.progress_arg = p->engine.progress_arg;
+    out->engine.cancel = p->engine.cancel;
+    out->stems = 0;
+    out->two_stems = -1;
+    out->chain = NULL;
+    out->n_chain = 0;
+    out->stem_prefix = prefix;
+    out->model_name = info->name;
+}
+
 ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
                               void (*fn)(void *arg, const char *path), void *arg, ss_error *err)
 {
-    output *outs = calloc(SS_MAX_SOURCES + 1, sizeof *outs);
+    /* every model's outputs, one block of SS_MAX_SOURCES + 1 per model */
+    output *outs = calloc((size_t)(1 + p->n_chain) * (SS_MAX_SOURCES + 1), sizeof *outs);
     if (!outs)
         return ss_fail(err, SS_E_NOMEM, "out of memory");
-    int n = 0;
+    int n = 0, total = 0;
     ss_status s = plan_outputs(m, p, input, reldir, outs, &n, err);
-    for (int i = 0; s == SS_OK && i < n; i++)
+    total = n;
+    for (int k = 0; s == SS_OK && k < p->n_chain; k++) {
+        char prefix[SS_MAX_NAME + 1];
+        ss_sep_params cp;
+        chain_params(m, p, &p->chain[k], prefix, &cp);
+        output *mine = outs + (size_t)(k + 1) * (SS_MAX_SOURCES + 1);
+        s = plan_outputs(p->chain[k].model, &cp, input, reldir, mine, &n, err);
+        for (int i = 0; s == SS_OK && i < n; i++) {
+            for (int q = 0; q < total && s == SS_OK; q++)     /* another model's stem, same file */
+                if (strcmp(mine[i].path, outs[q].path) == 0)
+                    s = ss_fail(err, SS_E_USAGE, "--filename '%s' writes stems '%s' and '%s' of %s to the same file "
+                                "%s (use {stem})", p->filename, outs[q].name, mine[i].name, input, mine[i].path);
+            outs[total++] = mine[i];
+        }
+    }
+    for (int i = 0; s == SS_OK && i < total; i++)
         fn(arg, outs[i].path);
     free(outs);
     return s;
@@ -658,7 +697,25 @@ typedef struct encoder {
     int running;
     float scale;              /* 1 / max(1.01 * peak so far, 1)                  */
     int threads;              /* threads of the encoding passes                  */
+    struct capture *caps;     /* --then: the stems chained stages take, n_caps   */
+    int n_caps;
 } encoder;
+
+/* A stem a chained stage separates (ss_chain): the first model's source at
+ * its rate and channels, de-normalised (no clip policy), as a 32-bit float
+ * RF64 file in an unlinked temporary file beside the track's stems, then
+ * read back as an input file (ss_audio_open_fd): its pages are the page
+ * cache's, never the process's memory. */
+typedef struct capture {
+    uint32_t sources;         /* bit i: source i (the residual: bit S)           */
+    int fd;                   /* the staging file, or -1                         */
+    char dir[PATH_MAX];       /* its folder (for messages)                       */
+    int64_t frames;           /* frames staged                                   */
+    float *buf;               /* [n, C] one pushed block                         */
+    int64_t cap;
+} capture;
+
+#define RF64_HEADER 80        /* bytes before the samples (capture_finish)       */
 
 /* Rescale mode scales every output by 1 / max(1.01 * peak, 1): by exactly 1,
  * i.e. not at all, while 1.01 * peak <= 1. */
@@ -765,25 +822,15 @@ typedef struct push_job {
     int64_t pitch, n;
 } push_job;
 
-static void *push_one(void *arg)
+/* mix [n, C] = sum over `sources`, in source order, of stem * std + mean;
+ * the residual (source S) = mixture - sum of the network's stems so */
+static void sum_sources(const encoder *e, uint32_t sources, const float *stems, int64_t pitch, int64_t n, float *mix)
 {
-    push_job *j = arg;
-    encoder *e = j->e;
-    output *o = j->o;
-    const float *stems = j->stems;
-    int64_t n = j->n, pitch = j->pitch;
     float mean = (float)e->mean, std = (float)e->std;
-    j->res.status = SS_OK;
-    if (ensure(&o->mix, &o->mix_cap, n * e->C) != SS_OK) {
-        j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
-        return NULL;
-    }
-    /* mix [n, C] = sum over its sources, in source order, of stem * std + mean;
-     * the residual (source S) = mixture - sum of the network's stems so */
-    memset(o->mix, 0, sizeof(float) * (size_t)(n * e->C));
-    if (e->mix && (o->sources & (1u << e->S)))
+    memset(mix, 0, sizeof(float) * (size_t)(n * e->C));
+    if (e->mix && (sources & (1u << e->S)))
         for (int c = 0; c < e->C; c++) {
-            float *m = o->mix + c;
+            float *m = mix + c;
             for (int64_t i = 0; i < n; i++) {
                 float r = e->mixblk[i * e->C + c];
                 for (int src = 0; src < e->S; src++)
@@ -792,15 +839,60 @@ static void *push_one(void *arg)
             }
         }
     for (int src = 0; src < e->S; src++) {
-        if (!(o->sources & (1u << src)))
+        if (!(sources & (1u << src)))
             continue;
         for (int c = 0; c < e->C; c++) {
             const float *row = stems + ((int64_t)src * e->C + c) * pitch;
-            float *m = o->mix + c;
+            float *m = mix + c;
             for (int64_t i = 0; i < n; i++)
                 m[i * e->C] += row[i] * std + mean;
         }
     }
+}
+
+/* Write all of buf at the descriptor's position (EINTR retried). */
+static ss_status write_all(int fd, const void *buf, size_t len, const char *what, ss_error *err)
+{
+    const char *b = buf;
+    while (len) {
+        ssize_t w = write(fd, b, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return ss_fail(err, SS_E_IO, "%s: cannot write temporary data: %s", what,
+                           w < 0 ? strerror(errno) : "no space");
+        b += w;
+        len -= (size_t)w;
+    }
+    return SS_OK;
+}
+
+/* Stage one pushed block of a chained stage's stem. */
+static ss_status capture_push(const encoder *e, capture *c, const float *stems, int64_t pitch, int64_t n,
+                              ss_error *err)
+{
+    if (ensure(&c->buf, &c->cap, n * e->C) != SS_OK)
+        return ss_fail(err, SS_E_NOMEM, "out of memory keeping a stem for a chained model");
+    sum_sources(e, c->sources, stems, pitch, n, c->buf);
+    ss_status s = write_all(c->fd, c->buf, sizeof(float) * (size_t)(n * e->C), c->dir, err);
+    if (s == SS_OK)
+        c->frames += n;
+    return s;
+}
+
+static void *push_one(void *arg)
+{
+    push_job *j = arg;
+    encoder *e = j->e;
+    output *o = j->o;
+    const float *stems = j->stems;
+    int64_t n = j->n, pitch = j->pitch;
+    j->res.status = SS_OK;
+    if (ensure(&o->mix, &o->mix_cap, n * e->C) != SS_OK) {
+        j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
+        return NULL;
+    }
+    sum_sources(e, o->sources, stems, pitch, n, o->mix);
     int64_t need = ss_resampler_max_out(o->rs, n) * e->C, got = 0;
     if (ensure(&o->res, &o->res_cap, need) != SS_OK) {
         j->res.status = ss_fail(&j->res.err, SS_E_NOMEM, "%s: out of memory encoding", o->path);
@@ -833,6 +925,8 @@ static ss_status encode_push(void *arg, const float *stems, int64_t pitch, int64
     for (int k = 0; k < e->n_out; k++)
         jobs[k] = (push_job){.e = e, .o = &e->outs[k], .stems = stems, .pitch = pitch, .n = n};
     ss_status s = each_output(e->n_out, push_one, jobs, sizeof *jobs, err);
+    for (int k = 0; k < e->n_caps && s == SS_OK; k++)
+        s = capture_push(e, &e->caps[k], stems, pitch, n, err);
     if (s == SS_OK && e->running)
         s = encode_running(e, 0, err);
     double dt = ss_seconds() - t0;
@@ -1054,12 +1148,76 @@ static int stage_file(const char *path, ss_error *err)
     return fd;
 }
 
+/* ---- a stem for a chained stage ------------------------------------------------------------ */
+
+/* The staging file of c in the folder of `path` (an output of the track),
+ * its header's bytes reserved. */
+static ss_status capture_open(capture *c, const char *path, ss_error *err)
+{
+    const char *slash = strrchr(path, '/');
+    snprintf(c->dir, sizeof c->dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if ((c->fd = stage_file(path, err)) < 0)
+        return err->code;
+    unsigned char zero[RF64_HEADER] = {0};
+    return write_all(c->fd, zero, sizeof zero, c->dir, err);
+}
+
+static void put16(unsigned char *b, uint16_t v) { b[0] = (unsigned char)v; b[1] = (unsigned char)(v >> 8); }
+static void put32(unsigned char *b, uint32_t v) { put16(b, (uint16_t)v); put16(b + 2, (uint16_t)(v >> 16)); }
+static void put64(unsigned char *b, uint64_t v) { put32(b, (uint32_t)v); put32(b + 4, (uint32_t)(v >> 32)); }
+
+/* The RF64 header (EBU Tech 3306: the sizes in the ds64 chunk, so any length
+ * fits) of c's 32-bit float samples, written at the start of the file. */
+static ss_status capture_finish(capture *c, int rate, int channels, ss_error *err)
+{
+    uint64_t data = (uint64_t)c->frames * (uint64_t)channels * 4u;
+    unsigned char h[RF64_HEADER];
+    memcpy(h, "RF64", 4);
+    put32(h + 4, 0xffffffffu);
+    memcpy(h + 8, "WAVEds64", 8);
+    put32(h + 16, 28);
+    put64(h + 20, RF64_HEADER - 8 + data);           /* RIFF size        */
+    put64(h + 28, data);                             /* data size        */
+    put64(h + 36, (uint64_t)c->frames);              /* sample count     */
+    put32(h + 44, 0);                                /* table length     */
+    memcpy(h + 48, "fmt ", 4);
+    put32(h + 52, 16);
+    put16(h + 56, 3);                                /* IEEE float       */
+    put16(h + 58, (uint16_t)channels);
+    put32(h + 60, (uint32_t)rate);
+    put32(h + 64, (uint32_t)rate * (uint32_t)channels * 4u);
+    put16(h + 68, (uint16_t)(channels * 4));
+    put16(h + 70, 32);
+    memcpy(h + 72, "data", 4);
+    put32(h + 76, 0xffffffffu);
+    for (size_t done = 0; done < sizeof h;) {
+        ssize_t w = pwrite(c->fd, h + done, sizeof h - done, (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return ss_fail(err, SS_E_IO, "%s: cannot write temporary data: %s", c->dir,
+                           w < 0 ? strerror(errno) : "no space");
+        done += (size_t)w;
+    }
+    return SS_OK;
+}
+
+static void capture_free(capture *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
 /* ---- the whole file, in three stages ------------------------------------------------------ */
 
 struct ss_sep_job {
     const ss_sep_params *p;
     ss_model *m;
     const char *input;
+    const char *reldir;
     ss_file_report *rep;
     ss_audio_info ai;
     decoder d;
@@ -1072,14 +1230,30 @@ struct ss_sep_job {
     double stats_s;           /* pass 1                                          */
     double infer_wall;        /* stage 2 as a whole                              */
     double commit_s;          /* stage 3                                         */
+    double rescale_s;         /* its rescale pass                                */
     int inferred;             /* stage 2 done: stage 3 may run                   */
     dir_list made;            /* folders created for the outputs                 */
+    /* --then: one chained stage per p->chain entry (NULL until stage 2 makes it) */
+    capture caps[SS_MAX_SOURCES];
+    ss_sep_job *sub[SS_MAX_SOURCES];
+    ss_file_report sub_rep[SS_MAX_SOURCES];
+    ss_sep_params sub_p[SS_MAX_SOURCES];
+    char sub_prefix[SS_MAX_SOURCES][SS_MAX_NAME + 1];
+    int n_sub;
+    /* a chained stage: where its input comes from and where its stems go */
+    int fixed_rate;           /* the stems' rate, or 0: from the input's         */
+    int64_t fixed_length;     /* the stems' length in frames (with fixed_rate)   */
 };
 
 void ss_sep_job_free(ss_sep_job *j)
 {
     if (!j)
         return;
+    for (int k = 0; k < j->n_sub; k++) {
+        ss_sep_job_free(j->sub[k]);
+        ss_file_report_clear(&j->sub_rep[k]);
+        capture_free(&j->caps[k]);
+    }
     for (int k = 0; k < SS_MAX_SOURCES + 1; k++) {
         ss_audio_abort(j->outs[k].w);
         ss_resampler_free(j->outs[k].rs);
@@ -1121,8 +1295,19 @@ static void fill_times(ss_sep_job *j)
     r->wall_seconds = j->stats_s + j->infer_wall + j->commit_s;
 }
 
-ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
-                         ss_file_report *rep, ss_sep_job **out, ss_error *err)
+/* A chained stage's input: the first model's stem, read back from its staging
+ * file, and the rate and length its stems are written at (those of the
+ * track's other stems). */
+typedef struct chain_src {
+    ss_audio_reader *rd;      /* owned by the job from the start                 */
+    ss_audio_info ai;
+    int out_rate;
+    int64_t length;
+} chain_src;
+
+/* ss_sep_prepare, or with `src` a chained stage's (input: the track's name). */
+static ss_status prepare(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                         const chain_src *src, ss_file_report *rep, ss_sep_job **out, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
     double t0 = ss_seconds();
@@ -1133,28 +1318,46 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
     if (!j || !outs) {
         free(j);
         free(outs);
+        if (src)
+            ss_audio_close(src->rd);
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", input);
     }
     for (int k = 0; k < SS_MAX_SOURCES + 1; k++)
         outs[k].stage_fd = -1;
-    *j = (ss_sep_job){.p = p, .m = m, .input = input, .rep = rep, .outs = outs,
+    *j = (ss_sep_job){.p = p, .m = m, .input = input, .reldir = reldir, .rep = rep, .outs = outs,
                       .d = {.input = input, .cm = info->channels},
                       .e = {.p = p, .S = ss_model_net_sources(info), .C = info->channels, .outs = outs,
                             .gain = 1.0f}};
     decoder *d = &j->d;
     ss_audio_info *ai = &j->ai;
+    if (src) {
+        d->rd = src->rd;
+        *ai = src->ai;
+        j->fixed_rate = src->out_rate;
+        j->fixed_length = src->length;
+    }
+    for (int k = 0; k < p->n_chain; k++) {         /* the stems chained stages take */
+        j->caps[k].fd = -1;
+        j->caps[k].sources = 1u << p->chain[k].source;
+    }
+    j->n_sub = j->e.n_caps = p->n_chain;
+    j->e.caps = j->caps;
     if ((s = plan_outputs(m, p, input, reldir, outs, &j->e.n_out, err)) != SS_OK)
         goto fail;
-    for (int k = 0; k < j->e.n_out && info->residual && !j->e.mix; k++)
-        if (outs[k].sources & (1u << j->e.S)) {        /* the residual is written: keep the mixture */
-            if (pthread_mutex_init(&j->mix.mu, NULL) != 0) {
-                s = ss_fail(err, SS_E_NOMEM, "%s: cannot create a mutex", input);
-                goto fail;
-            }
-            j->mix.C = info->channels;
-            j->e.mix = d->mix = &j->mix;
+    uint32_t used = 0;
+    for (int k = 0; k < j->e.n_out; k++)
+        used |= outs[k].sources;
+    for (int k = 0; k < j->n_sub; k++)
+        used |= j->caps[k].sources;
+    if (info->residual && (used & (1u << j->e.S))) {   /* the residual is needed: keep the mixture */
+        if (pthread_mutex_init(&j->mix.mu, NULL) != 0) {
+            s = ss_fail(err, SS_E_NOMEM, "%s: cannot create a mutex", input);
+            goto fail;
         }
-    if ((s = ss_audio_open(input, &d->rd, ai, err)) != SS_OK)
+        j->mix.C = info->channels;
+        j->e.mix = d->mix = &j->mix;
+    }
+    if (!src && (s = ss_audio_open(input, &d->rd, ai, err)) != SS_OK)
         goto fail;
     d->cin = ai->channels;
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
@@ -1223,8 +1426,8 @@ ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input,
     d->file_left = ai->frames;
     /* the stems are resampled from the model's rate straight to the rate the
      * output format stores (one conversion, not two), at the input's length */
-    j->out_rate = ss_file_format_rate(p->format, ai->samplerate);
-    j->e.length = ss_resampled_length(ai->frames, ai->samplerate, j->out_rate);
+    j->out_rate = j->fixed_rate ? j->fixed_rate : ss_file_format_rate(p->format, ai->samplerate);
+    j->e.length = j->fixed_rate ? j->fixed_length : ss_resampled_length(ai->frames, ai->samplerate, j->out_rate);
     if (p->verbose && j->out_rate != ai->samplerate)
         fprintf(stderr, "stemsplit: %s: stems resampled from %d Hz to %d Hz: %s stores 8, 12, 16, 24 or 48 kHz only\n",
                 input, ai->samplerate, j->out_rate, ss_file_format_name(p->format));
@@ -1239,6 +1442,41 @@ fail:
     j->stats_s = ss_seconds() - t0;
     fill_times(j);
     ss_sep_job_free(j);
+    return s;
+}
+
+ss_status ss_sep_prepare(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
+                         ss_file_report *rep, ss_sep_job **out, ss_error *err)
+{
+    return prepare(m, p, input, reldir, NULL, rep, out, err);
+}
+
+/* After the first model's engine: chained stage k, from its staged stem
+ * (read as a file), prepared (its statistics pass) and inferred. */
+static ss_status run_chained(ss_sep_job *j, int k, ss_backend *be, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(j->m);
+    capture *c = &j->caps[k];
+    ss_status s = capture_finish(c, info->samplerate, info->channels, err);
+    if (s != SS_OK)
+        return s;
+    chain_src src = {.out_rate = j->out_rate, .length = j->e.length};
+    char name[PATH_MAX + SS_MAX_NAME + 32];
+    snprintf(name, sizeof name, "%s (stem %s of model %s)", j->input, info->sources[j->p->chain[k].source],
+             info->name);
+    int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);     /* the reader's own (the capture's is closed below) */
+    if (fd < 0)
+        return ss_fail(err, SS_E_IO, "%s: %s", name, strerror(errno));
+    if ((s = ss_audio_open_fd(fd, name, &src.rd, &src.ai, err)) != SS_OK)
+        return s;
+    chain_params(j->m, j->p, &j->p->chain[k], j->sub_prefix[k], &j->sub_p[k]);
+    if ((s = prepare(j->p->chain[k].model, &j->sub_p[k], j->input, j->reldir, &src, &j->sub_rep[k], &j->sub[k],
+                     err)) != SS_OK)
+        return s;
+    s = ss_sep_infer(j->sub[k], be, err);
+    /* the stem has been read (the reader is closed): give back its disk space now */
+    close(c->fd);
+    c->fd = -1;
     return s;
 }
 
@@ -1277,6 +1515,15 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
     j->e.scale = 1.0f;
     j->e.threads = p->threads > 0 ? p->threads : ss_cpu_count();
     j->e.owner = pthread_self();
+    /* the stems chained stages take: staged beside the track's stems */
+    for (int k = 0; k < j->n_sub && s == SS_OK; k++) {
+        char dir[PATH_MAX];
+        if (j->e.n_out > 0)
+            snprintf(dir, sizeof dir, "%s", j->outs[0].path);
+        else
+            snprintf(dir, sizeof dir, "%s/x", p->out_dir);
+        s = capture_open(&j->caps[k], dir, err);
+    }
     /* pass 2: separate */
     if (s == SS_OK)
         s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
@@ -1288,8 +1535,11 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         j->d.rd = NULL;
     }
     j->infer_wall = ss_seconds() - t0;
-    j->inferred = s == SS_OK;
     fill_times(j);
+    /* --then: each chained stage on its stem, one after the other */
+    for (int k = 0; k < j->n_sub && s == SS_OK; k++)
+        s = run_chained(j, k, be, err);
+    j->inferred = s == SS_OK;
     return s;
 }
 
@@ -1306,22 +1556,29 @@ static void *commit_one(void *arg)
     return NULL;
 }
 
-ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
+/* Stage 3's first half: the rescale pass (--clip rescale). */
+static ss_status commit_encode(ss_sep_job *j, ss_error *err)
 {
     double t0 = ss_seconds();
     ss_status s = SS_OK;
-    if (!j->inferred)
-        return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
     if (j->p->clip == SS_CLIP_RESCALE && (s = encode_staged(&j->e, j->out_rate, err)) == SS_OK)
         j->rep->gain = j->e.gain;
-    double t1 = ss_seconds();
-    /* every output finished, flushed to disk and renamed into place, in parallel */
+    j->rescale_s = ss_seconds() - t0;
+    j->commit_s += j->rescale_s;
+    return s;
+}
+
+/* Stage 3's second half: every output finished, flushed to disk and renamed
+ * into place, in parallel (`encoded` 0: removed instead). */
+static ss_status commit_files(ss_sep_job *j, int encoded, ss_error *err)
+{
+    double t0 = ss_seconds();
+    ss_status s = encoded ? SS_OK : SS_E_INTERNAL;
     commit_job jobs[SS_MAX_SOURCES + 1];
     for (int k = 0; k < j->e.n_out; k++) {
         jobs[k] = (commit_job){.w = j->outs[k].w};
         j->outs[k].w = NULL;
     }
-    int encoded = s == SS_OK;
     if (encoded)
         s = each_output(j->e.n_out, commit_one, jobs, sizeof *jobs, err);
     else
@@ -1330,12 +1587,62 @@ ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
     for (int k = 0; k < j->e.n_out && encoded; k++)       /* the outputs now in place */
         if (jobs[k].res.status == SS_OK && ss_report_add_output(j->rep, j->outs[k].path) != SS_OK && s == SS_OK)
             s = ss_fail(err, SS_E_NOMEM, "out of memory");
-    j->commit_s = ss_seconds() - t0;
+    j->commit_s += ss_seconds() - t0;
     fill_times(j);
     if (ss_profile_stages())
         fprintf(stderr, "separate profile: %s: statistics %.3f s, separation %.3f s, rescale pass %.3f s, "
                 "finishing the files (close, flush to disk, rename) %.3f s\n", j->input, j->stats_s, j->infer_wall,
-                t1 - t0, j->commit_s - (t1 - t0));
+                j->rescale_s, j->commit_s - j->rescale_s);
+    return s;
+}
+
+/* --then: each stage's times into rep->chain, the sums into rep's own
+ * fields, and the chained stages' stems and warnings into rep's lists. */
+static ss_status merge_chained(ss_sep_job *j, ss_error *err)
+{
+    ss_file_report *r = j->rep;
+    const ss_model_info *info = ss_model_get_info(j->m);
+    ss_stage_report st = {.audio_seconds = r->audio_seconds, .wall_seconds = r->wall_seconds, .decode = r->decode,
+                          .infer = r->infer, .encode = r->encode};
+    snprintf(st.model, sizeof st.model, "%s", info->name);
+    int bad = ss_report_add_stage(r, &st) != SS_OK;
+    for (int k = 0; k < j->n_sub && !bad; k++) {
+        const ss_file_report *q = &j->sub_rep[k];
+        ss_stage_report c = {.audio_seconds = q->audio_seconds, .wall_seconds = q->wall_seconds, .decode = q->decode,
+                             .infer = q->infer, .encode = q->encode};
+        snprintf(c.model, sizeof c.model, "%s", ss_model_get_info(j->p->chain[k].model)->name);
+        snprintf(c.stem, sizeof c.stem, "%s", info->sources[j->p->chain[k].source]);
+        bad = ss_report_add_stage(r, &c) != SS_OK;
+        r->wall_seconds += q->wall_seconds;
+        r->decode += q->decode;
+        r->infer += q->infer;
+        r->encode += q->encode;
+        for (int i = 0; i < q->n_outputs && !bad; i++)
+            bad = ss_report_add_output(r, q->outputs[i]) != SS_OK;
+        for (int i = 0; i < q->n_warnings && !bad; i++)
+            bad = ss_report_add_warning(r, q->warnings[i]) != SS_OK;
+    }
+    return bad ? ss_fail(err, SS_E_NOMEM, "%s: out of memory", j->input) : SS_OK;
+}
+
+ss_status ss_sep_commit(ss_sep_job *j, ss_error *err)
+{
+    if (!j->inferred)
+        return ss_fail(err, SS_E_INTERNAL, "%s: ss_sep_commit before ss_sep_infer", j->input);
+    /* every model's stems encoded before any is renamed into place */
+    ss_status s = commit_encode(j, err);
+    for (int k = 0; k < j->n_sub && s == SS_OK; k++)
+        s = commit_encode(j->sub[k], err);
+    ss_status f = commit_files(j, s == SS_OK, err);
+    for (int k = 0; k < j->n_sub; k++) {
+        ss_status fk = commit_files(j->sub[k], s == SS_OK && f == SS_OK, err);
+        if (f == SS_OK)
+            f = fk;
+    }
+    if (s == SS_OK)
+        s = f;
+    if (s == SS_OK && j->n_sub > 0)
+        s = merge_chained(j, err);
     return s;
 }
 

@@ -9,6 +9,10 @@
  *
  * Nothing is renamed into place until every stem of the file is complete; on
  * any failure every temporary file is removed.
+ *
+ * With p->chain (--then), stage 2 also runs each chained model on its stem
+ * after the first model (ss_chain), and stage 3 encodes every model's stems
+ * before renaming any into place.
  */
 #ifndef SS_SEPARATE_H
 #define SS_SEPARATE_H
@@ -32,6 +36,21 @@ typedef enum ss_rescale_when {
     SS_RESCALE_AFTER            /* always after the last block (tests)      */
 } ss_rescale_when;
 
+/* --then STEM=MODEL: a model run on one stem of the first model's output (a
+ * chained stage).  The stem is taken at the first model's rate and channels,
+ * de-normalised and before any clip policy, staged as 32-bit float in an
+ * unlinked temporary file beside the track's stems (memory-mapped: the page
+ * cache holds it, not the heap), and read back as an input file would be:
+ * the second model's statistics pass, channel mapping and resampling to its
+ * rate.  Its stems are written as STEM/NAME through the --filename template
+ * ({stem} = "drums/kick", {model} = the first model's name), encoded and
+ * committed with the first model's. */
+typedef struct ss_chain {
+    int source;                 /* the first model's stem fed to it (may be its residual) */
+    ss_model *model;            /* loaded once for the batch, on the same backend         */
+    ss_engine_params engine;    /* its chunking (progress and cancel: the first stage's)  */
+} ss_chain;
+
 typedef struct ss_sep_params {
     const char *out_dir;             /* -o: output root                                   */
     const char *filename;            /* --filename template, relative to out_dir          */
@@ -45,6 +64,10 @@ typedef struct ss_sep_params {
     int threads;                     /* -j: threads of the statistics and rescale passes (0: all cores) */
     int verbose;                     /* -v: say on stderr how a file's channels are mapped */
     ss_rescale_when rescale_when;    /* 0; tests force one way (ss_rescale_when)          */
+    const ss_chain *chain;           /* --then: n_chain stages on this model's stems, or NULL */
+    int n_chain;
+    const char *stem_prefix;         /* a chained stage's "STEM/" before its stem names, else NULL */
+    const char *model_name;          /* a chained stage's {model} (the first model's), else NULL */
 } ss_sep_params;
 
 /* Separate `input` ("-" = stdin); `reldir` is the {dir} template field.
@@ -74,7 +97,8 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err);
 ss_status ss_sep_commit(ss_sep_job *j, ss_error *err);
 void ss_sep_job_free(ss_sep_job *j);       /* NULL is allowed */
 
-/* Output paths `input` would get (for collision checks): calls fn for each. */
+/* Output paths `input` would get (for collision checks), the chained stages'
+ * included: calls fn for each. */
 ss_status ss_separate_outputs(ss_model *m, const ss_sep_params *p, const char *input, const char *reldir,
                               void (*fn)(void *arg, const char *path), void *arg, ss_error *err);
 

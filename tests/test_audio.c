@@ -692,6 +692,52 @@ static void test_each_descriptor_closed_once(void)
 #endif
 }
 
+/* ss_audio_open_fd: reads a file from its start whatever the descriptor's
+ * position, owns the descriptor (closed with the reader, and on failure,
+ * once), and names `name` in its messages. */
+static void test_open_fd_reads_from_start_and_owns_descriptor(void)
+{
+#if defined(__linux__)
+    const char *dir = subdir("open_fd");
+    char good[600], bad[600];
+    snprintf(good, sizeof good, "%s/good.wav", dir);
+    snprintf(bad, sizeof bad, "%s/text.wav", dir);
+    float x[2 * 300];
+    for (int i = 0; i < 2 * 300; i++)
+        x[i] = (float)(i % 37) / 64.0f - 0.25f;
+    ss_error err = {0};
+    CHECK(write_file(good, SS_FILE_WAV, SS_SAMPLE_F32, 16000, 2, x, 300, &err) == SS_OK, "%s", err.msg);
+    int fd = open(good, O_RDONLY);
+    CHECK(fd >= 0, "open: %s", strerror(errno));
+    CHECK(lseek(fd, 0, SEEK_END) > 0, "lseek");              /* at its end: must still read from the start */
+    int before = g_close_ebadf;
+    ss_audio_reader *r = NULL;
+    ss_audio_info ai;
+    CHECK(ss_audio_open_fd(fd, "the stem", &r, &ai, &err) == SS_OK, "%s", err.msg);
+    CHECK(ai.frames == 300 && ai.channels == 2 && ai.samplerate == 16000, "%lld frames, %d ch, %d Hz",
+          (long long)ai.frames, ai.channels, ai.samplerate);
+    float y[2 * 300];
+    int64_t got = 0;
+    CHECK(ss_audio_read(r, y, 300, &got, &err) == SS_OK && got == 300, "read %lld: %s", (long long)got, err.msg);
+    ss_audio_close(r);
+    CHECK(memcmp(x, y, sizeof x) == 0, "samples differ");
+    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "the descriptor is still open after ss_audio_close");
+    FILE *f = fopen(bad, "w");
+    CHECK(f != NULL, "fopen: %s", strerror(errno));
+    fputs("not audio\n", f);
+    fclose(f);
+    fd = open(bad, O_RDONLY);
+    CHECK(fd >= 0, "open: %s", strerror(errno));
+    r = NULL;
+    CHECK(ss_audio_open_fd(fd, "the stem", &r, NULL, &err) == SS_E_DATA && r == NULL, "text opened: %s", err.msg);
+    CHECK(strstr(err.msg, "the stem") != NULL, "message \"%s\" does not name it", err.msg);
+    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "the descriptor is still open after a failed open");
+    CHECK(g_close_ebadf == before, "a descriptor was closed twice");
+#else
+    SKIP("close(2) interposition is set up for Linux only");
+#endif
+}
+
 static void test_missing_file_is_noinput(void)
 {
     char path[600];
@@ -1565,6 +1611,7 @@ int main(void)
     RUN(test_write_past_file_size_limit_is_io_error);
     RUN(test_mono_file_reads_as_one_channel);
     RUN(test_text_file_named_wav_is_data_error);
+    RUN(test_open_fd_reads_from_start_and_owns_descriptor);
     RUN(test_missing_file_is_noinput);
     RUN(test_each_descriptor_closed_once);
     RUN(test_directory_as_input_is_noinput);
