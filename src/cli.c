@@ -44,6 +44,7 @@ typedef struct options {
     int shifts;                 /* --shifts                                          */
     unsigned long long seed;    /* --seed                                            */
     int batch;                  /* --batch                                           */
+    double wiener;              /* --wiener ALPHA (0 = off)                          */
     int threads;                /* -j (0 = all cores)                                */
     const char *format;         /* --format                                          */
     const char *sample_format;  /* --sample-format                                   */
@@ -64,7 +65,7 @@ typedef struct options {
 static const options defaults = {
     .model = NULL, .out_dir = "separated", .filename = "{model}/{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
-    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .bitrate = 0, .clip = "rescale",
+    .seed = 0, .batch = 1, .wiener = 0, .threads = 0, .format = "wav", .sample_format = "s16", .bitrate = 0, .clip = "rescale",
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .list_models = 0, .json = 0, .recursive = 0,
     .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
@@ -127,6 +128,8 @@ static void usage(FILE *f)
         "                           MSST models)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
         "      --batch N            chunks per forward call (default %d)\n"
+        "      --wiener ALPHA       LarsNet: alpha-Wiener filter across the five stems'\n"
+        "                           magnitudes with exponent ALPHA (default: off)\n"
         "\n"
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
@@ -184,6 +187,7 @@ enum {
     OPT_FILENAME = 256, OPT_PRECISION, OPT_LIST_DEVICES, OPT_STEMS, OPT_TWO_STEMS, OPT_SEGMENT, OPT_OVERLAP,
     OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
     OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD, OPT_BITRATE, OPT_LIST_MODELS, OPT_JSON,
+    OPT_WIENER,
 };
 
 static const struct option long_opts[] = {
@@ -202,6 +206,7 @@ static const struct option long_opts[] = {
     {"shifts", required_argument, NULL, OPT_SHIFTS},
     {"seed", required_argument, NULL, OPT_SEED},
     {"batch", required_argument, NULL, OPT_BATCH},
+    {"wiener", required_argument, NULL, OPT_WIENER},
     {"threads", required_argument, NULL, 'j'},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"sample-format", required_argument, NULL, OPT_SAMPLE_FORMAT},
@@ -245,6 +250,10 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_double(optarg, 0, 0.99, &o->overlap))
                 return usage_error("--overlap '%s': expected a fraction in [0, 0.99]", optarg);
             o->overlap_set = 1;
+            break;
+        case OPT_WIENER:
+            if (parse_double(optarg, 0.01, 100, &o->wiener))
+                return usage_error("--wiener '%s': expected an exponent between 0.01 and 100", optarg);
             break;
         case OPT_SHIFTS:
             if (parse_int(optarg, 0, 100, &o->shifts))
@@ -766,6 +775,10 @@ int main(int argc, char **argv)
         goto out;
     }
     const ss_model_info *info = ss_model_get_info(model);
+    if (o.wiener > 0 && ss_model_option(model, "wiener", o.wiener, &err) != SS_OK) {
+        rc = usage_error("--wiener: %s", err.msg);
+        goto out;
+    }
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
         /* device memory: lower --batch until the model's estimate fits the free memory */
         int asked = o.batch;
@@ -782,9 +795,9 @@ int main(int argc, char **argv)
     /* MSST's chunking: --overlap F as num_overlap chunks per chunk length (step
      * = chunk // num_overlap), else the model's; it has no random shifts */
     int num_overlap = 0, msst = ss_model_chunking(model) == SS_CHUNK_MSST;
-    if (msst && o.shifts > 0) {
-        rc = usage_error("--shifts %d: model %s uses MSST's chunking, which has no random shifts (leave --shifts "
-                         "out)", o.shifts, info->name);
+    if ((msst || ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS) && o.shifts > 0) {
+        rc = usage_error("--shifts %d: model %s uses %s, which has no random shifts (leave --shifts out)", o.shifts,
+                         info->name, msst ? "MSST's chunking" : "whole-track STFT blocks");
         goto out;
     }
     if (msst && o.overlap_set) {
