@@ -30,7 +30,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torchckpt import (EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_IOERR,  # noqa: E402
+from torchckpt import (EX_USAGE, EX_NOINPUT, EX_IOERR,  # noqa: E402
                        Refuse, Checkpoint, TensorRef, _is_int, convert_dtype,
                        write_safetensors, fmt_value)
 import miniyaml  # noqa: E402
@@ -180,7 +180,12 @@ def run(a):
     cfg = Config(a.config)
     tensors, widths0, params = [], None, 0
     for stem, path in zip(STEMS, a.checkpoints):
-        ck, state = load_state(path)
+        try:
+            ck, state = load_state(path)
+        except Refuse as e:
+            if str(e).startswith(path):
+                raise
+            raise Refuse("%s: %s" % (path, e), e.code)
         want, widths = check_state(cfg, path, state)
         if widths0 is not None and widths != widths0:
             raise Refuse("%s: channel widths %s differ from the kick model's %s"
