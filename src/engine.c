@@ -990,7 +990,9 @@ windows:
     /* windows: a batch spans batch*stride frames per pass, plus a chunk, plus shift spread */
     r.valid_max = r.stftb ? r.seg : ss_model_valid_length(m, r.seg);
     int64_t spread = p->shifts > 0 && !msst ? (int64_t)(0.5 * info->samplerate) : 0;
-    r.win = (int64_t)p->batch * r.stride + r.seg + spread + 2 * r.valid_max + 16;
+    /* (STFT blocks: a batch's outputs start at out0, the first block's span; no
+     * valid-length padding either side) */
+    r.win = (int64_t)p->batch * r.stride + r.seg + spread + (r.stftb ? 0 : 2 * r.valid_max) + 16;
     r.in_cap = r.win + r.valid_max;
     size_t rows = (size_t)r.S * (size_t)r.C;
     for (int k = 0; k < r.n_pass; k++) {

@@ -61,7 +61,7 @@ typedef struct larsnet {
     float wiener;                /* alpha of the Wiener option; 0 = off (UNetWaveform)    */
     float *window_sq;            /* host [n_fft]: hann^2, the overlap-add envelope's term */
     /* workspace for `cap` items (grown by forward) */
-    int cap;
+    int cap, cap_masks;          /* items; masks M (1, or 5 with the Wiener option)       */
     float *spec;                 /* [B*C, 2, nb, Fmax] X (normalised STFT)                 */
     float *mag;                  /* [B*C, nb, Fmax] |X| sqrt(n_fft)                        */
     float *in;                   /* [B, C, F, T]                                          */
@@ -72,7 +72,7 @@ typedef struct larsnet {
     float *u;                    /* [B, C, F, T] decoder output (largest: w_{6-k} F T / 4^{6-k}) */
     float *tmp;                  /* transposed convolution scratch, uncropped              */
     float *mask;                 /* [B, C, F, T]                                          */
-    float *M[LN_STEMS];          /* [B*C, nb, Fmax] full masks                            */
+    float *M[LN_STEMS];          /* [B*C, nb, Fmax] full masks (all five: Wiener only)     */
     float *sum;                  /* [B*C, nb, Fmax] Wiener denominator                    */
     float *ms;                   /* [B*C, 2, nb, Fmax] X * M                               */
     float *wave;                 /* [B*C, span_max]                                        */
@@ -219,7 +219,7 @@ static void ws_free(larsnet *m, ss_backend *be)
             ss_free(be, m->M[s]);
         m->M[s] = NULL;
     }
-    m->cap = 0;
+    m->cap = m->cap_masks = 0;
     m->env_span = 0;
 }
 
@@ -324,7 +324,8 @@ static int64_t span_of(const larsnet *m, int frames) { return (int64_t)(frames -
 /* workspace for `batch` items of up to T frames */
 static ss_status ws_ensure(larsnet *m, ss_backend *be, int batch, ss_error *err)
 {
-    if (batch <= m->cap)
+    int masks = m->wiener > 0.0f ? LN_STEMS : 1;
+    if (batch <= m->cap && masks <= m->cap_masks)
         return SS_OK;
     ws_free(m, be);
     size_t B = (size_t)batch, C = (size_t)m->C, F = (size_t)m->F, T = (size_t)m->T, nb = (size_t)m->nb;
@@ -362,7 +363,7 @@ static ss_status ws_ensure(larsnet *m, ss_backend *be, int batch, ss_error *err)
              m->wave && m->env;
     for (int k = 1; k <= LN_DEPTH && ok; k++)
         ok = (m->c[k] = ss_alloc(be, B * (size_t)m->w[k] * (F >> k) * (T >> k))) != NULL;
-    for (int s = 0; s < LN_STEMS && ok; s++)
+    for (int s = 0; s < masks && ok; s++)
         ok = (m->M[s] = ss_alloc(be, mag_n)) != NULL;
     if (!ok) {
         ws_free(m, be);
@@ -371,6 +372,7 @@ static ss_status ws_ensure(larsnet *m, ss_backend *be, int batch, ss_error *err)
     }
     m->u_n = u_n, m->tmp_n = tmp_n, m->d_n = d_n, m->cat_n = cat_n;
     m->cap = batch;
+    m->cap_masks = masks;
     return SS_OK;
 }
 
@@ -442,6 +444,22 @@ static void unet_mask(larsnet *m, ss_backend *be, const unet *u, int B)
     ss_sigmoid(be, m->mask, m->mask, (size_t)B * C * F * T);
 }
 
+/* stem st of y [B, 5, C, length] = the overlap-add of istft(X * M), M [B*C, nb, fr] */
+static void emit(larsnet *m, ss_backend *be, const ss_stft_desc *sd, const float *M, float *y, int st, int batch,
+                 size_t plane)
+{
+    int rows = batch * m->C;
+    int64_t length = sd->length;
+    size_t item = (size_t)m->C * (size_t)length;
+    for (int r = 0; r < rows; r++)
+        for (int p = 0; p < 2; p++)
+            ss_mul(be, m->ms + (2 * r + p) * plane, m->spec + (2 * r + p) * plane, M + r * plane, plane);
+    ss_istft(be, sd, m->ms, m->wave);                      /* overlap-add / envelope */
+    for (int r = 0; r < rows; r++)                         /* back to the overlap-add itself */
+        ss_mul(be, m->wave + r * length, m->wave + r * length, m->env, (size_t)length);
+    ss_copy2d(be, y + (size_t)st * item, (size_t)LN_STEMS * item, m->wave, item, (size_t)batch, item);
+}
+
 static ss_status larsnet_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
                                  ss_error *err)
 {
@@ -469,15 +487,19 @@ static ss_status larsnet_forward(void *state, ss_backend *be, const float *x, fl
     ss_scale(be, m->mag, m->mag, sqrtf((float)m->n_fft), (size_t)rows * plane);
     /* the block's frames and the U-Net's bins: [rows, F, G] of mag at frame e */
     int64_t sh[4] = {rows, F, G, 1}, s_mag[4] = {(int64_t)plane, fr, 1, 1}, s_in[4] = {(int64_t)F * T, T, 1, 1};
+    int wiener = m->wiener > 0.0f;
     for (int st = 0; st < LN_STEMS; st++) {
+        float *M = m->M[wiener ? st : 0];
         if (G < T)
             ss_fill(be, m->in, 0.0f, (size_t)rows * F * T);   /* fold_unet_inputs' zero padding */
         ss_copy4d(be, m->in, s_in, m->mag + e, s_mag, sh);
         unet_mask(m, be, &m->net[st], batch);
-        ss_fill(be, m->M[st], 0.0f, (size_t)rows * plane);
-        ss_copy4d(be, m->M[st] + e, s_mag, m->mask, s_in, sh);
+        ss_fill(be, M, 0.0f, (size_t)rows * plane);
+        ss_copy4d(be, M + e, s_mag, m->mask, s_in, sh);
+        if (!wiener)
+            emit(m, be, &sd, M, y, st, batch, plane);
     }
-    if (m->wiener > 0.0f) {
+    if (wiener) {
         /* P_s = (M_s |X|)^alpha; M_s = P_s / (sum P + 1e-7) */
         size_t n = (size_t)rows * plane;
         for (int st = 0; st < LN_STEMS; st++) {
@@ -490,18 +512,10 @@ static ss_status larsnet_forward(void *state, ss_backend *be, const float *x, fl
         }
         ss_channel_affine(be, m->sum, m->sum, 1, 1, (int64_t)n, NULL, m->eps);
         ss_activate(be, m->sum, m->sum, n, SS_ACT_POW, -1.0f);
-        for (int st = 0; st < LN_STEMS; st++)
+        for (int st = 0; st < LN_STEMS; st++) {
             ss_mul(be, m->M[st], m->M[st], m->sum, n);
-    }
-    size_t item = (size_t)C * (size_t)length;
-    for (int st = 0; st < LN_STEMS; st++) {
-        for (int r = 0; r < rows; r++)
-            for (int p = 0; p < 2; p++)
-                ss_mul(be, m->ms + (2 * r + p) * plane, m->spec + (2 * r + p) * plane, m->M[st] + r * plane, plane);
-        ss_istft(be, &sd, m->ms, m->wave);                 /* overlap-add / envelope */
-        for (int r = 0; r < rows; r++)                     /* back to the overlap-add itself */
-            ss_mul(be, m->wave + r * length, m->wave + r * length, m->env, (size_t)length);
-        ss_copy2d(be, y + (size_t)st * item, (size_t)LN_STEMS * item, m->wave, item, (size_t)batch, item);
+            emit(m, be, &sd, m->M[st], y, st, batch, plane);
+        }
     }
     return ss_backend_status(be, err);
 }
