@@ -819,6 +819,11 @@ int main(int argc, char **argv)
             int no = num_overlap ? num_overlap : info->overlap_default;
             fprintf(stderr, "%s: MSST chunking: chunk %lld samples, num_overlap %d (step %lld), batch %d\n", prog,
                     (long long)chunk, no, (long long)(chunk / no), o.batch);
+        } else if (ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS) {
+            ss_stft_blocks g;
+            if (ss_model_stft_blocks(model, &g, &err) == SS_OK)
+                fprintf(stderr, "%s: whole-track STFT blocks: n_fft %d, hop %d, %d frames a block, batch %d\n", prog,
+                        g.n_fft, g.hop, g.block, o.batch);
         } else {
             fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
         }
