@@ -14,6 +14,8 @@ separation does not use, are replaced by empty stand-ins.
       the released architecture (widths 16..512, n_fft 4096, F 2048, T 512) with
       random weights: OUTDIR/full/ as above (large: not committed).
 
+The small case also has mix_N.wav / ref_N.safetensors for N = 100 (one block,
+stems and wiener) and 6112 (three full blocks, stems) with the same weights.
 ref.safetensors holds F32 `stems` [5, C, L] (LarsNet.separate: one UNetWaveform
 per stem) and `wiener` [5, C, L] (LarsNet.separate_wiener with alpha = the
 metadata `wiener_alpha`).  Each U-Net's BatchNorm layers get random non-trivial
@@ -145,7 +147,7 @@ def make_mix(seed, C, L, sr):
     return x.astype(np.float32)
 
 
-def make_case(a, out, widths, n_fft, hop, F, T, L, alpha, seed):
+def make_case(a, out, widths, n_fft, hop, F, T, L, alpha, seed, extra=()):
     import numpy as np
     import torch
     unet, larsnet = load_reference(a.ref)
@@ -175,6 +177,18 @@ def make_case(a, out, widths, n_fft, hop, F, T, L, alpha, seed):
         ln.sr = sr
         return ln
 
+    # shorter tracks with the same weights: mix_N.wav, ref_N.safetensors (N samples)
+    for n, keys in extra:
+        xe = make_mix(seed + n, 2, n, sr)
+        write_wav_f32(os.path.join(out, "mix_%d.wav" % n), xe, sr)
+        xs = torch.from_numpy(xe)
+        arrays = [("stems", larsnet_obj(wave, False).separate(xs))]
+        if "wiener" in keys:
+            arrays.append(("wiener", larsnet_obj(spec, True).separate_wiener(xs)))
+        tensors = [(k, "F32", [5, 2, n], np.ascontiguousarray(np.stack([v[s].numpy() for s in STEMS])
+                                                             .astype("<f4")).tobytes()) for k, v in arrays]
+        torchckpt.write_safetensors(os.path.join(out, "ref_%d.safetensors" % n), tensors,
+                                    {"sources": ",".join(STEMS), "wiener_alpha": repr(alpha)})
     xt = torch.from_numpy(x)
     plain = larsnet_obj(wave, False).separate(xt)
     wien = larsnet_obj(spec, True).separate_wiener(xt)
@@ -213,7 +227,10 @@ def main():
                   int(a.seconds * 44100) + 123, a.alpha, 7)
     else:
         widths = tuple(int(w) for w in a.widths.split(","))
-        make_case(a, os.path.join(a.out, "small"), widths, a.n_fft, a.hop, a.F, a.T, a.samples, a.alpha, 3)
+        # 100 samples: one block of 4 frames (the reflect padding nearly the whole track);
+        # 6112 = 191 hops: 192 frames, three full blocks (the last block not short)
+        make_case(a, os.path.join(a.out, "small"), widths, a.n_fft, a.hop, a.F, a.T, a.samples, a.alpha, 3,
+                  extra=((100, ("stems", "wiener")), (6112, ("stems",))))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@
  * 1. Engine parity: ss_engine_run on the backend under test (this file: the
  *    CPU; test_cuda_emu_larsnet.c: the emulated CUDA backend) over the whole
  *    mixture, --batch 1 and 3, with and without the Wiener option: relative
- *    L2 per stem <= 1e-4 against the whole-track reference.
+ *    L2 per stem <= 1e-4 against the whole-track reference.  Also the same
+ *    weights on 100 samples (one block of 4 frames) and 6112 (three full
+ *    blocks): mix_N.wav / ref_N.safetensors.
  * 2. CLI parity (CPU build only): the binary ($STEMSPLIT) with f32 WAV
  *    output, plain and --wiener 2, each stem <= 1e-4.
  * 3. The option and chunking refusals: an unknown option, a Wiener exponent
@@ -79,11 +81,11 @@ static float *read_planar(const char *path, int *C, int64_t *L)
     return planar;
 }
 
-/* ref.safetensors tensor `name` [5, C, L] as floats (malloc'd) or NULL */
-static float *ref_tensor(const char *name, int C, int64_t L)
+/* tensor `name` [5, C, L] of ref<suffix>.safetensors as floats (malloc'd) or NULL */
+static float *ref_tensor_of(const char *suffix, const char *name, int C, int64_t L)
 {
     char path[1400];
-    snprintf(path, sizeof path, "%s/ref.safetensors", fixture);
+    snprintf(path, sizeof path, "%s/ref%s.safetensors", fixture, suffix);
     ss_st *st = NULL;
     ss_error err = {0};
     if (ss_st_open(path, &st, &err) != SS_OK)
@@ -96,6 +98,8 @@ static float *ref_tensor(const char *name, int C, int64_t L)
     ss_st_close(st);
     return r;
 }
+
+static float *ref_tensor(const char *name, int C, int64_t L) { return ref_tensor_of("", name, C, L); }
 
 static void convert_fixture(void)
 {
@@ -220,6 +224,40 @@ static void test_engine_parity(void)
     free(x), free(plain), free(wien);
 }
 
+/* The same weights on a 100-sample track (one block of 4 frames, mostly reflect
+ * padding; plain and Wiener) and on 6112 samples (192 frames: three full
+ * blocks, no short last one). */
+static void test_engine_lengths(void)
+{
+    if (have_model <= 0)
+        SKIP("%s", why_no_model);
+    static const struct { const char *suffix; int wiener; } cases[] = {{"_100", 1}, {"_6112", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char mix_path[1400], label[64];
+        snprintf(mix_path, sizeof mix_path, "%s/mix%s.wav", fixture, cases[i].suffix);
+        int C = 0;
+        int64_t L = 0;
+        float *x = read_planar(mix_path, &C, &L);
+        float *plain = x ? ref_tensor_of(cases[i].suffix, "stems", C, L) : NULL;
+        float *wien = x && cases[i].wiener ? ref_tensor_of(cases[i].suffix, "wiener", C, L) : NULL;
+        CHECK(x && plain && (wien || !cases[i].wiener), "%s or its reference unreadable", mix_path);
+        for (int w = 0; w <= cases[i].wiener; w++)
+            for (int batch = 1; batch <= 2; batch++) {
+                ss_error err = {0};
+                float *y = separate(x, C, L, batch, w ? 2.0 : 0.0, 0, &err);
+                snprintf(label, sizeof label, "len%lld%s_batch%d", (long long)L, w ? "_wiener" : "", batch);
+                if (!y) {
+                    printf("FAIL %s_%s: %s\n", LN_PREFIX, label, err.msg);
+                    test_n_fail++;
+                    continue;
+                }
+                compare(label, y, w ? wien : plain, C, L);
+                free(y);
+            }
+        free(x), free(plain), free(wien);
+    }
+}
+
 /* ---- 3. refusals ------------------------------------------------------------------- */
 
 static void test_refusals(void)
@@ -323,6 +361,7 @@ int main(void)
     }
     convert_fixture();
     RUN(test_engine_parity);
+    RUN(test_engine_lengths);
 #ifndef LN_NO_CLI
     RUN(test_cli_parity);
 #endif
