@@ -543,8 +543,10 @@ static ss_status larsnet_option(void *state, const char *key, double value, ss_e
 }
 
 /* Device memory: the weights, and per block the workspace above (the
- * spectra and the five masks dominate at F 2048: 8 x C x nb x (T + 2e)
- * floats, then the first encoder level's activations). */
+ * spectra and masks dominate at F 2048: up to 9 x C x nb x (T + 2e) floats
+ * with --wiener's five masks, then the first encoder level's activations).
+ * Counted with all five masks: an upper bound without --wiener.  Not yet
+ * measured on a GPU. */
 static ss_status larsnet_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err)
 {
     int64_t hp[4];
