@@ -5,7 +5,9 @@
 # larsnet.* metadata; --dtype f16 converts; hostile or wrong inputs are refused
 # with their exit codes (os.system in a pickle never runs, truncated zip, missing
 # file, wrong number of checkpoints, wrong stems, F not a multiple of 64, a
-# checkpoint that does not match the config) and write nothing.  Standard library only.
+# checkpoint that does not match the config) and write nothing.  stemsplit refuses
+# (65) a LarsNet file whose stemsplit.chunking is not stft_blocks, and stft_blocks
+# for an architecture without the geometry.  Standard library only.
 . "$(dirname "$0")/lib.sh"
 CONV="$SS_ROOT/scripts/convert-larsnet.py"
 FIX="$SS_ROOT/tests/fixtures/larsnet/small"
@@ -93,3 +95,25 @@ refuse f96 65 "multiples of 64" "$T/x/f96.yaml" $P
 refuse f128 65 "input_norm.weight is [64]; expected [128]" "$T/x/f128.yaml" $P
 refuse stems 65 "inference_models lists" "$T/x/stems.yaml" $P
 refuse config_missing 66 "no such file" "$T/x/none.yaml" $P
+
+# stemsplit.chunking: LarsNet runs on whole-track STFT blocks only, and only an
+# architecture with the geometry takes stft_blocks (both 65 at load)
+cat >"$T/setmeta.py" <<'EOF2'
+import json, struct, sys
+src, dst, key, val = sys.argv[1:5]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h["__metadata__"][key] = val
+j = json.dumps(h, separators=(",", ":")).encode()
+j += b" " * (-len(j) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(j)) + j + b[8 + n:])
+EOF2
+if [ -x "$STEMSPLIT" ] && [ -f "$T/ln.safetensors" ]; then
+    python3 "$T/setmeta.py" "$T/ln.safetensors" "$T/ln_demucs.safetensors" stemsplit.chunking demucs
+    expect_exit larsnet_chunking_demucs_is_65 65 "$STEMSPLIT" -q -d cpu -m "$T/ln_demucs.safetensors" -o "$T/sep2" "$FIX/mix.wav"
+    check larsnet_chunking_message grep -q "whole-track STFT blocks only" "$T/out.larsnet_chunking_demucs_is_65"
+    python3 "$T/setmeta.py" "$SS_ROOT/models/bandsplit/bandsplit4.safetensors" "$T/bs_stftb.safetensors" \
+        stemsplit.chunking stft_blocks
+    expect_exit stft_blocks_other_arch_is_65 65 "$STEMSPLIT" -q -d cpu -m "$T/bs_stftb.safetensors" -o "$T/sep3" "$FIX/mix.wav"
+    check stft_blocks_other_arch_message grep -q "expected demucs or msst" "$T/out.stft_blocks_other_arch_is_65"
+fi
