@@ -1,6 +1,6 @@
 #!/bin/sh
-# download-model.sh NAME - download a released model (demucs v4, or an MSST
-# RoFormer checkpoint with its config), verify its checksum where one is
+# download-model.sh NAME - download a released model (demucs v4, an MSST
+# RoFormer checkpoint with its config, or LarsNet's five U-Nets), verify its checksum where one is
 # known, convert it (convert-demucs.py / convert-msst.py) and install it as
 #   ${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 # Known names and files: scripts/models.txt (override: STEMSPLIT_MODELS_TABLE).
@@ -21,15 +21,18 @@ known() { grep -v '^[[:space:]]*#' "$table" | awk 'NF { print $1 }' | tr '\n' ' 
 usage() {
     cat <<EOT
 Usage: $prog NAME
-Download the released model NAME (a demucs v4 model, or an MSST BS-/Mel-Band
-RoFormer checkpoint and its config), check its checksum where one is known,
-convert it (convert-demucs.py, convert-msst.py) and install it as
+Download the released model NAME (a demucs v4 model, an MSST BS-/Mel-Band
+RoFormer checkpoint and its config, or LarsNet's checkpoint zip and config),
+check its checksum where one is known, convert it (convert-demucs.py,
+convert-msst.py, convert-larsnet.py) and install it as
   \${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 where stemsplit finds it (stemsplit -m NAME; htdemucs is the default model).
 Models: $(known 2>/dev/null)
 Offline: copy the checkpoint files named in $table (e.g. 955717e8-8726e21a.th
-for htdemucs; for an MSST model the last path components of its two URLs) into
-a folder and set STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
+for htdemucs; for an MSST model the last path components of its two URLs; for
+larsnet pretrained_larsnet_models.zip, from the Google Drive link of LarsNet's
+README, and config.yaml) into a folder and set
+STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
 Environment: STEMSPLIT_DOWNLOAD_BASE (default $base), STEMSPLIT_MODELS_TABLE.
 Exit: 0 installed or already present, 64 usage/unknown name, 65 checksum
 mismatch or unconvertible file, 69 download failed, 73 cannot install.
@@ -48,7 +51,15 @@ line=$(grep -v '^[[:space:]]*#' "$table" | awk -v n="$name" '$1 == n { $1 = ""; 
 files='' weights='' kind=demucs ckpt_url='' conf_url='' pin=''
 # shellcheck disable=SC2086
 set -- $line
-if [ "${1:-}" = msst ]; then
+if [ "${1:-}" = larsnet ]; then
+    # LarsNet: a zip of five checkpoints behind a Google Drive link, and config.yaml
+    kind=larsnet
+    [ $# -eq 3 ] || die 64 "$table: $name needs the checkpoints' zip URL and a config URL"
+    ckpt_url=$2 conf_url=$3
+    if [ -n "$base_set" ]; then
+        ckpt_url=${base}pretrained_larsnet_models.zip conf_url=${base}config.yaml
+    fi
+elif [ "${1:-}" = msst ]; then
     kind=msst
     [ $# -ge 3 ] || die 64 "$table: $name needs a checkpoint URL and a config URL"
     ckpt_url=$2 conf_url=$3
@@ -115,6 +126,44 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$dir" || die 73 "cannot create $dir"
+
+if [ $kind = larsnet ]; then
+    echo "$prog: downloading $ckpt_url (562 MB) and $conf_url" >&2
+    manual="get the zip in a browser from $2 (LarsNet's README: 'Pretrained LarsNet Models', CC BY-NC 4.0), \
+save it as pretrained_larsnet_models.zip in a folder with LarsNet's config.yaml ($3) and run \
+STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/ $prog $name"
+    fetch "$ckpt_url" "$tmp/models.zip" || die 69 "download of $ckpt_url failed; $manual"
+    fetch "$conf_url" "$tmp/config.yaml" || die 69 "download of $conf_url failed; $manual"
+    # the five pretrained_<stem>_unet.pth, wherever the zip keeps them
+    python3 - "$tmp/models.zip" "$tmp/pth" <<'EOPY' || die 69 "$ckpt_url did not give LarsNet's checkpoints (a Drive warning page?); $manual"
+import os, sys, zipfile
+src, out = sys.argv[1], sys.argv[2]
+if not zipfile.is_zipfile(src):
+    sys.exit("not a zip file")
+os.makedirs(out)
+with zipfile.ZipFile(src) as z:
+    for stem in ("kick", "snare", "toms", "hihat", "cymbals"):
+        want = "pretrained_%s_unet.pth" % stem
+        names = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == want]
+        if len(names) != 1:
+            sys.exit("%s: %d copies of %s" % (src, len(names), want))
+        with z.open(names[0]) as f, open(os.path.join(out, stem + ".pth"), "wb") as g:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                g.write(b)
+EOPY
+    p=$tmp/pth
+    python3 "$here/convert-larsnet.py" -o "$part" --name "$name" "$tmp/config.yaml" \
+        "$p/kick.pth" "$p/snare.pth" "$p/toms.pth" "$p/hihat.pth" "$p/cymbals.pth"
+    rc=$?
+    [ $rc -eq 0 ] || die "$rc" "conversion of $name failed"
+    mv -f "$part" "$dest" || die 73 "cannot install $dest"
+    echo "$prog: installed $name: $dest (weights CC BY-NC 4.0: non-commercial use only)"
+    echo "next: stemsplit -m $name DRUMS.wav"
+    exit 0
+fi
 
 if [ $kind = msst ]; then
     ck=${ckpt_url##*/}; ck=${ck%%\?*}; cf=${conf_url##*/}; cf=${cf%%\?*}

@@ -38,7 +38,7 @@
 #include "error.h"
 #include "ops.h"
 
-#define SS_BACKEND_API_VERSION 12
+#define SS_BACKEND_API_VERSION 13
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -212,6 +212,8 @@ typedef struct ss_backend_iface {
     /* 1 when `attention` runs descriptors with batch > 1 itself; 0: the
      * wrapper calls it once per item */
     int attention_batched;
+    /* API 13: no new slot; `activate` gained SS_ACT_POW (|x|^alpha), so a
+     * module built for API 12 would refuse it */
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -358,7 +360,7 @@ void ss_standardize_coef(ss_backend *be, float *scale, float *shift, const float
                          float eps);
 void ss_gelu(ss_backend *be, float *y, const float *x, size_t n);                 /* exact erf GELU, in place ok */
 /* x, y [n]: y = act(x) with parameter alpha (ss_act in ops.h: ReLU, sigmoid,
- * tanh, SiLU, ELU, leaky ReLU); in place ok.  The four below are shorthands. */
+ * tanh, SiLU, ELU, leaky ReLU, |x|^alpha); in place ok.  The four below are shorthands. */
 void ss_activate(ss_backend *be, float *y, const float *x, size_t n, ss_act act, float alpha);
 void ss_relu(ss_backend *be, float *y, const float *x, size_t n);
 void ss_sigmoid(ss_backend *be, float *y, const float *x, size_t n);

@@ -44,6 +44,7 @@ typedef struct options {
     int shifts;                 /* --shifts                                          */
     unsigned long long seed;    /* --seed                                            */
     int batch;                  /* --batch                                           */
+    double wiener;              /* --wiener ALPHA (0 = off)                          */
     int threads;                /* -j (0 = all cores)                                */
     const char *format;         /* --format                                          */
     const char *sample_format;  /* --sample-format                                   */
@@ -66,7 +67,7 @@ typedef struct options {
 static const options defaults = {
     .model = NULL, .out_dir = "separated", .filename = "{model}/{dir}/{track}/{stem}.{ext}", .device = "auto",
     .precision = "auto", .stems = NULL, .two_stems = NULL, .segment = 0, .overlap = 0.25, .shifts = 0,
-    .seed = 0, .batch = 1, .threads = 0, .format = "wav", .sample_format = "s16", .bitrate = 0, .clip = "rescale",
+    .seed = 0, .batch = 1, .wiener = 0, .threads = 0, .format = "wav", .sample_format = "s16", .bitrate = 0, .clip = "rescale",
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .list_models = 0, .json = 0, .recursive = 0,
     .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
@@ -135,6 +136,8 @@ static void usage(FILE *f)
         "                           MSST models)\n"
         "      --seed N             seed for --shifts (default %llu)\n"
         "      --batch N            chunks per forward call (default %d)\n"
+        "      --wiener ALPHA       LarsNet: alpha-Wiener filter across the five stems'\n"
+        "                           magnitudes with exponent ALPHA (default: off)\n"
         "\n"
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
@@ -193,6 +196,7 @@ enum {
     OPT_SHIFTS, OPT_SEED, OPT_BATCH, OPT_FORMAT, OPT_SAMPLE_FORMAT, OPT_CLIP, OPT_REPORT_JSON, OPT_VERSION,
     OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD, OPT_BITRATE, OPT_LIST_MODELS, OPT_JSON,
     OPT_THEN,
+    OPT_WIENER,
 };
 
 static const struct option long_opts[] = {
@@ -211,6 +215,7 @@ static const struct option long_opts[] = {
     {"shifts", required_argument, NULL, OPT_SHIFTS},
     {"seed", required_argument, NULL, OPT_SEED},
     {"batch", required_argument, NULL, OPT_BATCH},
+    {"wiener", required_argument, NULL, OPT_WIENER},
     {"threads", required_argument, NULL, 'j'},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"sample-format", required_argument, NULL, OPT_SAMPLE_FORMAT},
@@ -255,6 +260,10 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_double(optarg, 0, 0.99, &o->overlap))
                 return usage_error("--overlap '%s': expected a fraction in [0, 0.99]", optarg);
             o->overlap_set = 1;
+            break;
+        case OPT_WIENER:
+            if (parse_double(optarg, 0.01, 100, &o->wiener))
+                return usage_error("--wiener '%s': expected an exponent between 0.01 and 100", optarg);
             break;
         case OPT_SHIFTS:
             if (parse_int(optarg, 0, 100, &o->shifts))
@@ -856,6 +865,17 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (o.wiener > 0) {            /* LarsNet's option: every model of the chain that has it */
+        int took = ss_model_option(model, "wiener", o.wiener, &err) == SS_OK;
+        for (int k = 0; k < chain->n; k++) {
+            ss_error e2 = {0};
+            took += ss_model_option(chain->v[k].model, "wiener", o.wiener, &e2) == SS_OK;
+        }
+        if (!took) {
+            rc = usage_error("--wiener: %s", err.msg);
+            goto out;
+        }
+    }
     if (strcmp(dev->backend, "cpu") != 0 && dev->mem_free > 0) {
         /* device memory: lower --batch until the model's estimate fits the free memory */
         int asked = o.batch;
@@ -872,9 +892,9 @@ int main(int argc, char **argv)
     /* MSST's chunking: --overlap F as num_overlap chunks per chunk length (step
      * = chunk // num_overlap), else the model's; it has no random shifts */
     int num_overlap = 0, msst = ss_model_chunking(model) == SS_CHUNK_MSST;
-    if (msst && o.shifts > 0) {
-        rc = usage_error("--shifts %d: model %s uses MSST's chunking, which has no random shifts (leave --shifts "
-                         "out)", o.shifts, info->name);
+    if ((msst || ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS) && o.shifts > 0) {
+        rc = usage_error("--shifts %d: model %s uses %s, which has no random shifts (leave --shifts out)", o.shifts,
+                         info->name, msst ? "MSST's chunking" : "whole-track STFT blocks");
         goto out;
     }
     if (msst && o.overlap_set) {
@@ -896,6 +916,11 @@ int main(int argc, char **argv)
             int no = num_overlap ? num_overlap : info->overlap_default;
             fprintf(stderr, "%s: MSST chunking: chunk %lld samples, num_overlap %d (step %lld), batch %d\n", prog,
                     (long long)chunk, no, (long long)(chunk / no), o.batch);
+        } else if (ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS) {
+            ss_stft_blocks g;
+            if (ss_model_stft_blocks(model, &g, &err) == SS_OK)
+                fprintf(stderr, "%s: whole-track STFT blocks: n_fft %d, hop %d, %d frames a block, batch %d\n", prog,
+                        g.n_fft, g.hop, g.block, o.batch);
         } else {
             fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
         }

@@ -150,6 +150,12 @@ typedef struct run {
     int64_t border;
     float *wfirst, *wlast;  /* [seg] the first chunk's window (no fade-in) and the
                                last one's (no fade-out)                          */
+    /* SS_CHUNK_STFT_BLOCKS: the view is the track zero-padded to Lp and
+     * reflect-padded by border = n_fft/2; jobs are blocks of frames, their
+     * outputs overlap-adds (acc += y) and their windows (weight: a full
+     * block's, wlast: the last block's) the envelopes added to wsum */
+    int stftb;
+    int64_t Lp, hop, n_fft, block, frames;
     int n_pass;
     pass *passes;
     /* input window: mixture frames [in0, in0 + in_n) in planar [C, in_cap] */
@@ -214,11 +220,19 @@ static int64_t msst_source(const run *r, const job *j, int64_t q)
     return reflect(j->read0 + q, r->L);
 }
 
+/* SS_CHUNK_STFT_BLOCKS: mixture frame of view position m, or -1 for a zero:
+ * the track zero-padded to Lp, reflected at both ends (torch.stft's centre) */
+static int64_t stftb_source(const run *r, int64_t m)
+{
+    int64_t q = reflect(m, r->Lp);
+    return q < r->L ? q : -1;
+}
+
 /* The mixture frames [lo, hi) an MSST job reads: its frames [a0, a1) of the
  * padded view (its own padding reflects within them), reflected at the ends. */
 static void msst_span(const run *r, job *j)
 {
-    int64_t a0 = j->read0, a1 = j->read0 + j->clen, L = r->L, lo = INT64_MAX, hi = INT64_MIN;
+    int64_t a0 = j->read0, a1 = j->read0 + j->clen, L = r->stftb ? r->Lp : r->L, lo = INT64_MAX, hi = INT64_MIN;
     if (a0 < 0) {                                   /* [a0, min(a1, 0)) -> -m */
         int64_t e = a1 < 0 ? a1 : 0;
         lo = 1 - e;
@@ -234,6 +248,10 @@ static void msst_span(const run *r, job *j)
         int64_t l2 = 2 * (L - 1) - (a1 - 1), h2 = 2 * (L - 1) - b0 + 1;
         lo = l2 < lo ? l2 : lo;
         hi = h2 > hi ? h2 : hi;
+    }
+    if (r->stftb) {                                 /* the zero padding [L, Lp) is not read */
+        hi = hi < r->L ? hi : r->L;
+        lo = lo < hi ? lo : hi;
     }
     j->lo = lo;
     j->hi = hi;
@@ -254,6 +272,16 @@ static int next_job(run *r, job *j)
     j->k = best;
     j->c = ps->next;
     j->clen = ps->V - ps->next < r->seg ? ps->V - ps->next : r->seg;
+    if (r->stftb) {
+        /* a block of G frames from frame f0: the (G-1) hop + n_fft samples they cover */
+        int64_t f0 = j->c / r->hop, G = r->frames - f0 < r->block ? r->frames - f0 : r->block;
+        j->clen = j->valid = (G - 1) * r->hop + r->n_fft;
+        j->read0 = ps->v0 + j->c;
+        j->w = G == r->block ? r->weight : r->wlast;
+        msst_span(r, j);
+        ps->next = f0 + r->block >= r->frames ? ps->V : ps->next + r->stride;
+        return 1;
+    }
     if (r->msst) {
         /* MSST (batch size 1): no fade-in on the first chunk, else no fade-out on the last */
         j->valid = r->seg;
@@ -280,9 +308,10 @@ static int64_t future_read_min(const run *r)
         if (ps->next < ps->V) {
             /* MSST: a later chunk reads from its start, or (past the end) from
              * the last border + 1 frames its reflection needs */
-            int64_t v = r->msst ? ps->v0 + ps->next : ps->v0 + ps->next - r->valid_max;
-            if (r->msst && r->L - 1 - r->border < v)
-                v = r->L - 1 - r->border;
+            int64_t v = r->msst || r->stftb ? ps->v0 + ps->next : ps->v0 + ps->next - r->valid_max;
+            int64_t Lr = r->stftb ? r->Lp : r->L;
+            if ((r->msst || r->stftb) && Lr - 1 - r->border < v)
+                v = Lr - 1 - r->border;
             if (v < lo)
                 lo = v;
         }
@@ -358,6 +387,19 @@ static void gather_msst(const run *r, const job *j, float *dst)
     }
 }
 
+/* SS_CHUNK_STFT_BLOCKS job j's model input into dst [C, valid] */
+static void gather_stftb(const run *r, const job *j, float *dst)
+{
+    for (int c = 0; c < r->C; c++) {
+        const float *src = r->in + c * r->in_cap;
+        float *d = dst + c * j->valid;
+        for (int64_t q = 0; q < j->valid; q++) {
+            int64_t pos = stftb_source(r, j->read0 + q);
+            d[q] = pos >= r->in0 && pos < r->in0 + r->in_n ? src[pos - r->in0] : 0.0f;
+        }
+    }
+}
+
 /* The post stage's loops, written in blocks of 8 independent lanes so that
  * the compiler vectorises them at -O2; each element's arithmetic is the
  * scalar one (no reassociation), so the results do not change. */
@@ -408,7 +450,7 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
     pass *ps = &r->passes[j->k];
     int64_t start = ps->v0 + j->c - r->out0;          /* window index of the chunk's first frame */
     int64_t trim = (j->valid - j->clen) / 2;
-    if (r->msst)
+    if (r->msst || r->stftb)
         trim = 0;                                     /* MSST pads at the end only */
     int64_t i1 = r->L - (ps->v0 + j->c);              /* frames from the mixture's end on are dropped */
     i1 = i1 < j->clen ? i1 : j->clen;
@@ -419,7 +461,13 @@ static ss_status accumulate(run *r, const job *j, const float *y, ss_error *err)
         add_weighted(ps->wsum + start + i0, j->w + i0, NULL, i1 - i0);
     if (start + i1 > ps->hi)
         ps->hi = start + i1;
-    for (int row = 0; row < r->S * r->C && i0 < i1; row++)
+    for (int row = 0; row < r->S * r->C && i0 < i1 && r->stftb; row++) {
+        float *restrict acc = ps->acc + row * r->win + start + i0;     /* an overlap-add already */
+        const float *restrict src = y + row * j->valid + i0;
+        for (int64_t i = 0; i < i1 - i0; i++)
+            acc[i] += src[i];
+    }
+    for (int row = 0; row < r->S * r->C && i0 < i1 && !r->stftb; row++)
         add_weighted(ps->acc + row * r->win + start + i0, j->w + i0, y + row * j->valid + trim + i0, i1 - i0);
     return SS_OK;
 }
@@ -536,9 +584,9 @@ static ss_status flush_output(run *r, int64_t upto, ss_error *err)
     if (n <= 0)
         return SS_OK;
     int rows = r->S * r->C;
-    for (int row = 0; row < rows && r->n_pass == 1 && r->msst; row++)
+    for (int row = 0; row < rows && r->n_pass == 1 && (r->msst || r->stftb); row++)
         divide_or_zero(r->outbuf + row * r->win, r->passes[0].acc + row * r->win, r->passes[0].wsum, n);
-    for (int row = 0; row < rows && r->n_pass == 1 && !r->msst; row++)
+    for (int row = 0; row < rows && r->n_pass == 1 && !r->msst && !r->stftb; row++)
         divide(r->outbuf + row * r->win, r->passes[0].acc + row * r->win, r->passes[0].wsum, n);
     for (int row = 0; row < rows && r->n_pass > 1; row++) {
         float *o = r->outbuf + row * r->win;
@@ -629,7 +677,9 @@ static ss_status batch_upload(run *r, const batch *bt, ss_error *err)
     int64_t valid = bt->jobs[0].valid;
     size_t xn = (size_t)r->C * (size_t)valid;
     for (int b = 0; b < bt->nb; b++) {
-        if (r->msst)
+        if (r->stftb)
+            gather_stftb(r, &bt->jobs[b], r->host_x + b * xn);
+        else if (r->msst)
             gather_msst(r, &bt->jobs[b], r->host_x + b * xn);
         else
             gather(r, bt->jobs[b].read0, valid, r->host_x + b * xn, valid);
@@ -826,9 +876,56 @@ static ss_status setup_msst(run *r, const ss_engine_params *p, const ss_model_in
     return SS_OK;
 }
 
+/* SS_CHUNK_STFT_BLOCKS: the model's geometry, the padded view, and the
+ * envelopes of a full block and of the last one. */
+static void block_env(const ss_stft_blocks *g, int64_t frames, float *w, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        w[i] = 0.0f;
+    for (int64_t t = 0; t < frames; t++)
+        for (int64_t i = 0; i < g->n_fft && t * g->hop + i < n; i++)
+            w[t * g->hop + i] += g->window_sq[i];
+}
+
+static ss_status setup_stftb(run *r, const ss_engine_params *p, const ss_model_info *info, ss_error *err)
+{
+    ss_stft_blocks g;
+    ss_status s = ss_model_stft_blocks(r->m, &g, err);
+    if (s != SS_OK)
+        return s;
+    if (p->shifts > 0)
+        return ss_fail(err, SS_E_USAGE, "--shifts %d: model %s runs on whole-track STFT blocks, which have no "
+                       "random shifts", p->shifts, info->name);
+    r->stftb = 1;
+    r->n_fft = g.n_fft;
+    r->hop = g.hop;
+    r->block = g.block;
+    r->border = g.n_fft / 2;
+    r->Lp = g.pad_end ? (r->L + g.hop - 1) / g.hop * g.hop : r->L;
+    if (r->Lp <= r->border)
+        return ss_fail(err, SS_E_DATA, "the input is %lld samples: model %s needs more than %d (its STFT's reflect "
+                       "padding)", (long long)r->L, info->name, g.n_fft / 2);
+    r->frames = r->Lp / g.hop + 1;
+    r->seg = (g.block - 1) * (int64_t)g.hop + g.n_fft;
+    r->stride = g.block * (int64_t)g.hop;
+    r->n_pass = 1;
+    if (!(r->passes = calloc(1, sizeof *r->passes)))
+        return SS_E_NOMEM;
+    r->passes[0].v0 = -r->border;
+    r->passes[0].V = r->Lp + 2 * r->border;
+    int64_t last = r->frames - (r->frames - 1) / g.block * g.block;
+    r->weight = malloc(sizeof(float) * (size_t)r->seg);
+    r->wlast = malloc(sizeof(float) * (size_t)r->seg);
+    if (!r->weight || !r->wlast)
+        return SS_E_NOMEM;
+    block_env(&g, g.block, r->weight, r->seg);
+    block_env(&g, last, r->wlast, r->seg);
+    return SS_OK;
+}
+
 /* SS_CHUNK_DEMUCS: demucs's apply_model(split=True) on a stream; with msst,
  * SS_CHUNK_MSST (setup_msst) through the same loop */
-static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length, int msst,
+static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length, ss_chunking ch,
                             ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
@@ -839,8 +936,9 @@ static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params 
         return SS_OK;
     if (p->batch < 1)
         return ss_fail(err, SS_E_USAGE, "--batch must be >= 1");
-    if (msst) {
-        if ((s = setup_msst(&r, p, info, err)) == SS_E_NOMEM)
+    int msst = ch == SS_CHUNK_MSST;
+    if (msst || ch == SS_CHUNK_STFT_BLOCKS) {
+        if ((s = msst ? setup_msst(&r, p, info, err) : setup_stftb(&r, p, info, err)) == SS_E_NOMEM)
             goto nomem;
         if (s != SS_OK)
             goto done;
@@ -890,9 +988,11 @@ static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params 
 
 windows:
     /* windows: a batch spans batch*stride frames per pass, plus a chunk, plus shift spread */
-    r.valid_max = ss_model_valid_length(m, r.seg);
+    r.valid_max = r.stftb ? r.seg : ss_model_valid_length(m, r.seg);
     int64_t spread = p->shifts > 0 && !msst ? (int64_t)(0.5 * info->samplerate) : 0;
-    r.win = (int64_t)p->batch * r.stride + r.seg + spread + 2 * r.valid_max + 16;
+    /* (STFT blocks: a batch's outputs start at out0, the first block's span; no
+     * valid-length padding either side) */
+    r.win = (int64_t)p->batch * r.stride + r.seg + spread + (r.stftb ? 0 : 2 * r.valid_max) + 16;
     r.in_cap = r.win + r.valid_max;
     size_t rows = (size_t)r.S * (size_t)r.C;
     for (int k = 0; k < r.n_pass; k++) {
@@ -928,7 +1028,7 @@ windows:
 
     int64_t total = 0, done = 0;                /* chunks of all passes, for progress */
     for (int k = 0; k < r.n_pass; k++)
-        total += (r.passes[k].V + r.stride - 1) / r.stride;
+        total += r.stftb ? (r.frames + r.block - 1) / r.block : (r.passes[k].V + r.stride - 1) / r.stride;
     /* The device loop.  A backend may run the forward pass asynchronously
      * (CUDA): the next batch's input is decoded while the device works on this
      * one.  Where downloads overlap, the next batch's upload and forward pass
@@ -1027,7 +1127,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     switch (c) {
     case SS_CHUNK_DEMUCS:
     case SS_CHUNK_MSST:
-        return run_chunks(m, be, p, length, c == SS_CHUNK_MSST, pull, pull_arg, push, push_arg, err);
+    case SS_CHUNK_STFT_BLOCKS:
+        return run_chunks(m, be, p, length, c, pull, pull_arg, push, push_arg, err);
     }
     return ss_fail(err, SS_E_INTERNAL, "%s: chunking scheme %d is not implemented", ss_model_get_info(m)->name,
                    (int)c);

@@ -277,8 +277,14 @@ static ss_status read_policy(const ss_st *st, const char *path, const ss_arch *a
         info->chunking = SS_CHUNK_DEMUCS;
     else if (ch && strcmp(ch, "msst") == 0)
         info->chunking = SS_CHUNK_MSST;
+    else if (ch && strcmp(ch, "stft_blocks") == 0 && arch->stft_blocks)
+        info->chunking = SS_CHUNK_STFT_BLOCKS;
     else if (ch)
-        return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': expected demucs or msst", path, ch);
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': expected demucs or msst%s", path, ch,
+                       arch->stft_blocks ? " or stft_blocks" : "");
+    if (arch->chunking == SS_CHUNK_STFT_BLOCKS && info->chunking != SS_CHUNK_STFT_BLOCKS)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': a %s model runs on whole-track STFT blocks "
+                       "only", path, ch, arch->name);
     int64_t v;
     ss_status s;
     if (ss_st_meta(st, "msst.chunk_size")) {
@@ -403,6 +409,27 @@ ss_input_norm ss_model_input_norm(const ss_model *m)
 }
 
 ss_chunking ss_model_chunking(const ss_model *m) { return m->info.chunking; }
+
+ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error *err)
+{
+    if (!m->arch->stft_blocks)
+        return ss_fail(err, SS_E_INTERNAL, "%s: architecture %s has no STFT block geometry", m->info.name,
+                       m->arch->name);
+    memset(out, 0, sizeof *out);
+    m->arch->stft_blocks(m->state, out);
+    if (out->n_fft < 2 || out->n_fft % 2 || out->hop < 1 || (out->n_fft / 2) % out->hop || out->block < 1 ||
+        !out->window_sq)
+        return ss_fail(err, SS_E_INTERNAL, "%s: bad STFT block geometry (n_fft %d, hop %d, block %d)", m->info.name,
+                       out->n_fft, out->hop, out->block);
+    return SS_OK;
+}
+
+ss_status ss_model_option(ss_model *m, const char *key, double value, ss_error *err)
+{
+    if (!m->arch->option)
+        return ss_fail(err, SS_E_USAGE, "model %s (%s) has no option '%s'", m->info.name, m->arch->name, key);
+    return m->arch->option(m->state, key, value, err);
+}
 const ss_mem_estimate *ss_model_memory(const ss_model *m) { return &m->mem; }
 
 const ss_model_info *ss_model_get_info(const ss_model *m) { return &m->info; }

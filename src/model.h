@@ -40,7 +40,33 @@ typedef enum ss_chunking {
     /* SS_CHUNK_MSST: MSST's demix() in its generic mode (batch size 1):
      * reflect-padded track, chunks of chunk_size every chunk_size //
      * num_overlap, linear fades of chunk_size // 10 (src/engine.c) */
+    SS_CHUNK_STFT_BLOCKS,
+    /* SS_CHUNK_STFT_BLOCKS: a model on one STFT of the whole track, whose
+     * frames it processes in independent blocks (LarsNet; any model that
+     * is an STFT, a per-frame computation and an iSTFT).  The geometry is
+     * the model's (ss_arch.stft_blocks, ss_stft_blocks below): the track,
+     * zero-padded at its end to a multiple of hop where pad_end says so,
+     * reflect-padded by n_fft/2 at both ends (torch.stft(center=True)), has
+     * frames t = 0 .. N-1 at t*hop; block g is frames [g*block, (g+1)*block)
+     * (the last may be shorter).  forward() gets, per batch item, the
+     * (G-1)*hop + n_fft samples those G frames cover (the padding applied
+     * only at the track's ends) and returns per stem their windowed
+     * overlap-add, NOT divided by the window envelope; the engine adds the
+     * neighbours' overlapping contributions and divides by the envelope of
+     * all frames, so that the result is the whole-track iSTFT exactly,
+     * while memory is a few blocks whatever the track's length.  No
+     * shifts; --segment and --overlap do not apply. */
 } ss_chunking;
+
+/* SS_CHUNK_STFT_BLOCKS: a model's STFT geometry (ss_arch.stft_blocks). */
+typedef struct ss_stft_blocks {
+    int n_fft, hop;             /* frame length and step; hop divides n_fft / 2           */
+    int block;                  /* frames per forward() item at most                      */
+    int pad_end;                /* 1: zero-pad the track's end to a multiple of hop first
+                                   (LarsNet's pad_stft_input); 0: frames of the track as is */
+    const float *window_sq;     /* [n_fft] host: analysis x synthesis window (hann^2); the
+                                   envelope is its sum over every frame's position        */
+} ss_stft_blocks;
 
 typedef struct ss_model_info {
     char name[SS_MAX_NAME];                   /* file name without .safetensors      */
@@ -110,6 +136,12 @@ typedef struct ss_arch {
      * device is chosen.  NULL = the weights plus the transfer buffers of a
      * segment, a floor rather than an estimate. */
     ss_status (*memory_estimate)(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err);
+    /* SS_CHUNK_STFT_BLOCKS (required there): the loaded model's STFT geometry. */
+    void (*stft_blocks)(const void *state, ss_stft_blocks *out);
+    /* Optional: set a model option by name (e.g. "wiener" = LarsNet's
+     * alpha-Wiener exponent) before forward() runs.  SS_E_USAGE for an option
+     * or value the model does not take; NULL = no options. */
+    ss_status (*option)(void *state, const char *key, double value, ss_error *err);
 } ss_arch;
 
 typedef struct ss_model ss_model;
@@ -136,6 +168,10 @@ const ss_model_info *ss_model_get_info(const ss_model *m);
 /* The model's pipeline policy (its architecture's, see ss_arch). */
 ss_input_norm ss_model_input_norm(const ss_model *m);
 ss_chunking ss_model_chunking(const ss_model *m);
+/* SS_CHUNK_STFT_BLOCKS: the model's geometry; SS_E_INTERNAL for a model without one. */
+ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error *err);
+/* A model option (ss_arch.option); SS_E_USAGE naming the model where it has none. */
+ss_status ss_model_option(ss_model *m, const char *key, double value, ss_error *err);
 const ss_mem_estimate *ss_model_memory(const ss_model *m);
 ss_status ss_model_forward(ss_model *m, const float *x, float *y, int batch, int64_t length, ss_error *err);
 int64_t ss_model_valid_length(ss_model *m, int64_t length);

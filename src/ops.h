@@ -81,6 +81,8 @@ typedef struct ss_attn_desc {
  *   SILU       x * sigmoid(x)
  *   ELU        x > 0 ? x : alpha (e^x - 1)              (torch.nn.ELU(alpha))
  *   LEAKY_RELU x > 0 ? x : alpha x                      (torch.nn.LeakyReLU(alpha))
+ *   POW        |x|^alpha (powf; torch.pow on x >= 0: a magnitude's square root
+ *              at 0.5, a reciprocal at -1)                          (API 13)
  * (GELU, the exact erf form, is ss_gelu.) */
 typedef enum ss_act {
     SS_ACT_RELU = 0,
@@ -89,6 +91,7 @@ typedef enum ss_act {
     SS_ACT_SILU,
     SS_ACT_ELU,
     SS_ACT_LEAKY_RELU,
+    SS_ACT_POW,
     SS_ACT_COUNT
 } ss_act;
 

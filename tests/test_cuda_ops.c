@@ -752,6 +752,9 @@ static void test_mul_activate(void)
         {SS_ACT_SILU, 0.0f, 1e-6, "silu"},
         {SS_ACT_ELU, 1.0f, 1e-6, "elu 1"},
         {SS_ACT_ELU, 0.5f, 1e-6, "elu 0.5"},
+        {SS_ACT_POW, 0.5f, 1e-6, "pow 0.5"},
+        {SS_ACT_POW, 2.0f, 1e-6, "pow 2"},
+        {SS_ACT_POW, 1.7f, 1e-6, "pow 1.7"},
     };
     for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
         char what[64];

@@ -324,7 +324,7 @@ static void test_mul_activate(void)
     static const struct { ss_act act; float alpha; const char *what; } acts[] = {
         {SS_ACT_RELU, 0.0f, "relu"},       {SS_ACT_SIGMOID, 0.0f, "sigmoid"}, {SS_ACT_TANH, 0.0f, "tanh"},
         {SS_ACT_SILU, 0.0f, "silu"},       {SS_ACT_ELU, 1.0f, "elu"},         {SS_ACT_ELU, 0.3f, "elu 0.3"},
-        {SS_ACT_LEAKY_RELU, 0.01f, "leaky_relu"},
+        {SS_ACT_LEAKY_RELU, 0.01f, "leaky_relu"}, {SS_ACT_POW, 0.5f, "pow 0.5"}, {SS_ACT_POW, 2.0f, "pow 2"},
     };
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];

@@ -117,6 +117,7 @@ static double act_ref(ss_act a, double x, double alpha)
     case SS_ACT_SILU: return x / (1 + exp(-x));
     case SS_ACT_ELU: return x > 0 ? x : alpha * expm1(x);
     case SS_ACT_LEAKY_RELU: return x > 0 ? x : alpha * x;
+    case SS_ACT_POW: return pow(fabs(x), alpha);
     default: return NAN;
     }
 }
@@ -133,7 +134,7 @@ static void test_mul_and_activations(void)
     for (size_t i = 0; i < n; i++)
         CHECK(y[i] == a[i] * b[i], "mul at %zu: %g != %g", i, y[i], a[i] * b[i]);
     for (int k = 0; k < SS_ACT_COUNT; k++) {
-        float alpha = k == SS_ACT_LEAKY_RELU ? 0.2f : 1.3f;
+        float alpha = k == SS_ACT_LEAKY_RELU ? 0.2f : k == SS_ACT_POW ? 0.5f : 1.3f;
         ss_activate(be, y, a, n, (ss_act)k, alpha);
         CHECK(ss_backend_status(be, NULL) == SS_OK, "activation %d failed", k);
         double worst = 0;

@@ -309,6 +309,10 @@ SS_SIMD_CLONES static void act_span(float *y, const float *x, size_t n, ss_act a
         for (size_t i = 0; i < n; i++)
             y[i] = x[i] > 0.0f ? x[i] : alpha * x[i];
         break;
+    case SS_ACT_POW:
+        for (size_t i = 0; i < n; i++)
+            y[i] = powf(fabsf(x[i]), alpha);
+        break;
     default:
         break;
     }

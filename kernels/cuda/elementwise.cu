@@ -61,7 +61,7 @@ __global__ void k_mul(float *y, const float *a, const float *b, size_t n) { GRID
 
 /* The ss_act activations, as the CPU kernels compute them (kernels/cpu/elementwise.c): sigmoid and
  * SiLU through expf (the CPU's polynomial exp differs by < 2e-7 relative), tanhf, ELU through
- * expm1f (the CPU's double expm1 rounded to float).  One instance per activation. */
+ * expm1f (the CPU's double expm1 rounded to float), |x|^alpha through powf.  One instance per activation. */
 template <int ACT>
 __device__ __forceinline__ float act_f(float x, float alpha)
 {
@@ -71,6 +71,7 @@ __device__ __forceinline__ float act_f(float x, float alpha)
     case SS_ACT_TANH: return tanhf(x);
     case SS_ACT_SILU: return x / (1.0f + expf(-x));
     case SS_ACT_ELU: return x > 0.0f ? x : __fmul_rn(alpha, expm1f(x));
+    case SS_ACT_POW: return powf(fabsf(x), alpha);
     default: return x > 0.0f ? x : __fmul_rn(alpha, x);          /* SS_ACT_LEAKY_RELU */
     }
 }
@@ -193,6 +194,7 @@ ss_status cu_activate(void *vctx, float *y, const float *x, size_t n, ss_act act
     case SS_ACT_SILU: LAUNCH(k_activate<SS_ACT_SILU>, n, y, x, alpha, n); break;
     case SS_ACT_ELU: LAUNCH(k_activate<SS_ACT_ELU>, n, y, x, alpha, n); break;
     case SS_ACT_LEAKY_RELU: LAUNCH(k_activate<SS_ACT_LEAKY_RELU>, n, y, x, alpha, n); break;
+    case SS_ACT_POW: LAUNCH(k_activate<SS_ACT_POW>, n, y, x, alpha, n); break;
     default: return fail(err, SS_E_INTERNAL, "cuda: activate: unknown activation %d", (int)act);
     }
     CK_LAUNCH(c, err, "activate");

@@ -79,6 +79,7 @@ inline float ss_act_f(float x, int act, float alpha)
     case 2: return tanh(x);
     case 3: return x / (1.0f + exp(-x));
     case 4: return x > 0.0f ? x : alpha * ss_expm1_f(x);
+    case 6: return pow(fabs(x), alpha);     // SS_ACT_POW
     default: return x > 0.0f ? x : alpha * x;
     }
 }
