@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""compare-stems.py REF.safetensors OUTDIR [--tol 1e-4] [--ext wav] [--against-dir DIR]
+"""compare-stems.py REF.safetensors OUTDIR [--tol 1e-4] [--ext wav] [--against-dir DIR] [--key stems]
 
 Compare stems written by stemsplit (OUTDIR/<stem>.wav, 32-bit float WAV) with
 the reference tensor `stems` [S, C, L] of a fixture's ref.safetensors (made by
 scripts/make-reference.py).  Prints the relative L2 error ||out - ref|| / ||ref||
 per stem and exits 1 if any exceeds the tolerance.  --against-dir DIR compares
 with DIR's stems of the same names instead (e.g. the default precision against
-an fp32 run; the reference then only gives the names and shapes).  Python standard library only.
+an fp32 run; the reference then only gives the names and shapes).  --key names
+another reference tensor of the same shape (e.g. `wiener` of the LarsNet
+fixtures).  Python standard library only.
 """
 import argparse, array, json, math, os, struct, sys
 
@@ -59,8 +61,9 @@ def main():
     ap.add_argument("--ext", default="wav")
     ap.add_argument("--against-dir", metavar="DIR",
                     help="compare with the stems in DIR (e.g. an fp32 run) instead of the reference's")
+    ap.add_argument("--key", default="stems", help="the reference tensor [S, C, L] (default stems)")
     a = ap.parse_args()
-    ref, shape, meta = read_safetensors(a.ref, "stems")
+    ref, shape, meta = read_safetensors(a.ref, a.key)
     S, C, L = shape
     sources = meta.get("sources", "").split(",")
     worst, bad = 0.0, 0
