@@ -9,10 +9,14 @@ that are not needed here come from tests/fixtures/roformer/stubs/.
 
   make-mdx23c-fixtures.py [--ref .ref] [--out tests/fixtures/mdx23c] [CASE ...]
       the small fixtures: CASE/config.yaml, model.ckpt, mix.wav, ref.safetensors
-  make-mdx23c-fixtures.py --full OUTDIR [--seconds 30] [--device cpu|cuda] [NAME ...]
-      the full-size configs (InstVoc HQ: scripts/mdx23c-configs/model_2_stem_full_band_8k.yaml;
-      a DrumSep 6-stem config: scripts/mdx23c-configs/drumsep_6stem.yaml) with random
-      weights: OUTDIR/<name>/ as above.
+  make-mdx23c-fixtures.py --full OUTDIR [--seconds 30] [--device cpu|cuda] [--set KEY=VALUE ...]
+                          [NAME|CONFIG.yaml ...]
+      the full-size configs (mdx23c_instvoc_hq: scripts/mdx23c-configs/
+      model_2_stem_full_band_8k.yaml; mdx23c_drumsep_6stem: scripts/mdx23c-configs/
+      drumsep_6stem.yaml), or any MDX23C config given by path (its file name less .yaml
+      is its name), with random weights: OUTDIR/<name>/ as above.  --set model.KEY=VALUE
+      (VALUE read as YAML) changes the config first, e.g. a mid-size network for the CPU:
+        --set model.num_channels=32 --set model.growth=32
 
 ref.safetensors holds F32 `stems` [S, C, L] (MSST's demix of mix.wav, per target),
 `forward_in` [1, C, chunk] and `forward_out` [1, S, C, chunk] (one direct model call
@@ -229,13 +233,22 @@ def check_converted(conv, out, state):
 def full(args, mod, mu, conv):
     import yaml
     for name in args.cases or list(FULL):
-        path = os.path.join(FULL_DIR, FULL[name])
-        text = open(path).read()
-        y = yaml.unsafe_load(text)
+        if name.endswith(".yaml"):
+            path, name = name, os.path.basename(name)[:-5]
+        elif name in FULL:
+            path = os.path.join(FULL_DIR, FULL[name])
+        else:
+            sys.exit("unknown full-size config %s (%s, or a .yaml path)" % (name, ", ".join(FULL)))
+        y = yaml.unsafe_load(open(path).read())
         y["training"]["use_amp"] = False
         y["inference"]["batch_size"] = 1
-        text = ("# %s with use_amp false, inference.batch_size 1 "
-                "(scripts/make-mdx23c-fixtures.py --full)\n" % FULL[name]) + yaml.dump(y)
+        for kv in args.set:
+            k, v = kv.split("=", 1)
+            sec, key = k.split(".", 1)
+            y[sec][key] = yaml.safe_load(v)
+        text = ("# %s with use_amp false, inference.batch_size 1%s "
+                "(scripts/make-mdx23c-fixtures.py --full)\n" % (
+                    os.path.basename(path), "".join(", " + kv for kv in args.set))) + yaml.dump(y)
         spec = dict(seed=11, samples=args.seconds, save="plain")
         run_case(name, spec, os.path.join(args.full, name), mod, mu, conv,
                  device=args.device, yaml_text=text)
@@ -248,6 +261,8 @@ def main():
     ap.add_argument("--full", metavar="OUTDIR", help="the full-size configs instead")
     ap.add_argument("--seconds", type=float, default=30.0, help="--full: mixture length")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="--full: change the config first")
     ap.add_argument("cases", nargs="*", help="default: all (%s; --full: %s)" % (
         ", ".join(CASES), ", ".join(FULL)))
     args = ap.parse_args()

@@ -11,14 +11,16 @@
  *
  *   x [B, C, L] --stft (unnormalised)--> [B, 2C, F, N] (channel = 2c + re/im)
  *   keep Fd bins: [B, 2C, Fd, N] == [B, Dc, f, N] (cac2cws is a reshape)
- *   first_conv 1x1: fco [B, c0, f, N]; transpose -> X [B, c0, N, f]
+ *   the reference transposes after first_conv (1x1, per position); the input
+ *   is transposed here instead (Dc planes, not c0): mixT [B, Dc, N, f]
+ *   first_conv 1x1: fco [B, c0, N, f] = X
  *   encoder level j: X = TFC_TDF(X) (kept as skip j); X = Downscale(X):
  *     norm, act, Conv2d(ch_j -> ch_j + g, kernel = stride = (s0, s1))
  *   bottleneck TFC_TDF
  *   decoder level j = n-1..0: Upscale (norm, act, ConvTranspose2d(ch_j + g ->
  *     ch_j, kernel = stride = (s0, s1))), concat [up, skip j], TFC_TDF(2ch_j -> ch_j)
- *   transpose back [B, c0, f, N], * fco, final 1x1 convs on [mix, x]
- *     (c0 + Dc -> c0, act, c0 -> S*Dc) -> [B, S*Dc, f, N] == [B, S, 2C, Fd, N]
+ *   X * fco, final 1x1 convs on [mixT, X] (c0 + Dc -> c0, act, c0 -> S*Dc),
+ *     transposed back (S*Dc planes) -> [B, S*Dc, f, N] == [B, S, 2C, Fd, N]
  *   zero bins Fd..F-1 --istft--> y [B, S, C, L]
  *
  * A TFC_TDF block (num_blocks_per_scale of them, the first in_c -> c):
@@ -27,9 +29,10 @@
  *   x = conv3x3(act(norm(x))) + s
  *
  * The reference's STFT is unnormalised and the network is not scale
- * invariant (BatchNorm, no norm), so the normalised ss_stft's spectrum is
- * scaled by sqrt(n_fft); the output's 1/sqrt(n_fft) for ss_istft is folded
- * into the last convolution's weights at load.  BatchNorm's statistics are
+ * invariant (BatchNorm, no norm): the spectrum's two consumers (first_conv and
+ * the spectrum's columns of final_conv.0) are linear, so their weights are
+ * scaled by sqrt(n_fft) at load, and the output's 1/sqrt(n_fft) for the
+ * normalised ss_istft is folded into the last convolution's.  BatchNorm's statistics are
  * folded into a per-channel scale and bias at load.
  */
 #include <math.h>
@@ -86,22 +89,24 @@ typedef struct mx_ws {             /* activations, for one (batch, length)      
     int64_t length;
     int frames;
     float *spec;                   /* [B*C, 2, F, N]                               */
-    float *mix;                    /* [B, Dc, f, N]                                */
-    float *fco;                    /* [B, c0, f, N]                                */
+    float *mix;                    /* mixT [B, Dc, N, f]                           */
+    float *fco;                    /* [B, c0, N, f]                                */
     float *x, *t, *s;              /* [B * big]: activation, its norm-act, shortcut */
     float *h;                      /* [B * hid]: the TDF's narrow layer            */
     float *cat[MAX_SCALES];        /* level j: [B, 2 ch_j, T_j, F_j] (up | skip)   */
-    float *fo;                     /* [B, S*Dc, f, N]                              */
+    float *fo;                     /* [2][B, S*Dc, f*N]: the crop of the spectrum,
+                                    * the final convolution's output and its
+                                    * transpose                                    */
     float *y;                      /* [B*S*C, 2, F, N]                             */
 } mx_ws;
 
 typedef struct mx_model {
     const char *path;
     mx_hp hp;
-    float *w_first;                /* [c0, Dc]                                     */
+    float *w_first;                /* [c0, Dc], times sqrt(n_fft)                  */
     mx_level lv[MAX_SCALES];       /* [n]                                          */
     mx_block *bott;                /* [l] TFC_TDF(ch_n -> ch_n)                    */
-    float *w_final1;               /* [c0, Dc + c0]                                */
+    float *w_final1;               /* [c0, Dc + c0], the Dc columns times sqrt(n_fft) */
     float *w_final2;               /* [S*Dc, c0], times 1/sqrt(n_fft)              */
     float **allocs;                /* every device allocation, for free            */
     int n_allocs, cap_allocs;
@@ -401,7 +406,15 @@ static ss_status load_all(loader *l)
     l->tmp = malloc(4 * 2 * (size_t)chmax * sizeof *l->tmp);     /* the widest norm: a decoder's 2 ch_j */
     if (!l->tmp)
         return ss_fail(l->err, SS_E_NOMEM, "%s: out of memory", m->path);
-    m->w_first = get_dev(l, "first_conv.weight", hp->c0, hp->Dc, 1, 1);
+    float rn = sqrtf((float)hp->n_fft);
+    size_t cnt;
+    int64_t sf[4] = {hp->c0, hp->Dc, 1, 1};
+    float *h = get_host(l, "first_conv.weight", 4, sf, &cnt);
+    if (h) {
+        for (size_t i = 0; i < cnt; i++)
+            h[i] *= rn;
+        m->w_first = upload(l, h, cnt, "first_conv.weight");
+    }
     int F = hp->f;
     for (int j = 0; j < hp->n && l->s == SS_OK; j++) {
         mx_level *v = &m->lv[j];
@@ -426,11 +439,17 @@ static ss_status load_all(loader *l)
         name_of(n, "decoder_blocks.%d.tfc_tdf.", i);
         v->dec = get_tfc_tdf(l, n, 2 * v->ch, v->ch, v->F);
     }
-    m->w_final1 = get_dev(l, "final_conv.0.weight", hp->c0, hp->c0 + hp->Dc, 1, 1);
+    int64_t s1[4] = {hp->c0, hp->c0 + hp->Dc, 1, 1};
+    h = get_host(l, "final_conv.0.weight", 4, s1, &cnt);
+    if (h) {                                               /* its spectrum columns */
+        for (int r = 0; r < hp->c0; r++)
+            for (int q = 0; q < hp->Dc; q++)
+                h[(size_t)r * (hp->c0 + hp->Dc) + q] *= rn;
+        m->w_final1 = upload(l, h, cnt, "final_conv.0.weight");
+    }
     /* the last convolution, times 1/sqrt(n_fft): ss_istft is the normalised inverse */
     int64_t shape[4] = {(int64_t)hp->S * hp->Dc, hp->c0, 1, 1};
-    size_t cnt;
-    float *h = get_host(l, "final_conv.2.weight", 4, shape, &cnt);
+    h = get_host(l, "final_conv.2.weight", 4, shape, &cnt);
     if (h) {
         float sc = 1.0f / sqrtf((float)hp->n_fft);
         for (size_t i = 0; i < cnt; i++)
@@ -494,7 +513,7 @@ static mx_sizes ws_sizes(const mx_hp *hp, int batch, int N)
     }
     z.big = B * big;
     z.hid = B * hid;
-    z.fo = B * (size_t)hp->S * (size_t)hp->Dc * fN;
+    z.fo = 2u * B * (size_t)hp->S * (size_t)hp->Dc * fN;
     z.y = B * (size_t)hp->S * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
     return z;
 }
@@ -663,15 +682,15 @@ static ss_status mx_forward(void *state, ss_backend *be, const float *x, float *
     size_t FN = (size_t)F * N, fdN = (size_t)hp->dim_f * N, fN = (size_t)f * N;
     ss_stft_desc sd = {.batch = B * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
     ss_stft(be, &sd, x, w->spec);                                            /* [B*C, 2, F, N]        */
-    ss_copy2d(be, w->mix, fdN, w->spec, FN, (size_t)B * C * 2, fdN);         /* mix [B, Dc, f, N]     */
-    ss_scale(be, w->mix, w->mix, sqrtf((float)hp->n_fft), (size_t)B * Dc * fN);  /* unnormalised     */
-    conv1x1(be, w->fco, w->mix, m->w_first, B, Dc, c0, (int64_t)fN, Dc, 0.0f);  /* fco [B, c0, f, N] */
-    ss_transpose(be, w->x, w->fco, B * c0, f, N);                            /* x [B, c0, N, f]       */
+    float *fo2 = w->fo + (size_t)B * S * Dc * fN;
+    ss_copy2d(be, w->fo, fdN, w->spec, FN, (size_t)B * C * 2, fdN);          /* [B, Dc, f, N]         */
+    ss_transpose(be, w->mix, w->fo, B * Dc, f, N);                           /* mixT [B, Dc, N, f]    */
+    conv1x1(be, w->fco, w->mix, m->w_first, B, Dc, c0, (int64_t)fN, Dc, 0.0f);  /* fco [B, c0, N, f] */
     int T = N, Fj = f;
     for (int j = 0; j < hp->n; j++) {                                        /* encoder               */
         const mx_level *v = &m->lv[j];
         size_t e = (size_t)v->ch * T * Fj;
-        tfc_tdf(m, be, v->enc, w->x, w->x, B, T, Fj);
+        tfc_tdf(m, be, v->enc, j == 0 ? w->fco : w->x, w->x, B, T, Fj);
         ss_copy2d(be, w->cat[j] + e, 2 * e, w->x, e, (size_t)B, e);          /* skip: cat[j][:, ch:]  */
         norm_act(m, be, w->t, w->x, &v->dn, B, v->ch, (int64_t)T * Fj);
         ss_conv2d_desc d = {.batch = 1, .cin = v->ch, .h = T, .w = Fj, .cout = v->ch + hp->g, .kh = hp->s0,
@@ -697,16 +716,16 @@ static ss_status mx_forward(void *state, ss_backend *be, const float *x, float *
         ss_copy2d(be, w->cat[j], 2 * e, w->s, e, (size_t)B, e);              /* cat[j][:, :ch]        */
         tfc_tdf(m, be, v->dec, w->cat[j], w->x, B, T, Fj);                   /* x [B, ch, T, F]       */
     }
-    ss_transpose(be, w->t, w->x, B * c0, N, f);                              /* [B, c0, f, N]         */
-    ss_mul(be, w->t, w->t, w->fco, (size_t)B * c0 * fN);                     /* * first_conv_out      */
-    /* final_conv on cat([mix, x]): the two halves of its first weight */
+    ss_mul(be, w->x, w->x, w->fco, (size_t)B * c0 * fN);                     /* * first_conv_out      */
+    /* final_conv on cat([mixT, x]): the two halves of its first weight */
     conv1x1(be, w->s, w->mix, m->w_final1, B, Dc, c0, (int64_t)fN, c0 + Dc, 0.0f);
-    conv1x1(be, w->s, w->t, m->w_final1 + Dc, B, c0, c0, (int64_t)fN, c0 + Dc, 1.0f);
+    conv1x1(be, w->s, w->x, m->w_final1 + Dc, B, c0, c0, (int64_t)fN, c0 + Dc, 1.0f);
     act(m, be, w->s, w->s, (size_t)B * c0 * fN);
-    conv1x1(be, w->fo, w->s, m->w_final2, B, c0, S * Dc, (int64_t)fN, c0, 0.0f);  /* [B, S, 2C, Fd, N] */
+    conv1x1(be, w->fo, w->s, m->w_final2, B, c0, S * Dc, (int64_t)fN, c0, 0.0f);  /* [B, S*Dc, N, f]  */
+    ss_transpose(be, fo2, w->fo, B * S * Dc, N, f);                          /* [B, S, 2C, Fd, N]     */
     if (hp->dim_f < F)
         ss_fill(be, w->y, 0.0f, (size_t)B * S * C * 2 * FN);
-    ss_copy2d(be, w->y, FN, w->fo, fdN, (size_t)B * S * C * 2, fdN);         /* Y [B*S*C, 2, F, N]    */
+    ss_copy2d(be, w->y, FN, fo2, fdN, (size_t)B * S * C * 2, fdN);           /* Y [B*S*C, 2, F, N]    */
     ss_stft_desc id = {.batch = B * S * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
     ss_istft(be, &id, w->y, y);                                              /* y [B, S, C, L]        */
     return ss_backend_check(be, err);
