@@ -91,7 +91,9 @@ typedef struct mx_ws {             /* activations, for one (batch, length)      
     float *spec;                   /* [B*C, 2, F, N]                               */
     float *mix;                    /* mixT [B, Dc, N, f]                           */
     float *fco;                    /* [B, c0, N, f]                                */
-    float *x, *t, *s;              /* [B * big]: activation, its norm-act, shortcut */
+    float *x, *s;                  /* [B * act]: the activation, the shortcut (and
+                                    * the upsampling's output): max ch_j T_j F_j    */
+    float *t;                      /* [B * big]: a norm-act, of up to 2 ch_j rows  */
     float *h;                      /* [B * hid]: the TDF's narrow layer            */
     float *cat[MAX_SCALES];        /* level j: [B, 2 ch_j, T_j, F_j] (up | skip)   */
     float *fo;                     /* [2][B, S*Dc, f*N]: the crop of the spectrum,
@@ -486,7 +488,7 @@ static ss_status mx_load(ss_st *st, const ss_model_info *info, ss_backend *be, v
 /* ---- workspace --------------------------------------------------------------------- */
 
 typedef struct mx_sizes {
-    size_t spec, mix, fco, big, hid, cat[MAX_SCALES], fo, y;
+    size_t spec, mix, fco, act, big, hid, cat[MAX_SCALES], fo, y;
 } mx_sizes;
 
 /* The floats of each workspace buffer for (batch, frames). */
@@ -498,7 +500,7 @@ static mx_sizes ws_sizes(const mx_hp *hp, int batch, int N)
     z.spec = B * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
     z.mix = B * (size_t)hp->Dc * fN;
     z.fco = B * (size_t)hp->c0 * fN;
-    size_t big = 0, hid = 0;
+    size_t act = 0, big = 0, hid = 0;
     int T = N, F = hp->f;
     for (int j = 0; j <= hp->n; j++) {
         size_t ch = (size_t)(hp->c0 + j * hp->g), TF = (size_t)T * (size_t)F;
@@ -506,11 +508,13 @@ static mx_sizes ws_sizes(const mx_hp *hp, int batch, int N)
         if (j < hp->n)
             z.cat[j] = B * e;
         big = e > big ? e : big;
+        act = ch * TF > act ? ch * TF : act;
         size_t hh = ch * (size_t)T * (size_t)(F / hp->bn);
         hid = hh > hid ? hh : hid;
         T /= hp->s0;
         F /= hp->s1;
     }
+    z.act = B * act;
     z.big = B * big;
     z.hid = B * hid;
     z.fo = 2u * B * (size_t)hp->S * (size_t)hp->Dc * fN;
@@ -552,7 +556,7 @@ static ss_status ws_get(mx_model *m, ss_backend *be, int batch, int64_t length, 
     w->length = length;
     w->frames = N;
     int ok = (w->spec = ss_alloc(be, z.spec)) && (w->mix = ss_alloc(be, z.mix)) && (w->fco = ss_alloc(be, z.fco)) &&
-             (w->x = ss_alloc(be, z.big)) && (w->t = ss_alloc(be, z.big)) && (w->s = ss_alloc(be, z.big)) &&
+             (w->x = ss_alloc(be, z.act)) && (w->t = ss_alloc(be, z.big)) && (w->s = ss_alloc(be, z.act)) &&
              (w->h = ss_alloc(be, z.hid)) && (w->fo = ss_alloc(be, z.fo)) && (w->y = ss_alloc(be, z.y));
     for (int j = 0; ok && j < hp->n; j++)
         ok = (w->cat[j] = ss_alloc(be, z.cat[j])) != NULL;
@@ -740,7 +744,7 @@ static ss_status mx_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem
         return s;
     int64_t L = info->segment_length;
     mx_sizes z = ws_sizes(&hp, 1, (int)(L / hp.hop + 1));
-    uint64_t item = z.spec + z.mix + z.fco + 3u * z.big + z.hid + z.fo + z.y;
+    uint64_t item = z.spec + z.mix + z.fco + 2u * z.act + z.big + z.hid + z.fo + z.y;
     for (int j = 0; j < hp.n; j++)
         item += z.cat[j];
     uint64_t io = (uint64_t)hp.C * (uint64_t)L * (1u + (uint64_t)hp.S);
