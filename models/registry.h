@@ -6,6 +6,7 @@
 SS_ARCH(htdemucs)
 SS_ARCH(bs_roformer)
 SS_ARCH(mel_band_roformer)
+SS_ARCH(mdx23c)
 SS_ARCH(larsnet)
 SS_ARCH(bandsplit)
 SS_ARCH(identity)

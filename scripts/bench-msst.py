@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench-msst.py - the PyTorch reference side of the RoFormer benchmarks: MSST's
+"""bench-msst.py - the PyTorch reference side of the RoFormer and MDX23C benchmarks: MSST's
 own inference (utils.model_utils.demix, as its inference.py runs it) timed on
 one mixture, one JSON line out.
 
@@ -16,6 +16,8 @@ TF32, PyTorch's default for matmuls).  --flash 1 (default) sets flash_attn (torc
 fused scaled_dot_product_attention, as the released configs do); 0 turns it off.  --batch sets
 inference.batch_size (default: the config's).  --warm 1 first runs demix on 10 s
 of noise outside the timed region (kernels loaded, allocator pools made).
+An MDX23C config (model.num_subbands, ...) builds MSST's TFC_TDF_net instead (--flash
+does not apply).
 
 Needs torch, numpy, PyYAML and the MSST files under .ref (see
 scripts/make-roformer-fixtures.py, whose loader this uses).
@@ -80,18 +82,28 @@ def main():
     mods, mu, au, _ = mrf.load_reference(os.path.abspath(a.ref))
     from ml_collections import ConfigDict   # the stand-in the loader put on the path
     y = yaml.unsafe_load(open(a.config))
-    y["model"]["flash_attn"] = bool(a.flash)
+    mdx = any(k in y["model"] for k in ("num_subbands", "num_scales", "num_blocks_per_scale"))
+    if not mdx:
+        y["model"]["flash_attn"] = bool(a.flash)
     y.setdefault("training", {})["use_amp"] = bool(a.amp)
     if a.batch > 0:
         y["inference"]["batch_size"] = a.batch
     config = ConfigDict(y)
-    arch = "mel_band_roformer" if "num_bands" in y["model"] else "bs_roformer"
-    model = mrf.build(mods, arch, dict(config.model))
+    if mdx:
+        arch = "mdx23c"
+        spec = importlib.util.spec_from_file_location(
+            "mdx23c_tfc_tdf_v3", os.path.join(os.path.abspath(a.ref), "msst", "models", "mdx23c_tfc_tdf_v3.py"))
+        mdx_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mdx_mod)
+        model = mdx_mod.TFC_TDF_net(config)
+    else:
+        arch = "mel_band_roformer" if "num_bands" in y["model"] else "bs_roformer"
+        model = mrf.build(mods, arch, dict(config.model))
     sd = torch.load(a.checkpoint, map_location="cpu")
     for key in ("state", "state_dict", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
-    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()})
     model.eval().to(a.device)
     mix = read_wav_f32(a.mix)
     sr = int(y["audio"].get("sample_rate", 44100))
@@ -121,7 +133,7 @@ def main():
     dt = time.perf_counter() - t0
     secs = mix.shape[1] / sr
     rec = {"impl": "msst", "arch": arch, "device": a.device, "threads": torch.get_num_threads(),
-           "amp": bool(a.amp), "flash": bool(y["model"]["flash_attn"]),
+           "amp": bool(a.amp), "flash": bool(y["model"].get("flash_attn", False)),
            "batch": int(config.inference.batch_size), "warm": bool(a.warm),
            "audio_s": round(secs, 3), "seconds": round(dt, 3), "x_realtime": round(secs / dt, 2),
            "stems": sorted(out), "torch": torch.__version__}

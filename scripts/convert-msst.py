@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""convert-msst.py - convert a BS-RoFormer or Mel-Band RoFormer checkpoint trained
-with Music-Source-Separation-Training (MSST) to a stemsplit model file
-(.safetensors).  Python 3 standard library only: no torch, no PyYAML.
+"""convert-msst.py - convert a BS-RoFormer, Mel-Band RoFormer or MDX23C (TFC-TDF-Net
+v3) checkpoint trained with Music-Source-Separation-Training (MSST) to a stemsplit
+model file (.safetensors).  Python 3 standard library only: no torch, no PyYAML.
 
   convert-msst.py -o OUT.safetensors CONFIG.yaml CHECKPOINT
                   [--dtype keep|f32|f16|bf16] [--name NAME]
@@ -12,8 +12,9 @@ holding the model's state dict, bare or under `state`, `state_dict` or
 `model_state_dict` (a `model.` / `module.` prefix on every key is dropped).
 It is read with torchckpt.py's restricted unpickler: nothing from the file is
 ever called.  Every tensor is written under its state-dict name; Mel-Band
-RoFormer files also get the band assignment (mel.*) computed here.  Format and
-metadata: docs/roformer-format.md.
+RoFormer files also get the band assignment (mel.*) computed here; MDX23C files
+drop BatchNorm's num_batches_tracked counters (unused at inference).  Format and
+metadata: docs/roformer-format.md, docs/mdx23c-format.md.
 
 Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
 73 cannot create output, 74 I/O error.
@@ -55,6 +56,8 @@ INT_KEYS = ("dim", "depth", "num_stems", "time_transformer_depth", "freq_transfo
             "mask_estimator_depth", "mlp_expansion_factor")
 BOOL_KEYS = ("stereo", "stft_normalized", "zero_dc", "skip_connection", "use_pope")
 MDX23C_KEYS = ("num_subbands", "num_scales", "num_blocks_per_scale", "bottleneck_factor")
+MDX23C_INT_KEYS = ("num_subbands", "num_scales", "num_blocks_per_scale", "num_channels",
+                   "growth", "bottleneck_factor")
 STATE_WRAPPERS = ("state_dict", "model_state_dict", "state")
 STATE_PREFIXES = ("module.", "model.")
 
@@ -105,8 +108,7 @@ class Config:
     def architecture(self):
         m = self.model
         if any(k in m for k in MDX23C_KEYS):
-            raise Refuse("%s: an MDX23C (TFC-TDF) config: not supported yet, only bs_roformer "
-                         "and mel_band_roformer" % self.path)
+            return "mdx23c"
         if "num_bands" in m and "freqs_per_bands" in m:
             raise Refuse("%s: model has both num_bands (Mel-Band) and freqs_per_bands (BS)"
                          % self.path)
@@ -118,6 +120,8 @@ class Config:
                      "RoFormer) missing: not a RoFormer config" % self.path)
 
     def resolve(self):
+        if self.arch == "mdx23c":
+            return self.resolve_mdx23c()
         path, mel = self.path, self.arch == "mel_band_roformer"
         p = dict(MEL_DEFAULTS if mel else BS_DEFAULTS)
         for k in ("dim", "depth"):
@@ -166,6 +170,75 @@ class Config:
             p["band_widths"] = list(fpb)
         return p
 
+    def resolve_mdx23c(self):
+        """MDX23C: every hyperparameter is required (TFC_TDF_net has no defaults); the
+        shape constraints are those under which the reference's forward pass runs."""
+        path, m, y = self.path, self.model, self.y
+        p = {}
+        for k in MDX23C_INT_KEYS:
+            if k not in m:
+                raise Refuse("%s: model.%s missing" % (path, k))
+            p[k] = _pos_int(m[k], "model." + k, path)
+        for k in ("n_fft", "hop_length", "dim_f", "num_channels"):
+            p["audio_" + k] = _pos_int(_get(y, "audio", k, path), "audio." + k, path)
+        sc = m.get("scale")
+        if not isinstance(sc, (list, tuple)) or len(sc) != 2 or \
+                not all(_is_int(v) and v > 0 for v in sc):
+            raise Refuse("%s: model.scale=%r: expected two positive integers" % (path, sc))
+        p["scale"] = [sc[0], sc[1]]
+        norm = m.get("norm")
+        if not isinstance(norm, str):
+            raise Refuse("%s: model.norm=%r: expected a name" % (path, norm))
+        if norm in ("BatchNorm", "InstanceNorm"):
+            p["norm"] = norm
+        elif "GroupNorm" in norm:                  # as the reference: GroupNorm<groups>
+            g = norm.replace("GroupNorm", "")
+            if not g.isdigit() or int(g) < 1:
+                raise Refuse("%s: model.norm=%r: expected GroupNorm followed by a group count"
+                             % (path, norm))
+            p["norm"], p["groups"] = "GroupNorm%d" % int(g), int(g)
+        else:                                      # the reference's nn.Identity
+            p["norm"] = "Identity"
+        act = m.get("act")
+        if act in ("gelu", "relu"):
+            p["act"] = act
+        elif isinstance(act, str) and act[:3] == "elu":
+            try:
+                alpha = float(act[3:])
+            except ValueError:
+                raise Refuse("%s: model.act=%r: expected elu followed by alpha (e.g. elu1.0)"
+                             % (path, act))
+            if not math.isfinite(alpha):
+                raise Refuse("%s: model.act=%r: alpha is not finite" % (path, act))
+            p["act"] = "elu%r" % alpha
+        else:
+            raise Refuse("%s: model.act=%r: expected gelu, relu or eluALPHA" % (path, act))
+        if p["audio_num_channels"] != 2:
+            raise Refuse("%s: audio.num_channels=%d: the reference's inverse STFT handles two "
+                         "channels only" % (path, p["audio_num_channels"]))
+        nfreq = p["audio_n_fft"] // 2 + 1
+        if p["audio_n_fft"] % 2 or p["audio_dim_f"] > nfreq:
+            raise Refuse("%s: audio.dim_f=%d with n_fft=%d: need an even n_fft and dim_f <= %d"
+                         % (path, p["audio_dim_f"], p["audio_n_fft"], nfreq))
+        if p["audio_hop_length"] > p["audio_n_fft"]:
+            raise Refuse("%s: audio.hop_length=%d exceeds n_fft=%d"
+                         % (path, p["audio_hop_length"], p["audio_n_fft"]))
+        k, n, bn = p["num_subbands"], p["num_scales"], p["bottleneck_factor"]
+        if p["audio_dim_f"] % k:
+            raise Refuse("%s: audio.dim_f=%d is not a multiple of model.num_subbands=%d"
+                         % (path, p["audio_dim_f"], k))
+        f = p["audio_dim_f"] // k
+        for i in range(n + 1):
+            if f // bn < 1:
+                raise Refuse("%s: %d frequency rows at scale %d: model.bottleneck_factor=%d "
+                             "leaves none" % (path, f, i, bn))
+            if i < n:
+                if f % p["scale"][1]:
+                    raise Refuse("%s: %d frequency rows at scale %d are not a multiple of "
+                                 "model.scale[1]=%d" % (path, f, i, p["scale"][1]))
+                f //= p["scale"][1]
+        return p
+
     def audio(self):
         path, y = self.path, self.y
         self.samplerate = _pos_int(_get(y, "audio", "sample_rate", path),
@@ -189,7 +262,18 @@ class Config:
             raise Refuse("%s: inference.num_overlap=%d exceeds chunk_size=%d"
                          % (path, self.num_overlap, self.chunk_size))
         p = self.p
-        if self.arch == "mel_band_roformer" and not p["match_input_audio_length"] \
+        if self.arch == "mdx23c":
+            hop, s0, n = p["audio_hop_length"], p["scale"][0], p["num_scales"]
+            if self.chunk_size % hop:
+                raise Refuse("%s: chunk_size=%d is not a multiple of audio.hop_length=%d: the "
+                             "reference's output would be shorter than its input"
+                             % (path, self.chunk_size, hop))
+            frames = self.chunk_size // hop + 1
+            if frames % (s0 ** n):
+                raise Refuse("%s: chunk_size=%d gives %d frames, not a multiple of "
+                             "model.scale[0]^num_scales=%d: the reference cannot run it"
+                             % (path, self.chunk_size, frames, s0 ** n))
+        elif self.arch == "mel_band_roformer" and not p["match_input_audio_length"] \
                 and self.chunk_size % p["stft_hop_length"]:
             raise Refuse("%s: chunk_size=%d is not a multiple of stft_hop_length=%d: the "
                          "reference's output would be shorter than its input"
@@ -208,7 +292,9 @@ class Config:
                 or len(set(sources)) != len(sources):
             raise Refuse("%s: training.instruments/target_instrument %r: need distinct "
                          "non-empty names without commas" % (path, sources))
-        if len(sources) != p["num_stems"]:
+        if self.arch == "mdx23c":
+            p["num_target_instruments"] = len(sources)
+        elif len(sources) != p["num_stems"]:
             raise Refuse("%s: model.num_stems=%d but the config names %d output stem%s (%s)"
                          % (path, p["num_stems"], len(sources), "s"[:len(sources) != 1],
                             ",".join(sources)))
@@ -322,6 +408,61 @@ def expected_tensors(cfg):
     return want, optional
 
 
+def mdx23c_tensors(cfg):
+    """name -> shape of every tensor of the reference TFC_TDF_net (the module names of
+    MSST's models/mdx23c_tfc_tdf_v3.py), and the optional BatchNorm counters."""
+    p = cfg.p
+    want, optional = {}, {}
+    norm = p["norm"]
+
+    def nrm(pre, c):
+        if norm == "Identity":
+            return
+        want[pre + "weight"] = [c]
+        want[pre + "bias"] = [c]
+        if norm == "BatchNorm":
+            want[pre + "running_mean"] = [c]
+            want[pre + "running_var"] = [c]
+            optional[pre + "num_batches_tracked"] = []
+
+    def tfc_tdf(pre, in_c, c, f):
+        for i in range(p["num_blocks_per_scale"]):
+            b = "%sblocks.%d." % (pre, i)
+            nrm(b + "tfc1.0.", in_c)
+            want[b + "tfc1.2.weight"] = [c, in_c, 3, 3]
+            nrm(b + "tdf.0.", c)
+            want[b + "tdf.2.weight"] = [f // p["bottleneck_factor"], f]
+            nrm(b + "tdf.3.", c)
+            want[b + "tdf.5.weight"] = [f, f // p["bottleneck_factor"]]
+            nrm(b + "tfc2.0.", c)
+            want[b + "tfc2.2.weight"] = [c, c, 3, 3]
+            want[b + "shortcut.weight"] = [c, in_c, 1, 1]
+            in_c = c
+
+    k, g, s0, s1 = p["num_subbands"], p["growth"], p["scale"][0], p["scale"][1]
+    dim_c = k * p["audio_num_channels"] * 2
+    c, f = p["num_channels"], p["audio_dim_f"] // k
+    want["first_conv.weight"] = [c, dim_c, 1, 1]
+    for i in range(p["num_scales"]):
+        pre = "encoder_blocks.%d." % i
+        tfc_tdf(pre + "tfc_tdf.", c, c, f)
+        nrm(pre + "downscale.conv.0.", c)
+        want[pre + "downscale.conv.2.weight"] = [c + g, c, s0, s1]
+        f //= s1
+        c += g
+    tfc_tdf("bottleneck_block.", c, c, f)
+    for i in range(p["num_scales"]):
+        pre = "decoder_blocks.%d." % i
+        nrm(pre + "upscale.conv.0.", c)
+        want[pre + "upscale.conv.2.weight"] = [c, c - g, s0, s1]
+        f *= s1
+        c -= g
+        tfc_tdf(pre + "tfc_tdf.", 2 * c, c, f)
+    want["final_conv.0.weight"] = [c, c + dim_c, 1, 1]
+    want["final_conv.2.weight"] = [p["num_target_instruments"] * dim_c, c, 1, 1]
+    return want, optional
+
+
 def load_state(path):
     ck = Checkpoint(path)
     obj = ck.obj
@@ -354,15 +495,20 @@ def load_state(path):
 
 
 def check_state(cfg, ckpath, state):
-    want, optional = expected_tensors(cfg)
     arch = cfg.arch
+    if arch == "mdx23c":
+        want, optional = mdx23c_tensors(cfg)
+        if "first_conv.weight" not in state:
+            raise Refuse("%s: no first_conv.weight: not an MDX23C checkpoint" % ckpath)
+    else:
+        want, optional = expected_tensors(cfg)
     if arch == "mel_band_roformer" and "final_norm.gamma" in state:
         raise Refuse("%s: has final_norm.gamma, a BS-RoFormer tensor, but %s is a Mel-Band "
                      "RoFormer config" % (ckpath, cfg.path))
     if arch == "bs_roformer" and "layers.0.0.norm.gamma" in state:
         raise Refuse("%s: has layers.0.0.norm.gamma, a Mel-Band RoFormer tensor, but %s is a "
                      "BS-RoFormer config" % (ckpath, cfg.path))
-    if not any(k.startswith("band_split.") for k in state):
+    if arch != "mdx23c" and not any(k.startswith("band_split.") for k in state):
         raise Refuse("%s: no band_split tensors: not a RoFormer checkpoint" % ckpath)
     for name, t in state.items():
         if name in want:
@@ -370,8 +516,8 @@ def check_state(cfg, ckpath, state):
         if name not in optional:
             raise Refuse("%s: unexpected tensor %s for this %s config" % (ckpath, name, arch))
         if list(t.size) != optional[name]:
-            raise Refuse("%s: tensor %s is %s; dim_head=%d implies %s"
-                         % (ckpath, name, list(t.size), cfg.p["dim_head"], optional[name]))
+            raise Refuse("%s: tensor %s is %s; the config %s implies %s"
+                         % (ckpath, name, list(t.size), cfg.path, optional[name]))
     for name, shape in want.items():
         t = state.get(name)
         if t is None:
@@ -385,24 +531,31 @@ def check_state(cfg, ckpath, state):
 # ------------------------------------------------------------------ main
 
 def metadata(cfg, name):
-    p, mel = cfg.p, cfg.arch == "mel_band_roformer"
+    p, mel, mdx = cfg.p, cfg.arch == "mel_band_roformer", cfg.arch == "mdx23c"
     meta = {
         "stemsplit.architecture": cfg.arch,
         "stemsplit.sources": ",".join(cfg.sources),
         "stemsplit.samplerate": str(cfg.samplerate),
-        "stemsplit.channels": "2" if p["stereo"] else "1",
+        "stemsplit.channels": str(p["audio_num_channels"]) if mdx else
+                              "2" if p["stereo"] else "1",
         "stemsplit.segment": fmt_value(fractions.Fraction(cfg.chunk_size, cfg.samplerate)),
         "stemsplit.converter": "%s %s" % (PROG, VERSION),
         "msst.chunk_size": str(cfg.chunk_size),
         "msst.num_overlap": str(cfg.num_overlap),
         "msst.normalize": fmt_value(cfg.normalize),
         "msst.batch_size": str(cfg.batch_size),
-        "roformer.ff_mult": str(FF_MULT),
     }
     if len(cfg.sources) == 1 and cfg.sources[0] != "instrumental":
         meta["stemsplit.residual"] = "instrumental"
     if name is not None:
         meta["stemsplit.name"] = name
+    if mdx:
+        for k in ("n_fft", "hop_length", "dim_f"):
+            meta["mdx23c." + k] = str(p["audio_" + k])
+        for k in MDX23C_INT_KEYS + ("scale", "norm", "act", "num_target_instruments"):
+            meta["mdx23c." + k] = fmt_value(p[k])
+        return meta
+    meta["roformer.ff_mult"] = str(FF_MULT)
     keys = ["dim", "depth", "time_transformer_depth", "freq_transformer_depth", "dim_head",
             "heads", "num_stems", "stereo", "stft_n_fft", "stft_hop_length", "stft_win_length",
             "stft_normalized", "zero_dc", "mask_estimator_depth", "mlp_expansion_factor",
@@ -419,6 +572,8 @@ def run(a):
     check_state(cfg, a.checkpoint, state)
     tensors = []
     for name, t in state.items():
+        if cfg.arch == "mdx23c" and name.endswith(".num_batches_tracked"):
+            continue                                # a training counter
         try:
             dt, shp, b = ck.tensor(t, name)
             dt, b = convert_dtype(dt, b, a.dtype, name)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # download-model.sh NAME - download a released model (demucs v4, an MSST
-# RoFormer checkpoint with its config, or LarsNet's five U-Nets), verify its checksum where one is
+# RoFormer or MDX23C checkpoint with its config, or LarsNet's five U-Nets), verify its checksum where one is
 # known, convert it (convert-demucs.py / convert-msst.py) and install it as
 #   ${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 # Known names and files: scripts/models.txt (override: STEMSPLIT_MODELS_TABLE).
@@ -22,8 +22,8 @@ usage() {
     cat <<EOT
 Usage: $prog NAME
 Download the released model NAME (a demucs v4 model, an MSST BS-/Mel-Band
-RoFormer checkpoint and its config, or LarsNet's checkpoint zip and config),
-check its checksum where one is known, convert it (convert-demucs.py,
+RoFormer or MDX23C checkpoint and its config, or LarsNet's checkpoint zip and
+config), check its checksum where one is known, convert it (convert-demucs.py,
 convert-msst.py, convert-larsnet.py) and install it as
   \${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 where stemsplit finds it (stemsplit -m NAME; htdemucs is the default model).

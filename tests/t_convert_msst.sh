@@ -1,14 +1,16 @@
 #!/bin/sh
-# t_convert_msst.sh - scripts/convert-msst.py: every RoFormer fixture converts to a
-# valid .safetensors with every state-dict tensor under its own name, the Mel band
-# tables and the metadata; hostile or unsupported inputs (os.system in the pickle,
-# truncated zip, missing key, PoPE, linear attention, MDX23C, ...) are refused with
-# their exit codes without running anything.  Python 3 standard library only.
+# t_convert_msst.sh - scripts/convert-msst.py: every RoFormer and MDX23C fixture
+# converts to a valid .safetensors with every state-dict tensor under its own name
+# (MDX23C: less BatchNorm's num_batches_tracked), the Mel band tables and the
+# metadata; hostile or unsupported inputs (os.system in the pickle, truncated zip,
+# missing key, PoPE, linear attention, MDX23C shapes the reference cannot run, ...)
+# are refused with their exit codes without running anything.  Python 3 standard library only.
 # With PyYAML, scripts/miniyaml.py is also compared with yaml.unsafe_load on the
 # fixture configs, a tricky sample, and MSST's configs when .ref/msst is present.
 . "$(dirname "$0")/lib.sh"
 CONV="$SS_ROOT/scripts/convert-msst.py"
 FIX="$SS_ROOT/tests/fixtures/roformer"
+MFIX="$SS_ROOT/tests/fixtures/mdx23c"
 if ! command -v python3 >/dev/null 2>&1; then
     skip convert_msst "python3 not found"; exit 0
 fi
@@ -40,6 +42,8 @@ for lo, hi in sorted(spans):
 if 8 + n + pos != len(b): die("data area size")
 ck = torchckpt.Checkpoint(ckpt); st = ck.obj
 if "state_dict" in st and not isinstance(st["state_dict"], torchckpt.TensorRef): st = st["state_dict"]
+if arch == "mdx23c":                         # training counters are not written
+    st = {k: t for k, t in st.items() if not k.endswith(".num_batches_tracked")}
 want = {k: (t.dtype.st, list(t.size)) for k, t in st.items()}
 got = {k: (v["dtype"], v["shape"]) for k, v in h.items() if not k.startswith("mel.")}
 if got != want: die("tensors differ: %s" % sorted(set(got) ^ set(want))[:4])
@@ -73,7 +77,8 @@ EOF
 
 conv() { n=$1; shift; expect_exit "$n" 0 python3 "$CONV" -o "$T/$n.safetensors" "$@"; }
 chk() { c=$1 arch=$2; shift 2
-    check "valid_$c" python3 "$T/check.py" "$T/$c.safetensors" "$FIX/$c/model.ckpt" "$arch" "$SS_ROOT/scripts" "$@"; }
+    d=$FIX; [ "$arch" = mdx23c ] && d=$MFIX
+    check "valid_$c" python3 "$T/check.py" "$T/$c.safetensors" "$d/$c/model.ckpt" "$arch" "$SS_ROOT/scripts" "$@"; }
 for c in bs_stereo_1stem bs_mono_4stem mel_stereo_1stem mel_mono_4stem bs_normalize; do
     [ -f "$FIX/$c/model.ckpt" ] || { fail "fixture_$c" "missing $FIX/$c"; continue; }
     conv "$c" "$FIX/$c/config.yaml" "$FIX/$c/model.ckpt"
@@ -101,6 +106,24 @@ chk mel_mono_4stem mel_band_roformer stemsplit.sources=drums,bass,other,vocals \
     roformer.zero_dc=false roformer.stft_hop_length=64
 chk bs_normalize bs_roformer stemsplit.sources=vocals,other stemsplit.residual=- msst.normalize=true \
     roformer.num_stems=2 roformer.mask_estimator_depth=1 roformer.stereo=true
+
+# MDX23C: every hyperparameter as mdx23c.*, the norm and act as the forward pass reads them
+for c in in_2scale_gelu bn_4scale_relu gn_target_elu id_3stem; do
+    [ -f "$MFIX/$c/model.ckpt" ] || { fail "fixture_$c" "missing $MFIX/$c"; continue; }
+    conv "$c" "$MFIX/$c/config.yaml" "$MFIX/$c/model.ckpt"
+done
+chk in_2scale_gelu mdx23c stemsplit.architecture=mdx23c stemsplit.sources=vocals,other \
+    stemsplit.residual=- stemsplit.channels=2 stemsplit.samplerate=44100 stemsplit.segment=752/11025 \
+    msst.chunk_size=3008 msst.num_overlap=2 msst.normalize=false msst.batch_size=1 mdx23c.n_fft=256 \
+    mdx23c.hop_length=64 mdx23c.dim_f=96 mdx23c.num_subbands=2 mdx23c.num_scales=2 mdx23c.scale=2,2 \
+    mdx23c.num_blocks_per_scale=2 mdx23c.num_channels=8 mdx23c.growth=4 mdx23c.bottleneck_factor=4 \
+    mdx23c.norm=InstanceNorm mdx23c.act=gelu mdx23c.num_target_instruments=2 roformer.ff_mult=- \
+    "stemsplit.converter=convert-msst.py 1.0"
+chk bn_4scale_relu mdx23c stemsplit.sources=drums,bass,other,vocals mdx23c.norm=BatchNorm \
+    mdx23c.act=relu mdx23c.num_scales=4 mdx23c.num_target_instruments=4 msst.num_overlap=4
+chk gn_target_elu mdx23c stemsplit.sources=vocals stemsplit.residual=instrumental \
+    mdx23c.norm=GroupNorm2 mdx23c.act=elu0.5 mdx23c.scale=1,2 mdx23c.num_target_instruments=1
+chk id_3stem mdx23c stemsplit.sources=kick,snare,toms mdx23c.norm=Identity mdx23c.act=gelu
 
 # --dtype f32 widens the fp16 fixture; the Mel tables stay F32 either way.
 expect_exit dtype_f32 0 python3 "$CONV" --dtype f32 -o "$T/f32.safetensors" "$FIX/mel_mono_4stem/config.yaml" "$FIX/mel_mono_4stem/model.ckpt"
@@ -130,8 +153,16 @@ w("num_stems.yaml", cfg.replace("  num_stems: 1\n", "  num_stems: 2\n"))
 w("shape.yaml", cfg.replace("  dim: 32\n", "  dim: 48\n"))
 w("mel_for_bs.yaml", cfg.replace("  freqs_per_bands: !!python/tuple\n", "  num_bands: 8\n  xfreqs_per_bands: !!python/tuple\n"))
 w("bad_yaml.yaml", cfg.replace("  dim: 32\n", "  dim: [32\n"))
-w("mdx23c.yaml", "audio:\n  chunk_size: 261120\n  sample_rate: 44100\nmodel:\n  num_subbands: 4\n  num_scales: 5\n"
-  "training:\n  instruments: [vocals, other]\ninference:\n  batch_size: 1\n  num_overlap: 4\n")
+mdx = open(os.path.join(os.path.dirname(B), "..", "mdx23c", "in_2scale_gelu", "config.yaml")).read()
+w("mdx_act.yaml", mdx.replace("  act: gelu\n", "  act: tanh\n"))
+w("mdx_elu.yaml", mdx.replace("  act: gelu\n", "  act: elu\n"))
+w("mdx_subbands.yaml", mdx.replace("  num_subbands: 2\n", "  num_subbands: 5\n"))
+w("mdx_hop.yaml", mdx.replace("  chunk_size: 3008\n", "  chunk_size: 3000\n"))
+w("mdx_frames.yaml", mdx.replace("  chunk_size: 3008\n", "  chunk_size: 3072\n"))
+w("mdx_mono.yaml", mdx.replace("  num_channels: 2\n", "  num_channels: 1\n"))
+w("mdx_growth.yaml", mdx.replace("  growth: 4\n", ""))
+w("mdx_width.yaml", mdx.replace("  num_channels: 8\n", "  num_channels: 6\n"))
+w("mdx_bottleneck.yaml", mdx.replace("  bottleneck_factor: 4\n", "  bottleneck_factor: 64\n"))
 w("not_roformer.yaml", "audio:\n  sample_rate: 44100\nmodel:\n  dim: 8\n")
 def module(name, **attrs):
     m = types.ModuleType(name)
@@ -202,7 +233,18 @@ if python3 "$T/craft.py" "$T/x" "$T/PWNED" "$B"; then
     refuse shape 65 "model.ckpt: tensor layers.0.0.layers.0.0.norm.gamma is [32]; the config" "$T/x/shape.yaml" "$B/model.ckpt"
     refuse arch_mismatch 65 "model.ckpt: has final_norm.gamma, a BS-RoFormer tensor" "$T/x/mel_for_bs.yaml" "$B/model.ckpt"
     refuse bad_yaml 65 "bad_yaml.yaml: line" "$T/x/bad_yaml.yaml" "$B/model.ckpt"
-    refuse mdx23c 65 "mdx23c.yaml: an MDX23C (TFC-TDF) config: not supported yet" "$T/x/mdx23c.yaml" "$B/model.ckpt"
+    MX="$MFIX/in_2scale_gelu/model.ckpt"
+    refuse mdx_act 65 "mdx_act.yaml: model.act='tanh': expected gelu, relu or eluALPHA" "$T/x/mdx_act.yaml" "$MX"
+    refuse mdx_elu 65 "mdx_elu.yaml: model.act='elu': expected elu followed by alpha" "$T/x/mdx_elu.yaml" "$MX"
+    refuse mdx_subbands 65 "mdx_subbands.yaml: audio.dim_f=96 is not a multiple of model.num_subbands=5" "$T/x/mdx_subbands.yaml" "$MX"
+    refuse mdx_hop 65 "mdx_hop.yaml: chunk_size=3000 is not a multiple of audio.hop_length=64" "$T/x/mdx_hop.yaml" "$MX"
+    refuse mdx_frames 65 "mdx_frames.yaml: chunk_size=3072 gives 49 frames, not a multiple of model.scale[0]^num_scales=4" "$T/x/mdx_frames.yaml" "$MX"
+    refuse mdx_mono 65 "mdx_mono.yaml: audio.num_channels=1: the reference's inverse STFT handles two channels only" "$T/x/mdx_mono.yaml" "$MX"
+    refuse mdx_growth 65 "mdx_growth.yaml: model.growth missing" "$T/x/mdx_growth.yaml" "$MX"
+    refuse mdx_bottleneck 65 "mdx_bottleneck.yaml: 48 frequency rows at scale 0: model.bottleneck_factor=64 leaves none" "$T/x/mdx_bottleneck.yaml" "$MX"
+    refuse mdx_width 65 "in_2scale_gelu/model.ckpt: tensor first_conv.weight is [8, 8, 1, 1]; the config" "$T/x/mdx_width.yaml" "$MX"
+    refuse mdx_for_roformer 65 "model.ckpt: no first_conv.weight: not an MDX23C checkpoint" "$MFIX/in_2scale_gelu/config.yaml" "$B/model.ckpt"
+    refuse roformer_for_mdx 65 "in_2scale_gelu/model.ckpt: no band_split tensors: not a RoFormer checkpoint" "$B/config.yaml" "$MX"
     refuse not_roformer 65 "not_roformer.yaml: model.freqs_per_bands (BS-RoFormer) or model.num_bands" "$T/x/not_roformer.yaml" "$B/model.ckpt"
     refuse wrong_model 65 "mel_mono_4stem/model.ckpt: unexpected tensor mask_estimators.0.to_freqs.0.0.4.weight" "$M/config.yaml" "$FIX/mel_mono_4stem/model.ckpt"
     refuse missing_ckpt 66 "nope.ckpt: no such file" "$B/config.yaml" "$T/nope.ckpt"

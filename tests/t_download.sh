@@ -93,6 +93,22 @@ EOT
 else
     skip download_msst "tests/fixtures/roformer missing"
 fi
+# An MDX23C checkpoint goes the same way (convert-msst.py knows the architecture).
+MX="$SS_ROOT/tests/fixtures/mdx23c/gn_target_elu"
+if [ -f "$MX/model.ckpt" ]; then
+    cp "$MX/model.ckpt" "$srv/tiny_mdx.ckpt"; cp "$MX/config.yaml" "$srv/tiny_mdx.yaml"
+    echo "tinymdx msst https://example.invalid/a/tiny_mdx.ckpt https://example.invalid/b/tiny_mdx.yaml" >"$T/models.txt"
+    expect_exit mdx23c_install 0 sh "$DL" tinymdx
+    check mdx23c_metadata python3 "$T/meta.py" "$models/tinymdx.safetensors" stemsplit.architecture=mdx23c \
+        stemsplit.sources=vocals stemsplit.residual=instrumental mdx23c.norm=GroupNorm2
+else
+    skip download_mdx23c "tests/fixtures/mdx23c missing"
+fi
+# The shipped table knows the common MDX23C checkpoints, each as an MSST entry.
+for n in mdx23c_instvoc_hq mdx23c_drumsep_5stem mdx23c_drumsep_6stem; do
+    check "table_$n" sh -c "grep -Eq '^$n +msst +https://[^ ]+\.ckpt +https://[^ ]+\.yaml' '$SS_ROOT/scripts/models.txt'"
+done
+check help_lists_mdx23c sh -c "env -u STEMSPLIT_MODELS_TABLE sh '$DL' --help | grep -q mdx23c_drumsep_6stem"
 
 # LarsNet through the official table's entry: the zip of five checkpoints (the
 # fixture's, under the released layout) and config.yaml from the base; a base

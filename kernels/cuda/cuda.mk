@@ -76,8 +76,9 @@ bundle: $(CLI_OBJ) $(LIBSS) $(CUDA_MOD)
 # ---- every platform: the CUDA kernels on the CPU (kernels/cuda/emu) -------------------------
 # kernels/cuda/*.cu and *.h compiled as C++17 (after rewrite.sed) against the emulator's CUDA
 # headers, linked into test binaries with a copy of src/backend.c whose "cuda" entry is
-# that emulated backend: tests/test_cuda_ops.c as test_cuda_emu_ops, and the HTDemucs
-# RoFormer and LarsNet fixtures' forward passes (tests/test_cuda_emu_{htdemucs,roformer,larsnet}.c).  They run in `make check` on
+# that emulated backend: tests/test_cuda_ops.c as test_cuda_emu_ops, and the HTDemucs,
+# RoFormer, MDX23C and LarsNet fixtures' forward passes (tests/test_cuda_emu_htdemucs.c,
+# test_cuda_emu_roformer.c, test_cuda_emu_mdx23c.c, test_cuda_emu_larsnet.c).  They run in `make check` on
 # any machine and check the kernels' arithmetic, indexing, barriers and the host code
 # around them; timing, races between streams and PTX itself are not checked.
 CUDA_EMU_DIR  := $(BUILD)/cuda-emu
@@ -88,7 +89,7 @@ CUDA_EMU_KOBJS := $(patsubst kernels/cuda/%.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard ke
 CUDA_EMU_MOBJS := $(patsubst %.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard models/*/*.cu))
 CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS) $(CUDA_EMU_MOBJS)
 CUDA_EMU_TEST_BINS := $(BUILD)/tests/test_cuda_emu_ops $(BUILD)/tests/test_cuda_emu_htdemucs \
-	$(BUILD)/tests/test_cuda_emu_roformer $(BUILD)/tests/test_cuda_emu_larsnet
+	$(BUILD)/tests/test_cuda_emu_roformer $(BUILD)/tests/test_cuda_emu_mdx23c $(BUILD)/tests/test_cuda_emu_larsnet
 
 CUDA_EMU_HDRS := $(patsubst kernels/cuda/%.h,$(CUDA_EMU_DIR)/%.h,$(wildcard kernels/cuda/*.h))
 
@@ -136,6 +137,8 @@ $(BUILD)/tests/test_cuda_emu_ops: tests/test_cuda_ops.c $(CUDA_EMU_OBJS) $(LIBSS
 $(BUILD)/tests/test_cuda_emu_htdemucs: tests/test_cuda_emu_htdemucs.c $(CUDA_EMU_OBJS) $(LIBSS)
 	$(cuda_emu_test_link)
 $(BUILD)/tests/test_cuda_emu_roformer: tests/test_cuda_emu_roformer.c tests/test_roformer.c $(CUDA_EMU_OBJS) $(LIBSS)
+	$(cuda_emu_test_link)
+$(BUILD)/tests/test_cuda_emu_mdx23c: tests/test_cuda_emu_mdx23c.c tests/test_mdx23c.c $(CUDA_EMU_OBJS) $(LIBSS)
 	$(cuda_emu_test_link)
 $(BUILD)/tests/test_cuda_emu_larsnet: tests/test_cuda_emu_larsnet.c tests/test_larsnet.c $(CUDA_EMU_OBJS) $(LIBSS)
 	$(cuda_emu_test_link)

@@ -1,0 +1,772 @@
+/* mdx23c.c - MDX23C (TFC-TDF-Net v3, as in Music-Source-Separation-Training's
+ * models/mdx23c_tfc_tdf_v3.py), inference only.  The file format is in
+ * docs/mdx23c-format.md; scripts/convert-msst.py writes it.
+ *
+ * Notation: B batch, C = 2 audio channels, L samples, F = n_fft/2 + 1 bins,
+ * N = L/hop + 1 frames, Fd = dim_f bins kept, k sub-bands, f = Fd/k rows per
+ * sub-band, Dc = 2*C*k input channels, c0 = num_channels, g = growth, n
+ * scales, (s0, s1) the scale, bn the bottleneck factor, S stems.  Level j
+ * (0..n) has ch_j = c0 + j*g channels, T_j = N / s0^j frames, F_j = f / s1^j
+ * rows.
+ *
+ *   x [B, C, L] --stft (unnormalised)--> [B, 2C, F, N] (channel = 2c + re/im)
+ *   keep Fd bins: [B, 2C, Fd, N] == [B, Dc, f, N] (cac2cws is a reshape)
+ *   the reference transposes after first_conv (1x1, per position); the input
+ *   is transposed here instead (Dc planes, not c0): mixT [B, Dc, N, f]
+ *   first_conv 1x1: fco [B, c0, N, f] = X
+ *   encoder level j: X = TFC_TDF(X) (kept as skip j); X = Downscale(X):
+ *     norm, act, Conv2d(ch_j -> ch_j + g, kernel = stride = (s0, s1))
+ *   bottleneck TFC_TDF
+ *   decoder level j = n-1..0: Upscale (norm, act, ConvTranspose2d(ch_j + g ->
+ *     ch_j, kernel = stride = (s0, s1))), concat [up, skip j], TFC_TDF(2ch_j -> ch_j)
+ *   X * fco, final 1x1 convs on [mixT, X] (c0 + Dc -> c0, act, c0 -> S*Dc),
+ *     transposed back (S*Dc planes) -> [B, S*Dc, f, N] == [B, S, 2C, Fd, N]
+ *   zero bins Fd..F-1 --istft--> y [B, S, C, L]
+ *
+ * A TFC_TDF block (num_blocks_per_scale of them, the first in_c -> c):
+ *   s = shortcut 1x1(x); x = conv3x3(act(norm(x)));
+ *   x += Linear(f/bn -> f)(act(norm(Linear(f -> f/bn)(act(norm(x))))))  (over the last dim)
+ *   x = conv3x3(act(norm(x))) + s
+ *
+ * The reference's STFT is unnormalised and the network is not scale
+ * invariant (BatchNorm, no norm): the spectrum's two consumers (first_conv and
+ * the spectrum's columns of final_conv.0) are linear, so their weights are
+ * scaled by sqrt(n_fft) at load, and the output's 1/sqrt(n_fft) for the
+ * normalised ss_istft is folded into the last convolution's.  BatchNorm's statistics are
+ * folded into a per-channel scale and bias at load.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/model.h"
+
+#define NORM_EPS 1e-5f             /* the torch defaults of all three norms       */
+#define MAX_SCALES 16
+#define NAME_MAX_LEN 160
+
+typedef enum mx_norm_kind { MX_NORM_NONE = 0, MX_NORM_BATCH, MX_NORM_INSTANCE, MX_NORM_GROUP } mx_norm_kind;
+typedef enum mx_act_kind { MX_ACT_GELU = 0, MX_ACT_RELU, MX_ACT_ELU } mx_act_kind;
+
+typedef struct mx_norm {           /* one norm layer over ch channels              */
+    float *a, *b;                  /* [ch]: gamma, beta (BatchNorm: folded scale,
+                                    * bias); NULL for no norm                      */
+} mx_norm;
+
+typedef struct mx_block {          /* one TFC-TDF block                            */
+    int in_c, c;
+    mx_norm n1, n2, n3, n4;        /* tfc1.0, tdf.0, tdf.3, tfc2.0                 */
+    float *w_tfc1;                 /* [c, in_c, 3, 3]                              */
+    float *w_l1;                   /* [f/bn, f]  tdf.2                             */
+    float *w_l2;                   /* [f, f/bn]  tdf.5                             */
+    float *w_tfc2;                 /* [c, c, 3, 3]                                 */
+    float *w_sc;                   /* [c, in_c]  shortcut (1x1)                    */
+} mx_block;
+
+typedef struct mx_level {          /* level j: its encoder, down/up and decoder    */
+    int ch, F;                     /* ch_j, F_j                                    */
+    mx_block *enc;                 /* [l] TFC_TDF(ch_j -> ch_j)                    */
+    mx_norm dn;                    /* [ch_j]                                       */
+    float *w_down;                 /* [ch_j + g, ch_j, s0, s1]                     */
+    mx_norm un;                    /* [ch_j + g]                                   */
+    float *w_up;                   /* [ch_j + g, ch_j, s0, s1] (in, out, kh, kw)   */
+    mx_block *dec;                 /* [l] TFC_TDF(2 ch_j -> ch_j)                  */
+} mx_level;
+
+typedef struct mx_hp {
+    int n_fft, hop, dim_f, k, n, s0, s1, l, c0, g, bn, S, C;
+    int F, f, Dc;
+    mx_norm_kind norm;
+    int groups;                    /* GroupNorm's                                  */
+    mx_act_kind act;
+    float alpha;                   /* ELU's                                        */
+} mx_hp;
+
+typedef struct mx_ws {             /* activations, for one (batch, length)         */
+    int batch;
+    int64_t length;
+    int frames;
+    float *spec;                   /* [B*C, 2, F, N]                               */
+    float *mix;                    /* mixT [B, Dc, N, f]                           */
+    float *fco;                    /* [B, c0, N, f]                                */
+    float *x, *s;                  /* [B * act]: the activation, the shortcut (and
+                                    * the upsampling's output): max ch_j T_j F_j    */
+    float *t;                      /* [B * big]: a norm-act, of up to 2 ch_j rows  */
+    float *h;                      /* [B * hid]: the TDF's narrow layer            */
+    float *cat[MAX_SCALES];        /* level j: [B, 2 ch_j, T_j, F_j] (up | skip)   */
+    float *fo;                     /* [2][B, S*Dc, f*N]: the crop of the spectrum,
+                                    * the final convolution's output and its
+                                    * transpose                                    */
+    float *y;                      /* [B*S*C, 2, F, N]                             */
+} mx_ws;
+
+typedef struct mx_model {
+    const char *path;
+    mx_hp hp;
+    float *w_first;                /* [c0, Dc], times sqrt(n_fft)                  */
+    mx_level lv[MAX_SCALES];       /* [n]                                          */
+    mx_block *bott;                /* [l] TFC_TDF(ch_n -> ch_n)                    */
+    float *w_final1;               /* [c0, Dc + c0], the Dc columns times sqrt(n_fft) */
+    float *w_final2;               /* [S*Dc, c0], times 1/sqrt(n_fft)              */
+    float **allocs;                /* every device allocation, for free            */
+    int n_allocs, cap_allocs;
+    mx_ws ws;
+} mx_model;
+
+/* ---- hyperparameters ------------------------------------------------------------ */
+
+static ss_status meta_int(ss_st *st, const char *key, int64_t lo, int64_t hi, int *out, ss_error *err)
+{
+    int64_t v;
+    ss_status s = ss_st_meta_int(st, key, &v, err);
+    if (s != SS_OK)
+        return s;
+    if (v < lo || v > hi)
+        return ss_fail(err, SS_E_DATA, "%s: metadata '%s' = %lld is out of range [%lld, %lld]", ss_st_path(st), key,
+                       (long long)v, (long long)lo, (long long)hi);
+    *out = (int)v;
+    return SS_OK;
+}
+
+static ss_status meta_str(ss_st *st, const char *key, const char **out, ss_error *err)
+{
+    *out = ss_st_meta(st, key);
+    if (!*out)
+        return ss_fail(err, SS_E_DATA, "%s: metadata '%s' is missing", ss_st_path(st), key);
+    return SS_OK;
+}
+
+static int64_t ipow(int b, int e)
+{
+    int64_t r = 1;
+    while (e-- > 0 && r <= ((int64_t)1 << 40))
+        r *= b;
+    return r;
+}
+
+/* Every mdx23c.* key, checked against what this forward pass implements. */
+static ss_status read_hp(ss_st *st, const ss_model_info *info, mx_hp *hp, ss_error *err)
+{
+    const char *path = ss_st_path(st), *scale, *norm, *act;
+    ss_status s;
+    memset(hp, 0, sizeof *hp);
+    if ((s = meta_int(st, "mdx23c.n_fft", 4, 1 << 16, &hp->n_fft, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.hop_length", 1, 1 << 16, &hp->hop, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.dim_f", 1, 1 << 15, &hp->dim_f, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.num_subbands", 1, 1 << 10, &hp->k, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.num_scales", 1, MAX_SCALES - 1, &hp->n, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.num_blocks_per_scale", 1, 64, &hp->l, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.num_channels", 1, 1 << 14, &hp->c0, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.growth", 0, 1 << 14, &hp->g, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.bottleneck_factor", 1, 1 << 14, &hp->bn, err)) != SS_OK ||
+        (s = meta_int(st, "mdx23c.num_target_instruments", 1, SS_MAX_SOURCES, &hp->S, err)) != SS_OK ||
+        (s = meta_str(st, "mdx23c.scale", &scale, err)) != SS_OK ||
+        (s = meta_str(st, "mdx23c.norm", &norm, err)) != SS_OK || (s = meta_str(st, "mdx23c.act", &act, err)) != SS_OK)
+        return s;
+    char tail;
+    if (sscanf(scale, "%d,%d%c", &hp->s0, &hp->s1, &tail) != 2 || hp->s0 < 1 || hp->s1 < 1 || hp->s0 > 64 ||
+        hp->s1 > 64)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.scale' = '%.80s' is not two positive integers 'a,b'",
+                       path, scale);
+    if (strcmp(norm, "BatchNorm") == 0)
+        hp->norm = MX_NORM_BATCH;
+    else if (strcmp(norm, "InstanceNorm") == 0)
+        hp->norm = MX_NORM_INSTANCE;
+    else if (strcmp(norm, "Identity") == 0)
+        hp->norm = MX_NORM_NONE;
+    else if (sscanf(norm, "GroupNorm%d%c", &hp->groups, &tail) == 1 && hp->groups >= 1)
+        hp->norm = MX_NORM_GROUP;
+    else
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.norm' = '%.80s' is not BatchNorm, InstanceNorm, "
+                       "GroupNorm<groups> or Identity", path, norm);
+    char *end;
+    if (strcmp(act, "gelu") == 0)
+        hp->act = MX_ACT_GELU;
+    else if (strcmp(act, "relu") == 0)
+        hp->act = MX_ACT_RELU;
+    else if (strncmp(act, "elu", 3) == 0 && (hp->alpha = strtof(act + 3, &end), end != act + 3 && *end == '\0') &&
+             isfinite(hp->alpha))
+        hp->act = MX_ACT_ELU;
+    else
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.act' = '%.80s' is not gelu, relu or elu<alpha>", path,
+                       act);
+    hp->C = info->channels;
+    if (hp->C != 2)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'stemsplit.channels' = %d: MDX23C takes stereo only", path, hp->C);
+    if (hp->S != info->n_sources)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.num_target_instruments' = %d but 'stemsplit.sources' "
+                       "lists %d network stems", path, hp->S, info->n_sources);
+    hp->F = hp->n_fft / 2 + 1;
+    if (hp->n_fft % 2 || hp->dim_f > hp->F || hp->hop > hp->n_fft)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.n_fft' = %d, 'mdx23c.dim_f' = %d, "
+                       "'mdx23c.hop_length' = %d: need an even n_fft, dim_f <= n_fft/2 + 1, hop <= n_fft", path,
+                       hp->n_fft, hp->dim_f, hp->hop);
+    if (hp->dim_f % hp->k)
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.dim_f' = %d is not a multiple of "
+                       "'mdx23c.num_subbands' = %d", path, hp->dim_f, hp->k);
+    hp->f = hp->dim_f / hp->k;
+    hp->Dc = 2 * hp->C * hp->k;
+    if (hp->f % ipow(hp->s1, hp->n) || hp->f / ipow(hp->s1, hp->n) < hp->bn)
+        return ss_fail(err, SS_E_DATA, "%s: %d frequency rows per sub-band do not divide by 'mdx23c.scale'[1]^%d "
+                       "with at least 'mdx23c.bottleneck_factor' = %d left", path, hp->f, hp->n, hp->bn);
+    if ((int64_t)hp->c0 + (int64_t)hp->g * hp->n > (1 << 15))
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'mdx23c.num_channels' + num_scales * growth is too wide", path);
+    int64_t L = info->segment_length;
+    if (L <= hp->n_fft / 2 || L % hp->hop || (L / hp->hop + 1) % ipow(hp->s0, hp->n))
+        return ss_fail(err, SS_E_DATA, "%s: metadata 'stemsplit.segment' (%lld samples) is not a multiple of the hop "
+                       "%d longer than n_fft/2 whose frame count divides by 'mdx23c.scale'[0]^%d", path, (long long)L,
+                       hp->hop, hp->n);
+    return SS_OK;
+}
+
+/* ---- loading ---------------------------------------------------------------------- */
+
+static float *dev_new(mx_model *m, ss_backend *be, size_t n)
+{
+    if (m->n_allocs == m->cap_allocs) {
+        int nc = m->cap_allocs ? 2 * m->cap_allocs : 64;
+        float **l = realloc(m->allocs, (size_t)nc * sizeof *l);
+        if (!l)
+            return NULL;
+        m->allocs = l;
+        m->cap_allocs = nc;
+    }
+    float *p = ss_alloc(be, n ? n : 1);
+    if (p)
+        m->allocs[m->n_allocs++] = p;
+    return p;
+}
+
+typedef struct loader {
+    mx_model *m;
+    ss_st *st;
+    ss_backend *be;
+    ss_error *err;
+    ss_status s;
+    float *host;                   /* conversion buffers                           */
+    size_t host_cap;
+    double *tmp;                   /* BatchNorm folding                            */
+} loader;
+
+static void name_of(char *buf, const char *f, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void name_of(char *buf, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, NAME_MAX_LEN, f, ap);
+    va_end(ap);
+}
+
+/* Tensor `name` of exactly `shape` (ndim dims) as fp32 in l->host (valid until
+ * the next call), or NULL with l->s set. */
+static float *get_host(loader *l, const char *name, int ndim, const int64_t *shape, size_t *numel)
+{
+    const ss_st_tensor *t;
+    if (l->s != SS_OK || (l->s = ss_st_get(l->st, name, ndim, shape, &t, l->err)) != SS_OK)
+        return NULL;
+    if ((size_t)t->numel > l->host_cap) {
+        float *p = realloc(l->host, (size_t)t->numel * sizeof *p);
+        if (!p) {
+            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory for tensor '%s'", l->m->path, name);
+            return NULL;
+        }
+        l->host = p;
+        l->host_cap = (size_t)t->numel;
+    }
+    ss_st_to_f32(t, l->host);
+    ss_st_release(l->st, t);
+    *numel = (size_t)t->numel;
+    return l->host;
+}
+
+static float *upload(loader *l, const float *h, size_t n, const char *name)
+{
+    float *p = dev_new(l->m, l->be, n);
+    if (!p) {
+        l->s = ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory for tensor '%s'", l->m->path, name);
+        return NULL;
+    }
+    ss_upload(l->be, p, h, n);
+    return p;
+}
+
+/* Tensor `name` [d0, d1, d2, d3] (trailing zeros: fewer dims) on the device, or NULL with l->s set. */
+static float *get_dev(loader *l, const char *name, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    int64_t shape[4] = {d0, d1, d2, d3};
+    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    size_t n;
+    float *h = get_host(l, name, nd, shape, &n);
+    return h ? upload(l, h, n, name) : NULL;
+}
+
+/* The norm layer at `pre` ("....0.") over ch channels. */
+static void get_norm(loader *l, mx_norm *nm, const char *pre, int ch)
+{
+    char n[NAME_MAX_LEN];
+    const mx_hp *hp = &l->m->hp;
+    nm->a = nm->b = NULL;
+    if (hp->norm == MX_NORM_NONE || l->s != SS_OK)
+        return;
+    if (hp->norm != MX_NORM_BATCH) {
+        name_of(n, "%sweight", pre);
+        nm->a = get_dev(l, n, ch, 0, 0, 0);
+        name_of(n, "%sbias", pre);
+        nm->b = get_dev(l, n, ch, 0, 0, 0);
+        return;
+    }
+    /* BatchNorm at inference: y = (x - mean) / sqrt(var + eps) * w + b = x * a + b' */
+    double *t = l->tmp;
+    static const char *const part[4] = {"weight", "bias", "running_mean", "running_var"};
+    for (int i = 0; i < 4; i++) {
+        size_t cnt;
+        int64_t shape = ch;
+        name_of(n, "%s%s", pre, part[i]);
+        const float *h = get_host(l, n, 1, &shape, &cnt);
+        if (!h)
+            return;
+        for (int c = 0; c < ch; c++)
+            t[i * ch + c] = h[c];
+    }
+    for (int c = 0; c < ch; c++)
+        if (!(t[3 * ch + c] + NORM_EPS > 0.0)) {
+            l->s = ss_fail(l->err, SS_E_DATA, "%s: tensor '%srunning_var' entry %d = %g is negative", l->m->path, pre,
+                           c, t[3 * ch + c]);
+            return;
+        }
+    float *h = l->host;                   /* l->host holds at least ch floats now */
+    if (l->host_cap < 2 * (size_t)ch) {
+        h = realloc(l->host, 2 * (size_t)ch * sizeof *h);
+        if (!h) {
+            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory", l->m->path);
+            return;
+        }
+        l->host = h;
+        l->host_cap = 2 * (size_t)ch;
+    }
+    for (int c = 0; c < ch; c++) {
+        double a = t[c] / sqrt(t[3 * ch + c] + NORM_EPS);
+        h[c] = (float)a;
+        h[ch + c] = (float)(t[ch + c] - t[2 * ch + c] * a);
+    }
+    name_of(n, "%sweight", pre);
+    nm->a = upload(l, h, (size_t)ch, n);
+    nm->b = nm->a ? upload(l, h + ch, (size_t)ch, n) : NULL;
+}
+
+/* A TFC_TDF at `pre` ("...blocks.") of l blocks, in_c -> c over F rows. */
+static mx_block *get_tfc_tdf(loader *l, const char *pre, int in_c, int c, int F)
+{
+    mx_model *m = l->m;
+    int L = m->hp.l, fb = F / m->hp.bn;
+    mx_block *b = calloc((size_t)L, sizeof *b);
+    if (!b) {
+        l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory", m->path);
+        return NULL;
+    }
+    char n[NAME_MAX_LEN];
+    for (int i = 0; i < L && l->s == SS_OK; i++, in_c = c) {
+        mx_block *k = &b[i];
+        k->in_c = in_c;
+        k->c = c;
+        name_of(n, "%sblocks.%d.tfc1.0.", pre, i);
+        get_norm(l, &k->n1, n, in_c);
+        name_of(n, "%sblocks.%d.tfc1.2.weight", pre, i);
+        k->w_tfc1 = get_dev(l, n, c, in_c, 3, 3);
+        name_of(n, "%sblocks.%d.tdf.0.", pre, i);
+        get_norm(l, &k->n2, n, c);
+        name_of(n, "%sblocks.%d.tdf.2.weight", pre, i);
+        k->w_l1 = get_dev(l, n, fb, F, 0, 0);
+        name_of(n, "%sblocks.%d.tdf.3.", pre, i);
+        get_norm(l, &k->n3, n, c);
+        name_of(n, "%sblocks.%d.tdf.5.weight", pre, i);
+        k->w_l2 = get_dev(l, n, F, fb, 0, 0);
+        name_of(n, "%sblocks.%d.tfc2.0.", pre, i);
+        get_norm(l, &k->n4, n, c);
+        name_of(n, "%sblocks.%d.tfc2.2.weight", pre, i);
+        k->w_tfc2 = get_dev(l, n, c, c, 3, 3);
+        name_of(n, "%sblocks.%d.shortcut.weight", pre, i);
+        k->w_sc = get_dev(l, n, c, in_c, 1, 1);
+    }
+    return b;
+}
+
+static void mx_free(void *state, ss_backend *be);
+
+static ss_status load_all(loader *l)
+{
+    mx_model *m = l->m;
+    const mx_hp *hp = &m->hp;
+    char n[NAME_MAX_LEN];
+    int chmax = hp->c0 + hp->n * hp->g;
+    l->tmp = malloc(4 * 2 * (size_t)chmax * sizeof *l->tmp);     /* the widest norm: a decoder's 2 ch_j */
+    if (!l->tmp)
+        return ss_fail(l->err, SS_E_NOMEM, "%s: out of memory", m->path);
+    float rn = sqrtf((float)hp->n_fft);
+    size_t cnt;
+    int64_t sf[4] = {hp->c0, hp->Dc, 1, 1};
+    float *h = get_host(l, "first_conv.weight", 4, sf, &cnt);
+    if (h) {
+        for (size_t i = 0; i < cnt; i++)
+            h[i] *= rn;
+        m->w_first = upload(l, h, cnt, "first_conv.weight");
+    }
+    int F = hp->f;
+    for (int j = 0; j < hp->n && l->s == SS_OK; j++) {
+        mx_level *v = &m->lv[j];
+        v->ch = hp->c0 + j * hp->g;
+        v->F = F;
+        name_of(n, "encoder_blocks.%d.tfc_tdf.", j);
+        v->enc = get_tfc_tdf(l, n, v->ch, v->ch, F);
+        name_of(n, "encoder_blocks.%d.downscale.conv.0.", j);
+        get_norm(l, &v->dn, n, v->ch);
+        name_of(n, "encoder_blocks.%d.downscale.conv.2.weight", j);
+        v->w_down = get_dev(l, n, v->ch + hp->g, v->ch, hp->s0, hp->s1);
+        F /= hp->s1;
+    }
+    if (l->s == SS_OK)
+        m->bott = get_tfc_tdf(l, "bottleneck_block.", chmax, chmax, F);
+    for (int i = 0; i < hp->n && l->s == SS_OK; i++) {
+        mx_level *v = &m->lv[hp->n - 1 - i];          /* decoder block i is level n-1-i */
+        name_of(n, "decoder_blocks.%d.upscale.conv.0.", i);
+        get_norm(l, &v->un, n, v->ch + hp->g);
+        name_of(n, "decoder_blocks.%d.upscale.conv.2.weight", i);
+        v->w_up = get_dev(l, n, v->ch + hp->g, v->ch, hp->s0, hp->s1);
+        name_of(n, "decoder_blocks.%d.tfc_tdf.", i);
+        v->dec = get_tfc_tdf(l, n, 2 * v->ch, v->ch, v->F);
+    }
+    int64_t s1[4] = {hp->c0, hp->c0 + hp->Dc, 1, 1};
+    h = get_host(l, "final_conv.0.weight", 4, s1, &cnt);
+    if (h) {                                               /* its spectrum columns */
+        for (int r = 0; r < hp->c0; r++)
+            for (int q = 0; q < hp->Dc; q++)
+                h[(size_t)r * (hp->c0 + hp->Dc) + q] *= rn;
+        m->w_final1 = upload(l, h, cnt, "final_conv.0.weight");
+    }
+    /* the last convolution, times 1/sqrt(n_fft): ss_istft is the normalised inverse */
+    int64_t shape[4] = {(int64_t)hp->S * hp->Dc, hp->c0, 1, 1};
+    h = get_host(l, "final_conv.2.weight", 4, shape, &cnt);
+    if (h) {
+        float sc = 1.0f / sqrtf((float)hp->n_fft);
+        for (size_t i = 0; i < cnt; i++)
+            h[i] *= sc;
+        m->w_final2 = upload(l, h, cnt, "final_conv.2.weight");
+    }
+    if (l->s != SS_OK)
+        return l->s;
+    ss_status s = ss_st_check_all_used(l->st, l->err);
+    return s != SS_OK ? s : ss_backend_status(l->be, l->err);
+}
+
+static ss_status mx_load(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err)
+{
+    mx_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return ss_fail(err, SS_E_NOMEM, "%s: out of memory", ss_st_path(st));
+    m->path = ss_st_path(st);
+    ss_status s = read_hp(st, info, &m->hp, err);
+    if (s == SS_OK) {
+        loader l = {.m = m, .st = st, .be = be, .err = err};
+        s = load_all(&l);
+        free(l.host);
+        free(l.tmp);
+    }
+    if (s != SS_OK) {
+        mx_free(m, be);
+        return s;
+    }
+    *state = m;
+    return SS_OK;
+}
+
+/* ---- workspace --------------------------------------------------------------------- */
+
+typedef struct mx_sizes {
+    size_t spec, mix, fco, act, big, hid, cat[MAX_SCALES], fo, y;
+} mx_sizes;
+
+/* The floats of each workspace buffer for (batch, frames). */
+static mx_sizes ws_sizes(const mx_hp *hp, int batch, int N)
+{
+    mx_sizes z;
+    memset(&z, 0, sizeof z);
+    size_t B = (size_t)batch, fN = (size_t)hp->f * (size_t)N;
+    z.spec = B * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
+    z.mix = B * (size_t)hp->Dc * fN;
+    z.fco = B * (size_t)hp->c0 * fN;
+    size_t act = 0, big = 0, hid = 0;
+    int T = N, F = hp->f;
+    for (int j = 0; j <= hp->n; j++) {
+        size_t ch = (size_t)(hp->c0 + j * hp->g), TF = (size_t)T * (size_t)F;
+        size_t e = (j < hp->n ? 2u : 1u) * ch * TF;      /* the decoder's concat; the bottleneck's x */
+        if (j < hp->n)
+            z.cat[j] = B * e;
+        big = e > big ? e : big;
+        act = ch * TF > act ? ch * TF : act;
+        size_t hh = ch * (size_t)T * (size_t)(F / hp->bn);
+        hid = hh > hid ? hh : hid;
+        T /= hp->s0;
+        F /= hp->s1;
+    }
+    z.act = B * act;
+    z.big = B * big;
+    z.hid = B * hid;
+    z.fo = 2u * B * (size_t)hp->S * (size_t)hp->Dc * fN;
+    z.y = B * (size_t)hp->S * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
+    return z;
+}
+
+static void ws_release(mx_model *m, ss_backend *be)
+{
+    mx_ws *w = &m->ws;
+    float *bufs[] = {w->spec, w->mix, w->fco, w->x, w->t, w->s, w->h, w->fo, w->y};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i])
+            ss_free(be, bufs[i]);
+    for (int j = 0; j < MAX_SCALES; j++)
+        if (w->cat[j])
+            ss_free(be, w->cat[j]);
+    memset(w, 0, sizeof *w);
+}
+
+static ss_status ws_get(mx_model *m, ss_backend *be, int batch, int64_t length, ss_error *err)
+{
+    mx_ws *w = &m->ws;
+    const mx_hp *hp = &m->hp;
+    if (w->x && w->batch == batch && w->length == length)
+        return SS_OK;
+    ws_release(m, be);
+    if (length <= hp->n_fft / 2 || length % hp->hop || length / hp->hop + 1 > (1 << 24) ||
+        (length / hp->hop + 1) % ipow(hp->s0, hp->n))
+        return ss_fail(err, SS_E_INTERNAL, "mdx23c: a chunk of %lld samples does not fit this model (a multiple of "
+                       "the hop %d whose frame count divides by %lld)", (long long)length, hp->hop,
+                       (long long)ipow(hp->s0, hp->n));
+    int N = (int)(length / hp->hop + 1);
+    mx_sizes z = ws_sizes(hp, batch, N);
+    if (z.big > ((size_t)1 << 31) || z.y > ((size_t)1 << 31))
+        return ss_fail(err, SS_E_INTERNAL, "mdx23c: a batch of %d chunks of %lld samples is too large", batch,
+                       (long long)length);
+    w->batch = batch;
+    w->length = length;
+    w->frames = N;
+    int ok = (w->spec = ss_alloc(be, z.spec)) && (w->mix = ss_alloc(be, z.mix)) && (w->fco = ss_alloc(be, z.fco)) &&
+             (w->x = ss_alloc(be, z.act)) && (w->t = ss_alloc(be, z.big)) && (w->s = ss_alloc(be, z.act)) &&
+             (w->h = ss_alloc(be, z.hid)) && (w->fo = ss_alloc(be, z.fo)) && (w->y = ss_alloc(be, z.y));
+    for (int j = 0; ok && j < hp->n; j++)
+        ok = (w->cat[j] = ss_alloc(be, z.cat[j])) != NULL;
+    if (!ok) {
+        ws_release(m, be);
+        ss_status s = ss_backend_status(be, err);
+        return s != SS_OK ? s : ss_fail(err, SS_E_DEVICE, "mdx23c: cannot allocate the workspace");
+    }
+    return SS_OK;
+}
+
+static void mx_free(void *state, ss_backend *be)
+{
+    mx_model *m = state;
+    if (!m)
+        return;
+    ws_release(m, be);
+    for (int i = 0; i < m->n_allocs; i++)
+        ss_free(be, m->allocs[i]);
+    for (int j = 0; j < MAX_SCALES; j++) {
+        free(m->lv[j].enc);
+        free(m->lv[j].dec);
+    }
+    free(m->bott);
+    free(m->allocs);
+    free(m);
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* y = act(x), n values; in place ok */
+static void act(const mx_model *m, ss_backend *be, float *y, const float *x, size_t n)
+{
+    switch (m->hp.act) {
+    case MX_ACT_GELU: ss_gelu(be, y, x, n); break;
+    case MX_ACT_RELU: ss_activate(be, y, x, n, SS_ACT_RELU, 0.0f); break;
+    case MX_ACT_ELU: ss_activate(be, y, x, n, SS_ACT_ELU, m->hp.alpha); break;
+    }
+}
+
+/* y [B, ch, len] = act(norm(x)); in place ok */
+static void norm_act(const mx_model *m, ss_backend *be, float *y, const float *x, const mx_norm *nm, int B, int ch,
+                     int64_t len)
+{
+    const mx_hp *hp = &m->hp;
+    size_t n = (size_t)B * (size_t)ch * (size_t)len;
+    switch (hp->norm) {
+    case MX_NORM_INSTANCE:
+    case MX_NORM_GROUP: {
+        int groups = hp->norm == MX_NORM_INSTANCE ? ch : hp->groups;
+        if (hp->act == MX_ACT_GELU) {
+            ss_group_norm_gelu(be, y, x, NULL, B, ch, len, groups, nm->a, nm->b, NORM_EPS);
+            return;
+        }
+        ss_group_norm(be, y, x, B, ch, len, groups, nm->a, nm->b, NORM_EPS);
+        break;
+    }
+    case MX_NORM_BATCH: ss_channel_affine(be, y, x, B, ch, len, nm->a, nm->b); break;
+    case MX_NORM_NONE: act(m, be, y, x, n); return;
+    }
+    act(m, be, y, y, n);
+}
+
+/* y [B, cout, len] (+)= w [cout, cin] (row pitch ldw) x [B, cin, len]: a 1x1 convolution */
+static void conv1x1(ss_backend *be, float *y, const float *x, const float *w, int B, int cin, int cout, int64_t len,
+                    int ldw, float beta)
+{
+    ss_gemm_desc d = {.m = cout, .n = (int)len, .k = cin, .alpha = 1.0f, .beta = beta, .lda = ldw, .ldb = (int)len,
+                      .ldc = (int)len, .batch = B, .stride_a = 0, .stride_b = (int64_t)cin * len,
+                      .stride_c = (int64_t)cout * len};
+    ss_gemm(be, &d, w, x, y);
+}
+
+/* y [B, cout, T, F] = conv3x3(x [B, cin, T, F]), zero padding 1; item by item, as
+ * every convolution here: the CPU's kernels tile the batch's positions together,
+ * and the stems of a chunk must not depend on the chunks beside it */
+static void conv3x3(ss_backend *be, float *y, const float *x, const float *w, int B, int cin, int cout, int T, int F)
+{
+    ss_conv2d_desc d = {.batch = 1, .cin = cin, .h = T, .w = F, .cout = cout, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                        .ph = 1, .pw = 1, .dh = 1, .dw = 1};
+    size_t TF = (size_t)T * (size_t)F;
+    for (int b = 0; b < B; b++)
+        ss_conv2d(be, &d, x + (size_t)b * cin * TF, w, NULL, y + (size_t)b * cout * TF);
+}
+
+/* out [B, c, T, F] = TFC_TDF(in [B, in_c, T, F]); in may be out */
+static void tfc_tdf(mx_model *m, ss_backend *be, const mx_block *blocks, const float *in, float *out, int B, int T,
+                    int F)
+{
+    mx_ws *w = &m->ws;
+    int fb = F / m->hp.bn;
+    int64_t TF = (int64_t)T * F;
+    for (int i = 0; i < m->hp.l; i++) {
+        const mx_block *k = &blocks[i];
+        const float *x = i == 0 ? in : out;
+        int rows = k->c * T;                                  /* of one item */
+        conv1x1(be, w->s, x, k->w_sc, B, k->in_c, k->c, TF, k->in_c, 0.0f);       /* s [B, c, T, F]   */
+        norm_act(m, be, w->t, x, &k->n1, B, k->in_c, TF);
+        conv3x3(be, out, w->t, k->w_tfc1, B, k->in_c, k->c, T, F);                 /* x [B, c, T, F]   */
+        norm_act(m, be, w->t, out, &k->n2, B, k->c, TF);
+        /* per item: the same products whatever the batch */
+        ss_gemm_desc d1 = {.trans_b = 1, .m = rows, .n = fb, .k = F, .alpha = 1.0f, .lda = F, .ldb = F, .ldc = fb,
+                           .batch = 1};
+        ss_gemm_desc d2 = {.trans_b = 1, .m = rows, .n = F, .k = fb, .alpha = 1.0f, .beta = 1.0f, .lda = fb,
+                           .ldb = fb, .ldc = F, .batch = 1};
+        for (int b = 0; b < B; b++)                                                /* h [B, c, T, fb]  */
+            ss_gemm(be, &d1, w->t + (size_t)b * rows * F, k->w_l1, w->h + (size_t)b * rows * fb);
+        norm_act(m, be, w->h, w->h, &k->n3, B, k->c, (int64_t)T * fb);
+        for (int b = 0; b < B; b++)                                                /* x += tdf(x)      */
+            ss_gemm(be, &d2, w->h + (size_t)b * rows * fb, k->w_l2, out + (size_t)b * rows * F);
+        norm_act(m, be, w->t, out, &k->n4, B, k->c, TF);
+        conv3x3(be, out, w->t, k->w_tfc2, B, k->c, k->c, T, F);
+        ss_add(be, out, out, w->s, (size_t)B * (size_t)k->c * (size_t)TF);         /* x = tfc2 + s     */
+    }
+}
+
+static ss_status mx_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
+                            ss_error *err)
+{
+    mx_model *m = state;
+    const mx_hp *hp = &m->hp;
+    ss_status s = ws_get(m, be, batch, length, err);
+    if (s != SS_OK)
+        return s;
+    mx_ws *w = &m->ws;
+    int B = batch, N = w->frames, f = hp->f, c0 = hp->c0, Dc = hp->Dc, S = hp->S, C = hp->C, F = hp->F;
+    size_t FN = (size_t)F * N, fdN = (size_t)hp->dim_f * N, fN = (size_t)f * N;
+    ss_stft_desc sd = {.batch = B * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
+    ss_stft(be, &sd, x, w->spec);                                            /* [B*C, 2, F, N]        */
+    float *fo2 = w->fo + (size_t)B * S * Dc * fN;
+    ss_copy2d(be, w->fo, fdN, w->spec, FN, (size_t)B * C * 2, fdN);          /* [B, Dc, f, N]         */
+    ss_transpose(be, w->mix, w->fo, B * Dc, f, N);                           /* mixT [B, Dc, N, f]    */
+    conv1x1(be, w->fco, w->mix, m->w_first, B, Dc, c0, (int64_t)fN, Dc, 0.0f);  /* fco [B, c0, N, f] */
+    int T = N, Fj = f;
+    for (int j = 0; j < hp->n; j++) {                                        /* encoder               */
+        const mx_level *v = &m->lv[j];
+        size_t e = (size_t)v->ch * T * Fj;
+        tfc_tdf(m, be, v->enc, j == 0 ? w->fco : w->x, w->x, B, T, Fj);
+        ss_copy2d(be, w->cat[j] + e, 2 * e, w->x, e, (size_t)B, e);          /* skip: cat[j][:, ch:]  */
+        norm_act(m, be, w->t, w->x, &v->dn, B, v->ch, (int64_t)T * Fj);
+        ss_conv2d_desc d = {.batch = 1, .cin = v->ch, .h = T, .w = Fj, .cout = v->ch + hp->g, .kh = hp->s0,
+                            .kw = hp->s1, .sh = hp->s0, .sw = hp->s1, .dh = 1, .dw = 1};
+        size_t ein = (size_t)v->ch * T * Fj, eout = (size_t)(v->ch + hp->g) * (T / hp->s0) * (Fj / hp->s1);
+        for (int b = 0; b < B; b++)                                          /* [B, ch+g, T/s0, F/s1] */
+            ss_conv2d(be, &d, w->t + b * ein, v->w_down, NULL, w->x + b * eout);
+        T /= hp->s0;
+        Fj /= hp->s1;
+    }
+    tfc_tdf(m, be, m->bott, w->x, w->x, B, T, Fj);                           /* bottleneck            */
+    for (int j = hp->n - 1; j >= 0; j--) {                                   /* decoder               */
+        const mx_level *v = &m->lv[j];
+        norm_act(m, be, w->t, w->x, &v->un, B, v->ch + hp->g, (int64_t)T * Fj);
+        ss_convt2d_desc d = {.batch = 1, .cin = v->ch + hp->g, .h = T, .w = Fj, .cout = v->ch, .kh = hp->s0,
+                             .kw = hp->s1, .sh = hp->s0, .sw = hp->s1};
+        size_t ein = (size_t)(v->ch + hp->g) * T * Fj;
+        T *= hp->s0;
+        Fj *= hp->s1;
+        size_t e = (size_t)v->ch * T * Fj;
+        for (int b = 0; b < B; b++)                                          /* [B, ch, T, F]         */
+            ss_conv_transpose2d(be, &d, w->t + b * ein, v->w_up, NULL, w->s + b * e);
+        ss_copy2d(be, w->cat[j], 2 * e, w->s, e, (size_t)B, e);              /* cat[j][:, :ch]        */
+        tfc_tdf(m, be, v->dec, w->cat[j], w->x, B, T, Fj);                   /* x [B, ch, T, F]       */
+    }
+    ss_mul(be, w->x, w->x, w->fco, (size_t)B * c0 * fN);                     /* * first_conv_out      */
+    /* final_conv on cat([mixT, x]): the two halves of its first weight */
+    conv1x1(be, w->s, w->mix, m->w_final1, B, Dc, c0, (int64_t)fN, c0 + Dc, 0.0f);
+    conv1x1(be, w->s, w->x, m->w_final1 + Dc, B, c0, c0, (int64_t)fN, c0 + Dc, 1.0f);
+    act(m, be, w->s, w->s, (size_t)B * c0 * fN);
+    conv1x1(be, w->fo, w->s, m->w_final2, B, c0, S * Dc, (int64_t)fN, c0, 0.0f);  /* [B, S*Dc, N, f]  */
+    ss_transpose(be, fo2, w->fo, B * S * Dc, N, f);                          /* [B, S, 2C, Fd, N]     */
+    if (hp->dim_f < F)
+        ss_fill(be, w->y, 0.0f, (size_t)B * S * C * 2 * FN);
+    ss_copy2d(be, w->y, FN, fo2, fdN, (size_t)B * S * C * 2, fdN);           /* Y [B*S*C, 2, F, N]    */
+    ss_stft_desc id = {.batch = B * S * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
+    ss_istft(be, &id, w->y, y);                                              /* y [B, S, C, L]        */
+    return ss_backend_check(be, err);
+}
+
+/* Weights plus, per segment, every workspace buffer and the engine's transfer buffers. */
+static ss_status mx_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err)
+{
+    mx_hp hp;
+    ss_status s = read_hp(st, info, &hp, err);
+    if (s != SS_OK)
+        return s;
+    int64_t L = info->segment_length;
+    mx_sizes z = ws_sizes(&hp, 1, (int)(L / hp.hop + 1));
+    uint64_t item = z.spec + z.mix + z.fco + 2u * z.act + z.big + z.hid + z.fo + z.y;
+    for (int j = 0; j < hp.n; j++)
+        item += z.cat[j];
+    uint64_t io = (uint64_t)hp.C * (uint64_t)L * (1u + (uint64_t)hp.S);
+    out->fixed = info->parameters * 4u;
+    out->per_item = 4u * (item + io);
+    return SS_OK;
+}
+
+/* Every step of mx_forward is a device op once ws_get has made the workspace
+ * for these arguments (a pass with other arguments remakes it). */
+static int mx_graph_ok(void *state, int batch, int64_t length)
+{
+    const mx_ws *w = &((const mx_model *)state)->ws;
+    return w->x && w->batch == batch && w->length == length;
+}
+
+const ss_arch ss_arch_mdx23c = {
+    .name = "mdx23c",
+    .load = mx_load,
+    .forward = mx_forward,
+    .free = mx_free,
+    .graph_ok = mx_graph_ok,
+    .chunking = SS_CHUNK_MSST,
+    .memory_estimate = mx_memory_estimate,
+};

@@ -1,0 +1,750 @@
+/* test_mdx23c.c - MDX23C, TFC-TDF-Net v3 (models/mdx23c/mdx23c.c).
+ *
+ * 1. Parity: every case folder under tests/fixtures/mdx23c/ (or
+ *    $SS_MDX23C_FIXTURES) holding ref.safetensors with forward_in [1, C, L]
+ *    and forward_out [1, S, C, L] made by the PyTorch reference
+ *    (scripts/make-mdx23c-fixtures.py): the model is the case's
+ *    model.safetensors when there is one, else model.ckpt + config.yaml
+ *    converted with scripts/convert-msst.py (SKIP without python3 or the
+ *    converter).  One forward pass; relative L2 per stem <= 1e-4.
+ *    CLI parity (CPU build only): the real binary ($STEMSPLIT) on mix.wav
+ *    through MSST's chunking, each stem against `stems` [S, C, L] (MSST's
+ *    demix) at relative L2 <= 1e-4; a single-target model's residual against
+ *    mix - target; --batch 3 -j 1 gives --batch 1 -j 2's bits.
+ * 2. Files written here (no python): small models (InstanceNorm, BatchNorm,
+ *    GroupNorm, none; GELU, ReLU, ELU) load and run (batch 2 gives each item
+ *    what batch 1 gives it; four passes with the same arguments give the same
+ *    bits, the last two a recorded graph and its replay where the backend
+ *    records), and the refusals: a missing, stray or misshapen tensor, bad
+ *    metadata -> SS_E_DATA naming the file and the tensor or key.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sndfile.h>
+
+#include "../src/model.h"
+#include "../src/safetensors.h"
+#include "st_write.h"
+#include "test.h"
+
+#define TOL 1e-4
+#define MAX_CASES 64
+
+/* the backend every model here runs on (test_cuda_emu_mdx23c.c: the emulated CUDA one) */
+#ifndef RF_DEVICE
+#define RF_DEVICE "cpu"
+#define RF_PREFIX "mdx23c"
+#endif
+
+static char root[1024], tmpdir[1024], fixtures[1100];
+
+static void report(int ok, const char *name, const char *detail)
+{
+    printf("%s %s: %s\n", ok ? "PASS" : "FAIL", name, detail);
+    if (!ok)
+        test_n_fail++;
+    fflush(stdout);
+}
+
+static int is_file(const char *path) { return access(path, R_OK) == 0; }
+
+static double rel_l2(const float *y, const float *r, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - r[i];
+        num += d * d;
+        den += (double)r[i] * r[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float *tensor_f32(const ss_st_tensor *t)
+{
+    float *p = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *p);
+    if (p)
+        ss_st_to_f32(t, p);
+    return p;
+}
+
+/* Run x [B, C, L] through the model file on the CPU: y [B, S, C, L] (malloc'd) or NULL with err. */
+static float *run_model(const char *path, const float *x, int B, int64_t L, int *S_out, int *C_out, ss_error *err)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    float *y = NULL, *dx = NULL, *dy = NULL;
+    ss_backend_params bp = {.threads = 2};
+    if (ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, err) != SS_OK)
+        return NULL;
+    if (ss_model_load(path, be, &m, err) == SS_OK) {
+        const ss_model_info *info = ss_model_get_info(m);
+        int S = ss_model_net_sources(info), C = info->channels;
+        size_t nx = (size_t)B * C * L, ny = nx * S;
+        dx = ss_alloc(be, nx);
+        dy = ss_alloc(be, ny);
+        y = malloc(ny * sizeof *y);
+        if (dx && dy && y) {
+            ss_upload(be, dx, x, nx);
+            ss_fill(be, dy, NAN, ny);
+            if (ss_model_forward(m, dx, dy, B, L, err) == SS_OK && ss_download(be, y, dy, ny) == SS_OK) {
+                *S_out = S;
+                *C_out = C;
+            } else {
+                free(y);
+                y = NULL;
+                if (err->code == SS_OK)
+                    ss_backend_status(be, err);
+            }
+        } else {
+            free(y);
+            y = NULL;
+            ss_fail(err, SS_E_NOMEM, "out of memory");
+        }
+    }
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return y;
+}
+
+/* ---- 1. parity with the PyTorch reference ------------------------------------------ */
+
+static int convert_case(const char *dir, const char *out, char *why, size_t wsize)
+{
+    char conv[1200], cmd[8192];
+    snprintf(conv, sizeof conv, "%s/scripts/convert-msst.py", root);
+    if (system("python3 -c 'import sys' >/dev/null 2>&1") != 0 || !is_file(conv)) {
+        snprintf(why, wsize, "python3 or %s missing", conv);
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd, "python3 '%s' -o '%s' '%s/config.yaml' '%s/model.ckpt' >'%s/convert.log' 2>&1", conv, out,
+             dir, dir, tmpdir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        snprintf(why, wsize, "convert-msst.py failed (status %d), log in %s/convert.log", rc, tmpdir);
+        return -1;
+    }
+    return 0;
+}
+
+static void parity_case(const char *name)
+{
+    char dir[1400], ref_path[1600], model_path[1600], why[2000], label[300];
+    snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
+    snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+    snprintf(label, sizeof label, RF_PREFIX "_forward_%.200s", name);
+    int converted = 0;
+    if (!is_file(model_path)) {
+        snprintf(model_path, sizeof model_path, "%s/%.200s.safetensors", tmpdir, name);
+        int rc = convert_case(dir, model_path, why, sizeof why);
+        if (rc > 0) {
+            printf("SKIP %s: %s\n", label, why);
+            return;
+        }
+        if (rc < 0) {
+            report(0, label, why);
+            return;
+        }
+        converted = 1;
+    }
+    ss_error err = {0};
+    ss_st *ref = NULL;
+    if (ss_st_open(ref_path, &ref, &err) != SS_OK) {
+        report(0, label, err.msg);
+        return;
+    }
+    const ss_st_tensor *fi = ss_st_find(ref, "forward_in"), *fo = ss_st_find(ref, "forward_out");
+    if (!fi || !fo || fi->ndim != 3 || fo->ndim != 4 || fi->shape[0] != 1 || fo->shape[0] != 1 ||
+        fo->shape[3] != fi->shape[2] || fo->shape[2] != fi->shape[1]) {
+        report(0, label, "ref.safetensors: forward_in / forward_out missing or of unexpected shapes");
+        ss_st_close(ref);
+        return;
+    }
+    float *x = tensor_f32(fi), *yref = tensor_f32(fo), *y = NULL;
+    int S = 0, C = 0;
+    int64_t L = fi->shape[2];
+    if (!x || !yref)
+        report(0, label, "out of memory");
+    else if (!(y = run_model(model_path, x, 1, L, &S, &C, &err)))
+        report(0, label, err.msg);
+    else if (S != fo->shape[1] || C != fo->shape[2])
+        report(0, label, "the model's stems / channels differ from forward_out's shape");
+    else
+        for (int s = 0; s < S; s++) {
+            size_t n = (size_t)C * (size_t)L;
+            double e = rel_l2(y + s * n, yref + s * n, n);
+            char line[200], sl[320];
+            snprintf(sl, sizeof sl, "%s_stem%d", label, s);
+            snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
+            report(e <= TOL, sl, line);
+        }
+    free(x);
+    free(yref);
+    free(y);
+    ss_st_close(ref);
+    if (converted)
+        unlink(model_path);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(a, b); }
+
+static void test_parity(void)
+{
+    static char cases[MAX_CASES][256];
+    int n = 0;
+    DIR *d = opendir(fixtures);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && n < MAX_CASES) {
+            char p[1600];
+            if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof cases[0])
+                continue;
+            snprintf(p, sizeof p, "%s/%s/ref.safetensors", fixtures, e->d_name);
+#ifdef RF_CASE_FILTER
+            if (!strstr(e->d_name, RF_CASE_FILTER))     /* a subset: the full set runs in the other build */
+                continue;
+#endif
+            if (is_file(p))
+                snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
+        }
+        closedir(d);
+    }
+    if (n == 0)
+        SKIP("no fixture cases under %s", fixtures);
+    qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
+    for (int i = 0; i < n; i++)
+        parity_case(cases[i]);
+}
+
+/* ---- 2. small files written here -------------------------------------------------- */
+
+/* A tiny model: stereo, n_fft 16 (F 9), hop 4, dim_f 8 in 2 sub-bands (f 4, Dc 8),
+ * one scale of [2, 2], num_channels 4, growth 2, bottleneck 2, 2 blocks per
+ * scale, 2 stems; 28-sample chunks (8 frames). */
+#define MAXT 512
+typedef struct gen {
+    int n;
+    char *names[MAXT];
+    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT];
+    float *data[MAXT];
+    unsigned rng;
+} gen;
+
+static float frand(gen *g)
+{
+    g->rng = g->rng * 1664525u + 1013904223u;
+    return (float)((g->rng >> 8) & 0xffff) / 65536.0f - 0.5f;
+}
+
+static void add4(gen *g, const char *name, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float base, float spread)
+{
+    int i = g->n++;
+    int64_t d[4] = {d0, d1, d2, d3};
+    g->names[i] = strdup(name);
+    g->ndims[i] = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    size_t n = 1;
+    for (int k = 0; k < g->ndims[i]; k++) {
+        g->shapes[i][k] = d[k];
+        n *= (size_t)d[k];
+    }
+    g->data[i] = malloc(n * sizeof(float));
+    for (size_t j = 0; j < n; j++)
+        g->data[i][j] = base + spread * frand(g);
+}
+
+static void gen_free(gen *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        free(g->names[i]);
+        free(g->data[i]);
+    }
+    g->n = 0;
+}
+
+enum { G_C0 = 4, G_G = 2, G_DC = 8, G_F = 4, G_BN = 2, G_L = 2, G_S = 2 };
+
+/* norm: "InstanceNorm", "BatchNorm", "GroupNorm2" or "Identity" */
+static void gen_norm(gen *g, const char *norm, const char *pre, int ch)
+{
+    char n[200];
+    if (strcmp(norm, "Identity") == 0)
+        return;
+    snprintf(n, sizeof n, "%sweight", pre), add4(g, n, ch, 0, 0, 0, 1.0f, 0.6f);
+    snprintf(n, sizeof n, "%sbias", pre), add4(g, n, ch, 0, 0, 0, 0.0f, 0.4f);
+    if (strcmp(norm, "BatchNorm") == 0) {
+        snprintf(n, sizeof n, "%srunning_mean", pre), add4(g, n, ch, 0, 0, 0, 0.0f, 0.6f);
+        snprintf(n, sizeof n, "%srunning_var", pre), add4(g, n, ch, 0, 0, 0, 1.0f, 1.0f);
+    }
+}
+
+static void gen_tfc_tdf(gen *g, const char *norm, const char *pre, int in_c, int c, int F)
+{
+    char n[200];
+    for (int i = 0; i < G_L; i++, in_c = c) {
+        snprintf(n, sizeof n, "%sblocks.%d.tfc1.0.", pre, i), gen_norm(g, norm, n, in_c);
+        snprintf(n, sizeof n, "%sblocks.%d.tfc1.2.weight", pre, i), add4(g, n, c, in_c, 3, 3, 0.0f, 0.5f);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.0.", pre, i), gen_norm(g, norm, n, c);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.2.weight", pre, i), add4(g, n, F / G_BN, F, 0, 0, 0.0f, 1.0f);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.3.", pre, i), gen_norm(g, norm, n, c);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.5.weight", pre, i), add4(g, n, F, F / G_BN, 0, 0, 0.0f, 1.0f);
+        snprintf(n, sizeof n, "%sblocks.%d.tfc2.0.", pre, i), gen_norm(g, norm, n, c);
+        snprintf(n, sizeof n, "%sblocks.%d.tfc2.2.weight", pre, i), add4(g, n, c, c, 3, 3, 0.0f, 0.5f);
+        snprintf(n, sizeof n, "%sblocks.%d.shortcut.weight", pre, i), add4(g, n, c, in_c, 1, 1, 0.0f, 1.0f);
+    }
+}
+
+static void gen_model(gen *g, const char *norm)
+{
+    memset(g, 0, sizeof *g);
+    g->rng = 4321u;
+    add4(g, "first_conv.weight", G_C0, G_DC, 1, 1, 0.0f, 1.0f);
+    gen_tfc_tdf(g, norm, "encoder_blocks.0.tfc_tdf.", G_C0, G_C0, G_F);
+    gen_norm(g, norm, "encoder_blocks.0.downscale.conv.0.", G_C0);
+    add4(g, "encoder_blocks.0.downscale.conv.2.weight", G_C0 + G_G, G_C0, 2, 2, 0.0f, 1.0f);
+    gen_tfc_tdf(g, norm, "bottleneck_block.", G_C0 + G_G, G_C0 + G_G, G_F / 2);
+    gen_norm(g, norm, "decoder_blocks.0.upscale.conv.0.", G_C0 + G_G);
+    add4(g, "decoder_blocks.0.upscale.conv.2.weight", G_C0 + G_G, G_C0, 2, 2, 0.0f, 1.0f);
+    gen_tfc_tdf(g, norm, "decoder_blocks.0.tfc_tdf.", 2 * G_C0, G_C0, G_F);
+    add4(g, "final_conv.0.weight", G_C0, G_C0 + G_DC, 1, 1, 0.0f, 1.0f);
+    add4(g, "final_conv.2.weight", G_S * G_DC, G_C0, 1, 1, 0.0f, 1.0f);
+}
+
+/* metadata JSON with key `drop` left out and `extra` ("\"k\":\"v\"", may be NULL) added */
+static void gen_meta(char *buf, size_t size, const char *norm, const char *act, const char *drop, const char *extra)
+{
+    const char *kv[][2] = {
+        {"stemsplit.architecture", "mdx23c"}, {"stemsplit.sources", "vocals,other"},
+        {"stemsplit.samplerate", "8000"}, {"stemsplit.channels", "2"}, {"stemsplit.segment", "28/8000"},
+        {"mdx23c.n_fft", "16"}, {"mdx23c.hop_length", "4"}, {"mdx23c.dim_f", "8"}, {"mdx23c.num_subbands", "2"},
+        {"mdx23c.num_scales", "1"}, {"mdx23c.scale", "2,2"}, {"mdx23c.num_blocks_per_scale", "2"},
+        {"mdx23c.num_channels", "4"}, {"mdx23c.growth", "2"}, {"mdx23c.bottleneck_factor", "2"},
+        {"mdx23c.num_target_instruments", "2"}, {"mdx23c.norm", norm}, {"mdx23c.act", act}};
+    size_t n = (size_t)snprintf(buf, size, "{");
+    for (size_t i = 0; i < sizeof kv / sizeof *kv; i++)
+        if (!drop || strcmp(drop, kv[i][0]) != 0)
+            n += (size_t)snprintf(buf + n, size - n, "%s\"%s\":\"%s\"", n > 1 ? "," : "", kv[i][0], kv[i][1]);
+    if (extra)
+        n += (size_t)snprintf(buf + n, size - n, ",%s", extra);
+    snprintf(buf + n, size - n, "}");
+}
+
+/* Write the model (without tensor `drop`) to path; 0 ok */
+static int gen_write(gen *g, const char *path, const char *meta, const char *drop)
+{
+    static const char *names[MAXT];
+    static const float *data[MAXT];
+    static int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT], n = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (drop && strcmp(drop, g->names[i]) == 0)
+            continue;
+        names[n] = g->names[i];
+        data[n] = g->data[i];
+        memcpy(shapes[n], g->shapes[i], sizeof shapes[n]);
+        ndims[n] = g->ndims[i];
+        n++;
+    }
+    return st_write_f32(path, meta, n, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
+}
+
+/* load path; expect SS_E_DATA with `needle` in the message */
+static int expect_refusal(const char *path, const char *needle, char *why, size_t wsize)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_error err = {0};
+    ss_backend_params bp = {.threads = 1};
+    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK) {
+        snprintf(why, wsize, "%s", err.msg);
+        return 0;
+    }
+    ss_status s = ss_model_load(path, be, &m, &err);
+    ss_model_free(m);
+    ss_backend_close(be);
+    if (s != SS_E_DATA || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
+        snprintf(why, wsize, "status %d, message '%s' (expected SS_E_DATA naming the file and '%s')", (int)s, err.msg,
+                 needle);
+        return 0;
+    }
+    return 1;
+}
+
+/* Two different items through batch 2 and each alone: the same stems, finite, not silent. */
+static void small_model(const char *norm, const char *act)
+{
+    gen g;
+    char path[1200], meta[4096];
+    gen_model(&g, norm);
+    gen_meta(meta, sizeof meta, norm, act, NULL, NULL);
+    snprintf(path, sizeof path, "%s/small.safetensors", tmpdir);
+    CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
+    enum { L = 28 };
+    float x[2 * 2 * L];
+    for (int i = 0; i < 2 * 2 * L; i++)
+        x[i] = 0.5f * sinf(0.37f * (float)i) + 0.1f * frand(&g);
+    ss_error err = {0};
+    int S = 0, C = 0;
+    float *y2 = run_model(path, x, 2, L, &S, &C, &err), *y1a = NULL, *y1b = NULL;
+    if (y2) {
+        y1a = run_model(path, x, 1, L, &S, &C, &err);
+        y1b = y1a ? run_model(path, x + 2 * L, 1, L, &S, &C, &err) : NULL;
+    }
+    gen_free(&g);
+    unlink(path);
+    int ok = y2 && y1a && y1b;
+    size_t n1 = (size_t)S * C * L;
+    double e0 = ok ? rel_l2(y2, y1a, n1) : 0, e1 = ok ? rel_l2(y2 + n1, y1b, n1) : 0, energy = 0;
+    int finite = 1;
+    for (size_t i = 0; ok && i < 2 * n1; i++) {
+        finite &= isfinite(y2[i]) != 0;
+        energy += (double)y2[i] * y2[i];
+    }
+    free(y2);
+    free(y1a);
+    free(y1b);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(S == 2 && C == 2, "stems %d channels %d", S, C);
+    CHECK(finite && energy > 1e-6, "output not finite or silent (energy %g)", energy);
+    CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
+}
+
+static void test_small_instance_gelu(void) { small_model("InstanceNorm", "gelu"); }
+static void test_small_batch_relu(void) { small_model("BatchNorm", "relu"); }
+static void test_small_group_elu(void) { small_model("GroupNorm2", "elu0.5"); }
+static void test_small_none_gelu(void) { small_model("Identity", "gelu"); }
+
+/* Four passes of a small model with the same arguments give the same bits.  On
+ * a backend that records (the CUDA emulator: RF_GRAPH_STATS) the first two run
+ * directly (the first makes the workspace), the third is recorded and
+ * launched, the fourth replays the recording. */
+static void test_graph_replay(void)
+{
+    gen g;
+    char path[1200], meta[4096];
+    gen_model(&g, "InstanceNorm");
+    gen_meta(meta, sizeof meta, "InstanceNorm", "gelu", NULL, NULL);
+    snprintf(path, sizeof path, "%s/graph.safetensors", tmpdir);
+    CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
+    enum { B = 2, C = 2, L = 28, PASSES = 4 };
+    float x[B * C * L];
+    for (int i = 0; i < B * C * L; i++)
+        x[i] = 0.5f * sinf(0.29f * (float)i) + 0.1f * frand(&g);
+    gen_free(&g);
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_stats a, b;
+    ss_cuda_emu_get_stats(&a);
+#endif
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    float *y[PASSES] = {0}, *dx = NULL, *dy = NULL;
+    size_t ny = 0;
+    int ok = ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK && ss_model_load(path, be, &m, &err) == SS_OK;
+    if (ok) {
+        ny = (size_t)B * ss_model_net_sources(ss_model_get_info(m)) * C * L;
+        dx = ss_alloc(be, (size_t)B * C * L);
+        dy = ss_alloc(be, ny);
+        ok = dx && dy;
+        if (ok)
+            ss_upload(be, dx, x, (size_t)B * C * L);
+    }
+    for (int p = 0; ok && p < PASSES; p++) {
+        ok = (y[p] = malloc(ny * sizeof *y[p])) != NULL;
+        if (ok) {
+            ss_fill(be, dy, NAN, ny);
+            ok = ss_model_forward(m, dx, dy, B, L, &err) == SS_OK && ss_download(be, y[p], dy, ny) == SS_OK;
+        }
+    }
+    int same = ok;
+    for (int p = 1; ok && p < PASSES; p++)
+        same &= memcmp(y[p], y[0], ny * sizeof *y[0]) == 0;
+    int finite = ok;
+    for (size_t i = 0; ok && i < ny; i++)
+        finite &= isfinite(y[0][i]) != 0;
+    for (int p = 0; p < PASSES; p++)
+        free(y[p]);
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    unlink(path);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(finite, "output not finite");
+    CHECK(same, "the passes with the same arguments differ");
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_get_stats(&b);
+    CHECK(b.captures_refused == a.captures_refused, "%lld waiting calls while recording",
+          b.captures_refused - a.captures_refused);
+    CHECK(b.graphs_recorded - a.graphs_recorded == 1 && b.graph_launches - a.graph_launches == 2,
+          "passes 3 and 4 were not a recording and a replay (%lld recorded, %lld launched)",
+          b.graphs_recorded - a.graphs_recorded, b.graph_launches - a.graph_launches);
+#endif
+}
+
+static void test_refusals(void)
+{
+    gen g;
+    char path[1200], meta[4096], why[2048];
+    snprintf(path, sizeof path, "%s/bad.safetensors", tmpdir);
+    /* a missing tensor, a stray one, a misshapen one */
+    gen_model(&g, "BatchNorm");
+    gen_meta(meta, sizeof meta, "BatchNorm", "relu", NULL, NULL);
+    const char *missing = "decoder_blocks.0.tfc_tdf.blocks.1.tdf.3.running_var";
+    int ok = gen_write(&g, path, meta, missing) == 0 && expect_refusal(path, missing, why, sizeof why);
+    if (!ok)
+        gen_free(&g);
+    CHECK(ok, "missing tensor: %s", why);
+    add4(&g, "encoder_blocks.0.extra", 2, 0, 0, 0, 0.0f, 0.0f);
+    ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, "encoder_blocks.0.extra", why, sizeof why);
+    if (!ok)
+        gen_free(&g);
+    CHECK(ok, "stray tensor: %s", why);
+    g.n--;
+    free(g.names[g.n]);
+    free(g.data[g.n]);
+    g.shapes[0][1] = 7;                                    /* first_conv.weight [4, 7, 1, 1]: Dc is 8 */
+    ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, "first_conv.weight", why, sizeof why);
+    g.shapes[0][1] = G_DC;
+    if (!ok)
+        gen_free(&g);
+    CHECK(ok, "misshapen tensor: %s", why);
+    /* BatchNorm: a negative variance */
+    for (int i = 0; i < g.n; i++)
+        if (strcmp(g.names[i], "bottleneck_block.blocks.0.tdf.0.running_var") == 0)
+            g.data[i][1] = -2.0f;
+    ok = gen_write(&g, path, meta, NULL) == 0 &&
+         expect_refusal(path, "bottleneck_block.blocks.0.tdf.0.running_var", why, sizeof why);
+    gen_free(&g);
+    CHECK(ok, "negative running_var: %s", why);
+    /* unsupported or missing metadata: {extra, dropped key, needle} */
+    static const char *bad_meta[][3] = {
+        {"\"mdx23c.norm\":\"LayerNorm\"", "mdx23c.norm", "mdx23c.norm"},
+        {"\"mdx23c.act\":\"tanh\"", "mdx23c.act", "mdx23c.act"},
+        {"\"mdx23c.act\":\"elu\"", "mdx23c.act", "mdx23c.act"},
+        {"\"mdx23c.scale\":\"2\"", "mdx23c.scale", "mdx23c.scale"},
+        {NULL, "mdx23c.dim_f", "mdx23c.dim_f"},
+        {"\"mdx23c.dim_f\":\"9\"", "mdx23c.dim_f", "mdx23c.dim_f"},
+        {"\"mdx23c.num_target_instruments\":\"3\"", "mdx23c.num_target_instruments", "mdx23c.num_target_instruments"},
+        {"\"stemsplit.channels\":\"1\"", "stemsplit.channels", "stemsplit.channels"},
+        {"\"stemsplit.segment\":\"24/8000\"", "stemsplit.segment", "stemsplit.segment"}};
+    for (size_t i = 0; i < sizeof bad_meta / sizeof *bad_meta; i++) {
+        gen_model(&g, "InstanceNorm");
+        gen_meta(meta, sizeof meta, "InstanceNorm", "gelu", bad_meta[i][1], bad_meta[i][0]);
+        ok = gen_write(&g, path, meta, NULL) == 0 && expect_refusal(path, bad_meta[i][2], why, sizeof why);
+        gen_free(&g);
+        CHECK(ok, "metadata %s: %s", bad_meta[i][2], why);
+    }
+    unlink(path);
+}
+
+#ifndef RF_NO_CLI
+/* ---- 1b. CLI parity: chunking, normalisation and residual through the binary --------------- */
+
+/* a WAV as planar [C, L] floats (malloc'd), or NULL */
+static float *read_planar(const char *path, int *C, int64_t *L)
+{
+    SF_INFO si = {0};
+    SNDFILE *sf = sf_open(path, SFM_READ, &si);
+    if (!sf)
+        return NULL;
+    float *inter = malloc((size_t)si.channels * (size_t)si.frames * sizeof *inter);
+    float *planar = malloc((size_t)si.channels * (size_t)si.frames * sizeof *planar);
+    if (!inter || !planar || sf_readf_float(sf, inter, si.frames) != si.frames) {
+        free(inter), free(planar), sf_close(sf);
+        return NULL;
+    }
+    for (int c = 0; c < si.channels; c++)
+        for (sf_count_t i = 0; i < si.frames; i++)
+            planar[(size_t)c * (size_t)si.frames + (size_t)i] = inter[(size_t)i * si.channels + c];
+    free(inter);
+    sf_close(sf);
+    *C = si.channels, *L = si.frames;
+    return planar;
+}
+
+static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch, int threads)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q -m '%s' -d cpu -j %d --batch %d --sample-format f32 --clip none -o '%s' "
+             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, threads, batch, out, mix, tmpdir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void cli_case(const char *exe, const char *name)
+{
+    char dir[1400], ref_path[1600], mix_path[1600], model_path[1600], out1[1600], out3[1600], why[2000], label[300];
+    snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
+    snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
+    snprintf(mix_path, sizeof mix_path, "%s/mix.wav", dir);
+    snprintf(model_path, sizeof model_path, "%s/cli_%.200s.safetensors", tmpdir, name);
+    snprintf(out1, sizeof out1, "%s/out1_%.200s", tmpdir, name);
+    snprintf(out3, sizeof out3, "%s/out3_%.200s", tmpdir, name);
+    snprintf(label, sizeof label, RF_PREFIX "_cli_%.200s", name);
+    int rc = convert_case(dir, model_path, why, sizeof why);
+    if (rc != 0) {
+        if (rc > 0)
+            printf("SKIP %s: %s\n", label, why);
+        else
+            report(0, label, why);
+        return;
+    }
+    if ((rc = run_cli(exe, model_path, mix_path, out1, 1, 2)) != 0 ||
+        (rc = run_cli(exe, model_path, mix_path, out3, 3, 1)) != 0) {
+        snprintf(why, sizeof why, "stemsplit failed (exit %d), log in %s/cli.log", rc, tmpdir);
+        report(0, label, why);
+        unlink(model_path);
+        return;
+    }
+    ss_error err = {0};
+    ss_st *ref = NULL, *mod = NULL;
+    if (ss_st_open(ref_path, &ref, &err) != SS_OK || ss_st_open(model_path, &mod, &err) != SS_OK) {
+        report(0, label, err.msg);
+        ss_st_close(ref);
+        unlink(model_path);
+        return;
+    }
+    const ss_st_tensor *st = ss_st_find(ref, "stems");
+    const char *srcs = ss_st_meta(ref, "sources"), *residual = ss_st_meta(mod, "stemsplit.residual");
+    float *stems = st && st->ndim == 3 ? tensor_f32(st) : NULL;
+    int MC = 0;
+    int64_t ML = 0;
+    float *mix = read_planar(mix_path, &MC, &ML);
+    if (!stems || !srcs || !mix) {
+        report(0, label, "ref.safetensors lacks `stems` [S, C, L] or `sources`, or mix.wav is unreadable");
+    } else {
+        int S = (int)st->shape[0], C = (int)st->shape[1];
+        int64_t L = st->shape[2];
+        const char *p = srcs;
+        for (int s = 0; s <= S; s++) {
+            char stem[SS_MAX_NAME] = "", path1[1800], path3[1800], line[4000], sl[400];
+            const float *want = NULL;
+            float *res = NULL;
+            if (s < S) {
+                size_t len = strcspn(p, ",");
+                snprintf(stem, sizeof stem, "%.*s", (int)(len < SS_MAX_NAME ? len : SS_MAX_NAME - 1), p);
+                p += len + (p[len] == ',');
+                want = stems + (size_t)s * C * L;
+            } else {
+                if (!residual)
+                    break;
+                /* the residual: mixture minus the reference's single target, as MSST's inference.py */
+                snprintf(stem, sizeof stem, "%s", residual);
+                res = malloc((size_t)C * L * sizeof *res);
+                if (!res || S != 1 || MC != C || ML != L) {
+                    report(0, label, "a residual needs one target stem and a mixture of the stems' shape");
+                    free(res);
+                    break;
+                }
+                for (size_t i = 0; i < (size_t)C * L; i++)
+                    res[i] = mix[i] - stems[i];
+                want = res;
+            }
+            snprintf(sl, sizeof sl, "%s_%s", label, stem);
+            snprintf(path1, sizeof path1, "%s/%s.wav", out1, stem);
+            snprintf(path3, sizeof path3, "%s/%s.wav", out3, stem);
+            int c1 = 0, c3 = 0;
+            int64_t l1 = 0, l3 = 0;
+            float *y1 = read_planar(path1, &c1, &l1), *y3 = read_planar(path3, &c3, &l3);
+            if (!y1 || !y3 || c1 != C || l1 != L || c3 != C || l3 != L) {
+                snprintf(line, sizeof line, "%s or %s missing or not %d x %lld", path1, path3, C, (long long)L);
+                report(0, sl, line);
+            } else {
+                double e = rel_l2(y1, want, (size_t)C * L);
+                snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
+                report(e <= TOL, sl, line);
+                snprintf(sl, sizeof sl, "%s_%s_batch3", label, stem);
+                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 -j 1 gives --batch 1 -j 2's bits");
+            }
+            free(y1), free(y3), free(res);
+            unlink(path1), unlink(path3);
+        }
+    }
+    free(stems);
+    free(mix);
+    ss_st_close(ref);
+    ss_st_close(mod);
+    rmdir(out1), rmdir(out3);
+    unlink(model_path);
+}
+
+static void test_cli_parity(void)
+{
+    char exe[1200];
+    const char *env = getenv("STEMSPLIT");
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root);
+    if (access(exe, X_OK) != 0)
+        SKIP("%s is not an executable (set STEMSPLIT)", exe);
+    static char cases[MAX_CASES][256];
+    int n = 0;
+    DIR *d = opendir(fixtures);
+    CHECK(d, "no fixture folder %s", fixtures);
+    struct dirent *e;
+    while ((e = readdir(d)) && n < MAX_CASES) {
+        char p[1700];
+        snprintf(p, sizeof p, "%s/%.200s/mix.wav", fixtures, e->d_name);
+        if (e->d_name[0] != '.' && is_file(p))
+            snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
+    }
+    closedir(d);
+    CHECK(n > 0, "no fixture cases with mix.wav under %s", fixtures);
+    qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
+    for (int i = 0; i < n; i++)
+        cli_case(exe, cases[i]);
+}
+#endif
+
+int main(void)
+{
+    const char *r = getenv("SS_ROOT");
+    if (r && *r)
+        snprintf(root, sizeof root, "%s", r);
+    else if (!getcwd(root, sizeof root))
+        snprintf(root, sizeof root, ".");
+    const char *fx = getenv("SS_MDX23C_FIXTURES");
+    if (fx && *fx)
+        snprintf(fixtures, sizeof fixtures, "%s", fx);
+    else
+        snprintf(fixtures, sizeof fixtures, "%s/tests/fixtures/mdx23c", root);
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/ss-mdx23c.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        printf("FAIL test_mdx23c: cannot create %s\n", tmpdir);
+        return 1;
+    }
+    RUN(test_parity);
+#ifndef RF_NO_CLI
+    RUN(test_cli_parity);
+#endif
+    RUN(test_small_instance_gelu);
+    RUN(test_small_batch_relu);
+    RUN(test_small_group_elu);
+    RUN(test_small_none_gelu);
+    RUN(test_graph_replay);
+    RUN(test_refusals);
+    char log[1200];
+    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
+    unlink(log);
+    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
+    unlink(log);
+    rmdir(tmpdir);
+    return test_summary();
+}
