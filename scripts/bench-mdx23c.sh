@@ -16,14 +16,15 @@
 #   mid     (any machine, no GPU) a mid-size InstVoc HQ (num_channels 32, growth 32) with
 #           random weights, 10 s at THREADS threads (default 2): stemsplit against MSST, one
 #           after the other, twice; parity against MSST's demix of the same mix
-# THREADS (environment) sets the thread count of `mid`; PYTHON the Python with torch (python3).
+# THREADS (environment) sets the thread count of `mid`; MODELS the models of the other parts;
+# PYTHON the Python with torch (python3).
 set -u
 bin=$1 W=$2 parts=${3:-setup parity speed cpu}
 threads=${THREADS:-2}
 py=${PYTHON:-python3}          # a Python with torch, numpy and PyYAML
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$W"
-models="mdx23c_instvoc_hq mdx23c_drumsep_6stem"
+models=${MODELS:-mdx23c_instvoc_hq mdx23c_drumsep_6stem}   # MODELS (environment): a subset
 jt() { python3 -c "import json; t=json.load(open('$1'))['total']; print('%s: wall %.3f s' % ('$2', t['wall_seconds']))"; }
 for part in $parts; do
 echo "=== $part $(date +%T)"
