@@ -43,15 +43,21 @@ sys.path.insert(0, HERE)
 import torchckpt  # noqa: E402
 import dfnref  # noqa: E402
 
-# The released model's config.ini is not available here (DeepFilterNet3.zip):
-# these are the values of the DeepFilterNet3 release as published with the model
-# (DF3 paper, arXiv 2305.08227: 48 kHz, 20 ms window / 10 ms hop, 32 ERB bands,
-# deep filter on the lowest 96 bins (up to 4.8 kHz) of order 5 with 2 frames
-# look-ahead; conv look-ahead 2; 64 conv channels; GRUs of 256 units) and, for the
-# keys not given there, the defaults of deepfilternet3.py ModelParams and config.py
-# DfParams.  The converter and the C model read every value from the config.ini
-# of the model they are given, so a mismatch here only changes the random-weight
-# "full" fixture, not the results on the released weights.
+# The released model's config.ini (in DeepFilterNet3.zip) is not available here.
+# A copy published on Hugging Face (benjamin-paine/taproot-common,
+# speech-enhancement-deep-filter-net-3-config.ini; its lines up to df_gru_skip
+# seen) gives the [df] section below and conv_lookahead, conv_ch, conv_depthwise,
+# emb_hidden_dim, emb_num_layers, enc_linear_groups, linear_groups,
+# conv_dec_mode, convt_depthwise (False: not read by deepfilternet3.py, which
+# always builds separable convolutions), mask_pf, df_hidden_dim, df_num_layers,
+# dfop_method, group_shuffle, conv_kernel, df_gru_skip.  The remaining keys are
+# the defaults of deepfilternet3.py ModelParams and config.py DfParams, except
+# df_pathway_kernel_size_t = 5 and conv_kernel_inp = 3,3 (DeepFilterNet2's
+# released config.ini has both; DF3 paper: 2.13 M parameters, which these values
+# give: 2,135,484 without the filter banks).  The converter and the C model read
+# every value from the config.ini of the model they are given, so a mismatch here
+# only changes the random-weight "full" fixture, not results on the released
+# weights.
 RELEASED_INI = """\
 [train]
 model = deepfilternet3
@@ -68,13 +74,16 @@ lsnr_min = -15
 min_nb_erb_freqs = 2
 df_order = 5
 df_lookahead = 2
-pad_mode = input_specf
+pad_mode = output
 
 [deepfilternet]
 conv_lookahead = 2
 conv_ch = 64
 conv_depthwise = True
-convt_depthwise = True
+conv_dec_mode = transposed
+dfop_method = df
+group_shuffle = False
+convt_depthwise = False
 conv_kernel = 1,3
 convt_kernel = 1,3
 conv_kernel_inp = 3,3
