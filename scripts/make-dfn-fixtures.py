@@ -10,9 +10,10 @@ function of libDF it mirrors); the network, the config handling, the checkpoint
 loading (df/checkpoint.py) and the enhancement (df/enhance.py enhance()) are the
 reference's own code.
 
-  make-dfn-fixtures.py [--ref DIR] [--out tests/fixtures/deepfilternet]
+  make-dfn-fixtures.py [--ref DIR] [--out tests/fixtures/deepfilternet] [--print-state]
       the small case: OUT/small/{config.ini, checkpoints/model_120.ckpt.best,
-      mix.wav, ref.safetensors}
+      mix.wav, ref.safetensors} (5555 samples, 59 frames) and, with the same
+      weights, mix_16000.wav / ref_16000.safetensors (16000 samples: stems only)
   make-dfn-fixtures.py --full OUTDIR [--seconds 10]
       the released DeepFilterNet3 configuration (RELEASED_INI below) with random
       weights: OUTDIR/full/ as above (large: not committed).
@@ -23,6 +24,7 @@ df/checkpoint.py read_cp loads).  The model is built by the reference's init_df(
 from that config.ini with random weights (BatchNorm with non-trivial running
 statistics), saved, and loaded back through init_df(epoch="best"); enhance() runs
 on the mono 48 kHz mix.wav.  ref.safetensors holds (F32; docs/deepfilternet-format.md):
+  stems [2, 1, L]                                   speech, noise (compare-stems.py)
   speech [1, L], noise [1, L] = mix - speech        the stems
   spec [1, 1, T, F, 2], feat_erb [1, 1, T, E], feat_spec [1, 1, T, nb_df, 2]
                                                     the model's inputs (df_features)
