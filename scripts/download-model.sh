@@ -1,7 +1,9 @@
 #!/bin/sh
 # download-model.sh NAME - download a released model (demucs v4, an MSST
-# RoFormer or MDX23C checkpoint with its config, or LarsNet's five U-Nets), verify its checksum where one is
-# known, convert it (convert-demucs.py / convert-msst.py) and install it as
+# RoFormer or MDX23C checkpoint with its config, LarsNet's five U-Nets, or
+# DeepFilterNet3's model zip), verify its checksum where one is known, convert
+# it (convert-demucs.py / convert-msst.py / convert-larsnet.py /
+# convert-deepfilternet.py) and install it as
 #   ${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 # Known names and files: scripts/models.txt (override: STEMSPLIT_MODELS_TABLE).
 # Base URL: STEMSPLIT_DOWNLOAD_BASE (default the official demucs location;
@@ -22,16 +24,17 @@ usage() {
     cat <<EOT
 Usage: $prog NAME
 Download the released model NAME (a demucs v4 model, an MSST BS-/Mel-Band
-RoFormer or MDX23C checkpoint and its config, or LarsNet's checkpoint zip and
-config), check its checksum where one is known, convert it (convert-demucs.py,
-convert-msst.py, convert-larsnet.py) and install it as
+RoFormer or MDX23C checkpoint and its config, LarsNet's checkpoint zip and
+config, or DeepFilterNet3's model zip), check its checksum where one is known,
+convert it (convert-demucs.py, convert-msst.py, convert-larsnet.py,
+convert-deepfilternet.py) and install it as
   \${XDG_DATA_HOME:-~/.local/share}/stemsplit/models/NAME.safetensors
 where stemsplit finds it (stemsplit -m NAME; htdemucs is the default model).
 Models: $(known 2>/dev/null)
 Offline: copy the checkpoint files named in $table (e.g. 955717e8-8726e21a.th
 for htdemucs; for an MSST model the last path components of its two URLs; for
 larsnet pretrained_larsnet_models.zip, from the Google Drive link of LarsNet's
-README, and config.yaml) into a folder and set
+README, and config.yaml; for deepfilternet3 DeepFilterNet3.zip) into a folder and set
 STEMSPLIT_DOWNLOAD_BASE=file:///that/folder/.
 Environment: STEMSPLIT_DOWNLOAD_BASE (default $base), STEMSPLIT_MODELS_TABLE.
 Exit: 0 installed or already present, 64 usage/unknown name, 65 checksum
@@ -58,6 +61,22 @@ if [ "${1:-}" = larsnet ]; then
     ckpt_url=$2 conf_url=$3
     if [ -n "$base_set" ]; then
         ckpt_url=${base}pretrained_larsnet_models.zip conf_url=${base}config.yaml
+    fi
+elif [ "${1:-}" = deepfilternet ]; then
+    # DeepFilterNet: the release zip (config.ini + checkpoints/), as df/enhance.py downloads it
+    kind=deepfilternet
+    [ $# -ge 2 ] || die 64 "$table: $name needs the model zip's URL"
+    ckpt_url=$2
+    shift 2
+    for f in "$@"; do
+        case $f in
+            sha256=*) pin=${f#sha256=} ;;
+            *) die 64 "$table: bad entry '$f' for $name" ;;
+        esac
+    done
+    if [ -n "$base_set" ]; then
+        ck=${ckpt_url##*/}
+        ckpt_url=$base${ck%%\?*}
     fi
 elif [ "${1:-}" = msst ]; then
     kind=msst
@@ -162,6 +181,23 @@ EOPY
     mv -f "$part" "$dest" || die 73 "cannot install $dest"
     echo "$prog: installed $name: $dest (weights CC BY-NC 4.0: non-commercial use only)"
     echo "next: stemsplit -m $name DRUMS.wav"
+    exit 0
+fi
+
+if [ $kind = deepfilternet ]; then
+    ck=${ckpt_url##*/}; ck=${ck%%\?*}
+    echo "$prog: downloading $ckpt_url" >&2
+    fetch "$ckpt_url" "$tmp/$ck" || die 69 "download of $ckpt_url failed"
+    if [ -n "$pin" ]; then
+        got=$(sha "$tmp/$ck")
+        [ "$got" = "$pin" ] || die 65 "checksum mismatch for $ck: sha256 $got, expected $pin"
+    fi
+    python3 "$here/convert-deepfilternet.py" -o "$part" --name "$name" "$tmp/$ck"
+    rc=$?
+    [ $rc -eq 0 ] || die "$rc" "conversion of $name failed"
+    mv -f "$part" "$dest" || die 73 "cannot install $dest"
+    echo "$prog: installed $name: $dest (code and weights MIT or Apache-2.0)"
+    echo "next: stemsplit -m $name NOISY_SPEECH.wav"
     exit 0
 fi
 

@@ -138,4 +138,36 @@ EOPY
 else
     skip download_larsnet "tests/fixtures/larsnet missing"
 fi
+# DeepFilterNet3 through the official table's entry: the release zip (the fixture's
+# model folder under DeepFilterNet3/) from the base; a pinned sha256 that does not
+# match is 65, a zip that is not a model is 65 (conversion refused); nothing installed.
+DFIX="$SS_ROOT/tests/fixtures/deepfilternet/small"
+if [ -f "$DFIX/config.ini" ]; then
+    unset STEMSPLIT_MODELS_TABLE
+    dsrv="$T/dsrv"; mkdir -p "$dsrv"
+    python3 - "$DFIX" "$dsrv/DeepFilterNet3.zip" <<'EOPY'
+import sys, zipfile
+fix, out = sys.argv[1:3]
+with zipfile.ZipFile(out, "w") as z:
+    for f in ("config.ini", "checkpoints/model_120.ckpt.best"):
+        z.write("%s/%s" % (fix, f), "DeepFilterNet3/" + f)
+EOPY
+    check table_deepfilternet3 grep -Eq '^deepfilternet3 +deepfilternet +https://github.com/Rikorose/DeepFilterNet/[^ ]+/DeepFilterNet3.zip' "$SS_ROOT/scripts/models.txt"
+    STEMSPLIT_DOWNLOAD_BASE="file://$dsrv" expect_exit deepfilternet_install 0 sh "$DL" deepfilternet3
+    check deepfilternet_installed test -s "$models/deepfilternet3.safetensors"
+    check deepfilternet_licence grep -q "MIT or Apache-2.0" "$T/out.deepfilternet_install"
+    check deepfilternet_metadata python3 "$T/meta.py" "$models/deepfilternet3.safetensors" \
+        stemsplit.architecture=deepfilternet3 stemsplit.sources=speech,noise stemsplit.name=deepfilternet3
+    pin=$(python3 -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" "$dsrv/DeepFilterNet3.zip")
+    echo "tinydfn_bad deepfilternet https://example.invalid/DeepFilterNet3.zip sha256=0000$pin" >"$T/models_dfn.txt"
+    STEMSPLIT_MODELS_TABLE="$T/models_dfn.txt" STEMSPLIT_DOWNLOAD_BASE="file://$dsrv" \
+        expect_exit deepfilternet_pin_mismatch 65 sh "$DL" tinydfn_bad
+    check deepfilternet_pin_installs_nothing test ! -e "$models/tinydfn_bad.safetensors"
+    rm -f "$models/deepfilternet3.safetensors"
+    echo 'not a zip' >"$dsrv/DeepFilterNet3.zip"
+    STEMSPLIT_DOWNLOAD_BASE="file://$dsrv" expect_exit deepfilternet_not_model 65 sh "$DL" deepfilternet3
+    check deepfilternet_not_model_installs_nothing test ! -e "$models/deepfilternet3.safetensors"
+else
+    skip download_deepfilternet "tests/fixtures/deepfilternet missing"
+fi
 exit 0
