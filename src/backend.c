@@ -613,7 +613,7 @@ ss_status ss_download_wait(ss_backend *be)
 
 typedef struct fallback {
     ss_backend *be;
-    void *host[6];          /* host mirrors to free   */
+    void *host[8];          /* host mirrors to free   */
     int n;
     int synced;             /* host memory: queued device work finished */
 } fallback;
@@ -910,6 +910,31 @@ void ss_group_norm_gelu(ss_backend *be, float *y, const float *x, const float *b
     }
     ss_group_norm(be, y, x, batch, ch, len, groups, gamma, beta, eps);
     ss_gelu(be, y, y, (size_t)batch * (size_t)ch * (size_t)len);
+}
+
+void ss_gru(ss_backend *be, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+            const float *b_ih, const float *b_hh, float *h, float *y, float *scratch)
+{
+    if (LIVE(be) && (d->batch < 1 || d->seq < 0 || d->in < 1 || d->hidden < 1)) {
+        ss_fail(&be->err, SS_E_INTERNAL, "gru: batch %d, %d steps of %d inputs, hidden size %d", d->batch,
+                d->seq, d->in, d->hidden);
+        return;
+    }
+    if (d->seq == 0)
+        return;
+    DISPATCH(be, gru, d, x, w_ih, w_hh, b_ih, b_hh, h, y, scratch);
+    size_t g3 = 3 * (size_t)d->hidden, nh = (size_t)d->batch * (size_t)d->hidden, ny = nh * (size_t)d->seq;
+    size_t nx = (size_t)d->batch * (size_t)d->seq * (size_t)d->in;
+    fallback fb = {be, {0}, 0, 0};
+    float *hx = fb_view(&fb, x, nx, 1), *hwi = fb_view(&fb, w_ih, g3 * (size_t)d->in, 1);
+    float *hwh = fb_view(&fb, w_hh, g3 * (size_t)d->hidden, 1);
+    float *hbi = fb_view(&fb, b_ih, g3, 1), *hbh = fb_view(&fb, b_hh, g3, 1);
+    float *hh = fb_view(&fb, h, nh, 1), *hy = y == x ? hx : fb_view(&fb, y, ny, 0);
+    float *hs = fb_view(&fb, scratch, ss_gru_scratch(d), 0);
+    ss_status st = FB_OK(be) ? REF->gru(be->ref, d, hx, hwi, hwh, hbi, hbh, hh, hy, hs, &be->err) : SS_OK;
+    if (st == SS_OK && hh != h && LIVE(be))
+        be->iface->upload(be->ctx, h, hh, nh * sizeof *hh, &be->err);
+    fb_end(&fb, st, y, hy, ny);
 }
 
 /* ---- named kernels (a model's fusions) ------------------------------------------ */

@@ -38,7 +38,7 @@
 #include "error.h"
 #include "ops.h"
 
-#define SS_BACKEND_API_VERSION 13
+#define SS_BACKEND_API_VERSION 14
 
 typedef struct ss_backend ss_backend;            /* opaque running context */
 
@@ -214,6 +214,9 @@ typedef struct ss_backend_iface {
     int attention_batched;
     /* API 13: no new slot; `activate` gained SS_ACT_POW (|x|^alpha), so a
      * module built for API 12 would refuse it */
+    /* API 14: a GRU layer over a sequence (see ss_gru); NULL = the reference's */
+    ss_status (*gru)(void *ctx, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                     const float *b_ih, const float *b_hh, float *h, float *y, float *scratch, ss_error *err);
 } ss_backend_iface;
 
 /* ---- registry and device selection ---------------------------------------- */
@@ -330,6 +333,8 @@ int ss_downloads_overlap(const ss_backend *be);
  *   attention      ss_rope on q and k (rotary embedding, optional), then
  *                  ss_attention where ss_attention_fused says so (batched
  *                  descriptors allowed), else ss_gemm + ss_softmax + ss_gemm
+ *   recurrent      ss_gru (one GRU layer over a sequence, the state carried
+ *                  between calls)
  *   layout         ss_copy2d, ss_copy4d (permutations, crops, pads,
  *                  reversals), ss_transpose
  *   a model's own  ss_backend_kernel: fusions found by name
@@ -381,6 +386,18 @@ void ss_softmax(ss_backend *be, float *y, const float *x, int rows, int len, flo
  * is ss_rope on q and k first. */
 int ss_attention_fused(const ss_backend *be, const ss_attn_desc *d);
 void ss_attention(ss_backend *be, const ss_attn_desc *d, const float *q, const float *k, const float *v, float *o);
+/* One GRU layer over a sequence (ss_gru_desc in ops.h: nn.GRU, batch_first,
+ * one layer, one direction, gates r, z, n): x [batch, seq, in] -> y [batch,
+ * seq, hidden]; h [batch, hidden] is the initial state on entry and the final
+ * state on return, so a long sequence runs in pieces, the state carried from
+ * one call to the next (the CPU gives the same bits as in one call; other
+ * backends within their tolerance).  b_ih, b_hh may be NULL (zero).  scratch:
+ * ss_gru_scratch(d) floats of device memory, clobbered.  y may be x (when
+ * in == hidden); h, y and scratch must not overlap each other or the inputs
+ * otherwise.  A shape with batch, in or hidden below 1 (or seq below 0) records
+ * an internal error; seq 0 leaves h alone. */
+void ss_gru(ss_backend *be, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+            const float *b_ih, const float *b_hh, float *h, float *y, float *scratch);
 /* x [batch, rows, cols] -> y [batch, cols, rows]; not in place */
 void ss_transpose(ss_backend *be, float *y, const float *x, int batch, int rows, int cols);
 /* x, y [batch, ch, len]: GroupNorm(groups) with affine gamma/beta [ch] (may be NULL); in place ok */

@@ -470,6 +470,12 @@ static ss_status cpu_rope(void *ctx, float *y, const float *x, int batch, int se
     return kst(err, "rope", ss_cpu_rope(POOL(ctx), y, x, batch, seq, heads, hd, ld, cs));
 }
 
+static ss_status cpu_gru(void *ctx, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                         const float *b_ih, const float *b_hh, float *h, float *y, float *scratch, ss_error *err)
+{
+    return kst(err, "gru", ss_cpu_gru(POOL(ctx), d, x, w_ih, w_hh, b_ih, b_hh, h, y, scratch));
+}
+
 /* every shape: the row-blocked kernel where the fused one does not apply */
 static int cpu_attention_ok(void *ctx, const ss_attn_desc *d)
 {
@@ -541,6 +547,7 @@ const ss_backend_iface ss_backend_cpu = {
     .bias_gelu = cpu_bias_gelu, .bias_glu = cpu_bias_glu,
     .attention_ok = cpu_attention_ok, .attention = cpu_attention, .attention_batched = 1,
     .mul = cpu_mul, .activate = cpu_activate, .rms_norm = cpu_rms_norm, .rope = cpu_rope,
+    .gru = cpu_gru,
     /* HTDemucs's fusions and any other model's: by name (models/kernels.h) */
     .kernel = cpu_kernel,
     /* none: the dispatcher composes them from the ops above */

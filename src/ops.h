@@ -101,6 +101,27 @@ typedef enum ss_act {
  *                form of the RoFormers; eps 1e-12 there) */
 typedef enum ss_rms_form { SS_RMS_MEAN = 0, SS_RMS_L2 = 1 } ss_rms_form;
 
+/* One GRU layer, one direction, over a sequence (PyTorch's nn.GRU with
+ * batch_first, num_layers 1; API 14).  Gates in the order r, z, n:
+ *   r = sigmoid(W_ir x_t + b_ir + W_hr h + b_hr)
+ *   z = sigmoid(W_iz x_t + b_iz + W_hz h + b_hz)
+ *   n = tanh(W_in x_t + b_in + r * (W_hn h + b_hn))
+ *   h = (1 - z) * n + z * h,   y_t = h
+ * Shapes: x [batch, seq, in], w_ih [3 hidden, in], w_hh [3 hidden, hidden]
+ * (the rows of r, then z, then n, as weight_ih_l0 / weight_hh_l0), b_ih and
+ * b_hh [3 hidden] or NULL (zero), h [batch, hidden] (the initial state in,
+ * the final state out), y [batch, seq, hidden].  seq 0 leaves h as it is. */
+typedef struct ss_gru_desc {
+    int batch, seq, in, hidden;
+} ss_gru_desc;
+
+/* floats of scratch ss_gru needs: the input projection of every step plus
+ * one step's hidden projection per item, batch * (seq + 1) * 3 hidden */
+static inline size_t ss_gru_scratch(const ss_gru_desc *d)
+{
+    return (size_t)d->batch * ((size_t)d->seq + 1) * 3 * (size_t)d->hidden;
+}
+
 /* Short-time Fourier transform, torch.stft(center=True, pad_mode='reflect',
  * window=hann_window(n_fft) (periodic), normalized=True, onesided).
  *   signal [batch, length]  <->  spec [batch, 2, n_fft/2 + 1, frames]

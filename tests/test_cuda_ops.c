@@ -903,6 +903,97 @@ static void test_primitives_graph(void)
     free(x); free(g); free(cs); free(y); free(t);
 }
 
+/* ---- the GRU (API 14) --------------------------------------------------------------------- */
+
+/* ss_gru on the CPU (one call) and on the GPU (in two pieces at step `cut`, the state carried;
+ * cut 0: one call; y = x when inplace, in == hidden), y and the final state compared */
+static void gru_case(ss_gru_desc d, int bias, int cut, int inplace, double tol)
+{
+    int H = d.hidden;
+    size_t nx = (size_t)d.batch * d.seq * d.in, ny = (size_t)d.batch * d.seq * H, nh = (size_t)d.batch * H;
+    size_t g3 = 3 * (size_t)H;
+    float *x = rnd(nx), *wi = rnd(g3 * d.in), *wh = rnd(g3 * H), *bi = rnd(g3), *bh = rnd(g3), *h = rnd(nh);
+    float k = 1.0f / sqrtf((float)H);             /* nn.GRU's initial range */
+    for (size_t i = 0; i < g3 * d.in; i++) wi[i] *= k;
+    for (size_t i = 0; i < g3 * H; i++) wh[i] *= k;
+    for (size_t i = 0; i < g3; i++) bi[i] *= k, bh[i] *= k;
+    for (size_t i = 0; i < nx; i++) x[i] *= 2.0f;
+    float *y = malloc(ny * sizeof *y), *s = malloc(ss_gru_scratch(&d) * sizeof *s);
+    float *dx = up(x, nx), *dwi = up(wi, g3 * d.in), *dwh = up(wh, g3 * H), *dbi = up(bi, g3), *dbh = up(bh, g3);
+    float *dh = up(h, nh), *dy = inplace ? dx : poison(ny), *ds = poison(ss_gru_scratch(&d));
+    ss_gru(cpu, &d, x, wi, wh, bias ? bi : NULL, bias ? bh : NULL, h, y, s);
+    if (cut > 0) {
+        /* the pieces [0, cut) and [cut, seq) of every item, as the caller of a stream lays them out */
+        ss_gru_desc p1 = d, p2 = d;
+        p1.seq = cut, p2.seq = d.seq - cut;
+        float *xa = poison((size_t)d.batch * cut * d.in), *xb = poison((size_t)d.batch * p2.seq * d.in);
+        float *ya = poison((size_t)d.batch * cut * H), *yb = poison((size_t)d.batch * p2.seq * H);
+        ss_copy2d(gpu, xa, (size_t)cut * d.in, dx, (size_t)d.seq * d.in, d.batch, (size_t)cut * d.in);
+        ss_copy2d(gpu, xb, (size_t)p2.seq * d.in, dx + (size_t)cut * d.in, (size_t)d.seq * d.in, d.batch,
+                  (size_t)p2.seq * d.in);
+        ss_gru(gpu, &p1, xa, dwi, dwh, bias ? dbi : NULL, bias ? dbh : NULL, dh, ya, ds);
+        ss_gru(gpu, &p2, xb, dwi, dwh, bias ? dbi : NULL, bias ? dbh : NULL, dh, yb, ds);
+        ss_copy2d(gpu, dy, (size_t)d.seq * H, ya, (size_t)cut * H, d.batch, (size_t)cut * H);
+        ss_copy2d(gpu, dy + (size_t)cut * H, (size_t)d.seq * H, yb, (size_t)p2.seq * H, d.batch,
+                  (size_t)p2.seq * H);
+        ss_free(gpu, xa); ss_free(gpu, xb); ss_free(gpu, ya); ss_free(gpu, yb);
+    } else {
+        ss_gru(gpu, &d, dx, dwi, dwh, bias ? dbi : NULL, bias ? dbh : NULL, dh, dy, ds);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "gru %d x %d steps, %d -> %d%s%s%s", d.batch, d.seq, d.in, H, bias ? ", biases" : "",
+             cut ? ", in two pieces" : "", inplace ? ", y = x" : "");
+    CMP(dy, y, ny, tol, what);
+    strcat(what, ": final state");
+    CMP(dh, h, nh, tol, what);
+    ss_free(gpu, dx); ss_free(gpu, dwi); ss_free(gpu, dwh); ss_free(gpu, dbi); ss_free(gpu, dbh);
+    ss_free(gpu, dh); ss_free(gpu, ds);
+    if (!inplace)
+        ss_free(gpu, dy);
+    free(x); free(wi); free(wh); free(bi); free(bh); free(h); free(y); free(s);
+}
+
+static void test_gru(void)
+{
+    NEED_GPU();
+    HAS_SLOT(gru);
+    /* DeepFilterNet3's 256 (batch 1 and 2 channels), odd sizes, a unit smaller than a warp */
+    static const struct { ss_gru_desc d; int cut, inplace; } cases[] = {
+        {{1, 60, 256, 256}, 0, 0}, {{2, 33, 256, 256}, 13, 0}, {{3, 17, 33, 20}, 0, 0}, {{3, 17, 33, 20}, 1, 0},
+        {{2, 5, 1, 1}, 0, 0},      {{4, 9, 100, 100}, 0, 1},   {{1, 1, 7, 70}, 0, 0},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++)
+        for (int bias = 0; bias < 2; bias++) {
+            gru_case(cases[t].d, bias, cases[t].cut, cases[t].inplace, 1e-5);
+            if (test_failed_now)
+                return;
+        }
+    /* recorded and replayed: no host round trip */
+    if (!gpu_is_cpu) {
+        ss_gru_desc d = {2, 12, 48, 64};
+        size_t nx = (size_t)d.batch * d.seq * d.in, ny = (size_t)d.batch * d.seq * d.hidden;
+        size_t nh = (size_t)d.batch * d.hidden, g3 = 3 * (size_t)d.hidden;
+        float *x = rnd(nx), *wi = rnd(g3 * d.in), *wh = rnd(g3 * d.hidden), *b = rnd(g3), *h = rnd(nh);
+        float *y = malloc(ny * sizeof *y), *s = malloc(ss_gru_scratch(&d) * sizeof *s);
+        float *dx = up(x, nx), *dwi = up(wi, g3 * d.in), *dwh = up(wh, g3 * d.hidden), *db = up(b, g3);
+        float *dh = up(h, nh), *dy = poison(ny), *ds = poison(ss_gru_scratch(&d));
+        ss_error err = {0};
+        void *gr = NULL;
+        CHECK(ss_graph_begin(gpu, &err) == SS_OK, "begin: %s", err.msg);
+        ss_gru(gpu, &d, dx, dwi, dwh, db, NULL, dh, dy, ds);
+        CHECK(ss_graph_end(gpu, &gr, &err) == SS_OK && gr, "recording gru: %s", err.msg);
+        CHECK(ss_graph_launch(gpu, gr, &err) == SS_OK, "launch: %s", err.msg);
+        ss_graph_free(gpu, gr);
+        ss_gru(cpu, &d, x, wi, wh, b, NULL, h, y, s);
+        CMP(dy, y, ny, 1e-5, "gru replayed");
+        CMP(dh, h, nh, 1e-5, "gru replayed: final state");
+        ss_free(gpu, dx); ss_free(gpu, dwi); ss_free(gpu, dwh); ss_free(gpu, db); ss_free(gpu, dh);
+        ss_free(gpu, dy); ss_free(gpu, ds);
+        free(x); free(wi); free(wh); free(b); free(h); free(y); free(s);
+    }
+    STATUS_OK();
+}
+
 /* ---- fused attention ----------------------------------------------------------------------- */
 
 /* x rounded to tf32 (10-bit mantissa, nearest, ties away from zero): what the fused kernel's products take */
@@ -1478,6 +1569,7 @@ int main(void)
     RUN(test_rms_norm);
     RUN(test_rope);
     RUN(test_primitives_graph);
+    RUN(test_gru);
     RUN(test_precisions);
     RUN(test_attention);
     RUN(test_attention_batched);

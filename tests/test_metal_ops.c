@@ -575,6 +575,60 @@ static void test_stft(void)
     ss_free(cpu, x), ss_free(cpu, sc), ss_free(cpu, xc), ss_free(mtl, mx), ss_free(mtl, sm), ss_free(mtl, xm);
 }
 
+/* The GRU against the CPU's: one call, in two pieces with the state carried, y = x (in == hidden) */
+static void test_gru(void)
+{
+    HAS_SLOT(gru);
+    static const struct { ss_gru_desc d; int cut; } cases[] = {
+        {{1, 20, 256, 256}, 0}, {{2, 11, 256, 256}, 4}, {{3, 9, 33, 20}, 1}, {{2, 5, 1, 1}, 0}, {{1, 3, 40, 40}, 0},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (int bias = 0; bias < 2; bias++) {
+            ss_gru_desc d = cases[ci].d;
+            int H = d.hidden, cut = cases[ci].cut;
+            size_t nx = (size_t)d.batch * d.seq * d.in, ny = (size_t)d.batch * d.seq * H, nh = (size_t)d.batch * H;
+            size_t g3 = 3 * (size_t)H;
+            float k = 1.0f / sqrtf((float)H);
+            float *x = rnd(cpu, nx, 2.0f), *wi = rnd(cpu, g3 * d.in, k), *wh = rnd(cpu, g3 * H, k);
+            float *bi = rnd(cpu, g3, k), *bh = rnd(cpu, g3, k), *h = rnd(cpu, nh, 1.0f), *yc = ss_alloc(cpu, ny);
+            float *sc = ss_alloc(cpu, ss_gru_scratch(&d));
+            float *mx = dupb(mtl, x, nx), *mwi = dupb(mtl, wi, g3 * d.in), *mwh = dupb(mtl, wh, g3 * H);
+            float *mbi = dupb(mtl, bi, g3), *mbh = dupb(mtl, bh, g3), *mh = dupb(mtl, h, nh), *ym = ss_alloc(mtl, ny);
+            float *ms = ss_alloc(mtl, ss_gru_scratch(&d));
+            CHECK(x && wi && wh && bi && bh && h && yc && sc && mx && mwi && mwh && mbi && mbh && mh && ym && ms,
+                  "alloc");
+            ss_gru(cpu, &d, x, wi, wh, bias ? bi : NULL, bias ? bh : NULL, h, yc, sc);
+            if (cut) {
+                /* the two pieces laid out as a stream's caller has them */
+                ss_gru_desc p1 = d, p2 = d;
+                p1.seq = cut, p2.seq = d.seq - cut;
+                float *xa = ss_alloc(mtl, (size_t)d.batch * cut * d.in), *xb = ss_alloc(mtl, (size_t)d.batch * p2.seq * d.in);
+                float *ya = ss_alloc(mtl, (size_t)d.batch * cut * H), *yb = ss_alloc(mtl, (size_t)d.batch * p2.seq * H);
+                CHECK(xa && xb && ya && yb, "alloc");
+                ss_copy2d(mtl, xa, (size_t)cut * d.in, mx, (size_t)d.seq * d.in, d.batch, (size_t)cut * d.in);
+                ss_copy2d(mtl, xb, (size_t)p2.seq * d.in, mx + (size_t)cut * d.in, (size_t)d.seq * d.in, d.batch,
+                          (size_t)p2.seq * d.in);
+                ss_gru(mtl, &p1, xa, mwi, mwh, bias ? mbi : NULL, bias ? mbh : NULL, mh, ya, ms);
+                ss_gru(mtl, &p2, xb, mwi, mwh, bias ? mbi : NULL, bias ? mbh : NULL, mh, yb, ms);
+                ss_copy2d(mtl, ym, (size_t)d.seq * H, ya, (size_t)cut * H, d.batch, (size_t)cut * H);
+                ss_copy2d(mtl, ym + (size_t)cut * H, (size_t)d.seq * H, yb, (size_t)p2.seq * H, d.batch,
+                          (size_t)p2.seq * H);
+                EXPECT("gru in two pieces", mtl, ym, yc, ny);
+                EXPECT("gru in two pieces: final state", mtl, mh, h, nh);
+                ss_free(mtl, xa), ss_free(mtl, xb), ss_free(mtl, ya), ss_free(mtl, yb);
+            } else {
+                float *out = d.in == H ? mx : ym;              /* y = x where the shapes allow */
+                ss_gru(mtl, &d, mx, mwi, mwh, bias ? mbi : NULL, bias ? mbh : NULL, mh, out, ms);
+                EXPECT(d.in == H ? "gru, y = x" : "gru", mtl, out, yc, ny);
+                EXPECT("gru: final state", mtl, mh, h, nh);
+            }
+            ss_free(cpu, x), ss_free(cpu, wi), ss_free(cpu, wh), ss_free(cpu, bi), ss_free(cpu, bh);
+            ss_free(cpu, h), ss_free(cpu, yc), ss_free(cpu, sc);
+            ss_free(mtl, mx), ss_free(mtl, mwi), ss_free(mtl, mwh), ss_free(mtl, mbi), ss_free(mtl, mbh);
+            ss_free(mtl, mh), ss_free(mtl, ym), ss_free(mtl, ms);
+        }
+}
+
 /* The host code (kernels/metal/backend_metal.m, macOS only) type-checked with
  * clang against the minimal Metal/Foundation declarations in tests/metal_stubs. */
 static void test_host_syntax(void)
@@ -647,6 +701,7 @@ int main(void)
     RUN(test_mul_activate);
     RUN(test_rms_norm);
     RUN(test_rope);
+    RUN(test_gru);
     RUN(test_gemm);
     RUN(test_gemm_precision);
     RUN(test_conv2d);

@@ -1,6 +1,6 @@
 /* test_primitives.c - the model-agnostic ops of API 12 (mul, the ss_act
  * activations, RMS norm in both forms, instance norm, rotary embedding,
- * batched attention) through the public wrappers: on the CPU backend against
+ * batched attention) and API 14 (the GRU) through the public wrappers: on the CPU backend against
  * double-precision formulas written out here, and on a backend that has none
  * of these ops and keeps its memory apart from the host's (every op goes
  * through the dispatcher's download / reference op / upload fallback), which
@@ -310,6 +310,184 @@ static void test_attention_batched(void)
     ss_backend_close(be);
 }
 
+/* ---- GRU (API 14) ------------------------------------------------------------------- */
+
+static double sigm(double v) { return 1 / (1 + exp(-v)); }
+
+/* nn.GRU in double: y [batch, seq, H], h [batch, H] in (the initial state) and out */
+static void gru_ref(const ss_gru_desc *d, const float *x, const float *wi, const float *wh, const float *bi,
+                    const float *bh, double *h, double *y)
+{
+    int H = d->hidden;
+    double g[3][512];
+    for (int b = 0; b < d->batch; b++) {
+        double *hb = h + (size_t)b * H;
+        for (int t = 0; t < d->seq; t++) {
+            const float *xt = x + ((size_t)b * d->seq + t) * d->in;
+            double gi[3][512];
+            for (int q = 0; q < 3; q++)
+                for (int j = 0; j < H; j++) {
+                    int row = q * H + j;
+                    double si = bi ? bi[row] : 0, sh = bh ? bh[row] : 0;
+                    for (int i = 0; i < d->in; i++)
+                        si += (double)wi[(size_t)row * d->in + i] * xt[i];
+                    for (int i = 0; i < H; i++)
+                        sh += (double)wh[(size_t)row * H + i] * hb[i];
+                    gi[q][j] = si, g[q][j] = sh;
+                }
+            double *yt = y + ((size_t)b * d->seq + t) * H;
+            for (int j = 0; j < H; j++) {
+                double r = sigm(gi[0][j] + g[0][j]), z = sigm(gi[1][j] + g[1][j]);
+                double n = tanh(gi[2][j] + r * g[2][j]);
+                yt[j] = (1 - z) * n + z * hb[j];
+            }
+            memcpy(hb, yt, (size_t)H * sizeof *hb);
+        }
+    }
+}
+
+typedef struct gru_case {
+    ss_gru_desc d;
+    float *x, *wi, *wh, *bi, *bh, *h0;
+} gru_case;
+
+/* random weights as nn.GRU initialises them (+-1/sqrt(H)), inputs in [-2, 2], a nonzero initial state */
+static int gru_case_new(gru_case *c, ss_gru_desc d, unsigned seed)
+{
+    float k = 1.0f / sqrtf((float)d.hidden);
+    size_t g3 = 3 * (size_t)d.hidden;
+    c->d = d;
+    c->x = rnd((size_t)d.batch * d.seq * d.in, seed, -2, 2);
+    c->wi = rnd(g3 * d.in, seed + 1, -k, k);
+    c->wh = rnd(g3 * d.hidden, seed + 2, -k, k);
+    c->bi = rnd(g3, seed + 3, -k, k);
+    c->bh = rnd(g3, seed + 4, -k, k);
+    c->h0 = rnd((size_t)d.batch * d.hidden, seed + 5, -1, 1);
+    return c->x && c->wi && c->wh && c->bi && c->bh && c->h0;
+}
+
+static void gru_case_free(gru_case *c) { free(c->x), free(c->wi), free(c->wh), free(c->bi), free(c->bh), free(c->h0); }
+
+/* ss_gru on be for steps [t0, t0 + len) of c with the state h (host, [batch, H], updated) into
+ * the host y [batch, c->d.seq, H] at those steps; biases unless nobias */
+static void gru_run(ss_backend *be, const gru_case *c, int t0, int len, int nobias, float *h, float *y)
+{
+    ss_gru_desc d = c->d;
+    d.seq = len;
+    int H = d.hidden;
+    size_t nx = (size_t)d.batch * len * d.in, ny = (size_t)d.batch * len * H, g3 = 3 * (size_t)H;
+    float *xp = malloc((nx ? nx : 1) * sizeof *xp), *yp = malloc((ny ? ny : 1) * sizeof *yp);
+    if (!xp || !yp) {
+        free(xp), free(yp);
+        return;
+    }
+    for (int b = 0; b < d.batch; b++)
+        memcpy(xp + (size_t)b * len * d.in, c->x + ((size_t)b * c->d.seq + t0) * d.in,
+               (size_t)len * d.in * sizeof *xp);
+    float *dx = dev(be, xp, nx), *dwi = dev(be, c->wi, g3 * d.in), *dwh = dev(be, c->wh, g3 * H);
+    float *dbi = nobias ? NULL : dev(be, c->bi, g3), *dbh = nobias ? NULL : dev(be, c->bh, g3);
+    float *dh = dev(be, h, (size_t)d.batch * H), *dy = dev(be, NULL, ny), *ds = dev(be, NULL, ss_gru_scratch(&d));
+    ss_gru(be, &d, dx, dwi, dwh, dbi, dbh, dh, dy, ds);
+    ss_download(be, h, dh, (size_t)d.batch * H);
+    ss_download(be, yp, dy, ny);
+    for (int b = 0; b < d.batch; b++)
+        memcpy(y + ((size_t)b * c->d.seq + t0) * H, yp + (size_t)b * len * H, (size_t)len * H * sizeof *y);
+    ss_free(be, dx), ss_free(be, dwi), ss_free(be, dwh), ss_free(be, dbi), ss_free(be, dbh);
+    ss_free(be, dh), ss_free(be, dy), ss_free(be, ds);
+    free(xp), free(yp);
+}
+
+static void test_gru_against_double(void)
+{
+    ss_backend *be = open_cpu();
+    CHECK(be, "cpu backend");
+    /* batch, seq, in, hidden: odd sizes (lanes and row blocks with tails), batch > 1,
+     * DeepFilterNet3's 256 */
+    static const ss_gru_desc shapes[] = {{1, 7, 5, 3}, {2, 9, 33, 17}, {3, 20, 64, 48}, {1, 40, 256, 256},
+                                         {2, 5, 1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int nobias = 0; nobias < 2; nobias++) {
+            gru_case c;
+            ss_gru_desc d = shapes[s];
+            int H = d.hidden;
+            size_t ny = (size_t)d.batch * d.seq * H, nh = (size_t)d.batch * H;
+            float *y = malloc(ny * sizeof *y), *h = malloc(nh * sizeof *h);
+            double *ry = malloc(ny * sizeof *ry), *rh = malloc(nh * sizeof *rh);
+            CHECK(gru_case_new(&c, d, 40 + (unsigned)s) && y && h && ry && rh, "oom");
+            memcpy(h, c.h0, nh * sizeof *h);
+            for (size_t i = 0; i < nh; i++)
+                rh[i] = c.h0[i];
+            gru_run(be, &c, 0, d.seq, nobias, h, y);
+            CHECK(ss_backend_status(be, NULL) == SS_OK, "gru failed");
+            gru_ref(&d, c.x, c.wi, c.wh, nobias ? NULL : c.bi, nobias ? NULL : c.bh, rh, ry);
+            double e = rel_err(y, ry, ny), eh = rel_err(h, rh, nh);
+            CHECK(e < 2e-6 && eh < 2e-6, "shape %zu bias %d: relative L2 error %g (y), %g (final state)", s,
+                  !nobias, e, eh);
+            for (size_t i = 0; i < nh; i++)     /* the final state is the last step's output */
+                CHECK(h[i] == y[((i / H) * d.seq + d.seq - 1) * H + i % H], "final state differs from y");
+            gru_case_free(&c);
+            free(y), free(h), free(ry), free(rh);
+        }
+    ss_backend_close(be);
+}
+
+/* A sequence in pieces with the state carried gives the bits of one call, whatever the threads;
+ * y may be x; seq 0 leaves the state alone; a bad shape is an error */
+static void test_gru_pieces_and_rules(void)
+{
+    ss_backend *be = open_cpu(), *one = NULL;
+    ss_backend_params p1 = {.threads = 1, .precision = SS_PREC_FP32};
+    char note[256];
+    CHECK(be && ss_backend_open("cpu", &p1, &one, note, sizeof note, NULL) == SS_OK, "cpu backends");
+    static const ss_gru_desc shapes[] = {{1, 30, 256, 256}, {3, 23, 40, 40}, {4, 64, 96, 96}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        gru_case c;
+        ss_gru_desc d = shapes[s];
+        int H = d.hidden;
+        size_t ny = (size_t)d.batch * d.seq * H, nh = (size_t)d.batch * H;
+        float *y1 = malloc(ny * sizeof *y1), *y2 = malloc(ny * sizeof *y2), *h1 = malloc(nh * sizeof *h1);
+        float *h2 = malloc(nh * sizeof *h2);
+        CHECK(gru_case_new(&c, d, 60 + (unsigned)s) && y1 && y2 && h1 && h2, "oom");
+        memcpy(h1, c.h0, nh * sizeof *h1);
+        gru_run(be, &c, 0, d.seq, 0, h1, y1);
+        /* pieces 1, 0, 7, rest, on one thread */
+        int cuts[] = {0, 1, 1, 8, d.seq};
+        memcpy(h2, c.h0, nh * sizeof *h2);
+        for (int k = 0; k + 1 < 5; k++)
+            gru_run(one, &c, cuts[k], cuts[k + 1] - cuts[k], 0, h2, y2);
+        CHECK(ss_backend_status(be, NULL) == SS_OK && ss_backend_status(one, NULL) == SS_OK, "gru failed");
+        CHECK(memcmp(y1, y2, ny * sizeof *y1) == 0, "shape %zu: y in pieces differs from one call", s);
+        CHECK(memcmp(h1, h2, nh * sizeof *h1) == 0, "shape %zu: final state in pieces differs", s);
+        /* in place: y = x (in == hidden) */
+        if (d.in == H) {
+            float *dx = dev(be, c.x, ny), *dwi = dev(be, c.wi, 3 * (size_t)H * H), *dwh = dev(be, c.wh, 3 * (size_t)H * H);
+            float *dbi = dev(be, c.bi, 3 * (size_t)H), *dbh = dev(be, c.bh, 3 * (size_t)H);
+            float *dh = dev(be, c.h0, nh), *ds = dev(be, NULL, ss_gru_scratch(&d));
+            ss_gru(be, &d, dx, dwi, dwh, dbi, dbh, dh, dx, ds);
+            ss_download(be, y2, dx, ny);
+            ss_download(be, h2, dh, nh);
+            CHECK(ss_backend_status(be, NULL) == SS_OK, "gru in place failed");
+            CHECK(memcmp(y1, y2, ny * sizeof *y1) == 0 && memcmp(h1, h2, nh * sizeof *h1) == 0,
+                  "shape %zu: y = x differs", s);
+            ss_free(be, dx), ss_free(be, dwi), ss_free(be, dwh), ss_free(be, dbi), ss_free(be, dbh);
+            ss_free(be, dh), ss_free(be, ds);
+        }
+        gru_case_free(&c);
+        free(y1), free(y2), free(h1), free(h2);
+    }
+    /* seq 0: h as it was, no error; batch 0: an error naming the op */
+    float h[4] = {1, 2, 3, 4}, w[12] = {0}, s[12];
+    ss_gru_desc d0 = {2, 0, 1, 2};
+    ss_gru(be, &d0, w, w, w, NULL, NULL, h, s, s);
+    CHECK(ss_backend_status(be, NULL) == SS_OK && h[0] == 1 && h[3] == 4, "seq 0 changed the state");
+    ss_gru_desc bad = {0, 3, 1, 2};
+    ss_error err = {SS_OK, ""};
+    ss_gru(be, &bad, w, w, w, NULL, NULL, h, s, s);
+    CHECK(ss_backend_status(be, &err) == SS_E_INTERNAL && strstr(err.msg, "gru"), "batch 0 accepted");
+    ss_backend_close(be);
+    ss_backend_close(one);
+}
+
 /* ---- the fallback: a backend without these ops gives the CPU's bits ---------------------- */
 
 static void test_fallback_matches_cpu(void)
@@ -343,6 +521,35 @@ static void test_fallback_matches_cpu(void)
         CHECK(memcmp(hc, hm, n * sizeof *hc) == 0, "op %d: the fallback differs from the CPU backend", op);
     }
     free(x), free(b), free(g), free(cs), free(hc), free(hm);
+    /* the GRU: y and the final state, with and without biases, y separate and y = x */
+    gru_case c;
+    ss_gru_desc d = {3, 11, 20, 20};
+    size_t ny = (size_t)d.batch * d.seq * d.hidden, nh = (size_t)d.batch * d.hidden;
+    float *yc = malloc(ny * sizeof *yc), *ym = malloc(ny * sizeof *ym), *hcs = malloc(nh * sizeof *hcs);
+    float *hms = malloc(nh * sizeof *hms);
+    CHECK(gru_case_new(&c, d, 90) && yc && ym && hcs && hms, "oom");
+    for (int nobias = 0; nobias < 2; nobias++) {
+        memcpy(hcs, c.h0, nh * sizeof *hcs);
+        memcpy(hms, c.h0, nh * sizeof *hms);
+        gru_run(cpu, &c, 0, d.seq, nobias, hcs, yc);
+        gru_run(mir, &c, 0, 4, nobias, hms, ym);
+        gru_run(mir, &c, 4, d.seq - 4, nobias, hms, ym);
+        CHECK(ss_backend_status(cpu, NULL) == SS_OK && ss_backend_status(mir, NULL) == SS_OK, "gru failed");
+        CHECK(memcmp(yc, ym, ny * sizeof *yc) == 0 && memcmp(hcs, hms, nh * sizeof *hcs) == 0,
+              "gru (bias %d): the fallback differs from the CPU backend", !nobias);
+    }
+    float *dx = dev(mir, c.x, ny), *dwi = dev(mir, c.wi, 3 * nh / d.batch * d.in);
+    float *dwh = dev(mir, c.wh, 3 * nh / d.batch * d.hidden), *dh = dev(mir, c.h0, nh);
+    float *ds = dev(mir, NULL, ss_gru_scratch(&d));
+    ss_gru(mir, &d, dx, dwi, dwh, NULL, NULL, dh, dx, ds);
+    ss_download(mir, ym, dx, ny);
+    ss_download(mir, hms, dh, nh);
+    CHECK(ss_backend_status(mir, NULL) == SS_OK, "gru in place on the fallback failed");
+    CHECK(memcmp(yc, ym, ny * sizeof *yc) == 0 && memcmp(hcs, hms, nh * sizeof *hcs) == 0,
+          "gru y = x: the fallback differs from the CPU backend");
+    ss_free(mir, dx), ss_free(mir, dwi), ss_free(mir, dwh), ss_free(mir, dh), ss_free(mir, ds);
+    gru_case_free(&c);
+    free(yc), free(ym), free(hcs), free(hms);
     ss_backend_close(cpu);
     ss_backend_close(mir);
 }
@@ -354,6 +561,8 @@ int main(void)
     RUN(test_instance_norm);
     RUN(test_rope);
     RUN(test_attention_batched);
+    RUN(test_gru_against_double);
+    RUN(test_gru_pieces_and_rules);
     RUN(test_fallback_matches_cpu);
     return test_summary();
 }

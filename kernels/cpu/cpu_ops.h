@@ -150,6 +150,12 @@ ss_status ss_cpu_conv2d_direct1d(ss_pool *p, const ss_conv2d_desc *d, const floa
 ss_status ss_cpu_conv_transpose2d(ss_pool *p, const ss_convt2d_desc *d, const float *x, const float *w,
                                   const float *bias, float *y);
 
+/* GRU layer (ss_gru_desc; ss_gru in backend.h): kernels/cpu/gru.c.  scratch holds
+ * ss_gru_scratch(d) floats; the same bits whatever the thread count and however
+ * a sequence is cut into calls (the state carried in h).  SS_E_USAGE for a bad shape. */
+ss_status ss_cpu_gru(ss_pool *p, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                     const float *b_ih, const float *b_hh, float *h, float *y, float *scratch);
+
 /* spectral: kernels/cpu/stft.c (FFTW3f) */
 ss_status ss_cpu_stft(ss_pool *p, const ss_stft_desc *d, const float *x, float *spec);
 ss_status ss_cpu_istft(ss_pool *p, const ss_stft_desc *d, const float *spec, float *x);

@@ -255,6 +255,11 @@ ss_status conv_wino(cuda_ctx *c, const ss_conv2d_desc *d, const float *x, const 
 ss_status cu_stft(void *vctx, const ss_stft_desc *d, const float *x, float *spec, ss_error *err);
 ss_status cu_istft(void *vctx, const ss_stft_desc *d, const float *spec, float *x, ss_error *err);
 
+/* ---- gru.cu ------------------------------------------------------------------------------ */
+
+ss_status cu_gru(void *vctx, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                 const float *b_ih, const float *b_hh, float *h, float *y, float *scratch, ss_error *err);
+
 /* ---- launch shapes (every kernel file) ------------------------------------------------ */
 
 #define TPB 256

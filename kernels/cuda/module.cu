@@ -128,6 +128,7 @@ extern "C" __attribute__((visibility("default"))) const ss_backend_iface *ss_cud
     f->activate = cu_activate;
     f->rms_norm = cu_rms_norm;
     f->rope = cu_rope;
+    f->gru = cu_gru;
     f->kernel = cu_kernel;
     if (why) *why = g_why;
     return f;

@@ -449,3 +449,42 @@ ss_status ss_mtl_istft(void *ctx, const ss_stft_desc *d, const float *spec, floa
         ss_fail(err, st, "istft: CPU kernel failed");
     return st;
 }
+
+/* The GRU (ss_gru): gx = x W_ih^T for every step into the scratch, one ss_gru_step dispatch per
+ * step (step t reads y's row t - 1, h at step 0: no dispatch writes what another reads), then
+ * the final state copied from y's last row. */
+#define GRU_UNITS 8     /* simdgroups (hidden units) per threadgroup */
+ss_status ss_mtl_gru(void *ctx, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                     const float *b_ih, const float *b_hh, float *h, float *y, float *scratch, ss_error *err)
+{
+    ss_mtl_rt *rt = RT(ctx);
+    if (d->batch < 1 || d->seq < 0 || d->in < 1 || d->hidden < 1)
+        return ss_fail(err, SS_E_INTERNAL, "mps: gru: batch %d, %d steps of %d inputs, hidden size %d", d->batch,
+                       d->seq, d->in, d->hidden);
+    if (d->seq == 0)
+        return SS_OK;
+    int H = d->hidden, g3 = 3 * H;
+    int64_t rows = (int64_t)d->batch * d->seq;
+    if (rows > 0x7fffffff)
+        return ss_fail(err, SS_E_INTERNAL, "mps: gru: %lld steps in all", (long long)rows);
+    ss_status st = gemm_raw(rt, 0, 1, (int)rows, g3, d->in, 1.0f, x, d->in, w_ih, d->in, 0.0f, scratch, g3, 1, 0, 0,
+                            0, err);
+    ss_mtl_params p = {0};
+    p.len = H;
+    p.has_s = b_ih != NULL;
+    p.has_b = b_hh != NULL;
+    p.sa = (int64_t)d->seq * H;
+    p.sc = (int64_t)d->seq * g3;
+    for (int t = 0; t < d->seq && st == SS_OK; t++) {
+        const float *hp = t ? y + (int64_t)(t - 1) * H : h;
+        p.sb = t ? p.sa : H;
+        st = launch(rt, SS_K_GRU_STEP,
+                    BUFS(y + (int64_t)t * H, (void *)hp, scratch + (int64_t)t * g3, (void *)w_hh, NB(b_ih, w_hh),
+                         NB(b_hh, w_hh)),
+                    &p, (unsigned)((H + GRU_UNITS - 1) / GRU_UNITS), (unsigned)d->batch, 1, 32 * GRU_UNITS, 1, err);
+    }
+    if (st != SS_OK)
+        return st;
+    return ss_mtl_copy2d(ctx, h, (size_t)H, y + (int64_t)(d->seq - 1) * H, (size_t)p.sa, (size_t)d->batch, (size_t)H,
+                         err);
+}

@@ -46,6 +46,9 @@ ss_status ss_mtl_rms_norm(void *ctx, float *y, const float *x, int rows, int dim
                           ss_rms_form form, ss_error *err);
 ss_status ss_mtl_rope(void *ctx, float *y, const float *x, int batch, int seq, int heads, int hd, int ld,
                       const float *cs, ss_error *err);
+/* the GRU: the input projection on the gemm kernel, then one dispatch per step */
+ss_status ss_mtl_gru(void *ctx, const ss_gru_desc *d, const float *x, const float *w_ih, const float *w_hh,
+                     const float *b_ih, const float *b_hh, float *h, float *y, float *scratch, ss_error *err);
 ss_status ss_mtl_glu(void *ctx, float *y, const float *x, int batch, int ch, int64_t len, ss_error *err);
 ss_status ss_mtl_softmax(void *ctx, float *y, const float *x, int rows, int len, float scale, ss_error *err);
 ss_status ss_mtl_transpose(void *ctx, float *y, const float *x, int batch, int rows, int cols, ss_error *err);
@@ -74,7 +77,7 @@ ss_status ss_mtl_istft(void *ctx, const ss_stft_desc *d, const float *spec, floa
     .layer_norm = ss_mtl_layer_norm, .gemm = ss_mtl_gemm, .conv2d = ss_mtl_conv2d,               \
     .conv_transpose2d = ss_mtl_conv_transpose2d, .stft = ss_mtl_stft, .istft = ss_mtl_istft,     \
     .copy4d = ss_mtl_copy4d, .mul = ss_mtl_mul, .activate = ss_mtl_activate,                  \
-    .rms_norm = ss_mtl_rms_norm, .rope = ss_mtl_rope
+    .rms_norm = ss_mtl_rms_norm, .rope = ss_mtl_rope, .gru = ss_mtl_gru
 
 /* Ops that run on the CPU (listed under -v). */
 #define SS_MTL_CPU_OPS "stft, istft (FFTW on the shared buffers)"

@@ -192,3 +192,52 @@ kernel void ss_gn_apply(device float *y [[buffer(0)]], device const float *x [[b
         y[i] = (x[i] - stats[2 * g]) * a + (p.has_b ? beta[c] : 0.0f);
     }
 }
+
+// One step of the GRU (ss_gru): y (item tgp.y, unit j) from the previous state
+// hp, the input projection gx [3 H] of the step (without b_ih) and the rows r,
+// z, n of W_hh [3 H, H]; biases bi, bh [3 H] where p.has_s, p.has_b.  p.len = H;
+// item strides p.sa (y), p.sb (hp), p.sc (gx).  A simdgroup per hidden unit,
+// tgs.x / 32 units per threadgroup; the gates as the CPU computes them.
+kernel void ss_gru_step(device float *y [[buffer(0)]], device const float *hp [[buffer(1)]],
+                        device const float *gx [[buffer(2)]], device const float *w [[buffer(3)]],
+                        device const float *bi [[buffer(4)]], device const float *bh [[buffer(5)]],
+                        constant ss_mtl_params &p [[buffer(6)]], SS_TARGS)
+{
+    long H = p.len;
+    long j = long(tgp.x) * long(tgs.x / 32u) + long(sg);
+    int live = j < H;
+    device const float *h = hp + long(tgp.y) * p.sb;
+    float sr = 0.0f, sz = 0.0f, sn = 0.0f;
+    if (live) {
+        device const float *wr = w + j * H;
+        device const float *wz = wr + H * H;
+        device const float *wn = wz + H * H;
+        for (long i = long(sl); i < H; i += 32) {
+            float hv = h[i];
+            sr += wr[i] * hv;
+            sz += wz[i] * hv;
+            sn += wn[i] * hv;
+        }
+    }
+    sr = simd_sum(sr);
+    sz = simd_sum(sz);
+    sn = simd_sum(sn);
+    if (live && sl == 0) {
+        device const float *g = gx + long(tgp.y) * p.sc;
+        float xr = g[j], xz = g[H + j], xn = g[2 * H + j];
+        if (p.has_s) {
+            xr += bi[j];
+            xz += bi[H + j];
+            xn += bi[2 * H + j];
+        }
+        if (p.has_b) {
+            sr += bh[j];
+            sz += bh[H + j];
+            sn += bh[2 * H + j];
+        }
+        float r = 1.0f / (1.0f + exp(-(xr + sr)));
+        float z = 1.0f / (1.0f + exp(-(xz + sz)));
+        float n = tanh(xn + r * sn);
+        y[long(tgp.y) * p.sa + j] = (1.0f - z) * n + z * h[j];
+    }
+}

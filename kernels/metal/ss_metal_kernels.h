@@ -32,7 +32,8 @@
     X(MUL, ss_mul, 3, 0)                        \
     X(ACTIVATE, ss_activate, 2, 0)              \
     X(RMS_NORM, ss_rms_norm, 3, 1)              \
-    X(ROPE, ss_rope, 3, 0)
+    X(ROPE, ss_rope, 3, 0)                      \
+    X(GRU_STEP, ss_gru_step, 6, 1)
 
 enum ss_mtl_kernel_id {
 #define SS_MTL_ENUM_(id, fn, nb, coop) SS_K_##id,

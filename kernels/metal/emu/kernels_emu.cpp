@@ -25,6 +25,7 @@ namespace {
 #define SS_B3(b) SS_B2(b), (float *)(b)[2]
 #define SS_B4(b) SS_B3(b), (float *)(b)[3]
 #define SS_B5(b) SS_B4(b), (float *)(b)[4]
+#define SS_B6(b) SS_B5(b), (float *)(b)[5]
 
 inline uint3 u3(const unsigned v[3]) { return uint3(v[0], v[1], v[2]); }
 
