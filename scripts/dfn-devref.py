@@ -5,7 +5,8 @@ df/multiframe.py) with random weights on a random signal, the libDF feature
 functions ported to numpy here, and writes
 
   OUT/model.safetensors  the weights under their state-dict names and the
-                         deepfilternet.* / stemsplit.* metadata
+                         dfn.* / stemsplit.* metadata of docs/deepfilternet-format.md
+                         (the subset the C model reads)
   OUT/ref.safetensors    `mix` [C, L], `speech` [C, L] (enhance(): padded by
                          n_fft, cut by n_fft - hop), `lsnr` [C, T]
 
@@ -221,11 +222,10 @@ def main():
         tensors.append((k, v.detach().float().numpy()))
     meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech,noise",
             "stemsplit.residual": "noise", "stemsplit.samplerate": str(cfg["sr"]), "stemsplit.channels": "1",
-            "stemsplit.segment": "1", "deepfilternet.erb_widths": ",".join(str(int(w)) for w in widths),
-            "deepfilternet.norm_alpha": repr(float(alpha))}
-    for k in ("fft_size", "hop_size", "nb_erb", "nb_df", "df_order", "df_lookahead", "conv_lookahead",
-              "lsnr_max", "lsnr_min"):
-        meta["deepfilternet." + k] = str(cfg[k])
+            "stemsplit.segment": "1", "dfn.erb_widths": ",".join(str(int(w)) for w in widths),
+            "dfn.norm_alpha": repr(float(alpha)), "dfn.deepfilternet.conv_lookahead": str(cfg["conv_lookahead"])}
+    for k in ("fft_size", "hop_size", "nb_erb", "nb_df", "df_order", "df_lookahead", "lsnr_max", "lsnr_min"):
+        meta["dfn.df." + k] = str(cfg[k])
     write_st(os.path.join(a.out, "model.safetensors"), tensors, meta)
     write_st(os.path.join(a.out, "ref.safetensors"),
              [("mix", mix), ("speech", speech.astype(np.float32)), ("lsnr", lsnr.squeeze(-1).numpy()),

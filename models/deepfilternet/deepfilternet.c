@@ -387,34 +387,34 @@ static ss_status meta_i(const ss_st *st, const char *key, int lo, int hi, int *o
     return SS_OK;
 }
 
-/* the deepfilternet.* hyperparameters, checked against each other */
+/* the dfn.* hyperparameters (docs/deepfilternet-format.md), checked against each other */
 static ss_status read_hparams(const ss_st *st, dfn *m, ss_error *err)
 {
     const char *path = ss_st_path(st);
     ss_status s;
     double v;
-    if ((s = meta_i(st, "deepfilternet.fft_size", 16, 16384, &m->n_fft, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.hop_size", 4, 8192, &m->hop, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.nb_erb", 8, 64, &m->E, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.nb_df", 2, 8193, &m->Fdf, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.df_order", 1, 64, &m->O, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.df_lookahead", 0, 63, &m->dla, err)) != SS_OK ||
-        (s = meta_i(st, "deepfilternet.conv_lookahead", 0, 63, &m->la, err)) != SS_OK)
+    if ((s = meta_i(st, "dfn.df.fft_size", 16, 16384, &m->n_fft, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.df.hop_size", 4, 8192, &m->hop, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.df.nb_erb", 8, 64, &m->E, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.df.nb_df", 2, 8193, &m->Fdf, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.df.df_order", 1, 64, &m->O, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.df.df_lookahead", 0, 63, &m->dla, err)) != SS_OK ||
+        (s = meta_i(st, "dfn.deepfilternet.conv_lookahead", 0, 63, &m->la, err)) != SS_OK)
         return s;
-    if ((s = ss_st_meta_double(st, "deepfilternet.lsnr_min", &v, err)) != SS_OK)
+    if ((s = ss_st_meta_double(st, "dfn.df.lsnr_min", &v, err)) != SS_OK)
         return s;
     m->lsnr_min = (float)v;
-    if ((s = ss_st_meta_double(st, "deepfilternet.lsnr_max", &v, err)) != SS_OK)
+    if ((s = ss_st_meta_double(st, "dfn.df.lsnr_max", &v, err)) != SS_OK)
         return s;
     m->lsnr_max = (float)v;
-    if ((s = ss_st_meta_double(st, "deepfilternet.norm_alpha", &v, err)) != SS_OK)
+    if ((s = ss_st_meta_double(st, "dfn.norm_alpha", &v, err)) != SS_OK)
         return s;
     if (!(v > 0.0 && v < 1.0))
-        return ss_fail(err, SS_E_DATA, "%s: deepfilternet.norm_alpha %g: must be in (0, 1)", path, v);
+        return ss_fail(err, SS_E_DATA, "%s: dfn.norm_alpha %g: must be in (0, 1)", path, v);
     m->alpha = (float)v;
     m->nb = m->n_fft / 2 + 1;
     if (m->n_fft % 2 || m->n_fft % m->hop || 2 * m->hop > m->n_fft)
-        return ss_fail(err, SS_E_DATA, "%s: deepfilternet.fft_size %d, hop_size %d: need an even fft size that is a "
+        return ss_fail(err, SS_E_DATA, "%s: dfn.df.fft_size %d, dfn.df.hop_size %d: need an even fft size that is a "
                        "multiple of hop, hop at most half of it", path, m->n_fft, m->hop);
     if (m->E % 8 || m->Fdf % 2 || m->Fdf >= m->nb)
         return ss_fail(err, SS_E_DATA, "%s: nb_erb %d must be a multiple of 8, nb_df %d even and below %d", path, m->E,
@@ -422,24 +422,24 @@ static ss_status read_hparams(const ss_st *st, dfn *m, ss_error *err)
     if (m->dla > m->O - 1 || m->la < m->dla)
         return ss_fail(err, SS_E_DATA, "%s: df_lookahead %d must be below df_order %d and at most conv_lookahead %d",
                        path, m->dla, m->O, m->la);
-    /* deepfilternet.erb_widths: comma list of E band widths summing to nb */
-    const char *w = ss_st_meta(st, "deepfilternet.erb_widths");
+    /* dfn.erb_widths: comma list of E band widths summing to nb */
+    const char *w = ss_st_meta(st, "dfn.erb_widths");
     if (!w)
-        return ss_fail(err, SS_E_DATA, "%s: metadata deepfilternet.erb_widths missing", path);
+        return ss_fail(err, SS_E_DATA, "%s: metadata dfn.erb_widths missing", path);
     int n = 0, sum = 0;
     for (const char *p = w; *p;) {
         char *end;
         long x = strtol(p, &end, 10);
         if (end == p || x < 1 || x > m->nb || n >= m->E)
-            return ss_fail(err, SS_E_DATA, "%s: deepfilternet.erb_widths '%s': not %d positive widths", path, w, m->E);
+            return ss_fail(err, SS_E_DATA, "%s: dfn.erb_widths '%s': not %d positive widths", path, w, m->E);
         m->widths[n++] = (int)x;
         sum += (int)x;
         p = *end == ',' ? end + 1 : end;
         if (*end && *end != ',')
-            return ss_fail(err, SS_E_DATA, "%s: deepfilternet.erb_widths '%s': not a comma list", path, w);
+            return ss_fail(err, SS_E_DATA, "%s: dfn.erb_widths '%s': not a comma list", path, w);
     }
     if (n != m->E || sum != m->nb)
-        return ss_fail(err, SS_E_DATA, "%s: deepfilternet.erb_widths: %d widths summing to %d, need %d summing to %d",
+        return ss_fail(err, SS_E_DATA, "%s: dfn.erb_widths: %d widths summing to %d, need %d summing to %d",
                        path, n, sum, m->E, m->nb);
     return SS_OK;
 }
