@@ -220,7 +220,7 @@ def main():
         if k.endswith("num_batches_tracked") or k == "erb_fb" or k.startswith("mask."):
             continue
         tensors.append((k, v.detach().float().numpy()))
-    meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech,noise",
+    meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech",
             "stemsplit.residual": "noise", "stemsplit.samplerate": str(cfg["sr"]), "stemsplit.channels": "1",
             "stemsplit.segment": "1", "dfn.erb_widths": ",".join(str(int(w)) for w in widths),
             "dfn.norm_alpha": repr(float(alpha)), "dfn.deepfilternet.conv_lookahead": str(cfg["conv_lookahead"])}

@@ -6,12 +6,15 @@
  * configuration with the deepfilternet.* metadata) and ref.safetensors (`mix`
  * [C, L], `speech` [C, L]: df.enhance.enhance() of each channel).
  *
- * The architecture is driven through its ss_arch directly (it is not in
- * models/registry.h until it passes parity through the CLI):
- *   - forward parity per channel, relative L2 <= 1e-4;
+ *   - forward parity per channel through the ss_arch's forward(), relative
+ *     L2 <= 1e-4;
  *   - block-size independence: blocks of 3, 7 and 64 frames give the same
  *     result as the default (<= 1e-6 relative L2; the sums run in another
- *     order only in the products' blocking).
+ *     order only in the products' blocking);
+ *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
+ *     of 5 frames and input pulled 1000 samples at a time: parity;
+ *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
+ *     reference, noise.wav = mixture - speech.
  */
 #include <math.h>
 #include <stdint.h>
@@ -19,6 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sndfile.h>
+
+#include "../src/engine.h"
 #include "../src/model.h"
 #include "../src/safetensors.h"
 #include "test.h"
@@ -70,9 +79,8 @@ static ss_status open_model(run *r, ss_error *err)
 {
     char path[1400];
     ss_backend_params bp = {.threads = 2};
-    ss_model_info info = {.n_sources = 2, .residual = 1, .channels = 1, .samplerate = 48000};
+    ss_model_info info = {.n_sources = 1, .channels = 1, .samplerate = 48000};   /* as load() sees it */
     strcpy(info.sources[0], "speech");
-    strcpy(info.sources[1], "noise");
     snprintf(path, sizeof path, "%s/model.safetensors", fixture);
     ss_status s = ss_backend_open("cpu", &bp, &r->be, NULL, 0, err);
     if (s == SS_OK)
@@ -145,6 +153,153 @@ static void test_forward_parity(void)
     free(ref);
 }
 
+/* ---- the engine's stream ---------------------------------------------------------- */
+
+typedef struct feed {
+    const float *x;             /* [L] */
+    float *y;                   /* [L] */
+    int64_t L, pos, out, chunk; /* pull at most `chunk` at a time */
+} feed;
+
+static ss_status pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
+{
+    (void)err, (void)cap;
+    feed *f = arg;
+    int64_t k = f->L - f->pos < n ? f->L - f->pos : n;
+    k = k < f->chunk ? k : f->chunk;
+    memcpy(buf, f->x + f->pos, (size_t)k * sizeof *buf);
+    f->pos += k;
+    *got = k;
+    return SS_OK;
+}
+
+static ss_status push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
+{
+    (void)pitch;
+    feed *f = arg;
+    if (f->out + n > f->L)
+        return ss_fail(err, SS_E_INTERNAL, "pushed %lld past %lld", (long long)(f->out + n), (long long)f->L);
+    memcpy(f->y + f->out, stems, (size_t)n * sizeof *stems);
+    f->out += n;
+    return SS_OK;
+}
+
+static void test_engine_stream(void)
+{
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref) {
+        free(x);
+        free(ref);
+        SKIP("no fixture in %s", fixture);
+    }
+    char path[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", fixture);
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    CHECK(ss_backend_open("cpu", &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_load(path, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_chunking(m) == SS_CHUNK_STREAM, "chunking %d", (int)ss_model_chunking(m));
+    static const struct { int block; int64_t chunk; } runs[] = {{0, 1 << 30}, {5, 1000}, {3, 77}};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        if (runs[i].block)
+            CHECK(ss_model_option(m, "block", runs[i].block, &err) == SS_OK, "%s", err.msg);
+        float *y = calloc((size_t)L, sizeof *y);
+        CHECK(y, "oom");
+        feed f = {.x = x, .y = y, .L = L, .chunk = runs[i].chunk};
+        ss_engine_params p = {.batch = 1};
+        CHECK(ss_engine_run(m, be, &p, L, pull, &f, push, &f, &err) == SS_OK, "%s", err.msg);
+        CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
+        double e = rel_l2(y, ref, (size_t)L);
+        printf("%s deepfilternet engine stream (blocks %d, pulls of %lld): relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", runs[i].block, (long long)runs[i].chunk, e, TOL);
+        CHECK(e <= TOL, "relative L2 %g", e);
+        free(y);
+    }
+    /* --shifts has no meaning for a stream */
+    feed f = {.x = x, .y = ref, .L = L, .chunk = L};
+    ss_engine_params p = {.batch = 1, .shifts = 1};
+    CHECK(ss_engine_run(m, be, &p, L, pull, &f, push, &f, &err) == SS_E_USAGE, "shifts accepted");
+    ss_model_free(m);
+    ss_backend_close(be);
+    free(x);
+    free(ref);
+}
+
+/* ---- the CLI ------------------------------------------------------------------------ */
+
+static float *read_mono(const char *path, int64_t *L)
+{
+    SF_INFO si = {0};
+    SNDFILE *f = sf_open(path, SFM_READ, &si);
+    if (!f)
+        return NULL;
+    float *y = si.channels == 1 ? malloc((size_t)si.frames * sizeof *y) : NULL;
+    if (y && sf_readf_float(f, y, si.frames) != si.frames) {
+        free(y);
+        y = NULL;
+    }
+    *L = si.frames;
+    sf_close(f);
+    return y;
+}
+
+static void test_cli_parity(void)
+{
+    const char *env = getenv("STEMSPLIT"), *root = getenv("SS_ROOT");
+    char exe[1024], dir[] = "/tmp/ss_dfn_XXXXXX";
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root && *root ? root : ".");
+    if (access(exe, X_OK) != 0)
+        SKIP("%s is not an executable (set STEMSPLIT)", exe);
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref) {
+        free(x);
+        free(ref);
+        SKIP("no fixture in %s", fixture);
+    }
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char mix[1100], model[1100], cmd[4096], out[1200];
+    snprintf(mix, sizeof mix, "%s/mix.wav", dir);
+    snprintf(model, sizeof model, "%s/model.safetensors", fixture);
+    SF_INFO si = {.samplerate = 48000, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &si);
+    CHECK(f && sf_writef_float(f, x, L) == L, "cannot write %s", mix);
+    sf_close(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q -m '%s' -d cpu -j 2 --sample-format f32 --clip none -o '%s' --filename '{stem}.{ext}' '%s' "
+             ">'%s/cli.log' 2>&1", exe, model, dir, mix, dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d), log in %s/cli.log", rc, dir);
+    int64_t n = 0;
+    snprintf(out, sizeof out, "%s/speech.wav", dir);
+    float *sp = read_mono(out, &n);
+    CHECK(sp && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+    double e = rel_l2(sp, ref, (size_t)L);
+    printf("%s deepfilternet CLI speech: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", e, TOL);
+    CHECK(e <= TOL, "speech: relative L2 %g", e);
+    snprintf(out, sizeof out, "%s/noise.wav", dir);
+    float *no = read_mono(out, &n);
+    CHECK(no && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+    for (int64_t i = 0; i < L; i++)
+        ref[i] = x[i] - ref[i];
+    e = rel_l2(no, ref, (size_t)L);
+    printf("%s deepfilternet CLI noise: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", e, TOL);
+    CHECK(e <= TOL, "noise: relative L2 %g", e);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cannot remove %s", dir);
+    free(sp);
+    free(no);
+    free(x);
+    free(ref);
+}
+
 int main(void)
 {
     const char *fx = getenv("SS_DFN_FIXTURES"), *root = getenv("SS_ROOT");
@@ -153,5 +308,7 @@ int main(void)
     else
         snprintf(fixture, sizeof fixture, "%s/tests/fixtures/deepfilternet-dev", root && *root ? root : ".");
     RUN(test_forward_parity);
+    RUN(test_engine_stream);
+    RUN(test_cli_parity);
     return test_summary();
 }

@@ -102,9 +102,14 @@ typedef struct dfn {
     float *host;         /* [block, 2 nb] host copy of X */
     float *host_f;       /* [block, E + 2 Fdf] host features */
     /* streams */
-    int n_streams;
+    int n_streams, st_block;   /* streams allocated, for blocks of st_block frames */
     stream *st;
-    float *out_lsnr;     /* unused placeholder */
+    /* SS_CHUNK_STREAM: one track fed piece by piece through stream 0 */
+    int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding */
+    int64_t s_audio, s_pend;   /* samples received; of them not yet in a frame (< hop) */
+    int64_t s_drop, s_emitted; /* output samples still to drop (n_fft - hop), given   */
+    int s_flushed, s_cap;      /* the end's la steps run; s_in/s_out made for s_cap frames */
+    float *s_in, *s_out;       /* [(block + 1) hop + n_fft], [(block + la) hop]      */
 } dfn;
 
 /* ---- loading -------------------------------------------------------------------- */
@@ -358,6 +363,8 @@ static void dfn_free(void *state, ss_backend *be)
         return;
     streams_free(m, be);
     ws_free(m, be);
+    free_ptrs(be, &m->s_in, 1);
+    free_ptrs(be, &m->s_out, 1);
     for (int i = 0; i < 4; i++)
         cna_free(be, &m->erb_conv[i]), cna_free(be, &m->conv_p[i]);
     for (int i = 0; i < 3; i++)
@@ -488,10 +495,10 @@ static void make_consts(loader *l, dfn *m)
 static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, void **state, ss_error *err)
 {
     const char *path = ss_st_path(st);
-    if (info->n_sources != 2 || !info->residual || strcmp(info->sources[0], "speech") != 0 ||
-        strcmp(info->sources[1], "noise") != 0)
-        return ss_fail(err, SS_E_DATA, "%s: DeepFilterNet's stems are speech and the residual noise "
-                       "(stemsplit.sources=speech,noise, stemsplit.residual=noise)", path);
+    /* the residual (noise) is the pipeline's: the network gives speech only */
+    if (info->n_sources != 1 || strcmp(info->sources[0], "speech") != 0)
+        return ss_fail(err, SS_E_DATA, "%s: DeepFilterNet's network gives one stem, speech (stemsplit.sources=speech, "
+                       "stemsplit.residual=noise)", path);
     if (info->channels != 1)
         return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet takes one channel", path,
                        info->channels);
@@ -622,9 +629,10 @@ static ss_status ws_ensure(dfn *m, ss_backend *be, ss_error *err)
 
 static ss_status streams_ensure(dfn *m, ss_backend *be, int n, ss_error *err)
 {
-    if (m->n_streams >= n && m->st)
+    if (m->n_streams >= n && m->st && m->st_block >= m->block)
         return SS_OK;
     streams_free(m, be);
+    m->st_block = m->block;
     m->st = calloc((size_t)n, sizeof *m->st);
     if (!m->st)
         return ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory");
@@ -1037,6 +1045,104 @@ static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float 
     return ss_backend_status(be, err);
 }
 
+/* ---- SS_CHUNK_STREAM ----------------------------------------------------------------- */
+
+static void dfn_stream_geom(const void *state, ss_stream_geom *out)
+{
+    const dfn *m = state;
+    out->block = (int64_t)m->block * m->hop;
+    out->extra = (int64_t)(m->la + 1) * m->hop + m->n_fft;
+}
+
+static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, ss_error *err)
+{
+    dfn *m = state;
+    ss_status s;
+    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, 1, err)) != SS_OK)
+        return s;
+    if (m->s_cap < m->block) {
+        free_ptrs(be, &m->s_in, 1);
+        free_ptrs(be, &m->s_out, 1);
+        m->s_in = ss_alloc(be, (size_t)(m->block + 1) * m->hop + (size_t)m->n_fft);
+        m->s_out = ss_alloc(be, (size_t)(m->block + m->la) * m->hop);
+        if (!m->s_in || !m->s_out) {
+            m->s_cap = 0;
+            s = ss_backend_status(be, err);
+            return s != SS_OK ? s : ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory");
+        }
+        m->s_cap = m->block;
+    }
+    stream_reset(m, be, &m->st[0]);
+    m->s_len = length;
+    m->s_T = (length + m->n_fft) / m->hop;
+    m->s_audio = m->s_pend = m->s_emitted = 0;
+    m->s_drop = m->n_fft - m->hop;
+    m->s_flushed = 0;
+    return ss_backend_status(be, err);
+}
+
+/* k output samples of buf: the first s_drop dropped (enhance()'s delay),
+ * at most s_len in all, appended to y at *n_out */
+static void stream_emit(dfn *m, ss_backend *be, const float *buf, int64_t k, float *y, int64_t *n_out)
+{
+    int64_t drop = m->s_drop < k ? m->s_drop : k;
+    m->s_drop -= drop;
+    int64_t n = k - drop;
+    if (n > m->s_len - m->s_emitted)
+        n = m->s_len - m->s_emitted;
+    if (n > 0)
+        ss_copy2d(be, y + *n_out, (size_t)n, buf + drop, (size_t)n, 1, (size_t)n);
+    *n_out += n;
+    m->s_emitted += n;
+}
+
+static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
+                                ss_error *err)
+{
+    dfn *m = state;
+    stream *st = &m->st[0];
+    int hop = m->hop;
+    ss_status s = SS_OK;
+    *n_out = 0;
+    if (!m->s_in || n < 0 || n > (int64_t)m->block * hop || m->s_audio + n > m->s_len)
+        return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
+                       (long long)n, (long long)m->s_audio, (long long)m->s_len);
+    ss_copy2d(be, m->s_in + m->s_pend, (size_t)n, x, (size_t)n, 1, (size_t)n);
+    int64_t avail = m->s_pend + n;
+    m->s_audio += n;
+    if (m->s_audio == m->s_len) {                    /* enhance(): n_fft zeros, whole frames */
+        int64_t z = m->s_T * hop - (st->frames * hop + avail);
+        if (z > 0)
+            ss_fill(be, m->s_in + avail, 0.0f, (size_t)z);
+        avail += z > 0 ? z : 0;
+    }
+    int64_t off = 0;
+    while (s == SS_OK && avail - off >= hop && st->frames < m->s_T) {
+        int64_t g = (avail - off) / hop, left = m->s_T - st->frames;
+        g = g < m->block ? g : m->block;
+        g = g < left ? g : left;
+        int64_t k = 0;
+        s = block(m, be, st, m->s_in + off, (int)g, m->s_out, &k, err);
+        if (s == SS_OK)
+            stream_emit(m, be, m->s_out, k, y, n_out);
+        off += g * hop;
+    }
+    if (s == SS_OK && m->s_audio == m->s_len && st->frames == m->s_T && !m->s_flushed) {
+        int64_t k = 0;
+        if (m->la > 0)
+            s = block(m, be, st, NULL, m->la, m->s_out, &k, err);
+        if (s == SS_OK)
+            stream_emit(m, be, m->s_out, k, y, n_out);
+        m->s_flushed = 1;
+    }
+    if (s != SS_OK)
+        return s;
+    m->s_pend = avail - off;                         /* < hop, and off >= hop when moved */
+    if (off > 0 && m->s_pend > 0)
+        ss_copy2d(be, m->s_in, (size_t)m->s_pend, m->s_in + off, (size_t)m->s_pend, 1, (size_t)m->s_pend);
+    return ss_backend_status(be, err);
+}
+
 static ss_status dfn_option(void *state, const char *key, double value, ss_error *err)
 {
     dfn *m = state;
@@ -1057,4 +1163,8 @@ const ss_arch ss_arch_deepfilternet3 = {
     .forward = dfn_forward,
     .free = dfn_free,
     .option = dfn_option,
+    .chunking = SS_CHUNK_STREAM,
+    .stream_geom = dfn_stream_geom,
+    .stream_begin = dfn_stream_begin,
+    .stream_run = dfn_stream_run,
 };
