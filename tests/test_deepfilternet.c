@@ -34,6 +34,10 @@
 
 #define TOL 1e-4
 
+#ifndef DFN_DEVICE
+#define DFN_DEVICE "cpu"
+#endif
+
 extern const ss_arch ss_arch_deepfilternet3;
 
 static char fixture[512];
@@ -82,7 +86,7 @@ static ss_status open_model(run *r, ss_error *err)
     ss_model_info info = {.n_sources = 1, .channels = 1, .samplerate = 48000};   /* as load() sees it */
     strcpy(info.sources[0], "speech");
     snprintf(path, sizeof path, "%s/model.safetensors", fixture);
-    ss_status s = ss_backend_open("cpu", &bp, &r->be, NULL, 0, err);
+    ss_status s = ss_backend_open(DFN_DEVICE, &bp, &r->be, NULL, 0, err);
     if (s == SS_OK)
         s = ss_st_open(path, &r->st, err);
     if (s == SS_OK)
@@ -200,7 +204,7 @@ static void test_engine_stream(void)
     ss_backend *be = NULL;
     ss_model *m = NULL;
     ss_backend_params bp = {.threads = 2};
-    CHECK(ss_backend_open("cpu", &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
     CHECK(ss_model_load(path, be, &m, &err) == SS_OK, "%s", err.msg);
     CHECK(ss_model_chunking(m) == SS_CHUNK_STREAM, "chunking %d", (int)ss_model_chunking(m));
     static const struct { int block; int64_t chunk; } runs[] = {{0, 1 << 30}, {5, 1000}, {3, 77}};
@@ -229,6 +233,7 @@ static void test_engine_stream(void)
     free(ref);
 }
 
+#ifndef DFN_NO_CLI
 /* ---- the CLI ------------------------------------------------------------------------ */
 
 static float *read_mono(const char *path, int64_t *L)
@@ -299,6 +304,7 @@ static void test_cli_parity(void)
     free(x);
     free(ref);
 }
+#endif
 
 int main(void)
 {
@@ -309,6 +315,8 @@ int main(void)
         snprintf(fixture, sizeof fixture, "%s/tests/fixtures/deepfilternet-dev", root && *root ? root : ".");
     RUN(test_forward_parity);
     RUN(test_engine_stream);
+#ifndef DFN_NO_CLI
     RUN(test_cli_parity);
+#endif
     return test_summary();
 }
