@@ -14,7 +14,7 @@
  *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
  *     of 5 frames and input pulled 1000 samples at a time: parity;
  *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
- *     reference, noise.wav = mixture - speech.
+ *     reference, noise.wav = mixture - speech; --shifts refused (64).
  */
 #include <math.h>
 #include <stdint.h>
@@ -297,6 +297,11 @@ static void test_cli_parity(void)
     e = rel_l2(no, ref, (size_t)L);
     printf("%s deepfilternet CLI noise: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", e, TOL);
     CHECK(e <= TOL, "noise: relative L2 %g", e);
+    /* --shifts: a stream has none (usage error, 64) */
+    snprintf(cmd, sizeof cmd, "'%s' -q -m '%s' -d cpu --shifts 1 -o '%s' '%s' >'%s/cli.log' 2>&1", exe, model, dir,
+             mix, dir);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 64, "--shifts 1 gave %d, not 64", rc);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0, "cannot remove %s", dir);
     free(sp);
