@@ -14,7 +14,9 @@
  *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
  *     of 5 frames and input pulled 1000 samples at a time: parity;
  *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
- *     reference, noise.wav = mixture - speech; --shifts refused (64).
+ *     reference, noise.wav = mixture - speech; --shifts refused (64);
+ *   - where they are present, the reference side's fixtures
+ *     (tests/fixtures/deepfilternet/small) through their converter and the CLI.
  */
 #include <math.h>
 #include <stdint.h>
@@ -53,24 +55,31 @@ static double rel_l2(const float *y, const float *r, size_t n)
     return sqrt(num / (den > 0 ? den : 1e-30));
 }
 
-/* tensor `name` of ref.safetensors [C, L] (malloc'd) or NULL */
-static float *ref_get(const char *name, int *C, int64_t *L)
+/* tensor `name` of the safetensors file `path`, [C, L] or [S, C, L] (the first
+ * stem), as [C, L] (malloc'd) or NULL */
+static float *tensor_get(const char *path, const char *name, int *C, int64_t *L)
 {
-    char path[1400];
     ss_error err = {0};
     ss_st *st = NULL;
-    snprintf(path, sizeof path, "%s/ref.safetensors", fixture);
     if (ss_st_open(path, &st, &err) != SS_OK)
         return NULL;
     const ss_st_tensor *t = ss_st_find(st, name);
     float *y = NULL;
-    if (t && t->ndim == 2 && (y = malloc((size_t)t->numel * sizeof *y))) {
+    if (t && (t->ndim == 2 || t->ndim == 3) && (y = malloc((size_t)t->numel * sizeof *y))) {
         ss_st_to_f32(t, y);
-        *C = (int)t->shape[0];
-        *L = t->shape[1];
+        *C = (int)t->shape[t->ndim - 2];
+        *L = t->shape[t->ndim - 1];
     }
     ss_st_close(st);
     return y;
+}
+
+/* tensor `name` of the fixture's ref.safetensors [C, L] (malloc'd) or NULL */
+static float *ref_get(const char *name, int *C, int64_t *L)
+{
+    char path[1400];
+    snprintf(path, sizeof path, "%s/ref.safetensors", fixture);
+    return tensor_get(path, name, C, L);
 }
 
 typedef struct run {
@@ -309,6 +318,57 @@ static void test_cli_parity(void)
     free(x);
     free(ref);
 }
+/* The reference side's fixtures (tests/fixtures/deepfilternet/small, made by
+ * scripts/make-dfn-fixtures.py from DeepFilterNet's own enhance()), converted
+ * by scripts/convert-deepfilternet.py and run through the CLI: speech within
+ * 1e-4 of `speech` (mix.wav) and of stems[0] (mix_16000.wav).  Skipped where
+ * they or python3 are absent. */
+static void test_reference_fixtures(void)
+{
+    const char *env = getenv("STEMSPLIT"), *root = getenv("SS_ROOT");
+    char exe[1024], src[1024], conv[1100], dir[] = "/tmp/ss_dfnr_XXXXXX", cmd[8192];
+    if (!root || !*root)
+        root = ".";
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root);
+    snprintf(src, sizeof src, "%s/tests/fixtures/deepfilternet/small", root);
+    snprintf(conv, sizeof conv, "%s/scripts/convert-deepfilternet.py", root);
+    snprintf(cmd, sizeof cmd, "%s/ref.safetensors", src);
+    if (access(exe, X_OK) != 0 || access(conv, R_OK) != 0 || access(cmd, R_OK) != 0 ||
+        system("python3 -c 'import sys' >/dev/null 2>&1") != 0)
+        SKIP("tests/fixtures/deepfilternet/small, scripts/convert-deepfilternet.py, python3 or the CLI absent");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    snprintf(cmd, sizeof cmd, "python3 '%s' -o '%s/dfn.safetensors' '%s' >'%s/convert.log' 2>&1", conv, dir, src, dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "convert-deepfilternet.py failed, log in %s/convert.log", dir);
+    static const struct { const char *suffix, *tensor; } cases[] = {{"", "speech"}, {"_16000", "stems"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char ref[1200], out[1200];
+        snprintf(cmd, sizeof cmd,
+                 "'%s' -q -m '%s/dfn.safetensors' -d cpu -j 2 --sample-format f32 --clip none -o '%s' "
+                 "--filename '{stem}.{ext}' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir, dir, src, cases[i].suffix,
+                 dir);
+        rc = system(cmd);
+        CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d), log in %s/cli.log", rc, dir);
+        snprintf(ref, sizeof ref, "%s/ref%s.safetensors", src, cases[i].suffix);
+        int C = 0;
+        int64_t L = 0, n = 0;
+        float *r = tensor_get(ref, cases[i].tensor, &C, &L);
+        CHECK(r && C == 1, "%s: no %s [1, L]", ref, cases[i].tensor);
+        snprintf(out, sizeof out, "%s/speech.wav", dir);
+        float *y = read_mono(out, &n);
+        CHECK(y && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+        double e = rel_l2(y, r, (size_t)L);
+        printf("%s deepfilternet reference fixture mix%s speech: relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", cases[i].suffix, e, TOL);
+        CHECK(e <= TOL, "mix%s: relative L2 %g", cases[i].suffix, e);
+        free(r);
+        free(y);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cannot remove %s", dir);
+}
 #endif
 
 int main(void)
@@ -322,6 +382,7 @@ int main(void)
     RUN(test_engine_stream);
 #ifndef DFN_NO_CLI
     RUN(test_cli_parity);
+    RUN(test_reference_fixtures);
 #endif
     return test_summary();
 }
