@@ -12,7 +12,9 @@
  *     result as the default (<= 1e-6 relative L2; the sums run in another
  *     order only in the products' blocking);
  *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
- *     of 5 frames and input pulled 1000 samples at a time: parity;
+ *     of 256, 5 and 3 frames and short pulls: parity;
+ *   - a copy of the model with stemsplit.channels=2: both channels of the mix
+ *     through the engine at once, each its own stream, each within 1e-4;
  *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
  *     reference, noise.wav = mixture - speech; --shifts refused (64);
  *   - where they are present, the reference side's fixtures
@@ -242,6 +244,108 @@ static void test_engine_stream(void)
     free(ref);
 }
 
+/* ---- two channels, each its own stream ---------------------------------------------- */
+
+/* dst = src with stemsplit.channels "1" made "2" (same length: the offsets hold); 0 on success */
+static int stereo_copy(const char *src, const char *dst)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f)
+        return -1;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    static const char key[] = "\"stemsplit.channels\":\"1\"";
+    char *p = NULL;
+    for (size_t i = 0; i + sizeof key - 1 <= n && i < 65536 && !p; i++)
+        if (memcmp(buf + i, key, sizeof key - 1) == 0)
+            p = buf + i;
+    if (!p || n == sizeof buf)
+        return -1;
+    p[sizeof key - 3] = '2';
+    f = fopen(dst, "wb");
+    if (!f)
+        return -1;
+    int bad = fwrite(buf, 1, n, f) != n;
+    return fclose(f) != 0 || bad ? -1 : 0;
+}
+
+typedef struct feed2 {
+    const float *x;             /* [2, L] */
+    float *y;                   /* [2, L] */
+    int64_t L, pos, out;
+} feed2;
+
+static ss_status pull2(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
+{
+    (void)err;
+    feed2 *f = arg;
+    int64_t k = f->L - f->pos < n ? f->L - f->pos : n;
+    k = k < 999 ? k : 999;
+    for (int c = 0; c < 2; c++)
+        memcpy(buf + c * cap, f->x + c * f->L + f->pos, (size_t)k * sizeof *buf);
+    f->pos += k;
+    *got = k;
+    return SS_OK;
+}
+
+static ss_status push2(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
+{
+    feed2 *f = arg;
+    if (f->out + n > f->L)
+        return ss_fail(err, SS_E_INTERNAL, "pushed %lld past %lld", (long long)(f->out + n), (long long)f->L);
+    for (int c = 0; c < 2; c++)
+        memcpy(f->y + c * f->L + f->out, stems + c * pitch, (size_t)n * sizeof *stems);
+    f->out += n;
+    return SS_OK;
+}
+
+/* a model file with stemsplit.channels=2: the two channels of the fixture's mix as
+ * two independent streams, each within 1e-4 of its own reference */
+static void test_stereo_streams(void)
+{
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref || C != 2) {
+        free(x);
+        free(ref);
+        SKIP("no two-channel fixture in %s", fixture);
+    }
+    char src[1400], dst[] = "/tmp/ss_dfn2_XXXXXX";
+    snprintf(src, sizeof src, "%s/model.safetensors", fixture);
+    int fd = mkstemp(dst);
+    CHECK(fd >= 0, "mkstemp");
+    close(fd);
+    CHECK(stereo_copy(src, dst) == 0, "cannot make a two-channel copy of %s", src);
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_load(dst, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_get_info(m)->channels == 2, "channels %d", ss_model_get_info(m)->channels);
+    CHECK(ss_model_option(m, "block", 4, &err) == SS_OK, "%s", err.msg);
+    float *y = calloc((size_t)2 * L, sizeof *y);
+    CHECK(y, "oom");
+    feed2 f = {.x = x, .y = y, .L = L};
+    ss_engine_params p = {.batch = 1};
+    CHECK(ss_engine_run(m, be, &p, L, pull2, &f, push2, &f, &err) == SS_OK, "%s", err.msg);
+    CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
+    for (int c = 0; c < 2; c++) {
+        double e = rel_l2(y + c * L, ref + c * L, (size_t)L);
+        printf("%s deepfilternet two-channel stream, channel %d: relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", c, e, TOL);
+        CHECK(e <= TOL, "channel %d: relative L2 %g", c, e);
+    }
+    ss_model_free(m);
+    ss_backend_close(be);
+    unlink(dst);
+    free(y);
+    free(x);
+    free(ref);
+}
+
 #ifndef DFN_NO_CLI
 /* ---- the CLI ------------------------------------------------------------------------ */
 
@@ -380,6 +484,7 @@ int main(void)
         snprintf(fixture, sizeof fixture, "%s/tests/fixtures/deepfilternet-dev", root && *root ? root : ".");
     RUN(test_forward_parity);
     RUN(test_engine_stream);
+    RUN(test_stereo_streams);
 #ifndef DFN_NO_CLI
     RUN(test_cli_parity);
     RUN(test_reference_fixtures);

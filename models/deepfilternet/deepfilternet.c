@@ -80,10 +80,16 @@ typedef struct stream {
     float *h[3][DF_MAX_GRU];           /* GRU hidden states [H]                     */
     float erb_s[64], *unit_s;          /* host running means [E], [Fdf]             */
     int64_t frames;      /* spectrum frames seen                                    */
+    /* SS_CHUNK_STREAM */
+    float *pend;         /* [hop] input samples not yet in a frame                  */
+    int64_t n_pend;      /* how many (< hop)                                        */
+    int64_t drop, emitted; /* output samples still to drop (n_fft - hop), given     */
+    int flushed;         /* the end's la zero-feature steps run                     */
 } stream;
 
 typedef struct dfn {
     int sr, n_fft, hop, nb, E, Fdf, O, dla, la;
+    int chans;           /* audio channels: independent streams */
     int C;               /* conv_ch */
     float lsnr_min, lsnr_max, alpha;
     int widths[64];
@@ -104,11 +110,10 @@ typedef struct dfn {
     /* streams */
     int n_streams, st_block;   /* streams allocated, for blocks of st_block frames */
     stream *st;
-    /* SS_CHUNK_STREAM: one track fed piece by piece through stream 0 */
+    /* SS_CHUNK_STREAM: one track fed piece by piece, channel c through stream c */
     int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding */
-    int64_t s_audio, s_pend;   /* samples received; of them not yet in a frame (< hop) */
-    int64_t s_drop, s_emitted; /* output samples still to drop (n_fft - hop), given   */
-    int s_flushed, s_cap;      /* the end's la steps run; s_in/s_out made for s_cap frames */
+    int64_t s_audio;           /* samples received (per channel)                     */
+    int s_cap;                 /* s_in/s_out made for s_cap frames                   */
     float *s_in, *s_out;       /* [(block + 1) hop + n_fft], [(block + la) hop]      */
 } dfn;
 
@@ -334,8 +339,8 @@ static void streams_free(dfn *m, ss_backend *be)
 {
     for (int i = 0; i < m->n_streams; i++) {
         stream *s = &m->st[i];
-        float *p[6] = {s->ana, s->syn, s->xh, s->hist_e0, s->hist_c0, s->hist_p};
-        free_ptrs(be, p, 6);
+        float *p[7] = {s->ana, s->syn, s->xh, s->hist_e0, s->hist_c0, s->hist_p, s->pend};
+        free_ptrs(be, p, 7);
         for (int k = 0; k < 3; k++)
             free_ptrs(be, s->h[k], DF_MAX_GRU);
         free(s->unit_s);
@@ -499,9 +504,9 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
     if (info->n_sources != 1 || strcmp(info->sources[0], "speech") != 0)
         return ss_fail(err, SS_E_DATA, "%s: DeepFilterNet's network gives one stem, speech (stemsplit.sources=speech, "
                        "stemsplit.residual=noise)", path);
-    if (info->channels != 1)
-        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet takes one channel", path,
-                       info->channels);
+    if (info->channels < 1 || info->channels > 8)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet runs 1 to 8 channels (each on its "
+                       "own)", path, info->channels);
     dfn *m = calloc(1, sizeof *m);
     if (!m)
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
@@ -511,6 +516,7 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
         return s;
     }
     m->sr = info->samplerate;
+    m->chans = info->channels;
     m->block = DF_DEFAULT_BLOCK;
     loader l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
     const ss_st_tensor *t = ss_st_find(st, "enc.erb_conv0.1.weight");
@@ -647,8 +653,9 @@ static ss_status streams_ensure(dfn *m, ss_backend *be, int n, ss_error *err)
         s->hist_e0 = ss_alloc(be, (size_t)(m->erb_conv[0].kt + 1) * m->E);
         s->hist_c0 = ss_alloc(be, (size_t)(m->df_conv[0].kt + 1) * 2 * m->Fdf);
         s->hist_p = ss_alloc(be, (size_t)(m->df_convp.kt + 1) * m->C * m->Fdf);
+        s->pend = ss_alloc(be, (size_t)m->hop);
         s->unit_s = malloc((size_t)m->Fdf * sizeof *s->unit_s);
-        ok = s->ana && s->syn && s->xh && s->hist_e0 && s->hist_c0 && s->hist_p && s->unit_s;
+        ok = s->ana && s->syn && s->xh && s->hist_e0 && s->hist_c0 && s->hist_p && s->pend && s->unit_s;
         const sgru *q[3] = {&m->enc_gru, &m->dec_gru, &m->df_gru};
         for (int k = 0; k < 3 && ok; k++)
             for (int j = 0; j < q[k]->g.layers && ok; j++)
@@ -681,6 +688,9 @@ static void stream_reset(dfn *m, ss_backend *be, stream *s)
     for (int f = 0; f < m->Fdf; f++)      /* UNIT_NORM_INIT = [0.001, 0.0001] */
         s->unit_s[f] = 0.001f + (float)f * (0.0001f - 0.001f) / (float)(m->Fdf - 1);
     s->frames = 0;
+    s->n_pend = s->emitted = 0;
+    s->drop = m->n_fft - m->hop;
+    s->flushed = 0;
 }
 
 /* ---- network pieces ----------------------------------------------------------------- */
@@ -1000,7 +1010,7 @@ static ss_status block(dfn *m, ss_backend *be, stream *s, const float *x, int G,
     return ss_backend_status(be, err);
 }
 
-/* x [batch, 1, length] -> y [batch, 1, length]: enhance() per item */
+/* x [batch, C, length] -> y [batch, 1, C, length]: enhance() per row (item, channel) */
 static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
                              ss_error *err)
 {
@@ -1021,7 +1031,7 @@ static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float 
         return s != SS_OK ? s : ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory for %lld samples",
                                         (long long)length);
     }
-    for (int b = 0; b < batch && s == SS_OK; b++) {
+    for (int b = 0; b < batch * m->chans && s == SS_OK; b++) {
         stream *st = &m->st[0];
         stream_reset(m, be, st);
         ss_fill(be, in, 0.0f, (size_t)T * hop);
@@ -1058,7 +1068,7 @@ static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, s
 {
     dfn *m = state;
     ss_status s;
-    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, 1, err)) != SS_OK)
+    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, m->chans, err)) != SS_OK)
         return s;
     if (m->s_cap < m->block) {
         free_ptrs(be, &m->s_in, 1);
@@ -1072,45 +1082,41 @@ static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, s
         }
         m->s_cap = m->block;
     }
-    stream_reset(m, be, &m->st[0]);
+    for (int c = 0; c < m->chans; c++)
+        stream_reset(m, be, &m->st[c]);
     m->s_len = length;
     m->s_T = (length + m->n_fft) / m->hop;
-    m->s_audio = m->s_pend = m->s_emitted = 0;
-    m->s_drop = m->n_fft - m->hop;
-    m->s_flushed = 0;
+    m->s_audio = 0;
     return ss_backend_status(be, err);
 }
 
-/* k output samples of buf: the first s_drop dropped (enhance()'s delay),
+/* k output samples of buf: the first st->drop dropped (enhance()'s delay),
  * at most s_len in all, appended to y at *n_out */
-static void stream_emit(dfn *m, ss_backend *be, const float *buf, int64_t k, float *y, int64_t *n_out)
+static void stream_emit(dfn *m, ss_backend *be, stream *st, const float *buf, int64_t k, float *y, int64_t *n_out)
 {
-    int64_t drop = m->s_drop < k ? m->s_drop : k;
-    m->s_drop -= drop;
+    int64_t drop = st->drop < k ? st->drop : k;
+    st->drop -= drop;
     int64_t n = k - drop;
-    if (n > m->s_len - m->s_emitted)
-        n = m->s_len - m->s_emitted;
+    if (n > m->s_len - st->emitted)
+        n = m->s_len - st->emitted;
     if (n > 0)
         ss_copy2d(be, y + *n_out, (size_t)n, buf + drop, (size_t)n, 1, (size_t)n);
     *n_out += n;
-    m->s_emitted += n;
+    st->emitted += n;
 }
 
-static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
-                                ss_error *err)
+/* one channel's piece x [n] through stream st -> y [*n_out] */
+static ss_status stream_piece(dfn *m, ss_backend *be, stream *st, const float *x, float *y, int64_t n, int last,
+                              int64_t *n_out, ss_error *err)
 {
-    dfn *m = state;
-    stream *st = &m->st[0];
     int hop = m->hop;
     ss_status s = SS_OK;
     *n_out = 0;
-    if (!m->s_in || n < 0 || n > (int64_t)m->block * hop || m->s_audio + n > m->s_len)
-        return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
-                       (long long)n, (long long)m->s_audio, (long long)m->s_len);
-    ss_copy2d(be, m->s_in + m->s_pend, (size_t)n, x, (size_t)n, 1, (size_t)n);
-    int64_t avail = m->s_pend + n;
-    m->s_audio += n;
-    if (m->s_audio == m->s_len) {                    /* enhance(): n_fft zeros, whole frames */
+    if (st->n_pend > 0)
+        ss_copy2d(be, m->s_in, (size_t)st->n_pend, st->pend, (size_t)st->n_pend, 1, (size_t)st->n_pend);
+    ss_copy2d(be, m->s_in + st->n_pend, (size_t)n, x, (size_t)n, 1, (size_t)n);
+    int64_t avail = st->n_pend + n;
+    if (last) {                                      /* enhance(): n_fft zeros, whole frames */
         int64_t z = m->s_T * hop - (st->frames * hop + avail);
         if (z > 0)
             ss_fill(be, m->s_in + avail, 0.0f, (size_t)z);
@@ -1124,22 +1130,49 @@ static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, flo
         int64_t k = 0;
         s = block(m, be, st, m->s_in + off, (int)g, m->s_out, &k, err);
         if (s == SS_OK)
-            stream_emit(m, be, m->s_out, k, y, n_out);
+            stream_emit(m, be, st, m->s_out, k, y, n_out);
         off += g * hop;
     }
-    if (s == SS_OK && m->s_audio == m->s_len && st->frames == m->s_T && !m->s_flushed) {
+    if (s == SS_OK && last && st->frames == m->s_T && !st->flushed) {
         int64_t k = 0;
         if (m->la > 0)
             s = block(m, be, st, NULL, m->la, m->s_out, &k, err);
         if (s == SS_OK)
-            stream_emit(m, be, m->s_out, k, y, n_out);
-        m->s_flushed = 1;
+            stream_emit(m, be, st, m->s_out, k, y, n_out);
+        st->flushed = 1;
     }
     if (s != SS_OK)
         return s;
-    m->s_pend = avail - off;                         /* < hop, and off >= hop when moved */
-    if (off > 0 && m->s_pend > 0)
-        ss_copy2d(be, m->s_in, (size_t)m->s_pend, m->s_in + off, (size_t)m->s_pend, 1, (size_t)m->s_pend);
+    st->n_pend = avail - off;                        /* < hop */
+    if (st->n_pend > 0)
+        ss_copy2d(be, st->pend, (size_t)st->n_pend, m->s_in + off, (size_t)st->n_pend, 1, (size_t)st->n_pend);
+    return SS_OK;
+}
+
+/* x [C, n] -> y [1, C, block + extra]: every channel its own stream */
+static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
+                                ss_error *err)
+{
+    dfn *m = state;
+    ss_stream_geom g;
+    dfn_stream_geom(m, &g);
+    *n_out = 0;
+    if (!m->s_in || n < 0 || n > g.block || m->s_audio + n > m->s_len)
+        return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
+                       (long long)n, (long long)m->s_audio, (long long)m->s_len);
+    int last = m->s_audio + n == m->s_len;
+    for (int c = 0; c < m->chans; c++) {
+        int64_t k = 0;
+        ss_status s = stream_piece(m, be, &m->st[c], x + (size_t)c * n, y + (size_t)c * (g.block + g.extra), n,
+                                   last, &k, err);
+        if (s != SS_OK)
+            return s;
+        if (c > 0 && k != *n_out)
+            return ss_fail(err, SS_E_INTERNAL, "deepfilternet: channel %d gave %lld samples, channel 0 %lld", c,
+                           (long long)k, (long long)*n_out);
+        *n_out = k;
+    }
+    m->s_audio += n;
     return ss_backend_status(be, err);
 }
 
