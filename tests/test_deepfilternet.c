@@ -454,7 +454,16 @@ static void test_reference_fixtures(void)
                  "--filename '{stem}.{ext}' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir, dir, src, cases[i].suffix,
                  dir);
         rc = system(cmd);
-        CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d), log in %s/cli.log", rc, dir);
+        char logp[1200], why[400] = "";
+        snprintf(logp, sizeof logp, "%s/cli.log", dir);
+        FILE *lf = fopen(logp, "r");
+        if (lf) {
+            if (!fgets(why, sizeof why, lf))
+                why[0] = '\0';
+            fclose(lf);
+        }
+        CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d) on the converted reference model: %s", rc,
+              why);
         snprintf(ref, sizeof ref, "%s/ref%s.safetensors", src, cases[i].suffix);
         int C = 0;
         int64_t L = 0, n = 0;
