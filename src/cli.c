@@ -892,9 +892,12 @@ int main(int argc, char **argv)
     /* MSST's chunking: --overlap F as num_overlap chunks per chunk length (step
      * = chunk // num_overlap), else the model's; it has no random shifts */
     int num_overlap = 0, msst = ss_model_chunking(model) == SS_CHUNK_MSST;
-    if ((msst || ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS) && o.shifts > 0) {
+    if ((msst || ss_model_chunking(model) == SS_CHUNK_STFT_BLOCKS || ss_model_chunking(model) == SS_CHUNK_STREAM) &&
+        o.shifts > 0) {
         rc = usage_error("--shifts %d: model %s uses %s, which has no random shifts (leave --shifts out)", o.shifts,
-                         info->name, msst ? "MSST's chunking" : "whole-track STFT blocks");
+                         info->name, msst ? "MSST's chunking" : ss_model_chunking(model) == SS_CHUNK_STREAM
+                                                                    ? "one stream per track"
+                                                                    : "whole-track STFT blocks");
         goto out;
     }
     if (msst && o.overlap_set) {
@@ -921,6 +924,11 @@ int main(int argc, char **argv)
             if (ss_model_stft_blocks(model, &g, &err) == SS_OK)
                 fprintf(stderr, "%s: whole-track STFT blocks: n_fft %d, hop %d, %d frames a block, batch %d\n", prog,
                         g.n_fft, g.hop, g.block, o.batch);
+        } else if (ss_model_chunking(model) == SS_CHUNK_STREAM) {
+            ss_stream_geom g;
+            if (ss_model_stream_geom(model, &g, &err) == SS_OK)
+                fprintf(stderr, "%s: one stream per track, pieces of %lld samples (--batch does not apply)\n", prog,
+                        (long long)g.block);
         } else {
             fprintf(stderr, "%s: overlap %.2f, shifts %d, batch %d\n", prog, o.overlap, o.shifts, o.batch);
         }

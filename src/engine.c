@@ -1119,6 +1119,68 @@ done:
     return s;
 }
 
+/* SS_CHUNK_STREAM: the track in order, piece by piece, through the model's
+ * own state (model.h); the stems come back in order, as many as went in. */
+static ss_status run_stream(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
+                           ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    int C = info->channels, S = ss_model_net_sources(info);
+    ss_stream_geom g;
+    ss_status s;
+    if (length <= 0)
+        return SS_OK;
+    if (p->shifts > 0)
+        return ss_fail(err, SS_E_USAGE, "--shifts %d: model %s runs as one stream, which has no random shifts",
+                       p->shifts, info->name);
+    if ((s = ss_model_stream_geom(m, &g, err)) != SS_OK)
+        return s;
+    int64_t cap = g.block + g.extra;
+    ss_model_io *io;
+    if ((s = ss_model_io_get(m, (size_t)C * g.block, (size_t)S * C * cap, &io, err)) != SS_OK)
+        return s;
+    float *hx = io->host_x[0], *hy = io->host_y[0];
+    if ((s = ss_model_stream_begin(m, length, err)) != SS_OK)
+        return s;
+    int64_t fed = 0, out = 0;
+    while (fed < length) {
+        if (p->cancel && *p->cancel)
+            return ss_fail(err, SS_E_INTERRUPT, "interrupted");
+        int64_t n = length - fed < g.block ? length - fed : g.block, got = 0;
+        while (got < n) {
+            int64_t k = 0;
+            /* planar with pitch block: a short read continues at column got */
+            if ((s = pull(pull_arg, hx + got, g.block, n - got, &k, err)) != SS_OK)
+                return s;
+            if (k <= 0)
+                return ss_fail(err, SS_E_IO, "the input ended after %lld of %lld frames", (long long)(fed + got),
+                               (long long)length);
+            got += k;
+        }
+        /* the model reads x [C, n]: pack the channel rows */
+        for (int c = 1; c < C; c++)
+            memmove(hx + (size_t)c * n, hx + (size_t)c * g.block, sizeof *hx * (size_t)n);
+        int64_t n_out = 0;
+        if ((s = ss_upload(be, io->dev_x, hx, (size_t)C * n)) != SS_OK ||
+            (s = ss_model_stream_run(m, io->dev_x, io->dev_y, n, &n_out, err)) != SS_OK)
+            return s != SS_OK && err->code == SS_OK ? ss_backend_status(be, err) : s;
+        fed += n;
+        if (n_out < 0 || n_out > cap || out + n_out > length || (fed == length && out + n_out != length))
+            return ss_fail(err, SS_E_INTERNAL, "%s: the stream gave %lld samples after %lld in (%lld out before)",
+                           info->name, (long long)n_out, (long long)fed, (long long)out);
+        if (n_out > 0) {
+            if ((s = ss_download(be, hy, io->dev_y, (size_t)S * C * cap)) != SS_OK)
+                return ss_backend_status(be, err) != SS_OK ? ss_backend_status(be, err) : s;
+            if ((s = push(push_arg, hy, cap, n_out, err)) != SS_OK)
+                return s;
+            out += n_out;
+        }
+        if (p->progress)
+            p->progress(p->progress_arg, fed, length);
+    }
+    return SS_OK;
+}
+
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
                         ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
                         ss_error *err)
@@ -1129,6 +1191,8 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
     case SS_CHUNK_MSST:
     case SS_CHUNK_STFT_BLOCKS:
         return run_chunks(m, be, p, length, c, pull, pull_arg, push, push_arg, err);
+    case SS_CHUNK_STREAM:
+        return run_stream(m, be, p, length, pull, pull_arg, push, push_arg, err);
     }
     return ss_fail(err, SS_E_INTERNAL, "%s: chunking scheme %d is not implemented", ss_model_get_info(m)->name,
                    (int)c);

@@ -279,9 +279,14 @@ static ss_status read_policy(const ss_st *st, const char *path, const ss_arch *a
         info->chunking = SS_CHUNK_MSST;
     else if (ch && strcmp(ch, "stft_blocks") == 0 && arch->stft_blocks)
         info->chunking = SS_CHUNK_STFT_BLOCKS;
+    else if (ch && strcmp(ch, "stream") == 0 && arch->stream_run)
+        info->chunking = SS_CHUNK_STREAM;
     else if (ch)
         return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': expected demucs or msst%s", path, ch,
                        arch->stft_blocks ? " or stft_blocks" : "");
+    if (arch->chunking == SS_CHUNK_STREAM && info->chunking != SS_CHUNK_STREAM)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': a %s model runs as one stream only", path,
+                       ch, arch->name);
     if (arch->chunking == SS_CHUNK_STFT_BLOCKS && info->chunking != SS_CHUNK_STFT_BLOCKS)
         return ss_fail(err, SS_E_DATA, "%s: stemsplit.chunking '%.64s': a %s model runs on whole-track STFT blocks "
                        "only", path, ch, arch->name);
@@ -409,6 +414,37 @@ ss_input_norm ss_model_input_norm(const ss_model *m)
 }
 
 ss_chunking ss_model_chunking(const ss_model *m) { return m->info.chunking; }
+
+static ss_status no_stream(const ss_model *m, ss_error *err)
+{
+    return ss_fail(err, SS_E_INTERNAL, "%s: architecture %s does not run as a stream", m->info.name, m->arch->name);
+}
+
+ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error *err)
+{
+    if (!m->arch->stream_geom || !m->arch->stream_begin || !m->arch->stream_run)
+        return no_stream(m, err);
+    memset(out, 0, sizeof *out);
+    m->arch->stream_geom(m->state, out);
+    if (out->block < 1 || out->extra < 0)
+        return ss_fail(err, SS_E_INTERNAL, "%s: bad stream geometry (block %lld, extra %lld)", m->info.name,
+                       (long long)out->block, (long long)out->extra);
+    return SS_OK;
+}
+
+ss_status ss_model_stream_begin(ss_model *m, int64_t length, ss_error *err)
+{
+    if (!m->arch->stream_begin)
+        return no_stream(m, err);
+    return m->arch->stream_begin(m->state, m->be, length, err);
+}
+
+ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err)
+{
+    if (!m->arch->stream_run)
+        return no_stream(m, err);
+    return m->arch->stream_run(m->state, m->be, x, y, n, n_out, err);
+}
 
 ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error *err)
 {

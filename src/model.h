@@ -56,7 +56,26 @@ typedef enum ss_chunking {
      * all frames, so that the result is the whole-track iSTFT exactly,
      * while memory is a few blocks whatever the track's length.  No
      * shifts; --segment and --overlap do not apply. */
+    SS_CHUNK_STREAM
+    /* SS_CHUNK_STREAM: a stateful model fed the whole track in order
+     * (DeepFilterNet: GRU states, running norms, causal look-back).  The
+     * engine calls stream_begin once per track with its length, then
+     * stream_run on consecutive pieces of at most ss_stream_geom.block
+     * samples (x [C, n]) until `length` samples have gone in.  Each call
+     * writes to y [S, C, block + extra] (channel pitch block + extra) the
+     * next *n_out samples of the stems, in order: the model holds back what
+     * its look-ahead does not allow yet, and the call that takes the last
+     * sample returns all the rest, so that the outputs total `length`.
+     * Memory is the model's state and one piece whatever the track's length;
+     * the result does not depend on the piece size.  forward() is not used.
+     * No shifts; --segment, --overlap and --batch do not apply. */
 } ss_chunking;
+
+/* SS_CHUNK_STREAM: a model's piece sizes (ss_arch.stream_geom). */
+typedef struct ss_stream_geom {
+    int64_t block;              /* input samples per stream_run call at most            */
+    int64_t extra;              /* output samples a call may give beyond its input      */
+} ss_stream_geom;
 
 /* SS_CHUNK_STFT_BLOCKS: a model's STFT geometry (ss_arch.stft_blocks). */
 typedef struct ss_stft_blocks {
@@ -142,6 +161,14 @@ typedef struct ss_arch {
      * alpha-Wiener exponent) before forward() runs.  SS_E_USAGE for an option
      * or value the model does not take; NULL = no options. */
     ss_status (*option)(void *state, const char *key, double value, ss_error *err);
+    /* SS_CHUNK_STREAM (all three required there): the piece sizes, the start
+     * of a track of `length` samples (every carried state reset), and one
+     * piece: x [C, n] -> y [S, C, block + extra], *n_out samples per row
+     * (device memory; see SS_CHUNK_STREAM above). */
+    void (*stream_geom)(const void *state, ss_stream_geom *out);
+    ss_status (*stream_begin)(void *state, ss_backend *be, int64_t length, ss_error *err);
+    ss_status (*stream_run)(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
+                            ss_error *err);
 } ss_arch;
 
 typedef struct ss_model ss_model;
@@ -170,6 +197,11 @@ ss_input_norm ss_model_input_norm(const ss_model *m);
 ss_chunking ss_model_chunking(const ss_model *m);
 /* SS_CHUNK_STFT_BLOCKS: the model's geometry; SS_E_INTERNAL for a model without one. */
 ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error *err);
+/* SS_CHUNK_STREAM: the model's piece sizes, a track's start, one piece
+ * (ss_arch.stream_*); SS_E_INTERNAL for a model without them. */
+ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error *err);
+ss_status ss_model_stream_begin(ss_model *m, int64_t length, ss_error *err);
+ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err);
 /* A model option (ss_arch.option); SS_E_USAGE naming the model where it has none. */
 ss_status ss_model_option(ss_model *m, const char *key, double value, ss_error *err);
 const ss_mem_estimate *ss_model_memory(const ss_model *m);

@@ -77,8 +77,8 @@ bundle: $(CLI_OBJ) $(LIBSS) $(CUDA_MOD)
 # kernels/cuda/*.cu and *.h compiled as C++17 (after rewrite.sed) against the emulator's CUDA
 # headers, linked into test binaries with a copy of src/backend.c whose "cuda" entry is
 # that emulated backend: tests/test_cuda_ops.c as test_cuda_emu_ops, and the HTDemucs,
-# RoFormer, MDX23C and LarsNet fixtures' forward passes (tests/test_cuda_emu_htdemucs.c,
-# test_cuda_emu_roformer.c, test_cuda_emu_mdx23c.c, test_cuda_emu_larsnet.c).  They run in `make check` on
+# RoFormer, MDX23C, LarsNet and DeepFilterNet fixtures' forward passes (tests/test_cuda_emu_htdemucs.c,
+# test_cuda_emu_roformer.c, test_cuda_emu_mdx23c.c, test_cuda_emu_larsnet.c, test_cuda_emu_deepfilternet.c).  They run in `make check` on
 # any machine and check the kernels' arithmetic, indexing, barriers and the host code
 # around them; timing, races between streams and PTX itself are not checked.
 CUDA_EMU_DIR  := $(BUILD)/cuda-emu
@@ -89,7 +89,8 @@ CUDA_EMU_KOBJS := $(patsubst kernels/cuda/%.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard ke
 CUDA_EMU_MOBJS := $(patsubst %.cu,$(CUDA_EMU_DIR)/%.o,$(wildcard models/*/*.cu))
 CUDA_EMU_OBJS := $(CUDA_EMU_DIR)/backend.o $(CUDA_EMU_DIR)/runtime.o $(BUILD)/metal-emu/emu.o $(CUDA_EMU_KOBJS) $(CUDA_EMU_MOBJS)
 CUDA_EMU_TEST_BINS := $(BUILD)/tests/test_cuda_emu_ops $(BUILD)/tests/test_cuda_emu_htdemucs \
-	$(BUILD)/tests/test_cuda_emu_roformer $(BUILD)/tests/test_cuda_emu_mdx23c $(BUILD)/tests/test_cuda_emu_larsnet
+	$(BUILD)/tests/test_cuda_emu_roformer $(BUILD)/tests/test_cuda_emu_mdx23c $(BUILD)/tests/test_cuda_emu_larsnet \
+	$(BUILD)/tests/test_cuda_emu_deepfilternet
 
 CUDA_EMU_HDRS := $(patsubst kernels/cuda/%.h,$(CUDA_EMU_DIR)/%.h,$(wildcard kernels/cuda/*.h))
 
@@ -141,6 +142,9 @@ $(BUILD)/tests/test_cuda_emu_roformer: tests/test_cuda_emu_roformer.c tests/test
 $(BUILD)/tests/test_cuda_emu_mdx23c: tests/test_cuda_emu_mdx23c.c tests/test_mdx23c.c $(CUDA_EMU_OBJS) $(LIBSS)
 	$(cuda_emu_test_link)
 $(BUILD)/tests/test_cuda_emu_larsnet: tests/test_cuda_emu_larsnet.c tests/test_larsnet.c $(CUDA_EMU_OBJS) $(LIBSS)
+	$(cuda_emu_test_link)
+$(BUILD)/tests/test_cuda_emu_deepfilternet: tests/test_cuda_emu_deepfilternet.c tests/test_deepfilternet.c $(CUDA_EMU_OBJS) \
+	$(LIBSS)
 	$(cuda_emu_test_link)
 
 tests: $(CUDA_EMU_TEST_BINS)

@@ -1,0 +1,502 @@
+/* test_deepfilternet.c - DeepFilterNet3 (models/deepfilternet/deepfilternet.c)
+ * against a reference made with the reference's own network code.
+ *
+ * The fixture ($SS_DFN_FIXTURES, else tests/fixtures/deepfilternet-dev, made
+ * by scripts/dfn-devref.py): model.safetensors (a small random-weight
+ * configuration with the deepfilternet.* metadata) and ref.safetensors (`mix`
+ * [C, L], `speech` [C, L]: df.enhance.enhance() of each channel).
+ *
+ *   - forward parity per channel through the ss_arch's forward(), relative
+ *     L2 <= 1e-4;
+ *   - block-size independence: blocks of 3, 7 and 64 frames give the same
+ *     result as the default (<= 1e-6 relative L2; the sums run in another
+ *     order only in the products' blocking);
+ *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
+ *     of 256, 5 and 3 frames and short pulls: parity;
+ *   - a copy of the model with stemsplit.channels=2: both channels of the mix
+ *     through the engine at once, each its own stream, each within 1e-4;
+ *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
+ *     reference, noise.wav = mixture - speech; --shifts refused (64);
+ *   - where they are present, the reference side's fixtures
+ *     (tests/fixtures/deepfilternet/small) through their converter and the CLI.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sndfile.h>
+
+#include "../src/engine.h"
+#include "../src/model.h"
+#include "../src/safetensors.h"
+#include "test.h"
+
+#define TOL 1e-4
+
+#ifndef DFN_DEVICE
+#define DFN_DEVICE "cpu"
+#endif
+
+extern const ss_arch ss_arch_deepfilternet3;
+
+static char fixture[512];
+
+static double rel_l2(const float *y, const float *r, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - r[i];
+        num += d * d;
+        den += (double)r[i] * r[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1e-30));
+}
+
+/* tensor `name` of the safetensors file `path`, [C, L] or [S, C, L] (the first
+ * stem), as [C, L] (malloc'd) or NULL */
+static float *tensor_get(const char *path, const char *name, int *C, int64_t *L)
+{
+    ss_error err = {0};
+    ss_st *st = NULL;
+    if (ss_st_open(path, &st, &err) != SS_OK)
+        return NULL;
+    const ss_st_tensor *t = ss_st_find(st, name);
+    float *y = NULL;
+    if (t && (t->ndim == 2 || t->ndim == 3) && (y = malloc((size_t)t->numel * sizeof *y))) {
+        ss_st_to_f32(t, y);
+        *C = (int)t->shape[t->ndim - 2];
+        *L = t->shape[t->ndim - 1];
+    }
+    ss_st_close(st);
+    return y;
+}
+
+/* tensor `name` of the fixture's ref.safetensors [C, L] (malloc'd) or NULL */
+static float *ref_get(const char *name, int *C, int64_t *L)
+{
+    char path[1400];
+    snprintf(path, sizeof path, "%s/ref.safetensors", fixture);
+    return tensor_get(path, name, C, L);
+}
+
+typedef struct run {
+    ss_backend *be;
+    ss_st *st;
+    void *state;
+} run;
+
+static ss_status open_model(run *r, ss_error *err)
+{
+    char path[1400];
+    ss_backend_params bp = {.threads = 2};
+    ss_model_info info = {.n_sources = 1, .channels = 1, .samplerate = 48000};   /* as load() sees it */
+    strcpy(info.sources[0], "speech");
+    snprintf(path, sizeof path, "%s/model.safetensors", fixture);
+    ss_status s = ss_backend_open(DFN_DEVICE, &bp, &r->be, NULL, 0, err);
+    if (s == SS_OK)
+        s = ss_st_open(path, &r->st, err);
+    if (s == SS_OK)
+        s = ss_arch_deepfilternet3.load(r->st, &info, r->be, &r->state, err);
+    return s;
+}
+
+static void close_model(run *r)
+{
+    if (r->state)
+        ss_arch_deepfilternet3.free(r->state, r->be);
+    if (r->st)
+        ss_st_close(r->st);
+    if (r->be)
+        ss_backend_close(r->be);
+}
+
+/* speech of x [C, L] with blocks of `block` frames (0: the default) */
+static float *enhance(run *r, const float *x, int C, int64_t L, int block, ss_error *err)
+{
+    if (block && ss_arch_deepfilternet3.option(r->state, "block", block, err) != SS_OK)
+        return NULL;
+    float *y = malloc((size_t)C * L * sizeof *y);
+    if (!y)
+        return NULL;
+    if (ss_arch_deepfilternet3.forward(r->state, r->be, x, y, C, L, err) != SS_OK) {
+        free(y);
+        return NULL;
+    }
+    return y;
+}
+
+static void test_forward_parity(void)
+{
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref) {
+        free(x);
+        free(ref);
+        SKIP("no fixture in %s (scripts/dfn-devref.py makes one)", fixture);
+    }
+    CHECK(C == C2 && L == L2, "mix [%d, %lld] and speech [%d, %lld] differ", C, (long long)L, C2, (long long)L2);
+    run r = {0};
+    ss_error err = {0};
+    CHECK(open_model(&r, &err) == SS_OK, "%s", err.msg);
+    float *y = enhance(&r, x, C, L, 0, &err);
+    CHECK(y, "%s", err.msg);
+    for (int c = 0; c < C; c++) {
+        double e = rel_l2(y + (size_t)c * L, ref + (size_t)c * L, (size_t)L);
+        printf("%s deepfilternet speech channel %d: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", c,
+               e, TOL);
+        CHECK(e <= TOL, "channel %d: relative L2 %g", c, e);
+    }
+    static const int blocks[] = {3, 7, 64};
+    for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) {
+        float *yb = enhance(&r, x, C, L, blocks[i], &err);
+        CHECK(yb, "block %d: %s", blocks[i], err.msg);
+        double e = rel_l2(yb, y, (size_t)C * L);
+        printf("%s deepfilternet blocks of %d frames vs the default: relative L2 %.3g\n", e <= 1e-6 ? "PASS" : "FAIL",
+               blocks[i], e);
+        CHECK(e <= 1e-6, "blocks of %d frames: relative L2 %g against the default", blocks[i], e);
+        free(yb);
+    }
+    free(y);
+    close_model(&r);
+    free(x);
+    free(ref);
+}
+
+/* ---- the engine's stream ---------------------------------------------------------- */
+
+typedef struct feed {
+    const float *x;             /* [L] */
+    float *y;                   /* [L] */
+    int64_t L, pos, out, chunk; /* pull at most `chunk` at a time */
+} feed;
+
+static ss_status pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
+{
+    (void)err, (void)cap;
+    feed *f = arg;
+    int64_t k = f->L - f->pos < n ? f->L - f->pos : n;
+    k = k < f->chunk ? k : f->chunk;
+    memcpy(buf, f->x + f->pos, (size_t)k * sizeof *buf);
+    f->pos += k;
+    *got = k;
+    return SS_OK;
+}
+
+static ss_status push(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
+{
+    (void)pitch;
+    feed *f = arg;
+    if (f->out + n > f->L)
+        return ss_fail(err, SS_E_INTERNAL, "pushed %lld past %lld", (long long)(f->out + n), (long long)f->L);
+    memcpy(f->y + f->out, stems, (size_t)n * sizeof *stems);
+    f->out += n;
+    return SS_OK;
+}
+
+static void test_engine_stream(void)
+{
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref) {
+        free(x);
+        free(ref);
+        SKIP("no fixture in %s", fixture);
+    }
+    char path[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", fixture);
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_load(path, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_chunking(m) == SS_CHUNK_STREAM, "chunking %d", (int)ss_model_chunking(m));
+    static const struct { int block; int64_t chunk; } runs[] = {{0, 1 << 30}, {5, 1000}, {3, 77}};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        if (runs[i].block)
+            CHECK(ss_model_option(m, "block", runs[i].block, &err) == SS_OK, "%s", err.msg);
+        float *y = calloc((size_t)L, sizeof *y);
+        CHECK(y, "oom");
+        feed f = {.x = x, .y = y, .L = L, .chunk = runs[i].chunk};
+        ss_engine_params p = {.batch = 1};
+        CHECK(ss_engine_run(m, be, &p, L, pull, &f, push, &f, &err) == SS_OK, "%s", err.msg);
+        CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
+        double e = rel_l2(y, ref, (size_t)L);
+        printf("%s deepfilternet engine stream (blocks %d, pulls of %lld): relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", runs[i].block, (long long)runs[i].chunk, e, TOL);
+        CHECK(e <= TOL, "relative L2 %g", e);
+        free(y);
+    }
+    /* --shifts has no meaning for a stream */
+    feed f = {.x = x, .y = ref, .L = L, .chunk = L};
+    ss_engine_params p = {.batch = 1, .shifts = 1};
+    CHECK(ss_engine_run(m, be, &p, L, pull, &f, push, &f, &err) == SS_E_USAGE, "shifts accepted");
+    ss_model_free(m);
+    ss_backend_close(be);
+    free(x);
+    free(ref);
+}
+
+/* ---- two channels, each its own stream ---------------------------------------------- */
+
+/* dst = src with stemsplit.channels "1" made "2" (same length: the offsets hold); 0 on success */
+static int stereo_copy(const char *src, const char *dst)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f)
+        return -1;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    static const char key[] = "\"stemsplit.channels\":\"1\"";
+    char *p = NULL;
+    for (size_t i = 0; i + sizeof key - 1 <= n && i < 65536 && !p; i++)
+        if (memcmp(buf + i, key, sizeof key - 1) == 0)
+            p = buf + i;
+    if (!p || n == sizeof buf)
+        return -1;
+    p[sizeof key - 3] = '2';
+    f = fopen(dst, "wb");
+    if (!f)
+        return -1;
+    int bad = fwrite(buf, 1, n, f) != n;
+    return fclose(f) != 0 || bad ? -1 : 0;
+}
+
+typedef struct feed2 {
+    const float *x;             /* [2, L] */
+    float *y;                   /* [2, L] */
+    int64_t L, pos, out;
+} feed2;
+
+static ss_status pull2(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
+{
+    (void)err;
+    feed2 *f = arg;
+    int64_t k = f->L - f->pos < n ? f->L - f->pos : n;
+    k = k < 999 ? k : 999;
+    for (int c = 0; c < 2; c++)
+        memcpy(buf + c * cap, f->x + c * f->L + f->pos, (size_t)k * sizeof *buf);
+    f->pos += k;
+    *got = k;
+    return SS_OK;
+}
+
+static ss_status push2(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err)
+{
+    feed2 *f = arg;
+    if (f->out + n > f->L)
+        return ss_fail(err, SS_E_INTERNAL, "pushed %lld past %lld", (long long)(f->out + n), (long long)f->L);
+    for (int c = 0; c < 2; c++)
+        memcpy(f->y + c * f->L + f->out, stems + c * pitch, (size_t)n * sizeof *stems);
+    f->out += n;
+    return SS_OK;
+}
+
+/* a model file with stemsplit.channels=2: the two channels of the fixture's mix as
+ * two independent streams, each within 1e-4 of its own reference */
+static void test_stereo_streams(void)
+{
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref || C != 2) {
+        free(x);
+        free(ref);
+        SKIP("no two-channel fixture in %s", fixture);
+    }
+    char src[1400], dst[] = "/tmp/ss_dfn2_XXXXXX";
+    snprintf(src, sizeof src, "%s/model.safetensors", fixture);
+    int fd = mkstemp(dst);
+    CHECK(fd >= 0, "mkstemp");
+    close(fd);
+    CHECK(stereo_copy(src, dst) == 0, "cannot make a two-channel copy of %s", src);
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_load(dst, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_get_info(m)->channels == 2, "channels %d", ss_model_get_info(m)->channels);
+    CHECK(ss_model_option(m, "block", 4, &err) == SS_OK, "%s", err.msg);
+    float *y = calloc((size_t)2 * L, sizeof *y);
+    CHECK(y, "oom");
+    feed2 f = {.x = x, .y = y, .L = L};
+    ss_engine_params p = {.batch = 1};
+    CHECK(ss_engine_run(m, be, &p, L, pull2, &f, push2, &f, &err) == SS_OK, "%s", err.msg);
+    CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
+    for (int c = 0; c < 2; c++) {
+        double e = rel_l2(y + c * L, ref + c * L, (size_t)L);
+        printf("%s deepfilternet two-channel stream, channel %d: relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", c, e, TOL);
+        CHECK(e <= TOL, "channel %d: relative L2 %g", c, e);
+    }
+    ss_model_free(m);
+    ss_backend_close(be);
+    unlink(dst);
+    free(y);
+    free(x);
+    free(ref);
+}
+
+#ifndef DFN_NO_CLI
+/* ---- the CLI ------------------------------------------------------------------------ */
+
+static float *read_mono(const char *path, int64_t *L)
+{
+    SF_INFO si = {0};
+    SNDFILE *f = sf_open(path, SFM_READ, &si);
+    if (!f)
+        return NULL;
+    float *y = si.channels == 1 ? malloc((size_t)si.frames * sizeof *y) : NULL;
+    if (y && sf_readf_float(f, y, si.frames) != si.frames) {
+        free(y);
+        y = NULL;
+    }
+    *L = si.frames;
+    sf_close(f);
+    return y;
+}
+
+static void test_cli_parity(void)
+{
+    const char *env = getenv("STEMSPLIT"), *root = getenv("SS_ROOT");
+    char exe[1024], dir[] = "/tmp/ss_dfn_XXXXXX";
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root && *root ? root : ".");
+    if (access(exe, X_OK) != 0)
+        SKIP("%s is not an executable (set STEMSPLIT)", exe);
+    int C = 0, C2 = 0;
+    int64_t L = 0, L2 = 0;
+    float *x = ref_get("mix", &C, &L), *ref = ref_get("speech", &C2, &L2);
+    if (!x || !ref) {
+        free(x);
+        free(ref);
+        SKIP("no fixture in %s", fixture);
+    }
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char mix[1100], model[1100], cmd[4096], out[1200];
+    snprintf(mix, sizeof mix, "%s/mix.wav", dir);
+    snprintf(model, sizeof model, "%s/model.safetensors", fixture);
+    SF_INFO si = {.samplerate = 48000, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    SNDFILE *f = sf_open(mix, SFM_WRITE, &si);
+    CHECK(f && sf_writef_float(f, x, L) == L, "cannot write %s", mix);
+    sf_close(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q -m '%s' -d cpu -j 2 --sample-format f32 --clip none -o '%s' --filename '{stem}.{ext}' '%s' "
+             ">'%s/cli.log' 2>&1", exe, model, dir, mix, dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d), log in %s/cli.log", rc, dir);
+    int64_t n = 0;
+    snprintf(out, sizeof out, "%s/speech.wav", dir);
+    float *sp = read_mono(out, &n);
+    CHECK(sp && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+    double e = rel_l2(sp, ref, (size_t)L);
+    printf("%s deepfilternet CLI speech: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", e, TOL);
+    CHECK(e <= TOL, "speech: relative L2 %g", e);
+    snprintf(out, sizeof out, "%s/noise.wav", dir);
+    float *no = read_mono(out, &n);
+    CHECK(no && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+    for (int64_t i = 0; i < L; i++)
+        ref[i] = x[i] - ref[i];
+    e = rel_l2(no, ref, (size_t)L);
+    printf("%s deepfilternet CLI noise: relative L2 %.3g (tolerance %g)\n", e <= TOL ? "PASS" : "FAIL", e, TOL);
+    CHECK(e <= TOL, "noise: relative L2 %g", e);
+    /* --shifts: a stream has none (usage error, 64) */
+    snprintf(cmd, sizeof cmd, "'%s' -q -m '%s' -d cpu --shifts 1 -o '%s' '%s' >'%s/cli.log' 2>&1", exe, model, dir,
+             mix, dir);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 64, "--shifts 1 gave %d, not 64", rc);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cannot remove %s", dir);
+    free(sp);
+    free(no);
+    free(x);
+    free(ref);
+}
+/* The reference side's fixtures (tests/fixtures/deepfilternet/small, made by
+ * scripts/make-dfn-fixtures.py from DeepFilterNet's own enhance()), converted
+ * by scripts/convert-deepfilternet.py and run through the CLI: speech within
+ * 1e-4 of `speech` (mix.wav) and of stems[0] (mix_16000.wav).  Skipped where
+ * they or python3 are absent. */
+static void test_reference_fixtures(void)
+{
+    const char *env = getenv("STEMSPLIT"), *root = getenv("SS_ROOT");
+    char exe[1024], src[1024], conv[1100], dir[] = "/tmp/ss_dfnr_XXXXXX", cmd[8192];
+    if (!root || !*root)
+        root = ".";
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root);
+    snprintf(src, sizeof src, "%s/tests/fixtures/deepfilternet/small", root);
+    snprintf(conv, sizeof conv, "%s/scripts/convert-deepfilternet.py", root);
+    snprintf(cmd, sizeof cmd, "%s/ref.safetensors", src);
+    if (access(exe, X_OK) != 0 || access(conv, R_OK) != 0 || access(cmd, R_OK) != 0 ||
+        system("python3 -c 'import sys' >/dev/null 2>&1") != 0)
+        SKIP("tests/fixtures/deepfilternet/small, scripts/convert-deepfilternet.py, python3 or the CLI absent");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    snprintf(cmd, sizeof cmd, "python3 '%s' -o '%s/dfn.safetensors' '%s' >'%s/convert.log' 2>&1", conv, dir, src, dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "convert-deepfilternet.py failed, log in %s/convert.log", dir);
+    static const struct { const char *suffix, *tensor; } cases[] = {{"", "speech"}, {"_16000", "stems"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char ref[1200], out[1200];
+        snprintf(cmd, sizeof cmd,
+                 "'%s' -q -m '%s/dfn.safetensors' -d cpu -j 2 --sample-format f32 --clip none -o '%s' "
+                 "--filename '{stem}.{ext}' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir, dir, src, cases[i].suffix,
+                 dir);
+        rc = system(cmd);
+        char logp[1200], why[400] = "";
+        snprintf(logp, sizeof logp, "%s/cli.log", dir);
+        FILE *lf = fopen(logp, "r");
+        if (lf) {
+            if (!fgets(why, sizeof why, lf))
+                why[0] = '\0';
+            fclose(lf);
+        }
+        CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "stemsplit failed (%d) on the converted reference model: %s", rc,
+              why);
+        snprintf(ref, sizeof ref, "%s/ref%s.safetensors", src, cases[i].suffix);
+        int C = 0;
+        int64_t L = 0, n = 0;
+        float *r = tensor_get(ref, cases[i].tensor, &C, &L);
+        CHECK(r && C == 1, "%s: no %s [1, L]", ref, cases[i].tensor);
+        snprintf(out, sizeof out, "%s/speech.wav", dir);
+        float *y = read_mono(out, &n);
+        CHECK(y && n == L, "%s missing or not %lld mono samples", out, (long long)L);
+        double e = rel_l2(y, r, (size_t)L);
+        printf("%s deepfilternet reference fixture mix%s speech: relative L2 %.3g (tolerance %g)\n",
+               e <= TOL ? "PASS" : "FAIL", cases[i].suffix, e, TOL);
+        CHECK(e <= TOL, "mix%s: relative L2 %g", cases[i].suffix, e);
+        free(r);
+        free(y);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cannot remove %s", dir);
+}
+#endif
+
+int main(void)
+{
+    const char *fx = getenv("SS_DFN_FIXTURES"), *root = getenv("SS_ROOT");
+    if (fx && *fx)
+        snprintf(fixture, sizeof fixture, "%s", fx);
+    else
+        snprintf(fixture, sizeof fixture, "%s/tests/fixtures/deepfilternet-dev", root && *root ? root : ".");
+    RUN(test_forward_parity);
+    RUN(test_engine_stream);
+    RUN(test_stereo_streams);
+#ifndef DFN_NO_CLI
+    RUN(test_cli_parity);
+    RUN(test_reference_fixtures);
+#endif
+    return test_summary();
+}
