@@ -16,8 +16,8 @@ dropped.  Every other tensor is written verbatim under its state-dict name
 (BatchNorm not folded) after its name and shape have been checked against the
 network that config.ini describes (df/deepfilternet3.py).
 
-Metadata: stemsplit.architecture=deepfilternet3, stemsplit.sources=speech,noise,
-stemsplit.residual=noise, stemsplit.samplerate, stemsplit.channels=1, every key
+Metadata: stemsplit.architecture=deepfilternet3, stemsplit.sources=speech,
+stemsplit.residual=noise (made by the pipeline: mixture - speech), stemsplit.segment=1, stemsplit.samplerate, stemsplit.channels=1, every key
 of config.ini as dfn.<section>.<key> (the network's hyperparameters cast as the
 reference casts them, with its defaults for keys missing), dfn.erb_widths and
 dfn.norm_alpha (docs/deepfilternet-format.md).
@@ -525,8 +525,9 @@ def run(a):
         meta["dfn.%s.%s" % (sec, key)] = fmt(p[key])
     meta.update({
         "stemsplit.architecture": "deepfilternet3",
-        "stemsplit.sources": "speech,noise",
+        "stemsplit.sources": "speech",
         "stemsplit.residual": "noise",
+        "stemsplit.segment": "1",
         "stemsplit.samplerate": str(p["sr"]),
         "stemsplit.channels": "1",
         "stemsplit.converter": "%s %s" % (PROG, VERSION),

@@ -30,7 +30,7 @@ b, n, h = header(out)
 meta = h.pop("__metadata__")
 _, _, rh = header(fix + "/ref.safetensors")
 rmeta = rh["__metadata__"]
-want_meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech,noise",
+want_meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech", "stemsplit.segment": "1",
              "stemsplit.residual": "noise", "stemsplit.samplerate": "48000", "stemsplit.channels": "1",
              "dfn.df.fft_size": "192", "dfn.df.hop_size": "96", "dfn.df.nb_erb": "16",
              "dfn.df.nb_df": "24", "dfn.df.df_order": "5", "dfn.df.df_lookahead": "2",

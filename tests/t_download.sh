@@ -157,7 +157,7 @@ EOPY
     check deepfilternet_installed test -s "$models/deepfilternet3.safetensors"
     check deepfilternet_licence grep -q "MIT or Apache-2.0" "$T/out.deepfilternet_install"
     check deepfilternet_metadata python3 "$T/meta.py" "$models/deepfilternet3.safetensors" \
-        stemsplit.architecture=deepfilternet3 stemsplit.sources=speech,noise stemsplit.name=deepfilternet3
+        stemsplit.architecture=deepfilternet3 stemsplit.sources=speech stemsplit.residual=noise stemsplit.name=deepfilternet3
     pin=$(python3 -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" "$dsrv/DeepFilterNet3.zip")
     echo "tinydfn_bad deepfilternet https://example.invalid/DeepFilterNet3.zip sha256=0000$pin" >"$T/models_dfn.txt"
     STEMSPLIT_MODELS_TABLE="$T/models_dfn.txt" STEMSPLIT_DOWNLOAD_BASE="file://$dsrv" \

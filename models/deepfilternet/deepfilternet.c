@@ -31,8 +31,8 @@
  *   overlap-add; enhance()'s padding (n_fft zeros at the end) and delay
  *   compensation (n_fft - hop samples) are applied by forward().
  *
- * The GRU is composed of existing ops in gru_layer() (input projection as one
- * product, then per step a product, sigmoid, tanh and elementwise updates).
+ * Each GRU layer is one ss_gru call over the block's G frames, its state
+ * carried from block to block (gru_layer()).
  */
 #include <math.h>
 #include <stdio.h>
@@ -103,7 +103,7 @@ typedef struct dfn {
     float *ones;         /* [block] */
     /* workspace for one block */
     int cap;
-    float *frames, *fe, *fs, *pad, *e[4], *c[2], *t1, *t2, *t3, *emb, *cemb, *g1, *g2, *xi, *hh, *gt, *d3,
+    float *frames, *fe, *fs, *pad, *e[4], *c[2], *t1, *t2, *t3, *emb, *cemb, *g1, *g2, *xi, *d3,
         *mask, *dfc, *pp, *coef, *spec_e, *re, *im, *ar, *ai, *cr, *ci, *ola, *lsnr, *big;
     float *host;         /* [block, 2 nb] host copy of X */
     float *host_f;       /* [block, E + 2 Fdf] host features */
@@ -332,7 +332,7 @@ static void sgru_free(ss_backend *be, sgru *q)
 
 #define WS_LIST(m)                                                                                              \
     &m->frames, &m->fe, &m->fs, &m->pad, &m->e[0], &m->e[1], &m->e[2], &m->e[3], &m->c[0], &m->c[1], &m->t1,  \
-        &m->t2, &m->t3, &m->emb, &m->cemb, &m->g1, &m->g2, &m->xi, &m->hh, &m->gt, &m->d3, &m->mask, &m->dfc, \
+        &m->t2, &m->t3, &m->emb, &m->cemb, &m->g1, &m->g2, &m->xi, &m->d3, &m->mask, &m->dfc, \
         &m->pp, &m->coef, &m->spec_e, &m->re, &m->im, &m->ar, &m->ai, &m->cr, &m->ci, &m->ola, &m->lsnr, &m->big
 
 static void streams_free(dfn *m, ss_backend *be)
@@ -612,7 +612,7 @@ static ss_status ws_ensure(dfn *m, ss_backend *be, ss_error *err)
     big = spec > big ? spec : big;
     t3 = hr * 2 * nb > t3 ? hr * 2 * nb : t3;
     size_t sizes[] = {G * N, G * E, 2 * G * F, plane, plane, plane, plane, plane, plane, plane, t1,
-                      t1, t3, G * D, G * D, G * H, G * H, G * 3 * H, 3 * H, 3 * H, plane, G * E, G * H, t1,
+                      t1, t3, G * D, G * D, G * H, G * H, (G + 1) * 3 * H, plane, G * E, G * H, t1,
                       G * F * 2 * O, spec, G * F, G * F, G * F, G * F, G * F, G * F,
                       (G + N / (size_t)m->hop) * (size_t)m->hop, G, big};
     float **l[] = {WS_LIST(m)};
@@ -710,29 +710,9 @@ static void glin_run(ss_backend *be, const glin *g, const float *x, float *y, in
  * Composed from ss_gemm_bias, ss_activate, ss_mul and ss_add. */
 static void gru_layer(dfn *m, ss_backend *be, const gru *g, int layer, const float *x, float *y, float *h, int G)
 {
-    int H = g->hidden;
-    ss_gemm_desc di = {.trans_b = 1, .m = G, .n = 3 * H, .k = g->in, .alpha = 1.0f, .beta = 0.0f, .lda = g->in,
-                       .ldb = g->in, .ldc = 3 * H, .batch = 1};
-    ss_gemm_bias(be, &di, x, g->w_ih[layer], g->b_ih[layer], m->ones, m->xi);
-    ss_gemm_desc dh = {.trans_b = 1, .m = 1, .n = 3 * H, .k = H, .alpha = 1.0f, .beta = 0.0f, .lda = H, .ldb = H,
-                       .ldc = 3 * H, .batch = 1};
-    const float *hp = h;
-    for (int t = 0; t < G; t++) {
-        float *xt = m->xi + (size_t)t * 3 * H, *yt = y + (size_t)t * H;
-        ss_gemm_bias(be, &dh, hp, g->w_hh[layer], g->b_hh[layer], m->ones, m->hh);
-        ss_add(be, m->gt, xt, m->hh, (size_t)2 * H);                 /* r, z pre-activations */
-        ss_sigmoid(be, m->gt, m->gt, (size_t)2 * H);
-        ss_mul(be, m->gt + 2 * H, m->gt, m->hh + 2 * H, (size_t)H);  /* r * (W_hn h + b_hn) */
-        ss_add(be, m->gt + 2 * H, m->gt + 2 * H, xt + 2 * H, (size_t)H);
-        ss_tanh(be, m->gt + 2 * H, m->gt + 2 * H, (size_t)H);        /* n */
-        ss_scale(be, yt, m->gt + 2 * H, -1.0f, (size_t)H);
-        ss_add(be, yt, yt, hp, (size_t)H);                           /* h - n */
-        ss_mul(be, yt, yt, m->gt + H, (size_t)H);                    /* z (h - n) */
-        ss_add(be, yt, yt, m->gt + 2 * H, (size_t)H);                /* h' = n + z (h - n) */
-        hp = yt;
-    }
-    if (G > 0)
-        ss_copy2d(be, h, (size_t)H, hp, (size_t)H, 1, (size_t)H);
+    /* x [G, in] -> y [G, H]; h [H] the state carried from the previous block; scratch xi [(G + 1) * 3H] */
+    ss_gru_desc d = {.batch = 1, .seq = G, .in = g->in, .hidden = g->hidden};
+    ss_gru(be, &d, x, g->w_ih[layer], g->w_hh[layer], g->b_ih[layer], g->b_hh[layer], h, y, m->xi);
 }
 
 /* SqueezedGRU_S: relu(lin_in(x)) -> GRU layers -> relu(lin_out(.)) (if any); y [G, out] */
