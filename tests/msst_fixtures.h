@@ -1,0 +1,203 @@
+/* msst_fixtures.h - the fixture harness the tests of the MSST architectures share
+ * (tests/test_roformer.c, tests/test_mdx23c.c and their CUDA-emulator builds): the
+ * case folders under tests/fixtures/<arch>/ with ref.safetensors made by the PyTorch
+ * reference, the model converted by scripts/convert-msst.py where a case has only
+ * the checkpoint, the forward-pass parity (section 1 of each test) and the CLI run.
+ * The includer defines RF_DEVICE (the backend) and RF_PREFIX (the test names'
+ * prefix) first and sets root, tmpdir and fixtures (defined here) in main(); one
+ * translation unit includes it. */
+#ifndef SS_TESTS_MSST_FIXTURES_H
+#define SS_TESTS_MSST_FIXTURES_H
+
+#if !defined(RF_DEVICE) || !defined(RF_PREFIX)
+#error "define RF_DEVICE and RF_PREFIX before including msst_fixtures.h"
+#endif
+
+#define TOL 1e-4
+#define MAX_CASES 64
+
+static char root[1024], tmpdir[1024], fixtures[1100];
+
+static void report(int ok, const char *name, const char *detail)
+{
+    printf("%s %s: %s\n", ok ? "PASS" : "FAIL", name, detail);
+    if (!ok)
+        test_n_fail++;
+    fflush(stdout);
+}
+
+static int is_file(const char *path) { return access(path, R_OK) == 0; }
+
+static double rel_l2(const float *y, const float *r, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - r[i];
+        num += d * d;
+        den += (double)r[i] * r[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float *tensor_f32(const ss_st_tensor *t)
+{
+    float *p = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *p);
+    if (p)
+        ss_st_to_f32(t, p);
+    return p;
+}
+
+/* Run x [B, C, L] through the model file on the CPU: y [B, S, C, L] (malloc'd) or NULL with err. */
+static float *run_model(const char *path, const float *x, int B, int64_t L, int *S_out, int *C_out, ss_error *err)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    float *y = NULL, *dx = NULL, *dy = NULL;
+    ss_backend_params bp = {.threads = 2};
+    if (ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, err) != SS_OK)
+        return NULL;
+    if (ss_model_load(path, be, &m, err) == SS_OK) {
+        const ss_model_info *info = ss_model_get_info(m);
+        int S = ss_model_net_sources(info), C = info->channels;
+        size_t nx = (size_t)B * C * L, ny = nx * S;
+        dx = ss_alloc(be, nx);
+        dy = ss_alloc(be, ny);
+        y = malloc(ny * sizeof *y);
+        if (dx && dy && y) {
+            ss_upload(be, dx, x, nx);
+            ss_fill(be, dy, NAN, ny);
+            if (ss_model_forward(m, dx, dy, B, L, err) == SS_OK && ss_download(be, y, dy, ny) == SS_OK) {
+                *S_out = S;
+                *C_out = C;
+            } else {
+                free(y);
+                y = NULL;
+                if (err->code == SS_OK)
+                    ss_backend_status(be, err);
+            }
+        } else {
+            free(y);
+            y = NULL;
+            ss_fail(err, SS_E_NOMEM, "out of memory");
+        }
+    }
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return y;
+}
+
+/* ---- 1. parity with the PyTorch reference ------------------------------------------ */
+
+static int convert_case(const char *dir, const char *out, char *why, size_t wsize)
+{
+    char conv[1200], cmd[8192];
+    snprintf(conv, sizeof conv, "%s/scripts/convert-msst.py", root);
+    if (system("python3 -c 'import sys' >/dev/null 2>&1") != 0 || !is_file(conv)) {
+        snprintf(why, wsize, "python3 or %s missing", conv);
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd, "python3 '%s' -o '%s' '%s/config.yaml' '%s/model.ckpt' >'%s/convert.log' 2>&1", conv, out,
+             dir, dir, tmpdir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        snprintf(why, wsize, "convert-msst.py failed (status %d), log in %s/convert.log", rc, tmpdir);
+        return -1;
+    }
+    return 0;
+}
+
+static void parity_case(const char *name)
+{
+    char dir[1400], ref_path[1600], model_path[1600], why[2000], label[300];
+    snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
+    snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+    snprintf(label, sizeof label, RF_PREFIX "_forward_%.200s", name);
+    int converted = 0;
+    if (!is_file(model_path)) {
+        snprintf(model_path, sizeof model_path, "%s/%.200s.safetensors", tmpdir, name);
+        int rc = convert_case(dir, model_path, why, sizeof why);
+        if (rc > 0) {
+            printf("SKIP %s: %s\n", label, why);
+            return;
+        }
+        if (rc < 0) {
+            report(0, label, why);
+            return;
+        }
+        converted = 1;
+    }
+    ss_error err = {0};
+    ss_st *ref = NULL;
+    if (ss_st_open(ref_path, &ref, &err) != SS_OK) {
+        report(0, label, err.msg);
+        return;
+    }
+    const ss_st_tensor *fi = ss_st_find(ref, "forward_in"), *fo = ss_st_find(ref, "forward_out");
+    if (!fi || !fo || fi->ndim != 3 || fo->ndim != 4 || fi->shape[0] != 1 || fo->shape[0] != 1 ||
+        fo->shape[3] != fi->shape[2] || fo->shape[2] != fi->shape[1]) {
+        report(0, label, "ref.safetensors: forward_in / forward_out missing or of unexpected shapes");
+        ss_st_close(ref);
+        return;
+    }
+    float *x = tensor_f32(fi), *yref = tensor_f32(fo), *y = NULL;
+    int S = 0, C = 0;
+    int64_t L = fi->shape[2];
+    if (!x || !yref)
+        report(0, label, "out of memory");
+    else if (!(y = run_model(model_path, x, 1, L, &S, &C, &err)))
+        report(0, label, err.msg);
+    else if (S != fo->shape[1] || C != fo->shape[2])
+        report(0, label, "the model's stems / channels differ from forward_out's shape");
+    else
+        for (int s = 0; s < S; s++) {
+            size_t n = (size_t)C * (size_t)L;
+            double e = rel_l2(y + s * n, yref + s * n, n);
+            char line[200], sl[320];
+            snprintf(sl, sizeof sl, "%s_stem%d", label, s);
+            snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
+            report(e <= TOL, sl, line);
+        }
+    free(x);
+    free(yref);
+    free(y);
+    ss_st_close(ref);
+    if (converted)
+        unlink(model_path);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(a, b); }
+
+static void test_parity(void)
+{
+    static char cases[MAX_CASES][256];
+    int n = 0;
+    DIR *d = opendir(fixtures);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && n < MAX_CASES) {
+            char p[1600];
+            if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof cases[0])
+                continue;
+            snprintf(p, sizeof p, "%s/%s/ref.safetensors", fixtures, e->d_name);
+#ifdef RF_CASE_FILTER
+            if (!strstr(e->d_name, RF_CASE_FILTER))     /* a subset: the full set runs in the other build */
+                continue;
+#endif
+            if (is_file(p))
+                snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
+        }
+        closedir(d);
+    }
+    if (n == 0)
+        SKIP("no fixture cases under %s", fixtures);
+    qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
+    for (int i = 0; i < n; i++)
+        parity_case(cases[i]);
+}
+
+#endif
