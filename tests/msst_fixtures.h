@@ -2,7 +2,8 @@
  * (tests/test_roformer.c, tests/test_mdx23c.c and their CUDA-emulator builds): the
  * case folders under tests/fixtures/<arch>/ with ref.safetensors made by the PyTorch
  * reference, the model converted by scripts/convert-msst.py where a case has only
- * the checkpoint, the forward-pass parity (section 1 of each test) and the CLI run.
+ * the checkpoint, the forward-pass parity (section 1 of each test), the CLI parity
+ * (section 1b, left out where RF_NO_CLI is defined) and main()'s set-up.
  * The includer defines RF_DEVICE (the backend) and RF_PREFIX (the test names'
  * prefix) first and sets root, tmpdir and fixtures (defined here) in main(); one
  * translation unit includes it. */
@@ -198,6 +199,190 @@ static void test_parity(void)
     qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
     for (int i = 0; i < n; i++)
         parity_case(cases[i]);
+}
+
+#ifndef RF_NO_CLI
+/* ---- 1b. CLI parity: chunking, normalisation and residual through the binary --------------- */
+
+/* a WAV as planar [C, L] floats (malloc'd), or NULL */
+static float *read_planar(const char *path, int *C, int64_t *L)
+{
+    SF_INFO si = {0};
+    SNDFILE *sf = sf_open(path, SFM_READ, &si);
+    if (!sf)
+        return NULL;
+    float *inter = malloc((size_t)si.channels * (size_t)si.frames * sizeof *inter);
+    float *planar = malloc((size_t)si.channels * (size_t)si.frames * sizeof *planar);
+    if (!inter || !planar || sf_readf_float(sf, inter, si.frames) != si.frames) {
+        free(inter), free(planar), sf_close(sf);
+        return NULL;
+    }
+    for (int c = 0; c < si.channels; c++)
+        for (sf_count_t i = 0; i < si.frames; i++)
+            planar[(size_t)c * (size_t)si.frames + (size_t)i] = inter[(size_t)i * si.channels + c];
+    free(inter);
+    sf_close(sf);
+    *C = si.channels, *L = si.frames;
+    return planar;
+}
+
+static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch, int threads)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q -m '%s' -d cpu -j %d --batch %d --sample-format f32 --clip none -o '%s' "
+             "--filename '{stem}.{ext}' '%s' >'%s/cli.log' 2>&1", exe, model, threads, batch, out, mix, tmpdir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void cli_case(const char *exe, const char *name)
+{
+    char dir[1400], ref_path[1600], mix_path[1600], model_path[1600], out1[1600], out3[1600], why[2000], label[300];
+    snprintf(dir, sizeof dir, "%s/%.200s", fixtures, name);
+    snprintf(ref_path, sizeof ref_path, "%s/ref.safetensors", dir);
+    snprintf(mix_path, sizeof mix_path, "%s/mix.wav", dir);
+    snprintf(model_path, sizeof model_path, "%s/cli_%.200s.safetensors", tmpdir, name);
+    snprintf(out1, sizeof out1, "%s/out1_%.200s", tmpdir, name);
+    snprintf(out3, sizeof out3, "%s/out3_%.200s", tmpdir, name);
+    snprintf(label, sizeof label, RF_PREFIX "_cli_%.200s", name);
+    int rc = convert_case(dir, model_path, why, sizeof why);
+    if (rc != 0) {
+        if (rc > 0)
+            printf("SKIP %s: %s\n", label, why);
+        else
+            report(0, label, why);
+        return;
+    }
+    if ((rc = run_cli(exe, model_path, mix_path, out1, 1, 2)) != 0 ||
+        (rc = run_cli(exe, model_path, mix_path, out3, 3, 1)) != 0) {
+        snprintf(why, sizeof why, "stemsplit failed (exit %d), log in %s/cli.log", rc, tmpdir);
+        report(0, label, why);
+        unlink(model_path);
+        return;
+    }
+    ss_error err = {0};
+    ss_st *ref = NULL, *mod = NULL;
+    if (ss_st_open(ref_path, &ref, &err) != SS_OK || ss_st_open(model_path, &mod, &err) != SS_OK) {
+        report(0, label, err.msg);
+        ss_st_close(ref);
+        unlink(model_path);
+        return;
+    }
+    const ss_st_tensor *st = ss_st_find(ref, "stems");
+    const char *srcs = ss_st_meta(ref, "sources"), *residual = ss_st_meta(mod, "stemsplit.residual");
+    float *stems = st && st->ndim == 3 ? tensor_f32(st) : NULL;
+    int MC = 0;
+    int64_t ML = 0;
+    float *mix = read_planar(mix_path, &MC, &ML);
+    if (!stems || !srcs || !mix) {
+        report(0, label, "ref.safetensors lacks `stems` [S, C, L] or `sources`, or mix.wav is unreadable");
+    } else {
+        int S = (int)st->shape[0], C = (int)st->shape[1];
+        int64_t L = st->shape[2];
+        const char *p = srcs;
+        for (int s = 0; s <= S; s++) {
+            char stem[SS_MAX_NAME] = "", path1[1800], path3[1800], line[4000], sl[400];
+            const float *want = NULL;
+            float *res = NULL;
+            if (s < S) {
+                size_t len = strcspn(p, ",");
+                snprintf(stem, sizeof stem, "%.*s", (int)(len < SS_MAX_NAME ? len : SS_MAX_NAME - 1), p);
+                p += len + (p[len] == ',');
+                want = stems + (size_t)s * C * L;
+            } else {
+                if (!residual)
+                    break;
+                /* the residual: mixture minus the reference's single target, as MSST's inference.py */
+                snprintf(stem, sizeof stem, "%s", residual);
+                res = malloc((size_t)C * L * sizeof *res);
+                if (!res || S != 1 || MC != C || ML != L) {
+                    report(0, label, "a residual needs one target stem and a mixture of the stems' shape");
+                    free(res);
+                    break;
+                }
+                for (size_t i = 0; i < (size_t)C * L; i++)
+                    res[i] = mix[i] - stems[i];
+                want = res;
+            }
+            snprintf(sl, sizeof sl, "%s_%s", label, stem);
+            snprintf(path1, sizeof path1, "%s/%s.wav", out1, stem);
+            snprintf(path3, sizeof path3, "%s/%s.wav", out3, stem);
+            int c1 = 0, c3 = 0;
+            int64_t l1 = 0, l3 = 0;
+            float *y1 = read_planar(path1, &c1, &l1), *y3 = read_planar(path3, &c3, &l3);
+            if (!y1 || !y3 || c1 != C || l1 != L || c3 != C || l3 != L) {
+                snprintf(line, sizeof line, "%s or %s missing or not %d x %lld", path1, path3, C, (long long)L);
+                report(0, sl, line);
+            } else {
+                double e = rel_l2(y1, want, (size_t)C * L);
+                snprintf(line, sizeof line, "relative L2 %.3g (tolerance %g)", e, TOL);
+                report(e <= TOL, sl, line);
+                snprintf(sl, sizeof sl, "%s_%s_batch3", label, stem);
+                report(memcmp(y1, y3, (size_t)C * L * sizeof *y1) == 0, sl, "--batch 3 -j 1 gives --batch 1 -j 2's bits");
+            }
+            free(y1), free(y3), free(res);
+            unlink(path1), unlink(path3);
+        }
+    }
+    free(stems);
+    free(mix);
+    ss_st_close(ref);
+    ss_st_close(mod);
+    rmdir(out1), rmdir(out3);
+    unlink(model_path);
+}
+
+static void test_cli_parity(void)
+{
+    char exe[1200];
+    const char *env = getenv("STEMSPLIT");
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root);
+    if (access(exe, X_OK) != 0)
+        SKIP("%s is not an executable (set STEMSPLIT)", exe);
+    static char cases[MAX_CASES][256];
+    int n = 0;
+    DIR *d = opendir(fixtures);
+    CHECK(d, "no fixture folder %s", fixtures);
+    struct dirent *e;
+    while ((e = readdir(d)) && n < MAX_CASES) {
+        char p[1700];
+        snprintf(p, sizeof p, "%s/%.200s/mix.wav", fixtures, e->d_name);
+        if (e->d_name[0] != '.' && is_file(p))
+            snprintf(cases[n++], sizeof cases[0], "%s", e->d_name);
+    }
+    closedir(d);
+    CHECK(n > 0, "no fixture cases with mix.wav under %s", fixtures);
+    qsort(cases, (size_t)n, sizeof cases[0], cmp_names);
+    for (int i = 0; i < n; i++)
+        cli_case(exe, cases[i]);
+}
+#endif
+
+/* main()'s set-up: root ($SS_ROOT or the working directory), the fixtures
+ * ($ENV or ROOT/tests/fixtures/SUB) and a fresh temporary folder; 0, or 1
+ * after a FAIL line naming `test` when the folder cannot be made. */
+static int fixtures_init(const char *env, const char *sub, const char *test)
+{
+    const char *r = getenv("SS_ROOT");
+    if (r && *r)
+        snprintf(root, sizeof root, "%s", r);
+    else if (!getcwd(root, sizeof root))
+        snprintf(root, sizeof root, ".");
+    const char *fx = getenv(env);
+    if (fx && *fx)
+        snprintf(fixtures, sizeof fixtures, "%s", fx);
+    else
+        snprintf(fixtures, sizeof fixtures, "%s/tests/fixtures/%s", root, sub);
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/ss-%s.XXXXXX", t && *t ? t : "/tmp", sub);
+    if (!mkdtemp(tmpdir)) {
+        printf("FAIL %s: cannot create %s\n", test, tmpdir);
+        return 1;
+    }
+    return 0;
 }
 
 #endif
