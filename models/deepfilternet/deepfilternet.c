@@ -1,8 +1,9 @@
 /* deepfilternet.c - DeepFilterNet3 (Rikorose/DeepFilterNet: df/deepfilternet3.py,
  * df/modules.py, df/multiframe.py, df/enhance.py; features from libDF/src/lib.rs):
  * speech enhancement as two stems, speech and noise (= mixture - speech, the
- * pipeline's residual).  One channel at 48 kHz; every batch item is one
- * independent stream.
+ * pipeline's residual).  The network takes one channel at 48 kHz; a track's C
+ * channels run as C independent streams (channels_independent: the pipeline
+ * gives a file's channels as they are), as every forward() batch item does.
  *
  * The track is processed as a stream of blocks of at most `block` STFT frames
  * (hop samples each); everything that crosses a block boundary is carried in a
@@ -89,7 +90,6 @@ typedef struct stream {
 
 typedef struct dfn {
     int sr, n_fft, hop, nb, E, Fdf, O, dla, la;
-    int chans;           /* audio channels: independent streams */
     int C;               /* conv_ch */
     float lsnr_min, lsnr_max, alpha;
     int widths[64];
@@ -113,6 +113,7 @@ typedef struct dfn {
     /* SS_CHUNK_STREAM: one track fed piece by piece, channel c through stream c */
     int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding */
     int64_t s_audio;           /* samples received (per channel)                     */
+    int s_chans;               /* the track's channels: streams 0 .. s_chans - 1     */
     int s_cap;                 /* s_in/s_out made for s_cap frames                   */
     float *s_in, *s_out;       /* [(block + 1) hop + n_fft], [(block + la) hop]      */
 } dfn;
@@ -504,9 +505,9 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
     if (info->n_sources != 1 || strcmp(info->sources[0], "speech") != 0)
         return ss_fail(err, SS_E_DATA, "%s: DeepFilterNet's network gives one stem, speech (stemsplit.sources=speech, "
                        "stemsplit.residual=noise)", path);
-    if (info->channels < 1 || info->channels > 8)
-        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet runs 1 to 8 channels (each on its "
-                       "own)", path, info->channels);
+    if (info->channels != 1)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet's network takes one channel (a file's "
+                       "channels run as independent streams)", path, info->channels);
     dfn *m = calloc(1, sizeof *m);
     if (!m)
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
@@ -516,7 +517,6 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
         return s;
     }
     m->sr = info->samplerate;
-    m->chans = info->channels;
     m->block = DF_DEFAULT_BLOCK;
     loader l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
     const ss_st_tensor *t = ss_st_find(st, "enc.erb_conv0.1.weight");
@@ -990,7 +990,7 @@ static ss_status block(dfn *m, ss_backend *be, stream *s, const float *x, int G,
     return ss_backend_status(be, err);
 }
 
-/* x [batch, C, length] -> y [batch, 1, C, length]: enhance() per row (item, channel) */
+/* x [batch, 1, length] -> y [batch, 1, 1, length]: enhance() per item */
 static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
                              ss_error *err)
 {
@@ -1011,7 +1011,7 @@ static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float 
         return s != SS_OK ? s : ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory for %lld samples",
                                         (long long)length);
     }
-    for (int b = 0; b < batch * m->chans && s == SS_OK; b++) {
+    for (int b = 0; b < batch && s == SS_OK; b++) {
         stream *st = &m->st[0];
         stream_reset(m, be, st);
         ss_fill(be, in, 0.0f, (size_t)T * hop);
@@ -1044,11 +1044,11 @@ static void dfn_stream_geom(const void *state, ss_stream_geom *out)
     out->extra = (int64_t)(m->la + 1) * m->hop + m->n_fft;
 }
 
-static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, ss_error *err)
+static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, int channels, ss_error *err)
 {
     dfn *m = state;
     ss_status s;
-    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, m->chans, err)) != SS_OK)
+    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, channels, err)) != SS_OK)
         return s;
     if (m->s_cap < m->block) {
         free_ptrs(be, &m->s_in, 1);
@@ -1062,8 +1062,9 @@ static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, s
         }
         m->s_cap = m->block;
     }
-    for (int c = 0; c < m->chans; c++)
+    for (int c = 0; c < channels; c++)
         stream_reset(m, be, &m->st[c]);
+    m->s_chans = channels;
     m->s_len = length;
     m->s_T = (length + m->n_fft) / m->hop;
     m->s_audio = 0;
@@ -1141,7 +1142,7 @@ static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, flo
         return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
                        (long long)n, (long long)m->s_audio, (long long)m->s_len);
     int last = m->s_audio + n == m->s_len;
-    for (int c = 0; c < m->chans; c++) {
+    for (int c = 0; c < m->s_chans; c++) {
         int64_t k = 0;
         ss_status s = stream_piece(m, be, &m->st[c], x + (size_t)c * n, y + (size_t)c * (g.block + g.extra), n,
                                    last, &k, err);
@@ -1180,4 +1181,5 @@ const ss_arch ss_arch_deepfilternet3 = {
     .stream_geom = dfn_stream_geom,
     .stream_begin = dfn_stream_begin,
     .stream_run = dfn_stream_run,
+    .channels_independent = 1,
 };
