@@ -449,6 +449,14 @@ ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_er
     return m->arch->stream_begin(m->state, m->be, length, channels, err);
 }
 
+int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap)
+{
+    if (!m->arch->track_stats || cap <= 0)
+        return 0;
+    int n = m->arch->track_stats(m->state, out, cap);
+    return n < 0 ? 0 : n > cap ? cap : n;
+}
+
 ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err)
 {
     if (!m->arch->stream_run)

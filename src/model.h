@@ -126,6 +126,16 @@ static inline int ss_model_track_channels(const ss_model_info *info, int file_ch
 /* Stems the network itself gives (the pipeline adds a residual after them). */
 static inline int ss_model_net_sources(const ss_model_info *info) { return info->n_sources - info->residual; }
 
+/* A statistic a model reports on the track it ran last (ss_arch.track_stats):
+ * DeepFilterNet's local SNR estimate, say.  Strings of static storage. */
+typedef struct ss_track_stat {
+    const char *key;          /* JSON key, snake_case, its unit last: "lsnr_median_db" */
+    const char *what;         /* a few words for -v: "local SNR median"                 */
+    const char *unit;         /* what -v prints after the value: "dB", "%"              */
+    double value;
+} ss_track_stat;
+#define SS_MAX_TRACK_STATS 8
+
 /* Device memory a run needs: fixed + batch * per_item bytes (see ss_mem_need). */
 typedef struct ss_mem_estimate {
     uint64_t fixed;           /* weights, the backend's scratch, plans           */
@@ -193,6 +203,11 @@ typedef struct ss_arch {
      * (stream_begin gets the track's channel count).  0 = the file is mapped
      * to stemsplit.channels (mono duplicated, 3..8 channels downmixed). */
     int channels_independent;
+    /* Optional: statistics of the track the model ran last (since the last
+     * stream_begin), at most `cap` into out; returns how many (0: none for
+     * this track).  The pipeline prints them under -v and writes them to the
+     * report's model_stats per file.  NULL = none. */
+    int (*track_stats)(const void *state, ss_track_stat *out, int cap);
 } ss_arch;
 
 typedef struct ss_model ss_model;
@@ -226,6 +241,9 @@ ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error 
 ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error *err);
 ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_error *err);
 ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err);
+/* The model's statistics of the track it ran last (ss_arch.track_stats), at
+ * most cap; how many (0 for a model without them). */
+int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap);
 /* A model option (ss_arch.option); SS_E_USAGE naming the model where it has none. */
 ss_status ss_model_option(ss_model *m, const char *key, double value, ss_error *err);
 const ss_mem_estimate *ss_model_memory(const ss_model *m);

@@ -1534,6 +1534,11 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         ep.channels = j->e.C;                      /* the track's (ss_model_track_channels) */
         s = ss_engine_run(j->m, be, &ep, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
     }
+    if (s == SS_OK) {                              /* what the model says of the track */
+        j->rep->n_stats = ss_model_track_stats(j->m, j->rep->stats, SS_MAX_TRACK_STATS);
+        if (p->verbose)
+            ss_report_print_stats(j->input, ss_model_get_info(j->m)->name, j->rep->stats, j->rep->n_stats, stderr);
+    }
     if (s == SS_OK)
         s = pad_outputs(&j->e, err);
     /* the input is no longer needed: release it before the job waits for stage 3 */
@@ -1610,13 +1615,15 @@ static ss_status merge_chained(ss_sep_job *j, ss_error *err)
     ss_file_report *r = j->rep;
     const ss_model_info *info = ss_model_get_info(j->m);
     ss_stage_report st = {.audio_seconds = r->audio_seconds, .wall_seconds = r->wall_seconds, .decode = r->decode,
-                          .infer = r->infer, .encode = r->encode};
+                          .infer = r->infer, .encode = r->encode, .n_stats = r->n_stats};
+    memcpy(st.stats, r->stats, sizeof st.stats);
     snprintf(st.model, sizeof st.model, "%s", info->name);
     int bad = ss_report_add_stage(r, &st) != SS_OK;
     for (int k = 0; k < j->n_sub && !bad; k++) {
         const ss_file_report *q = &j->sub_rep[k];
         ss_stage_report c = {.audio_seconds = q->audio_seconds, .wall_seconds = q->wall_seconds, .decode = q->decode,
-                             .infer = q->infer, .encode = q->encode};
+                             .infer = q->infer, .encode = q->encode, .n_stats = q->n_stats};
+        memcpy(c.stats, q->stats, sizeof c.stats);
         snprintf(c.model, sizeof c.model, "%s", ss_model_get_info(j->p->chain[k].model)->name);
         snprintf(c.stem, sizeof c.stem, "%s", info->sources[j->p->chain[k].source]);
         bad = ss_report_add_stage(r, &c) != SS_OK;

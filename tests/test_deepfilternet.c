@@ -20,6 +20,8 @@
  *     reference, noise.wav = mixture - speech; --shifts refused (64);
  *   - the CLI on 2- and 3-channel files (and 2 channels at 44.1 kHz): each
  *     channel of speech and noise bit for bit that channel run alone;
+ *   - the local SNR summary in --report-json (model_stats) against the
+ *     reference's own per-frame lsnr (ref.safetensors `lsnr`);
  *   - where they are present, the reference side's fixtures
  *     (tests/fixtures/deepfilternet/small) through their converter and the CLI.
  */
@@ -432,6 +434,59 @@ static void test_cli_parity(void)
     free(x);
     free(ref);
 }
+/* ---- the local SNR summary ----------------------------------------------------------- */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* the number after "key": in the text, or NAN */
+static double json_num(const char *text, const char *key)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = text ? strstr(text, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+/* The report's model_stats (--report-json `path`) against the reference's own
+ * per-frame local SNR `ref` [n] (every channel's frames): min, median
+ * (numpy's), max within 2e-3 dB, and the share of frames below -10 dB and
+ * above 30 dB (libDF's thresholds) exactly. */
+static void check_lsnr(const char *path, const float *ref, size_t n, const char *label)
+{
+    FILE *f = fopen(path, "rb");
+    static char text[1 << 16];
+    size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[got] = '\0';
+    float *v = malloc(n * sizeof *v);
+    CHECK(v && got > 0 && strstr(text, "\"model_stats\""), "%s: no model_stats in %s", label, path);
+    memcpy(v, ref, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_float);
+    double med = n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+    size_t noise = 0, clean = 0;
+    for (size_t i = 0; i < n; i++) {
+        noise += v[i] < -10.0f;
+        clean += v[i] > 30.0f;
+    }
+    static const char *const keys[5] = {"lsnr_min_db", "lsnr_median_db", "lsnr_max_db", "noise_only_percent",
+                                        "clean_speech_percent"};
+    double want[5] = {v[0], med, v[n - 1], 100.0 * (double)noise / (double)n, 100.0 * (double)clean / (double)n};
+    double tol[5] = {2e-3, 2e-3, 2e-3, 1e-9, 1e-9};
+    for (int k = 0; k < 5; k++) {
+        double x = json_num(text, keys[k]);
+        int ok = fabs(x - want[k]) <= tol[k];
+        printf("%s deepfilternet %s %s: %.6g, the reference's %.6g\n", ok ? "PASS" : "FAIL", label, keys[k], x,
+               want[k]);
+        CHECK(ok, "%s %s: %g, the reference's %g", label, keys[k], x, want[k]);
+    }
+    free(v);
+}
+
 /* ---- a file's channels, each on its own ----------------------------------------------- */
 
 /* x [C, L] planar as a float WAV of C channels at `rate`; 0 on success */
@@ -473,7 +528,7 @@ static float *read_wav(const char *path, int *C, int64_t *L)
 /* the CLI on `in` into folder `out` (speech.wav, noise.wav as 32-bit float); its exit status */
 static int cli_run(const char *exe, const char *model, const char *out, const char *in, const char *extra)
 {
-    char cmd[4096];
+    char cmd[8192];
     snprintf(cmd, sizeof cmd,
              "'%s' -q -m '%s' -d cpu -j 2 --sample-format f32 --clip none -o '%s' --filename '{stem}.{ext}' %s '%s' "
              ">'%s.log' 2>&1", exe, model, out, extra ? extra : "", in, out);
@@ -516,8 +571,19 @@ static void test_cli_channels(void)
         snprintf(in, sizeof in, "%s/mix%d_%d.wav", dir, nc, rate);
         snprintf(out, sizeof out, "%s/out%d_%d", dir, nc, rate);
         CHECK(write_wav(in, x, nc, L, rate) == 0, "cannot write %s", in);
-        int rc = cli_run(exe, model, out, in, NULL);
+        char rep[1300], extra[1400];
+        snprintf(rep, sizeof rep, "%s.json", out);
+        snprintf(extra, sizeof extra, "--report-json '%s'", rep);
+        int rc = cli_run(exe, model, out, in, extra);
         CHECK(rc == 0, "stemsplit gave %d on %s (log %s.log)", rc, in, out);
+        if (nc == 2 && rate == 48000) {            /* the fixture's own channels: its reference LSNR */
+            int lc = 0;
+            int64_t lt = 0;
+            float *lsnr = ref_get("lsnr", &lc, &lt);
+            CHECK(lsnr && lc == 2, "%s/ref.safetensors: no lsnr [2, T]", fixture);
+            check_lsnr(rep, lsnr, (size_t)lc * lt, "two-channel CLI");
+            free(lsnr);
+        }
         float *stem[2];
         static const char *const names[2] = {"speech", "noise"};
         for (int q = 0; q < 2; q++) {
@@ -590,8 +656,8 @@ static void test_reference_fixtures(void)
         char ref[1200], out[1200];
         snprintf(cmd, sizeof cmd,
                  "'%s' -q -m '%s/dfn.safetensors' -d cpu -j 2 --sample-format f32 --clip none -o '%s' "
-                 "--filename '{stem}.{ext}' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir, dir, src, cases[i].suffix,
-                 dir);
+                 "--filename '{stem}.{ext}' --report-json '%s/rep.json' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir,
+                 dir, dir, src, cases[i].suffix, dir);
         rc = system(cmd);
         char logp[1200], why[400] = "";
         snprintf(logp, sizeof logp, "%s/cli.log", dir);
@@ -615,6 +681,19 @@ static void test_reference_fixtures(void)
         printf("%s deepfilternet reference fixture mix%s speech: relative L2 %.3g (tolerance %g)\n",
                e <= TOL ? "PASS" : "FAIL", cases[i].suffix, e, TOL);
         CHECK(e <= TOL, "mix%s: relative L2 %g", cases[i].suffix, e);
+        if (!cases[i].suffix[0]) {                 /* the reference's lsnr [1, T, 1] of mix.wav */
+            ss_error err = {0};
+            ss_st *st = NULL;
+            CHECK(ss_st_open(ref, &st, &err) == SS_OK, "%s", err.msg);
+            const ss_st_tensor *t = ss_st_find(st, "lsnr");
+            float *l = t ? malloc((size_t)t->numel * sizeof *l) : NULL;
+            CHECK(l, "%s: no lsnr", ref);
+            ss_st_to_f32(t, l);
+            snprintf(out, sizeof out, "%s/rep.json", dir);
+            check_lsnr(out, l, (size_t)t->numel, "reference fixture");
+            free(l);
+            ss_st_close(st);
+        }
         free(r);
         free(y);
     }
