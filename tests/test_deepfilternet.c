@@ -2,7 +2,7 @@
  * against a reference made with the reference's own network code.
  *
  * The fixture ($SS_DFN_FIXTURES, else tests/fixtures/deepfilternet-dev, made
- * by scripts/dfn-devref.py): model.safetensors (a small random-weight
+ * by scripts/make-dfn-fixtures.py --dev): model.safetensors (a small random-weight
  * configuration with the deepfilternet.* metadata) and ref.safetensors (`mix`
  * [C, L], `speech` [C, L]: df.enhance.enhance() of each channel).
  *
@@ -143,7 +143,7 @@ static void test_forward_parity(void)
     if (!x || !ref) {
         free(x);
         free(ref);
-        SKIP("no fixture in %s (scripts/dfn-devref.py makes one)", fixture);
+        SKIP("no fixture in %s (scripts/make-dfn-fixtures.py --dev makes one)", fixture);
     }
     CHECK(C == C2 && L == L2, "mix [%d, %lld] and speech [%d, %lld] differ", C, (long long)L, C2, (long long)L2);
     run r = {0};
