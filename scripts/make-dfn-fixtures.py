@@ -17,6 +17,11 @@ reference's own code.
   make-dfn-fixtures.py --full OUTDIR [--seconds 10]
       the released DeepFilterNet3 configuration (RELEASED_INI below) with random
       weights: OUTDIR/full/ as above (large: not committed).
+  make-dfn-fixtures.py --dev OUTDIR [--channels 2] [--dev-seconds 0.25] [--seed 1]
+      the C model's development fixture (tests/fixtures/deepfilternet-dev):
+      OUTDIR/model.safetensors written directly (no converter) and
+      OUTDIR/ref.safetensors with mix, speech [C, L], lsnr [C, T], erb_mask;
+      several channels at once (make_dev()).
 
 Each case is a model folder laid out as the release (config.ini and
 checkpoints/model_120.ckpt.best = torch.save(model.state_dict()), which
@@ -302,17 +307,125 @@ def make_case(a, out, ini, L, seed, extra=()):
             print("%s %s" % (k, list(v.shape)))
 
 
+# --dev: the C model's own development fixture (tests/fixtures/deepfilternet-dev)
+DEV = dict(sr=48000, fft_size=192, hop_size=96, nb_erb=16, nb_df=24, df_order=5, df_lookahead=2,
+           conv_lookahead=2, conv_ch=8, emb_hidden_dim=32, emb_num_layers=3, df_hidden_dim=32,
+           df_num_layers=2, df_pathway_kernel_size_t=5, enc_linear_groups=4, linear_groups=4,
+           df_gru_skip="groupedlinear", lsnr_max=35, lsnr_min=-15, norm_tau=1.0)
+
+
+def write_st(path, tensors, meta):
+    """a safetensors file of F32 tensors [(name, array)] and string metadata"""
+    import json
+    import numpy as np
+    header = {"__metadata__": meta} if meta else {}
+    off, blobs = 0, []
+    for name, arr in tensors:
+        b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def make_dev(a, out):
+    """The development fixture: DEV's configuration built by DfNet itself (torch's
+    default initialisation, seed --seed, BatchNorm statistics and 1-d weights
+    randomised), a C-channel mix of tones and noise (--channels, --dev-seconds),
+    and enhance()'s steps (n_fft zeros of padding, libDF's features through
+    dfnref's port, the network, synthesis, the delay n_fft - hop removed) on all
+    channels at once as a batch.  OUT/model.safetensors: the state dict under its
+    own names with the dfn.* / stemsplit.* metadata the C model reads;
+    OUT/ref.safetensors: mix [C, L], speech [C, L], lsnr [C, T], erb_mask [C, T, E]."""
+    import numpy as np
+    import torch
+    cfg = DEV
+    _, config = dfnref.load(a.ref)
+    os.makedirs(out, exist_ok=True)
+    ini = os.path.join(out, "config.ini")
+    with open(ini, "w") as f:
+        f.write("[train]\nmodel = deepfilternet3\n[df]\n")
+        for k in ("sr", "fft_size", "hop_size", "nb_erb", "nb_df", "df_order", "df_lookahead", "norm_tau",
+                  "lsnr_max", "lsnr_min"):
+            f.write("%s = %s\n" % (k, cfg[k]))
+        f.write("[deepfilternet]\n")
+        for k in ("conv_lookahead", "conv_ch", "emb_hidden_dim", "emb_num_layers", "df_hidden_dim", "df_num_layers",
+                  "df_pathway_kernel_size_t", "enc_linear_groups", "linear_groups", "df_gru_skip"):
+            f.write("%s = %s\n" % (k, cfg[k]))
+        f.write("conv_kernel = 1,3\nconvt_kernel = 1,3\nconv_kernel_inp = 3,3\n")
+    config.load(ini, config_must_exist=True, allow_defaults=True, allow_reload=True)
+    import df.deepfilternet3 as D
+    from df.modules import erb_fb
+    from df.utils import get_norm_alpha
+    torch.manual_seed(a.seed)
+    st = dfnref.DF(cfg["sr"], cfg["fft_size"], cfg["hop_size"], cfg["nb_erb"], 2)
+    widths = st.erb_widths().astype(np.int64)
+    model = D.DfNet(erb_fb(widths, cfg["sr"], inverse=False), erb_fb(widths, cfg["sr"], inverse=True),
+                    run_df=True, train_mask=True).eval()
+    g = torch.Generator().manual_seed(a.seed + 1)
+    for k, v in model.state_dict().items():
+        if k.endswith("running_mean"):
+            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
+        elif k.endswith("running_var"):
+            v.copy_(torch.rand(v.shape, generator=g) * 0.5 + 0.75)
+        elif k.endswith("num_batches_tracked") or k.startswith("erb_fb") or k.startswith("mask."):
+            continue
+        elif k.endswith(".bias") or (k.endswith(".weight") and v.dim() == 1):
+            v.copy_(torch.randn(v.shape, generator=g) * 0.1 + (1.0 if k.endswith("weight") else 0.0))
+    n_fft, hop, C = cfg["fft_size"], cfg["hop_size"], a.channels
+    rs = np.random.RandomState(a.seed)
+    L = int(a.dev_seconds * cfg["sr"])
+    t = np.arange(L) / cfg["sr"]
+    mix = np.stack([0.3 * np.sin(2 * np.pi * (220 + 50 * c) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+                    + 0.05 * rs.randn(L) for c in range(C)]).astype(np.float32)
+    alpha = get_norm_alpha(False)
+    spec = st.analysis(np.concatenate([mix, np.zeros((C, n_fft), np.float32)], axis=1))
+    ef = torch.from_numpy(dfnref.erb_norm(dfnref.erb(spec, widths), alpha)).unsqueeze(1)
+    sf = torch.view_as_real(torch.from_numpy(dfnref.unit_norm(spec[..., :cfg["nb_df"]], alpha))).unsqueeze(1)
+    sp = torch.view_as_real(torch.from_numpy(spec)).unsqueeze(1)
+    with torch.no_grad():
+        enh, m, lsnr, _ = model(sp.clone(), ef, sf)
+    y = st.synthesis(torch.view_as_complex(enh.squeeze(1).contiguous()).numpy())
+    speech = y[:, n_fft - hop:L + n_fft - hop]
+    tensors = [(k, v.detach().float().numpy()) for k, v in model.state_dict().items()
+               if not (k.endswith("num_batches_tracked") or k == "erb_fb" or k.startswith("mask."))]
+    meta = {"stemsplit.architecture": "deepfilternet3", "stemsplit.sources": "speech",
+            "stemsplit.residual": "noise", "stemsplit.samplerate": str(cfg["sr"]), "stemsplit.channels": "1",
+            "stemsplit.segment": "1", "dfn.erb_widths": ",".join(str(int(w)) for w in widths),
+            "dfn.norm_alpha": repr(float(alpha)), "dfn.deepfilternet.conv_lookahead": str(cfg["conv_lookahead"])}
+    for k in ("fft_size", "hop_size", "nb_erb", "nb_df", "df_order", "df_lookahead", "lsnr_max", "lsnr_min"):
+        meta["dfn.df." + k] = str(cfg[k])
+    write_st(os.path.join(out, "model.safetensors"), tensors, meta)
+    write_st(os.path.join(out, "ref.safetensors"),
+             [("mix", mix), ("speech", speech.astype(np.float32)), ("lsnr", lsnr.squeeze(-1).numpy()),
+              ("erb_mask", m.squeeze(1).numpy())], {})
+    print("wrote %s: %d channels, %d frames, rms speech %.4g mix %.4g" % (
+        out, C, spec.shape[1], float(np.sqrt((speech ** 2).mean())), float(np.sqrt((mix ** 2).mean()))))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default=os.path.join(ROOT, ".ref", "dfn", "DeepFilterNet"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "deepfilternet"))
     ap.add_argument("--full", metavar="OUTDIR")
+    ap.add_argument("--dev", metavar="OUTDIR")
+    ap.add_argument("--channels", type=int, default=2)
+    ap.add_argument("--dev-seconds", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--samples", type=int, default=5555)
     ap.add_argument("--print-state", action="store_true",
                     help="print the state dict's names and shapes")
     a = ap.parse_args()
-    if a.full:
+    if a.dev:
+        make_dev(a, a.dev)
+    elif a.full:
         make_case(a, os.path.join(a.full, "full"), RELEASED_INI, int(a.seconds * 48000) + 123, 11)
     else:
         make_case(a, os.path.join(a.out, "small"), SMALL_INI, a.samples, 5, extra=(16000,))

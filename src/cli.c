@@ -142,8 +142,9 @@ static void usage(FILE *f)
         "Reporting:\n"
         "      --report-json FILE   write a JSON report of the run (- for standard output)\n"
         "  -q, --quiet              print only errors\n"
-        "  -v, --verbose            print the device, model and chunking chosen, and how\n"
-        "                           more than two channels are downmixed\n"
+        "  -v, --verbose            print the device, model and chunking chosen, how a\n"
+        "                           file's channels are mapped, and statistics a model\n"
+        "                           reports per track (DeepFilterNet3: local SNR)\n"
         "      --version            print the version and exit\n"
         "  -h, --help               print this help and exit\n"
         "\n"
@@ -470,7 +471,10 @@ static int check_chain(const options *o, const ss_model_info *first, chain_setup
             return usage_error("--then %s: model %s runs at %d Hz, too far from model %s's %d Hz to resample", arg,
                                ci->name, ci->samplerate, first->name, first->samplerate);
         int cin = first->channels, cm = ci->channels;
-        if (!(cin == cm || cin == 1 || cm == 1 || (cm == 2 && cin >= 3 && cin <= 8)))
+        /* a model that runs each channel on its own takes any count, and gives
+         * the file's (checked per file) */
+        if (!first->channels_independent && !ci->channels_independent &&
+            !(cin == cm || cin == 1 || cm == 1 || (cm == 2 && cin >= 3 && cin <= 8)))
             return usage_error("--then %s: model %s takes %d channels, and model %s's stems have %d", arg, ci->name,
                                cm, first->name, cin);
         c->v[k].source = src;
@@ -594,9 +598,10 @@ static int list_models(int json)
                 }
                 char stems[SS_MAX_SOURCES * SS_MAX_NAME];
                 list_sources(&info, stems, sizeof stems);
+                const char *chans = info.channels_independent ? "any channels" : info.channels == 1 ? "mono"
+                                    : info.channels == 2 ? "stereo" : "multichannel";
                 printf("%s  %s  %d stems (%s)  %d Hz  %s  %.1f %s  %s%s\n", name, info.architecture, info.n_sources,
-                       stems, info.samplerate, info.channels == 1 ? "mono" : info.channels == 2 ? "stereo" :
-                       "multichannel", kib < 1024 ? kib : kib / 1024, kib < 1024 ? "KiB" : "MiB", path,
+                       stems, info.samplerate, chans, kib < 1024 ? kib : kib / 1024, kib < 1024 ? "KiB" : "MiB", path,
                        hidden ? "  (shadowed by an earlier one of that name)" : "");
                 continue;
             }
@@ -621,6 +626,7 @@ static int list_models(int json)
                 cJSON_AddItemToArray(src, cJSON_CreateString(info.sources[q]));
             cJSON_AddNumberToObject(m, "samplerate", info.samplerate);
             cJSON_AddNumberToObject(m, "channels", info.channels);
+            cJSON_AddBoolToObject(m, "channels_independent", info.channels_independent);
             cJSON_AddNumberToObject(m, "segment_seconds", (double)info.segment_num / (double)info.segment_den);
             cJSON_AddNumberToObject(m, "parameters", (double)info.parameters);
         }
@@ -811,7 +817,10 @@ int main(int argc, char **argv)
         ss_report_out_abort(rep_out);
         return ss_exit_code(err.code);
     }
-    if (o.bitrate && ss_bitrate_check(sp.format, o.bitrate, peek.channels, &err) != SS_OK) {
+    /* Opus's range is per channel: where the stems have each file's own
+     * channel count, the writer checks it per file */
+    if (o.bitrate && !(peek.channels_independent && sp.format == SS_FILE_OPUS) &&
+        ss_bitrate_check(sp.format, o.bitrate, peek.channels, &err) != SS_OK) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         ss_report_out_abort(rep_out);
         return 64;

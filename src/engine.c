@@ -932,6 +932,9 @@ static ss_status run_chunks(ss_model *m, ss_backend *be, const ss_engine_params 
     run r = {.m = m, .be = be, .p = p, .C = info->channels, .S = ss_model_net_sources(info), .L = length,
              .pull = pull, .pull_arg = pull_arg, .push = push, .push_arg = push_arg};
     ss_status s = SS_OK;
+    if (p->channels > 0 && p->channels != info->channels)
+        return ss_fail(err, SS_E_INTERNAL, "%s: %d channels for a model of %d", info->name, p->channels,
+                       info->channels);
     if (length <= 0)
         return SS_OK;
     if (p->batch < 1)
@@ -1125,7 +1128,7 @@ static ss_status run_stream(ss_model *m, ss_backend *be, const ss_engine_params 
                            ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
 {
     const ss_model_info *info = ss_model_get_info(m);
-    int C = info->channels, S = ss_model_net_sources(info);
+    int C = p->channels > 0 ? p->channels : info->channels, S = ss_model_net_sources(info);
     ss_stream_geom g;
     ss_status s;
     if (length <= 0)
@@ -1140,7 +1143,7 @@ static ss_status run_stream(ss_model *m, ss_backend *be, const ss_engine_params 
     if ((s = ss_model_io_get(m, (size_t)C * g.block, (size_t)S * C * cap, &io, err)) != SS_OK)
         return s;
     float *hx = io->host_x[0], *hy = io->host_y[0];
-    if ((s = ss_model_stream_begin(m, length, err)) != SS_OK)
+    if ((s = ss_model_stream_begin(m, length, C, err)) != SS_OK)
         return s;
     int64_t fed = 0, out = 0;
     while (fed < length) {

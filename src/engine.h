@@ -47,6 +47,8 @@ typedef struct ss_engine_params {
     int shifts;              /* random-shift passes averaged; 0 = none (SS_CHUNK_MSST: must be 0) */
     uint64_t seed;           /* seeds the shift offsets (Python random.seed compatible)   */
     int batch;               /* chunks per forward call (>= 1)                            */
+    int channels;            /* the track's channels C (ss_model_track_channels); 0 = the
+                                model's stemsplit.channels                                */
     /* optional: called after every forward call with chunks done / total */
     void (*progress)(void *arg, int64_t done, int64_t total);
     void *progress_arg;

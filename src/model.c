@@ -311,6 +311,13 @@ static ss_status read_policy(const ss_st *st, const char *path, const ss_arch *a
                            (long long)v);
         info->overlap_default = (int)v;
     }
+    info->channels_independent = arch->channels_independent;
+    if (arch->channels_independent && arch->chunking != SS_CHUNK_STREAM)
+        return ss_fail(err, SS_E_INTERNAL, "%s: architecture %s runs channels on their own but not as a stream", path,
+                       arch->name);
+    if (arch->channels_independent && info->channels != 1)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: a %s model runs each channel of a file on its own "
+                       "(any count), so its file must say 1", path, info->channels, arch->name);
     info->msst_normalize = 0;
     if (ss_st_meta(st, "msst.normalize") &&
         (s = ss_st_meta_bool(st, "msst.normalize", &info->msst_normalize, err)) != SS_OK)
@@ -432,11 +439,22 @@ ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error 
     return SS_OK;
 }
 
-ss_status ss_model_stream_begin(ss_model *m, int64_t length, ss_error *err)
+ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_error *err)
 {
     if (!m->arch->stream_begin)
         return no_stream(m, err);
-    return m->arch->stream_begin(m->state, m->be, length, err);
+    if (channels < 1 || (channels != m->info.channels && !m->info.channels_independent))
+        return ss_fail(err, SS_E_INTERNAL, "%s: a stream of %d channels for a model of %d", m->info.name, channels,
+                       m->info.channels);
+    return m->arch->stream_begin(m->state, m->be, length, channels, err);
+}
+
+int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap)
+{
+    if (!m->arch->track_stats || cap <= 0)
+        return 0;
+    int n = m->arch->track_stats(m->state, out, cap);
+    return n < 0 ? 0 : n > cap ? cap : n;
 }
 
 ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err)

@@ -109,10 +109,32 @@ typedef struct ss_model_info {
     int msst_normalize;                       /* metadata msst.normalize: MSST's
                                                  normalize_audio, whatever the arch's
                                                  own input_norm (ss_model_input_norm) */
+    int channels_independent;                 /* the arch's ss_arch.channels_independent:
+                                                 `channels` (1) is one stream's, and a
+                                                 file of any channel count runs as that
+                                                 many independent streams              */
 } ss_model_info;
+
+/* The channels the pipeline gives a model for a file of `file_channels`: the
+ * file's own where the model runs each channel on its own, else the model's
+ * (the file is then mapped to them: mono duplicated, mixed down). */
+static inline int ss_model_track_channels(const ss_model_info *info, int file_channels)
+{
+    return info->channels_independent ? file_channels : info->channels;
+}
 
 /* Stems the network itself gives (the pipeline adds a residual after them). */
 static inline int ss_model_net_sources(const ss_model_info *info) { return info->n_sources - info->residual; }
+
+/* A statistic a model reports on the track it ran last (ss_arch.track_stats):
+ * DeepFilterNet's local SNR estimate, say.  Strings of static storage. */
+typedef struct ss_track_stat {
+    const char *key;          /* JSON key, snake_case, its unit last: "lsnr_median_db" */
+    const char *what;         /* a few words for -v: "local SNR median"                 */
+    const char *unit;         /* what -v prints after the value: "dB", "%"              */
+    double value;
+} ss_track_stat;
+#define SS_MAX_TRACK_STATS 8
 
 /* Device memory a run needs: fixed + batch * per_item bytes (see ss_mem_need). */
 typedef struct ss_mem_estimate {
@@ -162,13 +184,30 @@ typedef struct ss_arch {
      * or value the model does not take; NULL = no options. */
     ss_status (*option)(void *state, const char *key, double value, ss_error *err);
     /* SS_CHUNK_STREAM (all three required there): the piece sizes, the start
-     * of a track of `length` samples (every carried state reset), and one
+     * of a track of `length` samples and C = `channels` (every carried state
+     * reset; C is stemsplit.channels unless channels_independent), and one
      * piece: x [C, n] -> y [S, C, block + extra], *n_out samples per row
      * (device memory; see SS_CHUNK_STREAM above). */
     void (*stream_geom)(const void *state, ss_stream_geom *out);
-    ss_status (*stream_begin)(void *state, ss_backend *be, int64_t length, ss_error *err);
+    ss_status (*stream_begin)(void *state, ss_backend *be, int64_t length, int channels, ss_error *err);
     ss_status (*stream_run)(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
                             ss_error *err);
+    /* 1: the network treats every audio channel on its own (DeepFilterNet:
+     * one stream per channel, its own GRU states and norms), so the pipeline
+     * gives it a file's channels as they are, whatever their count: no
+     * mixdown, no upmix; stems have the file's channels, channel c the model
+     * run on channel c alone (a residual stem: mixture - the others, per
+     * channel).  The model file's stemsplit.channels must then be 1 (one
+     * stream's).  A property of the architecture, not of a file: no metadata
+     * can give it to a network that mixes its channels.  SS_CHUNK_STREAM only
+     * (stream_begin gets the track's channel count).  0 = the file is mapped
+     * to stemsplit.channels (mono duplicated, 3..8 channels downmixed). */
+    int channels_independent;
+    /* Optional: statistics of the track the model ran last (since the last
+     * stream_begin), at most `cap` into out; returns how many (0: none for
+     * this track).  The pipeline prints them under -v and writes them to the
+     * report's model_stats per file.  NULL = none. */
+    int (*track_stats)(const void *state, ss_track_stat *out, int cap);
 } ss_arch;
 
 typedef struct ss_model ss_model;
@@ -200,8 +239,11 @@ ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error 
 /* SS_CHUNK_STREAM: the model's piece sizes, a track's start, one piece
  * (ss_arch.stream_*); SS_E_INTERNAL for a model without them. */
 ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error *err);
-ss_status ss_model_stream_begin(ss_model *m, int64_t length, ss_error *err);
+ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_error *err);
 ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err);
+/* The model's statistics of the track it ran last (ss_arch.track_stats), at
+ * most cap; how many (0 for a model without them). */
+int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap);
 /* A model option (ss_arch.option); SS_E_USAGE naming the model where it has none. */
 ss_status ss_model_option(ss_model *m, const char *key, double value, ss_error *err);
 const ss_mem_estimate *ss_model_memory(const ss_model *m);

@@ -179,6 +179,17 @@ int ss_report_count(const ss_report *r, ss_file_status st)
 
 static double rtf(double audio, double wall) { return wall > 0 ? audio / wall : 0.0; }
 
+void ss_report_print_stats(const char *input, const char *model, const ss_track_stat *st, int n, FILE *out)
+{
+    if (n <= 0)
+        return;
+    fprintf(out, "stemsplit: %s: model %s:", input, model);
+    for (int k = 0; k < n; k++)
+        fprintf(out, "%s %s %.2f%s%s", k ? "," : "", st[k].what, st[k].value, st[k].unit[0] == '%' ? "" : " ",
+                st[k].unit);
+    fputc('\n', out);
+}
+
 void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out)
 {
     if (f->status == SS_FILE_SKIPPED) {
@@ -238,6 +249,16 @@ static const char *status_word(ss_file_status s)
 }
 
 /* Build the document; NULL when out of memory. */
+/* o.model_stats = {key: value, ...}; 0 when out of memory */
+static int add_stats(cJSON *o, const ss_track_stat *st, int n)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, "model_stats");
+    for (int k = 0; m && k < n; k++)
+        if (!cJSON_AddNumberToObject(m, st[k].key, st[k].value))
+            return 0;
+    return m != NULL;
+}
+
 static cJSON *build_json(const ss_report *r, double wall)
 {
     cJSON *root = cJSON_CreateObject(), *dev = cJSON_CreateObject(), *model = cJSON_CreateObject();
@@ -329,6 +350,10 @@ static cJSON *build_json(const ss_report *r, double wall)
         cJSON_AddItemToObject(st, "decode", cJSON_CreateNumber(f->decode));
         cJSON_AddItemToObject(st, "infer", cJSON_CreateNumber(f->infer));
         cJSON_AddItemToObject(st, "encode", cJSON_CreateNumber(f->encode));
+        if (f->n_stats > 0 && !add_stats(o, f->stats, f->n_stats)) {
+            cJSON_Delete(root);
+            return NULL;
+        }
         cJSON *ch = f->n_chain > 0 ? cJSON_AddArrayToObject(o, "chain") : NULL;
         for (int k = 0; ch && k < f->n_chain; k++) {
             const ss_stage_report *sr = &f->chain[k];
@@ -348,6 +373,10 @@ static cJSON *build_json(const ss_report *r, double wall)
             cJSON_AddItemToObject(cst, "decode", cJSON_CreateNumber(sr->decode));
             cJSON_AddItemToObject(cst, "infer", cJSON_CreateNumber(sr->infer));
             cJSON_AddItemToObject(cst, "encode", cJSON_CreateNumber(sr->encode));
+            if (sr->n_stats > 0 && !add_stats(c, sr->stats, sr->n_stats)) {
+                cJSON_Delete(root);
+                return NULL;
+            }
         }
     }
     double audio = total_audio(r);

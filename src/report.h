@@ -18,6 +18,8 @@ typedef struct ss_stage_report {
     double audio_seconds;     /* the audio it separated                             */
     double wall_seconds;      /* its stages' own time                               */
     double decode, infer, encode;
+    ss_track_stat stats[SS_MAX_TRACK_STATS]; /* the model's statistics of the track */
+    int n_stats;
 } ss_stage_report;
 
 typedef struct ss_file_report {
@@ -36,6 +38,10 @@ typedef struct ss_file_report {
      * above are then the sums over them, wall_seconds included); else NULL */
     ss_stage_report *chain;
     int n_chain;
+    /* what the (first) model reports on the track (ss_model_track_stats):
+     * the JSON's model_stats; n_stats 0 when it reports nothing */
+    ss_track_stat stats[SS_MAX_TRACK_STATS];
+    int n_stats;
 } ss_file_report;
 
 typedef struct ss_report ss_report;
@@ -65,6 +71,9 @@ void ss_report_set_shard(ss_report *r, int index, int count, long long inputs);
 void ss_report_set_error(ss_file_report *f, ss_file_status st, const char *msg);
 int ss_report_count(const ss_report *r, ss_file_status st);
 
+/* -v: "stemsplit: song.wav: model dfn3: local SNR min -3.10 dB, ..." (nothing
+ * when n is 0) */
+void ss_report_print_stats(const char *input, const char *model, const ss_track_stat *st, int n, FILE *out);
 /* "song.flac: 212.4 s of audio in 9.1 s, 23.4x realtime (cpu, htdemucs)" */
 void ss_report_print_file(const ss_report *r, const ss_file_report *f, FILE *out);
 void ss_report_print_total(const ss_report *r, double wall_seconds, FILE *out);

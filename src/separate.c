@@ -1354,12 +1354,13 @@ static ss_status prepare(ss_model *m, const ss_sep_params *p, const char *input,
             s = ss_fail(err, SS_E_NOMEM, "%s: cannot create a mutex", input);
             goto fail;
         }
-        j->mix.C = info->channels;
-        j->e.mix = d->mix = &j->mix;
+        j->e.mix = d->mix = &j->mix;            /* its channels: the track's, below */
     }
     if (!src && (s = ss_audio_open(input, &d->rd, ai, err)) != SS_OK)
         goto fail;
     d->cin = ai->channels;
+    /* a model that runs each channel on its own takes the file's as they are */
+    d->cm = j->e.C = j->mix.C = ss_model_track_channels(info, d->cin);
     rep->audio_seconds = (double)ai->frames / ai->samplerate;
     if (!ss_resample_possible(ai->samplerate, info->samplerate)) {
         s = ss_fail(err, SS_E_DATA, "%s: sample rate %d Hz: stemsplit resamples to model %s's %d Hz only from "
@@ -1400,6 +1401,9 @@ static ss_status prepare(ss_model *m, const ss_sep_params *p, const char *input,
         fprintf(stderr, "stemsplit: %s: %d channels downmixed to the 2 of model %s (%s; not normalised); stems are "
                 "stereo\n", input, d->cin, info->name, how[d->cin]);
     }
+    if (p->verbose && info->channels_independent && d->cin > 1)
+        fprintf(stderr, "stemsplit: %s: %d channels, each separated on its own by model %s (no mixdown); stems have %d "
+                "channels\n", input, d->cin, info->name, d->cin);
     d->raw = malloc(sizeof(float) * (size_t)BLOCK * (size_t)d->cin);
     d->mapped = malloc(sizeof(float) * (size_t)BLOCK * (size_t)(d->cm > d->cin ? d->cm : d->cin));
     if (!d->raw || !d->mapped) {
@@ -1457,7 +1461,7 @@ static ss_status run_chained(ss_sep_job *j, int k, ss_backend *be, ss_error *err
 {
     const ss_model_info *info = ss_model_get_info(j->m);
     capture *c = &j->caps[k];
-    ss_status s = capture_finish(c, info->samplerate, info->channels, err);
+    ss_status s = capture_finish(c, info->samplerate, j->e.C, err);
     if (s != SS_OK)
         return s;
     chain_src src = {.out_rate = j->out_rate, .length = j->e.length};
@@ -1525,8 +1529,16 @@ ss_status ss_sep_infer(ss_sep_job *j, ss_backend *be, ss_error *err)
         s = capture_open(&j->caps[k], dir, err);
     }
     /* pass 2: separate */
-    if (s == SS_OK)
-        s = ss_engine_run(j->m, be, &p->engine, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
+    if (s == SS_OK) {
+        ss_engine_params ep = p->engine;
+        ep.channels = j->e.C;                      /* the track's (ss_model_track_channels) */
+        s = ss_engine_run(j->m, be, &ep, j->model_len, decode_pull, &j->d, encode_push, &j->e, err);
+    }
+    if (s == SS_OK) {                              /* what the model says of the track */
+        j->rep->n_stats = ss_model_track_stats(j->m, j->rep->stats, SS_MAX_TRACK_STATS);
+        if (p->verbose)
+            ss_report_print_stats(j->input, ss_model_get_info(j->m)->name, j->rep->stats, j->rep->n_stats, stderr);
+    }
     if (s == SS_OK)
         s = pad_outputs(&j->e, err);
     /* the input is no longer needed: release it before the job waits for stage 3 */
@@ -1603,13 +1615,15 @@ static ss_status merge_chained(ss_sep_job *j, ss_error *err)
     ss_file_report *r = j->rep;
     const ss_model_info *info = ss_model_get_info(j->m);
     ss_stage_report st = {.audio_seconds = r->audio_seconds, .wall_seconds = r->wall_seconds, .decode = r->decode,
-                          .infer = r->infer, .encode = r->encode};
+                          .infer = r->infer, .encode = r->encode, .n_stats = r->n_stats};
+    memcpy(st.stats, r->stats, sizeof st.stats);
     snprintf(st.model, sizeof st.model, "%s", info->name);
     int bad = ss_report_add_stage(r, &st) != SS_OK;
     for (int k = 0; k < j->n_sub && !bad; k++) {
         const ss_file_report *q = &j->sub_rep[k];
         ss_stage_report c = {.audio_seconds = q->audio_seconds, .wall_seconds = q->wall_seconds, .decode = q->decode,
-                             .infer = q->infer, .encode = q->encode};
+                             .infer = q->infer, .encode = q->encode, .n_stats = q->n_stats};
+        memcpy(c.stats, q->stats, sizeof c.stats);
         snprintf(c.model, sizeof c.model, "%s", ss_model_get_info(j->p->chain[k].model)->name);
         snprintf(c.stem, sizeof c.stem, "%s", info->sources[j->p->chain[k].source]);
         bad = ss_report_add_stage(r, &c) != SS_OK;

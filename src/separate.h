@@ -1,7 +1,8 @@
 /* separate.h - one input file through the whole pipeline:
  *
  *   decode (libsndfile, libmpg123) -> channels to the model's (mono duplicated,
- *   3..8 channels downmixed to stereo) -> pass 1: statistics of the
+ *   3..8 channels downmixed to stereo; the file's as they are for a model
+ *   that runs each channel on its own) -> pass 1: statistics of the
  *   mono mix -> pass 2: resample to the model rate -> normalise -> chunked
  *   engine -> de-normalise -> choose/sum stems -> resample back (to the input's
  *   rate, or 48 kHz for Opus) -> clip policy -> encode to temporary files (WAV,

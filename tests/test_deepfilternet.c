@@ -2,7 +2,7 @@
  * against a reference made with the reference's own network code.
  *
  * The fixture ($SS_DFN_FIXTURES, else tests/fixtures/deepfilternet-dev, made
- * by scripts/dfn-devref.py): model.safetensors (a small random-weight
+ * by scripts/make-dfn-fixtures.py --dev): model.safetensors (a small random-weight
  * configuration with the deepfilternet.* metadata) and ref.safetensors (`mix`
  * [C, L], `speech` [C, L]: df.enhance.enhance() of each channel).
  *
@@ -13,10 +13,15 @@
  *     order only in the products' blocking);
  *   - the engine's SS_CHUNK_STREAM (ss_engine_run) on channel 0 with pieces
  *     of 256, 5 and 3 frames and short pulls: parity;
- *   - a copy of the model with stemsplit.channels=2: both channels of the mix
- *     through the engine at once, each its own stream, each within 1e-4;
+ *   - both channels of the mix through the engine at once (channels = 2),
+ *     each its own stream, each within 1e-4; a model file that says
+ *     stemsplit.channels=2 refused;
  *   - the real CLI on a mono float WAV of channel 0: speech.wav against the
  *     reference, noise.wav = mixture - speech; --shifts refused (64);
+ *   - the CLI on 2- and 3-channel files (and 2 channels at 44.1 kHz): each
+ *     channel of speech and noise bit for bit that channel run alone;
+ *   - the local SNR summary in --report-json (model_stats) against the
+ *     reference's own per-frame lsnr (ref.safetensors `lsnr`);
  *   - where they are present, the reference side's fixtures
  *     (tests/fixtures/deepfilternet/small) through their converter and the CLI.
  */
@@ -138,7 +143,7 @@ static void test_forward_parity(void)
     if (!x || !ref) {
         free(x);
         free(ref);
-        SKIP("no fixture in %s (scripts/dfn-devref.py makes one)", fixture);
+        SKIP("no fixture in %s (scripts/make-dfn-fixtures.py --dev makes one)", fixture);
     }
     CHECK(C == C2 && L == L2, "mix [%d, %lld] and speech [%d, %lld] differ", C, (long long)L, C2, (long long)L2);
     run r = {0};
@@ -300,8 +305,10 @@ static ss_status push2(void *arg, const float *stems, int64_t pitch, int64_t n, 
     return SS_OK;
 }
 
-/* a model file with stemsplit.channels=2: the two channels of the fixture's mix as
- * two independent streams, each within 1e-4 of its own reference */
+/* the model (stemsplit.channels=1, channels_independent) on the fixture's
+ * two-channel mix through the engine with channels = 2: two independent
+ * streams, each within 1e-4 of its own reference; a copy of the model file
+ * that says stemsplit.channels=2 is refused (the count is the file's) */
 static void test_stereo_streams(void)
 {
     int C = 0, C2 = 0;
@@ -323,13 +330,19 @@ static void test_stereo_streams(void)
     ss_model *m = NULL;
     ss_backend_params bp = {.threads = 2};
     CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
-    CHECK(ss_model_load(dst, be, &m, &err) == SS_OK, "%s", err.msg);
-    CHECK(ss_model_get_info(m)->channels == 2, "channels %d", ss_model_get_info(m)->channels);
+    CHECK(ss_model_load(dst, be, &m, &err) == SS_E_DATA && strstr(err.msg, "stemsplit.channels 2"),
+          "a stemsplit.channels=2 file loaded (%s)", err.msg);
+    unlink(dst);
+    ss_error_clear(&err);
+    CHECK(ss_model_load(src, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_get_info(m)->channels == 1 && ss_model_get_info(m)->channels_independent,
+          "channels %d, independent %d", ss_model_get_info(m)->channels, ss_model_get_info(m)->channels_independent);
+    CHECK(ss_model_track_channels(ss_model_get_info(m), 2) == 2, "a stereo file is not given as stereo");
     CHECK(ss_model_option(m, "block", 4, &err) == SS_OK, "%s", err.msg);
     float *y = calloc((size_t)2 * L, sizeof *y);
     CHECK(y, "oom");
     feed2 f = {.x = x, .y = y, .L = L};
-    ss_engine_params p = {.batch = 1};
+    ss_engine_params p = {.batch = 1, .channels = 2};
     CHECK(ss_engine_run(m, be, &p, L, pull2, &f, push2, &f, &err) == SS_OK, "%s", err.msg);
     CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
     for (int c = 0; c < 2; c++) {
@@ -340,7 +353,6 @@ static void test_stereo_streams(void)
     }
     ss_model_free(m);
     ss_backend_close(be);
-    unlink(dst);
     free(y);
     free(x);
     free(ref);
@@ -422,6 +434,199 @@ static void test_cli_parity(void)
     free(x);
     free(ref);
 }
+/* ---- the local SNR summary ----------------------------------------------------------- */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* the number after "key": in the text, or NAN */
+static double json_num(const char *text, const char *key)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = text ? strstr(text, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+/* The report's model_stats (--report-json `path`) against the reference's own
+ * per-frame local SNR `ref` [n] (every channel's frames): min, median
+ * (numpy's), max within 2e-3 dB, and the share of frames below -10 dB and
+ * above 30 dB (libDF's thresholds) exactly. */
+static void check_lsnr(const char *path, const float *ref, size_t n, const char *label)
+{
+    FILE *f = fopen(path, "rb");
+    static char text[1 << 16];
+    size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[got] = '\0';
+    float *v = malloc(n * sizeof *v);
+    CHECK(v && got > 0 && strstr(text, "\"model_stats\""), "%s: no model_stats in %s", label, path);
+    memcpy(v, ref, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_float);
+    double med = n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+    size_t noise = 0, clean = 0;
+    for (size_t i = 0; i < n; i++) {
+        noise += v[i] < -10.0f;
+        clean += v[i] > 30.0f;
+    }
+    static const char *const keys[5] = {"lsnr_min_db", "lsnr_median_db", "lsnr_max_db", "noise_only_percent",
+                                        "clean_speech_percent"};
+    double want[5] = {v[0], med, v[n - 1], 100.0 * (double)noise / (double)n, 100.0 * (double)clean / (double)n};
+    double tol[5] = {2e-3, 2e-3, 2e-3, 1e-9, 1e-9};
+    for (int k = 0; k < 5; k++) {
+        double x = json_num(text, keys[k]);
+        int ok = fabs(x - want[k]) <= tol[k];
+        printf("%s deepfilternet %s %s: %.6g, the reference's %.6g\n", ok ? "PASS" : "FAIL", label, keys[k], x,
+               want[k]);
+        CHECK(ok, "%s %s: %g, the reference's %g", label, keys[k], x, want[k]);
+    }
+    free(v);
+}
+
+/* ---- a file's channels, each on its own ----------------------------------------------- */
+
+/* x [C, L] planar as a float WAV of C channels at `rate`; 0 on success */
+static int write_wav(const char *path, const float *x, int C, int64_t L, int rate)
+{
+    SF_INFO si = {.samplerate = rate, .channels = C, .format = SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    float *il = malloc((size_t)C * L * sizeof *il);
+    SNDFILE *f = il ? sf_open(path, SFM_WRITE, &si) : NULL;
+    int bad = !f;
+    if (f) {
+        for (int64_t i = 0; i < L; i++)
+            for (int c = 0; c < C; c++)
+                il[i * C + c] = x[c * L + i];
+        bad = sf_writef_float(f, il, L) != L;
+        bad |= sf_close(f) != 0;
+    }
+    free(il);
+    return bad ? -1 : 0;
+}
+
+/* a WAV file's samples, interleaved [L, C] (malloc'd), or NULL */
+static float *read_wav(const char *path, int *C, int64_t *L)
+{
+    SF_INFO si = {0};
+    SNDFILE *f = sf_open(path, SFM_READ, &si);
+    if (!f)
+        return NULL;
+    float *y = malloc((size_t)si.frames * si.channels * sizeof *y);
+    if (y && sf_readf_float(f, y, si.frames) != si.frames) {
+        free(y);
+        y = NULL;
+    }
+    *C = si.channels;
+    *L = si.frames;
+    sf_close(f);
+    return y;
+}
+
+/* the CLI on `in` into folder `out` (speech.wav, noise.wav as 32-bit float); its exit status */
+static int cli_run(const char *exe, const char *model, const char *out, const char *in, const char *extra)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s' -q -m '%s' -d cpu -j 2 --sample-format f32 --clip none -o '%s' --filename '{stem}.{ext}' %s '%s' "
+             ">'%s.log' 2>&1", exe, model, out, extra ? extra : "", in, out);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* A C-channel file (2 and 3 channels at 48 kHz, 2 at 44.1 kHz through the
+ * resampling) gives C-channel speech and noise whose channel c is, bit for
+ * bit, what the CLI gives for channel c alone as a mono file: each channel is
+ * its own stream (no mixdown), and noise = mixture - speech per channel. */
+static void test_cli_channels(void)
+{
+    const char *env = getenv("STEMSPLIT"), *root = getenv("SS_ROOT");
+    char exe[1024], dir[] = "/tmp/ss_dfnc_XXXXXX";
+    snprintf(exe, sizeof exe, "%s", env && *env ? env : "");
+    if (!*exe)
+        snprintf(exe, sizeof exe, "%s/stemsplit", root && *root ? root : ".");
+    if (access(exe, X_OK) != 0)
+        SKIP("%s is not an executable (set STEMSPLIT)", exe);
+    int C = 0;
+    int64_t L = 0;
+    float *mix = ref_get("mix", &C, &L);
+    if (!mix || C != 2) {
+        free(mix);
+        SKIP("no two-channel fixture in %s", fixture);
+    }
+    /* three different channels: the fixture's two and a mix of them */
+    float *x = malloc((size_t)3 * L * sizeof *x);
+    CHECK(x, "oom");
+    memcpy(x, mix, (size_t)2 * L * sizeof *x);
+    for (int64_t i = 0; i < L; i++)
+        x[2 * L + i] = 0.5f * mix[i] - 0.3f * mix[L + L - 1 - i];
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char model[1400], in[1200], out[1200], path[1500];
+    snprintf(model, sizeof model, "%s/model.safetensors", fixture);
+    static const struct { int C, rate; } cases[] = {{2, 48000}, {3, 48000}, {2, 44100}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int nc = cases[k].C, rate = cases[k].rate;
+        snprintf(in, sizeof in, "%s/mix%d_%d.wav", dir, nc, rate);
+        snprintf(out, sizeof out, "%s/out%d_%d", dir, nc, rate);
+        CHECK(write_wav(in, x, nc, L, rate) == 0, "cannot write %s", in);
+        char rep[1300], extra[1400];
+        snprintf(rep, sizeof rep, "%s.json", out);
+        snprintf(extra, sizeof extra, "--report-json '%s'", rep);
+        int rc = cli_run(exe, model, out, in, extra);
+        CHECK(rc == 0, "stemsplit gave %d on %s (log %s.log)", rc, in, out);
+        if (nc == 2 && rate == 48000) {            /* the fixture's own channels: its reference LSNR */
+            int lc = 0;
+            int64_t lt = 0;
+            float *lsnr = ref_get("lsnr", &lc, &lt);
+            CHECK(lsnr && lc == 2, "%s/ref.safetensors: no lsnr [2, T]", fixture);
+            check_lsnr(rep, lsnr, (size_t)lc * lt, "two-channel CLI");
+            free(lsnr);
+        }
+        float *stem[2];
+        static const char *const names[2] = {"speech", "noise"};
+        for (int q = 0; q < 2; q++) {
+            int sc = 0;
+            int64_t sl = 0;
+            snprintf(path, sizeof path, "%s/%s.wav", out, names[q]);
+            stem[q] = read_wav(path, &sc, &sl);
+            CHECK(stem[q] && sc == nc && sl == L, "%s: %d channels, %lld frames, not %d and %lld", path, sc,
+                  (long long)sl, nc, (long long)L);
+        }
+        for (int c = 0; c < nc; c++) {
+            char in1[1400], out1[1400];
+            snprintf(in1, sizeof in1, "%s/ch%d.wav", out, c);
+            snprintf(out1, sizeof out1, "%s/ch%d", out, c);
+            CHECK(write_wav(in1, x + (size_t)c * L, 1, L, rate) == 0, "cannot write %s", in1);
+            rc = cli_run(exe, model, out1, in1, NULL);
+            CHECK(rc == 0, "stemsplit gave %d on %s (log %s.log)", rc, in1, out1);
+            for (int q = 0; q < 2; q++) {
+                int sc = 0;
+                int64_t sl = 0, diff = 0;
+                snprintf(path, sizeof path, "%s/%s.wav", out1, names[q]);
+                float *mono = read_wav(path, &sc, &sl);
+                CHECK(mono && sc == 1 && sl == L, "%s: not %lld mono frames", path, (long long)L);
+                for (int64_t i = 0; i < L; i++)
+                    diff += memcmp(&mono[i], &stem[q][i * nc + c], sizeof *mono) != 0;
+                printf("%s deepfilternet %d channels at %d Hz: %s channel %d = channel %d alone (%lld of %lld "
+                       "samples differ)\n", diff == 0 ? "PASS" : "FAIL", nc, rate, names[q], c, c, (long long)diff,
+                       (long long)L);
+                CHECK(diff == 0, "%s channel %d: %lld samples differ from the channel alone", names[q], c,
+                      (long long)diff);
+                free(mono);
+            }
+        }
+        free(stem[0]);
+        free(stem[1]);
+    }
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cannot remove %s", dir);
+    free(x);
+    free(mix);
+}
+
 /* The reference side's fixtures (tests/fixtures/deepfilternet/small, made by
  * scripts/make-dfn-fixtures.py from DeepFilterNet's own enhance()), converted
  * by scripts/convert-deepfilternet.py and run through the CLI: speech within
@@ -451,8 +656,8 @@ static void test_reference_fixtures(void)
         char ref[1200], out[1200];
         snprintf(cmd, sizeof cmd,
                  "'%s' -q -m '%s/dfn.safetensors' -d cpu -j 2 --sample-format f32 --clip none -o '%s' "
-                 "--filename '{stem}.{ext}' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir, dir, src, cases[i].suffix,
-                 dir);
+                 "--filename '{stem}.{ext}' --report-json '%s/rep.json' '%s/mix%s.wav' >'%s/cli.log' 2>&1", exe, dir,
+                 dir, dir, src, cases[i].suffix, dir);
         rc = system(cmd);
         char logp[1200], why[400] = "";
         snprintf(logp, sizeof logp, "%s/cli.log", dir);
@@ -476,6 +681,19 @@ static void test_reference_fixtures(void)
         printf("%s deepfilternet reference fixture mix%s speech: relative L2 %.3g (tolerance %g)\n",
                e <= TOL ? "PASS" : "FAIL", cases[i].suffix, e, TOL);
         CHECK(e <= TOL, "mix%s: relative L2 %g", cases[i].suffix, e);
+        if (!cases[i].suffix[0]) {                 /* the reference's lsnr [1, T, 1] of mix.wav */
+            ss_error err = {0};
+            ss_st *st = NULL;
+            CHECK(ss_st_open(ref, &st, &err) == SS_OK, "%s", err.msg);
+            const ss_st_tensor *t = ss_st_find(st, "lsnr");
+            float *l = t ? malloc((size_t)t->numel * sizeof *l) : NULL;
+            CHECK(l, "%s: no lsnr", ref);
+            ss_st_to_f32(t, l);
+            snprintf(out, sizeof out, "%s/rep.json", dir);
+            check_lsnr(out, l, (size_t)t->numel, "reference fixture");
+            free(l);
+            ss_st_close(st);
+        }
         free(r);
         free(y);
     }
@@ -496,6 +714,7 @@ int main(void)
     RUN(test_stereo_streams);
 #ifndef DFN_NO_CLI
     RUN(test_cli_parity);
+    RUN(test_cli_channels);
     RUN(test_reference_fixtures);
 #endif
     return test_summary();

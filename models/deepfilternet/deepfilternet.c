@@ -1,8 +1,9 @@
 /* deepfilternet.c - DeepFilterNet3 (Rikorose/DeepFilterNet: df/deepfilternet3.py,
  * df/modules.py, df/multiframe.py, df/enhance.py; features from libDF/src/lib.rs):
  * speech enhancement as two stems, speech and noise (= mixture - speech, the
- * pipeline's residual).  One channel at 48 kHz; every batch item is one
- * independent stream.
+ * pipeline's residual).  The network takes one channel at 48 kHz; a track's C
+ * channels run as C independent streams (channels_independent: the pipeline
+ * gives a file's channels as they are), as every forward() batch item does.
  *
  * The track is processed as a stream of blocks of at most `block` STFT frames
  * (hop samples each); everything that crosses a block boundary is carried in a
@@ -44,6 +45,14 @@
 #define DF_BN_EPS 1e-5f
 #define DF_MAX_GRU 4
 #define DF_DEFAULT_BLOCK 256
+/* The local SNR summary (dfn_track_stats): libDF's thresholds (tract.rs,
+ * RuntimeParams defaults; deepfilternet3.py's lsnr_dropout uses -10 too):
+ * below min_db_thresh a frame is noise only (libDF applies a zero mask), above
+ * max_db_erb_thresh clean speech (libDF skips the processing). */
+#define DF_LSNR_NOISE_DB -10.0
+#define DF_LSNR_CLEAN_DB 30.0
+#define DF_LSNR_BINS 50000   /* histogram over [lsnr_min, lsnr_max]: 0.001 dB bins for the
+                                released model, the median to half a bin (bounded memory) */
 
 /* A Conv2dNormAct / ConvTranspose2dNormAct folded at load:
  *   y = act(scale * pw(conv(x)) + shift), or y = act(scale * x + shift) for a
@@ -89,7 +98,6 @@ typedef struct stream {
 
 typedef struct dfn {
     int sr, n_fft, hop, nb, E, Fdf, O, dla, la;
-    int chans;           /* audio channels: independent streams */
     int C;               /* conv_ch */
     float lsnr_min, lsnr_max, alpha;
     int widths[64];
@@ -106,6 +114,11 @@ typedef struct dfn {
     float *frames, *fe, *fs, *pad, *e[4], *c[2], *t1, *t2, *t3, *emb, *cemb, *g1, *g2, *xi, *d3,
         *mask, *dfc, *pp, *coef, *spec_e, *re, *im, *ar, *ai, *cr, *ci, *ola, *lsnr, *big;
     float *host;         /* [block, 2 nb] host copy of X */
+    float *host_l;       /* [block] host copy of lsnr    */
+    /* the track's local SNR, every channel's frames (reset by stream_begin, forward) */
+    uint32_t *lsnr_hist; /* [DF_LSNR_BINS] frames per bin                       */
+    int64_t lsnr_n, lsnr_noise, lsnr_clean; /* frames; below / above the thresholds */
+    float lsnr_lo, lsnr_hi;                 /* smallest and largest seen           */
     float *host_f;       /* [block, E + 2 Fdf] host features */
     /* streams */
     int n_streams, st_block;   /* streams allocated, for blocks of st_block frames */
@@ -113,6 +126,7 @@ typedef struct dfn {
     /* SS_CHUNK_STREAM: one track fed piece by piece, channel c through stream c */
     int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding */
     int64_t s_audio;           /* samples received (per channel)                     */
+    int s_chans;               /* the track's channels: streams 0 .. s_chans - 1     */
     int s_cap;                 /* s_in/s_out made for s_cap frames                   */
     float *s_in, *s_out;       /* [(block + 1) hop + n_fft], [(block + la) hop]      */
 } dfn;
@@ -357,7 +371,8 @@ static void ws_free(dfn *m, ss_backend *be)
         free_ptrs(be, l[i], 1);
     free(m->host);
     free(m->host_f);
-    m->host = m->host_f = NULL;
+    free(m->host_l);
+    m->host = m->host_f = m->host_l = NULL;
     m->cap = 0;
 }
 
@@ -368,6 +383,7 @@ static void dfn_free(void *state, ss_backend *be)
         return;
     streams_free(m, be);
     ws_free(m, be);
+    free(m->lsnr_hist);
     free_ptrs(be, &m->s_in, 1);
     free_ptrs(be, &m->s_out, 1);
     for (int i = 0; i < 4; i++)
@@ -504,9 +520,9 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
     if (info->n_sources != 1 || strcmp(info->sources[0], "speech") != 0)
         return ss_fail(err, SS_E_DATA, "%s: DeepFilterNet's network gives one stem, speech (stemsplit.sources=speech, "
                        "stemsplit.residual=noise)", path);
-    if (info->channels < 1 || info->channels > 8)
-        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet runs 1 to 8 channels (each on its "
-                       "own)", path, info->channels);
+    if (info->channels != 1)
+        return ss_fail(err, SS_E_DATA, "%s: stemsplit.channels %d: DeepFilterNet's network takes one channel (a file's "
+                       "channels run as independent streams)", path, info->channels);
     dfn *m = calloc(1, sizeof *m);
     if (!m)
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", path);
@@ -516,7 +532,6 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
         return s;
     }
     m->sr = info->samplerate;
-    m->chans = info->channels;
     m->block = DF_DEFAULT_BLOCK;
     loader l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
     const ss_st_tensor *t = ss_st_find(st, "enc.erb_conv0.1.weight");
@@ -622,7 +637,10 @@ static ss_status ws_ensure(dfn *m, ss_backend *be, ss_error *err)
     m->ones = ok ? ss_alloc(be, G) : NULL;
     m->host = malloc(spec * sizeof *m->host);
     m->host_f = malloc(G * (E + 2 * F) * sizeof *m->host_f);
-    if (!ok || !m->ones || !m->host || !m->host_f) {
+    m->host_l = malloc(G * sizeof *m->host_l);
+    if (!m->lsnr_hist)
+        m->lsnr_hist = malloc(DF_LSNR_BINS * sizeof *m->lsnr_hist);
+    if (!ok || !m->ones || !m->host || !m->host_f || !m->host_l || !m->lsnr_hist) {
         ws_free(m, be);
         ss_status s = ss_backend_status(be, err);
         return s != SS_OK ? s : ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory for a block of %d frames",
@@ -888,6 +906,71 @@ static void network(dfn *m, ss_backend *be, stream *s, int G)
     ss_copy4d(be, m->spec_e + 1, sxr, m->im, sp, shp);
 }
 
+/* ---- the local SNR summary ------------------------------------------------------------- */
+
+static void lsnr_reset(dfn *m)
+{
+    if (m->lsnr_hist)
+        memset(m->lsnr_hist, 0, DF_LSNR_BINS * sizeof *m->lsnr_hist);
+    m->lsnr_n = m->lsnr_noise = m->lsnr_clean = 0;
+    m->lsnr_lo = INFINITY;
+    m->lsnr_hi = -INFINITY;
+}
+
+/* G network steps' lsnr (host, without lsnr_min: the network's sigmoid
+ * scaled by lsnr_max - lsnr_min) into the track's summary */
+static void lsnr_add(dfn *m, const float *l, int G)
+{
+    double w = ((double)m->lsnr_max - m->lsnr_min) / DF_LSNR_BINS;
+    for (int t = 0; t < G; t++) {
+        float v = l[t] + m->lsnr_min;           /* as the reference: lsnr_fc * scale + offset */
+        m->lsnr_lo = v < m->lsnr_lo ? v : m->lsnr_lo;
+        m->lsnr_hi = v > m->lsnr_hi ? v : m->lsnr_hi;
+        m->lsnr_noise += v < DF_LSNR_NOISE_DB;
+        m->lsnr_clean += v > DF_LSNR_CLEAN_DB;
+        double b = w > 0 ? ((double)v - m->lsnr_min) / w : 0;
+        int64_t k = b < 0 || b != b ? 0 : b >= DF_LSNR_BINS ? DF_LSNR_BINS - 1 : (int64_t)b;
+        m->lsnr_hist[k]++;
+        m->lsnr_n++;
+    }
+}
+
+/* the value of the frame of rank r (0-based) in sorted order: its bin's centre,
+ * within the smallest and largest seen */
+static double lsnr_rank(const dfn *m, int64_t r)
+{
+    double w = ((double)m->lsnr_max - m->lsnr_min) / DF_LSNR_BINS, v = m->lsnr_hi;
+    int64_t c = 0;
+    for (int k = 0; k < DF_LSNR_BINS; k++) {
+        c += m->lsnr_hist[k];
+        if (c > r) {
+            v = m->lsnr_min + (k + 0.5) * w;
+            break;
+        }
+    }
+    return v < m->lsnr_lo ? m->lsnr_lo : v > m->lsnr_hi ? m->lsnr_hi : v;
+}
+
+/* the track's local SNR (every channel's frames): min, median (numpy's: the
+ * mean of the two middle frames for an even count), max in dB, and the share
+ * of frames below DF_LSNR_NOISE_DB and above DF_LSNR_CLEAN_DB */
+static int dfn_track_stats(const void *state, ss_track_stat *out, int cap)
+{
+    const dfn *m = state;
+    if (!m->lsnr_hist || m->lsnr_n == 0 || cap < 5)
+        return 0;
+    int64_t n = m->lsnr_n;
+    double med = n % 2 ? lsnr_rank(m, n / 2) : 0.5 * (lsnr_rank(m, n / 2 - 1) + lsnr_rank(m, n / 2));
+    out[0] = (ss_track_stat){"lsnr_min_db", "local SNR min", "dB", m->lsnr_lo};
+    out[1] = (ss_track_stat){"lsnr_median_db", "median", "dB", med};
+    out[2] = (ss_track_stat){"lsnr_max_db", "max", "dB", m->lsnr_hi};
+    out[3] = (ss_track_stat){"noise_only_percent", "frames below -10 dB (noise only)", "%",
+                             100.0 * (double)m->lsnr_noise / (double)n};
+    out[4] = (ss_track_stat){"clean_speech_percent", "above 30 dB (clean speech)", "%",
+                             100.0 * (double)m->lsnr_clean / (double)n};
+    return 5;
+}
+
 /* ---- one block of one stream ---------------------------------------------------------- */
 
 /* libDF's features of G spectrum rows X [G, 2 nb] (host) -> fe [G, E], fs [2, G, Fdf] (host) */
@@ -967,6 +1050,10 @@ static ss_status block(dfn *m, ss_backend *be, stream *s, const float *x, int G,
         s->xh = xh0 + (size_t)skip * row;
         network(m, be, s, steps);
         s->xh = xh0;
+        ss_status st;
+        if ((st = ss_download(be, m->host_l, m->lsnr, (size_t)steps)) != SS_OK)
+            return ss_backend_status(be, err) != SS_OK ? ss_backend_status(be, err) : st;
+        lsnr_add(m, m->host_l, steps);
         /* synthesis: frames [steps, N] = spec_e x Dinv, overlap-added after syn */
         ss_gemm_desc d = {.m = steps, .n = N, .k = 2 * nb, .alpha = 1.0f, .lda = 2 * nb, .ldb = N, .ldc = N,
                           .batch = 1};
@@ -990,7 +1077,7 @@ static ss_status block(dfn *m, ss_backend *be, stream *s, const float *x, int G,
     return ss_backend_status(be, err);
 }
 
-/* x [batch, C, length] -> y [batch, 1, C, length]: enhance() per row (item, channel) */
+/* x [batch, 1, length] -> y [batch, 1, 1, length]: enhance() per item */
 static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
                              ss_error *err)
 {
@@ -1011,7 +1098,8 @@ static ss_status dfn_forward(void *state, ss_backend *be, const float *x, float 
         return s != SS_OK ? s : ss_fail(err, SS_E_NOMEM, "deepfilternet: out of memory for %lld samples",
                                         (long long)length);
     }
-    for (int b = 0; b < batch * m->chans && s == SS_OK; b++) {
+    lsnr_reset(m);
+    for (int b = 0; b < batch && s == SS_OK; b++) {
         stream *st = &m->st[0];
         stream_reset(m, be, st);
         ss_fill(be, in, 0.0f, (size_t)T * hop);
@@ -1044,11 +1132,11 @@ static void dfn_stream_geom(const void *state, ss_stream_geom *out)
     out->extra = (int64_t)(m->la + 1) * m->hop + m->n_fft;
 }
 
-static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, ss_error *err)
+static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, int channels, ss_error *err)
 {
     dfn *m = state;
     ss_status s;
-    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, m->chans, err)) != SS_OK)
+    if ((s = ws_ensure(m, be, err)) != SS_OK || (s = streams_ensure(m, be, channels, err)) != SS_OK)
         return s;
     if (m->s_cap < m->block) {
         free_ptrs(be, &m->s_in, 1);
@@ -1062,8 +1150,10 @@ static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, s
         }
         m->s_cap = m->block;
     }
-    for (int c = 0; c < m->chans; c++)
+    for (int c = 0; c < channels; c++)
         stream_reset(m, be, &m->st[c]);
+    lsnr_reset(m);
+    m->s_chans = channels;
     m->s_len = length;
     m->s_T = (length + m->n_fft) / m->hop;
     m->s_audio = 0;
@@ -1141,7 +1231,7 @@ static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, flo
         return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
                        (long long)n, (long long)m->s_audio, (long long)m->s_len);
     int last = m->s_audio + n == m->s_len;
-    for (int c = 0; c < m->chans; c++) {
+    for (int c = 0; c < m->s_chans; c++) {
         int64_t k = 0;
         ss_status s = stream_piece(m, be, &m->st[c], x + (size_t)c * n, y + (size_t)c * (g.block + g.extra), n,
                                    last, &k, err);
@@ -1180,4 +1270,6 @@ const ss_arch ss_arch_deepfilternet3 = {
     .stream_geom = dfn_stream_geom,
     .stream_begin = dfn_stream_begin,
     .stream_run = dfn_stream_run,
+    .channels_independent = 1,
+    .track_stats = dfn_track_stats,
 };
