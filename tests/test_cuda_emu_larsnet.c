@@ -6,4 +6,9 @@
 #define LN_DEVICE "cuda"
 #define LN_PREFIX "cuda_emu_larsnet"
 #define LN_NO_CLI   /* the binary runs on the CPU: tests/test_larsnet.c covers it */
+#if defined(__SANITIZE_ADDRESS__)
+/* under the sanitizers (make asan) the batched runs only (plain and Wiener): the emulator is
+ * slow there, and the plain build runs all */
+#define LN_LIGHT
+#endif
 #include "test_larsnet.c"
