@@ -107,6 +107,19 @@ typedef struct stft_job {
     int fail;                /* a task could not allocate     */
 } stft_job;
 
+/* Frames go through the transform one by one, and their bins are written (and, in the
+ * inverse, read) TILE frames at a time: a spectrum plane is [F, frames], so one frame's
+ * bins are a column, and a column a bin per cache line. */
+#define TILE 8
+
+/* complex slots per frame in a tile: nb rounded up to 8 (64 bytes), so that every frame of a
+ * tile starts as aligned as fftwf_malloc's block (FFTW's new-array execute needs the
+ * plan's alignment) */
+static size_t tile_pitch(int nb)
+{
+    return ((size_t)nb + 7) & ~(size_t)7;
+}
+
 static void stft_task(void *arg, int64_t t)
 {
     stft_job *j = arg;
@@ -115,24 +128,35 @@ static void stft_task(void *arg, int64_t t)
     int64_t b = t / j->blocks, f0 = (t % j->blocks) * FRAMES_PER_TASK;
     int64_t f1 = f0 + FRAMES_PER_TASK < j->frames ? f0 + FRAMES_PER_TASK : j->frames;
     float *in = fftwf_malloc(sizeof(float) * (size_t)n);
-    fftwf_complex *out = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
+    size_t pitch = tile_pitch(nb);
+    fftwf_complex *out = fftwf_malloc(sizeof(fftwf_complex) * pitch * TILE);
     if (!in || !out) {
         j->fail = 1;
         fftwf_free(in);
         fftwf_free(out);
         return;
     }
-    const float *x = j->x + b * d->length;
+    const float *x = j->x + b * d->length, *win = j->plan->window;
     float *re = j->spec + b * 2 * (int64_t)nb * j->frames, *im = re + (int64_t)nb * j->frames;
     float norm = 1.0f / sqrtf((float)n);
-    for (int64_t f = f0; f < f1; f++) {
-        int64_t start = f * d->hop - n / 2;
-        for (int i = 0; i < n; i++)
-            in[i] = x[reflect_index(start + i, d->length)] * j->plan->window[i];
-        fftwf_execute_dft_r2c(j->plan->fwd, in, out);
+    for (int64_t g0 = f0; g0 < f1; g0 += TILE) {
+        int g1 = f1 - g0 < TILE ? (int)(f1 - g0) : TILE;
+        for (int g = 0; g < g1; g++) {
+            int64_t start = (g0 + g) * d->hop - n / 2;
+            if (start >= 0 && start + n <= d->length)
+                for (int i = 0; i < n; i++)
+                    in[i] = x[start + i] * win[i];
+            else
+                for (int i = 0; i < n; i++)
+                    in[i] = x[reflect_index(start + i, d->length)] * win[i];
+            fftwf_execute_dft_r2c(j->plan->fwd, in, out + (size_t)g * pitch);
+        }
         for (int k = 0; k < nb; k++) {
-            re[(int64_t)k * j->frames + f] = out[k][0] * norm;
-            im[(int64_t)k * j->frames + f] = out[k][1] * norm;
+            float *rk = re + (int64_t)k * j->frames + g0, *ik = im + (int64_t)k * j->frames + g0;
+            for (int g = 0; g < g1; g++) {
+                rk[g] = out[(size_t)g * pitch + k][0] * norm;
+                ik[g] = out[(size_t)g * pitch + k][1] * norm;
+            }
         }
     }
     fftwf_free(in);
@@ -183,7 +207,8 @@ static void istft_block_task(void *arg, int64_t t)
     int64_t f0 = blk * j->block_frames;
     int64_t f1 = f0 + j->block_frames < j->frames ? f0 + j->block_frames : j->frames;
     float *outr = fftwf_malloc(sizeof(float) * (size_t)n);
-    fftwf_complex *in = fftwf_malloc(sizeof(fftwf_complex) * (size_t)nb);
+    size_t pitch = tile_pitch(nb);
+    fftwf_complex *in = fftwf_malloc(sizeof(fftwf_complex) * pitch * TILE);
     if (!in || !outr) {
         j->fail = 1;
         fftwf_free(in);
@@ -195,19 +220,26 @@ static void istft_block_task(void *arg, int64_t t)
     /* normalized: undo the forward's 1/sqrt(n); the c2r transform is unnormalised (x n) */
     float norm = sqrtf((float)n) / (float)n;
     const float *win = j->plan->window;
-    for (int64_t f = f0; f < f1; f++) {
+    for (int64_t g0 = f0; g0 < f1; g0 += TILE) {
+        int g1 = f1 - g0 < TILE ? (int)(f1 - g0) : TILE;
         for (int k = 0; k < nb; k++) {
-            in[k][0] = re[(int64_t)k * j->frames + f];
-            in[k][1] = im[(int64_t)k * j->frames + f];
+            const float *rk = re + (int64_t)k * j->frames + g0, *ik = im + (int64_t)k * j->frames + g0;
+            for (int g = 0; g < g1; g++) {
+                in[(size_t)g * pitch + k][0] = rk[g];
+                in[(size_t)g * pitch + k][1] = ik[g];
+            }
         }
-        in[0][1] = 0.0f;          /* a real signal's DC and Nyquist bins are real */
-        in[nb - 1][1] = 0.0f;
-        fftwf_execute_dft_c2r(j->plan->inv, in, outr);
-        /* frame sample i lands on padded position f hop + i, i.e. x[f hop + i - n/2] */
-        int64_t o = f * d->hop - n / 2;
-        int64_t i0 = o < 0 ? -o : 0, i1 = d->length - o < n ? d->length - o : n;
-        for (int64_t i = i0; i < i1; i++)
-            x[o + i] += outr[i] * norm * win[i];
+        for (int g = 0; g < g1; g++) {
+            fftwf_complex *ig = in + (size_t)g * pitch;
+            ig[0][1] = 0.0f;          /* a real signal's DC and Nyquist bins are real */
+            ig[nb - 1][1] = 0.0f;
+            fftwf_execute_dft_c2r(j->plan->inv, ig, outr);
+            /* frame sample i lands on padded position f hop + i, i.e. x[f hop + i - n/2] */
+            int64_t o = (g0 + g) * d->hop - n / 2;
+            int64_t i0 = o < 0 ? -o : 0, i1 = d->length - o < n ? d->length - o : n;
+            for (int64_t i = i0; i < i1; i++)
+                x[o + i] += outr[i] * norm * win[i];
+        }
     }
     fftwf_free(in);
     fftwf_free(outr);
