@@ -5,7 +5,7 @@
  * the checkpoint, the forward-pass parity (section 1 of each test), the CLI parity
  * (section 1b, left out where RF_NO_CLI is defined), for section 2 the generator
  * of small models (the includer's gen_model fills it), the refusal check, the
- * batch and graph-replay checks, and main()'s set-up.
+ * batch and graph-replay checks, and main()'s set-up and tear-down.
  * The includer defines RF_DEVICE (the backend) and RF_PREFIX (the test names'
  * prefix) first and sets root, tmpdir and fixtures (defined here) in main(); one
  * translation unit includes it. */
@@ -528,6 +528,17 @@ static int fixtures_init(const char *env, const char *sub, const char *test)
         return 1;
     }
     return 0;
+}
+
+/* main()'s tear-down: the logs the conversion and the CLI runs left, and the folder */
+static void fixtures_done(void)
+{
+    char log[1200];
+    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
+    unlink(log);
+    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
+    unlink(log);
+    rmdir(tmpdir);
 }
 
 #endif

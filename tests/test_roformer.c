@@ -236,11 +236,6 @@ int main(void)
     RUN(test_graph_replay_bs);
     RUN(test_graph_replay_mel);
     RUN(test_refusals);
-    char log[1200];
-    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
-    unlink(log);
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    unlink(log);
-    rmdir(tmpdir);
+    fixtures_done();
     return test_summary();
 }
