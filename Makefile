@@ -135,7 +135,7 @@ FUZZ_FLAGS   ?= -jobs=1 -workers=1 -timeout=10 -rss_limit_mb=2048 -max_len=65536
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 # the harnesses need the readers and the models, not the pipeline or the CLI
 FUZZ_LIB_SRCS := $(filter src/audio.c src/ffmpeg.c src/safetensors.c src/template.c src/error.c src/model.c src/backend%.c src/settings.c \
-                   src/threadpool.c kernels/% models/%,$(LIB_SRCS))
+                   src/threadpool.c src/weights.c kernels/% models/%,$(LIB_SRCS))
 
 .PHONY: fuzz fuzz-build fuzz-lib
 fuzz: fuzz-build

@@ -25,7 +25,6 @@ dfn.norm_alpha (docs/deepfilternet-format.md).
 Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
 73 cannot create output, 74 I/O error.
 """
-import argparse
 import configparser
 import math
 import os
@@ -38,9 +37,9 @@ import tempfile
 import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torchckpt import (EX_USAGE, EX_NOINPUT, EX_IOERR,  # noqa: E402
-                       Refuse, Checkpoint, TensorRef, convert_dtype, to_f32,
-                       write_safetensors)
+from torchckpt import (EX_NOINPUT,  # noqa: E402
+                       Refuse, Checkpoint, TensorRef, numel, to_f32,
+                       write_safetensors, parser, parse_args, run_main)
 
 VERSION = "1.0"
 PROG = "convert-deepfilternet.py"
@@ -509,13 +508,9 @@ def run(a):
             check_filterbanks(ck, state, widths, shown)
             tensors, params = [], 0
             for name in want:
-                dt, shp, b = ck.tensor(state[name], name)
-                dt, b = convert_dtype(dt, b, a.dtype, name)
+                dt, shp, b = ck.tensor_as(state[name], name, a.dtype)
                 tensors.append((name, dt, shp, b))
-                n = 1
-                for d in shp:
-                    n *= d
-                params += n
+                params += numel(shp)
         except Refuse as e:
             if str(e).startswith(shown):
                 raise
@@ -544,34 +539,11 @@ def run(a):
                                         p["hop_size"], p["nb_erb"], p["nb_df"]), file=sys.stderr)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print("%s: %s" % (PROG, message), file=sys.stderr)
-        sys.exit(EX_USAGE)
-
-
 def main(argv=None):
-    ap = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Details: docs/deepfilternet-format.md")
-    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ap = parser(PROG, __doc__, "Details: docs/deepfilternet-format.md")
     ap.add_argument("model", metavar="MODEL",
                     help="model folder (config.ini, checkpoints/) or its .zip/.tar.gz archive")
-    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
-                    help="tensor dtype in the output (default: as stored)")
-    ap.add_argument("--name", help="stored as stemsplit.name")
-    ap.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
-    a = ap.parse_args(argv)
-    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
-    try:
-        run(a)
-    except Refuse as e:
-        print("%s: %s" % (PROG, e), file=sys.stderr)
-        return e.code
-    except MemoryError:
-        print("%s: out of memory" % PROG, file=sys.stderr)
-        return EX_IOERR
-    return 0
+    return run_main(PROG, run, parse_args(ap, argv, VERSION))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ file.  Anything else is refused.
 Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
 73 cannot create output, 74 I/O error.
 """
-import argparse
 import collections
 import fractions
 import math
@@ -31,7 +30,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torchckpt import (EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_IOERR,  # noqa: E402,F401
                        Refuse, Checkpoint, TensorRef, _is_int, to_f32, from_f32,
-                       convert_dtype, write_safetensors, fmt_value)
+                       convert_dtype, write_safetensors, fmt_value, parser, parse_args,
+                       run_main)
 
 VERSION = "1.0"
 PROG = "convert-demucs.py"
@@ -334,8 +334,7 @@ def run(a):
         meta.update(m.meta(prefix))
         for name, t in m.state.items():
             try:
-                dt, shp, b = m.ckpt.tensor(t, name)
-                dt, b = convert_dtype(dt, b, a.dtype, name)
+                dt, shp, b = m.ckpt.tensor_as(t, name, a.dtype)
             except Refuse as e:
                 raise Refuse("%s: %s" % (m.path, e), e.code)
             tensors.append((prefix + name, dt, shp, b))
@@ -346,34 +345,11 @@ def run(a):
         nbytes / 1e6, meta["stemsplit.sources"], meta["stemsplit.segment"]), file=sys.stderr)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print("%s: %s" % (PROG, message), file=sys.stderr)
-        sys.exit(EX_USAGE)
-
-
 def main(argv=None):
-    ap = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Details: docs/htdemucs-format.md")
-    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ap = parser(PROG, __doc__, "Details: docs/htdemucs-format.md")
     ap.add_argument("inputs", nargs="+", metavar="IN.th", help="demucs checkpoint(s)")
     ap.add_argument("--weights", help="bag weight matrix: rows ';', values ','")
-    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
-                    help="tensor dtype in the output (default: as stored)")
-    ap.add_argument("--name", help="stored as stemsplit.name")
-    ap.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
-    a = ap.parse_args(argv)
-    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
-    try:
-        run(a)
-    except Refuse as e:
-        print("%s: %s" % (PROG, e), file=sys.stderr)
-        return e.code
-    except MemoryError:
-        print("%s: out of memory" % PROG, file=sys.stderr)
-        return EX_IOERR
-    return 0
+    return run_main(PROG, run, parse_args(ap, argv, VERSION))
 
 
 if __name__ == "__main__":

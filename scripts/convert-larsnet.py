@@ -24,16 +24,13 @@ Metadata: stemsplit.architecture=larsnet, larsnet.n_fft/hop/F/T
 Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
 73 cannot create output, 74 I/O error.
 """
-import argparse
 import fractions
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torchckpt import (EX_USAGE, EX_NOINPUT, EX_IOERR,  # noqa: E402
-                       Refuse, Checkpoint, TensorRef, _is_int, convert_dtype,
-                       write_safetensors, fmt_value)
-import miniyaml  # noqa: E402
+from torchckpt import (Refuse, Checkpoint, numel, state_dict,  # noqa: E402
+                       read_yaml, pos_int, write_safetensors, fmt_value, parser, parse_args, run_main)
 
 VERSION = "1.0"
 PROG = "convert-larsnet.py"
@@ -45,33 +42,16 @@ DEPTH = 6             # enc1..enc6, dec1..dec6
 BN = ("weight", "bias", "running_mean", "running_var")
 
 
-def _pos_int(v, what, path):
-    if not _is_int(v) or v <= 0:
-        raise Refuse("%s: %s=%r: expected a positive integer" % (path, what, v))
-    return v
-
-
 class Config:
     def __init__(self, path):
         self.path = path
-        try:
-            y = miniyaml.load_file(path)
-        except FileNotFoundError:
-            raise Refuse("%s: no such file" % path, EX_NOINPUT)
-        except UnicodeDecodeError:
-            raise Refuse("%s: not a UTF-8 text file" % path)
-        except OSError as e:
-            raise Refuse("%s: cannot read: %s" % (path, e.strerror), EX_NOINPUT)
-        except miniyaml.YAMLError as e:
-            raise Refuse("%s: %s" % (path, e))
-        if not isinstance(y, dict):
-            raise Refuse("%s: not a YAML mapping" % path)
+        y = read_yaml(path)
         g = y.get("global")
         if not isinstance(g, dict) or "sr" not in g:
             raise Refuse("%s: global.sr missing" % path)
-        self.sr = _pos_int(g["sr"], "global.sr", path)
-        self.n_fft = _pos_int(g.get("n_fft", 4096), "global.n_fft", path)
-        self.hop = _pos_int(g.get("hop_length", self.n_fft // 4), "global.hop_length", path)
+        self.sr = pos_int(g["sr"], "global.sr", path)
+        self.n_fft = pos_int(g.get("n_fft", 4096), "global.n_fft", path)
+        self.hop = pos_int(g.get("hop_length", self.n_fft // 4), "global.hop_length", path)
         if self.n_fft % 2 or self.hop > self.n_fft:
             raise Refuse("%s: n_fft %d / hop %d: need an even n_fft and hop <= n_fft"
                          % (path, self.n_fft, self.hop))
@@ -87,7 +67,7 @@ class Config:
             sec = y.get(s)
             if not isinstance(sec, dict) or "F" not in sec or "T" not in sec:
                 raise Refuse("%s: %s.F or %s.T missing" % (path, s, s))
-            ft.add((_pos_int(sec["F"], s + ".F", path), _pos_int(sec["T"], s + ".T", path)))
+            ft.add((pos_int(sec["F"], s + ".F", path), pos_int(sec["T"], s + ".T", path)))
         if len(ft) != 1:
             raise Refuse("%s: the stems' F and T differ (%s): one value for all five is supported"
                          % (path, sorted(ft)))
@@ -103,33 +83,7 @@ class Config:
 
 def load_state(path):
     ck = Checkpoint(path)
-    obj = ck.obj
-    if not isinstance(obj, dict):
-        raise Refuse("%s: holds a %s, not a state dict" % (path, type(obj).__name__))
-    state = obj
-    if not (obj and all(isinstance(v, TensorRef) for v in obj.values())):
-        for w in STATE_WRAPPERS:
-            if isinstance(obj.get(w), dict):
-                state = obj[w]
-                break
-        else:
-            raise Refuse("%s: not a state dict (no tensors at the top, nor under %s)"
-                         % (path, ", ".join(STATE_WRAPPERS)))
-    if not state:
-        raise Refuse("%s: the state dict is empty" % path)
-    for k, v in state.items():
-        if not isinstance(k, str) or not k:
-            raise Refuse("%s: state dict has a non-string key %r" % (path, k))
-        if not isinstance(v, TensorRef):
-            raise Refuse("%s: state entry %s is a %s, not a tensor" % (path, k, type(v).__name__))
-    for _ in range(4):
-        for pre in STATE_PREFIXES:
-            if all(k.startswith(pre) and len(k) > len(pre) for k in state):
-                state = {k[len(pre):]: v for k, v in state.items()}
-                break
-        else:
-            break
-    return ck, state
+    return ck, state_dict(ck, path, STATE_WRAPPERS, STATE_PREFIXES)
 
 
 def expected(cfg, state, path):
@@ -193,15 +147,11 @@ def run(a):
         widths0 = widths
         for name in want:
             try:
-                dt, shp, b = ck.tensor(state[name], name)
-                dt, b = convert_dtype(dt, b, a.dtype, name)
+                dt, shp, b = ck.tensor_as(state[name], name, a.dtype)
             except Refuse as e:
                 raise Refuse("%s: %s" % (path, e), e.code)
             tensors.append(("%s.%s" % (stem, name), dt, shp, b))
-            n = 1
-            for d in shp:
-                n *= d
-            params += n
+            params += numel(shp)
     meta = {
         "stemsplit.architecture": "larsnet",
         "stemsplit.sources": ",".join(STEMS),
@@ -223,37 +173,15 @@ def run(a):
              meta["larsnet.widths"], cfg.n_fft, cfg.hop, cfg.F, cfg.T), file=sys.stderr)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print("%s: %s" % (PROG, message), file=sys.stderr)
-        sys.exit(EX_USAGE)
-
-
 def main(argv=None):
-    ap = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Details: models/larsnet/README.md")
-    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ap = parser(PROG, __doc__, "Details: models/larsnet/README.md")
     ap.add_argument("config", metavar="CONFIG.yaml", help="LarsNet's config.yaml")
     ap.add_argument("checkpoints", metavar="STEM.pth", nargs="+",
                     help="the five checkpoints: kick snare toms hihat cymbals")
-    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
-                    help="tensor dtype in the output (default: as stored)")
-    ap.add_argument("--name", help="stored as stemsplit.name")
-    ap.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
-    a = ap.parse_args(argv)
+    a = parse_args(ap, argv, VERSION)
     if len(a.checkpoints) != len(STEMS):
         ap.error("need five checkpoints (%s), got %d" % (" ".join(STEMS), len(a.checkpoints)))
-    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
-    try:
-        run(a)
-    except Refuse as e:
-        print("%s: %s" % (PROG, e), file=sys.stderr)
-        return e.code
-    except MemoryError:
-        print("%s: out of memory" % PROG, file=sys.stderr)
-        return EX_IOERR
-    return 0
+    return run_main(PROG, run, a)
 
 
 if __name__ == "__main__":

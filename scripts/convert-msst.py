@@ -19,7 +19,6 @@ metadata: docs/roformer-format.md, docs/mdx23c-format.md.
 Exit status: 0 ok, 64 usage, 65 bad or unsupported input, 66 input missing,
 73 cannot create output, 74 I/O error.
 """
-import argparse
 import fractions
 import math
 import os
@@ -27,10 +26,9 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torchckpt import (EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_IOERR,  # noqa: E402
-                       Refuse, Checkpoint, TensorRef, _is_int, convert_dtype,
-                       write_safetensors, fmt_value)
-import miniyaml  # noqa: E402
+from torchckpt import (EX_DATAERR, EX_NOINPUT,  # noqa: E402
+                       Refuse, Checkpoint, _is_int, state_dict, read_yaml, pos_int,
+                       write_safetensors, fmt_value, parser, parse_args, run_main)
 
 VERSION = "1.0"
 PROG = "convert-msst.py"
@@ -73,30 +71,12 @@ def _get(d, section, key, path, default=Refuse):
     return sec[key]
 
 
-def _pos_int(v, what, path, zero_ok=False):
-    if not _is_int(v) or v < 0 or v == 0 and not zero_ok:
-        raise Refuse("%s: %s=%r: expected a %s integer" % (
-            path, what, v, "non-negative" if zero_ok else "positive"))
-    return v
-
-
 class Config:
     """The hyperparameters of one MSST config, resolved against the defaults."""
 
     def __init__(self, path):
         self.path = path
-        try:
-            y = miniyaml.load_file(path)
-        except FileNotFoundError:
-            raise Refuse("%s: no such file" % path, EX_NOINPUT)
-        except UnicodeDecodeError:
-            raise Refuse("%s: not a UTF-8 text file" % path)
-        except OSError as e:
-            raise Refuse("%s: cannot read: %s" % (path, e.strerror), EX_NOINPUT)
-        except miniyaml.YAMLError as e:
-            raise Refuse("%s: %s" % (path, e))
-        if not isinstance(y, dict):
-            raise Refuse("%s: not a YAML mapping" % path)
+        y = read_yaml(path)
         model = y.get("model")
         if not isinstance(model, dict):
             raise Refuse("%s: model section missing" % path)
@@ -131,8 +111,8 @@ class Config:
             if k in p or k in ("dim", "depth"):
                 p[k] = v
         for k in INT_KEYS:
-            _pos_int(p[k], "model." + k, path)
-        _pos_int(p["linear_transformer_depth"], "model.linear_transformer_depth", path, True)
+            pos_int(p[k], "model." + k, path)
+        pos_int(p["linear_transformer_depth"], "model.linear_transformer_depth", path, True)
         for k in BOOL_KEYS + (("match_input_audio_length",) if mel else ()):
             if not isinstance(p[k], bool):
                 raise Refuse("%s: model.%s=%r: expected true or false" % (path, k, p[k]))
@@ -153,8 +133,8 @@ class Config:
                          % (path, p["dim_head"]))
         nfreq = p["stft_n_fft"] // 2 + 1
         if mel:
-            _pos_int(p["num_bands"], "model.num_bands", path)
-            _pos_int(p["sample_rate"], "model.sample_rate", path)
+            pos_int(p["num_bands"], "model.num_bands", path)
+            pos_int(p["sample_rate"], "model.sample_rate", path)
             self.mel = mel_bands(p["sample_rate"], p["stft_n_fft"], p["num_bands"], path)
             p["band_widths"] = self.mel[1]
         else:
@@ -178,9 +158,9 @@ class Config:
         for k in MDX23C_INT_KEYS:
             if k not in m:
                 raise Refuse("%s: model.%s missing" % (path, k))
-            p[k] = _pos_int(m[k], "model." + k, path)
+            p[k] = pos_int(m[k], "model." + k, path)
         for k in ("n_fft", "hop_length", "dim_f", "num_channels"):
-            p["audio_" + k] = _pos_int(_get(y, "audio", k, path), "audio." + k, path)
+            p["audio_" + k] = pos_int(_get(y, "audio", k, path), "audio." + k, path)
         sc = m.get("scale")
         if not isinstance(sc, (list, tuple)) or len(sc) != 2 or \
                 not all(_is_int(v) and v > 0 for v in sc):
@@ -241,18 +221,18 @@ class Config:
 
     def audio(self):
         path, y = self.path, self.y
-        self.samplerate = _pos_int(_get(y, "audio", "sample_rate", path),
+        self.samplerate = pos_int(_get(y, "audio", "sample_rate", path),
                                    "audio.sample_rate", path)
         inf = y.get("inference") if isinstance(y.get("inference"), dict) else {}
         # as MSST's demix: inference.chunk_size wins over audio.chunk_size
         if "chunk_size" in inf:
-            self.chunk_size = _pos_int(inf["chunk_size"], "inference.chunk_size", path)
+            self.chunk_size = pos_int(inf["chunk_size"], "inference.chunk_size", path)
         else:
-            self.chunk_size = _pos_int(_get(y, "audio", "chunk_size", path),
+            self.chunk_size = pos_int(_get(y, "audio", "chunk_size", path),
                                        "audio.chunk_size", path)
-        self.num_overlap = _pos_int(_get(y, "inference", "num_overlap", path),
+        self.num_overlap = pos_int(_get(y, "inference", "num_overlap", path),
                                     "inference.num_overlap", path)
-        self.batch_size = _pos_int(_get(y, "inference", "batch_size", path),
+        self.batch_size = pos_int(_get(y, "inference", "batch_size", path),
                                    "inference.batch_size", path)
         self.normalize = inf.get("normalize", False)
         if not isinstance(self.normalize, bool):
@@ -465,33 +445,7 @@ def mdx23c_tensors(cfg):
 
 def load_state(path):
     ck = Checkpoint(path)
-    obj = ck.obj
-    if not isinstance(obj, dict):
-        raise Refuse("%s: holds a %s, not a state dict" % (path, type(obj).__name__))
-    state = obj
-    if not (obj and all(isinstance(v, TensorRef) for v in obj.values())):
-        for w in STATE_WRAPPERS:
-            if isinstance(obj.get(w), dict):
-                state = obj[w]
-                break
-        else:
-            raise Refuse("%s: not a state dict (no tensors at the top, nor under %s)"
-                         % (path, ", ".join(STATE_WRAPPERS)))
-    if not state:
-        raise Refuse("%s: the state dict is empty" % path)
-    for k, v in state.items():
-        if not isinstance(k, str) or not k:
-            raise Refuse("%s: state dict has a non-string key %r" % (path, k))
-        if not isinstance(v, TensorRef):
-            raise Refuse("%s: state entry %s is a %s, not a tensor" % (path, k, type(v).__name__))
-    for _ in range(4):
-        for pre in STATE_PREFIXES:
-            if all(k.startswith(pre) and len(k) > len(pre) for k in state):
-                state = {k[len(pre):]: v for k, v in state.items()}
-                break
-        else:
-            break
-    return ck, state
+    return ck, state_dict(ck, path, STATE_WRAPPERS, STATE_PREFIXES)
 
 
 def check_state(cfg, ckpath, state):
@@ -575,8 +529,7 @@ def run(a):
         if cfg.arch == "mdx23c" and name.endswith(".num_batches_tracked"):
             continue                                # a training counter
         try:
-            dt, shp, b = ck.tensor(t, name)
-            dt, b = convert_dtype(dt, b, a.dtype, name)
+            dt, shp, b = ck.tensor_as(t, name, a.dtype)
         except Refuse as e:
             raise Refuse("%s: %s" % (a.checkpoint, e), e.code)
         tensors.append((name, dt, shp, b))
@@ -593,41 +546,19 @@ def run(a):
         meta["stemsplit.segment"]), file=sys.stderr)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print("%s: %s" % (PROG, message), file=sys.stderr)
-        sys.exit(EX_USAGE)
-
-
 def main(argv=None):
-    ap = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Details: docs/roformer-format.md")
-    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    ap = parser(PROG, __doc__, "Details: docs/roformer-format.md")
     ap.add_argument("config", metavar="CONFIG.yaml", help="the MSST config of the checkpoint")
     ap.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint (.ckpt/.pth)")
-    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
-                    help="tensor dtype in the output (default: as stored)")
-    ap.add_argument("--name", help="stored as stemsplit.name")
-    ap.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
-    a = ap.parse_args(argv)
-    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
-    try:
-        run(a)
-    except Refuse as e:
+    a = parse_args(ap, argv, VERSION)
+
+    def message(e):             # a refusal names the file it is about
         msg = str(e)
-        if e.code == EX_NOINPUT and not msg.startswith(a.checkpoint) and \
-                not msg.startswith(a.config):
+        if e.code in (EX_NOINPUT, EX_DATAERR) and not (msg.startswith(a.checkpoint) or
+                                                       msg.startswith(a.config)):
             msg = "%s: %s" % (a.checkpoint, msg)
-        elif e.code == EX_DATAERR and not (msg.startswith(a.checkpoint) or
-                                           msg.startswith(a.config)):
-            msg = "%s: %s" % (a.checkpoint, msg)
-        print("%s: %s" % (PROG, msg), file=sys.stderr)
-        return e.code
-    except MemoryError:
-        print("%s: out of memory" % PROG, file=sys.stderr)
-        return EX_IOERR
-    return 0
+        return msg
+    return run_main(PROG, run, a, message)
 
 
 if __name__ == "__main__":

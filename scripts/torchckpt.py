@@ -1,6 +1,9 @@
 """torchckpt.py - read torch checkpoints without torch, write safetensors.
 Python 3 standard library only.  Shared by the converters in this folder
-(convert-demucs.py, convert-msst.py).
+(convert-demucs.py, convert-msst.py, convert-larsnet.py,
+convert-deepfilternet.py): the checkpoint reader, dtype conversion, the
+safetensors writer, and their common command line (-o, --dtype, --name,
+--version; usage errors exit 64) and state-dict unwrapping.
 
 Checkpoints are torch's zip serialization (torch >= 1.6).  The pickle inside
 is read with a restricted unpickler: only an explicit allow-list of globals is
@@ -9,6 +12,7 @@ references); a converter may add its own stand-ins through `find_extra`.
 Nothing from the file is ever called, so converting never runs code from it.
 Anything else is refused (Refuse, exit status 65).
 """
+import argparse
 import array
 import collections
 import fractions
@@ -20,6 +24,8 @@ import pickle
 import struct
 import sys
 import zipfile
+
+import miniyaml
 
 EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_IOERR = 64, 65, 66, 73, 74
 
@@ -289,6 +295,53 @@ class Checkpoint:
             b = a.tobytes()
         return dt.st, list(t.size), b
 
+    def tensor_as(self, t, name, want):
+        """tensor() with the bytes in dtype `want` ("keep": as stored)."""
+        dt, shp, b = self.tensor(t, name)
+        dt, b = convert_dtype(dt, b, want, name)
+        return dt, shp, b
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def state_dict(ck, path, wrappers, prefixes):
+    """The state dict of checkpoint `ck` (its top-level dict of tensors, else
+    the first of `wrappers` that holds a dict), every key a non-empty string
+    and every value a TensorRef, with a prefix of `prefixes` that all keys
+    share taken off (up to four times: module.model.)."""
+    obj = ck.obj
+    if not isinstance(obj, dict):
+        raise Refuse("%s: holds a %s, not a state dict" % (path, type(obj).__name__))
+    state = obj
+    if not (obj and all(isinstance(v, TensorRef) for v in obj.values())):
+        for w in wrappers:
+            if isinstance(obj.get(w), dict):
+                state = obj[w]
+                break
+        else:
+            raise Refuse("%s: not a state dict (no tensors at the top, nor under %s)"
+                         % (path, ", ".join(wrappers)))
+    if not state:
+        raise Refuse("%s: the state dict is empty" % path)
+    for k, v in state.items():
+        if not isinstance(k, str) or not k:
+            raise Refuse("%s: state dict has a non-string key %r" % (path, k))
+        if not isinstance(v, TensorRef):
+            raise Refuse("%s: state entry %s is a %s, not a tensor" % (path, k, type(v).__name__))
+    for _ in range(4):
+        for pre in prefixes:
+            if all(k.startswith(pre) and len(k) > len(pre) for k in state):
+                state = {k[len(pre):]: v for k, v in state.items()}
+                break
+        else:
+            break
+    return state
+
 
 # ------------------------------------------------------------------ dtype conversion
 
@@ -394,3 +447,76 @@ def write_safetensors(path, tensors, meta):
             pass
         raise Refuse("%s: cannot write: %s" % (path, e.strerror), EX_CANTCREAT)
 
+
+# ------------------------------------------------------------------ config files
+
+def pos_int(v, what, path, zero_ok=False):
+    """v when it is a positive integer (zero_ok: or 0); a Refuse naming the
+    file and the key `what` otherwise."""
+    if not _is_int(v) or v < 0 or v == 0 and not zero_ok:
+        raise Refuse("%s: %s=%r: expected a %s integer" % (
+            path, what, v, "non-negative" if zero_ok else "positive"))
+    return v
+
+
+def read_yaml(path):
+    """A YAML config file (scripts/miniyaml.py) that must be a mapping."""
+    try:
+        y = miniyaml.load_file(path)
+    except FileNotFoundError:
+        raise Refuse("%s: no such file" % path, EX_NOINPUT)
+    except UnicodeDecodeError:
+        raise Refuse("%s: not a UTF-8 text file" % path)
+    except OSError as e:
+        raise Refuse("%s: cannot read: %s" % (path, e.strerror), EX_NOINPUT)
+    except miniyaml.YAMLError as e:
+        raise Refuse("%s: %s" % (path, e))
+    if not isinstance(y, dict):
+        raise Refuse("%s: not a YAML mapping" % path)
+    return y
+
+
+# ------------------------------------------------------------------ command line
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with sysexits: a usage error prints the usage and exits 64."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print("%s: %s" % (self.prog, message), file=sys.stderr)
+        sys.exit(EX_USAGE)
+
+
+def parser(prog, doc, epilog):
+    """A converter's command line: its description is the first paragraph of
+    `doc`; -o/--output is added here, the inputs and other options by the
+    caller, then parse_args() adds the common options last."""
+    ap = _Parser(prog=prog, description=doc.split("\n\n")[0], epilog=epilog)
+    ap.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    return ap
+
+
+def parse_args(ap, argv, version):
+    """Adds --dtype, --name and --version to `ap` and parses argv; a.dtype is
+    then a safetensors dtype or "keep"."""
+    ap.add_argument("--dtype", default="keep", choices=["keep", "f32", "f16", "bf16"],
+                    help="tensor dtype in the output (default: as stored)")
+    ap.add_argument("--name", help="stored as stemsplit.name")
+    ap.add_argument("--version", action="version", version="%s %s" % (ap.prog, version))
+    a = ap.parse_args(argv)
+    a.dtype = {"keep": "keep", "f32": "F32", "f16": "F16", "bf16": "BF16"}[a.dtype]
+    return a
+
+
+def run_main(prog, run, a, message=str):
+    """run(a) and the exit status: 0, a Refuse's code after printing
+    'prog: message(e)', or 74 when out of memory."""
+    try:
+        run(a)
+    except Refuse as e:
+        print("%s: %s" % (prog, message(e)), file=sys.stderr)
+        return e.code
+    except MemoryError:
+        print("%s: out of memory" % prog, file=sys.stderr)
+        return EX_IOERR
+    return 0

@@ -564,6 +564,19 @@ ss_status ss_st_meta_int(const ss_st *st, const char *key, int64_t *out, ss_erro
     return SS_OK;
 }
 
+ss_status ss_st_meta_int_in(const ss_st *st, const char *key, int64_t lo, int64_t hi, int *out, ss_error *err)
+{
+    int64_t v;
+    ss_status s = ss_st_meta_int(st, key, &v, err);
+    if (s != SS_OK)
+        return s;
+    if (v < lo || v > hi)
+        return ss_fail(err, SS_E_DATA, "%s: metadata '%s' = %lld is out of range [%lld, %lld]", st->path, key,
+                       (long long)v, (long long)lo, (long long)hi);
+    *out = (int)v;
+    return SS_OK;
+}
+
 ss_status ss_st_meta_double(const ss_st *st, const char *key, double *out, ss_error *err)
 {
     const char *v;
@@ -690,6 +703,28 @@ ss_status ss_st_get(ss_st *st, const char *name, int ndim, const int64_t *shape,
     }
     st->used[i] = 1;
     *out = t;
+    return SS_OK;
+}
+
+ss_status ss_st_get_f32(ss_st *st, const char *name, int ndim, const int64_t *shape, float **buf, size_t *cap,
+                        int64_t *numel, ss_error *err)
+{
+    const ss_st_tensor *t;
+    ss_status s = ss_st_get(st, name, ndim, shape, &t, err);
+    if (s != SS_OK)
+        return s;
+    size_t n = (size_t)t->numel;
+    if (!*buf || n > *cap) {
+        float *p = realloc(*buf, (n ? n : 1) * sizeof *p);
+        if (!p)
+            return ss_fail(err, SS_E_NOMEM, "%s: out of memory for tensor '%s'", st->path, name);
+        *buf = p;
+        *cap = n;
+    }
+    ss_st_to_f32(t, *buf);
+    ss_st_release(st, t);
+    if (numel)
+        *numel = t->numel;
     return SS_OK;
 }
 

@@ -57,6 +57,9 @@ void ss_st_meta_at(const ss_st *st, int i, const char **key, const char **value)
 /* Typed metadata: SS_E_DATA naming the file and key when missing or malformed. */
 ss_status ss_st_meta_int(const ss_st *st, const char *key, int64_t *out, ss_error *err);
 ss_status ss_st_meta_double(const ss_st *st, const char *key, double *out, ss_error *err);
+/* An integer in [lo, hi] (as an int: the range must fit one); SS_E_DATA
+ * naming the file, key, value and range otherwise. */
+ss_status ss_st_meta_int_in(const ss_st *st, const char *key, int64_t lo, int64_t hi, int *out, ss_error *err);
 /* "39/5", "7.8" or "10" -> num/den in lowest terms, den > 0 */
 ss_status ss_st_meta_fraction(const ss_st *st, const char *key, int64_t *num, int64_t *den, ss_error *err);
 /* "true"/"false"/"1"/"0" */
@@ -67,6 +70,14 @@ ss_status ss_st_meta_bool(const ss_st *st, const char *key, int *out, ss_error *
  * file, tensor, expected and actual shape on mismatch or absence. */
 ss_status ss_st_get(ss_st *st, const char *name, int ndim, const int64_t *shape,
                     const ss_st_tensor **out, ss_error *err);
+/* ss_st_get, then the tensor as fp32 in *buf (ss_st_to_f32) and its pages
+ * released (ss_st_release).  *buf holds *cap floats; it is grown with realloc
+ * when the tensor has more (*buf NULL and *cap 0: a new buffer of its size),
+ * so one buffer can serve a whole load.  *numel (may be NULL) gets the
+ * tensor's element count.  SS_E_NOMEM naming the file and tensor; on any
+ * error *buf and *cap are as they were. */
+ss_status ss_st_get_f32(ss_st *st, const char *name, int ndim, const int64_t *shape, float **buf, size_t *cap,
+                        int64_t *numel, ss_error *err);
 /* After loading: SS_E_DATA naming the first tensor never fetched with
  * ss_st_get() (extra tensors are refused, not silently ignored). */
 ss_status ss_st_check_all_used(const ss_st *st, ss_error *err);

@@ -20,6 +20,7 @@
 
 #include "../src/model.h"
 #include "../src/safetensors.h"
+#include "fixture_io.h"
 #include "test.h"
 
 #define TOL 1e-4
@@ -144,26 +145,6 @@ static int convert_case(const char *name, const char *out, char *why, size_t wsi
         return -1;
     }
     return 0;
-}
-
-/* Relative L2 ||y - r|| / ||r|| */
-static double rel_l2(const float *y, const float *r, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)y[i] - r[i];
-        num += d * d;
-        den += (double)r[i] * r[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
-static float *tensor_f32(const ss_st_tensor *t)
-{
-    float *p = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *p);
-    if (p)
-        ss_st_to_f32(t, p);
-    return p;
 }
 
 /* Print one PASS/FAIL line of our own (counted by tests/run.sh). */

@@ -3,7 +3,9 @@
  * case folders under tests/fixtures/<arch>/ with ref.safetensors made by the PyTorch
  * reference, the model converted by scripts/convert-msst.py where a case has only
  * the checkpoint, the forward-pass parity (section 1 of each test), the CLI parity
- * (section 1b, left out where RF_NO_CLI is defined) and main()'s set-up.
+ * (section 1b, left out where RF_NO_CLI is defined), for section 2 the generator
+ * of small models (the includer's gen_model fills it), the refusal check, the
+ * batch and graph-replay checks, and main()'s set-up and tear-down.
  * The includer defines RF_DEVICE (the backend) and RF_PREFIX (the test names'
  * prefix) first and sets root, tmpdir and fixtures (defined here) in main(); one
  * translation unit includes it. */
@@ -13,6 +15,8 @@
 #if !defined(RF_DEVICE) || !defined(RF_PREFIX)
 #error "define RF_DEVICE and RF_PREFIX before including msst_fixtures.h"
 #endif
+
+#include "fixture_io.h"
 
 #define TOL 1e-4
 #define MAX_CASES 64
@@ -28,25 +32,6 @@ static void report(int ok, const char *name, const char *detail)
 }
 
 static int is_file(const char *path) { return access(path, R_OK) == 0; }
-
-static double rel_l2(const float *y, const float *r, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)y[i] - r[i];
-        num += d * d;
-        den += (double)r[i] * r[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
-static float *tensor_f32(const ss_st_tensor *t)
-{
-    float *p = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *p);
-    if (p)
-        ss_st_to_f32(t, p);
-    return p;
-}
 
 /* Run x [B, C, L] through the model file on the CPU: y [B, S, C, L] (malloc'd) or NULL with err. */
 static float *run_model(const char *path, const float *x, int B, int64_t L, int *S_out, int *C_out, ss_error *err)
@@ -204,28 +189,6 @@ static void test_parity(void)
 #ifndef RF_NO_CLI
 /* ---- 1b. CLI parity: chunking, normalisation and residual through the binary --------------- */
 
-/* a WAV as planar [C, L] floats (malloc'd), or NULL */
-static float *read_planar(const char *path, int *C, int64_t *L)
-{
-    SF_INFO si = {0};
-    SNDFILE *sf = sf_open(path, SFM_READ, &si);
-    if (!sf)
-        return NULL;
-    float *inter = malloc((size_t)si.channels * (size_t)si.frames * sizeof *inter);
-    float *planar = malloc((size_t)si.channels * (size_t)si.frames * sizeof *planar);
-    if (!inter || !planar || sf_readf_float(sf, inter, si.frames) != si.frames) {
-        free(inter), free(planar), sf_close(sf);
-        return NULL;
-    }
-    for (int c = 0; c < si.channels; c++)
-        for (sf_count_t i = 0; i < si.frames; i++)
-            planar[(size_t)c * (size_t)si.frames + (size_t)i] = inter[(size_t)i * si.channels + c];
-    free(inter);
-    sf_close(sf);
-    *C = si.channels, *L = si.frames;
-    return planar;
-}
-
 static int run_cli(const char *exe, const char *model, const char *mix, const char *out, int batch, int threads)
 {
     char cmd[8192];
@@ -361,6 +324,188 @@ static void test_cli_parity(void)
 }
 #endif
 
+/* ---- 2. small models written here: the generator and the checks both tests make ------- */
+
+/* A model's tensors as the test makes them (the includer's gen_model) */
+#define MAXT 512
+typedef struct gen {
+    int n;
+    char *names[MAXT];
+    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT];
+    float *data[MAXT];
+    unsigned rng;
+} gen;
+
+/* the generator's deterministic pseudo-random numbers, in [-0.5, 0.5) */
+static float frand(gen *g)
+{
+    g->rng = g->rng * 1664525u + 1013904223u;
+    return (float)((g->rng >> 8) & 0xffff) / 65536.0f - 0.5f;
+}
+
+
+/* tensor `name` [d0, d1, d2, d3] (trailing zeros: fewer dims) = base + spread * frand */
+static void add4(gen *g, const char *name, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float base, float spread)
+{
+    int i = g->n++;
+    int64_t d[4] = {d0, d1, d2, d3};
+    g->names[i] = strdup(name);
+    g->ndims[i] = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    size_t n = 1;
+    for (int k = 0; k < g->ndims[i]; k++) {
+        g->shapes[i][k] = d[k];
+        n *= (size_t)d[k];
+    }
+    g->data[i] = malloc(n * sizeof(float));
+    for (size_t j = 0; j < n; j++)
+        g->data[i][j] = base + spread * frand(g);
+}
+
+
+static void gen_free(gen *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        free(g->names[i]);
+        free(g->data[i]);
+    }
+    g->n = 0;
+}
+
+
+/* Write the model (without tensor `drop`) to path; 0 ok */
+static int gen_write(gen *g, const char *path, const char *meta, const char *drop)
+{
+    static const char *names[MAXT];
+    static const float *data[MAXT];
+    static int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
+    int ndims[MAXT], n = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (drop && strcmp(drop, g->names[i]) == 0)
+            continue;
+        names[n] = g->names[i];
+        data[n] = g->data[i];
+        memcpy(shapes[n], g->shapes[i], sizeof shapes[n]);
+        ndims[n] = g->ndims[i];
+        n++;
+    }
+    return st_write_f32(path, meta, n, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
+}
+
+
+/* load path; expect SS_E_DATA with `needle` in the message */
+static int expect_refusal(const char *path, const char *needle, char *why, size_t wsize)
+{
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_error err = {0};
+    ss_backend_params bp = {.threads = 1};
+    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK) {
+        snprintf(why, wsize, "%s", err.msg);
+        return 0;
+    }
+    ss_status s = ss_model_load(path, be, &m, &err);
+    ss_model_free(m);
+    ss_backend_close(be);
+    if (s != SS_E_DATA || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
+        snprintf(why, wsize, "status %d, message '%s' (expected SS_E_DATA naming the file and '%s')", (int)s, err.msg,
+                 needle);
+        return 0;
+    }
+    return 1;
+}
+
+
+/* The model at path (2 stems, stereo) run on x [2, 2, L]: batch 2 gives each item
+ * what batch 1 gives it, finite and not silent.  Removes path. */
+static void check_batch_items(const char *path, const float *x, int64_t L)
+{
+    ss_error err = {0};
+    int S = 0, C = 0;
+    float *y2 = run_model(path, x, 2, L, &S, &C, &err), *y1a = NULL, *y1b = NULL;
+    if (y2) {
+        y1a = run_model(path, x, 1, L, &S, &C, &err);
+        y1b = y1a ? run_model(path, x + 2 * L, 1, L, &S, &C, &err) : NULL;
+    }
+    unlink(path);
+    int ok = y2 && y1a && y1b;
+    size_t n1 = (size_t)S * C * L;
+    double e0 = ok ? rel_l2(y2, y1a, n1) : 0, e1 = ok ? rel_l2(y2 + n1, y1b, n1) : 0, energy = 0;
+    int finite = 1;
+    for (size_t i = 0; ok && i < 2 * n1; i++) {
+        finite &= isfinite(y2[i]) != 0;
+        energy += (double)y2[i] * y2[i];
+    }
+    free(y2);
+    free(y1a);
+    free(y1b);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(S == 2 && C == 2, "stems %d channels %d", S, C);
+    CHECK(finite && energy > 1e-6, "output not finite or silent (energy %g)", energy);
+    CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
+}
+
+/* Four passes of the model at path on x [B, C, L] with the same arguments give
+ * the same bits.  On a backend that records (the CUDA emulator: RF_GRAPH_STATS)
+ * the first two run directly (the first makes the workspace), the third is
+ * recorded and launched, the fourth replays the recording.  Removes path. */
+static void check_graph_replay(const char *path, const float *x, int B, int C, int64_t L)
+{
+    enum { PASSES = 4 };
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_stats a, b;
+    ss_cuda_emu_get_stats(&a);
+#endif
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    float *y[PASSES] = {0}, *dx = NULL, *dy = NULL;
+    size_t ny = 0;
+    int ok = ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK && ss_model_load(path, be, &m, &err) == SS_OK;
+    if (ok) {
+        ny = (size_t)B * ss_model_net_sources(ss_model_get_info(m)) * C * L;
+        dx = ss_alloc(be, (size_t)B * C * L);
+        dy = ss_alloc(be, ny);
+        ok = dx && dy;
+        if (ok)
+            ss_upload(be, dx, x, (size_t)B * C * L);
+    }
+    for (int p = 0; ok && p < PASSES; p++) {
+        ok = (y[p] = malloc(ny * sizeof *y[p])) != NULL;
+        if (ok) {
+            ss_fill(be, dy, NAN, ny);
+            ok = ss_model_forward(m, dx, dy, B, L, &err) == SS_OK && ss_download(be, y[p], dy, ny) == SS_OK;
+        }
+    }
+    int same = ok;
+    for (int p = 1; ok && p < PASSES; p++)
+        same &= memcmp(y[p], y[0], ny * sizeof *y[0]) == 0;
+    int finite = ok;
+    for (size_t i = 0; ok && i < ny; i++)
+        finite &= isfinite(y[0][i]) != 0;
+    for (int p = 0; p < PASSES; p++)
+        free(y[p]);
+    if (dx)
+        ss_free(be, dx);
+    if (dy)
+        ss_free(be, dy);
+    ss_model_free(m);
+    ss_backend_close(be);
+    unlink(path);
+    CHECK(ok, "forward failed: %s", err.msg);
+    CHECK(finite, "output not finite");
+    CHECK(same, "the passes with the same arguments differ");
+#ifdef RF_GRAPH_STATS
+    ss_cuda_emu_get_stats(&b);
+    CHECK(b.captures_refused == a.captures_refused, "%lld waiting calls while recording",
+          b.captures_refused - a.captures_refused);
+    CHECK(b.graphs_recorded - a.graphs_recorded == 1 && b.graph_launches - a.graph_launches == 2,
+          "passes 3 and 4 were not a recording and a replay (%lld recorded, %lld launched)",
+          b.graphs_recorded - a.graphs_recorded, b.graph_launches - a.graph_launches);
+#endif
+}
+
 /* main()'s set-up: root ($SS_ROOT or the working directory), the fixtures
  * ($ENV or ROOT/tests/fixtures/SUB) and a fresh temporary folder; 0, or 1
  * after a FAIL line naming `test` when the folder cannot be made. */
@@ -383,6 +528,17 @@ static int fixtures_init(const char *env, const char *sub, const char *test)
         return 1;
     }
     return 0;
+}
+
+/* main()'s tear-down: the logs the conversion and the CLI runs left, and the folder */
+static void fixtures_done(void)
+{
+    char log[1200];
+    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
+    unlink(log);
+    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
+    unlink(log);
+    rmdir(tmpdir);
 }
 
 #endif

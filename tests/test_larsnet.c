@@ -35,6 +35,7 @@
 #include "../src/engine.h"
 #include "../src/model.h"
 #include "../src/safetensors.h"
+#include "fixture_io.h"
 #include "test.h"
 
 #define TOL 1e-4
@@ -47,39 +48,6 @@
 static char root[1024], tmpdir[1024], fixture[1200], model_path[1400];
 static int have_model;
 static const char *why_no_model = "";
-
-static double rel_l2(const float *y, const float *r, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)y[i] - r[i];
-        num += d * d;
-        den += (double)r[i] * r[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
-/* a WAV as planar [C, L] floats (malloc'd), or NULL */
-static float *read_planar(const char *path, int *C, int64_t *L)
-{
-    SF_INFO si = {0};
-    SNDFILE *sf = sf_open(path, SFM_READ, &si);
-    if (!sf)
-        return NULL;
-    float *inter = malloc((size_t)si.channels * (size_t)si.frames * sizeof *inter);
-    float *planar = malloc((size_t)si.channels * (size_t)si.frames * sizeof *planar);
-    if (!inter || !planar || sf_readf_float(sf, inter, si.frames) != si.frames) {
-        free(inter), free(planar), sf_close(sf);
-        return NULL;
-    }
-    for (int c = 0; c < si.channels; c++)
-        for (sf_count_t i = 0; i < si.frames; i++)
-            planar[(size_t)c * (size_t)si.frames + (size_t)i] = inter[(size_t)i * si.channels + c];
-    free(inter);
-    sf_close(sf);
-    *C = si.channels, *L = si.frames;
-    return planar;
-}
 
 /* tensor `name` [5, C, L] of ref<suffix>.safetensors as floats (malloc'd) or NULL */
 static float *ref_tensor_of(const char *suffix, const char *name, int C, int64_t L)

@@ -47,47 +47,6 @@
 /* A tiny model: stereo, n_fft 16 (F 9), hop 4, dim_f 8 in 2 sub-bands (f 4, Dc 8),
  * one scale of [2, 2], num_channels 4, growth 2, bottleneck 2, 2 blocks per
  * scale, 2 stems; 28-sample chunks (8 frames). */
-#define MAXT 512
-typedef struct gen {
-    int n;
-    char *names[MAXT];
-    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
-    int ndims[MAXT];
-    float *data[MAXT];
-    unsigned rng;
-} gen;
-
-static float frand(gen *g)
-{
-    g->rng = g->rng * 1664525u + 1013904223u;
-    return (float)((g->rng >> 8) & 0xffff) / 65536.0f - 0.5f;
-}
-
-static void add4(gen *g, const char *name, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float base, float spread)
-{
-    int i = g->n++;
-    int64_t d[4] = {d0, d1, d2, d3};
-    g->names[i] = strdup(name);
-    g->ndims[i] = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
-    size_t n = 1;
-    for (int k = 0; k < g->ndims[i]; k++) {
-        g->shapes[i][k] = d[k];
-        n *= (size_t)d[k];
-    }
-    g->data[i] = malloc(n * sizeof(float));
-    for (size_t j = 0; j < n; j++)
-        g->data[i][j] = base + spread * frand(g);
-}
-
-static void gen_free(gen *g)
-{
-    for (int i = 0; i < g->n; i++) {
-        free(g->names[i]);
-        free(g->data[i]);
-    }
-    g->n = 0;
-}
-
 enum { G_C0 = 4, G_G = 2, G_DC = 8, G_F = 4, G_BN = 2, G_L = 2, G_S = 2 };
 
 /* norm: "InstanceNorm", "BatchNorm", "GroupNorm2" or "Identity" */
@@ -155,47 +114,6 @@ static void gen_meta(char *buf, size_t size, const char *norm, const char *act, 
     snprintf(buf + n, size - n, "}");
 }
 
-/* Write the model (without tensor `drop`) to path; 0 ok */
-static int gen_write(gen *g, const char *path, const char *meta, const char *drop)
-{
-    static const char *names[MAXT];
-    static const float *data[MAXT];
-    static int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
-    int ndims[MAXT], n = 0;
-    for (int i = 0; i < g->n; i++) {
-        if (drop && strcmp(drop, g->names[i]) == 0)
-            continue;
-        names[n] = g->names[i];
-        data[n] = g->data[i];
-        memcpy(shapes[n], g->shapes[i], sizeof shapes[n]);
-        ndims[n] = g->ndims[i];
-        n++;
-    }
-    return st_write_f32(path, meta, n, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
-}
-
-/* load path; expect SS_E_DATA with `needle` in the message */
-static int expect_refusal(const char *path, const char *needle, char *why, size_t wsize)
-{
-    ss_backend *be = NULL;
-    ss_model *m = NULL;
-    ss_error err = {0};
-    ss_backend_params bp = {.threads = 1};
-    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK) {
-        snprintf(why, wsize, "%s", err.msg);
-        return 0;
-    }
-    ss_status s = ss_model_load(path, be, &m, &err);
-    ss_model_free(m);
-    ss_backend_close(be);
-    if (s != SS_E_DATA || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
-        snprintf(why, wsize, "status %d, message '%s' (expected SS_E_DATA naming the file and '%s')", (int)s, err.msg,
-                 needle);
-        return 0;
-    }
-    return 1;
-}
-
 /* Two different items through batch 2 and each alone: the same stems, finite, not silent. */
 static void small_model(const char *norm, const char *act)
 {
@@ -209,30 +127,8 @@ static void small_model(const char *norm, const char *act)
     float x[2 * 2 * L];
     for (int i = 0; i < 2 * 2 * L; i++)
         x[i] = 0.5f * sinf(0.37f * (float)i) + 0.1f * frand(&g);
-    ss_error err = {0};
-    int S = 0, C = 0;
-    float *y2 = run_model(path, x, 2, L, &S, &C, &err), *y1a = NULL, *y1b = NULL;
-    if (y2) {
-        y1a = run_model(path, x, 1, L, &S, &C, &err);
-        y1b = y1a ? run_model(path, x + 2 * L, 1, L, &S, &C, &err) : NULL;
-    }
     gen_free(&g);
-    unlink(path);
-    int ok = y2 && y1a && y1b;
-    size_t n1 = (size_t)S * C * L;
-    double e0 = ok ? rel_l2(y2, y1a, n1) : 0, e1 = ok ? rel_l2(y2 + n1, y1b, n1) : 0, energy = 0;
-    int finite = 1;
-    for (size_t i = 0; ok && i < 2 * n1; i++) {
-        finite &= isfinite(y2[i]) != 0;
-        energy += (double)y2[i] * y2[i];
-    }
-    free(y2);
-    free(y1a);
-    free(y1b);
-    CHECK(ok, "forward failed: %s", err.msg);
-    CHECK(S == 2 && C == 2, "stems %d channels %d", S, C);
-    CHECK(finite && energy > 1e-6, "output not finite or silent (energy %g)", energy);
-    CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
+    check_batch_items(path, x, L);
 }
 
 static void test_small_instance_gelu(void) { small_model("InstanceNorm", "gelu"); }
@@ -240,10 +136,7 @@ static void test_small_batch_relu(void) { small_model("BatchNorm", "relu"); }
 static void test_small_group_elu(void) { small_model("GroupNorm2", "elu0.5"); }
 static void test_small_none_gelu(void) { small_model("Identity", "gelu"); }
 
-/* Four passes of a small model with the same arguments give the same bits.  On
- * a backend that records (the CUDA emulator: RF_GRAPH_STATS) the first two run
- * directly (the first makes the workspace), the third is recorded and
- * launched, the fourth replays the recording. */
+/* four passes with the same arguments: the same bits (check_graph_replay) */
 static void test_graph_replay(void)
 {
     gen g;
@@ -252,63 +145,12 @@ static void test_graph_replay(void)
     gen_meta(meta, sizeof meta, "InstanceNorm", "gelu", NULL, NULL);
     snprintf(path, sizeof path, "%s/graph.safetensors", tmpdir);
     CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
-    enum { B = 2, C = 2, L = 28, PASSES = 4 };
+    enum { B = 2, C = 2, L = 28 };
     float x[B * C * L];
     for (int i = 0; i < B * C * L; i++)
         x[i] = 0.5f * sinf(0.29f * (float)i) + 0.1f * frand(&g);
     gen_free(&g);
-#ifdef RF_GRAPH_STATS
-    ss_cuda_emu_stats a, b;
-    ss_cuda_emu_get_stats(&a);
-#endif
-    ss_error err = {0};
-    ss_backend *be = NULL;
-    ss_model *m = NULL;
-    ss_backend_params bp = {.threads = 2};
-    float *y[PASSES] = {0}, *dx = NULL, *dy = NULL;
-    size_t ny = 0;
-    int ok = ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK && ss_model_load(path, be, &m, &err) == SS_OK;
-    if (ok) {
-        ny = (size_t)B * ss_model_net_sources(ss_model_get_info(m)) * C * L;
-        dx = ss_alloc(be, (size_t)B * C * L);
-        dy = ss_alloc(be, ny);
-        ok = dx && dy;
-        if (ok)
-            ss_upload(be, dx, x, (size_t)B * C * L);
-    }
-    for (int p = 0; ok && p < PASSES; p++) {
-        ok = (y[p] = malloc(ny * sizeof *y[p])) != NULL;
-        if (ok) {
-            ss_fill(be, dy, NAN, ny);
-            ok = ss_model_forward(m, dx, dy, B, L, &err) == SS_OK && ss_download(be, y[p], dy, ny) == SS_OK;
-        }
-    }
-    int same = ok;
-    for (int p = 1; ok && p < PASSES; p++)
-        same &= memcmp(y[p], y[0], ny * sizeof *y[0]) == 0;
-    int finite = ok;
-    for (size_t i = 0; ok && i < ny; i++)
-        finite &= isfinite(y[0][i]) != 0;
-    for (int p = 0; p < PASSES; p++)
-        free(y[p]);
-    if (dx)
-        ss_free(be, dx);
-    if (dy)
-        ss_free(be, dy);
-    ss_model_free(m);
-    ss_backend_close(be);
-    unlink(path);
-    CHECK(ok, "forward failed: %s", err.msg);
-    CHECK(finite, "output not finite");
-    CHECK(same, "the passes with the same arguments differ");
-#ifdef RF_GRAPH_STATS
-    ss_cuda_emu_get_stats(&b);
-    CHECK(b.captures_refused == a.captures_refused, "%lld waiting calls while recording",
-          b.captures_refused - a.captures_refused);
-    CHECK(b.graphs_recorded - a.graphs_recorded == 1 && b.graph_launches - a.graph_launches == 2,
-          "passes 3 and 4 were not a recording and a replay (%lld recorded, %lld launched)",
-          b.graphs_recorded - a.graphs_recorded, b.graph_launches - a.graph_launches);
-#endif
+    check_graph_replay(path, x, B, C, L);
 }
 
 static void test_refusals(void)
@@ -381,11 +223,6 @@ int main(void)
     RUN(test_small_none_gelu);
     RUN(test_graph_replay);
     RUN(test_refusals);
-    char log[1200];
-    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
-    unlink(log);
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    unlink(log);
-    rmdir(tmpdir);
+    fixtures_done();
     return test_summary();
 }

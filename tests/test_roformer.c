@@ -47,42 +47,10 @@
 /* A tiny model: dim 8, depth 2 (skip connections), 1 time + 1 freq block, 2 heads
  * of 4, stereo, 2 stems, n_fft 16 (F 9), hop 5.  BS: bands 3 + 2 + 4;
  * Mel: bands of bins [0,4), [3,7), [6,9) (overlapping). */
-#define MAXT 256
-typedef struct gen {
-    int n;
-    char *names[MAXT];
-    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
-    int ndims[MAXT];
-    float *data[MAXT];
-    unsigned rng;
-} gen;
-
-static float frand(gen *g)
-{
-    g->rng = g->rng * 1664525u + 1013904223u;
-    return (float)((g->rng >> 8) & 0xffff) / 65536.0f - 0.5f;
-}
-
+/* a [d0] or [d0, d1] tensor */
 static void add(gen *g, const char *name, int64_t d0, int64_t d1, float base, float spread)
 {
-    int i = g->n++;
-    g->names[i] = strdup(name);
-    g->shapes[i][0] = d0;
-    g->shapes[i][1] = d1;
-    g->ndims[i] = d1 ? 2 : 1;
-    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-    g->data[i] = malloc(n * sizeof(float));
-    for (size_t j = 0; j < n; j++)
-        g->data[i][j] = base + spread * frand(g);
-}
-
-static void gen_free(gen *g)
-{
-    for (int i = 0; i < g->n; i++) {
-        free(g->names[i]);
-        free(g->data[i]);
-    }
-    g->n = 0;
+    add4(g, name, d0, d1, 0, 0, base, spread);
 }
 
 static const int mel_lo[3] = {0, 3, 6}, mel_hi[3] = {4, 7, 9};
@@ -170,47 +138,7 @@ static void gen_meta(char *buf, size_t size, int mel, const char *drop, const ch
     snprintf(buf + n, size - n, "}");
 }
 
-/* Write the model (without tensor `drop`) to path; 0 ok */
-static int gen_write(gen *g, const char *path, const char *meta, const char *drop)
-{
-    const char *names[MAXT];
-    const float *data[MAXT];
-    int64_t shapes[MAXT][ST_WRITE_MAX_DIMS];
-    int ndims[MAXT], n = 0;
-    for (int i = 0; i < g->n; i++) {
-        if (drop && strcmp(drop, g->names[i]) == 0)
-            continue;
-        names[n] = g->names[i];
-        data[n] = g->data[i];
-        memcpy(shapes[n], g->shapes[i], sizeof shapes[n]);
-        ndims[n] = g->ndims[i];
-        n++;
-    }
-    return st_write_f32(path, meta, n, names, (const int64_t(*)[ST_WRITE_MAX_DIMS])shapes, ndims, data);
-}
-
-/* load path; expect SS_E_DATA with `needle` in the message */
-static int expect_refusal(const char *path, const char *needle, char *why, size_t wsize)
-{
-    ss_backend *be = NULL;
-    ss_model *m = NULL;
-    ss_error err = {0};
-    ss_backend_params bp = {.threads = 1};
-    if (ss_backend_open("cpu", &bp, &be, NULL, 0, &err) != SS_OK) {
-        snprintf(why, wsize, "%s", err.msg);
-        return 0;
-    }
-    ss_status s = ss_model_load(path, be, &m, &err);
-    ss_model_free(m);
-    ss_backend_close(be);
-    if (s != SS_E_DATA || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
-        snprintf(why, wsize, "status %d, message '%s' (expected SS_E_DATA naming the file and '%s')", (int)s, err.msg,
-                 needle);
-        return 0;
-    }
-    return 1;
-}
-
+/* two different items through batch 2 and each alone */
 static void small_model(int mel)
 {
     gen g;
@@ -219,41 +147,15 @@ static void small_model(int mel)
     gen_meta(meta, sizeof meta, mel, NULL, NULL);
     snprintf(path, sizeof path, "%s/small.safetensors", tmpdir);
     CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
-    /* two different items through batch 2 and each alone */
-    int64_t L = 60;
-    float x[2 * 2 * 60];
-    for (int i = 0; i < 2 * 2 * 60; i++)
+    enum { L = 60 };
+    float x[2 * 2 * L];
+    for (int i = 0; i < 2 * 2 * L; i++)
         x[i] = 0.5f * sinf(0.37f * (float)i) + 0.1f * frand(&g);
-    ss_error err = {0};
-    int S = 0, C = 0;
-    float *y2 = run_model(path, x, 2, L, &S, &C, &err), *y1a = NULL, *y1b = NULL;
-    if (y2) {
-        y1a = run_model(path, x, 1, L, &S, &C, &err);
-        y1b = y1a ? run_model(path, x + 2 * L, 1, L, &S, &C, &err) : NULL;
-    }
     gen_free(&g);
-    unlink(path);
-    int ok = y2 && y1a && y1b;
-    double e0 = ok ? rel_l2(y2, y1a, (size_t)S * C * L) : 0, e1 = ok ? rel_l2(y2 + S * C * L, y1b, (size_t)S * C * L) : 0;
-    double energy = 0;
-    int finite = 1;
-    for (size_t i = 0; ok && i < (size_t)2 * S * C * L; i++) {
-        finite &= isfinite(y2[i]) != 0;
-        energy += (double)y2[i] * y2[i];
-    }
-    free(y2);
-    free(y1a);
-    free(y1b);
-    CHECK(ok, "forward failed: %s", err.msg);
-    CHECK(S == 2 && C == 2, "stems %d channels %d", S, C);
-    CHECK(finite && energy > 1e-6, "output not finite or silent (energy %g)", energy);
-    CHECK(e0 < 1e-6 && e1 < 1e-6, "batch 2 differs from batch 1: %g %g", e0, e1);
+    check_batch_items(path, x, L);
 }
 
-/* Four passes of a small model with the same arguments give the same bits.  On
- * a backend that records (the CUDA emulator: RF_GRAPH_STATS) the first two run
- * directly (the first makes the workspace), the third is recorded and
- * launched, the fourth replays the recording. */
+/* four passes with the same arguments: the same bits (check_graph_replay) */
 static void graph_replay(int mel)
 {
     gen g;
@@ -262,63 +164,12 @@ static void graph_replay(int mel)
     gen_meta(meta, sizeof meta, mel, NULL, NULL);
     snprintf(path, sizeof path, "%s/graph.safetensors", tmpdir);
     CHECK(gen_write(&g, path, meta, NULL) == 0, "cannot write %s", path);
-    enum { B = 2, C = 2, L = 70, PASSES = 4 };
+    enum { B = 2, C = 2, L = 70 };
     float x[B * C * L];
     for (int i = 0; i < B * C * L; i++)
         x[i] = 0.5f * sinf(0.29f * (float)i) + 0.1f * frand(&g);
     gen_free(&g);
-#ifdef RF_GRAPH_STATS
-    ss_cuda_emu_stats a, b;
-    ss_cuda_emu_get_stats(&a);
-#endif
-    ss_error err = {0};
-    ss_backend *be = NULL;
-    ss_model *m = NULL;
-    ss_backend_params bp = {.threads = 2};
-    float *y[PASSES] = {0}, *dx = NULL, *dy = NULL;
-    size_t ny = 0;
-    int ok = ss_backend_open(RF_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK && ss_model_load(path, be, &m, &err) == SS_OK;
-    if (ok) {
-        ny = (size_t)B * ss_model_net_sources(ss_model_get_info(m)) * C * L;
-        dx = ss_alloc(be, (size_t)B * C * L);
-        dy = ss_alloc(be, ny);
-        ok = dx && dy;
-        if (ok)
-            ss_upload(be, dx, x, (size_t)B * C * L);
-    }
-    for (int p = 0; ok && p < PASSES; p++) {
-        ok = (y[p] = malloc(ny * sizeof *y[p])) != NULL;
-        if (ok) {
-            ss_fill(be, dy, NAN, ny);
-            ok = ss_model_forward(m, dx, dy, B, L, &err) == SS_OK && ss_download(be, y[p], dy, ny) == SS_OK;
-        }
-    }
-    int same = ok;
-    for (int p = 1; ok && p < PASSES; p++)
-        same &= memcmp(y[p], y[0], ny * sizeof *y[0]) == 0;
-    int finite = ok;
-    for (size_t i = 0; ok && i < ny; i++)
-        finite &= isfinite(y[0][i]) != 0;
-    for (int p = 0; p < PASSES; p++)
-        free(y[p]);
-    if (dx)
-        ss_free(be, dx);
-    if (dy)
-        ss_free(be, dy);
-    ss_model_free(m);
-    ss_backend_close(be);
-    unlink(path);
-    CHECK(ok, "forward failed: %s", err.msg);
-    CHECK(finite, "output not finite");
-    CHECK(same, "the passes with the same arguments differ");
-#ifdef RF_GRAPH_STATS
-    ss_cuda_emu_get_stats(&b);
-    CHECK(b.captures_refused == a.captures_refused, "%lld waiting calls while recording",
-          b.captures_refused - a.captures_refused);
-    CHECK(b.graphs_recorded - a.graphs_recorded == 1 && b.graph_launches - a.graph_launches == 2,
-          "passes 3 and 4 were not a recording and a replay (%lld recorded, %lld launched)",
-          b.graphs_recorded - a.graphs_recorded, b.graph_launches - a.graph_launches);
-#endif
+    check_graph_replay(path, x, B, C, L);
 }
 
 static void test_graph_replay_bs(void) { graph_replay(0); }
@@ -385,11 +236,6 @@ int main(void)
     RUN(test_graph_replay_bs);
     RUN(test_graph_replay_mel);
     RUN(test_refusals);
-    char log[1200];
-    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
-    unlink(log);
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    unlink(log);
-    rmdir(tmpdir);
+    fixtures_done();
     return test_summary();
 }

@@ -429,6 +429,82 @@ static void test_check_all_used_finds_extra_tensor(void)
     CHECK(!why, "%s", why);
 }
 
+/* ---- ss_st_get_f32 / ss_st_meta_int_in ----------------------------------- */
+
+static void test_get_f32_grows_one_buffer(void)
+{
+    char path[512];
+    ss_st *st = open_model(path, sizeof path);
+    CHECK(st, "cannot open the model");
+    ss_error err = {0};
+    float *buf = NULL;
+    size_t cap = 0;
+    int64_t n1 = 0, n2 = 0, n3 = 0;
+    const int64_t bs[] = {3}, ws[] = {2, -1};
+    ss_status s1 = ss_st_get_f32(st, "b", 1, bs, &buf, &cap, &n1, &err);
+    int ok1 = s1 == SS_OK && buf && cap == 3 && n1 == 3 && buf[0] == -1.0f && buf[1] == 0.5f && buf[2] == 1e-3f;
+    ss_status s2 = ss_st_get_f32(st, "w", 2, ws, &buf, &cap, &n2, &err);
+    int ok2 = s2 == SS_OK && buf && cap == 6 && n2 == 6;
+    for (int i = 0; ok2 && i < 6; i++)
+        ok2 = buf[i] == (float)i;
+    float *kept = buf;
+    ss_status s3 = ss_st_get_f32(st, "b", 1, bs, &buf, &cap, &n3, &err);
+    int ok3 = s3 == SS_OK && buf == kept && cap == 6 && n3 == 3 && buf[0] == -1.0f;
+    ss_status s4 = ss_st_check_all_used(st, &err);
+    free(buf);
+    ss_st_close(st);
+    CHECK(ok1, "status %d: [3] into a NULL buffer: cap %zu numel %lld: %.300s", (int)s1, cap, (long long)n1, err.msg);
+    CHECK(ok2, "status %d: [2, 3] did not grow the buffer to 6 with 0..5 (cap %zu)", (int)s2, cap);
+    CHECK(ok3, "status %d: [3] again: the buffer of 6 was not reused", (int)s3);
+    CHECK(s4 == SS_OK, "the tensors fetched were not marked used: %.300s", err.msg);
+}
+
+static void test_get_f32_error_leaves_buffer(void)
+{
+    char path[512];
+    ss_st *st = open_model(path, sizeof path);
+    CHECK(st, "cannot open the model");
+    ss_error e1 = {0}, e2 = {0}, e3 = {0};
+    float *buf = NULL;
+    size_t cap = 0;
+    int64_t n = 7;
+    const int64_t bad[] = {3, 2}, bs[] = {3};
+    ss_status s1 = ss_st_get_f32(st, "w", 2, bad, &buf, &cap, &n, &e1);
+    int fresh = !buf && cap == 0 && n == 7;
+    ss_status s2 = ss_st_get_f32(st, "b", 1, bs, &buf, &cap, NULL, &e2);
+    float *kept = buf;
+    ss_status s3 = ss_st_get_f32(st, "absent", 1, bs, &buf, &cap, NULL, &e3);
+    int same = buf == kept && cap == 3 && buf && buf[1] == 0.5f;
+    free(buf);
+    ss_st_close(st);
+    CHECK(s1 == SS_E_DATA && fresh, "status %d: a shape mismatch touched the buffer or numel", (int)s1);
+    CHECK(s2 == SS_OK, "status %d: %.300s", (int)s2, e2.msg);
+    CHECK(s3 == SS_E_DATA && same, "status %d: an absent tensor touched the buffer", (int)s3);
+    const char *why = msg_lacks(e1.msg, path, "'w'", "[3, 2]");
+    why = why ? why : msg_lacks(e3.msg, path, "absent", NULL);
+    CHECK(!why, "%s", why);
+}
+
+static void test_meta_int_in_checks_range(void)
+{
+    char path[512];
+    ss_st *st = open_model(path, sizeof path);
+    CHECK(st, "cannot open the model");
+    ss_error e1 = {0}, e2 = {0}, e3 = {0};
+    int v1 = 0, v2 = -5, v3 = -5;
+    ss_status s1 = ss_st_meta_int_in(st, "stemsplit.samplerate", 44100, 44100, &v1, &e1);
+    ss_status s2 = ss_st_meta_int_in(st, "stemsplit.samplerate", 1, 48000 - 3901, &v2, &e2);
+    ss_status s3 = ss_st_meta_int_in(st, "x.bad", 0, 10, &v3, &e3);
+    ss_st_close(st);
+    CHECK(s1 == SS_OK && v1 == 44100, "status %d, value %d: %.300s", (int)s1, v1, e1.msg);
+    CHECK(s2 == SS_E_DATA && v2 == -5, "status %d, value %d: out of range accepted", (int)s2, v2);
+    CHECK(s3 == SS_E_DATA && v3 == -5, "status %d: a malformed integer accepted", (int)s3);
+    const char *why = msg_lacks(e2.msg, path, "stemsplit.samplerate", "44100");
+    why = why ? why : msg_lacks(e2.msg, "[1, 44099]", NULL, NULL);
+    why = why ? why : msg_lacks(e3.msg, path, "x.bad", NULL);
+    CHECK(!why, "%s", why);
+}
+
 /* ---- files refused ------------------------------------------------------ */
 
 static void test_missing_file_is_noinput(void)
@@ -807,6 +883,9 @@ int main(void)
     RUN(test_get_shape_mismatch_names_tensor_and_shapes);
     RUN(test_get_absent_tensor_names_it);
     RUN(test_check_all_used_finds_extra_tensor);
+    RUN(test_get_f32_grows_one_buffer);
+    RUN(test_get_f32_error_leaves_buffer);
+    RUN(test_meta_int_in_checks_range);
     RUN(test_missing_file_is_noinput);
     RUN(test_directory_is_noinput);
     RUN(test_truncated_file_shorter_than_length_field);

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "../../src/model.h"
+#include "../../src/weights.h"
 
 #define DF_BN_EPS 1e-5f
 #define DF_MAX_GRU 4
@@ -133,58 +134,8 @@ typedef struct dfn {
 
 /* ---- loading -------------------------------------------------------------------- */
 
-typedef struct loader {
-    ss_st *st;
-    ss_backend *be;
-    ss_error *err;
-    ss_status s;
-    const char *path;
-} loader;
-
-static float *host_get(loader *l, const char *name, int ndim, const int64_t *shape)
-{
-    const ss_st_tensor *t;
-    if (l->s != SS_OK || (l->s = ss_st_get(l->st, name, ndim, shape, &t, l->err)) != SS_OK)
-        return NULL;
-    float *h = malloc((size_t)t->numel * sizeof *h);
-    if (!h) {
-        l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory loading %s", l->path, name);
-        return NULL;
-    }
-    ss_st_to_f32(t, h);
-    ss_st_release(l->st, t);
-    return h;
-}
-
-static float *upload(loader *l, const float *h, size_t n)
-{
-    if (l->s != SS_OK || !h)
-        return NULL;
-    float *d = ss_alloc(l->be, n);
-    if (!d || ss_upload(l->be, d, h, n) != SS_OK) {
-        l->s = ss_backend_status(l->be, l->err);
-        if (l->s == SS_OK)
-            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of device memory", l->path);
-        if (d)
-            ss_free(l->be, d);
-        return NULL;
-    }
-    return d;
-}
-
-static float *load_plain(loader *l, const char *name, int ndim, const int64_t *shape)
-{
-    float *h = host_get(l, name, ndim, shape);
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++)
-        n *= (size_t)shape[i];
-    float *d = upload(l, h, n);
-    free(h);
-    return d;
-}
-
 /* `pre`.`i`.weight */
-static const ss_st_tensor *find_w(loader *l, char *name, size_t size, const char *pre, int i)
+static const ss_st_tensor *find_w(ss_wload *l, char *name, size_t size, const char *pre, int i)
 {
     snprintf(name, size, "%s.%d.weight", pre, i);
     return ss_st_find(l->st, name);
@@ -192,7 +143,7 @@ static const ss_st_tensor *find_w(loader *l, char *name, size_t size, const char
 
 /* A Conv2dNormAct or ConvTranspose2dNormAct at `pre` (state-dict indices:
  * [pad,] conv, [pointwise,] BatchNorm) from cin to cout channels. */
-static void load_cna(loader *l, const char *pre, int cin, int cout, int fstride, int transposed, ss_act act, cna *c)
+static void load_cna(ss_wload *l, const char *pre, int cin, int cout, int fstride, int transposed, ss_act act, cna *c)
 {
     char name[256];
     if (l->s != SS_OK)
@@ -232,13 +183,13 @@ static void load_cna(loader *l, const char *pre, int cin, int cout, int fstride,
         return;
     }
     c->kt = (int)ws[2], c->kf = (int)ws[3];
-    float *hw = host_get(l, name, 4, ws);
+    float *hw = ss_wload_host(l, name, 4, ws);
     i++;
     const ss_st_tensor *p = find_w(l, name, sizeof name, pre, i);
     float *hp = NULL;
     if (p && p->ndim == 4) {
         int64_t ps[4] = {cout, cout, 1, 1};
-        hp = host_get(l, name, 4, ps);
+        hp = ss_wload_host(l, name, 4, ps);
         i++;
     }
     float *bn[4] = {0};
@@ -246,7 +197,7 @@ static void load_cna(loader *l, const char *pre, int cin, int cout, int fstride,
     int64_t bs[1] = {cout};
     for (int k = 0; k < 4; k++) {
         snprintf(name, sizeof name, "%s.%d.%s", pre, i, part[k]);
-        bn[k] = host_get(l, name, 1, bs);
+        bn[k] = ss_wload_host(l, name, 1, bs);
     }
     if (l->s == SS_OK) {
         for (int k = 0; k < cout; k++) {
@@ -259,11 +210,11 @@ static void load_cna(loader *l, const char *pre, int cin, int cout, int fstride,
             for (int k = 0; k < cout; k++)
                 bn[0][k] *= hw[k];
         else
-            c->w = upload(l, hw, (size_t)(ws[0] * ws[1] * ws[2] * ws[3]));
+            c->w = ss_wload_upload(l, hw, (size_t)(ws[0] * ws[1] * ws[2] * ws[3]));
         if (hp)
-            c->pw = upload(l, hp, (size_t)cout * cout);
-        c->scale = upload(l, bn[0], (size_t)cout);
-        c->shift = upload(l, bn[1], (size_t)cout);
+            c->pw = ss_wload_upload(l, hp, (size_t)cout * cout);
+        c->scale = ss_wload_upload(l, bn[0], (size_t)cout);
+        c->shift = ss_wload_upload(l, bn[1], (size_t)cout);
     }
     free(hw);
     free(hp);
@@ -271,7 +222,7 @@ static void load_cna(loader *l, const char *pre, int cin, int cout, int fstride,
         free(bn[k]);
 }
 
-static void load_glin(loader *l, const char *name, int in, glin *g)
+static void load_glin(ss_wload *l, const char *name, int in, glin *g)
 {
     if (l->s != SS_OK)
         return;
@@ -283,10 +234,10 @@ static void load_glin(loader *l, const char *name, int in, glin *g)
     }
     int64_t s[3] = {t->shape[0], t->shape[1], t->shape[2]};
     g->groups = (int)s[0], g->in = in, g->out = (int)(s[0] * s[2]);
-    g->w = load_plain(l, name, 3, s);
+    g->w = ss_wload_dev(l, name, 3, s);
 }
 
-static void load_sgru(loader *l, const char *pre, int in, int with_out, sgru *q)
+static void load_sgru(ss_wload *l, const char *pre, int in, int with_out, sgru *q)
 {
     char name[256];
     if (l->s != SS_OK)
@@ -302,13 +253,13 @@ static void load_sgru(loader *l, const char *pre, int in, int with_out, sgru *q)
         if (!ss_st_find(l->st, name))
             break;
         int64_t ws[2] = {3 * H, H}, bs[1] = {3 * H};
-        q->g.w_ih[k] = load_plain(l, name, 2, ws);
+        q->g.w_ih[k] = ss_wload_dev(l, name, 2, ws);
         snprintf(name, sizeof name, "%s.gru.weight_hh_l%d", pre, k);
-        q->g.w_hh[k] = load_plain(l, name, 2, ws);
+        q->g.w_hh[k] = ss_wload_dev(l, name, 2, ws);
         snprintf(name, sizeof name, "%s.gru.bias_ih_l%d", pre, k);
-        q->g.b_ih[k] = load_plain(l, name, 1, bs);
+        q->g.b_ih[k] = ss_wload_dev(l, name, 1, bs);
         snprintf(name, sizeof name, "%s.gru.bias_hh_l%d", pre, k);
-        q->g.b_hh[k] = load_plain(l, name, 1, bs);
+        q->g.b_hh[k] = ss_wload_dev(l, name, 1, bs);
         q->g.layers = k + 1;
     }
     if (l->s == SS_OK && q->g.layers == 0)
@@ -473,7 +424,7 @@ static ss_status read_hparams(const ss_st *st, dfn *m, ss_error *err)
 }
 
 /* the constant matrices: analysis D, synthesis Dinv, inverse ERB bank */
-static void make_consts(loader *l, dfn *m)
+static void make_consts(ss_wload *l, dfn *m)
 {
     int N = m->n_fft, nb = m->nb, E = m->E;
     size_t nd = (size_t)N * 2 * nb;
@@ -503,9 +454,9 @@ static void make_consts(loader *l, dfn *m)
                 fb[(size_t)e * nb + b0 + j] = 1.0f;
             b0 += m->widths[e];
         }
-        m->dfwd = upload(l, d, nd);
-        m->dinv = upload(l, di, nd);
-        m->inv_fb = upload(l, fb, (size_t)E * nb);
+        m->dfwd = ss_wload_upload(l, d, nd);
+        m->dinv = ss_wload_upload(l, di, nd);
+        m->inv_fb = ss_wload_upload(l, fb, (size_t)E * nb);
     }
     free(d);
     free(di);
@@ -533,7 +484,7 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
     }
     m->sr = info->samplerate;
     m->block = DF_DEFAULT_BLOCK;
-    loader l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
+    ss_wload l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
     const ss_st_tensor *t = ss_st_find(st, "enc.erb_conv0.1.weight");
     if (!t)
         t = ss_st_find(st, "enc.erb_conv0.0.weight");
@@ -552,8 +503,8 @@ static ss_status dfn_load(ss_st *st, const ss_model_info *info, ss_backend *be, 
     int D = C * E / 4;
     load_sgru(&l, "enc.emb_gru", D, 1, &m->enc_gru);
     int64_t lw[2] = {1, D}, lb[1] = {1};
-    m->lsnr_w = load_plain(&l, "enc.lsnr_fc.0.weight", 2, lw);
-    m->lsnr_b = load_plain(&l, "enc.lsnr_fc.0.bias", 1, lb);
+    m->lsnr_w = ss_wload_dev(&l, "enc.lsnr_fc.0.weight", 2, lw);
+    m->lsnr_b = ss_wload_dev(&l, "enc.lsnr_fc.0.bias", 1, lb);
     load_sgru(&l, "erb_dec.emb_gru", D, 1, &m->dec_gru);
     static const char *const cp[4] = {"erb_dec.conv0p", "erb_dec.conv1p", "erb_dec.conv2p", "erb_dec.conv3p"};
     for (int i = 0; i < 4; i++)

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "../../src/model.h"
+#include "../../src/weights.h"
 
 #define LN_DEPTH 6
 #define LN_STEMS 5
@@ -84,60 +85,9 @@ typedef struct larsnet {
 
 /* ---- loading ------------------------------------------------------------------- */
 
-typedef struct loader {
-    ss_st *st;
-    ss_backend *be;
-    ss_error *err;
-    ss_status s;
-    const char *path;
-} loader;
-
-/* tensor `name` of `shape` as host floats (malloc'd) or NULL with l->s set */
-static float *host_tensor(loader *l, const char *name, int ndim, const int64_t *shape)
-{
-    const ss_st_tensor *t;
-    if (l->s != SS_OK || (l->s = ss_st_get(l->st, name, ndim, shape, &t, l->err)) != SS_OK)
-        return NULL;
-    float *h = malloc((size_t)t->numel * sizeof *h);
-    if (!h) {
-        l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory loading %s", l->path, name);
-        return NULL;
-    }
-    ss_st_to_f32(t, h);
-    ss_st_release(l->st, t);
-    return h;
-}
-
-static float *upload(loader *l, const float *h, size_t n)
-{
-    if (l->s != SS_OK || !h)
-        return NULL;
-    float *d = ss_alloc(l->be, n);
-    if (!d || ss_upload(l->be, d, h, n) != SS_OK) {
-        l->s = ss_backend_status(l->be, l->err);
-        if (l->s == SS_OK)
-            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of device memory", l->path);
-        if (d)
-            ss_free(l->be, d);
-        return NULL;
-    }
-    return d;
-}
-
-static float *load_plain(loader *l, const char *name, int ndim, const int64_t *shape)
-{
-    float *h = host_tensor(l, name, ndim, shape);
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++)
-        n *= (size_t)shape[i];
-    float *d = upload(l, h, n);
-    free(h);
-    return d;
-}
-
 /* BatchNorm `prefix`.{weight,bias,running_mean,running_var} [n] folded into
  * y = x * scale + shift on the device */
-static void load_bn(loader *l, const char *prefix, int n, float **scale, float **shift)
+static void load_bn(ss_wload *l, const char *prefix, int n, float **scale, float **shift)
 {
     char name[256];
     int64_t shape[1] = {n};
@@ -145,7 +95,7 @@ static void load_bn(loader *l, const char *prefix, int n, float **scale, float *
     static const char *const part[4] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++) {
         snprintf(name, sizeof name, "%s.%s", prefix, part[i]);
-        h[i] = host_tensor(l, name, 1, shape);
+        h[i] = ss_wload_host(l, name, 1, shape);
     }
     if (l->s == SS_OK) {
         for (int i = 0; i < n; i++) {
@@ -153,14 +103,14 @@ static void load_bn(loader *l, const char *prefix, int n, float **scale, float *
             h[1][i] = h[1][i] - h[2][i] * s;
             h[0][i] = s;
         }
-        *scale = upload(l, h[0], (size_t)n);
-        *shift = upload(l, h[1], (size_t)n);
+        *scale = ss_wload_upload(l, h[0], (size_t)n);
+        *shift = ss_wload_upload(l, h[1], (size_t)n);
     }
     for (int i = 0; i < 4; i++)
         free(h[i]);
 }
 
-static void load_unet(loader *l, const larsnet *m, const char *stem, unet *u)
+static void load_unet(ss_wload *l, const larsnet *m, const char *stem, unet *u)
 {
     char name[256], pre[200];
     int64_t shape[4];
@@ -169,9 +119,9 @@ static void load_unet(loader *l, const larsnet *m, const char *stem, unet *u)
     for (int k = 1; k <= LN_DEPTH; k++) {
         int64_t ws[4] = {m->w[k], m->w[k - 1], 5, 5}, bs[1] = {m->w[k]};
         snprintf(name, sizeof name, "%s.enc%d.conv.weight", stem, k);
-        u->enc_w[k - 1] = load_plain(l, name, 4, ws);
+        u->enc_w[k - 1] = ss_wload_dev(l, name, 4, ws);
         snprintf(name, sizeof name, "%s.enc%d.conv.bias", stem, k);
-        u->enc_b[k - 1] = load_plain(l, name, 1, bs);
+        u->enc_b[k - 1] = ss_wload_dev(l, name, 1, bs);
         snprintf(pre, sizeof pre, "%s.enc%d.bn", stem, k);
         load_bn(l, pre, m->w[k], &u->enc_s[k - 1], &u->enc_t[k - 1]);
     }
@@ -179,17 +129,17 @@ static void load_unet(loader *l, const larsnet *m, const char *stem, unet *u)
         int cin = k == 1 ? m->w[LN_DEPTH] : 2 * m->w[LN_DEPTH + 1 - k], cout = m->w[LN_DEPTH - k];
         int64_t ws[4] = {cin, cout, 5, 5}, bs[1] = {cout};
         snprintf(name, sizeof name, "%s.dec%d.conv_trans.weight", stem, k);
-        u->dec_w[k - 1] = load_plain(l, name, 4, ws);
+        u->dec_w[k - 1] = ss_wload_dev(l, name, 4, ws);
         snprintf(name, sizeof name, "%s.dec%d.conv_trans.bias", stem, k);
-        u->dec_b[k - 1] = load_plain(l, name, 1, bs);
+        u->dec_b[k - 1] = ss_wload_dev(l, name, 1, bs);
         snprintf(pre, sizeof pre, "%s.dec%d.bn", stem, k);
         load_bn(l, pre, cout, &u->dec_s[k - 1], &u->dec_t[k - 1]);
     }
     shape[0] = shape[1] = m->C, shape[2] = shape[3] = 4;
     snprintf(name, sizeof name, "%s.mask_layer.0.weight", stem);
-    u->mask_w = load_plain(l, name, 4, shape);
+    u->mask_w = ss_wload_dev(l, name, 4, shape);
     snprintf(name, sizeof name, "%s.mask_layer.0.bias", stem);
-    u->mask_b = load_plain(l, name, 1, shape);
+    u->mask_b = ss_wload_dev(l, name, 1, shape);
 }
 
 static void unet_free(ss_backend *be, unet *u)
@@ -300,12 +250,12 @@ static ss_status larsnet_load(ss_st *st, const ss_model_info *info, ss_backend *
         double w = 0.5 - 0.5 * cos(2.0 * M_PI * i / m->n_fft);
         m->window_sq[i] = (float)(w * w);
     }
-    loader l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
+    ss_wload l = {.st = st, .be = be, .err = err, .s = SS_OK, .path = path};
     for (int i = 0; i < LN_STEMS; i++)
         load_unet(&l, m, stem_names[i], &m->net[i]);
     if (l.s == SS_OK) {
         float e = 1e-7f;
-        m->eps = upload(&l, &e, 1);
+        m->eps = ss_wload_upload(&l, &e, 1);
     }
     if (l.s == SS_OK)
         l.s = ss_st_check_all_used(st, err);

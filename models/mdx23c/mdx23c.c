@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "../../src/model.h"
+#include "../../src/weights.h"
 
 #define NORM_EPS 1e-5f             /* the torch defaults of all three norms       */
 #define MAX_SCALES 16
@@ -110,25 +111,11 @@ typedef struct mx_model {
     mx_block *bott;                /* [l] TFC_TDF(ch_n -> ch_n)                    */
     float *w_final1;               /* [c0, Dc + c0], the Dc columns times sqrt(n_fft) */
     float *w_final2;               /* [S*Dc, c0], times 1/sqrt(n_fft)              */
-    float **allocs;                /* every device allocation, for free            */
-    int n_allocs, cap_allocs;
+    ss_dev_list dev;               /* every device allocation, for free            */
     mx_ws ws;
 } mx_model;
 
 /* ---- hyperparameters ------------------------------------------------------------ */
-
-static ss_status meta_int(ss_st *st, const char *key, int64_t lo, int64_t hi, int *out, ss_error *err)
-{
-    int64_t v;
-    ss_status s = ss_st_meta_int(st, key, &v, err);
-    if (s != SS_OK)
-        return s;
-    if (v < lo || v > hi)
-        return ss_fail(err, SS_E_DATA, "%s: metadata '%s' = %lld is out of range [%lld, %lld]", ss_st_path(st), key,
-                       (long long)v, (long long)lo, (long long)hi);
-    *out = (int)v;
-    return SS_OK;
-}
 
 static ss_status meta_str(ss_st *st, const char *key, const char **out, ss_error *err)
 {
@@ -152,16 +139,16 @@ static ss_status read_hp(ss_st *st, const ss_model_info *info, mx_hp *hp, ss_err
     const char *path = ss_st_path(st), *scale, *norm, *act;
     ss_status s;
     memset(hp, 0, sizeof *hp);
-    if ((s = meta_int(st, "mdx23c.n_fft", 4, 1 << 16, &hp->n_fft, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.hop_length", 1, 1 << 16, &hp->hop, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.dim_f", 1, 1 << 15, &hp->dim_f, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.num_subbands", 1, 1 << 10, &hp->k, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.num_scales", 1, MAX_SCALES - 1, &hp->n, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.num_blocks_per_scale", 1, 64, &hp->l, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.num_channels", 1, 1 << 14, &hp->c0, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.growth", 0, 1 << 14, &hp->g, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.bottleneck_factor", 1, 1 << 14, &hp->bn, err)) != SS_OK ||
-        (s = meta_int(st, "mdx23c.num_target_instruments", 1, SS_MAX_SOURCES, &hp->S, err)) != SS_OK ||
+    if ((s = ss_st_meta_int_in(st, "mdx23c.n_fft", 4, 1 << 16, &hp->n_fft, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.hop_length", 1, 1 << 16, &hp->hop, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.dim_f", 1, 1 << 15, &hp->dim_f, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.num_subbands", 1, 1 << 10, &hp->k, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.num_scales", 1, MAX_SCALES - 1, &hp->n, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.num_blocks_per_scale", 1, 64, &hp->l, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.num_channels", 1, 1 << 14, &hp->c0, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.growth", 0, 1 << 14, &hp->g, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.bottleneck_factor", 1, 1 << 14, &hp->bn, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "mdx23c.num_target_instruments", 1, SS_MAX_SOURCES, &hp->S, err)) != SS_OK ||
         (s = meta_str(st, "mdx23c.scale", &scale, err)) != SS_OK ||
         (s = meta_str(st, "mdx23c.norm", &norm, err)) != SS_OK || (s = meta_str(st, "mdx23c.act", &act, err)) != SS_OK)
         return s;
@@ -223,22 +210,6 @@ static ss_status read_hp(ss_st *st, const ss_model_info *info, mx_hp *hp, ss_err
 
 /* ---- loading ---------------------------------------------------------------------- */
 
-static float *dev_new(mx_model *m, ss_backend *be, size_t n)
-{
-    if (m->n_allocs == m->cap_allocs) {
-        int nc = m->cap_allocs ? 2 * m->cap_allocs : 64;
-        float **l = realloc(m->allocs, (size_t)nc * sizeof *l);
-        if (!l)
-            return NULL;
-        m->allocs = l;
-        m->cap_allocs = nc;
-    }
-    float *p = ss_alloc(be, n ? n : 1);
-    if (p)
-        m->allocs[m->n_allocs++] = p;
-    return p;
-}
-
 typedef struct loader {
     mx_model *m;
     ss_st *st;
@@ -267,27 +238,18 @@ static void name_of(char *buf, const char *f, ...)
  * the next call), or NULL with l->s set. */
 static float *get_host(loader *l, const char *name, int ndim, const int64_t *shape, size_t *numel)
 {
-    const ss_st_tensor *t;
-    if (l->s != SS_OK || (l->s = ss_st_get(l->st, name, ndim, shape, &t, l->err)) != SS_OK)
+    int64_t n;
+    if (l->s == SS_OK)
+        l->s = ss_st_get_f32(l->st, name, ndim, shape, &l->host, &l->host_cap, &n, l->err);
+    if (l->s != SS_OK)
         return NULL;
-    if ((size_t)t->numel > l->host_cap) {
-        float *p = realloc(l->host, (size_t)t->numel * sizeof *p);
-        if (!p) {
-            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory for tensor '%s'", l->m->path, name);
-            return NULL;
-        }
-        l->host = p;
-        l->host_cap = (size_t)t->numel;
-    }
-    ss_st_to_f32(t, l->host);
-    ss_st_release(l->st, t);
-    *numel = (size_t)t->numel;
+    *numel = (size_t)n;
     return l->host;
 }
 
 static float *upload(loader *l, const float *h, size_t n, const char *name)
 {
-    float *p = dev_new(l->m, l->be, n);
+    float *p = ss_dev_list_alloc(&l->m->dev, l->be, n);
     if (!p) {
         l->s = ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory for tensor '%s'", l->m->path, name);
         return NULL;
@@ -574,14 +536,12 @@ static void mx_free(void *state, ss_backend *be)
     if (!m)
         return;
     ws_release(m, be);
-    for (int i = 0; i < m->n_allocs; i++)
-        ss_free(be, m->allocs[i]);
+    ss_dev_list_free(&m->dev, be);
     for (int j = 0; j < MAX_SCALES; j++) {
         free(m->lv[j].enc);
         free(m->lv[j].dec);
     }
     free(m->bott);
-    free(m->allocs);
     free(m);
 }
 

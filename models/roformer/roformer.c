@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "../../src/model.h"
+#include "../../src/weights.h"
 
 #define RMS_EPS 1e-12f
 /* Rows of one group of sequences run through a transformer at once: bounds the
@@ -105,8 +106,7 @@ typedef struct rf_model {
     int n_tables;                /* distinct rotary tables: [n][0]=time, [1]=freq */
     int *table_kind;             /* [n_tables] 0 time, 1 freq                   */
     float **table_freqs;         /* [n_tables] host, dh/2                       */
-    float **allocs;              /* every device allocation, for free          */
-    int n_allocs, cap_allocs;
+    ss_dev_list dev;             /* every device allocation, for free          */
     void **host_allocs;
     int n_host, cap_host;
     rf_ws ws;
@@ -152,31 +152,6 @@ static void *host_new(rf_model *m, size_t n)
     return p;
 }
 
-/* n device floats kept until the model is freed; NULL with the sticky error set */
-static float *dev_new(rf_model *m, ss_backend *be, size_t n)
-{
-    float *p = ss_alloc(be, n ? n : 1);
-    if (p && track((void ***)&m->allocs, &m->n_allocs, &m->cap_allocs, p) != 0) {
-        ss_free(be, p);
-        return NULL;
-    }
-    return p;
-}
-
-/* Integer metadata in [lo, hi]; SS_E_DATA naming the key otherwise. */
-static ss_status meta_int(ss_st *st, const char *key, int64_t lo, int64_t hi, int *out, ss_error *err)
-{
-    int64_t v;
-    ss_status s = ss_st_meta_int(st, key, &v, err);
-    if (s != SS_OK)
-        return s;
-    if (v < lo || v > hi)
-        return ss_fail(err, SS_E_DATA, "%s: metadata '%s' = %lld is out of range [%lld, %lld]", ss_st_path(st), key,
-                       (long long)v, (long long)lo, (long long)hi);
-    *out = (int)v;
-    return SS_OK;
-}
-
 /* ---- hyperparameters ------------------------------------------------------------ */
 
 typedef struct rf_hp {
@@ -194,22 +169,22 @@ static ss_status read_hp(ss_st *st, const ss_model_info *info, rf_hp *hp, ss_err
     hp->mel = strcmp(info->architecture, "mel_band_roformer") == 0;
     int stereo, normalized, win, ff_mult, mlp_exp, me_depth;
     if ((s = ss_st_meta_bool(st, "roformer.stereo", &stereo, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.dim", 1, 1 << 16, &hp->D, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.depth", 1, 1024, &hp->depth, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.time_transformer_depth", 0, 1024, &hp->tdepth, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.freq_transformer_depth", 0, 1024, &hp->fdepth, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.dim_head", 2, 4096, &hp->dh, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.heads", 1, 1024, &hp->H, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.num_stems", 1, SS_MAX_SOURCES, &hp->S, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.stft_n_fft", 16, 1 << 16, &hp->n_fft, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.stft_hop_length", 1, 1 << 16, &hp->hop, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.stft_win_length", 1, 1 << 16, &win, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.dim", 1, 1 << 16, &hp->D, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.depth", 1, 1024, &hp->depth, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.time_transformer_depth", 0, 1024, &hp->tdepth, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.freq_transformer_depth", 0, 1024, &hp->fdepth, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.dim_head", 2, 4096, &hp->dh, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.heads", 1, 1024, &hp->H, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.num_stems", 1, SS_MAX_SOURCES, &hp->S, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.stft_n_fft", 16, 1 << 16, &hp->n_fft, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.stft_hop_length", 1, 1 << 16, &hp->hop, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.stft_win_length", 1, 1 << 16, &win, err)) != SS_OK ||
         (s = ss_st_meta_bool(st, "roformer.stft_normalized", &normalized, err)) != SS_OK ||
         (s = ss_st_meta_bool(st, "roformer.zero_dc", &hp->zero_dc, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.mask_estimator_depth", hp->mel ? 0 : 1, 64, &me_depth, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.mlp_expansion_factor", 1, 64, &mlp_exp, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.mask_estimator_depth", hp->mel ? 0 : 1, 64, &me_depth, err)) != SS_OK ||
+        (s = ss_st_meta_int_in(st, "roformer.mlp_expansion_factor", 1, 64, &mlp_exp, err)) != SS_OK ||
         (s = ss_st_meta_bool(st, "roformer.skip_connection", &hp->skip, err)) != SS_OK ||
-        (s = meta_int(st, "roformer.ff_mult", 1, 64, &ff_mult, err)) != SS_OK)
+        (s = ss_st_meta_int_in(st, "roformer.ff_mult", 1, 64, &ff_mult, err)) != SS_OK)
         return s;
     hp->C = stereo ? 2 : 1;
     if (hp->C != info->channels)
@@ -250,7 +225,7 @@ static ss_status read_hp(ss_st *st, const ss_model_info *info, rf_hp *hp, ss_err
         return ss_fail(err, SS_E_DATA, "%s: metadata 'stemsplit.segment' (%lld samples) is not longer than n_fft/2",
                        path, (long long)info->segment_length);
     if (hp->mel)
-        return meta_int(st, "roformer.num_bands", 1, MAX_BANDS, &hp->K, err);
+        return ss_st_meta_int_in(st, "roformer.num_bands", 1, MAX_BANDS, &hp->K, err);
     /* BS: freqs_per_bands, a comma list summing to F */
     v = ss_st_meta(st, "roformer.freqs_per_bands");
     if (!v)
@@ -290,23 +265,9 @@ typedef struct loader {
  * buffer, valid until the next call), or NULL with l->s set. */
 static const float *get_host(loader *l, const char *name, int ndim, const int64_t *shape, int64_t *numel)
 {
-    const ss_st_tensor *t;
-    if (l->s != SS_OK || (l->s = ss_st_get(l->st, name, ndim, shape, &t, l->err)) != SS_OK)
-        return NULL;
-    if ((size_t)t->numel > l->host_cap) {
-        float *p = realloc(l->host, (size_t)t->numel * sizeof *p);
-        if (!p) {
-            l->s = ss_fail(l->err, SS_E_NOMEM, "%s: out of memory for tensor '%s'", l->m->path, name);
-            return NULL;
-        }
-        l->host = p;
-        l->host_cap = (size_t)t->numel;
-    }
-    ss_st_to_f32(t, l->host);
-    ss_st_release(l->st, t);                     /* the file's pages: converted, not needed again */
-    if (numel)
-        *numel = t->numel;
-    return l->host;
+    if (l->s == SS_OK)
+        l->s = ss_st_get_f32(l->st, name, ndim, shape, &l->host, &l->host_cap, numel, l->err);
+    return l->s == SS_OK ? l->host : NULL;
 }
 
 /* The tensor `name` ([d0] or [d0, d1]) uploaded to the device, or NULL with l->s set. */
@@ -316,7 +277,7 @@ static float *get_dev(loader *l, const char *name, int64_t d0, int64_t d1)
     const float *h = get_host(l, name, d1 ? 2 : 1, shape, &n);
     if (!h)
         return NULL;
-    float *p = dev_new(l->m, l->be, (size_t)n);
+    float *p = ss_dev_list_alloc(&l->m->dev, l->be, (size_t)n);
     if (!p) {
         l->s = ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory for tensor '%s'", l->m->path, name);
         return NULL;
@@ -401,7 +362,7 @@ static ss_status load_mel_bands(loader *l, const rf_hp *hp)
         fs[f] = 1.0f / (float)count[f];
     if (hp->zero_dc)
         fs[0] = 0.0f;
-    m->fscale = dev_new(m, l->be, (size_t)hp->F);
+    m->fscale = ss_dev_list_alloc(&m->dev, l->be, (size_t)hp->F);
     if (!m->fscale)
         return ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory", m->path);
     ss_upload(l->be, m->fscale, fs, (size_t)hp->F);
@@ -497,7 +458,7 @@ static ss_status load_all(loader *l, const rf_hp *hp)
         for (int f = 0; f < m->F; f++)
             fs[f] = f == 0 && m->zero_dc ? 0.0f : 1.0f;
         m->n_layers = 1;
-        m->fscale = dev_new(m, be, (size_t)m->F);
+        m->fscale = ss_dev_list_alloc(&m->dev, be, (size_t)m->F);
         if (!m->fscale)
             return ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory", m->path);
         ss_upload(be, m->fscale, fs, (size_t)m->F);
@@ -557,7 +518,7 @@ static ss_status load_all(loader *l, const rf_hp *hp)
     if ((s = ss_st_check_all_used(l->st, l->err)) != SS_OK)
         return s;
     static const float sign[2] = {-1.0f, 1.0f};
-    m->swap_sign = dev_new(m, be, 2);
+    m->swap_sign = ss_dev_list_alloc(&m->dev, be, 2);
     if (!m->swap_sign)
         return ss_fail(l->err, SS_E_DEVICE, "%s: cannot allocate device memory", m->path);
     ss_upload(be, m->swap_sign, sign, 2);
@@ -613,11 +574,9 @@ static void rf_free(void *state, ss_backend *be)
     if (!m)
         return;
     ws_release(m, be);
-    for (int i = 0; i < m->n_allocs; i++)
-        ss_free(be, m->allocs[i]);
+    ss_dev_list_free(&m->dev, be);
     for (int i = 0; i < m->n_host; i++)
         free(m->host_allocs[i]);
-    free(m->allocs);
     free(m->host_allocs);
     free(m);
 }
