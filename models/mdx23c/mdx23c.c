@@ -538,14 +538,15 @@ static mx_plan ws_plan(const mx_hp *hp, int N)
     size_t fo = (size_t)hp->S * (size_t)hp->Dc * fN, y = (size_t)hp->S * (size_t)hp->C * 2u * (size_t)hp->F * N;
     z.arena = zmax(A, y);
     z.sc = zmax(emax, zmax(spec + crop, 2 * fo));
-    /* slabs of at least min(T_j + 2, 8) input rows */
+    /* slabs of at least min(T_j + 2, 36) input rows, a multiple of 4 (the
+     * Winograd tile's height) when there are several: the halo costs 2 rows */
     size_t slab = 0;
     for (int j = 0; j < hp->n; j++)
-        slab = zmax(slab, 3 * ch[j] * F[j] * (T[j] + 2 < 8 ? T[j] + 2 : 8));
+        slab = zmax(slab, 3 * ch[j] * F[j] * (T[j] + 2 < 36 ? T[j] + 2 : 36));
     z.h = zmax(hid, zmax(crop, slab));
     for (int j = 0; j < hp->n; j++) {
         size_t rows = z.h / (3 * ch[j] * F[j]);              /* input rows of a slab */
-        z.slab_rows[j] = rows >= T[j] + 2 ? (int)T[j] : (int)rows - 2;
+        z.slab_rows[j] = rows >= T[j] + 2 ? (int)T[j] : (int)(rows / 4 * 4) - 2;
     }
     z.o = emax;
     return z;
