@@ -895,6 +895,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: estimated device memory for batch %d: %.2f GiB (%.1f GiB free)%s\n", prog, o.batch,
                     need / 1073741824.0, dev->mem_free / 1073741824.0,
                     o.batch != asked ? "; --batch lowered to fit" : "");
+    } else if (o.verbose) {
+        /* host memory: the same estimate (weights, workspace, transfer buffers) */
+        fprintf(stderr, "%s: estimated memory for batch %d: %.2f GiB\n", prog, o.batch,
+                ss_mem_need(&mem, o.batch) / 1073741824.0);
     }
     if ((rc = choose_stems(&o, info, &sp)) >= 0)
         goto out;

@@ -17,6 +17,8 @@
  *    bits, the last two a recorded graph and its replay where the backend
  *    records), and the refusals: a missing, stray or misshapen tensor, bad
  *    metadata -> SS_E_DATA naming the file and the tensor or key.
+ * 3. The full-size InstVoc HQ's memory estimate from a header-only file (its
+ *    weights a hole): under 1 GiB with the weights, flat in the batch.
  */
 #include <dirent.h>
 #include <math.h>
@@ -153,6 +155,117 @@ static void test_graph_replay(void)
     check_graph_replay(path, x, B, C, L);
 }
 
+/* ---- 3. the full-size InstVoc HQ's memory, from its header ---------------------------- */
+
+typedef struct hdr {
+    char *buf;
+    size_t len, cap;
+    uint64_t off;                 /* data bytes so far */
+} hdr;
+
+static void hdr_put(hdr *h, const char *name, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    if (h->cap - h->len < 512) {
+        h->cap = h->cap ? 2 * h->cap : 1 << 16;
+        h->buf = realloc(h->buf, h->cap);
+        if (!h->buf)
+            abort();
+    }
+    int64_t d[4] = {d0, d1, d2, d3}, n = 1;
+    int nd = d3 ? 4 : d2 ? 3 : d1 ? 2 : 1;
+    h->len += (size_t)snprintf(h->buf + h->len, h->cap - h->len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", name);
+    for (int k = 0; k < nd; k++) {
+        h->len += (size_t)snprintf(h->buf + h->len, h->cap - h->len, "%s%lld", k ? "," : "", (long long)d[k]);
+        n *= d[k];
+    }
+    h->len += (size_t)snprintf(h->buf + h->len, h->cap - h->len, "],\"data_offsets\":[%llu,%llu]}",
+                               (unsigned long long)h->off, (unsigned long long)(h->off + 4u * (uint64_t)n));
+    h->off += 4u * (uint64_t)n;
+}
+
+static void hdr_tfc_tdf(hdr *h, const char *pre, int in_c, int c, int F)
+{
+    char n[200];
+    static const char *const norms[] = {"tfc1.0", "tdf.0", "tdf.3", "tfc2.0"};
+    for (int i = 0; i < 2; i++, in_c = c) {
+        for (int k = 0; k < 4; k++) {
+            snprintf(n, sizeof n, "%sblocks.%d.%s.weight", pre, i, norms[k]), hdr_put(h, n, k ? c : in_c, 0, 0, 0);
+            snprintf(n, sizeof n, "%sblocks.%d.%s.bias", pre, i, norms[k]), hdr_put(h, n, k ? c : in_c, 0, 0, 0);
+        }
+        snprintf(n, sizeof n, "%sblocks.%d.tfc1.2.weight", pre, i), hdr_put(h, n, c, in_c, 3, 3);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.2.weight", pre, i), hdr_put(h, n, F / 4, F, 0, 0);
+        snprintf(n, sizeof n, "%sblocks.%d.tdf.5.weight", pre, i), hdr_put(h, n, F, F / 4, 0, 0);
+        snprintf(n, sizeof n, "%sblocks.%d.tfc2.2.weight", pre, i), hdr_put(h, n, c, c, 3, 3);
+        snprintf(n, sizeof n, "%sblocks.%d.shortcut.weight", pre, i), hdr_put(h, n, c, in_c, 1, 1);
+    }
+}
+
+/* UVR's MDX23C-8KFFT-InstVoc_HQ (scripts/mdx23c-configs/model_2_stem_full_band_8k.yaml:
+ * 112 M parameters, n_fft 8192, chunk 261120, 5 scales of 128 + 128 j channels): its
+ * estimate, weights included, stays under 1 GiB (issue 30: a CPU run's resident size
+ * under 1 GiB; the workspace of one chunk held everything at once, 1.3 GB of it).
+ * The estimate counts the buffer only a device backend allocates (128 MiB here).
+ * The file is its header and a hole of 448 MB (no weights are read). */
+static void test_full_size_estimate(void)
+{
+    char path[1200], n[200];
+    snprintf(path, sizeof path, "%s/instvoc.safetensors", tmpdir);
+    hdr h = {0};
+    hdr_put(&h, "first_conv.weight", 128, 16, 1, 1);
+    for (int j = 0, F = 1024; j < 5; j++, F /= 2) {
+        int ch = 128 + 128 * j;
+        snprintf(n, sizeof n, "encoder_blocks.%d.tfc_tdf.", j), hdr_tfc_tdf(&h, n, ch, ch, F);
+        snprintf(n, sizeof n, "encoder_blocks.%d.downscale.conv.0.weight", j), hdr_put(&h, n, ch, 0, 0, 0);
+        snprintf(n, sizeof n, "encoder_blocks.%d.downscale.conv.0.bias", j), hdr_put(&h, n, ch, 0, 0, 0);
+        snprintf(n, sizeof n, "encoder_blocks.%d.downscale.conv.2.weight", j), hdr_put(&h, n, ch + 128, ch, 2, 2);
+    }
+    hdr_tfc_tdf(&h, "bottleneck_block.", 768, 768, 32);
+    for (int i = 0; i < 5; i++) {
+        int j = 4 - i, ch = 128 + 128 * j, F = 1024 >> j;
+        snprintf(n, sizeof n, "decoder_blocks.%d.upscale.conv.0.weight", i), hdr_put(&h, n, ch + 128, 0, 0, 0);
+        snprintf(n, sizeof n, "decoder_blocks.%d.upscale.conv.0.bias", i), hdr_put(&h, n, ch + 128, 0, 0, 0);
+        snprintf(n, sizeof n, "decoder_blocks.%d.upscale.conv.2.weight", i), hdr_put(&h, n, ch + 128, ch, 2, 2);
+        snprintf(n, sizeof n, "decoder_blocks.%d.tfc_tdf.", i), hdr_tfc_tdf(&h, n, 2 * ch, ch, F);
+    }
+    hdr_put(&h, "final_conv.0.weight", 128, 144, 1, 1);
+    hdr_put(&h, "final_conv.2.weight", 32, 128, 1, 1);
+    static const char meta[] =
+        "{\"__metadata__\":{\"stemsplit.architecture\":\"mdx23c\",\"stemsplit.sources\":\"Vocals,Instrumental\","
+        "\"stemsplit.samplerate\":\"44100\",\"stemsplit.channels\":\"2\",\"stemsplit.segment\":\"4352/735\","
+        "\"mdx23c.n_fft\":\"8192\",\"mdx23c.hop_length\":\"1024\",\"mdx23c.dim_f\":\"4096\","
+        "\"mdx23c.num_subbands\":\"4\",\"mdx23c.num_scales\":\"5\",\"mdx23c.scale\":\"2,2\","
+        "\"mdx23c.num_blocks_per_scale\":\"2\",\"mdx23c.num_channels\":\"128\",\"mdx23c.growth\":\"128\","
+        "\"mdx23c.bottleneck_factor\":\"4\",\"mdx23c.num_target_instruments\":\"2\",\"mdx23c.norm\":\"InstanceNorm\","
+        "\"mdx23c.act\":\"gelu\",\"msst.chunk_size\":\"261120\",\"msst.num_overlap\":\"4\"}";
+    size_t hl = strlen(meta) + h.len + 1, padded = (hl + 7) / 8 * 8;
+    char *json = malloc(padded + 1);
+    CHECK(json != NULL, "out of memory");
+    snprintf(json, padded + 1, "%s%.*s}%*s", meta, (int)h.len, h.buf, (int)(padded - hl), "");
+    free(h.buf);
+    FILE *fp = fopen(path, "wb");
+    uint64_t len = padded;
+    int ok = fp && fwrite(&len, 8, 1, fp) == 1 && fwrite(json, 1, padded, fp) == padded;
+    ok = (fp && fclose(fp) == 0) && ok && truncate(path, (off_t)(8 + padded + h.off)) == 0;
+    free(json);
+    CHECK(ok, "cannot write %s", path);
+    ss_model_info info;
+    ss_mem_estimate mem;
+    ss_error err = {0};
+    ss_status s = ss_model_peek(path, &info, &mem, &err);
+    unlink(path);
+    CHECK(s == SS_OK, "peek: %s", err.msg);
+    CHECK(info.parameters == 111990272u, "%llu parameters (the released model has 111990272)",
+          (unsigned long long)info.parameters);
+    uint64_t need = ss_mem_need(&mem, 1), weights = 4u * info.parameters;
+    printf("     full-size InstVoc HQ: estimate %.0f MiB (weights %.0f MiB), batch 4 %.0f MiB\n", need / 1048576.0,
+           weights / 1048576.0, ss_mem_need(&mem, 4) / 1048576.0);
+    CHECK(need > weights + ((uint64_t)256 << 20), "estimate %llu bytes: less than the weights and a level's skip",
+          (unsigned long long)need);
+    CHECK(need < ((uint64_t)1 << 30), "estimate %.0f MiB: not under 1 GiB", need / 1048576.0);
+    CHECK(ss_mem_need(&mem, 4) - need < ((uint64_t)32 << 20), "a batch of 4 needs %.0f MiB more than 1",
+          (ss_mem_need(&mem, 4) - need) / 1048576.0);
+}
+
 static void test_refusals(void)
 {
     gen g;
@@ -223,6 +336,7 @@ int main(void)
     RUN(test_small_none_gelu);
     RUN(test_graph_replay);
     RUN(test_refusals);
+    RUN(test_full_size_estimate);
     fixtures_done();
     return test_summary();
 }

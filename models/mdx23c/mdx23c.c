@@ -85,22 +85,24 @@ typedef struct mx_hp {
     float alpha;                   /* ELU's                                        */
 } mx_hp;
 
-typedef struct mx_ws {             /* activations, for one (batch, length)         */
-    int batch;
+typedef struct mx_ws {             /* activations of one chunk (the forward pass
+                                    * runs a batch item by item): see ws_plan      */
     int64_t length;
     int frames;
-    float *spec;                   /* [B*C, 2, F, N]                               */
-    float *mix;                    /* mixT [B, Dc, N, f]                           */
-    float *fco;                    /* [B, c0, N, f]                                */
-    float *x, *s;                  /* [B * act]: the activation, the shortcut (and
-                                    * the upsampling's output): max ch_j T_j F_j    */
-    float *t;                      /* [B * big]: a norm-act, of up to 2 ch_j rows  */
-    float *h;                      /* [B * hid]: the TDF's narrow layer            */
-    float *cat[MAX_SCALES];        /* level j: [B, 2 ch_j, T_j, F_j] (up | skip)   */
-    float *fo;                     /* [2][B, S*Dc, f*N]: the crop of the spectrum,
-                                    * the final convolution's output and its
-                                    * transpose                                    */
-    float *y;                      /* [B*S*C, 2, F, N]                             */
+    size_t u[MAX_SCALES];          /* level j's up slot ends (its skip starts) at
+                                    * arena + u[j]; level n's input is at arena,
+                                    * its output at arena + E[n]                   */
+    size_t E[MAX_SCALES];          /* ch_j T_j F_j                                 */
+    int slab_rows[MAX_SCALES];     /* output rows per time slab of level j's
+                                    * decoder's first convolution (host memory)    */
+    float *arena;                  /* nested levels: [U_j | K_j], U_j holding level
+                                    * j+1's; K_j the skip, U_j's end the upsampled
+                                    * tensor, so that [up | skip] is the concat     */
+    float *sc;                     /* a block's shortcut, a norm before a resampling,
+                                    * the spectrum, the output's spectrum          */
+    float *h;                      /* the TDF's narrow layer, mixT, the slabs       */
+    float *o;                      /* device memory only: the decoder's first
+                                    * convolution's output (NULL on the host)      */
 } mx_ws;
 
 typedef struct mx_model {
@@ -449,59 +451,84 @@ static ss_status mx_load(ss_st *st, const ss_model_info *info, ss_backend *be, v
 
 /* ---- workspace --------------------------------------------------------------------- */
 
-typedef struct mx_sizes {
-    size_t spec, mix, fco, act, big, hid, cat[MAX_SCALES], fo, y;
-} mx_sizes;
+/* The workspace of one chunk of N frames, in floats.  Each buffer is reused
+ * once what it held is dead (the skips live until their decoder level):
+ *   arena  level j (0..n-1) is [U_j | K_j], U_j = max(E_j, A_{j+1}) floats
+ *          holding level j+1 (A_j = U_j + E_j; the bottleneck's A_n = 2 E_n).
+ *          Encoder level j: its input at U_j's start (norm-act in place, then
+ *          the block's scratch), its output (the skip) in K_j.  Decoder level
+ *          j: the upsampled tensor at the end of U_j, just before the skip,
+ *          so the concat is read in place; the first convolution overwrites
+ *          the concat's first half with its output (by time slabs on the
+ *          host, through `o` on a device), K_j is then the scratch.
+ *   sc     a block's shortcut; the norm-act before a down/upsampling; the
+ *          spectrum and its crop; the output's spectrum and its transpose.
+ *   h      the TDF's narrow layer; mixT; the slabs of the decoder's first
+ *          convolution (input and output rows of 2ch_j and ch_j channels).
+ *   o      device backends: the decoder's first convolution's output.
+ * first_conv's output is computed again (from the spectrum) where the
+ * network's output is multiplied by it, instead of being kept. */
+typedef struct mx_plan {
+    size_t E[MAX_SCALES], u[MAX_SCALES];
+    size_t arena, sc, h, o;
+    int slab_rows[MAX_SCALES];
+} mx_plan;
 
-/* The floats of each workspace buffer for (batch, frames). */
-static mx_sizes ws_sizes(const mx_hp *hp, int batch, int N)
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+static mx_plan ws_plan(const mx_hp *hp, int N)
 {
-    mx_sizes z;
+    mx_plan z;
     memset(&z, 0, sizeof z);
-    size_t B = (size_t)batch, fN = (size_t)hp->f * (size_t)N;
-    z.spec = B * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
-    z.mix = B * (size_t)hp->Dc * fN;
-    z.fco = B * (size_t)hp->c0 * fN;
-    size_t act = 0, big = 0, hid = 0;
-    int T = N, F = hp->f;
+    size_t fN = (size_t)hp->f * (size_t)N, T[MAX_SCALES], F[MAX_SCALES], ch[MAX_SCALES];
+    size_t emax = 0, hid = 0;
     for (int j = 0; j <= hp->n; j++) {
-        size_t ch = (size_t)(hp->c0 + j * hp->g), TF = (size_t)T * (size_t)F;
-        size_t e = (j < hp->n ? 2u : 1u) * ch * TF;      /* the decoder's concat; the bottleneck's x */
-        if (j < hp->n)
-            z.cat[j] = B * e;
-        big = e > big ? e : big;
-        act = ch * TF > act ? ch * TF : act;
-        size_t hh = ch * (size_t)T * (size_t)(F / hp->bn);
-        hid = hh > hid ? hh : hid;
-        T /= hp->s0;
-        F /= hp->s1;
+        T[j] = j ? T[j - 1] / (size_t)hp->s0 : (size_t)N;
+        F[j] = j ? F[j - 1] / (size_t)hp->s1 : (size_t)hp->f;
+        ch[j] = (size_t)(hp->c0 + j * hp->g);
+        z.E[j] = ch[j] * T[j] * F[j];
+        emax = zmax(emax, z.E[j]);
+        hid = zmax(hid, ch[j] * T[j] * (F[j] / (size_t)hp->bn));
     }
-    z.act = B * act;
-    z.big = B * big;
-    z.hid = B * hid;
-    z.fo = 2u * B * (size_t)hp->S * (size_t)hp->Dc * fN;
-    z.y = B * (size_t)hp->S * (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N;
+    size_t A = 2 * z.E[hp->n];
+    z.u[hp->n] = z.E[hp->n];
+    for (int j = hp->n - 1; j >= 0; j--) {
+        z.u[j] = zmax(z.E[j], A);
+        A = z.u[j] + z.E[j];
+    }
+    size_t spec = (size_t)hp->C * 2u * (size_t)hp->F * (size_t)N, crop = (size_t)hp->Dc * fN;
+    size_t fo = (size_t)hp->S * (size_t)hp->Dc * fN, y = (size_t)hp->S * (size_t)hp->C * 2u * (size_t)hp->F * N;
+    z.arena = zmax(A, y);
+    z.sc = zmax(emax, zmax(spec + crop, 2 * fo));
+    /* slabs of at least min(T_j + 2, 36) input rows, a multiple of 4 (the
+     * Winograd tile's height) when there are several: the halo costs 2 rows */
+    size_t slab = 0;
+    for (int j = 0; j < hp->n; j++)
+        slab = zmax(slab, 3 * ch[j] * F[j] * (T[j] + 2 < 36 ? T[j] + 2 : 36));
+    z.h = zmax(hid, zmax(crop, slab));
+    for (int j = 0; j < hp->n; j++) {
+        size_t rows = z.h / (3 * ch[j] * F[j]);              /* input rows of a slab */
+        z.slab_rows[j] = rows >= T[j] + 2 ? (int)T[j] : (int)(rows / 4 * 4) - 2;
+    }
+    z.o = emax;
     return z;
 }
 
 static void ws_release(mx_model *m, ss_backend *be)
 {
     mx_ws *w = &m->ws;
-    float *bufs[] = {w->spec, w->mix, w->fco, w->x, w->t, w->s, w->h, w->fo, w->y};
+    float *bufs[] = {w->arena, w->sc, w->h, w->o};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i])
             ss_free(be, bufs[i]);
-    for (int j = 0; j < MAX_SCALES; j++)
-        if (w->cat[j])
-            ss_free(be, w->cat[j]);
     memset(w, 0, sizeof *w);
 }
 
-static ss_status ws_get(mx_model *m, ss_backend *be, int batch, int64_t length, ss_error *err)
+static ss_status ws_get(mx_model *m, ss_backend *be, int64_t length, ss_error *err)
 {
     mx_ws *w = &m->ws;
     const mx_hp *hp = &m->hp;
-    if (w->x && w->batch == batch && w->length == length)
+    if (w->arena && w->length == length)
         return SS_OK;
     ws_release(m, be);
     if (length <= hp->n_fft / 2 || length % hp->hop || length / hp->hop + 1 > (1 << 24) ||
@@ -510,18 +537,17 @@ static ss_status ws_get(mx_model *m, ss_backend *be, int batch, int64_t length, 
                        "the hop %d whose frame count divides by %lld)", (long long)length, hp->hop,
                        (long long)ipow(hp->s0, hp->n));
     int N = (int)(length / hp->hop + 1);
-    mx_sizes z = ws_sizes(hp, batch, N);
-    if (z.big > ((size_t)1 << 31) || z.y > ((size_t)1 << 31))
-        return ss_fail(err, SS_E_INTERNAL, "mdx23c: a batch of %d chunks of %lld samples is too large", batch,
-                       (long long)length);
-    w->batch = batch;
+    mx_plan z = ws_plan(hp, N);
+    if (z.arena > ((size_t)1 << 31) || z.sc > ((size_t)1 << 31))
+        return ss_fail(err, SS_E_INTERNAL, "mdx23c: a chunk of %lld samples is too large", (long long)length);
     w->length = length;
     w->frames = N;
-    int ok = (w->spec = ss_alloc(be, z.spec)) && (w->mix = ss_alloc(be, z.mix)) && (w->fco = ss_alloc(be, z.fco)) &&
-             (w->x = ss_alloc(be, z.act)) && (w->t = ss_alloc(be, z.big)) && (w->s = ss_alloc(be, z.act)) &&
-             (w->h = ss_alloc(be, z.hid)) && (w->fo = ss_alloc(be, z.fo)) && (w->y = ss_alloc(be, z.y));
-    for (int j = 0; ok && j < hp->n; j++)
-        ok = (w->cat[j] = ss_alloc(be, z.cat[j])) != NULL;
+    memcpy(w->u, z.u, sizeof w->u);
+    memcpy(w->E, z.E, sizeof w->E);
+    memcpy(w->slab_rows, z.slab_rows, sizeof w->slab_rows);
+    int host = ss_backend_iface_of(be)->host_memory;
+    int ok = (w->arena = ss_alloc(be, z.arena)) && (w->sc = ss_alloc(be, z.sc)) && (w->h = ss_alloc(be, z.h)) &&
+             (host || (w->o = ss_alloc(be, z.o)));
     if (!ok) {
         ws_release(m, be);
         ss_status s = ss_backend_status(be, err);
@@ -602,9 +628,45 @@ static void conv3x3(ss_backend *be, float *y, const float *x, const float *w, in
         ss_conv2d(be, &d, x + (size_t)b * cin * TF, w, NULL, y + (size_t)b * cout * TF);
 }
 
-/* out [B, c, T, F] = TFC_TDF(in [B, in_c, T, F]); in may be out */
-static void tfc_tdf(mx_model *m, ss_backend *be, const mx_block *blocks, const float *in, float *out, int B, int T,
-                    int F)
+/* x [cin, T, F] (one item) -> its first cout channels = conv3x3(x), cin > cout.
+ * On the host by time slabs through w->h: the input rows of a slab and its
+ * halo are gathered, convolved (zero padding 1, so a slab at the plane's edge
+ * sees the plane's padding), and each slab's output rows are written into x
+ * once the next slab has gathered its rows, which are the last that read
+ * them.  On a device through w->o. */
+static void conv3x3_over(mx_model *m, ss_backend *be, float *x, const float *wt, int cin, int cout, int T, int F,
+                         int slab)
+{
+    mx_ws *w = &m->ws;
+    size_t TF = (size_t)T * (size_t)F, E = (size_t)cout * TF;
+    if (w->o) {
+        conv3x3(be, w->o, x, wt, 1, cin, cout, T, F);
+        ss_copy2d(be, x, E, w->o, E, 1, E);
+        return;
+    }
+    float *g = w->h, *q = NULL;
+    int plo = 0, pt0 = 0, pt1 = 0, prows = 0;
+    for (int t0 = 0; t0 < T; t0 += slab) {
+        int t1 = t0 + slab < T ? t0 + slab : T, lo = t0 > 0 ? t0 - 1 : 0, hi = t1 + 1 < T ? t1 + 1 : T;
+        int rows = hi - lo;
+        ss_copy2d(be, g, (size_t)rows * F, x + (size_t)lo * F, TF, (size_t)cin, (size_t)rows * F);
+        if (q)                                     /* the previous slab's rows are read no more */
+            ss_copy2d(be, x + (size_t)pt0 * F, TF, q + (size_t)(pt0 - plo) * F, (size_t)prows * F, (size_t)cout,
+                      (size_t)(pt1 - pt0) * F);
+        q = g + (size_t)cin * (slab + 2) * F;
+        conv3x3(be, q, g, wt, 1, cin, cout, rows, F);
+        plo = lo, pt0 = t0, pt1 = t1, prows = rows;
+    }
+    ss_copy2d(be, x + (size_t)pt0 * F, TF, q + (size_t)(pt0 - plo) * F, (size_t)prows * F, (size_t)cout,
+              (size_t)(pt1 - pt0) * F);
+}
+
+/* out [c, T, F] = TFC_TDF(in [in_c, T, F]) for one item, t a scratch of c T F
+ * floats.  Either in == t (the encoder and the bottleneck: the input is
+ * overwritten) or in == out (a decoder: in is the concat, whose first c
+ * channels become the output; slab as conv3x3_over). */
+static void tfc_tdf(mx_model *m, ss_backend *be, const mx_block *blocks, float *in, float *out, float *t, int T,
+                    int F, int slab)
 {
     mx_ws *w = &m->ws;
     int fb = F / m->hp.bn;
@@ -612,90 +674,119 @@ static void tfc_tdf(mx_model *m, ss_backend *be, const mx_block *blocks, const f
     for (int i = 0; i < m->hp.l; i++) {
         const mx_block *k = &blocks[i];
         const float *x = i == 0 ? in : out;
-        int rows = k->c * T;                                  /* of one item */
-        conv1x1(be, w->s, x, k->w_sc, B, k->in_c, k->c, TF, k->in_c, 0.0f);       /* s [B, c, T, F]   */
-        norm_act(m, be, w->t, x, &k->n1, B, k->in_c, TF);
-        conv3x3(be, out, w->t, k->w_tfc1, B, k->in_c, k->c, T, F);                 /* x [B, c, T, F]   */
-        norm_act(m, be, w->t, out, &k->n2, B, k->c, TF);
-        /* per item: the same products whatever the batch */
+        int rows = k->c * T;
+        conv1x1(be, w->sc, x, k->w_sc, 1, k->in_c, k->c, TF, k->in_c, 0.0f);      /* s [c, T, F]      */
+        if (i == 0) {
+            norm_act(m, be, in, in, &k->n1, 1, k->in_c, TF);
+            if (in == out)
+                conv3x3_over(m, be, in, k->w_tfc1, k->in_c, k->c, T, F, slab);
+            else
+                conv3x3(be, out, in, k->w_tfc1, 1, k->in_c, k->c, T, F);
+        } else {
+            norm_act(m, be, t, out, &k->n1, 1, k->in_c, TF);
+            conv3x3(be, out, t, k->w_tfc1, 1, k->in_c, k->c, T, F);                /* x [c, T, F]      */
+        }
+        norm_act(m, be, t, out, &k->n2, 1, k->c, TF);
         ss_gemm_desc d1 = {.trans_b = 1, .m = rows, .n = fb, .k = F, .alpha = 1.0f, .lda = F, .ldb = F, .ldc = fb,
                            .batch = 1};
         ss_gemm_desc d2 = {.trans_b = 1, .m = rows, .n = F, .k = fb, .alpha = 1.0f, .beta = 1.0f, .lda = fb,
                            .ldb = fb, .ldc = F, .batch = 1};
-        for (int b = 0; b < B; b++)                                                /* h [B, c, T, fb]  */
-            ss_gemm(be, &d1, w->t + (size_t)b * rows * F, k->w_l1, w->h + (size_t)b * rows * fb);
-        norm_act(m, be, w->h, w->h, &k->n3, B, k->c, (int64_t)T * fb);
-        for (int b = 0; b < B; b++)                                                /* x += tdf(x)      */
-            ss_gemm(be, &d2, w->h + (size_t)b * rows * fb, k->w_l2, out + (size_t)b * rows * F);
-        norm_act(m, be, w->t, out, &k->n4, B, k->c, TF);
-        conv3x3(be, out, w->t, k->w_tfc2, B, k->c, k->c, T, F);
-        ss_add(be, out, out, w->s, (size_t)B * (size_t)k->c * (size_t)TF);         /* x = tfc2 + s     */
+        ss_gemm(be, &d1, t, k->w_l1, w->h);                                        /* h [c, T, fb]     */
+        norm_act(m, be, w->h, w->h, &k->n3, 1, k->c, (int64_t)T * fb);
+        ss_gemm(be, &d2, w->h, k->w_l2, out);                                      /* x += tdf(x)      */
+        norm_act(m, be, t, out, &k->n4, 1, k->c, TF);
+        conv3x3(be, out, t, k->w_tfc2, 1, k->c, k->c, T, F);
+        ss_add(be, out, out, w->sc, (size_t)k->c * (size_t)TF);                     /* x = tfc2 + s     */
     }
 }
 
+/* mixT [Dc, N, f] in w->h from x [C, L] (one item), the spectrum in w->sc */
+static void mix_spectrum(mx_model *m, ss_backend *be, const float *x, int64_t length)
+{
+    mx_ws *w = &m->ws;
+    const mx_hp *hp = &m->hp;
+    int N = w->frames;
+    size_t FN = (size_t)hp->F * N, fdN = (size_t)hp->dim_f * N;
+    float *crop = w->sc + (size_t)hp->C * 2 * FN;
+    ss_stft_desc sd = {.batch = hp->C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
+    ss_stft(be, &sd, x, w->sc);                                              /* [C, 2, F, N]          */
+    ss_copy2d(be, crop, fdN, w->sc, FN, (size_t)hp->C * 2, fdN);             /* [Dc, f, N]            */
+    ss_transpose(be, w->h, crop, hp->Dc, hp->f, N);                          /* mixT [Dc, N, f]       */
+}
+
+/* y [S, C, L] = the network on x [C, L]: one item */
+static void forward_item(mx_model *m, ss_backend *be, const float *x, float *y, int64_t length)
+{
+    const mx_hp *hp = &m->hp;
+    mx_ws *w = &m->ws;
+    int N = w->frames, f = hp->f, c0 = hp->c0, Dc = hp->Dc, S = hp->S, C = hp->C, F = hp->F, n = hp->n;
+    size_t FN = (size_t)F * N, fdN = (size_t)hp->dim_f * N, fN = (size_t)f * N;
+    float *a = w->arena;
+    mix_spectrum(m, be, x, length);
+    conv1x1(be, a, w->h, m->w_first, 1, Dc, c0, (int64_t)fN, Dc, 0.0f);      /* fco [c0, N, f] at U_0 */
+    int T = N, Fj = f;
+    for (int j = 0; j < n; j++) {                                            /* encoder               */
+        const mx_level *v = &m->lv[j];
+        float *skip = a + w->u[j];
+        tfc_tdf(m, be, v->enc, a, skip, a, T, Fj, 0);                        /* K_j = TFC_TDF(U_j)    */
+        norm_act(m, be, w->sc, skip, &v->dn, 1, v->ch, (int64_t)T * Fj);
+        ss_conv2d_desc d = {.batch = 1, .cin = v->ch, .h = T, .w = Fj, .cout = v->ch + hp->g, .kh = hp->s0,
+                            .kw = hp->s1, .sh = hp->s0, .sw = hp->s1, .dh = 1, .dw = 1};
+        ss_conv2d(be, &d, w->sc, v->w_down, NULL, a);                        /* U_{j+1} [ch+g, T/s0, F/s1] */
+        T /= hp->s0;
+        Fj /= hp->s1;
+    }
+    float *xo = a + w->E[n];                                                 /* the bottleneck's output */
+    tfc_tdf(m, be, m->bott, a, xo, a, T, Fj, 0);
+    for (int j = n - 1; j >= 0; j--) {                                       /* decoder               */
+        const mx_level *v = &m->lv[j];
+        norm_act(m, be, w->sc, xo, &v->un, 1, v->ch + hp->g, (int64_t)T * Fj);
+        ss_convt2d_desc d = {.batch = 1, .cin = v->ch + hp->g, .h = T, .w = Fj, .cout = v->ch, .kh = hp->s0,
+                             .kw = hp->s1, .sh = hp->s0, .sw = hp->s1};
+        float *cat = a + w->u[j] - w->E[j];                                  /* [up | skip j]         */
+        ss_conv_transpose2d(be, &d, w->sc, v->w_up, NULL, cat);              /* up [ch, T, F]         */
+        T *= hp->s0;
+        Fj *= hp->s1;
+        tfc_tdf(m, be, v->dec, cat, cat, a + w->u[j], T, Fj, w->slab_rows[j]);  /* x [ch, T, F]      */
+        xo = cat;
+    }
+    float *k0 = a + w->u[0];                                                 /* K_0, free now         */
+    mix_spectrum(m, be, x, length);                                          /* mixT again            */
+    conv1x1(be, k0, w->h, m->w_first, 1, Dc, c0, (int64_t)fN, Dc, 0.0f);     /* first_conv_out        */
+    ss_mul(be, xo, xo, k0, (size_t)c0 * fN);                                 /* x * first_conv_out    */
+    /* final_conv on cat([mixT, x]): the two halves of its first weight */
+    conv1x1(be, k0, w->h, m->w_final1, 1, Dc, c0, (int64_t)fN, c0 + Dc, 0.0f);
+    conv1x1(be, k0, xo, m->w_final1 + Dc, 1, c0, c0, (int64_t)fN, c0 + Dc, 1.0f);
+    act(m, be, k0, k0, (size_t)c0 * fN);
+    float *fo2 = w->sc + (size_t)S * Dc * fN;
+    conv1x1(be, w->sc, k0, m->w_final2, 1, c0, S * Dc, (int64_t)fN, c0, 0.0f);  /* [S*Dc, N, f]      */
+    ss_transpose(be, fo2, w->sc, S * Dc, N, f);                              /* [S, 2C, Fd, N]        */
+    if (hp->dim_f < F)
+        ss_fill(be, a, 0.0f, (size_t)S * C * 2 * FN);
+    ss_copy2d(be, a, FN, fo2, fdN, (size_t)S * C * 2, fdN);                  /* Y [S*C, 2, F, N]      */
+    ss_stft_desc id = {.batch = S * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
+    ss_istft(be, &id, a, y);                                                 /* y [S, C, L]           */
+}
+
+/* The batch item by item, through one chunk's workspace: every convolution ran
+ * item by item already (the stems of a chunk must not depend on the chunks
+ * beside it), and the workspace does not grow with the batch. */
 static ss_status mx_forward(void *state, ss_backend *be, const float *x, float *y, int batch, int64_t length,
                             ss_error *err)
 {
     mx_model *m = state;
     const mx_hp *hp = &m->hp;
-    ss_status s = ws_get(m, be, batch, length, err);
+    ss_status s = ws_get(m, be, length, err);
     if (s != SS_OK)
         return s;
-    mx_ws *w = &m->ws;
-    int B = batch, N = w->frames, f = hp->f, c0 = hp->c0, Dc = hp->Dc, S = hp->S, C = hp->C, F = hp->F;
-    size_t FN = (size_t)F * N, fdN = (size_t)hp->dim_f * N, fN = (size_t)f * N;
-    ss_stft_desc sd = {.batch = B * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
-    ss_stft(be, &sd, x, w->spec);                                            /* [B*C, 2, F, N]        */
-    float *fo2 = w->fo + (size_t)B * S * Dc * fN;
-    ss_copy2d(be, w->fo, fdN, w->spec, FN, (size_t)B * C * 2, fdN);          /* [B, Dc, f, N]         */
-    ss_transpose(be, w->mix, w->fo, B * Dc, f, N);                           /* mixT [B, Dc, N, f]    */
-    conv1x1(be, w->fco, w->mix, m->w_first, B, Dc, c0, (int64_t)fN, Dc, 0.0f);  /* fco [B, c0, N, f] */
-    int T = N, Fj = f;
-    for (int j = 0; j < hp->n; j++) {                                        /* encoder               */
-        const mx_level *v = &m->lv[j];
-        size_t e = (size_t)v->ch * T * Fj;
-        tfc_tdf(m, be, v->enc, j == 0 ? w->fco : w->x, w->x, B, T, Fj);
-        ss_copy2d(be, w->cat[j] + e, 2 * e, w->x, e, (size_t)B, e);          /* skip: cat[j][:, ch:]  */
-        norm_act(m, be, w->t, w->x, &v->dn, B, v->ch, (int64_t)T * Fj);
-        ss_conv2d_desc d = {.batch = 1, .cin = v->ch, .h = T, .w = Fj, .cout = v->ch + hp->g, .kh = hp->s0,
-                            .kw = hp->s1, .sh = hp->s0, .sw = hp->s1, .dh = 1, .dw = 1};
-        size_t ein = (size_t)v->ch * T * Fj, eout = (size_t)(v->ch + hp->g) * (T / hp->s0) * (Fj / hp->s1);
-        for (int b = 0; b < B; b++)                                          /* [B, ch+g, T/s0, F/s1] */
-            ss_conv2d(be, &d, w->t + b * ein, v->w_down, NULL, w->x + b * eout);
-        T /= hp->s0;
-        Fj /= hp->s1;
-    }
-    tfc_tdf(m, be, m->bott, w->x, w->x, B, T, Fj);                           /* bottleneck            */
-    for (int j = hp->n - 1; j >= 0; j--) {                                   /* decoder               */
-        const mx_level *v = &m->lv[j];
-        norm_act(m, be, w->t, w->x, &v->un, B, v->ch + hp->g, (int64_t)T * Fj);
-        ss_convt2d_desc d = {.batch = 1, .cin = v->ch + hp->g, .h = T, .w = Fj, .cout = v->ch, .kh = hp->s0,
-                             .kw = hp->s1, .sh = hp->s0, .sw = hp->s1};
-        size_t ein = (size_t)(v->ch + hp->g) * T * Fj;
-        T *= hp->s0;
-        Fj *= hp->s1;
-        size_t e = (size_t)v->ch * T * Fj;
-        for (int b = 0; b < B; b++)                                          /* [B, ch, T, F]         */
-            ss_conv_transpose2d(be, &d, w->t + b * ein, v->w_up, NULL, w->s + b * e);
-        ss_copy2d(be, w->cat[j], 2 * e, w->s, e, (size_t)B, e);              /* cat[j][:, :ch]        */
-        tfc_tdf(m, be, v->dec, w->cat[j], w->x, B, T, Fj);                   /* x [B, ch, T, F]       */
-    }
-    ss_mul(be, w->x, w->x, w->fco, (size_t)B * c0 * fN);                     /* * first_conv_out      */
-    /* final_conv on cat([mixT, x]): the two halves of its first weight */
-    conv1x1(be, w->s, w->mix, m->w_final1, B, Dc, c0, (int64_t)fN, c0 + Dc, 0.0f);
-    conv1x1(be, w->s, w->x, m->w_final1 + Dc, B, c0, c0, (int64_t)fN, c0 + Dc, 1.0f);
-    act(m, be, w->s, w->s, (size_t)B * c0 * fN);
-    conv1x1(be, w->fo, w->s, m->w_final2, B, c0, S * Dc, (int64_t)fN, c0, 0.0f);  /* [B, S*Dc, N, f]  */
-    ss_transpose(be, fo2, w->fo, B * S * Dc, N, f);                          /* [B, S, 2C, Fd, N]     */
-    if (hp->dim_f < F)
-        ss_fill(be, w->y, 0.0f, (size_t)B * S * C * 2 * FN);
-    ss_copy2d(be, w->y, FN, fo2, fdN, (size_t)B * S * C * 2, fdN);           /* Y [B*S*C, 2, F, N]    */
-    ss_stft_desc id = {.batch = B * S * C, .length = length, .n_fft = hp->n_fft, .hop = hp->hop};
-    ss_istft(be, &id, w->y, y);                                              /* y [B, S, C, L]        */
+    size_t in = (size_t)hp->C * (size_t)length, out = (size_t)hp->S * in;
+    for (int b = 0; b < batch; b++)
+        forward_item(m, be, x + b * in, y + b * out, length);
     return ss_backend_check(be, err);
 }
 
-/* Weights plus, per segment, every workspace buffer and the engine's transfer buffers. */
+/* Weights and the workspace (with the device's extra buffer), plus the
+ * engine's transfer buffers per segment. */
 static ss_status mx_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem_estimate *out, ss_error *err)
 {
     mx_hp hp;
@@ -703,22 +794,20 @@ static ss_status mx_memory_estimate(ss_st *st, const ss_model_info *info, ss_mem
     if (s != SS_OK)
         return s;
     int64_t L = info->segment_length;
-    mx_sizes z = ws_sizes(&hp, 1, (int)(L / hp.hop + 1));
-    uint64_t item = z.spec + z.mix + z.fco + 2u * z.act + z.big + z.hid + z.fo + z.y;
-    for (int j = 0; j < hp.n; j++)
-        item += z.cat[j];
+    mx_plan z = ws_plan(&hp, (int)(L / hp.hop + 1));
     uint64_t io = (uint64_t)hp.C * (uint64_t)L * (1u + (uint64_t)hp.S);
-    out->fixed = info->parameters * 4u;
-    out->per_item = 4u * (item + io);
+    out->fixed = info->parameters * 4u + 4u * ((uint64_t)z.arena + z.sc + z.h + z.o);
+    out->per_item = 4u * io;
     return SS_OK;
 }
 
 /* Every step of mx_forward is a device op once ws_get has made the workspace
- * for these arguments (a pass with other arguments remakes it). */
+ * for this length (a pass with another length remakes it). */
 static int mx_graph_ok(void *state, int batch, int64_t length)
 {
     const mx_ws *w = &((const mx_model *)state)->ws;
-    return w->x && w->batch == batch && w->length == length;
+    (void)batch;
+    return w->arena && w->length == length;
 }
 
 const ss_arch ss_arch_mdx23c = {
