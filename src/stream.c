@@ -109,7 +109,7 @@ static void pcm_encode(ss_pcm_format f, const float *in, unsigned char *out, siz
 static ss_status fifo_push(sstream *st, const float *in, int64_t n, ss_error *err)
 {
     int64_t need = n >= 0 ? ss_resampler_max_out(st->ra, n) : ss_resampler_end_max(st->ra), got = 0;
-    if (grow(&st->fifo, &st->fifo_cap, st->fifo_n + need, st->C) != 0)
+    if (grow(&st->fifo, &st->fifo_cap, st->fifo_n + need + 1, st->C) != 0)     /* + 1: never NULL */
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", st->p->in_name);
     float *dst = st->fifo + (size_t)(st->fifo_n * st->C);
     ss_status s = n >= 0 ? ss_resampler_push(st->ra, in, n, dst, need, &got, err)
@@ -167,7 +167,8 @@ static ss_status stream_pull(void *arg, float *buf, int64_t cap, int64_t n, int6
     for (int c = 0; c < st->C; c++)
         for (int64_t i = 0; i < k; i++)
             buf[c * cap + i] = st->fifo[i * st->C + c];
-    memmove(st->fifo, st->fifo + k * st->C, sizeof(float) * (size_t)((st->fifo_n - k) * st->C));
+    if (st->fifo_n > k)
+        memmove(st->fifo, st->fifo + k * st->C, sizeof(float) * (size_t)((st->fifo_n - k) * st->C));
     st->fifo_n -= k;
     *got = k;
     return SS_OK;
@@ -223,7 +224,7 @@ static ss_status flush_out(sstream *st, int64_t limit, ss_error *err)
 static ss_status out_push(sstream *st, int64_t n, ss_error *err)
 {
     int64_t need = n >= 0 ? ss_resampler_max_out(st->rb, n) : ss_resampler_end_max(st->rb), got = 0;
-    if (grow(&st->res, &st->res_cap, st->res_n + need, st->C) != 0)
+    if (grow(&st->res, &st->res_cap, st->res_n + need + 1, st->C) != 0)       /* + 1: never NULL */
         return ss_fail(err, SS_E_NOMEM, "%s: out of memory", st->p->out_name);
     float *dst = st->res + st->res_n * st->C;
     ss_status s = n >= 0 ? ss_resampler_push(st->rb, st->mix, n, dst, need, &got, err)
