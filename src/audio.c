@@ -1976,12 +1976,20 @@ struct ss_resampler {
     poly *pf;           /* the polyphase filter, else NULL (NULL and NULL: equal rates) */
     int channels;       /* interleaved channels per frame                            */
     double ratio;       /* out_rate / in_rate                                        */
-    int64_t in_total;   /* input frames announced to ss_resampler_new()              */
+    int64_t in_total;   /* input frames announced to ss_resampler_new(), or
+                           SS_RESAMPLE_LIVE until ss_resampler_end()               */
     int64_t in_done;    /* input frames pushed so far                                */
-    int64_t out_total;  /* output frames to produce in all                           */
+    int64_t out_total;  /* output frames to produce in all (live: not known yet)     */
     int64_t out_done;   /* output frames delivered so far                            */
     int flushed;        /* the tail has been flushed and padded                      */
+    int in_rate, out_rate;
 };
+
+/* The output frames of the frames pushed so far (a live stream's limit). */
+static int64_t live_total(const ss_resampler *rs, int64_t in_done)
+{
+    return rs->in_rate == rs->out_rate ? in_done : ss_resampled_length(in_done, rs->in_rate, rs->out_rate);
+}
 
 /* Slack added to ceil(n * ratio) in ss_resampler_max_out(): libsamplerate
  * emits at most one or two frames more than n * ratio for n pushed frames. */
@@ -2018,7 +2026,7 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
         *out = NULL;
     if (!out)
         return ss_fail(err, SS_E_INTERNAL, "ss_resampler_new: NULL argument");
-    if (channels < 1 || in_rate < 1 || out_rate < 1 || in_frames < 0)
+    if (channels < 1 || in_rate < 1 || out_rate < 1 || (in_frames < 0 && in_frames != SS_RESAMPLE_LIVE))
         return ss_fail(err, SS_E_INTERNAL, "resampler: invalid setup (%d channels, %d -> %d Hz, %"
                        PRId64 " frames)", channels, in_rate, out_rate, in_frames);
     double ratio = (double)out_rate / (double)in_rate;
@@ -2031,7 +2039,10 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
     rs->channels = channels;
     rs->ratio = ratio;
     rs->in_total = in_frames;
-    rs->out_total = in_rate == out_rate ? in_frames : ss_resampled_length(in_frames, in_rate, out_rate);
+    rs->in_rate = in_rate;
+    rs->out_rate = out_rate;
+    rs->out_total = in_frames < 0 ? INT64_MAX : in_rate == out_rate ? in_frames
+                                                                     : ss_resampled_length(in_frames, in_rate, out_rate);
     if (in_rate != out_rate) {
         int e = 0, nomem = 0;
         rs->pf = poly_new(in_rate, out_rate, &nomem);
@@ -2056,6 +2067,10 @@ int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n)
 {
     if (!rs || n < 0)
         return 0;
+    if (rs->in_total == SS_RESAMPLE_LIVE) {
+        int64_t lim = live_total(rs, rs->in_done + n) - rs->out_done;
+        return lim > 0 ? lim : 0;
+    }
     int64_t left = rs->out_total - rs->out_done;
     if (!rs->src && !rs->pf)
         return n < left ? n : left;
@@ -2075,11 +2090,15 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
         *got = 0;
     if (!rs || !got || n < 0 || out_cap < 0 || (n > 0 && !in))
         return ss_fail(err, SS_E_INTERNAL, "ss_resampler_push: invalid argument");
-    if (n > rs->in_total - rs->in_done)
+    int live = rs->in_total == SS_RESAMPLE_LIVE;
+    if (!live && n > rs->in_total - rs->in_done)
         return ss_fail(err, SS_E_INTERNAL, "resampler: %" PRId64 " frames pushed beyond the %"
                        PRId64 " announced", n - (rs->in_total - rs->in_done), rs->in_total);
     size_t ch = (size_t)rs->channels;
-    int last = rs->in_done + n == rs->in_total;
+    int last = !live && rs->in_done + n == rs->in_total;
+    /* a live stream: no output beyond what the input so far gives in all
+     * (the same frames: a later output waits for more input) */
+    int64_t limit = live ? live_total(rs, rs->in_done + n) : rs->out_total;
 
     if (rs->pf) {
         if (rs->flushed)
@@ -2093,7 +2112,7 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
             if (more > 0 && poly_append(rs->pf, rs->channels, NULL, more) != 0)
                 return ss_fail(err, SS_E_NOMEM, "resampler: out of memory");
         }
-        int64_t made = poly_run(rs->pf, rs->channels, rs->out_done, rs->out_total, out, out_cap);
+        int64_t made = poly_run(rs->pf, rs->channels, rs->out_done, limit, out, out_cap);
         rs->in_done += n;
         rs->out_done += made;
         *got = made;
@@ -2120,7 +2139,9 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
 
     int64_t used = 0, made = 0;
     for (;;) {
-        int64_t want = rs->out_total - rs->out_done - made;
+        /* live: libsamplerate's own delay keeps its output below the limit;
+         * ss_resampler_end checks that it did */
+        int64_t want = (live ? INT64_MAX / 2 : rs->out_total) - rs->out_done - made;
         if (want <= 0)
             break; /* all output produced: the rest of the input only adds excess */
         int64_t room = out_cap - made;
@@ -2139,7 +2160,11 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
 
         SRC_DATA d;
         memset(&d, 0, sizeof d);
-        d.data_in = chunk > 0 ? in + (size_t)used * ch : NULL;
+        /* never NULL: libsamplerate skips its end-of-input flush for a NULL
+         * data_in (prepare_data returns first), which a live stream's end,
+         * a push of 0 frames, would otherwise hit */
+        static const float no_input[1];
+        d.data_in = chunk > 0 ? in + (size_t)used * ch : no_input;
         d.input_frames = (long)chunk;
         d.data_out = out + (size_t)made * ch;
         d.output_frames = (long)space;
@@ -2173,6 +2198,33 @@ ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float 
     rs->out_done += made;
     *got = made;
     return SS_OK;
+}
+
+int64_t ss_resampler_end_max(const ss_resampler *rs)
+{
+    if (!rs || rs->in_total != SS_RESAMPLE_LIVE)
+        return 0;
+    int64_t left = live_total(rs, rs->in_done) - rs->out_done;
+    return left > 0 ? left : 0;
+}
+
+ss_status ss_resampler_end(ss_resampler *rs, float *out, int64_t out_cap, int64_t *got, ss_error *err)
+{
+    if (got)
+        *got = 0;
+    if (!rs || !got || rs->in_total != SS_RESAMPLE_LIVE)
+        return ss_fail(err, SS_E_INTERNAL, "ss_resampler_end: not a live stream");
+    rs->in_total = rs->in_done;
+    rs->out_total = live_total(rs, rs->in_done);
+    if (rs->out_done > rs->out_total)
+        return ss_fail(err, SS_E_INTERNAL, "resampler: %" PRId64 " frames given for %" PRId64 " in, %" PRId64
+                       " in all", rs->out_done, rs->in_done, rs->out_total);
+    if (rs->in_done == 0) {                 /* nothing went in: nothing comes out */
+        rs->flushed = 1;
+        return SS_OK;
+    }
+    /* the push that completes the input: the tail, as with the length up front */
+    return ss_resampler_push(rs, NULL, 0, out, out_cap, got, err);
 }
 
 void ss_resampler_free(ss_resampler *rs)

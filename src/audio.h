@@ -156,7 +156,13 @@ typedef struct ss_resampler ss_resampler;
  * frames: a polyphase FIR (passband to 0.4535 of the lower rate, 100 dB
  * stopband, linear phase, no delay; see audio.c and man/stemsplit.1) where the
  * ratio needs at most 1024 phases, else libsamplerate's SRC_SINC_BEST_QUALITY,
- * delay compensated.  Frames before the first and after the last are zeros. */
+ * delay compensated.  Frames before the first and after the last are zeros.
+ * in_frames SS_RESAMPLE_LIVE: a live stream whose length is known only at
+ * its end: output frames are given as soon as they are final (never more
+ * than ss_resampled_length of the frames pushed so far) and
+ * ss_resampler_end() gives the tail; the frames are the same as with the
+ * length announced up front. */
+#define SS_RESAMPLE_LIVE ((int64_t)-1)
 ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_frames,
                            ss_resampler **out, ss_error *err);
 /* Push n input frames; output frames are appended to out (capacity out_cap
@@ -165,6 +171,12 @@ ss_status ss_resampler_new(int channels, int in_rate, int out_rate, int64_t in_f
 ss_status ss_resampler_push(ss_resampler *rs, const float *in, int64_t n, float *out,
                             int64_t out_cap, int64_t *got, ss_error *err);
 int64_t ss_resampler_max_out(const ss_resampler *rs, int64_t n);
+/* A live stream (SS_RESAMPLE_LIVE) has ended: its length is the frames
+ * pushed; the tail is appended to out (ss_resampler_end_max(rs) frames are
+ * always enough) and *got is set; output frames total ss_resampled_length
+ * of the input.  SS_E_INTERNAL for a resampler given its length up front. */
+ss_status ss_resampler_end(ss_resampler *rs, float *out, int64_t out_cap, int64_t *got, ss_error *err);
+int64_t ss_resampler_end_max(const ss_resampler *rs);
 void ss_resampler_free(ss_resampler *rs);
 
 /* 1 when ss_resampler_new can convert in_rate to out_rate (equal rates, or a

@@ -26,6 +26,7 @@
 #include "report.h"
 #include "separate.h"
 #include "settings.h"
+#include "stream.h"
 #include "template.h"
 
 /* ---- options, with every default in one place ------------------------------------- */
@@ -62,6 +63,12 @@ typedef struct options {
     int shard_index, shard_count; /* --shard I/N (0/0 = all)                         */
     const char *then[SS_MAX_SOURCES]; /* --then STEM=MODEL, in order given          */
     int n_then;
+    int stream;                 /* --stream: raw PCM stdin -> stdout                 */
+    const char *stream_format;  /* --stream-format s16|f32                           */
+    int stream_rate;            /* --stream-rate HZ                                  */
+    int stream_channels;        /* --stream-channels N                               */
+    const char *stream_opt;     /* the last --stream-* option given (needs --stream) */
+    const char *file_opt;       /* the last option given that is for files only      */
 } options;
 
 static const options defaults = {
@@ -71,6 +78,7 @@ static const options defaults = {
     .report_json = NULL, .quiet = 0, .verbose = 0, .list_devices = 0, .list_models = 0, .json = 0, .recursive = 0,
     .files_from = NULL,
     .skip_existing = 0, .no_clobber = 0, .shard_index = 0, .shard_count = 0,
+    .stream = 0, .stream_format = "s16", .stream_rate = 48000, .stream_channels = 1,
 };
 
 static const char *prog = "stemsplit";
@@ -145,6 +153,16 @@ static void usage(FILE *f)
         "  -v, --verbose            print the device, model and chunking chosen, how a\n"
         "                           file's channels are mapped, and statistics a model\n"
         "                           reports per track (DeepFilterNet3: local SNR)\n"
+        "\n"
+        "Live stream (models that run frame by frame: DeepFilterNet3):\n"
+        "      --stream             read raw interleaved little-endian PCM on standard input until its\n"
+        "                           end and write the model's first stem (speech) in the same format,\n"
+        "                           rate and channels to standard output as soon as its samples are\n"
+        "                           final, as many frames as came in; no files, -o or stem options;\n"
+        "                           -v prints the algorithmic latency (DeepFilterNet3: 40 ms)\n"
+        "      --stream-format S    s16 or f32 (default %s)\n"
+        "      --stream-rate HZ     sample rate (default %d; others resampled to the model's and back)\n"
+        "      --stream-channels N  channels, each its own stream (default %d)\n"
         "      --version            print the version and exit\n"
         "  -h, --help               print this help and exit\n"
         "\n"
@@ -154,7 +172,7 @@ static void usage(FILE *f)
         prog, SS_DATADIR, d->device, d->precision, d->out_dir, d->filename, d->format,
         ss_file_format_bitrate(SS_FILE_MP3), ss_file_format_bitrate(SS_FILE_OPUS), ss_file_format_bitrate(SS_FILE_OGG),
         d->sample_format,
-        d->clip, d->overlap, d->shifts, d->seed, d->batch);
+        d->clip, d->overlap, d->shifts, d->seed, d->batch, d->stream_format, d->stream_rate, d->stream_channels);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -198,6 +216,7 @@ enum {
     OPT_FILES_FROM, OPT_SKIP_EXISTING, OPT_NO_CLOBBER, OPT_SHARD, OPT_BITRATE, OPT_LIST_MODELS, OPT_JSON,
     OPT_THEN,
     OPT_WIENER,
+    OPT_STREAM, OPT_STREAM_FORMAT, OPT_STREAM_RATE, OPT_STREAM_CHANNELS,
 };
 
 static const struct option long_opts[] = {
@@ -229,6 +248,10 @@ static const struct option long_opts[] = {
     {"no-clobber", no_argument, NULL, OPT_NO_CLOBBER},
     {"shard", required_argument, NULL, OPT_SHARD},
     {"then", required_argument, NULL, OPT_THEN},
+    {"stream", no_argument, NULL, OPT_STREAM},
+    {"stream-format", required_argument, NULL, OPT_STREAM_FORMAT},
+    {"stream-rate", required_argument, NULL, OPT_STREAM_RATE},
+    {"stream-channels", required_argument, NULL, OPT_STREAM_CHANNELS},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -241,7 +264,20 @@ static int parse_args(int argc, char **argv, options *o)
 {
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:o:d:j:rqvh", long_opts, NULL)) != -1) {
+    int idx;
+    while ((c = getopt_long(argc, argv, ":m:o:d:j:rqvh", long_opts, &idx)) != -1) {
+        /* options for files only (--stream refuses them): their names */
+        static const char *const file_only[] = {"out", "filename", "stems", "two-stems", "segment", "overlap",
+                                                "shifts", "seed", "batch", "wiener", "format", "sample-format",
+                                                "bitrate", "clip", "report-json", "recursive", "files-from",
+                                                "skip-existing", "no-clobber", "shard", "then", NULL};
+        const char *name = NULL;
+        for (int k = 0; long_opts[k].name && !name; k++)
+            if (long_opts[k].val == c && c != '?' && c != ':')
+                name = long_opts[k].name;
+        for (int k = 0; name && file_only[k]; k++)
+            if (strcmp(name, file_only[k]) == 0)
+                o->file_opt = name;
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'o': o->out_dir = optarg; break;
@@ -323,6 +359,23 @@ static int parse_args(int argc, char **argv, options *o)
             o->then[o->n_then++] = optarg;
             break;
         }
+        case OPT_STREAM: o->stream = 1; break;
+        case OPT_STREAM_FORMAT:
+            if (ss_pcm_format_parse(optarg) < 0)
+                return usage_error("--stream-format '%s': expected s16 or f32", optarg);
+            o->stream_format = optarg;
+            o->stream_opt = "--stream-format";
+            break;
+        case OPT_STREAM_RATE:
+            if (parse_int(optarg, 1000, 768000, &o->stream_rate))
+                return usage_error("--stream-rate '%s': expected a sample rate in Hz, 1000..768000", optarg);
+            o->stream_opt = "--stream-rate";
+            break;
+        case OPT_STREAM_CHANNELS:
+            if (parse_int(optarg, 1, 64, &o->stream_channels))
+                return usage_error("--stream-channels '%s': expected 1..64", optarg);
+            o->stream_opt = "--stream-channels";
+            break;
         case 'q': o->quiet = 1; break;
         case 'v': o->verbose++; break;
         case OPT_VERSION:
@@ -735,6 +788,89 @@ fail:
     return ss_exit_code(err.code);
 }
 
+/* ---- --stream ---------------------------------------------------------------------- */
+
+/* --stream: raw PCM from standard input through a model that runs frame by
+ * frame to standard output (src/stream.c).  Returns the exit status. */
+static int stream_main(const options *o, int argc, char **argv)
+{
+    if (optind < argc)
+        return usage_error("--stream reads standard input only; '%s': no input files with --stream", argv[optind]);
+    if (o->file_opt)
+        return usage_error("--stream: --%s is for files (the stream's stem goes to standard output)", o->file_opt);
+    if (!o->model)
+        return usage_error("%s", "--stream needs -m MODEL (one that runs frame by frame, e.g. deepfilternet3)");
+    int prec = ss_precision_parse(o->precision);
+    if (prec < 0)
+        return usage_error("--precision '%s': expected auto, fp32, tf32, bf16, fp16 or mixed", o->precision);
+    ss_error err = {0};
+    char model_path[PATH_MAX];
+    ss_model_info peek;
+    ss_mem_estimate mem;
+    if (ss_model_resolve(o->model, model_path, sizeof model_path, &err) != SS_OK ||
+        ss_model_peek(model_path, &peek, &mem, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return ss_exit_code(err.code);
+    }
+    if (peek.chunking != SS_CHUNK_STREAM) {
+        fprintf(stderr, "%s: --stream: model %s (%s) needs the whole track, it does not run frame by frame "
+                "(--stream takes a model that does, e.g. deepfilternet3)\n", prog, peek.name, peek.architecture);
+        return 64;
+    }
+    ss_backend_params bp = {.device = 0, .threads = o->threads, .precision = (ss_precision)prec};
+    ss_backend *be = NULL;
+    ss_model *model = NULL;
+    char note[512], warn[512];
+    int rc = 0;
+    if (ss_backend_open_for(o->device, &bp, ss_mem_need(&mem, 1), &be, note, sizeof note, warn, sizeof warn, &err) !=
+        SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        rc = ss_exit_code(err.code);
+        goto out;
+    }
+    const ss_device_info *dev = ss_backend_device(be);
+    if (warn[0])
+        fprintf(stderr, "%s: %s; using %s\n", prog, warn, strcmp(dev->backend, "cpu") == 0 ? "the CPU" : dev->name);
+    if (o->verbose)
+        fprintf(stderr, "%s: device %s:%d %s, precision %s, %d threads\n", prog, dev->backend, dev->index, dev->name,
+                ss_precision_name(ss_backend_precision(be)), ss_backend_threads(be));
+    if (ss_model_load(model_path, be, &model, &err) != SS_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        rc = ss_exit_code(err.code);
+        goto out;
+    }
+    ss_stream_params sp = {.format = (ss_pcm_format)ss_pcm_format_parse(o->stream_format), .rate = o->stream_rate,
+                           .channels = o->stream_channels, .in_fd = 0, .out_fd = 1, .in_name = "standard input",
+                           .out_name = "standard output", .source = 0, .verbose = o->verbose,
+                           .cancel = &cancel_signal};
+    if (ss_stream_check(model, &sp, &err) != SS_OK) {
+        rc = usage_error("%s", err.msg);
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;          /* no SA_RESTART: a blocked read() returns EINTR */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);           /* a reader that has gone: EPIPE, exit 74 with a message */
+    signal(SIGXFSZ, SIG_IGN);           /* a file-size limit: a write error, 74 */
+    ss_status s = ss_stream_run(model, be, &sp, NULL, &err);
+    if (s != SS_OK) {
+        if (cancel_signal) {
+            rc = 128 + cancel_signal;
+            fprintf(stderr, "%s: --stream: interrupted by %s\n", prog, cancel_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        } else {
+            fprintf(stderr, "%s: %s\n", prog, err.msg);
+            rc = ss_exit_code(s);
+        }
+    }
+out:
+    ss_model_free(model);
+    ss_backend_close(be);
+    ss_cpu_backend_cleanup();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     ss_cpu_blas_preflight(argv);      /* may re-exec with faster BLAS kernels */
@@ -757,6 +893,10 @@ int main(int argc, char **argv)
         list_devices();
         return 0;
     }
+    if (o.stream_opt && !o.stream)
+        return usage_error("%s goes with --stream", o.stream_opt);
+    if (o.stream)
+        return stream_main(&o, argc, argv);
     if (optind >= argc && !o.files_from)
         return usage_error("no input files%s", " (give audio files, folders, --files-from LIST, or - for standard input)");
     ss_error err = {0};

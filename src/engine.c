@@ -1122,6 +1122,79 @@ done:
     return s;
 }
 
+/* The n_out samples of every row of y [S C rows, pitch cap] (device) to hy
+ * (host, the same layout), then to push. */
+static ss_status stream_push(ss_backend *be, const float *dev_y, float *hy, int rows, int64_t cap, int64_t n_out,
+                             ss_engine_push push, void *push_arg, ss_error *err)
+{
+    for (int r = 0; r < rows; r++) {
+        ss_status s = ss_download(be, hy + (size_t)r * cap, dev_y + (size_t)r * cap, (size_t)n_out);
+        if (s != SS_OK)
+            return ss_backend_status(be, err) != SS_OK ? ss_backend_status(be, err) : s;
+    }
+    return push(push_arg, hy, cap, n_out, err);
+}
+
+/* SS_CHUNK_STREAM of unknown length (SS_ENGINE_LIVE): each piece run as
+ * soon as pull gives it, until pull gives 0; then the model's end. */
+static ss_status run_live(ss_model *m, ss_backend *be, const ss_engine_params *p, ss_engine_pull pull,
+                          void *pull_arg, ss_engine_push push, void *push_arg, ss_error *err)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    int C = p->channels > 0 ? p->channels : info->channels, S = ss_model_net_sources(info);
+    ss_stream_geom g;
+    ss_status s;
+    if (!ss_model_stream_live(m))
+        return ss_fail(err, SS_E_USAGE, "model %s cannot run as a live stream (its architecture needs the track's "
+                       "length up front)", info->name);
+    if (p->shifts > 0)
+        return ss_fail(err, SS_E_USAGE, "--shifts %d: model %s runs as one stream, which has no random shifts",
+                       p->shifts, info->name);
+    if ((s = ss_model_stream_geom(m, &g, err)) != SS_OK)
+        return s;
+    int64_t cap = g.block + g.extra, fed = 0, out = 0, n_out;
+    ss_model_io *io;
+    if ((s = ss_model_io_get(m, (size_t)C * g.block, (size_t)S * C * cap, &io, err)) != SS_OK)
+        return s;
+    float *hx = io->host_x[0], *hy = io->host_y[0];
+    if ((s = ss_model_stream_begin(m, -1, C, err)) != SS_OK)
+        return s;
+    for (;;) {
+        if (p->cancel && *p->cancel)
+            return ss_fail(err, SS_E_INTERRUPT, "interrupted");
+        int64_t n = 0;
+        if ((s = pull(pull_arg, hx, g.block, g.block, &n, err)) != SS_OK)
+            return s;
+        if (n <= 0)
+            break;
+        if (n > g.block)
+            return ss_fail(err, SS_E_INTERNAL, "%s: pull gave %lld frames for at most %lld", info->name,
+                           (long long)n, (long long)g.block);
+        for (int c = 1; c < C; c++)
+            memmove(hx + (size_t)c * n, hx + (size_t)c * g.block, sizeof *hx * (size_t)n);
+        n_out = 0;
+        if ((s = ss_upload(be, io->dev_x, hx, (size_t)C * n)) != SS_OK ||
+            (s = ss_model_stream_run(m, io->dev_x, io->dev_y, n, &n_out, err)) != SS_OK)
+            return s != SS_OK && err->code == SS_OK ? ss_backend_status(be, err) : s;
+        fed += n;
+        if (n_out < 0 || n_out > cap || out + n_out > fed)
+            return ss_fail(err, SS_E_INTERNAL, "%s: the stream gave %lld samples after %lld in (%lld out before)",
+                           info->name, (long long)n_out, (long long)fed, (long long)out);
+        if (n_out > 0 && (s = stream_push(be, io->dev_y, hy, S * C, cap, n_out, push, push_arg, err)) != SS_OK)
+            return s;
+        out += n_out;
+    }
+    n_out = 0;
+    if ((s = ss_model_stream_end(m, io->dev_y, &n_out, err)) != SS_OK)
+        return s;
+    if (n_out < 0 || n_out > cap || out + n_out != fed)
+        return ss_fail(err, SS_E_INTERNAL, "%s: the stream's end gave %lld samples after %lld in (%lld out before)",
+                       info->name, (long long)n_out, (long long)fed, (long long)out);
+    if (n_out > 0 && (s = stream_push(be, io->dev_y, hy, S * C, cap, n_out, push, push_arg, err)) != SS_OK)
+        return s;
+    return SS_OK;
+}
+
 /* SS_CHUNK_STREAM: the track in order, piece by piece, through the model's
  * own state (model.h); the stems come back in order, as many as went in. */
 static ss_status run_stream(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
@@ -1189,6 +1262,10 @@ ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, 
                         ss_error *err)
 {
     ss_chunking c = ss_model_chunking(m);
+    if (length == SS_ENGINE_LIVE)
+        return c == SS_CHUNK_STREAM ? run_live(m, be, p, pull, pull_arg, push, push_arg, err)
+                                    : ss_fail(err, SS_E_USAGE, "model %s is not a stream model: it needs the whole "
+                                              "track", ss_model_get_info(m)->name);
     switch (c) {
     case SS_CHUNK_DEMUCS:
     case SS_CHUNK_MSST:

@@ -64,7 +64,13 @@ typedef ss_status (*ss_engine_pull)(void *arg, float *buf, int64_t cap, int64_t 
 typedef ss_status (*ss_engine_push)(void *arg, const float *stems, int64_t pitch, int64_t n, ss_error *err);
 
 /* Separate `length` frames pulled from `pull` into stems pushed to `push`, in
- * the model's chunking scheme. */
+ * the model's chunking scheme.  length SS_ENGINE_LIVE: a live stream of
+ * unknown length (SS_CHUNK_STREAM models with ss_model_stream_live only, else
+ * SS_E_USAGE): every pull's frames (at least 1; the call may block until
+ * some come) go to the model at once and what they make final is pushed
+ * before the next pull, until a pull gives 0; then the rest is pushed, as
+ * many frames in all as were pulled. */
+#define SS_ENGINE_LIVE ((int64_t)-1)
 ss_status ss_engine_run(ss_model *m, ss_backend *be, const ss_engine_params *p, int64_t length,
                         ss_engine_pull pull, void *pull_arg, ss_engine_push push, void *push_arg,
                         ss_error *err);

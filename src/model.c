@@ -446,7 +446,23 @@ ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_er
     if (channels < 1 || (channels != m->info.channels && !m->info.channels_independent))
         return ss_fail(err, SS_E_INTERNAL, "%s: a stream of %d channels for a model of %d", m->info.name, channels,
                        m->info.channels);
+    if (length < 0 && (length != -1 || !ss_model_stream_live(m)))
+        return ss_fail(err, SS_E_INTERNAL, "%s: architecture %s cannot run a stream of unknown length (%lld)",
+                       m->info.name, m->arch->name, (long long)length);
     return m->arch->stream_begin(m->state, m->be, length, channels, err);
+}
+
+int ss_model_stream_live(const ss_model *m)
+{
+    return m->info.chunking == SS_CHUNK_STREAM && m->arch->stream_run && m->arch->stream_end;
+}
+
+ss_status ss_model_stream_end(ss_model *m, float *y, int64_t *n_out, ss_error *err)
+{
+    if (!ss_model_stream_live(m))
+        return ss_fail(err, SS_E_INTERNAL, "%s: architecture %s cannot run a stream of unknown length", m->info.name,
+                       m->arch->name);
+    return m->arch->stream_end(m->state, m->be, y, n_out, err);
 }
 
 int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap)

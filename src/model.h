@@ -68,13 +68,22 @@ typedef enum ss_chunking {
      * sample returns all the rest, so that the outputs total `length`.
      * Memory is the model's state and one piece whatever the track's length;
      * the result does not depend on the piece size.  forward() is not used.
-     * No shifts; --segment, --overlap and --batch do not apply. */
+     * No shifts; --segment, --overlap and --batch do not apply.
+     * A live stream (--stream: no known end) begins with length -1 instead:
+     * stream_run then never treats a call as the last, and after the last
+     * piece (of any size, empty ones too) stream_end returns all the rest, so
+     * that the outputs total the samples that went in, the same samples as
+     * for a track of that length given up front.  Only for a model with a
+     * stream_end (ss_model_stream_live). */
 } ss_chunking;
 
 /* SS_CHUNK_STREAM: a model's piece sizes (ss_arch.stream_geom). */
 typedef struct ss_stream_geom {
     int64_t block;              /* input samples per stream_run call at most            */
     int64_t extra;              /* output samples a call may give beyond its input      */
+    int64_t latency;            /* algorithmic latency, samples: the longest a sample
+                                   waits for its output to be final (window and
+                                   look-ahead; fed sample by sample); 0 = not known    */
 } ss_stream_geom;
 
 /* SS_CHUNK_STFT_BLOCKS: a model's STFT geometry (ss_arch.stft_blocks). */
@@ -192,6 +201,12 @@ typedef struct ss_arch {
     ss_status (*stream_begin)(void *state, ss_backend *be, int64_t length, int channels, ss_error *err);
     ss_status (*stream_run)(void *state, ss_backend *be, const float *x, float *y, int64_t n, int64_t *n_out,
                             ss_error *err);
+    /* SS_CHUNK_STREAM, optional: the end of a stream begun with length -1
+     * (a live stream, its length unknown until it ends): y [S, C, block +
+     * extra] gets the rest of the stems, *n_out samples per row, so that the
+     * outputs total the samples that went in.  NULL = the model needs the
+     * length up front: stream_begin never gets -1 (--stream refuses it). */
+    ss_status (*stream_end)(void *state, ss_backend *be, float *y, int64_t *n_out, ss_error *err);
     /* 1: the network treats every audio channel on its own (DeepFilterNet:
      * one stream per channel, its own GRU states and norms), so the pipeline
      * gives it a file's channels as they are, whatever their count: no
@@ -241,6 +256,11 @@ ss_status ss_model_stft_blocks(const ss_model *m, ss_stft_blocks *out, ss_error 
 ss_status ss_model_stream_geom(const ss_model *m, ss_stream_geom *out, ss_error *err);
 ss_status ss_model_stream_begin(ss_model *m, int64_t length, int channels, ss_error *err);
 ss_status ss_model_stream_run(ss_model *m, const float *x, float *y, int64_t n, int64_t *n_out, ss_error *err);
+/* 1 when the model can run a stream of unknown length (SS_CHUNK_STREAM with
+ * ss_arch.stream_end): stream_begin with length -1, pieces, stream_end. */
+int ss_model_stream_live(const ss_model *m);
+/* The end of a stream begun with length -1 (ss_arch.stream_end). */
+ss_status ss_model_stream_end(ss_model *m, float *y, int64_t *n_out, ss_error *err);
 /* The model's statistics of the track it ran last (ss_arch.track_stats), at
  * most cap; how many (0 for a model without them). */
 int ss_model_track_stats(const ss_model *m, ss_track_stat *out, int cap);

@@ -1285,6 +1285,93 @@ static void test_resampler_exact_length_identical_for_any_block_size(void)
     free(x);
 }
 
+/* x [n, ch] through a live resampler (SS_RESAMPLE_LIVE) in pushes of 1, 7,
+ * 480, 4096, ... frames, then ss_resampler_end; never more out than the input
+ * so far gives (ss_resampled_length of it) */
+static ss_status resample_live(const float *x, int64_t n, int ch, int in_rate, int out_rate, float **y, int64_t *ny,
+                               ss_error *err)
+{
+    static const int64_t sizes[] = {1, 7, 480, 4096, 3};
+    ss_resampler *rs = NULL;
+    *y = NULL;
+    *ny = 0;
+    ss_status st = ss_resampler_new(ch, in_rate, out_rate, SS_RESAMPLE_LIVE, &rs, err);
+    if (st != SS_OK)
+        return st;
+    int64_t cap = ss_resampled_length(n, in_rate, out_rate) + 64, done = 0, pos = 0;
+    float *out = malloc((size_t)cap * (size_t)ch * sizeof *out);
+    if (!out) {
+        ss_resampler_free(rs);
+        return ss_fail(err, SS_E_NOMEM, "test: out of memory");
+    }
+    for (int turn = 0; st == SS_OK && pos < n; turn++) {
+        int64_t k = n - pos < sizes[turn % 5] ? n - pos : sizes[turn % 5], got = 0;
+        int64_t room = ss_resampler_max_out(rs, k);
+        if (done + room > cap) {
+            st = ss_fail(err, SS_E_INTERNAL, "test: max_out %lld beyond the output", (long long)room);
+            break;
+        }
+        st = ss_resampler_push(rs, x + pos * ch, k, out + done * ch, room, &got, err);
+        pos += k;
+        done += got;
+        if (st == SS_OK && done > ss_resampled_length(pos, in_rate, out_rate))
+            st = ss_fail(err, SS_E_INTERNAL, "test: %lld frames out after %lld in", (long long)done, (long long)pos);
+    }
+    if (st == SS_OK) {
+        int64_t got = 0, room = ss_resampler_end_max(rs);
+        if (done + room > cap)
+            st = ss_fail(err, SS_E_INTERNAL, "test: end_max %lld beyond the output", (long long)room);
+        else
+            st = ss_resampler_end(rs, out + done * ch, room, &got, err);
+        done += got;
+    }
+    ss_resampler_free(rs);
+    *y = out;
+    *ny = done;
+    return st;
+}
+
+/* A live resampler (length unknown until ss_resampler_end) gives the same
+ * frames bit for bit as one told the length up front: the polyphase filter
+ * (48000 <-> 44100, 22050 -> 44100), libsamplerate (44101 -> 48000: its tail
+ * flushed by an end of 0 frames) and equal rates; nothing in, nothing out. */
+static void test_resampler_live_equals_known_length(void)
+{
+    static const int rates[][2] = {{48000, 44100}, {44100, 48000}, {22050, 44100}, {44101, 48000}, {44100, 44100}};
+    const int64_t n = 12345;
+    float *x = make_signal(n, 2, 29);
+    CHECK(x != NULL, "out of memory");
+    for (size_t ri = 0; ri < sizeof rates / sizeof rates[0]; ri++) {
+        float *ref = NULL, *y = NULL;
+        int64_t nref = 0, ny = 0;
+        ss_error err = {0};
+        ss_status s1 = resample_blocks(x, n, 2, rates[ri][0], rates[ri][1], 1 << 30, &ref, &nref, &err);
+        ss_status s2 = s1 == SS_OK ? resample_live(x, n, 2, rates[ri][0], rates[ri][1], &y, &ny, &err) : s1;
+        int same = s2 == SS_OK && ny == nref && memcmp(ref, y, (size_t)ny * 2 * sizeof *y) == 0;
+        free(ref);
+        free(y);
+        if (s2 != SS_OK || !same)
+            free(x);
+        CHECK(s2 == SS_OK, "%d->%d: %s", rates[ri][0], rates[ri][1], err.msg);
+        CHECK(same, "%d->%d: the live resampler's %lld frames differ from the %lld of the length up front",
+              rates[ri][0], rates[ri][1], (long long)ny, (long long)nref);
+    }
+    free(x);
+    ss_resampler *rs = NULL;
+    ss_error err = {0};
+    int64_t got = -1;
+    float dummy[4];
+    CHECK(ss_resampler_new(2, 44100, 48000, SS_RESAMPLE_LIVE, &rs, &err) == SS_OK, "%s", err.msg);
+    ss_status st = ss_resampler_end(rs, dummy, 0, &got, &err);
+    ss_resampler_free(rs);
+    CHECK(st == SS_OK && got == 0, "an empty live stream: status %d, %lld frames", (int)st, (long long)got);
+    /* a resampler told its length has no end to announce */
+    CHECK(ss_resampler_new(2, 44100, 48000, 10, &rs, &err) == SS_OK, "%s", err.msg);
+    st = ss_resampler_end(rs, dummy, 2, &got, &err);
+    ss_resampler_free(rs);
+    CHECK(st == SS_E_INTERNAL, "ss_resampler_end of a known length: status %d", (int)st);
+}
+
 static void test_resampler_equal_rates_is_exact_copy(void)
 {
     const int64_t n = 10007;
@@ -1630,6 +1717,7 @@ int main(void)
     RUN(test_mpeg_cbr_without_xing_counted_to_its_end);
     RUN(test_resampler_exact_length_identical_for_any_block_size);
     RUN(test_resampler_equal_rates_is_exact_copy);
+    RUN(test_resampler_live_equals_known_length);
     RUN(test_resampler_48k_sine_matches_analytic_44k_sine);
     RUN(test_resampler_passband_error_bound);
     RUN(test_resampler_zero_frames_gives_zero_frames);

@@ -183,6 +183,8 @@ typedef struct feed {
     const float *x;             /* [L] */
     float *y;                   /* [L] */
     int64_t L, pos, out, chunk; /* pull at most `chunk` at a time */
+    const int64_t *sizes;       /* or these in turn, n_sizes of them, where given */
+    int n_sizes, turn;
 } feed;
 
 static ss_status pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *got, ss_error *err)
@@ -190,7 +192,8 @@ static ss_status pull(void *arg, float *buf, int64_t cap, int64_t n, int64_t *go
     (void)err, (void)cap;
     feed *f = arg;
     int64_t k = f->L - f->pos < n ? f->L - f->pos : n;
-    k = k < f->chunk ? k : f->chunk;
+    int64_t chunk = f->n_sizes ? f->sizes[f->turn++ % f->n_sizes] : f->chunk;
+    k = k < chunk ? k : chunk;
     memcpy(buf, f->x + f->pos, (size_t)k * sizeof *buf);
     f->pos += k;
     *got = k;
@@ -255,6 +258,103 @@ static void test_engine_stream(void)
     ss_backend_close(be);
     free(x);
     free(ref);
+}
+
+/* A live stream (SS_ENGINE_LIVE: the length unknown until a pull gives 0)
+ * gives as many samples as went in, the same bits whatever the pieces (1, 7,
+ * 480, 4096, ... samples, or all at once) and the model's block (it runs
+ * every frame as a block of its own), within 1e-6 of the track of that
+ * length given up front (whose blocks of 256 frames round differently in
+ * the last bits); the output of each sample comes `latency` samples after
+ * it at the latest; an empty stream gives nothing. */
+static void test_engine_live(void)
+{
+    int C = 0;
+    int64_t L = 0;
+    float *x = ref_get("mix", &C, &L);
+    if (!x)
+        SKIP("no fixture in %s", fixture);
+    char path[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", fixture);
+    ss_error err = {0};
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_backend_params bp = {.threads = 2};
+    CHECK(ss_backend_open(DFN_DEVICE, &bp, &be, NULL, 0, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_load(path, be, &m, &err) == SS_OK, "%s", err.msg);
+    CHECK(ss_model_stream_live(m), "deepfilternet3 is not a live stream model");
+    ss_stream_geom g;
+    CHECK(ss_model_stream_geom(m, &g, &err) == SS_OK, "%s", err.msg);
+    float *y0 = calloc((size_t)L, sizeof *y0), *y = calloc((size_t)L, sizeof *y);
+    CHECK(y0 && y, "oom");
+    feed f0 = {.x = x, .y = y0, .L = L, .chunk = 1 << 30};
+    ss_engine_params p = {.batch = 1};
+    CHECK(ss_engine_run(m, be, &p, L, pull, &f0, push, &f0, &err) == SS_OK, "%s", err.msg);
+    static const int64_t sizes[] = {1, 7, 480, 4096, 333, 1, 1, 960};
+    static const struct { int block; int n_sizes; int64_t chunk; } runs[] = {
+        {0, 0, 1 << 30}, {0, 8, 0}, {3, 8, 0}, {0, 0, 1}};
+    float *first = calloc((size_t)L, sizeof *first);
+    CHECK(first, "oom");
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        CHECK(ss_model_option(m, "block", runs[i].block ? runs[i].block : 256, &err) == SS_OK, "%s", err.msg);
+        memset(y, 0, (size_t)L * sizeof *y);
+        feed f = {.x = x, .y = y, .L = L, .chunk = runs[i].chunk, .sizes = sizes, .n_sizes = runs[i].n_sizes};
+        CHECK(ss_engine_run(m, be, &p, SS_ENGINE_LIVE, pull, &f, push, &f, &err) == SS_OK, "%s", err.msg);
+        CHECK(f.out == L, "%lld of %lld samples pushed", (long long)f.out, (long long)L);
+        const char *how = runs[i].n_sizes ? "1, 7, 480, 4096, 333, ..." : runs[i].chunk == 1 ? "1" : "all at once";
+        if (i == 0) {
+            memcpy(first, y, (size_t)L * sizeof *y);
+            double e = rel_l2(y, y0, (size_t)L), worst = 0;
+            for (int64_t k = 0; k < L; k++)
+                worst = fabs((double)y[k] - y0[k]) > worst ? fabs((double)y[k] - y0[k]) : worst;
+            printf("%s deepfilternet live stream vs the length up front: relative L2 %.3g, largest difference %.3g "
+                   "(tolerance 1e-6)\n", e <= 1e-6 && worst <= 1e-6 ? "PASS" : "FAIL", e, worst);
+            CHECK(e <= 1e-6 && worst <= 1e-6, "relative L2 %g, largest difference %g", e, worst);
+            continue;
+        }
+        int64_t nd = 0, at = -1;
+        for (int64_t k = 0; k < L; k++)
+            if (memcmp(&y[k], &first[k], sizeof *y) != 0 && nd++ == 0)
+                at = k;
+        CHECK(nd == 0, "live stream (block %d, pieces of %s): %lld of %lld samples differ from one piece's, the first "
+              "at %lld", runs[i].block, how, (long long)nd, (long long)L, (long long)at);
+        printf("PASS deepfilternet live stream (blocks %d, pieces of %s): bit-identical to all at once\n",
+               runs[i].block ? runs[i].block : 256, how);
+    }
+    free(first);
+    /* the latency the geometry states: sample by sample, the output of a
+     * sample comes at the latest `latency` samples after it went in */
+    {
+        feed f = {.x = x, .y = y, .L = L, .chunk = 1};
+        int64_t worst = 0;
+        CHECK(ss_model_stream_begin(m, -1, 1, &err) == SS_OK, "%s", err.msg);
+        ss_model_io *io;
+        CHECK(ss_model_io_get(m, (size_t)g.block, (size_t)(g.block + g.extra), &io, &err) == SS_OK, "%s", err.msg);
+        int64_t out = 0;
+        for (int64_t i = 0; i < L && i < 20 * g.latency; i++) {
+            int64_t n_out = 0;
+            CHECK(ss_upload(be, io->dev_x, x + i, 1) == SS_OK, "upload");
+            CHECK(ss_model_stream_run(m, io->dev_x, io->dev_y, 1, &n_out, &err) == SS_OK, "%s", err.msg);
+            /* samples out .. out + n_out - 1 became final with sample i */
+            if (n_out > 0 && i - out > worst)
+                worst = i - out;
+            out += n_out;
+        }
+        (void)f;
+        CHECK(worst == g.latency, "the first output sample of a piece waited %lld samples, geometry says %lld",
+              (long long)worst, (long long)g.latency);
+        printf("PASS deepfilternet live stream latency: %lld samples, as the geometry says\n", (long long)worst);
+    }
+    /* nothing in, nothing out */
+    feed fe = {.x = x, .y = y, .L = 0, .chunk = 1};
+    CHECK(ss_engine_run(m, be, &p, SS_ENGINE_LIVE, pull, &fe, push, &fe, &err) == SS_OK, "%s", err.msg);
+    CHECK(fe.out == 0, "%lld samples from an empty stream", (long long)fe.out);
+    printf("PASS deepfilternet live stream of 0 samples: 0 out\n");
+    free(y0);
+    free(y);
+    ss_model_free(m);
+    ss_backend_close(be);
+    free(x);
 }
 
 /* ---- two channels, each its own stream ---------------------------------------------- */
@@ -719,6 +819,7 @@ int main(void)
         snprintf(fixture, sizeof fixture, "%s/tests/fixtures/deepfilternet-dev", root && *root ? root : ".");
     RUN(test_forward_parity);
     RUN(test_engine_stream);
+    RUN(test_engine_live);
     RUN(test_stereo_streams);
 #ifndef DFN_NO_CLI
     RUN(test_cli_parity);

@@ -125,9 +125,14 @@ typedef struct dfn {
     int n_streams, st_block;   /* streams allocated, for blocks of st_block frames */
     stream *st;
     /* SS_CHUNK_STREAM: one track fed piece by piece, channel c through stream c */
-    int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding */
+    int64_t s_len, s_T;        /* track length; frames of it with enhance()'s padding
+                                  (a live stream: -1 and INT64_MAX until stream_end)  */
     int64_t s_audio;           /* samples received (per channel)                     */
     int s_chans;               /* the track's channels: streams 0 .. s_chans - 1     */
+    int s_live;                /* a live stream: every frame a block of its own, so
+                                  that the result does not depend on how the input
+                                  arrives (the CPU kernels give a frame in a block of
+                                  1 the bits it gets in the file path's blocks)      */
     int s_cap;                 /* s_in/s_out made for s_cap frames                   */
     float *s_in, *s_out;       /* [(block + 1) hop + n_fft], [(block + la) hop]      */
 } dfn;
@@ -1081,6 +1086,9 @@ static void dfn_stream_geom(const void *state, ss_stream_geom *out)
     const dfn *m = state;
     out->block = (int64_t)m->block * m->hop;
     out->extra = (int64_t)(m->la + 1) * m->hop + m->n_fft;
+    /* a sample's output is final once the frame la hops after the one that
+     * ends with its hop is in: the window and the look-ahead, less one */
+    out->latency = (int64_t)m->n_fft + (int64_t)m->la * m->hop - 1;
 }
 
 static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, int channels, ss_error *err)
@@ -1105,20 +1113,22 @@ static ss_status dfn_stream_begin(void *state, ss_backend *be, int64_t length, i
         stream_reset(m, be, &m->st[c]);
     lsnr_reset(m);
     m->s_chans = channels;
-    m->s_len = length;
-    m->s_T = (length + m->n_fft) / m->hop;
+    m->s_len = length < 0 ? -1 : length;
+    m->s_live = length < 0;
+    m->s_T = length < 0 ? INT64_MAX : (length + m->n_fft) / m->hop;
     m->s_audio = 0;
     return ss_backend_status(be, err);
 }
 
 /* k output samples of buf: the first st->drop dropped (enhance()'s delay),
- * at most s_len in all, appended to y at *n_out */
+ * at most s_len in all (a live stream: no more than went in, by causality),
+ * appended to y at *n_out */
 static void stream_emit(dfn *m, ss_backend *be, stream *st, const float *buf, int64_t k, float *y, int64_t *n_out)
 {
     int64_t drop = st->drop < k ? st->drop : k;
     st->drop -= drop;
     int64_t n = k - drop;
-    if (n > m->s_len - st->emitted)
+    if (m->s_len >= 0 && n > m->s_len - st->emitted)
         n = m->s_len - st->emitted;
     if (n > 0)
         ss_copy2d(be, y + *n_out, (size_t)n, buf + drop, (size_t)n, 1, (size_t)n);
@@ -1135,7 +1145,8 @@ static ss_status stream_piece(dfn *m, ss_backend *be, stream *st, const float *x
     *n_out = 0;
     if (st->n_pend > 0)
         ss_copy2d(be, m->s_in, (size_t)st->n_pend, st->pend, (size_t)st->n_pend, 1, (size_t)st->n_pend);
-    ss_copy2d(be, m->s_in + st->n_pend, (size_t)n, x, (size_t)n, 1, (size_t)n);
+    if (n > 0)
+        ss_copy2d(be, m->s_in + st->n_pend, (size_t)n, x, (size_t)n, 1, (size_t)n);
     int64_t avail = st->n_pend + n;
     if (last) {                                      /* enhance(): n_fft zeros, whole frames */
         int64_t z = m->s_T * hop - (st->frames * hop + avail);
@@ -1148,6 +1159,8 @@ static ss_status stream_piece(dfn *m, ss_backend *be, stream *st, const float *x
         int64_t g = (avail - off) / hop, left = m->s_T - st->frames;
         g = g < m->block ? g : m->block;
         g = g < left ? g : left;
+        if (m->s_live)
+            g = 1;
         int64_t k = 0;
         s = block(m, be, st, m->s_in + off, (int)g, m->s_out, &k, err);
         if (s == SS_OK)
@@ -1178,10 +1191,10 @@ static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, flo
     ss_stream_geom g;
     dfn_stream_geom(m, &g);
     *n_out = 0;
-    if (!m->s_in || n < 0 || n > g.block || m->s_audio + n > m->s_len)
+    if (!m->s_in || n < 0 || n > g.block || (m->s_len >= 0 && m->s_audio + n > m->s_len))
         return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream piece of %lld samples after %lld of %lld",
                        (long long)n, (long long)m->s_audio, (long long)m->s_len);
-    int last = m->s_audio + n == m->s_len;
+    int last = m->s_len >= 0 && m->s_audio + n == m->s_len;
     for (int c = 0; c < m->s_chans; c++) {
         int64_t k = 0;
         ss_status s = stream_piece(m, be, &m->st[c], x + (size_t)c * n, y + (size_t)c * (g.block + g.extra), n,
@@ -1194,6 +1207,34 @@ static ss_status dfn_stream_run(void *state, ss_backend *be, const float *x, flo
         *n_out = k;
     }
     m->s_audio += n;
+    return ss_backend_status(be, err);
+}
+
+/* The end of a live stream: its length is what went in; the pieces of every
+ * channel are padded and flushed as the last stream_run of a track of that
+ * length would have (the frames run so far are the same either way: only
+ * whole hops of real samples) -> y [1, C, block + extra] */
+static ss_status dfn_stream_end(void *state, ss_backend *be, float *y, int64_t *n_out, ss_error *err)
+{
+    dfn *m = state;
+    ss_stream_geom g;
+    dfn_stream_geom(m, &g);
+    *n_out = 0;
+    if (!m->s_in || m->s_len >= 0)
+        return ss_fail(err, SS_E_INTERNAL, "deepfilternet: stream_end without a live stream (length %lld)",
+                       (long long)m->s_len);
+    m->s_len = m->s_audio;
+    m->s_T = (m->s_len + m->n_fft) / m->hop;
+    for (int c = 0; c < m->s_chans; c++) {
+        int64_t k = 0;
+        ss_status s = stream_piece(m, be, &m->st[c], NULL, y + (size_t)c * (g.block + g.extra), 0, 1, &k, err);
+        if (s != SS_OK)
+            return s;
+        if (c > 0 && k != *n_out)
+            return ss_fail(err, SS_E_INTERNAL, "deepfilternet: channel %d gave %lld samples, channel 0 %lld", c,
+                           (long long)k, (long long)*n_out);
+        *n_out = k;
+    }
     return ss_backend_status(be, err);
 }
 
@@ -1221,6 +1262,7 @@ const ss_arch ss_arch_deepfilternet3 = {
     .stream_geom = dfn_stream_geom,
     .stream_begin = dfn_stream_begin,
     .stream_run = dfn_stream_run,
+    .stream_end = dfn_stream_end,
     .channels_independent = 1,
     .track_stats = dfn_track_stats,
 };
