@@ -7,7 +7,9 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <sndfile.h>
 
@@ -54,6 +56,18 @@ static inline float *read_planar(const char *path, int *C, int64_t *L)
     sf_close(sf);
     *C = si.channels, *L = si.frames;
     return planar;
+}
+
+/* A fixture test's scratch folder removed: the logs the conversion and the CLI runs leave in it
+ * (convert.log, cli.log), then the folder itself. */
+static inline void fixture_dir_remove(const char *dir)
+{
+    char log[1200];
+    snprintf(log, sizeof log, "%s/convert.log", dir);
+    unlink(log);
+    snprintf(log, sizeof log, "%s/cli.log", dir);
+    unlink(log);
+    rmdir(dir);
 }
 
 #endif

@@ -290,12 +290,7 @@ static int fixture_setup(const char *tmp_prefix, const char *marker)
 /* Remove the scratch directory and the logs the helpers leave in it. */
 static void fixture_cleanup(void)
 {
-    char log[1200];
-    fmt(log, sizeof log, "%s/convert.log", tmpdir);
-    unlink(log);
-    fmt(log, sizeof log, "%s/cli.log", tmpdir);
-    unlink(log);
-    rmdir(tmpdir);
+    fixture_dir_remove(tmpdir);
 }
 
 #endif

@@ -533,12 +533,7 @@ static int fixtures_init(const char *env, const char *sub, const char *test)
 /* main()'s tear-down: the logs the conversion and the CLI runs left, and the folder */
 static void fixtures_done(void)
 {
-    char log[1200];
-    snprintf(log, sizeof log, "%s/convert.log", tmpdir);
-    unlink(log);
-    snprintf(log, sizeof log, "%s/cli.log", tmpdir);
-    unlink(log);
-    rmdir(tmpdir);
+    fixture_dir_remove(tmpdir);
 }
 
 #endif
